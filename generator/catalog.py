@@ -1,0 +1,40 @@
+"""The library entry for reading a catalog: load, then validate. Everything else starts here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from .load import Source, load_file, load_text
+from .models import Catalog
+from .plan import Plan, plan
+from .validate import validate
+
+
+@dataclass
+class Loaded:
+    """A validated catalog together with its source (for positions) and its deployment plan."""
+
+    catalog: Catalog
+    source: Source
+
+    @cached_property
+    def plan(self) -> Plan:
+        return plan(self.catalog)
+
+    @property
+    def root(self) -> Path:
+        """The folder the catalog lives in: `generated/` and `templates/` are found beside it."""
+        return Path(self.source.file).resolve().parent
+
+
+def load_catalog(path: str | Path = "catalog.yaml") -> Loaded:
+    """Read, parse and validate a catalog file. Raises CatalogError with every problem."""
+    src = load_file(path)
+    return Loaded(validate(src), src)
+
+
+def load_catalog_text(text: str, file: str = "catalog.yaml") -> Loaded:
+    src = load_text(text, file)
+    return Loaded(validate(src), src)

@@ -1,0 +1,85 @@
+"""Every error Nexus raises on purpose.
+
+The hierarchy::
+
+    NexusError                      root: the CLI prints it and exits 1, no traceback
+    ├── CatalogError(ValueError)    the catalog is unusable; carries a list of Problems
+    ├── TemplateError               a template failed to render (template, line, service)
+    ├── OutputCheckError            rendered output broke a pre-write check (service, file)
+    ├── DriftError                  generated/ differs from what the catalog renders
+    ├── HandEditedError             a generated file was edited by hand; refuse to overwrite
+    └── RunError                    `nexus up/down/verify` could not do its job
+
+Library errors (YAML, pydantic, Jinja) never escape: each stage translates them at its
+boundary with ``raise ... from``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, order=True)
+class Problem:
+    """One thing wrong with the catalog, located precisely enough to fix it."""
+
+    line: int  # 1-based; 0 when the problem has no single place (e.g. an empty file)
+    column: int  # 1-based
+    path: str  # dotted key path, e.g. "services.auth-service.port"
+    message: str  # what is wrong, and what would be right
+    file: str = field(default="catalog.yaml", compare=False)
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}:{self.column}" if self.line else self.file
+        path = f" {self.path}:" if self.path else ""
+        return f"{where}:{path} {self.message}"
+
+
+class NexusError(Exception):
+    """Root of every error Nexus raises deliberately."""
+
+
+class CatalogError(NexusError, ValueError):
+    """The catalog cannot be used. ``problems`` lists every issue found in one run."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = sorted(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class TemplateError(NexusError):
+    """A template failed to render; the message names the template, its line and the service."""
+
+
+class OutputCheckError(NexusError):
+    """Rendered output failed a check that runs before anything is written."""
+
+    def __init__(self, failures: list[str]) -> None:
+        self.failures = failures
+        super().__init__("generated output failed its checks; nothing was written:\n" + "\n".join(f"  {f}" for f in failures))
+
+
+class DriftError(NexusError):
+    """`generate --check` found files that are missing, stale, extra or hand-edited."""
+
+    def __init__(self, report: dict[str, list[str]]) -> None:
+        self.report = report
+        lines = [f"  {state}: {path}" for state, paths in report.items() for path in paths]
+        super().__init__("generated/ is out of date with the catalog (run `nexus generate`):\n" + "\n".join(lines))
+
+
+class HandEditedError(NexusError):
+    """A generated file was changed by hand; `--force` overwrites it after a backup."""
+
+    def __init__(self, paths: list[str]) -> None:
+        self.paths = paths
+        listed = "\n".join(f"  {p}" for p in paths)
+        super().__init__(
+            "these generated files were edited by hand and would be overwritten:\n"
+            f"{listed}\nmove the change into the service's own files (app/routes.py), "
+            "or run `nexus generate --force` to overwrite (a .bak copy is kept)"
+        )
+
+
+class RunError(NexusError):
+    """The local runner (`nexus up`, `down`, `status`, `verify`) failed."""

@@ -1,0 +1,86 @@
+"""The dependency graph in the forms other tools read: JSON (the machine view), Mermaid, DOT."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .models import Catalog
+from .plan import Plan
+
+
+def edges(cat: Catalog) -> list[dict[str, str]]:
+    """Every service-to-service edge, sorted: the one list policy, docs and checks derive from."""
+    return [
+        {"source": name, "target": dep, "kind": edge.kind}
+        for name in sorted(cat.services)
+        for dep, edge in sorted(cat.services[name].depends_on.items())
+    ]
+
+
+def as_data(cat: Catalog, plan: Plan) -> dict[str, Any]:
+    return {
+        "services": [
+            {
+                "name": name,
+                "port": svc.port,
+                "category": svc.category,
+                "team": svc.team,
+                "description": svc.description,
+                "stage": plan.stage_of[name],
+                "wave": plan.wave_of[name],
+                "dependencies": [{"name": d, "kind": e.kind} for d, e in sorted(svc.depends_on.items())],
+                "uses": sorted(svc.uses),
+            }
+            for name, svc in sorted(cat.services.items())
+        ],
+        "infrastructure": [
+            {"name": name, "kind": comp.kind, "port": comp.port, "wave": plan.wave_of.get(name)}
+            for name, comp in sorted(cat.infrastructure.items())
+        ],
+        "edges": edges(cat),
+    }
+
+
+def as_json(cat: Catalog, plan: Plan) -> str:
+    return json.dumps(as_data(cat, plan), indent=2, ensure_ascii=False) + "\n"
+
+
+def as_mermaid(cat: Catalog, plan: Plan) -> str:
+    """Services grouped by stage; hard edges solid, soft edges dotted."""
+    lines = ["graph LR"]
+    for stage in cat.stages:
+        members = sorted(n for n in cat.services if plan.stage_of[n] == stage.name)
+        if not members:
+            continue
+        lines.append(f'  subgraph {stage.name}["{stage.title}"]')
+        lines.extend(f'    {_id(n)}["{n}:{cat.services[n].port}"]' for n in members)
+        lines.append("  end")
+    for e in edges(cat):
+        arrow = "-->" if e["kind"] == "hard" else "-.->"
+        lines.append(f"  {_id(e['source'])} {arrow} {_id(e['target'])}")
+    return "\n".join(lines) + "\n"
+
+
+def as_dot(cat: Catalog, plan: Plan) -> str:
+    lines = ["digraph nexus {", "  rankdir=LR;", "  node [shape=box];"]
+    for i, stage in enumerate(cat.stages):
+        members = sorted(n for n in cat.services if plan.stage_of[n] == stage.name)
+        if not members:
+            continue
+        lines.append(f'  subgraph cluster_{i} {{ label="{stage.title}";')
+        lines.extend(f'    "{n}" [label="{n}\\n:{cat.services[n].port}"];' for n in members)
+        lines.append("  }")
+    for e in edges(cat):
+        style = "" if e["kind"] == "hard" else " [style=dashed]"
+        lines.append(f'  "{e["source"]}" -> "{e["target"]}"{style};')
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _id(name: str) -> str:
+    # Mermaid ids cannot contain '-'; names are DNS labels, so '_' cannot collide
+    return name.replace("-", "_")
+
+
+FORMATS = {"json": as_json, "mermaid": as_mermaid, "dot": as_dot}

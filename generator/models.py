@@ -1,0 +1,178 @@
+"""The catalog's shape: strict pydantic models, the single definition of what a catalog is.
+
+`nexus schema` prints these models as JSON Schema, so editors validate the same rules.
+Rules that need the whole catalog (references, cycles, stage order) live in validate.py.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+# A DNS-1123 label: services become hostnames, Kubernetes object names and folder names.
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+Name = Annotated[str, StringConstraints(pattern=DNS_LABEL, min_length=1, max_length=63)]
+Port = Annotated[int, Field(ge=1024, le=65535, description="An unprivileged TCP port, 1024 to 65535.")]
+Email = Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
+UrlPath = Annotated[str, StringConstraints(pattern=r"^/[A-Za-z0-9._~/-]*$")]
+Quantity = Annotated[str, StringConstraints(pattern=r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti)?$")]
+Text = Annotated[str, StringConstraints(min_length=1)]
+
+EdgeKind = Literal["hard", "soft"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+
+
+class Health(Strict):
+    """The four endpoints every service serves (the spec's Service Health section)."""
+
+    health: UrlPath = "/health"
+    ready: UrlPath = "/health/ready"
+    live: UrlPath = "/health/live"
+    metrics: UrlPath = "/metrics"
+
+
+class Autoscaling(Strict):
+    min_replicas: Annotated[int, Field(ge=1)] = 2
+    max_replicas: Annotated[int, Field(ge=1)] = 10
+    cpu_percent: Annotated[int, Field(ge=1, le=100)] = 70
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Autoscaling:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) is above max_replicas ({self.max_replicas}); make min_replicas <= max_replicas")
+        return self
+
+
+class ResourceAmounts(Strict):
+    cpu: Quantity
+    memory: Quantity
+
+
+class Resources(Strict):
+    requests: ResourceAmounts = ResourceAmounts(cpu="100m", memory="128Mi")
+    limits: ResourceAmounts = ResourceAmounts(cpu="500m", memory="256Mi")
+
+
+class Platform(Strict):
+    """Platform-wide defaults; a service overrides only what it must."""
+
+    name: Name = Field(description="The platform's name, used in labels (app.kubernetes.io/part-of).")
+    namespace: Name = Field(description="The Kubernetes namespace everything is deployed into.")
+    version: Text = Field(description="Version label and image tag of the generated services.")
+    image_registry: Text = Field(description="Registry prefix for service images, e.g. ghcr.io/nexus-cos.")
+    gateway: Name = Field(description="The service external traffic enters through; every flow starts here.")
+    health: Health = Health()
+    autoscaling: Autoscaling = Autoscaling()
+    resources: Resources = Resources()
+
+
+class Team(Strict):
+    title: Text
+    contact: Email = Field(description="Where service-specific questions go.")
+    oncall: Email = Field(description="Who is paged.")
+
+
+class Category(Strict):
+    title: Text = Field(description="Heading in the services index, e.g. 'Core Services'.")
+    summary: Text = Field(description="The line under the heading in the services index.")
+
+
+class Infrastructure(Strict):
+    kind: Literal["database", "cache", "message-queue"]
+    description: Text
+    port: Port
+
+
+class External(Strict):
+    """Something outside the platform that a flow reaches (a CDN): reported, never called."""
+
+    description: Text
+    url: Text
+
+
+class Stage(Strict):
+    name: Name
+    title: Text
+    description: Text
+    default: bool = Field(False, description="Services listed in no stage belong to this one (at most one stage).")
+    services: list[Name] = []
+    infrastructure: list[Name] = []
+
+
+class Dependency(Strict):
+    kind: EdgeKind = Field(description="hard: the dependent is not ready without it, and it orders deployment. soft: called at request time only.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: object) -> object:
+        # `user-auth: hard` is the common spelling; the mapping form leaves room for per-edge settings.
+        return {"kind": value} if isinstance(value, str) else value
+
+
+class Service(Strict):
+    port: Port
+    category: Name
+    team: Name
+    stage: Name | None = Field(None, description="Deployment stage, when the stage's own list does not name this service.")
+    description: Text = Field(description="One line, exactly as in the services index.")
+    depends_on: dict[Name, Dependency] = Field({}, description="Services this one calls, each hard or soft.")
+    uses: list[Name] = Field([], description="Infrastructure components this service needs (hard).")
+    externals: list[Name] = Field([], description="External systems this service reaches (e.g. the CDN).")
+    session_affinity: bool = Field(False, description="Route a client to the same pod (ClientIP affinity).")
+    websocket: bool = Field(False, description="Serve a WebSocket endpoint for live streaming.")
+    autoscaling: Autoscaling | None = None
+    resources: Resources | None = None
+
+
+class ExternalHop(Strict):
+    external: Name
+
+
+class Flow(Strict):
+    title: Text
+    description: Text = ""
+    hops: Annotated[list[Name | ExternalHop], Field(min_length=1)]
+
+    def names(self) -> list[str]:
+        return [h if isinstance(h, str) else h.external for h in self.hops]
+
+
+class Catalog(Strict):
+    """A whole platform: what runs, who owns it, in which order it deploys, and what must work."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, title="Nexus catalog")
+
+    version: Literal[1] = 1
+    platform: Platform
+    teams: dict[Name, Team]
+    categories: dict[Name, Category]
+    stages: Annotated[list[Stage], Field(min_length=1)]
+    infrastructure: dict[Name, Infrastructure] = {}
+    externals: dict[Name, External] = {}
+    services: dict[Name, Service]
+    flows: dict[Name, Flow] = {}
+
+    def stage_of(self) -> dict[str, str]:
+        """Service name -> stage name; a service listed nowhere goes to the default stage."""
+        out: dict[str, str] = {}
+        default = next((s.name for s in self.stages if s.default), None)
+        for stage in self.stages:
+            for name in stage.services:
+                out.setdefault(name, stage.name)
+        for name, service in self.services.items():
+            if service.stage:
+                out.setdefault(name, service.stage)
+        if default:
+            for name in self.services:
+                out.setdefault(name, default)
+        return out
+
+    def autoscaling_for(self, name: str) -> Autoscaling:
+        return self.services[name].autoscaling or self.platform.autoscaling
+
+    def resources_for(self, name: str) -> Resources:
+        return self.services[name].resources or self.platform.resources
