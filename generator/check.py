@@ -1,0 +1,41 @@
+"""Check stage: rendered files are verified before a byte is written.
+
+Each render area contributes its own checks (``render_<area>.checks``); this module adds the
+ones that cut across areas (every file parses) and runs them all, collecting every failure.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+
+import yaml
+
+from . import render_docs, render_k8s, render_services
+from .errors import OutputCheckError
+from .render import RenderContext
+
+
+def parses(files: dict[str, str]) -> list[str]:
+    """Every Python, YAML and JSON file parses."""
+    failures: list[str] = []
+    for path, text in files.items():
+        try:
+            if path.endswith(".py"):
+                ast.parse(text, filename=path)
+            elif path.endswith((".yaml", ".yml")):
+                list(yaml.load_all(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)))
+            elif path.endswith(".json"):
+                json.loads(text)
+        except (SyntaxError, yaml.YAMLError, ValueError) as exc:
+            failures.append(f"{path}: does not parse: {exc}".replace("\n", " "))
+    return failures
+
+
+def check(ctx: RenderContext, files: dict[str, str]) -> None:
+    """Raise OutputCheckError listing every failure; return quietly when all pass."""
+    failures = parses(files)
+    for area in (render_services, render_k8s, render_docs):
+        failures.extend(area.checks(ctx, files))
+    if failures:
+        raise OutputCheckError(failures)
