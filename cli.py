@@ -104,6 +104,35 @@ def graph(
 
 
 @app.command()
+def generate(
+    catalog: CatalogOpt = Path("catalog.yaml"),
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder (default: generated/ beside the catalog).", file_okay=False)] = None,
+    check: Annotated[bool, typer.Option("--check", help="Write nothing; exit 1 listing every missing, stale, extra or hand-edited file.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite hand-edited generated files (a copy goes to .nexus/backups/).")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Also run the slow checks (full schema validation of every manifest, uncached).")] = False,
+) -> None:
+    """Render services, Kubernetes manifests and docs from the catalog, check them, then write.
+
+    Unchanged files are not rewritten; files a team owns (routes.py) are created once and never
+    touched; a generated file edited by hand stops the run unless --force.
+    """
+    from generator.generate import generate as run
+
+    result = run(catalog, out, check_only=check, force=force, strict=strict)
+    where = result.out
+    if check:
+        typer.echo(f"{where}: up to date ({len(result.files)} files)")
+    elif result.touched:
+        typer.echo(f"{where}: {len(result.touched)} files written or removed, {len(result.files)} in all")
+        for path in result.touched[:20]:
+            typer.echo(f"  {path}")
+        if len(result.touched) > 20:
+            typer.echo(f"  ... and {len(result.touched) - 20} more")
+    else:
+        typer.echo(f"{where}: nothing to do ({len(result.files)} files up to date)")
+
+
+@app.command()
 def schema() -> None:
     """Print the catalog's JSON Schema (generated from the models; editors use it to validate)."""
     from generator.schema import schema_json

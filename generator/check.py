@@ -32,10 +32,13 @@ def parses(files: dict[str, str]) -> list[str]:
     return failures
 
 
-def check(ctx: RenderContext, files: dict[str, str]) -> None:
-    """Raise OutputCheckError listing every failure; return quietly when all pass."""
+def check(ctx: RenderContext, files: dict[str, str], *, strict: bool = False) -> None:
+    """Raise OutputCheckError listing every failure; return quietly when all pass.
+
+    ``strict`` adds the checks too slow for every run (see render_k8s.checks)."""
     failures = parses(files)
-    for area in (render_services, render_k8s, render_docs):
+    for area in (render_services, render_docs):
         failures.extend(area.checks(ctx, files))
+    failures.extend(render_k8s.checks(ctx, files))
     if failures:
         raise OutputCheckError(failures)

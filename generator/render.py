@@ -17,7 +17,6 @@ from typing import Any
 
 import jinja2
 
-from .catalog import Loaded
 from .errors import TemplateError
 from .graph import edges
 from .models import Catalog
@@ -156,9 +155,8 @@ def _areas() -> list[Area]:
     return [render_services.render, render_k8s.render, render_docs.render]
 
 
-def render(loaded: Loaded, env: jinja2.Environment | None = None) -> dict[str, str]:
+def render(ctx: RenderContext) -> dict[str, str]:
     """Every generated file, keyed by its path under generated/."""
-    ctx = RenderContext(loaded.catalog, loaded.plan, env or make_env())
     out: dict[str, str] = {}
     for area in _areas():
         for path, text in area(ctx).items():

@@ -1,14 +1,168 @@
-"""Render area: services. (Being built.)"""
+"""Render area: service code. One cookiecutter template (templates/service) rendered per service,
+the shared runtime (templates/runtime) copied once, and the catalog's JSON Schema.
+
+The service template is a real cookiecutter template: `nexus generate` renders it with the
+same Jinja settings and the same filters (its local_extensions.py) that cookiecutter uses, so
+a team running cookiecutter by hand gets the very files Nexus would generate.
+"""
 
 from __future__ import annotations
 
-from .render import RenderContext
+import fnmatch
+import importlib.util
+import json
+import re
+from functools import cache
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import jinja2
+
+from .errors import TemplateError
+from .render import TEMPLATES, RenderContext
+from .schema import schema_json
+
+SERVICE_TEMPLATE = TEMPLATES / "service"
+RUNTIME = TEMPLATES / "runtime"
+SKIP = {"__pycache__", ".pytest_cache"}
+
+# Files a team owns: created once when the service is first generated, never touched again.
+TEAM_OWNED = ("services/*/*/routes.py", "services/*/tests/test_routes.py")
+
+
+def team_owned(path: str) -> bool:
+    return any(fnmatch.fnmatchcase(path, pattern) for pattern in TEAM_OWNED)
+
+
+@cache
+def _extensions() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("nexus_service_template_extensions", SERVICE_TEMPLATE / "local_extensions.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def template_env() -> jinja2.Environment:
+    """The environment cookiecutter builds for this template: strict, trailing newlines kept,
+    plus the template's own `_jinja2_env_vars` and filters."""
+    config = json.loads((SERVICE_TEMPLATE / "cookiecutter.json").read_text(encoding="utf-8"))
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(SERVICE_TEMPLATE)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        **config.get("_jinja2_env_vars", {}),
+    )
+    env.filters.update(_extensions().FILTERS)
+    return env
+
+
+def _template_files() -> list[str]:
+    """Template-relative paths of the service template's files, sorted."""
+    root = SERVICE_TEMPLATE / "{{cookiecutter.name}}"
+    return sorted(
+        p.relative_to(SERVICE_TEMPLATE).as_posix()
+        for p in root.rglob("*")
+        if p.is_file() and not SKIP.intersection(p.relative_to(root).parts)
+    )
+
+
+def service_context(ctx: RenderContext, name: str) -> dict[str, Any]:
+    """The cookiecutter context of one catalog service (what `nexus new` would pass)."""
+    cat = ctx.catalog
+    svc = cat.services[name]
+    flows: dict[str, dict[str, Any]] = {}
+    for fname in ctx.flows_of[name]:
+        hops = cat.flows[fname].hops
+        i = hops.index(name)
+        nxt = hops[i + 1] if i + 1 < len(hops) else None
+        flows[fname] = {"next": nxt if isinstance(nxt, str) else (nxt.external if nxt else ""), "external": nxt is not None and not isinstance(nxt, str)}
+    return {
+        "name": name,
+        "description": svc.description,
+        "port": str(svc.port),
+        "team": svc.team,
+        "category": svc.category,
+        "package": _extensions().pkg(name),
+        "platform": cat.platform.name,
+        "namespace": cat.platform.namespace,
+        "image_registry": cat.platform.image_registry,
+        "version": cat.platform.version,
+        "websocket": svc.websocket,
+        "retries": "2",
+        "dependencies": {dep: {"kind": e.kind, "port": cat.services[dep].port} for dep, e in sorted(svc.depends_on.items())},
+        "flows": flows,
+        "health": cat.platform.health.model_dump(),
+    }
+
+
+def render_service(env: jinja2.Environment, context: dict[str, Any], files: list[str] | None = None) -> dict[str, str]:
+    """One service's files, keyed by path relative to its folder's parent (`<name>/...`)."""
+    out: dict[str, str] = {}
+    variables = {"cookiecutter": context}
+    name = context["name"]
+    for rel in files if files is not None else _template_files():
+        try:
+            path = env.from_string(rel).render(variables)
+            out[path] = env.get_template(rel).render(variables)
+        except jinja2.TemplateSyntaxError as exc:
+            raise TemplateError(f"templates/service/{rel}:{exc.lineno}: {exc.message} (rendering {name})") from exc
+        except jinja2.TemplateError as exc:
+            raise TemplateError(f"templates/service/{rel}:{_line(exc, rel)}: {exc} (rendering {name})") from exc
+    return out
+
+
+def _line(exc: BaseException, rel: str) -> int | str:
+    tb, line = exc.__traceback__, "?"
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename.replace("\\", "/").endswith(rel):
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+def _runtime() -> dict[str, str]:
+    return {
+        f"runtime/{p.relative_to(RUNTIME).as_posix()}": p.read_text(encoding="utf-8")
+        for p in sorted(RUNTIME.rglob("*"))
+        if p.is_file() and not SKIP.intersection(p.parts) and p.suffix != ".pyc"
+    }
 
 
 def render(ctx: RenderContext) -> dict[str, str]:
-    return {}
+    env = template_env()
+    files = _template_files()
+    out: dict[str, str] = {}
+    for name in sorted(ctx.catalog.services):
+        for path, text in render_service(env, service_context(ctx, name), files).items():
+            out[f"services/{path}"] = text
+    out.update(_runtime())
+    out["catalog.schema.json"] = schema_json()
+    out[".dockerignore"] = "# Generated by nexus. Build context: this folder (see a service's Dockerfile).\n**/__pycache__\n**/.pytest_cache\n**/*.egg-info\n"
+    return out
+
+
+_URL = re.compile(r'^    (\w+)_url: AnyHttpUrl = AnyHttpUrl\("http://([a-z0-9-]+):(\d+)"\)', re.M)
 
 
 def checks(ctx: RenderContext, files: dict[str, str]) -> list[str]:
-    """Pre-write checks for this area: one line per failure, naming the service and the file."""
-    return []
+    """Every dependency URL in a service's settings names the right service and port, and
+    every catalog dependency has one."""
+    failures: list[str] = []
+    cat = ctx.catalog
+    pkg = _extensions().pkg
+    for name, svc in sorted(cat.services.items()):
+        path = f"services/{name}/{pkg(name)}/settings.py"
+        text = files.get(path)
+        if text is None:
+            failures.append(f"{name}: {path} was not rendered")
+            continue
+        found = {host: (field, int(port)) for field, host, port in _URL.findall(text)}
+        for dep in svc.depends_on:
+            want = (pkg(dep), cat.services[dep].port)
+            if found.get(dep) != want:
+                failures.append(f"{name}: {path}: dependency URL for {dep} is {found.get(dep)}, expected field {want[0]}_url -> http://{dep}:{want[1]}")
+        for extra in sorted(set(found) - set(svc.depends_on)):
+            failures.append(f"{name}: {path}: URL setting for {extra}, which is not a dependency in the catalog")
+    return failures

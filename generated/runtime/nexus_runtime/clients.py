@@ -1,0 +1,70 @@
+"""One httpx client per dependency: timeouts, bounded retries for idempotent calls, trace headers."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Mapping
+
+import httpx
+
+from . import tracing
+from .settings import ServiceSettings
+from .spec import ServiceSpec
+
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+RETRY_STATUS = frozenset({502, 503, 504})
+
+
+class RetryTransport(httpx.AsyncBaseTransport):
+    """Retries idempotent requests on connection errors and 502/503/504, with jittered
+    exponential backoff. httpx's own ``retries=`` only covers failed connects, and only once
+    per attempt, so the bounded policy lives here."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, retries: int, backoff: float) -> None:
+        self._inner, self._retries, self._backoff = inner, retries, backoff
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        retryable = request.method in IDEMPOTENT and not request.extensions.get("nexus_no_retry")
+        attempts = self._retries + 1 if retryable else 1
+        for attempt in range(attempts):
+            last = attempt == attempts - 1
+            try:
+                response = await self._inner.handle_async_request(request)
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError):
+                if last:
+                    raise
+            else:
+                if response.status_code not in RETRY_STATUS or last:
+                    return response
+                await response.aclose()
+            await asyncio.sleep(self._backoff * (2**attempt) * (0.5 + random.random()))  # noqa: S311 - jitter, not crypto
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+async def _add_trace(request: httpx.Request) -> None:
+    trace = tracing.current.get()
+    if trace is not None:
+        request.headers.update(trace.outgoing())
+
+
+def build_clients(spec: ServiceSpec, settings: ServiceSettings) -> dict[str, httpx.AsyncClient]:
+    timeout = httpx.Timeout(settings.request_timeout_seconds, connect=settings.connect_timeout_seconds)
+    clients = {}
+    for dep in spec.dependencies:
+        transport = RetryTransport(httpx.AsyncHTTPTransport(), settings.retries, settings.retry_backoff_seconds)
+        clients[dep.name] = httpx.AsyncClient(
+            base_url=str(getattr(settings, dep.setting)),
+            timeout=timeout,
+            transport=transport,
+            event_hooks={"request": [_add_trace]},
+            headers={"user-agent": f"{spec.name} (nexus)"},
+        )
+    return clients
+
+
+async def close_all(clients: Mapping[str, httpx.AsyncClient]) -> None:
+    await asyncio.gather(*(c.aclose() for c in clients.values()))

@@ -1,0 +1,67 @@
+"""The spec's four endpoints. Liveness never looks at another service; readiness needs every
+hard dependency to answer its own liveness probe (checked at most once per cache period)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import httpx
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+
+from .metrics import Metrics
+from .settings import ServiceSettings
+from .spec import ServiceSpec
+
+
+class Readiness:
+    def __init__(self, spec: ServiceSpec, settings: ServiceSettings, clients: dict[str, httpx.AsyncClient]) -> None:
+        self.spec, self.settings, self.clients = spec, settings, clients
+        self.shutting_down = False
+        self._checked_at = float("-inf")
+        self._result: dict[str, str] = {}
+        self._lock = asyncio.Lock()
+
+    async def _probe(self, name: str) -> tuple[str, str]:
+        try:
+            # no retries for probes: the retrying transport would hide an outage for seconds
+            r = await self.clients[name].get(self.spec.live_path, timeout=self.settings.readiness_timeout_seconds, extensions={"nexus_no_retry": True})
+            return name, "ok" if r.status_code == 200 else f"http {r.status_code}"
+        except httpx.HTTPError as exc:
+            return name, f"unreachable: {type(exc).__name__}"
+
+    async def check(self) -> dict[str, str]:
+        async with self._lock:
+            if time.monotonic() - self._checked_at >= self.settings.readiness_cache_seconds:
+                self._result = dict(await asyncio.gather(*(self._probe(d.name) for d in self.spec.hard)))
+                self._checked_at = time.monotonic()
+            return self._result
+
+
+def router(spec: ServiceSpec, readiness: Readiness, metrics: Metrics) -> APIRouter:
+    r = APIRouter(tags=["health"])
+
+    @r.get(spec.health_path)
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "service": spec.name}
+
+    @r.get(spec.live_path)
+    async def live() -> dict[str, Any]:
+        return {"status": "ok", "service": spec.name}
+
+    @r.get(spec.ready_path)
+    async def ready() -> JSONResponse:
+        if readiness.shutting_down:
+            return JSONResponse({"status": "shutting down", "service": spec.name}, status_code=503)
+        deps = await readiness.check()
+        ok = all(v == "ok" for v in deps.values())
+        return JSONResponse({"status": "ready" if ok else "not ready", "service": spec.name, "dependencies": deps}, status_code=200 if ok else 503)
+
+    @r.get(spec.metrics_path)
+    async def prometheus() -> Response:
+        body, content_type = metrics.exposition()
+        return Response(body, media_type=content_type)
+
+    return r

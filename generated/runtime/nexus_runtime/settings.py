@@ -1,0 +1,36 @@
+"""Settings read from the environment and validated at start-up (a bad value stops the start)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    """What every service can be told through its environment. Each service's generated
+    ``Settings`` subclass adds its name, port and one URL per dependency."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    service_name: str
+    host: str = "0.0.0.0"  # noqa: S104 - a container listens on all its interfaces
+    port: int = Field(ge=1, le=65535)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    json_logs: bool = True
+
+    # Outgoing calls. Mesh deployments set RETRIES=0 so only one layer retries.
+    request_timeout_seconds: float = Field(2.0, gt=0)
+    connect_timeout_seconds: float = Field(0.5, gt=0)
+    retries: int = Field(2, ge=0, le=5)
+    retry_backoff_seconds: float = Field(0.05, ge=0)
+
+    # Readiness probes hard dependencies at most this often, so probes do not fan out.
+    readiness_cache_seconds: float = Field(1.0, ge=0)
+    readiness_timeout_seconds: float = Field(0.5, gt=0)
+
+    # Fault injection for tests and game days: delays this service's flow endpoints.
+    inject_delay_ms: int = Field(0, ge=0)
+
+    shutdown_grace_seconds: float = Field(10.0, ge=0)

@@ -1,0 +1,40 @@
+"""What a service is, as data: generated per service from the catalog."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class Dependency:
+    name: str
+    kind: Literal["hard", "soft"]  # hard: readiness fails while it is unreachable
+    setting: str  # the Settings field that holds its base URL
+
+
+@dataclass(frozen=True)
+class FlowHop:
+    """This service's place on a critical path: who it calls next (if anyone)."""
+
+    next: str | None = None
+    external: bool = False  # the next hop is outside the platform: reported, never called
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    port: int
+    description: str
+    team: str
+    dependencies: tuple[Dependency, ...] = ()
+    flows: dict[str, FlowHop] = field(default_factory=dict)
+    websocket: bool = False
+    health_path: str = "/health"
+    ready_path: str = "/health/ready"
+    live_path: str = "/health/live"
+    metrics_path: str = "/metrics"
+
+    @property
+    def hard(self) -> tuple[Dependency, ...]:
+        return tuple(d for d in self.dependencies if d.kind == "hard")

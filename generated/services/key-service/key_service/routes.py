@@ -1,0 +1,12 @@
+# Yours: nexus created this file once and never touches it again. Add the team's routes here.
+"""key-service's own endpoints. Health, metrics, flows and dependency clients come
+from nexus_runtime; call a dependency with `request.app.state.clients["<name>"]`."""
+
+from fastapi import APIRouter
+
+router = APIRouter(prefix="/api", tags=["key-service"])
+
+
+@router.get("/info")
+async def info() -> dict[str, str]:
+    return {"service": "key-service"}

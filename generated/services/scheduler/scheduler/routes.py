@@ -1,0 +1,12 @@
+# Yours: nexus created this file once and never touches it again. Add the team's routes here.
+"""scheduler's own endpoints. Health, metrics, flows and dependency clients come
+from nexus_runtime; call a dependency with `request.app.state.clients["<name>"]`."""
+
+from fastapi import APIRouter
+
+router = APIRouter(prefix="/api", tags=["scheduler"])
+
+
+@router.get("/info")
+async def info() -> dict[str, str]:
+    return {"service": "scheduler"}

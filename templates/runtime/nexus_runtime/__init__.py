@@ -1,0 +1,14 @@
+"""The runtime every generated Nexus service shares.
+
+A service is described by a generated ``ServiceSpec`` and ``Settings`` class; ``create_app``
+turns them into a FastAPI app with the four health endpoints, Prometheus metrics, one HTTP
+client per dependency, JSON logs, the critical-path flow endpoints and, where asked, a
+WebSocket. The service's own routes are plugged in as an APIRouter.
+"""
+
+from .app import create_app
+from .serve import serve
+from .settings import ServiceSettings
+from .spec import Dependency, FlowHop, ServiceSpec
+
+__all__ = ["Dependency", "FlowHop", "ServiceSettings", "ServiceSpec", "create_app", "serve"]
