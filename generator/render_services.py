@@ -50,6 +50,7 @@ def template_env() -> jinja2.Environment:
     config = json.loads((SERVICE_TEMPLATE / "cookiecutter.json").read_text(encoding="utf-8"))
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(SERVICE_TEMPLATE)),
+        auto_reload=False,
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         **config.get("_jinja2_env_vars", {}),
@@ -97,15 +98,23 @@ def service_context(ctx: RenderContext, name: str) -> dict[str, Any]:
     }
 
 
-def render_service(env: jinja2.Environment, context: dict[str, Any], files: list[str] | None = None) -> dict[str, str]:
+def compile_template(env: jinja2.Environment) -> list[tuple[str, jinja2.Template, jinja2.Template]]:
+    """Each template file as (name, compiled file name, compiled content), compiled once per
+    run: compiling is most of the cost, rendering 43 times is cheap."""
+    try:
+        return [(rel, env.from_string(rel), env.get_template(rel)) for rel in _template_files()]
+    except jinja2.TemplateSyntaxError as exc:
+        raise TemplateError(f"templates/service/{exc.name or '?'}:{exc.lineno}: {exc.message}") from exc
+
+
+def render_service(compiled: list[tuple[str, jinja2.Template, jinja2.Template]], context: dict[str, Any]) -> dict[str, str]:
     """One service's files, keyed by path relative to its folder's parent (`<name>/...`)."""
     out: dict[str, str] = {}
     variables = {"cookiecutter": context}
     name = context["name"]
-    for rel in files if files is not None else _template_files():
+    for rel, path_template, template in compiled:
         try:
-            path = env.from_string(rel).render(variables)
-            out[path] = env.get_template(rel).render(variables)
+            out[path_template.render(variables)] = template.render(variables)
         except jinja2.TemplateSyntaxError as exc:
             raise TemplateError(f"templates/service/{rel}:{exc.lineno}: {exc.message} (rendering {name})") from exc
         except jinja2.TemplateError as exc:
@@ -131,11 +140,10 @@ def _runtime() -> dict[str, str]:
 
 
 def render(ctx: RenderContext) -> dict[str, str]:
-    env = template_env()
-    files = _template_files()
+    compiled = compile_template(template_env())
     out: dict[str, str] = {}
     for name in sorted(ctx.catalog.services):
-        for path, text in render_service(env, service_context(ctx, name), files).items():
+        for path, text in render_service(compiled, service_context(ctx, name)).items():
             out[f"services/{path}"] = text
     out.update(_runtime())
     out["catalog.schema.json"] = schema_json()
