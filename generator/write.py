@@ -184,13 +184,12 @@ def apply(out: Path, files: dict[str, str], ch: Changes, *, force: bool = False,
     staging = _staging(out)
     staging.mkdir(parents=True)
     try:
+        for folder in sorted({str(Path(p).parent) for p in (*written, *ch.keep)}):
+            (staging / folder).mkdir(parents=True, exist_ok=True)
         for path in written:
-            dest = staging / path
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            dest.write_bytes(files[path].encode("utf-8"))
+            (staging / path).write_bytes(files[path].encode("utf-8"))
         for path in ch.keep:
             dest = staging / path
-            dest.parent.mkdir(parents=True, exist_ok=True)
             try:
                 os.link(out / path, dest)  # same inode: content and modification time kept
             except OSError:
