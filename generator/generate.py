@@ -36,11 +36,11 @@ def generate(
     was edited by hand and ``force`` is not set.
     """
     loaded = load_catalog(catalog)  # load + validate
-    ctx = RenderContext(loaded.catalog, loaded.plan)  # plan
+    ctx = RenderContext(loaded.catalog, loaded.plan, cache=loaded.root / ".nexus" / "cache" / "jinja")  # plan
     files = render(ctx)  # render
-    check(ctx, files, strict=strict)  # check
     target = Path(out) if out is not None else loaded.root / "generated"
-    changes = write.diff(target, files)
+    changes = write.diff(target, files)  # read-only: what differs from the tree on disk
+    check(ctx, files, strict=strict, verified=changes.verified)  # check, before any write
     if check_only:
         if not changes.clean:
             raise DriftError(changes.report())

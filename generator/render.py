@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -74,7 +74,16 @@ FILTERS: dict[str, Callable[..., str]] = {
 }
 
 
-def make_env(root: Path = TEMPLATES) -> jinja2.Environment:
+def bytecode_cache(folder: Path | None) -> jinja2.BytecodeCache | None:
+    """Compiled templates kept between runs: compiling is most of a small run's time. Jinja
+    keys each entry by the template's source checksum, so an edited template recompiles."""
+    if folder is None:
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    return jinja2.FileSystemBytecodeCache(str(folder))
+
+
+def make_env(root: Path = TEMPLATES, cache: Path | None = None) -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(root)),
         undefined=jinja2.StrictUndefined,
@@ -82,6 +91,8 @@ def make_env(root: Path = TEMPLATES) -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         autoescape=False,
+        auto_reload=False,
+        bytecode_cache=bytecode_cache(cache),
     )
     env.filters.update(FILTERS)
     return env
@@ -93,7 +104,11 @@ class RenderContext:
 
     catalog: Catalog
     plan: Plan
-    env: jinja2.Environment = field(default_factory=make_env)
+    cache: Path | None = None  # where compiled templates are kept between runs (None: nowhere)
+
+    @cached_property
+    def env(self) -> jinja2.Environment:
+        return make_env(TEMPLATES, self.cache)
 
     @cached_property
     def edges(self) -> list[dict[str, str]]:

@@ -12,6 +12,7 @@ import fnmatch
 import importlib.util
 import json
 import re
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from types import ModuleType
@@ -20,7 +21,7 @@ from typing import Any
 import jinja2
 
 from .errors import TemplateError
-from .render import TEMPLATES, RenderContext
+from .render import TEMPLATES, RenderContext, bytecode_cache
 from .schema import schema_json
 
 SERVICE_TEMPLATE = TEMPLATES / "service"
@@ -44,13 +45,24 @@ def _extensions() -> ModuleType:
     return module
 
 
-def template_env() -> jinja2.Environment:
+_NAME = "name-of:"  # a template named "name-of:<path>" renders <path> itself: a file *name*
+
+
+class _NameLoader(jinja2.BaseLoader):
+    def get_source(self, environment: jinja2.Environment, template: str) -> tuple[str, str | None, Callable[[], bool]]:
+        if not template.startswith(_NAME):
+            raise jinja2.TemplateNotFound(template)
+        return template.removeprefix(_NAME), None, lambda: True
+
+
+def template_env(cache: Path | None = None) -> jinja2.Environment:
     """The environment cookiecutter builds for this template: strict, trailing newlines kept,
     plus the template's own `_jinja2_env_vars` and filters."""
     config = json.loads((SERVICE_TEMPLATE / "cookiecutter.json").read_text(encoding="utf-8"))
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(SERVICE_TEMPLATE)),
+        loader=jinja2.ChoiceLoader([_NameLoader(), jinja2.FileSystemLoader(str(SERVICE_TEMPLATE))]),
         auto_reload=False,
+        bytecode_cache=bytecode_cache(cache),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         **config.get("_jinja2_env_vars", {}),
@@ -102,7 +114,8 @@ def compile_template(env: jinja2.Environment) -> list[tuple[str, jinja2.Template
     """Each template file as (name, compiled file name, compiled content), compiled once per
     run: compiling is most of the cost, rendering 43 times is cheap."""
     try:
-        return [(rel, env.from_string(rel), env.get_template(rel)) for rel in _template_files()]
+        # names go through the loader too (a tiny in-memory one) so the bytecode cache covers them
+        return [(rel, env.get_template(_NAME + rel), env.get_template(rel)) for rel in _template_files()]
     except jinja2.TemplateSyntaxError as exc:
         raise TemplateError(f"templates/service/{exc.name or '?'}:{exc.lineno}: {exc.message}") from exc
 
@@ -140,7 +153,7 @@ def _runtime() -> dict[str, str]:
 
 
 def render(ctx: RenderContext) -> dict[str, str]:
-    compiled = compile_template(template_env())
+    compiled = compile_template(template_env(ctx.cache))
     out: dict[str, str] = {}
     for name in sorted(ctx.catalog.services):
         for path, text in render_service(compiled, service_context(ctx, name)).items():

@@ -45,6 +45,7 @@ class Changes:
     keep: list[str] = field(default_factory=list)  # on disk, stays as it is (unchanged, team-owned, team additions)
     manifest: str = ""
     manifest_stale: bool = False
+    verified: frozenset[str] = frozenset()  # rendered bytes equal to what we wrote (and checked) before
 
     @property
     def clean(self) -> bool:
@@ -94,6 +95,7 @@ def diff(out: Path, files: dict[str, str]) -> Changes:
     live_services = {s for p in files if (s := _service_of(p))}
     ch = Changes()
     new_manifest: dict[str, str] = {}
+    verified: set[str] = set()
     for path, text in files.items():
         want = sha256(text.encode("utf-8"))
         if path not in disk:
@@ -108,6 +110,8 @@ def diff(out: Path, files: dict[str, str]) -> Changes:
         new_manifest[path] = want
         if have == want:
             ch.keep.append(path)
+            if recorded.get(path) == want:
+                verified.add(path)
         elif recorded.get(path) == have:
             ch.update.append(path)
         else:
@@ -129,6 +133,7 @@ def diff(out: Path, files: dict[str, str]) -> Changes:
         ch.manifest_stale = True
     for bucket in (ch.create, ch.update, ch.remove, ch.hand_edited, ch.extra, ch.keep):
         bucket.sort()
+    ch.verified = frozenset(verified)
     return ch
 
 
