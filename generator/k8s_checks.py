@@ -322,7 +322,7 @@ def read_policies(ctx: RenderContext, docs: list[Doc]) -> tuple[Policy, list[str
                             failures.append(f"{where}: {direction} {pair[0]} -> {pair[1]} on {rule_ports}, not {pair[1]}'s catalog port {ports.get(pair[1])}")
                     elif direction == "egress" and peer == _DNS and sorted(rule_ports) == [("TCP", 53), ("UDP", 53)]:
                         pass
-                    elif direction == "egress" and "ipBlock" in peer and len(peer) == 1 and rule_ports == [("TCP", 443)]:
+                    elif direction == "egress" and _outside(peer) and rule_ports == [("TCP", 443)]:
                         policy.to_internet.add(target)
                     elif direction == "ingress" and peer == _other_namespaces(ns) and len(peers) == 1:
                         policy.from_outside.add(target)
@@ -334,6 +334,12 @@ def read_policies(ctx: RenderContext, docs: list[Doc]) -> tuple[Policy, list[str
 
 
 _DNS = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}}, "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}
+
+
+def _outside(peer: dict[str, Any]) -> bool:
+    """An ipBlock of the internet with the private ranges (where pods and nodes live) cut out."""
+    block = peer.get("ipBlock") if len(peer) == 1 else None
+    return isinstance(block, dict) and (block.get("cidr"), tuple(block.get("except") or ())) in render_k8s.OUTSIDE
 
 
 def _other_namespaces(ns: str) -> dict[str, Any]:

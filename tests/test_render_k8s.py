@@ -325,6 +325,13 @@ def test_a_missing_default_deny_and_a_broad_peer_are_failures(shipped: tuple[Ren
     assert any("kei-ai: NetworkPolicy kei-ai: ingress peer {'podSelector': {}} is broader than a catalog edge" in f for f in render_k8s.checks(ctx, broad, strict_schema=False))
 
 
+def test_egress_to_the_internet_must_keep_the_private_ranges_closed(shipped: tuple[RenderContext, dict[str, str]]) -> None:
+    ctx, files = shipped
+    broken = _break(files, "streamcore", '              - "10.0.0.0/8"\n', "")
+    failures = render_k8s.checks(ctx, broken, strict_schema=False)
+    assert any(f.startswith(f"{SVC.format('streamcore')}: streamcore: NetworkPolicy streamcore: egress peer {{'ipBlock'") for f in failures), failures
+
+
 def test_replicas_and_a_root_pod_are_failures(shipped: tuple[RenderContext, dict[str, str]]) -> None:
     ctx, files = shipped
     broken = _break(files, "glitch", "  revisionHistoryLimit: 5\n", "  replicas: 3\n  revisionHistoryLimit: 5\n")
