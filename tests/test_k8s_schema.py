@@ -1,0 +1,128 @@
+"""The compiled schema checks agree with jsonschema (what kubernetes-validate runs) on every
+rendered manifest and on hundreds of broken variants of them; the hash cache skips and persists."""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+from conftest import CATALOG
+from referencing import Registry, Resource
+
+from generator import k8s_checks, render_k8s
+from generator.catalog import load_catalog
+from generator.k8s_schema import K8S_VERSION, SchemaValidator, _Compiler, _Unsupported, schema_dir, schema_file
+from generator.render import RenderContext
+
+
+@pytest.fixture(scope="module")
+def docs() -> list[dict[str, Any]]:
+    loaded = load_catalog(CATALOG)
+    files = render_k8s.render(RenderContext(loaded.catalog, loaded.plan))
+    return [d.data for p, t in files.items() if p.startswith("k8s/base/") for d in k8s_checks.documents(p, t) if d.kind != "Kustomization"]
+
+
+@pytest.fixture(scope="module")
+def reference() -> Any:
+    """jsonschema validators built the way kubernetes_validate.validate() builds them."""
+    folder = schema_dir(K8S_VERSION)
+    registry = Resource.from_contents(json.loads((folder / "_definitions.json").read_text())) @ Registry()
+    cache: dict[tuple[str, str], jsonschema.Draft202012Validator] = {}
+
+    def valid(doc: dict[str, Any]) -> bool:
+        key = (doc["apiVersion"], doc["kind"])
+        if key not in cache:
+            schema = json.loads((folder / schema_file(*key)).read_text())
+            cache[key] = jsonschema.Draft202012Validator(schema, registry=Resource.from_contents(schema) @ registry)
+        return cache[key].is_valid(doc)
+
+    return valid
+
+
+def _paths(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    out = [path]
+    if isinstance(value, dict):
+        for k, v in value.items():
+            out += _paths(v, (*path, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            out += _paths(v, (*path, i))
+    return out
+
+
+def _mutations(doc: dict[str, Any], rng: random.Random) -> list[dict[str, Any]]:
+    """Broken (and some harmless) variants: keys dropped or added, values retyped or reworded."""
+    out = []
+    paths = [p for p in _paths(doc)[1:] if p not in {("apiVersion",), ("kind",)}]  # those pick the schema
+    for path in rng.sample(paths, k=min(12, len(paths))):
+        for change in ("drop", "add", "retype", "reword"):
+            copied = copy.deepcopy(doc)
+            target = copied
+            for part in path[:-1]:
+                target = target[part]
+            last = path[-1]
+            if change == "drop" and isinstance(target, dict):
+                del target[last]
+            elif change == "add" and isinstance(target[last], dict):
+                target[last]["notAField"] = "x"
+            elif change == "reword" and isinstance(target[last], str):
+                target[last] = "NotAnEnumValue"  # breaks enum fields (Service type, seccomp type...), nothing else
+            elif change == "retype":
+                old = target[last]
+                target[last] = {str: 7, int: "7", bool: "true", list: {"a": 1}, dict: ["a"], float: "1.5"}.get(type(old), None)
+            else:
+                continue
+            out.append(copied)
+    return out
+
+
+def test_the_compiled_checks_agree_with_jsonschema(docs: list[dict[str, Any]], reference: Any) -> None:
+    validator = SchemaValidator()
+    rng = random.Random(1)
+    cases = [d for doc in docs[:: max(1, len(docs) // 40)] for d in [doc, *_mutations(doc, rng)]]
+    assert len(cases) > 500
+    verdicts = {True: 0, False: 0}
+    for case in cases:
+        expected = reference(case)
+        errors: list[str] = []
+        validator._validator(case["apiVersion"], case["kind"])(case, "", errors)  # type: ignore[misc]
+        assert (not errors) == expected, (case, errors)
+        verdicts[expected] += 1
+    assert min(verdicts.values()) > 100  # both verdicts well represented
+
+
+def test_every_rendered_manifest_passes(docs: list[dict[str, Any]]) -> None:
+    validator = SchemaValidator()
+    assert [e for d in docs for e in validator.errors(json.dumps(d), d)] == []
+    assert len(validator.seen) == len(docs)
+
+
+def test_a_validated_text_is_skipped_and_the_cache_persists(tmp_path: Path) -> None:
+    doc = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}, "data": {"A": "1"}}
+    first = SchemaValidator()
+    assert first.errors("text-1", doc) == []
+    broken = {**doc, "data": {"A": 1}}
+    assert first.errors("text-1", broken) == []  # same text: not validated again
+    assert first.errors("text-2", broken) == ["data.A: 1 is not of type 'string', 'null'"]
+    first.save(tmp_path / "cache.json")
+    second = SchemaValidator()
+    second.load(tmp_path / "cache.json")
+    assert second.seen == first.seen and second._validators == {}  # nothing compiled for a known text
+    assert second.errors("text-1", doc) == [] and second._validators == {}
+    other = SchemaValidator("1.31")
+    assert other.key("text-1") not in first.seen  # another Kubernetes version is another cache
+    SchemaValidator().load(tmp_path / "missing.json")  # a missing cache is an empty one
+
+
+def test_unknown_kinds_and_unsupported_keywords(tmp_path: Path) -> None:
+    assert SchemaValidator().errors("t", {"apiVersion": "example.com/v1", "kind": "Widget"}) == ["no Kubernetes 1.32 schema for example.com/v1 Widget"]
+    assert SchemaValidator().errors("t", {"kind": "Widget"}) == ["apiVersion and kind must both be set"]
+    with pytest.raises(_Unsupported):
+        _Compiler({}).compile({"type": "string", "pattern": "^a"})
+    with pytest.raises(_Unsupported):
+        _Compiler({}).compile({"$ref": "https://elsewhere.example.com/schema.json"})

@@ -1,0 +1,460 @@
+"""The Kubernetes area: the shipped catalog rendered, built by the real `kubectl kustomize`, and
+validated against the official schemas; then one catalog rule per test on small catalogs."""
+
+from __future__ import annotations
+
+import random
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import CATALOG, dump
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from generator import k8s_checks, render_k8s
+from generator.catalog import load_catalog, load_catalog_text
+from generator.graph import edges
+from generator.render import RenderContext
+
+KUBECTL = shutil.which("kubectl")
+OVERLAYS = ("dev", "staging", "prod")
+NAME = "app.kubernetes.io/name"
+SERVICE_KINDS = {"ServiceAccount", "ConfigMap", "Service", "Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy"}
+
+
+def render(loaded: Any) -> tuple[RenderContext, dict[str, str]]:
+    ctx = RenderContext(loaded.catalog, loaded.plan)
+    return ctx, render_k8s.render(ctx)
+
+
+def write(files: dict[str, str], root: Path) -> Path:
+    for path, text in files.items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(text, encoding="utf-8")
+    return root
+
+
+def kustomize(root: Path) -> dict[str, list[dict[str, Any]]]:
+    """Every overlay built by the real kubectl, the three at once."""
+    runs = {env: subprocess.Popen([KUBECTL, "kustomize", str(root / "k8s/overlays" / env)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for env in OVERLAYS}
+    built = {}
+    for env, proc in runs.items():
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, f"kubectl kustomize overlays/{env} failed: {err}"
+        built[env] = [d for d in yaml.safe_load_all(out) if d]
+    return built
+
+
+@pytest.fixture(scope="module")
+def shipped() -> tuple[RenderContext, dict[str, str]]:
+    return render(load_catalog(CATALOG))
+
+
+@pytest.fixture(scope="module")
+def built(shipped: tuple[RenderContext, dict[str, str]], tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str, Any]]]:
+    if KUBECTL is None:
+        pytest.skip("kubectl is not installed")
+    return kustomize(write(shipped[1], tmp_path_factory.mktemp("k8s")))
+
+
+def objects(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
+
+
+# -- layout ------------------------------------------------------------------------------------
+
+
+def test_layout_is_a_base_and_three_overlays(shipped: tuple[RenderContext, dict[str, str]]) -> None:
+    ctx, files = shipped
+    services = {f"k8s/base/services/{n}.yaml" for n in ctx.catalog.services}
+    base = {f"k8s/base/{f}.yaml" for f in ("kustomization", "namespace", "default-deny", "infrastructure")}
+    overlays = {f"k8s/overlays/{e}/kustomization.yaml" for e in OVERLAYS} | {f"k8s/overlays/dev/{p}-patch.yaml" for p in ("autoscaling", "resources")}
+    assert set(files) == services | base | overlays
+    assert list(files) == sorted(files)
+
+
+def test_base_kustomization_names_the_namespace_and_every_file_sorted(shipped: tuple[RenderContext, dict[str, str]]) -> None:
+    ctx, files = shipped
+    kustomization = yaml.safe_load(files["k8s/base/kustomization.yaml"])
+    assert kustomization["namespace"] == ctx.catalog.platform.namespace == "nexus-cos"
+    listed = kustomization["resources"]
+    assert listed == sorted(listed)
+    assert {f"k8s/base/{p}" for p in listed} == {p for p in files if p.startswith("k8s/base/") and not p.endswith("kustomization.yaml")}
+
+
+def test_namespace_enforces_pod_security_restricted(shipped: tuple[RenderContext, dict[str, str]]) -> None:
+    labels = yaml.safe_load(shipped[1]["k8s/base/namespace.yaml"])["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert labels["pod-security.kubernetes.io/enforce-version"] == "v1.32"
+
+
+def test_default_deny_covers_every_pod_both_ways(shipped: tuple[RenderContext, dict[str, str]]) -> None:
+    deny = yaml.safe_load(shipped[1]["k8s/base/default-deny.yaml"])
+    assert deny["spec"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+
+
+# -- the built overlays ------------------------------------------------------------------------
+
+
+def test_every_overlay_builds_and_passes_the_strict_schemas(built: dict[str, list[dict[str, Any]]], shipped: tuple[RenderContext, dict[str, str]]) -> None:
+    import jsonschema
+    from referencing import Registry, Resource
+
+    from generator.k8s_schema import schema_dir, schema_file
+
+    # kubernetes_validate.validate()'s own construction, with the validator kept per kind
+    folder = schema_dir("1.32")
+    registry = Resource.from_contents(yaml.safe_load((folder / "_definitions.json").read_text())) @ Registry()
+    validators: dict[tuple[str, str], jsonschema.Draft202012Validator] = {}
+    n = len(shipped[0].catalog.services)
+    for env, docs in built.items():
+        assert len(docs) == 7 * n + 2 + 3, env  # + namespace, default deny, three infrastructure policies
+        for doc in docs:
+            key = (doc["apiVersion"], doc["kind"])
+            if key not in validators:
+                schema = yaml.safe_load((folder / schema_file(*key)).read_text())
+                validators[key] = jsonschema.Draft202012Validator(schema, registry=Resource.from_contents(schema) @ registry)
+            errors = [e.message for e in validators[key].iter_errors(doc)]
+            assert not errors, f"{env}: {doc['kind']} {doc['metadata']['name']}: {errors}"
+
+
+def test_kubernetes_validate_itself_accepts_one_of_each_kind(built: dict[str, list[dict[str, Any]]]) -> None:
+    import kubernetes_validate
+
+    firsts = {d["kind"]: d for d in reversed(built["prod"])}
+    assert set(firsts) == SERVICE_KINDS | {"Namespace"}
+    for doc in firsts.values():
+        assert kubernetes_validate.validate(doc, "1.32", strict=True) == "1.32"
+
+
+def test_pods_meet_pod_security_restricted(built: dict[str, list[dict[str, Any]]]) -> None:
+    for env, docs in built.items():
+        for name, dep in objects(docs, "Deployment").items():
+            pod = dep["spec"]["template"]["spec"]
+            assert pod["securityContext"] == {
+                "runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001, "seccompProfile": {"type": "RuntimeDefault"}
+            }, (env, name)
+            assert pod["automountServiceAccountToken"] is False
+            (container,) = pod["containers"]
+            assert container["securityContext"] == {
+                "allowPrivilegeEscalation": False,
+                "readOnlyRootFilesystem": True,
+                "runAsNonRoot": True,
+                "capabilities": {"drop": ["ALL"]},
+                "seccompProfile": {"type": "RuntimeDefault"},
+            }
+            assert container["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
+            assert pod["volumes"][0]["name"] == "tmp" and "emptyDir" in pod["volumes"][0]
+        for name, sa in objects(docs, "ServiceAccount").items():
+            assert sa["automountServiceAccountToken"] is False, name
+
+
+def test_labels_names_image_and_probes_follow_the_conventions(built: dict[str, list[dict[str, Any]]], shipped: tuple[RenderContext, dict[str, str]]) -> None:
+    cat = shipped[0].catalog
+    docs = built["prod"]
+    for name, svc in cat.services.items():
+        expected = {
+            "app": name,
+            NAME: name,
+            "app.kubernetes.io/part-of": "nexus-cos",
+            "app.kubernetes.io/component": svc.category,
+            "app.kubernetes.io/version": "1.0.0",
+            "app.kubernetes.io/managed-by": "nexus",
+            "nexus.dev/team": svc.team,
+            "nexus.dev/environment": "prod",
+        }
+        for kind in SERVICE_KINDS:
+            obj = objects(docs, kind)[f"{name}-config" if kind == "ConfigMap" else name]
+            assert obj["metadata"]["labels"] == expected, (kind, name)
+            assert obj["metadata"]["namespace"] == "nexus-cos"
+        dep = objects(docs, "Deployment")[name]
+        assert dep["spec"]["template"]["metadata"]["labels"] == expected  # `kubectl logs -l app=<name>`
+        (container,) = dep["spec"]["template"]["spec"]["containers"]
+        assert container["name"] == name
+        assert container["image"] == f"ghcr.io/nexus-cos/{name}:1.0.0"
+        assert container["ports"] == [{"name": "http", "containerPort": svc.port, "protocol": "TCP"}]
+        probes = {k: container[k]["httpGet"] for k in ("livenessProbe", "readinessProbe", "startupProbe")}
+        assert probes == {
+            "livenessProbe": {"path": "/health/live", "port": "http"},
+            "readinessProbe": {"path": "/health/ready", "port": "http"},
+            "startupProbe": {"path": "/health", "port": "http"},
+        }
+        assert container["resources"] == {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"}}
+
+
+def test_configmaps_carry_name_port_and_one_url_per_dependency(built: dict[str, list[dict[str, Any]]], shipped: tuple[RenderContext, dict[str, str]]) -> None:
+    cat = shipped[0].catalog
+    maps = objects(built["prod"], "ConfigMap")
+    assert maps["backend-api-config"]["data"]["USER_AUTH_URL"] == "http://user-auth:3003"  # the issue's example
+    for name, svc in cat.services.items():
+        urls = {f"{d.upper().replace('-', '_')}_URL": f"http://{d}:{cat.services[d].port}" for d in svc.depends_on}
+        assert maps[f"{name}-config"]["data"] == {"SERVICE_NAME": name, "PORT": str(svc.port), **urls}
+        dep = objects(built["prod"], "Deployment")[name]
+        assert dep["spec"]["template"]["spec"]["containers"][0]["envFrom"] == [{"configMapRef": {"name": f"{name}-config"}}]
+
+
+def test_services_expose_the_catalog_port_with_affinity_where_asked(built: dict[str, list[dict[str, Any]]], shipped: tuple[RenderContext, dict[str, str]]) -> None:
+    cat = shipped[0].catalog
+    services = objects(built["prod"], "Service")
+    for name, svc in cat.services.items():
+        spec = services[name]["spec"]
+        assert spec["ports"] == [{"name": "http", "port": svc.port, "targetPort": "http", "protocol": "TCP"}]
+        assert spec.get("sessionAffinity") == ("ClientIP" if svc.session_affinity else None), name
+    assert {n for n, s in services.items() if s["spec"].get("sessionAffinity")} == {
+        "backend-api", "boom-boom-room-live", "puaboverse-v2", "streaming-service-v2", "v-caster-pro"
+    }
+
+
+def test_no_replicas_beside_the_hpa_whose_numbers_follow_the_environment(built: dict[str, list[dict[str, Any]]]) -> None:
+    for env, (low, high) in {"prod": (2, 10), "staging": (2, 10), "dev": (1, 2)}.items():
+        hpas = objects(built[env], "HorizontalPodAutoscaler")
+        for name, dep in objects(built[env], "Deployment").items():
+            assert "replicas" not in dep["spec"], (env, name)
+            spec = hpas[name]["spec"]
+            assert spec["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": name}
+            assert (spec["minReplicas"], spec["maxReplicas"]) == (low, high), (env, name)
+            assert spec["metrics"][0]["resource"]["target"] == {"type": "Utilization", "averageUtilization": 70}
+        assert all(p["spec"]["maxUnavailable"] == 1 for p in objects(built[env], "PodDisruptionBudget").values())
+
+
+def test_dev_halves_requests_and_keeps_limits(built: dict[str, list[dict[str, Any]]]) -> None:
+    for dep in objects(built["dev"], "Deployment").values():
+        resources = dep["spec"]["template"]["spec"]["containers"][0]["resources"]
+        assert resources == {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"}}
+
+
+def test_sync_waves_are_the_plan_and_put_hard_dependencies_first(built: dict[str, list[dict[str, Any]]], shipped: tuple[RenderContext, dict[str, str]]) -> None:
+    ctx = shipped[0]
+    deployments = objects(built["prod"], "Deployment")
+    wave = {n: int(d["metadata"]["annotations"]["argocd.argoproj.io/sync-wave"]) for n, d in deployments.items()}
+    assert wave == {n: ctx.plan.wave_of[n] for n in ctx.catalog.services}
+    for e in ctx.edges:
+        if e["kind"] == "hard":
+            assert wave[e["target"]] < wave[e["source"]], e
+
+
+def _pairs(docs: list[dict[str, Any]]) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
+    """(ingress, egress) pod-to-pod pairs, read plainly from built NetworkPolicies."""
+    ingress, egress = set(), set()
+    for policy in objects(docs, "NetworkPolicy").values():
+        target = policy["spec"]["podSelector"].get("matchLabels", {}).get(NAME)
+        for rule in policy["spec"].get("ingress") or []:
+            ingress |= {(p["podSelector"]["matchLabels"][NAME], target) for p in rule["from"] if "podSelector" in p and "namespaceSelector" not in p}
+        for rule in policy["spec"].get("egress") or []:
+            egress |= {(target, p["podSelector"]["matchLabels"][NAME]) for p in rule["to"] if "podSelector" in p and "namespaceSelector" not in p}
+    return ingress, egress
+
+
+def test_network_policies_allow_exactly_the_catalog_edges(built: dict[str, list[dict[str, Any]]], shipped: tuple[RenderContext, dict[str, str]]) -> None:
+    cat = shipped[0].catalog
+    ingress, egress = _pairs(built["prod"])
+    service_edges = {(e["source"], e["target"]) for e in edges(cat)}
+    uses = {(n, c) for n, s in cat.services.items() for c in s.uses}
+    assert {p for p in ingress if p[1] in cat.services} == service_edges
+    assert {p for p in egress if p[1] in cat.services} == service_edges
+    assert {p for p in ingress if p[1] in cat.infrastructure} == uses == {p for p in egress if p[1] in cat.infrastructure}
+    outside = {n for n, p in objects(built["prod"], "NetworkPolicy").items() for r in p["spec"].get("ingress") or [] for peer in r["from"] if "namespaceSelector" in peer}
+    assert outside == {"backend-api"}
+    internet = {n for n, p in objects(built["prod"], "NetworkPolicy").items() for r in p["spec"].get("egress") or [] for peer in r["to"] if "ipBlock" in peer}
+    assert internet == {"streamcore"}  # the only service with externals (the CDN)
+
+
+# -- checks ------------------------------------------------------------------------------------
+
+
+def test_checks_pass_on_the_shipped_catalog(shipped: tuple[RenderContext, dict[str, str]]) -> None:
+    ctx, files = shipped
+    assert render_k8s.checks(ctx, files) == []
+    assert render_k8s.checks(ctx, files, strict_schema=False) == []
+
+
+SVC = "k8s/base/services/{}.yaml"
+
+
+def _break(files: dict[str, str], service: str, old: str, new: str) -> dict[str, str]:
+    """``files`` with every ``old`` in the service's file replaced."""
+    path = SVC.format(service)
+    assert old in files[path], f"{old!r} not in {path}"
+    return {**files, path: files[path].replace(old, new)}
+
+
+BREAKAGES = {
+    # (a) schema: a field Kubernetes does not know
+    "schema": ("token-mgr", "          imagePullPolicy: IfNotPresent\n", "          imagePullPolicy: IfNotPresent\n          imagePullSecret: registry\n", "'imagePullSecret' was unexpected"),
+    # (b) a Service port that is not the catalog's
+    "service-port": ("ledger-mgr", "      port: 3022\n      targetPort: http", "      port: 3999\n      targetPort: http", "Service ports [3999]"),
+    # (c) a dependency URL at the wrong port, and one naming the wrong service
+    "url-port": ("billing-service", '"http://ledger-mgr:3022"', '"http://ledger-mgr:3023"', "LEDGER_MGR_URL"),
+    "url-host": ("billing-service", '"http://invoice-gen:3021"', '"http://scheduler:3021"', "INVOICE_GEN_URL"),
+    # (d) an ingress peer removed (an edge no longer allowed) and an egress added (a pair not in the catalog)
+    "policy-missing": ("user-auth", 'app.kubernetes.io/name: "auth-service"\n', 'app.kubernetes.io/name: "glitch"\n', "auth-service -> user-auth is a catalog edge"),
+    "policy-extra": ("glitch", 'name: "postgres"\n      ports:\n        - protocol: TCP\n          port: 5432', 'name: "ledger-mgr"\n      ports:\n        - protocol: TCP\n          port: 3022', "glitch -> ledger-mgr is allowed but is not in the catalog"),
+    # (e) a dependent syncing no later than its hard dependency
+    "wave": ("session-mgr", 'sync-wave: "5"', 'sync-wave: "4"', "sync-wave 4 is not after token-mgr's 4"),
+    # (f) a critical-path hop to a service without a readiness probe
+    "flow-probe": ("invoice-gen", "readinessProbe:", "x-readiness:", "flow payment-processing hop billing-service -> invoice-gen"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BREAKAGES))
+def test_each_check_fires_and_names_the_service_and_file(case: str, shipped: tuple[RenderContext, dict[str, str]]) -> None:
+    ctx, files = shipped
+    service, old, new, expected = BREAKAGES[case]
+    failures = render_k8s.checks(ctx, _break(files, service, old, new))
+    assert any(expected in f for f in failures), failures
+    hit = [f for f in failures if expected in f][0]
+    assert hit.split(": ")[:2][1] in ctx.catalog.services and hit.startswith("k8s/base/services/"), hit
+
+
+def test_the_flow_check_fires_when_policy_blocks_a_hop(shipped: tuple[RenderContext, dict[str, str]]) -> None:
+    ctx, files = shipped
+    broken = _break(files, "session-mgr", '              app.kubernetes.io/name: "user-auth"\n', '              app.kubernetes.io/name: "glitch"\n')
+    failures = render_k8s.checks(ctx, broken)
+    assert f"{SVC.format('user-auth')}: user-auth: flow authentication hop user-auth -> session-mgr: not allowed by the NetworkPolicies" in failures
+
+
+def test_a_missing_default_deny_and_a_broad_peer_are_failures(shipped: tuple[RenderContext, dict[str, str]]) -> None:
+    ctx, files = shipped
+    no_deny = {p: t for p, t in files.items() if p != "k8s/base/default-deny.yaml"}
+    assert any("no default-deny NetworkPolicy" in f for f in render_k8s.checks(ctx, no_deny, strict_schema=False))
+    broad = _break(files, "kei-ai", '        - podSelector:\n            matchLabels:\n              app.kubernetes.io/name: "ai-service"\n', "        - podSelector: {}\n")
+    assert any("kei-ai: NetworkPolicy kei-ai: ingress peer {'podSelector': {}} is broader than a catalog edge" in f for f in render_k8s.checks(ctx, broad, strict_schema=False))
+
+
+def test_egress_to_the_internet_must_keep_the_private_ranges_closed(shipped: tuple[RenderContext, dict[str, str]]) -> None:
+    ctx, files = shipped
+    broken = _break(files, "streamcore", '              - "10.0.0.0/8"\n', "")
+    failures = render_k8s.checks(ctx, broken, strict_schema=False)
+    assert any(f.startswith(f"{SVC.format('streamcore')}: streamcore: NetworkPolicy streamcore: egress peer {{'ipBlock'") for f in failures), failures
+
+
+def test_replicas_and_a_root_pod_are_failures(shipped: tuple[RenderContext, dict[str, str]]) -> None:
+    ctx, files = shipped
+    broken = _break(files, "glitch", "  revisionHistoryLimit: 5\n", "  replicas: 3\n  revisionHistoryLimit: 5\n")
+    broken = _break(broken, "glitch", "            allowPrivilegeEscalation: false", "            allowPrivilegeEscalation: true")
+    failures = render_k8s.checks(ctx, broken, strict_schema=False)
+    assert f"{SVC.format('glitch')}: glitch: Deployment sets replicas, but its HorizontalPodAutoscaler owns the count" in failures
+    assert any("glitch: container securityContext.allowPrivilegeEscalation must be False" in f for f in failures)
+
+
+def test_kustomizations_that_miss_a_file_or_patch_a_missing_object_are_failures(shipped: tuple[RenderContext, dict[str, str]]) -> None:
+    ctx, files = shipped
+    base = "k8s/base/kustomization.yaml"
+    unlisted = {**files, base: files[base].replace('  - "services/glitch.yaml"\n', "")}
+    assert f"{base}: platform: does not list k8s/base/services/glitch.yaml" in render_k8s.checks(ctx, unlisted, strict_schema=False)
+    patch = "k8s/overlays/dev/autoscaling-patch.yaml"
+    glitch = 'name: "glitch"\n  namespace: "nexus-cos"\nspec:\n  minReplicas: 1\n  maxReplicas: 2\n'
+    assert glitch in files[patch]
+    stray = {**files, patch: files[patch].replace(glitch, glitch.replace("glitch", "glitch-v2"))}
+    assert f"{patch}: glitch-v2: patches HorizontalPodAutoscaler glitch-v2, which the base does not have" in render_k8s.checks(ctx, stray, strict_schema=False)
+    inverted = {**files, patch: files[patch].replace(glitch, glitch.replace("maxReplicas: 2", "maxReplicas: 0"))}
+    assert render_k8s.checks(ctx, inverted, strict_schema=False) == [f"{patch}: glitch: minReplicas 1 is not between 1 and maxReplicas 0"]
+
+
+def test_unparsable_yaml_is_a_failure_not_a_crash(shipped: tuple[RenderContext, dict[str, str]]) -> None:
+    ctx, files = shipped
+    broken = _break(files, "scheduler", "kind: Service\n", "kind: [Service\n")
+    assert any(f.startswith(f"{SVC.format('scheduler')}: scheduler: does not parse") for f in render_k8s.checks(ctx, broken))
+
+
+# -- catalog rules on small catalogs -------------------------------------------------------------
+
+
+def test_the_minimal_catalog_renders_checks_and_builds(minimal: dict[str, Any], tmp_path: Path) -> None:
+    ctx, files = render(load_catalog_text(dump(minimal)))
+    assert render_k8s.checks(ctx, files) == []
+    if KUBECTL:
+        built = kustomize(write(files, tmp_path))
+        assert {d["metadata"]["name"] for d in built["prod"] if d["kind"] == "Deployment"} == {"gateway", "auth", "media"}
+
+
+def test_catalog_autoscaling_and_resources_overrides_reach_the_manifests(minimal: dict[str, Any]) -> None:
+    minimal["services"]["media"]["autoscaling"] = {"min_replicas": 3, "max_replicas": 30, "cpu_percent": 55}
+    minimal["services"]["media"]["resources"] = {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "2Gi"}}
+    ctx, files = render(load_catalog_text(dump(minimal)))
+    docs = {(d.kind, d.name): d.data for p, t in files.items() if p.startswith("k8s/base/") for d in k8s_checks.documents(p, t)}
+    spec = docs[("HorizontalPodAutoscaler", "media")]["spec"]
+    assert (spec["minReplicas"], spec["maxReplicas"], spec["metrics"][0]["resource"]["target"]["averageUtilization"]) == (3, 30, 55)
+    assert docs[("Deployment", "media")]["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"] == {"cpu": "1", "memory": "1Gi"}
+    dev = [d for d in k8s_checks.documents("p", files["k8s/overlays/dev/resources-patch.yaml"]) if d.name == "media"][0].data
+    assert dev["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"] == {"cpu": "500m", "memory": "512Mi"}
+    assert render_k8s.checks(ctx, files) == []
+
+
+@pytest.mark.parametrize(
+    ("quantity", "cpu", "expected"),
+    [("100m", True, "50m"), ("1", True, "500m"), ("0.25", True, "125m"), ("1m", True, "1m"), ("128Mi", False, "64Mi"), ("1Gi", False, "512Mi"), ("1.5Gi", False, "768Mi"), ("1Ki", False, "512"), ("3", False, "2")],
+)
+def test_scale_quantity_rounds_up_in_a_readable_unit(quantity: str, cpu: bool, expected: str) -> None:
+    from decimal import Decimal
+
+    assert render_k8s.scale_quantity(quantity, Decimal("0.5"), cpu=cpu) == expected
+
+
+def test_output_is_the_same_bytes_whatever_the_catalog_order(shipped: tuple[RenderContext, dict[str, str]]) -> None:
+    data = yaml.safe_load(CATALOG.read_text())
+    rng = random.Random(7)
+    for mapping in (data["services"], data["infrastructure"], data["teams"], data["categories"], data["flows"]):
+        items = list(mapping.items())
+        rng.shuffle(items)
+        mapping.clear()
+        mapping.update(items)
+    for svc in data["services"].values():
+        deps = list(svc.get("depends_on", {}).items())
+        rng.shuffle(deps)
+        svc["depends_on"] = dict(deps)
+        rng.shuffle(svc.get("uses", []))
+    assert list(data["services"]) != list(yaml.safe_load(CATALOG.read_text())["services"])
+    _, files = render(load_catalog_text(dump(data)))
+    assert files == shipped[1]
+    assert list(files) == list(shipped[1])
+
+
+NASTY = 'Ünïcode “quotes” {{ not jinja }} {% raw %} "double" \'single\' key: value # not a comment\nsecond line\r\n\tand NEL\x85 LS\u2028 DEL\x7f 😀 '
+
+
+def _description_survives(minimal: dict[str, Any], text: str) -> None:
+    minimal["services"]["auth"]["description"] = text
+    # ASCII-only YAML: PyYAML's dumper writes some characters (NEL) raw, and its reader then folds them
+    loaded = load_catalog_text(yaml.safe_dump(minimal, allow_unicode=False))
+    assert loaded.catalog.services["auth"].description == text
+    ctx, files = render(loaded)
+    for loader in (yaml.CSafeLoader, yaml.SafeLoader):
+        deployment = list(yaml.load_all(files[SVC.format("auth")], Loader=loader))[3]
+        assert deployment["kind"] == "Deployment"
+        assert deployment["metadata"]["annotations"]["nexus.dev/description"] == text
+    assert render_k8s.checks(ctx, files) == []
+
+
+def test_a_nasty_description_survives_intact_and_valid(minimal: dict[str, Any]) -> None:
+    _description_survives(minimal, NASTY)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=40))
+def test_any_description_survives_intact_and_valid(minimal: dict[str, Any], text: str) -> None:
+    _description_survives(dict(minimal, services={k: dict(v) for k, v in minimal["services"].items()}), text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a: 1\nb: [true, no, ~, null, '', x]\nc: {d: -5, e: 0x1F, f: 1_000, g: 1.5, h: 2001-12-14}\n",
+        "base: &b {x: 1}\nuse: {<<: *b, y: 2}\nsame: *b\n",
+        "!!binary aGVsbG8=\n",
+        "'quoted': \"07\"\nplain: 07\nyes: on\n",
+        "",
+        "# only a comment\n",
+    ],
+)
+def test_the_fast_yaml_reader_matches_pyyaml(text: str) -> None:
+    assert k8s_checks.load_yaml(text) == yaml.safe_load(text)
+
+
+def test_the_fast_yaml_reader_matches_pyyaml_on_every_rendered_file(shipped: tuple[RenderContext, dict[str, str]]) -> None:
+    for path, text in shipped[1].items():
+        assert [d.data for d in k8s_checks.documents(path, text)] == [d for d in yaml.safe_load_all(text) if d], path
