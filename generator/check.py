@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import ast
 import json
+from pathlib import Path
 
 import yaml
 
 from . import render_docs, render_k8s, render_services
 from .errors import OutputCheckError
+from .k8s_schema import SchemaValidator
 from .render import RenderContext
 
 
@@ -34,17 +36,26 @@ def parses(files: dict[str, str], verified: frozenset[str] = frozenset()) -> lis
     return failures
 
 
-def check(ctx: RenderContext, files: dict[str, str], *, strict: bool = False, verified: frozenset[str] = frozenset()) -> None:
+def check(
+    ctx: RenderContext, files: dict[str, str], *, strict: bool = False, verified: frozenset[str] = frozenset(), cache: Path | None = None
+) -> None:
     """Raise OutputCheckError listing every failure; return quietly when all pass.
 
     ``verified`` names files whose exact bytes already passed these checks when they were
     written (the manifest records their hash): per-file checks skip them, so a run that
     changes little checks little. Checks across files (ports, URLs, policy, waves) always run.
-    ``strict`` ignores ``verified`` and checks everything."""
+    ``cache`` is a folder where the hashes of manifests that passed the Kubernetes schemas are
+    kept between runs. ``strict`` ignores both and checks everything from scratch (CI runs it)."""
     verified = frozenset() if strict else verified
+    validator = SchemaValidator()
+    schema_cache = cache / "k8s-schema.json" if cache is not None and not strict else None
+    if schema_cache is not None:
+        validator.load(schema_cache)
     failures = parses(files, verified)
     for area in (render_services, render_docs):
         failures.extend(area.checks(ctx, files))
-    failures.extend(render_k8s.checks(ctx, files))
+    failures.extend(render_k8s.checks(ctx, files, validator=validator))
     if failures:
         raise OutputCheckError(failures)
+    if schema_cache is not None:
+        validator.save(schema_cache)

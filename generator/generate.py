@@ -36,11 +36,12 @@ def generate(
     was edited by hand and ``force`` is not set.
     """
     loaded = load_catalog(catalog)  # load + validate
-    ctx = RenderContext(loaded.catalog, loaded.plan, cache=loaded.root / ".nexus" / "cache" / "jinja")  # plan
+    cache = loaded.root / ".nexus" / "cache"  # compiled templates and validated hashes; safe to delete
+    ctx = RenderContext(loaded.catalog, loaded.plan, cache=cache / "jinja")  # plan
     files = render(ctx)  # render
     target = Path(out) if out is not None else loaded.root / "generated"
     changes = write.diff(target, files)  # read-only: what differs from the tree on disk
-    check(ctx, files, strict=strict, verified=changes.verified)  # check, before any write
+    check(ctx, files, strict=strict, verified=changes.verified, cache=cache)  # check, before any write
     if check_only:
         if not changes.clean:
             raise DriftError(changes.report())

@@ -71,41 +71,8 @@ def documents(path: str, text: str) -> Iterator[Doc]:
             yield Doc(path, chunk, data)
 
 
-_TAGS = {"tag:yaml.org,2002:str", "tag:yaml.org,2002:int", "tag:yaml.org,2002:bool", "tag:yaml.org,2002:null"}
-
-
 def load_yaml(text: str) -> Any:
-    """What yaml.load(text, CSafeLoader) returns, in ~60% of its time: PyYAML's C composer resolves
-    every scalar's tag, and _build turns the common four into values without PyYAML's Python
-    constructor (most of its cost). Anything else (anchors over a cycle, merge keys, timestamps,
-    hex numbers...) goes to PyYAML itself."""
-    try:
-        node = yaml.compose(text, Loader=_LOADER)
-        return None if node is None else _build(node)
-    except (_Unusual, RecursionError, TypeError):
-        return yaml.load(text, Loader=_LOADER)
-
-
-class _Unusual(Exception):
-    pass
-
-
-def _build(node: yaml.Node) -> Any:
-    kind = node.__class__
-    if kind is yaml.ScalarNode:
-        tag, value = node.tag, node.value
-        if tag not in _TAGS or (tag == "tag:yaml.org,2002:int" and not value.isdigit()):
-            raise _Unusual(tag)
-        if tag == "tag:yaml.org,2002:str":
-            return value
-        if tag == "tag:yaml.org,2002:int":
-            return int(value)
-        return None if tag == "tag:yaml.org,2002:null" else yaml.constructor.SafeConstructor.bool_values[value.lower()]
-    if kind is yaml.MappingNode and node.tag == "tag:yaml.org,2002:map":
-        return {_build(k): _build(v) for k, v in node.value}
-    if kind is yaml.SequenceNode and node.tag == "tag:yaml.org,2002:seq":
-        return [_build(item) for item in node.value]
-    raise _Unusual(node.tag)
+    return yaml.load(text, Loader=_LOADER)
 
 
 def run(ctx: RenderContext, files: dict[str, str], *, strict_schema: bool = True, validator: SchemaValidator | None = None) -> list[str]:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
+from .k8s_schema import SchemaValidator
 from .render import GENERATED_HEADER, RenderContext, env_name
 
 BASE = "k8s/base"
@@ -175,12 +176,13 @@ def scale_quantity(quantity: str, share: Decimal, *, cpu: bool = False) -> str:
     return str(size)
 
 
-def checks(ctx: RenderContext, files: dict[str, str], *, strict_schema: bool = True) -> list[str]:
+def checks(ctx: RenderContext, files: dict[str, str], *, strict_schema: bool = True, validator: SchemaValidator | None = None) -> list[str]:
     """Pre-write checks for this area: one line per failure, naming the service and the file.
 
     ``strict_schema`` adds validation of every base manifest against the official Kubernetes
-    schemas (strict: unknown fields fail); see k8s_schema for its cost and its cache.
+    schemas (strict: unknown fields fail); ``validator`` holds the hashes already validated
+    (see k8s_schema for its cost and its cache).
     """
     from . import k8s_checks
 
-    return k8s_checks.run(ctx, files, strict_schema=strict_schema)
+    return k8s_checks.run(ctx, files, strict_schema=strict_schema, validator=validator)

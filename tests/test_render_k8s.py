@@ -440,21 +440,3 @@ def test_any_description_survives_intact_and_valid(minimal: dict[str, Any], text
     _description_survives(dict(minimal, services={k: dict(v) for k, v in minimal["services"].items()}), text)
 
 
-@pytest.mark.parametrize(
-    "text",
-    [
-        "a: 1\nb: [true, no, ~, null, '', x]\nc: {d: -5, e: 0x1F, f: 1_000, g: 1.5, h: 2001-12-14}\n",
-        "base: &b {x: 1}\nuse: {<<: *b, y: 2}\nsame: *b\n",
-        "!!binary aGVsbG8=\n",
-        "'quoted': \"07\"\nplain: 07\nyes: on\n",
-        "",
-        "# only a comment\n",
-    ],
-)
-def test_the_fast_yaml_reader_matches_pyyaml(text: str) -> None:
-    assert k8s_checks.load_yaml(text) == yaml.safe_load(text)
-
-
-def test_the_fast_yaml_reader_matches_pyyaml_on_every_rendered_file(shipped: tuple[RenderContext, dict[str, str]]) -> None:
-    for path, text in shipped[1].items():
-        assert [d.data for d in k8s_checks.documents(path, text)] == [d for d in yaml.safe_load_all(text) if d], path
