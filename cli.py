@@ -213,6 +213,9 @@ def cluster_status(
         drift = "-" if s.drift is None else ("none" if not s.drift else "; ".join(s.drift))
         desired, ready = ("-" if v is None else str(v) for v in (s.desired, s.ready))
         typer.echo(f"{s.name:<{width}}  {s.wave:>4}  {desired:>7}  {ready:>5}  {s.rollout:<11}  {drift}")
+    for s in st.services:
+        if s.rollout not in ("available", "missing"):
+            typer.echo(f"{s.name}: {s.rollout}: {s.detail}")
     for line in st.shared_drift or []:
         typer.echo(f"drift outside the services: {line}")
     for line in st.orphans:

@@ -20,6 +20,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import pydantic
 import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
@@ -29,6 +30,7 @@ from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError, 
 
 from .errors import (
     ApplyError,
+    ClusterError,
     ForbiddenError,
     KubeconfigError,
     UnauthorizedError,
@@ -106,8 +108,8 @@ class Cluster:
                     f"(check: `kubectl --context {self.context} auth can-i {verb} {what}{where}`)"
                 ) from exc
             raise ApplyError(f"{verb} {what} in {ctx} failed ({status} {exc.reason}): {message}") from exc
-        except (ResourceNotFoundError, ResourceNotUniqueError) as exc:
-            raise ApplyError(f"the API server of {ctx} does not serve {what} ({exc}); install its CustomResourceDefinition or use a newer cluster") from exc
+        except pydantic.ValidationError as exc:  # the client's models are pydantic: an answer it cannot read
+            raise ClusterError(f"the API server of {ctx} at {self.host} sent a {what} answer the kubernetes client cannot read: {_first_error(exc)}") from exc
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise UnreachableError(
                 f"cannot reach the API server of {ctx} at {self.host} ({_reason(exc)}); "
@@ -116,12 +118,19 @@ class Cluster:
 
     @cached_property
     def dynamic(self) -> DynamicClient:
-        with self.talking("discover", "the API"):
+        with self.talking("get", "/apis"):  # discovery; `auth can-i get /apis` is how to check it
             return DynamicClient(self.api)
 
-    def _resource(self, api_version: str, kind: str) -> Any:
-        with self.talking("discover", f"{api_version} {kind}"):
-            return self.dynamic.resources.get(api_version=api_version, kind=kind)
+    def resource(self, api_version: str, kind: str) -> Any:
+        """The dynamic client's resource for a kind; ApplyError if the server does not serve it."""
+        with self.talking("get", "/apis"):
+            try:
+                return self.dynamic.resources.get(api_version=api_version, kind=kind)
+            except (ResourceNotFoundError, ResourceNotUniqueError) as exc:
+                raise ApplyError(
+                    f'the API server of context "{self.context}" does not serve {kind} in {api_version}; '
+                    "install its CustomResourceDefinition, or use a cluster that has that API version"
+                ) from exc
 
     def check(self) -> str:
         """Ask the server its version: the cheapest proof that it answers and accepts us."""
@@ -131,7 +140,7 @@ class Cluster:
 
     def apply(self, body: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
         """Server-side apply as field manager ``nexus``, taking over fields others changed."""
-        res = self._resource(body["apiVersion"], body["kind"])
+        res = self.resource(body["apiVersion"], body["kind"])
         meta = body["metadata"]
         extra = {"dry_run": "All"} if dry_run else {}
         with self.talking("patch", _what(res), meta.get("namespace")):
@@ -143,7 +152,7 @@ class Cluster:
 
     def get(self, api_version: str, kind: str, name: str, namespace: str | None) -> dict[str, Any] | None:
         """The live object, or None if there is none."""
-        res = self._resource(api_version, kind)
+        res = self.resource(api_version, kind)
         with self.talking("get", _what(res), namespace):
             try:
                 return dict(res.get(name=name, namespace=namespace, _request_timeout=REQUEST_TIMEOUT).to_dict())
@@ -151,14 +160,14 @@ class Cluster:
                 return None
 
     def list(self, api_version: str, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]:
-        res = self._resource(api_version, kind)
+        res = self.resource(api_version, kind)
         with self.talking("list", _what(res), namespace):
             found = res.get(namespace=namespace if res.namespaced else None, label_selector=selector, _request_timeout=REQUEST_TIMEOUT)
         # items of a list carry neither apiVersion nor kind
         return [{"apiVersion": api_version, "kind": kind, **item} for item in found.to_dict().get("items") or []]
 
     def delete(self, api_version: str, kind: str, name: str, namespace: str | None, *, dry_run: bool = False) -> None:
-        res = self._resource(api_version, kind)
+        res = self.resource(api_version, kind)
         extra = {"dry_run": "All"} if dry_run else {}
         with self.talking("delete", _what(res), namespace):
             res.delete(name=name, namespace=namespace, propagation_policy="Background", _request_timeout=REQUEST_TIMEOUT, **extra)
@@ -203,3 +212,8 @@ def _reason(exc: BaseException) -> str:
     text = re.sub(r"^.*?: (?=\[Errno)", "", text)
     text = re.sub(r"\[Errno -?\d+\] ", "", text)
     return text.strip().rstrip(".").lower() or type(exc).__name__
+
+
+def _first_error(exc: pydantic.ValidationError) -> str:
+    err = exc.errors()[0]
+    return f"{'.'.join(map(str, err['loc']))}: {err['msg']}" + (f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else "")

@@ -96,7 +96,9 @@ def deploy(
     cluster = connect(context)
     server = dry_run == "server"
     total = sum(len(s.objects) for s in steps)
-    report(f"context {cluster.context} ({cluster.host}), server {cluster.check()}: {total} objects in {len(steps)} steps" + (", server dry run" if server else ""))
+    report(f"context {cluster.context} ({cluster.host}), server {cluster.check()}: {_count(total, 'object')} in {_count(len(steps), 'step')}" + (", server dry run" if server else ""))
+    for api_version, kind in sorted({(o.api_version, o.kind) for s in steps for o in s.objects}):
+        cluster.resource(api_version, kind)  # a kind the server lacks fails now, before anything is applied
     stop = stop or threading.Event()
     with _ctrl_c(stop):
         for step in steps:
@@ -105,7 +107,7 @@ def deploy(
                     raise _interrupted(done, total, step)
                 cluster.apply(obj.body, dry_run=server)
                 done.applied.append(obj.ref)
-            report(f"{step.label}  applied {len(step.objects)} objects" + (f" ({', '.join(step.services)})" if step.services else ""))
+            report(f"{step.label}  applied {_count(len(step.objects), 'object')}" + (f" ({', '.join(step.services)})" if step.services else ""))
             if not server:
                 _roll_out(cluster, loaded, step, done, timeout_per_wave, poll, report, stop, total)
         done.orphans = orphans(cluster, loaded, [o for s in everything for o in s.objects])
@@ -135,7 +137,7 @@ def _roll_out(cluster: Cluster, loaded: Loaded, step: Step, done: Deployed, time
         return
     bad = outcome.failed or outcome.pending
     why = "failed" if outcome.failed else f"did not roll out within {timeout:g} s"
-    lines = [f"{step.label} {why}: {', '.join(bad)}; waves after it were not applied"]
+    lines = [f"{step.name} {why}: {', '.join(bad)}; waves after it were not applied"]
     for name, r in bad.items():
         lines.append(f"{name}: {r.detail}")
         lines += _diagnose(cluster, namespace, name)
@@ -151,7 +153,7 @@ def _diagnose(cluster: Cluster, namespace: str, name: str) -> list[str]:
 
 
 def _interrupted(done: Deployed, total: int, step: Step | None) -> DeployInterrupted:
-    where = f" during {step.label.strip()}" if step else " before pruning"
+    where = f" during {step.name}" if step else " before pruning"
     last = f" (the last: {done.applied[-1]})" if done.applied else ""
     return DeployInterrupted(
         f"interrupted{where}: {len(done.applied)} of {total} objects were applied{last}; nothing more was sent. "
@@ -186,3 +188,7 @@ def orphans(cluster: Cluster, loaded: Loaded, current: list[Obj]) -> list[Obj]:
     kinds = sorted({*PRUNABLE, *((o.api_version, o.kind) for o in current if o.namespace is not None)})
     found = {(o := Obj(item)).key: o for api_version, kind in kinds for item in cluster.list(api_version, kind, namespace, selector)}
     return sorted((o for k, o in found.items() if k not in have), key=lambda o: (o.wave, *o.rank()))
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

@@ -124,7 +124,13 @@ class Step:
 
     @property
     def label(self) -> str:
+        """For columns: "setup", "wave  7", "wave 12"."""
         return "setup" if self.wave is None else f"wave {self.wave:>2}"
+
+    @property
+    def name(self) -> str:
+        """For sentences: "setup", "wave 7"."""
+        return "setup" if self.wave is None else f"wave {self.wave}"
 
     @property
     def services(self) -> tuple[str, ...]:
