@@ -159,7 +159,8 @@ class Cluster:
             except NotFoundError:
                 return None
 
-    def list(self, api_version: str, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]:
+    def labelled(self, api_version: str, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]:
+        """Objects of a kind matching a label selector, in ``namespace`` if the kind is namespaced."""
         res = self.resource(api_version, kind)
         with self.talking("list", _what(res), namespace):
             found = res.get(namespace=namespace if res.namespaced else None, label_selector=selector, _request_timeout=REQUEST_TIMEOUT)
@@ -172,8 +173,8 @@ class Cluster:
         with self.talking("delete", _what(res), namespace):
             res.delete(name=name, namespace=namespace, propagation_policy="Background", _request_timeout=REQUEST_TIMEOUT, **extra)
 
-    def deployments(self, namespace: str, selector: str) -> dict[str, client.V1Deployment]:
-        """The namespace's Deployments matching ``selector``, by name, as the client's models."""
+    def deployments(self, namespace: str, selector: str | None = None) -> dict[str, client.V1Deployment]:
+        """The namespace's Deployments (those matching ``selector``), by name, as the client's models."""
         with self.talking("list", "deployments.apps", namespace):
             found = client.AppsV1Api(self.api).list_namespaced_deployment(namespace, label_selector=selector, _request_timeout=REQUEST_TIMEOUT)
         return {d.metadata.name: d for d in found.items}
@@ -208,7 +209,13 @@ def _reason(exc: BaseException) -> str:
     """'connection refused', 'timed out', 'name or service not known': the root cause, briefly."""
     while isinstance(exc, urllib3.exceptions.MaxRetryError) and exc.reason is not None:
         exc = exc.reason
-    text = str(exc).rpartition("): ")[2] or str(exc)
+    args = exc.args
+    if len(args) == 2 and isinstance(args[1], BaseException):  # ('Connection aborted.', RemoteDisconnected(...))
+        text = f"{str(args[0]).rstrip('.')}: {args[1]}"
+    elif len(args) >= 2 and isinstance(args[-1], str) and not isinstance(exc, urllib3.exceptions.NewConnectionError):
+        text = args[-1]  # (connection, 'Connection to host timed out. (connect timeout=10)')
+    else:
+        text = str(exc).rpartition("): ")[2] or str(exc)  # "HTTPSConnection(host=...): Failed to ...: [Errno 111] ..."
     text = re.sub(r"^.*?: (?=\[Errno)", "", text)
     text = re.sub(r"\[Errno -?\d+\] ", "", text)
     return text.strip().rstrip(".").lower() or type(exc).__name__

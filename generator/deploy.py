@@ -1,4 +1,4 @@
-"""`deploy()` and `cluster_status()`: the catalog's plan carried out on a Kubernetes cluster.
+"""`deploy()`: the catalog's plan carried out on a Kubernetes cluster.
 
 deploy reads as its phases: build the overlay, hold it to the plan, order it, select (--wave,
 --only), connect, then per step apply every object (server-side apply) and wait for the step's
@@ -19,12 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from kubernetes.client import V1Deployment
+
 from .catalog import Loaded
 from .cluster import Cluster, connect
-from .drift import differences
-from .errors import DeployInterrupted, OverlayError, RolloutError
+from .errors import ApplyError, DeployInterrupted, OverlayError, RolloutError
 from .overlay import NAME_LABEL, Obj, Step, build, check_waves, order, select
-from .rollout import PROGRESSING, Rollout, describe_pods, wait
+from .rollout import Rollout, describe_pods, wait
 
 OVERLAYS = Path("generated") / "k8s" / "overlays"
 MANAGED = "app.kubernetes.io/managed-by=nexus"
@@ -99,67 +100,90 @@ def deploy(
     report(f"context {cluster.context} ({cluster.host}), server {cluster.check()}: {_count(total, 'object')} in {_count(len(steps), 'step')}" + (", server dry run" if server else ""))
     for api_version, kind in sorted({(o.api_version, o.kind) for s in steps for o in s.objects}):
         cluster.resource(api_version, kind)  # a kind the server lacks fails now, before anything is applied
-    stop = stop or threading.Event()
-    with _ctrl_c(stop):
+    if server:
+        _namespaces_exist(cluster, steps)
+    run = _Run(cluster, done, total, report, stop or threading.Event(), timeout_per_wave, poll)
+    with _ctrl_c(run.stop):
         for step in steps:
             for obj in step.objects:
-                if stop.is_set():
-                    raise _interrupted(done, total, step)
+                run.check_stop(step)
                 cluster.apply(obj.body, dry_run=server)
                 done.applied.append(obj.ref)
             report(f"{step.label}  applied {_count(len(step.objects), 'object')}" + (f" ({', '.join(step.services)})" if step.services else ""))
             if not server:
-                _roll_out(cluster, loaded, step, done, timeout_per_wave, poll, report, stop, total)
+                run.roll_out(step)
         done.orphans = orphans(cluster, loaded, [o for s in everything for o in s.objects])
-        for obj in done.orphans:
-            if stop.is_set():
-                raise _interrupted(done, total, None)
-            if prune:
-                cluster.delete(obj.api_version, obj.kind, obj.name, obj.namespace, dry_run=server)
-                done.pruned.append(obj.ref)
+        for obj in done.orphans if prune else []:
+            run.check_stop(None)
+            cluster.delete(obj.api_version, obj.kind, obj.name, obj.namespace, dry_run=server)
+            done.pruned.append(obj.ref)
     return done
 
 
-def _roll_out(cluster: Cluster, loaded: Loaded, step: Step, done: Deployed, timeout: float, poll: float, report: Report, stop: threading.Event, total: int) -> None:
-    names = [o.name for o in step.objects if o.kind == "Deployment"]
-    if not names:
-        return
-    namespace = loaded.catalog.platform.namespace
-
-    def available(name: str, r: Rollout) -> None:
-        done.available.append(name)
-        report(f"{step.label}  {name}: {r.detail}")
-
-    outcome = wait(lambda: cluster.deployments(namespace, MANAGED), names, timeout=timeout, poll=poll, stop=stop, on_available=available)
-    if outcome.interrupted:
-        raise _interrupted(done, total, step)
-    if outcome.ok:
-        return
-    bad = outcome.failed or outcome.pending
-    why = "failed" if outcome.failed else f"did not roll out within {timeout:g} s"
-    lines = [f"{step.name} {why}: {', '.join(bad)}; waves after it were not applied"]
-    for name, r in bad.items():
-        lines.append(f"{name}: {r.detail}")
-        lines += _diagnose(cluster, namespace, name)
-    raise RolloutError("\n".join(lines))
+def _namespaces_exist(cluster: Cluster, steps: list[Step]) -> None:
+    """A dry run creates nothing, so a namespace it would create cannot hold the objects it checks."""
+    for ns in sorted({o.namespace for s in steps for o in s.objects if o.namespace}):
+        if cluster.get("v1", "Namespace", ns, None) is None:
+            raise ApplyError(
+                f'namespace "{ns}" does not exist in context "{cluster.context}", and a server dry run cannot create it: '
+                f"create it first (`kubectl --context {cluster.context} create namespace {ns}`) or deploy for real"
+            )
 
 
-def _diagnose(cluster: Cluster, namespace: str, name: str) -> list[str]:
-    """A failed Deployment's pods: their containers' states and their latest events."""
-    live = cluster.deployments(namespace, MANAGED).get(name)
-    labels = (live.spec.selector.match_labels if live and live.spec.selector else None) or {NAME_LABEL: name}
-    pods = cluster.pods(namespace, ",".join(f"{k}={v}" for k, v in sorted(labels.items())))[:5]
-    return describe_pods(pods, {p.metadata.name: cluster.events(namespace, p.metadata.name) for p in pods})
+@dataclass
+class _Run:
+    """One deploy in progress: where it reports, when it stops, how long a wave may take."""
 
+    cluster: Cluster
+    done: Deployed
+    total: int
+    report: Report
+    stop: threading.Event
+    timeout: float
+    poll: float
 
-def _interrupted(done: Deployed, total: int, step: Step | None) -> DeployInterrupted:
-    where = f" during {step.name}" if step else " before pruning"
-    last = f" (the last: {done.applied[-1]})" if done.applied else ""
-    return DeployInterrupted(
-        f"interrupted{where}: {len(done.applied)} of {total} objects were applied{last}; nothing more was sent. "
-        "Run the same command again to go on: applying is idempotent.",
-        list(done.applied),
-    )
+    def check_stop(self, step: Step | None) -> None:
+        if not self.stop.is_set():
+            return
+        where = f" during {step.name}" if step else " before pruning"
+        applied = self.done.applied
+        last = f" (the last: {applied[-1]})" if applied else ""
+        raise DeployInterrupted(
+            f"interrupted{where}: {len(applied)} of {self.total} objects were applied{last}; nothing more was sent. "
+            "Run the same command again to go on: applying is idempotent.",
+            list(applied),
+        )
+
+    def roll_out(self, step: Step) -> None:
+        """Wait for the step's Deployments; RolloutError naming each one that failed or is late."""
+        where = {o.name: str(o.namespace) for o in step.objects if o.kind == "Deployment"}
+        if not where:
+            return
+
+        def fetch() -> dict[str, V1Deployment]:
+            live = {n: d for ns in sorted(set(where.values())) for n, d in self.cluster.deployments(ns).items()}
+            return {n: d for n, d in live.items() if n in where}
+
+        def available(name: str, r: Rollout) -> None:
+            self.done.available.append(name)
+            self.report(f"{step.label}  {name}: {r.detail}")
+
+        outcome = wait(fetch, where, timeout=self.timeout, poll=self.poll, stop=self.stop, on_available=available)
+        self.check_stop(step)
+        if outcome.ok:
+            return
+        bad = outcome.failed or outcome.pending
+        why = "failed" if outcome.failed else f"did not roll out within {self.timeout:g} s"
+        lines = [f"{step.name} {why}: {', '.join(bad)}; waves after it were not applied"]
+        for name, r in bad.items():
+            lines += [f"{name}: {r.detail}", *self.diagnose(where[name], fetch().get(name), name)]
+        raise RolloutError("\n".join(lines))
+
+    def diagnose(self, namespace: str, live: V1Deployment | None, name: str) -> list[str]:
+        """A Deployment's pods: their containers' states and their latest events."""
+        labels = (live.spec.selector.match_labels if live and live.spec.selector else None) or {NAME_LABEL: name}
+        pods = self.cluster.pods(namespace, ",".join(f"{k}={v}" for k, v in sorted(labels.items())))[:5]
+        return describe_pods(pods, {p.metadata.name: self.cluster.events(namespace, p.metadata.name) for p in pods})
 
 
 @contextmanager
@@ -186,7 +210,7 @@ def orphans(cluster: Cluster, loaded: Loaded, current: list[Obj]) -> list[Obj]:
     selector = f"{MANAGED},app.kubernetes.io/part-of={loaded.catalog.platform.name}"
     have = {o.key for o in current}
     kinds = sorted({*PRUNABLE, *((o.api_version, o.kind) for o in current if o.namespace is not None)})
-    found = {(o := Obj(item)).key: o for api_version, kind in kinds for item in cluster.list(api_version, kind, namespace, selector)}
+    found = {(o := Obj(item)).key: o for api_version, kind in kinds for item in cluster.labelled(api_version, kind, namespace, selector)}
     return sorted((o for k, o in found.items() if k not in have), key=lambda o: (o.wave, *o.rank()))
 
 

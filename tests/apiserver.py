@@ -192,11 +192,11 @@ class _Handler(BaseHTTPRequestHandler):
         if new.get("kind") == "Deployment":
             new["spec"].setdefault("replicas", 1)  # the API server's defaulting
         meta = new.setdefault("metadata", {})
-        meta["uid"] = old["metadata"]["uid"] if old else f"uid-{api._version}"
+        meta["uid"] = old["metadata"].get("uid", "uid-0") if old else f"uid-{api._version}"
         meta["creationTimestamp"] = "2025-01-01T00:00:00Z"
         meta["resourceVersion"] = str(api._version)
         changed = old is None or old.get("spec") != new.get("spec")
-        meta["generation"] = (old["metadata"]["generation"] if old else 0) + (1 if changed else 0)
+        meta["generation"] = (old["metadata"].get("generation", 1) if old else 0) + (1 if changed else 0)
         meta["managedFields"] = [{"manager": query.get("fieldManager"), "operation": "Apply"}]
         if query.get("dryRun") != "All":
             api.store[(gv, plural, ns, name)] = new

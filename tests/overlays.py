@@ -43,7 +43,7 @@ def service_objects(name: str, wave: int, common: dict[str, str], image: str = "
     ]
 
 
-def write_overlay(root: Path, loaded: Loaded, overlay: str = "dev", waves: dict[str, int] | None = None) -> Path:
+def write_overlay(root: Path, loaded: Loaded, overlay: str = "dev", waves: dict[str, int] | None = None, image: str = "registry.example.com/x:1") -> Path:
     """Write generated/k8s/{base,overlays/<overlay>} under ``root``; ``waves`` overrides plan waves."""
     cat, plan = loaded.catalog, loaded.plan
     wave_of = {**plan.wave_of, **(waves or {})}
@@ -53,7 +53,7 @@ def write_overlay(root: Path, loaded: Loaded, overlay: str = "dev", waves: dict[
     files = []
     for name in sorted(cat.services, reverse=True):
         path = base / "services" / f"{name}.yaml"
-        path.write_text(yaml.safe_dump_all(service_objects(name, wave_of[name], common), sort_keys=False))
+        path.write_text(yaml.safe_dump_all(service_objects(name, wave_of[name], common, image), sort_keys=False))
         files.append(f"services/{name}.yaml")
     infra = [
         {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": _meta(f"{c}-ingress", common, wave_of[c], c),

@@ -7,6 +7,7 @@ one line on stderr and exit 1.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import shutil
@@ -155,10 +156,17 @@ def test_deploy_applies_wave_by_wave_with_server_side_apply(project: Path, api: 
 
 
 def test_server_dry_run_sends_everything_with_dry_run_and_changes_nothing(project: Path, api: FakeApiServer, tmp_path: Path) -> None:
-    result = run(project, api.kubeconfig(tmp_path / "kc"), "deploy", "--overlay", "dev", "--dry-run", "server")
+    kc = api.kubeconfig(tmp_path / "kc")
+    line = one_error_line(run(project, kc, "deploy", "--overlay", "dev", "--dry-run", "server"))
+    assert line == (
+        'error: namespace "demo" does not exist in context "fake", and a server dry run cannot create it: '
+        "create it first (`kubectl --context fake create namespace demo`) or deploy for real"
+    )
+    api.store[("v1", "namespaces", "", "demo")] = namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "demo"}}
+    result = run(project, kc, "deploy", "--overlay", "dev", "--dry-run", "server")
     assert result.exit_code == 0, result.output
     assert len(api.applies()) == 24 and all(r.query.get("dryRun") == "All" for r in api.applies())
-    assert api.store == {}
+    assert api.store == {("v1", "namespaces", "", "demo"): namespace}
     assert result.stdout.splitlines()[-1] == "done: 24 objects validated by the server (dry run), nothing changed"
 
 
@@ -293,14 +301,60 @@ def test_ctrl_c_stops_after_the_current_apply(project: Path, api: FakeApiServer,
     assert len(api.applies()) == 10
 
 
+REAL = pytest.mark.skipif(not os.environ.get("KUBECONFIG"), reason="KUBECONFIG is not set: no cluster to deploy to (kind create cluster; see docs/deploy.md)")
+
+
+@pytest.fixture
+def real_project(tmp_path: Path):
+    """The minimal catalog in a namespace of its own, pods running the pause image; deleted after."""
+    from kubernetes import client
+
+    from generator.cluster import connect
+
+    cluster = connect()
+    try:
+        cluster.check()
+    except Exception as exc:  # noqa: BLE001 - any reason the cluster cannot be used is a reason to skip
+        pytest.skip(f"KUBECONFIG points at no usable cluster: {exc}")
+    namespace = f"nexus-test-{os.getpid()}"
+    (tmp_path / "catalog.yaml").write_text(dump({**MINIMAL, "platform": {**MINIMAL["platform"], "namespace": namespace}}))
+    write_overlay(tmp_path, load_catalog(tmp_path / "catalog.yaml"), image="registry.k8s.io/pause:3.10")
+    yield tmp_path
+    client.CoreV1Api(cluster.api).delete_namespace(namespace)
+
+
 @pytest.mark.cluster
-@pytest.mark.skipif(not os.environ.get("KUBECONFIG"), reason="KUBECONFIG is not set: no cluster to deploy to (kind create cluster; see docs/deploy.md)")
-def test_server_dry_run_on_a_real_cluster(project: Path) -> None:
-    """Against the cluster KUBECONFIG points at: the whole overlay passes the server's validation."""
-    result = CliRunner().invoke(app, ["deploy", "--catalog", str(project / "catalog.yaml"), "--overlay", "dev", "--dry-run", "server"])
-    if result.exit_code and "cannot reach the API server" in result.stderr:
-        pytest.skip(f"KUBECONFIG points at no reachable cluster: {result.stderr.strip()}")
+@REAL
+def test_server_dry_run_on_a_real_cluster(real_project: Path) -> None:
+    """The whole overlay passes the server's validation, and nothing is created."""
+    from kubernetes import client
+
+    from generator.cluster import connect
+
+    args = ["deploy", "--catalog", str(real_project / "catalog.yaml"), "--overlay", "dev", "--dry-run", "server"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1 and "a server dry run cannot create it" in result.stderr, result.output
+    namespace = load_catalog(real_project / "catalog.yaml").catalog.platform.namespace
+    cluster = connect()
+    client.CoreV1Api(cluster.api).create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
+    assert client.AppsV1Api(cluster.api).list_namespaced_deployment(namespace).items == []
+
+
+@pytest.mark.cluster
+@REAL
+def test_deploy_and_status_on_a_real_cluster(real_project: Path) -> None:
+    """Deploy for real, wave by wave, then find every service available and nothing drifted."""
+    catalog = str(real_project / "catalog.yaml")
+    result = CliRunner().invoke(app, ["deploy", "--catalog", catalog, "--overlay", "dev", "--timeout-per-wave", "180"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[-1] == "done: 24 objects applied, 3 Deployments available"
+    result = CliRunner().invoke(app, ["cluster-status", "--catalog", catalog, "--overlay", "dev", "--json"])
+    assert result.exit_code == 0, result.output
+    status = json.loads(result.stdout)
+    assert [(s["name"], s["rollout"], s["drift"]) for s in status["services"]] == [("auth", "available", []), ("gateway", "available", []), ("media", "available", [])]
+    assert status["orphans"] == [] and status["shared_drift"] == []
 
 
 def test_a_kind_the_cluster_does_not_serve_is_one_line(project: Path, api: FakeApiServer, tmp_path: Path) -> None:
