@@ -26,6 +26,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.discovery import LazyDiscoverer
 from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError, ResourceNotUniqueError
 
 from .errors import (
@@ -104,7 +105,7 @@ class Cluster:
             if status == 403:
                 where = f" -n {namespace}" if namespace else ""
                 raise ForbiddenError(
-                    f"forbidden in {ctx}: {message}; ask for a Role that allows it "
+                    f"forbidden in {ctx}: {message}; ask for a Role or ClusterRole that allows it "
                     f"(check: `kubectl --context {self.context} auth can-i {verb} {what}{where}`)"
                 ) from exc
             raise ApplyError(f"{verb} {what} in {ctx} failed ({status} {exc.reason}): {message}") from exc
@@ -119,7 +120,7 @@ class Cluster:
     @cached_property
     def dynamic(self) -> DynamicClient:
         with self.talking("get", "/apis"):  # discovery; `auth can-i get /apis` is how to check it
-            return DynamicClient(self.api)
+            return DynamicClient(self.api, cache_file=_NO_CACHE_FILE, discoverer=_InMemoryDiscoverer)
 
     def resource(self, api_version: str, kind: str) -> Any:
         """The dynamic client's resource for a kind; ApplyError if the server does not serve it."""
@@ -189,6 +190,17 @@ class Cluster:
             return list(
                 client.CoreV1Api(self.api).list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}", _request_timeout=REQUEST_TIMEOUT).items
             )
+
+
+class _InMemoryDiscoverer(LazyDiscoverer):
+    """Discovery kept for one run only: a few requests, and no file left in /tmp per API server
+    (the client's default) that could hide a CustomResourceDefinition installed since."""
+
+    def _write_cache(self) -> None:
+        pass
+
+
+_NO_CACHE_FILE = os.path.join(os.path.dirname(__file__), "__no_discovery_cache__.json")  # never written, so never read
 
 
 def _what(res: Any) -> str:

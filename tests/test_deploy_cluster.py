@@ -97,7 +97,7 @@ def test_forbidden_names_the_verb_and_the_check(project: Path, tmp_path: Path) -
         line = one_error_line(run(project, api.kubeconfig(tmp_path / "kc"), "deploy", "--overlay", "dev"))
         assert line == (
             'error: forbidden in context "fake": namespaces "demo" is forbidden: User "dev" cannot patch resource "namespaces" '
-            'in API group "" at the cluster scope; ask for a Role that allows it (check: `kubectl --context fake auth can-i patch namespaces`)'
+            'in API group "" at the cluster scope; ask for a Role or ClusterRole that allows it (check: `kubectl --context fake auth can-i patch namespaces`)'
         )
         assert api.store == {}
         line = one_error_line(run(project, api.kubeconfig(tmp_path / "kc"), "cluster-status"))
