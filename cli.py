@@ -31,7 +31,7 @@ class _Boundary(TyperGroup):
         except NexusError as exc:
             text = str(exc)
             typer.echo(f"error: {text}" if "\n" not in text else f"error:\n{text}", err=True)
-            raise typer.Exit(1) from None
+            raise typer.Exit(getattr(exc, "exit_code", 1)) from None
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
             raise typer.Exit(130) from None
@@ -138,6 +138,88 @@ def schema() -> None:
     from generator.schema import schema_json
 
     typer.echo(schema_json(), nl=False)
+
+
+# --- Kubernetes: deploy and cluster-status (generator.deploy, generator.cluster_status) ---
+# `cluster-status`, not `status --cluster`: `status` is the local runner's (`nexus up`), and a
+# command of its own keeps each one's options honest; both call library functions.
+
+class DryRun(str, Enum):
+    client = "client"
+    server = "server"
+
+
+ContextOpt = Annotated[Optional[str], typer.Option("--context", help="The kubeconfig context (default: its current context).")]
+
+
+@app.command()
+def deploy(
+    overlay: Annotated[str, typer.Option("--overlay", help="dev, staging or prod (under generated/k8s/overlays), or a path to an overlay folder.")],
+    catalog: CatalogOpt = Path("catalog.yaml"),
+    context: ContextOpt = None,
+    dry_run: Annotated[Optional[DryRun], typer.Option("--dry-run", help="client: print the ordered plan, talk to no cluster. server: send everything with dryRun=All.")] = None,
+    wave: Annotated[Optional[int], typer.Option("--wave", help="Apply only this wave (the cluster-scoped setup step always goes first).")] = None,
+    only: Annotated[Optional[list[str]], typer.Option("--only", help="Apply only these services (repeat, or separate with commas).")] = None,
+    prune: Annotated[bool, typer.Option("--prune", help="Delete objects Nexus applied earlier that the overlay no longer has.")] = False,
+    timeout_per_wave: Annotated[float, typer.Option("--timeout-per-wave", help="Seconds a wave's Deployments get to become Available.", min=0)] = 300,
+) -> None:
+    """Apply an overlay in the plan's order: setup, then wave by wave, each rolled out before the next.
+
+    Server-side apply, field manager `nexus`. A failed or slow rollout stops the deploy, naming the
+    service and showing its pods. Ctrl-C stops after the apply in flight and says what was applied.
+    """
+    from generator.catalog import load_catalog
+    from generator.deploy import deploy as run
+    from generator.overlay import describe
+
+    services = [name.strip() for item in only or [] for name in item.split(",") if name.strip()]
+    done = run(
+        load_catalog(catalog), overlay, context=context, dry_run=dry_run.value if dry_run else None, wave=wave, only=services,
+        prune=prune, timeout_per_wave=timeout_per_wave, report=typer.echo,
+    )
+    if dry_run is DryRun.client:
+        for line in describe(done.steps):
+            typer.echo(line)
+        typer.echo(f"{sum(len(s.objects) for s in done.steps)} objects in {len(done.steps)} steps; client dry run: no cluster was contacted")
+        return
+    if done.orphans:
+        verb = "pruned" if prune else "not in the overlay any more (run with --prune to delete)"
+        typer.echo(f"{len(done.orphans)} objects applied by nexus earlier are {verb}:")
+        for obj in done.orphans:
+            typer.echo(f"    {obj.ref}" + (f" ({obj.service})" if obj.service else ""))
+    what = "validated by the server (dry run), nothing changed" if dry_run is DryRun.server else f"applied, {len(done.available)} Deployments available"
+    typer.echo(f"done: {len(done.applied)} objects {what}")
+
+
+@app.command("cluster-status")
+def cluster_status(
+    catalog: CatalogOpt = Path("catalog.yaml"),
+    context: ContextOpt = None,
+    overlay: Annotated[Optional[str], typer.Option("--overlay", help="Compare the cluster with this overlay (drift). Without it drift is not checked.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Per service on the cluster: desired and ready replicas, rollout state, and drift from the overlay."""
+    from generator.catalog import load_catalog
+    from generator.cluster_status import cluster_status as run
+
+    st = run(load_catalog(catalog), context=context, overlay=overlay)
+    if as_json:
+        typer.echo(json.dumps(st.as_dict(), indent=2))
+        return
+    typer.echo(f"context {st.context}, namespace {st.namespace}" + (f", compared with overlay {st.overlay}" if st.overlay else ", drift not checked (pass --overlay)"))
+    width = max(len(s.name) for s in st.services) if st.services else 7
+    typer.echo(f"{'SERVICE':<{width}}  WAVE  DESIRED  READY  ROLLOUT      DRIFT")
+    for s in st.services:
+        drift = "-" if s.drift is None else ("none" if not s.drift else "; ".join(s.drift))
+        desired, ready = ("-" if v is None else str(v) for v in (s.desired, s.ready))
+        typer.echo(f"{s.name:<{width}}  {s.wave:>4}  {desired:>7}  {ready:>5}  {s.rollout:<11}  {drift}")
+    for s in st.services:
+        if s.rollout not in ("available", "missing"):
+            typer.echo(f"{s.name}: {s.rollout}: {s.detail}")
+    for line in st.shared_drift or []:
+        typer.echo(f"drift outside the services: {line}")
+    for line in st.orphans:
+        typer.echo(f"not in the overlay any more (nexus deploy --prune deletes it): {line}")
 
 
 def main() -> None:

@@ -8,10 +8,20 @@ The hierarchy::
     ├── OutputCheckError            rendered output broke a pre-write check (service, file)
     ├── DriftError                  generated/ differs from what the catalog renders
     ├── HandEditedError             a generated file was edited by hand; refuse to overwrite
-    └── RunError                    `nexus up/down/verify` could not do its job
+    ├── RunError                    `nexus up/down/verify` could not do its job
+    ├── OverlayError                a kustomize overlay cannot be built, or disagrees with the plan
+    ├── ClusterError                talking to a cluster failed; one line naming the context and the fix
+    │   ├── KubeconfigError         no kubeconfig, no such context, or a broken one
+    │   ├── UnreachableError        the API server did not answer (refused, DNS, TLS, timeout)
+    │   ├── UnauthorizedError       401: the credentials were rejected
+    │   ├── ForbiddenError          403: RBAC does not allow a verb
+    │   └── ApplyError              the API server rejected one object (invalid, unknown kind, ...)
+    ├── RolloutError                a wave did not roll out: names the service, shows its pods
+    └── DeployInterrupted           Ctrl-C: stopped after the current apply, says what was applied
 
-Library errors (YAML, pydantic, Jinja) never escape: each stage translates them at its
-boundary with ``raise ... from``.
+Library errors (YAML, pydantic, Jinja, the kubernetes client, urllib3) never escape: each stage
+translates them at its boundary with ``raise ... from``. An error may carry ``exit_code`` (the
+CLI's exit status, 1 unless said otherwise).
 """
 
 from __future__ import annotations
@@ -83,3 +93,45 @@ class HandEditedError(NexusError):
 
 class RunError(NexusError):
     """The local runner (`nexus up`, `down`, `status`, `verify`) failed."""
+
+
+class OverlayError(NexusError):
+    """A kustomize overlay could not be built, or its sync-waves disagree with the plan."""
+
+
+class ClusterError(NexusError):
+    """Talking to the cluster failed. The message is one line: the context, what failed, the fix."""
+
+
+class KubeconfigError(ClusterError):
+    """No kubeconfig, no such context in it, or one the client cannot read."""
+
+
+class UnreachableError(ClusterError):
+    """The API server of the context did not answer."""
+
+
+class UnauthorizedError(ClusterError):
+    """The API server rejected the context's credentials (401)."""
+
+
+class ForbiddenError(ClusterError):
+    """RBAC forbids a verb the deploy needs (403)."""
+
+
+class ApplyError(ClusterError):
+    """The API server refused one object: invalid, of a kind it does not serve, or in conflict."""
+
+
+class RolloutError(NexusError):
+    """A wave's Deployments did not become Available: names each service and shows its pods."""
+
+
+class DeployInterrupted(NexusError):
+    """Ctrl-C during a deploy: it stopped after the apply in flight. ``applied`` lists what was sent."""
+
+    exit_code = 130
+
+    def __init__(self, message: str, applied: list[str]) -> None:
+        self.applied = applied
+        super().__init__(message)

@@ -1,0 +1,150 @@
+"""Rollout: is a Deployment rolled out, and what to show when it is not.
+
+Pure functions of the kubernetes client's own models (V1Deployment, V1Pod, CoreV1Event), so
+they are tested on those models without a cluster. `wait` takes a function that fetches the
+Deployments, so the same loop serves a real cluster and a test.
+
+A Deployment is rolled out when the controller has seen its latest spec (observedGeneration),
+every replica runs that spec (updatedReplicas), none of the old ones is left, all are available
+(availableReplicas), and its Available condition is True: kubectl's rollout status, plus the
+condition. It has failed when its Progressing condition says ProgressDeadlineExceeded; it has
+timed out when the wave's own deadline passes first.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from kubernetes.client import CoreV1Event, V1Deployment, V1Pod
+
+AVAILABLE, PROGRESSING, FAILED = "available", "progressing", "failed"
+
+
+@dataclass(frozen=True)
+class Rollout:
+    state: str  # AVAILABLE, PROGRESSING or FAILED
+    detail: str  # for people: "2 of 3 updated replicas are available"
+
+
+def _condition(dep: V1Deployment, kind: str):  # noqa: ANN202 - V1DeploymentCondition | None
+    return next((c for c in (dep.status and dep.status.conditions) or [] if c.type == kind), None)
+
+
+def rollout_of(dep: V1Deployment) -> Rollout:
+    """Where one Deployment's rollout stands."""
+    status = dep.status
+    want = dep.spec.replicas if dep.spec and dep.spec.replicas is not None else 1
+    if status is None or (dep.metadata.generation or 0) > (status.observed_generation or 0):
+        return Rollout(PROGRESSING, "waiting for the controller to see the new spec")
+    progressing = _condition(dep, "Progressing")
+    if progressing is not None and progressing.reason == "ProgressDeadlineExceeded":
+        return Rollout(FAILED, f"exceeded its progress deadline: {progressing.message or 'no message'}")
+    updated, replicas, available = status.updated_replicas or 0, status.replicas or 0, status.available_replicas or 0
+    if updated < want:
+        return Rollout(PROGRESSING, f"{updated} of {want} replicas updated")
+    if replicas > updated:
+        return Rollout(PROGRESSING, f"{replicas - updated} old replicas pending termination")
+    if available < updated:
+        return Rollout(PROGRESSING, f"{available} of {updated} updated replicas available")
+    condition = _condition(dep, "Available")
+    if condition is None or condition.status != "True":
+        why = condition.message if condition is not None and condition.message else "no Available condition yet"
+        return Rollout(PROGRESSING, f"not Available: {why}")
+    return Rollout(AVAILABLE, f"{available}/{want} available")
+
+
+@dataclass
+class Outcome:
+    """How a wave's wait ended. ``ok`` only when every Deployment is available."""
+
+    states: dict[str, Rollout] = field(default_factory=dict)
+    timed_out: bool = False
+    interrupted: bool = False
+
+    @property
+    def failed(self) -> dict[str, Rollout]:
+        return {n: r for n, r in self.states.items() if r.state == FAILED}
+
+    @property
+    def pending(self) -> dict[str, Rollout]:
+        return {n: r for n, r in self.states.items() if r.state != AVAILABLE}
+
+    @property
+    def ok(self) -> bool:
+        return not self.pending and not self.interrupted
+
+
+def wait(
+    fetch: Callable[[], dict[str, V1Deployment]],
+    names: Iterable[str],
+    *,
+    timeout: float,
+    poll: float = 2.0,
+    stop: threading.Event | None = None,
+    on_available: Callable[[str, Rollout], None] = lambda name, r: None,
+) -> Outcome:
+    """Poll until every named Deployment is available, one has failed, time is up, or ``stop`` is set.
+
+    ``fetch`` returns the live Deployments by name; a name it lacks counts as progressing.
+    """
+    names = sorted(names)
+    deadline = time.monotonic() + timeout
+    reported: set[str] = set()
+    stop = stop or threading.Event()
+    while True:
+        live = fetch()
+        states = {n: rollout_of(live[n]) if n in live else Rollout(PROGRESSING, "not created yet") for n in names}
+        for n, r in states.items():
+            if r.state == AVAILABLE and n not in reported:
+                reported.add(n)
+                on_available(n, r)
+        outcome = Outcome(states)
+        if not outcome.pending or outcome.failed:
+            return outcome
+        if stop.is_set():
+            outcome.interrupted = True
+            return outcome
+        if time.monotonic() >= deadline:
+            outcome.timed_out = True
+            return outcome
+        stop.wait(min(poll, max(0.0, deadline - time.monotonic())))
+
+
+def _when(event: CoreV1Event) -> datetime:
+    stamp = event.last_timestamp or event.event_time or event.first_timestamp or event.metadata.creation_timestamp
+    return stamp or datetime.min.replace(tzinfo=timezone.utc)
+
+
+def describe_pods(pods: list[V1Pod], events: dict[str, list[CoreV1Event]], *, last: int = 5) -> list[str]:
+    """Lines for people: each pod's phase, each container's state and restarts, its latest events."""
+    if not pods:
+        return ["  no pods: the ReplicaSet could not create any (quota, admission, or a missing ServiceAccount?)"]
+    lines = []
+    for pod in sorted(pods, key=lambda p: p.metadata.name):
+        lines.append(f"  pod {pod.metadata.name}: {pod.status.phase if pod.status else 'Unknown'}")
+        statuses = [*((pod.status and pod.status.init_container_statuses) or []), *((pod.status and pod.status.container_statuses) or [])]
+        for cs in statuses:
+            lines.append(f"    container {cs.name}: {_container_state(cs)}, {cs.restart_count or 0} restarts")
+        for ev in sorted(events.get(pod.metadata.name, []), key=_when)[-last:]:
+            count = f" x{ev.count}" if ev.count and ev.count > 1 else ""
+            lines.append(f"    event {ev.type or 'Normal'} {ev.reason}{count}: {ev.message or ''}".rstrip())
+    return lines
+
+
+def _container_state(cs) -> str:  # noqa: ANN001 - V1ContainerStatus
+    state, last = cs.state, cs.last_state
+    if state and state.waiting:
+        text = f"waiting: {state.waiting.reason}" + (f" ({state.waiting.message})" if state.waiting.message else "")
+    elif state and state.terminated:
+        text = f"terminated: {state.terminated.reason} (exit {state.terminated.exit_code})"
+    elif state and state.running:
+        text = "running" + ("" if cs.ready else ", not ready")
+    else:
+        text = "no state yet"
+    if last and last.terminated:
+        text += f"; last exit {last.terminated.exit_code} ({last.terminated.reason})"
+    return text
