@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import markdown_it
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
@@ -20,7 +21,7 @@ from generator.errors import TemplateError
 from generator.models import Catalog
 from generator.plan import plan
 from generator.render import RenderContext, md_cell, md_text, pkg
-from generator.render_docs import INDEX, broken_links, cells, checks, md_line, render
+from generator.render_docs import INDEX, broken_links, cells, checks, md_line, prose_lines, render
 
 SPEC = ROOT.parent / "shared" / "spec" / "services-index.md"
 
@@ -72,6 +73,22 @@ def tables(markdown: str) -> list[list[str]]:
     return out
 
 
+# markdown-it-py (a dependency of rich) parses as GitHub does: an independent view of the structure.
+MARKDOWN = markdown_it.MarkdownIt("commonmark").enable("table")
+
+
+def same_structure_as_a_real_parser(text: str) -> bool:
+    """The tables, rows and headings we see are the ones a Markdown parser sees."""
+    tokens = MARKDOWN.parse(text)
+    ours = tables(text)
+    headings = sum(1 for _, line in prose_lines(text, spans=False) if re.match(r"#{1,6} ", line))
+    return (
+        sum(t.type == "table_open" for t in tokens) == len(ours)
+        and sum(t.type == "tr_open" for t in tokens) == sum(len(rows) for rows in ours)
+        and sum(t.type == "heading_open" for t in tokens) == headings
+    )
+
+
 # -- the services index against the spec --------------------------------------------------------
 
 
@@ -111,6 +128,12 @@ def test_index_has_the_specs_other_sections(shipped: Any) -> None:
 
 
 # -- links and checks ---------------------------------------------------------------------------
+
+
+def test_the_shipped_docs_parse_as_we_read_them(shipped: Any) -> None:
+    _, files = shipped
+    for path, text in files.items():
+        assert same_structure_as_a_real_parser(text), path
 
 
 def test_every_relative_link_resolves(shipped: Any) -> None:
@@ -307,6 +330,7 @@ def test_catalog_text_comes_out_intact(minimal: dict[str, Any]) -> None:
     for path, text in files.items():
         for rows in tables(text):
             assert {len(cells(r)) for r in rows} == {len(cells(rows[0]))}, (path, rows)
+        assert same_structure_as_a_real_parser(text), path
 
 
 def test_the_shared_environment_is_left_alone(shipped: Any) -> None:
@@ -346,6 +370,7 @@ def test_any_text_renders_with_whole_table_rows(minimal: dict[str, Any], descrip
     for path, text in files.items():
         for rows in tables(text):
             assert {len(cells(r)) for r in rows} == {len(cells(rows[0]))}, (path, rows)
+        assert same_structure_as_a_real_parser(text), path
     for name, svc in cat.services.items():
         assert f"**What it is**: {md_text(svc.description)}\n" in files[f"docs/services/{name}.md"]
     if not any("](" in t or "<" in t for t in (*descriptions, *category)):  # such text is a link or HTML of its own
