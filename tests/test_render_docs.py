@@ -338,6 +338,14 @@ def test_the_shared_environment_is_left_alone(shipped: Any) -> None:
     assert "md_line" not in ctx.env.filters  # the docs filters live on an overlay
 
 
+def test_two_categories_may_share_a_title(minimal: dict[str, Any]) -> None:
+    minimal["categories"]["twin"] = {"title": "Platform Services", "summary": "The other one:"}
+    minimal["services"]["media"]["category"] = "twin"
+    ctx, files = docs_for(load_catalog_text(dump(minimal)))
+    assert files[INDEX].count("### Platform Services (") == 2
+    assert checks(ctx, files) == []
+
+
 def test_a_service_page_may_not_overwrite_another_page(minimal: dict[str, Any]) -> None:
     minimal["services"]["readme"] = {"port": 4010, "category": "platform", "team": "core", "description": "Clash"}
     with pytest.raises(TemplateError, match=r"services\.readme: its page docs/services/readme\.md would overwrite docs/services/README\.md"):
