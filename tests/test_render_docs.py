@@ -341,8 +341,9 @@ def test_the_shared_environment_is_left_alone(shipped: Any) -> None:
 def test_two_categories_may_share_a_title(minimal: dict[str, Any]) -> None:
     minimal["categories"]["twin"] = {"title": "Platform Services", "summary": "The other one:"}
     minimal["services"]["media"]["category"] = "twin"
+    minimal["services"]["extra"] = {"port": 4005, "category": "twin", "team": "core", "description": "Extra"}
     ctx, files = docs_for(load_catalog_text(dump(minimal)))
-    assert files[INDEX].count("### Platform Services (") == 2
+    assert files[INDEX].count("### Platform Services (2)") == 2
     assert checks(ctx, files) == []
 
 
