@@ -46,14 +46,19 @@ def py_str(value: object) -> str:
     return json.dumps(str(value), ensure_ascii=False)
 
 
+def _lf(value: object) -> str:
+    # A lone CR ends a line too, in Markdown and in Python source alike.
+    return str(value).replace("\r\n", "\n").replace("\r", "\n")
+
+
 def md_cell(value: object) -> str:
     """Text safe inside a Markdown table cell: pipes escaped, line breaks kept as <br>."""
-    return str(value).replace("\\", "\\\\").replace("|", "\\|").replace("\r\n", "\n").replace("\n", "<br>")
+    return _lf(value).replace("\\", "\\\\").replace("|", "\\|").replace("\n", "<br>")
 
 
 def md_text(value: object) -> str:
     """Text safe as one Markdown paragraph line (a newline would end a list item)."""
-    return str(value).replace("\r\n", "\n").replace("\n", " ")
+    return _lf(value).replace("\n", " ")
 
 
 def comment(value: object) -> str:
