@@ -61,6 +61,34 @@ def md_text(value: object) -> str:
     return _lf(value).replace("\n", " ")
 
 
+# what, at the start of a line, Markdown would read as a block (heading, quote, list, table...)
+_BLOCK_START = re.compile(r"[#>*+=_`~<[|-]|\d{1,9}[.)]")
+
+
+def md_line(value: object) -> str:
+    """Text that stands alone on a line without turning into a heading, list, quote or fence."""
+    text = md_text(value).lstrip(" \t")  # leading spaces would make an indented code block
+    m = _BLOCK_START.match(text)
+    if not m:
+        return text
+    at = m.end() - 1 if text[0].isdigit() else 0  # "1." is escaped at its dot, "#" at itself
+    return f"{text[:at]}\\{text[at:]}"
+
+
+def md_link_text(value: object) -> str:
+    """Text safe inside ``[...]``, in prose or in a table cell: brackets, pipes, backslashes escaped."""
+    text = md_text(value)
+    for char in "\\[]|":
+        text = text.replace(char, "\\" + char)
+    return text
+
+
+def fence(value: object) -> str:
+    """A code fence longer than any run of backticks in ``value``, so the block cannot end early."""
+    runs = [len(r) for r in re.findall(r"`+", str(value))]
+    return "`" * max(3, max(runs, default=0) + 1)
+
+
 def comment(value: object) -> str:
     """Text safe inside a '#' comment line (YAML or Python): one line, printable."""
     return _UNPRINTABLE.sub("?", _LINE_BREAKS.sub(" ", str(value)))
@@ -83,6 +111,9 @@ FILTERS: dict[str, Callable[..., str]] = {
     "md_cell": md_cell,
     "md_text": md_text,
     "comment": comment,
+    "md_line": md_line,
+    "md_link_text": md_link_text,
+    "fence": fence,
     "pkg": pkg,
     "env_name": env_name,
     "tojson": lambda v: json.dumps(v, ensure_ascii=False, sort_keys=True),

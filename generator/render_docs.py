@@ -8,14 +8,13 @@ spelled, and `checks` can verify every one of them before anything is written.
 
 from __future__ import annotations
 
-import dataclasses
 import posixpath
 import re
 from typing import Any
 
 from .errors import TemplateError
 from .graph import as_mermaid
-from .render import GENERATED_HEADER, RenderContext, md_cell, md_text
+from .render import GENERATED_HEADER, RenderContext, md_cell, md_text, md_line, md_link_text, fence  # noqa: F401 - re-exported for tests
 
 INDEX = "docs/services/README.md"
 
@@ -41,44 +40,6 @@ HEALTH = (
 # "{pkg}" is the service's Python package. Everything else in the folder is regenerated.
 TEAM_FILES = ("{pkg}/routes.py", "tests/test_routes.py")
 
-
-# -- docs-only filters ------------------------------------------------------------------------
-# They live here, on an overlay of the shared environment, because only Markdown needs them.
-
-_BLOCK_START = re.compile(r"[#>*+=_`~<[|-]|\d{1,9}[.)]")
-
-
-def md_line(value: object) -> str:
-    """Text that stands alone on a line without turning into a heading, list, quote or fence."""
-    text = md_text(value).lstrip(" \t")  # leading spaces would make an indented code block
-    m = _BLOCK_START.match(text)
-    if not m:
-        return text
-    at = m.end() - 1 if text[0].isdigit() else 0  # "1." is escaped at its dot, "#" at itself
-    return f"{text[:at]}\\{text[at:]}"
-
-
-def md_link_text(value: object) -> str:
-    """Text safe inside ``[...]``, in prose or in a table cell: brackets, pipes, backslashes escaped."""
-    text = md_text(value)
-    for char in "\\[]|":
-        text = text.replace(char, "\\" + char)
-    return text
-
-
-def fence(value: object) -> str:
-    """A code fence longer than any run of backticks in ``value``, so the block cannot end early."""
-    runs = [len(r) for r in re.findall(r"`+", str(value))]
-    return "`" * max(3, max(runs, default=0) + 1)
-
-
-def _docs_context(ctx: RenderContext) -> RenderContext:
-    env = ctx.env.overlay()
-    env.filters = {**ctx.env.filters, "md_line": md_line, "md_link_text": md_link_text, "fence": fence}
-    return dataclasses.replace(ctx, env=env)
-
-
-# -- views --------------------------------------------------------------------------------------
 
 
 def _hop(ctx: RenderContext, hop: object, prev: str | None) -> dict[str, Any]:
@@ -201,7 +162,7 @@ def _next_port(used: set[int]) -> int:
 
 def render(ctx: RenderContext) -> dict[str, str]:
     """Every docs file, keyed by its path under generated/."""
-    docs = _docs_context(ctx)
+    docs = ctx
     v = views(ctx)
     out = {path: docs.template(template, **v) for path, template in PAGES.items()}
     taken = {p.lower(): p for p in out}

@@ -333,11 +333,6 @@ def test_catalog_text_comes_out_intact(minimal: dict[str, Any]) -> None:
         assert same_structure_as_a_real_parser(text), path
 
 
-def test_the_shared_environment_is_left_alone(shipped: Any) -> None:
-    ctx, _ = shipped
-    assert "md_line" not in ctx.env.filters  # the docs filters live on an overlay
-
-
 def test_two_categories_may_share_a_title(minimal: dict[str, Any]) -> None:
     minimal["categories"]["twin"] = {"title": "Platform Services", "summary": "The other one:"}
     minimal["services"]["media"]["category"] = "twin"
