@@ -8,7 +8,9 @@ The hierarchy::
     ├── OutputCheckError            rendered output broke a pre-write check (service, file)
     ├── DriftError                  generated/ differs from what the catalog renders
     ├── HandEditedError             a generated file was edited by hand; refuse to overwrite
-    └── RunError                    `nexus up/down/verify` could not do its job
+    ├── RunError                    `nexus up/down/verify` could not do its job
+    ├── RefusedError                `nexus new` refused a service; nothing was changed
+    └── DiffError                   `nexus diff` could not read its base (git ref, base catalog)
 
 Library errors (YAML, pydantic, Jinja) never escape: each stage translates them at its
 boundary with ``raise ... from``.
@@ -83,3 +85,16 @@ class HandEditedError(NexusError):
 
 class RunError(NexusError):
     """The local runner (`nexus up`, `down`, `status`, `verify`) failed."""
+
+
+class RefusedError(NexusError):
+    """`nexus new` will not add the service; catalog.yaml and generated/ are left as they were."""
+
+    def __init__(self, name: str, reasons: list[str]) -> None:
+        self.name = name
+        self.reasons = reasons
+        super().__init__(f"cannot add '{name}'; catalog.yaml and generated/ are unchanged:\n" + "\n".join(f"  {r}" for r in reasons))
+
+
+class DiffError(NexusError):
+    """`nexus diff` could not read the catalog at its base git ref."""
