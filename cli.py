@@ -214,6 +214,25 @@ def new(
     typer.echo(f"next: write its endpoints in {rel}/{routes}, then run it: nexus up --only {added.name}")
 
 
+@app.command()
+def diff(
+    base: Annotated[str, typer.Option("--base", "-b", help="The git ref to compare with: a branch, tag or commit (CI: origin/<base branch>).")] = "HEAD",
+    catalog: CatalogOpt = Path("catalog.yaml"),
+    as_json: JsonOpt = False,
+) -> None:
+    """Show what the catalog change since --base does: services, ports, edges and their teams,
+    the connections the network policy allows, and the generated files that would change.
+
+    Markdown (for a pull-request comment) by default. Exit 0 whether or not anything changed.
+    """
+    from generator.diff import as_json as to_json
+    from generator.diff import as_markdown
+    from generator.diff import diff as compare
+
+    result = compare(catalog, base)
+    typer.echo(to_json(result) if as_json else as_markdown(result), nl=False)
+
+
 def main() -> None:
     """Console entry point."""
     app()
