@@ -11,7 +11,7 @@ import json
 
 import yaml
 
-from . import render_docs, render_k8s, render_services
+from . import render_docs, render_ecosystem, render_k8s, render_services
 from .errors import OutputCheckError
 from .render import RenderContext
 
@@ -43,7 +43,7 @@ def check(ctx: RenderContext, files: dict[str, str], *, strict: bool = False, ve
     ``strict`` ignores ``verified`` and checks everything."""
     verified = frozenset() if strict else verified
     failures = parses(files, verified)
-    for area in (render_services, render_docs):
+    for area in (render_services, render_docs, render_ecosystem):
         failures.extend(area.checks(ctx, files))
     failures.extend(render_k8s.checks(ctx, files))
     if failures:
