@@ -220,10 +220,11 @@ def diff(
     catalog: CatalogOpt = Path("catalog.yaml"),
     as_json: JsonOpt = False,
 ) -> None:
-    """Show what the catalog change since --base does: services, ports, edges and their teams,
-    the connections the network policy allows, and the generated files that would change.
+    """Show what the catalog changed since --base does, as a pull-request reviewer wants it.
 
-    Markdown (for a pull-request comment) by default. Exit 0 whether or not anything changed.
+    Services added or removed, ports, edges with the teams on both sides (new cross-team edges
+    highlighted), the connections the network policy allows, and the generated files that would
+    change. Markdown for a PR comment, or --json. Exit 0 whether or not anything changed.
     """
     from generator.diff import as_json as to_json
     from generator.diff import as_markdown

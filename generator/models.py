@@ -79,7 +79,7 @@ class Team(Strict):
     contact: Email = Field(description="Where service-specific questions go.")
     oncall: Email = Field(description="Who is paged.")
     handle: Handle | None = Field(
-        None, description="GitHub user or team that owns the team's services in CODEOWNERS, e.g. @nexus-cos/media. Default: @<platform name>/<team name>."
+        None, description="GitHub user or team that owns the team's services in CODEOWNERS, e.g. `@nexus-cos/media`. Default: `@<platform name>/<team name>`."
     )
 
 
