@@ -222,6 +222,100 @@ def cluster_status(
         typer.echo(f"not in the overlay any more (nexus deploy --prune deletes it): {line}")
 
 
+# -- onboarding and review: `nexus new`, `nexus diff` -------------------------------------------
+
+
+def _ask(text: str, choices: list[str] | None = None, **kwargs):  # noqa: ANN003, ANN202 - typer.prompt's arguments and result
+    """typer.prompt, asking again until the answer is one of ``choices``; end of input (no
+    terminal, nothing piped) or Ctrl-C is a plain user error, not a traceback."""
+    if choices:
+        text = f"{text} ({', '.join(choices)})"
+    try:
+        while True:
+            answer = typer.prompt(text, **kwargs)
+            if not choices or answer in choices:
+                return answer
+            typer.echo(f"'{answer}' is not one of: {', '.join(choices)}", err=True)
+    except typer.Abort:
+        raise NexusError("stopped before all answers were given; nothing was changed (pass NAME --category C --team T to run without questions)") from None
+
+
+@app.command()
+def new(
+    name: Annotated[Optional[str], typer.Argument(help="The service name: a DNS label, e.g. ticket-office. Asked for when missing.", show_default=False)] = None,
+    category: Annotated[Optional[str], typer.Option("--category", help="One of the catalog's categories; its port block gives the port.")] = None,
+    team: Annotated[Optional[str], typer.Option("--team", help="The owning team, one of the catalog's teams.")] = None,
+    port: Annotated[Optional[int], typer.Option("--port", help="Default: the lowest free port in the category's block.")] = None,
+    depends_on: Annotated[Optional[str], typer.Option("--depends-on", help="Services it calls: A,B (hard) or A:soft, comma-separated.")] = None,
+    description: Annotated[Optional[str], typer.Option("--description", help="One line on what it does.")] = None,
+    stage: Annotated[Optional[str], typer.Option("--stage", help="Deployment stage (default: the catalog's default stage).")] = None,
+    catalog: CatalogOpt = Path("catalog.yaml"),
+) -> None:
+    """Add a service to the catalog (a text insertion: comments and layout kept), then regenerate.
+
+    Every rule of `nexus validate` runs on the catalog with the service added; on any problem
+    nothing is written. Without NAME, --category and --team it asks for what it needs.
+    """
+    from generator.new import DEFAULT_DESCRIPTION, NewService, add_service, next_port, parse_depends_on
+
+    asking = name is None or category is None or team is None
+    if asking:
+        cat = _load(catalog).catalog
+        if name is None:
+            name = _ask("Service name (a DNS label, e.g. ticket-office)")
+        if category is None:
+            category = _ask("Category", sorted(cat.categories))
+        if team is None:
+            team = _ask("Team", sorted(cat.teams))
+        if port is None:
+            port = _ask("Port", type=int, default=next_port(cat, category))
+        if depends_on is None:
+            depends_on = _ask("Depends on (A,B:soft; empty for none)", default="", show_default=False)
+        if description is None:
+            description = _ask("Description (one line)", default=DEFAULT_DESCRIPTION)
+        if stage is None:
+            default_stage = next((s.name for s in cat.stages if s.default), None)
+            choice = _ask("Deployment stage", [s.name for s in cat.stages], default=default_stage)
+            stage = None if choice == default_stage else choice
+    request = NewService(
+        name=name, category=category, team=team, port=port, depends_on=parse_depends_on(depends_on),
+        description=description or DEFAULT_DESCRIPTION, stage=stage,
+    )
+    added = add_service(catalog, request)
+    rel = added.out.name if added.out.parent == added.catalog.resolve().parent else str(added.out)
+    typer.echo(f"added {added.name} to {catalog}: port {added.port}, category {request.category}, team {request.team}, stage {added.stage} (wave {added.wave})")
+    typer.echo(f"created {rel}/services/{added.name}/ ({len(added.created)} files):")
+    for path in added.created:
+        typer.echo(f"  {path.removeprefix(f'services/{added.name}/')}")
+    others = [p for p in added.touched if p not in added.created]
+    if others:
+        typer.echo(f"updated {len(others)} other files in {rel}/:")
+        for path in others:
+            typer.echo(f"  {path}")
+    routes = next((p for p in added.created if p.endswith("/routes.py")), f"services/{added.name}")
+    typer.echo(f"next: write its endpoints in {rel}/{routes}, then run it: nexus up --only {added.name}")
+
+
+@app.command()
+def diff(
+    base: Annotated[str, typer.Option("--base", "-b", help="The git ref to compare with: a branch, tag or commit (CI: origin/<base branch>).")] = "HEAD",
+    catalog: CatalogOpt = Path("catalog.yaml"),
+    as_json: JsonOpt = False,
+) -> None:
+    """Show what the catalog changed since --base does, as a pull-request reviewer wants it.
+
+    Services added or removed, ports, edges with the teams on both sides (new cross-team edges
+    highlighted), the connections the network policy allows, and the generated files that would
+    change. Markdown for a PR comment, or --json. Exit 0 whether or not anything changed.
+    """
+    from generator.diff import as_json as to_json
+    from generator.diff import as_markdown
+    from generator.diff import diff as compare
+
+    result = compare(catalog, base)
+    typer.echo(to_json(result) if as_json else as_markdown(result), nl=False)
+
+
 def main() -> None:
     """Console entry point."""
     app()

@@ -17,7 +17,9 @@ The hierarchy::
     │   ├── ForbiddenError          403: RBAC does not allow a verb
     │   └── ApplyError              the API server rejected one object (invalid, unknown kind, ...)
     ├── RolloutError                a wave did not roll out: names the service, shows its pods
-    └── DeployInterrupted           Ctrl-C: stopped after the current apply, says what was applied
+    ├── DeployInterrupted           Ctrl-C: stopped after the current apply, says what was applied
+    ├── RefusedError                `nexus new` refused a service; nothing was changed
+    └── DiffError                   `nexus diff` could not read its base (git ref, base catalog)
 
 Library errors (YAML, pydantic, Jinja, the kubernetes client, urllib3) never escape: each stage
 translates them at its boundary with ``raise ... from``. An error may carry ``exit_code`` (the
@@ -135,3 +137,14 @@ class DeployInterrupted(NexusError):
     def __init__(self, message: str, applied: list[str]) -> None:
         self.applied = applied
         super().__init__(message)
+class RefusedError(NexusError):
+    """`nexus new` will not add the service; catalog.yaml and generated/ are left as they were."""
+
+    def __init__(self, name: str, reasons: list[str]) -> None:
+        self.name = name
+        self.reasons = reasons
+        super().__init__(f"cannot add '{name}'; catalog.yaml and generated/ are unchanged:\n" + "\n".join(f"  {r}" for r in reasons))
+
+
+class DiffError(NexusError):
+    """`nexus diff` could not read the catalog at its base git ref."""

@@ -70,15 +70,43 @@ class Platform(Strict):
     resources: Resources = Resources()
 
 
+# A GitHub user (@name) or team (@org/team), as CODEOWNERS writes owners.
+Handle = Annotated[str, StringConstraints(pattern=r"^@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:/[A-Za-z0-9._-]+)?$")]
+
+
 class Team(Strict):
     title: Text
     contact: Email = Field(description="Where service-specific questions go.")
     oncall: Email = Field(description="Who is paged.")
+    handle: Handle | None = Field(
+        None, description="GitHub user or team that owns the team's services in CODEOWNERS, e.g. `@nexus-cos/media`. Default: `@<platform name>/<team name>`."
+    )
+
+
+class PortRange(Strict):
+    """The block of ports `nexus new` hands out to a category's new services, lowest free first.
+
+    It says where *new* services go; services already in the catalog may sit outside it (the
+    spec's ports predate the blocks). Blocks of two categories never overlap (validate.py)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    first: Port = Field(alias="from", description="First port of the block.")
+    last: Port = Field(alias="to", description="Last port of the block (inclusive).")
+
+    @model_validator(mode="after")
+    def _order(self) -> PortRange:
+        if self.first > self.last:
+            raise ValueError(f"from ({self.first}) is above to ({self.last}); write the lower port first")
+        return self
 
 
 class Category(Strict):
     title: Text = Field(description="Heading in the services index, e.g. 'Core Services'.")
     summary: Text = Field(description="The line under the heading in the services index.")
+    ports: PortRange | None = Field(
+        None, description="Ports for the category's new services (`nexus new`). Without it, new services get the first free port above the category's highest."
+    )
 
 
 class Infrastructure(Strict):

@@ -100,10 +100,12 @@ def _translate(src: Source, err: dict[str, Any]) -> Problem:
         return Problem(line, col, _dotted(path), f"required key '{last}' is missing; add '{last}:' here", src.file)
     if kind == "extra_forbidden":
         model = _model_at(path[:-1])
-        allowed = sorted(model.model_fields) if model else []
+        allowed = sorted(f.alias or n for n, f in model.model_fields.items()) if model else []
         guess = difflib.get_close_matches(str(last), allowed, n=1)
         hint = f"did you mean '{guess[0]}'? " if guess else ""
         return src.problem(path, f"unknown key '{last}'; {hint}allowed here: {', '.join(allowed)}", key=True)
+    if kind == "string_pattern_mismatch" and last == "handle":
+        return src.problem(path, f"'{value}' is not a GitHub handle; write @user or @org/team, as CODEOWNERS does")
     if kind == "string_pattern_mismatch" and "a-z0-9" in str(ctx.get("pattern", "")):
         what = "name" if is_key else "value"
         return src.problem(path, f"{what} '{value}' is not a DNS-1123 label (it becomes a hostname and a folder name); {_DNS_RULE}, e.g. '{_slug(value)}'", key=is_key)
@@ -196,6 +198,17 @@ def check_graph(cat: Catalog, src: Source | None = None) -> list[Problem]:
         problem(("infrastructure", comp), f"infrastructure component '{comp}' is in no deployment stage; list it under the first stage's 'infrastructure'", key=True)
     for comp in sorted(set(cat.infrastructure) & names):
         problem(("infrastructure", comp), f"'{comp}' names both a service and an infrastructure component; hostnames must be unique, so rename one", key=True)
+
+    # each category's block of ports for new services (`nexus new`) is its own
+    widest: tuple[int, int, str] | None = None
+    for first, last, name in sorted((c.ports.first, c.ports.last, n) for n, c in cat.categories.items() if c.ports):
+        if widest and first <= widest[1]:
+            problem(
+                ("categories", name, "ports"),
+                f"ports {first}..{last} overlap categories.{widest[2]}.ports ({widest[0]}..{widest[1]}); give each category a block of its own, so that `nexus new` never hands one port to two categories",
+            )
+        if widest is None or last > widest[1]:
+            widest = (first, last, name)
 
     # references from services
     ports: dict[int, str] = {}

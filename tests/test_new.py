@@ -1,0 +1,286 @@
+"""`nexus new`: a service appended as text, validated by validate's own rules, then generated;
+every refusal through the real CLI, changing nothing; the questions asked in a terminal."""
+
+from __future__ import annotations
+
+import os
+import pty
+import re
+import select
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from conftest import CATALOG, ROOT, dump, nexus
+from generator.catalog import load_catalog, load_catalog_text
+from generator.errors import CatalogError, NexusError, RefusedError
+from generator.new import NewService, candidate, entry_lines, insert_entry, next_port, parse_depends_on, scalar
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def shipped(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shipped catalog and its generated tree, copied once; refusals must leave it as is."""
+    root = tmp_path_factory.mktemp("shipped")
+    shutil.copy(CATALOG, root / "catalog.yaml")
+    shutil.copytree(ROOT / "generated", root / "generated")
+    return root
+
+
+# -- refusals, each through the real CLI ---------------------------------------------------------
+
+REFUSALS = {
+    "taken name": (["auth-service", "--category", "core", "--team", "core-platform"], r"NAME auth-service: duplicate key 'auth-service' \(first defined at line \d+\)"),
+    "taken port": (["ticket-office", "--category", "streaming", "--team", "media", "--port", "3001"], r"--port: port 3001 is already used by 'auth-service'"),
+    "unknown team": (["ticket-office", "--category", "streaming", "--team", "medai"], r"--team: unknown team 'medai' \(did you mean 'media'\?\)"),
+    "unknown category": (["ticket-office", "--category", "streeming", "--team", "media"], r"--category: unknown category 'streeming' \(did you mean 'streaming'\?\)"),
+    "unknown dependency": (["ticket-office", "--category", "streaming", "--team", "media", "--depends-on", "token-mgr,ticket-db"], r"--depends-on ticket-db: depends on unknown service 'ticket-db'"),
+    # a new service has no dependents yet, so the only cycle it can close is through itself
+    "cycle": (["ticket-office", "--category", "streaming", "--team", "media", "--depends-on", "token-mgr,ticket-office"], r"--depends-on ticket-office: 'ticket-office' depends on itself"),
+    "deployment order": (
+        ["ticket-office", "--category", "streaming", "--team", "media", "--stage", "core", "--depends-on", "billing-service"],
+        r"--depends-on billing-service: hard dependency on 'billing-service' \(stage 'platform'\) from stage 'core': 'billing-service' is deployed later",
+    ),
+    "unknown stage": (["ticket-office", "--category", "streaming", "--team", "media", "--stage", "later"], r"--stage: unknown stage 'later'"),
+    "bad name": (["Ticket_Office", "--category", "streaming", "--team", "media"], r"NAME Ticket_Office: name 'Ticket_Office' is not a DNS-1123 label.*e\.g\. 'ticket-office'"),
+    "bad edge kind": (["ticket-office", "--category", "streaming", "--team", "media", "--depends-on", "token-mgr:sometimes"], r"--depends-on token-mgr: 'sometimes' is not allowed here; expected 'hard' or 'soft'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSALS))
+def test_refusal_exits_1_with_one_clear_message_and_changes_nothing(shipped: Path, case: str) -> None:
+    args, expected = REFUSALS[case]
+    before = tree(shipped)
+    result = nexus("new", *args, "--catalog", str(shipped / "catalog.yaml"))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stdout == ""
+    assert result.stderr.startswith(f"error:\ncannot add '{args[0]}'; catalog.yaml and generated/ are unchanged:\n")
+    assert re.search(expected, result.stderr), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 3  # the header and exactly one reason
+    assert "Traceback" not in result.stderr
+    assert tree(shipped) == before
+
+
+def test_an_invalid_catalog_is_named_before_anything_is_added(tmp_path: Path, minimal: dict) -> None:
+    minimal["services"]["media"]["team"] = "nobody"
+    (tmp_path / "catalog.yaml").write_text(dump(minimal))
+    before = tree(tmp_path)
+    result = nexus("new", "extra", "--category", "platform", "--team", "core", "--catalog", str(tmp_path / "catalog.yaml"))
+    assert result.returncode == 1
+    assert "does not validate as it is; fix it first" in result.stderr
+    assert "services.media.team: unknown team 'nobody'" in result.stderr
+    assert tree(tmp_path) == before
+
+
+def test_a_hand_edited_generated_file_stops_new_and_the_catalog_is_put_back(tmp_path: Path, minimal: dict) -> None:
+    (tmp_path / "catalog.yaml").write_text(dump(minimal))
+    assert nexus("generate", "--catalog", str(tmp_path / "catalog.yaml")).returncode == 0
+    main = tmp_path / "generated/services/auth/auth/main.py"
+    main.write_text(main.read_text() + "# a local fix\n")
+    before = tree(tmp_path)
+    result = nexus("new", "extra", "--category", "platform", "--team", "core", "--catalog", str(tmp_path / "catalog.yaml"))
+    assert result.returncode == 1
+    assert "edited by hand" in result.stderr and "services/auth/auth/main.py" in result.stderr
+    assert tree(tmp_path) == before
+
+
+# -- success, end to end in a fresh clone --------------------------------------------------------
+
+
+def test_new_then_validate_and_generate_check_in_a_fresh_clone(tmp_path: Path) -> None:
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True, capture_output=True)
+    for path in ("catalog.yaml", "generated", "generator", "templates", "cli.py"):  # this checkout's state, committed or not
+        src, dst = ROOT / path, clone / path
+        if src.is_dir():
+            shutil.rmtree(dst, ignore_errors=True)
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(src, dst)
+    env = {**os.environ, "PYTHONPATH": str(clone)}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "cli", *args], cwd=clone, env=env, capture_output=True, text=True, timeout=120)
+
+    old = (clone / "catalog.yaml").read_text()
+    added = run("new", "ticket-office", "--category", "streaming", "--team", "media", "--depends-on", "token-mgr,billing-service:soft", "--description", "Ticket sales: live shows, seats & refunds")
+    assert added.returncode == 0, added.stderr
+    assert added.stdout.startswith("added ticket-office to catalog.yaml: port 3075, category streaming, team media, stage business")
+    assert "created generated/services/ticket-office/" in added.stdout
+    assert "  ticket_office/routes.py" in added.stdout
+    assert "nexus up --only ticket-office" in added.stdout
+
+    # a pure text insertion: the old file is the new one with a block of lines taken out
+    before, after = old.splitlines(keepends=True), (clone / "catalog.yaml").read_text().splitlines(keepends=True)
+    head = next(i for i, (a, b) in enumerate(zip(before, after)) if a != b)
+    tail = len(after) - (len(before) - head)
+    assert after[:head] + after[tail:] == before
+    assert [line.rstrip("\n") for line in after[head:tail]] == [
+        "  ticket-office:",
+        "    port: 3075",
+        "    category: streaming",
+        "    team: media",
+        "    description: 'Ticket sales: live shows, seats & refunds'",
+        "    depends_on:",
+        "      token-mgr: hard",
+        "      billing-service: soft",
+    ]
+    assert run("validate").returncode == 0
+    check = run("generate", "--check")
+    assert check.returncode == 0, check.stderr
+
+    # the new service is real: its generated tests start its app
+    generated = clone / "generated"
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "ignore::DeprecationWarning", "services/ticket-office"],
+        cwd=generated, env={**os.environ, "PYTHONPATH": os.pathsep.join([str(generated / "runtime"), str(generated / "services/ticket-office")])},
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+
+
+# -- questions, when arguments are missing -------------------------------------------------------
+
+
+def test_missing_arguments_are_asked_for(tmp_path: Path, minimal: dict) -> None:
+    import cli
+
+    (tmp_path / "catalog.yaml").write_text(dump(minimal))
+    answers = "tickets\nnope\nplatform\ncore\n\nauth\nSells tickets\n\n"
+    result = CliRunner().invoke(cli.app, ["new", "--catalog", str(tmp_path / "catalog.yaml")], input=answers)
+    assert result.exit_code == 0, result.output
+    assert "Category (platform)" in result.output
+    assert "'nope' is not one of: platform" in result.output
+    assert "Port [4003]" in result.output
+    assert "added tickets to" in result.output
+    svc = load_catalog(tmp_path / "catalog.yaml").catalog.services["tickets"]
+    assert (svc.port, svc.team, svc.description, svc.stage) == (4003, "core", "Sells tickets", None)
+    assert svc.depends_on["auth"].kind == "hard"
+
+
+def test_no_answers_is_a_clear_error_and_changes_nothing(tmp_path: Path, minimal: dict) -> None:
+    (tmp_path / "catalog.yaml").write_text(dump(minimal))
+    before = tree(tmp_path)
+    result = nexus("new", "--catalog", str(tmp_path / "catalog.yaml"), input="")
+    assert result.returncode == 1
+    assert "error: stopped before all answers were given; nothing was changed" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert tree(tmp_path) == before
+
+
+def test_questions_in_a_real_terminal(tmp_path: Path, minimal: dict) -> None:
+    """`nexus new` with no arguments on a pseudo-terminal: prompts, answers, a new service."""
+    (tmp_path / "catalog.yaml").write_text(dump(minimal))
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the real CLI, its terminal the pty
+        os.chdir(tmp_path)
+        os.environ["PYTHONPATH"] = str(ROOT)
+        os.execv(sys.executable, [sys.executable, "-m", "cli", "new"])
+    seen = b""
+
+    def until(text: bytes) -> None:
+        nonlocal seen
+        while text not in seen:
+            ready, _, _ = select.select([fd], [], [], 60)
+            assert ready, f"no {text!r} from the terminal; it shows {seen[-300:]!r}"
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                chunk = b""
+            assert chunk, f"the terminal closed before {text!r}; it showed {seen[-500:]!r}"
+            seen += chunk
+
+    for prompt, answer in [(b"Service name", b"box-office"), (b"Category", b"platform"), (b"Team", b"core"), (b"Port [4003]", b"4010"),
+                           (b"Depends on", b"auth,media:soft"), (b"Description", b"Box office"), (b"Deployment stage", b"")]:
+        until(prompt)
+        os.write(fd, answer + b"\n")
+    until(b"nexus up --only box-office")
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 0, seen.decode(errors="replace")
+    svc = load_catalog(tmp_path / "catalog.yaml").catalog.services["box-office"]
+    assert svc.port == 4010 and {d: e.kind for d, e in svc.depends_on.items()} == {"auth": "hard", "media": "soft"}
+    assert (tmp_path / "generated/services/box-office/box_office/routes.py").exists()
+
+
+# -- the pieces ----------------------------------------------------------------------------------
+
+
+def test_ports_come_from_the_category_block_then_above_the_category(minimal: dict) -> None:
+    minimal["categories"]["platform"]["ports"] = {"from": 4000, "to": 4003}
+    cat = load_catalog_text(dump(minimal)).catalog
+    assert next_port(cat, "platform") == 4003
+    minimal["categories"]["platform"]["ports"] = {"from": 4000, "to": 4002}
+    assert next_port(load_catalog_text(dump(minimal)).catalog, "platform") is None
+    del minimal["categories"]["platform"]["ports"]
+    minimal["services"]["media"]["port"] = 4005
+    assert next_port(load_catalog_text(dump(minimal)).catalog, "platform") == 4006
+    minimal["categories"]["tools"] = {"title": "Tools", "summary": "Tools:"}
+    assert next_port(load_catalog_text(dump(minimal)).catalog, "tools") == 4006  # empty: above the catalog's highest
+
+
+def test_shipped_blocks_hand_out_the_expected_ports() -> None:
+    cat = load_catalog(CATALOG).catalog
+    assert {c: next_port(cat, c) for c in sorted(cat.categories)} == {
+        "ai": 3035, "core": 3006, "e-commerce": 3044, "financial": 3052, "logistics": 3063,
+        "platform": 3024, "puabo-dsp": 3016, "streaming": 3075, "supporting": 3084,
+    }
+
+
+def test_a_full_block_is_a_refusal(minimal: dict) -> None:
+    minimal["categories"]["platform"]["ports"] = {"from": 4000, "to": 4002}
+    with pytest.raises(RefusedError, match=r"--category platform: its block 4000\.\.4002 is full; widen categories\.platform\.ports"):
+        candidate(dump(minimal), NewService("extra", "platform", "core"))
+
+
+def test_overlapping_blocks_and_reversed_blocks_are_catalog_errors(minimal: dict) -> None:
+    minimal["categories"]["platform"]["ports"] = {"from": 4000, "to": 4009}
+    minimal["categories"]["tools"] = {"title": "Tools", "summary": "Tools:", "ports": {"from": 4005, "to": 4020}}
+    with pytest.raises(CatalogError, match=r"categories\.tools\.ports: ports 4005\.\.4020 overlap categories\.platform\.ports \(4000\.\.4009\)"):
+        load_catalog_text(dump(minimal))
+    minimal["categories"]["tools"]["ports"] = {"from": 4020, "to": 4010}
+    with pytest.raises(CatalogError, match=r"categories\.tools\.ports: from \(4020\) is above to \(4010\)"):
+        load_catalog_text(dump(minimal))
+    minimal["categories"]["tools"]["ports"] = {"from": 4020, "upto": 4030}
+    with pytest.raises(CatalogError, match=r"unknown key 'upto'; did you mean 'to'\? allowed here: from, to"):
+        load_catalog_text(dump(minimal))
+
+
+def test_depends_on_shorthand() -> None:
+    assert parse_depends_on(" a, b:soft ,c:hard,,") == {"a": "hard", "b": "soft", "c": "hard"}
+    assert parse_depends_on(None) == {}
+
+
+@pytest.mark.parametrize("value", ["plain", "a, b: c", "yes", "123", "#x", "multi\nline", "x\u2028y", "tab\there", "\x85z", "é\x7f", "{{ x }}", "🚀", ' "q" \\ '])
+def test_any_text_becomes_one_line_that_reads_back_exactly(value: str) -> None:
+    text = scalar(value)
+    assert "\n" not in text
+    assert yaml.safe_load(f"k: {text}") == {"k": value}
+
+
+def test_any_description_is_added_intact(minimal: dict) -> None:
+    description = 'Tickets: "VIP" & {{ seats }} # not a comment\n2nd line 🚀'
+    cand = candidate(dump(minimal), NewService("tickets", "platform", "core", description=description))
+    assert cand.loaded.catalog.services["tickets"].description == description
+
+
+def test_insertion_keeps_comments_crlf_indentation_and_a_missing_last_newline() -> None:
+    head = "version: 1\r\nservices:\r\n    a:   # first\r\n        port: 1\r\n    # trailing comment of services\r\n\r\n# about flows\r\nflows: {}"
+    lines = entry_lines(NewService("b", "c", "t"), 2, "    ", "    ")
+    out = insert_entry(head, lines)
+    assert out == head.replace("    # trailing comment of services\r\n", "    # trailing comment of services\r\n" + "\r\n".join(lines) + "\r\n")
+    tail = "services:\n  a:\n    port: 1"  # services last, no final newline
+    assert insert_entry(tail, ["  b:", "    port: 2"]) == "services:\n  a:\n    port: 1\n  b:\n    port: 2"
+
+
+def test_a_flow_style_services_mapping_is_refused_plainly() -> None:
+    with pytest.raises(NexusError, match="nexus new appends to an indented block mapping"):
+        insert_entry("services: {a: {port: 1}}\n", ["  b:"])
