@@ -23,7 +23,8 @@ from generator.new import NewService, candidate, entry_lines, insert_entry, next
 
 
 def tree(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    # .nexus/ holds caches (compiled templates, validated hashes), not state a refusal must keep
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file() and ".nexus" not in p.parts}
 
 
 @pytest.fixture(scope="module")
