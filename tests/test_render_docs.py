@@ -277,7 +277,7 @@ def test_architecture_pages(shipped: Any) -> None:
     assert paths.count("sequenceDiagram") == 3
     assert "  Note over s_streamcore,x_cdn: external: reported, not called\n" in paths
     onboarding = files["docs/services/service-template.md"]
-    assert "nexus new NAME --category C --team T [--port P] [--depends-on A,B]" in onboarding
+    assert "nexus new NAME --category C --team T [--port P] [--depends-on A,B:soft]" in onboarding
     assert "cookiecutter path/to/nexus/templates/service" in onboarding
 
 
