@@ -13,7 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 # A DNS-1123 label: services become hostnames, Kubernetes object names and folder names.
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 Name = Annotated[str, StringConstraints(pattern=DNS_LABEL, min_length=1, max_length=63)]
-Port = Annotated[int, Field(ge=1024, le=65535, description="An unprivileged TCP port, 1024 to 65535.")]
+# strict: the published schema says "integer", so "3001" (text) or true must not slip through
+# as a port here either (lax mode read `port: true` as port 1)
+Port = Annotated[int, Field(ge=1024, le=65535, strict=True, description="An unprivileged TCP port, 1024 to 65535.")]
 Email = Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
 UrlPath = Annotated[str, StringConstraints(pattern=r"^/[A-Za-z0-9._~/-]*$")]
 Quantity = Annotated[str, StringConstraints(pattern=r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti)?$")]
