@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import graphlib
 import re
+import reprlib
 import types
 import typing
 from collections.abc import Iterable
@@ -82,6 +83,18 @@ def _describe(value: Any) -> str:
     return names.get(type(value), type(value).__name__)
 
 
+# A wrong value can be any size (a whole mapping, or a list that aliases expand to millions
+# of items); the message shows its beginning, and the line:col says where the rest is.
+_repr = reprlib.Repr()
+_repr.maxstring = _repr.maxother = 60
+_repr.maxlist = _repr.maxdict = _repr.maxtuple = _repr.maxset = 4
+_repr.maxlevel = 2
+
+
+def _show(value: Any) -> str:
+    return _repr.repr(value)
+
+
 def _slug(text: str) -> str:
     return re.sub(r"-+", "-", re.sub(r"[^a-z0-9-]", "-", str(text).lower())).strip("-")[:63].strip("-") or "my-service"
 
@@ -149,7 +162,7 @@ def _translate(src: Source, err: dict[str, Any]) -> Problem:
         rel = {"greater_than_equal": "at least", "less_than_equal": "at most", "greater_than": "above", "less_than": "below"}[kind]
         return src.problem(path, f"{value} is out of range; it must be {rel} {bound}")
     if kind == "literal_error":
-        return src.problem(path, f"'{value}' is not allowed here; expected {ctx.get('expected')}")
+        return src.problem(path, f"{_show(value)} is not allowed here; expected {ctx.get('expected')}")
     if kind in {"model_type", "model_attributes_type", "dict_type"}:
         if len(path) >= 2 and path[-2] == "hops":
             return src.problem(path, f"a hop is a service name or {{external: NAME}}, not {_describe(value)}")
@@ -157,11 +170,11 @@ def _translate(src: Source, err: dict[str, Any]) -> Problem:
     if kind == "list_type":
         return src.problem(path, f"expected a list ([a, b] or '- item' lines), got {_describe(value)}")
     if kind in {"int_type", "int_parsing", "int_from_float"}:
-        return src.problem(path, f"expected a whole number, got {_describe(value)} {value!r}")
+        return src.problem(path, f"expected a whole number, got {_describe(value)} {_show(value)}")
     if kind in {"bool_type", "bool_parsing"}:
-        return src.problem(path, f"expected true or false, got {_describe(value)} {value!r}")
+        return src.problem(path, f"expected true or false, got {_describe(value)} {_show(value)}")
     if kind == "string_type":
-        return src.problem(path, f"expected text, got {_describe(value)} {value!r}; quote it if it is meant as text")
+        return src.problem(path, f"expected text, got {_describe(value)} {_show(value)}; quote it if it is meant as text")
     if kind == "string_pattern_mismatch" and last in {"contact", "oncall"}:
         return src.problem(path, f"'{value}' is not an e-mail address; write it as name@example.com")
     if kind == "string_pattern_mismatch":
