@@ -226,9 +226,13 @@ def load_file(path: str | Path) -> Source:
     name = str(path)
     try:
         size = p.stat().st_size
+        if size <= MAX_BYTES:
+            # read at most one byte past the limit: a pipe or /dev/zero has no size to check
+            with p.open("rb") as f:
+                raw = f.read(MAX_BYTES + 1)
+            size = max(size, len(raw))
         if size > MAX_BYTES:
             raise CatalogError([Problem(0, 0, "", f"the file is {size / 1e6:.1f} MB; a catalog is at most {MAX_BYTES // (1024 * 1024)} MiB (10,000 services take about 3 MB)", file=name)])
-        raw = p.read_bytes()
     except FileNotFoundError as exc:
         raise CatalogError([Problem(0, 0, "", "no such file; pass --catalog PATH or run from the folder that holds catalog.yaml", file=name)]) from exc
     except IsADirectoryError as exc:
