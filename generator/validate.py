@@ -92,7 +92,8 @@ _repr.maxlevel = 2
 
 
 def _show(value: Any) -> str:
-    return _repr.repr(value)
+    shown = _repr.repr(value)  # bounded work however big the value is
+    return shown if len(shown) <= 80 else shown[:77] + "..."  # and bounded length: nested parts add up
 
 
 def _slug(text: str) -> str:
