@@ -69,6 +69,7 @@ class _Frame:
     container: Any
     path: Path_
     anchor: str | None
+    mark: tuple[int, int]  # where the container starts
     pending_key: Any = None
     key_mark: tuple[int, int] | None = None
     has_key: bool = False
@@ -172,15 +173,15 @@ def load_text(text: str, file: str = "catalog.yaml") -> Source:
                     path = (*parent_path, len(top.container))
                 else:
                     path = parent_path
-                stack.append(_Frame(container, path, event.anchor))
+                stack.append(_Frame(container, path, event.anchor, _mark(event)))
                 src.values.setdefault(path, _mark(event))
             elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
                 frame = stack.pop()
-                start = src.values.get(frame.path, (1, 1))
                 if frame.anchor:
                     anchors[frame.anchor] = (frame.container, frame.size)
-                # the frame's start mark was stored under its path already; attach without re-marking
-                attach(frame.container, start, frame.size)
+                # its own start, not the one stored under its path: a container used as a key
+                # has no path of its own and would be reported at its parent's start
+                attach(frame.container, frame.mark, frame.size)
             elif isinstance(event, yaml.ScalarEvent):
                 value = _scalar(event)
                 if event.anchor:
