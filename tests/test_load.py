@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 from broken import at
@@ -190,6 +191,13 @@ def test_oversized_file_is_refused_unread(tmp_path):
         f.truncate(load.MAX_BYTES + 1)  # sparse: costs no disk
     with pytest.raises(CatalogError, match=r"the file is 16\.8 MB; a catalog is at most 16 MiB"):
         load_file(path)
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="needs /dev/zero")
+def test_endless_input_is_refused_after_the_limit():
+    # stat() says 0 bytes for a device or a pipe; reading must still stop at the limit
+    with pytest.raises(CatalogError, match=r"a catalog is at most 16 MiB"):
+        load_file("/dev/zero")
 
 
 @pytest.mark.parametrize(("make", "message"), [("missing", r"no such file"), ("directory", r"is a directory")])
