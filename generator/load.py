@@ -114,10 +114,14 @@ def load_text(text: str, file: str = "catalog.yaml") -> Source:
     def fail(mark: tuple[int, int], path: Path_, message: str) -> CatalogError:
         return CatalogError([*problems, Problem(mark[0], mark[1], dotted(path), message, file=file)])
 
-    def attach(value: Any, mark: tuple[int, int], size: int) -> Path_ | None:
-        """Put a finished value into the enclosing container; return its path, None for a key."""
+    def attach(value: Any, mark: tuple[int, int], size: int, new: int | None = None) -> Path_ | None:
+        """Put a finished value into the enclosing container; return its path, None for a key.
+
+        ``size`` is the node count of the value (what an alias to it would expand to); ``new``
+        is how many of those nodes are counted here for the first time, when not all of them.
+        """
         nonlocal expanded
-        expanded += size
+        expanded += size if new is None else new
         if expanded > MAX_EXPANDED_NODES:
             raise fail(mark, stack[-1].path if stack else (), "aliases expand to more than 5,000,000 nodes (a YAML alias bomb?); write the data out instead of nesting aliases")
         if not stack:
@@ -181,7 +185,8 @@ def load_text(text: str, file: str = "catalog.yaml") -> Source:
                     anchors[frame.anchor] = (frame.container, frame.size)
                 # its own start, not the one stored under its path: a container used as a key
                 # has no path of its own and would be reported at its parent's start
-                attach(frame.container, frame.mark, frame.size)
+                # its children were counted as they came; only the container itself is new
+                attach(frame.container, frame.mark, frame.size, new=1)
             elif isinstance(event, yaml.ScalarEvent):
                 value = _scalar(event)
                 if event.anchor:

@@ -144,6 +144,15 @@ def test_alias_bomb_is_refused_before_it_expands():
     assert "alias bomb" in problem.message
 
 
+def test_the_alias_limit_counts_nodes_not_nesting(monkeypatch):
+    # a big alias-free catalog must never look like a bomb: each node counts once, however deep
+    monkeypatch.setattr(load, "MAX_EXPANDED_NODES", 1000)
+    deep_and_plain = "".join(f"k{i}: {{a: {{b: {{c: {{d: [1, 2, 3]}}}}}}}}\n" for i in range(60))  # 781 nodes, 6 deep
+    assert len(load_text(deep_and_plain).data) == 60
+    with pytest.raises(CatalogError, match="alias bomb"):
+        load_text("a: &a [1, 2, 3, 4, 5, 6, 7, 8, 9]\n" + "".join(f"b{i}: *a\n" for i in range(120)))
+
+
 def test_aliases_that_share_a_little_structure_are_fine():
     data = load_text("base: &b {cpu: 100m}\nx: *b\ny: *b\n").data
     assert data["x"] == data["y"] == {"cpu": "100m"}
