@@ -2,8 +2,9 @@
 
     python benchmarks/bench_validate.py [--runs 7]
 
-Each figure is the median wall time of several fresh processes (after one warm-up run that
-fills the disk cache and writes .pyc files), and the peak resident memory of such a process.
+Each figure is the median of several fresh processes (after one warm-up run that fills the
+disk cache and writes .pyc files): wall time, CPU time (user + system, which other load on
+the machine disturbs less than wall time), and peak resident memory.
 It runs this checkout's CLI (`python -m cli`), not whatever `nexus` is first on PATH.
 Not a test: machines differ, so nothing here passes or fails; the README records the figures.
 """
@@ -24,8 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SYNTH = Path(__file__).resolve().parent / "synth.py"
 
 
-def once(cmd: list[str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of one run of ``cmd``; exits if the command fails."""
+def once(cmd: list[str]) -> tuple[float, float, float]:
+    """Wall seconds, CPU seconds and peak RSS (MB) of one run of ``cmd``; exits if it fails."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     with tempfile.TemporaryFile() as err:
         start = time.perf_counter()
@@ -38,14 +39,15 @@ def once(cmd: list[str]) -> tuple[float, float]:
         if proc.returncode != 0:
             err.seek(0)
             sys.exit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err.read().decode(errors='replace')}")
-    return elapsed, usage.ru_maxrss / 1024  # Linux reports KiB
+    return elapsed, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024  # Linux reports KiB
 
 
-def measure(cmd: list[str], runs: int) -> tuple[float, float, float]:
+def measure(cmd: list[str], runs: int) -> tuple[float, float, float, float]:
+    """Median wall, fastest wall, median CPU, largest peak RSS."""
     once(cmd)  # warm-up
     results = [once(cmd) for _ in range(runs)]
-    times = [t for t, _ in results]
-    return statistics.median(times), min(times), max(rss for _, rss in results)
+    walls = [wall for wall, _, _ in results]
+    return statistics.median(walls), min(walls), statistics.median(cpu for _, cpu, _ in results), max(rss for _, _, rss in results)
 
 
 def main() -> None:
@@ -70,10 +72,10 @@ def main() -> None:
             cases.append((f"nexus validate (synthetic, {n:,} services, {size:.1f} MB)", [py, "-m", "cli", "validate", "--catalog", str(path)]))
 
         print(f"Python {platform.python_version()} on {platform.system()} {platform.machine()}, {os.cpu_count()} CPUs; median of {args.runs} runs")
-        print(f"{'':<58} {'median':>8} {'min':>8} {'peak RSS':>9}")
+        print(f"{'':<58} {'wall':>8} {'min wall':>9} {'CPU':>8} {'peak RSS':>9}")
         for label, cmd in cases:
-            median, best, rss = measure(cmd, args.runs)
-            print(f"{label:<58} {median:>7.3f}s {best:>7.3f}s {rss:>6.0f} MB", flush=True)
+            median, best, cpu, rss = measure(cmd, args.runs)
+            print(f"{label:<58} {median:>7.3f}s {best:>8.3f}s {cpu:>7.3f}s {rss:>6.0f} MB", flush=True)
 
 
 if __name__ == "__main__":
