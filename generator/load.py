@@ -183,9 +183,8 @@ def load_text(text: str, file: str = "catalog.yaml") -> Source:
                 frame = stack.pop()
                 if frame.anchor:
                     anchors[frame.anchor] = (frame.container, frame.size)
-                # its own start, not the one stored under its path: a container used as a key
-                # has no path of its own and would be reported at its parent's start
-                # its children were counted as they came; only the container itself is new
+                # at its own start (a container used as a key has no path of its own); its
+                # children were counted as they came, so only the container itself is new
                 attach(frame.container, frame.mark, frame.size, new=1)
             elif isinstance(event, yaml.ScalarEvent):
                 value = _scalar(event)
