@@ -67,10 +67,10 @@ def synth(n: int, seed: int = 0) -> dict[str, Any]:
     services["gateway"] = {"port": FIRST_PORT - 1, "category": "platform", "team": "core-platform", "description": "Synthetic gateway", "depends_on": gateway}
 
     flows: dict[str, Any] = {}
-    for k, entry in enumerate(entries[:3]):
-        hops = ["gateway", entry]
+    for k, entry_point in enumerate(entries[:3]):
+        hops = ["gateway", entry_point]
         while len(hops) < 6 and services[hops[-1]].get("depends_on"):
-            hops.append(sorted(services[hops[-1]]["depends_on"])[0])
+            hops.append(min(services[hops[-1]]["depends_on"]))
         flows[f"flow-{k}"] = {"title": f"Flow {k}", "hops": hops}
 
     stages: list[dict[str, Any]] = [{"name": "infrastructure", "title": "Infrastructure", "description": "Databases, Redis, message queues", "infrastructure": sorted(INFRA)}]

@@ -182,7 +182,7 @@ def test_plain_yaml_spelling_of_tricky_text_is_valid(tmp_path, minimal):
 def test_usage_errors_exit_2(args, message):
     result = invoke(*args)
     assert result.exit_code == 2, (result.exit_code, result.stderr)
-    assert re.search(message, result.stderr, flags=re.S), result.stderr
+    assert re.search(message, result.stderr, flags=re.DOTALL), result.stderr
 
 
 def test_usage_error_exit_status_reaches_the_shell():

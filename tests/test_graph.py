@@ -50,7 +50,7 @@ def test_mermaid_draws_hard_solid_and_soft_dotted(loaded):
     assert text.startswith("graph LR\n")
     assert "  gateway -.-> media\n" in text and "  media --> auth\n" in text
     # every service is drawn once, inside its stage's subgraph
-    nodes = re.findall(r'^    (\w+)\["', text, flags=re.M)
+    nodes = re.findall(r'^    (\w+)\["', text, flags=re.MULTILINE)
     assert sorted(nodes) == sorted(n.replace("-", "_") for n in loaded.catalog.services)
 
 

@@ -11,7 +11,7 @@ from broken import add_service
 from conftest import CATALOG, dump, nexus
 
 from generator.catalog import load_catalog, load_catalog_text
-from generator.plan import Plan, plan
+from generator.plan import Plan
 
 
 def plan_of(data: dict) -> Plan:

@@ -24,7 +24,7 @@ def _section(text: str, heading: str) -> str:
     """The body of a '## ' or '### ' section, up to the next heading of the same level or above."""
     level = heading.split(" ")[0]
     start = text.index(heading + "\n") + len(heading) + 1
-    stop = re.compile(rf"^#{{1,{len(level)}}} ", re.M).search(text, start)
+    stop = re.compile(rf"^#{{1,{len(level)}}} ", re.MULTILINE).search(text, start)
     return text[start : stop.start() if stop else len(text)]
 
 
@@ -33,18 +33,18 @@ def spec() -> dict:
     text = SPEC.read_text(encoding="utf-8")
     services, counts = {}, {}
     categories = _section(text, "## Service Categories")
-    for heading, body in re.findall(r"^### (.+?)\n(.*?)(?=^### |\Z)", categories, flags=re.M | re.S):
+    for heading, body in re.findall(r"^### (.+?)\n(.*?)(?=^### |\Z)", categories, flags=re.MULTILINE | re.DOTALL):
         title, count = re.fullmatch(r"(.+) \((\d+)\)", heading).groups()
-        rows = re.findall(r"^\| ([a-z0-9-]+) \| (\d+) \| (.+?) \| \[.+?\]\(.+?\) \|$", body, flags=re.M)
+        rows = re.findall(r"^\| ([a-z0-9-]+) \| (\d+) \| (.+?) \| \[.+?\]\(.+?\) \|$", body, flags=re.MULTILINE)
         counts[title] = (int(count), len(rows))
         for name, port, description in rows:
             services[name] = {"port": int(port), "category": title, "description": description}
     paths = {
         title: [h.strip() for h in arrows.split("→")]
-        for title, arrows in re.findall(r"\d+\. \*\*(.+?)\*\*:\s*```\s*(.+?)\s*```", _section(text, "### Critical Paths"), flags=re.S)
+        for title, arrows in re.findall(r"\d+\. \*\*(.+?)\*\*:\s*```\s*(.+?)\s*```", _section(text, "### Critical Paths"), flags=re.DOTALL)
     }
-    stages = re.findall(r"^\d+\. \*\*(.+?)\*\*: (.+)$", _section(text, "## Deployment Order"), flags=re.M)
-    owners = re.findall(r"^- \*\*(.+?)\*\*: (.+)$", _section(text, "### Teams"), flags=re.M)
+    stages = re.findall(r"^\d+\. \*\*(.+?)\*\*: (.+)$", _section(text, "## Deployment Order"), flags=re.MULTILINE)
+    owners = re.findall(r"^- \*\*(.+?)\*\*: (.+)$", _section(text, "### Teams"), flags=re.MULTILINE)
     total = int(re.search(r"\*\*Total Services\*\*: (\d+)", text).group(1))
     return {"text": text, "services": services, "counts": counts, "paths": paths, "stages": stages, "owners": owners, "total": total}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 
 import pytest
@@ -136,7 +137,7 @@ def test_longer_cycle_is_printed_whole(minimal):
     cycle = _cycle_in(problem.message)
     assert cycle[0] == cycle[-1] and sorted(cycle[:-1]) == ["x", "y", "z"]
     edges = {("x", "y"), ("y", "z"), ("z", "x")}
-    assert set(zip(cycle, cycle[1:])) == edges  # each arrow is a declared edge, in its direction
+    assert set(itertools.pairwise(cycle)) == edges  # each arrow is a declared edge, in its direction
 
 
 def test_independent_cycles_are_each_reported(minimal):
