@@ -53,7 +53,7 @@ def as_mermaid(cat: Catalog, plan: Plan) -> str:
         members = sorted(n for n in cat.services if plan.stage_of[n] == stage.name)
         if not members:
             continue
-        lines.append(f'  subgraph {stage.name}["{stage.title}"]')
+        lines.append(f'  subgraph {stage.name}[{_mermaid_string(stage.title)}]')
         lines.extend(f'    {_id(n)}["{n}:{cat.services[n].port}"]' for n in members)
         lines.append("  end")
     for e in edges(cat):
@@ -68,7 +68,7 @@ def as_dot(cat: Catalog, plan: Plan) -> str:
         members = sorted(n for n in cat.services if plan.stage_of[n] == stage.name)
         if not members:
             continue
-        lines.append(f'  subgraph cluster_{i} {{ label="{stage.title}";')
+        lines.append(f'  subgraph cluster_{i} {{ label={_dot_string(stage.title)};')
         lines.extend(f'    "{n}" [label="{n}\\n:{cat.services[n].port}"];' for n in members)
         lines.append("  }")
     for e in edges(cat):
@@ -76,6 +76,16 @@ def as_dot(cat: Catalog, plan: Plan) -> str:
         lines.append(f'  "{e["source"]}" -> "{e["target"]}"{style};')
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def _mermaid_string(text: str) -> str:
+    # Mermaid has no backslash escapes inside a quoted label; it takes an entity for '"'
+    return '"' + text.replace('"', "#quot;") + '"'
+
+
+def _dot_string(text: str) -> str:
+    # stage titles are free text: a '"' would end the DOT string early
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _id(name: str) -> str:

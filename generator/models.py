@@ -6,14 +6,18 @@ Rules that need the whole catalog (references, cycles, stage order) live in vali
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, GetJsonSchemaHandler, StringConstraints, model_validator
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 # A DNS-1123 label: services become hostnames, Kubernetes object names and folder names.
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 Name = Annotated[str, StringConstraints(pattern=DNS_LABEL, min_length=1, max_length=63)]
-Port = Annotated[int, Field(ge=1024, le=65535, description="An unprivileged TCP port, 1024 to 65535.")]
+# strict: the published schema says "integer", so "3001" (text) or true must not slip through
+# as a port here either (lax mode read `port: true` as port 1)
+Port = Annotated[int, Field(ge=1024, le=65535, strict=True, description="An unprivileged TCP port, 1024 to 65535.")]
 Email = Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
 UrlPath = Annotated[str, StringConstraints(pattern=r"^/[A-Za-z0-9._~/-]*$")]
 Quantity = Annotated[str, StringConstraints(pattern=r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti)?$")]
@@ -22,8 +26,19 @@ Text = Annotated[str, StringConstraints(min_length=1)]
 EdgeKind = Literal["hard", "soft"]
 
 
+def _close_name_maps(schema: dict[str, Any]) -> None:
+    """Make a mapping keyed by names refuse other keys in the JSON Schema, as the models do.
+
+    pydantic writes `dict[Name, X]` as patternProperties, which alone lets any key that does
+    not match the pattern through unchecked: an editor would accept a service named 'Auth'.
+    """
+    for prop in schema.get("properties", {}).values():
+        if "patternProperties" in prop:
+            prop["additionalProperties"] = False
+
+
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False, json_schema_extra=_close_name_maps)
 
 
 class Health(Strict):
@@ -139,6 +154,12 @@ class Dependency(Strict):
     def _shorthand(cls, value: object) -> object:
         # `user-auth: hard` is the common spelling; the mapping form leaves room for per-edge settings.
         return {"kind": value} if isinstance(value, str) else value
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        # the schema must allow the shorthand too, or editors flag every edge of the catalog
+        mapping = handler(core_schema)
+        return {"anyOf": [{"type": "string", "enum": ["hard", "soft"]}, mapping]}
 
 
 class Service(Strict):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import graphlib
 import re
+import reprlib
 import types
 import typing
 from collections.abc import Iterable
@@ -32,21 +33,67 @@ def parse(src: Source) -> Catalog:
     except ValidationError as exc:
         problems: dict[str, Problem] = {}
         for err in exc.errors(include_url=False):
+            if _other_hop_branch(src.data, err["loc"]):
+                continue
             problem = _translate(src, err)
             problems.setdefault(problem.path, problem)  # a union reports once per branch; keep one
         raise CatalogError(list(problems.values())) from exc
 
 
+# A hop is `Name | ExternalHop`; pydantic tags each error with the branch it tried.
+# branch tag -> whether that branch is the one meant for a non-text hop
+_HOP_BRANCHES = {"constrained-str": False, "ExternalHop": True}
+
+
+def _hop_branch_at(loc: tuple[Any, ...], i: int) -> bool:
+    return i >= 2 and loc[i] in _HOP_BRANCHES and loc[i - 2] == "hops" and isinstance(loc[i - 1], int)
+
+
+def _other_hop_branch(data: Any, loc: tuple[Any, ...]) -> bool:
+    """True for an error from the union branch the author did not mean.
+
+    Text is meant as a service name, anything else as {external: NAME}; without this a bad
+    hop gets one message per branch, e.g. "expected text" for a mapping with a typo in it.
+    """
+    for i in range(len(loc)):
+        if _hop_branch_at(loc, i):
+            hop = data
+            for part in loc[:i]:
+                try:
+                    hop = hop[part]
+                except (KeyError, IndexError, TypeError):
+                    return False
+            return _HOP_BRANCHES[loc[i]] == isinstance(hop, str)
+    return False
+
+
 def _clean_loc(loc: tuple[Any, ...]) -> tuple[Path_, bool]:
-    """Drop pydantic's union-branch tags; report whether the error is about a mapping key."""
+    """Drop pydantic's union-branch tags; report whether the error is about a mapping key.
+
+    Only tags in a hop's position are dropped: a service may well be called 'str', and an
+    invalid key such as 'x[1]' must stay in the path that locates it.
+    """
     is_key = bool(loc) and loc[-1] == "[key]"
-    path = [p for p in loc if p != "[key]" and not (isinstance(p, str) and (p in {"str", "int", "ExternalHop"} or "[" in p))]
+    path = [p for i, p in enumerate(loc) if p != "[key]" and not _hop_branch_at(loc, i)]
     return tuple(path), is_key
 
 
 def _describe(value: Any) -> str:
     names = {dict: "a mapping", list: "a list", str: "text", int: "a number", float: "a number", bool: "true/false", type(None): "nothing (null)"}
     return names.get(type(value), type(value).__name__)
+
+
+# A wrong value can be any size (a whole mapping, or a list that aliases expand to millions
+# of items); the message shows its beginning, and the line:col says where the rest is.
+_repr = reprlib.Repr()
+_repr.maxstring = _repr.maxother = 60
+_repr.maxlist = _repr.maxdict = _repr.maxtuple = _repr.maxset = 4
+_repr.maxlevel = 2
+
+
+def _show(value: Any) -> str:
+    shown = _repr.repr(value)  # bounded work however big the value is
+    return shown if len(shown) <= 80 else shown[:77] + "..."  # and bounded length: nested parts add up
 
 
 def _slug(text: str) -> str:
@@ -118,7 +165,7 @@ def _translate(src: Source, err: dict[str, Any]) -> Problem:
         rel = {"greater_than_equal": "at least", "less_than_equal": "at most", "greater_than": "above", "less_than": "below"}[kind]
         return src.problem(path, f"{value} is out of range; it must be {rel} {bound}")
     if kind == "literal_error":
-        return src.problem(path, f"'{value}' is not allowed here; expected {ctx.get('expected')}")
+        return src.problem(path, f"{_show(value)} is not allowed here; expected {ctx.get('expected')}")
     if kind in {"model_type", "model_attributes_type", "dict_type"}:
         if len(path) >= 2 and path[-2] == "hops":
             return src.problem(path, f"a hop is a service name or {{external: NAME}}, not {_describe(value)}")
@@ -126,11 +173,11 @@ def _translate(src: Source, err: dict[str, Any]) -> Problem:
     if kind == "list_type":
         return src.problem(path, f"expected a list ([a, b] or '- item' lines), got {_describe(value)}")
     if kind in {"int_type", "int_parsing", "int_from_float"}:
-        return src.problem(path, f"expected a whole number, got {_describe(value)} {value!r}")
+        return src.problem(path, f"expected a whole number, got {_describe(value)} {_show(value)}")
     if kind in {"bool_type", "bool_parsing"}:
-        return src.problem(path, f"expected true or false, got {_describe(value)} {value!r}")
+        return src.problem(path, f"expected true or false, got {_describe(value)} {_show(value)}")
     if kind == "string_type":
-        return src.problem(path, f"expected text, got {_describe(value)} {value!r}; quote it if it is meant as text")
+        return src.problem(path, f"expected text, got {_describe(value)} {_show(value)}; quote it if it is meant as text")
     if kind == "string_pattern_mismatch" and last in {"contact", "oncall"}:
         return src.problem(path, f"'{value}' is not an e-mail address; write it as name@example.com")
     if kind == "string_pattern_mismatch":
@@ -228,7 +275,9 @@ def check_graph(cat: Catalog, src: Source | None = None) -> list[Problem]:
                 problem(path, f"'{name}' depends on itself; remove this entry", key=True)
             elif dep not in names:
                 problem(path, f"depends on unknown service '{dep}'{_did_you_mean(dep, names)}", key=True)
-            elif edge.kind == "hard" and name in stage_of and dep in stage_of and stage_index.get(stage_of[dep], -1) > stage_index.get(stage_of[name], -1):
+            # an unknown stage is reported on its own; comparing it as "stage -1" would add
+            # false "deployed later" errors
+            elif edge.kind == "hard" and stage_of.get(name) in stage_index and stage_of.get(dep) in stage_index and stage_index[stage_of[dep]] > stage_index[stage_of[name]]:
                 problem(
                     path,
                     f"hard dependency on '{dep}' (stage '{stage_of[dep]}') from stage '{stage_of[name]}': '{dep}' is deployed later, "
@@ -238,7 +287,7 @@ def check_graph(cat: Catalog, src: Source | None = None) -> list[Problem]:
         for j, comp in enumerate(svc.uses):
             if comp not in cat.infrastructure:
                 problem((*base, "uses", j), f"unknown infrastructure component '{comp}'{_did_you_mean(comp, cat.infrastructure)}")
-            elif comp in infra_stage and name in stage_of and stage_index[infra_stage[comp]] > stage_index.get(stage_of[name], -1):
+            elif comp in infra_stage and stage_of.get(name) in stage_index and stage_index[infra_stage[comp]] > stage_index[stage_of[name]]:
                 problem((*base, "uses", j), f"'{comp}' is deployed in stage '{infra_stage[comp]}', after '{name}' (stage '{stage_of[name]}'); infrastructure must come first")
         for j, ext in enumerate(svc.externals):
             if ext not in cat.externals:
@@ -253,7 +302,8 @@ def check_graph(cat: Catalog, src: Source | None = None) -> list[Problem]:
         base = ("flows", fname, "hops")
         hops = flow.hops
         first = hops[0]
-        if first != cat.platform.gateway:
+        # an unknown gateway is reported once above, not again for every flow
+        if first != cat.platform.gateway and cat.platform.gateway in names:
             problem((*base, 0), f"flow '{fname}' starts at '{first if isinstance(first, str) else first.external}', but every flow starts at the gateway '{cat.platform.gateway}'; put it first")
         for j, hop in enumerate(hops):
             if isinstance(hop, str):

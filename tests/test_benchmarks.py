@@ -1,0 +1,61 @@
+"""The benchmark's synthetic catalogs stay valid, so its figures keep measuring a real validation."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+
+import pytest
+import yaml
+from conftest import ROOT
+
+from generator.catalog import load_catalog_text
+
+SYNTH = ROOT / "benchmarks" / "synth.py"
+
+
+def _module(path):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+synth = _module(SYNTH)
+
+
+def test_2000_service_catalog_validates():
+    loaded = load_catalog_text(synth.synth_yaml(2000), "synth.yaml")
+    cat = loaded.catalog
+    assert len(cat.services) == 2001  # and the gateway
+    edges = sum(len(s.depends_on) for s in cat.services.values())
+    assert 2.5 * 2000 <= edges <= 3.5 * 2000
+    kinds = {e.kind for s in cat.services.values() for e in s.depends_on.values()}
+    assert kinds == {"hard", "soft"}
+    # every stage is used and the plan orders them: a real workload for plan, not one flat wave
+    assert {w.stage for w in loaded.plan.waves} == {s.name for s in cat.stages}
+    assert len(cat.flows) == 3
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 43])
+def test_small_catalogs_validate_too(n):
+    load_catalog_text(synth.synth_yaml(n), "synth.yaml")
+
+
+def test_same_size_and_seed_give_the_same_catalog():
+    assert synth.synth_yaml(300) == synth.synth_yaml(300)
+    assert synth.synth_yaml(300) != synth.synth_yaml(300, seed=1)
+
+
+def test_runs_as_a_script():
+    result = subprocess.run([sys.executable, str(SYNTH), "50"], capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 0, result.stderr
+    assert len(yaml.safe_load(result.stdout)["services"]) == 51
+    usage = subprocess.run([sys.executable, str(SYNTH)], capture_output=True, text=True, timeout=30, check=False)
+    assert usage.returncode != 0 and "usage" in usage.stderr
+
+
+def test_benchmark_script_loads():
+    # not run here (it times things); only make sure it still imports
+    assert callable(_module(ROOT / "benchmarks" / "bench_validate.py").main)

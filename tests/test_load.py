@@ -1,0 +1,219 @@
+"""Load stage: YAML text -> data with positions; hostile and malformed YAML refused, located."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from broken import at
+from conftest import MINIMAL, dump
+
+from generator import load
+from generator.errors import CatalogError
+from generator.load import load_file, load_text
+
+
+def problems_of(text: str) -> list:
+    with pytest.raises(CatalogError) as info:
+        load_text(text, "catalog.yaml")
+    return info.value.problems
+
+
+def test_loads_the_same_data_as_pyyaml(minimal):
+    assert load_text(dump(minimal)).data == MINIMAL
+
+
+def test_records_the_position_of_values_and_keys(minimal):
+    text = dump(minimal)
+    src = load_text(text)
+    for path, needles in [
+        (("services", "auth", "port"), ("\n  auth:\n", "4001")),
+        (("flows", "watch", "hops", 2), ("watch:", "external: cdn")),
+        (("stages", 1, "services", 0), ("name: core", "- auth", "auth")),
+        (("platform", "gateway"), ("gateway: ", "gateway\n")),
+    ]:
+        assert f"catalog.yaml:{src.where(path)[0]}:{src.where(path)[1]}" == at(text, *needles), path
+    assert src.where_key(("services", "media")) == tuple(int(x) for x in at(text, "\n  media:\n", "media").split(":")[1:])
+
+
+def test_position_of_a_missing_part_is_its_nearest_parent(minimal):
+    src = load_text(dump(minimal))
+    assert src.where(("services", "auth", "no-such-key")) == src.where(("services", "auth"))
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("a: 3001", 3001),
+        ("a: '3001'", "3001"),
+        ("a: true", True),
+        ("a: yes", True),  # YAML 1.1, as PyYAML reads it
+        ("a: ~", None),
+        ("a: 0x10", 16),
+        ("a: 1.5", 1.5),
+        ("a: x # comment", "x"),
+    ],
+)
+def test_scalars_are_typed_as_pyyaml_types_them(text, value):
+    assert load_text(text).data == {"a": value}
+
+
+def test_text_is_kept_exactly():
+    value = "He said \"{{ name }}\" {% if x %}: yes # not a comment, 'single' \\ é"
+    assert load_text(dump({"d": value})).data == {"d": value}
+
+
+# -- duplicate keys ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "path", "needles", "first_line"),
+    [
+        ("a: 1\nb: 2\na: 3\n", "a", ("b: 2\n", "a"), 1),
+        ("services:\n  x:\n    port: 1\n    port: 2\n", "services.x.port", ("port: 2",), 3),
+        ("s:\n  x: {k: hard, j: soft, k: soft}\n", "s.x.k", ("j: soft, ", "k"), 2),
+        ("l:\n- a: 1\n  a: 1\n", "l[0].a", ("\n  a: 1", "a"), 2),
+    ],
+    ids=["top-level", "nested", "flow-mapping", "in-a-list"],
+)
+def test_duplicate_keys_are_rejected(text, path, needles, first_line):
+    (problem,) = problems_of(text)
+    assert problem.path == path
+    assert f"catalog.yaml:{problem.line}:{problem.column}" == at(text, *needles)
+    assert f"duplicate key '{path.rsplit('.', 1)[-1].split(']')[-1]}' (first defined at line {first_line})" in problem.message
+
+
+def test_every_duplicate_key_is_reported():
+    problems = problems_of("a: 1\na: 2\nb:\n  c: 1\n  c: 2\nb: 3\n")
+    assert [(p.line, p.path) for p in problems] == [(2, "a"), (5, "b.c"), (6, "b")]
+
+
+# -- malformed and hostile documents ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "message"),
+    [
+        ("", None, r"the catalog is empty"),
+        ("# nothing but a comment\n", None, r"the catalog is empty"),
+        ("~\n", None, r"the catalog is empty"),
+        ("just text\n", "1:1", r"the catalog is a single value \(str\)"),
+        ("3001\n", "1:1", r"the catalog is a single value \(int\)"),
+        ("- a\n- b\n", "1:1", r"the catalog is a list"),
+        ("a: 1\n---\nb: 2\n", "2:1", r"must be one YAML document"),
+        ("a:\n\tb: 1\n", "2:1", r"a tab; YAML indents with spaces only"),
+        ("a: [1, 2\nb: 3\n", "2:2", r"the bracket opened at line 1, column 4 is not closed"),
+        ("a: {b: 1\n", "2:1", r"invalid YAML"),
+        ("a: 'open\n", "2:1", r"invalid YAML: found unexpected end of stream"),
+        ("a: *nowhere\n", "1:4", r"alias \*nowhere names no anchor defined before it"),
+        ("? [a, b]\n: 1\n", "1:3", r"a mapping key must be a plain value"),
+        ("x:\n  a: 1\n  ? {b: 1}\n  : 2\n", "3:5", r"a mapping key must be a plain value"),
+        ("a: !!python/object:os.system x\n", "1:4", r"could not determine a constructor"),
+        ("a: !!int abc\n", "1:4", r"'abc' is not a valid !!int"),
+        ("a: !!bool maybe\n", "1:4", r"'maybe' is not a valid !!bool"),
+        ("a: 2001-02-30\n", "1:4", r"'2001-02-30' is not a valid !!timestamp \(day is out of range"),
+        ("a: " + "9" * 5000 + "\n", "1:4", r"is not a valid !!int"),
+    ],
+    ids=[
+        "empty", "only-comment", "null", "scalar-text", "scalar-number", "list", "two-documents", "tab", "unclosed-bracket",
+        "unclosed-brace", "unclosed-quote", "unknown-alias", "complex-key", "complex-key-nested", "python-tag", "bad-int", "bad-bool", "bad-date", "huge-int",
+    ],
+)
+def test_unusable_documents_are_refused_with_a_location(text, where, message):
+    (problem,) = problems_of(text)
+    if where is None:
+        assert problem.line == 0 and str(problem).startswith("catalog.yaml: ")
+    else:
+        assert f"{problem.line}:{problem.column}" == where
+        assert str(problem).startswith(f"catalog.yaml:{where}:")
+    assert re.search(message, problem.message), problem.message
+
+
+def _bomb(levels: int = 10, width: int = 10) -> str:
+    lines = ["a0: &a0 [" + ", ".join(["lol"] * width) + "]"]
+    for i in range(1, levels):
+        lines.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * width) + "]")
+    return "\n".join(lines) + "\n"
+
+
+def test_alias_bomb_is_refused_before_it_expands():
+    # 10**10 strings if expanded; the guard counts what aliases would expand to
+    (problem,) = problems_of(_bomb())
+    assert problem.line > 0
+    assert "alias bomb" in problem.message
+
+
+def test_the_alias_limit_counts_nodes_not_nesting(monkeypatch):
+    # a big alias-free catalog must never look like a bomb: each node counts once, however deep
+    monkeypatch.setattr(load, "MAX_EXPANDED_NODES", 1000)
+    deep_and_plain = "".join(f"k{i}: {{a: {{b: {{c: {{d: [1, 2, 3]}}}}}}}}\n" for i in range(60))  # 781 nodes, 6 deep
+    assert len(load_text(deep_and_plain).data) == 60
+    with pytest.raises(CatalogError, match="alias bomb"):
+        load_text("a: &a [1, 2, 3, 4, 5, 6, 7, 8, 9]\n" + "".join(f"b{i}: *a\n" for i in range(120)))
+
+
+def test_aliases_that_share_a_little_structure_are_fine():
+    data = load_text("base: &b {cpu: 100m}\nx: *b\ny: *b\n").data
+    assert data["x"] == data["y"] == {"cpu": "100m"}
+
+
+@pytest.mark.parametrize("opener", ["[", "{a: ", "- "])
+def test_deep_nesting_is_refused_not_recursed(opener):
+    depth = 5000
+    if opener == "- ":
+        text = "".join("  " * i + "- \n" for i in range(depth))  # block style: a list in a list...
+    else:
+        closer = "]" if opener == "[" else "}"
+        text = opener * depth + "1" + closer * depth + "\n"
+    (problem,) = problems_of(text)
+    assert f"nesting deeper than {load.MAX_DEPTH} levels" in problem.message
+    assert problem.line >= 1
+
+
+def test_nesting_up_to_the_limit_is_fine():
+    lists = load.MAX_DEPTH - 1  # inside the top-level mapping
+    assert load_text("a: " + "[" * lists + "]" * lists).data["a"] is not None
+    with pytest.raises(CatalogError, match="nesting deeper"):
+        load_text("a: " + "[" * (lists + 1) + "]" * (lists + 1))
+
+
+# -- files ----------------------------------------------------------------------------------------
+
+
+def test_non_utf8_bytes_are_located(tmp_path):
+    path = tmp_path / "catalog.yaml"
+    path.write_bytes(b"a: 1\nb: caf\xe9\n")
+    with pytest.raises(CatalogError, match=re.escape(f"{path}:2:7: byte 0xe9 is not UTF-8")):
+        load_file(path)
+
+
+def test_byte_order_mark_is_accepted(tmp_path, minimal):
+    path = tmp_path / "catalog.yaml"
+    path.write_bytes(b"\xef\xbb\xbf" + dump(minimal).encode())
+    assert load_file(path).data == MINIMAL
+
+
+def test_oversized_file_is_refused_unread(tmp_path):
+    path = tmp_path / "catalog.yaml"
+    with path.open("wb") as f:
+        f.truncate(load.MAX_BYTES + 1)  # sparse: costs no disk
+    with pytest.raises(CatalogError, match=r"the file is 16\.8 MB; a catalog is at most 16 MiB"):
+        load_file(path)
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="needs /dev/zero")
+def test_endless_input_is_refused_after_the_limit():
+    # stat() says 0 bytes for a device or a pipe; reading must still stop at the limit
+    with pytest.raises(CatalogError, match=r"a catalog is at most 16 MiB"):
+        load_file("/dev/zero")
+
+
+@pytest.mark.parametrize(("make", "message"), [("missing", r"no such file"), ("directory", r"is a directory")])
+def test_unreadable_paths_are_user_errors(tmp_path, make, message):
+    path = tmp_path / "catalog.yaml"
+    if make == "directory":
+        path.mkdir()
+    with pytest.raises(CatalogError, match=message) as info:
+        load_file(path)
+    assert info.value.problems[0].file == str(path)
