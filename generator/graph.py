@@ -53,7 +53,7 @@ def as_mermaid(cat: Catalog, plan: Plan) -> str:
         members = sorted(n for n in cat.services if plan.stage_of[n] == stage.name)
         if not members:
             continue
-        lines.append(f'  subgraph {stage.name}[{_mermaid_string(stage.title)}]')
+        lines.append(f'  subgraph stage_{stage.name.replace("-", "_")}[{_mermaid_string(stage.title)}]')
         lines.extend(f'    {_id(n)}["{n}:{cat.services[n].port}"]' for n in members)
         lines.append("  end")
     for e in edges(cat):
@@ -89,8 +89,9 @@ def _dot_string(text: str) -> str:
 
 
 def _id(name: str) -> str:
-    # Mermaid ids cannot contain '-'; names are DNS labels, so '_' cannot collide
-    return name.replace("-", "_")
+    # Mermaid ids cannot contain '-' (names are DNS labels, so '_' cannot collide), and a bare
+    # name could be a keyword such as `end`; services get "s_", stages "stage_"
+    return "s_" + name.replace("-", "_")
 
 
 FORMATS = {"json": as_json, "mermaid": as_mermaid, "dot": as_dot}

@@ -191,8 +191,11 @@ def _translate(src: Source, err: dict[str, Any]) -> Problem:
 # -- graph pass --------------------------------------------------------------------------------
 
 
-def check_graph(cat: Catalog, src: Source | None = None) -> list[Problem]:
-    """Every whole-catalog rule; returns all problems found (empty when consistent)."""
+def check_graph(cat: Catalog, src: Source | None = None, assume: frozenset[str] = frozenset()) -> list[Problem]:
+    """Every whole-catalog rule; returns all problems found (empty when consistent).
+
+    ``assume`` names services that exist but failed the schema pass: references to them are
+    not reported as unknown (their own problems are already reported)."""
     out: list[Problem] = []
 
     def problem(path: Path_, message: str, key: bool = False) -> None:
@@ -203,6 +206,7 @@ def check_graph(cat: Catalog, src: Source | None = None) -> list[Problem]:
 
     services = cat.services
     names = set(services)
+    known = names | assume  # what a reference may name
     stage_index = {s.name: i for i, s in enumerate(cat.stages)}
 
     # stages: unique names, at most one default, every listed member known and listed once
@@ -219,7 +223,7 @@ def check_graph(cat: Catalog, src: Source | None = None) -> list[Problem]:
     for i, stage in enumerate(cat.stages):
         for j, name in enumerate(stage.services):
             path = ("stages", i, "services", j)
-            if name not in names:
+            if name not in known:
                 problem(path, f"unknown service '{name}'{_did_you_mean(name, names)}")
             elif name in placed:
                 problem(path, f"service '{name}' is in two stages: '{placed[name][0]}' and '{stage.name}'; keep it in one")
@@ -273,7 +277,7 @@ def check_graph(cat: Catalog, src: Source | None = None) -> list[Problem]:
             path = (*base, "depends_on", dep)
             if dep == name:
                 problem(path, f"'{name}' depends on itself; remove this entry", key=True)
-            elif dep not in names:
+            elif dep not in known:
                 problem(path, f"depends on unknown service '{dep}'{_did_you_mean(dep, names)}", key=True)
             # an unknown stage is reported on its own; comparing it as "stage -1" would add
             # false "deployed later" errors
@@ -296,18 +300,18 @@ def check_graph(cat: Catalog, src: Source | None = None) -> list[Problem]:
     out.extend(_cycles(cat, src))
 
     # platform and flows
-    if cat.platform.gateway not in names:
+    if cat.platform.gateway not in known:
         problem(("platform", "gateway"), f"gateway '{cat.platform.gateway}' is not a service{_did_you_mean(cat.platform.gateway, names)}")
     for fname, flow in sorted(cat.flows.items()):
         base = ("flows", fname, "hops")
         hops = flow.hops
         first = hops[0]
         # an unknown gateway is reported once above, not again for every flow
-        if first != cat.platform.gateway and cat.platform.gateway in names:
+        if first != cat.platform.gateway and cat.platform.gateway in known:
             problem((*base, 0), f"flow '{fname}' starts at '{first if isinstance(first, str) else first.external}', but every flow starts at the gateway '{cat.platform.gateway}'; put it first")
         for j, hop in enumerate(hops):
             if isinstance(hop, str):
-                if hop not in names:
+                if hop not in known:
                     problem((*base, j), f"unknown service '{hop}'{_did_you_mean(hop, names)}")
             elif hop.external not in cat.externals:
                 problem((*base, j, "external"), f"unknown external system '{hop.external}'{_did_you_mean(hop.external, cat.externals)}")
@@ -318,7 +322,7 @@ def check_graph(cat: Catalog, src: Source | None = None) -> list[Problem]:
             if not isinstance(prev, str) or prev not in services:
                 continue
             if isinstance(hop, str):
-                if hop in names and hop not in services[prev].depends_on:
+                if hop in known and hop not in services[prev].depends_on:
                     problem((*base, j), f"hop {prev} -> {hop} is not a declared dependency; add '{hop}: soft' (or hard) under services.{prev}.depends_on")
             elif hop.external in cat.externals and hop.external not in services[prev].externals:
                 problem((*base, j), f"hop {prev} -> {hop.external} (external) is not declared; add '{hop.external}' to services.{prev}.externals")
@@ -362,9 +366,38 @@ def _next_free(port: int, used: dict[int, str]) -> int:
     return candidate
 
 
+def _salvage(src: Source) -> tuple[Catalog, frozenset[str]] | None:
+    """The catalog without the services that failed the schema pass, so the graph pass can still
+    run and report in the same run; None when the problems lie outside single services."""
+    data = src.data
+    if not isinstance(data, dict) or not isinstance(data.get("services"), dict):
+        return None
+    try:
+        Catalog.model_validate(data)
+        return None
+    except ValidationError as exc:
+        locs = [e["loc"] for e in exc.errors(include_url=False)]
+    if any(len(loc) < 2 or loc[0] != "services" for loc in locs):
+        return None
+    broken = frozenset(str(loc[1]) for loc in locs)
+    try:
+        rest = Catalog.model_validate({**data, "services": {k: v for k, v in data["services"].items() if k not in broken}})
+    except ValidationError:
+        return None
+    return rest, broken
+
+
 def validate(src: Source) -> Catalog:
-    """Schema pass then graph pass; raises CatalogError listing every problem."""
-    cat = parse(src)
+    """Schema pass then graph pass; raises CatalogError listing every problem. When only some
+    services fail the schema, the graph pass still runs on the rest, so one run reports all."""
+    try:
+        cat = parse(src)
+    except CatalogError as exc:
+        salvaged = _salvage(src)
+        if salvaged is None:
+            raise
+        rest, broken = salvaged
+        raise CatalogError(exc.problems + check_graph(rest, src, assume=broken)) from exc
     problems = check_graph(cat, src)
     if problems:
         raise CatalogError(problems)

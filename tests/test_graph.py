@@ -48,10 +48,10 @@ def test_json_of_the_shipped_catalog_is_consistent():
 def test_mermaid_draws_hard_solid_and_soft_dotted(loaded):
     text = as_mermaid(loaded.catalog, loaded.plan)
     assert text.startswith("graph LR\n")
-    assert "  gateway -.-> media\n" in text and "  media --> auth\n" in text
+    assert "  s_gateway -.-> s_media\n" in text and "  s_media --> s_auth\n" in text
     # every service is drawn once, inside its stage's subgraph
     nodes = re.findall(r'^    (\w+)\["', text, flags=re.MULTILINE)
-    assert sorted(nodes) == sorted(n.replace("-", "_") for n in loaded.catalog.services)
+    assert sorted(nodes) == sorted("s_" + n.replace("-", "_") for n in loaded.catalog.services)
 
 
 def test_dot_draws_soft_dashed(loaded):
@@ -64,7 +64,7 @@ def test_stage_titles_are_escaped(minimal):
     minimal["stages"][2]["title"] = 'The "apps" \\ stage'
     loaded = load_catalog_text(dump(minimal))
     assert 'label="The \\"apps\\" \\\\ stage";' in as_dot(loaded.catalog, loaded.plan)
-    assert 'subgraph apps["The #quot;apps#quot; \\ stage"]' in as_mermaid(loaded.catalog, loaded.plan)
+    assert 'subgraph stage_apps["The #quot;apps#quot; \\ stage"]' in as_mermaid(loaded.catalog, loaded.plan)
 
 
 @pytest.mark.parametrize("fmt", ["json", "mermaid", "dot"])
@@ -74,3 +74,12 @@ def test_graph_command_prints_the_same_as_the_library(fmt):
     result = nexus("graph", "--format", fmt, "--catalog", str(CATALOG))
     assert result.returncode == 0, result.stderr
     assert result.stdout == render(shipped.catalog, shipped.plan)
+
+
+def test_mermaid_ids_cannot_be_keywords(minimal):
+    # `end` is a valid DNS label and a Mermaid keyword; a stage may share a service's name
+    minimal["services"]["end"] = {"port": 4009, "category": "platform", "team": "core", "description": "End"}
+    minimal["stages"][2]["name"] = "gateway"
+    loaded = load_catalog_text(dump(minimal))
+    text = as_mermaid(loaded.catalog, loaded.plan)
+    assert '    s_end["end:4009"]' in text and "subgraph stage_gateway[" in text

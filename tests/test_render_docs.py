@@ -265,7 +265,7 @@ def test_a_services_own_autoscaling_reaches_its_page(minimal: dict[str, Any]) ->
 def test_architecture_pages(shipped: Any) -> None:
     ctx, files = shipped
     service_map = files["docs/architecture/service-map.md"]
-    assert "```mermaid\ngraph LR\n" in service_map and "  backend_api --> auth_service\n" in service_map and "  backend_api -.-> billing_service\n" in service_map
+    assert "```mermaid\ngraph LR\n" in service_map and "  s_backend_api --> s_auth_service\n" in service_map and "  s_backend_api -.-> s_billing_service\n" in service_map
     assert "Solid arrow" in service_map and "Dotted arrow" in service_map
     order = files["docs/architecture/deployment-order.md"]
     for wave in ctx.plan.waves:
