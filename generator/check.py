@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from . import render_docs, render_k8s, render_services
+from . import render_docs, render_k8s, render_mesh, render_services
 from .errors import OutputCheckError
 from .k8s_schema import SchemaValidator
 from .render import RenderContext
@@ -52,7 +52,7 @@ def check(
     if schema_cache is not None:
         validator.load(schema_cache)
     failures = parses(files, verified)
-    for area in (render_services, render_docs):
+    for area in (render_services, render_docs, render_mesh):
         failures.extend(area.checks(ctx, files))
     failures.extend(render_k8s.checks(ctx, files, validator=validator))
     if failures:

@@ -103,7 +103,9 @@ def service_context(ctx: RenderContext, name: str) -> dict[str, Any]:
         "image_registry": cat.platform.image_registry,
         "version": cat.platform.version,
         "websocket": svc.websocket,
-        "retries": "2",
+        # one layer retries: the mesh when there is one (its retries are per edge), else the client
+        "retries": "0" if cat.mesh_retries() else str(_client_retries(cat, name)),
+        "retry_layer": cat.platform.mesh if cat.mesh_retries() else "client",
         "dependencies": {dep: {"kind": e.kind, "port": cat.services[dep].port} for dep, e in sorted(svc.depends_on.items())},
         "flows": flows,
         "health": cat.platform.health.model_dump(),
@@ -187,3 +189,10 @@ def checks(ctx: RenderContext, files: dict[str, str]) -> list[str]:
         for extra in sorted(set(found) - set(svc.depends_on)):
             failures.append(f"{name}: {path}: URL setting for {extra}, which is not a dependency in the catalog")
     return failures
+
+
+def _client_retries(cat: Any, name: str) -> int:
+    """Without a mesh the client retries: the service's own setting, else the platform's.
+    (Per-edge values need a mesh: the runtime has one retry count per service.)"""
+    own = cat.services[name].traffic
+    return own.retries if own is not None and own.retries is not None else cat.platform.traffic.retries

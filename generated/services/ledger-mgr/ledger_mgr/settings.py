@@ -13,5 +13,5 @@ from nexus_runtime import ServiceSettings
 class Settings(ServiceSettings):
     service_name: str = "ledger-mgr"
     port: int = 3022
-    retries: int = 2
+    retries: int = 0
     key_service_url: AnyHttpUrl = AnyHttpUrl("http://key-service:3080")  # KEY_SERVICE_URL, hard

@@ -13,5 +13,5 @@ from nexus_runtime import ServiceSettings
 class Settings(ServiceSettings):
     service_name: str = "puabo-blac-risk-assessment"
     port: int = 3051
-    retries: int = 2
+    retries: int = 0
     kei_ai_url: AnyHttpUrl = AnyHttpUrl("http://kei-ai:3030")  # KEI_AI_URL, soft

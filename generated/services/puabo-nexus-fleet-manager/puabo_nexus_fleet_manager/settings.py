@@ -13,4 +13,4 @@ from nexus_runtime import ServiceSettings
 class Settings(ServiceSettings):
     service_name: str = "puabo-nexus-fleet-manager"
     port: int = 3061
-    retries: int = 2
+    retries: int = 0

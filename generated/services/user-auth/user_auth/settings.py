@@ -13,5 +13,5 @@ from nexus_runtime import ServiceSettings
 class Settings(ServiceSettings):
     service_name: str = "user-auth"
     port: int = 3003
-    retries: int = 2
+    retries: int = 0
     session_mgr_url: AnyHttpUrl = AnyHttpUrl("http://session-mgr:3004")  # SESSION_MGR_URL, hard
