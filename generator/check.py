@@ -52,9 +52,10 @@ def check(
     if schema_cache is not None:
         validator.load(schema_cache)
     failures = parses(files, verified)
-    for area in (render_services, render_docs, render_mesh):
+    for area in (render_services, render_docs):
         failures.extend(area.checks(ctx, files))
     failures.extend(render_k8s.checks(ctx, files, validator=validator))
+    failures.extend(render_mesh.checks(ctx, files, validator=validator))
     if failures:
         raise OutputCheckError(failures)
     if schema_cache is not None:

@@ -9,12 +9,17 @@ retries; every mesh object passes its CRD's strict schema; every service is scra
 
 from __future__ import annotations
 
+import hashlib
 import re
+import sys
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 import yaml
 
-from . import crd_schema
+from . import crd_schema, render_mesh
+from .k8s_schema import SchemaValidator
 from .k8s_checks import Doc, _get, documents
 from .render import RenderContext, pkg
 from .render_mesh import COMPONENTS, MESHES, Mesh, admitted, components, external_host, go_duration, monitoring_identity
@@ -23,8 +28,28 @@ NAME = "app.kubernetes.io/name"
 _RETRIES = re.compile(r"^    retries: int = (\d+)$", re.M)
 
 
-def run(ctx: RenderContext, files: dict[str, str]) -> list[str]:
-    """Every check of this area; [] when all pass."""
+def run(ctx: RenderContext, files: dict[str, str], *, validator: SchemaValidator | None = None) -> list[str]:
+    """Every check of this area; [] when all pass. Inputs (catalog, the files read here, this
+    code, the schemas) that already passed once, per ``validator.seen``, are not checked again:
+    the CRD schemas alone cost more than a whole unchanged run may take."""
+    paths = sorted(p for p in files if p.startswith((COMPONENTS + "/", "k8s/overlays/", "observability/")) or p.endswith("/settings.py"))
+    key = validator.key("\0".join(["mesh-checks", _code_hash(), ctx.catalog.model_dump_json(), *(f"{p}\0{files[p]}" for p in paths)])) if validator else None
+    if validator is not None and key in validator.seen:
+        return []
+    failures = _run(ctx, files)
+    if validator is not None and key is not None and not failures:
+        validator.seen.add(key)
+    return failures
+
+
+@cache
+def _code_hash() -> str:
+    code = b"".join(Path(m.__file__).read_bytes() for m in (sys.modules[__name__], render_mesh, crd_schema))  # type: ignore[arg-type]
+    schemas = b"".join(p.read_bytes() for p in sorted(crd_schema.SCHEMAS.glob("*.json")))
+    return hashlib.blake2b(code + schemas).hexdigest()
+
+
+def _run(ctx: RenderContext, files: dict[str, str]) -> list[str]:
     failures: list[str] = []
     docs: list[Doc] = []
     for path in sorted(p for p in files if p.startswith(COMPONENTS + "/") and p.endswith(".yaml")):

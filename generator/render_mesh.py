@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from .k8s_schema import SchemaValidator
 from .models import Traffic, duration_ms
 from .render import GENERATED_HEADER, RenderContext
 
@@ -100,7 +101,7 @@ def _pool_differs(a: Traffic, b: Traffic) -> bool:
     return (a.consecutive_5xx, a.ejection_time, a.max_connections, a.max_pending) != (b.consecutive_5xx, b.ejection_time, b.max_connections, b.max_pending)
 
 
-def _target(ctx: RenderContext, name: str, mesh: Mesh) -> dict[str, Any]:
+def _target(ctx: RenderContext, name: str, mesh: Mesh, allowed: dict[str, set[str]]) -> dict[str, Any]:
     """What one service's mesh file needs: as a target (who calls it, with which settings)
     and as a caller (what it may reach)."""
     cat = ctx.catalog
@@ -115,7 +116,7 @@ def _target(ctx: RenderContext, name: str, mesh: Mesh) -> dict[str, Any]:
         "host": f"{name}.{ns}.svc.{TRUST_DOMAIN}",
         "gateway": name == cat.platform.gateway,
         "callers": ctx.dependents[name],
-        "identities": sorted(admitted(ctx, mesh)[name]),
+        "identities": sorted(allowed[name]),
         "default": _traffic(base),
         "linkerd": _traffic(per_target),
         "routes": [{"source": s, **_traffic(t)} for s, t in sorted(edges.items()) if _route_differs(t, base)],
@@ -173,16 +174,16 @@ def render_mesh(ctx: RenderContext, mesh: Mesh) -> dict[str, str]:
     """One mesh's component: shared objects, one file per service, patches of base objects."""
     cat = ctx.catalog
     folder = f"{COMPONENTS}/{mesh.name}"
-    who = callers(ctx)
+    who, allowed = callers(ctx), admitted(ctx, mesh)
     common = {
         "header": GENERATED_HEADER,
         "mesh": mesh,
         "monitoring": monitoring_identity(ctx, mesh),
         "interval": SCRAPE_INTERVAL,
         "idempotent": "|".join(IDEMPOTENT),
-        "infrastructure": [{"name": c, "port": cat.infrastructure[c].port, "identities": sorted(admitted(ctx, mesh)[c])} for c in sorted(cat.infrastructure) if who[c]],
+        "infrastructure": [{"name": c, "port": cat.infrastructure[c].port, "identities": sorted(allowed[c])} for c in sorted(cat.infrastructure) if who[c]],
         "externals": [{"name": e, "host": external_host(ctx, e)} for e in sorted(cat.externals)],
-        "targets": [_target(ctx, n, mesh) for n in sorted(cat.services)],
+        "targets": [_target(ctx, n, mesh, allowed) for n in sorted(cat.services)],
     }
     out: dict[str, str] = {}
     for target in common["targets"]:
@@ -213,8 +214,9 @@ def render_docs(ctx: RenderContext) -> dict[str, str]:
     }
 
 
-def checks(ctx: RenderContext, files: dict[str, str]) -> list[str]:
-    """Pre-write checks for this area: one line per failure, naming the service and the file."""
+def checks(ctx: RenderContext, files: dict[str, str], *, validator: SchemaValidator | None = None) -> list[str]:
+    """Pre-write checks for this area: one line per failure, naming the service and the file.
+    ``validator`` remembers inputs that already passed (see mesh_checks.run)."""
     from . import mesh_checks
 
-    return mesh_checks.run(ctx, files)
+    return mesh_checks.run(ctx, files, validator=validator)
