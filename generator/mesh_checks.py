@@ -5,6 +5,7 @@ with the catalog: the identities each workload's authorization admits are exactl
 (plus the ingress at the gateway, and Prometheus through one namespace-wide policy limited to
 scraping); each edge's timeout and retries are what the mesh applies to that caller; one layer
 retries; every mesh object passes its CRD's strict schema; every service is scraped and alerted on.
+Only the selected mesh is rendered, so only it is checked here; the tests render and check both.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 import yaml
 
 from . import crd_schema, render_mesh
-from .k8s_schema import SchemaValidator
+from .k8s_schema import DEFAULT, SchemaValidator
 from .k8s_checks import Doc, _get, documents
 from .render import RenderContext, pkg
 from .render_mesh import COMPONENTS, MESHES, Mesh, admitted, components, external_host, go_duration, monitoring_identity
@@ -66,7 +67,7 @@ def _run(ctx: RenderContext, files: dict[str, str]) -> list[str]:
     if mesh is not None:
         mine = [d for d in docs if d.path.startswith(f"{COMPONENTS}/{mesh.name}/")]
         found, problems = (read_istio if mesh.name == "istio" else read_linkerd)(ctx, mine)
-        failures += problems + compare(ctx, mesh, found, f"{COMPONENTS}/{mesh.name}")
+        failures += problems + compare(ctx, mesh, found, f"{COMPONENTS}/{mesh.name}") + _control_plane(mesh, mine)
         failures += _istio_traffic(ctx, mine) if mesh.name == "istio" else _linkerd_traffic(ctx, mine)
     return failures
 
@@ -213,6 +214,23 @@ def _linkerd_traffic(ctx: RenderContext, docs: list[Doc]) -> list[str]:
         got = (notes.get("timeout.linkerd.io/request"), int(notes.get("retry.linkerd.io/limit", 0)) if "retry.linkerd.io/http" in notes else 0)
         if got != (go_duration(want.timeout), want.retries):
             failures.append(f"{COMPONENTS}/linkerd/services-patch.yaml: {e['target']}: calls from {e['source']} get (timeout, retries) {got}, the catalog says {(go_duration(want.timeout), want.retries)}")
+    return failures
+
+
+def _control_plane(mesh: Mesh, docs: list[Doc]) -> list[str]:
+    """The component's only NetworkPolicy opens egress to the mesh's control plane, and nothing else
+    (the base's policies stay the edges' exact reading: k8s_checks)."""
+    namespace, ports = mesh.control_plane
+    want = {
+        "podSelector": {},
+        "policyTypes": ["Egress"],
+        "egress": [{"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}], "ports": [{"protocol": "TCP", "port": p} for p in ports]}],
+    }
+    policies = [d for d in docs if d.kind == "NetworkPolicy"]
+    failures = [f"{_where(d)}: opens more than egress to {namespace} on {list(ports)}" for d in policies if d.data.get("spec") != want]
+    failures += [f"{_where(d)}: {m}" for d in policies for m in DEFAULT.errors(d.text, d.data)]  # the strict Kubernetes schema
+    if not policies:
+        failures.append(f"{COMPONENTS}/{mesh.name}/mesh.yaml: platform: no NetworkPolicy lets the proxies reach {namespace}; the base's default deny would cut them off")
     return failures
 
 

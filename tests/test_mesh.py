@@ -312,3 +312,11 @@ def test_the_access_matrix_has_a_table_per_team_with_every_edge(istio: tuple[Ren
         assert [c.strip() for c in row.strip("|").split("|")][columns.index(e["target"])] == e["kind"]
     assert "mesh: istio" in files["docs/architecture/mesh.md"] and "| kei-ai" not in files["docs/architecture/mesh.md"]
     assert "| ai-service → kei-ai | hard | 10s | 1 |" in files["docs/architecture/mesh.md"]
+
+
+@pytest.mark.parametrize("mesh", ["istio", "linkerd"])
+def test_the_control_plane_policy_opens_nothing_else(mesh: str, request: pytest.FixtureRequest) -> None:
+    ctx, files = request.getfixturevalue(mesh)
+    path = f"k8s/components/{mesh}/mesh.yaml"
+    broken = _break(files, path, "  policyTypes:\n    - Egress\n", "  policyTypes:\n    - Egress\n    - Ingress\n")
+    assert any(f.startswith(f"{path}: {mesh}-control-plane: NetworkPolicy: opens more than egress") for f in mesh_checks.run(ctx, broken))
