@@ -21,6 +21,7 @@ from typing import Any
 import jinja2
 
 from .errors import TemplateError
+from .models import duration_ms
 from .render import TEMPLATES, RenderContext, bytecode_cache
 from .schema import schema_json
 
@@ -106,6 +107,8 @@ def service_context(ctx: RenderContext, name: str) -> dict[str, Any]:
         # one layer retries: the mesh when there is one (its retries are per edge), else the client
         "retries": "0" if cat.mesh_retries() else str(_client_retries(cat, name)),
         "retry_layer": cat.platform.mesh if cat.mesh_retries() else "client",
+        # never shorter than an edge's timeout, or the client would give up before the mesh does
+        "request_timeout": str(max((duration_ms(cat.traffic_for(name, d).timeout) for d in svc.depends_on), default=duration_ms(cat.platform.traffic.timeout)) / 1000),
         "dependencies": {dep: {"kind": e.kind, "port": cat.services[dep].port} for dep, e in sorted(svc.depends_on.items())},
         "flows": flows,
         "health": cat.platform.health.model_dump(),

@@ -320,3 +320,14 @@ def test_the_control_plane_policy_opens_nothing_else(mesh: str, request: pytest.
     path = f"k8s/components/{mesh}/mesh.yaml"
     broken = _break(files, path, "  policyTypes:\n    - Egress\n", "  policyTypes:\n    - Egress\n    - Ingress\n")
     assert any(f.startswith(f"{path}: {mesh}-control-plane: NetworkPolicy: opens more than egress") for f in mesh_checks.run(ctx, broken))
+
+
+def test_a_client_never_gives_up_before_the_mesh(istio: tuple[RenderContext, dict[str, str]]) -> None:
+    from generator.models import duration_ms
+
+    ctx, files = istio
+    for name, svc in ctx.catalog.services.items():
+        text = files[f"services/{name}/{name.replace('-', '_')}/settings.py"]
+        seconds = float(re.search(r"request_timeout_seconds: float = ([0-9.]+)", text).group(1))  # type: ignore[union-attr]
+        assert all(seconds * 1000 >= duration_ms(ctx.catalog.traffic_for(name, d).timeout) for d in svc.depends_on), name
+    assert "request_timeout_seconds: float = 10.0" in files["services/ai-service/ai_service/settings.py"]  # its edge to kei-ai

@@ -14,3 +14,4 @@ class Settings(ServiceSettings):
     service_name: str = "glitch"
     port: int = 3082
     retries: int = 0
+    request_timeout_seconds: float = 2.0

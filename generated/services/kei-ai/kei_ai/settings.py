@@ -14,3 +14,4 @@ class Settings(ServiceSettings):
     service_name: str = "kei-ai"
     port: int = 3030
     retries: int = 0
+    request_timeout_seconds: float = 2.0

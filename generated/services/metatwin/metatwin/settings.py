@@ -14,4 +14,5 @@ class Settings(ServiceSettings):
     service_name: str = "metatwin"
     port: int = 3083
     retries: int = 0
+    request_timeout_seconds: float = 10.0
     kei_ai_url: AnyHttpUrl = AnyHttpUrl("http://kei-ai:3030")  # KEI_AI_URL, hard

@@ -14,3 +14,4 @@ class Settings(ServiceSettings):
     service_name: str = "puabo-nexus-fleet-manager"
     port: int = 3061
     retries: int = 0
+    request_timeout_seconds: float = 2.0

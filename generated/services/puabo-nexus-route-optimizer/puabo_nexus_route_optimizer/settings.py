@@ -14,3 +14,4 @@ class Settings(ServiceSettings):
     service_name: str = "puabo-nexus-route-optimizer"
     port: int = 3062
     retries: int = 0
+    request_timeout_seconds: float = 2.0

@@ -14,4 +14,5 @@ class Settings(ServiceSettings):
     service_name: str = "puabo-nuki-inventory-mgr"
     port: int = 3041
     retries: int = 0
+    request_timeout_seconds: float = 2.0
     puabo_nuki_product_catalog_url: AnyHttpUrl = AnyHttpUrl("http://puabo-nuki-product-catalog:3040")  # PUABO_NUKI_PRODUCT_CATALOG_URL, hard

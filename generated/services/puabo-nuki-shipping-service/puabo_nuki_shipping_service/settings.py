@@ -14,4 +14,5 @@ class Settings(ServiceSettings):
     service_name: str = "puabo-nuki-shipping-service"
     port: int = 3043
     retries: int = 0
+    request_timeout_seconds: float = 2.0
     puabo_nexus_route_optimizer_url: AnyHttpUrl = AnyHttpUrl("http://puabo-nexus-route-optimizer:3062")  # PUABO_NEXUS_ROUTE_OPTIMIZER_URL, soft

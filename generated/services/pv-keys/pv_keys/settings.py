@@ -14,3 +14,4 @@ class Settings(ServiceSettings):
     service_name: str = "pv-keys"
     port: int = 3081
     retries: int = 0
+    request_timeout_seconds: float = 2.0

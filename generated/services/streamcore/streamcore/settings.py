@@ -14,4 +14,5 @@ class Settings(ServiceSettings):
     service_name: str = "streamcore"
     port: int = 3011
     retries: int = 0
+    request_timeout_seconds: float = 2.0
     key_service_url: AnyHttpUrl = AnyHttpUrl("http://key-service:3080")  # KEY_SERVICE_URL, hard

@@ -14,4 +14,5 @@ class Settings(ServiceSettings):
     service_name: str = "token-mgr"
     port: int = 3005
     retries: int = 0
+    request_timeout_seconds: float = 2.0
     key_service_url: AnyHttpUrl = AnyHttpUrl("http://key-service:3080")  # KEY_SERVICE_URL, hard

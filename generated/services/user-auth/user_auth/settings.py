@@ -14,4 +14,5 @@ class Settings(ServiceSettings):
     service_name: str = "user-auth"
     port: int = 3003
     retries: int = 0
+    request_timeout_seconds: float = 2.0
     session_mgr_url: AnyHttpUrl = AnyHttpUrl("http://session-mgr:3004")  # SESSION_MGR_URL, hard
