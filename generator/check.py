@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from . import render_docs, render_ecosystem, render_k8s, render_services
+from . import render_docs, render_ecosystem, render_k8s, render_mesh, render_services
 from .errors import OutputCheckError
 from .k8s_schema import SchemaValidator
 from .render import RenderContext
@@ -61,6 +61,7 @@ def check(
     for area in (render_services, render_docs, render_ecosystem):
         failures.extend(area.checks(ctx, files))
     failures.extend(render_k8s.checks(ctx, files, validator=validator))
+    failures.extend(render_mesh.checks(ctx, files, validator=validator))
     if failures:
         raise OutputCheckError(failures)
     if schema_cache is not None:

@@ -4,7 +4,7 @@ Everything here parses what render_k8s produced and compares it with the catalog
 slip, a hand edit or a bad merge shows up as one line naming the file and the service. The
 checks: every object a service needs is there; Service and container ports are the catalog's;
 every dependency URL names the right service and port; the NetworkPolicies open exactly the
-catalog's edges (and each service's infrastructure and externals); sync-waves put every hard
+catalog's edges (and each service's infrastructure and externals, and Prometheus's scrapes); sync-waves put every hard
 dependency first; every hop of every critical path is an edge, allowed, to a ready-probed
 service; pods meet Pod Security "restricted"; optionally, every manifest passes the strict
 Kubernetes schemas (k8s_schema).
@@ -58,6 +58,7 @@ class Policy:
     egress: set[tuple[str, str]] = field(default_factory=set)
     from_outside: set[str] = field(default_factory=set)  # pods open to other namespaces
     to_internet: set[str] = field(default_factory=set)  # pods with ipBlock egress on 443
+    scraped: set[str] = field(default_factory=set)  # pods Prometheus may reach, on their own port
 
     def allows(self, source: str, target: str) -> bool:
         return (source, target) in self.ingress and (source, target) in self.egress
@@ -293,6 +294,11 @@ def read_policies(ctx: RenderContext, docs: list[Doc]) -> tuple[Policy, list[str
                         policy.to_internet.add(target)
                     elif direction == "ingress" and peer == _other_namespaces(ns) and len(peers) == 1:
                         policy.from_outside.add(target)
+                    elif direction == "ingress" and peer == _monitoring(ctx) and len(peers) == 1:
+                        if rule_ports == [("TCP", ports.get(target))]:
+                            policy.scraped.add(target)
+                        else:
+                            failures.append(f"{where}: ingress from Prometheus on {rule_ports}, not {target}'s catalog port {ports.get(target)}")
                     else:
                         failures.append(f"{where}: {direction} peer {peer} is broader than a catalog edge")
     if not deny:
@@ -307,6 +313,11 @@ def _outside(peer: dict[str, Any]) -> bool:
     """An ipBlock of the internet with the private ranges (where pods and nodes live) cut out."""
     block = peer.get("ipBlock") if len(peer) == 1 else None
     return isinstance(block, dict) and (block.get("cidr"), tuple(block.get("except") or ())) in render_k8s.OUTSIDE
+
+
+def _monitoring(ctx: RenderContext) -> dict[str, Any]:
+    """Prometheus's namespace (platform.monitoring), the one peer besides the edges that may reach every service."""
+    return {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ctx.catalog.platform.monitoring.namespace}}}
 
 
 def _other_namespaces(ns: str) -> dict[str, Any]:
@@ -327,6 +338,8 @@ def _policy_matches_catalog(ctx: RenderContext, policy: Policy) -> list[str]:
     gateway = cat.platform.gateway
     for name in sorted(policy.from_outside ^ {gateway}):
         failures.append(f"{service_path(name)}: {name}: " + ("open to other namespaces but not the gateway" if name != gateway else "the gateway is not open to ingress from outside the namespace"))
+    for name in sorted(policy.scraped ^ set(cat.services)):
+        failures.append(f"{service_path(name)}: {name}: " + ("Prometheus may reach it, but it is not a service" if name not in cat.services else f"no ingress from Prometheus (namespace {cat.platform.monitoring.namespace}) to scrape its metrics"))
     for name in sorted(policy.to_internet ^ {n for n, s in cat.services.items() if s.externals}):
         failures.append(f"{service_path(name)}: {name}: egress to outside the cluster " + ("without externals in the catalog" if name in policy.to_internet else "missing for its catalog externals"))
     return failures

@@ -6,9 +6,10 @@ Rules that need the whole catalog (references, cycles, stage order) live in vali
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, GetJsonSchemaHandler, StringConstraints, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, GetJsonSchemaHandler, StringConstraints, WithJsonSchema, model_validator
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
@@ -24,6 +25,38 @@ Quantity = Annotated[str, StringConstraints(pattern=r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi
 Text = Annotated[str, StringConstraints(min_length=1)]
 
 EdgeKind = Literal["hard", "soft"]
+MeshKind = Literal["istio", "linkerd", "none"]
+
+_DURATION = re.compile(r"^([0-9]+)(ms|s|m|h)$")
+_DURATION_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
+
+
+def duration_ms(value: str) -> int:
+    """'500ms' -> 500, '2s' -> 2000 (the value already passed Duration's validation)."""
+    number, unit = _DURATION.match(value).groups()  # type: ignore[union-attr]
+    return int(number) * _DURATION_MS[unit]
+
+
+def _duration(value: object) -> object:
+    # Istio and Linkerd both read Go-style durations; a bare number has no unit, so refuse it
+    # here, with the spelling that works, rather than guess seconds or milliseconds.
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        return value  # pydantic's own type error says what was given
+    text = str(value).strip()
+    match = _DURATION.match(text)
+    if not match:
+        hint = f"'{text}s' or '{text}ms'" if re.fullmatch(r"[0-9]+", text) else "'500ms', '2s' or '1m'"
+        raise ValueError(f"'{text}' is not a duration; write a whole number and a unit (ms, s, m, h), e.g. {hint}")
+    if int(match.group(1)) == 0:
+        raise ValueError(f"'{text}' is zero; a timeout or ejection time must be at least 1ms")
+    return text
+
+
+Duration = Annotated[
+    str,
+    BeforeValidator(_duration),
+    WithJsonSchema({"type": "string", "pattern": _DURATION.pattern, "examples": ["500ms", "2s", "1m"]}),
+]
 
 
 def _close_name_maps(schema: dict[str, Any]) -> None:
@@ -72,6 +105,37 @@ class Resources(Strict):
     limits: ResourceAmounts = ResourceAmounts(cpu="500m", memory="256Mi")
 
 
+class TrafficOverride(Strict):
+    """Traffic settings of outgoing calls; each unset field falls back to the level above
+    (edge -> calling service -> platform). What each becomes in Istio and Linkerd: the mesh page
+    of the generated docs."""
+
+    timeout: Duration | None = Field(None, description="Whole-request timeout, retries included, e.g. 2s.")
+    retries: Annotated[int, Field(ge=0, le=5)] | None = Field(None, description="Retries of idempotent calls on connect failures and 502/503/504 (at most 5, as the runtime allows).")
+    consecutive_5xx: Annotated[int, Field(ge=1)] | None = Field(None, description="Circuit breaking: eject an endpoint after this many 5xx in a row.")
+    ejection_time: Duration | None = Field(None, description="Circuit breaking: how long an ejected endpoint stays out, at least.")
+    max_connections: Annotated[int, Field(ge=1)] | None = Field(None, description="Circuit breaking: TCP connections to the target, per calling pod (Istio only).")
+    max_pending: Annotated[int, Field(ge=1)] | None = Field(None, description="Circuit breaking: requests queued for a connection, per calling pod (Istio only).")
+
+
+class Traffic(Strict):
+    """The platform's defaults for every edge: all fields set."""
+
+    timeout: Duration = "2s"
+    retries: Annotated[int, Field(ge=0, le=5)] = 2
+    consecutive_5xx: Annotated[int, Field(ge=1)] = 5
+    ejection_time: Duration = "30s"
+    max_connections: Annotated[int, Field(ge=1)] = 100
+    max_pending: Annotated[int, Field(ge=1)] = 100
+
+
+class Monitoring(Strict):
+    """Where Prometheus runs: its pods scrape every service's metrics endpoint."""
+
+    namespace: Name = Field("monitoring", description="Namespace of Prometheus; NetworkPolicies admit scrapes from it.")
+    service_account: Name = Field("prometheus-k8s", description="Prometheus's ServiceAccount: its mesh identity, admitted to GET the metrics endpoint.")
+
+
 class Platform(Strict):
     """Platform-wide defaults; a service overrides only what it must."""
 
@@ -83,6 +147,9 @@ class Platform(Strict):
     health: Health = Health()
     autoscaling: Autoscaling = Autoscaling()
     resources: Resources = Resources()
+    mesh: MeshKind = Field("none", description="Service mesh the manifests configure: mTLS, per-edge authorization, timeouts and retries.")
+    traffic: Traffic = Field(Traffic(), description="Defaults for every edge's timeout, retries and circuit breaking.")
+    monitoring: Monitoring = Monitoring()
 
 
 # A GitHub user (@name) or team (@org/team), as CODEOWNERS writes owners.
@@ -146,13 +213,13 @@ class Stage(Strict):
     infrastructure: list[Name] = []
 
 
-class Dependency(Strict):
+class Dependency(TrafficOverride):
     kind: EdgeKind = Field(description="hard: the dependent is not ready without it, and it orders deployment. soft: called at request time only.")
 
     @model_validator(mode="before")
     @classmethod
     def _shorthand(cls, value: object) -> object:
-        # `user-auth: hard` is the common spelling; the mapping form leaves room for per-edge settings.
+        # `user-auth: hard` is the common spelling; the mapping form carries per-edge traffic settings.
         return {"kind": value} if isinstance(value, str) else value
 
     @classmethod
@@ -175,6 +242,7 @@ class Service(Strict):
     websocket: bool = Field(False, description="Serve a WebSocket endpoint for live streaming.")
     autoscaling: Autoscaling | None = None
     resources: Resources | None = None
+    traffic: TrafficOverride | None = Field(None, description="Overrides of the platform's traffic defaults for all of this service's outgoing edges.")
 
 
 class ExternalHop(Strict):
@@ -225,3 +293,17 @@ class Catalog(Strict):
 
     def resources_for(self, name: str) -> Resources:
         return self.services[name].resources or self.platform.resources
+
+    def traffic_for(self, source: str, target: str) -> Traffic:
+        """The settings of the edge source -> target: the edge's own, else the source
+        service's, else the platform's."""
+        svc = self.services[source]
+        layers = [svc.depends_on[target], svc.traffic or TrafficOverride()]
+        merged = self.platform.traffic.model_dump()
+        for field in merged:
+            merged[field] = next((v for layer in layers if (v := getattr(layer, field)) is not None), merged[field])
+        return Traffic(**merged)
+
+    def mesh_retries(self) -> bool:
+        """Whether the mesh retries (then the generated clients must not)."""
+        return self.platform.mesh != "none"

@@ -223,9 +223,9 @@ Area = Callable[[RenderContext], dict[str, str]]
 
 def _areas() -> list[Area]:
     # imported here: each area module imports this one for RenderContext
-    from . import render_docs, render_ecosystem, render_k8s, render_services
+    from . import render_docs, render_ecosystem, render_k8s, render_mesh, render_services
 
-    return [render_services.render, render_k8s.render, render_docs.render, render_ecosystem.render]
+    return [render_services.render, render_k8s.render, render_docs.render, render_ecosystem.render, render_mesh.render]
 
 
 def render(ctx: RenderContext) -> dict[str, str]:

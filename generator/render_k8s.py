@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
+from . import render_mesh
 from .k8s_schema import SchemaValidator
 from .render import GENERATED_HEADER, RenderContext, env_name
 
@@ -153,7 +154,8 @@ def _overlay(ctx: RenderContext, env: Environment, common: dict[str, Any]) -> di
     if requests:
         out[f"{folder}/resources-patch.yaml"] = ctx.template("k8s/resources-patch.yaml.j2", env=env, items=requests, **common)
     patches = sorted(p.removeprefix(folder + "/") for p in out)
-    out[f"{folder}/kustomization.yaml"] = ctx.template("k8s/overlay.yaml.j2", env=env, patches=patches, **common)
+    components = [f"../../components/{c}" for c in render_mesh.components(ctx)]  # mesh and monitoring
+    out[f"{folder}/kustomization.yaml"] = ctx.template("k8s/overlay.yaml.j2", env=env, patches=patches, components=components, **common)
     return out
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import jinja2
 
 from .errors import TemplateError
+from .models import duration_ms
 from .render import TEMPLATES, RenderContext, bytecode_cache
 from .schema import schema_json
 
@@ -103,7 +104,11 @@ def service_context(ctx: RenderContext, name: str) -> dict[str, Any]:
         "image_registry": cat.platform.image_registry,
         "version": cat.platform.version,
         "websocket": svc.websocket,
-        "retries": "2",
+        # one layer retries: the mesh when there is one (its retries are per edge), else the client
+        "retries": "0" if cat.mesh_retries() else str(_client_retries(cat, name)),
+        "retry_layer": cat.platform.mesh if cat.mesh_retries() else "client",
+        # never shorter than an edge's timeout, or the client would give up before the mesh does
+        "request_timeout": str(max((duration_ms(cat.traffic_for(name, d).timeout) for d in svc.depends_on), default=duration_ms(cat.platform.traffic.timeout)) / 1000),
         "dependencies": {dep: {"kind": e.kind, "port": cat.services[dep].port} for dep, e in sorted(svc.depends_on.items())},
         "flows": flows,
         "health": cat.platform.health.model_dump(),
@@ -187,3 +192,10 @@ def checks(ctx: RenderContext, files: dict[str, str]) -> list[str]:
         for extra in sorted(set(found) - set(svc.depends_on)):
             failures.append(f"{name}: {path}: URL setting for {extra}, which is not a dependency in the catalog")
     return failures
+
+
+def _client_retries(cat: Any, name: str) -> int:
+    """Without a mesh the client retries: the service's own setting, else the platform's.
+    (Per-edge values need a mesh: the runtime has one retry count per service.)"""
+    own = cat.services[name].traffic
+    return own.retries if own is not None and own.retries is not None else cat.platform.traffic.retries

@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from . import mesh_rules
 from .errors import CatalogError, Problem
 from .load import Path_, Source
 from .load import dotted as _dotted
@@ -298,6 +299,7 @@ def check_graph(cat: Catalog, src: Source | None = None, assume: frozenset[str] 
                 problem((*base, "externals", j), f"unknown external system '{ext}'{_did_you_mean(ext, cat.externals)}")
 
     out.extend(_cycles(cat, src))
+    mesh_rules.check(cat, lambda path, message: problem(path, message, key=True))
 
     # platform and flows
     if cat.platform.gateway not in known:

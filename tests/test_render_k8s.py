@@ -15,7 +15,7 @@ from conftest import CATALOG, dump
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from generator import k8s_checks, render_k8s
+from generator import k8s_checks, render_k8s, render_mesh
 from generator.catalog import load_catalog, load_catalog_text
 from generator.graph import edges
 from generator.render import RenderContext
@@ -27,8 +27,18 @@ SERVICE_KINDS = {"ServiceAccount", "ConfigMap", "Service", "Deployment", "Horizo
 
 
 def render(loaded: Any) -> tuple[RenderContext, dict[str, str]]:
+    """The Kubernetes files: this area's, and the components the overlays include (render_mesh)."""
     ctx = RenderContext(loaded.catalog, loaded.plan)
-    return ctx, render_k8s.render(ctx)
+    components = {p: t for p, t in render_mesh.render(ctx).items() if p.startswith("k8s/components/")}
+    return ctx, {**render_k8s.render(ctx), **components}
+
+
+# what the components add (the mesh area tests them): API groups of CRDs, and the mesh's way to its control plane
+COMPONENT_GROUPS = ("monitoring.coreos.com/", "istio.io/", "linkerd.io/")
+
+
+def base_objects(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [d for d in docs if not any(g in d["apiVersion"] for g in COMPONENT_GROUPS) and not d["metadata"]["name"].endswith("-control-plane")]
 
 
 def write(files: dict[str, str], root: Path) -> Path:
@@ -58,7 +68,7 @@ def shipped() -> tuple[RenderContext, dict[str, str]]:
 def built(shipped: tuple[RenderContext, dict[str, str]], tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str, Any]]]:
     if KUBECTL is None:
         pytest.skip("kubectl is not installed")
-    return kustomize(write(shipped[1], tmp_path_factory.mktemp("k8s")))
+    return {env: base_objects(docs) for env, docs in kustomize(write(shipped[1], tmp_path_factory.mktemp("k8s"))).items()}
 
 
 def objects(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
@@ -70,6 +80,7 @@ def objects(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
 
 def test_layout_is_a_base_and_three_overlays(shipped: tuple[RenderContext, dict[str, str]]) -> None:
     ctx, files = shipped
+    files = {p: t for p, t in files.items() if not p.startswith("k8s/components/")}
     services = {f"k8s/base/services/{n}.yaml" for n in ctx.catalog.services}
     base = {f"k8s/base/{f}.yaml" for f in ("kustomization", "namespace", "default-deny", "infrastructure")}
     overlays = {f"k8s/overlays/{e}/kustomization.yaml" for e in OVERLAYS} | {f"k8s/overlays/dev/{p}-patch.yaml" for p in ("autoscaling", "resources")}
@@ -257,8 +268,12 @@ def test_network_policies_allow_exactly_the_catalog_edges(built: dict[str, list[
     assert {p for p in ingress if p[1] in cat.services} == service_edges
     assert {p for p in egress if p[1] in cat.services} == service_edges
     assert {p for p in ingress if p[1] in cat.infrastructure} == uses == {p for p in egress if p[1] in cat.infrastructure}
-    outside = {n for n, p in objects(built["prod"], "NetworkPolicy").items() for r in p["spec"].get("ingress") or [] for peer in r["from"] if "namespaceSelector" in peer}
+    monitoring = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": cat.platform.monitoring.namespace}}}
+    peers = [(n, peer) for n, p in objects(built["prod"], "NetworkPolicy").items() for r in p["spec"].get("ingress") or [] for peer in r["from"]]
+    outside = {n for n, peer in peers if "namespaceSelector" in peer and peer != monitoring}
     assert outside == {"backend-api"}
+    # Prometheus (its namespace: platform.monitoring) may reach every service, and nothing else
+    assert {n for n, peer in peers if peer == monitoring} == set(cat.services)
     internet = {n for n, p in objects(built["prod"], "NetworkPolicy").items() for r in p["spec"].get("egress") or [] for peer in r["to"] if "ipBlock" in peer}
     assert internet == {"streamcore"}  # the only service with externals (the CDN)
 
@@ -284,7 +299,7 @@ def _break(files: dict[str, str], service: str, old: str, new: str) -> dict[str,
 
 BREAKAGES = {
     # (a) schema: a field Kubernetes does not know
-    "schema": ("token-mgr", "          imagePullPolicy: IfNotPresent\n", "          imagePullPolicy: IfNotPresent\n          imagePullSecret: registry\n", "'imagePullSecret' was unexpected"),
+    "schema": ("token-mgr", "          imagePullPolicy: Always\n", "          imagePullPolicy: Always\n          imagePullSecret: registry\n", "'imagePullSecret' was unexpected"),
     # (b) a Service port that is not the catalog's
     "service-port": ("ledger-mgr", "      port: 3022\n      targetPort: http", "      port: 3999\n      targetPort: http", "Service ports [3999]"),
     # (c) a dependency URL at the wrong port, and one naming the wrong service
@@ -293,6 +308,9 @@ BREAKAGES = {
     # (d) an ingress peer removed (an edge no longer allowed) and an egress added (a pair not in the catalog)
     "policy-missing": ("user-auth", 'app.kubernetes.io/name: "auth-service"\n', 'app.kubernetes.io/name: "glitch"\n', "auth-service -> user-auth is a catalog edge"),
     "policy-extra": ("glitch", 'name: "postgres"\n      ports:\n        - protocol: TCP\n          port: 5432', 'name: "ledger-mgr"\n      ports:\n        - protocol: TCP\n          port: 3022', "glitch -> ledger-mgr is allowed but is not in the catalog"),
+    # (d') Prometheus's scrape rule: gone, or on another port
+    "monitoring-missing": ("glitch", '              kubernetes.io/metadata.name: "monitoring"\n', '              kubernetes.io/metadata.name: "default"\n', "glitch: no ingress from Prometheus"),
+    "monitoring-port": ("kei-ai", '"monitoring"\n      ports:\n        - protocol: TCP\n          port: 3030', '"monitoring"\n      ports:\n        - protocol: TCP\n          port: 9090', "ingress from Prometheus on [('TCP', 9090)]"),
     # (e) a dependent syncing no later than its hard dependency
     "wave": ("session-mgr", 'sync-wave: "5"', 'sync-wave: "4"', "sync-wave 4 is not after token-mgr's 4"),
     # (f) a critical-path hop to a service without a readiness probe

@@ -13,6 +13,7 @@ from nexus_runtime import ServiceSettings
 class Settings(ServiceSettings):
     service_name: str = "ai-service"
     port: int = 3031
-    retries: int = 2
+    retries: int = 0
+    request_timeout_seconds: float = 10.0
     kei_ai_url: AnyHttpUrl = AnyHttpUrl("http://kei-ai:3030")  # KEI_AI_URL, hard
     token_mgr_url: AnyHttpUrl = AnyHttpUrl("http://token-mgr:3005")  # TOKEN_MGR_URL, hard

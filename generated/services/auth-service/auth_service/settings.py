@@ -13,6 +13,7 @@ from nexus_runtime import ServiceSettings
 class Settings(ServiceSettings):
     service_name: str = "auth-service"
     port: int = 3001
-    retries: int = 2
+    retries: int = 0
+    request_timeout_seconds: float = 2.0
     token_mgr_url: AnyHttpUrl = AnyHttpUrl("http://token-mgr:3005")  # TOKEN_MGR_URL, hard
     user_auth_url: AnyHttpUrl = AnyHttpUrl("http://user-auth:3003")  # USER_AUTH_URL, hard

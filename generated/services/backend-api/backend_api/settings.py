@@ -13,7 +13,8 @@ from nexus_runtime import ServiceSettings
 class Settings(ServiceSettings):
     service_name: str = "backend-api"
     port: int = 3000
-    retries: int = 2
+    retries: int = 0
+    request_timeout_seconds: float = 2.0
     ai_service_url: AnyHttpUrl = AnyHttpUrl("http://ai-service:3031")  # AI_SERVICE_URL, soft
     auth_service_url: AnyHttpUrl = AnyHttpUrl("http://auth-service:3001")  # AUTH_SERVICE_URL, hard
     auth_service_v2_url: AnyHttpUrl = AnyHttpUrl("http://auth-service-v2:3002")  # AUTH_SERVICE_V2_URL, soft

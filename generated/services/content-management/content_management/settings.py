@@ -13,6 +13,7 @@ from nexus_runtime import ServiceSettings
 class Settings(ServiceSettings):
     service_name: str = "content-management"
     port: int = 3012
-    retries: int = 2
+    retries: int = 0
+    request_timeout_seconds: float = 2.0
     streamcore_url: AnyHttpUrl = AnyHttpUrl("http://streamcore:3011")  # STREAMCORE_URL, hard
     token_mgr_url: AnyHttpUrl = AnyHttpUrl("http://token-mgr:3005")  # TOKEN_MGR_URL, hard

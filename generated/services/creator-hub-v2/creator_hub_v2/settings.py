@@ -13,7 +13,8 @@ from nexus_runtime import ServiceSettings
 class Settings(ServiceSettings):
     service_name: str = "creator-hub-v2"
     port: int = 3090
-    retries: int = 2
+    retries: int = 0
+    request_timeout_seconds: float = 2.0
     billing_service_url: AnyHttpUrl = AnyHttpUrl("http://billing-service:3020")  # BILLING_SERVICE_URL, soft
     content_management_url: AnyHttpUrl = AnyHttpUrl("http://content-management:3012")  # CONTENT_MANAGEMENT_URL, hard
     nexus_cos_studio_ai_url: AnyHttpUrl = AnyHttpUrl("http://nexus-cos-studio-ai:3032")  # NEXUS_COS_STUDIO_AI_URL, soft

@@ -13,5 +13,6 @@ from nexus_runtime import ServiceSettings
 class Settings(ServiceSettings):
     service_name: str = "invoice-gen"
     port: int = 3021
-    retries: int = 2
+    retries: int = 0
+    request_timeout_seconds: float = 2.0
     ledger_mgr_url: AnyHttpUrl = AnyHttpUrl("http://ledger-mgr:3022")  # LEDGER_MGR_URL, hard

@@ -13,5 +13,6 @@ from nexus_runtime import ServiceSettings
 class Settings(ServiceSettings):
     service_name: str = "key-service"
     port: int = 3080
-    retries: int = 2
+    retries: int = 0
+    request_timeout_seconds: float = 2.0
     pv_keys_url: AnyHttpUrl = AnyHttpUrl("http://pv-keys:3081")  # PV_KEYS_URL, hard

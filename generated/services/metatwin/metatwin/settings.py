@@ -13,5 +13,6 @@ from nexus_runtime import ServiceSettings
 class Settings(ServiceSettings):
     service_name: str = "metatwin"
     port: int = 3083
-    retries: int = 2
+    retries: int = 0
+    request_timeout_seconds: float = 10.0
     kei_ai_url: AnyHttpUrl = AnyHttpUrl("http://kei-ai:3030")  # KEI_AI_URL, hard

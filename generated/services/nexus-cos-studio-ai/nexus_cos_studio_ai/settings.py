@@ -13,6 +13,7 @@ from nexus_runtime import ServiceSettings
 class Settings(ServiceSettings):
     service_name: str = "nexus-cos-studio-ai"
     port: int = 3032
-    retries: int = 2
+    retries: int = 0
+    request_timeout_seconds: float = 10.0
     content_management_url: AnyHttpUrl = AnyHttpUrl("http://content-management:3012")  # CONTENT_MANAGEMENT_URL, soft
     kei_ai_url: AnyHttpUrl = AnyHttpUrl("http://kei-ai:3030")  # KEI_AI_URL, hard

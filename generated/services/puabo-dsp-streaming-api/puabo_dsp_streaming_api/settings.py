@@ -13,7 +13,8 @@ from nexus_runtime import ServiceSettings
 class Settings(ServiceSettings):
     service_name: str = "puabo-dsp-streaming-api"
     port: int = 3013
-    retries: int = 2
+    retries: int = 0
+    request_timeout_seconds: float = 2.0
     puabo_dsp_metadata_mgr_url: AnyHttpUrl = AnyHttpUrl("http://puabo-dsp-metadata-mgr:3014")  # PUABO_DSP_METADATA_MGR_URL, hard
     streamcore_url: AnyHttpUrl = AnyHttpUrl("http://streamcore:3011")  # STREAMCORE_URL, hard
     token_mgr_url: AnyHttpUrl = AnyHttpUrl("http://token-mgr:3005")  # TOKEN_MGR_URL, hard

@@ -13,6 +13,7 @@ from nexus_runtime import ServiceSettings
 class Settings(ServiceSettings):
     service_name: str = "puabo-dsp-upload-mgr"
     port: int = 3015
-    retries: int = 2
+    retries: int = 0
+    request_timeout_seconds: float = 2.0
     content_management_url: AnyHttpUrl = AnyHttpUrl("http://content-management:3012")  # CONTENT_MANAGEMENT_URL, hard
     puabo_dsp_metadata_mgr_url: AnyHttpUrl = AnyHttpUrl("http://puabo-dsp-metadata-mgr:3014")  # PUABO_DSP_METADATA_MGR_URL, hard

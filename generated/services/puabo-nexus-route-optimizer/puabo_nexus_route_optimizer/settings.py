@@ -13,4 +13,5 @@ from nexus_runtime import ServiceSettings
 class Settings(ServiceSettings):
     service_name: str = "puabo-nexus-route-optimizer"
     port: int = 3062
-    retries: int = 2
+    retries: int = 0
+    request_timeout_seconds: float = 2.0

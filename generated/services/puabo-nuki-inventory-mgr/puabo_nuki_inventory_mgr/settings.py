@@ -13,5 +13,6 @@ from nexus_runtime import ServiceSettings
 class Settings(ServiceSettings):
     service_name: str = "puabo-nuki-inventory-mgr"
     port: int = 3041
-    retries: int = 2
+    retries: int = 0
+    request_timeout_seconds: float = 2.0
     puabo_nuki_product_catalog_url: AnyHttpUrl = AnyHttpUrl("http://puabo-nuki-product-catalog:3040")  # PUABO_NUKI_PRODUCT_CATALOG_URL, hard

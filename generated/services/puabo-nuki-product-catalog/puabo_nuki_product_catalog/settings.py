@@ -13,5 +13,6 @@ from nexus_runtime import ServiceSettings
 class Settings(ServiceSettings):
     service_name: str = "puabo-nuki-product-catalog"
     port: int = 3040
-    retries: int = 2
+    retries: int = 0
+    request_timeout_seconds: float = 2.0
     token_mgr_url: AnyHttpUrl = AnyHttpUrl("http://token-mgr:3005")  # TOKEN_MGR_URL, hard

@@ -13,5 +13,6 @@ from nexus_runtime import ServiceSettings
 class Settings(ServiceSettings):
     service_name: str = "puabo-nuki-shipping-service"
     port: int = 3043
-    retries: int = 2
+    retries: int = 0
+    request_timeout_seconds: float = 2.0
     puabo_nexus_route_optimizer_url: AnyHttpUrl = AnyHttpUrl("http://puabo-nexus-route-optimizer:3062")  # PUABO_NEXUS_ROUTE_OPTIMIZER_URL, soft

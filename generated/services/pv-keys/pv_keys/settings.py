@@ -13,4 +13,5 @@ from nexus_runtime import ServiceSettings
 class Settings(ServiceSettings):
     service_name: str = "pv-keys"
     port: int = 3081
-    retries: int = 2
+    retries: int = 0
+    request_timeout_seconds: float = 2.0

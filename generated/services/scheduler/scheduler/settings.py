@@ -13,7 +13,8 @@ from nexus_runtime import ServiceSettings
 class Settings(ServiceSettings):
     service_name: str = "scheduler"
     port: int = 3023
-    retries: int = 2
+    retries: int = 0
+    request_timeout_seconds: float = 2.0
     billing_service_url: AnyHttpUrl = AnyHttpUrl("http://billing-service:3020")  # BILLING_SERVICE_URL, soft
     content_management_url: AnyHttpUrl = AnyHttpUrl("http://content-management:3012")  # CONTENT_MANAGEMENT_URL, soft
     invoice_gen_url: AnyHttpUrl = AnyHttpUrl("http://invoice-gen:3021")  # INVOICE_GEN_URL, soft

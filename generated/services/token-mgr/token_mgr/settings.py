@@ -13,5 +13,6 @@ from nexus_runtime import ServiceSettings
 class Settings(ServiceSettings):
     service_name: str = "token-mgr"
     port: int = 3005
-    retries: int = 2
+    retries: int = 0
+    request_timeout_seconds: float = 2.0
     key_service_url: AnyHttpUrl = AnyHttpUrl("http://key-service:3080")  # KEY_SERVICE_URL, hard

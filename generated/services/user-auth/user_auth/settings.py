@@ -13,5 +13,6 @@ from nexus_runtime import ServiceSettings
 class Settings(ServiceSettings):
     service_name: str = "user-auth"
     port: int = 3003
-    retries: int = 2
+    retries: int = 0
+    request_timeout_seconds: float = 2.0
     session_mgr_url: AnyHttpUrl = AnyHttpUrl("http://session-mgr:3004")  # SESSION_MGR_URL, hard

@@ -13,6 +13,7 @@ from nexus_runtime import ServiceSettings
 class Settings(ServiceSettings):
     service_name: str = "v-prompter-pro"
     port: int = 3073
-    retries: int = 2
+    retries: int = 0
+    request_timeout_seconds: float = 2.0
     content_management_url: AnyHttpUrl = AnyHttpUrl("http://content-management:3012")  # CONTENT_MANAGEMENT_URL, hard
     token_mgr_url: AnyHttpUrl = AnyHttpUrl("http://token-mgr:3005")  # TOKEN_MGR_URL, hard

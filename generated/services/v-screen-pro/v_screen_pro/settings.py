@@ -13,7 +13,8 @@ from nexus_runtime import ServiceSettings
 class Settings(ServiceSettings):
     service_name: str = "v-screen-pro"
     port: int = 3074
-    retries: int = 2
+    retries: int = 0
+    request_timeout_seconds: float = 2.0
     content_management_url: AnyHttpUrl = AnyHttpUrl("http://content-management:3012")  # CONTENT_MANAGEMENT_URL, hard
     streamcore_url: AnyHttpUrl = AnyHttpUrl("http://streamcore:3011")  # STREAMCORE_URL, hard
     token_mgr_url: AnyHttpUrl = AnyHttpUrl("http://token-mgr:3005")  # TOKEN_MGR_URL, hard

@@ -13,7 +13,8 @@ from nexus_runtime import ServiceSettings
 class Settings(ServiceSettings):
     service_name: str = "vscreen-hollywood"
     port: int = 3071
-    retries: int = 2
+    retries: int = 0
+    request_timeout_seconds: float = 2.0
     nexus_cos_studio_ai_url: AnyHttpUrl = AnyHttpUrl("http://nexus-cos-studio-ai:3032")  # NEXUS_COS_STUDIO_AI_URL, soft
     token_mgr_url: AnyHttpUrl = AnyHttpUrl("http://token-mgr:3005")  # TOKEN_MGR_URL, hard
     v_screen_pro_url: AnyHttpUrl = AnyHttpUrl("http://v-screen-pro:3074")  # V_SCREEN_PRO_URL, hard

@@ -14,6 +14,7 @@ class Settings(ServiceSettings):
     service_name: str = "{{ cookiecutter.name }}"
     port: int = {{ cookiecutter.port }}
     retries: int = {{ cookiecutter.retries }}
+    request_timeout_seconds: float = {{ cookiecutter.request_timeout }}
 {% for dep, d in cookiecutter.dependencies|dictsort %}
     {{ dep|pkg }}_url: AnyHttpUrl = AnyHttpUrl("http://{{ dep }}:{{ d.port }}")  # {{ dep|env_name }}_URL, {{ d.kind }}
 {% endfor %}

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Tools the tests run that are not Python packages (those come from pyproject's dev extra):
+# promtool, from Debian's prometheus package. Idempotent and quiet: a tool already on PATH is
+# left alone, and apt's output is shown only when it fails. CI calls it before the tests.
+set -euo pipefail
+
+missing=()
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+((${#missing[@]})) || exit 0
+
+sudo=""
+[[ $(id -u) -eq 0 ]] || sudo="sudo"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+# --no-install-recommends: promtool and the server binary, not the exporters and web assets
+if ! { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >"$log" 2>&1; then
+    cat "$log" >&2
+    echo "install-tools: could not install ${missing[*]}" >&2
+    exit 1
+fi

@@ -1,0 +1,333 @@
+"""The mesh area: both meshes rendered for the shipped catalog and consistent with its edges,
+switching meshes touching only mesh files and the clients' retries, the consistency checks
+firing, the CRD schemas strict, and the per-edge traffic settings declared and validated."""
+
+from __future__ import annotations
+
+import filecmp
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import CATALOG, dump
+
+from generator import crd_schema, mesh_checks, render_mesh
+from generator.catalog import load_catalog, load_catalog_text
+from generator.errors import CatalogError
+from generator.generate import generate
+from generator.render import RenderContext, render
+
+MESHES = ("istio", "linkerd", "none")
+
+
+def shipped_with(mesh: str) -> str:
+    data = yaml.safe_load(CATALOG.read_text(encoding="utf-8"))
+    data["platform"]["mesh"] = mesh
+    return dump(data)
+
+
+@pytest.fixture(scope="module")
+def trees(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The shipped catalog generated three times, once per mesh, each through every check."""
+    out = {}
+    for mesh in MESHES:
+        root = tmp_path_factory.mktemp(mesh)
+        (root / "catalog.yaml").write_text(shipped_with(mesh), encoding="utf-8")
+        generate(root / "catalog.yaml")
+        out[mesh] = root / "generated"
+    return out
+
+
+def rendered(text: str) -> tuple[RenderContext, dict[str, str]]:
+    loaded = load_catalog_text(text)
+    ctx = RenderContext(loaded.catalog, loaded.plan)
+    return ctx, render(ctx)
+
+
+@pytest.fixture(scope="module")
+def istio() -> tuple[RenderContext, dict[str, str]]:
+    return rendered(shipped_with("istio"))
+
+
+@pytest.fixture(scope="module")
+def linkerd() -> tuple[RenderContext, dict[str, str]]:
+    return rendered(shipped_with("linkerd"))
+
+
+def docs_of(files: dict[str, str], prefix: str) -> list[dict[str, Any]]:
+    return [d for p, t in sorted(files.items()) if p.startswith(prefix) and p.endswith(".yaml") for d in yaml.safe_load_all(t) if d]
+
+
+# -- both meshes, for the shipped catalog ------------------------------------------------------
+
+
+def test_the_shipped_catalog_names_a_mesh_and_its_tree_is_committed() -> None:
+    cat = load_catalog(CATALOG).catalog
+    assert cat.platform.mesh == "istio"
+    assert (CATALOG.parent / "generated/k8s/components/istio/kustomization.yaml").is_file()
+
+
+def test_each_mesh_renders_and_passes_the_checks(trees: dict[str, Path]) -> None:
+    names = {m: {p.name for p in (trees[m] / "k8s/components").iterdir()} for m in MESHES}
+    assert names == {"istio": {"monitoring", "istio"}, "linkerd": {"monitoring", "linkerd"}, "none": {"monitoring"}}
+    for mesh in MESHES:
+        overlay = yaml.safe_load((trees[mesh] / "k8s/overlays/prod/kustomization.yaml").read_text())
+        assert overlay["components"] == ["../../components/monitoring"] + ([f"../../components/{mesh}"] if mesh != "none" else [])
+
+
+def _differences(a: Path, b: Path) -> set[str]:
+    out: set[str] = set()
+
+    def walk(cmp: filecmp.dircmp[str], rel: str) -> None:
+        out.update(f"{rel}{n}" for n in cmp.left_only + cmp.right_only + cmp.diff_files + cmp.funny_files)
+        for name, sub in cmp.subdirs.items():
+            walk(sub, f"{rel}{name}/")
+
+    walk(filecmp.dircmp(a, b, ignore=[]), "")
+    return out
+
+
+MESH_FILES = re.compile(
+    r"^(k8s/components/(istio|linkerd)(/.*)?|k8s/overlays/\w+/kustomization\.yaml|docs/architecture/(mesh|access-matrix)\.md"
+    r"|services/[^/]+/[^/]+/settings\.py|services/[^/]+/README\.md|\.nexus-manifest\.json)$"
+)
+
+
+@pytest.mark.parametrize(("a", "b"), [("istio", "linkerd"), ("istio", "none"), ("linkerd", "none")])
+def test_switching_the_mesh_changes_only_mesh_files_and_client_retries(trees: dict[str, Path], a: str, b: str) -> None:
+    changed = _differences(trees[a], trees[b])
+    assert changed, "the trees should differ"
+    assert {p for p in changed if not MESH_FILES.match(p)} == set()
+    for path in (p for p in changed if p.endswith("settings.py")):
+        left, right = ((trees[m] / path).read_text().splitlines() for m in (a, b))
+        assert [(x, y) for x, y in zip(left, right) if x != y] and all(x.startswith("    retries: int = ") for x, y in zip(left, right) if x != y)
+    retries = {m: (trees[m] / "services/kei-ai/kei_ai/settings.py").read_text() for m in (a, b)}
+    for mesh, text in retries.items():
+        assert ("    retries: int = 0\n" in text) == (mesh != "none")
+
+
+def test_the_service_readme_says_which_layer_retries(trees: dict[str, Path]) -> None:
+    assert "The service mesh (istio)" in (trees["istio"] / "services/token-mgr/README.md").read_text()
+    assert "The service mesh (linkerd)" in (trees["linkerd"] / "services/token-mgr/README.md").read_text()
+    assert "The dependency clients (`nexus_runtime.clients`): idempotent calls, 2 times" in (trees["none"] / "services/token-mgr/README.md").read_text()
+
+
+# -- authorization equals the edges ------------------------------------------------------------
+
+
+def _admitted_istio(files: dict[str, str]) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for d in docs_of(files, "k8s/components/istio/"):
+        target = (((d.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}).get("app.kubernetes.io/name")
+        if d["kind"] == "AuthorizationPolicy" and target:
+            out[target] = {p for r in d["spec"].get("rules") or [] for f in r["from"] for p in f["source"]["principals"]}
+    return out
+
+
+def test_istio_admits_exactly_each_services_dependents(istio: tuple[RenderContext, dict[str, str]]) -> None:
+    ctx, files = istio
+    admitted = _admitted_istio(files)
+    for name in ctx.catalog.services:
+        want = {f"cluster.local/ns/nexus-cos/sa/{d}" for d in ctx.dependents[name]}
+        if name == "backend-api":
+            want.add("cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account")
+        assert admitted[name] == want, name
+    assert admitted["glitch"] == set()  # nobody calls error tracking: an ALLOW policy without rules
+    mesh = yaml.safe_load_all(files["k8s/components/istio/mesh.yaml"])
+    peer = next(d for d in mesh if d["kind"] == "PeerAuthentication")
+    assert peer["spec"] == {"mtls": {"mode": "STRICT"}} and "selector" not in peer["spec"]
+
+
+def test_linkerd_admits_exactly_each_services_dependents(linkerd: tuple[RenderContext, dict[str, str]]) -> None:
+    ctx, files = linkerd
+    docs = docs_of(files, "k8s/components/linkerd/")
+    authn = {d["metadata"]["name"]: set(d["spec"]["identities"]) for d in docs if d["kind"] == "MeshTLSAuthentication"}
+    by_server = {d["spec"]["targetRef"]["name"]: authn[d["spec"]["requiredAuthenticationRefs"][0]["name"]] for d in docs if d["kind"] == "AuthorizationPolicy" and d["spec"]["targetRef"]["kind"] == "Server"}
+    for name in ctx.catalog.services:
+        want = {f"{d}.nexus-cos.serviceaccount.identity.linkerd.cluster.local" for d in ctx.dependents[name]}
+        if name == "backend-api":
+            want.add("ingress-nginx.ingress-nginx.serviceaccount.identity.linkerd.cluster.local")
+        assert by_server.get(name, set()) == want, name
+    servers = {d["metadata"]["name"] for d in docs if d["kind"] == "Server"}
+    assert servers == set(ctx.catalog.services) | set(ctx.catalog.infrastructure)
+
+
+def _break(files: dict[str, str], path: str, old: str, new: str) -> dict[str, str]:
+    assert old in files[path], f"{old!r} not in {path}"
+    return {**files, path: files[path].replace(old, new, 1)}
+
+
+ISTIO = "k8s/components/istio/services/{}.yaml"
+LINKERD = "k8s/components/linkerd/services/{}.yaml"
+
+
+@pytest.mark.parametrize(
+    ("mesh", "path", "old", "new", "expected"),
+    [
+        ("istio", ISTIO.format("kei-ai"), '              - "cluster.local/ns/nexus-cos/sa/metatwin"\n', "", "kei-ai: cluster.local/ns/nexus-cos/sa/metatwin is a caller in the catalog but the istio policy does not admit it"),
+        ("istio", ISTIO.format("pv-keys"), '"cluster.local/ns/nexus-cos/sa/key-service"', '"cluster.local/ns/nexus-cos/sa/glitch"', "pv-keys: the istio policy admits cluster.local/ns/nexus-cos/sa/glitch, which is not a caller"),
+        ("istio", ISTIO.format("pv-keys"), '              - "3081"', '              - "3082"', "a rule must name principals and only pv-keys's port 3081"),
+        ("istio", ISTIO.format("kei-ai"), 'timeout: "10s"', 'timeout: "2s"', "kei-ai: GET from ai-service gets (timeout, retries) ('2s', 1), the catalog says ('10s', 1)"),
+        ("istio", ISTIO.format("kei-ai"), "mode: ISTIO_MUTUAL", "mode: DISABLE", "trafficPolicy.tls.mode must be ISTIO_MUTUAL"),
+        ("istio", "k8s/components/istio/mesh.yaml", "mode: STRICT", "mode: PERMISSIVE", "no namespace-wide PeerAuthentication with mtls STRICT"),
+        ("istio", "services/token-mgr/token_mgr/settings.py", "retries: int = 0", "retries: int = 2", "token-mgr: the mesh (istio) retries, so the client must not"),
+        ("linkerd", LINKERD.format("pv-keys"), '"key-service.nexus-cos.', '"glitch.nexus-cos.', "pv-keys: the linkerd policy admits glitch.nexus-cos.serviceaccount.identity.linkerd.cluster.local"),
+        ("linkerd", LINKERD.format("pv-keys"), "accessPolicy: deny", "accessPolicy: all-unauthenticated", "must select app.kubernetes.io/name=pv-keys and deny by default"),
+        ("linkerd", "k8s/components/linkerd/services-patch.yaml", 'timeout.linkerd.io/request: "10s"', 'timeout.linkerd.io/request: "1s"', "kei-ai: calls from ai-service get (timeout, retries) ('1s', 1)"),
+        ("linkerd", "k8s/components/linkerd/mesh.yaml", '"prometheus-k8s.monitoring.', '"default.monitoring.', "a namespace-wide policy may only admit Prometheus"),
+    ],
+)
+def test_each_mesh_check_fires_and_names_the_file(mesh: str, path: str, old: str, new: str, expected: str, request: pytest.FixtureRequest) -> None:
+    ctx, files = request.getfixturevalue(mesh)
+    assert mesh_checks.run(ctx, files) == []
+    failures = mesh_checks.run(ctx, _break(files, path, old, new))
+    hits = [f for f in failures if expected in f]
+    assert hits, failures
+    assert all(h.startswith(path.split("/services/")[0]) or h.startswith(path) for h in hits), hits
+
+
+def test_an_overlay_without_the_mesh_component_is_a_failure(istio: tuple[RenderContext, dict[str, str]]) -> None:
+    ctx, files = istio
+    broken = _break(files, "k8s/overlays/prod/kustomization.yaml", '  - "../../components/istio"\n', "")
+    assert any(f.startswith("k8s/overlays/prod/kustomization.yaml: platform: includes components") for f in mesh_checks.run(ctx, broken))
+
+
+# -- CRD schemas -------------------------------------------------------------------------------
+
+
+def test_every_mesh_object_has_a_strict_schema_and_passes(istio: tuple[RenderContext, dict[str, str]], linkerd: tuple[RenderContext, dict[str, str]]) -> None:
+    kinds = set()
+    for files in (istio[1], linkerd[1]):
+        for d in docs_of(files, "k8s/components/"):
+            if "istio.io/" in d["apiVersion"] or "linkerd.io/" in d["apiVersion"]:
+                kinds.add((d["apiVersion"], d["kind"]))
+                assert crd_schema.errors(d) == [], (d["kind"], d["metadata"]["name"])
+    assert {k for _, k in kinds} == {"AuthorizationPolicy", "PeerAuthentication", "Sidecar", "DestinationRule", "VirtualService", "ServiceEntry", "Server", "MeshTLSAuthentication"}
+
+
+@pytest.mark.parametrize(
+    ("mesh", "path", "old", "new", "expected"),
+    [
+        ("istio", ISTIO.format("kei-ai"), "consecutive5xxErrors:", "consecutive5xxError:", "'consecutive5xxError' was unexpected"),
+        ("istio", ISTIO.format("kei-ai"), "      retries:\n        attempts: 1", "      retry:\n        attempts: 1", "'retry' was unexpected"),
+        ("istio", ISTIO.format("kei-ai"), "  action: ALLOW", "  action: PERMIT", "'PERMIT' is not one of"),
+        ("istio", ISTIO.format("kei-ai"), "outboundTrafficPolicy:", "outboundTraficPolicy:", "'outboundTraficPolicy' was unexpected"),
+        ("linkerd", LINKERD.format("kei-ai"), "proxyProtocol:", "proxyProtocl:", "'proxyProtocl' was unexpected"),
+        ("linkerd", LINKERD.format("kei-ai"), "requiredAuthenticationRefs:", "requiredAuthenticationRef:", "'requiredAuthenticationRefs' is a required property"),
+        ("linkerd", LINKERD.format("kei-ai"), "  identities:\n", "  identity:\n", "'identity' was unexpected"),
+    ],
+)
+def test_a_misspelled_field_fails_its_crd_schema(mesh: str, path: str, old: str, new: str, expected: str, request: pytest.FixtureRequest) -> None:
+    ctx, files = request.getfixturevalue(mesh)
+    failures = mesh_checks.run(ctx, _break(files, path, old, new))
+    assert any(f.startswith(f"{path}: ") and expected in f for f in failures), failures
+
+
+# -- traffic settings in the catalog ----------------------------------------------------------
+
+
+def test_edge_beats_service_beats_platform(minimal: dict[str, Any]) -> None:
+    minimal["platform"]["traffic"] = {"timeout": "3s", "retries": 3}
+    minimal["services"]["gateway"]["traffic"] = {"timeout": "4s", "max_connections": 7}
+    minimal["services"]["gateway"]["depends_on"] = {"auth": {"kind": "hard", "timeout": "500ms"}, "media": "soft"}
+    cat = load_catalog_text(dump(minimal)).catalog
+    assert cat.traffic_for("gateway", "auth").model_dump() == {"timeout": "500ms", "retries": 3, "consecutive_5xx": 5, "ejection_time": "30s", "max_connections": 7, "max_pending": 100}
+    assert cat.traffic_for("gateway", "media").timeout == "4s"
+    assert cat.traffic_for("media", "auth").timeout == "3s"
+    assert cat.services["gateway"].depends_on["media"].kind == "soft"  # the shorthand still reads
+
+
+def test_per_edge_settings_reach_istio_per_caller(minimal: dict[str, Any]) -> None:
+    minimal["platform"]["mesh"] = "istio"
+    minimal["services"]["gateway"]["depends_on"]["auth"] = {"kind": "hard", "timeout": "500ms", "retries": 0, "max_pending": 9}
+    ctx, files = rendered(dump(minimal))
+    assert mesh_checks.run(ctx, files) == []
+    docs = yaml.safe_load_all(files["k8s/components/istio/services/auth.yaml"])
+    by_kind: dict[str, list[dict[str, Any]]] = {}
+    for d in docs:
+        by_kind.setdefault(d["kind"], []).append(d)
+    routes = by_kind["VirtualService"][0]["spec"]["http"]
+    assert [r["name"] for r in routes] == ["from-gateway-idempotent", "from-gateway", "default-idempotent", "default"]
+    assert routes[0]["timeout"] == "500ms" and routes[0]["retries"] == {"attempts": 0}
+    assert routes[2]["retries"]["attempts"] == 2 and routes[3]["retries"] == {"attempts": 0}
+    rules = {d["metadata"]["name"]: d["spec"] for d in by_kind["DestinationRule"]}
+    assert rules["auth-from-gateway"]["workloadSelector"] == {"matchLabels": {"app.kubernetes.io/name": "gateway"}}
+    assert rules["auth-from-gateway"]["trafficPolicy"]["connectionPool"]["http"] == {"http1MaxPendingRequests": 9}
+    assert rules["auth"]["trafficPolicy"]["connectionPool"]["http"] == {"http1MaxPendingRequests": 100}
+
+
+@pytest.mark.parametrize(
+    ("where", "value", "expected"),
+    [
+        ("edge", {"kind": "hard", "timeout": 2}, "services.gateway.depends_on.auth.timeout: '2' is not a duration; write a whole number and a unit (ms, s, m, h), e.g. '2s' or '2ms'"),
+        ("edge", {"kind": "hard", "timeout": "2 seconds"}, "services.gateway.depends_on.auth.timeout: '2 seconds' is not a duration"),
+        ("edge", {"kind": "hard", "timout": "2s"}, "services.gateway.depends_on.auth.timout: unknown key 'timout'; did you mean 'timeout'?"),
+        ("edge", {"kind": "hard", "retries": 9}, "services.gateway.depends_on.auth.retries: 9 is out of range; it must be at most 5"),
+        ("service", {"ejection_time": "0s"}, "services.gateway.traffic.ejection_time: '0s' is zero"),
+        ("platform", {"consecutive_5xx": 0}, "platform.traffic.consecutive_5xx: 0 is out of range; it must be at least 1"),
+    ],
+)
+def test_bad_traffic_settings_are_located_errors(minimal: dict[str, Any], where: str, value: Any, expected: str) -> None:
+    if where == "edge":
+        minimal["services"]["gateway"]["depends_on"]["auth"] = value
+    elif where == "service":
+        minimal["services"]["gateway"]["traffic"] = value
+    else:
+        minimal["platform"]["traffic"] = value
+    with pytest.raises(CatalogError) as info:
+        load_catalog_text(dump(minimal))
+    assert re.search(r"catalog\.yaml:\d+:\d+: " + re.escape(expected), str(info.value)), str(info.value)
+
+
+def test_linkerd_needs_the_edges_into_a_service_to_agree(minimal: dict[str, Any]) -> None:
+    minimal["platform"]["mesh"] = "linkerd"
+    minimal["services"]["media"]["depends_on"]["auth"] = {"kind": "hard", "timeout": "5s"}
+    with pytest.raises(CatalogError) as info:
+        load_catalog_text(dump(minimal))
+    assert "services.media.depends_on.auth: Linkerd sets timeouts, retries and circuit breaking per destination service, and the edges into 'auth' disagree" in str(info.value)
+    minimal["platform"]["mesh"] = "istio"  # Istio says it per caller
+    load_catalog_text(dump(minimal))
+
+
+def test_a_bad_mesh_name_lists_the_choices(minimal: dict[str, Any]) -> None:
+    minimal["platform"]["mesh"] = "consul"
+    with pytest.raises(CatalogError, match=r"platform\.mesh: 'consul' is not allowed here; expected 'istio', 'linkerd' or 'none'"):
+        load_catalog_text(dump(minimal))
+
+
+# -- docs --------------------------------------------------------------------------------------
+
+
+def test_the_access_matrix_has_a_table_per_team_with_every_edge(istio: tuple[RenderContext, dict[str, str]]) -> None:
+    ctx, files = istio
+    text = files["docs/architecture/access-matrix.md"]
+    assert [t.title for t in ctx.catalog.teams.values()] and all(f"## {t.title}" in text for t in ctx.catalog.teams.values())
+    for e in ctx.edges:
+        section = text.split(f"## {ctx.catalog.teams[ctx.catalog.services[e['source']].team].title}\n", 1)[1].split("\n## ", 1)[0]
+        header, _, *rows = [line for line in section.splitlines() if line.startswith("|")]
+        columns = [c.strip() for c in header.strip("|").split("|")]
+        row = next(r for r in rows if r.startswith(f"| **{e['source']}** |"))
+        assert [c.strip() for c in row.strip("|").split("|")][columns.index(e["target"])] == e["kind"]
+    assert "mesh: istio" in files["docs/architecture/mesh.md"] and "| kei-ai" not in files["docs/architecture/mesh.md"]
+    assert "| ai-service → kei-ai | hard | 10s | 1 |" in files["docs/architecture/mesh.md"]
+
+
+@pytest.mark.parametrize("mesh", ["istio", "linkerd"])
+def test_the_control_plane_policy_opens_nothing_else(mesh: str, request: pytest.FixtureRequest) -> None:
+    ctx, files = request.getfixturevalue(mesh)
+    path = f"k8s/components/{mesh}/mesh.yaml"
+    broken = _break(files, path, "  policyTypes:\n    - Egress\n", "  policyTypes:\n    - Egress\n    - Ingress\n")
+    assert any(f.startswith(f"{path}: {mesh}-control-plane: NetworkPolicy: opens more than egress") for f in mesh_checks.run(ctx, broken))
+
+
+def test_a_client_never_gives_up_before_the_mesh(istio: tuple[RenderContext, dict[str, str]]) -> None:
+    from generator.models import duration_ms
+
+    ctx, files = istio
+    for name, svc in ctx.catalog.services.items():
+        text = files[f"services/{name}/{name.replace('-', '_')}/settings.py"]
+        seconds = float(re.search(r"request_timeout_seconds: float = ([0-9.]+)", text).group(1))  # type: ignore[union-attr]
+        assert all(seconds * 1000 >= duration_ms(ctx.catalog.traffic_for(name, d).timeout) for d in svc.depends_on), name
+    assert "request_timeout_seconds: float = 10.0" in files["services/ai-service/ai_service/settings.py"]  # its edge to kei-ai
