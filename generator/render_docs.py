@@ -13,6 +13,7 @@ import re
 from typing import Any
 
 from .errors import TemplateError
+from . import render_mesh
 from .graph import as_mermaid
 from .render import GENERATED_HEADER, RenderContext, md_cell, md_text, md_line, md_link_text, fence  # noqa: F401 - re-exported for tests
 
@@ -172,6 +173,7 @@ def render(ctx: RenderContext) -> dict[str, str]:
         if path.lower() in taken:
             raise TemplateError(f"services.{name}: its page {path} would overwrite {taken[path.lower()]}; rename the service")
         out[path] = docs.template("docs/service.md.j2", service=name, s=service, **v)
+    out.update(render_mesh.render_docs(ctx))  # the mesh area knows what its settings become
     return dict(sorted(out.items()))
 
 

@@ -148,7 +148,6 @@ def render(ctx: RenderContext) -> dict[str, str]:
     out = render_monitoring(ctx)
     if ctx.catalog.platform.mesh in MESHES:
         out.update(render_mesh(ctx, MESHES[ctx.catalog.platform.mesh]))
-    out.update(render_docs(ctx))
     return dict(sorted(out.items()))
 
 
