@@ -121,15 +121,15 @@ def generate(
     result = run(catalog, out, check_only=check, force=force, strict=strict)
     where = result.out
     if check:
-        typer.echo(f"{where}: up to date ({len(result.files)} files)")
+        typer.echo(f"{where}: up to date ({result.count} files)")
     elif result.touched:
-        typer.echo(f"{where}: {len(result.touched)} files written or removed, {len(result.files)} in all")
+        typer.echo(f"{where}: {len(result.touched)} files written or removed, {result.count} in all")
         for path in result.touched[:20]:
             typer.echo(f"  {path}")
         if len(result.touched) > 20:
             typer.echo(f"  ... and {len(result.touched) - 20} more")
     else:
-        typer.echo(f"{where}: nothing to do ({len(result.files)} files up to date)")
+        typer.echo(f"{where}: nothing to do ({result.count} files up to date)")
 
 
 @app.command()

@@ -30,6 +30,11 @@ ROOT_INFO = "catalog-info.yaml"
 OUT_DIR = "generated"  # where `nexus generate` writes, relative to the repository root
 
 
+# libyaml's C loader and dumper: the same YAML, about ten times PyYAML's pure-Python speed
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
 def handle(cat: Catalog, team: str) -> str:
     """The team's GitHub handle: its own `handle`, else @<platform name>/<team name>."""
     return cat.teams[team].handle or f"@{cat.platform.name}/{team}"
@@ -46,7 +51,7 @@ def service_info_path(name: str) -> str:
 
 
 def _dump(*documents: dict[str, Any]) -> str:
-    body = yaml.safe_dump_all(documents, sort_keys=False, allow_unicode=True, width=100, explicit_start=len(documents) > 1)
+    body = yaml.dump_all(documents, Dumper=_DUMPER, sort_keys=False, allow_unicode=True, width=100, explicit_start=len(documents) > 1)
     return f"# {GENERATED_HEADER}\n{body}"
 
 
@@ -132,8 +137,10 @@ def render(ctx: RenderContext) -> dict[str, str]:
 # -- checks: read the files back -------------------------------------------------------------------
 
 
+
+
 def _load_all(text: str) -> list[Any]:
-    return [d for d in yaml.safe_load_all(text) if d is not None]
+    return [d for d in yaml.load_all(text, Loader=_LOADER) if d is not None]
 
 
 def checks(ctx: RenderContext, files: dict[str, str]) -> list[str]:

@@ -137,6 +137,25 @@ def diff(out: Path, files: dict[str, str]) -> Changes:
     return ch
 
 
+def untouched(out: Path) -> int | None:
+    """The number of files, when ``out`` is exactly as the last run left it (every file Nexus
+    wrote still has the hash the manifest records, none missing, nothing unknown beside them);
+    None otherwise. Reads and hashes, never renders: the fast path of a run with nothing to do."""
+    recorded = _read_manifest(out)
+    if not recorded:
+        return None
+    disk = _on_disk(out)
+    for path, digest in recorded.items():
+        if path not in disk:
+            return None
+        if not team_owned(path) and sha256(disk[path].read_bytes()) != digest:
+            return None
+    live = {s for p in recorded if (s := _service_of(p))}
+    if any(p not in recorded and _service_of(p) not in live for p in disk):
+        return None
+    return len(recorded)
+
+
 # -- the atomic swap -----------------------------------------------------------------------------
 
 _RENAME_EXCHANGE = 2

@@ -242,6 +242,7 @@ def test_template_error_names_template_line_and_service(project: Path, tmp_path:
     main.write_text("\n".join([*lines, "{{ cookiecutter.no_such_variable }}"]) + "\n")
     monkeypatch.setattr(render_services, "SERVICE_TEMPLATE", broken)
     render_services._extensions.cache_clear()
+    rewrite(project, lambda d: d["services"]["auth"].update(description="renders again"))  # not the fast path
     with pytest.raises(TemplateError, match=r"templates/service/\{\{cookiecutter.name\}\}/\{\{cookiecutter.package\}\}/main.py:" + str(len(lines) + 1) + r": .*no_such_variable.*\(rendering auth\)"):
         generate(project / "catalog.yaml")
     render_services._extensions.cache_clear()
@@ -265,3 +266,14 @@ def test_failed_output_check_writes_nothing(project: Path, monkeypatch: pytest.M
     with pytest.raises(OutputCheckError, match="gateway: services/gateway/gateway/settings.py: dependency URL for auth"):
         generate(project / "catalog.yaml")
     assert tree(project / "generated") == before
+
+
+def test_a_run_with_nothing_changed_skips_rendering_but_not_the_tree_check(project: Path) -> None:
+    again = generate(project / "catalog.yaml")
+    assert again.files == {} and again.touched == [] and again.count > 0  # the fast path
+    spec = project / "generated/services/auth/auth/spec.py"
+    spec.write_text(spec.read_text() + "# edited\n")
+    with pytest.raises(HandEditedError):  # the fast path looked at the tree and stepped aside
+        generate(project / "catalog.yaml")
+    with pytest.raises(DriftError):
+        generate(project / "catalog.yaml", check_only=True)
