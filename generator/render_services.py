@@ -20,6 +20,7 @@ from typing import Any
 import jinja2
 
 from .errors import TemplateError
+from .graph import relays
 from .render import TEMPLATES, RenderContext
 from .schema import schema_json
 
@@ -94,6 +95,8 @@ def service_context(ctx: RenderContext, name: str) -> dict[str, Any]:
         "retries": "2",
         "dependencies": {dep: {"kind": e.kind, "port": cat.services[dep].port} for dep, e in sorted(svc.depends_on.items())},
         "flows": flows,
+        "gateway": name == cat.platform.gateway,
+        "relay": relays(cat, name),
         "health": cat.platform.health.model_dump(),
     }
 

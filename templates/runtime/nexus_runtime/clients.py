@@ -14,12 +14,15 @@ from .spec import ServiceSpec
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 RETRY_STATUS = frozenset({502, 503, 504})
+# A Nexus service that names a broken hop has already retried it: its answer is final.
+BROKEN_HEADER = "x-nexus-broken"
 
 
 class RetryTransport(httpx.AsyncBaseTransport):
     """Retries idempotent requests on connection errors and 502/503/504, with jittered
     exponential backoff. httpx's own ``retries=`` only covers failed connects, and only once
-    per attempt, so the bounded policy lives here."""
+    per attempt, so the bounded policy lives here. A timeout is not retried: the caller's
+    time budget (deadline.py) is already spent."""
 
     def __init__(self, inner: httpx.AsyncBaseTransport, retries: int, backoff: float) -> None:
         self._inner, self._retries, self._backoff = inner, retries, backoff
@@ -35,7 +38,7 @@ class RetryTransport(httpx.AsyncBaseTransport):
                 if last:
                     raise
             else:
-                if response.status_code not in RETRY_STATUS or last:
+                if response.status_code not in RETRY_STATUS or BROKEN_HEADER in response.headers or last:
                     return response
                 await response.aclose()
             await asyncio.sleep(self._backoff * (2**attempt) * (0.5 + random.random()))  # noqa: S311 - jitter, not crypto
