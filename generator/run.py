@@ -1,0 +1,455 @@
+"""`nexus up`, `status`, `restart` and `down`: run the generated platform on this machine.
+
+`up` reads as its phases: load the catalog and check generated/ is current; refuse if a run is
+alive (clear it if stale); choose the services; check every port before anything starts; then
+start wave by wave in the deployment plan's order, each wave waiting for /health/ready of its
+services before the next. Dependency URLs point at 127.0.0.1 and the catalog's ports.
+
+Infrastructure (databases, caches, queues) is not started: no generated service connects to
+it yet, so the run reports that wave and moves on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import importlib.util
+import os
+import signal
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from . import runstate
+from .catalog import Loaded, load_catalog
+from .errors import AlreadyRunning, NotRunning, PortsInUse, RunError, ServiceFailed
+from .launch import Embedded, Launch, Launcher, Processes, tail
+from .models import Catalog
+from .procs import port_free, port_holder
+from .render import pkg
+from .runstate import RunState, ServiceRecord
+
+MODES = ("embedded", "process")
+DEFAULT_MODE = "embedded"  # measured: see docs/running.md
+LOCAL_SETTINGS = {"host": "127.0.0.1", "shutdown_grace_seconds": "2"}
+
+
+@dataclass(frozen=True)
+class Event:
+    """Progress, for the CLI to show: a wave begins, a service is ready, failed or skipped."""
+
+    kind: str  # plan, wave, ready, failed, skipped, note, stopped
+    service: str = ""
+    wave: int = 0
+    detail: str = ""
+    seconds: float = 0.0
+    services: tuple[str, ...] = ()
+
+
+OnEvent = Callable[[Event], None]
+
+
+def _quiet(_: Event) -> None:
+    pass
+
+
+@dataclass
+class Started:
+    state: RunState
+    seconds: float
+    failed: dict[str, str] = field(default_factory=dict)  # with keep_going: service -> why
+
+
+# -- choosing and configuring ------------------------------------------------------------------
+
+
+def select(cat: Catalog, only: Iterable[str] = ()) -> set[str]:
+    """The services to run: all, or those named plus everything they need to become ready.
+
+    Only hard dependencies are followed: a service is ready without its soft ones, and
+    following soft edges from the gateway would start nearly the whole platform."""
+    wanted = list(only)
+    if not wanted:
+        return set(cat.services)
+    unknown = [n for n in wanted if n not in cat.services]
+    if unknown:
+        raise RunError("\n".join(f"--only {n}: no such service in the catalog" + _did_you_mean(n, cat.services) for n in unknown))
+    chosen: set[str] = set()
+    todo = list(wanted)
+    while todo:
+        name = todo.pop()
+        if name not in chosen:
+            chosen.add(name)
+            todo.extend(d for d, e in cat.services[name].depends_on.items() if e.kind == "hard")
+    return chosen
+
+
+def _did_you_mean(name: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, sorted(choices), n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def parse_overrides(items: Iterable[str], cat: Catalog, generated: Path) -> dict[str, dict[str, str]]:
+    """``--set`` values: ``KEY=VALUE`` for every service, ``SERVICE.KEY=VALUE`` for one.
+    Keys are the runtime's settings (case-insensitive); a typo is an error, not ignored."""
+    known = _settings_fields(generated)
+    out: dict[str, dict[str, str]] = {}
+    for item in items:
+        target, sep, value = item.partition("=")
+        if not sep:
+            raise RunError(f"--set {item}: expected KEY=VALUE or SERVICE.KEY=VALUE")
+        service, _, key = target.rpartition(".")
+        key = key.strip().lower()
+        if service and service not in cat.services:
+            raise RunError(f"--set {item}: no service '{service}' in the catalog" + _did_you_mean(service, cat.services))
+        if key not in known and not (service and key in {f"{pkg(d)}_url" for d in cat.services[service].depends_on}):
+            raise RunError(f"--set {item}: unknown setting '{key}'" + _did_you_mean(key, known) + f"; settings: {', '.join(sorted(known))}")
+        out.setdefault(service or "*", {})[key] = value
+    return out
+
+
+def _settings_fields(generated: Path) -> set[str]:
+    """The runtime's own settings, read from the generated copy that will run."""
+    path = generated / "runtime" / "nexus_runtime" / "settings.py"
+    spec = importlib.util.spec_from_file_location("_nexus_runtime_settings", path)
+    if spec is None or spec.loader is None:
+        raise RunError(f"{path}: cannot be read; run `nexus generate`")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return set(module.ServiceSettings.model_fields) - {"service_name"}
+
+
+def settings_for(cat: Catalog, name: str, overrides: dict[str, dict[str, str]]) -> dict[str, str]:
+    """A service's local settings: its port, 127.0.0.1 URLs for its dependencies, overrides."""
+    svc = cat.services[name]
+    values = {**LOCAL_SETTINGS, "port": str(svc.port)}
+    values.update({f"{pkg(dep)}_url": f"http://127.0.0.1:{cat.services[dep].port}" for dep in sorted(svc.depends_on)})
+    values.update(overrides.get("*", {}))
+    values.update(overrides.get(name, {}))
+    return values
+
+
+def _launcher(state: RunState) -> Launcher:
+    generated, run_dir = Path(state.generated), Path(state.run_dir)
+    if state.mode == "embedded":
+        return Embedded(generated, run_dir, state.host, state.control)
+    return Processes(generated, run_dir, {n: s.process for n, s in state.services.items() if s.process is not None})
+
+
+def _new_launcher(mode: str, generated: Path, run_dir: Path) -> Launcher:
+    if mode not in MODES:
+        raise RunError(f"--mode {mode}: use one of {', '.join(MODES)}")
+    return Embedded(generated, run_dir) if mode == "embedded" else Processes(generated, run_dir)
+
+
+# -- up ----------------------------------------------------------------------------------------
+
+
+def up(
+    catalog: str | Path = "catalog.yaml",
+    *,
+    mode: str = DEFAULT_MODE,
+    only: Iterable[str] = (),
+    keep_going: bool = False,
+    timeout: float = 30.0,
+    overrides: Iterable[str] = (),
+    on_event: OnEvent = _quiet,
+) -> Started:
+    """Start the platform (or ``only`` some services and their hard dependencies), wave by wave.
+
+    Raises AlreadyRunning, PortsInUse (before anything starts) or ServiceFailed (after
+    stopping everything it started, unless ``keep_going``). On any error or interrupt, what
+    was started is stopped."""
+    began = time.monotonic()
+    loaded = load_catalog(catalog)
+    cat, root = loaded.catalog, loaded.root
+    generated = _current_generated(loaded, catalog)
+    _clear_stale(root, on_event)
+    chosen = select(cat, only)
+    values = parse_overrides(overrides, cat, generated)
+    run_id = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
+    run_dir = runstate.run_root(root) / run_id
+    launches = {
+        name: Launch(name, pkg(name), cat.services[name].port, loaded.plan.wave_of[name], settings_for(cat, name, values), run_dir / "logs" / f"{name}.log")
+        for name in sorted(chosen)
+    }
+    taken = [(n, s.port, port_holder(s.port)) for n, s in launches.items() if not port_free(s.port)]
+    if taken:
+        raise PortsInUse(sorted(taken, key=lambda t: t[1]))
+
+    (run_dir / "logs").mkdir(parents=True)
+    runstate.prune(root)
+    launcher = _new_launcher(mode, generated, run_dir)
+    state = RunState(run_id, mode, str(Path(catalog).resolve()), str(generated), str(run_dir))
+    try:
+        state.host = launcher.begin()
+        state.control = getattr(launcher, "control", None)
+        runstate.write(root, state)
+        failed = _start_waves(loaded, launches, launcher, state, keep_going=keep_going, timeout=timeout, on_event=on_event)
+    except BaseException:
+        launcher.stop_all()
+        runstate.remove(root)
+        raise
+    return Started(state, time.monotonic() - began, failed)
+
+
+def _current_generated(loaded: Loaded, catalog: str | Path) -> Path:
+    """generated/ beside the catalog, checked to be what the catalog renders (a stale tree
+    would start services with old ports or flows)."""
+    from .generate import generate
+
+    generated = loaded.root / "generated"
+    if not (generated / "runtime").is_dir():
+        raise RunError(f"{generated}: no generated platform here; run `nexus generate` first")
+    generate(catalog, generated, check_only=True)
+    return generated
+
+
+def _clear_stale(root: Path, on_event: OnEvent) -> None:
+    previous = runstate.read(root)
+    if previous is None:
+        if runstate.state_path(root).exists():
+            runstate.remove(root)  # unreadable: it can name no process we could safely act on
+        return
+    alive = previous.alive()
+    if alive:
+        raise AlreadyRunning(
+            f"a platform is already running (run {previous.run_id}, {previous.mode} mode, {len(alive)} process(es) alive); "
+            "see `nexus status`, stop it with `nexus down`"
+        )
+    runstate.remove(root)
+    on_event(Event("note", detail=f"cleared the state of run {previous.run_id}: none of its processes is running (crashed or killed)"))
+
+
+def _start_waves(
+    loaded: Loaded, launches: dict[str, Launch], launcher: Launcher, state: RunState, *, keep_going: bool, timeout: float, on_event: OnEvent
+) -> dict[str, str]:
+    cat, root = loaded.catalog, loaded.root
+    stages = {s.name: s.title for s in cat.stages}
+    failed: dict[str, str] = {}
+    on_event(Event("plan", services=tuple(sorted(launches)), detail=state.mode))
+    for wave in loaded.plan.waves:
+        if wave.infrastructure:
+            on_event(Event("note", wave=wave.number, services=wave.infrastructure, detail="infrastructure, not started locally (no generated service connects to it yet)"))
+        names = [n for n in wave.services if n in launches]
+        if not names:
+            continue
+        on_event(Event("wave", wave=wave.number, detail=stages[wave.stage], services=tuple(names)))
+        ready_to_start = []
+        for name in names:
+            missing = sorted(d for d, e in cat.services[name].depends_on.items() if e.kind == "hard" and d in failed)
+            if missing:
+                failed[name] = f"not started: its hard dependencies failed ({', '.join(missing)})"
+                on_event(Event("skipped", name, wave.number, failed[name]))
+            else:
+                ready_to_start.append(launches[name])
+        for name, who in launcher.start(ready_to_start).items():
+            l = launches[name]
+            state.services[name] = ServiceRecord(name, l.package, l.port, l.wave, str(l.log), l.settings, "starting", who)
+        runstate.write(root, state)
+        results = await_ready(launcher, ready_to_start, cat.platform.health.ready, timeout, on_event, fail_fast=not keep_going)
+        for name, reason in results.items():
+            state.services[name].state = "running" if reason is None else "failed"
+            if reason is not None:
+                failed[name] = reason
+        runstate.write(root, state)
+        for name, reason in results.items():
+            if reason is not None and not keep_going:
+                raise ServiceFailed(name, reason, str(launches[name].log), tail(launches[name].log), after="stopped everything this run had started")
+    return failed
+
+
+def await_ready(launcher: Launcher, launches: list[Launch], ready_path: str, timeout: float, on_event: OnEvent, *, fail_fast: bool) -> dict[str, str | None]:
+    """Poll each service's readiness until it answers 200, its process fails, or ``timeout``.
+    Returns service -> None when ready, else why not."""
+    results: dict[str, str | None] = {}
+    pending = {l.name: l for l in launches}
+    last: dict[str, str] = {}
+    began = time.monotonic()
+    with httpx.Client(timeout=2.0) as http:
+        while pending:
+            for name, why in launcher.failures(list(pending)).items():
+                results[name] = f"failed to start: {why}"
+                on_event(Event("failed", name, pending.pop(name).wave, results[name]))
+            for name, l in list(pending.items()):
+                try:
+                    r = http.get(f"http://127.0.0.1:{l.port}{ready_path}")
+                except httpx.HTTPError as exc:
+                    last[name] = f"no answer ({type(exc).__name__})"
+                    continue
+                if r.status_code == 200:
+                    results[name] = None
+                    on_event(Event("ready", name, pending.pop(name).wave, seconds=time.monotonic() - began))
+                else:
+                    last[name] = f"HTTP {r.status_code} {r.text[:300]}"
+            if fail_fast and any(v is not None for v in results.values()):
+                break
+            if pending and time.monotonic() - began > timeout:
+                for name, l in pending.items():
+                    results[name] = f"not ready after {timeout:g} s; last answer to {ready_path}: {last.get(name, 'none')}"
+                    on_event(Event("failed", name, l.wave, results[name]))
+                break
+            if pending:
+                time.sleep(0.05)
+    return results
+
+
+# -- attached mode -----------------------------------------------------------------------------
+
+
+def supervise(catalog: str | Path = "catalog.yaml", on_event: OnEvent = _quiet, poll: float = 0.5) -> None:
+    """Block while the run lives, reporting services that exit on their own. Returns when
+    `nexus down` ran elsewhere; raises KeyboardInterrupt on Ctrl-C or SIGTERM."""
+    root = load_catalog(catalog).root
+
+    def interrupt(*_: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    reported: set[str] = set()
+    try:
+        while True:
+            time.sleep(poll)
+            state = runstate.read(root)
+            if state is None:
+                return
+            running = [n for n, s in state.services.items() if s.state == "running"]
+            for name, why in _launcher(state).failures(running).items():
+                if name not in reported:
+                    reported.add(name)
+                    on_event(Event("failed", name, state.services[name].wave, f"exited: {why}; see {state.services[name].log}"))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+# -- down, restart, status ---------------------------------------------------------------------
+
+
+@dataclass
+class Stopped:
+    run_id: str | None
+    services: list[str]
+    stale: bool = False  # the recorded processes were already gone
+
+
+def down(catalog: str | Path = "catalog.yaml", services: Iterable[str] = (), on_event: OnEvent = _quiet) -> Stopped:
+    """Stop what `up` started: ``services`` only (the run stays), or everything (the state
+    file goes). A process is signalled only while it is still the one `up` recorded."""
+    root = load_catalog(catalog).root
+    state = runstate.read(root)
+    names = list(services)
+    if state is None:
+        if names:
+            raise NotRunning("nothing is running here (no run recorded in .nexus/run); start it with `nexus up`")
+        runstate.remove(root)
+        return Stopped(None, [])
+    launcher = _launcher(state)
+    if names:
+        unknown = [n for n in names if n not in state.services]
+        if unknown:
+            raise RunError("\n".join(f"{n}: not part of run {state.run_id}" + _did_you_mean(n, state.services) for n in unknown))
+        launcher.stop(names)
+        for n in names:
+            state.services[n].state = "stopped"
+            on_event(Event("stopped", n))
+        runstate.write(root, state)
+        return Stopped(state.run_id, names)
+    stale = not state.alive()
+    launcher.stop_all()
+    runstate.remove(root)
+    return Stopped(state.run_id, sorted(state.services), stale)
+
+
+def restart(catalog: str | Path = "catalog.yaml", services: Iterable[str] = (), *, overrides: Iterable[str] = (), timeout: float = 30.0, on_event: OnEvent = _quiet) -> None:
+    """Stop and start ``services`` of the running platform, nothing else: their dependents
+    keep running and recover on their own (readiness re-checks its dependencies)."""
+    loaded = load_catalog(catalog)
+    root = loaded.root
+    state = runstate.read(root)
+    if state is None or not state.alive():
+        raise NotRunning("nothing is running here; start the platform with `nexus up`")
+    names = list(services)
+    unknown = [n for n in names if n not in state.services]
+    if unknown:
+        raise RunError("\n".join(f"{n}: not part of run {state.run_id}" + _did_you_mean(n, state.services) for n in unknown))
+    values = parse_overrides(overrides, loaded.catalog, Path(state.generated))
+    launcher = _launcher(state)
+    launcher.stop(names)
+    launches = []
+    for name in names:
+        rec = state.services[name]
+        rec.settings = {**rec.settings, **values.get("*", {}), **values.get(name, {})}
+        launches.append(Launch(name, rec.package, rec.port, rec.wave, rec.settings, Path(rec.log)))
+    for name, who in launcher.start(launches).items():
+        state.services[name].process, state.services[name].state = who, "starting"
+    runstate.write(root, state)
+    results = await_ready(launcher, launches, loaded.catalog.platform.health.ready, timeout, on_event, fail_fast=False)
+    gone = launcher.failures(names)
+    for name, reason in results.items():
+        state.services[name].state = "failed" if name in gone else "running"
+    runstate.write(root, state)
+    for name, reason in results.items():
+        if reason is not None:
+            rec = state.services[name]
+            raise ServiceFailed(name, reason, rec.log, tail(Path(rec.log)), after="" if name in gone else f"{name} keeps running; `nexus status` shows when it becomes ready")
+
+
+@dataclass
+class ServiceStatus:
+    name: str
+    port: int
+    wave: int
+    state: str  # running, starting, stopped, failed, exited
+    pid: int | None
+    live: str  # "ok", or what answered instead; "-" when not probed
+    ready: str
+    log: str
+
+
+@dataclass
+class RunStatus:
+    run_id: str
+    mode: str
+    run_dir: str
+    alive: bool
+    services: list[ServiceStatus]
+
+
+def status(catalog: str | Path = "catalog.yaml") -> RunStatus | None:
+    """The recorded run with each service's process state and live/ready answers, or None."""
+    loaded = load_catalog(catalog)
+    state = runstate.read(loaded.root)
+    if state is None:
+        return None
+    launcher = _launcher(state)
+    recorded = [n for n, s in state.services.items() if s.state in ("running", "starting")]
+    gone = launcher.failures(recorded)
+    health = loaded.catalog.platform.health
+    probed = asyncio.run(_probe_all({n: state.services[n].port for n in recorded if n not in gone}, [health.live, health.ready]))
+    rows = []
+    for name, rec in sorted(state.services.items(), key=lambda kv: (kv[1].wave, kv[0])):
+        st = "exited" if name in gone else rec.state
+        live, ready = probed.get(name, ("-", "-"))
+        pid = state.host.pid if state.host else (rec.process.pid if rec.process else None)
+        rows.append(ServiceStatus(name, rec.port, rec.wave, st, pid, live, ready, rec.log))
+    return RunStatus(state.run_id, state.mode, state.run_dir, bool(state.alive()), rows)
+
+
+async def _probe_all(ports: dict[str, int], paths: list[str]) -> dict[str, tuple[str, ...]]:
+    async with httpx.AsyncClient(timeout=2.0) as http:
+
+        async def one(port: int, path: str) -> str:
+            try:
+                r = await http.get(f"http://127.0.0.1:{port}{path}")
+            except httpx.HTTPError as exc:
+                return f"no answer ({type(exc).__name__})"
+            return "ok" if r.status_code == 200 else f"HTTP {r.status_code}"
+
+        async def row(name: str, port: int) -> tuple[str, tuple[str, ...]]:
+            return name, tuple(await asyncio.gather(*(one(port, p) for p in paths)))
+
+        return dict(await asyncio.gather(*(row(n, p) for n, p in ports.items())))
