@@ -86,15 +86,13 @@ class Processes:
             env["PYTHONPATH"] = os.pathsep.join([str(self.generated / "runtime"), str(self.generated / "services" / launch.name)])
             env["PYTHONUNBUFFERED"] = "1"
             launch.log.parent.mkdir(parents=True, exist_ok=True)
+            args = [sys.executable, "-m", launch.package]
             with launch.log.open("ab") as log:
                 child = subprocess.Popen(  # noqa: S603 - our own interpreter, our own generated module
-                    [sys.executable, "-m", launch.package],
-                    cwd=self.run_dir, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                    args, cwd=self.run_dir, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
                 )
-            # Popen returns once exec has happened, so the command line read now is the service's
             self.children[launch.name] = child
-            who = procs.identity(child.pid) or Identity(child.pid, (sys.executable, "-m", launch.package), 0)
-            self.known[launch.name] = started[launch.name] = who
+            self.known[launch.name] = started[launch.name] = procs.spawned(child.pid, args)
         return started
 
     def failures(self, names: list[str]) -> dict[str, str]:
@@ -131,12 +129,12 @@ class Embedded:
         log = self.run_dir / "logs" / "host.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "PYTHONPATH": str(GENERATOR_ROOT), "PYTHONUNBUFFERED": "1"}
+        args = [sys.executable, "-m", "generator.host", str(self.run_dir), str(self.generated)]
         with log.open("ab") as out:
             self.child = subprocess.Popen(  # noqa: S603
-                [sys.executable, "-m", "generator.host", str(self.run_dir), str(self.generated)],
-                cwd=self.run_dir, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                args, cwd=self.run_dir, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )
-        self.host = procs.identity(self.child.pid) or Identity(self.child.pid, (), 0)
+        self.host = procs.spawned(self.child.pid, args)
         deadline = time.monotonic() + HOST_START_SECONDS
         while not control_file.exists():
             if self.child.poll() is not None or time.monotonic() > deadline:

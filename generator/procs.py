@@ -52,13 +52,21 @@ def identity(pid: int) -> Identity | None:
     return Identity(pid, tuple(out.split()), 0) if out else None
 
 
+def spawned(pid: int, args: list[str]) -> Identity:
+    """The identity of a process we just started with ``args``. Its command line is taken
+    from ``args``: /proc can still show it empty for a moment after exec returns."""
+    now = identity(pid)
+    return Identity(pid, tuple(args), now.started if now else 0)
+
+
 def is_running(recorded: Identity) -> bool:
     """True only while the recorded process itself runs: same pid, start time and command."""
     now = identity(recorded.pid)
     if now is None:
         return False
+    same_command = now.cmdline == recorded.cmdline or not now.cmdline  # empty: mid-exec, go by start time
     if recorded.started and now.started:
-        return now.started == recorded.started and now.cmdline == recorded.cmdline
+        return now.started == recorded.started and same_command
     return now.cmdline == recorded.cmdline
 
 

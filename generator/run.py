@@ -358,10 +358,14 @@ def down(catalog: str | Path = "catalog.yaml", services: Iterable[str] = (), on_
             on_event(Event("stopped", n))
         runstate.write(root, state)
         return Stopped(state.run_id, names)
-    stale = not state.alive()
+    alive = state.alive()
+    running = sorted(n for n, s in state.services.items() if state.host is not None or (s.process is not None and s.process in alive)) if alive else []
     launcher.stop_all()
+    left = state.alive()
+    if left:
+        raise RunError(f"could not stop: {', '.join(f'pid {p.pid}' for p in left)}; the record stays in {runstate.state_path(root)}")
     runstate.remove(root)
-    return Stopped(state.run_id, sorted(state.services), stale)
+    return Stopped(state.run_id, running, stale=not alive)
 
 
 def restart(catalog: str | Path = "catalog.yaml", services: Iterable[str] = (), *, overrides: Iterable[str] = (), timeout: float = 30.0, on_event: OnEvent = _quiet) -> None:
