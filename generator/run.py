@@ -36,6 +36,7 @@ from .runstate import RunState, ServiceRecord
 MODES = ("embedded", "process")
 DEFAULT_MODE = "embedded"  # measured: see docs/running.md
 LOCAL_SETTINGS = {"host": "127.0.0.1", "shutdown_grace_seconds": "2"}
+POLL_SECONDS = 0.02  # between readiness polls: a wave is usually ready within a few
 
 
 @dataclass(frozen=True)
@@ -294,7 +295,7 @@ def await_ready(launcher: Launcher, launches: list[Launch], ready_path: str, tim
                     on_event(Event("failed", name, l.wave, results[name]))
                 break
             if pending:
-                time.sleep(0.05)
+                time.sleep(POLL_SECONDS)
     return results
 
 

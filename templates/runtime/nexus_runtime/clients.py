@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import random
+import ssl
 from collections.abc import Mapping
+from functools import cache
 
 import httpx
 
@@ -54,11 +56,18 @@ async def _add_trace(request: httpx.Request) -> None:
         request.headers.update(trace.outgoing())
 
 
+@cache
+def _tls() -> ssl.SSLContext:
+    """One TLS context per process, shared by every client. httpx builds one per transport by
+    default, loading the CA bundle each time: about 25 ms per dependency at start-up."""
+    return httpx.create_ssl_context()
+
+
 def build_clients(spec: ServiceSpec, settings: ServiceSettings) -> dict[str, httpx.AsyncClient]:
     timeout = httpx.Timeout(settings.request_timeout_seconds, connect=settings.connect_timeout_seconds)
     clients = {}
     for dep in spec.dependencies:
-        transport = RetryTransport(httpx.AsyncHTTPTransport(), settings.retries, settings.retry_backoff_seconds)
+        transport = RetryTransport(httpx.AsyncHTTPTransport(verify=_tls()), settings.retries, settings.retry_backoff_seconds)
         clients[dep.name] = httpx.AsyncClient(
             base_url=str(getattr(settings, dep.setting)),
             timeout=timeout,
