@@ -141,8 +141,8 @@ def schema() -> None:
 
 
 # --- Local run and verification: up, status, restart, down, verify --------------------------
-# The library is generator/run.py (starting, stopping, state) and generator/verify.py; these
-# commands only parse, print (rich) and pick exit codes.
+# The library is generator/run.py (up), control.py (status, restart, down) and verify.py;
+# these commands only parse, print (rich) and pick exit codes.
 
 
 class RunMode(str, Enum):
@@ -209,7 +209,7 @@ def up(
     """
     from rich.console import Console
 
-    from generator import run
+    from generator import control, run
 
     console = Console(highlight=False)
     progress, on_event = _run_printer(console)
@@ -227,11 +227,11 @@ def up(
         return
     console.print("attached: Ctrl-C stops everything")
     try:
-        run.supervise(catalog, on_event=on_event)
+        control.supervise(catalog, on_event=on_event)
     except KeyboardInterrupt:
         console.print("stopping ...")
     finally:
-        stopped = run.down(catalog)
+        stopped = control.down(catalog)
         if stopped.run_id:
             console.print(f"stopped {len(stopped.services)} services (run {stopped.run_id})")
 
@@ -244,9 +244,9 @@ def status(catalog: CatalogOpt = Path("catalog.yaml"), as_json: JsonOpt = False)
     from rich.console import Console
     from rich.table import Table
 
-    from generator import run
+    from generator import control
 
-    found = run.status(catalog)
+    found = control.status(catalog)
     if as_json:
         typer.echo(json.dumps(asdict(found) if found else {"run_id": None, "services": []}, indent=2))
         return
@@ -274,12 +274,12 @@ def restart(
     """Restart services of the running platform, and only them: their dependents keep running."""
     from rich.console import Console
 
-    from generator import run
+    from generator import control
 
     console = Console(highlight=False)
     progress, on_event = _run_printer(console)
     with progress:
-        run.restart(catalog, _split(services), overrides=settings, timeout=timeout, on_event=on_event)
+        control.restart(catalog, _split(services), overrides=settings, timeout=timeout, on_event=on_event)
     console.print(f"restarted {', '.join(_split(services))}; their dependents were not touched")
 
 
@@ -289,9 +289,9 @@ def down(
     catalog: CatalogOpt = Path("catalog.yaml"),
 ) -> None:
     """Stop what `nexus up` started, and only that. A stale record from a crashed run is cleared."""
-    from generator import run
+    from generator import control
 
-    stopped = run.down(catalog, _split(services or []), on_event=lambda e: typer.echo(f"stopped {e.service}"))
+    stopped = control.down(catalog, _split(services or []), on_event=lambda e: typer.echo(f"stopped {e.service}"))
     if stopped.run_id is None:
         typer.echo("nothing to stop (no run recorded in .nexus/run)")
     elif services:

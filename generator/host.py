@@ -82,7 +82,7 @@ class Host:
         try:
             app, grace = self._build(name, package, settings)
             sock = _listen(settings.get("host", "127.0.0.1"), int(settings["port"]))
-        except Exception as exc:  # noqa: BLE001 - any failure of a team's code is that service's failure
+        except Exception as exc:  # any failure of a team's code is that service's failure, not the host's
             hosted.state, hosted.error = "failed", f"{type(exc).__name__}: {exc}"
             log.exception("failed to start")
             return
@@ -91,7 +91,8 @@ class Host:
         hosted.task = asyncio.create_task(self._serve(hosted, sock), name=f"serve {name}")
 
     def _build(self, name: str, package: str, settings: dict[str, str]) -> tuple[Any, int]:
-        from nexus_runtime import create_app  # from generated/runtime, on sys.path since __init__
+        # from generated/runtime, put on sys.path by __init__
+        from nexus_runtime import create_app
 
         folder = str(self.generated / "services" / name)
         if folder not in sys.path:

@@ -88,7 +88,7 @@ class Processes:
             launch.log.parent.mkdir(parents=True, exist_ok=True)
             args = [sys.executable, "-m", launch.package]
             with launch.log.open("ab") as log:
-                child = subprocess.Popen(  # noqa: S603 - our own interpreter, our own generated module
+                child = subprocess.Popen(
                     args, cwd=self.run_dir, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
                 )
             self.children[launch.name] = child
@@ -131,7 +131,7 @@ class Embedded:
         env = {**os.environ, "PYTHONPATH": str(GENERATOR_ROOT), "PYTHONUNBUFFERED": "1"}
         args = [sys.executable, "-m", "generator.host", str(self.run_dir), str(self.generated)]
         with log.open("ab") as out:
-            self.child = subprocess.Popen(  # noqa: S603
+            self.child = subprocess.Popen(
                 args, cwd=self.run_dir, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )
         self.host = procs.spawned(self.child.pid, args)

@@ -15,6 +15,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 PROC = Path("/proc")
 
@@ -25,12 +26,12 @@ class Identity:
     cmdline: tuple[str, ...]
     started: int  # clock ticks since boot (/proc/<pid>/stat field 22); 0 where unknown
 
-    def as_dict(self) -> dict[str, object]:
+    def as_dict(self) -> dict[str, Any]:
         return {"pid": self.pid, "cmdline": list(self.cmdline), "started": self.started}
 
     @classmethod
-    def from_dict(cls, data: dict[str, object]) -> Identity:
-        return cls(int(data["pid"]), tuple(str(a) for a in data["cmdline"]), int(data.get("started", 0)))  # type: ignore[arg-type,union-attr]
+    def from_dict(cls, data: dict[str, Any]) -> Identity:
+        return cls(int(data["pid"]), tuple(str(a) for a in data["cmdline"]), int(data.get("started", 0)))
 
 
 def identity(pid: int) -> Identity | None:

@@ -10,7 +10,15 @@ import sys
 
 import pytest
 from conftest import ROOT, nexus
-from running import cleanup, listening, platform, ports, status_code, until, write_platform
+from running import (
+    cleanup,
+    listening,
+    platform,
+    ports,
+    status_code,
+    until,
+    write_platform,
+)
 
 from generator import procs, runstate
 
