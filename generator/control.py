@@ -168,13 +168,13 @@ def status(catalog: str | Path = "catalog.yaml") -> RunStatus | None:
     for name, rec in sorted(state.services.items(), key=lambda kv: (kv[1].wave, kv[0])):
         st = "exited" if name in gone else rec.state
         live, ready = probed.get(name, ("-", "-"))
-        pid = state.host.pid if state.host else (rec.process.pid if rec.process else None)
+        pid = (state.host.pid if state.host else rec.process.pid if rec.process else None) if st in ("running", "starting") else None
         rows.append(ServiceStatus(name, rec.port, rec.wave, st, pid, live, ready, rec.log))
     return RunStatus(state.run_id, state.mode, state.run_dir, bool(state.alive()), rows)
 
 
 async def _probe_all(ports: dict[str, int], paths: list[str]) -> dict[str, tuple[str, ...]]:
-    async with httpx.AsyncClient(timeout=2.0) as http:
+    async with httpx.AsyncClient(timeout=2.0, trust_env=False) as http:  # loopback: never through a proxy
 
         async def one(port: int, path: str) -> str:
             try:

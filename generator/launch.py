@@ -31,6 +31,15 @@ GENERATOR_ROOT = Path(__file__).resolve().parent.parent  # where `python -m gene
 HOST_START_SECONDS = 30.0
 
 
+def local_env(**extra: str) -> dict[str, str]:
+    """The environment of a local service process: ours, minus our import path, with calls to
+    loopback kept off any proxy the environment names."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    bypass = ",".join(filter(None, [env.get("NO_PROXY") or env.get("no_proxy"), "127.0.0.1,localhost"]))
+    env.update({"NO_PROXY": bypass, "no_proxy": bypass, "PYTHONUNBUFFERED": "1", **extra})
+    return env
+
+
 @dataclass(frozen=True)
 class Launch:
     """One service to start: where it listens and how it is configured."""
@@ -81,10 +90,8 @@ class Processes:
     def start(self, launches: list[Launch]) -> dict[str, Identity | None]:
         started: dict[str, Identity | None] = {}
         for launch in launches:
-            env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+            env = local_env(PYTHONPATH=os.pathsep.join([str(self.generated / "runtime"), str(self.generated / "services" / launch.name)]))
             env.update({key.upper(): value for key, value in launch.settings.items()})
-            env["PYTHONPATH"] = os.pathsep.join([str(self.generated / "runtime"), str(self.generated / "services" / launch.name)])
-            env["PYTHONUNBUFFERED"] = "1"
             launch.log.parent.mkdir(parents=True, exist_ok=True)
             args = [sys.executable, "-m", launch.package]
             with launch.log.open("ab") as log:
@@ -128,7 +135,7 @@ class Embedded:
         control_file = self.run_dir / "control.json"
         log = self.run_dir / "logs" / "host.log"
         log.parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "PYTHONPATH": str(GENERATOR_ROOT), "PYTHONUNBUFFERED": "1"}
+        env = local_env(PYTHONPATH=str(GENERATOR_ROOT))
         args = [sys.executable, "-m", "generator.host", str(self.run_dir), str(self.generated)]
         with log.open("ab") as out:
             self.child = subprocess.Popen(
@@ -146,7 +153,9 @@ class Embedded:
 
     def _client(self, timeout: float = 30.0) -> httpx.Client:
         assert self.control is not None
-        return httpx.Client(base_url=f"http://127.0.0.1:{self.control['port']}", headers={"x-nexus-token": str(self.control["token"])}, timeout=timeout)
+        return httpx.Client(
+            base_url=f"http://127.0.0.1:{self.control['port']}", headers={"x-nexus-token": str(self.control["token"])}, timeout=timeout, trust_env=False
+        )
 
     def _alive(self) -> bool:
         if self.child is not None:

@@ -1,4 +1,4 @@
-"""`nexus up`, `status`, `restart` and `down`: run the generated platform on this machine.
+"""`nexus up`: run the generated platform on this machine (control.py acts on it afterwards).
 
 `up` reads as its phases: load the catalog and check generated/ is current; refuse if a run is
 alive (clear it if stale); choose the services; check every port before anything starts; then
@@ -33,7 +33,7 @@ from .runstate import RunState, ServiceRecord
 MODES = ("embedded", "process")
 DEFAULT_MODE = "embedded"  # measured: see docs/running.md
 LOCAL_SETTINGS = {"host": "127.0.0.1", "shutdown_grace_seconds": "2"}
-POLL_SECONDS = 0.02  # between readiness polls: a wave is usually ready within a few
+POLL_SECONDS = 0.02  # between readiness polls; a service is usually ready after two or three
 
 
 @dataclass(frozen=True)
@@ -93,8 +93,12 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
 
 def parse_overrides(items: Iterable[str], cat: Catalog, generated: Path) -> dict[str, dict[str, str]]:
     """``--set`` values: ``KEY=VALUE`` for every service, ``SERVICE.KEY=VALUE`` for one.
-    Keys are the runtime's settings (case-insensitive); a typo is an error, not ignored."""
-    known = _settings_fields(generated)
+    Keys are the runtime's settings (case-insensitive); a typo is an error, not ignored. Ports
+    come from the catalog only: the run checks them before anything starts."""
+    items = list(items)
+    if not items:
+        return {}
+    known = _settings_fields(generated) - {"port"}
     out: dict[str, dict[str, str]] = {}
     for item in items:
         target, sep, value = item.partition("=")
@@ -140,8 +144,6 @@ def launcher_for(state: RunState) -> Launcher:
 
 
 def _new_launcher(mode: str, generated: Path, run_dir: Path) -> Launcher:
-    if mode not in MODES:
-        raise RunError(f"--mode {mode}: use one of {', '.join(MODES)}")
     return Embedded(generated, run_dir) if mode == "embedded" else Processes(generated, run_dir)
 
 
@@ -164,6 +166,8 @@ def up(
     stopping everything it started, unless ``keep_going``). On any error or interrupt, what
     was started is stopped."""
     began = time.monotonic()
+    if mode not in MODES:
+        raise RunError(f"--mode {mode}: use one of {', '.join(MODES)}")
     loaded = load_catalog(catalog)
     cat, root = loaded.catalog, loaded.root
     generated = _current_generated(loaded, catalog)
@@ -269,7 +273,7 @@ def await_ready(launcher: Launcher, launches: list[Launch], ready_path: str, tim
     pending = {l.name: l for l in launches}
     last: dict[str, str] = {}
     began = time.monotonic()
-    with httpx.Client(timeout=2.0) as http:
+    with httpx.Client(timeout=2.0, trust_env=False) as http:  # loopback: never through a proxy
         while pending:
             for name, why in launcher.failures(list(pending)).items():
                 results[name] = reason = f"failed to start: {why}"

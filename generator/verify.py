@@ -117,7 +117,8 @@ def _targets(cat: Catalog, root: Path, base_url: str | None) -> _Targets:
 
 async def _run(cat: Catalog, targets: _Targets, timeout: float) -> tuple[list[FlowResult], list[ServiceResult]]:
     limit = asyncio.Semaphore(CONCURRENCY)
-    async with httpx.AsyncClient(timeout=timeout) as http:
+    # a deployed gateway may need the environment's proxy settings; loopback never does
+    async with httpx.AsyncClient(timeout=timeout, trust_env=not targets.local) as http:
         if targets.gateway_up:
             await _gateway_answers(http, cat, targets)
 
