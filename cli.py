@@ -315,6 +315,7 @@ def verify(
     service must answer its four health endpoints, with metrics that parse as Prometheus text.
     Exit 1 naming every broken hop or service.
     """
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
@@ -326,20 +327,24 @@ def verify(
         typer.echo(json.dumps(report.as_dict(), indent=2))
     else:
         console = Console(highlight=False)
-        marks = {"ok": "[green]ok[/]", "failed": "[red]FAILED[/]", "skipped": "[dim]skipped[/]"}
-        flows = Table(title=f"critical paths through {report.base_url}")
+        marks = {"ok": "[green]ok[/]", "failed": "[red]FAIL[/]", "skipped": "[dim]skip[/]"}
+        flows = Table(title=f"critical paths through {report.base_url}", box=box.SIMPLE_HEAD, pad_edge=False)
         for column in ("flow", "result", "hops (ms, inclusive of what follows)"):
             flows.add_column(column)
         for f in report.flows:
             hops = " > ".join(f"{h['service']} (external)" if h.get("external") else f"{h['service']} {h['ms']:.1f}" if "ms" in h else f"[red]{h['service']}[/]" for h in f.hops)
             flows.add_row(f.flow, marks[f.status], hops + (f"\n[red]{f.detail}[/]" if f.detail and f.status == "failed" else f"[dim]{f.detail}[/]" if f.detail else ""))
         console.print(flows)
-        services = Table(title="services: the four health endpoints (details of failures below)")
-        for column in ("service", "result", "health", "ready", "live", "metrics", "asked via"):
-            services.add_column(column)
+        services = Table(title="services (failures are explained below)", box=box.SIMPLE_HEAD, pad_edge=False)
+        services.add_column("service", no_wrap=True)
+        services.add_column("result", no_wrap=True)
+        services.add_column("health ready live metrics", no_wrap=True)
+        services.add_column("asked", no_wrap=True)
         for s in report.services:
-            cells = [("[green]200[/]" if e.ok else f"[red]{e.status or '-'}[/]") for e in s.endpoints.values()] or ["-"] * 4
-            services.add_row(s.service, marks[s.status], *cells, s.route or s.via or f"[dim]{s.detail}[/]")
+            codes = " ".join(f"{'[green]' if e.ok else '[red]'}{e.status or '---':>{len(ep)}}[/]" for ep, e in s.endpoints.items())
+            relays = len(s.route.split(" > ")) - 2  # the services between the gateway and this one
+            asked = f"{relays} relay{'s' if relays > 1 else ''}" if relays > 0 else s.via or f"[dim]{s.detail}[/]"
+            services.add_row(s.service, marks[s.status], codes, asked)
         console.print(services)
         checked = [s for s in report.services if s.status != "skipped"]
         console.print(
