@@ -26,6 +26,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -63,24 +64,27 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
-async def load_flow(url: str, requests: int, concurrency: int) -> tuple[list[float], int, float]:
+async def load_flow(url: str, requests: int, concurrency: int) -> tuple[list[float], Counter[str], float]:
+    """Latencies, errors by reason, and the time the whole run took."""
     latencies: list[float] = []
-    errors = 0
+    errors: Counter[str] = Counter()
     todo = iter(range(requests))
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(limits=limits, timeout=30) as http:
 
         async def worker() -> None:
-            nonlocal errors
             for _ in todo:
                 began = time.perf_counter()
                 try:
                     r = await http.get(url)
-                    ok = r.status_code == 200 and r.json().get("ok") is True
-                except httpx.HTTPError:
-                    ok = False
+                    body = r.json()
+                    if r.status_code != 200 or body.get("ok") is not True:
+                        broken = body.get("broken")
+                        error = next((h.get("error", "") for h in body.get("hops", []) if h.get("service") == broken), "")
+                        errors[f"HTTP {r.status_code}, broken at {broken}: {error}".rstrip(": ")] += 1
+                except (httpx.HTTPError, ValueError) as exc:
+                    errors[type(exc).__name__] += 1
                 latencies.append(time.perf_counter() - began)
-                errors += not ok
 
         for _ in range(50):  # warm-up: connections, first-call paths
             await http.get(url)
@@ -94,13 +98,17 @@ def flows(catalog: Path, requests: int, concurrency: int) -> None:
     gateway = loaded.catalog.services[loaded.catalog.platform.gateway].port
     print(f"\nflows: {requests} requests each at concurrency {concurrency}, through the gateway (127.0.0.1:{gateway})")
     print(f"{'flow':<20} {'hops':>4} {'errors':>6} {'req/s':>7} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} {'max ms':>7}")
+    reasons: Counter[str] = Counter()
     for name, flow in sorted(loaded.catalog.flows.items()):
         lat, errors, took = asyncio.run(load_flow(f"http://127.0.0.1:{gateway}/flows/{name}", requests, concurrency))
         ms = [x * 1000 for x in lat]
         print(
-            f"{name:<20} {len(flow.hops):>4} {errors:>6} {requests / took:>7.0f} {percentile(ms, 50):>7.1f} "
+            f"{name:<20} {len(flow.hops):>4} {sum(errors.values()):>6} {requests / took:>7.0f} {percentile(ms, 50):>7.1f} "
             f"{percentile(ms, 90):>7.1f} {percentile(ms, 99):>7.1f} {max(ms):>7.1f}"
         )
+        reasons.update({f"{name}: {why}": n for why, n in errors.items()})
+    for why, n in reasons.most_common():
+        print(f"  {n} x {why}")
 
 
 async def hammer(port: int, requests: int, concurrency: int) -> tuple[float, float]:
