@@ -7,7 +7,7 @@
 
 Both run the generated tree as it is (``generated/runtime`` and ``generated/services/<name>``
 on the import path), so nothing needs installing. Every process is started in a new session:
-Ctrl-C in the terminal reaches only `nexus up`, which then stops them in order.
+Ctrl-C in the terminal reaches only `nexus up`, which then stops them and clears the record.
 """
 
 from __future__ import annotations
