@@ -33,13 +33,15 @@ from .run import (
 
 def supervise(catalog: str | Path = "catalog.yaml", on_event: OnEvent = quiet, poll: float = 0.5) -> None:
     """Block while the run lives, reporting services that exit on their own. Returns when
-    `nexus down` ran elsewhere; raises KeyboardInterrupt on Ctrl-C or SIGTERM."""
+    `nexus down` ran elsewhere; raises KeyboardInterrupt on Ctrl-C, SIGTERM or SIGHUP."""
     root = load_catalog(catalog).root
 
     def interrupt(*_: Any) -> None:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    # SIGTERM, and SIGHUP when the terminal closes, stop the run as Ctrl-C does
+    signals = [s for s in (signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None]
+    previous = {s: signal.signal(s, interrupt) for s in signals}
     reported: set[str] = set()
     try:
         while True:
@@ -53,7 +55,8 @@ def supervise(catalog: str | Path = "catalog.yaml", on_event: OnEvent = quiet, p
                     reported.add(name)
                     on_event(Event("failed", name, state.services[name].wave, f"exited: {why}; see {state.services[name].log}"))
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 # -- down, restart, status ---------------------------------------------------------------------
