@@ -316,6 +316,222 @@ def diff(
     typer.echo(to_json(result) if as_json else as_markdown(result), nl=False)
 
 
+# --- Local run and verification: up, status, restart, down, verify --------------------------
+# The library is generator/run.py (up), control.py (status, restart, down) and verify.py;
+# these commands only parse, print (rich) and pick exit codes.
+
+
+class RunMode(str, Enum):
+    embedded = "embedded"
+    process = "process"
+
+
+OnlyOpt = Annotated[
+    list[str],
+    typer.Option("--only", help="Start only these services and their hard dependencies (repeat, or separate with commas)."),
+]
+SetOpt = Annotated[
+    list[str],
+    typer.Option("--set", help="A setting for every service (KEY=VALUE) or one (SERVICE.KEY=VALUE), e.g. token-mgr.inject_delay_ms=3000."),
+]
+TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Seconds each service may take to become ready.")]
+
+
+def _split(values: list[str]) -> list[str]:
+    return [v.strip() for value in values for v in value.split(",") if v.strip()]
+
+
+def _run_printer(console):  # noqa: ANN001, ANN202 - rich Console in, (Progress, callback) out
+    """Progress for `up` and `restart`: a live bar, and one line per service as it settles."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True, disable=not console.is_terminal)
+    task = progress.add_task("starting", total=None)
+
+    def on_event(e) -> None:  # noqa: ANN001 - generator.run.Event
+        if e.kind == "plan":
+            progress.update(task, total=len(e.services), description=f"starting {len(e.services)} services ({e.detail} mode)")
+        elif e.kind == "wave":
+            progress.update(task, description=f"wave {e.wave} {e.detail}: {', '.join(e.services)}")
+        elif e.kind == "ready":
+            progress.advance(task)
+            console.print(f"  wave {e.wave:>2}  [green]ready[/]    {e.service:<32} {e.seconds:6.2f} s")
+        elif e.kind in ("failed", "skipped"):
+            progress.advance(task)
+            console.print(f"  wave {e.wave:>2}  [red]{e.kind:<8}[/] {e.service:<32} {e.detail}", markup=True, highlight=False)
+        elif e.kind == "note":
+            where = f"wave {e.wave:>2}  " if e.wave else ""
+            console.print(f"  {where}[dim]{e.detail}{': ' + ', '.join(e.services) if e.services else ''}[/]", highlight=False)
+        elif e.kind == "stopped":
+            console.print(f"  stopped {e.service}")
+
+    return progress, on_event
+
+
+@app.command()
+def up(
+    catalog: CatalogOpt = Path("catalog.yaml"),
+    only: OnlyOpt = [],  # noqa: B006 - typer reads the default, never mutates it
+    detach: Annotated[bool, typer.Option("--detach", "-d", help="Return once every service is ready and leave them running.")] = False,
+    keep_going: Annotated[bool, typer.Option("--keep-going", help="When a service fails, start the rest anyway (its dependents are skipped).")] = False,
+    mode: Annotated[RunMode, typer.Option("--mode", help="embedded: all services in one process (default, measured faster and smaller); process: one process each.")] = RunMode.embedded,
+    timeout: TimeoutOpt = 30.0,
+    settings: SetOpt = [],  # noqa: B006
+) -> None:
+    """Run the generated platform here, wave by wave in the deployment order.
+
+    Each wave waits until its services answer /health/ready. Logs go to .nexus/run/<run>/logs/.
+    Attached (the default) until Ctrl-C, which stops everything; --detach returns instead.
+    """
+    from rich.console import Console
+
+    from generator import control, run
+
+    console = Console(highlight=False)
+    progress, on_event = _run_printer(console)
+    with progress:
+        started = run.up(catalog, mode=mode.value, only=_split(only), keep_going=keep_going, timeout=timeout, overrides=settings, on_event=on_event)
+    st = started.state
+    ready = [n for n, s in st.services.items() if s.state == "running"]
+    console.print(f"[bold green]{len(ready)} services ready[/] in {started.seconds:.1f} s ({st.mode} mode, run {st.run_id}); logs in {st.run_dir}/logs")
+    for name, why in sorted(started.failed.items()):
+        console.print(f"  [red]not running[/] {name}: {why}")
+    if detach:
+        console.print("stop them with `nexus down`; `nexus status` shows their health, `nexus verify` checks the flows")
+        if started.failed:
+            raise typer.Exit(1)
+        return
+    console.print("attached: Ctrl-C stops everything")
+    try:
+        control.supervise(catalog, on_event=on_event)
+    except KeyboardInterrupt:
+        console.print("stopping ...")
+    finally:
+        stopped = control.down(catalog)
+        if stopped.run_id:
+            console.print(f"stopped {len(stopped.services)} services (run {stopped.run_id})")
+
+
+@app.command()
+def status(catalog: CatalogOpt = Path("catalog.yaml"), as_json: JsonOpt = False) -> None:
+    """Show what `nexus up` started: each service's state, port, process and live/ready answers."""
+    from dataclasses import asdict
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from generator import control
+
+    found = control.status(catalog)
+    if as_json:
+        typer.echo(json.dumps(asdict(found) if found else {"run_id": None, "services": []}, indent=2))
+        return
+    console = Console(highlight=False)
+    if found is None:
+        console.print("nothing is running here (no run recorded in .nexus/run)")
+        return
+    table = Table(title=f"run {found.run_id} ({found.mode} mode){'' if found.alive else ' - no process alive: stale, `nexus down` clears it'}")
+    for column in ("wave", "service", "port", "state", "pid", "live", "ready"):
+        table.add_column(column, justify="right" if column in ("wave", "port", "pid") else "left")
+    for s in found.services:
+        color = "green" if s.state == "running" and s.ready == "ok" else "yellow" if s.state in ("running", "starting") else "red"
+        table.add_row(str(s.wave), s.name, str(s.port), f"[{color}]{s.state}[/]", str(s.pid or "-"), s.live, s.ready)
+    console.print(table)
+    console.print(f"logs: {found.run_dir}/logs")
+
+
+@app.command()
+def restart(
+    services: Annotated[list[str], typer.Argument(help="Services of the running platform to stop and start again.")],
+    catalog: CatalogOpt = Path("catalog.yaml"),
+    timeout: TimeoutOpt = 30.0,
+    settings: SetOpt = [],  # noqa: B006
+) -> None:
+    """Restart services of the running platform, and only them: their dependents keep running."""
+    from rich.console import Console
+
+    from generator import control
+
+    console = Console(highlight=False)
+    progress, on_event = _run_printer(console)
+    with progress:
+        control.restart(catalog, _split(services), overrides=settings, timeout=timeout, on_event=on_event)
+    console.print(f"restarted {', '.join(_split(services))}; their dependents were not touched")
+
+
+@app.command()
+def down(
+    services: Annotated[Optional[list[str]], typer.Argument(help="Stop only these services (the run stays); default: everything.")] = None,
+    catalog: CatalogOpt = Path("catalog.yaml"),
+) -> None:
+    """Stop what `nexus up` started, and only that. A stale record from a crashed run is cleared."""
+    from generator import control
+
+    stopped = control.down(catalog, _split(services or []), on_event=lambda e: typer.echo(f"stopped {e.service}"))
+    if stopped.run_id is None:
+        typer.echo("nothing to stop (no run recorded in .nexus/run)")
+    elif services:
+        typer.echo(f"run {stopped.run_id} keeps running; `nexus restart {' '.join(stopped.services)}` starts them again")
+    elif stopped.stale:
+        typer.echo(f"run {stopped.run_id} had already stopped (crashed or killed); its record is cleared")
+    else:
+        typer.echo(f"stopped {len(stopped.services)} services (run {stopped.run_id})")
+
+
+@app.command()
+def verify(
+    catalog: CatalogOpt = Path("catalog.yaml"),
+    base_url: Annotated[Optional[str], typer.Option("--base-url", help="A deployed gateway, e.g. http://127.0.0.1:8080 through `kubectl port-forward`. Default: the platform `nexus up` runs here.")] = None,
+    as_json: JsonOpt = False,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for each answer.")] = 10.0,
+) -> None:
+    """Prove the critical paths and every service's health, all through the gateway.
+
+    Each flow must come back with its hops in the catalog's order and a timing per hop; each
+    service must answer its four health endpoints, with metrics that parse as Prometheus text.
+    Exit 1 naming every broken hop or service.
+    """
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    from generator.errors import VerifyFailed
+    from generator.verify import verify as run_verify
+
+    report = run_verify(catalog, base_url, timeout=timeout)
+    if as_json:
+        typer.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        console = Console(highlight=False)
+        marks = {"ok": "[green]ok[/]", "failed": "[red]FAIL[/]", "skipped": "[dim]skip[/]"}
+        flows = Table(title=f"critical paths through {report.base_url}", box=box.SIMPLE_HEAD, pad_edge=False)
+        for column in ("flow", "result", "hops (ms, inclusive of what follows)"):
+            flows.add_column(column)
+        for f in report.flows:
+            hops = " > ".join(f"{h['service']} (external)" if h.get("external") else f"{h['service']} {h['ms']:.1f}" if "ms" in h else f"[red]{h['service']}[/]" for h in f.hops)
+            flows.add_row(f.flow, marks[f.status], hops + (f"\n[red]{f.detail}[/]" if f.detail and f.status == "failed" else f"[dim]{f.detail}[/]" if f.detail else ""))
+        console.print(flows)
+        services = Table(title="services (failures are explained below)", box=box.SIMPLE_HEAD, pad_edge=False)
+        services.add_column("service", no_wrap=True)
+        services.add_column("result", no_wrap=True)
+        services.add_column("health ready live metrics", no_wrap=True)
+        services.add_column("asked", no_wrap=True)
+        for s in report.services:
+            codes = " ".join(f"{'[green]' if e.ok else '[red]'}{e.status or '---':>{len(ep)}}[/]" for ep, e in s.endpoints.items())
+            relays = len(s.route.split(" > ")) - 2  # the services between the gateway and this one
+            asked = f"{relays} relay{'s' if relays > 1 else ''}" if relays > 0 else s.via or f"[dim]{s.detail}[/]"
+            services.add_row(s.service, marks[s.status], codes, asked)
+        console.print(services)
+        checked = [s for s in report.services if s.status != "skipped"]
+        console.print(
+            f"{sum(f.status == 'ok' for f in report.flows)}/{len(report.flows)} flows ok, "
+            f"{sum(s.status == 'ok' for s in checked)}/{len(checked)} services ok"
+            f"{f', {len(report.services) - len(checked)} skipped' if len(checked) < len(report.services) else ''} in {report.seconds:.2f} s"
+        )
+    if not report.ok:
+        raise VerifyFailed(report.failures)
+
+
 def main() -> None:
     """Console entry point."""
     app()

@@ -9,6 +9,11 @@ The hierarchy::
     ├── DriftError                  generated/ differs from what the catalog renders
     ├── HandEditedError             a generated file was edited by hand; refuse to overwrite
     ├── RunError                    `nexus up/down/verify` could not do its job
+    │   ├── AlreadyRunning          a run recorded in .nexus/run is still alive
+    │   ├── NotRunning              nothing recorded runs (status, restart, down SERVICE)
+    │   ├── PortsInUse              catalog ports taken, found before anything starts
+    │   ├── ServiceFailed           a service did not start or become ready (its log tail)
+    │   └── VerifyFailed            a flow or a service failed verification (names each)
     ├── OverlayError                a kustomize overlay cannot be built, or disagrees with the plan
     ├── ClusterError                talking to a cluster failed; one line naming the context and the fix
     │   ├── KubeconfigError         no kubeconfig, no such context, or a broken one
@@ -148,3 +153,37 @@ class RefusedError(NexusError):
 
 class DiffError(NexusError):
     """`nexus diff` could not read the catalog at its base git ref."""
+
+
+class AlreadyRunning(RunError):
+    """`nexus up` found a live run; it never starts a second one over it."""
+
+
+class NotRunning(RunError):
+    """The command needs a running platform and none is recorded (or it is gone)."""
+
+
+class PortsInUse(RunError):
+    """Ports the run needs are taken; raised before anything starts."""
+
+    def __init__(self, taken: list[tuple[str, int, str | None]]) -> None:
+        self.taken = taken
+        lines = [f"  port {port} ({name}) is in use" + (f" by {holder}" if holder else "") for name, port, holder in taken]
+        super().__init__("nothing was started; ports the platform needs are taken:\n" + "\n".join(lines) + "\nstop what holds them, or change the ports in the catalog")
+
+
+class ServiceFailed(RunError):
+    """A service failed to start or to become ready; carries the last lines of its log."""
+
+    def __init__(self, service: str, reason: str, log: str, lines: list[str], after: str = "") -> None:
+        self.service, self.reason, self.log, self.lines = service, reason, log, lines
+        shown = "\n".join(f"  | {line}" for line in lines) or "  (the log is empty)"
+        super().__init__(f"{service}: {reason}\nlast lines of {log}:\n{shown}" + (f"\n{after}" if after else ""))
+
+
+class VerifyFailed(RunError):
+    """Verification found failures; each line names the broken hop or service."""
+
+    def __init__(self, failures: list[str]) -> None:
+        self.failures = failures
+        super().__init__(f"verify failed ({len(failures)}):\n" + "\n".join(f"  {f}" for f in failures))

@@ -18,6 +18,23 @@ def edges(cat: Catalog) -> list[dict[str, str]]:
     ]
 
 
+def relays(cat: Catalog, source: str) -> dict[str, str]:
+    """Every service ``source`` reaches along declared edges (hard or soft) -> the dependency
+    it asks first: the first step of a shortest path, ties broken by name. The gateway relays
+    health probes this way, crossing only connections the NetworkPolicies allow."""
+    first: dict[str, str] = {}
+    frontier = [(dep, dep) for dep in sorted(cat.services[source].depends_on)]
+    while frontier:
+        following: list[tuple[str, str]] = []
+        for name, via in frontier:
+            if name == source or name in first:
+                continue
+            first[name] = via
+            following.extend((dep, via) for dep in sorted(cat.services[name].depends_on))
+        frontier = following
+    return dict(sorted(first.items()))
+
+
 def as_data(cat: Catalog, plan: Plan) -> dict[str, Any]:
     return {
         "services": [

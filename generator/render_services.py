@@ -21,6 +21,7 @@ from typing import Any
 import jinja2
 
 from .errors import TemplateError
+from .graph import relays
 from .models import duration_ms
 from .render import TEMPLATES, RenderContext, bytecode_cache
 from .schema import schema_json
@@ -111,6 +112,8 @@ def service_context(ctx: RenderContext, name: str) -> dict[str, Any]:
         "request_timeout": str(max((duration_ms(cat.traffic_for(name, d).timeout) for d in svc.depends_on), default=duration_ms(cat.platform.traffic.timeout)) / 1000),
         "dependencies": {dep: {"kind": e.kind, "port": cat.services[dep].port} for dep, e in sorted(svc.depends_on.items())},
         "flows": flows,
+        "gateway": name == cat.platform.gateway,
+        "relay": relays(cat, name),
         "health": cat.platform.health.model_dump(),
     }
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 import httpx
 from fastapi import APIRouter, Response
@@ -14,6 +14,8 @@ from fastapi.responses import JSONResponse
 from .metrics import Metrics
 from .settings import ServiceSettings
 from .spec import ServiceSpec
+
+Endpoint = Callable[[], Awaitable[Response]]
 
 
 class Readiness:
@@ -40,28 +42,32 @@ class Readiness:
             return self._result
 
 
-def router(spec: ServiceSpec, readiness: Readiness, metrics: Metrics) -> APIRouter:
-    r = APIRouter(tags=["health"])
+def endpoints(spec: ServiceSpec, readiness: Readiness, metrics: Metrics) -> dict[str, Endpoint]:
+    """The four answers by name (health, ready, live, metrics): served on the spec's paths, and
+    by the gateway's platform routes when it is asked about itself."""
 
-    @r.get(spec.health_path)
-    async def health() -> dict[str, Any]:
-        return {"status": "ok", "service": spec.name}
+    async def health() -> Response:
+        return JSONResponse({"status": "ok", "service": spec.name})
 
-    @r.get(spec.live_path)
-    async def live() -> dict[str, Any]:
-        return {"status": "ok", "service": spec.name}
+    async def live() -> Response:
+        return JSONResponse({"status": "ok", "service": spec.name})
 
-    @r.get(spec.ready_path)
-    async def ready() -> JSONResponse:
+    async def ready() -> Response:
         if readiness.shutting_down:
             return JSONResponse({"status": "shutting down", "service": spec.name}, status_code=503)
         deps = await readiness.check()
         ok = all(v == "ok" for v in deps.values())
         return JSONResponse({"status": "ready" if ok else "not ready", "service": spec.name, "dependencies": deps}, status_code=200 if ok else 503)
 
-    @r.get(spec.metrics_path)
     async def prometheus() -> Response:
         body, content_type = metrics.exposition()
         return Response(body, media_type=content_type)
 
+    return {"health": health, "ready": ready, "live": live, "metrics": prometheus}
+
+
+def router(spec: ServiceSpec, answers: dict[str, Endpoint]) -> APIRouter:
+    r = APIRouter(tags=["health"])
+    for name, path in spec.health_paths().items():
+        r.add_api_route(path, answers[name], methods=["GET"], name=name)
     return r

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from . import flows, health, live, logs, tracing
+from . import flows, health, live, logs, platform_routes, tracing
 from .clients import build_clients, close_all
 from .metrics import Metrics, MetricsMiddleware
 from .settings import ServiceSettings
@@ -64,9 +64,12 @@ def create_app(
 
     app = FastAPI(title=spec.name, description=spec.description, version="1.0.0", lifespan=lifespan)
     app.state.spec, app.state.settings, app.state.clients, app.state.metrics = spec, settings, clients, metrics
-    app.include_router(health.router(spec, readiness, metrics))
+    answers = health.endpoints(spec, readiness, metrics)
+    app.include_router(health.router(spec, answers))
     if spec.flows:
         app.include_router(flows.router(spec, settings, clients))
+    if spec.gateway or spec.relay:
+        app.include_router(platform_routes.router(spec, settings, clients, answers))
     if spec.websocket:
         app.include_router(live.router(spec))
     if routes is not None:

@@ -1,29 +1,36 @@
 """Critical paths, end to end: each service on a flow serves GET /flows/<flow>, calls the next
-hop, and returns the hops so far with their timings. A broken hop is named in the answer."""
+hop, and returns the hops so far with their timings. A broken hop is named in the answer.
+
+A failed answer carries the ``x-nexus-broken`` header: it is final, so callers up the chain
+pass it on instead of retrying it (a retry at every hop would multiply the calls at the bottom
+of the chain by 3 per hop, and the time to fail with them)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse
 
+from .clients import BROKEN_HEADER
+from .deadline import Deadline
 from .settings import ServiceSettings
 from .spec import ServiceSpec
 
 
-def router(spec: ServiceSpec, settings: ServiceSettings, clients: dict[str, httpx.AsyncClient]) -> APIRouter:
-    r = APIRouter(tags=["flows"])
+def handler(spec: ServiceSpec, settings: ServiceSettings, clients: dict[str, httpx.AsyncClient]) -> Callable[[str, Request], Awaitable[JSONResponse]]:
+    """The flow endpoint: served at /flows/<flow>, and on the gateway also at /platform/flows/<flow>."""
 
-    @r.get("/flows/{flow}")
-    async def run_flow(flow: str) -> JSONResponse:
+    async def run_flow(flow: str, request: Request) -> JSONResponse:
         hop = spec.flows.get(flow)
         if hop is None:
             raise HTTPException(404, f"{spec.name} is not on flow '{flow}'; it is on: {', '.join(sorted(spec.flows)) or 'none'}")
         start = time.perf_counter()
+        deadline = Deadline.of(request.headers, settings.request_timeout_seconds, settings.connect_timeout_seconds)
         if settings.inject_delay_ms:
             await asyncio.sleep(settings.inject_delay_ms / 1000)
         downstream: list[dict[str, Any]] = []
@@ -31,23 +38,33 @@ def router(spec: ServiceSpec, settings: ServiceSettings, clients: dict[str, http
         if hop.next and hop.external:
             downstream = [{"service": hop.next, "external": True}]
         elif hop.next:
-            downstream, broken = await _call(clients[hop.next], hop.next, flow)
+            downstream, broken = await _call(clients[hop.next], hop.next, flow, deadline)
         me = {"service": spec.name, "ms": round((time.perf_counter() - start) * 1000, 3)}
         body: dict[str, Any] = {"flow": flow, "ok": broken is None, "hops": [me, *downstream]}
-        if broken:
-            body["broken"] = broken
-        return JSONResponse(body, status_code=200 if broken is None else 502)
+        if broken is None:
+            return JSONResponse(body)
+        body["broken"] = broken
+        return JSONResponse(body, status_code=502, headers={BROKEN_HEADER: broken})
 
+    return run_flow
+
+
+def router(spec: ServiceSpec, settings: ServiceSettings, clients: dict[str, httpx.AsyncClient]) -> APIRouter:
+    r = APIRouter(tags=["flows"])
+    r.add_api_route("/flows/{flow}", handler(spec, settings, clients), methods=["GET"], name="flow")
     return r
 
 
-async def _call(client: httpx.AsyncClient, name: str, flow: str) -> tuple[list[dict[str, Any]], str | None]:
+async def _call(client: httpx.AsyncClient, name: str, flow: str, deadline: Deadline) -> tuple[list[dict[str, Any]], str | None]:
     """The next hop's hops, or a record naming it (or whoever it names) as broken."""
+    timeout, headers = deadline.next_hop()
+    start = time.perf_counter()
     try:
-        response = await client.get(f"/flows/{flow}")
+        response = await client.get(f"/flows/{flow}", timeout=timeout, headers=headers)
         body = response.json()
     except httpx.TimeoutException:
-        return [{"service": name, "error": "timed out"}], name
+        waited = round((time.perf_counter() - start) * 1000)
+        return [{"service": name, "error": f"timed out after {waited} ms"}], name
     except (httpx.HTTPError, ValueError) as exc:
         return [{"service": name, "error": type(exc).__name__}], name
     if response.status_code == 200 and body.get("ok"):

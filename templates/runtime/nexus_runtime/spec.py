@@ -34,7 +34,16 @@ class ServiceSpec:
     ready_path: str = "/health/ready"
     live_path: str = "/health/live"
     metrics_path: str = "/metrics"
+    # The platform's entry point serves /platform/...: every flow, and every service's health.
+    gateway: bool = False
+    # Service -> the dependency to ask for its health: the first step of the shortest path of
+    # declared edges, so a relayed probe only crosses connections the NetworkPolicies allow.
+    relay: dict[str, str] = field(default_factory=dict)
 
     @property
     def hard(self) -> tuple[Dependency, ...]:
         return tuple(d for d in self.dependencies if d.kind == "hard")
+
+    def health_paths(self) -> dict[str, str]:
+        """The four endpoints by name, as the platform routes call them."""
+        return {"health": self.health_path, "ready": self.ready_path, "live": self.live_path, "metrics": self.metrics_path}

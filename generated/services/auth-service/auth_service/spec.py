@@ -20,4 +20,12 @@ SPEC = ServiceSpec(
     ready_path="/health/ready",
     live_path="/health/live",
     metrics_path="/metrics",
+    gateway=False,
+    relay={
+        "key-service": "token-mgr",
+        "pv-keys": "token-mgr",
+        "session-mgr": "user-auth",
+        "token-mgr": "token-mgr",
+        "user-auth": "user-auth",
+    },
 )

@@ -21,4 +21,12 @@ SPEC = ServiceSpec(
     ready_path="/health/ready",
     live_path="/health/live",
     metrics_path="/metrics",
+    gateway=False,
+    relay={
+        "invoice-gen": "invoice-gen",
+        "key-service": "ledger-mgr",
+        "ledger-mgr": "ledger-mgr",
+        "pv-keys": "ledger-mgr",
+        "token-mgr": "token-mgr",
+    },
 )

@@ -19,4 +19,10 @@ SPEC = ServiceSpec(
     ready_path="/health/ready",
     live_path="/health/live",
     metrics_path="/metrics",
+    gateway=False,
+    relay={
+        "key-service": "ledger-mgr",
+        "ledger-mgr": "ledger-mgr",
+        "pv-keys": "ledger-mgr",
+    },
 )

@@ -18,4 +18,8 @@ SPEC = ServiceSpec(
     ready_path="/health/ready",
     live_path="/health/live",
     metrics_path="/metrics",
+    gateway=False,
+    relay={
+        "pv-keys": "pv-keys",
+    },
 )

@@ -20,4 +20,12 @@ SPEC = ServiceSpec(
     ready_path="/health/ready",
     live_path="/health/live",
     metrics_path="/metrics",
+    gateway=False,
+    relay={
+        "key-service": "streamcore",
+        "puabo-dsp-metadata-mgr": "puabo-dsp-metadata-mgr",
+        "pv-keys": "streamcore",
+        "streamcore": "streamcore",
+        "token-mgr": "token-mgr",
+    },
 )

@@ -20,4 +20,10 @@ SPEC = ServiceSpec(
     ready_path="/health/ready",
     live_path="/health/live",
     metrics_path="/metrics",
+    gateway=False,
+    relay={
+        "kei-ai": "kei-ai",
+        "puabo-nexus-fleet-manager": "puabo-nexus-fleet-manager",
+        "puabo-nexus-route-optimizer": "puabo-nexus-route-optimizer",
+    },
 )

@@ -21,4 +21,15 @@ SPEC = ServiceSpec(
     ready_path="/health/ready",
     live_path="/health/live",
     metrics_path="/metrics",
+    gateway=False,
+    relay={
+        "kei-ai": "puabo-nexus-ai-dispatch",
+        "key-service": "token-mgr",
+        "puabo-nexus-ai-dispatch": "puabo-nexus-ai-dispatch",
+        "puabo-nexus-fleet-manager": "puabo-nexus-fleet-manager",
+        "puabo-nexus-route-optimizer": "puabo-nexus-ai-dispatch",
+        "pv-keys": "token-mgr",
+        "session-mgr": "session-mgr",
+        "token-mgr": "token-mgr",
+    },
 )

@@ -18,4 +18,11 @@ SPEC = ServiceSpec(
     ready_path="/health/ready",
     live_path="/health/live",
     metrics_path="/metrics",
+    gateway=False,
+    relay={
+        "key-service": "puabo-nuki-product-catalog",
+        "puabo-nuki-product-catalog": "puabo-nuki-product-catalog",
+        "pv-keys": "puabo-nuki-product-catalog",
+        "token-mgr": "puabo-nuki-product-catalog",
+    },
 )

@@ -18,4 +18,10 @@ SPEC = ServiceSpec(
     ready_path="/health/ready",
     live_path="/health/live",
     metrics_path="/metrics",
+    gateway=False,
+    relay={
+        "key-service": "token-mgr",
+        "pv-keys": "token-mgr",
+        "token-mgr": "token-mgr",
+    },
 )

@@ -20,4 +20,12 @@ SPEC = ServiceSpec(
     ready_path="/health/ready",
     live_path="/health/live",
     metrics_path="/metrics",
+    gateway=False,
+    relay={
+        "ai-service": "ai-service",
+        "kei-ai": "kei-ai",
+        "key-service": "token-mgr",
+        "pv-keys": "token-mgr",
+        "token-mgr": "token-mgr",
+    },
 )

@@ -19,4 +19,12 @@ SPEC = ServiceSpec(
     ready_path="/health/ready",
     live_path="/health/live",
     metrics_path="/metrics",
+    gateway=False,
+    relay={
+        "key-service": "ledger-mgr",
+        "ledger-mgr": "ledger-mgr",
+        "puabo-dsp-metadata-mgr": "puabo-dsp-metadata-mgr",
+        "pv-keys": "ledger-mgr",
+        "token-mgr": "puabo-dsp-metadata-mgr",
+    },
 )

@@ -19,4 +19,9 @@ SPEC = ServiceSpec(
     ready_path="/health/ready",
     live_path="/health/live",
     metrics_path="/metrics",
+    gateway=False,
+    relay={
+        "key-service": "key-service",
+        "pv-keys": "key-service",
+    },
 )

@@ -19,4 +19,11 @@ SPEC = ServiceSpec(
     ready_path="/health/ready",
     live_path="/health/live",
     metrics_path="/metrics",
+    gateway=False,
+    relay={
+        "key-service": "session-mgr",
+        "pv-keys": "session-mgr",
+        "session-mgr": "session-mgr",
+        "token-mgr": "session-mgr",
+    },
 )

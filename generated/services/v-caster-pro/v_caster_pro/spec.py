@@ -19,4 +19,11 @@ SPEC = ServiceSpec(
     ready_path="/health/ready",
     live_path="/health/live",
     metrics_path="/metrics",
+    gateway=False,
+    relay={
+        "key-service": "streamcore",
+        "pv-keys": "streamcore",
+        "streamcore": "streamcore",
+        "token-mgr": "token-mgr",
+    },
 )

@@ -19,4 +19,12 @@ SPEC = ServiceSpec(
     ready_path="/health/ready",
     live_path="/health/live",
     metrics_path="/metrics",
+    gateway=False,
+    relay={
+        "content-management": "content-management",
+        "key-service": "token-mgr",
+        "pv-keys": "token-mgr",
+        "streamcore": "content-management",
+        "token-mgr": "token-mgr",
+    },
 )

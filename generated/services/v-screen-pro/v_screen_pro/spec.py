@@ -20,4 +20,12 @@ SPEC = ServiceSpec(
     ready_path="/health/ready",
     live_path="/health/live",
     metrics_path="/metrics",
+    gateway=False,
+    relay={
+        "content-management": "content-management",
+        "key-service": "streamcore",
+        "pv-keys": "streamcore",
+        "streamcore": "streamcore",
+        "token-mgr": "token-mgr",
+    },
 )

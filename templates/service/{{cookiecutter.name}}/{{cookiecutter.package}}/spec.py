@@ -27,4 +27,10 @@ SPEC = ServiceSpec(
     ready_path="{{ cookiecutter.health.ready }}",
     live_path="{{ cookiecutter.health.live }}",
     metrics_path="{{ cookiecutter.health.metrics }}",
+    gateway={{ "True" if cookiecutter.gateway else "False" }},
+    relay={
+{% for target, via in cookiecutter.relay|dictsort %}
+        "{{ target }}": "{{ via }}",
+{% endfor %}
+    },
 )

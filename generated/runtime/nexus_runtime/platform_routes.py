@@ -1,0 +1,76 @@
+"""The platform seen through its gateway: every flow and every service's health under /platform,
+so one port-forward to the gateway is enough to verify a deployed platform (`nexus verify
+--base-url`).
+
+The gateway may only open connections its NetworkPolicy allows, that is to the services it
+declares as dependencies. A probe for any other service is therefore relayed along declared
+edges: the gateway asks the first dependency on the shortest path (``spec.relay``), which asks
+the next, and the last one calls the target's own endpoint. Each step is an allowed connection;
+services that no path of declared edges reaches cannot be probed this way, and `nexus verify`
+reports them as such. Relayed probes are never retried and share one time budget.
+
+Routes:
+  GET /platform                                   gateway: its flows and the services it reaches
+  GET /platform/flows/{flow}                      gateway: the flow, as /flows/{flow}
+  GET /platform/health/{service}/{endpoint}       endpoint: health, ready, live or metrics
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from . import flows
+from .clients import BROKEN_HEADER
+from .deadline import Deadline
+from .health import Endpoint
+from .settings import ServiceSettings
+from .spec import ServiceSpec
+
+VIA_HEADER = "x-nexus-via"  # the services a relayed probe passed through, gateway first
+PASSED_ON = ("content-type", BROKEN_HEADER)
+
+
+def router(spec: ServiceSpec, settings: ServiceSettings, clients: dict[str, httpx.AsyncClient], answers: dict[str, Endpoint]) -> APIRouter:
+    r = APIRouter(tags=["platform"])
+
+    @r.get("/platform/health/{service}/{endpoint}")
+    async def service_health(service: str, endpoint: str, request: Request) -> Response:
+        paths = spec.health_paths()
+        if endpoint not in paths:
+            return _error(404, service, f"no endpoint '{endpoint}': use one of {', '.join(paths)}")
+        if service == spec.name:
+            response = await answers[endpoint]()
+            response.headers[VIA_HEADER] = spec.name
+            return response
+        nxt = spec.relay.get(service)
+        if nxt is None:
+            return _error(404, service, f"{service} is not reachable from {spec.name} along declared dependencies")
+        # the last step calls the target's own endpoint; earlier steps ask the next relay
+        path = paths[endpoint] if nxt == service else f"/platform/health/{service}/{endpoint}"
+        timeout, headers = Deadline.of(request.headers, settings.request_timeout_seconds, settings.connect_timeout_seconds).next_hop()
+        try:
+            upstream = await clients[nxt].get(path, timeout=timeout, headers=headers, extensions={"nexus_no_retry": True})
+        except httpx.TimeoutException:
+            return _error(504, service, f"{spec.name} timed out calling {nxt}", broken=nxt)
+        except httpx.HTTPError as exc:
+            return _error(502, service, f"{spec.name} could not reach {nxt}: {type(exc).__name__}", broken=nxt)
+        passed = {k: v for k, v in upstream.headers.items() if k in PASSED_ON}
+        passed[VIA_HEADER] = f"{spec.name},{upstream.headers.get(VIA_HEADER, nxt)}"
+        return Response(upstream.content, status_code=upstream.status_code, headers=passed)
+
+    if spec.gateway:
+        r.add_api_route("/platform/flows/{flow}", flows.handler(spec, settings, clients), methods=["GET"], name="platform_flow")
+
+        @r.get("/platform")
+        async def index() -> dict[str, Any]:
+            return {"gateway": spec.name, "flows": sorted(spec.flows), "services": sorted({spec.name, *spec.relay})}
+
+    return r
+
+
+def _error(status: int, service: str, error: str, broken: str | None = None) -> JSONResponse:
+    return JSONResponse({"service": service, "error": error}, status_code=status, headers={BROKEN_HEADER: broken} if broken else None)

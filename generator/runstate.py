@@ -1,0 +1,137 @@
+"""The state of a local run: what `nexus up` started, so `status`, `restart` and `down` act on
+exactly that and nothing else.
+
+Layout, beside the catalog::
+
+    .nexus/run/state.json             the current run (absent when nothing runs)
+    .nexus/run/<run id>/logs/*.log    one log per service (and host.log in embedded mode)
+
+The file is rewritten atomically after every change, so a crash leaves the last good state,
+which names every process by pid, start time and command line (procs.Identity). A state whose
+processes are all gone is stale: `up` and `down` clear it, and never signal a reused pid.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .procs import Identity, is_running
+
+VERSION = 1
+KEEP_RUNS = 5  # run folders (logs) kept after a new `up`
+
+
+def run_root(root: Path) -> Path:
+    return root / ".nexus" / "run"
+
+
+def state_path(root: Path) -> Path:
+    return run_root(root) / "state.json"
+
+
+@dataclass
+class ServiceRecord:
+    name: str
+    package: str
+    port: int
+    wave: int
+    log: str
+    settings: dict[str, str]
+    state: str = "starting"  # starting, running, failed, stopped
+    process: Identity | None = None  # process mode; in embedded mode the host is the process
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["process"] = self.process.as_dict() if self.process else None
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ServiceRecord:
+        proc = data.get("process")
+        return cls(**{**data, "process": Identity.from_dict(proc) if proc else None})
+
+
+@dataclass
+class RunState:
+    run_id: str
+    mode: str  # "embedded" or "process"
+    catalog: str
+    generated: str
+    run_dir: str
+    host: Identity | None = None  # embedded mode: the one process every service runs in
+    control: dict[str, Any] | None = None  # embedded mode: the host's control port and token
+    services: dict[str, ServiceRecord] = field(default_factory=dict)
+
+    def processes(self) -> list[Identity]:
+        """Every process this run started."""
+        if self.host is not None:
+            return [self.host]
+        return [s.process for s in self.services.values() if s.process is not None]
+
+    def alive(self) -> list[Identity]:
+        return [p for p in self.processes() if is_running(p)]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "version": VERSION,
+            "run_id": self.run_id,
+            "mode": self.mode,
+            "catalog": self.catalog,
+            "generated": self.generated,
+            "run_dir": self.run_dir,
+            "host": self.host.as_dict() if self.host else None,
+            "control": self.control,
+            "services": {name: rec.as_dict() for name, rec in self.services.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunState:
+        return cls(
+            run_id=data["run_id"],
+            mode=data["mode"],
+            catalog=data["catalog"],
+            generated=data["generated"],
+            run_dir=data["run_dir"],
+            host=Identity.from_dict(data["host"]) if data.get("host") else None,
+            control=data.get("control"),
+            services={name: ServiceRecord.from_dict(rec) for name, rec in data["services"].items()},
+        )
+
+
+def read(root: Path) -> RunState | None:
+    """The recorded run, or None. An unreadable file (an older format, a torn copy) reads as
+    None too: it can name no process we could safely act on."""
+    try:
+        data = json.loads(state_path(root).read_text(encoding="utf-8"))
+        if data.get("version") != VERSION:
+            return None
+        return RunState.from_dict(data)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def write(root: Path, state: RunState) -> None:
+    path = state_path(root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(state.as_dict(), indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def remove(root: Path) -> None:
+    try:
+        state_path(root).unlink()
+    except FileNotFoundError:
+        pass
+
+
+def prune(root: Path, keep: int = KEEP_RUNS) -> None:
+    """Delete the logs of all but the newest ``keep`` runs (run ids sort by start time)."""
+    runs = sorted(p for p in run_root(root).iterdir() if p.is_dir()) if run_root(root).is_dir() else []
+    for old in runs[: max(0, len(runs) - keep)]:
+        shutil.rmtree(old, ignore_errors=True)

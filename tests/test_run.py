@@ -1,0 +1,197 @@
+"""`nexus up`, `status`, `restart` and `down` with real services on loopback, in both modes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT, nexus
+from running import (
+    cleanup,
+    listening,
+    platform,
+    ports,
+    status_code,
+    until,
+    write_platform,
+)
+
+from generator import procs, runstate
+
+MODES = ["embedded", "process"]
+
+
+@pytest.fixture
+def catalog(tmp_path, minimal):
+    return write_platform(tmp_path / "demo", minimal)
+
+
+def _status(catalog):
+    result = nexus("status", "--json", "-c", str(catalog))
+    assert result.returncode == 0, result.stderr
+    return {s["name"]: s for s in json.loads(result.stdout)["services"]}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_up_detach_status_down(catalog, mode):
+    with platform(catalog, "--mode", mode):
+        found = _status(catalog)
+        assert set(found) == {"gateway", "auth", "media"}
+        assert {(s["state"], s["live"], s["ready"]) for s in found.values()} == {("running", "ok", "ok")}
+        assert {s["port"] for s in found.values()} == set(ports(catalog).values())
+        logs = {name: catalog.parent / ".nexus" / "run" / runstate.read(catalog.parent).run_id / "logs" / f"{name}.log" for name in found}
+        until(lambda: all(p.exists() and p.stat().st_size > 0 for p in logs.values()), what="a log per service")
+        stopped = nexus("down", "-c", str(catalog))
+        assert stopped.returncode == 0 and "stopped 3 services" in stopped.stdout
+    assert not any(listening(p) for p in ports(catalog).values())
+    assert runstate.read(catalog.parent) is None
+    assert "nothing is running" in nexus("status", "-c", str(catalog)).stdout
+
+
+def test_waves_start_in_plan_order(catalog):
+    try:
+        result = nexus("up", "--detach", "-c", str(catalog))
+        assert result.returncode == 0, result.stderr
+        lines = [line.split() for line in result.stdout.splitlines() if " ready " in f" {line} " and line.strip().startswith("wave")]
+        order = [(int(words[1]), words[3]) for words in lines]
+        # auth (core stage) is ready before the two services that need it start
+        assert order[0] == (2, "auth") and {name for _, name in order[1:]} == {"gateway", "media"}
+        assert "postgres" in result.stdout and "not started locally" in result.stdout
+    finally:
+        cleanup(catalog)
+
+
+def test_taken_port_is_reported_before_anything_starts(catalog):
+    gateway_port = ports(catalog)["gateway"]
+    with socket_listening(gateway_port):
+        result = nexus("up", "--detach", "-c", str(catalog))
+    assert result.returncode == 1
+    assert f"port {gateway_port} (gateway) is in use by pid {os.getpid()}" in result.stderr
+    assert "nothing was started" in result.stderr
+    assert not (catalog.parent / ".nexus" / "run").exists()
+    assert not listening(ports(catalog)["auth"])
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_failing_service_stops_the_run_and_shows_its_log(catalog, mode):
+    _break(catalog, "media")
+    try:
+        result = nexus("up", "--detach", "--mode", mode, "-c", str(catalog))
+        assert result.returncode == 1
+        assert "media: failed to start" in result.stderr
+        assert "RuntimeError: media is broken on purpose" in result.stderr  # from the log's last lines
+        assert "stopped everything this run had started" in result.stderr
+        assert not any(listening(p) for p in ports(catalog).values())
+        assert runstate.read(catalog.parent) is None
+    finally:
+        cleanup(catalog)
+
+
+def test_keep_going_starts_the_rest_and_skips_dependents(catalog):
+    _break(catalog, "auth")
+    try:
+        result = nexus("up", "--detach", "--keep-going", "-c", str(catalog))
+        assert result.returncode == 1  # detached with failures: say so in the exit code
+        assert "auth: failed to start" in result.stdout
+        assert "not started: its hard dependencies failed (auth)" in result.stdout
+        found = _status(catalog)
+        assert found["auth"]["state"] == "failed" and set(found) == {"auth"}
+    finally:
+        cleanup(catalog)
+
+
+def test_only_starts_the_service_and_its_hard_dependencies(catalog):
+    with platform(catalog, "--only", "gateway"):
+        assert set(_status(catalog)) == {"gateway", "auth"}  # media is only a soft dependency
+        assert not listening(ports(catalog)["media"])
+    assert "no such service in the catalog (did you mean media?)" in nexus("up", "--only", "medai", "-c", str(catalog)).stderr
+
+
+def test_second_up_is_refused_while_one_runs(catalog):
+    with platform(catalog):
+        again = nexus("up", "--detach", "-c", str(catalog))
+        assert again.returncode == 1 and "a platform is already running" in again.stderr
+
+
+def test_unknown_setting_is_an_error_before_anything_starts(catalog):
+    result = nexus("up", "--detach", "--set", "auth.inject_delay=5", "-c", str(catalog))
+    assert result.returncode == 1
+    assert "unknown setting 'inject_delay' (did you mean inject_delay_ms?)" in result.stderr
+    assert not (catalog.parent / ".nexus" / "run").exists()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_stale_state_from_a_crashed_run_is_cleared(catalog, mode):
+    with platform(catalog, "--mode", mode):
+        state = runstate.read(catalog.parent)
+        for proc in state.processes():  # a crash: everything dies without `down`
+            os.killpg(proc.pid, signal.SIGKILL)
+        until(lambda: not runstate.read(catalog.parent).alive(), what="the processes to die")
+        assert {s["state"] for s in _status(catalog).values()} == {"exited"}
+        again = nexus("up", "--detach", "--mode", mode, "-c", str(catalog))
+        assert again.returncode == 0, again.stderr
+        assert f"cleared the state of run {state.run_id}" in again.stdout
+
+
+def test_down_never_signals_a_reused_pid(catalog):
+    stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        who = procs.identity(stranger.pid)
+        record = runstate.ServiceRecord("auth", "auth", 1, 2, "auth.log", {}, "running", procs.Identity(stranger.pid, ("python", "-m", "auth"), who.started))
+        runstate.write(catalog.parent, runstate.RunState("crashed", "process", str(catalog), "", "", services={"auth": record}))
+        result = nexus("down", "-c", str(catalog))
+        assert result.returncode == 0 and "had already stopped" in result.stdout
+        assert stranger.poll() is None  # same pid, another command line: left alone
+        assert runstate.read(catalog.parent) is None
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_ctrl_c_stops_an_attached_run(catalog):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    attached = subprocess.Popen([sys.executable, "-m", "cli", "up", "-c", str(catalog)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        seen = []
+        for line in attached.stdout:
+            seen.append(line)
+            if "Ctrl-C stops everything" in line:
+                break
+        assert all(status_code(f"http://127.0.0.1:{p}/health/ready") == 200 for p in ports(catalog).values()), "".join(seen)
+        attached.send_signal(signal.SIGINT)
+        out, _ = attached.communicate(timeout=60)
+        assert attached.returncode == 0, out
+        assert "stopped 3 services" in out
+        assert not any(listening(p) for p in ports(catalog).values())
+        assert runstate.read(catalog.parent) is None
+    finally:
+        if attached.poll() is None:
+            attached.kill()
+        cleanup(catalog)
+
+
+def _break(catalog, service):
+    """Make a service fail at start-up, in the file its team owns."""
+    routes = catalog.parent / "generated" / "services" / service / service.replace("-", "_") / "routes.py"
+    routes.write_text(f"raise RuntimeError('{service} is broken on purpose')\n", encoding="utf-8")
+
+
+class socket_listening:
+    """A plain listening socket on ``port`` for the duration of a with block."""
+
+    def __init__(self, port):
+        import socket
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", port))
+        self.sock.listen()
+
+    def __enter__(self):
+        return self.sock
+
+    def __exit__(self, *exc):
+        self.sock.close()
