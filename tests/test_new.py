@@ -3,6 +3,7 @@ every refusal through the real CLI, changing nothing; the questions asked in a t
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import re
@@ -146,6 +147,17 @@ def test_new_then_validate_and_generate_check_in_a_fresh_clone(tmp_path: Path) -
         capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+
+    # and it runs on this machine with what it needs (token-mgr and its own hard dependencies)
+    try:
+        up = run("up", "--only", "ticket-office", "--detach")
+        assert up.returncode == 0, up.stdout[-2000:] + up.stderr[-2000:]
+        status = run("status", "--json")
+        running = {s["name"]: s for s in json.loads(status.stdout)["services"]}
+        assert {"ticket-office", "token-mgr", "key-service", "pv-keys"} <= set(running)
+        assert running["ticket-office"]["ready"] == "ok"
+    finally:
+        run("down")
 
 
 # -- questions, when arguments are missing -------------------------------------------------------
