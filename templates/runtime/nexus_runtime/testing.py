@@ -1,0 +1,50 @@
+"""What every service's generated tests share: its real app with every dependency down, and
+the checks of the spec's four health endpoints. Each service's tests call these; the checks
+are written once, here."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from fastapi import APIRouter
+from fastapi.testclient import TestClient
+
+from .app import create_app
+from .settings import ServiceSettings
+from .spec import ServiceSpec
+
+# Port 9 (discard) refuses connections at once: every dependency is down, deterministically.
+DOWN = "http://127.0.0.1:9"
+
+
+@contextmanager
+def client_with_dependencies_down(spec: ServiceSpec, settings_class: type[ServiceSettings], routes: APIRouter | None) -> Iterator[TestClient]:
+    urls = {d.setting: DOWN for d in spec.dependencies}
+    app = create_app(spec, settings_class, routes, settings=settings_class(retries=0, json_logs=False, **urls))
+    with TestClient(app) as client:
+        yield client
+
+
+def check_health_and_liveness(client: TestClient, spec: ServiceSpec) -> None:
+    """/health and /health/live answer 200 whatever the dependencies do."""
+    for path in (spec.health_path, spec.live_path):
+        response = client.get(path)
+        assert response.status_code == 200, (path, response.text)
+        assert response.json()["service"] == spec.name
+
+
+def check_readiness_follows_hard_dependencies(client: TestClient, spec: ServiceSpec) -> None:
+    """With every dependency down, ready only when the service has no hard dependency."""
+    response = client.get(spec.ready_path)
+    assert response.status_code == (503 if spec.hard else 200), response.text
+    assert set(response.json()["dependencies"]) == {d.name for d in spec.hard}
+
+
+def check_metrics(client: TestClient, spec: ServiceSpec) -> None:
+    """/metrics is Prometheus text and counts the requests served, by route and status."""
+    client.get(spec.health_path)
+    response = client.get(spec.metrics_path)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    assert f'http_requests_total{{method="GET",route="{spec.health_path}",status="200"}}' in response.text
