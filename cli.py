@@ -7,7 +7,6 @@ commands that need them, so `nexus validate` costs little more than starting Pyt
 from __future__ import annotations
 
 import json
-import sys
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional

@@ -251,8 +251,8 @@ def _start_waves(
             else:
                 ready_to_start.append(launches[name])
         for name, who in launcher.start(ready_to_start).items():
-            l = launches[name]
-            state.services[name] = ServiceRecord(name, l.package, l.port, l.wave, str(l.log), l.settings, "starting", who)
+            launch = launches[name]
+            state.services[name] = ServiceRecord(name, launch.package, launch.port, launch.wave, str(launch.log), launch.settings, "starting", who)
         runstate.write(root, state)
         results = await_ready(launcher, ready_to_start, cat.platform.health.ready, timeout, on_event, fail_fast=not keep_going)
         for name, reason in results.items():
@@ -270,7 +270,7 @@ def await_ready(launcher: Launcher, launches: list[Launch], ready_path: str, tim
     """Poll each service's readiness until it answers 200, its process fails, or ``timeout``.
     Returns service -> None when ready, else why not."""
     results: dict[str, str | None] = {}
-    pending = {l.name: l for l in launches}
+    pending = {launch.name: launch for launch in launches}
     last: dict[str, str] = {}
     began = time.monotonic()
     with httpx.Client(timeout=2.0, trust_env=False) as http:  # loopback: never through a proxy
@@ -278,9 +278,9 @@ def await_ready(launcher: Launcher, launches: list[Launch], ready_path: str, tim
             for name, why in launcher.failures(list(pending)).items():
                 results[name] = reason = f"failed to start: {why}"
                 on_event(Event("failed", name, pending.pop(name).wave, reason))
-            for name, l in list(pending.items()):
+            for name, launch in list(pending.items()):
                 try:
-                    r = http.get(f"http://127.0.0.1:{l.port}{ready_path}")
+                    r = http.get(f"http://127.0.0.1:{launch.port}{ready_path}")
                 except httpx.HTTPError as exc:
                     last[name] = f"no answer ({type(exc).__name__})"
                     continue
@@ -292,9 +292,9 @@ def await_ready(launcher: Launcher, launches: list[Launch], ready_path: str, tim
             if fail_fast and any(v is not None for v in results.values()):
                 break
             if pending and time.monotonic() - began > timeout:
-                for name, l in pending.items():
+                for name, launch in pending.items():
                     results[name] = reason = f"not ready after {timeout:g} s; last answer to {ready_path}: {last.get(name, 'none')}"
-                    on_event(Event("failed", name, l.wave, reason))
+                    on_event(Event("failed", name, launch.wave, reason))
                 break
             if pending:
                 time.sleep(POLL_SECONDS)

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from conftest import CATALOG, dump
 
-from generator import crd_schema, mesh_checks, render_mesh
+from generator import crd_schema, mesh_checks
 from generator.catalog import load_catalog, load_catalog_text
 from generator.errors import CatalogError
 from generator.generate import generate
