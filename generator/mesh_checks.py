@@ -293,11 +293,15 @@ def _monitoring(ctx: RenderContext, files: dict[str, str], docs: list[Doc]) -> l
             alerts.setdefault(group.get("name"), set()).update(r.get("alert") for r in group.get("rules") or [])
     local = yaml.safe_load(files.get("observability/prometheus.yml", "")) or {}
     scraped = {c.get("job_name"): _get(c, "static_configs", 0, "targets") for c in local.get("scrape_configs") or []}
+    operator = cat.platform.monitoring.operator  # without it, no ServiceMonitors or rules are rendered
     for name, svc in sorted(cat.services.items()):
         m = monitors.get(name)
-        if m is None or _get(m.data, "spec", "selector") != {"matchLabels": {NAME: name}} or _get(m.data, "spec", "endpoints", 0, "port") != "http":
+        if not operator:
+            if m is not None or name in alerts:
+                failures.append(f"{COMPONENTS}/monitoring: {name}: Prometheus Operator objects rendered although platform.monitoring.operator is false")
+        elif m is None or _get(m.data, "spec", "selector") != {"matchLabels": {NAME: name}} or _get(m.data, "spec", "endpoints", 0, "port") != "http":
             failures.append(f"{COMPONENTS}/monitoring/servicemonitors.yaml: {name}: no ServiceMonitor selecting {NAME}={name} on port http")
-        if alerts.get(name) != {"ServiceDown", "HighErrorRate", "HighLatencyP99"}:
+        if operator and alerts.get(name) != {"ServiceDown", "HighErrorRate", "HighLatencyP99"}:
             failures.append(f"{COMPONENTS}/monitoring/alerts.yaml: {name}: alerts {sorted(alerts.get(name) or [])}, not ServiceDown, HighErrorRate and HighLatencyP99")
         if scraped.get(name) != [f"127.0.0.1:{svc.port}"]:
             failures.append(f"observability/prometheus.yml: {name}: scrapes {scraped.get(name)}, not ['127.0.0.1:{svc.port}']")

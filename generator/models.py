@@ -134,6 +134,12 @@ class Monitoring(Strict):
 
     namespace: Name = Field("monitoring", description="Namespace of Prometheus; NetworkPolicies admit scrapes from it.")
     service_account: Name = Field("prometheus-k8s", description="Prometheus's ServiceAccount: its mesh identity, admitted to GET the metrics endpoint.")
+    operator: bool = Field(
+        True,
+        description="The cluster runs the Prometheus Operator, so the overlays include the ServiceMonitors and alert rules. "
+        "false for a cluster without its CRDs (a bare kind cluster): no ServiceMonitor or PrometheusRule is generated, "
+        "and the NetworkPolicies still admit scrapes from the monitoring namespace (a plain Prometheus can scrape).",
+    )
 
 
 class Platform(Strict):

@@ -1,8 +1,8 @@
 """Render area: the service mesh and observability, from the same edges as the NetworkPolicies.
 
 Kustomize Components under ``k8s/components/``, which every overlay includes (render_k8s asks
-``components()``): ``monitoring`` always (a ServiceMonitor per service and PrometheusRule
-alerts), and ``istio`` or ``linkerd`` as ``platform.mesh`` says. Each mesh component admits,
+``components()``): ``monitoring`` when the cluster runs the Prometheus Operator
+(platform.monitoring.operator; a ServiceMonitor per service and PrometheusRule alerts), and ``istio`` or ``linkerd`` as ``platform.mesh`` says. Each mesh component admits,
 per service, exactly the identities of the services that declare it as a dependency, and
 carries each edge's timeout, retries and circuit breaking in that mesh's own terms (MESHES).
 Beside them: ``observability/prometheus.yml`` for the local run, and two docs pages.
@@ -141,11 +141,14 @@ def _latency_threshold(ctx: RenderContext, name: str) -> float:
 def components(ctx: RenderContext) -> list[str]:
     """The components every overlay includes, in order (the mesh patches monitoring's objects)."""
     mesh = ctx.catalog.platform.mesh
-    return ["monitoring"] + ([mesh] if mesh in MESHES else [])
+    monitoring = ["monitoring"] if ctx.catalog.platform.monitoring.operator else []
+    return monitoring + ([mesh] if mesh in MESHES else [])
 
 
 def render(ctx: RenderContext) -> dict[str, str]:
     out = render_monitoring(ctx)
+    if not ctx.catalog.platform.monitoring.operator:  # no Operator CRDs: keep only the local run's files
+        out = {path: text for path, text in out.items() if not path.startswith(f"{COMPONENTS}/monitoring/")}
     if ctx.catalog.platform.mesh in MESHES:
         out.update(render_mesh(ctx, MESHES[ctx.catalog.platform.mesh]))
     return dict(sorted(out.items()))
