@@ -83,7 +83,8 @@ def test_gateway_relays_only_along_declared_edges():
             assert nxt in cat.services[at].depends_on, f"{at} -> {nxt} is not a declared edge"
             at, steps = nxt, steps + 1
             assert steps <= len(cat.services)
-    assert sorted(set(cat.services) - set(table) - {gateway}) == ["glitch", "scheduler", "v-caster-pro", "v-prompter-pro", "v-screen-pro", "vscreen-hollywood"]
+    # every service is reachable from the gateway along declared edges: verify --base-url sees all
+    assert sorted(set(cat.services) - set(table) - {gateway}) == []
 
 
 @pytest.mark.slow
@@ -98,6 +99,6 @@ def test_the_whole_shipped_platform_comes_up_verifies_and_goes_down(tmp_path):
         assert [h["service"] for h in auth["hops"]] == ["backend-api", "auth-service", "user-auth", "session-mgr", "token-mgr"]
         services = {s["service"]: s for s in report["services"]}
         assert len(services) == 43 and {s["status"] for s in services.values()} == {"ok"}
-        assert sum(s["via"] == "gateway" for s in services.values()) == 37
+        assert sum(s["via"] == "gateway" for s in services.values()) == 43
         down = nexus("down", "-c", str(catalog))
         assert down.returncode == 0 and "stopped 43 services" in down.stdout

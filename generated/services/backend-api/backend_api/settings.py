@@ -22,6 +22,7 @@ class Settings(ServiceSettings):
     boom_boom_room_live_url: AnyHttpUrl = AnyHttpUrl("http://boom-boom-room-live:3070")  # BOOM_BOOM_ROOM_LIVE_URL, soft
     content_management_url: AnyHttpUrl = AnyHttpUrl("http://content-management:3012")  # CONTENT_MANAGEMENT_URL, soft
     creator_hub_v2_url: AnyHttpUrl = AnyHttpUrl("http://creator-hub-v2:3090")  # CREATOR_HUB_V2_URL, soft
+    glitch_url: AnyHttpUrl = AnyHttpUrl("http://glitch:3082")  # GLITCH_URL, soft
     puabo_blac_loan_processor_url: AnyHttpUrl = AnyHttpUrl("http://puabo-blac-loan-processor:3050")  # PUABO_BLAC_LOAN_PROCESSOR_URL, soft
     puabo_dsp_streaming_api_url: AnyHttpUrl = AnyHttpUrl("http://puabo-dsp-streaming-api:3013")  # PUABO_DSP_STREAMING_API_URL, soft
     puabo_nexus_url: AnyHttpUrl = AnyHttpUrl("http://puabo-nexus:3093")  # PUABO_NEXUS_URL, soft
@@ -29,6 +30,11 @@ class Settings(ServiceSettings):
     puabo_nuki_product_catalog_url: AnyHttpUrl = AnyHttpUrl("http://puabo-nuki-product-catalog:3040")  # PUABO_NUKI_PRODUCT_CATALOG_URL, soft
     puaboai_sdk_url: AnyHttpUrl = AnyHttpUrl("http://puaboai-sdk:3033")  # PUABOAI_SDK_URL, soft
     puaboverse_v2_url: AnyHttpUrl = AnyHttpUrl("http://puaboverse-v2:3092")  # PUABOVERSE_V2_URL, soft
+    scheduler_url: AnyHttpUrl = AnyHttpUrl("http://scheduler:3023")  # SCHEDULER_URL, soft
     streaming_service_v2_url: AnyHttpUrl = AnyHttpUrl("http://streaming-service-v2:3010")  # STREAMING_SERVICE_V2_URL, soft
     token_mgr_url: AnyHttpUrl = AnyHttpUrl("http://token-mgr:3005")  # TOKEN_MGR_URL, hard
     user_auth_url: AnyHttpUrl = AnyHttpUrl("http://user-auth:3003")  # USER_AUTH_URL, soft
+    v_caster_pro_url: AnyHttpUrl = AnyHttpUrl("http://v-caster-pro:3072")  # V_CASTER_PRO_URL, soft
+    v_prompter_pro_url: AnyHttpUrl = AnyHttpUrl("http://v-prompter-pro:3073")  # V_PROMPTER_PRO_URL, soft
+    v_screen_pro_url: AnyHttpUrl = AnyHttpUrl("http://v-screen-pro:3074")  # V_SCREEN_PRO_URL, soft
+    vscreen_hollywood_url: AnyHttpUrl = AnyHttpUrl("http://vscreen-hollywood:3071")  # VSCREEN_HOLLYWOOD_URL, soft
