@@ -17,6 +17,7 @@ from typer.core import TyperGroup
 
 from generator.errors import NexusError
 
+
 class _Boundary(TyperGroup):
     """The one error boundary: a NexusError is a user error, printed plainly, exit 1.
 
@@ -255,7 +256,13 @@ def new(
     Every rule of `nexus validate` runs on the catalog with the service added; on any problem
     nothing is written. Without NAME, --category and --team it asks for what it needs.
     """
-    from generator.new import DEFAULT_DESCRIPTION, NewService, add_service, next_port, parse_depends_on
+    from generator.new import (
+        DEFAULT_DESCRIPTION,
+        NewService,
+        add_service,
+        next_port,
+        parse_depends_on,
+    )
 
     asking = name is None or category is None or team is None
     if asking:
@@ -342,7 +349,13 @@ def _split(values: list[str]) -> list[str]:
 
 def _run_printer(console):  # noqa: ANN001, ANN202 - rich Console in, (Progress, callback) out
     """Progress for `up` and `restart`: a live bar, and one line per service as it settles."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True, disable=not console.is_terminal)
     task = progress.add_task("starting", total=None)

@@ -15,10 +15,8 @@ import yaml
 from . import render_docs, render_ecosystem, render_k8s, render_mesh, render_services
 from .errors import OutputCheckError
 from .k8s_schema import SchemaValidator
+from .load import FAST_LOADER
 from .render import RenderContext
-
-
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def parses(files: dict[str, str], verified: frozenset[str] = frozenset()) -> list[str]:
@@ -33,7 +31,7 @@ def parses(files: dict[str, str], verified: frozenset[str] = frozenset()) -> lis
             elif path.endswith((".yaml", ".yml")):
                 # libyaml's event parser is the syntax check; building Python objects would
                 # triple the cost, and the Kubernetes checks read the manifests' content anyway
-                for _ in yaml.parse(text, Loader=_LOADER):
+                for _ in yaml.parse(text, Loader=FAST_LOADER):
                     pass
             elif path.endswith(".json"):
                 json.loads(text)

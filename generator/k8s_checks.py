@@ -25,13 +25,13 @@ import yaml
 
 from . import render_k8s
 from .k8s_schema import DEFAULT, SchemaValidator
+from .load import FAST_LOADER
 from .render import RenderContext, env_name
 from .render_k8s import BASE, service_path
 
 NAME = "app.kubernetes.io/name"
 WAVE = "argocd.argoproj.io/sync-wave"
 KINDS = ("ServiceAccount", "ConfigMap", "Service", "Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy")
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _SEPARATOR = re.compile(r"^---[ \t]*$", re.M)
 
 
@@ -73,7 +73,7 @@ def documents(path: str, text: str) -> Iterator[Doc]:
 
 
 def load_yaml(text: str) -> Any:
-    return yaml.load(text, Loader=_LOADER)
+    return yaml.load(text, Loader=FAST_LOADER)
 
 
 def run(ctx: RenderContext, files: dict[str, str], *, strict_schema: bool = True, validator: SchemaValidator | None = None) -> list[str]:

@@ -22,7 +22,9 @@ MAX_BYTES = 16 * 1024 * 1024  # a 10,000-service catalog is ~3 MB; anything near
 MAX_DEPTH = 64  # the catalog's deepest real path is ~6 levels
 MAX_EXPANDED_NODES = 5_000_000  # aliases may share structure, but not multiply it without bound
 
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# libyaml's C loader where PyYAML was built with it: the same YAML, about ten times faster.
+# Every module that reads YAML uses this one.
+FAST_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _resolver = yaml.resolver.Resolver()
 _constructor = yaml.constructor.SafeConstructor()
 _STR = yaml.resolver.Resolver.DEFAULT_SCALAR_TAG
@@ -160,7 +162,7 @@ def load_text(text: str, file: str = "catalog.yaml") -> Source:
         return path
 
     try:
-        for event in yaml.parse(text, Loader=_Loader):
+        for event in yaml.parse(text, Loader=FAST_LOADER):
             if isinstance(event, yaml.DocumentStartEvent):
                 documents += 1
                 if documents > 1:

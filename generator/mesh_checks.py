@@ -20,10 +20,20 @@ from typing import Any
 import yaml
 
 from . import crd_schema, render_mesh
-from .k8s_schema import DEFAULT, SchemaValidator
 from .k8s_checks import Doc, _get, documents
+from .k8s_schema import DEFAULT, SchemaValidator
+from .load import FAST_LOADER
 from .render import RenderContext, pkg
-from .render_mesh import COMPONENTS, MESHES, Mesh, admitted, components, external_host, go_duration, monitoring_identity
+from .render_mesh import (
+    COMPONENTS,
+    MESHES,
+    Mesh,
+    admitted,
+    components,
+    external_host,
+    go_duration,
+    monitoring_identity,
+)
 
 NAME = "app.kubernetes.io/name"
 _RETRIES = re.compile(r"^    retries: int = (\d+)$", re.M)
@@ -252,7 +262,7 @@ def _overlays_include(ctx: RenderContext, files: dict[str, str]) -> list[str]:
     failures = []
     want = [f"../../components/{c}" for c in components(ctx)]
     for path in sorted(p for p in files if p.startswith("k8s/overlays/") and p.endswith("/kustomization.yaml")):
-        got = (yaml.safe_load(files[path]) or {}).get("components") or []
+        got = (yaml.load(files[path], Loader=FAST_LOADER) or {}).get("components") or []
         if got != want:
             failures.append(f"{path}: platform: includes components {got}, not {want} (platform.mesh: {ctx.catalog.platform.mesh})")
     present = {p.split("/")[2] for p in files if p.startswith(COMPONENTS + "/")}
@@ -291,7 +301,7 @@ def _monitoring(ctx: RenderContext, files: dict[str, str], docs: list[Doc]) -> l
     for d in (d for d in docs if d.kind == "PrometheusRule"):
         for group in _get(d.data, "spec", "groups") or []:
             alerts.setdefault(group.get("name"), set()).update(r.get("alert") for r in group.get("rules") or [])
-    local = yaml.safe_load(files.get("observability/prometheus.yml", "")) or {}
+    local = yaml.load(files.get("observability/prometheus.yml", ""), Loader=FAST_LOADER) or {}
     scraped = {c.get("job_name"): _get(c, "static_configs", 0, "targets") for c in local.get("scrape_configs") or []}
     operator = cat.platform.monitoring.operator  # without it, no ServiceMonitors or rules are rendered
     for name, svc in sorted(cat.services.items()):

@@ -258,7 +258,9 @@ def replace_file(path: Path, data: bytes) -> None:
 
 def add_service(catalog: str | Path, new: NewService, out: str | Path | None = None) -> Added:
     """Add ``new`` to the catalog file and regenerate. On any refusal nothing is changed."""
-    from .generate import generate  # the whole pipeline; imported late, it pulls in rendering
+    from .generate import (
+        generate,  # the whole pipeline; imported late, it pulls in rendering
+    )
 
     path = Path(catalog)
     src = load_file(path)  # the same size, encoding and existence checks as every command

@@ -23,6 +23,7 @@ from .graph import edges
 from .models import Catalog
 from .plan import Plan
 
+
 def _templates() -> Path:
     """templates/ beside generator/ in a checkout (or an editable install); in an installed
     wheel (pre-commit's `language: python`), the same tree shipped as package `nexus_templates`."""
@@ -223,7 +224,13 @@ Area = Callable[[RenderContext], dict[str, str]]
 
 def _areas() -> list[Area]:
     # imported here: each area module imports this one for RenderContext
-    from . import render_docs, render_ecosystem, render_k8s, render_mesh, render_services
+    from . import (
+        render_docs,
+        render_ecosystem,
+        render_k8s,
+        render_mesh,
+        render_services,
+    )
 
     return [render_services.render, render_k8s.render, render_docs.render, render_ecosystem.render, render_mesh.render]
 

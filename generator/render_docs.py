@@ -12,10 +12,18 @@ import posixpath
 import re
 from typing import Any
 
-from .errors import TemplateError
 from . import render_mesh
+from .errors import TemplateError
 from .graph import as_mermaid
-from .render import GENERATED_HEADER, RenderContext, md_cell, md_text, md_line, md_link_text, fence  # noqa: F401 - re-exported for tests
+from .render import (  # noqa: F401 - re-exported for tests
+    GENERATED_HEADER,
+    RenderContext,
+    fence,
+    md_cell,
+    md_line,
+    md_link_text,
+    md_text,
+)
 
 INDEX = "docs/services/README.md"
 

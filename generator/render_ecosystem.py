@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from .load import FAST_LOADER
 from .models import Catalog
 from .render import GENERATED_HEADER, RenderContext
 
@@ -30,9 +31,7 @@ ROOT_INFO = "catalog-info.yaml"
 OUT_DIR = "generated"  # where `nexus generate` writes, relative to the repository root
 
 
-# libyaml's C loader and dumper: the same YAML, about ten times PyYAML's pure-Python speed
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml, as FAST_LOADER
 
 
 def handle(cat: Catalog, team: str) -> str:
@@ -140,7 +139,7 @@ def render(ctx: RenderContext) -> dict[str, str]:
 
 
 def _load_all(text: str) -> list[Any]:
-    return [d for d in yaml.load_all(text, Loader=_LOADER) if d is not None]
+    return [d for d in yaml.load_all(text, Loader=FAST_LOADER) if d is not None]
 
 
 def checks(ctx: RenderContext, files: dict[str, str]) -> list[str]:
