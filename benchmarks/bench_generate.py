@@ -64,9 +64,9 @@ def main() -> None:
     rows.append(("nexus validate", wall([py, "-m", "cli", "validate"], runs)))
 
     # The alternative: the same template rendered once per service by cookiecutter.
-    from generator.catalog import load_catalog
-    from generator.render import RenderContext
-    from generator.render_services import SERVICE_TEMPLATE, service_context
+    from nexus.catalog import load_catalog
+    from nexus.render.context import RenderContext
+    from nexus.render.services import SERVICE_TEMPLATE, service_context
 
     loaded = load_catalog(ROOT / "catalog.yaml")
     ctx = RenderContext(loaded.catalog, loaded.plan)

@@ -23,10 +23,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from generator import k8s_checks, render_k8s  # noqa: E402
-from generator.catalog import load_catalog  # noqa: E402
-from generator.k8s_schema import K8S_VERSION, SchemaValidator  # noqa: E402
-from generator.render import RenderContext, make_env  # noqa: E402
+from nexus.checks import k8s as k8s_checks  # noqa: E402
+from nexus.render import k8s as render_k8s
+from nexus.catalog import load_catalog  # noqa: E402
+from nexus.checks.kubernetes_schema import K8S_VERSION, SchemaValidator  # noqa: E402
+from nexus.render import RenderContext  # noqa: E402
+from nexus.render.context import make_env  # noqa: E402
 
 RUNS = 7
 
@@ -85,10 +87,10 @@ def main() -> None:
         cache = Path(tmp) / "schema-cache.json"
         script = (
             "import sys; sys.path.insert(0, sys.argv[1]); from pathlib import Path\n"
-            "from generator.catalog import load_catalog\nfrom generator.render import RenderContext\n"
-            "from generator import render_k8s, k8s_checks\nfrom generator.k8s_schema import DEFAULT\n"
+            "from nexus.catalog import load_catalog\nfrom nexus.render import RenderContext\n"
+            "from nexus.render import k8s as render_k8s\nfrom nexus.checks import k8s as k8s_checks\nfrom nexus.checks.kubernetes_schema import DEFAULT\n"
             "DEFAULT.load(Path(sys.argv[2]))\nl = load_catalog(Path(sys.argv[1]) / 'catalog.yaml'); ctx = RenderContext(l.catalog, l.plan)\n"
-            "files = render_k8s.render(ctx); assert render_k8s.checks(ctx, files) == []\nDEFAULT.save(Path(sys.argv[2]))\n"
+            "files = render_k8s.render(ctx); assert k8s_checks.run(ctx, files) == []\nDEFAULT.save(Path(sys.argv[2]))\n"
         )
         for label in ("new interpreter, no schema cache", "new interpreter, schema cache file warm"):
             if label.endswith("no schema cache"):

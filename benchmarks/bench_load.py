@@ -34,8 +34,8 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from generator import runstate
-from generator.catalog import load_catalog
+from nexus.local import runstate
+from nexus.catalog import load_catalog
 
 BARE_APP = textwrap.dedent(
     """

@@ -23,7 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from generator import procs, runstate
+from nexus.local import procs
+from nexus.local import runstate
 
 MB = 2**20
 

@@ -2,14 +2,14 @@
 
 The library, in pipeline order (the `nexus` CLI is a thin layer over it)::
 
-    from generator.catalog import load_catalog
-    from generator.generate import generate
+    from nexus.catalog import load_catalog
+    from nexus.generate import generate
 
     loaded = load_catalog("catalog.yaml")   # load + validate: CatalogError lists every problem
     loaded.plan                             # the deployment waves
     result = generate("catalog.yaml")       # render, check, then write generated/
 
 One module per stage: load, validate, plan, render_* (one per output area), check, write.
-Every error raised on purpose is a ``generator.errors.NexusError``. Nothing is imported here,
+Every error raised on purpose is a ``nexus.errors.NexusError``. Nothing is imported here,
 so `nexus validate` pays only for what it uses.
 """

@@ -8,9 +8,11 @@ from pathlib import Path
 
 from . import write
 from .catalog import Loaded, load_catalog
-from .check import check
+from .checks import check
 from .errors import DriftError
-from .render import TEMPLATES, RenderContext, render
+from .render import RenderContext, render
+from .render.context import TEMPLATES
+from .render.services import team_owned
 
 
 @dataclass
@@ -41,13 +43,13 @@ def generate(
     cache = loaded.root / ".nexus" / "cache"  # compiled templates and validated hashes; safe to delete
     target = Path(out) if out is not None else loaded.root / "generated"
     key = None if strict else _inputs_key(loaded, target)
-    if key is not None and _last_key(cache, target) == key and (count := write.untouched(target)) is not None:
+    if key is not None and _last_key(cache, target) == key and (count := write.untouched(target, team_owned)) is not None:
         # same catalog, templates and code as the last run that wrote or checked this tree, and the
         # tree untouched since: rendering again would give the same bytes
         return Result(loaded, target, {}, write.Changes(), [], count)
     ctx = RenderContext(loaded.catalog, loaded.plan, cache=cache / "jinja")  # plan
     files = render(ctx)  # render
-    changes = write.diff(target, files)  # read-only: what differs from the tree on disk
+    changes = write.compare(target, files, team_owned)  # read-only: what differs from the tree on disk
     check(ctx, files, strict=strict, verified=changes.verified, cache=cache)  # check, before any write
     if check_only:
         if not changes.clean:

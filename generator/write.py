@@ -19,10 +19,9 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from .render_services import team_owned
 
 MANIFEST = ".nexus-manifest.json"
 # Caches that tools drop into the tree: neither ours nor the team's, never reported, not carried over.
@@ -88,7 +87,10 @@ def _service_of(path: str) -> str | None:
     return parts[1] if len(parts) > 2 and parts[0] == "services" else None
 
 
-def diff(out: Path, files: dict[str, str]) -> Changes:
+TeamOwned = Callable[[str], bool]  # is this path a team's file? (the service template declares which)
+
+
+def compare(out: Path, files: dict[str, str], team_owned: TeamOwned) -> Changes:
     """Classify every rendered and every existing file. Reads, never writes."""
     recorded = _read_manifest(out)
     disk = _on_disk(out)
@@ -137,7 +139,7 @@ def diff(out: Path, files: dict[str, str]) -> Changes:
     return ch
 
 
-def untouched(out: Path) -> int | None:
+def untouched(out: Path, team_owned: TeamOwned) -> int | None:
     """The number of files, when ``out`` is exactly as the last run left it (every file Nexus
     wrote still has the hash the manifest records, none missing, nothing unknown beside them);
     None otherwise. Reads and hashes, never renders: the fast path of a run with nothing to do."""

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Convert published CRD schemas into the strict JSON Schemas under generator/crd-schemas/.
+"""Convert published CRD schemas into the strict JSON Schemas under generator/checks/crd-schemas/.
 
-Run by hand when a mesh version moves (see generator/crd-schemas/README.md); the output is
+Run by hand when a mesh version moves (see generator/checks/crd-schemas/README.md); the output is
 committed, so generating and testing stay offline. Istio's schemas come from the npm package
 @kubernetes-models/istio, which carries each CRD's openAPIV3Schema as a JavaScript object
 literal (node evaluates it). Usage:
@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-OUT = Path(__file__).resolve().parent.parent / "generator" / "crd-schemas"
+OUT = Path(__file__).resolve().parent.parent / "generator" / "checks" / "crd-schemas"
 ISTIO = {
     ("security.istio.io/v1", "AuthorizationPolicy"),
     ("security.istio.io/v1beta1", "PeerAuthentication"),

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from generator.catalog import Loaded
+from nexus.catalog import Loaded
 
 WAVE = "argocd.argoproj.io/sync-wave"
 

@@ -18,8 +18,9 @@ import httpx
 import yaml
 from conftest import dump, nexus
 
-from generator import procs, runstate
-from generator.generate import generate
+from nexus.local import procs
+from nexus.local import runstate
+from nexus.generate import generate
 
 PORTS = range(20000, 32000)
 

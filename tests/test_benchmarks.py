@@ -10,7 +10,7 @@ import pytest
 import yaml
 from conftest import ROOT
 
-from generator.catalog import load_catalog_text
+from nexus.catalog import load_catalog_text
 
 SYNTH = ROOT / "benchmarks" / "synth.py"
 

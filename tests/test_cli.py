@@ -18,7 +18,7 @@ from broken import CASES, SCHEMA, Case, svc
 from conftest import CATALOG, ROOT, dump, nexus
 from typer.testing import CliRunner, Result
 
-import cli
+from nexus import cli
 
 BAD = ROOT / "tests" / "data" / "bad"
 QUICK = 5  # seconds: the "returns in under a few seconds"

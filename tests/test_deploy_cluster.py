@@ -21,9 +21,9 @@ import yaml
 from typer.testing import CliRunner
 
 from apiserver import FakeApiServer, kubeconfig
-from cli import app
+from nexus.cli import app
 from conftest import MINIMAL, ROOT, dump
-from generator.catalog import load_catalog
+from nexus.catalog import load_catalog
 from overlays import write_overlay
 
 pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl builds the overlays (`kubectl kustomize`) and is not on PATH")
@@ -309,7 +309,7 @@ def real_project(tmp_path: Path):
     """The minimal catalog in a namespace of its own, pods running the pause image; deleted after."""
     from kubernetes import client
 
-    from generator.cluster import connect
+    from nexus.cluster.client import connect
 
     cluster = connect()
     try:
@@ -329,7 +329,7 @@ def test_server_dry_run_on_a_real_cluster(real_project: Path) -> None:
     """The whole overlay passes the server's validation, and nothing is created."""
     from kubernetes import client
 
-    from generator.cluster import connect
+    from nexus.cluster.client import connect
 
     args = ["deploy", "--catalog", str(real_project / "catalog.yaml"), "--overlay", "dev", "--dry-run", "server"]
     result = CliRunner().invoke(app, args)

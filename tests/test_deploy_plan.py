@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cli import app
+from nexus.cli import app
 from conftest import CATALOG, ROOT, MINIMAL, dump
-from generator.catalog import load_catalog
-from generator.deploy import plan_overlay
-from generator.errors import OverlayError
-from generator.overlay import KIND_RANK, build, select
+from nexus.catalog import load_catalog
+from nexus.cluster.deploy import plan_overlay
+from nexus.errors import OverlayError
+from nexus.cluster.overlay import KIND_RANK, build, select
 from overlays import write_overlay
 
 pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl builds the overlays (`kubectl kustomize`) and is not on PATH")

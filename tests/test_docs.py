@@ -16,7 +16,7 @@ import pytest
 import typer
 
 from conftest import ROOT
-from generator.schema_docs import reference_markdown
+from nexus.render.catalog_reference import reference_markdown
 
 DOCS = ROOT / "docs"
 PAGES = sorted(DOCS.rglob("*.md"))
@@ -88,7 +88,7 @@ def test_every_command_example_runs_as_shown(page: Path, copy_of_the_repo: Path)
 
 
 def test_every_command_has_an_example() -> None:
-    import cli
+    from nexus import cli
 
     commands = sorted(typer.main.get_command(cli.app).commands)
     shown = {m for page in PAGES for m in re.findall(r"^(?:\$ )?nexus ([a-z][a-z-]*)", page.read_text(encoding="utf-8"), re.M)}
@@ -96,7 +96,7 @@ def test_every_command_has_an_example() -> None:
 
 
 def test_the_catalog_reference_is_current() -> None:
-    assert (DOCS / "catalog-reference.md").read_text(encoding="utf-8") == reference_markdown(), "run: python -m generator.schema_docs > docs/catalog-reference.md"
+    assert (DOCS / "catalog-reference.md").read_text(encoding="utf-8") == reference_markdown(), "run: python -m nexus.render.catalog_reference > docs/catalog-reference.md"
 
 
 def test_mkdocs_build_strict_passes(tmp_path: Path) -> None:

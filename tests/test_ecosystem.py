@@ -16,9 +16,10 @@ import typer
 import yaml
 
 from conftest import CATALOG, ROOT, dump
-from generator import render_ecosystem
-from generator.catalog import load_catalog, load_catalog_text
-from generator.render import RenderContext, render
+from nexus.checks import ecosystem as ecosystem_checks
+from nexus.render import ecosystem as render_ecosystem
+from nexus.catalog import load_catalog, load_catalog_text
+from nexus.render import RenderContext, render
 
 WORKFLOW = ROOT / ".github" / "workflows" / "nexus.yml"
 HOOKS = ROOT / ".pre-commit-hooks.yaml"
@@ -43,7 +44,7 @@ def test_each_service_is_a_backstage_component_owned_by_its_team(shipped: tuple[
     assert doc["metadata"]["annotations"] == {"nexus.example.com/docs-path": "generated/docs/services/puabo-nuki-order-processor.md"}
     kinds = [d["kind"] for d in yaml.safe_load_all(files["catalog-info.yaml"]) if d]
     assert kinds == ["Location", "System", *["Group"] * 6, *["Resource"] * 3]
-    assert render_ecosystem.checks(ctx, files) == []
+    assert ecosystem_checks.run(ctx, files) == []
 
 
 def test_codeowners_gives_each_service_folder_to_its_team(shipped: tuple[RenderContext, dict[str, str]]) -> None:
@@ -72,7 +73,7 @@ def test_checks_catch_a_wrong_owner_a_missing_dependency_and_a_bad_codeowners_li
     broken["services/kei-ai/catalog-info.yaml"] = files["services/kei-ai/catalog-info.yaml"].replace("group:ai-ml", "group:media")
     broken["services/ai-service/catalog-info.yaml"] = files["services/ai-service/catalog-info.yaml"].replace("  - component:token-mgr\n", "")
     broken["CODEOWNERS"] = files["CODEOWNERS"].replace("/generated/services/glitch/ @nexus-cos/core-platform", "/generated/services/glitch/ @nexus-cos/media # moved")
-    failures = render_ecosystem.checks(ctx, broken)
+    failures = ecosystem_checks.run(ctx, broken)
     assert "kei-ai: services/kei-ai/catalog-info.yaml: owner is 'group:media', the catalog says team ai-ml" in failures
     assert any(f.startswith("ai-service: services/ai-service/catalog-info.yaml: dependsOn") for f in failures)
     assert any(f.startswith("CODEOWNERS:") and "a comment after the owners" in f for f in failures)
@@ -105,7 +106,7 @@ def nexus_invocations(script: str) -> list[list[str]]:
 def parse_with_the_real_cli(args: list[str]) -> None:
     """Let click parse the arguments exactly as `nexus` would, without running the command:
     an unknown command, option or bad value raises a UsageError."""
-    import cli
+    from nexus import cli
 
     group = typer.main.get_command(cli.app)
     ctx = group.make_context("nexus", list(args), resilient_parsing=False)
@@ -169,7 +170,9 @@ def test_a_plain_install_ships_the_templates(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     (wheel,) = (tmp_path / "dist").glob("*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert "nexus_templates/service/cookiecutter.json" in names
-    assert "nexus_templates/service/{{cookiecutter.name}}/{{cookiecutter.package}}/spec.py" in names
-    assert "nexus_templates/runtime/nexus_runtime/app.py" in names
-    assert "generator/render.py" in names and "cli.py" in names
+    assert "nexus/templates/service/cookiecutter.json" in names
+    assert "nexus/templates/service/{{cookiecutter.name}}/{{cookiecutter.package}}/spec.py" in names
+    assert "nexus/templates/runtime/nexus_runtime/app.py" in names
+    assert "nexus/render/context.py" in names and "nexus/cli.py" in names
+    # one top-level import package: nothing named `cli` or `generator` lands in site-packages
+    assert {n.split("/")[0] for n in names if ".dist-info/" not in n} == {"nexus"}

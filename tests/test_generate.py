@@ -15,11 +15,12 @@ import pytest
 import yaml
 
 from conftest import CATALOG, ROOT, dump, nexus
-from generator import write
-from generator.catalog import load_catalog
-from generator.errors import DriftError, HandEditedError, OutputCheckError, TemplateError
-from generator.generate import generate
-from generator.render import RenderContext, render
+from nexus import write
+from nexus.render.services import team_owned
+from nexus.catalog import load_catalog
+from nexus.errors import DriftError, HandEditedError, OutputCheckError, TemplateError
+from nexus.generate import generate
+from nexus.render import RenderContext, render
 
 
 def tree(root: Path) -> dict[str, bytes]:
@@ -183,7 +184,7 @@ def test_a_failed_write_leaves_the_old_tree(project: Path) -> None:
     files["services/auth/README.md"] = "changed\n"
     files["services/gateway/" + "x" * 300] = "a name longer than the file system allows\n"
     with pytest.raises(OSError):
-        write.apply(out, files, write.diff(out, files))
+        write.apply(out, files, write.compare(out, files, team_owned))
     assert tree(out) == before
     assert not list(project.glob(".generated.nexus-*"))
 
@@ -233,7 +234,7 @@ def test_killed_runs_leave_the_old_tree_or_the_new_one(tmp_path: Path, minimal: 
 def test_template_error_names_template_line_and_service(project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import shutil
 
-    from generator import render_services
+    from nexus.render import services as render_services
 
     broken = tmp_path / "tpl"
     shutil.copytree(render_services.SERVICE_TEMPLATE, broken)
@@ -250,7 +251,7 @@ def test_template_error_names_template_line_and_service(project: Path, tmp_path:
 
 def test_failed_output_check_writes_nothing(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A renderer bug (a wrong dependency port) is caught before any file is written."""
-    import generator.generate as pipeline
+    import nexus.generate as pipeline
 
     real_render = pipeline.render
 

@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import CATALOG, MINIMAL, ROOT, dump
-from generator.catalog import load_catalog, load_catalog_text
-from generator.check import parses
-from generator.render import RenderContext, render
+from nexus.catalog import load_catalog, load_catalog_text
+from nexus.checks import parses
+from nexus.render import RenderContext, render
 
 GENERATED = ROOT / "generated"
 

@@ -8,8 +8,8 @@ import re
 import pytest
 from conftest import CATALOG, dump, nexus
 
-from generator.catalog import load_catalog, load_catalog_text
-from generator.graph import as_data, as_dot, as_json, as_mermaid
+from nexus.catalog import load_catalog, load_catalog_text
+from nexus.catalog.graph import as_data, as_dot, as_json, as_mermaid
 
 
 @pytest.fixture

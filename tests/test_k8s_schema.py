@@ -15,10 +15,11 @@ import pytest
 from conftest import CATALOG
 from referencing import Registry, Resource
 
-from generator import k8s_checks, render_k8s
-from generator.catalog import load_catalog
-from generator.k8s_schema import K8S_VERSION, SchemaValidator, schema_dir, schema_file
-from generator.render import RenderContext
+from nexus.checks import k8s as k8s_checks
+from nexus.render import k8s as render_k8s
+from nexus.catalog import load_catalog
+from nexus.checks.kubernetes_schema import K8S_VERSION, SchemaValidator, schema_dir, schema_file
+from nexus.render.context import RenderContext
 
 
 @pytest.fixture(scope="module")

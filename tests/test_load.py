@@ -9,9 +9,9 @@ import pytest
 from broken import at
 from conftest import MINIMAL, dump
 
-from generator import load
-from generator.errors import CatalogError
-from generator.load import load_file, load_text
+from nexus.catalog import load
+from nexus.errors import CatalogError
+from nexus.catalog.load import load_file, load_text
 
 
 def problems_of(text: str) -> list:

@@ -13,11 +13,12 @@ import pytest
 import yaml
 from conftest import CATALOG, dump
 
-from generator import crd_schema, mesh_checks
-from generator.catalog import load_catalog, load_catalog_text
-from generator.errors import CatalogError
-from generator.generate import generate
-from generator.render import RenderContext, render
+from nexus.checks import crd_schema
+from nexus.checks import mesh as mesh_checks
+from nexus.catalog import load_catalog, load_catalog_text
+from nexus.errors import CatalogError
+from nexus.generate import generate
+from nexus.render import RenderContext, render
 
 MESHES = ("istio", "linkerd", "none")
 
@@ -324,7 +325,7 @@ def test_the_control_plane_policy_opens_nothing_else(mesh: str, request: pytest.
 
 
 def test_a_client_never_gives_up_before_the_mesh(istio: tuple[RenderContext, dict[str, str]]) -> None:
-    from generator.models import duration_ms
+    from nexus.catalog.models import duration_ms
 
     ctx, files = istio
     for name, svc in ctx.catalog.services.items():

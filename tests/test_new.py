@@ -18,9 +18,10 @@ import yaml
 from typer.testing import CliRunner
 
 from conftest import CATALOG, ROOT, dump, nexus
-from generator.catalog import load_catalog, load_catalog_text
-from generator.errors import CatalogError, NexusError, RefusedError
-from generator.new import NewService, candidate, entry_lines, insert_entry, next_port, parse_depends_on, scalar
+from nexus.catalog import load_catalog, load_catalog_text
+from nexus.errors import CatalogError, NexusError, RefusedError
+from nexus.authoring.new import NewService, candidate, entry_lines, insert_entry, parse_depends_on, scalar
+from nexus.catalog.ports import next_port
 
 
 def tree(root: Path) -> dict[str, bytes]:
@@ -164,7 +165,7 @@ def test_new_then_validate_and_generate_check_in_a_fresh_clone(tmp_path: Path) -
 
 
 def test_missing_arguments_are_asked_for(tmp_path: Path, minimal: dict) -> None:
-    import cli
+    from nexus import cli
 
     (tmp_path / "catalog.yaml").write_text(dump(minimal))
     answers = "tickets\nnope\nplatform\ncore\n\nauth\nSells tickets\n\n"

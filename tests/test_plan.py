@@ -10,8 +10,8 @@ import yaml
 from broken import add_service
 from conftest import CATALOG, dump, nexus
 
-from generator.catalog import load_catalog, load_catalog_text
-from generator.plan import Plan
+from nexus.catalog import load_catalog, load_catalog_text
+from nexus.catalog.plan import Plan
 
 
 def plan_of(data: dict) -> Plan:

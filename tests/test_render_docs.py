@@ -14,13 +14,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import CATALOG, ROOT, dump
-from generator import render_docs
-from generator.catalog import load_catalog, load_catalog_text
-from generator.errors import TemplateError
-from generator.models import Catalog
-from generator.plan import plan
-from generator.render import RenderContext, md_cell, md_text, pkg
-from generator.render_docs import INDEX, broken_links, cells, checks, md_line, prose_lines, render
+from nexus.checks import docs as docs_checks
+from nexus.render import docs as render_docs
+from nexus.catalog import load_catalog, load_catalog_text
+from nexus.errors import TemplateError
+from nexus.catalog.models import Catalog
+from nexus.catalog.plan import plan
+from nexus.catalog.naming import pkg
+from nexus.render import RenderContext
+from nexus.render.text import md_cell, md_line, md_text
+from nexus.checks.docs import broken_links, cells, prose_lines
+from nexus.checks.docs import run as checks
+from nexus.render.docs import INDEX, render
 
 SPEC = ROOT.parent / "shared" / "spec" / "services-index.md"
 
@@ -137,7 +142,7 @@ def test_the_shipped_docs_parse_as_we_read_them(shipped: Any) -> None:
 
 def test_every_relative_link_resolves(shipped: Any) -> None:
     ctx, files = shipped
-    links = sum(len(render_docs._LINK.findall(line)) for text in files.values() for _, line in render_docs.prose_lines(text))
+    links = sum(len(docs_checks._LINK.findall(line)) for text in files.values() for _, line in docs_checks.prose_lines(text))
     assert links > 43 * 10  # the link parser really sees the links
     assert broken_links(files) == []
     assert checks(ctx, files) == []
@@ -369,7 +374,7 @@ def test_any_text_renders_with_whole_table_rows(minimal: dict[str, Any], descrip
     cat = Catalog.model_validate(minimal)
     ctx = RenderContext(cat, plan(cat))
     files = render(ctx)
-    assert render_docs.index_rows(ctx, files) == []
+    assert docs_checks.index_rows(ctx, files) == []
     for path, text in files.items():
         for rows in tables(text):
             assert {len(cells(r)) for r in rows} == {len(cells(rows[0]))}, (path, rows)

@@ -15,10 +15,12 @@ from conftest import CATALOG, dump
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from generator import k8s_checks, render_k8s, render_mesh
-from generator.catalog import load_catalog, load_catalog_text
-from generator.graph import edges
-from generator.render import RenderContext
+from nexus.checks import k8s as k8s_checks
+from nexus.render import k8s as render_k8s
+from nexus.render import mesh as render_mesh
+from nexus.catalog import load_catalog, load_catalog_text
+from nexus.catalog.graph import edges
+from nexus.render.context import RenderContext
 
 KUBECTL = shutil.which("kubectl")
 OVERLAYS = ("dev", "staging", "prod")
@@ -115,7 +117,7 @@ def test_every_overlay_builds_and_passes_the_strict_schemas(built: dict[str, lis
     import jsonschema
     from referencing import Registry, Resource
 
-    from generator.k8s_schema import schema_dir, schema_file
+    from nexus.checks.kubernetes_schema import schema_dir, schema_file
 
     # kubernetes_validate.validate()'s own construction, with the validator kept per kind
     folder = schema_dir("1.32")
@@ -283,8 +285,8 @@ def test_network_policies_allow_exactly_the_catalog_edges(built: dict[str, list[
 
 def test_checks_pass_on_the_shipped_catalog(shipped: tuple[RenderContext, dict[str, str]]) -> None:
     ctx, files = shipped
-    assert render_k8s.checks(ctx, files) == []
-    assert render_k8s.checks(ctx, files, strict_schema=False) == []
+    assert k8s_checks.run(ctx, files) == []
+    assert k8s_checks.run(ctx, files, strict_schema=False) == []
 
 
 SVC = "k8s/base/services/{}.yaml"
@@ -322,7 +324,7 @@ BREAKAGES = {
 def test_each_check_fires_and_names_the_service_and_file(case: str, shipped: tuple[RenderContext, dict[str, str]]) -> None:
     ctx, files = shipped
     service, old, new, expected = BREAKAGES[case]
-    failures = render_k8s.checks(ctx, _break(files, service, old, new))
+    failures = k8s_checks.run(ctx, _break(files, service, old, new))
     assert any(expected in f for f in failures), failures
     hit = [f for f in failures if expected in f][0]
     assert hit.split(": ")[:2][1] in ctx.catalog.services and hit.startswith("k8s/base/services/"), hit
@@ -331,22 +333,22 @@ def test_each_check_fires_and_names_the_service_and_file(case: str, shipped: tup
 def test_the_flow_check_fires_when_policy_blocks_a_hop(shipped: tuple[RenderContext, dict[str, str]]) -> None:
     ctx, files = shipped
     broken = _break(files, "session-mgr", '              app.kubernetes.io/name: "user-auth"\n', '              app.kubernetes.io/name: "glitch"\n')
-    failures = render_k8s.checks(ctx, broken)
+    failures = k8s_checks.run(ctx, broken)
     assert f"{SVC.format('user-auth')}: user-auth: flow authentication hop user-auth -> session-mgr: not allowed by the NetworkPolicies" in failures
 
 
 def test_a_missing_default_deny_and_a_broad_peer_are_failures(shipped: tuple[RenderContext, dict[str, str]]) -> None:
     ctx, files = shipped
     no_deny = {p: t for p, t in files.items() if p != "k8s/base/default-deny.yaml"}
-    assert any("no default-deny NetworkPolicy" in f for f in render_k8s.checks(ctx, no_deny, strict_schema=False))
+    assert any("no default-deny NetworkPolicy" in f for f in k8s_checks.run(ctx, no_deny, strict_schema=False))
     broad = _break(files, "kei-ai", '        - podSelector:\n            matchLabels:\n              app.kubernetes.io/name: "ai-service"\n', "        - podSelector: {}\n")
-    assert any("kei-ai: NetworkPolicy kei-ai: ingress peer {'podSelector': {}} is broader than a catalog edge" in f for f in render_k8s.checks(ctx, broad, strict_schema=False))
+    assert any("kei-ai: NetworkPolicy kei-ai: ingress peer {'podSelector': {}} is broader than a catalog edge" in f for f in k8s_checks.run(ctx, broad, strict_schema=False))
 
 
 def test_egress_to_the_internet_must_keep_the_private_ranges_closed(shipped: tuple[RenderContext, dict[str, str]]) -> None:
     ctx, files = shipped
     broken = _break(files, "streamcore", '              - "10.0.0.0/8"\n', "")
-    failures = render_k8s.checks(ctx, broken, strict_schema=False)
+    failures = k8s_checks.run(ctx, broken, strict_schema=False)
     assert any(f.startswith(f"{SVC.format('streamcore')}: streamcore: NetworkPolicy streamcore: egress peer {{'ipBlock'") for f in failures), failures
 
 
@@ -354,7 +356,7 @@ def test_replicas_and_a_root_pod_are_failures(shipped: tuple[RenderContext, dict
     ctx, files = shipped
     broken = _break(files, "glitch", "  revisionHistoryLimit: 5\n", "  replicas: 3\n  revisionHistoryLimit: 5\n")
     broken = _break(broken, "glitch", "            allowPrivilegeEscalation: false", "            allowPrivilegeEscalation: true")
-    failures = render_k8s.checks(ctx, broken, strict_schema=False)
+    failures = k8s_checks.run(ctx, broken, strict_schema=False)
     assert f"{SVC.format('glitch')}: glitch: Deployment sets replicas, but its HorizontalPodAutoscaler owns the count" in failures
     assert any("glitch: container securityContext.allowPrivilegeEscalation must be False" in f for f in failures)
 
@@ -363,20 +365,20 @@ def test_kustomizations_that_miss_a_file_or_patch_a_missing_object_are_failures(
     ctx, files = shipped
     base = "k8s/base/kustomization.yaml"
     unlisted = {**files, base: files[base].replace('  - "services/glitch.yaml"\n', "")}
-    assert f"{base}: platform: does not list k8s/base/services/glitch.yaml" in render_k8s.checks(ctx, unlisted, strict_schema=False)
+    assert f"{base}: platform: does not list k8s/base/services/glitch.yaml" in k8s_checks.run(ctx, unlisted, strict_schema=False)
     patch = "k8s/overlays/dev/autoscaling-patch.yaml"
     glitch = 'name: "glitch"\n  namespace: "nexus-cos"\nspec:\n  minReplicas: 1\n  maxReplicas: 2\n'
     assert glitch in files[patch]
     stray = {**files, patch: files[patch].replace(glitch, glitch.replace("glitch", "glitch-v2"))}
-    assert f"{patch}: glitch-v2: patches HorizontalPodAutoscaler glitch-v2, which the base does not have" in render_k8s.checks(ctx, stray, strict_schema=False)
+    assert f"{patch}: glitch-v2: patches HorizontalPodAutoscaler glitch-v2, which the base does not have" in k8s_checks.run(ctx, stray, strict_schema=False)
     inverted = {**files, patch: files[patch].replace(glitch, glitch.replace("maxReplicas: 2", "maxReplicas: 0"))}
-    assert render_k8s.checks(ctx, inverted, strict_schema=False) == [f"{patch}: glitch: minReplicas 1 is not between 1 and maxReplicas 0"]
+    assert k8s_checks.run(ctx, inverted, strict_schema=False) == [f"{patch}: glitch: minReplicas 1 is not between 1 and maxReplicas 0"]
 
 
 def test_unparsable_yaml_is_a_failure_not_a_crash(shipped: tuple[RenderContext, dict[str, str]]) -> None:
     ctx, files = shipped
     broken = _break(files, "scheduler", "kind: Service\n", "kind: [Service\n")
-    assert any(f.startswith(f"{SVC.format('scheduler')}: scheduler: does not parse") for f in render_k8s.checks(ctx, broken))
+    assert any(f.startswith(f"{SVC.format('scheduler')}: scheduler: does not parse") for f in k8s_checks.run(ctx, broken))
 
 
 # -- catalog rules on small catalogs -------------------------------------------------------------
@@ -384,7 +386,7 @@ def test_unparsable_yaml_is_a_failure_not_a_crash(shipped: tuple[RenderContext, 
 
 def test_the_minimal_catalog_renders_checks_and_builds(minimal: dict[str, Any], tmp_path: Path) -> None:
     ctx, files = render(load_catalog_text(dump(minimal)))
-    assert render_k8s.checks(ctx, files) == []
+    assert k8s_checks.run(ctx, files) == []
     if KUBECTL:
         built = kustomize(write(files, tmp_path))
         assert {d["metadata"]["name"] for d in built["prod"] if d["kind"] == "Deployment"} == {"gateway", "auth", "media"}
@@ -400,7 +402,7 @@ def test_catalog_autoscaling_and_resources_overrides_reach_the_manifests(minimal
     assert docs[("Deployment", "media")]["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"] == {"cpu": "1", "memory": "1Gi"}
     dev = [d for d in k8s_checks.documents("p", files["k8s/overlays/dev/resources-patch.yaml"]) if d.name == "media"][0].data
     assert dev["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"] == {"cpu": "500m", "memory": "512Mi"}
-    assert render_k8s.checks(ctx, files) == []
+    assert k8s_checks.run(ctx, files) == []
 
 
 @pytest.mark.parametrize(
@@ -445,7 +447,7 @@ def _description_survives(minimal: dict[str, Any], text: str) -> None:
         deployment = list(yaml.load_all(files[SVC.format("auth")], Loader=loader))[3]
         assert deployment["kind"] == "Deployment"
         assert deployment["metadata"]["annotations"]["nexus.dev/description"] == text
-    assert render_k8s.checks(ctx, files) == []
+    assert k8s_checks.run(ctx, files) == []
 
 
 def test_a_nasty_description_survives_intact_and_valid(minimal: dict[str, Any]) -> None:

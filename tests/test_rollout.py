@@ -25,8 +25,8 @@ from kubernetes.client import (
     V1PodTemplateSpec,
 )
 
-from generator.drift import differences
-from generator.rollout import AVAILABLE, FAILED, PROGRESSING, describe_pods, rollout_of, wait
+from nexus.cluster.drift import differences
+from nexus.cluster.rollout import AVAILABLE, FAILED, PROGRESSING, describe_pods, rollout_of, wait
 
 
 def deployment(

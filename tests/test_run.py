@@ -20,7 +20,8 @@ from running import (
     write_platform,
 )
 
-from generator import procs, runstate
+from nexus.local import procs
+from nexus.local import runstate
 
 MODES = ["embedded", "process"]
 

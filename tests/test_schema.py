@@ -8,7 +8,7 @@ import pytest
 import yaml
 from conftest import CATALOG, ROOT, nexus
 
-from generator.schema import schema_json
+from nexus.catalog.json_schema import schema_json
 
 COMMITTED = ROOT / "generated" / "catalog.schema.json"
 

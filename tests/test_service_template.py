@@ -13,9 +13,9 @@ import yaml
 from cookiecutter.main import cookiecutter
 
 from conftest import CATALOG, ROOT
-from generator import render_services
-from generator.catalog import load_catalog
-from generator.render import RenderContext
+from nexus.render import services as render_services
+from nexus.catalog import load_catalog
+from nexus.render.context import RenderContext
 
 TEMPLATE = ROOT / "templates" / "service"
 GENERATED = ROOT / "generated"

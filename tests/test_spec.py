@@ -13,7 +13,7 @@ import pytest
 import yaml
 from conftest import CATALOG, ROOT, nexus
 
-from generator.catalog import load_catalog
+from nexus.catalog import load_catalog
 
 CANDIDATES = [ROOT.parent / "shared" / "spec" / "services-index.md", ROOT / ".." / "shared" / "spec" / "services-index.md"]
 SPEC = next((p for p in CANDIDATES if p.is_file()), None)

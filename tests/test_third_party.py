@@ -15,7 +15,7 @@ import pytest
 import yaml
 from conftest import CATALOG, dump
 
-from generator.generate import generate
+from nexus.generate import generate
 
 OVERLAYS = ("dev", "staging", "prod")
 

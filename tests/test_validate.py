@@ -9,8 +9,8 @@ import pytest
 from broken import CASES, GRAPH, SCHEMA, Case, add_service, at, rename, svc
 from conftest import CATALOG, dump
 
-from generator.catalog import load_catalog, load_catalog_text
-from generator.errors import CatalogError, Problem
+from nexus.catalog import load_catalog, load_catalog_text
+from nexus.errors import CatalogError, Problem
 
 
 def problems_of(text: str) -> list[Problem]:
@@ -206,8 +206,8 @@ def test_a_platform_level_schema_error_still_stops_before_the_graph_pass(minimal
 
 def test_no_file_position_without_source(minimal):
     # the graph pass also works on a Catalog built in Python, without positions
-    from generator.models import Catalog
-    from generator.validate import check_graph
+    from nexus.catalog.models import Catalog
+    from nexus.catalog.validate import check_graph
 
     svc(minimal, "auth")["team"] = "nobody"
     problems = check_graph(Catalog.model_validate(minimal))

@@ -10,8 +10,8 @@ import yaml
 from conftest import CATALOG, nexus
 from running import platform, write_platform
 
-from generator.catalog import load_catalog
-from generator.graph import relays
+from nexus.catalog import load_catalog
+from nexus.catalog.graph import relays
 
 
 def _report(catalog, *args):

@@ -1,31 +1,20 @@
 """Jinja filters of the service template, shared by cookiecutter and `nexus generate`.
 
 Cookiecutter loads this file through `_extensions` in cookiecutter.json; Nexus loads the same
-file, so both render the template with the same filters and produce the same bytes.
+file, so both render the template with the same filters and produce the same bytes. The naming
+and quoting rules themselves are Nexus's own (one source: nexus.catalog.naming,
+nexus.render.text), so a service is named the same in its code, its manifests and its docs.
 """
 
 from __future__ import annotations
 
-import json
+from collections.abc import Mapping
+from typing import Any
 
-from jinja2 import Environment
+from jinja2 import Environment, Template
 from jinja2.ext import Extension
-
-
-def py_str(value: object) -> str:
-    """A Python string literal for any text (quotes, braces, newlines, non-ASCII)."""
-    return json.dumps(str(value), ensure_ascii=False)
-
-
-def pkg(name: object) -> str:
-    """The Python package of a service: a DNS label with '-' as '_', never starting with a digit."""
-    ident = str(name).replace("-", "_")
-    return ident if ident[:1].isalpha() else f"svc_{ident}"
-
-
-def env_name(name: object) -> str:
-    """The environment variable stem of a service name: user-auth -> USER_AUTH."""
-    return pkg(name).upper()
+from nexus.catalog.naming import env_name, pkg
+from nexus.render.text import py_str
 
 
 def one_line(value: object) -> str:
@@ -38,7 +27,13 @@ def md_quote(value: object) -> str:
     return "\n".join(f"> {line}".rstrip() for line in str(value).splitlines() or [""])
 
 
-FILTERS = {"py_str": py_str, "pkg": pkg, "env_name": env_name, "one_line": one_line, "md_quote": md_quote}
+def team_files(cookiecutter: Mapping[str, Any]) -> list[str]:
+    """The files of this service that belong to its team (cookiecutter.json's `_team_owned`,
+    template paths), as paths inside the service's folder."""
+    return [Template(path).render(cookiecutter=cookiecutter) for path in cookiecutter["_team_owned"]]
+
+
+FILTERS = {"py_str": py_str, "pkg": pkg, "env_name": env_name, "one_line": one_line, "md_quote": md_quote, "team_files": team_files}
 
 
 class NexusFilters(Extension):

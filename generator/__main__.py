@@ -1,0 +1,5 @@
+"""`python -m nexus`: the `nexus` command."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,216 @@
+"""`nexus diff`: what a catalog change does, as a reviewer wants to see it on a pull request.
+
+The base catalog is read from git (`git show REF:./catalog.yaml`), both catalogs are validated
+and rendered with this checkout's templates, and the two are compared as data: services, ports,
+edges with the teams on both sides, the connections the network policy allows, and the
+generated files that would change. `as_markdown` is the PR comment, `as_dict` the JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..catalog import Loaded, load_catalog, load_catalog_text
+from ..errors import DiffError
+from ..render import RenderContext, render
+from ..render.services import team_owned
+from ..render.text import md_cell
+
+# Fields of a service compared one by one (port, edges and the stage are reported on their own).
+_FIELDS = ("category", "team", "description", "uses", "externals", "session_affinity", "websocket", "autoscaling", "resources")
+
+
+@dataclass
+class CatalogDiff:
+    base: str
+    services_added: list[dict[str, Any]] = field(default_factory=list)
+    services_removed: list[dict[str, Any]] = field(default_factory=list)
+    ports_changed: list[dict[str, Any]] = field(default_factory=list)
+    services_changed: list[dict[str, Any]] = field(default_factory=list)
+    edges_added: list[dict[str, Any]] = field(default_factory=list)
+    edges_removed: list[dict[str, Any]] = field(default_factory=list)
+    edges_changed: list[dict[str, Any]] = field(default_factory=list)
+    allowed_added: list[dict[str, str]] = field(default_factory=list)
+    allowed_removed: list[dict[str, str]] = field(default_factory=list)
+    sections_changed: list[str] = field(default_factory=list)
+    files: dict[str, list[str]] = field(default_factory=lambda: {"added": [], "changed": [], "removed": []})
+
+    @property
+    def empty(self) -> bool:
+        return not any(v for k, v in asdict(self).items() if k not in ("base", "files")) and not any(self.files.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "cross_team_edges_added": [e for e in self.edges_added if e["cross_team"]]}
+
+
+def read_base(ref: str, catalog: str | Path) -> str:
+    """The catalog file as it is at git ``ref``."""
+    path = Path(catalog).resolve()
+    try:
+        result = subprocess.run(["git", "show", f"{ref}:./{path.name}"], cwd=path.parent, capture_output=True, timeout=60)
+    except FileNotFoundError as exc:
+        raise DiffError("git is not installed; nexus diff reads the base catalog with `git show`") from exc
+    if result.returncode != 0:
+        reason = (result.stderr.decode("utf-8", "replace").strip().splitlines() or ["git show failed"])[-1]
+        raise DiffError(f"cannot read {path.name} at '{ref}': {reason.removeprefix('fatal: ')} (pass --base with a branch, tag or commit that has the catalog)")
+    try:
+        return result.stdout.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as exc:
+        raise DiffError(f"{path.name} at '{ref}' is not UTF-8") from exc
+
+
+def _service_row(loaded: Loaded, name: str) -> dict[str, Any]:
+    svc = loaded.catalog.services[name]
+    return {"name": name, "port": svc.port, "team": svc.team, "category": svc.category, "stage": loaded.plan.stage_of[name]}
+
+
+def _edges(loaded: Loaded) -> dict[tuple[str, str], str]:
+    return {(name, dep): e.kind for name, s in loaded.catalog.services.items() for dep, e in s.depends_on.items()}
+
+
+def allowed(loaded: Loaded) -> dict[tuple[str, str], str]:
+    """Every connection the network policy allows, with the catalog entry that allows it:
+    each edge, each service's infrastructure, outside -> the gateway, and declared externals."""
+    cat = loaded.catalog
+    pairs: dict[tuple[str, str], str] = {pair: "depends_on" for pair in _edges(loaded)}
+    for name, svc in cat.services.items():
+        pairs.update({(name, comp): "uses" for comp in svc.uses})
+        pairs.update({(name, f"external:{ext}"): "externals" for ext in svc.externals})
+    pairs[("outside", cat.platform.gateway)] = "gateway"
+    return pairs
+
+
+def _edge_row(loaded: Loaded, source: str, target: str, kind: str) -> dict[str, Any]:
+    teams = loaded.catalog.services
+    a, b = teams[source].team, teams[target].team
+    return {"source": source, "target": target, "kind": kind, "source_team": a, "target_team": b, "cross_team": a != b}
+
+
+def _files(before: dict[str, str], after: dict[str, str]) -> dict[str, list[str]]:
+    return {
+        "added": sorted(set(after) - set(before)),
+        # a team-owned file that exists is never rewritten by generate, whatever it would render
+        "changed": sorted(p for p in set(after) & set(before) if after[p] != before[p] and not team_owned(p)),
+        "removed": sorted(set(before) - set(after)),
+    }
+
+
+def compare(base: Loaded, head: Loaded, base_ref: str, *, cache: Path | None = None) -> CatalogDiff:
+    """Everything that differs between two validated catalogs."""
+    d = CatalogDiff(base=base_ref)
+    old, new = base.catalog.services, head.catalog.services
+    d.services_added = [_service_row(head, n) for n in sorted(set(new) - set(old))]
+    d.services_removed = [_service_row(base, n) for n in sorted(set(old) - set(new))]
+    for name in sorted(set(old) & set(new)):
+        if old[name].port != new[name].port:
+            d.ports_changed.append({"name": name, "before": old[name].port, "after": new[name].port})
+        before = {f: _plain(getattr(old[name], f)) for f in _FIELDS} | {"stage": base.plan.stage_of[name]}
+        after = {f: _plain(getattr(new[name], f)) for f in _FIELDS} | {"stage": head.plan.stage_of[name]}
+        d.services_changed.extend({"name": name, "field": f, "before": before[f], "after": after[f]} for f in before if before[f] != after[f])
+
+    e_old, e_new = _edges(base), _edges(head)
+    d.edges_added = [_edge_row(head, *pair, e_new[pair]) for pair in sorted(set(e_new) - set(e_old))]
+    d.edges_removed = [_edge_row(base, *pair, e_old[pair]) for pair in sorted(set(e_old) - set(e_new))]
+    d.edges_changed = [{**_edge_row(head, *pair, e_new[pair]), "before": e_old[pair]} for pair in sorted(set(e_old) & set(e_new)) if e_old[pair] != e_new[pair]]
+
+    a_old, a_new = allowed(base), allowed(head)
+    d.allowed_added = [{"source": s, "target": t, "because": a_new[(s, t)]} for s, t in sorted(set(a_new) - set(a_old))]
+    d.allowed_removed = [{"source": s, "target": t, "because": a_old[(s, t)]} for s, t in sorted(set(a_old) - set(a_new))]
+
+    b_data = base.catalog.model_dump(by_alias=True, exclude={"services"})
+    h_data = head.catalog.model_dump(by_alias=True, exclude={"services"})
+    d.sections_changed = sorted(k for k in b_data.keys() | h_data.keys() if b_data.get(k) != h_data.get(k))
+
+    d.files = _files(render(RenderContext(base.catalog, base.plan, cache=cache)), render(RenderContext(head.catalog, head.plan, cache=cache)))
+    return d
+
+
+def _plain(value: Any) -> Any:
+    return value.model_dump(by_alias=True) if hasattr(value, "model_dump") else value
+
+
+def diff(catalog: str | Path = "catalog.yaml", base: str = "HEAD") -> CatalogDiff:
+    """Compare the catalog file with the same file at git ref ``base``."""
+    head = load_catalog(catalog)
+    base_loaded = load_catalog_text(read_base(base, catalog), f"{base}:{Path(catalog).name}")
+    return compare(base_loaded, head, base, cache=head.root / ".nexus" / "cache" / "jinja")
+
+
+# -- output ---------------------------------------------------------------------------------------
+
+
+def as_json(d: CatalogDiff) -> str:
+    return json.dumps(d.as_dict(), indent=2, ensure_ascii=False) + "\n"
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, (dict, list)):
+        value = json.dumps(value, sort_keys=True, ensure_ascii=False)
+    return md_cell(value)
+
+
+def as_markdown(d: CatalogDiff, *, max_files: int = 200) -> str:
+    """The diff as a pull-request comment: a summary line, then one table per kind of change."""
+    cross = [e for e in d.edges_added if e["cross_team"]]
+    files = d.files
+    n_files = sum(len(v) for v in files.values())
+    out = [f"## nexus diff against `{d.base}`", ""]
+    if d.empty:
+        out += ["No change to the catalog's services, edges or policy, and no generated file would change.", ""]
+        return "\n".join(out)
+    out += [
+        "**"
+        + "; ".join([
+            f"{_plural(len(d.services_added), 'service')} added, {len(d.services_removed)} removed, {_plural(len(d.ports_changed), 'port')} changed",
+            f"{_plural(len(d.edges_added), 'edge')} added ({len(cross)} cross-team), {len(d.edges_removed)} removed",
+            f"{_plural(len(d.allowed_added), 'connection')} newly allowed, {len(d.allowed_removed)} no longer allowed",
+            f"{_plural(n_files, 'generated file')} would change",
+        ])
+        + ".**",
+        "",
+    ]
+    if cross:
+        out += ["> [!WARNING]", "> New cross-team dependencies: the called team should review.", *(f"> - `{e['source']}` ({e['source_team']}) → `{e['target']}` ({e['target_team']}), {e['kind']}" for e in cross), ""]
+    if d.services_added or d.services_removed:
+        out += ["### Services", "", "| | Service | Port | Team | Category | Stage |", "|---|---|---|---|---|---|"]
+        for change, rows in (("added", d.services_added), ("removed", d.services_removed)):
+            out += [f"| {change} | `{r['name']}` | {r['port']} | {r['team']} | {r['category']} | {r['stage']} |" for r in rows]
+        out.append("")
+    if d.ports_changed:
+        out += ["### Ports changed", "", "| Service | Before | After |", "|---|---|---|", *(f"| `{r['name']}` | {r['before']} | {r['after']} |" for r in d.ports_changed), ""]
+    if d.services_changed:
+        out += ["### Other service changes", "", "| Service | Field | Before | After |", "|---|---|---|---|"]
+        out += [f"| `{r['name']}` | {r['field']} | {_cell(r['before'])} | {_cell(r['after'])} |" for r in d.services_changed]
+        out.append("")
+    if d.edges_added or d.edges_removed or d.edges_changed:
+        out += ["### Dependencies", "", "| | Caller (team) | Callee (team) | Kind | |", "|---|---|---|---|---|"]
+        for change, rows in (("added", d.edges_added), ("removed", d.edges_removed), ("kind changed", d.edges_changed)):
+            for e in rows:
+                kind = f"{e['before']} → {e['kind']}" if "before" in e else e["kind"]
+                flag = "**cross-team**" if e["cross_team"] else ""
+                out.append(f"| {change} | `{e['source']}` ({e['source_team']}) | `{e['target']}` ({e['target_team']}) | {kind} | {flag} |")
+        out.append("")
+    if d.allowed_added or d.allowed_removed:
+        out += ["### Who may call whom (network policy)", "", "| | From | To | Because of |", "|---|---|---|---|"]
+        for change, rows in (("newly allowed", d.allowed_added), ("no longer allowed", d.allowed_removed)):
+            out += [f"| {change} | `{r['source']}` | `{r['target']}` | {r['because']} |" for r in rows]
+        out.append("")
+    if d.sections_changed:
+        out += ["### Other catalog sections changed", "", ", ".join(f"`{s}`" for s in d.sections_changed), ""]
+    if n_files:
+        out += [f"### Generated files ({len(files['added'])} added, {len(files['changed'])} changed, {len(files['removed'])} removed)", ""]
+        out += ["Rendered from both catalogs with this checkout's templates.", "", "<details><summary>Files</summary>", ""]
+        listed = [(change, p) for change in ("added", "changed", "removed") for p in files[change]]
+        out += [f"- {change}: `{p}`" for change, p in listed[:max_files]]
+        if len(listed) > max_files:
+            out.append(f"- ... and {len(listed) - max_files} more (`nexus diff --json` lists them all)")
+        out += ["", "</details>", ""]
+    return "\n".join(out)

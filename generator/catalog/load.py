@@ -1,0 +1,258 @@
+"""Load stage: catalog bytes -> plain Python data plus the source position of every key.
+
+PyYAML's own constructor loses positions, silently keeps the last of two duplicate keys,
+recurses (a document nested a few thousand levels deep crashes it, and libyaml's C
+composer segfaults at ~50,000), and expands aliases without limit ("billion laughs").
+So we build the data here from libyaml's *event* stream, which is flat: one pass,
+no recursion, positions recorded, duplicates and bombs refused. Scalar typing (int,
+bool, null...) is still PyYAML's own resolver and constructor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import CatalogError, Problem
+
+MAX_BYTES = 16 * 1024 * 1024  # a 10,000-service catalog is ~3 MB; anything near this is a mistake
+MAX_DEPTH = 64  # the catalog's deepest real path is ~6 levels
+MAX_EXPANDED_NODES = 5_000_000  # aliases may share structure, but not multiply it without bound
+
+# libyaml's C loader where PyYAML was built with it: the same YAML, about ten times faster.
+# Every module that reads YAML uses this one.
+FAST_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_resolver = yaml.resolver.Resolver()
+_constructor = yaml.constructor.SafeConstructor()
+_STR = yaml.resolver.Resolver.DEFAULT_SCALAR_TAG
+
+Path_ = tuple[str | int, ...]
+
+
+@dataclass
+class Source:
+    """The loaded document and where each of its parts came from."""
+
+    data: Any
+    file: str
+    text: str
+    # path -> (line, col) of the value at that path (1-based); keys map to their key token
+    values: dict[Path_, tuple[int, int]] = field(default_factory=dict)
+    keys: dict[Path_, tuple[int, int]] = field(default_factory=dict)
+
+    def where(self, path: Path_) -> tuple[int, int]:
+        """Position of the value at ``path``, else of the nearest enclosing part we know."""
+        for n in range(len(path), -1, -1):
+            sub = tuple(path[:n])
+            if sub in self.values:
+                return self.values[sub]
+        return (1, 1)
+
+    def where_key(self, path: Path_) -> tuple[int, int]:
+        return self.keys.get(tuple(path)) or self.where(path)
+
+    def problem(self, path: Path_, message: str, *, key: bool = False) -> Problem:
+        line, col = self.where_key(path) if key else self.where(path)
+        return Problem(line, col, dotted(path), message, file=self.file)
+
+
+def dotted(path: Path_) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+@dataclass
+class _Frame:
+    container: Any
+    path: Path_
+    anchor: str | None
+    mark: tuple[int, int]  # where the container starts
+    pending_key: Any = None
+    key_mark: tuple[int, int] | None = None
+    has_key: bool = False
+    size: int = 1
+
+
+def _mark(event: yaml.Event) -> tuple[int, int]:
+    return (event.start_mark.line + 1, event.start_mark.column + 1)
+
+
+def _scalar(event: yaml.ScalarEvent) -> Any:
+    tag = event.tag
+    if tag is None or tag == "!":
+        tag = _resolver.resolve(yaml.ScalarNode, event.value, event.implicit)
+    if tag == _STR:
+        # Most scalars are text, and for text PyYAML's constructor returns the value unchanged;
+        # skipping it halves the load time of a large catalog.
+        return event.value
+    node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
+    try:
+        return _constructor.construct_object(node, deep=True)
+    except (ValueError, KeyError, ArithmeticError) as exc:
+        # PyYAML's scalar constructors let plain Python errors out (`!!int abc`, `2001-02-30`,
+        # a 5,000-digit number); make them located YAML errors like the parser's own.
+        shown = event.value if len(event.value) <= 40 else event.value[:37] + "..."
+        short = tag.replace("tag:yaml.org,2002:", "!!")
+        raise yaml.constructor.ConstructorError(None, None, f"'{shown}' is not a valid {short} ({exc}); quote it if it is meant as text", event.start_mark) from exc
+    finally:
+        # the constructor memoises every node it builds; ours are throw-away, so do not keep them
+        _constructor.constructed_objects.clear()
+
+
+def load_text(text: str, file: str = "catalog.yaml") -> Source:
+    """Build the document from YAML text. Raises CatalogError for anything unusable."""
+    src = Source(data=None, file=file, text=text)
+    problems: list[Problem] = []
+    anchors: dict[str, tuple[Any, int]] = {}
+    stack: list[_Frame] = []
+    expanded = 0
+    documents = 0
+
+    def fail(mark: tuple[int, int], path: Path_, message: str) -> CatalogError:
+        return CatalogError([*problems, Problem(mark[0], mark[1], dotted(path), message, file=file)])
+
+    def attach(value: Any, mark: tuple[int, int], size: int, new: int | None = None) -> Path_ | None:
+        """Put a finished value into the enclosing container; return its path, None for a key.
+
+        ``size`` is the node count of the value (what an alias to it would expand to); ``new``
+        is how many of those nodes are counted here for the first time, when not all of them.
+        """
+        nonlocal expanded
+        expanded += size if new is None else new
+        if expanded > MAX_EXPANDED_NODES:
+            raise fail(mark, stack[-1].path if stack else (), "aliases expand to more than 5,000,000 nodes (a YAML alias bomb?); write the data out instead of nesting aliases")
+        if not stack:
+            src.data = value
+            src.values[()] = mark
+            return ()
+        top = stack[-1]
+        top.size += size
+        if isinstance(top.container, list):
+            path = (*top.path, len(top.container))
+            top.container.append(value)
+            src.values[path] = mark
+            return path
+        if not top.has_key:
+            if isinstance(value, (dict, list)):
+                raise fail(mark, top.path, "a mapping key must be a plain value, not a mapping or a list")
+            top.pending_key, top.key_mark, top.has_key = value, mark, True
+            return None
+        key = top.pending_key
+        skey = key if isinstance(key, str) else str(key)
+        path = (*top.path, skey)
+        if skey in top.container:
+            first = src.keys.get(path, (0, 0))
+            problems.append(
+                Problem(
+                    top.key_mark[0], top.key_mark[1], dotted(path),
+                    f"duplicate key '{skey}' (first defined at line {first[0]}); YAML would silently keep only the last one, so merge the two or rename one",
+                    file=file,
+                )
+            )
+        else:
+            top.container[skey] = value
+            src.keys[path] = top.key_mark
+            src.values[path] = mark
+        top.has_key = False
+        return path
+
+    try:
+        for event in yaml.parse(text, Loader=FAST_LOADER):
+            if isinstance(event, yaml.DocumentStartEvent):
+                documents += 1
+                if documents > 1:
+                    raise fail(_mark(event), (), "the catalog must be one YAML document; remove the '---' that starts a second one")
+            elif isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                if len(stack) >= MAX_DEPTH:
+                    raise fail(_mark(event), stack[-1].path, f"nesting deeper than {MAX_DEPTH} levels; the catalog never needs more than a few")
+                container: Any = {} if isinstance(event, yaml.MappingStartEvent) else []
+                parent_path = stack[-1].path if stack else ()
+                top = stack[-1] if stack else None
+                if top is not None and isinstance(top.container, dict) and top.has_key:
+                    path: Path_ = (*parent_path, str(top.pending_key))
+                elif top is not None and isinstance(top.container, list):
+                    path = (*parent_path, len(top.container))
+                else:
+                    path = parent_path
+                stack.append(_Frame(container, path, event.anchor, _mark(event)))
+                src.values.setdefault(path, _mark(event))
+            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                frame = stack.pop()
+                if frame.anchor:
+                    anchors[frame.anchor] = (frame.container, frame.size)
+                # at its own start (a container used as a key has no path of its own); its
+                # children were counted as they came, so only the container itself is new
+                attach(frame.container, frame.mark, frame.size, new=1)
+            elif isinstance(event, yaml.ScalarEvent):
+                value = _scalar(event)
+                if event.anchor:
+                    anchors[event.anchor] = (value, 1)
+                attach(value, _mark(event), 1)
+            elif isinstance(event, yaml.AliasEvent):
+                if event.anchor not in anchors:
+                    raise fail(_mark(event), stack[-1].path if stack else (), f"alias *{event.anchor} names no anchor defined before it")
+                value, size = anchors[event.anchor]
+                attach(value, _mark(event), size)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
+        what = exc.problem or "invalid YAML"
+        hint = _yaml_hint(what, text, mark, exc.context_mark)
+        raise CatalogError([*problems, Problem(line, col, "", f"invalid YAML: {what}{hint}", file=file)]) from exc
+    except yaml.YAMLError as exc:  # unmarked errors (rare): keep the text, drop the traceback
+        raise CatalogError([*problems, Problem(0, 0, "", f"invalid YAML: {exc}", file=file)]) from exc
+
+    if problems:
+        raise CatalogError(problems)
+    if src.data is None:
+        raise CatalogError([Problem(0, 0, "", "the catalog is empty; it must be a mapping with at least 'platform', 'teams', 'categories', 'stages' and 'services'", file=file)])
+    if not isinstance(src.data, dict):
+        kind = "a list" if isinstance(src.data, list) else f"a single value ({type(src.data).__name__})"
+        raise CatalogError([Problem(1, 1, "", f"the catalog is {kind}; it must be a mapping of sections such as 'platform:' and 'services:'", file=file)])
+    return src
+
+
+def _yaml_hint(problem: str, text: str, mark: Any, context: Any) -> str:
+    """libyaml's messages are terse; add what a person needs to fix the two commonest slips."""
+    char = text[mark.index] if mark is not None and 0 <= mark.index < len(text) else ""
+    if char == "\t" or "\\t" in problem:
+        return " (a tab; YAML indents with spaces only, so replace it with spaces)"
+    if "expected ',' or" in problem and context is not None:
+        return f" (the bracket opened at line {context.line + 1}, column {context.column + 1} is not closed)"
+    return ""
+
+
+def load_file(path: str | Path) -> Source:
+    """Read and load a catalog file, refusing oversized or non-UTF-8 input before parsing."""
+    p = Path(path)
+    name = str(path)
+    try:
+        size = p.stat().st_size
+        if size <= MAX_BYTES:
+            # read at most one byte past the limit: a pipe or /dev/zero has no size to check
+            with p.open("rb") as f:
+                raw = f.read(MAX_BYTES + 1)
+            size = max(size, len(raw))
+        if size > MAX_BYTES:
+            raise CatalogError([Problem(0, 0, "", f"the file is {size / 1e6:.1f} MB; a catalog is at most {MAX_BYTES // (1024 * 1024)} MiB (10,000 services take about 3 MB)", file=name)])
+    except FileNotFoundError as exc:
+        raise CatalogError([Problem(0, 0, "", "no such file; pass --catalog PATH or run from the folder that holds catalog.yaml", file=name)]) from exc
+    except IsADirectoryError as exc:
+        raise CatalogError([Problem(0, 0, "", "is a directory; pass the catalog file itself", file=name)]) from exc
+    except OSError as exc:
+        raise CatalogError([Problem(0, 0, "", f"cannot be read: {exc.strerror}", file=name)]) from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        before = raw[: exc.start]
+        line = before.count(b"\n") + 1
+        col = exc.start - (before.rfind(b"\n") + 1) + 1
+        raise CatalogError([Problem(line, col, "", f"byte 0x{raw[exc.start]:02x} is not UTF-8; save the file as UTF-8", file=name)]) from exc
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    return load_text(text, name)

@@ -1,0 +1,72 @@
+"""Check stage: rendered files are verified before a byte is written.
+
+One module per render area reads that area's output back and compares it with the catalog
+(services, docs, ecosystem, k8s, mesh); ``parses`` covers every file. ``check`` runs them
+all and raises one OutputCheckError listing every failure. Checks import the renderers'
+data (paths, tables), never the other way round.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import yaml
+
+from ..catalog.load import FAST_LOADER
+from ..errors import OutputCheckError
+from ..render.context import RenderContext
+from . import docs, ecosystem, k8s, mesh, services
+from .kubernetes_schema import SchemaValidator
+
+# Checks of one area that need no schemas: (ctx, files) -> failures
+AREA_CHECKS: tuple[Callable[[RenderContext, dict[str, str]], list[str]], ...] = (services.run, docs.run, ecosystem.run)
+
+
+def parses(files: dict[str, str], verified: frozenset[str] = frozenset()) -> list[str]:
+    """Every Python, YAML and JSON file parses (except those already ``verified``)."""
+    failures: list[str] = []
+    for path, text in files.items():
+        if path in verified:
+            continue
+        try:
+            if path.endswith(".py"):
+                ast.parse(text, filename=path)
+            elif path.endswith((".yaml", ".yml")):
+                # libyaml's event parser is the syntax check; building Python objects would
+                # triple the cost, and the Kubernetes checks read the manifests' content anyway
+                for _ in yaml.parse(text, Loader=FAST_LOADER):
+                    pass
+            elif path.endswith(".json"):
+                json.loads(text)
+        except (SyntaxError, yaml.YAMLError, ValueError) as exc:
+            failures.append(f"{path}: does not parse: {exc}".replace("\n", " "))
+    return failures
+
+
+def check(
+    ctx: RenderContext, files: dict[str, str], *, strict: bool = False, verified: frozenset[str] = frozenset(), cache: Path | None = None
+) -> None:
+    """Raise OutputCheckError listing every failure; return quietly when all pass.
+
+    ``verified`` names files whose exact bytes already passed these checks when they were
+    written (the manifest records their hash): per-file checks skip them, so a run that
+    changes little checks little. Checks across files (ports, URLs, policy, waves) always run.
+    ``cache`` is a folder where the hashes of manifests that passed the Kubernetes schemas are
+    kept between runs. ``strict`` ignores both and checks everything from scratch (CI runs it)."""
+    verified = frozenset() if strict else verified
+    validator = SchemaValidator()
+    schema_cache = cache / "k8s-schema.json" if cache is not None and not strict else None
+    if schema_cache is not None:
+        validator.load(schema_cache)
+    failures = parses(files, verified)
+    for area in AREA_CHECKS:
+        failures.extend(area(ctx, files))
+    failures.extend(k8s.run(ctx, files, validator=validator))
+    failures.extend(mesh.run(ctx, files, validator=validator))
+    if failures:
+        raise OutputCheckError(failures)
+    if schema_cache is not None:
+        validator.save(schema_cache)

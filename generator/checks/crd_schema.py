@@ -1,0 +1,46 @@
+"""Strict validation of the mesh and monitoring resources against their projects' CRD schemas.
+
+The schemas are committed under generator/checks/crd-schemas/ (their sources and versions: the README
+there), one JSON Schema per kind, strict like the API server with a structural CRD: an unknown
+or misspelled field fails. Validators are built once per kind, on first use.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+SCHEMAS = Path(__file__).resolve().parent / "crd-schemas"
+
+
+def schema_path(api_version: str, kind: str) -> Path:
+    group, _, version = api_version.rpartition("/")
+    return SCHEMAS / f"{group}_{version}_{kind.lower()}.json"
+
+
+@cache
+def _validator(api_version: str, kind: str) -> Any:
+    path = schema_path(api_version, kind)
+    if not path.is_file():
+        return None
+    import jsonschema  # deferred: only a run that checks mesh resources pays for it
+
+    return jsonschema.Draft202012Validator(json.loads(path.read_bytes()))
+
+
+def known(api_version: str, kind: str) -> bool:
+    return schema_path(api_version, kind).is_file()
+
+
+def errors(doc: dict[str, Any], limit: int = 5) -> list[str]:
+    """Why ``doc`` breaks its kind's schema, as 'path: message' lines; [] when it passes."""
+    api_version, kind = doc.get("apiVersion"), doc.get("kind")
+    if not isinstance(api_version, str) or not isinstance(kind, str):
+        return ["apiVersion and kind must both be set"]
+    validator = _validator(api_version, kind)
+    if validator is None:
+        return [f"no CRD schema for {api_version} {kind} under generator/checks/crd-schemas/"]
+    found = [f"{'.'.join(map(str, e.absolute_path)) or '(top)'}: {e.message}" for e in validator.iter_errors(doc)]
+    return sorted(found)[:limit]

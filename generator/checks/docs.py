@@ -1,0 +1,150 @@
+"""Checks of the rendered docs: every link resolves (to a page and, with a #fragment, to an
+anchor or heading on it), the services index has exactly the spec's rows, every service has
+its page. Markdown is read as CommonMark does for what matters here: fenced code and code
+spans hold no links."""
+
+from __future__ import annotations
+
+import posixpath
+import re
+
+from ..render.context import RenderContext
+from ..render.docs import INDEX
+from ..render.text import md_cell, md_text
+
+_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+_CODE_SPAN = re.compile(r"(?<!`)(`+)(?!`).*?(?<!`)\1(?!`)")  # runs of equal, maximal length
+_LINK = re.compile(r"(?<!\\)\[(?:\\.|[^\\\]])*\]\(([^()\s]*)\)")
+_ANCHOR = re.compile(r'<a id="([^"]+)"></a>')
+_HEADING = re.compile(r"^ {0,3}#{1,6} +(.*?)(?: +#+)? *$")
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+
+
+def prose_lines(text: str, spans: bool = True) -> list[tuple[int, str]]:
+    """(line number, line) outside fenced code blocks; with ``spans``, code spans removed."""
+    out, open_fence = [], ""
+    for number, line in enumerate(text.split("\n"), 1):
+        m = _FENCE.match(line) if "``" in line or "~~" in line else None
+        if open_fence:
+            if m and m.group(1)[0] == open_fence[0] and len(m.group(1)) >= len(open_fence):
+                open_fence = ""
+        elif m:
+            open_fence = m.group(1)
+        else:
+            out.append((number, _CODE_SPAN.sub("", line) if spans and "`" in line else line))
+    return out
+
+
+def slug(heading: str) -> str:
+    """GitHub's heading anchor: lower case, punctuation dropped, spaces as hyphens."""
+    text = re.sub(r"<[^>]*>", "", heading).strip().lower()
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+def anchors(text: str) -> set[str]:
+    """Every fragment a link into ``text`` may name: explicit ids and heading slugs."""
+    found: set[str] = set()
+    seen: dict[str, int] = {}
+    for _, line in prose_lines(text):
+        found.update(_ANCHOR.findall(line))
+        m = _HEADING.match(line)
+        if m:
+            base = slug(m.group(1))
+            n = seen.get(base, 0)
+            seen[base] = n + 1
+            found.add(base if n == 0 else f"{base}-{n}")
+    return found
+
+
+def broken_links(files: dict[str, str]) -> list[str]:
+    """Every relative link in a docs page must name a rendered file, and an anchor in it."""
+    failures: list[str] = []
+    cache: dict[str, set[str]] = {}
+    for path, text in sorted(files.items()):
+        if not (path.startswith("docs/") and path.endswith(".md")):
+            continue
+        for number, line in prose_lines(text):
+            for target in _LINK.findall(line):
+                if _URL.match(target):
+                    continue
+                file, _, fragment = target.partition("#")
+                resolved = posixpath.normpath(posixpath.join(posixpath.dirname(path), file)) if file else path
+                where = f"{path}:{number}: link {target}"
+                if resolved.startswith("../") or resolved not in files:
+                    failures.append(f"{where}: no rendered file {resolved}")
+                elif fragment:
+                    if resolved not in cache:
+                        cache[resolved] = anchors(files[resolved])
+                    if fragment not in cache[resolved]:
+                        failures.append(f"{where}: {resolved} has no anchor #{fragment}")
+    return failures
+
+
+def cells(row: str) -> list[str]:
+    """A Markdown table row's cells, split as GFM does: on pipes not escaped by a backslash."""
+    parts = [""]
+    for token in re.findall(r"\\.|\||[^|\\]+|\\", row.strip()):
+        if token == "|":
+            parts.append("")
+        else:
+            parts[-1] += token
+    # The outer pipes delimit the row; they do not add empty cells.
+    if parts[0] == "" and len(parts) > 1:
+        parts = parts[1:]
+    if parts[-1] == "" and len(parts) > 1:
+        parts = parts[:-1]
+    return [p.strip() for p in parts]
+
+
+def expected_index(ctx: RenderContext) -> list[tuple[str, list[str]]]:
+    """The services index's category headings and rows, derived from the catalog on its own."""
+    cat = ctx.catalog
+    out = []
+    for key, category in cat.categories.items():
+        members = sorted((s.port, n) for n, s in cat.services.items() if s.category == key)
+        rows = [f"| {n} | {port} | {md_cell(cat.services[n].description)} | [{n}.md]({n}.md) |" for port, n in members]
+        out.append((f"### {md_text(category.title)} ({len(members)})", rows))
+    return out
+
+
+def index_rows(ctx: RenderContext, files: dict[str, str]) -> list[str]:
+    """The services index lists exactly the catalog's services, under the right categories."""
+    if INDEX not in files:
+        return [f"{INDEX}: missing"]
+    found: list[tuple[str, list[str]]] = []
+    section, in_table = "", False
+    # Code spans are kept: GFM splits a row into cells before it looks for them.
+    for _, line in prose_lines(files[INDEX], spans=False):
+        if line.startswith("## "):
+            section = line
+        elif section != "## Service Categories":
+            continue
+        elif line.startswith("### "):
+            found.append((line, []))
+        elif line.startswith("| Service |"):
+            in_table = bool(found)
+        elif not line.startswith("|"):
+            in_table = False
+        elif in_table and not line.startswith("|--"):
+            found[-1][1].append(line)
+    failures = []
+    expected = expected_index(ctx)
+    if [h for h, _ in found] != [h for h, _ in expected]:
+        failures.append(f"{INDEX}: category headings {[h for h, _ in found]} differ from the catalog's {[h for h, _ in expected]}")
+    # Compared by position: two categories may share a title.
+    for i, (heading, rows) in enumerate(expected):
+        got = found[i][1] if i < len(found) and found[i][0] == heading else []
+        failures.extend(f"{INDEX}: {cells(row)[0]}: row missing under '{heading}' (expected {row})" for row in rows if row not in got)
+        failures.extend(f"{INDEX}: unexpected row under '{heading}': {row}" for row in got if row not in rows)
+        if sorted(got) == sorted(rows) and got != rows:
+            failures.append(f"{INDEX}: rows under '{heading}' are not in port order")
+    return failures
+
+
+def missing_pages(ctx: RenderContext, files: dict[str, str]) -> list[str]:
+    return [f"docs/services/{n}.md: {n}: page missing" for n in sorted(ctx.catalog.services) if f"docs/services/{n}.md" not in files]
+
+
+def run(ctx: RenderContext, files: dict[str, str]) -> list[str]:
+    """Pre-write checks for this area: one line per failure, naming the service and the file."""
+    return [*missing_pages(ctx, files), *index_rows(ctx, files), *broken_links(files)]

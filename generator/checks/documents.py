@@ -1,0 +1,51 @@
+"""Rendered YAML read back as documents, for the checks that compare output with the catalog."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from ..catalog.load import FAST_LOADER
+
+_SEPARATOR = re.compile(r"^---[ \t]*$", re.M)
+
+
+@dataclass
+class Doc:
+    path: str
+    text: str  # the document's own YAML text: the schema cache's key
+    data: dict[str, Any]
+
+    @property
+    def kind(self) -> str:
+        return str(self.data.get("kind"))
+
+    @property
+    def name(self) -> str:
+        return str((self.data.get("metadata") or {}).get("name"))
+
+
+def documents(path: str, text: str) -> Iterator[Doc]:
+    """The documents of one file, each with its own text (templates never put '---' in a value)."""
+    for chunk in _SEPARATOR.split(text):
+        data = load_yaml(chunk)
+        if isinstance(data, dict):
+            yield Doc(path, chunk, data)
+
+
+def load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=FAST_LOADER)
+
+
+def get(data: Any, *keys: str | int) -> Any:
+    """data[k1][k2]..., or None where the path does not exist (manifests are read, not trusted)."""
+    for key in keys:
+        try:
+            data = data[key]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data

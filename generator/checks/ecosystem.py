@@ -1,0 +1,79 @@
+"""Checks of the files other tools read (Backstage descriptors, CODEOWNERS), read back from
+the rendered text rather than trusted."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from ..catalog.load import FAST_LOADER
+from ..render.context import RenderContext
+from ..render.ecosystem import (
+    CODEOWNERS,
+    DOCS_ANNOTATION,
+    OUT_DIR,
+    ROOT_INFO,
+    handle,
+    service_info_path,
+)
+
+
+def _load_all(text: str) -> list[Any]:
+    return [d for d in yaml.load_all(text, Loader=FAST_LOADER) if d is not None]
+
+
+def run(ctx: RenderContext, files: dict[str, str]) -> list[str]:
+    """Each Component names its team as owner and exactly the catalog's dependencies; every
+    reference resolves to an entity rendered here; CODEOWNERS gives each service folder to
+    its team's handle, one line each."""
+    cat = ctx.catalog
+    failures: list[str] = []
+    entities: set[str] = set()
+    try:
+        for doc in _load_all(files.get(ROOT_INFO, "")):
+            entities.add(f"{doc['kind'].lower()}:{doc['metadata']['name']}")
+    except (yaml.YAMLError, KeyError, TypeError) as exc:
+        failures.append(f"{ROOT_INFO}: not a list of Backstage entities: {exc}".replace("\n", " "))
+    docs_rendered = any(p.startswith("docs/services/") for p in files)
+    components: dict[str, dict[str, Any]] = {}
+    for name, svc in sorted(cat.services.items()):
+        path = service_info_path(name)
+        try:
+            (doc,) = _load_all(files[path])
+        except KeyError:
+            failures.append(f"{name}: {path} was not rendered")
+            continue
+        except (ValueError, yaml.YAMLError) as exc:
+            failures.append(f"{name}: {path}: not one YAML document: {exc}".replace("\n", " "))
+            continue
+        components[name] = doc
+        entities.add(f"component:{name}")
+        spec = doc.get("spec", {})
+        if doc.get("kind") != "Component" or doc.get("metadata", {}).get("name") != name:
+            failures.append(f"{name}: {path}: not the Component '{name}'")
+        if spec.get("owner") != f"group:{svc.team}":
+            failures.append(f"{name}: {path}: owner is {spec.get('owner')!r}, the catalog says team {svc.team}")
+        want = {f"component:{d}" for d in svc.depends_on} | {f"resource:{u}" for u in svc.uses}
+        if set(spec.get("dependsOn", [])) != want:
+            failures.append(f"{name}: {path}: dependsOn {sorted(spec.get('dependsOn', []))} differs from the catalog's {sorted(want)}")
+        docs = doc.get("metadata", {}).get("annotations", {}).get(DOCS_ANNOTATION, "")
+        if docs_rendered and docs.removeprefix(f"{OUT_DIR}/") not in files:
+            failures.append(f"{name}: {path}: docs annotation points at {docs}, which is not generated")
+    for name, doc in components.items():
+        spec = doc.get("spec", {})
+        refs = [spec.get("owner"), f"system:{spec.get('system')}", *spec.get("dependsOn", [])]
+        failures += [f"{name}: {service_info_path(name)}: reference {ref} names no rendered entity" for ref in refs if ref not in entities]
+
+    rules: dict[str, list[str]] = {}
+    for number, line in enumerate(files.get(CODEOWNERS, "").splitlines(), 1):
+        if line.strip() and not line.startswith("#"):
+            pattern, *owners = line.split()
+            if any(o.startswith("#") for o in owners):
+                failures.append(f"{CODEOWNERS}:{number}: a comment after the owners; GitHub reads no comment there")
+            rules.setdefault(pattern, []).extend(owners)
+    for name, svc in sorted(cat.services.items()):
+        pattern = f"/{OUT_DIR}/services/{name}/"
+        if rules.get(pattern) != [handle(cat, svc.team)]:
+            failures.append(f"{name}: {CODEOWNERS}: {pattern} is owned by {rules.get(pattern)}, expected [{handle(cat, svc.team)}] (team {svc.team})")
+    return failures

@@ -1,0 +1,360 @@
+"""Checks of the rendered Kubernetes files, read back from their YAML rather than from intent.
+
+Everything here parses what render_k8s produced and compares it with the catalog: a template
+slip, a hand edit or a bad merge shows up as one line naming the file and the service. The
+checks: every object a service needs is there; Service and container ports are the catalog's;
+every dependency URL names the right service and port; the NetworkPolicies open exactly the
+catalog's edges (and each service's infrastructure and externals, and Prometheus's scrapes); sync-waves put every hard
+dependency first; every hop of every critical path is an edge, allowed, to a ready-probed
+service; pods meet Pod Security "restricted"; optionally, every manifest passes the strict
+Kubernetes schemas (k8s_schema).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import sys
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..catalog.naming import env_name
+from ..render import k8s as render_k8s
+from ..render.context import RenderContext
+from ..render.k8s import BASE, service_path
+from .documents import Doc, documents, get
+from .kubernetes_schema import DEFAULT, SchemaValidator
+
+NAME = "app.kubernetes.io/name"
+WAVE = "argocd.argoproj.io/sync-wave"
+KINDS = ("ServiceAccount", "ConfigMap", "Service", "Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy")
+
+
+@dataclass
+class Policy:
+    """What the rendered NetworkPolicies allow, as (source, target) pairs on the target's port."""
+
+    ingress: set[tuple[str, str]] = field(default_factory=set)
+    egress: set[tuple[str, str]] = field(default_factory=set)
+    from_outside: set[str] = field(default_factory=set)  # pods open to other namespaces
+    to_internet: set[str] = field(default_factory=set)  # pods with ipBlock egress on 443
+    scraped: set[str] = field(default_factory=set)  # pods Prometheus may reach, on their own port
+
+    def allows(self, source: str, target: str) -> bool:
+        return (source, target) in self.ingress and (source, target) in self.egress
+
+
+def run(ctx: RenderContext, files: dict[str, str], *, strict_schema: bool = True, validator: SchemaValidator | None = None) -> list[str]:
+    """Every check; [] when all pass. A run whose inputs (catalog, k8s files, this code) already
+    passed once, in this process or in the validator's cache file, is not repeated."""
+    validator = validator or DEFAULT
+    paths = sorted(p for p in files if p.startswith("k8s/") and p.endswith(".yaml"))
+    key = validator.key("\0".join(["k8s-checks", str(strict_schema), _code_hash(), ctx.catalog.model_dump_json(), *(f"{p}\0{files[p]}" for p in paths)]))
+    if key in validator.seen:
+        return []
+    failures = _run(ctx, files, paths, strict_schema, validator)
+    if not failures:
+        validator.seen.add(key)
+    return failures
+
+
+@cache
+def _code_hash() -> str:
+    return hashlib.blake2b(b"".join(Path(m.__file__).read_bytes() for m in (sys.modules[__name__], render_k8s))).hexdigest()  # type: ignore[arg-type]
+
+
+def _run(ctx: RenderContext, files: dict[str, str], paths: list[str], strict_schema: bool, validator: SchemaValidator) -> list[str]:
+    failures: list[str] = []
+    docs: list[Doc] = []
+    for path in paths:
+        try:
+            docs.extend(documents(path, files[path]))
+        except yaml.YAMLError as exc:
+            failures.append(f"{path}: {_owner(ctx, path)}: does not parse: {exc}".replace("\n", " "))
+    base = [d for d in docs if d.path.startswith(BASE + "/") and d.kind != "Kustomization"]
+    objects = {(d.kind, d.name): d for d in base}
+    failures += _complete(ctx, files, objects)
+    failures += _kustomizations(ctx, files, docs, objects)
+    failures += _ports_and_config(ctx, objects)
+    failures += _workloads(ctx, objects)
+    policy, problems = read_policies(ctx, base)
+    failures += problems
+    failures += _policy_matches_catalog(ctx, policy)
+    failures += _waves(ctx, objects)
+    failures += _flows(ctx, objects, policy)
+    if strict_schema:
+        failures += schema_failures(ctx, base, validator)
+    return failures
+
+
+def schema_failures(ctx: RenderContext, docs: list[Doc], validator: SchemaValidator) -> list[str]:
+    """Every manifest against the strict Kubernetes schemas (overlay patches are partial objects: not here)."""
+    return [
+        f"{d.path}: {_owner(ctx, d.path)}: {d.kind} {d.name}: {message}"
+        for d in docs
+        for message in validator.errors(d.text, d.data)
+    ]
+
+
+def _owner(ctx: RenderContext, path: str) -> str:
+    stem = path.rsplit("/", 1)[-1].removesuffix(".yaml")
+    return stem if path.startswith(f"{BASE}/services/") and stem in ctx.catalog.services else "platform"
+
+
+def _container(dep: Doc, name: str) -> dict[str, Any]:
+    containers = get(dep.data, "spec", "template", "spec", "containers") or []
+    return next((c for c in containers if isinstance(c, dict) and c.get("name") == name), {})
+
+
+def _complete(ctx: RenderContext, files: dict[str, str], objects: dict[tuple[str, str], Doc]) -> list[str]:
+    failures = []
+    for name in sorted(ctx.catalog.services):
+        path = service_path(name)
+        if path not in files:
+            failures.append(f"{path}: {name}: missing")
+            continue
+        for kind in KINDS:
+            obj = f"{name}-config" if kind == "ConfigMap" else name
+            if (kind, obj) not in objects or objects[(kind, obj)].path != path:
+                failures.append(f"{path}: {name}: no {kind} {obj}")
+    extra = {p for p in files if p.startswith(f"{BASE}/services/")} - {service_path(n) for n in ctx.catalog.services}
+    failures += [f"{p}: {_owner(ctx, p)}: not a service of the catalog" for p in sorted(extra)]
+    return failures
+
+
+def _kustomizations(ctx: RenderContext, files: dict[str, str], docs: list[Doc], objects: dict[tuple[str, str], Doc]) -> list[str]:
+    """The base lists every base file; each overlay's patches exist and patch objects the base has.
+    (Tests build the overlays with the real kubectl; this catches the same slips without it.)"""
+    failures = []
+    for kustomization in (d for d in docs if d.kind == "Kustomization"):
+        folder = kustomization.path.rsplit("/", 1)[0]
+        listed = [f"{folder}/{r}" for r in kustomization.data.get("resources") or [] if not r.startswith("..")]
+        listed += [f"{folder}/{p.get('path')}" for p in kustomization.data.get("patches") or []]
+        failures += [f"{kustomization.path}: platform: lists {p}, which is not rendered" for p in listed if p not in files]
+        if folder == BASE:
+            unlisted = {p for p in files if p.startswith(BASE + "/") and p != kustomization.path} - set(listed)
+            failures += [f"{kustomization.path}: platform: does not list {p}" for p in sorted(unlisted)]
+    for patch in (d for d in docs if d.path.startswith("k8s/overlays/") and d.kind != "Kustomization"):
+        if (patch.kind, patch.name) not in objects:
+            failures.append(f"{patch.path}: {patch.name}: patches {patch.kind} {patch.name}, which the base does not have")
+        spec = patch.data.get("spec") or {}
+        if patch.kind == "HorizontalPodAutoscaler" and not 1 <= spec.get("minReplicas", 1) <= spec.get("maxReplicas", spec.get("minReplicas", 1)):
+            failures.append(f"{patch.path}: {patch.name}: minReplicas {spec.get('minReplicas')} is not between 1 and maxReplicas {spec.get('maxReplicas')}")
+    return failures
+
+
+def _ports_and_config(ctx: RenderContext, objects: dict[tuple[str, str], Doc]) -> list[str]:
+    failures = []
+    cat = ctx.catalog
+    for name, svc in sorted(cat.services.items()):
+        path = service_path(name)
+        if service := objects.get(("Service", name)):
+            ports = get(service.data, "spec", "ports") or []
+            if [(p.get("port"), p.get("targetPort")) for p in ports] != [(svc.port, "http")]:
+                failures.append(f"{path}: {name}: Service ports {[p.get('port') for p in ports]} are not the catalog's [{svc.port}] (targetPort http)")
+        if dep := objects.get(("Deployment", name)):
+            container = _container(dep, name)
+            ports = [(p.get("name"), p.get("containerPort")) for p in container.get("ports") or []]
+            if ports != [("http", svc.port)]:
+                failures.append(f"{path}: {name}: container ports {ports} are not the catalog's [('http', {svc.port})]")
+            refs = [get(e, "configMapRef", "name") for e in container.get("envFrom") or []]
+            if f"{name}-config" not in refs:
+                failures.append(f"{path}: {name}: container does not read ConfigMap {name}-config")
+        if config := objects.get(("ConfigMap", f"{name}-config")):
+            data = config.data.get("data") or {}
+            expected = {f"{env_name(d)}_URL": (d, cat.services[d].port) for d in svc.depends_on}
+            for key in sorted(expected):
+                dep_name, dep_port = expected[key]
+                url = data.get(key)
+                if url != f"http://{dep_name}:{dep_port}":
+                    failures.append(f"{path}: {name}: {key} is {url!r}, not http://{dep_name}:{dep_port} ({dep_name}'s catalog port)")
+            for key in sorted(k for k in data if k.endswith("_URL") and k not in expected):
+                failures.append(f"{path}: {name}: {key} is not a dependency in the catalog")
+            if data.get("PORT") != str(svc.port) or data.get("SERVICE_NAME") != name:
+                failures.append(f"{path}: {name}: PORT/SERVICE_NAME are {data.get('PORT')!r}/{data.get('SERVICE_NAME')!r}, not '{svc.port}'/'{name}'")
+    return failures
+
+
+# Pod Security Standards "restricted", as (where, key path, required value)
+_RESTRICTED = (
+    ("pod", ("runAsNonRoot",), True),
+    ("pod", ("seccompProfile", "type"), "RuntimeDefault"),
+    ("container", ("allowPrivilegeEscalation",), False),
+    ("container", ("readOnlyRootFilesystem",), True),
+    ("container", ("capabilities", "drop"), ["ALL"]),
+)
+
+
+_LABEL_VALUE = re.compile(r"^(?:[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+_IMAGE_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+
+
+def _workloads(ctx: RenderContext, objects: dict[tuple[str, str], Doc]) -> list[str]:
+    """No replicas beside an HPA; Pod Security "restricted"; label values and the image tag the API server accepts."""
+    failures = []
+    for name in sorted(ctx.catalog.services):
+        dep = objects.get(("Deployment", name))
+        if dep is None:
+            continue
+        path, pod = dep.path, get(dep.data, "spec", "template", "spec") or {}
+        labels = {**(get(dep.data, "metadata", "labels") or {}), **(get(dep.data, "spec", "template", "metadata", "labels") or {})}
+        for key, value in sorted(labels.items()):
+            if not isinstance(value, str) or not _LABEL_VALUE.match(value):
+                failures.append(f"{path}: {name}: label {key}={value!r} is not a valid label value (at most 63 of A-Z a-z 0-9 - _ ., alphanumeric at both ends)")
+        image = str(_container(dep, name).get("image"))
+        if not _IMAGE_TAG.match(image.rpartition(":")[2]):
+            failures.append(f"{path}: {name}: image {image!r} has no valid tag (platform.version must be a valid image tag)")
+        if "replicas" in (dep.data.get("spec") or {}):
+            failures.append(f"{path}: {name}: Deployment sets replicas, but its HorizontalPodAutoscaler owns the count")
+        if pod.get("automountServiceAccountToken") is not False:
+            failures.append(f"{path}: {name}: pod must set automountServiceAccountToken: false")
+        if not isinstance(get(pod, "securityContext", "runAsUser"), int) or pod["securityContext"]["runAsUser"] < 10000:
+            failures.append(f"{path}: {name}: pod runAsUser must be a uid of at least 10000")
+        sections = {"pod": pod.get("securityContext") or {}, "container": _container(dep, name).get("securityContext") or {}}
+        for where, keys, value in _RESTRICTED:
+            if get(sections[where], *keys) != value:
+                failures.append(f"{path}: {name}: {where} securityContext.{'.'.join(keys)} must be {value!r} (Pod Security restricted)")
+    return failures
+
+
+def read_policies(ctx: RenderContext, docs: list[Doc]) -> tuple[Policy, list[str]]:
+    """Every connection the rendered NetworkPolicies allow; a rule too broad to read as pairs is a failure."""
+    policy, failures = Policy(), []
+    ns = ctx.catalog.platform.namespace
+    ports = {**{n: s.port for n, s in ctx.catalog.services.items()}, **{n: c.port for n, c in ctx.catalog.infrastructure.items()}}
+    deny = False
+    for d in (d for d in docs if d.kind == "NetworkPolicy"):
+        owner, spec = _owner(ctx, d.path), d.data.get("spec") or {}
+        where = f"{d.path}: {owner}: NetworkPolicy {d.name}"
+        if spec.get("podSelector") == {} and not spec.get("ingress") and not spec.get("egress"):
+            deny |= set(spec.get("policyTypes") or []) == {"Ingress", "Egress"}
+            continue
+        target = get(spec, "podSelector", "matchLabels", NAME)
+        if spec.get("podSelector") != {"matchLabels": {NAME: target}}:
+            failures.append(f"{where}: podSelector must select one workload by {NAME}")
+            continue
+        for direction, peers_key, pairs in (("ingress", "from", policy.ingress), ("egress", "to", policy.egress)):
+            for rule in spec.get(direction) or []:
+                peers, rule_ports = rule.get(peers_key), [(p.get("protocol", "TCP"), p.get("port")) for p in rule.get("ports") or []]
+                if not peers or not rule_ports:
+                    failures.append(f"{where}: an {direction} rule without '{peers_key}' or 'ports' allows every peer or port")
+                    continue
+                for peer in peers:
+                    other = get(peer, "podSelector", "matchLabels", NAME)
+                    if peer == {"podSelector": {"matchLabels": {NAME: other}}}:
+                        pair = (other, target) if direction == "ingress" else (target, other)
+                        if all(p == ("TCP", ports.get(pair[1])) for p in rule_ports):
+                            pairs.add(pair)
+                        else:
+                            failures.append(f"{where}: {direction} {pair[0]} -> {pair[1]} on {rule_ports}, not {pair[1]}'s catalog port {ports.get(pair[1])}")
+                    elif direction == "egress" and peer == _DNS and sorted(rule_ports) == [("TCP", 53), ("UDP", 53)]:
+                        pass
+                    elif direction == "egress" and _outside(peer) and rule_ports == [("TCP", 443)]:
+                        policy.to_internet.add(target)
+                    elif direction == "ingress" and peer == _other_namespaces(ns) and len(peers) == 1:
+                        policy.from_outside.add(target)
+                    elif direction == "ingress" and peer == _monitoring(ctx) and len(peers) == 1:
+                        if rule_ports == [("TCP", ports.get(target))]:
+                            policy.scraped.add(target)
+                        else:
+                            failures.append(f"{where}: ingress from Prometheus on {rule_ports}, not {target}'s catalog port {ports.get(target)}")
+                    else:
+                        failures.append(f"{where}: {direction} peer {peer} is broader than a catalog edge")
+    if not deny:
+        failures.append(f"{BASE}/default-deny.yaml: platform: no default-deny NetworkPolicy (podSelector {{}}, Ingress and Egress, no rules)")
+    return policy, failures
+
+
+_DNS = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}}, "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}
+
+
+def _outside(peer: dict[str, Any]) -> bool:
+    """An ipBlock of the internet with the private ranges (where pods and nodes live) cut out."""
+    block = peer.get("ipBlock") if len(peer) == 1 else None
+    return isinstance(block, dict) and (block.get("cidr"), tuple(block.get("except") or ())) in render_k8s.OUTSIDE
+
+
+def _monitoring(ctx: RenderContext) -> dict[str, Any]:
+    """Prometheus's namespace (platform.monitoring), the one peer besides the edges that may reach every service."""
+    return {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ctx.catalog.platform.monitoring.namespace}}}
+
+
+def _other_namespaces(ns: str) -> dict[str, Any]:
+    return {"namespaceSelector": {"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": [ns]}]}}
+
+
+def _policy_matches_catalog(ctx: RenderContext, policy: Policy) -> list[str]:
+    """Allowed pairs == the catalog's edges (plus each service's `uses`); outside access only where declared."""
+    cat, failures = ctx.catalog, []
+    edges = {(e["source"], e["target"]) for e in ctx.edges}
+    uses = {(n, c) for n, s in cat.services.items() for c in s.uses}
+    for side, pairs in (("egress", policy.egress), ("ingress", policy.ingress)):
+        for source, target in sorted(edges | uses):
+            if (source, target) not in pairs:
+                failures.append(f"{service_path(source)}: {source}: {side} {source} -> {target} is a catalog edge but no NetworkPolicy allows it")
+        for source, target in sorted(pairs - edges - uses):
+            failures.append(f"{service_path(source)}: {source}: {side} {source} -> {target} is allowed but is not in the catalog")
+    gateway = cat.platform.gateway
+    for name in sorted(policy.from_outside ^ {gateway}):
+        failures.append(f"{service_path(name)}: {name}: " + ("open to other namespaces but not the gateway" if name != gateway else "the gateway is not open to ingress from outside the namespace"))
+    for name in sorted(policy.scraped ^ set(cat.services)):
+        failures.append(f"{service_path(name)}: {name}: " + ("Prometheus may reach it, but it is not a service" if name not in cat.services else f"no ingress from Prometheus (namespace {cat.platform.monitoring.namespace}) to scrape its metrics"))
+    for name in sorted(policy.to_internet ^ {n for n, s in cat.services.items() if s.externals}):
+        failures.append(f"{service_path(name)}: {name}: egress to outside the cluster " + ("without externals in the catalog" if name in policy.to_internet else "missing for its catalog externals"))
+    return failures
+
+
+def _waves(ctx: RenderContext, objects: dict[tuple[str, str], Doc]) -> list[str]:
+    """Every hard dependency (and infrastructure) syncs in an earlier wave than its dependent."""
+    failures, wave = [], {}
+    for name in sorted(ctx.catalog.services):
+        dep = objects.get(("Deployment", name))
+        value = get(dep.data, "metadata", "annotations", WAVE) if dep else None
+        if not (isinstance(value, str) and value.lstrip("-").isdigit()):
+            failures.append(f"{service_path(name)}: {name}: Deployment has no integer {WAVE} annotation")
+        else:
+            wave[name] = int(value)
+    wave.update({c: ctx.plan.wave_of[c] for c in ctx.catalog.infrastructure if c in ctx.plan.wave_of})
+    for name, svc in sorted(ctx.catalog.services.items()):
+        needs = [d for d, e in svc.depends_on.items() if e.kind == "hard"] + list(svc.uses)
+        for dep in sorted(needs):
+            if name in wave and dep in wave and wave[dep] >= wave[name]:
+                failures.append(f"{service_path(name)}: {name}: sync-wave {wave[name]} is not after {dep}'s {wave[dep]}, a hard dependency")
+    return failures
+
+
+def _flows(ctx: RenderContext, objects: dict[tuple[str, str], Doc], policy: Policy) -> list[str]:
+    """Every hop of every critical path: a declared edge, allowed by policy, to a service that is ready-probed."""
+    cat, failures = ctx.catalog, []
+    edges = {(e["source"], e["target"]) for e in ctx.edges}
+    ready = cat.platform.health.ready
+
+    def probed(name: str) -> bool:
+        dep = objects.get(("Deployment", name))
+        return dep is not None and get(_container(dep, name), "readinessProbe", "httpGet") == {"path": ready, "port": "http"}
+
+    for fname, flow in sorted(cat.flows.items()):
+        hops = flow.names()
+        externals = {h.external for h in flow.hops if not isinstance(h, str)}
+        first = hops[0]
+        if first not in policy.from_outside:
+            failures.append(f"{service_path(first)}: {first}: flow {fname} enters here, but no NetworkPolicy lets clients in")
+        if not probed(first):
+            failures.append(f"{service_path(first)}: {first}: flow {fname}: no readinessProbe on {ready}")
+        for source, target in zip(hops, hops[1:]):
+            where = f"{service_path(source)}: {source}: flow {fname} hop {source} -> {target}"
+            if target in externals:
+                if target not in cat.services[source].externals or source not in policy.to_internet:
+                    failures.append(f"{where}: external, but not declared and allowed as {source}'s egress to outside")
+                continue
+            if (source, target) not in edges:
+                failures.append(f"{where}: not a dependency edge in the catalog")
+            if not policy.allows(source, target):
+                failures.append(f"{where}: not allowed by the NetworkPolicies")
+            if not probed(target):
+                failures.append(f"{where}: {target} has no readinessProbe on {ready}")
+    return failures

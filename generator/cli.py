@@ -1,0 +1,553 @@
+"""The `nexus` command: parses arguments, calls the library, prints. Nothing else lives here.
+
+Heavy modules (jinja2, httpx, rich tables, the kubernetes client) are imported inside the
+commands that need them, so `nexus validate` costs little more than starting Python.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from .errors import NexusError
+
+
+class _Boundary(TyperGroup):
+    """The one error boundary: a NexusError is a user error, printed plainly, exit 1.
+
+    It sits on the command group (not in main()) so that CliRunner in the tests sees exactly
+    what a person at a terminal sees.
+    """
+
+    def invoke(self, ctx: click.Context):  # noqa: ANN201
+        try:
+            return super().invoke(ctx)
+        except NexusError as exc:
+            text = str(exc)
+            typer.echo(f"error: {text}" if "\n" not in text else f"error:\n{text}", err=True)
+            raise typer.Exit(getattr(exc, "exit_code", 1)) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(130) from None
+
+
+app = typer.Typer(
+    cls=_Boundary,
+    name="nexus",
+    help="Run a fleet of microservices from one declaration (catalog.yaml).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+CatalogOpt = Annotated[
+    Path,
+    typer.Option("--catalog", "-c", help="The catalog file. generated/ and templates/ are found beside it.", dir_okay=False),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines instead of text for people.")]
+
+
+def _load(catalog: Path):  # noqa: ANN202 - returns nexus.catalog.Loaded
+    from .catalog import load_catalog
+
+    return load_catalog(catalog)
+
+
+@app.command()
+def validate(catalog: CatalogOpt = Path("catalog.yaml")) -> None:
+    """Check the catalog: schema, names, ports, references, cycles, stage order, critical paths.
+
+    Exit 0 when consistent, 1 with every problem listed (file:line:col, key path, fix) otherwise.
+    """
+    loaded = _load(catalog)
+    cat = loaded.catalog
+    edges = sum(len(s.depends_on) for s in cat.services.values())
+    typer.echo(f"{catalog}: ok: {len(cat.services)} services, {edges} edges, {len(cat.stages)} stages, {len(loaded.plan.waves)} waves, {len(cat.flows)} flows")
+
+
+@app.command()
+def plan(catalog: CatalogOpt = Path("catalog.yaml"), as_json: JsonOpt = False) -> None:
+    """Show the deployment waves: the spec's stages in order, each split by hard dependencies."""
+    loaded = _load(catalog)
+    p = loaded.plan
+    if as_json:
+        typer.echo(json.dumps(p.as_dict(), indent=2))
+        return
+    stages = {s.name: s.title for s in loaded.catalog.stages}
+    for wave in p.waves:
+        members = [*wave.infrastructure, *wave.services]
+        typer.echo(f"wave {wave.number:>2}  {stages[wave.stage]:<18} {', '.join(members)}")
+
+
+class GraphFormat(str, Enum):
+    json = "json"
+    mermaid = "mermaid"
+    dot = "dot"
+
+
+@app.command()
+def graph(
+    catalog: CatalogOpt = Path("catalog.yaml"),
+    fmt: Annotated[GraphFormat, typer.Option("--format", "-f", help="json (for tools), mermaid or dot (for pictures).")] = GraphFormat.json,
+) -> None:
+    """Print the dependency graph: services with stage and wave, and every edge with its kind."""
+    from .catalog.graph import FORMATS
+
+    loaded = _load(catalog)
+    typer.echo(FORMATS[fmt.value](loaded.catalog, loaded.plan), nl=False)
+
+
+@app.command()
+def generate(
+    catalog: CatalogOpt = Path("catalog.yaml"),
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder (default: generated/ beside the catalog).", file_okay=False)] = None,
+    check: Annotated[bool, typer.Option("--check", help="Write nothing; exit 1 listing every missing, stale, extra or hand-edited file.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite hand-edited generated files (a copy goes to .nexus/backups/).")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Also run the slow checks (full schema validation of every manifest, uncached).")] = False,
+) -> None:
+    """Render services, Kubernetes manifests and docs from the catalog, check them, then write.
+
+    Unchanged files are not rewritten; files a team owns (routes.py) are created once and never
+    touched; a generated file edited by hand stops the run unless --force.
+    """
+    from .generate import generate as run
+
+    result = run(catalog, out, check_only=check, force=force, strict=strict)
+    where = result.out
+    if check:
+        typer.echo(f"{where}: up to date ({result.count} files)")
+    elif result.touched:
+        typer.echo(f"{where}: {len(result.touched)} files written or removed, {result.count} in all")
+        for path in result.touched[:20]:
+            typer.echo(f"  {path}")
+        if len(result.touched) > 20:
+            typer.echo(f"  ... and {len(result.touched) - 20} more")
+    else:
+        typer.echo(f"{where}: nothing to do ({result.count} files up to date)")
+
+
+@app.command()
+def schema() -> None:
+    """Print the catalog's JSON Schema (generated from the models; editors use it to validate)."""
+    from .catalog.json_schema import schema_json
+
+    typer.echo(schema_json(), nl=False)
+
+
+# --- Kubernetes: deploy and cluster-status (generator.deploy, generator.cluster_status) ---
+# `cluster-status`, not `status --cluster`: `status` is the local runner's (`nexus up`), and a
+# command of its own keeps each one's options honest; both call library functions.
+
+class DryRun(str, Enum):
+    client = "client"
+    server = "server"
+
+
+ContextOpt = Annotated[Optional[str], typer.Option("--context", help="The kubeconfig context (default: its current context).")]
+
+
+@app.command()
+def deploy(
+    overlay: Annotated[str, typer.Option("--overlay", help="dev, staging or prod (under generated/k8s/overlays), or a path to an overlay folder.")],
+    catalog: CatalogOpt = Path("catalog.yaml"),
+    context: ContextOpt = None,
+    dry_run: Annotated[Optional[DryRun], typer.Option("--dry-run", help="client: print the ordered plan, talk to no cluster. server: send everything with dryRun=All.")] = None,
+    wave: Annotated[Optional[int], typer.Option("--wave", help="Apply only this wave (the cluster-scoped setup step always goes first).")] = None,
+    only: Annotated[Optional[list[str]], typer.Option("--only", help="Apply only these services (repeat, or separate with commas).")] = None,
+    prune: Annotated[bool, typer.Option("--prune", help="Delete objects Nexus applied earlier that the overlay no longer has.")] = False,
+    timeout_per_wave: Annotated[float, typer.Option("--timeout-per-wave", help="Seconds a wave's Deployments get to become Available.", min=0)] = 300,
+) -> None:
+    """Apply an overlay in the plan's order: setup, then wave by wave, each rolled out before the next.
+
+    Server-side apply, field manager `nexus`. A failed or slow rollout stops the deploy, naming the
+    service and showing its pods. Ctrl-C stops after the apply in flight and says what was applied.
+    """
+    from .catalog import load_catalog
+    from .cluster.deploy import deploy as run
+    from .cluster.overlay import describe
+
+    services = [name.strip() for item in only or [] for name in item.split(",") if name.strip()]
+    done = run(
+        load_catalog(catalog), overlay, context=context, dry_run=dry_run.value if dry_run else None, wave=wave, only=services,
+        prune=prune, timeout_per_wave=timeout_per_wave, report=typer.echo,
+    )
+    if dry_run is DryRun.client:
+        for line in describe(done.steps):
+            typer.echo(line)
+        typer.echo(f"{sum(len(s.objects) for s in done.steps)} objects in {len(done.steps)} steps; client dry run: no cluster was contacted")
+        return
+    if done.orphans:
+        verb = "pruned" if prune else "not in the overlay any more (run with --prune to delete)"
+        typer.echo(f"{len(done.orphans)} objects applied by nexus earlier are {verb}:")
+        for obj in done.orphans:
+            typer.echo(f"    {obj.ref}" + (f" ({obj.service})" if obj.service else ""))
+    what = "validated by the server (dry run), nothing changed" if dry_run is DryRun.server else f"applied, {len(done.available)} Deployments available"
+    typer.echo(f"done: {len(done.applied)} objects {what}")
+
+
+@app.command("cluster-status")
+def cluster_status(
+    catalog: CatalogOpt = Path("catalog.yaml"),
+    context: ContextOpt = None,
+    overlay: Annotated[Optional[str], typer.Option("--overlay", help="Compare the cluster with this overlay (drift). Without it drift is not checked.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Per service on the cluster: desired and ready replicas, rollout state, and drift from the overlay."""
+    from .catalog import load_catalog
+    from .cluster.status import cluster_status as run
+
+    st = run(load_catalog(catalog), context=context, overlay=overlay)
+    if as_json:
+        typer.echo(json.dumps(st.as_dict(), indent=2))
+        return
+    typer.echo(f"context {st.context}, namespace {st.namespace}" + (f", compared with overlay {st.overlay}" if st.overlay else ", drift not checked (pass --overlay)"))
+    width = max(len(s.name) for s in st.services) if st.services else 7
+    typer.echo(f"{'SERVICE':<{width}}  WAVE  DESIRED  READY  ROLLOUT      DRIFT")
+    for s in st.services:
+        drift = "-" if s.drift is None else ("none" if not s.drift else "; ".join(s.drift))
+        desired, ready = ("-" if v is None else str(v) for v in (s.desired, s.ready))
+        typer.echo(f"{s.name:<{width}}  {s.wave:>4}  {desired:>7}  {ready:>5}  {s.rollout:<11}  {drift}")
+    for s in st.services:
+        if s.rollout not in ("available", "missing"):
+            typer.echo(f"{s.name}: {s.rollout}: {s.detail}")
+    for line in st.shared_drift or []:
+        typer.echo(f"drift outside the services: {line}")
+    for line in st.orphans:
+        typer.echo(f"not in the overlay any more (nexus deploy --prune deletes it): {line}")
+
+
+# -- onboarding and review: `nexus new`, `nexus diff` -------------------------------------------
+
+
+def _ask(text: str, choices: list[str] | None = None, **kwargs):  # noqa: ANN003, ANN202 - typer.prompt's arguments and result
+    """typer.prompt, asking again until the answer is one of ``choices``; end of input (no
+    terminal, nothing piped) or Ctrl-C is a plain user error, not a traceback."""
+    if choices:
+        text = f"{text} ({', '.join(choices)})"
+    try:
+        while True:
+            answer = typer.prompt(text, **kwargs)
+            if not choices or answer in choices:
+                return answer
+            typer.echo(f"'{answer}' is not one of: {', '.join(choices)}", err=True)
+    except typer.Abort:
+        raise NexusError("stopped before all answers were given; nothing was changed (pass NAME --category C --team T to run without questions)") from None
+
+
+@app.command()
+def new(
+    name: Annotated[Optional[str], typer.Argument(help="The service name: a DNS label, e.g. ticket-office. Asked for when missing.", show_default=False)] = None,
+    category: Annotated[Optional[str], typer.Option("--category", help="One of the catalog's categories; its port block gives the port.")] = None,
+    team: Annotated[Optional[str], typer.Option("--team", help="The owning team, one of the catalog's teams.")] = None,
+    port: Annotated[Optional[int], typer.Option("--port", help="Default: the lowest free port in the category's block.")] = None,
+    depends_on: Annotated[Optional[str], typer.Option("--depends-on", help="Services it calls: A,B (hard) or A:soft, comma-separated.")] = None,
+    description: Annotated[Optional[str], typer.Option("--description", help="One line on what it does.")] = None,
+    stage: Annotated[Optional[str], typer.Option("--stage", help="Deployment stage (default: the catalog's default stage).")] = None,
+    catalog: CatalogOpt = Path("catalog.yaml"),
+) -> None:
+    """Add a service to the catalog (a text insertion: comments and layout kept), then regenerate.
+
+    Every rule of `nexus validate` runs on the catalog with the service added; on any problem
+    nothing is written. Without NAME, --category and --team it asks for what it needs.
+    """
+    from .authoring.new import (
+        DEFAULT_DESCRIPTION,
+        NewService,
+        add_service,
+        next_port,
+        parse_depends_on,
+    )
+
+    asking = name is None or category is None or team is None
+    if asking:
+        cat = _load(catalog).catalog
+        if name is None:
+            name = _ask("Service name (a DNS label, e.g. ticket-office)")
+        if category is None:
+            category = _ask("Category", sorted(cat.categories))
+        if team is None:
+            team = _ask("Team", sorted(cat.teams))
+        if port is None:
+            port = _ask("Port", type=int, default=next_port(cat, category))
+        if depends_on is None:
+            depends_on = _ask("Depends on (A,B:soft; empty for none)", default="", show_default=False)
+        if description is None:
+            description = _ask("Description (one line)", default=DEFAULT_DESCRIPTION)
+        if stage is None:
+            default_stage = next((s.name for s in cat.stages if s.default), None)
+            choice = _ask("Deployment stage", [s.name for s in cat.stages], default=default_stage)
+            stage = None if choice == default_stage else choice
+    request = NewService(
+        name=name, category=category, team=team, port=port, depends_on=parse_depends_on(depends_on),
+        description=description or DEFAULT_DESCRIPTION, stage=stage,
+    )
+    added = add_service(catalog, request)
+    rel = added.out.name if added.out.parent == added.catalog.resolve().parent else str(added.out)
+    typer.echo(f"added {added.name} to {catalog}: port {added.port}, category {request.category}, team {request.team}, stage {added.stage} (wave {added.wave})")
+    typer.echo(f"created {rel}/services/{added.name}/ ({len(added.created)} files):")
+    for path in added.created:
+        typer.echo(f"  {path.removeprefix(f'services/{added.name}/')}")
+    others = [p for p in added.touched if p not in added.created]
+    if others:
+        typer.echo(f"updated {len(others)} other files in {rel}/:")
+        for path in others:
+            typer.echo(f"  {path}")
+    routes = next((p for p in added.created if p.endswith("/routes.py")), f"services/{added.name}")
+    typer.echo(f"next: write its endpoints in {rel}/{routes}, then run it: nexus up --only {added.name}")
+
+
+@app.command()
+def diff(
+    base: Annotated[str, typer.Option("--base", "-b", help="The git ref to compare with: a branch, tag or commit (CI: origin/<base branch>).")] = "HEAD",
+    catalog: CatalogOpt = Path("catalog.yaml"),
+    as_json: JsonOpt = False,
+) -> None:
+    """Show what the catalog changed since --base does, as a pull-request reviewer wants it.
+
+    Services added or removed, ports, edges with the teams on both sides (new cross-team edges
+    highlighted), the connections the network policy allows, and the generated files that would
+    change. Markdown for a PR comment, or --json. Exit 0 whether or not anything changed.
+    """
+    from .authoring.review import as_json as to_json
+    from .authoring.review import as_markdown
+    from .authoring.review import diff as compare
+
+    result = compare(catalog, base)
+    typer.echo(to_json(result) if as_json else as_markdown(result), nl=False)
+
+
+# --- Local run and verification: up, status, restart, down, verify --------------------------
+# The library is generator/run.py (up), control.py (status, restart, down) and verify.py;
+# these commands only parse, print (rich) and pick exit codes.
+
+
+class RunMode(str, Enum):
+    embedded = "embedded"
+    process = "process"
+
+
+OnlyOpt = Annotated[
+    list[str],
+    typer.Option("--only", help="Start only these services and their hard dependencies (repeat, or separate with commas)."),
+]
+SetOpt = Annotated[
+    list[str],
+    typer.Option("--set", help="A setting for every service (KEY=VALUE) or one (SERVICE.KEY=VALUE), e.g. token-mgr.inject_delay_ms=3000."),
+]
+TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Seconds each service may take to become ready.")]
+
+
+def _split(values: list[str]) -> list[str]:
+    return [v.strip() for value in values for v in value.split(",") if v.strip()]
+
+
+def _run_printer(console):  # noqa: ANN001, ANN202 - rich Console in, (Progress, callback) out
+    """Progress for `up` and `restart`: a live bar, and one line per service as it settles."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True, disable=not console.is_terminal)
+    task = progress.add_task("starting", total=None)
+
+    def on_event(e) -> None:  # noqa: ANN001 - nexus.local.run.Event
+        if e.kind == "plan":
+            progress.update(task, total=len(e.services), description=f"starting {len(e.services)} services ({e.detail} mode)")
+        elif e.kind == "wave":
+            progress.update(task, description=f"wave {e.wave} {e.detail}: {', '.join(e.services)}")
+        elif e.kind == "ready":
+            progress.advance(task)
+            console.print(f"  wave {e.wave:>2}  [green]ready[/]    {e.service:<32} {e.seconds:6.2f} s")
+        elif e.kind in ("failed", "skipped"):
+            progress.advance(task)
+            console.print(f"  wave {e.wave:>2}  [red]{e.kind:<8}[/] {e.service:<32} {e.detail}", markup=True, highlight=False)
+        elif e.kind == "note":
+            where = f"wave {e.wave:>2}  " if e.wave else ""
+            console.print(f"  {where}[dim]{e.detail}{': ' + ', '.join(e.services) if e.services else ''}[/]", highlight=False)
+        elif e.kind == "stopped":
+            console.print(f"  stopped {e.service}")
+
+    return progress, on_event
+
+
+@app.command()
+def up(
+    catalog: CatalogOpt = Path("catalog.yaml"),
+    only: OnlyOpt = [],  # noqa: B006 - typer reads the default, never mutates it
+    detach: Annotated[bool, typer.Option("--detach", "-d", help="Return once every service is ready and leave them running.")] = False,
+    keep_going: Annotated[bool, typer.Option("--keep-going", help="When a service fails, start the rest anyway (its dependents are skipped).")] = False,
+    mode: Annotated[RunMode, typer.Option("--mode", help="embedded: all services in one process (default, measured faster and smaller); process: one process each.")] = RunMode.embedded,
+    timeout: TimeoutOpt = 30.0,
+    settings: SetOpt = [],  # noqa: B006
+) -> None:
+    """Run the generated platform here, wave by wave in the deployment order.
+
+    Each wave waits until its services answer /health/ready. Logs go to .nexus/run/<run>/logs/.
+    Attached (the default) until Ctrl-C, which stops everything; --detach returns instead.
+    """
+    from rich.console import Console
+
+    from .local import control, run
+
+    console = Console(highlight=False)
+    progress, on_event = _run_printer(console)
+    with progress:
+        started = run.up(catalog, mode=mode.value, only=_split(only), keep_going=keep_going, timeout=timeout, overrides=settings, on_event=on_event)
+    st = started.state
+    ready = [n for n, s in st.services.items() if s.state == "running"]
+    console.print(f"[bold green]{len(ready)} services ready[/] in {started.seconds:.1f} s ({st.mode} mode, run {st.run_id}); logs in {st.run_dir}/logs")
+    for name, why in sorted(started.failed.items()):
+        console.print(f"  [red]not running[/] {name}: {why}")
+    if detach:
+        console.print("stop them with `nexus down`; `nexus status` shows their health, `nexus verify` checks the flows")
+        if started.failed:
+            raise typer.Exit(1)
+        return
+    console.print("attached: Ctrl-C stops everything")
+    try:
+        control.supervise(catalog, on_event=on_event)
+    except KeyboardInterrupt:
+        console.print("stopping ...")
+    finally:
+        stopped = control.down(catalog)
+        if stopped.run_id:
+            console.print(f"stopped {len(stopped.services)} services (run {stopped.run_id})")
+
+
+@app.command()
+def status(catalog: CatalogOpt = Path("catalog.yaml"), as_json: JsonOpt = False) -> None:
+    """Show what `nexus up` started: each service's state, port, process and live/ready answers."""
+    from dataclasses import asdict
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from .local import control
+
+    found = control.status(catalog)
+    if as_json:
+        typer.echo(json.dumps(asdict(found) if found else {"run_id": None, "services": []}, indent=2))
+        return
+    console = Console(highlight=False)
+    if found is None:
+        console.print("nothing is running here (no run recorded in .nexus/run)")
+        return
+    table = Table(title=f"run {found.run_id} ({found.mode} mode){'' if found.alive else ' - no process alive: stale, `nexus down` clears it'}")
+    for column in ("wave", "service", "port", "state", "pid", "live", "ready"):
+        table.add_column(column, justify="right" if column in ("wave", "port", "pid") else "left")
+    for s in found.services:
+        color = "green" if s.state == "running" and s.ready == "ok" else "yellow" if s.state in ("running", "starting") else "red"
+        table.add_row(str(s.wave), s.name, str(s.port), f"[{color}]{s.state}[/]", str(s.pid or "-"), s.live, s.ready)
+    console.print(table)
+    console.print(f"logs: {found.run_dir}/logs")
+
+
+@app.command()
+def restart(
+    services: Annotated[list[str], typer.Argument(help="Services of the running platform to stop and start again.")],
+    catalog: CatalogOpt = Path("catalog.yaml"),
+    timeout: TimeoutOpt = 30.0,
+    settings: SetOpt = [],  # noqa: B006
+) -> None:
+    """Restart services of the running platform, and only them: their dependents keep running."""
+    from rich.console import Console
+
+    from .local import control
+
+    console = Console(highlight=False)
+    progress, on_event = _run_printer(console)
+    with progress:
+        control.restart(catalog, _split(services), overrides=settings, timeout=timeout, on_event=on_event)
+    console.print(f"restarted {', '.join(_split(services))}; their dependents were not touched")
+
+
+@app.command()
+def down(
+    services: Annotated[Optional[list[str]], typer.Argument(help="Stop only these services (the run stays); default: everything.")] = None,
+    catalog: CatalogOpt = Path("catalog.yaml"),
+) -> None:
+    """Stop what `nexus up` started, and only that. A stale record from a crashed run is cleared."""
+    from .local import control
+
+    stopped = control.down(catalog, _split(services or []), on_event=lambda e: typer.echo(f"stopped {e.service}"))
+    if stopped.run_id is None:
+        typer.echo("nothing to stop (no run recorded in .nexus/run)")
+    elif services:
+        typer.echo(f"run {stopped.run_id} keeps running; `nexus restart {' '.join(stopped.services)}` starts them again")
+    elif stopped.stale:
+        typer.echo(f"run {stopped.run_id} had already stopped (crashed or killed); its record is cleared")
+    else:
+        typer.echo(f"stopped {len(stopped.services)} services (run {stopped.run_id})")
+
+
+@app.command()
+def verify(
+    catalog: CatalogOpt = Path("catalog.yaml"),
+    base_url: Annotated[Optional[str], typer.Option("--base-url", help="A deployed gateway, e.g. http://127.0.0.1:8080 through `kubectl port-forward`. Default: the platform `nexus up` runs here.")] = None,
+    as_json: JsonOpt = False,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for each answer.")] = 10.0,
+) -> None:
+    """Prove the critical paths and every service's health, all through the gateway.
+
+    Each flow must come back with its hops in the catalog's order and a timing per hop; each
+    service must answer its four health endpoints, with metrics that parse as Prometheus text.
+    Exit 1 naming every broken hop or service.
+    """
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    from .errors import VerifyFailed
+    from .local.verify import verify as run_verify
+
+    report = run_verify(catalog, base_url, timeout=timeout)
+    if as_json:
+        typer.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        console = Console(highlight=False)
+        marks = {"ok": "[green]ok[/]", "failed": "[red]FAIL[/]", "skipped": "[dim]skip[/]"}
+        flows = Table(title=f"critical paths through {report.base_url}", box=box.SIMPLE_HEAD, pad_edge=False)
+        for column in ("flow", "result", "hops (ms, inclusive of what follows)"):
+            flows.add_column(column)
+        for f in report.flows:
+            hops = " > ".join(f"{h['service']} (external)" if h.get("external") else f"{h['service']} {h['ms']:.1f}" if "ms" in h else f"[red]{h['service']}[/]" for h in f.hops)
+            flows.add_row(f.flow, marks[f.status], hops + (f"\n[red]{f.detail}[/]" if f.detail and f.status == "failed" else f"[dim]{f.detail}[/]" if f.detail else ""))
+        console.print(flows)
+        services = Table(title="services (failures are explained below)", box=box.SIMPLE_HEAD, pad_edge=False)
+        services.add_column("service", no_wrap=True)
+        services.add_column("result", no_wrap=True)
+        services.add_column("health ready live metrics", no_wrap=True)
+        services.add_column("asked", no_wrap=True)
+        for s in report.services:
+            codes = " ".join(f"{'[green]' if e.ok else '[red]'}{e.status or '---':>{len(ep)}}[/]" for ep, e in s.endpoints.items())
+            relays = len(s.route.split(" > ")) - 2  # the services between the gateway and this one
+            asked = f"{relays} relay{'s' if relays > 1 else ''}" if relays > 0 else s.via or f"[dim]{s.detail}[/]"
+            services.add_row(s.service, marks[s.status], codes, asked)
+        console.print(services)
+        checked = [s for s in report.services if s.status != "skipped"]
+        console.print(
+            f"{sum(f.status == 'ok' for f in report.flows)}/{len(report.flows)} flows ok, "
+            f"{sum(s.status == 'ok' for s in checked)}/{len(checked)} services ok"
+            f"{f', {len(report.services) - len(checked)} skipped' if len(checked) < len(report.services) else ''} in {report.seconds:.2f} s"
+        )
+    if not report.ok:
+        raise VerifyFailed(report.failures)
+
+
+def main() -> None:
+    """Console entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

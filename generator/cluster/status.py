@@ -1,0 +1,88 @@
+"""`cluster_status()`: per service on a cluster, desired and ready replicas, rollout, and drift.
+
+Replicas and rollout come from the live Deployments (rollout.rollout_of). Drift needs to know
+what was meant to be there, so it is checked only against an overlay: every generated object is
+compared with its live twin by a server-side dry-run apply (see drift.py). Without an overlay
+the drift column says it was not checked, rather than guessing which overlay is deployed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..catalog import Loaded
+from .client import connect
+from .deploy import MANAGED, orphans, plan_overlay
+from .drift import differences
+from .rollout import rollout_of
+
+MISSING = "missing"
+NOT_DEPLOYED = "not deployed"  # drift of a service none of whose objects is on the cluster
+
+
+@dataclass
+class ServiceStatus:
+    name: str
+    wave: int
+    desired: int | None  # None: no Deployment on the cluster
+    ready: int | None
+    rollout: str  # available, progressing, failed or missing
+    detail: str
+    drift: list[str] | None = None  # None: not checked; [] none; else "Kind/name: path" lines
+
+    def as_dict(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class ClusterStatus:
+    context: str
+    namespace: str
+    overlay: str | None
+    services: list[ServiceStatus]
+    shared_drift: list[str] | None = None  # objects of no service: Namespace, default deny, infrastructure policies
+    orphans: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, object]:
+        return {**self.__dict__, "services": [s.as_dict() for s in self.services]}
+
+
+def cluster_status(loaded: Loaded, *, context: str | None = None, overlay: str | None = None) -> ClusterStatus:
+    """Read the cluster; compare it with ``overlay`` if one is given. Raises ClusterError, OverlayError."""
+    steps = plan_overlay(loaded, overlay) if overlay else []  # before connecting: a bad overlay needs no cluster
+    cluster = connect(context)
+    namespace = loaded.catalog.platform.namespace
+    cluster.check()
+    live = cluster.deployments(namespace, MANAGED)
+    plan = loaded.plan
+    services = []
+    for name in (n for w in plan.waves for n in w.services):
+        dep = live.get(name)
+        if dep is None:
+            services.append(ServiceStatus(name, plan.wave_of[name], None, None, MISSING, "no Deployment"))
+            continue
+        r = rollout_of(dep)
+        ready = dep.status.ready_replicas if dep.status else 0
+        services.append(ServiceStatus(name, plan.wave_of[name], dep.spec.replicas, ready or 0, r.state, r.detail))
+    status = ClusterStatus(cluster.context, namespace, overlay, services)
+    if not steps:
+        return status
+    objs = [o for s in steps for o in s.objects]
+    drift: dict[str | None, list[str]] = {}
+    absent: dict[str | None, int] = {}
+    for obj in objs:
+        found = cluster.get(obj.api_version, obj.kind, obj.name, obj.namespace)
+        if found is None:
+            drift.setdefault(obj.service, []).append(f"{obj.ref}: {MISSING}")
+            absent[obj.service] = absent.get(obj.service, 0) + 1
+            continue
+        paths = differences(found, cluster.apply(obj.body, dry_run=True))
+        if paths:
+            drift.setdefault(obj.service, []).append(f"{obj.ref}: {', '.join(paths)}")
+    for s in services:
+        mine = sum(1 for o in objs if o.service == s.name)
+        s.drift = [NOT_DEPLOYED] if mine and absent.get(s.name) == mine else drift.get(s.name, [])
+    names = {s.name for s in services}
+    status.shared_drift = [line for owner, lines in drift.items() if owner not in names for line in lines]
+    status.orphans = [f"{o.ref}" + (f" ({o.service})" if o.service else "") for o in orphans(cluster, loaded, objs)]
+    return status

@@ -1,0 +1,192 @@
+"""Acting on the platform `nexus up` started: watch it (attached mode), show its status,
+restart some of its services, stop it. Each acts only on the processes the run recorded
+(runstate), and only while they are still those processes."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ..catalog import load_catalog
+from ..errors import NotRunning, RunError, ServiceFailed
+from . import runstate
+from .launch import Launch, tail
+from .run import (
+    Event,
+    OnEvent,
+    await_ready,
+    did_you_mean,
+    launcher_for,
+    parse_overrides,
+    quiet,
+)
+
+# -- attached mode -----------------------------------------------------------------------------
+
+
+def supervise(catalog: str | Path = "catalog.yaml", on_event: OnEvent = quiet, poll: float = 0.5) -> None:
+    """Block while the run lives, reporting services that exit on their own. Returns when
+    `nexus down` ran elsewhere; raises KeyboardInterrupt on Ctrl-C, SIGTERM or SIGHUP."""
+    root = load_catalog(catalog).root
+
+    def interrupt(*_: Any) -> None:
+        raise KeyboardInterrupt
+
+    # SIGTERM, and SIGHUP when the terminal closes, stop the run as Ctrl-C does
+    signals = [s for s in (signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None]
+    previous = {s: signal.signal(s, interrupt) for s in signals}
+    reported: set[str] = set()
+    try:
+        while True:
+            time.sleep(poll)
+            state = runstate.read(root)
+            if state is None:
+                return
+            running = [n for n, s in state.services.items() if s.state == "running"]
+            for name, why in launcher_for(state).failures(running).items():
+                if name not in reported:
+                    reported.add(name)
+                    on_event(Event("failed", name, state.services[name].wave, f"exited: {why}; see {state.services[name].log}"))
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+# -- down, restart, status ---------------------------------------------------------------------
+
+
+@dataclass
+class Stopped:
+    run_id: str | None
+    services: list[str]
+    stale: bool = False  # the recorded processes were already gone
+
+
+def down(catalog: str | Path = "catalog.yaml", services: Iterable[str] = (), on_event: OnEvent = quiet) -> Stopped:
+    """Stop what `up` started: ``services`` only (the run stays), or everything (the state
+    file goes). A process is signalled only while it is still the one `up` recorded."""
+    root = load_catalog(catalog).root
+    state = runstate.read(root)
+    names = list(services)
+    if state is None:
+        if names:
+            raise NotRunning("nothing is running here (no run recorded in .nexus/run); start it with `nexus up`")
+        runstate.remove(root)
+        return Stopped(None, [])
+    launcher = launcher_for(state)
+    if names:
+        unknown = [n for n in names if n not in state.services]
+        if unknown:
+            raise RunError("\n".join(f"{n}: not part of run {state.run_id}" + did_you_mean(n, state.services) for n in unknown))
+        launcher.stop(names)
+        for n in names:
+            state.services[n].state = "stopped"
+            on_event(Event("stopped", n))
+        runstate.write(root, state)
+        return Stopped(state.run_id, names)
+    alive = state.alive()
+    running = sorted(n for n, s in state.services.items() if state.host is not None or (s.process is not None and s.process in alive)) if alive else []
+    launcher.stop_all()
+    left = state.alive()
+    if left:
+        raise RunError(f"could not stop: {', '.join(f'pid {p.pid}' for p in left)}; the record stays in {runstate.state_path(root)}")
+    runstate.remove(root)
+    return Stopped(state.run_id, running, stale=not alive)
+
+
+def restart(catalog: str | Path = "catalog.yaml", services: Iterable[str] = (), *, overrides: Iterable[str] = (), timeout: float = 30.0, on_event: OnEvent = quiet) -> None:
+    """Stop and start ``services`` of the running platform, nothing else: their dependents
+    keep running and recover on their own (readiness re-checks its dependencies)."""
+    loaded = load_catalog(catalog)
+    root = loaded.root
+    state = runstate.read(root)
+    if state is None or not state.alive():
+        raise NotRunning("nothing is running here; start the platform with `nexus up`")
+    names = list(services)
+    unknown = [n for n in names if n not in state.services]
+    if unknown:
+        raise RunError("\n".join(f"{n}: not part of run {state.run_id}" + did_you_mean(n, state.services) for n in unknown))
+    values = parse_overrides(overrides, loaded.catalog, Path(state.generated))
+    launcher = launcher_for(state)
+    launcher.stop(names)
+    launches = []
+    for name in names:
+        rec = state.services[name]
+        rec.settings = {**rec.settings, **values.get("*", {}), **values.get(name, {})}
+        launches.append(Launch(name, rec.package, rec.port, rec.wave, rec.settings, Path(rec.log)))
+    for name, who in launcher.start(launches).items():
+        state.services[name].process, state.services[name].state = who, "starting"
+    runstate.write(root, state)
+    results = await_ready(launcher, launches, loaded.catalog.platform.health.ready, timeout, on_event, fail_fast=False)
+    gone = launcher.failures(names)
+    for name, reason in results.items():
+        state.services[name].state = "failed" if name in gone else "running"
+    runstate.write(root, state)
+    for name, reason in results.items():
+        if reason is not None:
+            rec = state.services[name]
+            raise ServiceFailed(name, reason, rec.log, tail(Path(rec.log)), after="" if name in gone else f"{name} keeps running; `nexus status` shows when it becomes ready")
+
+
+@dataclass
+class ServiceStatus:
+    name: str
+    port: int
+    wave: int
+    state: str  # running, starting, stopped, failed, exited
+    pid: int | None
+    live: str  # "ok", or what answered instead; "-" when not probed
+    ready: str
+    log: str
+
+
+@dataclass
+class RunStatus:
+    run_id: str
+    mode: str
+    run_dir: str
+    alive: bool
+    services: list[ServiceStatus]
+
+
+def status(catalog: str | Path = "catalog.yaml") -> RunStatus | None:
+    """The recorded run with each service's process state and live/ready answers, or None."""
+    loaded = load_catalog(catalog)
+    state = runstate.read(loaded.root)
+    if state is None:
+        return None
+    launcher = launcher_for(state)
+    recorded = [n for n, s in state.services.items() if s.state in ("running", "starting")]
+    gone = launcher.failures(recorded)
+    health = loaded.catalog.platform.health
+    probed = asyncio.run(_probe_all({n: state.services[n].port for n in recorded if n not in gone}, [health.live, health.ready]))
+    rows = []
+    for name, rec in sorted(state.services.items(), key=lambda kv: (kv[1].wave, kv[0])):
+        st = "exited" if name in gone else rec.state
+        live, ready = probed.get(name, ("-", "-"))
+        pid = (state.host.pid if state.host else rec.process.pid if rec.process else None) if st in ("running", "starting") else None
+        rows.append(ServiceStatus(name, rec.port, rec.wave, st, pid, live, ready, rec.log))
+    return RunStatus(state.run_id, state.mode, state.run_dir, bool(state.alive()), rows)
+
+
+async def _probe_all(ports: dict[str, int], paths: list[str]) -> dict[str, tuple[str, ...]]:
+    async with httpx.AsyncClient(timeout=2.0, trust_env=False) as http:  # loopback: never through a proxy
+
+        async def one(port: int, path: str) -> str:
+            try:
+                r = await http.get(f"http://127.0.0.1:{port}{path}")
+            except httpx.HTTPError as exc:
+                return f"no answer ({type(exc).__name__})"
+            return "ok" if r.status_code == 200 else f"HTTP {r.status_code}"
+
+        async def row(name: str, port: int) -> tuple[str, tuple[str, ...]]:
+            return name, tuple(await asyncio.gather(*(one(port, p) for p in paths)))
+
+        return dict(await asyncio.gather(*(row(n, p) for n, p in ports.items())))

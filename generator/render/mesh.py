@@ -1,0 +1,215 @@
+"""Render area: the service mesh and observability, from the same edges as the NetworkPolicies.
+
+Kustomize Components under ``k8s/components/``, which every overlay includes (render_k8s asks
+``components()``): ``monitoring`` when the cluster runs the Prometheus Operator
+(platform.monitoring.operator; a ServiceMonitor per service and PrometheusRule alerts), and ``istio`` or ``linkerd`` as ``platform.mesh`` says. Each mesh component admits,
+per service, exactly the identities of the services that declare it as a dependency, and
+carries each edge's timeout, retries and circuit breaking in that mesh's own terms (MESHES).
+Beside them: ``observability/prometheus.yml`` for the local run, and two docs pages.
+
+Checks of the rendered output: mesh_checks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from ..catalog.models import Traffic, duration_ms
+from .context import GENERATED_HEADER, RenderContext
+
+COMPONENTS = "k8s/components"
+TRUST_DOMAIN = "cluster.local"  # both meshes' default; identities below are built on it
+IDEMPOTENT = ("GET", "HEAD", "OPTIONS", "PUT", "DELETE")  # what the runtime's clients retry
+SCRAPE_INTERVAL = "30s"
+ERROR_RATIO = 0.05  # alert when more than 5% of a service's requests fail with a 5xx
+LATENCY_SHARE = 0.8  # alert when p99 passes 80% of the shortest timeout its callers allow
+
+
+@dataclass(frozen=True)
+class Mesh:
+    name: str
+    ingress: str  # the identity the gateway's external traffic arrives with
+    ingress_note: str
+    control_plane: tuple[str, tuple[int, ...]]  # namespace, TCP ports every proxy dials
+    files: tuple[str, ...]  # shared files and patches of the component, beside one file per service
+
+    def identity(self, service_account: str, namespace: str) -> str:
+        if self.name == "istio":
+            return f"{TRUST_DOMAIN}/ns/{namespace}/sa/{service_account}"
+        return f"{service_account}.{namespace}.serviceaccount.identity.linkerd.{TRUST_DOMAIN}"
+
+
+MESHES = {
+    "istio": Mesh(
+        "istio",
+        f"{TRUST_DOMAIN}/ns/istio-system/sa/istio-ingressgateway-service-account",
+        "the default Istio ingress gateway (istioctl or the gateway Helm chart installed in istio-system)",
+        ("istio-system", (15012,)),  # istiod: xDS and certificates
+        ("mesh", "namespace-patch", "servicemonitors-patch"),
+    ),
+    "linkerd": Mesh(
+        "linkerd",
+        f"ingress-nginx.ingress-nginx.serviceaccount.identity.linkerd.{TRUST_DOMAIN}",
+        "ingress-nginx, meshed, with its default ServiceAccount in namespace ingress-nginx",
+        ("linkerd", (8080, 8086, 8090)),  # identity, destination, policy
+        ("mesh", "namespace-patch", "workloads-patch", "services-patch"),
+    ),
+}
+
+
+def go_duration(value: str) -> str:
+    """A catalog duration in the form both meshes read: whole seconds, else milliseconds."""
+    ms = duration_ms(value)
+    return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
+
+
+def callers(ctx: RenderContext) -> dict[str, list[str]]:
+    """Every workload a mesh policy protects (services and infrastructure) -> who may call it."""
+    cat = ctx.catalog
+    out = {name: list(ctx.dependents[name]) for name in cat.services}
+    for comp in cat.infrastructure:
+        out[comp] = sorted(n for n, s in cat.services.items() if comp in s.uses)
+    return dict(sorted(out.items()))
+
+
+def admitted(ctx: RenderContext, mesh: Mesh) -> dict[str, set[str]]:
+    """What each workload's own policy must admit: its callers' identities, and for the
+    gateway also the ingress. (Prometheus is admitted by one namespace-wide policy.)"""
+    ns = ctx.catalog.platform.namespace
+    out = {name: {mesh.identity(c, ns) for c in who} for name, who in callers(ctx).items()}
+    out[ctx.catalog.platform.gateway].add(mesh.ingress)
+    return out
+
+
+def monitoring_identity(ctx: RenderContext, mesh: Mesh) -> str:
+    mon = ctx.catalog.platform.monitoring
+    return mesh.identity(mon.service_account, mon.namespace)
+
+
+def _traffic(t: Traffic) -> dict[str, Any]:
+    return {**t.model_dump(), "timeout": go_duration(t.timeout), "ejection_time": go_duration(t.ejection_time)}
+
+
+def _route_differs(a: Traffic, b: Traffic) -> bool:
+    return (a.timeout, a.retries) != (b.timeout, b.retries)
+
+
+def _pool_differs(a: Traffic, b: Traffic) -> bool:
+    return (a.consecutive_5xx, a.ejection_time, a.max_connections, a.max_pending) != (b.consecutive_5xx, b.ejection_time, b.max_connections, b.max_pending)
+
+
+def _target(ctx: RenderContext, name: str, mesh: Mesh, allowed: dict[str, set[str]]) -> dict[str, Any]:
+    """What one service's mesh file needs: as a target (who calls it, with which settings)
+    and as a caller (what it may reach)."""
+    cat = ctx.catalog
+    ns, base = cat.platform.namespace, cat.platform.traffic
+    svc = cat.services[name]
+    edges = {src: cat.traffic_for(src, name) for src in ctx.dependents[name]}
+    # Linkerd has one setting per destination: the catalog's linkerd rule makes the edges agree
+    per_target = next(iter(edges.values()), base)
+    return {
+        "name": name,
+        "port": svc.port,
+        "host": f"{name}.{ns}.svc.{TRUST_DOMAIN}",
+        "gateway": name == cat.platform.gateway,
+        "callers": ctx.dependents[name],
+        "identities": sorted(allowed[name]),
+        "default": _traffic(base),
+        "linkerd": _traffic(per_target),
+        "routes": [{"source": s, **_traffic(t)} for s, t in sorted(edges.items()) if _route_differs(t, base)],
+        "pools": [{"source": s, **_traffic(t)} for s, t in sorted(edges.items()) if _pool_differs(t, base)],
+        "egress": [f"./{d}.{ns}.svc.{TRUST_DOMAIN}" for d in sorted(svc.depends_on)]
+        + [f"./{c}.{ns}.svc.{TRUST_DOMAIN}" for c in sorted(svc.uses)]
+        + [f"./{external_host(ctx, e)}" for e in sorted(svc.externals)],
+    }
+
+
+def external_host(ctx: RenderContext, name: str) -> str:
+    return urlsplit(ctx.catalog.externals[name].url).hostname or name
+
+
+def _latency_threshold(ctx: RenderContext, name: str) -> float:
+    """Seconds: a share of the shortest timeout any caller gives this service."""
+    cat = ctx.catalog
+    timeouts = [cat.traffic_for(src, name).timeout for src in ctx.dependents[name]] or [cat.platform.traffic.timeout]
+    return round(min(duration_ms(t) for t in timeouts) * LATENCY_SHARE / 1000, 3)
+
+
+def components(ctx: RenderContext) -> list[str]:
+    """The components every overlay includes, in order (the mesh patches monitoring's objects)."""
+    mesh = ctx.catalog.platform.mesh
+    monitoring = ["monitoring"] if ctx.catalog.platform.monitoring.operator else []
+    return monitoring + ([mesh] if mesh in MESHES else [])
+
+
+def render(ctx: RenderContext) -> dict[str, str]:
+    out = render_monitoring(ctx)
+    if not ctx.catalog.platform.monitoring.operator:  # no Operator CRDs: keep only the local run's files
+        out = {path: text for path, text in out.items() if not path.startswith(f"{COMPONENTS}/monitoring/")}
+    if ctx.catalog.platform.mesh in MESHES:
+        out.update(render_mesh(ctx, MESHES[ctx.catalog.platform.mesh]))
+    return dict(sorted(out.items()))
+
+
+def _alerts(ctx: RenderContext) -> list[dict[str, Any]]:
+    health = ctx.catalog.platform.health
+    probes = "|".join(sorted({health.health, health.ready, health.live, health.metrics}))
+    return [{"name": n, "latency": _latency_threshold(ctx, n), "probes": probes} for n in sorted(ctx.catalog.services)]
+
+
+def render_monitoring(ctx: RenderContext) -> dict[str, str]:
+    common = {"header": GENERATED_HEADER, "alerts": _alerts(ctx), "error_ratio": ERROR_RATIO, "interval": SCRAPE_INTERVAL}
+    folder = f"{COMPONENTS}/monitoring"
+    return {
+        f"{folder}/kustomization.yaml": ctx.template("observability/kustomization.yaml.j2", **common),
+        f"{folder}/servicemonitors.yaml": ctx.template("observability/servicemonitors.yaml.j2", **common),
+        f"{folder}/alerts.yaml": ctx.template("observability/prometheusrule.yaml.j2", **common),
+        "observability/prometheus.yml": ctx.template("observability/prometheus.yml.j2", **common),
+        "observability/alerts.yml": ctx.template("observability/alerts.yml.j2", **common),
+    }
+
+
+def render_mesh(ctx: RenderContext, mesh: Mesh) -> dict[str, str]:
+    """One mesh's component: shared objects, one file per service, patches of base objects."""
+    cat = ctx.catalog
+    folder = f"{COMPONENTS}/{mesh.name}"
+    who, allowed = callers(ctx), admitted(ctx, mesh)
+    common = {
+        "header": GENERATED_HEADER,
+        "mesh": mesh,
+        "monitoring": monitoring_identity(ctx, mesh),
+        "interval": SCRAPE_INTERVAL,
+        "idempotent": "|".join(IDEMPOTENT),
+        "infrastructure": [{"name": c, "port": cat.infrastructure[c].port, "identities": sorted(allowed[c])} for c in sorted(cat.infrastructure) if who[c]],
+        "externals": [{"name": e, "host": external_host(ctx, e)} for e in sorted(cat.externals)],
+        "targets": [_target(ctx, n, mesh, allowed) for n in sorted(cat.services)],
+    }
+    out: dict[str, str] = {}
+    for target in common["targets"]:
+        out[f"{folder}/services/{target['name']}.yaml"] = ctx.template(f"mesh/{mesh.name}/service.yaml.j2", service=target["name"], t=target, **common)
+    for name in mesh.files:
+        out[f"{folder}/{name}.yaml"] = ctx.template(f"mesh/{mesh.name}/{name}.yaml.j2", **common)
+    resources = sorted(p.removeprefix(folder + "/") for p in out if not p.endswith("-patch.yaml"))
+    patches = sorted(p.removeprefix(folder + "/") for p in out if p.endswith("-patch.yaml"))
+    out[f"{folder}/kustomization.yaml"] = ctx.template(f"mesh/{mesh.name}/kustomization.yaml.j2", resources=resources, patches=patches, **common)
+    return out
+
+
+def render_docs(ctx: RenderContext) -> dict[str, str]:
+    """The mesh page and the who-may-call-whom matrix, per team (linked by the docs index)."""
+    cat = ctx.catalog
+    teams = []
+    for team, info in sorted(cat.teams.items()):
+        members = sorted(n for n, s in cat.services.items() if s.team == team)
+        if members:
+            teams.append({"name": team, "title": info.title, "members": members, "targets": sorted({d for m in members for d in cat.services[m].depends_on} | set(members))})
+    default = _traffic(cat.platform.traffic)
+    edges = [{**e, **_traffic(cat.traffic_for(e["source"], e["target"]))} for e in ctx.edges]
+    special = [e for e in edges if any(e[k] != v for k, v in default.items())]
+    common = {"header": GENERATED_HEADER, "meshes": MESHES, "teams": teams, "special": special, "callers": callers(ctx), "default": default}
+    return {
+        "docs/architecture/mesh.md": ctx.template("mesh/docs/mesh.md.j2", **common),
+        "docs/architecture/access-matrix.md": ctx.template("mesh/docs/access-matrix.md.j2", **common),
+    }

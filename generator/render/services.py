@@ -1,0 +1,195 @@
+"""Render area: service code. One cookiecutter template (templates/service) rendered per service,
+the shared runtime (templates/runtime) copied once, and the catalog's JSON Schema.
+
+The service template is a real cookiecutter template: `nexus generate` renders it with the
+same Jinja settings and the same filters (its local_extensions.py) that cookiecutter uses, so
+a team running cookiecutter by hand gets the very files Nexus would generate.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from collections.abc import Callable
+from functools import cache
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import jinja2
+
+from ..catalog.graph import relays
+from ..catalog.json_schema import schema_json
+from ..catalog.models import duration_ms
+from ..catalog.naming import pkg
+from ..errors import TemplateError
+from .context import TEMPLATES, RenderContext, bytecode_cache
+
+SERVICE_TEMPLATE = TEMPLATES / "service"
+RUNTIME = TEMPLATES / "runtime"
+SKIP = {"__pycache__", ".pytest_cache"}
+
+
+
+@cache
+def template_config() -> dict[str, Any]:
+    """The template's cookiecutter.json: its defaults, Jinja settings and file policy."""
+    config: dict[str, Any] = json.loads((SERVICE_TEMPLATE / "cookiecutter.json").read_text(encoding="utf-8"))
+    return config
+
+
+@cache
+def team_files(name: str) -> tuple[str, ...]:
+    """The files of service ``name`` that belong to its team, as paths inside its folder: created
+    once when the service is first generated, never touched again. Declared once, in the
+    template's own configuration (cookiecutter.json's ``_team_owned``)."""
+    context = {"name": name, "package": pkg(name), "_team_owned": template_config()["_team_owned"]}
+    return tuple(_extensions().team_files(context))
+
+
+def team_owned(path: str) -> bool:
+    """Whether ``path`` (under generated/) is one of a service's team-owned files."""
+    parts = path.split("/", 2)
+    return len(parts) == 3 and parts[0] == "services" and parts[2] in team_files(parts[1])
+
+
+@cache
+def _extensions() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("nexus_service_template_extensions", SERVICE_TEMPLATE / "local_extensions.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_NAME = "name-of:"  # a template named "name-of:<path>" renders <path> itself: a file *name*
+
+
+class _NameLoader(jinja2.BaseLoader):
+    def get_source(self, environment: jinja2.Environment, template: str) -> tuple[str, str | None, Callable[[], bool]]:
+        if not template.startswith(_NAME):
+            raise jinja2.TemplateNotFound(template)
+        return template.removeprefix(_NAME), None, lambda: True
+
+
+def template_env(cache: Path | None = None) -> jinja2.Environment:
+    """The environment cookiecutter builds for this template: strict, trailing newlines kept,
+    plus the template's own `_jinja2_env_vars` and filters."""
+    config = template_config()
+    env = jinja2.Environment(
+        loader=jinja2.ChoiceLoader([_NameLoader(), jinja2.FileSystemLoader(str(SERVICE_TEMPLATE))]),
+        auto_reload=False,
+        bytecode_cache=bytecode_cache(cache),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        **config.get("_jinja2_env_vars", {}),
+    )
+    env.filters.update(_extensions().FILTERS)
+    return env
+
+
+def _template_files() -> list[str]:
+    """Template-relative paths of the service template's files, sorted."""
+    root = SERVICE_TEMPLATE / "{{cookiecutter.name}}"
+    return sorted(
+        p.relative_to(SERVICE_TEMPLATE).as_posix()
+        for p in root.rglob("*")
+        if p.is_file() and not SKIP.intersection(p.relative_to(root).parts)
+    )
+
+
+def service_context(ctx: RenderContext, name: str) -> dict[str, Any]:
+    """The cookiecutter context of one catalog service (what `nexus new` would pass)."""
+    cat = ctx.catalog
+    svc = cat.services[name]
+    flows: dict[str, dict[str, Any]] = {}
+    for fname in ctx.flows_of[name]:
+        hops = cat.flows[fname].hops
+        i = hops.index(name)
+        nxt = hops[i + 1] if i + 1 < len(hops) else None
+        flows[fname] = {"next": nxt if isinstance(nxt, str) else (nxt.external if nxt else ""), "external": nxt is not None and not isinstance(nxt, str)}
+    return {
+        "name": name,
+        "description": svc.description,
+        "port": str(svc.port),
+        "team": svc.team,
+        "category": svc.category,
+        "package": pkg(name),
+        "_team_owned": template_config()["_team_owned"],
+        "platform": cat.platform.name,
+        "namespace": cat.platform.namespace,
+        "image_registry": cat.platform.image_registry,
+        "version": cat.platform.version,
+        "websocket": svc.websocket,
+        # one layer retries: the mesh when there is one (its retries are per edge), else the client
+        "retries": "0" if cat.mesh_retries() else str(_client_retries(cat, name)),
+        "retry_layer": cat.platform.mesh if cat.mesh_retries() else "client",
+        # never shorter than an edge's timeout, or the client would give up before the mesh does
+        "request_timeout": str(max((duration_ms(cat.traffic_for(name, d).timeout) for d in svc.depends_on), default=duration_ms(cat.platform.traffic.timeout)) / 1000),
+        "dependencies": {dep: {"kind": e.kind, "port": cat.services[dep].port} for dep, e in sorted(svc.depends_on.items())},
+        "flows": flows,
+        "gateway": name == cat.platform.gateway,
+        "relay": relays(cat, name),
+        "health": cat.platform.health.model_dump(),
+    }
+
+
+def compile_template(env: jinja2.Environment) -> list[tuple[str, jinja2.Template, jinja2.Template]]:
+    """Each template file as (name, compiled file name, compiled content), compiled once per
+    run: compiling is most of the cost, rendering 43 times is cheap."""
+    try:
+        # names go through the loader too (a tiny in-memory one) so the bytecode cache covers them
+        return [(rel, env.get_template(_NAME + rel), env.get_template(rel)) for rel in _template_files()]
+    except jinja2.TemplateSyntaxError as exc:
+        raise TemplateError(f"templates/service/{exc.name or '?'}:{exc.lineno}: {exc.message}") from exc
+
+
+def render_service(compiled: list[tuple[str, jinja2.Template, jinja2.Template]], context: dict[str, Any]) -> dict[str, str]:
+    """One service's files, keyed by path relative to its folder's parent (`<name>/...`)."""
+    out: dict[str, str] = {}
+    variables = {"cookiecutter": context}
+    name = context["name"]
+    for rel, path_template, template in compiled:
+        try:
+            out[path_template.render(variables)] = template.render(variables)
+        except jinja2.TemplateSyntaxError as exc:
+            raise TemplateError(f"templates/service/{rel}:{exc.lineno}: {exc.message} (rendering {name})") from exc
+        except jinja2.TemplateError as exc:
+            raise TemplateError(f"templates/service/{rel}:{_line(exc, rel)}: {exc} (rendering {name})") from exc
+    return out
+
+
+def _line(exc: BaseException, rel: str) -> int | str:
+    tb, line = exc.__traceback__, "?"
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename.replace("\\", "/").endswith(rel):
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+def _runtime() -> dict[str, str]:
+    return {
+        f"runtime/{p.relative_to(RUNTIME).as_posix()}": p.read_text(encoding="utf-8")
+        for p in sorted(RUNTIME.rglob("*"))
+        if p.is_file() and not SKIP.intersection(p.parts) and p.suffix != ".pyc"
+    }
+
+
+def render(ctx: RenderContext) -> dict[str, str]:
+    compiled = compile_template(template_env(ctx.cache))
+    out: dict[str, str] = {}
+    for name in sorted(ctx.catalog.services):
+        for path, text in render_service(compiled, service_context(ctx, name)).items():
+            out[f"services/{path}"] = text
+    out.update(_runtime())
+    out["catalog.schema.json"] = schema_json()
+    out[".dockerignore"] = "# Generated by nexus. Build context: this folder (see a service's Dockerfile).\n**/__pycache__\n**/.pytest_cache\n**/*.egg-info\n"
+    return out
+
+
+def _client_retries(cat: Any, name: str) -> int:
+    """Without a mesh the client retries: the service's own setting, else the platform's.
+    (Per-edge values need a mesh: the runtime has one retry count per service.)"""
+    own = cat.services[name].traffic
+    return own.retries if own is not None and own.retries is not None else cat.platform.traffic.retries
