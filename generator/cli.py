@@ -116,7 +116,7 @@ def generate(
     Unchanged files are not rewritten; files a team owns (routes.py) are created once and never
     touched; a generated file edited by hand stops the run unless --force.
     """
-    from .generate import generate as run
+    from .pipeline import generate as run
 
     result = run(catalog, out, check_only=check, force=force, strict=strict)
     where = result.out
@@ -316,9 +316,9 @@ def diff(
     """
     from .authoring.review import as_json as to_json
     from .authoring.review import as_markdown
-    from .authoring.review import diff as compare
+    from .authoring.review import review
 
-    result = compare(catalog, base)
+    result = review(catalog, base)
     typer.echo(to_json(result) if as_json else as_markdown(result), nl=False)
 
 
@@ -414,14 +414,9 @@ def up(
             raise typer.Exit(1)
         return
     console.print("attached: Ctrl-C stops everything")
-    try:
-        control.supervise(catalog, on_event=on_event)
-    except KeyboardInterrupt:
-        console.print("stopping ...")
-    finally:
-        stopped = control.down(catalog)
-        if stopped.run_id:
-            console.print(f"stopped {len(stopped.services)} services (run {stopped.run_id})")
+    stopped = control.attend(catalog, on_event=on_event, on_stopping=lambda: console.print("stopping ..."))
+    if stopped.run_id:
+        console.print(f"stopped {len(stopped.services)} services (run {stopped.run_id})")
 
 
 @app.command()

@@ -20,7 +20,7 @@ from conftest import dump, nexus
 
 from nexus.local import procs
 from nexus.local import runstate
-from nexus.generate import generate
+from nexus.pipeline import generate
 
 PORTS = range(20000, 32000)
 

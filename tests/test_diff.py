@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import dump, nexus
-from nexus.generate import generate
+from nexus.pipeline import generate
 
 
 def git(repo: Path, *args: str) -> None:

@@ -19,7 +19,7 @@ from nexus import write
 from nexus.render.services import team_owned
 from nexus.catalog import load_catalog
 from nexus.errors import DriftError, HandEditedError, OutputCheckError, TemplateError
-from nexus.generate import generate
+from nexus.pipeline import generate
 from nexus.render import RenderContext, render
 
 
@@ -251,7 +251,7 @@ def test_template_error_names_template_line_and_service(project: Path, tmp_path:
 
 def test_failed_output_check_writes_nothing(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A renderer bug (a wrong dependency port) is caught before any file is written."""
-    import nexus.generate as pipeline
+    import nexus.pipeline as pipeline
 
     real_render = pipeline.render
 

@@ -17,7 +17,7 @@ from nexus.checks import crd_schema
 from nexus.checks import mesh as mesh_checks
 from nexus.catalog import load_catalog, load_catalog_text
 from nexus.errors import CatalogError
-from nexus.generate import generate
+from nexus.pipeline import generate
 from nexus.render import RenderContext, render
 
 MESHES = ("istio", "linkerd", "none")

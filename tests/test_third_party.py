@@ -15,7 +15,7 @@ import pytest
 import yaml
 from conftest import CATALOG, dump
 
-from nexus.generate import generate
+from nexus.pipeline import generate
 
 OVERLAYS = ("dev", "staging", "prod")
 

@@ -239,7 +239,7 @@ def replace_file(path: Path, data: bytes) -> None:
 
 def add_service(catalog: str | Path, new: NewService, out: str | Path | None = None) -> Added:
     """Add ``new`` to the catalog file and regenerate. On any refusal nothing is changed."""
-    from ..generate import (
+    from ..pipeline import (
         generate,  # the whole pipeline; imported late, it pulls in rendering
     )
 

@@ -1,4 +1,6 @@
 """`nexus diff`: what a catalog change does, as a reviewer wants to see it on a pull request.
+(Not to be confused with write.compare, generated/ against the render, or cluster.drift,
+a live object against its manifest.)
 
 The base catalog is read from git (`git show REF:./catalog.yaml`), both catalogs are validated
 and rendered with this checkout's templates, and the two are compared as data: services, ports,
@@ -25,7 +27,7 @@ _FIELDS = ("category", "team", "description", "uses", "externals", "session_affi
 
 
 @dataclass
-class CatalogDiff:
+class Review:
     base: str
     services_added: list[dict[str, Any]] = field(default_factory=list)
     services_removed: list[dict[str, Any]] = field(default_factory=list)
@@ -99,9 +101,9 @@ def _files(before: dict[str, str], after: dict[str, str]) -> dict[str, list[str]
     }
 
 
-def compare(base: Loaded, head: Loaded, base_ref: str, *, cache: Path | None = None) -> CatalogDiff:
+def compare(base: Loaded, head: Loaded, base_ref: str, *, cache: Path | None = None) -> Review:
     """Everything that differs between two validated catalogs."""
-    d = CatalogDiff(base=base_ref)
+    d = Review(base=base_ref)
     old, new = base.catalog.services, head.catalog.services
     d.services_added = [_service_row(head, n) for n in sorted(set(new) - set(old))]
     d.services_removed = [_service_row(base, n) for n in sorted(set(old) - set(new))]
@@ -133,7 +135,7 @@ def _plain(value: Any) -> Any:
     return value.model_dump(by_alias=True) if hasattr(value, "model_dump") else value
 
 
-def diff(catalog: str | Path = "catalog.yaml", base: str = "HEAD") -> CatalogDiff:
+def review(catalog: str | Path = "catalog.yaml", base: str = "HEAD") -> Review:
     """Compare the catalog file with the same file at git ref ``base``."""
     head = load_catalog(catalog)
     base_loaded = load_catalog_text(read_base(base, catalog), f"{base}:{Path(catalog).name}")
@@ -143,7 +145,7 @@ def diff(catalog: str | Path = "catalog.yaml", base: str = "HEAD") -> CatalogDif
 # -- output ---------------------------------------------------------------------------------------
 
 
-def as_json(d: CatalogDiff) -> str:
+def as_json(d: Review) -> str:
     return json.dumps(d.as_dict(), indent=2, ensure_ascii=False) + "\n"
 
 
@@ -157,7 +159,7 @@ def _cell(value: Any) -> str:
     return md_cell(value)
 
 
-def as_markdown(d: CatalogDiff, *, max_files: int = 200) -> str:
+def as_markdown(d: Review, *, max_files: int = 200) -> str:
     """The diff as a pull-request comment: a summary line, then one table per kind of change."""
     cross = [e for e in d.edges_added if e["cross_team"]]
     files = d.files

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,6 +57,18 @@ def supervise(catalog: str | Path = "catalog.yaml", on_event: OnEvent = quiet, p
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def attend(catalog: str | Path = "catalog.yaml", on_event: OnEvent = quiet, on_stopping: Callable[[], None] = lambda: None) -> Stopped:
+    """The attached `nexus up`: watch the run until Ctrl-C (or SIGTERM, SIGHUP) or until `nexus
+    down` ran elsewhere, then make sure everything it started is stopped."""
+    try:
+        supervise(catalog, on_event=on_event)
+    except KeyboardInterrupt:
+        on_stopping()
+    finally:
+        stopped = down(catalog)
+    return stopped
 
 
 # -- down, restart, status ---------------------------------------------------------------------

@@ -203,7 +203,7 @@ def up(
 def _current_generated(loaded: Loaded, catalog: str | Path) -> Path:
     """generated/ beside the catalog, checked to be what the catalog renders (a stale tree
     would start services with old ports or flows)."""
-    from ..generate import generate
+    from ..pipeline import generate
 
     generated = loaded.root / "generated"
     if not (generated / "runtime").is_dir():

@@ -8,6 +8,7 @@ names the template, its line and the service being rendered.
 
 from __future__ import annotations
 
+import importlib.resources
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -25,9 +26,7 @@ from .text import FILTERS
 def _templates() -> Path:
     """templates/ (package ``nexus.templates``): beside generator/ in a checkout or an editable
     install, inside the package in a wheel (pre-commit's `language: python`)."""
-    from .. import templates
-
-    return Path(templates.__file__).resolve().parent
+    return Path(str(importlib.resources.files("nexus.templates"))).resolve()
 
 
 TEMPLATES = _templates()
