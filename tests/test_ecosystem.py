@@ -71,7 +71,7 @@ def test_checks_catch_a_wrong_owner_a_missing_dependency_and_a_bad_codeowners_li
     ctx, files = shipped
     broken = dict(files)
     broken["services/kei-ai/catalog-info.yaml"] = files["services/kei-ai/catalog-info.yaml"].replace("group:ai-ml", "group:media")
-    broken["services/ai-service/catalog-info.yaml"] = files["services/ai-service/catalog-info.yaml"].replace("  - component:token-mgr\n", "")
+    broken["services/ai-service/catalog-info.yaml"] = files["services/ai-service/catalog-info.yaml"].replace("  - \"component:token-mgr\"\n", "")
     broken["CODEOWNERS"] = files["CODEOWNERS"].replace("/generated/services/glitch/ @nexus-cos/core-platform", "/generated/services/glitch/ @nexus-cos/media # moved")
     failures = ecosystem_checks.run(ctx, broken)
     assert "kei-ai: services/kei-ai/catalog-info.yaml: owner is 'group:media', the catalog says team ai-ml" in failures

@@ -20,6 +20,7 @@ from ..catalog import Loaded, load_catalog, load_catalog_text
 from ..errors import DiffError
 from ..render import RenderContext, render
 from ..render.services import team_owned
+from ..render.context import make_env
 from ..render.text import md_cell
 
 # Fields of a service compared one by one (port, edges and the stage are reported on their own).
@@ -160,59 +161,15 @@ def _cell(value: Any) -> str:
 
 
 def as_markdown(d: Review, *, max_files: int = 200) -> str:
-    """The diff as a pull-request comment: a summary line, then one table per kind of change."""
-    cross = [e for e in d.edges_added if e["cross_team"]]
-    files = d.files
-    n_files = sum(len(v) for v in files.values())
-    out = [f"## nexus diff against `{d.base}`", ""]
-    if d.empty:
-        out += ["No change to the catalog's services, edges or policy, and no generated file would change.", ""]
-        return "\n".join(out)
-    out += [
-        "**"
-        + "; ".join([
-            f"{_plural(len(d.services_added), 'service')} added, {len(d.services_removed)} removed, {_plural(len(d.ports_changed), 'port')} changed",
-            f"{_plural(len(d.edges_added), 'edge')} added ({len(cross)} cross-team), {len(d.edges_removed)} removed",
-            f"{_plural(len(d.allowed_added), 'connection')} newly allowed, {len(d.allowed_removed)} no longer allowed",
-            f"{_plural(n_files, 'generated file')} would change",
-        ])
-        + ".**",
-        "",
-    ]
-    if cross:
-        out += ["> [!WARNING]", "> New cross-team dependencies: the called team should review.", *(f"> - `{e['source']}` ({e['source_team']}) → `{e['target']}` ({e['target_team']}), {e['kind']}" for e in cross), ""]
-    if d.services_added or d.services_removed:
-        out += ["### Services", "", "| | Service | Port | Team | Category | Stage |", "|---|---|---|---|---|---|"]
-        for change, rows in (("added", d.services_added), ("removed", d.services_removed)):
-            out += [f"| {change} | `{r['name']}` | {r['port']} | {r['team']} | {r['category']} | {r['stage']} |" for r in rows]
-        out.append("")
-    if d.ports_changed:
-        out += ["### Ports changed", "", "| Service | Before | After |", "|---|---|---|", *(f"| `{r['name']}` | {r['before']} | {r['after']} |" for r in d.ports_changed), ""]
-    if d.services_changed:
-        out += ["### Other service changes", "", "| Service | Field | Before | After |", "|---|---|---|---|"]
-        out += [f"| `{r['name']}` | {r['field']} | {_cell(r['before'])} | {_cell(r['after'])} |" for r in d.services_changed]
-        out.append("")
-    if d.edges_added or d.edges_removed or d.edges_changed:
-        out += ["### Dependencies", "", "| | Caller (team) | Callee (team) | Kind | |", "|---|---|---|---|---|"]
-        for change, rows in (("added", d.edges_added), ("removed", d.edges_removed), ("kind changed", d.edges_changed)):
-            for e in rows:
-                kind = f"{e['before']} → {e['kind']}" if "before" in e else e["kind"]
-                flag = "**cross-team**" if e["cross_team"] else ""
-                out.append(f"| {change} | `{e['source']}` ({e['source_team']}) | `{e['target']}` ({e['target_team']}) | {kind} | {flag} |")
-        out.append("")
-    if d.allowed_added or d.allowed_removed:
-        out += ["### Who may call whom (network policy)", "", "| | From | To | Because of |", "|---|---|---|---|"]
-        for change, rows in (("newly allowed", d.allowed_added), ("no longer allowed", d.allowed_removed)):
-            out += [f"| {change} | `{r['source']}` | `{r['target']}` | {r['because']} |" for r in rows]
-        out.append("")
-    if d.sections_changed:
-        out += ["### Other catalog sections changed", "", ", ".join(f"`{s}`" for s in d.sections_changed), ""]
-    if n_files:
-        out += [f"### Generated files ({len(files['added'])} added, {len(files['changed'])} changed, {len(files['removed'])} removed)", ""]
-        out += ["Rendered from both catalogs with this checkout's templates.", "", "<details><summary>Files</summary>", ""]
-        listed = [(change, p) for change in ("added", "changed", "removed") for p in files[change]]
-        out += [f"- {change}: `{p}`" for change, p in listed[:max_files]]
-        if len(listed) > max_files:
-            out.append(f"- ... and {len(listed) - max_files} more (`nexus diff --json` lists them all)")
-        out += ["", "</details>", ""]
-    return "\n".join(out)
+    """The diff as a pull-request comment (templates/authoring/review.md.j2)."""
+    env = make_env()
+    env.filters["value_cell"] = _cell
+    text = env.get_template("authoring/review.md.j2").render(
+        d=d,
+        cross=[e for e in d.edges_added if e["cross_team"]],
+        n_files=sum(len(v) for v in d.files.values()),
+        listed=[(change, p) for change in ("added", "changed", "removed") for p in d.files[change]],
+        max_files=max_files,
+        plural=_plural,
+    )
+    return text.rstrip("\n") + "\n"

@@ -1,5 +1,6 @@
 """The catalog reference (docs/catalog-reference.md), rendered from the JSON Schema, which is
 rendered from the models: one source, so the reference cannot drift from what `validate` checks.
+The schema is turned into plain data here; templates/reference/catalog-reference.md.j2 lays it out.
 
     python -m nexus.render.catalog_reference > docs/catalog-reference.md
 
@@ -13,38 +14,8 @@ import sys
 from typing import Any
 
 from ..catalog.json_schema import schema
-from .text import md_cell
-
-DNS_LABEL = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-
-INTRO = """\
-<!-- Rendered by `python -m nexus.render.catalog_reference` from the catalog's JSON Schema: do not edit. -->
-# Catalog reference
-
-Every key `catalog.yaml` may hold, from the models `nexus validate` checks against (also
-available as JSON Schema: `nexus schema`, and `generated/catalog.schema.json` for editors).
-Unknown keys are errors. Rules that need the whole catalog (references, cycles, the
-deployment order, non-overlapping port blocks) are listed under [Whole-catalog rules](#whole-catalog-rules).
-
-A *name* is a DNS-1123 label: lower-case letters, digits and `-`, starting and ending with a
-letter or digit, at most 63 characters (it becomes a hostname and a folder name).
-"""
-
-RULES = """\
-## Whole-catalog rules
-
-- Every service is in exactly one deployment stage: listed under a stage's `services`, or its
-  own `stage`, or else the stage marked `default: true` (at most one).
-- A `hard` dependency points at a service of the same stage or an earlier one; infrastructure
-  a service `uses` is deployed in an earlier stage.
-- No dependency cycles, hard or soft; no service depends on itself.
-- Ports are unique across services; categories' `ports` blocks do not overlap.
-- Teams, categories, stages, infrastructure, externals and dependencies named anywhere exist.
-- The gateway is a service; every flow starts at it, each hop is a declared dependency of the
-  one before, and an external hop comes last.
-- A dependency may be written `name: hard` (or `soft`) as well as `name: {kind: hard}`.
-"""
-
+from ..catalog.models import DNS_LABEL
+from .context import make_env
 
 def _anchor(name: str) -> str:
     return name.lower()
@@ -133,26 +104,25 @@ def _refs(text: str) -> list[str]:
     return out
 
 
-def _section(title: str, model: dict[str, Any], level: str = "##") -> list[str]:
-    lines = [f"{level} {title}", ""]
-    description = model.get("description", "").strip()
-    if description:
-        lines += [" ".join(description.split()), ""]
+def _section(title: str, model: dict[str, Any], level: str = "##") -> dict[str, Any]:
     required = set(model.get("required", []))
-    lines += ["| Key | Type | Default | Description |", "|---|---|---|---|"]
-    for key, prop in model.get("properties", {}).items():
-        kind = _type(prop).replace("|", "\\|")  # code spans keep backslashes; only the pipes need escaping
-        lines.append(f"| `{key}` | {kind} | {_default(prop, key in required)} | {md_cell(' '.join(prop.get('description', '').split()))} |")
-    return [*lines, ""]
+    rows = [
+        {
+            "key": key,
+            "type": _type(prop).replace("|", "\\|"),  # code spans keep backslashes; only the pipes need escaping
+            "default": _default(prop, key in required),
+            "description": " ".join(prop.get("description", "").split()),
+        }
+        for key, prop in model.get("properties", {}).items()
+    ]
+    return {"level": level, "title": title, "description": " ".join(model.get("description", "").split()), "rows": rows}
 
 
 def reference_markdown() -> str:
+    """The page: the catalog's JSON Schema as data, laid out by templates/reference/."""
     doc = schema()
-    lines = [INTRO, *_section("Catalog (the file)", doc)]
-    for name in _order(doc):
-        lines += _section(name, doc["$defs"][name])
-    lines.append(RULES)
-    return "\n".join(lines).rstrip("\n") + "\n"
+    sections = [_section("Catalog (the file)", doc)] + [_section(name, doc["$defs"][name]) for name in _order(doc)]
+    return make_env().get_template("reference/catalog-reference.md.j2").render(sections=sections)
 
 
 if __name__ == "__main__":
