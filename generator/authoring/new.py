@@ -102,7 +102,7 @@ def _escape(value: str) -> str:
 def scalar(value: str) -> str:
     """``value`` as a YAML scalar on one line: plain where PyYAML finds that safe (as the
     catalog is written by hand), double-quoted and escaped otherwise."""
-    dumped = yaml.safe_dump({"k": value}, allow_unicode=True, width=2**31, default_flow_style=False)
+    dumped = str(yaml.safe_dump({"k": value}, allow_unicode=True, width=2**31, default_flow_style=False))
     text = dumped.removeprefix("k: ").removesuffix("\n")
     if "\n" not in text and yaml.safe_load(f"k: {text}") == {"k": value}:
         return text

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from ..errors import CatalogError, Problem
 from . import mesh_rules
@@ -139,7 +140,7 @@ def _unwrap(tp: Any) -> Any:
 _DNS_RULE = "use lower-case letters, digits and '-', starting and ending with a letter or digit, at most 63 characters"
 
 
-def _translate(src: Source, err: dict[str, Any]) -> Problem:
+def _translate(src: Source, err: ErrorDetails) -> Problem:
     path, is_key = _clean_loc(err["loc"])
     kind, value, ctx = err["type"], err.get("input"), err.get("ctx") or {}
     last = path[-1] if path else ""
@@ -265,38 +266,38 @@ def check_graph(cat: Catalog, src: Source | None = None, assume: frozenset[str] 
     # references from services
     ports: dict[int, str] = {}
     for name, svc in sorted(services.items(), key=lambda kv: (kv[1].port, kv[0])):
-        base = ("services", name)
+        at = ("services", name)
         if svc.port in ports:
-            problem((*base, "port"), f"port {svc.port} is already used by '{ports[svc.port]}'; the next free port is {_next_free(svc.port, ports)}")
+            problem((*at, "port"), f"port {svc.port} is already used by '{ports[svc.port]}'; the next free port is {_next_free(svc.port, ports)}")
         else:
             ports[svc.port] = name
         if svc.team not in cat.teams:
-            problem((*base, "team"), f"unknown team '{svc.team}'{_did_you_mean(svc.team, cat.teams)}; teams: {', '.join(sorted(cat.teams))}")
+            problem((*at, "team"), f"unknown team '{svc.team}'{_did_you_mean(svc.team, cat.teams)}; teams: {', '.join(sorted(cat.teams))}")
         if svc.category not in cat.categories:
-            problem((*base, "category"), f"unknown category '{svc.category}'{_did_you_mean(svc.category, cat.categories)}; categories: {', '.join(sorted(cat.categories))}")
+            problem((*at, "category"), f"unknown category '{svc.category}'{_did_you_mean(svc.category, cat.categories)}; categories: {', '.join(sorted(cat.categories))}")
         for dep, edge in svc.depends_on.items():
-            path = (*base, "depends_on", dep)
+            edge_at = (*at, "depends_on", dep)
             if dep == name:
-                problem(path, f"'{name}' depends on itself; remove this entry", key=True)
+                problem(edge_at, f"'{name}' depends on itself; remove this entry", key=True)
             elif dep not in known:
-                problem(path, f"depends on unknown service '{dep}'{_did_you_mean(dep, names)}", key=True)
+                problem(edge_at, f"depends on unknown service '{dep}'{_did_you_mean(dep, names)}", key=True)
             # an unknown stage is reported on its own; comparing it as "stage -1" would add
             # false "deployed later" errors
             elif edge.kind == "hard" and stage_of.get(name) in stage_index and stage_of.get(dep) in stage_index and stage_index[stage_of[dep]] > stage_index[stage_of[name]]:
                 problem(
-                    path,
+                    edge_at,
                     f"hard dependency on '{dep}' (stage '{stage_of[dep]}') from stage '{stage_of[name]}': '{dep}' is deployed later, "
                     f"so '{name}' could never become ready; make the edge soft (called at request time) or move '{dep}' to stage '{stage_of[name]}' or earlier",
                     key=True,
                 )
         for j, comp in enumerate(svc.uses):
             if comp not in cat.infrastructure:
-                problem((*base, "uses", j), f"unknown infrastructure component '{comp}'{_did_you_mean(comp, cat.infrastructure)}")
+                problem((*at, "uses", j), f"unknown infrastructure component '{comp}'{_did_you_mean(comp, cat.infrastructure)}")
             elif comp in infra_stage and stage_of.get(name) in stage_index and stage_index[infra_stage[comp]] > stage_index[stage_of[name]]:
-                problem((*base, "uses", j), f"'{comp}' is deployed in stage '{infra_stage[comp]}', after '{name}' (stage '{stage_of[name]}'); infrastructure must come first")
+                problem((*at, "uses", j), f"'{comp}' is deployed in stage '{infra_stage[comp]}', after '{name}' (stage '{stage_of[name]}'); infrastructure must come first")
         for j, ext in enumerate(svc.externals):
             if ext not in cat.externals:
-                problem((*base, "externals", j), f"unknown external system '{ext}'{_did_you_mean(ext, cat.externals)}")
+                problem((*at, "externals", j), f"unknown external system '{ext}'{_did_you_mean(ext, cat.externals)}")
 
     out.extend(_cycles(cat, src))
     mesh_rules.check(cat, lambda path, message: problem(path, message, key=True))
@@ -307,10 +308,10 @@ def check_graph(cat: Catalog, src: Source | None = None, assume: frozenset[str] 
     for fname, flow in sorted(cat.flows.items()):
         base = ("flows", fname, "hops")
         hops = flow.hops
-        first = hops[0]
+        start = hops[0]
         # an unknown gateway is reported once above, not again for every flow
-        if first != cat.platform.gateway and cat.platform.gateway in known:
-            problem((*base, 0), f"flow '{fname}' starts at '{first if isinstance(first, str) else first.external}', but every flow starts at the gateway '{cat.platform.gateway}'; put it first")
+        if start != cat.platform.gateway and cat.platform.gateway in known:
+            problem((*base, 0), f"flow '{fname}' starts at '{start if isinstance(start, str) else start.external}', but every flow starts at the gateway '{cat.platform.gateway}'; put it first")
         for j, hop in enumerate(hops):
             if isinstance(hop, str):
                 if hop not in known:

@@ -321,9 +321,9 @@ def _waves(ctx: RenderContext, objects: dict[tuple[str, str], Doc]) -> list[str]
     wave.update({c: ctx.plan.wave_of[c] for c in ctx.catalog.infrastructure if c in ctx.plan.wave_of})
     for name, svc in sorted(ctx.catalog.services.items()):
         needs = [d for d, e in svc.depends_on.items() if e.kind == "hard"] + list(svc.uses)
-        for dep in sorted(needs):
-            if name in wave and dep in wave and wave[dep] >= wave[name]:
-                failures.append(f"{service_path(name)}: {name}: sync-wave {wave[name]} is not after {dep}'s {wave[dep]}, a hard dependency")
+        for needed in sorted(needs):
+            if name in wave and needed in wave and wave[needed] >= wave[name]:
+                failures.append(f"{service_path(name)}: {name}: sync-wave {wave[name]} is not after {needed}'s {wave[needed]}, a hard dependency")
     return failures
 
 

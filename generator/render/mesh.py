@@ -160,7 +160,7 @@ def _alerts(ctx: RenderContext) -> list[dict[str, Any]]:
 
 
 def render_monitoring(ctx: RenderContext) -> dict[str, str]:
-    common = {"header": GENERATED_HEADER, "alerts": _alerts(ctx), "error_ratio": ERROR_RATIO, "interval": SCRAPE_INTERVAL}
+    common: dict[str, Any] = {"header": GENERATED_HEADER, "alerts": _alerts(ctx), "error_ratio": ERROR_RATIO, "interval": SCRAPE_INTERVAL}
     folder = f"{COMPONENTS}/monitoring"
     return {
         f"{folder}/kustomization.yaml": ctx.template("observability/kustomization.yaml.j2", **common),
@@ -176,7 +176,7 @@ def render_mesh(ctx: RenderContext, mesh: Mesh) -> dict[str, str]:
     cat = ctx.catalog
     folder = f"{COMPONENTS}/{mesh.name}"
     who, allowed = callers(ctx), admitted(ctx, mesh)
-    common = {
+    common: dict[str, Any] = {
         "header": GENERATED_HEADER,
         "mesh": mesh,
         "monitoring": monitoring_identity(ctx, mesh),
@@ -208,7 +208,7 @@ def render_docs(ctx: RenderContext) -> dict[str, str]:
     default = _traffic(cat.platform.traffic)
     edges = [{**e, **_traffic(cat.traffic_for(e["source"], e["target"]))} for e in ctx.edges]
     special = [e for e in edges if any(e[k] != v for k, v in default.items())]
-    common = {"header": GENERATED_HEADER, "meshes": MESHES, "teams": teams, "special": special, "callers": callers(ctx), "default": default}
+    common: dict[str, Any] = {"header": GENERATED_HEADER, "meshes": MESHES, "teams": teams, "special": special, "callers": callers(ctx), "default": default}
     return {
         "docs/architecture/mesh.md": ctx.template("mesh/docs/mesh.md.j2", **common),
         "docs/architecture/access-matrix.md": ctx.template("mesh/docs/access-matrix.md.j2", **common),

@@ -20,7 +20,7 @@ import jinja2
 
 from ..catalog.graph import relays
 from ..catalog.json_schema import schema_json
-from ..catalog.models import duration_ms
+from ..catalog.models import Catalog, duration_ms
 from ..catalog.naming import pkg
 from ..errors import TemplateError
 from .context import TEMPLATES, RenderContext, bytecode_cache
@@ -160,7 +160,8 @@ def render_service(compiled: list[tuple[str, jinja2.Template, jinja2.Template]],
 
 
 def _line(exc: BaseException, rel: str) -> int | str:
-    tb, line = exc.__traceback__, "?"
+    tb = exc.__traceback__
+    line: int | str = "?"
     while tb is not None:
         if tb.tb_frame.f_code.co_filename.replace("\\", "/").endswith(rel):
             line = tb.tb_lineno
@@ -188,7 +189,7 @@ def render(ctx: RenderContext) -> dict[str, str]:
     return out
 
 
-def _client_retries(cat: Any, name: str) -> int:
+def _client_retries(cat: Catalog, name: str) -> int:
     """Without a mesh the client retries: the service's own setting, else the platform's.
     (Per-edge values need a mesh: the runtime has one retry count per service.)"""
     own = cat.services[name].traffic
