@@ -98,6 +98,7 @@ def test_a_hand_edited_generated_file_stops_new_and_the_catalog_is_put_back(tmp_
 # -- success, end to end in a fresh clone --------------------------------------------------------
 
 
+@pytest.mark.xdist_group("shipped-ports")  # runs the shipped catalog on its own ports: one at a time
 def test_new_then_validate_and_generate_check_in_a_fresh_clone(tmp_path: Path) -> None:
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True, capture_output=True)

@@ -87,6 +87,7 @@ def test_gateway_relays_only_along_declared_edges():
     assert sorted(set(cat.services) - set(table) - {gateway}) == []
 
 
+@pytest.mark.xdist_group("shipped-ports")  # runs the shipped catalog on its own ports: one at a time
 @pytest.mark.slow
 def test_the_whole_shipped_platform_comes_up_verifies_and_goes_down(tmp_path):
     """The issue's done-when, on the shipped catalog (its ports moved to free ones)."""
