@@ -86,6 +86,7 @@ def test_layout_is_a_base_and_three_overlays(shipped: tuple[RenderContext, dict[
     services = {f"k8s/base/services/{n}.yaml" for n in ctx.catalog.services}
     base = {f"k8s/base/{f}.yaml" for f in ("kustomization", "namespace", "default-deny", "infrastructure")}
     overlays = {f"k8s/overlays/{e}/kustomization.yaml" for e in OVERLAYS} | {f"k8s/overlays/dev/{p}-patch.yaml" for p in ("autoscaling", "resources")}
+    overlays.add("k8s/overlays/prod/settings-patch.yaml")
     assert set(files) == services | base | overlays
     assert list(files) == sorted(files)
 
@@ -111,6 +112,21 @@ def test_default_deny_covers_every_pod_both_ways(shipped: tuple[RenderContext, d
 
 
 # -- the built overlays ------------------------------------------------------------------------
+
+
+def test_prod_turns_off_api_docs_and_platform_routes_in_every_service(built: dict[str, list[dict[str, Any]]]) -> None:
+    """The prod overlay sets the runtime's own settings on every container; dev and staging
+    keep the defaults (docs on, /platform on: `nexus verify --base-url` works there)."""
+    from nexus.local.run import _settings_fields
+
+    known = {f.upper() for f in _settings_fields(Path(__file__).parent.parent / "generated")}
+    for env, docs in built.items():
+        for name, deployment in objects(docs, "Deployment").items():
+            (container,) = deployment["spec"]["template"]["spec"]["containers"]
+            settings = {e["name"]: e["value"] for e in container.get("env", [])}
+            assert settings == ({"API_DOCS": "false", "PLATFORM_ROUTES": "false"} if env == "prod" else {}), (env, name)
+            assert set(settings) <= known, f"{env}: {name}: not a runtime setting: {set(settings) - known}"
+            assert container["envFrom"], (env, name)  # the ConfigMap still comes first; env wins over it
 
 
 def test_every_overlay_builds_and_passes_the_strict_schemas(built: dict[str, list[dict[str, Any]]], shipped: tuple[RenderContext, dict[str, str]]) -> None:

@@ -83,19 +83,21 @@ class Host:
         hosted = self.services[name] = Hosted(name)
         log = _service_logger(name, self.logs / f"{name}.log")
         try:
-            app, grace = self._build(name, package, settings)
+            app, options = self._build(name, package, settings)
             sock = _listen(settings.get("host", "127.0.0.1"), int(settings["port"]))
         except Exception as exc:  # any failure of a team's code is that service's failure, not the host's
             hosted.state, hosted.error = "failed", f"{type(exc).__name__}: {exc}"
             log.exception("failed to start")
             return
-        config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=grace)
+        config = uvicorn.Config(app, log_config=None, lifespan="on", **options)
         hosted.server = Server(config)
         hosted.task = asyncio.create_task(self._serve(hosted, sock), name=f"serve {name}")
 
-    def _build(self, name: str, package: str, settings: dict[str, str]) -> tuple[Any, int]:
+    def _build(self, name: str, package: str, settings: dict[str, str]) -> tuple[Any, dict[str, Any]]:
+        """The service's app, and uvicorn's options for it (the runtime's, as `python -m` uses)."""
         # from generated/runtime, put on sys.path by __init__
         from nexus_runtime import create_app
+        from nexus_runtime.serve import server_options
 
         folder = str(self.generated / "services" / name)
         if folder not in sys.path:
@@ -105,7 +107,7 @@ class Host:
         routes = importlib.import_module(f"{package}.routes").router
         values = settings_class(**settings)  # validated here, as the service would at start-up
         app = create_app(spec, settings_class, routes, settings=values)
-        return _logging_errors(app, logging.getLogger(f"nexus.{name}")), int(values.shutdown_grace_seconds)
+        return _logging_errors(app, logging.getLogger(f"nexus.{name}")), server_options(values)
 
     async def _serve(self, hosted: Hosted, sock: socket.socket) -> None:
         assert hosted.server is not None

@@ -48,13 +48,19 @@ class Environment:
     min_replicas: int | None = None  # None: the catalog's
     max_replicas: int | None = None  # a cap on the catalog's; None: the catalog's
     request_share: Decimal | None = None  # requests scaled by this (limits kept); None: the catalog's
+    settings: tuple[tuple[str, str], ...] = ()  # runtime settings (env var, value) of every service here
 
 
+# The outside sees no API docs and no /platform routes in prod; dev and staging keep them, so
+# `nexus verify --base-url` works there (docs/running.md, "Exposure").
+PROD_SETTINGS = (("API_DOCS", "false"), ("PLATFORM_ROUTES", "false"))
 ENVIRONMENTS = (
     Environment("dev", "one replica (at most two) and half the resource requests; limits kept", 1, 2, Decimal("0.5")),
     Environment("staging", "the catalog's numbers, as in prod: what is tested is what ships"),
-    Environment("prod", "the catalog's numbers"),
+    Environment("prod", "the catalog's numbers; no API docs, no /platform routes", settings=PROD_SETTINGS),
 )
+# The services' Deployments, which a patch with a target selects by label rather than by name
+DEPLOYMENTS = {"kind": "Deployment", "labelSelector": "app.kubernetes.io/managed-by=nexus"}
 
 
 def service_path(name: str) -> str:
@@ -153,7 +159,10 @@ def _overlay(ctx: RenderContext, env: Environment, common: dict[str, Any]) -> di
         out[f"{folder}/autoscaling-patch.yaml"] = ctx.template("k8s/autoscaling-patch.yaml.j2", env=env, items=replicas, **common)
     if requests:
         out[f"{folder}/resources-patch.yaml"] = ctx.template("k8s/resources-patch.yaml.j2", env=env, items=requests, **common)
-    patches = sorted(p.removeprefix(folder + "/") for p in out)
+    if env.settings:
+        out[f"{folder}/settings-patch.yaml"] = ctx.template("k8s/settings-patch.yaml.j2", env=env, **common)
+    targets = {f"{folder}/settings-patch.yaml": DEPLOYMENTS}
+    patches = [{"path": p.removeprefix(folder + "/"), "target": targets.get(p)} for p in sorted(out)]
     components = [f"../../components/{c}" for c in render_mesh.components(ctx)]  # mesh and monitoring
     out[f"{folder}/kustomization.yaml"] = ctx.template("k8s/overlay.yaml.j2", env=env, patches=patches, components=components, **common)
     return out

@@ -6,38 +6,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
-from starlette.types import ASGIApp, Receive, Scope, Send
 
-from . import flows, health, live, logs, platform_routes, tracing
+from . import flows, health, live, logs, platform_routes
 from .clients import build_clients, close_all
+from .edge import EdgeMiddleware
 from .metrics import Metrics, MetricsMiddleware
 from .settings import ServiceSettings
 from .spec import ServiceSpec
-
-
-class TraceMiddleware:
-    """Adopt or start the request id and trace for each request, and echo the id back."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        trace = tracing.from_headers(headers.get("x-request-id"), headers.get("traceparent"))
-        token = tracing.current.set(trace)
-
-        async def send_with_id(message: dict) -> None:  # type: ignore[type-arg]
-            if message["type"] == "http.response.start":
-                message.setdefault("headers", []).append((b"x-request-id", trace.request_id.encode("latin-1")))
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            tracing.current.reset(token)
+from .tracing import TraceMiddleware
 
 
 def create_app(
@@ -62,18 +38,31 @@ def create_app(
         await close_all(clients)
         log.info("stopped")
 
-    app = FastAPI(title=spec.name, description=spec.description, version="1.0.0", lifespan=lifespan)
+    docs = settings.api_docs
+    app = FastAPI(
+        title=spec.name,
+        description=spec.description,
+        version="1.0.0",
+        lifespan=lifespan,
+        openapi_url="/openapi.json" if docs else None,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+    )
     app.state.spec, app.state.settings, app.state.clients, app.state.metrics = spec, settings, clients, metrics
     answers = health.endpoints(spec, readiness, metrics)
     app.include_router(health.router(spec, answers))
     if spec.flows:
         app.include_router(flows.router(spec, settings, clients))
-    if spec.gateway or spec.relay:
+    if (spec.gateway or spec.relay) and settings.platform_routes:
         app.include_router(platform_routes.router(spec, settings, clients, answers))
     if spec.websocket:
-        app.include_router(live.router(spec))
+        app.include_router(live.router(spec, settings, log))
     if routes is not None:
         app.include_router(routes)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    # the last added runs first: the edge drops internal headers, then the trace is set, so
+    # the access line (metrics middleware) carries its ids
+    app.add_middleware(MetricsMiddleware, metrics=metrics, access_log=log if settings.access_log else None)
     app.add_middleware(TraceMiddleware)
+    if spec.gateway:
+        app.add_middleware(EdgeMiddleware)
     return app

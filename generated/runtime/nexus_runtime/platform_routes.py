@@ -20,13 +20,21 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Path, Request, Response
 from fastapi.responses import JSONResponse
 
 from . import flows
 from .clients import BROKEN_HEADER
 from .deadline import Deadline
 from .health import Endpoint
+from .schemas import (
+    PROMETHEUS_TEXT,
+    Health,
+    PlatformIndex,
+    Problem,
+    Readiness,
+    problems,
+)
 from .settings import ServiceSettings
 from .spec import ServiceSpec
 
@@ -34,11 +42,23 @@ VIA_HEADER = "x-nexus-via"  # the services a relayed probe passed through, gatew
 PASSED_ON = ("content-type", BROKEN_HEADER)
 
 
+# The probe answers what the target's endpoint answers (JSON, or Prometheus text for metrics);
+# a relay that cannot go on answers a Problem naming the hop it could not reach.
+PROBE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "The target's own answer", "model": Health | Readiness, "content": {PROMETHEUS_TEXT: {"schema": {"type": "string"}}}},
+    503: {"description": "The target is not ready", "model": Readiness},
+    **problems(404, 502, 504),
+}
+
+
 def router(spec: ServiceSpec, settings: ServiceSettings, clients: dict[str, httpx.AsyncClient], answers: dict[str, Endpoint]) -> APIRouter:
     r = APIRouter(tags=["platform"])
+    # documented as enums; any other value answers 404 with the reason
+    service_param = Path(description="A service this one can probe", json_schema_extra={"enum": sorted({spec.name, *spec.relay})})
+    endpoint_param = Path(description="Which of its health endpoints", json_schema_extra={"enum": list(spec.health_paths())})
 
-    @r.get("/platform/health/{service}/{endpoint}")
-    async def service_health(service: str, endpoint: str, request: Request) -> Response:
+    @r.get("/platform/health/{service}/{endpoint}", responses=PROBE_RESPONSES, response_model=None)
+    async def service_health(request: Request, service: str = service_param, endpoint: str = endpoint_param) -> Response:
         paths = spec.health_paths()
         if endpoint not in paths:
             return _error(404, service, f"no endpoint '{endpoint}': use one of {', '.join(paths)}")
@@ -63,14 +83,14 @@ def router(spec: ServiceSpec, settings: ServiceSettings, clients: dict[str, http
         return Response(upstream.content, status_code=upstream.status_code, headers=passed)
 
     if spec.gateway:
-        r.add_api_route("/platform/flows/{flow}", flows.handler(spec, settings, clients), methods=["GET"], name="platform_flow")
+        r.add_api_route("/platform/flows/{flow}", flows.handler(spec, settings, clients), methods=["GET"], name="platform_flow", **flows.CONTRACT)
 
-        @r.get("/platform")
-        async def index() -> dict[str, Any]:
+        @r.get("/platform", response_model=PlatformIndex)
+        async def index() -> PlatformIndex:
             return {"gateway": spec.name, "flows": sorted(spec.flows), "services": sorted({spec.name, *spec.relay})}
 
     return r
 
 
 def _error(status: int, service: str, error: str, broken: str | None = None) -> JSONResponse:
-    return JSONResponse({"service": service, "error": error}, status_code=status, headers={BROKEN_HEADER: broken} if broken else None)
+    return JSONResponse(Problem(service=service, error=error), status_code=status, headers={BROKEN_HEADER: broken} if broken else None)

@@ -15,7 +15,9 @@ class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", frozen=True)
 
     service_name: str
-    host: str = "0.0.0.0"  # noqa: S104 - a container listens on all its interfaces
+    # Loopback unless told otherwise: a service started by hand or by `nexus up` is not open to
+    # the network. The image sets HOST=0.0.0.0, as a pod must listen on its own address.
+    host: str = "127.0.0.1"
     port: int = Field(ge=1, le=65535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     json_logs: bool = True
@@ -34,3 +36,11 @@ class ServiceSettings(BaseSettings):
     inject_delay_ms: int = Field(0, ge=0)
 
     shutdown_grace_seconds: float = Field(10.0, ge=0)
+
+    # What a service shows: the prod overlay turns both off (docs/running.md, "Exposure").
+    api_docs: bool = True  # /docs, /redoc and /openapi.json
+    platform_routes: bool = True  # /platform/... on the gateway and on the services it relays through
+    access_log: bool = True  # one JSON line per request, at INFO
+
+    # A WebSocket message larger than this closes the connection with 1009 (message too big).
+    ws_max_message_bytes: int = Field(1_048_576, ge=1)

@@ -13,19 +13,23 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Path, Request
 from fastapi.responses import JSONResponse
 
 from .clients import BROKEN_HEADER
 from .deadline import Deadline
+from .schemas import FlowResult, NotFound, problems
 from .settings import ServiceSettings
 from .spec import ServiceSpec
 
 
-def handler(spec: ServiceSpec, settings: ServiceSettings, clients: dict[str, httpx.AsyncClient]) -> Callable[[str, Request], Awaitable[JSONResponse]]:
+def handler(spec: ServiceSpec, settings: ServiceSettings, clients: dict[str, httpx.AsyncClient]) -> Callable[[Request, str], Awaitable[JSONResponse]]:
     """The flow endpoint: served at /flows/<flow>, and on the gateway also at /platform/flows/<flow>."""
 
-    async def run_flow(flow: str, request: Request) -> JSONResponse:
+    # the flows it is on, as an enum in the OpenAPI document; any other name answers 404
+    flow_param = Path(description=f"A critical path {spec.name} is on", json_schema_extra={"enum": sorted(spec.flows)})
+
+    async def run_flow(request: Request, flow: str = flow_param) -> JSONResponse:
         hop = spec.flows.get(flow)
         if hop is None:
             raise HTTPException(404, f"{spec.name} is not on flow '{flow}'; it is on: {', '.join(sorted(spec.flows)) or 'none'}")
@@ -49,9 +53,13 @@ def handler(spec: ServiceSpec, settings: ServiceSettings, clients: dict[str, htt
     return run_flow
 
 
+# the flow endpoint's OpenAPI declaration: a 502 names the broken hop in the same body
+CONTRACT: dict[str, Any] = {"response_model": FlowResult, "responses": {**problems(502, model=FlowResult), **problems(404, model=NotFound)}}
+
+
 def router(spec: ServiceSpec, settings: ServiceSettings, clients: dict[str, httpx.AsyncClient]) -> APIRouter:
     r = APIRouter(tags=["flows"])
-    r.add_api_route("/flows/{flow}", handler(spec, settings, clients), methods=["GET"], name="flow")
+    r.add_api_route("/flows/{flow}", handler(spec, settings, clients), methods=["GET"], name="flow", **CONTRACT)
     return r
 
 
@@ -59,14 +67,21 @@ async def _call(client: httpx.AsyncClient, name: str, flow: str, deadline: Deadl
     """The next hop's hops, or a record naming it (or whoever it names) as broken."""
     timeout, headers = deadline.next_hop()
     start = time.perf_counter()
+    # Only what the next hop did is blamed on it: an error raised here while building the
+    # request is this hop's own, and surfaces as its 500 (its caller then names it).
     try:
         response = await client.get(f"/flows/{flow}", timeout=timeout, headers=headers)
-        body = response.json()
     except httpx.TimeoutException:
         waited = round((time.perf_counter() - start) * 1000)
         return [{"service": name, "error": f"timed out after {waited} ms"}], name
-    except (httpx.HTTPError, ValueError) as exc:
+    except httpx.HTTPError as exc:
         return [{"service": name, "error": type(exc).__name__}], name
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        return [{"service": name, "error": f"http {response.status_code}, not a flow answer"}], name
     if response.status_code == 200 and body.get("ok"):
         return body["hops"], None
     return body.get("hops") or [{"service": name, "error": f"http {response.status_code}"}], body.get("broken", name)

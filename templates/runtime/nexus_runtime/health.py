@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import httpx
 from fastapi import APIRouter, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 
 from .metrics import Metrics
+from .schemas import PROMETHEUS_TEXT, Health, problems
+from .schemas import Readiness as ReadinessBody
 from .settings import ServiceSettings
 from .spec import ServiceSpec
 
@@ -45,29 +48,40 @@ class Readiness:
 def endpoints(spec: ServiceSpec, readiness: Readiness, metrics: Metrics) -> dict[str, Endpoint]:
     """The four answers by name (health, ready, live, metrics): served on the spec's paths, and
     by the gateway's platform routes when it is asked about itself."""
+    ok = Health(status="ok", service=spec.name)
 
     async def health() -> Response:
-        return JSONResponse({"status": "ok", "service": spec.name})
-
-    async def live() -> Response:
-        return JSONResponse({"status": "ok", "service": spec.name})
+        return JSONResponse(ok)
 
     async def ready() -> Response:
         if readiness.shutting_down:
-            return JSONResponse({"status": "shutting down", "service": spec.name}, status_code=503)
+            return JSONResponse(ReadinessBody(status="shutting down", service=spec.name), status_code=503)
         deps = await readiness.check()
-        ok = all(v == "ok" for v in deps.values())
-        return JSONResponse({"status": "ready" if ok else "not ready", "service": spec.name, "dependencies": deps}, status_code=200 if ok else 503)
+        ready = all(v == "ok" for v in deps.values())
+        body = ReadinessBody(status="ready" if ready else "not ready", service=spec.name, dependencies=deps)
+        return JSONResponse(body, status_code=200 if ready else 503)
 
     async def prometheus() -> Response:
         body, content_type = metrics.exposition()
         return Response(body, media_type=content_type)
 
-    return {"health": health, "ready": ready, "live": live, "metrics": prometheus}
+    return {"health": health, "ready": ready, "live": health, "metrics": prometheus}
+
+
+# What each endpoint declares in the OpenAPI document (response_model, responses, response_class)
+CONTRACT: dict[str, dict[str, Any]] = {
+    "health": {"response_model": Health},
+    "live": {"response_model": Health},
+    "ready": {"response_model": ReadinessBody, "responses": problems(503, model=ReadinessBody)},
+    "metrics": {
+        "response_class": PlainTextResponse,
+        "responses": {200: {"description": "Prometheus text exposition format", "content": {PROMETHEUS_TEXT: {"schema": {"type": "string"}}}}},
+    },
+}
 
 
 def router(spec: ServiceSpec, answers: dict[str, Endpoint]) -> APIRouter:
     r = APIRouter(tags=["health"])
     for name, path in spec.health_paths().items():
-        r.add_api_route(path, answers[name], methods=["GET"], name=name)
+        r.add_api_route(path, answers[name], methods=["GET"], name=name, **CONTRACT[name])
     return r

@@ -1,0 +1,326 @@
+"""The generated services against clients that do not play nice, on loopback, in both run modes:
+WebSocket frames of every kind, made-up methods and paths, malformed trace headers, internal
+headers sent from outside, and what the settings let an operator switch off.
+
+One small platform per mode (gateway -> auth, gateway -> media with a WebSocket), shared by the
+tests of this module; the real `websockets` and httpx clients talk to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from conftest import MINIMAL, ROOT
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from prometheus_client.parser import text_string_to_metric_families
+from running import free_ports, platform, until, write_platform
+from websockets.exceptions import ConnectionClosedError
+from websockets.sync.client import connect
+
+from nexus.local import runstate
+
+MODES = ["embedded", "process"]
+WS_LIMIT = 4096  # the media service's WS_MAX_MESSAGE_BYTES here, so a test message can pass it cheaply
+AUTH_DELAY_MS = 50  # auth's flow endpoint takes this long: a hop given a 10 ms budget would time out
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+TRACEPARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
+REQUEST_ID = re.compile(r"[!-~]{1,128}")
+
+
+@dataclass
+class Live:
+    catalog: Path
+    url: dict[str, str]
+
+    def log(self, service: str) -> list[dict[str, Any]]:
+        """The JSON lines of a service's log so far."""
+        run = runstate.read(self.catalog.parent)
+        assert run is not None
+        path = self.catalog.parent / ".nexus" / "run" / run.run_id / "logs" / f"{service}.log"
+        lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+        return [json.loads(line) for line in lines if line.startswith("{")]
+
+
+def _catalog(folder: Path) -> Path:
+    data = copy.deepcopy(MINIMAL)
+    data["services"]["media"]["websocket"] = True
+    return write_platform(folder, data)
+
+
+@pytest.fixture(scope="module", params=MODES)
+def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    catalog = _catalog(tmp_path_factory.mktemp(request.param) / "demo")
+    options = ["--set", f"media.ws_max_message_bytes={WS_LIMIT}", "--set", f"auth.inject_delay_ms={AUTH_DELAY_MS}"]
+    with platform(catalog, "--mode", request.param, *options) as ports:
+        yield Live(catalog, {name: f"http://127.0.0.1:{port}" for name, port in ports.items()})
+
+
+def _ws(live: Live) -> str:
+    return live.url["media"].replace("http://", "ws://") + "/ws"
+
+
+# -- 1. WebSocket ------------------------------------------------------------------------------
+
+
+def test_the_project_and_the_runtime_install_a_websocket_library() -> None:
+    """uvicorn serves WebSocket only with `websockets` (or wsproto) installed: `nexus up` runs the
+    services in Nexus's own environment, an image installs the runtime's dependencies."""
+    for pyproject in (ROOT / "pyproject.toml", ROOT / "generated" / "runtime" / "pyproject.toml"):
+        dependencies = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["dependencies"]
+        assert any(re.match(r"websockets\b", d) for d in dependencies), pyproject
+
+
+def test_websocket_echoes_text_and_binary_answers_pings_and_closes_cleanly(live: Live) -> None:
+    with connect(_ws(live), open_timeout=10) as ws:
+        assert json.loads(ws.recv(timeout=10)) == {"service": "media", "event": "connected"}
+        ws.send("héllo ✓")
+        assert json.loads(ws.recv(timeout=10)) == {"service": "media", "event": "message", "data": "héllo ✓"}
+        ws.send(b"\x00\xffbinary")
+        assert ws.recv(timeout=10) == b"\x00\xffbinary"
+        assert ws.ping().wait(10), "no pong"
+        ws.close()
+    assert ws.protocol.close_rcvd is not None and ws.protocol.close_rcvd.code == 1000  # the server's close frame
+
+
+@pytest.mark.parametrize(
+    ("send", "code"),
+    [
+        pytest.param(lambda ws: ws.send("x" * (WS_LIMIT + 1)), 1009, id="text-too-big"),
+        pytest.param(lambda ws: ws.send(b"x" * (WS_LIMIT + 1)), 1009, id="binary-too-big"),
+        pytest.param(lambda ws: ws.send(b"\xff\xfe not utf-8", text=True), 1007, id="text-not-utf8"),
+    ],
+)
+def test_bad_websocket_input_gets_a_close_frame_with_its_code(live: Live, send: Any, code: int) -> None:
+    with connect(_ws(live), open_timeout=10, max_size=None) as ws:
+        ws.recv(timeout=10)
+        send(ws)
+        with pytest.raises(ConnectionClosedError) as closed:
+            ws.recv(timeout=10)
+    assert closed.value.rcvd is not None, "the connection was dropped without a close frame"
+    assert closed.value.rcvd.code == code
+    # the service lives on, and its handler did not crash
+    with connect(_ws(live), open_timeout=10) as ws:
+        ws.recv(timeout=10)
+        ws.send("still there")
+        assert json.loads(ws.recv(timeout=10))["data"] == "still there"
+    assert not [e for e in live.log("media") if "exc" in e]
+
+
+# -- 4. metrics labels -------------------------------------------------------------------------
+
+
+def _series(text: str) -> set[tuple[str, tuple[tuple[str, str], ...]]]:
+    return {(s.name, tuple(sorted(s.labels.items()))) for f in text_string_to_metric_families(text) for s in f.samples}
+
+
+def test_made_up_methods_and_paths_do_not_add_metric_series(live: Live) -> None:
+    url = live.url["auth"]
+
+    async def flood(count: int, start: int) -> list[int]:
+        limit = asyncio.Semaphore(20)
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+
+            async def one(i: int) -> int:
+                async with limit:
+                    # a made-up method on a made-up path; every tenth, one on a real route too (405)
+                    status = (await client.request(f"M{i}X", f"/made-up/{i}?q={i}")).status_code
+                    if i % 10 == 0:
+                        status = max(status, (await client.request(f"P{i}", "/health")).status_code)
+                    return status
+
+            return await asyncio.gather(*(one(i) for i in range(start, start + count)))
+
+    asyncio.run(flood(2, 0))  # one series of each kind exists from here on
+    httpx.get(f"{url}/metrics")
+    before = _series(httpx.get(f"{url}/metrics").text)
+    statuses = asyncio.run(flood(1000, 2))
+    after = httpx.get(f"{url}/metrics").text
+    assert max(statuses) < 500
+    assert _series(after) == before
+    assert 'route="unmatched"' in after and 'method="other"' in after
+
+
+# -- 5. incoming headers -----------------------------------------------------------------------
+
+HOSTILE = [
+    ("x-request-id", "ü-non-ascii".encode()),
+    ("x-request-id", b"\xff\xfe"),
+    ("x-request-id", b"a" * 129),
+    ("x-request-id", b"has space"),
+    ("traceparent", "00-ü".encode()),
+    ("traceparent", b"00-" + b"0" * 32 + b"-00f067aa0ba902b7-01"),
+    ("traceparent", b"ff-" + TRACE_ID.encode() + b"-00f067aa0ba902b7-01"),
+    ("traceparent", TRACEPARENT.encode() + b"-extra"),
+    ("tracestate", "k=ü".encode()),
+    ("tracestate", b",".join(b"k%d=v" % i for i in range(40))),
+    ("tracestate", b"Upper=x"),
+]
+
+
+@pytest.mark.parametrize(("name", "value"), HOSTILE, ids=[f"{n}:{v[:12]!r}" for n, v in HOSTILE])
+def test_malformed_trace_headers_are_replaced_and_never_cause_a_5xx(live: Live, name: str, value: bytes) -> None:
+    gateway = live.url["gateway"]
+    headers = [(b"traceparent", TRACEPARENT.encode()), (name.encode(), value)] if name == "tracestate" else [(name.encode(), value)]
+    for path in ("/health/ready", "/flows/login", "/platform/flows/login", "/platform/health/auth/ready", "/platform/health/media/metrics"):
+        r = httpx.get(gateway + path, headers=headers, timeout=10)
+        assert r.status_code == 200, (path, r.text)
+        echoed = r.headers["x-request-id"]
+        assert REQUEST_ID.fullmatch(echoed) and echoed.encode() != value, (path, echoed)
+        if "flows" in path:
+            assert r.json()["ok"] and "broken" not in r.json()
+
+
+def test_a_valid_request_id_and_trace_follow_the_request_through_every_hop(live: Live) -> None:
+    rid = f"trace-me-{live.catalog.parent.parent.name}"
+    r = httpx.get(live.url["gateway"] + "/flows/login", headers={"x-request-id": rid, "traceparent": TRACEPARENT, "tracestate": "congo=t61rcWkgMzE"})
+    assert r.status_code == 200 and r.headers["x-request-id"] == rid
+
+    def logged(service: str) -> list[dict[str, Any]]:
+        return [e for e in live.log(service) if e.get("msg") == "request" and e.get("request_id") == rid]
+
+    until(lambda: logged("gateway") and logged("auth"), what="the access lines of both hops")
+    for service in ("gateway", "auth"):
+        (line,) = logged(service)
+        assert line["trace_id"] == TRACE_ID
+
+
+# -- 8. the outside edge -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("budget", ["0", "-5", "1"])
+def test_the_gateway_ignores_a_client_chain_budget(live: Live, budget: str) -> None:
+    """A budget from outside would leave auth (50 ms) 10 ms: the flow would time out."""
+    for path in ("/flows/login", "/platform/flows/login", "/platform/health/auth/ready"):
+        r = httpx.get(live.url["gateway"] + path, headers={"x-nexus-budget-ms": budget, "x-nexus-via": "forged"}, timeout=10)
+        assert r.status_code == 200, (path, r.text)
+
+
+def _listening_addresses(port: int) -> set[str]:
+    """The local addresses a TCP port listens on, from the kernel's own table."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        if not os.path.exists(table):
+            continue
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.split(":")
+            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                found.add(address)
+    return found
+
+
+LOOPBACK, ANY = "0100007F", "00000000"
+
+
+def test_nexus_up_listens_on_loopback_only(live: Live) -> None:
+    for url in live.url.values():
+        assert _listening_addresses(int(url.rsplit(":", 1)[1])) == {LOOPBACK}
+
+
+def _dockerfile_env(path: Path) -> dict[str, str]:
+    """The variables a Dockerfile's ENV instructions set (KEY=VALUE form, continued lines joined)."""
+    text = path.read_text(encoding="utf-8").replace("\\\n", " ")
+    pairs = [p for line in text.splitlines() if line.startswith("ENV ") for p in line.split()[1:]]
+    return dict(p.split("=", 1) for p in pairs)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/net/tcp"), reason="reads the kernel's socket table (Linux)")
+def test_python_m_listens_on_loopback_and_the_image_on_every_interface(tmp_path: Path) -> None:
+    """The service README's `python -m <pkg>`, and the same with the environment its Dockerfile sets."""
+    catalog = _catalog(tmp_path / "demo")
+    service = catalog.parent / "generated" / "services" / "auth"
+    base = {k: v for k, v in os.environ.items() if k != "HOST"}
+    base["PYTHONPATH"] = os.pathsep.join([str(catalog.parent / "generated" / "runtime"), str(service)])
+    for extra, address in (({}, LOOPBACK), (_dockerfile_env(service / "Dockerfile"), ANY)):
+        (port,) = free_ports(1)
+        env = {**base, **extra, "PORT": str(port)}
+        proc = subprocess.Popen([sys.executable, "-m", "auth"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            until(lambda p=port: bool(_listening_addresses(p)), what=f"auth on {port}")
+            assert _listening_addresses(port) == {address}
+        finally:
+            proc.terminate()
+            proc.wait(timeout=20)
+
+
+def test_docs_platform_routes_and_access_log_can_be_switched_off(tmp_path: Path) -> None:
+    catalog = _catalog(tmp_path / "demo")
+    off = ["--set", "api_docs=false", "--set", "platform_routes=false", "--set", "access_log=false"]
+    with platform(catalog, *off) as ports:
+        url = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+        for base in url.values():
+            for path in ("/docs", "/redoc", "/openapi.json"):
+                assert httpx.get(base + path).status_code == 404, (base, path)
+        for path in ("/platform", "/platform/flows/login", "/platform/health/auth/live", "/platform/health/gateway/metrics"):
+            assert httpx.get(url["gateway"] + path).status_code == 404, path
+        r = httpx.get(url["gateway"] + "/flows/login")  # what the platform is for still works
+        assert r.status_code == 200 and r.json()["ok"]
+        run = Live(catalog, url)
+        until(lambda: any(e.get("msg") == "started" for e in run.log("gateway")), what="the gateway's log")
+        assert not [e for name in url for e in run.log(name) if e.get("msg") == "request"]
+
+
+# -- 9. the access log -------------------------------------------------------------------------
+
+
+def test_one_json_access_line_per_request(live: Live) -> None:
+    rid = f"count-me-{live.catalog.parent.parent.name}"
+    for path in ("/health", "/flows/login", "/no/such/path"):
+        httpx.get(live.url["gateway"] + path, headers={"x-request-id": rid, "traceparent": TRACEPARENT})
+
+    def lines() -> list[dict[str, Any]]:
+        return [e for e in live.log("gateway") if e.get("msg") == "request" and e.get("request_id") == rid]
+
+    until(lambda: len(lines()) >= 3, what="three access lines")
+    got = lines()
+    assert [(e["method"], e["route"], e["status"]) for e in got] == [("GET", "/health", 200), ("GET", "/flows/{flow}", 200), ("GET", "unmatched", 404)]
+    for e in got:
+        assert e["level"] == "info" and e["service"] == "gateway" and e["trace_id"] == TRACE_ID
+        assert isinstance(e["duration_ms"], float) and e["duration_ms"] >= 0
+
+
+def _tracing() -> Any:
+    """The runtime's tracing module, loaded from the template (it imports nothing of the runtime)."""
+    path = ROOT / "templates" / "runtime" / "nexus_runtime" / "tracing.py"
+    spec = importlib.util.spec_from_file_location("nexus_runtime_tracing_under_test", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while building the class
+    spec.loader.exec_module(module)
+    return module
+
+
+tracing = _tracing()
+
+
+@settings(max_examples=300, deadline=None)
+@given(rid=st.text(), parent=st.text(), states=st.lists(st.text(), max_size=3))
+def test_any_incoming_header_text_becomes_headers_every_hop_can_send(rid: str, parent: str, states: list[str]) -> None:
+    outgoing = tracing.from_headers(rid, parent, states).outgoing()
+    httpx.Request("GET", "http://127.0.0.1/", headers=outgoing)  # what raised UnicodeEncodeError at the next hop
+    assert all(v.isascii() and v.isprintable() and len(v) <= 512 for v in outgoing.values())
+    assert (outgoing["x-request-id"] == rid) == bool(REQUEST_ID.fullmatch(rid))
+
+
+def test_valid_w3c_trace_context_is_passed_on_unchanged() -> None:
+    out = tracing.from_headers("req-1", TRACEPARENT, ["rojo=00f067aa0ba902b7", "congo=t61rcWkgMzE"]).outgoing()
+    assert out["x-request-id"] == "req-1"
+    assert out["traceparent"].startswith(f"00-{TRACE_ID}-") and out["traceparent"].endswith("-01")
+    assert out["tracestate"] == "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"
+    # a later version's extra fields are allowed; the state of a trace we do not continue is not kept
+    assert tracing.from_headers(None, f"01-{TRACE_ID}-00f067aa0ba902b7-01-later", []).trace_id == TRACE_ID
+    assert "tracestate" not in tracing.from_headers(None, "garbage", ["rojo=1"]).outgoing()
