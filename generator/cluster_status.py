@@ -12,11 +12,13 @@ from dataclasses import dataclass, field
 
 from .catalog import Loaded
 from .cluster import connect
-from .deploy import MANAGED, orphans, plan_overlay
+from .deploy import MANAGED, count, hpa_minimums, orphans, plan_overlay
 from .drift import differences
+from .errors import ForbiddenError
 from .rollout import rollout_of
 
 MISSING = "missing"
+HPA = ("autoscaling/v2", "HorizontalPodAutoscaler")
 NOT_DEPLOYED = "not deployed"  # drift of a service none of whose objects is on the cluster
 
 
@@ -42,6 +44,7 @@ class ClusterStatus:
     services: list[ServiceStatus]
     shared_drift: list[str] | None = None  # objects of no service: Namespace, default deny, infrastructure policies
     orphans: list[str] = field(default_factory=list)
+    drift_unchecked: list[str] = field(default_factory=list)  # why some drift was not checked (no patch rights)
 
     def as_dict(self) -> dict[str, object]:
         return {**self.__dict__, "services": [s.as_dict() for s in self.services]}
@@ -54,6 +57,7 @@ def cluster_status(loaded: Loaded, *, context: str | None = None, overlay: str |
     namespace = loaded.catalog.platform.namespace
     cluster.check()
     live = cluster.deployments(namespace, MANAGED)
+    floors = hpa_minimums(cluster.labelled(*HPA, namespace, MANAGED))  # the same judgement the deploy waits on
     plan = loaded.plan
     services = []
     for name in (n for w in plan.waves for n in w.services):
@@ -61,7 +65,7 @@ def cluster_status(loaded: Loaded, *, context: str | None = None, overlay: str |
         if dep is None:
             services.append(ServiceStatus(name, plan.wave_of[name], None, None, MISSING, "no Deployment"))
             continue
-        r = rollout_of(dep)
+        r = rollout_of(dep, floors.get(name))
         ready = dep.status.ready_replicas if dep.status else 0
         services.append(ServiceStatus(name, plan.wave_of[name], dep.spec.replicas, ready or 0, r.state, r.detail))
     status = ClusterStatus(cluster.context, namespace, overlay, services)
@@ -70,19 +74,47 @@ def cluster_status(loaded: Loaded, *, context: str | None = None, overlay: str |
     objs = [o for s in steps for o in s.objects]
     drift: dict[str | None, list[str]] = {}
     absent: dict[str | None, int] = {}
+    forbidden: dict[str, str] = {}  # kind -> the server's refusal: drift of that kind cannot be checked
+    unchecked: set[str | None] = set()  # services with an object whose drift was not checked
     for obj in objs:
-        found = cluster.get(obj.api_version, obj.kind, obj.name, obj.namespace)
+        if obj.kind in forbidden:
+            unchecked.add(obj.service)
+            continue
+        verb = "get"
+        try:
+            found = cluster.get(obj.api_version, obj.kind, obj.name, obj.namespace)
+            verb = "patch"
+            applied = cluster.apply(obj.body, dry_run=True) if found is not None else None
+        except ForbiddenError:  # read-only rights (`view`): a dry-run apply is a patch; custom kinds may not be readable
+            forbidden[obj.kind] = verb
+            unchecked.add(obj.service)
+            continue
         if found is None:
             drift.setdefault(obj.service, []).append(f"{obj.ref}: {MISSING}")
             absent[obj.service] = absent.get(obj.service, 0) + 1
             continue
-        paths = differences(found, cluster.apply(obj.body, dry_run=True))
+        paths = differences(found, applied)
         if paths:
             drift.setdefault(obj.service, []).append(f"{obj.ref}: {', '.join(paths)}")
     for s in services:
         mine = sum(1 for o in objs if o.service == s.name)
-        s.drift = [NOT_DEPLOYED] if mine and absent.get(s.name) == mine else drift.get(s.name, [])
+        if mine and absent.get(s.name) == mine:
+            s.drift = [NOT_DEPLOYED]
+        else:
+            s.drift = None if s.name in unchecked and not drift.get(s.name) else drift.get(s.name, [])
+    if forbidden:
+        refused = {v: [k for k, verb in sorted(forbidden.items()) if verb == v] for v in ("patch", "get")}
+        status.drift_unchecked.append(
+            f"drift of {count(len(forbidden), 'kind')}: "
+            + " and ".join(f"may not {v} {', '.join(kinds)}" for v, kinds in refused.items() if kinds)
+            + ". Drift is found by reading each object and sending it as a server-side dry-run apply, which needs get and patch "
+            f"(check: `kubectl --context {cluster.context} auth can-i patch deployments.apps -n {namespace}`); "
+            "replicas, rollout and leftovers need only get and list"
+        )
     names = {s.name for s in services}
     status.shared_drift = [line for owner, lines in drift.items() if owner not in names for line in lines]
-    status.orphans = [f"{o.ref}" + (f" ({o.service})" if o.service else "") for o in orphans(cluster, loaded, objs)]
+    try:
+        status.orphans = [f"{o.ref}" + (f" ({o.service})" if o.service else "") for o in orphans(cluster, loaded, objs)]
+    except ForbiddenError as exc:
+        status.drift_unchecked.append(f"leftovers (objects the overlay no longer has): listing them needs list on every kind; {exc}")
     return status

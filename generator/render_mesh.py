@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from . import crds
 from .k8s_schema import SchemaValidator
 from .models import Traffic, duration_ms
 from .render import GENERATED_HEADER, RenderContext
@@ -151,6 +152,7 @@ def render(ctx: RenderContext) -> dict[str, str]:
         out = {path: text for path, text in out.items() if not path.startswith(f"{COMPONENTS}/monitoring/")}
     if ctx.catalog.platform.mesh in MESHES:
         out.update(render_mesh(ctx, MESHES[ctx.catalog.platform.mesh]))
+    out.update(crds.render(crds.custom_kinds(out, COMPONENTS + "/")))  # for a cluster without the mesh's or operator's
     return dict(sorted(out.items()))
 
 
