@@ -261,7 +261,7 @@ def _cause(exc: ApiException, kind: str) -> bool:
         causes = json.loads(exc.body or "").get("details", {}).get("causes") or []
     except (ValueError, AttributeError):
         return False
-    return any(isinstance(c, dict) and c.get("type") == kind for c in causes)
+    return any(isinstance(c, dict) and c.get("reason") == kind for c in causes)  # a cause's type is sent as "reason"
 
 
 def _tls_failure(exc: BaseException) -> BaseException | None:

@@ -59,3 +59,15 @@ def nexus(*args: str, cwd: Path | None = None, timeout: float = 60, input: str |
     return subprocess.run(
         [sys.executable, "-m", "cli", *args], cwd=cwd or ROOT, env=env, capture_output=True, text=True, timeout=timeout, input=input
     )
+
+
+@pytest.fixture(scope="session")
+def testbed():
+    """The Kubernetes cluster the cluster tests use: found running, or the testbed started for
+    this session and stopped after (tests/testbed.py). Skips without one, fails so under CI."""
+    from testbed import find_or_start, stop
+
+    bed = find_or_start()
+    yield bed
+    if bed.started:
+        stop()
