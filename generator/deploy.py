@@ -108,7 +108,7 @@ def deploy(
     total = sum(len(s.objects) for s in steps)
     report(f"context {cluster.context} ({cluster.host}), server {cluster.check()}: {count(total, 'object')} in {count(len(steps), 'step')}" + (", server dry run" if server else ""))
     if install_crds:
-        _install_crds(cluster, loaded, report, dry_run=server)
+        _install_crds(cluster, loaded, report)
     # every kind the server lacks fails now, all named at once, before anything is applied
     if missing := cluster.missing((o.api_version, o.kind) for s in steps for o in s.objects):
         raise ApplyError(
@@ -137,7 +137,7 @@ def deploy(
     return done
 
 
-def _install_crds(cluster: Cluster, loaded: Loaded, report: Report, *, dry_run: bool, timeout: float = 60) -> None:
+def _install_crds(cluster: Cluster, loaded: Loaded, report: Report, timeout: float = 60) -> None:
     """Apply generated/k8s/crds and wait until each is Established. A CRD of the same name that
     Nexus did not make (the mesh's or the operator's own, serving more versions) is left alone."""
     folder = loaded.root / CRDS
@@ -150,7 +150,7 @@ def _install_crds(cluster: Cluster, loaded: Loaded, report: Report, *, dry_run: 
         labels = ((live or {}).get("metadata") or {}).get("labels") or {}
         (kept if live is not None and labels.get("app.kubernetes.io/managed-by") != "nexus" else mine).append(obj)
     for obj in mine:
-        cluster.apply(obj.body, dry_run=dry_run)
+        cluster.apply(obj.body)
     deadline = time.monotonic() + timeout
     for obj in mine:
         while not _established(cluster.get(*CRD, obj.name, None)):

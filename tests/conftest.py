@@ -62,12 +62,11 @@ def nexus(*args: str, cwd: Path | None = None, timeout: float = 60, input: str |
 
 
 @pytest.fixture(scope="session")
-def testbed():
+def testbed():  # noqa: ANN201 - Iterator[testbed.Testbed]
     """The Kubernetes cluster the cluster tests use: found running, or the testbed started for
-    this session and stopped after (tests/testbed.py). Skips without one, fails so under CI."""
-    from testbed import find_or_start, stop
+    this run and stopped after the last worker is done (tests/testbed.py). Skips without one,
+    fails so under CI."""
+    from testbed import find_or_start, using
 
-    bed = find_or_start()
-    yield bed
-    if bed.started:
-        stop()
+    with using(find_or_start()) as bed:
+        yield bed

@@ -230,7 +230,6 @@ def assert_wave_by_wave(rec: Recorder, steps: list[Any]) -> None:
 
 
 @pytest.mark.cluster
-@pytest.mark.xdist_group("cluster")
 def test_rejected_credentials(testbed: Testbed, project: Path, tmp_path: Path) -> None:
     kc = kubeconfig_as(testbed, tmp_path / "kc", token="not-a-token")
     line = one_error_line(run(project, kc, "deploy", "--overlay", "dev"))
@@ -241,7 +240,6 @@ def test_rejected_credentials(testbed: Testbed, project: Path, tmp_path: Path) -
 
 
 @pytest.mark.cluster
-@pytest.mark.xdist_group("cluster")
 def test_a_certificate_the_kubeconfig_does_not_trust_is_not_called_unreachable(testbed: Testbed, project: Path, tmp_path: Path) -> None:
     ca = tmp_path / "other-ca.crt"
     subprocess.run(
@@ -257,7 +255,6 @@ def test_a_certificate_the_kubeconfig_does_not_trust_is_not_called_unreachable(t
 
 
 @pytest.mark.cluster
-@pytest.mark.xdist_group("cluster")
 def test_forbidden_names_the_verb_and_the_check(testbed: Testbed, api: Any, project: Path, namespace: str, tmp_path: Path) -> None:
     """A user with no rights at all: RBAC's 403, with the `kubectl auth can-i` line; nothing applied."""
     token = service_account_token(api, namespace, "nobody")
@@ -275,7 +272,6 @@ def test_forbidden_names_the_verb_and_the_check(testbed: Testbed, api: Any, proj
 
 
 @pytest.mark.cluster
-@pytest.mark.xdist_group("cluster")
 def test_a_namespace_being_deleted_is_not_called_an_rbac_problem(testbed: Testbed, api: Any, project: Path, namespace: str) -> None:
     """NamespaceLifecycle's 403 says to wait for the namespace, not to ask for a Role."""
     from kubernetes import client
@@ -296,7 +292,6 @@ def test_a_namespace_being_deleted_is_not_called_an_rbac_problem(testbed: Testbe
 
 
 @pytest.mark.cluster
-@pytest.mark.xdist_group("cluster")
 def test_deploy_goes_wave_by_wave_in_the_plan_order_then_a_redeploy_changes_nothing(testbed: Testbed, api: Any, project: Path, namespace: str) -> None:
     loaded = load_catalog(project / "catalog.yaml")
     steps = plan_overlay(loaded, "dev")
@@ -331,7 +326,6 @@ def test_deploy_goes_wave_by_wave_in_the_plan_order_then_a_redeploy_changes_noth
 
 
 @pytest.mark.cluster
-@pytest.mark.xdist_group("cluster")
 def test_wave_and_only_select(testbed: Testbed, api: Any, project: Path, namespace: str) -> None:
     result = run(project, testbed.kubeconfig, "deploy", "--overlay", "dev", "--wave", "3", "--only", "media")
     assert result.exit_code == 0, result.output
@@ -341,7 +335,6 @@ def test_wave_and_only_select(testbed: Testbed, api: Any, project: Path, namespa
 
 
 @pytest.mark.cluster
-@pytest.mark.xdist_group("cluster")
 def test_server_dry_run_needs_the_namespace_and_changes_nothing(testbed: Testbed, api: Any, project: Path, namespace: str) -> None:
     from kubernetes import client
 
@@ -359,7 +352,6 @@ def test_server_dry_run_needs_the_namespace_and_changes_nothing(testbed: Testbed
 
 
 @pytest.mark.cluster
-@pytest.mark.xdist_group("cluster")
 def test_a_crash_looping_service_stops_the_deploy_at_its_wave(testbed: Testbed, api: Any, tmp_path: Path, namespace: str) -> None:
     if not testbed.fail_image:
         unavailable("the cluster has no kubelet stand-in that crash-loops an image (TESTBED_FAIL_IMAGE): start the testbed with scripts/testbed.sh")
@@ -389,7 +381,6 @@ def test_a_crash_looping_service_stops_the_deploy_at_its_wave(testbed: Testbed, 
 
 
 @pytest.mark.cluster
-@pytest.mark.xdist_group("cluster")
 def test_ctrl_c_stops_a_real_deploy_after_the_current_apply(testbed: Testbed, api: Any, tmp_path: Path, namespace: str) -> None:
     """SIGINT to a `nexus deploy` process waiting on wave 2: exit 130, what was applied, nothing after."""
     if not testbed.fail_image:
@@ -419,7 +410,6 @@ def test_ctrl_c_stops_a_real_deploy_after_the_current_apply(testbed: Testbed, ap
 
 
 @pytest.mark.cluster
-@pytest.mark.xdist_group("cluster")
 def test_a_removed_service_is_listed_then_pruned_exactly(testbed: Testbed, api: Any, project: Path, namespace: str) -> None:
     kc = testbed.kubeconfig
     assert run(project, kc, "deploy", "--overlay", "dev").exit_code == 0
@@ -455,7 +445,6 @@ def test_a_removed_service_is_listed_then_pruned_exactly(testbed: Testbed, api: 
 
 
 @pytest.mark.cluster
-@pytest.mark.xdist_group("cluster")
 def test_drift_after_kubectl_edits_is_reported_field_by_field_and_undone(testbed: Testbed, project: Path, namespace: str) -> None:
     kc = testbed.kubeconfig
     result = run(project, kc, "cluster-status")
@@ -492,7 +481,6 @@ def test_drift_after_kubectl_edits_is_reported_field_by_field_and_undone(testbed
 
 
 @pytest.mark.cluster
-@pytest.mark.xdist_group("cluster")
 def test_cluster_status_with_read_only_view_rights(testbed: Testbed, api: Any, project: Path, namespace: str, tmp_path: Path) -> None:
     """`view` may get and list, not patch: replicas and rollout are shown, drift is said to be unchecked and why."""
     assert run(project, testbed.kubeconfig, "deploy", "--overlay", "dev").exit_code == 0
@@ -515,7 +503,6 @@ def test_cluster_status_with_read_only_view_rights(testbed: Testbed, api: Any, p
 
 
 @pytest.mark.cluster
-@pytest.mark.xdist_group("cluster")
 def test_done_only_when_the_hpa_minimum_is_available(testbed: Testbed, api: Any, tmp_path: Path, namespace: str) -> None:
     """A new Deployment starts at 1 replica; its HPA's minimum (2) is what `done` waits for."""
     from kubernetes import client
@@ -544,7 +531,6 @@ def shipped(root: Path, namespace: str, *, bare: bool) -> Path:
 
 
 @pytest.mark.cluster
-@pytest.mark.xdist_group("cluster")
 def test_the_shipped_dev_overlay_deploys_wave_by_wave_in_the_plan_order(testbed: Testbed, api: Any, tmp_path: Path, namespace: str) -> None:
     """43 services in 16 waves on core kinds only; then cluster-status finds all of them available, nothing drifted."""
     project = shipped(tmp_path, namespace, bare=True)
@@ -561,7 +547,6 @@ def test_the_shipped_dev_overlay_deploys_wave_by_wave_in_the_plan_order(testbed:
 
 
 @pytest.mark.cluster
-@pytest.mark.xdist_group("cluster")
 def test_the_full_overlay_names_every_missing_kind_then_deploys_with_install_crds(testbed: Testbed, api: Any, tmp_path: Path, namespace: str) -> None:
     """Istio's and the Prometheus Operator's kinds: all 8 named in one message, nothing applied;
     with --install-crds (generated/k8s/crds, from our CRD schemas) the whole overlay deploys."""

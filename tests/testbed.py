@@ -12,12 +12,15 @@ meets another's namespace "being terminated".
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,7 +66,7 @@ class Testbed:
     __test__ = False  # not a test class, despite its name
 
     kubeconfig: str
-    started: bool  # by this session, so it stops it
+    started: bool  # by this pytest process
     fail_image: str | None  # what makes the stand-in kubelet crash-loop a container, if known
 
     def env(self) -> dict[str, str]:
@@ -97,17 +100,53 @@ def find_or_start() -> Testbed:
         return Testbed(kubeconfig, False, _fail_image())
     if not (STATE / "bin" / "kube-apiserver").is_file():
         unavailable(f"the testbed is not built in {STATE}: run `bash scripts/testbed.sh build` once (about 10 to 20 minutes)")
-    proc = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "testbed.sh"), "start"], capture_output=True, text=True, timeout=300,
-        env={**os.environ, "TESTBED_PYTHON": sys.executable},
-    )
-    if proc.returncode != 0:
-        unavailable(f"the testbed did not start: {proc.stdout[-600:]}{proc.stderr[-600:]}")
+    with _lock("start", fcntl.LOCK_EX):  # pytest-xdist workers: one starts it, the others find it running
+        if _answers(kubeconfig) is None:
+            return Testbed(kubeconfig, False, _fail_image())
+        proc = subprocess.run(
+            ["bash", str(ROOT / "scripts" / "testbed.sh"), "start"], capture_output=True, text=True, timeout=1800, check=False,
+            env={**os.environ, "TESTBED_PYTHON": sys.executable},
+        )
+        if proc.returncode != 0 or "testbed started" not in proc.stdout:
+            unavailable(f"the testbed did not start: {proc.stdout[-600:]}{proc.stderr[-600:]}")
+        (STATE / "run" / "started-by-pytest").touch()
     return Testbed(kubeconfig, True, _fail_image())
 
 
-def stop() -> None:
-    subprocess.run(["bash", str(ROOT / "scripts" / "testbed.sh"), "stop"], capture_output=True, text=True, timeout=120)
+@contextmanager
+def _lock(name: str, how: int) -> Iterator[None]:
+    (STATE / "run").mkdir(parents=True, exist_ok=True)
+    with open(STATE / "run" / f".{name}.lock", "w") as f:
+        fcntl.flock(f, how)
+        yield
+
+
+@contextmanager
+def using(bed: Testbed) -> Iterator[Testbed]:
+    """Hold the testbed for one pytest process (a shared lock); when the last one lets go, stop
+    it if pytest started it. Workers finish at different times: none stops it under another."""
+    (STATE / "run").mkdir(parents=True, exist_ok=True)
+    with open(STATE / "run" / ".users.lock", "w") as users:
+        fcntl.flock(users, fcntl.LOCK_SH)
+        try:
+            yield bed
+        finally:
+            fcntl.flock(users, fcntl.LOCK_UN)
+            if _last(users):
+                with _lock("start", fcntl.LOCK_EX):
+                    marker = STATE / "run" / "started-by-pytest"
+                    if marker.exists():
+                        subprocess.run(["bash", str(ROOT / "scripts" / "testbed.sh"), "stop"], capture_output=True, text=True, timeout=120, check=False)
+                        marker.unlink(missing_ok=True)
+
+
+def _last(users: Any) -> bool:
+    """Whether no other pytest process holds the testbed (an exclusive lock is free)."""
+    try:
+        fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
 
 
 # --- namespaces of their own ---------------------------------------------------------------------
