@@ -396,13 +396,15 @@ def test_ctrl_c_stops_a_real_deploy_after_the_current_apply(testbed: Testbed, ap
             if line.startswith("wave  2  applied"):
                 break
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
+        _, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
     assert proc.returncode == 130
     assert err.splitlines() == [
-        "error: interrupted during wave 2: 10 of 24 objects were applied (the last: PodDisruptionBudget/auth); nothing more was sent. "
-        "Run the same command again to go on: applying is idempotent."
+        (
+            "error: interrupted during wave 2: 10 of 24 objects were applied (the last: PodDisruptionBudget/auth); nothing more was sent. "
+            "Run the same command again to go on: applying is idempotent."
+        )
     ]
     # the 9 namespaced objects of the setup step and waves 0 to 2 (the 10th is the Namespace), none of wave 3
     assert len(managed(api, namespace)) == 9

@@ -19,7 +19,13 @@ from referencing.jsonschema import DRAFT7
 
 from generator import k8s_checks, render_k8s
 from generator.catalog import load_catalog
-from generator.k8s_schema import K8S_VERSION, OLDEST_K8S_VERSION, SchemaValidator, schema_dir, schema_file
+from generator.k8s_schema import (
+    K8S_VERSION,
+    OLDEST_K8S_VERSION,
+    SchemaValidator,
+    schema_dir,
+    schema_file,
+)
 from generator.render import RenderContext
 
 
