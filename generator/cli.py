@@ -140,7 +140,7 @@ def schema() -> None:
     typer.echo(schema_json(), nl=False)
 
 
-# --- Kubernetes: deploy and cluster-status (generator.deploy, generator.cluster_status) ---
+# --- Kubernetes: deploy and cluster-status (nexus.cluster) ---
 # `cluster-status`, not `status --cluster`: `status` is the local runner's (`nexus up`), and a
 # command of its own keeps each one's options honest; both call library functions.
 
@@ -161,6 +161,7 @@ def deploy(
     wave: Annotated[Optional[int], typer.Option("--wave", help="Apply only this wave (the cluster-scoped setup step always goes first).")] = None,
     only: Annotated[Optional[list[str]], typer.Option("--only", help="Apply only these services (repeat, or separate with commas).")] = None,
     prune: Annotated[bool, typer.Option("--prune", help="Delete objects Nexus applied earlier that the overlay no longer has.")] = False,
+    install_crds: Annotated[bool, typer.Option("--install-crds", help="First apply generated/k8s/crds: the custom kinds' definitions, for a test cluster without the mesh or the Prometheus Operator.")] = False,
     timeout_per_wave: Annotated[float, typer.Option("--timeout-per-wave", help="Seconds a wave's Deployments get to become Available.", min=0)] = 300,
 ) -> None:
     """Apply an overlay in the plan's order: setup, then wave by wave, each rolled out before the next.
@@ -169,13 +170,14 @@ def deploy(
     service and showing its pods. Ctrl-C stops after the apply in flight and says what was applied.
     """
     from .catalog import load_catalog
+    from .cluster.deploy import count
     from .cluster.deploy import deploy as run
     from .cluster.overlay import describe
 
     services = [name.strip() for item in only or [] for name in item.split(",") if name.strip()]
     done = run(
         load_catalog(catalog), overlay, context=context, dry_run=dry_run.value if dry_run else None, wave=wave, only=services,
-        prune=prune, timeout_per_wave=timeout_per_wave, report=typer.echo,
+        prune=prune, install_crds=install_crds, timeout_per_wave=timeout_per_wave, report=typer.echo,
     )
     if dry_run is DryRun.client:
         for line in describe(done.steps):
@@ -183,12 +185,20 @@ def deploy(
         typer.echo(f"{sum(len(s.objects) for s in done.steps)} objects in {len(done.steps)} steps; client dry run: no cluster was contacted")
         return
     if done.orphans:
-        verb = "pruned" if prune else "not in the overlay any more (run with --prune to delete)"
-        typer.echo(f"{len(done.orphans)} objects applied by nexus earlier are {verb}:")
+        n = len(done.orphans)
+        if not prune:
+            tail = f"{'is' if n == 1 else 'are'} not in the overlay any more (run with --prune to delete)"
+        elif dry_run is DryRun.server:
+            tail = "would be pruned (server dry run: nothing was deleted)"
+        else:
+            tail = f"{'was' if n == 1 else 'were'} pruned"
+        typer.echo(f"{count(n, 'object')} applied by nexus earlier {tail}:")
         for obj in done.orphans:
             typer.echo(f"    {obj.ref}" + (f" ({obj.service})" if obj.service else ""))
-    what = "validated by the server (dry run), nothing changed" if dry_run is DryRun.server else f"applied, {len(done.available)} Deployments available"
-    typer.echo(f"done: {len(done.applied)} objects {what}")
+    if dry_run is DryRun.server:
+        typer.echo(f"done: {count(len(done.applied), 'object')} validated by the server (dry run), nothing changed")
+    else:
+        typer.echo(f"done: {count(len(done.applied), 'object')} applied, {count(len(done.available), 'Deployment')} available")
 
 
 @app.command("cluster-status")
@@ -210,7 +220,7 @@ def cluster_status(
     width = max(len(s.name) for s in st.services) if st.services else 7
     typer.echo(f"{'SERVICE':<{width}}  WAVE  DESIRED  READY  ROLLOUT      DRIFT")
     for s in st.services:
-        drift = "-" if s.drift is None else ("none" if not s.drift else "; ".join(s.drift))
+        drift = ("not checked" if st.overlay else "-") if s.drift is None else ("none" if not s.drift else "; ".join(s.drift))
         desired, ready = ("-" if v is None else str(v) for v in (s.desired, s.ready))
         typer.echo(f"{s.name:<{width}}  {s.wave:>4}  {desired:>7}  {ready:>5}  {s.rollout:<11}  {drift}")
     for s in st.services:
@@ -220,6 +230,8 @@ def cluster_status(
         typer.echo(f"drift outside the services: {line}")
     for line in st.orphans:
         typer.echo(f"not in the overlay any more (nexus deploy --prune deletes it): {line}")
+    for line in st.drift_unchecked:
+        typer.echo(f"not checked: {line}")
 
 
 # -- onboarding and review: `nexus new`, `nexus diff` -------------------------------------------
@@ -315,8 +327,7 @@ def diff(
     change. Markdown for a PR comment, or --json. Exit 0 whether or not anything changed.
     """
     from .authoring.review import as_json as to_json
-    from .authoring.review import as_markdown
-    from .authoring.review import review
+    from .authoring.review import as_markdown, review
 
     result = review(catalog, base)
     typer.echo(to_json(result) if as_json else as_markdown(result), nl=False)

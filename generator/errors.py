@@ -17,9 +17,11 @@ The hierarchy::
     ├── OverlayError                a kustomize overlay cannot be built, or disagrees with the plan
     ├── ClusterError                talking to a cluster failed; one line naming the context and the fix
     │   ├── KubeconfigError         no kubeconfig, no such context, or a broken one
-    │   ├── UnreachableError        the API server did not answer (refused, DNS, TLS, timeout)
+    │   ├── UnreachableError        the API server did not answer (refused, DNS, timeout)
+    │   ├── CertificateError        it answered with a certificate the kubeconfig does not trust
     │   ├── UnauthorizedError       401: the credentials were rejected
     │   ├── ForbiddenError          403: RBAC does not allow a verb
+    │   ├── NamespaceTerminatingError 403 from NamespaceLifecycle: the namespace is being deleted
     │   └── ApplyError              the API server rejected one object (invalid, unknown kind, ...)
     ├── RolloutError                a wave did not roll out: names the service, shows its pods
     ├── DeployInterrupted           Ctrl-C: stopped after the current apply, says what was applied
@@ -118,12 +120,20 @@ class UnreachableError(ClusterError):
     """The API server of the context did not answer."""
 
 
+class CertificateError(ClusterError):
+    """The API server answered, but with a certificate the kubeconfig's CA does not vouch for."""
+
+
 class UnauthorizedError(ClusterError):
     """The API server rejected the context's credentials (401)."""
 
 
 class ForbiddenError(ClusterError):
     """RBAC forbids a verb the deploy needs (403)."""
+
+
+class NamespaceTerminatingError(ClusterError):
+    """403 from the NamespaceLifecycle admission: the namespace is being deleted, not an RBAC refusal."""
 
 
 class ApplyError(ClusterError):

@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
-"""Convert published CRD schemas into the strict JSON Schemas under generator/checks/crd-schemas/.
+"""Convert published CRD schemas into the strict JSON Schemas under generator/render/crd-schemas/.
 
-Run by hand when a mesh version moves (see generator/checks/crd-schemas/README.md); the output is
+Run by hand when a mesh version moves (see generator/render/crd-schemas/README.md); the output is
 committed, so generating and testing stay offline. Istio's schemas come from the npm package
 @kubernetes-models/istio, which carries each CRD's openAPIV3Schema as a JavaScript object
 literal (node evaluates it). Usage:
 
     npm pack @kubernetes-models/istio@2.3.0 && tar xzf kubernetes-models-istio-2.3.0.tgz
     python3 scripts/crd_schemas.py package
+    npm pack @kubernetes-models/prometheus-operator@1.6.3 && tar xzf kubernetes-models-prometheus-operator-1.6.3.tgz
+    python3 scripts/crd_schemas.py package   # the Prometheus Operator's ServiceMonitor and PrometheusRule
 
 "Strict" is what `kubectl apply` does with a structural CRD: every object that lists its
 properties rejects any other key (additionalProperties false), unless the CRD says it keeps
@@ -22,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-OUT = Path(__file__).resolve().parent.parent / "generator" / "checks" / "crd-schemas"
+OUT = Path(__file__).resolve().parent.parent / "generator" / "render" / "crd-schemas"
 ISTIO = {
     ("security.istio.io/v1", "AuthorizationPolicy"),
     ("security.istio.io/v1beta1", "PeerAuthentication"),
@@ -30,6 +32,10 @@ ISTIO = {
     ("networking.istio.io/v1beta1", "ServiceEntry"),
     ("networking.istio.io/v1beta1", "Sidecar"),
     ("networking.istio.io/v1beta1", "VirtualService"),
+}
+MONITORING = {
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"),
 }
 # what the generated objects may carry in metadata (the API server's ObjectMeta, narrowed)
 METADATA = {
@@ -84,9 +90,12 @@ def file_name(api_version: str, kind: str) -> str:
     return f"{group}_{version}_{kind.lower()}.json"
 
 
-def istio(package: Path) -> None:
-    for api_version, kind in sorted(ISTIO):
+def convert(package: Path) -> None:
+    """Every kind above that this unpacked package carries (Istio's or the Prometheus Operator's)."""
+    for api_version, kind in sorted(ISTIO | MONITORING):
         source = package / api_version / f"{kind}.js"
+        if not source.is_file():
+            continue
         raw = json.loads(subprocess.run(["node", "-e", _EXTRACT, str(source)], check=True, capture_output=True, text=True).stdout)
         write(api_version, kind, document(api_version, kind, raw))
 
@@ -96,4 +105,4 @@ def write(api_version: str, kind: str, schema: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
-    istio(Path(sys.argv[1]))
+    convert(Path(sys.argv[1]))

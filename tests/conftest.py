@@ -59,3 +59,14 @@ def nexus(*args: str, cwd: Path | None = None, timeout: float = 60, input: str |
     return subprocess.run(
         [sys.executable, "-m", "cli", *args], cwd=cwd or ROOT, env=env, capture_output=True, text=True, timeout=timeout, input=input
     )
+
+
+@pytest.fixture(scope="session")
+def testbed():  # noqa: ANN201 - Iterator[testbed.Testbed]
+    """The Kubernetes cluster the cluster tests use: found running, or the testbed started for
+    this run and stopped after the last worker is done (tests/testbed.py). Skips without one,
+    fails so under CI."""
+    from testbed import find_or_start, using
+
+    with using(find_or_start()) as bed:
+        yield bed

@@ -25,7 +25,7 @@ def _meta(name: str, namespace_labels: dict[str, str], wave: int, service: str |
     return {"name": name, "labels": labels, "annotations": {WAVE: str(wave)}}
 
 
-def service_objects(name: str, wave: int, common: dict[str, str], image: str = "registry.example.com/x:1") -> list[dict[str, Any]]:
+def service_objects(name: str, wave: int, common: dict[str, str], image: str = "registry.example.com/x:1", min_replicas: int = 1) -> list[dict[str, Any]]:
     m = lambda obj_name: _meta(obj_name, common, wave, name)  # noqa: E731
     pod_labels = {**common, "app.kubernetes.io/name": name}
     return [
@@ -36,15 +36,19 @@ def service_objects(name: str, wave: int, common: dict[str, str], image: str = "
         {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": m(name), "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app.kubernetes.io/name": name}}}},
         {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": m(name), "spec": {"podSelector": {"matchLabels": {"app.kubernetes.io/name": name}}}},
         {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": m(name), "spec": {
-            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name}, "minReplicas": 1, "maxReplicas": 2}},
-        {"apiVersion": "v1", "kind": "Service", "metadata": m(name), "spec": {"selector": {"app.kubernetes.io/name": name}, "ports": [{"name": "http", "port": 80}]}},
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name}, "minReplicas": min_replicas, "maxReplicas": max(2, min_replicas)}},
+        {"apiVersion": "v1", "kind": "Service", "metadata": m(name), "spec": {"selector": {"app.kubernetes.io/name": name}, "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}},
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": m(f"{name}-config"), "data": {"SERVICE_NAME": name}},
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": m(name)},
     ]
 
 
-def write_overlay(root: Path, loaded: Loaded, overlay: str = "dev", waves: dict[str, int] | None = None, image: str = "registry.example.com/x:1") -> Path:
-    """Write generated/k8s/{base,overlays/<overlay>} under ``root``; ``waves`` overrides plan waves."""
+def write_overlay(
+    root: Path, loaded: Loaded, overlay: str = "dev", waves: dict[str, int] | None = None, image: str = "registry.example.com/x:1",
+    images: dict[str, str] | None = None, min_replicas: int = 1,
+) -> Path:
+    """Write generated/k8s/{base,overlays/<overlay>} under ``root``; ``waves`` overrides plan waves,
+    ``images`` the image of some services (e.g. one the testbed's kubelet crash-loops)."""
     cat, plan = loaded.catalog, loaded.plan
     wave_of = {**plan.wave_of, **(waves or {})}
     common = {"app.kubernetes.io/managed-by": "nexus", "app.kubernetes.io/part-of": cat.platform.name}
@@ -53,7 +57,8 @@ def write_overlay(root: Path, loaded: Loaded, overlay: str = "dev", waves: dict[
     files = []
     for name in sorted(cat.services, reverse=True):
         path = base / "services" / f"{name}.yaml"
-        path.write_text(yaml.safe_dump_all(service_objects(name, wave_of[name], common, image), sort_keys=False))
+        objects = service_objects(name, wave_of[name], common, (images or {}).get(name, image), min_replicas)
+        path.write_text(yaml.safe_dump_all(objects, sort_keys=False))
         files.append(f"services/{name}.yaml")
     infra = [
         {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": _meta(f"{c}-ingress", common, wave_of[c], c),

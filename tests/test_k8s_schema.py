@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import random
 from pathlib import Path
 from typing import Any
@@ -14,11 +15,18 @@ import jsonschema
 import pytest
 from conftest import CATALOG
 from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT7
 
 from nexus.checks import k8s as k8s_checks
 from nexus.render import k8s as render_k8s
 from nexus.catalog import load_catalog
-from nexus.checks.kubernetes_schema import K8S_VERSION, SchemaValidator, schema_dir, schema_file
+from nexus.checks.kubernetes_schema import (
+    K8S_VERSION,
+    OLDEST_K8S_VERSION,
+    SchemaValidator,
+    schema_dir,
+    schema_file,
+)
 from nexus.render.context import RenderContext
 
 
@@ -123,3 +131,32 @@ def test_a_validated_text_is_skipped_and_the_cache_persists(tmp_path: Path) -> N
 def test_unknown_kinds(tmp_path: Path) -> None:
     assert SchemaValidator().errors("t", {"apiVersion": "example.com/v1", "kind": "Widget"}) == ["no Kubernetes 1.32 schema for example.com/v1 Widget"]
     assert SchemaValidator().errors("t", {"kind": "Widget"}) == ["apiVersion and kind must both be set"]
+
+
+OLDEST_SCHEMAS = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "nexus-tools" / f"kubernetes-validate-{OLDEST_K8S_VERSION}"
+
+
+def test_every_rendered_manifest_is_valid_on_the_oldest_supported_kubernetes(docs: list[dict[str, Any]]) -> None:
+    """The same manifests against Kubernetes 1.23's official schemas (strict), from kubernetes-validate's
+    1.23 release that scripts/install-tools.sh unpacks: every kind and API version exists there."""
+    folder = OLDEST_SCHEMAS / "kubernetes_validate" / "kubernetes-json-schema" / f"v{OLDEST_K8S_VERSION}.0-local-strict"
+    if not folder.is_dir():
+        message = f"no Kubernetes {OLDEST_K8S_VERSION} schemas at {folder}: run `bash scripts/install-tools.sh`"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    # that release's files point at "_definitions.json#/definitions/...": register it under that name
+    definitions = Resource.from_contents(json.loads((folder / "_definitions.json").read_bytes()), default_specification=DRAFT7)
+    registry = Registry().with_resource("_definitions.json", definitions)
+
+    def errors(doc: dict[str, Any]) -> list[str]:
+        path = folder / schema_file(doc["apiVersion"], doc["kind"])
+        assert path.is_file(), f"Kubernetes {OLDEST_K8S_VERSION} has no {doc['apiVersion']} {doc['kind']}"
+        validator = jsonschema.Draft7Validator(json.loads(path.read_bytes()), registry=registry)
+        return [f"{doc['kind']}/{doc['metadata']['name']}: {e.message}" for e in validator.iter_errors(doc)]
+
+    assert [e for doc in docs for e in errors(doc)] == []
+    hpa = copy.deepcopy(next(d for d in docs if d["kind"] == "HorizontalPodAutoscaler"))
+    hpa["spec"]["minReplica"] = 1  # strict: a misspelled field fails
+    assert errors(hpa) and "minReplica" in errors(hpa)[0]
+    assert {d["apiVersion"] for d in docs} >= {"autoscaling/v2", "policy/v1"}

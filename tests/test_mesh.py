@@ -92,6 +92,7 @@ def _differences(a: Path, b: Path) -> set[str]:
 
 MESH_FILES = re.compile(
     r"^(k8s/components/(istio|linkerd)(/.*)?|k8s/overlays/\w+/kustomization\.yaml|docs/architecture/(mesh|access-matrix)\.md"
+    r"|k8s/crds/(kustomization|[a-z]+\.((networking|security)\.istio|policy\.linkerd)\.io)\.yaml"  # the mesh's CRDs, not monitoring's
     r"|services/[^/]+/[^/]+/settings\.py|services/[^/]+/README\.md|\.nexus-manifest\.json)$"
 )
 

@@ -103,7 +103,7 @@ def test_wait_stops_when_asked() -> None:
     assert outcome.interrupted and not outcome.ok and not outcome.timed_out
 
 
-def test_describe_pods_shows_waiting_reasons_restarts_and_latest_events() -> None:
+def test_describe_pods_shows_waiting_reasons_restarts_and_latest_events_merged() -> None:
     now = datetime(2025, 1, 1, tzinfo=timezone.utc)
     crash = V1ContainerStatus(
         name="token-mgr", image="x", image_id="", ready=False, restart_count=6,
@@ -128,8 +128,7 @@ def test_describe_pods_shows_waiting_reasons_restarts_and_latest_events() -> Non
     assert describe_pods(pods, events, last=3) == [
         "  pod token-mgr-a: Running",
         "    container token-mgr: waiting: CrashLoopBackOff (back-off 5m0s restarting failed container); last exit 1 (Error), 6 restarts",
-        "    event Normal Pulled: pulled",
-        "    event Normal Pulled: pulled",
+        "    event Normal Pulled x6: pulled",  # six identical events, shown once with their count
         "    event Warning BackOff x12: Back-off restarting failed container",
         "  pod token-mgr-b: Pending",
         "    container token-mgr: waiting: ImagePullBackOff, 0 restarts",

@@ -19,8 +19,8 @@ from typing import Any
 from ..catalog import Loaded, load_catalog, load_catalog_text
 from ..errors import DiffError
 from ..render import RenderContext, render
-from ..render.services import team_owned
 from ..render.context import make_env
+from ..render.services import team_owned
 from ..render.text import md_cell
 
 # Fields of a service compared one by one (port, edges and the stage are reported on their own).

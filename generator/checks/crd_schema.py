@@ -1,6 +1,6 @@
 """Strict validation of the mesh and monitoring resources against their projects' CRD schemas.
 
-The schemas are committed under generator/checks/crd-schemas/ (their sources and versions: the README
+The schemas are committed under generator/render/crd-schemas/ (their sources and versions: the README
 there), one JSON Schema per kind, strict like the API server with a structural CRD: an unknown
 or misspelled field fails. Validators are built once per kind, on first use.
 """
@@ -9,15 +9,11 @@ from __future__ import annotations
 
 import json
 from functools import cache
-from pathlib import Path
 from typing import Any
 
-SCHEMAS = Path(__file__).resolve().parent / "crd-schemas"
+from ..render.crds import SCHEMAS, known, schema_path
 
-
-def schema_path(api_version: str, kind: str) -> Path:
-    group, _, version = api_version.rpartition("/")
-    return SCHEMAS / f"{group}_{version}_{kind.lower()}.json"
+__all__ = ["SCHEMAS", "errors", "known", "schema_path"]
 
 
 @cache
@@ -30,10 +26,6 @@ def _validator(api_version: str, kind: str) -> Any:
     return jsonschema.Draft202012Validator(json.loads(path.read_bytes()))
 
 
-def known(api_version: str, kind: str) -> bool:
-    return schema_path(api_version, kind).is_file()
-
-
 def errors(doc: dict[str, Any], limit: int = 5) -> list[str]:
     """Why ``doc`` breaks its kind's schema, as 'path: message' lines; [] when it passes."""
     api_version, kind = doc.get("apiVersion"), doc.get("kind")
@@ -41,6 +33,6 @@ def errors(doc: dict[str, Any], limit: int = 5) -> list[str]:
         return ["apiVersion and kind must both be set"]
     validator = _validator(api_version, kind)
     if validator is None:
-        return [f"no CRD schema for {api_version} {kind} under generator/checks/crd-schemas/"]
+        return [f"no CRD schema for {api_version} {kind} under generator/render/crd-schemas/"]
     found = [f"{'.'.join(map(str, e.absolute_path)) or '(top)'}: {e.message}" for e in validator.iter_errors(doc)]
     return sorted(found)[:limit]

@@ -19,6 +19,9 @@ from pathlib import Path
 from typing import Any
 
 K8S_VERSION = "1.32"  # the minor of the machine's kubectl; also the namespace's PSS version
+# The oldest Kubernetes the manifests run on, decided by the API versions they use:
+# autoscaling/v2 (HorizontalPodAutoscaler) is served from 1.23; policy/v1 from 1.21.
+OLDEST_K8S_VERSION = "1.23"
 
 
 def schema_dir(version: str = K8S_VERSION) -> Path:

@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterator
+import ssl
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
@@ -35,9 +36,11 @@ from kubernetes.dynamic.exceptions import (
 
 from ..errors import (
     ApplyError,
+    CertificateError,
     ClusterError,
     ForbiddenError,
     KubeconfigError,
+    NamespaceTerminatingError,
     UnauthorizedError,
     UnreachableError,
 )
@@ -100,11 +103,18 @@ class Cluster:
         except ApiException as exc:
             status, message = exc.status, _status_message(exc)
             if status == 0:  # the client's own code for a TLS failure
-                raise UnreachableError(f"cannot reach the API server of {ctx} at {self.host} ({message}); check the cluster's certificate in the kubeconfig") from exc
+                raise CertificateError(self._untrusted(message)) from exc
             if status == 401:
                 raise UnauthorizedError(
                     f"the API server of {ctx} rejected its credentials (401 Unauthorized); "
                     "refresh them (kind: `kind export kubeconfig --name <cluster>`) and retry"
+                ) from exc
+            if status == 403 and _cause(exc, "NamespaceTerminating"):
+                # NamespaceLifecycle admission, not RBAC: no Role would help, only waiting
+                ns = namespace or "the namespace"
+                raise NamespaceTerminatingError(
+                    f'namespace "{ns}" in {ctx} is being deleted, so nothing can be created in it ({message}); '
+                    f"wait until it is gone (`kubectl --context {self.context} wait --for=delete namespace/{ns} --timeout=120s`) and run again"
                 ) from exc
             if status == 403:
                 where = f" -n {namespace}" if namespace else ""
@@ -116,15 +126,29 @@ class Cluster:
         except pydantic.ValidationError as exc:  # the client's models are pydantic: an answer it cannot read
             raise ClusterError(f"the API server of {ctx} at {self.host} sent a {what} answer the kubernetes client cannot read: {_first_error(exc)}") from exc
         except (urllib3.exceptions.HTTPError, OSError) as exc:
+            tls = _tls_failure(exc)
+            if tls is not None:
+                raise CertificateError(self._untrusted(_reason(tls))) from exc
             raise UnreachableError(
                 f"cannot reach the API server of {ctx} at {self.host} ({_reason(exc)}); "
                 f"is the cluster running? (`kubectl --context {self.context} cluster-info`; kind: `kind get clusters`)"
             ) from exc
 
+    def _untrusted(self, why: str) -> str:
+        return (
+            f'the API server of context "{self.context}" at {self.host} answered, but the TLS handshake failed ({why}): '
+            "the kubeconfig's certificate-authority does not match the server's certificate; "
+            "regenerate the kubeconfig from the cluster (kind: `kind export kubeconfig --name <cluster>`) or fix its CA"
+        )
+
     @cached_property
     def dynamic(self) -> DynamicClient:
         with self.talking("get", "/apis"):  # discovery; `auth can-i get /apis` is how to check it
             return DynamicClient(self.api, cache_file=_NO_CACHE_FILE, discoverer=_InMemoryDiscoverer)
+
+    def rediscover(self) -> None:
+        """Forget what discovery found, so kinds defined since (CRDs just applied) are seen."""
+        self.__dict__.pop("dynamic", None)
 
     def resource(self, api_version: str, kind: str) -> Any:
         """The dynamic client's resource for a kind; ApplyError if the server does not serve it."""
@@ -136,6 +160,16 @@ class Cluster:
                     f'the API server of context "{self.context}" does not serve {kind} in {api_version}; '
                     "install its CustomResourceDefinition, or use a cluster that has that API version"
                 ) from exc
+
+    def missing(self, kinds: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+        """The (apiVersion, kind) pairs the server does not serve: all of them, in one pass."""
+        out = []
+        for api_version, kind in sorted(set(kinds)):
+            try:
+                self.resource(api_version, kind)
+            except ApplyError:
+                out.append((api_version, kind))
+        return out
 
     def check(self) -> str:
         """Ask the server its version: the cheapest proof that it answers and accepts us."""
@@ -151,16 +185,16 @@ class Cluster:
         with self.talking("patch", _what(res), meta.get("namespace")):
             out = self.dynamic.server_side_apply(
                 res, body=body, namespace=meta.get("namespace"), field_manager=FIELD_MANAGER, force_conflicts=True,
-                _request_timeout=REQUEST_TIMEOUT, **extra,
+                _request_timeout=REQUEST_TIMEOUT, serializer=_plain, **extra,
             )
-        return dict(out.to_dict())
+        return dict(out)
 
     def get(self, api_version: str, kind: str, name: str, namespace: str | None) -> dict[str, Any] | None:
         """The live object, or None if there is none."""
         res = self.resource(api_version, kind)
         with self.talking("get", _what(res), namespace):
             try:
-                return dict(res.get(name=name, namespace=namespace, _request_timeout=REQUEST_TIMEOUT).to_dict())
+                return dict(res.get(name=name, namespace=namespace, _request_timeout=REQUEST_TIMEOUT, serializer=_plain))
             except NotFoundError:
                 return None
 
@@ -168,9 +202,9 @@ class Cluster:
         """Objects of a kind matching a label selector, in ``namespace`` if the kind is namespaced."""
         res = self.resource(api_version, kind)
         with self.talking("list", _what(res), namespace):
-            found = res.get(namespace=namespace if res.namespaced else None, label_selector=selector, _request_timeout=REQUEST_TIMEOUT)
+            found = res.get(namespace=namespace if res.namespaced else None, label_selector=selector, _request_timeout=REQUEST_TIMEOUT, serializer=_plain)
         # items of a list carry neither apiVersion nor kind
-        return [{"apiVersion": api_version, "kind": kind, **item} for item in found.to_dict().get("items") or []]
+        return [{"apiVersion": api_version, "kind": kind, **item} for item in found.get("items") or []]
 
     def delete(self, api_version: str, kind: str, name: str, namespace: str | None, *, dry_run: bool = False) -> None:
         res = self.resource(api_version, kind)
@@ -196,6 +230,13 @@ class Cluster:
             )
 
 
+def _plain(_client: object, data: dict[str, Any]) -> dict[str, Any]:
+    """The dynamic client's answers as parsed JSON: its ResourceInstance wraps every nested field
+    in an object, which ``to_dict`` then unwraps again; for 1,000 objects that was most of
+    `cluster-status --overlay`'s time."""
+    return data
+
+
 class _InMemoryDiscoverer(LazyDiscoverer):
     """Discovery kept for one run only: a few requests, and no file left in /tmp per API server
     (the client's default) that could hide a CustomResourceDefinition installed since."""
@@ -219,6 +260,30 @@ def _status_message(exc: ApiException) -> str:
     except (ValueError, KeyError, TypeError):
         return str(exc.reason or "no reason given")
     return str(message)
+
+
+def _cause(exc: ApiException, kind: str) -> bool:
+    """Whether the Status the server sent lists a cause of this type (NamespaceTerminating, ...)."""
+    try:
+        causes = json.loads(exc.body or "").get("details", {}).get("causes") or []
+    except (ValueError, AttributeError):
+        return False
+    return any(isinstance(c, dict) and c.get("reason") == kind for c in causes)  # a cause's type is sent as "reason"
+
+
+def _tls_failure(exc: BaseException) -> BaseException | None:
+    """The ssl error behind a urllib3 failure (a certificate the client does not trust), if any."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, ssl.SSLError | urllib3.exceptions.SSLError):
+            return e
+        todo += [getattr(e, "reason", None), e.__cause__, e.__context__, *(a for a in e.args if isinstance(a, BaseException))]
+    return None
 
 
 def _reason(exc: BaseException) -> str:

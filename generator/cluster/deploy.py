@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from kubernetes.client import V1Deployment
 
@@ -28,6 +29,8 @@ from .overlay import NAME_LABEL, Obj, Step, build, check_waves, order, select
 from .rollout import Rollout, describe_pods, wait
 
 OVERLAYS = Path("generated") / "k8s" / "overlays"
+CRDS = Path("generated") / "k8s" / "crds"  # generator.crds: the custom kinds' definitions, for --install-crds
+CRD = ("apiextensions.k8s.io/v1", "CustomResourceDefinition")
 MANAGED = "app.kubernetes.io/managed-by=nexus"
 # Kinds looked at for objects Nexus applied earlier, besides those the overlay has now: what the
 # k8s renderer writes. Never Namespace: pruning it would delete everything inside.
@@ -83,6 +86,7 @@ def deploy(
     wave: int | None = None,
     only: Iterable[str] = (),
     prune: bool = False,
+    install_crds: bool = False,
     timeout_per_wave: float = 300,
     poll: float = 2.0,
     report: Report = lambda line: None,
@@ -94,12 +98,25 @@ def deploy(
     done = Deployed(steps)
     if dry_run == "client":
         return done
+    if install_crds and dry_run == "server":
+        raise ApplyError(
+            "--install-crds cannot be combined with --dry-run=server: a dry run cannot make a kind exist, so the objects "
+            "of those kinds could not be checked; install them first (`nexus deploy --overlay ... --install-crds --wave 0`)"
+        )
     cluster = connect(context)
     server = dry_run == "server"
     total = sum(len(s.objects) for s in steps)
-    report(f"context {cluster.context} ({cluster.host}), server {cluster.check()}: {_count(total, 'object')} in {_count(len(steps), 'step')}" + (", server dry run" if server else ""))
-    for api_version, kind in sorted({(o.api_version, o.kind) for s in steps for o in s.objects}):
-        cluster.resource(api_version, kind)  # a kind the server lacks fails now, before anything is applied
+    report(f"context {cluster.context} ({cluster.host}), server {cluster.check()}: {count(total, 'object')} in {count(len(steps), 'step')}" + (", server dry run" if server else ""))
+    if install_crds:
+        _install_crds(cluster, loaded, report)
+    # every kind the server lacks fails now, all named at once, before anything is applied
+    if missing := cluster.missing((o.api_version, o.kind) for s in steps for o in s.objects):
+        raise ApplyError(
+            f'the API server of context "{cluster.context}" does not serve {count(len(missing), "kind")} of this overlay: '
+            + ", ".join(f"{kind} ({api_version})" for api_version, kind in missing)
+            + "; nothing was applied. Install their CustomResourceDefinitions with the mesh and the Prometheus Operator "
+            f"(see docs/deploy.md), or, on a test cluster that runs neither, add --install-crds (it applies {CRDS.as_posix()})"
+        )
     if server:
         _namespaces_exist(cluster, steps)
     run = _Run(cluster, done, total, report, stop or threading.Event(), timeout_per_wave, poll)
@@ -109,7 +126,7 @@ def deploy(
                 run.check_stop(step)
                 cluster.apply(obj.body, dry_run=server)
                 done.applied.append(obj.ref)
-            report(f"{step.label}  applied {_count(len(step.objects), 'object')}" + (f" ({', '.join(step.services)})" if step.services else ""))
+            report(f"{step.label}  applied {count(len(step.objects), 'object')}" + (f" ({', '.join(step.services)})" if step.services else ""))
             if not server:
                 run.roll_out(step)
         done.orphans = orphans(cluster, loaded, [o for s in everything for o in s.objects])
@@ -118,6 +135,38 @@ def deploy(
             cluster.delete(obj.api_version, obj.kind, obj.name, obj.namespace, dry_run=server)
             done.pruned.append(obj.ref)
     return done
+
+
+def _install_crds(cluster: Cluster, loaded: Loaded, report: Report, timeout: float = 60) -> None:
+    """Apply generated/k8s/crds and wait until each is Established. A CRD of the same name that
+    Nexus did not make (the mesh's or the operator's own, serving more versions) is left alone."""
+    folder = loaded.root / CRDS
+    if not folder.is_dir():
+        report("install CRDs: none needed (the overlays hold no custom kind)")
+        return
+    mine, kept = [], []
+    for obj in build(folder):
+        live = cluster.get(*CRD, obj.name, None)
+        labels = ((live or {}).get("metadata") or {}).get("labels") or {}
+        (kept if live is not None and labels.get("app.kubernetes.io/managed-by") != "nexus" else mine).append(obj)
+    for obj in mine:
+        cluster.apply(obj.body)
+    deadline = time.monotonic() + timeout
+    for obj in mine:
+        while not _established(cluster.get(*CRD, obj.name, None)):
+            if time.monotonic() > deadline:
+                raise ApplyError(f'CustomResourceDefinition "{obj.name}" was applied but is not Established after {timeout:g} s; see `kubectl get crd {obj.name} -o yaml`')
+            time.sleep(0.5)
+    cluster.rediscover()  # the kinds just defined, which discovery so far said were missing
+    report(
+        f"install CRDs: applied {count(len(mine), 'CustomResourceDefinition')} ({', '.join(o.name for o in mine) or 'none'})"
+        + (f"; kept {count(len(kept), 'existing one')} that Nexus did not make ({', '.join(o.name for o in kept)})" if kept else "")
+    )
+
+
+def _established(crd: dict[str, object] | None) -> bool:
+    conditions = ((crd or {}).get("status") or {}).get("conditions") or []  # type: ignore[union-attr]
+    return any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions)
 
 
 def _namespaces_exist(cluster: Cluster, steps: list[Step]) -> None:
@@ -159,6 +208,7 @@ class _Run:
         where = {o.name: str(o.namespace) for o in step.objects if o.kind == "Deployment"}
         if not where:
             return
+        floors = hpa_minimums(o.body for o in step.objects)
 
         def fetch() -> dict[str, V1Deployment]:
             live = {n: d for ns in sorted(set(where.values())) for n, d in self.cluster.deployments(ns).items()}
@@ -168,7 +218,7 @@ class _Run:
             self.done.available.append(name)
             self.report(f"{step.label}  {name}: {r.detail}")
 
-        outcome = wait(fetch, where, timeout=self.timeout, poll=self.poll, stop=self.stop, on_available=available)
+        outcome = wait(fetch, where, timeout=self.timeout, poll=self.poll, stop=self.stop, on_available=available, minimums=floors)
         self.check_stop(step)
         if outcome.ok:
             return
@@ -204,6 +254,17 @@ def _ctrl_c(stop: threading.Event) -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
+def hpa_minimums(bodies: Iterable[dict[str, Any]]) -> dict[str, int]:
+    """Deployment name -> the minReplicas of the HorizontalPodAutoscaler that scales it."""
+    out = {}
+    for body in bodies:
+        spec = body.get("spec") or {}
+        target = spec.get("scaleTargetRef") or {}
+        if body.get("kind") == "HorizontalPodAutoscaler" and target.get("kind") == "Deployment" and target.get("name"):
+            out[str(target["name"])] = int(spec.get("minReplicas") or 1)
+    return out
+
+
 def orphans(cluster: Cluster, loaded: Loaded, current: list[Obj]) -> list[Obj]:
     """Objects labelled as Nexus's, of this platform, in its namespace, that the overlay lacks."""
     namespace = loaded.catalog.platform.namespace
@@ -214,5 +275,5 @@ def orphans(cluster: Cluster, loaded: Loaded, current: list[Obj]) -> list[Obj]:
     return sorted((o for k, o in found.items() if k not in have), key=lambda o: (o.wave, *o.rank()))
 
 
-def _count(n: int, noun: str) -> str:
+def count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

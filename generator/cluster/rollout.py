@@ -34,10 +34,13 @@ def _condition(dep: V1Deployment, kind: str):  # noqa: ANN202 - V1DeploymentCond
     return next((c for c in (dep.status and dep.status.conditions) or [] if c.type == kind), None)
 
 
-def rollout_of(dep: V1Deployment) -> Rollout:
-    """Where one Deployment's rollout stands."""
+def rollout_of(dep: V1Deployment, minimum: int | None = None) -> Rollout:
+    """Where one Deployment's rollout stands. ``minimum``: its HorizontalPodAutoscaler's
+    minReplicas, which the Deployment must reach too (a new one starts at 1 until the HPA scales it)."""
     status = dep.status
     want = dep.spec.replicas if dep.spec and dep.spec.replicas is not None else 1
+    if minimum is not None and want < minimum:
+        return Rollout(PROGRESSING, f"{want} of {minimum} replicas wanted: waiting for the HorizontalPodAutoscaler to scale to its minimum")
     if status is None or (dep.metadata.generation or 0) > (status.observed_generation or 0):
         return Rollout(PROGRESSING, "waiting for the controller to see the new spec")
     progressing = _condition(dep, "Progressing")
@@ -86,10 +89,12 @@ def wait(
     poll: float = 2.0,
     stop: threading.Event | None = None,
     on_available: Callable[[str, Rollout], None] = lambda name, r: None,
+    minimums: dict[str, int] | None = None,
 ) -> Outcome:
     """Poll until every named Deployment is available, one has failed, time is up, or ``stop`` is set.
 
     ``fetch`` returns the live Deployments by name; a name it lacks counts as progressing.
+    ``minimums``: per name, the replicas its HorizontalPodAutoscaler keeps at least.
     """
     names = sorted(names)
     deadline = time.monotonic() + timeout
@@ -97,7 +102,8 @@ def wait(
     stop = stop or threading.Event()
     while True:
         live = fetch()
-        states = {n: rollout_of(live[n]) if n in live else Rollout(PROGRESSING, "not created yet") for n in names}
+        floors = minimums or {}
+        states = {n: rollout_of(live[n], floors.get(n)) if n in live else Rollout(PROGRESSING, "not created yet") for n in names}
         for n, r in states.items():
             if r.state == AVAILABLE and n not in reported:
                 reported.add(n)
@@ -128,11 +134,24 @@ def describe_pods(pods: list[V1Pod], events: dict[str, list[CoreV1Event]], *, la
         lines.append(f"  pod {pod.metadata.name}: {pod.status.phase if pod.status else 'Unknown'}")
         statuses = [*((pod.status and pod.status.init_container_statuses) or []), *((pod.status and pod.status.container_statuses) or [])]
         for cs in statuses:
-            lines.append(f"    container {cs.name}: {_container_state(cs)}, {cs.restart_count or 0} restarts")
-        for ev in sorted(events.get(pod.metadata.name, []), key=_when)[-last:]:
-            count = f" x{ev.count}" if ev.count and ev.count > 1 else ""
-            lines.append(f"    event {ev.type or 'Normal'} {ev.reason}{count}: {ev.message or ''}".rstrip())
+            restarts = cs.restart_count or 0
+            lines.append(f"    container {cs.name}: {_container_state(cs)}, {restarts} restart{'' if restarts == 1 else 's'}")
+        for (kind, reason, message), count in _merged(events.get(pod.metadata.name, []))[-last:]:
+            times = f" x{count}" if count > 1 else ""
+            lines.append(f"    event {kind} {reason}{times}: {message}".rstrip())
     return lines
+
+
+def _merged(events: list[CoreV1Event]) -> list[tuple[tuple[str, str, str], int]]:
+    """Events that say the same thing (type, reason, message) as one, their counts added, in the
+    order of each one's latest: a kubelet that posts the same event twice is shown once, "x2"."""
+    total: dict[tuple[str, str, str], int] = {}
+    latest: dict[tuple[str, str, str], datetime] = {}
+    for ev in events:
+        key = (ev.type or "Normal", str(ev.reason or ""), ev.message or "")
+        total[key] = total.get(key, 0) + max(1, ev.count or 1)
+        latest[key] = max(latest.get(key, _when(ev)), _when(ev))
+    return sorted(total.items(), key=lambda item: latest[item[0]])
 
 
 def _container_state(cs) -> str:  # noqa: ANN001 - V1ContainerStatus

@@ -17,6 +17,7 @@ from ..catalog.json_schema import schema
 from ..catalog.models import DNS_LABEL
 from .context import make_env
 
+
 def _anchor(name: str) -> str:
     return name.lower()
 

@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..catalog.models import Traffic, duration_ms
+from . import crds
 from .context import GENERATED_HEADER, RenderContext
 
 COMPONENTS = "k8s/components"
@@ -150,6 +151,7 @@ def render(ctx: RenderContext) -> dict[str, str]:
         out = {path: text for path, text in out.items() if not path.startswith(f"{COMPONENTS}/monitoring/")}
     if ctx.catalog.platform.mesh in MESHES:
         out.update(render_mesh(ctx, MESHES[ctx.catalog.platform.mesh]))
+    out.update(crds.render(crds.custom_kinds(out, COMPONENTS + "/")))  # for a cluster without the mesh's or operator's
     return dict(sorted(out.items()))
 
 
