@@ -26,7 +26,7 @@ from conftest import MINIMAL, ROOT, dump
 from generator.catalog import load_catalog
 from overlays import write_overlay
 
-pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl builds the overlays (`kubectl kustomize`) and is not on PATH")
+pytestmark = pytest.mark.usefixtures("kubectl")  # it builds the overlays (`kubectl kustomize`)
 
 
 @pytest.fixture
