@@ -29,8 +29,9 @@ def _readme_commands() -> list[str]:
 
 def test_readme_opens_with_the_install_and_the_test_command() -> None:
     install, tests = _readme_commands()
-    # the locked install with the pip Python ships (no "upgrade pip first"), then the main job
-    assert install == "pip install -c lock/nexus.txt -e '.[dev]' && nexus generate"
+    # the locked install with the pip Python ships (no "upgrade pip first"), then the main job;
+    # `-e .` first: pip checks requires-python before the extra's packages (README, Installing)
+    assert install == "pip install -c lock/nexus.txt -e . -e '.[dev]' && nexus generate"
     assert tests == "bash scripts/install-tools.sh && python -m pytest -n 2 -q"
 
 
