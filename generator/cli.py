@@ -11,11 +11,29 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
-import click
 import typer
 from typer.core import TyperGroup
 
-from .errors import NexusError
+from .errors import MissingExtra, NexusError
+
+# What the commands beyond validate, plan, graph, schema, new, diff and generate import, by the
+# extra of pyproject.toml that installs it (tests/test_project.py keeps the two in step).
+EXTRA_MODULES = {
+    "run": ("fastapi", "starlette", "uvicorn", "websockets", "httpx", "prometheus_client", "pydantic_settings"),
+    "deploy": ("kubernetes", "urllib3"),
+}
+
+
+def _missing_extra(exc: ModuleNotFoundError, command: str | None) -> MissingExtra | None:
+    """An extra's library that is not installed, as the one-line fix; None for anything else."""
+    top = (exc.name or "").split(".")[0]
+    extra = next((extra for extra, modules in EXTRA_MODULES.items() if top in modules), None)
+    if extra is None:
+        return None
+    return MissingExtra(
+        f"`nexus {command}` needs Nexus's '{extra}' extra, and {top} is not installed; "
+        f"pip install 'nexus-platform[{extra}]' (in a clone: pip install -e '.[{extra}]')"
+    )
 
 
 class _Boundary(TyperGroup):
@@ -25,9 +43,15 @@ class _Boundary(TyperGroup):
     what a person at a terminal sees.
     """
 
-    def invoke(self, ctx: click.Context):  # noqa: ANN201
+    def invoke(self, ctx: typer.Context):  # noqa: ANN201
         try:
-            return super().invoke(ctx)
+            try:
+                return super().invoke(ctx)
+            except ModuleNotFoundError as exc:
+                missing = _missing_extra(exc, ctx.invoked_subcommand)
+                if missing is None:
+                    raise
+                raise missing from exc
         except NexusError as exc:
             text = str(exc)
             typer.echo(f"error: {text}" if "\n" not in text else f"error:\n{text}", err=True)

@@ -26,7 +26,8 @@ The hierarchy::
     ├── RolloutError                a wave did not roll out: names the service, shows its pods
     ├── DeployInterrupted           Ctrl-C: stopped after the current apply, says what was applied
     ├── RefusedError                `nexus new` refused a service; nothing was changed
-    └── DiffError                   `nexus diff` could not read its base (git ref, base catalog)
+    ├── DiffError                   `nexus diff` could not read its base (git ref, base catalog)
+    └── MissingExtra                a command needs an extra of the package that is not installed
 
 Library errors (YAML, pydantic, Jinja, the kubernetes client, urllib3) never escape: each stage
 translates them at its boundary with ``raise ... from``. An error may carry ``exit_code`` (the
@@ -197,3 +198,7 @@ class VerifyFailed(RunError):
     def __init__(self, failures: list[str]) -> None:
         self.failures = failures
         super().__init__(f"verify failed ({len(failures)}):\n" + "\n".join(f"  {f}" for f in failures))
+
+
+class MissingExtra(NexusError):
+    """A command needs libraries from an optional part of Nexus (a pip extra: run, deploy)."""

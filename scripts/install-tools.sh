@@ -1,29 +1,43 @@
 #!/usr/bin/env bash
-# Tools the tests run that are not Python packages (those come from pyproject's dev extra):
-# promtool, from Debian's prometheus package, and an old release's Kubernetes schemas. Idempotent and quiet: a tool already on PATH is
-# left alone, and apt's output is shown only when it fails. CI calls it before the tests.
+# The programs the tests run, each kept out of Nexus's own environment (tests/tools.py finds them):
+# - checkov and hadolint (and uv, for scripts/lock.sh): a virtual environment of their own,
+#   .tools/ in this checkout, installed from lock/tools.txt with the pip that Python ships. Their
+#   own exact pins would clash with Nexus's libraries in one environment, and resolving them
+#   there made pip backtrack for minutes; pinned and alone they install in one pass.
+# - promtool: Debian's prometheus package, when it is not on PATH.
+# - the official schemas of the oldest Kubernetes the manifests support (kubernetes-validate's
+#   1.23 release), which the current kubernetes-validate no longer ships: the user's cache.
+# Idempotent and quiet: what is in place is left alone; a tool's output is shown only when its
+# install fails. CI runs it before the tests.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
-# The official schemas of the oldest Kubernetes the manifests support (OLDEST_K8S_VERSION in
-# generator/k8s_schema.py; docs/deploy.md), which the current kubernetes-validate no longer
-# ships: its 1.23 release, unpacked into the user's cache for tests/test_k8s_schema.py.
+# OLDEST_K8S_VERSION in generator/checks/kubernetes_schema.py; read by tests/test_k8s_schema.py
 oldest=${XDG_CACHE_HOME:-$HOME/.cache}/nexus-tools/kubernetes-validate-1.23
 if [[ ! -d $oldest/kubernetes_validate ]]; then
     python3 -m pip install -q --no-deps --target "$oldest" 'kubernetes-validate==1.23.4' >/dev/null 2>&1 ||
         python3 -m pip install --no-deps --target "$oldest" 'kubernetes-validate==1.23.4'
 fi
 
-missing=()
-command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
-((${#missing[@]})) || exit 0
-
-sudo=""
-[[ $(id -u) -eq 0 ]] || sudo="sudo"
+tools=.tools lock=lock/tools.txt
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-# --no-install-recommends: promtool and the server binary, not the exporters and web assets
-if ! { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >"$log" 2>&1; then
-    cat "$log" >&2
-    echo "install-tools: could not install ${missing[*]}" >&2
-    exit 1
+fail() { cat "$log" >&2; echo "install-tools: $*" >&2; exit 1; }
+
+# The copy of the lock is written last: a venv without it (an install cut short) is made anew.
+if ! cmp -s "$lock" "$tools/installed-from.txt" 2>/dev/null; then
+    echo "install-tools: checkov, hadolint, uv into $tools/ (from $lock)"
+    { python3 -m venv --clear "$tools" && "$tools/bin/python" -m pip install -q -r "$lock"; } >"$log" 2>&1 ||
+        fail "could not install $lock into $tools/"
+    cp "$lock" "$tools/installed-from.txt"
+fi
+
+if ! command -v promtool >/dev/null 2>&1; then
+    echo "install-tools: promtool (Debian's prometheus)"
+    sudo=""
+    [[ $(id -u) -eq 0 ]] || sudo="sudo"
+    # --no-install-recommends: promtool and the server binary, not the exporters and web assets
+    { $sudo apt-get update -qq &&
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus; } >"$log" 2>&1 ||
+        fail "could not install promtool (Debian's prometheus package)"
 fi

@@ -43,6 +43,14 @@ MINIMAL: dict[str, Any] = {
 }
 
 
+@pytest.fixture(scope="session")
+def kubectl() -> str:
+    """The kubectl the tests build overlays with (`kubectl kustomize`): tools.find's rules."""
+    from tools import find
+
+    return find("kubectl")
+
+
 @pytest.fixture
 def minimal() -> dict[str, Any]:
     """A fresh deep copy of MINIMAL for a test to break in one place."""

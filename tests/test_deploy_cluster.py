@@ -32,7 +32,7 @@ from nexus.catalog import load_catalog
 from nexus.cluster.deploy import PRUNABLE, plan_overlay
 from nexus.pipeline import generate
 
-pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl builds the overlays (`kubectl kustomize`) and is not on PATH")
+pytestmark = pytest.mark.usefixtures("kubectl")  # it builds the overlays (`kubectl kustomize`)
 PAUSE = "registry.k8s.io/pause:3.10"  # nothing pulls it on the testbed; on a real cluster it is the smallest image
 
 

@@ -16,7 +16,7 @@ from nexus.errors import OverlayError
 from nexus.cluster.overlay import KIND_RANK, build, select
 from overlays import write_overlay
 
-pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl builds the overlays (`kubectl kustomize`) and is not on PATH")
+pytestmark = pytest.mark.usefixtures("kubectl")  # it builds the overlays (`kubectl kustomize`)
 
 
 @pytest.fixture(scope="module")

@@ -130,8 +130,10 @@ def test_the_workflow_runs_validate_check_diff_and_tests_on_catalog_template_and
     assert "--check" in calls[1]
     assert calls[2][1:3] == ["--base", "origin/EXPR"]
     assert any("nexus diff" in r and ">> \"$GITHUB_STEP_SUMMARY\"" in r for r in runs)
-    assert any(r.startswith("pip install -e '.[dev]'") for r in runs)
-    assert any("python -m pytest" in r for r in runs)
+    assert "pip install -c lock/nexus.txt -e . -e '.[dev]'" in runs  # README's install, from the lock
+    assert "bash scripts/install-tools.sh && python -m pytest -n 2 -q" in runs
+    latest = wf["jobs"]["latest"]
+    assert "schedule" in on and [s["run"] for s in latest["steps"] if "run" in s] == ["bash .ci/run --latest"]
 
 
 def test_every_nexus_call_in_the_workflow_and_the_hooks_parses_with_the_real_cli() -> None:

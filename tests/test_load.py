@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 from broken import at
 from conftest import MINIMAL, dump
 
@@ -169,6 +170,31 @@ def test_deep_nesting_is_refused_not_recursed(opener):
     (problem,) = problems_of(text)
     assert f"nesting deeper than {load.MAX_DEPTH} levels" in problem.message
     assert problem.line >= 1
+
+
+class _Refusing(yaml.SafeLoader):
+    """A parser that, like libyaml since 0.2.6, refuses a document before handing over the events
+    that would reach our limit, in words of its own."""
+
+    def check_event(self, *choices):
+        if self.tokens_taken == 0 and "[" * 200 in self.buffer:
+            where = self.buffer.index("[" * 200) + 199  # at the 200th level, as libyaml at its 1,000th
+            mark = yaml.Mark("catalog.yaml", where, 0, where, None, None)
+            raise yaml.scanner.ScannerError("while scanning", mark, "some words of a future version", mark)
+        return super().check_event(*choices)
+
+
+@pytest.mark.parametrize("depth", [200, 100_000])
+def test_deep_nesting_gets_our_message_whatever_the_parser_says(monkeypatch, depth):
+    monkeypatch.setattr(load, "FAST_LOADER", _Refusing)
+    (problem,) = problems_of("a:\n  b: " + "[" * depth + "]" * depth + "\n")
+    # the 63rd '[' opens level 65 (the two mappings are levels 1 and 2); it sits in the 62nd list
+    assert (problem.line, problem.column, problem.path) == (2, 6 + 62, "a.b" + "[0]" * 61)
+    assert f"nesting deeper than {load.MAX_DEPTH} levels" in problem.message
+    # any other refusal is passed on as the parser worded it, with its place
+    (problem,) = problems_of("a: 1  # " + "[" * 200 + "\n")
+    assert (problem.line, problem.column) == (1, 8 + 200)
+    assert problem.message == "invalid YAML: some words of a future version"
 
 
 def test_nesting_up_to_the_limit_is_fine():

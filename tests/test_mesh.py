@@ -336,7 +336,7 @@ def test_a_client_never_gives_up_before_the_mesh(istio: tuple[RenderContext, dic
     assert "request_timeout_seconds: float = 10.0" in files["services/ai-service/ai_service/settings.py"]  # its edge to kei-ai
 
 
-def test_a_bare_cluster_catalog_builds_overlays_of_core_kinds_only(tmp_path: Path) -> None:
+def test_a_bare_cluster_catalog_builds_overlays_of_core_kinds_only(tmp_path: Path, kubectl: str) -> None:
     """mesh: none and no Prometheus Operator: what a bare kind cluster can take. Every overlay
     builds with the real kustomize and holds no custom resource; the checks pass."""
     import subprocess
@@ -350,7 +350,7 @@ def test_a_bare_cluster_catalog_builds_overlays_of_core_kinds_only(tmp_path: Pat
     assert not (out / "k8s/components/monitoring").exists()
     assert (out / "observability/prometheus.yml").exists()  # the local run still has its Prometheus
     for overlay in ("dev", "staging", "prod"):
-        built = subprocess.run(["kubectl", "kustomize", str(out / "k8s/overlays" / overlay)], capture_output=True, text=True, timeout=120)
+        built = subprocess.run([kubectl, "kustomize", str(out / "k8s/overlays" / overlay)], capture_output=True, text=True, timeout=120)
         assert built.returncode == 0, built.stderr
         groups = {d["apiVersion"].split("/")[0] for d in yaml.safe_load_all(built.stdout) if d}
         assert groups <= {"v1", "apps", "autoscaling", "policy", "networking.k8s.io"}, groups

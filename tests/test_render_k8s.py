@@ -4,7 +4,6 @@ validated against the official schemas; then one catalog rule per test on small 
 from __future__ import annotations
 
 import random
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ import yaml
 from conftest import CATALOG, dump
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tools import find
 
 from nexus.checks import k8s as k8s_checks
 from nexus.render import k8s as render_k8s
@@ -22,7 +22,6 @@ from nexus.catalog import load_catalog, load_catalog_text
 from nexus.catalog.graph import edges
 from nexus.render.context import RenderContext
 
-KUBECTL = shutil.which("kubectl")
 OVERLAYS = ("dev", "staging", "prod")
 NAME = "app.kubernetes.io/name"
 SERVICE_KINDS = {"ServiceAccount", "ConfigMap", "Service", "Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy"}
@@ -52,7 +51,7 @@ def write(files: dict[str, str], root: Path) -> Path:
 
 def kustomize(root: Path) -> dict[str, list[dict[str, Any]]]:
     """Every overlay built by the real kubectl, the three at once."""
-    runs = {env: subprocess.Popen([KUBECTL, "kustomize", str(root / "k8s/overlays" / env)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for env in OVERLAYS}
+    runs = {env: subprocess.Popen([find("kubectl"), "kustomize", str(root / "k8s/overlays" / env)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for env in OVERLAYS}
     built = {}
     for env, proc in runs.items():
         out, err = proc.communicate(timeout=120)
@@ -68,8 +67,6 @@ def shipped() -> tuple[RenderContext, dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def built(shipped: tuple[RenderContext, dict[str, str]], tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str, Any]]]:
-    if KUBECTL is None:
-        pytest.skip("kubectl is not installed")
     return {env: base_objects(docs) for env, docs in kustomize(write(shipped[1], tmp_path_factory.mktemp("k8s"))).items()}
 
 
@@ -403,9 +400,8 @@ def test_unparsable_yaml_is_a_failure_not_a_crash(shipped: tuple[RenderContext, 
 def test_the_minimal_catalog_renders_checks_and_builds(minimal: dict[str, Any], tmp_path: Path) -> None:
     ctx, files = render(load_catalog_text(dump(minimal)))
     assert k8s_checks.run(ctx, files) == []
-    if KUBECTL:
-        built = kustomize(write(files, tmp_path))
-        assert {d["metadata"]["name"] for d in built["prod"] if d["kind"] == "Deployment"} == {"gateway", "auth", "media"}
+    built = kustomize(write(files, tmp_path))
+    assert {d["metadata"]["name"] for d in built["prod"] if d["kind"] == "Deployment"} == {"gateway", "auth", "media"}
 
 
 def test_catalog_autoscaling_and_resources_overrides_reach_the_manifests(minimal: dict[str, Any]) -> None:

@@ -1,33 +1,22 @@
 """Third-party checks of the generated platform, offline, with the real tools: checkov on every
 built overlay (and on prod with Linkerd), hadolint on every Dockerfile, promtool on the local
-Prometheus config. A missing tool skips here and fails under CI (scripts/install-tools.sh and
-the dev extra install them)."""
+Prometheus config. The tools come from scripts/install-tools.sh, found by tests/tools.py: a
+missing one skips here, and fails under CI."""
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 from conftest import CATALOG, dump
+from tools import find as tool
 
 from nexus.pipeline import generate
 
 OVERLAYS = ("dev", "staging", "prod")
-
-
-def tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        message = f"{name} is not installed (pip install -e '.[dev]'; scripts/install-tools.sh)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
 
 
 @pytest.fixture(scope="module")

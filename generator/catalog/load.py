@@ -104,10 +104,42 @@ def _scalar(event: yaml.ScalarEvent) -> Any:
         _constructor.constructed_objects.clear()
 
 
+class _TooDeep(CatalogError):
+    """Our own nesting limit was reached (see load_text for why it is told apart)."""
+
+
 def load_text(text: str, file: str = "catalog.yaml") -> Source:
     """Build the document from YAML text. Raises CatalogError for anything unusable."""
+    problems: list[Problem] = []  # found before a YAML error stops the reading: reported with it
+    try:
+        return _build(yaml.parse(text, Loader=FAST_LOADER), text, file, problems)
+    except yaml.MarkedYAMLError as exc:
+        # libyaml scans up to 1,024 characters ahead of the events it hands us (a '[' may start
+        # a mapping key), so on a line of ~1,000 '[' its own nesting limit (1,000 levels since
+        # libyaml 0.2.6) stops it before our MAX_DEPTH check has seen the 65th level. Whatever it
+        # said, read the text before the place it stopped once more: the end of the text ends
+        # the look-ahead, so our limit, when it is what the text breaks, is met there and gives
+        # our message. Only a refused document pays, at libyaml's speed.
+        stop = exc.problem_mark or exc.context_mark
+        if stop is not None and stop.index > 0:
+            try:
+                _build(yaml.parse(text[: stop.index], Loader=FAST_LOADER), text, file, [])
+            except _TooDeep as deep:
+                raise deep from exc
+            except (CatalogError, yaml.YAMLError):
+                pass  # the cut text is broken in its own way: the first error stands
+        line, col = (stop.line + 1, stop.column + 1) if stop else (0, 0)
+        what = exc.problem or "invalid YAML"
+        hint = _yaml_hint(what, text, stop, exc.context_mark)
+        raise CatalogError([*problems, Problem(line, col, "", f"invalid YAML: {what}{hint}", file=file)]) from exc
+
+
+def _build(events: Any, text: str, file: str, problems: list[Problem]) -> Source:
+    """The data and its positions from a stream of YAML events (flat: no recursion).
+
+    Problems that do not stop the reading (duplicate keys) are added to ``problems``.
+    """
     src = Source(data=None, file=file, text=text)
-    problems: list[Problem] = []
     anchors: dict[str, tuple[Any, int]] = {}
     stack: list[_Frame] = []
     expanded = 0
@@ -162,14 +194,16 @@ def load_text(text: str, file: str = "catalog.yaml") -> Source:
         return path
 
     try:
-        for event in yaml.parse(text, Loader=FAST_LOADER):
+        for event in events:
             if isinstance(event, yaml.DocumentStartEvent):
                 documents += 1
                 if documents > 1:
                     raise fail(_mark(event), (), "the catalog must be one YAML document; remove the '---' that starts a second one")
             elif isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
                 if len(stack) >= MAX_DEPTH:
-                    raise fail(_mark(event), stack[-1].path, f"nesting deeper than {MAX_DEPTH} levels; the catalog never needs more than a few")
+                    mark = _mark(event)
+                    message = f"nesting deeper than {MAX_DEPTH} levels; the catalog never needs more than a few"
+                    raise _TooDeep([*problems, Problem(mark[0], mark[1], dotted(stack[-1].path), message, file=file)])
                 container: Any = {} if isinstance(event, yaml.MappingStartEvent) else []
                 parent_path = stack[-1].path if stack else ()
                 top = stack[-1] if stack else None
@@ -198,12 +232,8 @@ def load_text(text: str, file: str = "catalog.yaml") -> Source:
                     raise fail(_mark(event), stack[-1].path if stack else (), f"alias *{event.anchor} names no anchor defined before it")
                 value, size = anchors[event.anchor]
                 attach(value, _mark(event), size)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
-        what = exc.problem or "invalid YAML"
-        hint = _yaml_hint(what, text, mark, exc.context_mark)
-        raise CatalogError([*problems, Problem(line, col, "", f"invalid YAML: {what}{hint}", file=file)]) from exc
+    except yaml.MarkedYAMLError:
+        raise  # load_text translates it, after telling libyaml's nesting limit from ours
     except yaml.YAMLError as exc:  # unmarked errors (rare): keep the text, drop the traceback
         raise CatalogError([*problems, Problem(0, 0, "", f"invalid YAML: {exc}", file=file)]) from exc
 

@@ -1,0 +1,40 @@
+"""Where the tests find the programs they run but never import (checkov, hadolint, promtool,
+kubectl): first the tools environment that scripts/install-tools.sh makes (TOOLS, from
+lock/tools.txt), then PATH.
+
+A missing program skips the tests that need it, with the command that installs it as the
+reason; under CI (CI=true) it fails them instead, so that CI never passes having run less.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TOOLS = ROOT / ".tools"  # scripts/install-tools.sh makes it; .gitignore keeps it out of git
+
+INSTALL = {
+    "checkov": "bash scripts/install-tools.sh",
+    "hadolint": "bash scripts/install-tools.sh",
+    "promtool": "bash scripts/install-tools.sh (Debian's prometheus package)",
+    "kubectl": "install kubectl: https://kubernetes.io/docs/tasks/tools/",
+}
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def find(name: str) -> str:
+    """The path of program ``name``, else skip (fail under CI) with how to install it."""
+    path = shutil.which(name, path=str(TOOLS / ("Scripts" if os.name == "nt" else "bin"))) or shutil.which(name)
+    if path is not None:
+        return path
+    message = f"{name} is not installed; {INSTALL[name]}"
+    if in_ci():
+        pytest.fail(f"{message} (CI runs every check: a missing tool is a failure there)", pytrace=False)
+    pytest.skip(message)
