@@ -227,8 +227,8 @@ def load_text(text: str, file: str = "catalog.yaml") -> Source:
                 tag = _tag(event)
                 top = stack[-1] if stack else None
                 if top is not None and isinstance(top.container, dict) and not top.has_key and (why := _key_problem(event, tag)):
-                    mark = _mark(event)
-                    problems.append(Problem(mark[0], mark[1], dotted((*top.path, event.value)), why, file=file))
+                    at = _mark(event)
+                    problems.append(Problem(at[0], at[1], dotted((*top.path, event.value)), why, file=file))
                     value: Any = event.value  # go on with the key as written, to report the rest too
                 else:
                     value = _scalar(event, tag)
@@ -241,8 +241,8 @@ def load_text(text: str, file: str = "catalog.yaml") -> Source:
                 value, size = anchors[event.anchor]
                 top = stack[-1] if stack else None
                 if top is not None and isinstance(top.container, dict) and not top.has_key and not isinstance(value, (str, dict, list)):
-                    mark = _mark(event)
-                    problems.append(Problem(mark[0], mark[1], dotted((*top.path, str(value))), f"key *{event.anchor} is {value!r}, not text; a key is a name, so write it out", file=file))
+                    at = _mark(event)
+                    problems.append(Problem(at[0], at[1], dotted((*top.path, str(value))), f"key *{event.anchor} is {value!r}, not text; a key is a name, so write it out", file=file))
                     value = str(value)
                 attach(value, _mark(event), size)
     except yaml.MarkedYAMLError as exc:

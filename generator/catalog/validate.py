@@ -200,9 +200,9 @@ def _translate(src: Source, err: ErrorDetails) -> Problem:
             "write MAJOR.MINOR.PATCH, optionally with -alpha, -beta, -rc or -dev and a number, e.g. '1.2.0' or '1.2.0-rc.1'",
         )
     if kind == "string_too_long":
-        bound = int(ctx.get("max_length", 0))
-        why = " (one line of the docs; a description also goes into its Deployment's annotations, which Kubernetes bounds)" if bound == MAX_TEXT else ""
-        return src.problem(path, f"{_show(value)} is {len(value):,} characters; at most {bound:,} fit here{why}; shorten it")
+        limit = int(ctx.get("max_length", 0))
+        why = " (one line of the docs; a description also goes into its Deployment's annotations, which Kubernetes bounds)" if limit == MAX_TEXT else ""
+        return src.problem(path, f"{_show(value)} is {len(value):,} characters; at most {limit:,} fit here{why}; shorten it")
     if kind in {"greater_than_equal", "less_than_equal"} and last == "port":
         return src.problem(path, f"port {value} is outside 1024..65535; ports below 1024 need root and above 65535 do not exist, so pick a free one in that range")
     if kind in {"greater_than_equal", "less_than_equal", "greater_than", "less_than"}:
@@ -316,10 +316,10 @@ def check_graph(cat: Catalog, src: Source | None = None, assume: frozenset[str] 
 
     # one space of ports for services and infrastructure
     used = ports.used_ports(cat)
-    for first, later in ports.clashes(cat):
+    for taken, later in ports.clashes(cat):
         free = ports.next_free(later.port, used)
         fix = f"the next free port is {free}" if free else "pick a free port below it"
-        problem(later.path, f"port {later.port} is already used by {first.owner}; {fix}")
+        problem(later.path, f"port {later.port} is already used by {taken.owner}; {fix}")
 
     # names the generator derives (packages, variables, objects, pages) are each one thing's
     out.extend(_name_clashes(cat, src))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 from ..catalog import naming
@@ -145,7 +146,7 @@ def _names() -> dict[str, Any]:
     def objects(table: tuple[tuple[str, str], ...], name: str) -> str:
         return ", ".join(f"{kind} `{pattern.format(name)}`" for kind, pattern in table)
 
-    def distributions(table: dict[str, tuple[str, ...]]) -> str:
+    def distributions(table: Mapping[str, tuple[str, ...]]) -> str:
         return ", ".join(f"`{d}`" + ("" if packages == (d.replace("-", "_"),) else f" ({_codes(packages)})") for d, packages in table.items())
 
     kubernetes = [n for n in naming.RESERVED_NAMESPACES if n == "default"]

@@ -118,7 +118,7 @@ def render(ctx: RenderContext) -> dict[str, str]:
     """Every file under k8s/, keyed by its path under generated/."""
     cat = ctx.catalog
     health = cat.platform.health
-    common = {"header": GENERATED_HEADER, "pss_version": PSS_VERSION, "names": naming}
+    common: dict[str, Any] = {"header": GENERATED_HEADER, "pss_version": PSS_VERSION, "names": naming}
     probes = [{"kind": k, "path": getattr(health, ep), "period": p, "timeout": t, "failures": f} for k, ep, p, t, f in PROBES]
     out: dict[str, str] = {}
     for name in sorted(cat.services):
