@@ -9,14 +9,27 @@ from __future__ import annotations
 
 import keyword
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from .models import Catalog
+from typing import Protocol
 
 Path_ = tuple[str | int, ...]
+
+
+# What claims() reads of a catalog. models.Catalog is one; the models import this module (a
+# service key is checked by package_problem), so it cannot import them back.
+class _Service(Protocol):
+    @property
+    def depends_on(self) -> Mapping[str, object]: ...
+
+
+class _Catalog(Protocol):
+    @property
+    def services(self) -> Mapping[str, _Service]: ...
+    @property
+    def infrastructure(self) -> Mapping[str, object]: ...
+    @property
+    def externals(self) -> Mapping[str, object]: ...
 
 
 def pkg(name: str) -> str:
@@ -250,7 +263,7 @@ class Claim:
     what: str  # the owner in words, for a message
 
 
-def claims(cat: Catalog) -> Iterator[Claim]:
+def claims(cat: _Catalog) -> Iterator[Claim]:
     """Every name the generator can write, fixed ones first, then per component, external,
     edge and service in sorted order: a clash is reported at the later claim, so at the name
     a person chose rather than at one the generator derives."""
