@@ -302,7 +302,7 @@ def _written(data: dict, mesh: str) -> tuple[set[tuple[str, str]], set[tuple[str
             if doc and doc["kind"] not in {"Namespace", "PrometheusRule"}:  # one each, named by the platform
                 group = groups.get(doc["apiVersion"].split("/")[0])
                 written.add((f"{doc['kind']} ({group})" if group else doc["kind"], doc["metadata"]["name"]))
-    return written, {(c.kind, c.name) for c in naming.claims(loaded.catalog)}
+    return written, {(kind, name) for kinds, name, _ in naming.claims(loaded.catalog) for kind in kinds}
 
 
 def test_every_object_the_generator_writes_is_claimed_by_its_name(minimal):

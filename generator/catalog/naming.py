@@ -10,7 +10,6 @@ from __future__ import annotations
 import keyword
 import sys
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from typing import Protocol
 
 Path_ = tuple[str | int, ...]
@@ -198,25 +197,25 @@ FIXED_OBJECTS: tuple[tuple[str, str, str], ...] = (
 )
 
 # What a service, an infrastructure component or an external is written as, besides its
-# hostname: (kind, how its name becomes the object's). Every mesh counts, whichever is on: a
-# name must not become invalid when the mesh changes.
-SERVICE_OBJECTS: tuple[tuple[str, str], ...] = tuple(
-    (kind, "{}")
-    for kind in (
+# hostname: (how its name becomes the objects' name, the kinds of object with that name).
+# Every mesh counts, whichever is on: a name must not become invalid when the mesh changes.
+Objects = tuple[tuple[str, tuple[str, ...]], ...]
+SERVICE_OBJECTS: Objects = (
+    ("{}", (
         "ServiceAccount", "Service", "Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy",
         "ServiceMonitor", ISTIO_POLICY, "Sidecar (Istio)", "DestinationRule (Istio)", "VirtualService (Istio)",
         "Server (Linkerd)", LINKERD_POLICY,
-    )
-) + (("ConfigMap", "{}-config"), ("MeshTLSAuthentication (Linkerd)", "{}-callers"))  # fmt: skip
-INFRASTRUCTURE_OBJECTS: tuple[tuple[str, str], ...] = (
-    ("NetworkPolicy", "{}-ingress"),
-    (ISTIO_POLICY, "{}"),
-    ("Server (Linkerd)", "{}"),
-    (LINKERD_POLICY, "{}"),
-    ("MeshTLSAuthentication (Linkerd)", "{}-callers"),
+    )),
+    ("{}-config", ("ConfigMap",)),
+    ("{}-callers", ("MeshTLSAuthentication (Linkerd)",)),
+)  # fmt: skip
+INFRASTRUCTURE_OBJECTS: Objects = (
+    ("{}", (ISTIO_POLICY, "Server (Linkerd)", LINKERD_POLICY)),
+    ("{}-ingress", ("NetworkPolicy",)),
+    ("{}-callers", ("MeshTLSAuthentication (Linkerd)",)),
 )
-EXTERNAL_OBJECTS: tuple[tuple[str, str], ...] = (("ServiceEntry (Istio)", "{}"),)
-EDGE_RULE = "{target}-from-{source}"  # Istio DestinationRule of one edge's own circuit breaking
+EXTERNAL_OBJECTS: Objects = (("{}", ("ServiceEntry (Istio)",)),)
+EDGE_KINDS = ("DestinationRule (Istio)",)
 
 
 def config_map(service: str) -> str:
@@ -234,11 +233,12 @@ def ingress_policy(component: str) -> str:
 
 
 def edge_rule(target: str, source: str) -> str:
-    return EDGE_RULE.format(target=target, source=source)
+    """The Istio DestinationRule of one edge's own circuit breaking."""
+    return f"{target}-from-{source}"
 
 
-def _named(table: tuple[tuple[str, str], ...], kind: str) -> str:
-    return next(pattern for k, pattern in table if k == kind)
+def _named(table: Objects, kind: str) -> str:
+    return next(pattern for pattern, kinds in table if kind in kinds)
 
 
 # The per-service docs pages share their folder with two fixed pages; file names are compared
@@ -253,37 +253,55 @@ def service_page(name: str) -> str:
     return f"{SERVICE_DOCS}/{name}.md"
 
 
-@dataclass(frozen=True)
-class Claim:
-    """One name the generator derives from the catalog: (kind, name) must be unique."""
-
-    kind: str
-    name: str
-    owner: Path_ | None  # the catalog key it derives from; None for a fixed object or page
-    what: str  # the owner in words, for a message
+# Names the generator derives from the catalog, (kinds, name, owner): no two objects of one
+# kind may share a name. The owner is the catalog key it derives from; None for a fixed object
+# or page. Kinds that always share a name are one claim: a 10,000-service catalog makes some
+# 60,000 claims, not 200,000.
+Claim = tuple[tuple[str, ...], str, Path_ | None]
 
 
-def claims(cat: _Catalog) -> Iterator[Claim]:
+def claims(cat: _Catalog) -> list[Claim]:
     """Every name the generator can write, fixed ones first, then per component, external,
     edge and service in sorted order: a clash is reported at the later claim, so at the name
     a person chose rather than at one the generator derives."""
-    for kind, name, what in FIXED_OBJECTS:
-        yield Claim(kind, name, None, what)
-    for path, what in FIXED_PAGES:
-        yield Claim("docs page", path.lower(), None, what)
-    for comp in sorted(cat.infrastructure):
-        for kind, pattern in INFRASTRUCTURE_OBJECTS:
-            yield Claim(kind, pattern.format(comp), ("infrastructure", comp), f"infrastructure '{comp}'")
-    for ext in sorted(cat.externals):
-        for kind, pattern in EXTERNAL_OBJECTS:
-            yield Claim(kind, pattern.format(ext), ("externals", ext), f"external '{ext}'")
+    out: list[Claim] = [((kind,), name, None) for kind, name, _ in FIXED_OBJECTS]
+    out += [(("docs page",), path.lower(), None) for path, _ in FIXED_PAGES]
+    for table, section in ((INFRASTRUCTURE_OBJECTS, "infrastructure"), (EXTERNAL_OBJECTS, "externals")):
+        for key in sorted(getattr(cat, section)):
+            owner: Path_ = (section, key)
+            out += [(kinds, pattern.format(key), owner) for pattern, kinds in table]
     for source, svc in sorted(cat.services.items()):
-        for target in sorted(svc.depends_on):
-            yield Claim("DestinationRule (Istio)", edge_rule(target, source), ("services", source, "depends_on", target), f"the edge {source} -> {target}")
+        out += [(EDGE_KINDS, edge_rule(target, source), ("services", source, "depends_on", target)) for target in sorted(svc.depends_on)]
     for name in sorted(cat.services):
-        owner, what = ("services", name), f"service '{name}'"
-        yield Claim("Python package", pkg(name), owner, what)
-        yield Claim("environment variable", url_variable(name), owner, what)
-        yield Claim("docs page", service_page(name).lower(), owner, what)
-        for kind, pattern in SERVICE_OBJECTS:
-            yield Claim(kind, pattern.format(name), owner, what)
+        owner = ("services", name)
+        out += [(("Python package",), pkg(name), owner), (("environment variable",), url_variable(name), owner), (("docs page",), service_page(name).lower(), owner)]
+        out += [(kinds, pattern.format(name), owner) for pattern, kinds in SERVICE_OBJECTS]
+    return out
+
+
+def clashes(cat: _Catalog) -> list[tuple[Claim, Claim, str]]:
+    """(earlier, later, kind) for each claim whose name an earlier claim of one of its kinds has."""
+    by_name: dict[str, list[Claim]] = {}
+    out = []
+    for claim in claims(cat):
+        earlier = by_name.setdefault(claim[1], [])
+        for other in earlier:
+            common = [kind for kind in claim[0] if kind in other[0]]
+            if common:
+                out.append((other, claim, common[0]))
+                break
+        earlier.append(claim)
+    return out
+
+
+_FIXED_WHAT = {(kind, name): what for kind, name, what in FIXED_OBJECTS} | {("docs page", path.lower()): what for path, what in FIXED_PAGES}
+
+
+def claimant(claim: Claim) -> str:
+    """Who makes ``claim``, in words."""
+    kinds, name, owner = claim
+    if owner is None:
+        return _FIXED_WHAT[(kinds[0], name)]
+    if owner[0] == "services" and len(owner) == 4:
+        return f"the edge {owner[1]} -> {owner[3]}"
+    return {"services": "service", "infrastructure": "infrastructure", "externals": "external"}[str(owner[0])] + f" '{owner[1]}'"

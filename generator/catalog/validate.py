@@ -429,32 +429,26 @@ _SUFFIX = {"services": "service", "infrastructure": "infra", "externals": "exter
 
 def _name_clashes(cat: Catalog, src: Source | None) -> list[Problem]:
     """One problem per catalog entry that would be written under a name something else already
-    has (naming.claims: fixed objects and pages first, then catalog order)."""
-    first: dict[tuple[str, str], naming.Claim] = {}
+    has (naming.clashes: fixed objects and pages first, then catalog order)."""
     reported: set[Path_] = set()
     out: list[Problem] = []
     both = set(cat.services) & set(cat.infrastructure)  # reported on their own, as hostnames
-    for claim in naming.claims(cat):
-        key = (claim.kind, claim.name)
-        if key not in first:
-            first[key] = claim
-            continue
-        owner = claim.owner
+    for other, claim, kind in naming.clashes(cat):
+        owner = claim[2]
         if owner is None or owner in reported or (len(owner) == 2 and owner[1] in both):
             continue
         reported.add(owner)
-        other = first[key]
-        if other.owner is None:
-            taken = f"the name of {other.what}, which the generator writes"
+        if other[2] is None:
+            taken = f"the name of {naming.claimant(other)}, which the generator writes"
         else:
-            taken = f"what {other.what} is written as too"
-        if claim.kind == "docs page":
+            taken = f"what {naming.claimant(other)} is written as too"
+        if kind == "docs page":
             taken += " (file names compared case-insensitively, as on macOS)"
         if owner[0] == "services" and len(owner) > 2:
             fix = f"rename service '{owner[1]}' or '{owner[-1]}'"
         else:
             fix = f"rename it, e.g. '{naming.suggest(str(owner[-1]), _SUFFIX[str(owner[0])])}'"
-        message = f"{claim.what} would be written as {claim.kind} '{claim.name}', {taken}; {fix}"
+        message = f"{naming.claimant(claim)} would be written as {kind} '{claim[1]}', {taken}; {fix}"
         out.append(src.problem(owner, message, key=True) if src else Problem(0, 0, _dotted(owner), message))
     return out
 

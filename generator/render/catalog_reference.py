@@ -143,8 +143,8 @@ def _codes(items: Any) -> str:
 def _names() -> dict[str, Any]:
     """The naming rules as data, from the tables validation itself reads (nexus.catalog.naming)."""
 
-    def objects(table: tuple[tuple[str, str], ...], name: str) -> str:
-        return ", ".join(f"{kind} `{pattern.format(name)}`" for kind, pattern in table)
+    def objects(table: naming.Objects, name: str) -> str:
+        return "; ".join(", ".join(kinds) + f" `{pattern.format(name)}`" for pattern, kinds in table)
 
     def distributions(table: Mapping[str, tuple[str, ...]]) -> str:
         return ", ".join(f"`{d}`" + ("" if packages == (d.replace("-", "_"),) else f" ({_codes(packages)})") for d, packages in table.items())
@@ -154,7 +154,7 @@ def _names() -> dict[str, Any]:
         "service": objects(naming.SERVICE_OBJECTS, "S"),
         "infrastructure": objects(naming.INFRASTRUCTURE_OBJECTS, "C"),
         "external": objects(naming.EXTERNAL_OBJECTS, "E"),
-        "edge": naming.EDGE_RULE.format(target="T", source="P"),
+        "edge": naming.edge_rule("T", "P"),
         "url": naming.url_variable("s"),
         "page": naming.service_page("S"),
         "fixed": naming.FIXED_OBJECTS,
