@@ -318,3 +318,32 @@ def test_every_object_the_generator_writes_is_claimed_by_its_name(minimal):
         everything |= written
     assert {(kind, name) for kind, name, _ in naming.FIXED_OBJECTS} - everything == set()
     assert ("DestinationRule (Istio)", "auth-from-media") in everything
+
+
+def test_two_names_of_one_package_are_caught_by_the_generic_rule():
+    # DNS-1035 already refuses '1abc' (pkg would make it svc_1abc); the clash rule still holds
+    # by itself for any two names pkg() maps together, e.g. in a Catalog built in Python
+    from types import SimpleNamespace
+
+    from nexus.catalog import naming
+
+    cat = SimpleNamespace(services={n: SimpleNamespace(depends_on={}) for n in ("1abc", "svc-1abc")}, infrastructure={}, externals={})
+    found = [(earlier[2], later[2], kind) for earlier, later, kind in naming.clashes(cat)]
+    pair = (("services", "1abc"), ("services", "svc-1abc"))
+    assert found == [(*pair, "Python package"), (*pair, "environment variable")]  # svc_1abc, SVC_1ABC_URL
+
+
+def test_no_runtime_setting_reads_a_variable_a_dependency_would_set():
+    # a dependency D is read from D_URL (naming.url_variable); no setting of the runtime may end
+    # in _url, or a service named after it would set that setting
+    import importlib
+    import sys
+
+    from nexus.render.services import RUNTIME
+
+    sys.path.insert(0, str(RUNTIME))
+    try:
+        settings = importlib.import_module("nexus_runtime.settings")
+    finally:
+        sys.path.remove(str(RUNTIME))
+    assert [f for f in settings.ServiceSettings.model_fields if f.upper().endswith("_URL")] == []
