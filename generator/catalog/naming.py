@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import keyword
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Protocol
 
 Path_ = tuple[str | int, ...]
