@@ -27,11 +27,13 @@ class Case:
     needles: tuple[str, ...]  # locate the token the problem must point at
     message: str  # regex the message must match
     count: int = 1  # how many problems the catalog has in all (1: the rule, nothing spurious)
+    edit: Callable[[str], str] | None = None  # a change to the YAML text itself, as a person would type it
 
     def text(self) -> str:
         data = copy.deepcopy(MINIMAL)
         self.mutate(data)
-        return dump(data)
+        text = dump(data)
+        return self.edit(text) if self.edit else text
 
     def where(self, text: str, file: str = "catalog.yaml") -> str:
         return at(text, *self.needles, file=file)
@@ -81,11 +83,11 @@ SCHEMA = [
     Case("port-above-65535", lambda d: svc(d, "auth").update(port=70000), "services.auth.port", (*AUTH, "port: ", "70000"), r"port 70000 is outside 1024\.\.65535"),
     Case("port-as-text", lambda d: svc(d, "auth").update(port="4001"), "services.auth.port", (*AUTH, "port: ", "'4001'"), r"expected a whole number, got text '4001'"),
     Case("port-as-bool", lambda d: svc(d, "auth").update(port=True), "services.auth.port", (*AUTH, "port: ", "true"), r"expected a whole number, got true/false"),
-    Case("name-path-traversal", lambda d: add_service(d, "../x", 4010), "services.../x", ("\nservices:", "../x:"), r"name '\.\./x' is not a DNS-1123 label"),
-    Case("name-upper-case", lambda d: add_service(d, "Media", 4010), "services.Media", ("\nservices:", "Media:"), r"name 'Media' is not a DNS-1123 label.*e\.g\. 'media'"),
-    Case("name-underscore", lambda d: add_service(d, "my_media", 4010), "services.my_media", ("\nservices:", "my_media:"), r"not a DNS-1123 label.*e\.g\. 'my-media'"),
-    Case("name-leading-dash", lambda d: add_service(d, "-media", 4010), "services.-media", ("\nservices:", "-media:"), r"not a DNS-1123 label"),
-    Case("name-64-chars", lambda d: add_service(d, "m" * 64, 4010), "services." + "m" * 64, ("\nservices:", "m" * 64), r"is 64 characters; a DNS-1123 label is at most 63"),
+    Case("name-path-traversal", lambda d: add_service(d, "../x", 4010), "services.../x", ("\nservices:", "../x:"), r"name '\.\./x' is not a DNS-1035 label"),
+    Case("name-upper-case", lambda d: add_service(d, "Media", 4010), "services.Media", ("\nservices:", "Media:"), r"name 'Media' is not a DNS-1035 label.*e\.g\. 'media'"),
+    Case("name-underscore", lambda d: add_service(d, "my_media", 4010), "services.my_media", ("\nservices:", "my_media:"), r"not a DNS-1035 label.*e\.g\. 'my-media'"),
+    Case("name-leading-dash", lambda d: add_service(d, "-media", 4010), "services.-media", ("\nservices:", "-media:"), r"not a DNS-1035 label"),
+    Case("name-64-chars", lambda d: add_service(d, "m" * 64, 4010), "services." + "m" * 64, ("\nservices:", "m" * 64), r"is 64 characters; a DNS label is at most 63"),
     Case("name-as-dependency-value", lambda d: svc(d, "media").update(depends_on={"Auth": "hard"}), "services.media.depends_on.Auth", (*MEDIA, "Auth"), r"name 'Auth' is not a DNS-1123 label"),
     Case("unknown-key-service", lambda d: svc(d, "auth").update(prot=4009), "services.auth.prot", (*AUTH, "prot"), r"unknown key 'prot'; did you mean 'port'\? allowed here: .*category"),
     Case("unknown-key-top-level", lambda d: d.update(servces={}), "servces", ("\nservces", "servces"), r"unknown key 'servces'; did you mean 'services'\?"),
@@ -126,4 +128,114 @@ GRAPH = [
     Case("unknown-external", lambda d: svc(d, "gateway").update(externals=["cnd"]), "services.gateway.externals[0]", ("cnd",), r"unknown external system 'cnd' \(did you mean 'cdn'\?\)"),
 ]
 
-CASES = SCHEMA + GRAPH
+
+
+def _infrastructure(d: Data, name: str, port: int = 6379) -> None:
+    """Add an infrastructure component, deployed in the first stage (so only its name can be wrong)."""
+    d["infrastructure"][name] = {"kind": "cache", "description": "Cache", "port": port}
+    d["stages"][0]["infrastructure"].append(name)
+
+
+def _key(old: str, new: str) -> Callable[[str], str]:
+    """Respell a key in the YAML text as a person would type it (the dumper would quote it)."""
+
+    def edit(text: str) -> str:
+        assert text.count(f"\n  {old}:\n") == 1, old
+        return text.replace(f"\n  {old}:\n", f"\n  {new}:\n")
+
+    return edit
+
+
+def _merge(text: str) -> str:
+    """media takes auth's keys through a YAML 1.1 merge key."""
+    text = text.replace("\n  auth:\n", "\n  auth: &auth\n", 1)
+    return text.replace("\n  media:\n", "\n  media:\n    <<: *auth\n", 1)
+
+
+def _add(name: str, port: int = 4010) -> Callable[[Data], None]:
+    return lambda d: add_service(d, name, port)
+
+
+def _named(name: str, *extra: str) -> tuple[str, ...]:
+    return ("\nservices:", f"\n  {name}:", name, *extra)
+
+
+LONG = "x" * 1_000_000  # a 1 MB description: a Deployment annotation over Kubernetes' 256 KiB
+
+# -- names and values that validated but broke later (issue 12) ---------------------------------
+NAMES = [
+    # a Kubernetes Service name is a DNS-1035 label: it starts with a letter
+    Case("name-leading-digit", _add("3d-render"), "services.3d-render", _named("3d-render"), r"name '3d-render' is not a DNS-1035 label \(a Kubernetes Service name starts with a letter\).*e\.g\. 'svc-3d-render'"),
+    Case("name-all-digits", _add("123"), "services.123", ("\nservices:", "'123'"), r"name '123' is not a DNS-1035 label.*e\.g\. 'svc-123'"),
+    Case("infrastructure-leading-digit", lambda d: _infrastructure(d, "9db"), "infrastructure.9db", ("\ninfrastructure:", "9db:"), r"name '9db' is not a DNS-1035 label.*e\.g\. 'svc-9db'"),
+    # 1abc would be package svc_1abc, as svc-1abc is: refused as a name first, nothing else reported
+    Case("same-package-1abc-svc-1abc", lambda d: (add_service(d, "1abc", 4010), add_service(d, "svc-1abc", 4011)), "services.1abc", _named("1abc"), r"name '1abc' is not a DNS-1035 label"),
+    # the package a service becomes (naming.pkg)
+    Case("package-keyword-import", _add("import"), "services.import", _named("import"), r"service 'import' becomes the Python package 'import', but 'import' is a Python keyword.*e\.g\. 'import-service'"),
+    Case("package-keyword-class", _add("class"), "services.class", _named("class"), r"Python package 'class', but 'class' is a Python keyword"),
+    Case("package-stdlib-json", _add("json"), "services.json", _named("json"), r"Python package 'json', but 'json' is a module of Python's standard library"),
+    Case("package-stdlib-test", _add("test"), "services.test", _named("test"), r"Python package 'test', but 'test' is a module of Python's standard library"),
+    Case("package-stdlib-removed-later", _add("telnetlib"), "services.telnetlib", _named("telnetlib"), r"'telnetlib' is a module of Python's standard library"),
+    Case("package-own-nexus-runtime", _add("nexus-runtime"), "services.nexus-runtime", _named("nexus-runtime"), r"Python package 'nexus_runtime', but 'nexus_runtime' is Nexus's own package"),
+    Case("package-own-nexus", _add("nexus"), "services.nexus", _named("nexus"), r"Python package 'nexus', but 'nexus' is Nexus's own package"),
+    Case("package-runtime-import", _add("fastapi"), "services.fastapi", _named("fastapi"), r"'fastapi' is a package the runtime or the services' tests import"),
+    Case("package-test-tooling-import", _add("pytest"), "services.pytest", _named("pytest"), r"'pytest' is a package the runtime or the services' tests import"),
+    Case("distribution-runtime-dependency", _add("python-dotenv"), "services.python-dotenv", _named("python-dotenv"), r"'python-dotenv' is a distribution the runtime or the services' tests need"),
+    Case("package-service-tests-folder", _add("tests"), "services.tests", _named("tests"), r"'tests' is already the folder of the service's own tests"),
+    Case("package-service-test-module", _add("test-health"), "services.test-health", _named("test-health"), r"'test_health' is already a module of the service's own tests"),
+    # names of objects the generator writes besides each service's own (naming.claims)
+    Case("object-allow-nothing", _add("allow-nothing"), "services.allow-nothing", _named("allow-nothing"), r"would be written as AuthorizationPolicy \(Istio\) 'allow-nothing', the name of the policy that closes every workload.*e\.g\. 'allow-nothing-service'"),
+    Case("object-default-deny", _add("default-deny"), "services.default-deny", _named("default-deny"), r"would be written as NetworkPolicy 'default-deny', the name of the namespace-wide default deny"),
+    Case("object-postgres-ingress", _add("postgres-ingress"), "services.postgres-ingress", _named("postgres-ingress"), r"would be written as NetworkPolicy 'postgres-ingress', what infrastructure 'postgres' is written as too"),
+    Case("object-prometheus-scrape", _add("prometheus-scrape"), "services.prometheus-scrape", _named("prometheus-scrape"), r"AuthorizationPolicy \(Istio\) 'prometheus-scrape', the name of the policy that admits Prometheus"),
+    Case("object-linkerd-control-plane", _add("linkerd-control-plane"), "services.linkerd-control-plane", _named("linkerd-control-plane"), r"NetworkPolicy 'linkerd-control-plane'"),
+    Case("object-edge-rule", _add("auth-from-media"), "services.auth-from-media", _named("auth-from-media"), r"DestinationRule \(Istio\) 'auth-from-media', what the edge media -> auth is written as too"),
+    Case("object-infrastructure-name", lambda d: _infrastructure(d, "allow-nothing"), "infrastructure.allow-nothing", ("\ninfrastructure:", "allow-nothing:"), r"infrastructure 'allow-nothing' would be written as AuthorizationPolicy \(Istio\) 'allow-nothing'.*e\.g\. 'allow-nothing-infra'"),
+    Case("docs-page-readme", _add("readme"), "services.readme", _named("readme"), r"docs page 'docs/services/readme\.md', the name of the services index.*case-insensitively"),
+    Case("docs-page-service-template", _add("service-template"), "services.service-template", _named("service-template"), r"docs page 'docs/services/service-template\.md', the name of the service-template page"),
+    # the namespace the platform is deployed into
+    Case("namespace-kube-system", lambda d: d["platform"].update(namespace="kube-system"), "platform.namespace", ("namespace: ", "kube-system"), r"namespace 'kube-system' belongs to Kubernetes"),
+    Case("namespace-kube-prefix", lambda d: d["platform"].update(namespace="kube-anything"), "platform.namespace", ("namespace: ", "kube-anything"), r"namespace 'kube-anything' belongs to Kubernetes"),
+    Case("namespace-default", lambda d: d["platform"].update(namespace="default"), "platform.namespace", ("namespace: ", "default"), r"namespace 'default' belongs to Kubernetes"),
+    Case("namespace-istio-system", lambda d: d["platform"].update(namespace="istio-system"), "platform.namespace", ("namespace: ", "istio-system"), r"namespace 'istio-system' belongs to Kubernetes or to the mesh"),
+    Case("namespace-monitoring", lambda d: d["platform"].update(namespace="monitoring"), "platform.namespace", ("namespace: ", "monitoring"), r"namespace 'monitoring' is also platform\.monitoring\.namespace"),
+    Case("namespace-monitoring-set", lambda d: d["platform"].update(namespace="demo", monitoring={"namespace": "demo"}), "platform.namespace", ("namespace: ", "demo"), r"namespace 'demo' is also platform\.monitoring\.namespace"),
+    # image references: the Dockerfile injection of the issue, and the distribution grammar
+    Case("image-registry-newline", lambda d: d["platform"].update(image_registry="ghcr.io/x\nRUN touch /tmp/p"), "platform.image_registry", ("image_registry: ", "'ghcr"), r"'ghcr\.io/x\\nRUN touch /tmp/p' is not an image name prefix.*no spaces or line breaks"),
+    Case("image-registry-upper-case", lambda d: d["platform"].update(image_registry="GHCR.io/Nexus-COS"), "platform.image_registry", ("image_registry: ", "GHCR"), r"'GHCR\.io/Nexus-COS' is not an image name prefix.*e\.g\. 'ghcr\.io/nexus-cos' \(lower case\)"),
+    Case("image-registry-with-tag", lambda d: d["platform"].update(image_registry="ghcr.io/x:1"), "platform.image_registry", ("image_registry: ", "ghcr.io/x:1"), r"is not an image name prefix"),
+    Case("image-registry-too-long", lambda d: d["platform"].update(image_registry="r/" + "x" * 190), "platform.image_registry", ("image_registry: ", "r/x"), r"is 192 characters; at most 191 fit here"),
+    Case("version-injection", lambda d: d["platform"].update(version="1.0.0\nRUN touch /tmp/p"), "platform.version", ("  version: ", "'1.0.0"), r"'1\.0\.0\\nRUN touch /tmp/p' is not a version.*MAJOR\.MINOR\.PATCH"),
+    Case("version-build-metadata", lambda d: d["platform"].update(version="1.0.0+build.5"), "platform.version", ("  version: ", "1.0.0+"), r"'1\.0\.0\+build\.5' is not a version the image tag"),
+    Case("version-not-semver", lambda d: d["platform"].update(version="latest"), "platform.version", ("  version: ", "latest"), r"'latest' is not a version"),
+    Case("version-unknown-pre-release", lambda d: d["platform"].update(version="1.0.0-foo"), "platform.version", ("  version: ", "1.0.0-foo"), r"'1\.0\.0-foo' is not a version"),
+    # bounded text
+    Case("description-1-mb", lambda d: svc(d, "auth").update(description=LONG), "services.auth.description", (*AUTH, "description: ", "xxx"), r"is 1,000,000 characters; at most 1,000 fit here"),
+    Case("description-1001-chars", lambda d: svc(d, "auth").update(description="y" * 1001), "services.auth.description", (*AUTH, "description: ", "yyy"), r"is 1,001 characters; at most 1,000"),
+    # one space of ports (catalog.ports)
+    Case("port-of-infrastructure", lambda d: svc(d, "media").update(port=5432), "services.media.port", (*MEDIA, "5432"), r"port 5432 is already used by infrastructure 'postgres'; the next free port is 5433"),
+    Case("port-of-other-infrastructure", lambda d: _infrastructure(d, "redis", 5432), "infrastructure.redis.port", ("redis:", "5432"), r"port 5432 is already used by infrastructure 'postgres'; the next free port is 5433"),
+    # strict types: a quoted number or boolean is text, everywhere
+    Case("quoted-min-replicas", lambda d: d["platform"].update(autoscaling={"min_replicas": "2"}), "platform.autoscaling.min_replicas", ("min_replicas: ", "'2'"), r"expected a whole number, got text '2'; write 2 without quotes"),
+    Case("quoted-cpu-percent", lambda d: svc(d, "auth").update(autoscaling={"cpu_percent": "70"}), "services.auth.autoscaling.cpu_percent", (*AUTH, "'70'"), r"got text '70'; write 70 without quotes"),
+    Case("quoted-retries", lambda d: svc(d, "media")["depends_on"].update(auth={"kind": "hard", "retries": "3"}), "services.media.depends_on.auth.retries", (*MEDIA, "'3'"), r"got text '3'; write 3 without quotes"),
+    Case("quoted-port-range", lambda d: d["categories"]["platform"].update(ports={"from": "4000", "to": 4100}), "categories.platform.ports.from", ("ports:", "'4000'"), r"got text '4000'; write 4000 without quotes"),
+    Case("quoted-boolean", lambda d: svc(d, "media").update(websocket="true"), "services.media.websocket", (*MEDIA, "'true'"), r"expected true or false, got text 'true'; write true without quotes"),
+    Case("number-as-boolean", lambda d: svc(d, "media").update(session_affinity=1), "services.media.session_affinity", (*MEDIA, "session_affinity: ", "1"), r"expected true or false, got a number 1"),
+    Case("quoted-catalog-version", lambda d: d.update(version="1"), "version", ("'1'",), r"'1' is not allowed here; expected 1"),
+    # nothing to generate: one error, not one per reference
+    Case("services-empty", lambda d: d.update(services={}), "services", ("\nservices: ", "{}"), r"the catalog has no services; add at least 'gateway', the gateway"),
+    Case("services-null", lambda d: d.update(services=None), "services", ("\nservices: ", "null"), r"expected a mapping \(key: value\), got nothing \(null\)"),
+]
+
+# -- keys as written: the loader refuses what YAML 1.1 would silently retype ---------------------
+KEYS = [
+    Case("key-hexadecimal", _add("x1f"), "services.0x1f", ("\nservices:", "\n  0x1f:", "0x1f"), r"key '0x1f' is read by YAML as the number 31, not as the text '0x1f'", edit=_key("x1f", "0x1f")),
+    Case("key-octal", _add("o17"), "services.017", ("\nservices:", "\n  017:", "017"), r"key '017' is read by YAML as the number 15", edit=_key("o17", "017")),
+    Case("key-on", _add("xon"), "services.on", ("\nservices:", "\n  on:", "on"), r"key 'on' is read by YAML as true, not as the text 'on'; .*quote it \(\"on\"\)", edit=_key("xon", "on")),
+    Case("key-null", _add("xnull"), "services.~", ("\nservices:", "\n  ~:", "~"), r"key '~' is read by YAML as null", edit=_key("xnull", "~")),
+    Case("key-in-depends-on", lambda d: svc(d, "media")["depends_on"].update(yes="soft"), "services.media.depends_on.yes", (*MEDIA, "yes"), r"key 'yes' is read by YAML as true", edit=lambda t: t.replace("'yes': soft", "yes: soft")),
+    Case("merge-key", lambda d: None, "services.media.<<", (*MEDIA, "<<"), r"merge keys \('<<'\) are not supported.*write the keys out, or use an alias for a whole value", edit=_merge),
+]
+
+CASES = SCHEMA + GRAPH + NAMES + KEYS

@@ -59,6 +59,11 @@ CORPUS = [
     ("two-documents.yaml", "2:1", r"must be one YAML document"),
     ("bad-tag.yaml", "1:10", r"'one' is not a valid !!int"),
     ("duplicate-service.yaml", "6:3", r"services\.auth-service: duplicate key 'auth-service' \(first defined at line 2\)"),
+    ("empty-mapping.yaml", None, r"the catalog is empty"),
+    ("key-hexadecimal.yaml", "4:3", r"services\.0x1f: key '0x1f' is read by YAML as the number 31, not as the text '0x1f'"),
+    ("key-octal.yaml", "2:3", r"services\.017: key '017' is read by YAML as the number 15"),
+    ("key-on.yaml", "3:3", r"services\.on: key 'on' is read by YAML as true, not as the text 'on'"),
+    ("merge-key.yaml", "6:5", r"services\.auth-service\.<<: merge keys \('<<'\) are not supported"),
 ]
 
 

@@ -115,10 +115,21 @@ def test_every_duplicate_key_is_reported():
         ("a: !!bool maybe\n", "1:4", r"'maybe' is not a valid !!bool"),
         ("a: 2001-02-30\n", "1:4", r"'2001-02-30' is not a valid !!timestamp \(day is out of range"),
         ("a: " + "9" * 5000 + "\n", "1:4", r"is not a valid !!int"),
+        ("{}\n", None, r"the catalog is empty"),
+        ("0x1f: 1\n", "1:1", r"key '0x1f' is read by YAML as the number 31, not as the text '0x1f'"),
+        ("s:\n  017: 1\n", "2:3", r"key '017' is read by YAML as the number 15"),
+        ("on: 1\n", "1:1", r"key 'on' is read by YAML as true, not as the text 'on'; a key is a name, so quote it \(\"on\"\)"),
+        ("s: {1.5: x}\n", "1:5", r"key '1\.5' is read by YAML as the number 1\.5"),
+        ("~: 1\n", "1:1", r"key '~' is read by YAML as null"),
+        ("2001-01-01: 1\n", "1:1", r"key '2001-01-01' is read by YAML as a date"),
+        ("!!int 7: 1\n", "1:1", r"key '7' is tagged !!int; a key is a name \(text\), so remove the tag"),
+        ("a: &n 5\nb: {*n : 1}\n", "2:5", r"key \*n is 5, not text"),
+        ("a: &a {x: 1}\nb:\n  <<: *a\n  y: 2\n", "3:3", r"merge keys \('<<'\) are not supported.*use an alias for a whole value \(key: \*anchor\)"),
     ],
     ids=[
         "empty", "only-comment", "null", "scalar-text", "scalar-number", "list", "two-documents", "tab", "unclosed-bracket",
         "unclosed-brace", "unclosed-quote", "unknown-alias", "complex-key", "complex-key-nested", "python-tag", "bad-int", "bad-bool", "bad-date", "huge-int",
+        "empty-mapping", "key-hexadecimal", "key-octal", "key-on", "key-float", "key-null", "key-date", "key-tagged", "key-alias", "merge-key",
     ],
 )
 def test_unusable_documents_are_refused_with_a_location(text, where, message):
@@ -129,6 +140,18 @@ def test_unusable_documents_are_refused_with_a_location(text, where, message):
         assert f"{problem.line}:{problem.column}" == where
         assert str(problem).startswith(f"catalog.yaml:{where}:")
     assert re.search(message, problem.message), problem.message
+
+
+def test_every_retyped_key_is_reported_in_one_run_at_its_token():
+    text = "services:\n  0x1f: {}\n  017: {}\n  on: {}\n  fine: {}\n"
+    problems = problems_of(text)
+    assert [(p.line, p.column, p.path) for p in problems] == [(2, 3, "services.0x1f"), (3, 3, "services.017"), (4, 3, "services.on")]
+
+
+@pytest.mark.parametrize("text", ["'0x1f': 1\n", '"017": 1\n', "!!str on: 1\n", "'<<': 1\n"])
+def test_keys_written_as_text_stay_as_written(text):
+    ((key, value),) = load_text(text).data.items()
+    assert key == yaml.safe_load(text).popitem()[0] and isinstance(key, str) and value == 1
 
 
 def _bomb(levels: int = 10, width: int = 10) -> str:

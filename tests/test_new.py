@@ -3,6 +3,7 @@ every refusal through the real CLI, changing nothing; the questions asked in a t
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import pty
@@ -20,7 +21,7 @@ from typer.testing import CliRunner
 from conftest import CATALOG, ROOT, dump, nexus
 from nexus.catalog import load_catalog, load_catalog_text
 from nexus.errors import CatalogError, NexusError, RefusedError
-from nexus.authoring.new import NewService, candidate, entry_lines, insert_entry, parse_depends_on, scalar
+from nexus.authoring.new import DEFAULT_DESCRIPTION, NewService, candidate, entry_lines, insert_entry, parse_depends_on, scalar
 from nexus.catalog.ports import next_port
 
 
@@ -53,7 +54,11 @@ REFUSALS = {
         r"--depends-on billing-service: hard dependency on 'billing-service' \(stage 'platform'\) from stage 'core': 'billing-service' is deployed later",
     ),
     "unknown stage": (["ticket-office", "--category", "streaming", "--team", "media", "--stage", "later"], r"--stage: unknown stage 'later'"),
-    "bad name": (["Ticket_Office", "--category", "streaming", "--team", "media"], r"NAME Ticket_Office: name 'Ticket_Office' is not a DNS-1123 label.*e\.g\. 'ticket-office'"),
+    "bad name": (["Ticket_Office", "--category", "streaming", "--team", "media"], r"NAME Ticket_Office: name 'Ticket_Office' is not a DNS-1035 label.*e\.g\. 'ticket-office'"),
+    "leading digit": (["3d-render", "--category", "streaming", "--team", "media"], r"NAME 3d-render: name '3d-render' is not a DNS-1035 label \(a Kubernetes Service name starts with a letter\).*e\.g\. 'svc-3d-render'"),
+    "standard-library package": (["json", "--category", "streaming", "--team", "media"], r"NAME json: service 'json' becomes the Python package 'json', but 'json' is a module of Python's standard library"),
+    "generated object": (["default-deny", "--category", "streaming", "--team", "media"], r"NAME default-deny: service 'default-deny' would be written as NetworkPolicy 'default-deny'"),
+    "infrastructure port": (["ticket-office", "--category", "streaming", "--team", "media", "--port", "5432"], r"--port: port 5432 is already used by infrastructure 'postgres'"),
     "bad edge kind": (["ticket-office", "--category", "streaming", "--team", "media", "--depends-on", "token-mgr:sometimes"], r"--depends-on token-mgr: 'sometimes' is not allowed here; expected 'hard' or 'soft'"),
 }
 
@@ -70,6 +75,24 @@ def test_refusal_exits_1_with_one_clear_message_and_changes_nothing(shipped: Pat
     assert len(result.stderr.strip().splitlines()) == 3  # the header and exactly one reason
     assert "Traceback" not in result.stderr
     assert tree(shipped) == before
+
+
+@pytest.mark.parametrize("name", ["3d-render", "import", "test", "nexus-runtime", "allow-nothing", "postgres-ingress", "readme", "0x1f"])
+def test_new_refuses_a_name_with_validate_s_own_message(minimal: dict, name: str) -> None:
+    # the same catalog written by hand: validate's message, word for word, names the argument
+    by_hand = copy.deepcopy(minimal)
+    by_hand["services"][name] = {"port": 4010, "category": "platform", "team": "core", "description": DEFAULT_DESCRIPTION}
+    with pytest.raises(CatalogError) as validated:
+        load_catalog_text(dump(by_hand))
+    with pytest.raises(RefusedError) as refused:
+        candidate(dump(minimal), NewService(name, "platform", "core", port=4010))
+    assert refused.value.reasons == [f"NAME {name}: {p.message}" for p in validated.value.problems]
+
+
+def test_a_name_yaml_would_retype_is_added_quoted(minimal: dict) -> None:
+    # `on` is a valid service name; written plain it would be the key true, which validate refuses
+    cand = candidate(dump(minimal), NewService("on", "platform", "core"))
+    assert "\n  'on':\n" in cand.text and "on" in cand.loaded.catalog.services
 
 
 def test_an_invalid_catalog_is_named_before_anything_is_added(tmp_path: Path, minimal: dict) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -81,3 +82,25 @@ def test_cli_with_a_catalog_service_context_as_config_equals_generated(ctx: Rend
     assert '"payment-processing": FlowHop(next="billing-service")' in made["backend_api/spec.py"]
     on_disk = files(GENERATED / "services" / name)
     assert made == {p: on_disk[p] for p in made}
+
+
+def test_no_value_can_add_a_dockerfile_instruction_even_unvalidated(tmp_path: Path) -> None:
+    """Defence in depth behind validation: cookiecutter run by hand takes any text, and the
+    Dockerfile and pyproject.toml keep each value on its line, quoted where it is a string."""
+    def render(**context: str) -> tuple[str, str]:
+        folder = tmp_path / str(len(list(tmp_path.iterdir())))
+        out = Path(cookiecutter(str(TEMPLATE), no_input=True, extra_context={"name": "box-office", **context}, output_dir=str(folder)))
+        return (out / "Dockerfile").read_text(), (out / "pyproject.toml").read_text()
+
+    plain_docker, _ = render()
+    hostile = "x\nRUN touch /tmp/pwned\n"
+    docker, pyproject = render(image_registry=f"ghcr.io/{hostile}", version=f'1.0.0"\n[tool.pwned]\nx = "{hostile}')
+
+    def instructions(text: str) -> list[str]:
+        return [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+    assert instructions(docker) == instructions(plain_docker)
+    assert "RUN touch /tmp/pwned" in docker  # kept, on the comment line, so a reader sees it
+    project = tomllib.loads(pyproject)
+    assert project["project"]["version"].startswith('1.0.0"\n[tool.pwned]')  # one string, read back exactly
+    assert "pwned" not in project.get("tool", {})

@@ -66,18 +66,35 @@ def test_name_of_63_characters_is_valid(minimal):
     assert "m" * 63 in load_catalog_text(dump(minimal)).catalog.services
 
 
-@pytest.mark.parametrize("name", ["a", "0", "3d", "a-b", "a--b", "x9"])
-def test_dns_labels_are_valid_names(minimal, name):
+@pytest.mark.parametrize("name", ["a", "a-b", "a--b", "x9", "on", "yes", "null", "svc-1abc", "nexus-cos", "testing", "json-api"])
+def test_dns_1035_labels_are_valid_service_names(minimal, name):
     rename(minimal, "media", name)
     assert name in load_catalog_text(dump(minimal)).catalog.services
 
 
-@pytest.mark.parametrize("name", ["../x", "x/y", "a.b", "Media", "media-", "-media", "me dia", "média", "m" * 64, "m" * 100])
-def test_non_dns_labels_are_rejected(minimal, name):
+@pytest.mark.parametrize("name", ["../x", "x/y", "a.b", "Media", "media-", "-media", "me dia", "média", "m" * 64, "m" * 100, "0", "3d", "9-lives"])
+def test_non_dns_1035_labels_are_rejected(minimal, name):
     add_service(minimal, name, 4010)
     problems = problems_of(dump(minimal))
     assert [p.path for p in problems] == [f"services.{name}"]
-    assert re.search(r"DNS-1123", problems[0].message)
+    assert re.search(r"DNS-1035|DNS label is at most 63", problems[0].message)
+
+
+def test_a_misnamed_service_is_one_mistake_however_often_it_is_named(minimal):
+    # media is in a stage, a flow and the gateway's depends_on: the name is reported once, at its key
+    rename(minimal, "media", "3d-media")
+    text = dump(minimal)
+    (problem,) = problems_of(text)
+    assert problem.path == "services.3d-media"
+    assert f"{problem.file}:{problem.line}:{problem.column}" == at(text, "\nservices:", "\n  3d-media:", "3d-media")
+
+
+def test_teams_and_stages_may_still_start_with_a_digit(minimal):
+    # only services and infrastructure become Kubernetes Services (DNS-1035); a team is a label value
+    minimal["teams"]["2nd-line"] = minimal["teams"].pop("core")
+    for s in minimal["services"].values():
+        s["team"] = "2nd-line"
+    assert "2nd-line" in load_catalog_text(dump(minimal)).catalog.teams
 
 
 def test_a_service_named_like_a_pydantic_tag_keeps_its_path(minimal):
@@ -212,3 +229,121 @@ def test_no_file_position_without_source(minimal):
     svc(minimal, "auth")["team"] = "nobody"
     problems = check_graph(Catalog.model_validate(minimal))
     assert [(p.line, p.path) for p in problems] == [(0, "services.auth.team")]
+
+
+# -- one source for each naming rule ------------------------------------------------------------
+
+
+def test_the_runtime_names_cover_what_the_runtime_and_the_service_tests_install():
+    """naming.RUNTIME_DISTRIBUTIONS holds every distribution the runtime and the services' tests
+    pull in, as this environment resolves them: a new dependency fails here until it is listed."""
+    import importlib.metadata as metadata
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    from nexus.catalog import naming
+    from nexus.render.services import RUNTIME, SERVICE_TEMPLATE
+
+    def norm(name: str) -> str:
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    runtime = tomllib.loads((RUNTIME / "pyproject.toml").read_text(encoding="utf-8"))["project"]["dependencies"]
+    service = (SERVICE_TEMPLATE / "{{cookiecutter.name}}" / "pyproject.toml").read_text(encoding="utf-8")
+    tests = re.search(r"^test = \[(.*)\]$", service, re.M).group(1)
+    todo = [Requirement(r).name for r in runtime] + [Requirement(r.strip(' "')).name for r in tests.split(",")]
+    seen: set[str] = set()
+    while todo:
+        name = norm(todo.pop())
+        if name in seen:
+            continue
+        seen.add(name)
+        for line in metadata.distribution(name).requires or []:
+            req = Requirement(line)
+            if req.marker is None or req.marker.evaluate({"extra": ""}):
+                todo.append(req.name)
+    assert seen - set(naming.RUNTIME_DISTRIBUTIONS) == set()
+    imports = metadata.packages_distributions()
+    provided = {top for top, dists in imports.items() if {norm(d) for d in dists} & seen and not top.startswith("__")}
+    listed = {i for names in naming.RUNTIME_DISTRIBUTIONS.values() for i in names}
+    assert provided - listed == set()
+
+
+def test_the_service_template_modules_are_the_template_s_own():
+    from nexus.catalog import naming
+    from nexus.render.services import SERVICE_TEMPLATE
+
+    root = SERVICE_TEMPLATE / "{{cookiecutter.name}}"
+    found = {p.name for p in root.iterdir() if p.is_dir() and "{{" not in p.name}
+    found |= {p.stem for p in (root / "tests").glob("*.py")}
+    assert set(naming.SERVICE_TEMPLATE_MODULES) == found
+
+
+def _written(data: dict, mesh: str) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
+    """(kind, name) of every object the k8s and mesh areas write for ``data`` with ``mesh``, and
+    every one naming.claims knows of, kinds spelled as naming spells them."""
+    import yaml
+
+    from nexus.catalog import naming
+    from nexus.render import k8s as render_k8s
+    from nexus.render import mesh as render_mesh
+    from nexus.render.context import RenderContext
+
+    data = {**data, "platform": {**data["platform"], "mesh": mesh}}
+    loaded = load_catalog_text(dump(data))
+    ctx = RenderContext(loaded.catalog, loaded.plan)
+    files = {**render_k8s.render(ctx), **render_mesh.render(ctx)}
+    groups = {"security.istio.io": "Istio", "networking.istio.io": "Istio", "policy.linkerd.io": "Linkerd"}
+    written = set()
+    for path, text in files.items():
+        if not path.startswith("k8s/") or path.endswith(("-patch.yaml", "kustomization.yaml")):
+            continue  # patches name what they patch; kustomizations are not objects
+        for doc in yaml.safe_load_all(text):
+            if doc and doc["kind"] not in {"Namespace", "PrometheusRule"}:  # one each, named by the platform
+                group = groups.get(doc["apiVersion"].split("/")[0])
+                written.add((f"{doc['kind']} ({group})" if group else doc["kind"], doc["metadata"]["name"]))
+    return written, {(kind, name) for kinds, name, _ in naming.claims(loaded.catalog) for kind in kinds}
+
+
+def test_every_object_the_generator_writes_is_claimed_by_its_name(minimal):
+    """naming.claims lists every (kind, name) the manifests hold: an object a template adds
+    under a name validation does not know of fails here, and so does a stale entry."""
+    from nexus.catalog import naming
+
+    svc(minimal, "media")["depends_on"]["auth"] = {"kind": "hard", "max_connections": 7}  # an edge's own DestinationRule
+    everything = set()
+    for mesh in ("istio", "linkerd"):
+        written, claimed = _written(minimal, mesh)
+        assert written - claimed == set(), mesh
+        everything |= written
+    assert {(kind, name) for kind, name, _ in naming.FIXED_OBJECTS} - everything == set()
+    assert ("DestinationRule (Istio)", "auth-from-media") in everything
+
+
+def test_two_names_of_one_package_are_caught_by_the_generic_rule():
+    # DNS-1035 already refuses '1abc' (pkg would make it svc_1abc); the clash rule still holds
+    # by itself for any two names pkg() maps together, e.g. in a Catalog built in Python
+    from types import SimpleNamespace
+
+    from nexus.catalog import naming
+
+    cat = SimpleNamespace(services={n: SimpleNamespace(depends_on={}) for n in ("1abc", "svc-1abc")}, infrastructure={}, externals={})
+    found = [(earlier[2], later[2], kind) for earlier, later, kind in naming.clashes(cat)]
+    pair = (("services", "1abc"), ("services", "svc-1abc"))
+    assert found == [(*pair, "Python package"), (*pair, "environment variable")]  # svc_1abc, SVC_1ABC_URL
+
+
+def test_no_runtime_setting_reads_a_variable_a_dependency_would_set():
+    # a dependency D is read from D_URL (naming.url_variable); no setting of the runtime may end
+    # in _url, or a service named after it would set that setting
+    import importlib
+    import sys
+
+    from nexus.render.services import RUNTIME
+
+    sys.path.insert(0, str(RUNTIME))
+    try:
+        settings = importlib.import_module("nexus_runtime.settings")
+    finally:
+        sys.path.remove(str(RUNTIME))
+    assert [f for f in settings.ServiceSettings.model_fields if f.upper().endswith("_URL")] == []

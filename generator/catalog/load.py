@@ -82,10 +82,45 @@ def _mark(event: yaml.Event) -> tuple[int, int]:
     return (event.start_mark.line + 1, event.start_mark.column + 1)
 
 
-def _scalar(event: yaml.ScalarEvent) -> Any:
+def _tag(event: yaml.ScalarEvent) -> str:
     tag = event.tag
     if tag is None or tag == "!":
         tag = _resolver.resolve(yaml.ScalarNode, event.value, event.implicit)
+    return tag
+
+
+_MERGE = "tag:yaml.org,2002:merge"
+_KINDS = {"int": "a number", "float": "a number", "bool": "true/false", "null": "null", "timestamp": "a date", "binary": "bytes"}
+
+
+def _key_problem(event: yaml.ScalarEvent, tag: str) -> str | None:
+    """Why a scalar cannot be a mapping key as written; None for text.
+
+    Every key of the catalog is a name, and PyYAML's YAML 1.1 types plain scalars: `on:` would
+    become True, `0x1f:` and `017:` the numbers 31 and 15, silently renamed by str()."""
+    if tag == _MERGE:
+        return (
+            "merge keys ('<<') are not supported: a merged key could not be located in an error message, and YAML 1.2 "
+            "dropped them; write the keys out, or use an alias for a whole value (key: *anchor)"
+        )
+    if tag == _STR:
+        return None
+    token = event.value
+    if event.tag not in (None, "!"):
+        return f"key {token!r} is tagged {tag.replace('tag:yaml.org,2002:', '!!')}; a key is a name (text), so remove the tag"
+    if not token:
+        return "a key is empty (YAML reads it as null); write the name"
+    kind = _KINDS.get(tag.rsplit(":", 1)[-1], tag)
+    try:
+        value = _scalar(event, tag)
+        if isinstance(value, (bool, int, float)):
+            kind = str(value).lower() if isinstance(value, bool) else f"the number {value}"
+    except yaml.YAMLError:
+        pass  # not even a valid one of its kind: say which kind
+    return f"key {token!r} is read by YAML as {kind}, not as the text {token!r}; a key is a name, so quote it (\"{token}\") if it is meant as written"
+
+
+def _scalar(event: yaml.ScalarEvent, tag: str) -> Any:
     if tag == _STR:
         # Most scalars are text, and for text PyYAML's constructor returns the value unchanged;
         # skipping it halves the load time of a large catalog.
@@ -223,7 +258,14 @@ def _build(events: Any, text: str, file: str, problems: list[Problem]) -> Source
                 # children were counted as they came, so only the container itself is new
                 attach(frame.container, frame.mark, frame.size, new=1)
             elif isinstance(event, yaml.ScalarEvent):
-                value = _scalar(event)
+                tag = _tag(event)
+                top = stack[-1] if stack else None
+                if top is not None and isinstance(top.container, dict) and not top.has_key and (why := _key_problem(event, tag)):
+                    at = _mark(event)
+                    problems.append(Problem(at[0], at[1], dotted((*top.path, event.value)), why, file=file))
+                    value: Any = event.value  # go on with the key as written, to report the rest too
+                else:
+                    value = _scalar(event, tag)
                 if event.anchor:
                     anchors[event.anchor] = (value, 1)
                 attach(value, _mark(event), 1)
@@ -231,6 +273,11 @@ def _build(events: Any, text: str, file: str, problems: list[Problem]) -> Source
                 if event.anchor not in anchors:
                     raise fail(_mark(event), stack[-1].path if stack else (), f"alias *{event.anchor} names no anchor defined before it")
                 value, size = anchors[event.anchor]
+                top = stack[-1] if stack else None
+                if top is not None and isinstance(top.container, dict) and not top.has_key and not isinstance(value, (str, dict, list)):
+                    at = _mark(event)
+                    problems.append(Problem(at[0], at[1], dotted((*top.path, str(value))), f"key *{event.anchor} is {value!r}, not text; a key is a name, so write it out", file=file))
+                    value = str(value)
                 attach(value, _mark(event), size)
     except yaml.MarkedYAMLError:
         raise  # load_text translates it, after telling libyaml's nesting limit from ours
@@ -239,7 +286,7 @@ def _build(events: Any, text: str, file: str, problems: list[Problem]) -> Source
 
     if problems:
         raise CatalogError(problems)
-    if src.data is None:
+    if src.data is None or src.data == {}:  # `{}` says nothing more than an empty file
         raise CatalogError([Problem(0, 0, "", "the catalog is empty; it must be a mapping with at least 'platform', 'teams', 'categories', 'stages' and 'services'", file=file)])
     if not isinstance(src.data, dict):
         kind = "a list" if isinstance(src.data, list) else f"a single value ({type(src.data).__name__})"

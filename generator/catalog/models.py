@@ -10,6 +10,7 @@ import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -22,16 +23,66 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
-# A DNS-1123 label: services become hostnames, Kubernetes object names and folder names.
+from . import naming
+
+# A DNS-1123 label: teams, categories, stages, flows... become label values, object names and
+# folder names.
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 Name = Annotated[str, StringConstraints(pattern=DNS_LABEL, min_length=1, max_length=63)]
-# strict: the published schema says "integer", so "3001" (text) or true must not slip through
-# as a port here either (lax mode read `port: true` as port 1)
-Port = Annotated[int, Field(ge=1024, le=65535, strict=True, description="An unprivileged TCP port, 1024 to 65535.")]
+# A DNS-1035 label: a service and an infrastructure component are also a Kubernetes Service,
+# whose name must start with a letter ('3d-render' is refused by the API server). Only the key
+# that declares one is held to it: a reference to a misnamed service is not a second mistake.
+DNS_1035_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+ServiceName = Annotated[str, StringConstraints(pattern=DNS_1035_LABEL, min_length=1, max_length=63)]
+
+
+def _package(name: str) -> str:
+    problem = naming.package_problem(name)
+    if problem:
+        raise ValueError(problem)
+    return name
+
+
+# The key that declares a service: also its Python package and distribution (naming.pkg).
+ServiceKey = Annotated[ServiceName, AfterValidator(_package)]
+
+
+def _namespace(namespace: str) -> str:
+    problem = naming.namespace_problem(namespace)
+    if problem:
+        raise ValueError(problem)
+    return namespace
+
+
+Namespace = Annotated[Name, AfterValidator(_namespace)]
+# Every field is strict (Strict below), so a quoted number is text and never a port.
+Port = Annotated[int, Field(ge=1024, le=65535, description="An unprivileged TCP port, 1024 to 65535.")]
 Email = Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
 UrlPath = Annotated[str, StringConstraints(pattern=r"^/[A-Za-z0-9._~/-]*$")]
 Quantity = Annotated[str, StringConstraints(pattern=r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti)?$")]
-Text = Annotated[str, StringConstraints(min_length=1)]
+# A service's description is written into its Deployment as an annotation, and `kubectl apply`
+# copies the whole object once more into its last-applied annotation: each character counts
+# twice, at most 4 bytes in UTF-8 plus 6 as a JSON escape (\u003c), so 10 bytes. The API
+# server refuses annotations over 256 KiB in all (262,144 bytes); 1,000 characters are at most
+# 10,000 bytes, leaving the rest of the object ample room. Every text field has the same bound:
+# each is one line of a table or a heading somewhere.
+MAX_TEXT = 1000
+Text = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT)]
+
+# The distribution grammar of an image reference (github.com/distribution/reference), lower
+# case only: the prefix every service's image name starts with, `<prefix>/<service>:<version>`.
+_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_DOMAIN_COMPONENT = r"(?:[a-z0-9]|[a-z0-9][a-z0-9-]*[a-z0-9])"
+_DOMAIN = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[0-9a-f:]+\])(?::[0-9]+)?"
+IMAGE_PREFIX = rf"^(?:{_DOMAIN}|{_PATH_COMPONENT})(?:/{_PATH_COMPONENT})*$"
+# An image name is at most 255 characters; the service's own part is '/' and up to 63.
+MAX_IMAGE_PREFIX = 255 - 64
+ImagePrefix = Annotated[str, StringConstraints(pattern=IMAGE_PREFIX, min_length=1, max_length=MAX_IMAGE_PREFIX)]
+# A version is the image tag, the app.kubernetes.io/version label and each service's Python
+# version: SemVer's MAJOR.MINOR.PATCH with an optional pre-release that all three read the
+# same way (a Docker tag has no '+', so no build metadata; PEP 440 knows these pre-releases).
+VERSION = r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-(alpha|beta|rc|dev)(\.?(0|[1-9][0-9]*))?)?$"
+Version = Annotated[str, StringConstraints(pattern=VERSION, max_length=63)]
 
 EdgeKind = Literal["hard", "soft"]
 MeshKind = Literal["istio", "linkerd", "none"]
@@ -80,7 +131,10 @@ def _close_name_maps(schema: dict[str, Any]) -> None:
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False, json_schema_extra=_close_name_maps)
+    # strict: the published schema says "integer" or "boolean", and YAML already tells 2 from
+    # "2"; so a quoted number is text everywhere (never a port, never a replica count) and
+    # true is never 1.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, str_strip_whitespace=False, json_schema_extra=_close_name_maps)
 
 
 class Health(Strict):
@@ -155,9 +209,9 @@ class Platform(Strict):
     """Platform-wide defaults; a service overrides only what it must."""
 
     name: Name = Field(description="The platform's name, used in labels (app.kubernetes.io/part-of).")
-    namespace: Name = Field(description="The Kubernetes namespace everything is deployed into.")
-    version: Text = Field(description="Version label and image tag of the generated services.")
-    image_registry: Text = Field(description="Registry prefix for service images, e.g. ghcr.io/nexus-cos.")
+    namespace: Namespace = Field(description="The Kubernetes namespace everything is deployed into (not kube-*, default, nor the monitoring or a mesh's).")
+    version: Version = Field(description="Version label and image tag of the generated services: MAJOR.MINOR.PATCH, optionally -alpha, -beta, -rc or -dev and a number, e.g. 1.2.0-rc.1.")
+    image_registry: ImagePrefix = Field(description="Registry prefix for service images, lower case, e.g. ghcr.io/nexus-cos; images are <prefix>/<service>:<version>.")
     gateway: Name = Field(description="The service external traffic enters through; every flow starts here.")
     health: Health = Health()
     autoscaling: Autoscaling = Autoscaling()
@@ -283,9 +337,9 @@ class Catalog(Strict):
     teams: dict[Name, Team]
     categories: dict[Name, Category]
     stages: Annotated[list[Stage], Field(min_length=1)]
-    infrastructure: dict[Name, Infrastructure] = {}
+    infrastructure: dict[ServiceName, Infrastructure] = {}
     externals: dict[Name, External] = {}
-    services: dict[Name, Service]
+    services: Annotated[dict[ServiceKey, Service], Field(min_length=1)]
     flows: dict[Name, Flow] = {}
 
     def stage_of(self) -> dict[str, str]:

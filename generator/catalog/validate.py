@@ -16,14 +16,15 @@ import typing
 from collections.abc import Iterable
 from typing import Any
 
+import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from ..errors import CatalogError, Problem
-from . import mesh_rules
+from . import mesh_rules, naming, ports
 from .load import Path_, Source
 from .load import dotted as _dotted
-from .models import Catalog
+from .models import DNS_1035_LABEL, DNS_LABEL, IMAGE_PREFIX, MAX_TEXT, VERSION, Catalog
 
 # -- schema pass -------------------------------------------------------------------------------
 
@@ -138,12 +139,32 @@ def _unwrap(tp: Any) -> Any:
 
 
 _DNS_RULE = "use lower-case letters, digits and '-', starting and ending with a letter or digit, at most 63 characters"
+_DNS_1035_RULE = "use lower-case letters, digits and '-', starting with a letter and ending with a letter or digit, at most 63 characters"
+
+
+def _service_slug(text: str) -> str:
+    """A DNS-1035 label close to ``text``: a leading digit gets the prefix pkg() would give it."""
+    slug = _slug(text)
+    return slug if slug[:1].isalpha() else f"svc-{slug}"[:63].rstrip("-")
+
+
+def _bare(value: Any, kind: type) -> Any:
+    """What quoted text reads as without its quotes (YAML's own typing), when that is ``kind``."""
+    if isinstance(value, str):
+        try:
+            bare = yaml.safe_load(value)
+        except yaml.YAMLError:
+            return None
+        if type(bare) is kind:
+            return bare
+    return None
 
 
 def _translate(src: Source, err: ErrorDetails) -> Problem:
     path, is_key = _clean_loc(err["loc"])
     kind, value, ctx = err["type"], err.get("input"), err.get("ctx") or {}
     last = path[-1] if path else ""
+    pattern = str(ctx.get("pattern", ""))
     if kind == "missing":
         line, col = src.where(path[:-1])  # the key is absent: point at the mapping that lacks it
         return Problem(line, col, _dotted(path), f"required key '{last}' is missing; add '{last}:' here", src.file)
@@ -155,11 +176,33 @@ def _translate(src: Source, err: ErrorDetails) -> Problem:
         return src.problem(path, f"unknown key '{last}'; {hint}allowed here: {', '.join(allowed)}", key=True)
     if kind == "string_pattern_mismatch" and last == "handle":
         return src.problem(path, f"'{value}' is not a GitHub handle; write @user or @org/team, as CODEOWNERS does")
-    if kind == "string_pattern_mismatch" and "a-z0-9" in str(ctx.get("pattern", "")):
-        what = "name" if is_key else "value"
-        return src.problem(path, f"{what} '{value}' is not a DNS-1123 label (it becomes a hostname and a folder name); {_DNS_RULE}, e.g. '{_slug(value)}'", key=is_key)
-    if kind == "string_too_long" and ctx.get("max_length") == 63:
-        return src.problem(path, f"'{value}' is {len(value)} characters; a DNS-1123 label is at most 63, e.g. '{_slug(value)}'", key=is_key)
+    what = "name" if is_key else "value"
+    if kind == "string_pattern_mismatch" and pattern == DNS_1035_LABEL:
+        why = "a Kubernetes Service name starts with a letter" if _slug(value)[:1].isdigit() else "it becomes a Kubernetes Service, a hostname and a folder name"
+        return src.problem(path, f"{what} {_show(value)} is not a DNS-1035 label ({why}); {_DNS_1035_RULE}, e.g. '{_service_slug(value)}'", key=is_key)
+    if kind == "string_pattern_mismatch" and pattern == DNS_LABEL:
+        return src.problem(path, f"{what} {_show(value)} is not a DNS-1123 label (it becomes a hostname and a folder name); {_DNS_RULE}, e.g. '{_slug(value)}'", key=is_key)
+    if kind == "string_too_long" and ctx.get("max_length") == 63 and path != ("platform", "version"):
+        fix = _service_slug(value)
+        return src.problem(path, f"'{value}' is {len(value)} characters; a DNS label is at most 63, e.g. '{fix}'", key=is_key)
+    if kind == "string_pattern_mismatch" and pattern == IMAGE_PREFIX:
+        lower = str(value).lower()
+        fix = f"'{lower}' (lower case)" if lower != value and re.fullmatch(IMAGE_PREFIX, lower) else "'ghcr.io/my-org' or 'registry.example.com:5000/team'"
+        return src.problem(
+            path,
+            f"{_show(value)} is not an image name prefix: images are <prefix>/<service>:<version>, and a prefix is "
+            f"an optional registry host[:port] and lower-case path parts separated by '/', with no spaces or line breaks; e.g. {fix}",
+        )
+    if kind == "string_pattern_mismatch" and pattern == VERSION:
+        return src.problem(
+            path,
+            f"{_show(value)} is not a version the image tag, the Kubernetes label and the Python packages all accept; "
+            "write MAJOR.MINOR.PATCH, optionally with -alpha, -beta, -rc or -dev and a number, e.g. '1.2.0' or '1.2.0-rc.1'",
+        )
+    if kind == "string_too_long":
+        limit = int(ctx.get("max_length", 0))
+        why = " (one line of the docs; a description also goes into its Deployment's annotations, which Kubernetes bounds)" if limit == MAX_TEXT else ""
+        return src.problem(path, f"{_show(value)} is {len(value):,} characters; at most {limit:,} fit here{why}; shorten it")
     if kind in {"greater_than_equal", "less_than_equal"} and last == "port":
         return src.problem(path, f"port {value} is outside 1024..65535; ports below 1024 need root and above 65535 do not exist, so pick a free one in that range")
     if kind in {"greater_than_equal", "less_than_equal", "greater_than", "less_than"}:
@@ -175,19 +218,27 @@ def _translate(src: Source, err: ErrorDetails) -> Problem:
     if kind == "list_type":
         return src.problem(path, f"expected a list ([a, b] or '- item' lines), got {_describe(value)}")
     if kind in {"int_type", "int_parsing", "int_from_float"}:
-        return src.problem(path, f"expected a whole number, got {_describe(value)} {_show(value)}")
+        bare = _bare(value, int)
+        fix = f"; write {bare} without quotes" if bare is not None else ""
+        return src.problem(path, f"expected a whole number, got {_describe(value)} {_show(value)}{fix}")
     if kind in {"bool_type", "bool_parsing"}:
-        return src.problem(path, f"expected true or false, got {_describe(value)} {_show(value)}")
+        bare = _bare(value, bool)
+        fix = f"; write {str(bare).lower()} without quotes" if bare is not None else ""
+        return src.problem(path, f"expected true or false, got {_describe(value)} {_show(value)}{fix}")
     if kind == "string_type":
         return src.problem(path, f"expected text, got {_describe(value)} {_show(value)}; quote it if it is meant as text")
     if kind == "string_pattern_mismatch" and last in {"contact", "oncall"}:
         return src.problem(path, f"'{value}' is not an e-mail address; write it as name@example.com")
     if kind == "string_pattern_mismatch":
-        return src.problem(path, f"'{value}' does not match the expected form {ctx.get('pattern')}")
+        return src.problem(path, f"'{value}' does not match the expected form {pattern}")
+    if kind in {"too_short", "string_too_short"} and path == ("services",):
+        gateway = (src.data.get("platform") or {}).get("gateway") if isinstance(src.data.get("platform"), dict) else None
+        first = f"'{gateway}', the gateway" if isinstance(gateway, str) else "the gateway"
+        return src.problem(path, f"the catalog has no services; add at least {first}, under 'services:'")
     if kind in {"too_short", "string_too_short"}:
         return src.problem(path, "must not be empty")
     message = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
-    return src.problem(path, message)
+    return src.problem(path, message, key=is_key)
 
 
 # -- graph pass --------------------------------------------------------------------------------
@@ -263,14 +314,25 @@ def check_graph(cat: Catalog, src: Source | None = None, assume: frozenset[str] 
         if widest is None or last > widest[1]:
             widest = (first, last, name)
 
+    # one space of ports for services and infrastructure
+    used = ports.used_ports(cat)
+    for taken, later in ports.clashes(cat):
+        free = ports.next_free(later.port, used)
+        fix = f"the next free port is {free}" if free else "pick a free port below it"
+        problem(later.path, f"port {later.port} is already used by {taken.owner}; {fix}")
+
+    # names the generator derives (packages, variables, objects, pages) are each one thing's
+    out.extend(_name_clashes(cat, src))
+    if cat.platform.namespace == cat.platform.monitoring.namespace:
+        problem(
+            ("platform", "namespace"),
+            f"namespace '{cat.platform.namespace}' is also platform.monitoring.namespace; the NetworkPolicies admit all of the monitoring namespace, "
+            "so the two must differ: deploy the platform into a namespace of its own",
+        )
+
     # references from services
-    ports: dict[int, str] = {}
-    for name, svc in sorted(services.items(), key=lambda kv: (kv[1].port, kv[0])):
+    for name, svc in sorted(services.items()):
         at = ("services", name)
-        if svc.port in ports:
-            problem((*at, "port"), f"port {svc.port} is already used by '{ports[svc.port]}'; the next free port is {_next_free(svc.port, ports)}")
-        else:
-            ports[svc.port] = name
         if svc.team not in cat.teams:
             problem((*at, "team"), f"unknown team '{svc.team}'{_did_you_mean(svc.team, cat.teams)}; teams: {', '.join(sorted(cat.teams))}")
         if svc.category not in cat.categories:
@@ -362,11 +424,33 @@ def _did_you_mean(name: str, known: Iterable[str]) -> str:
     return f" (did you mean '{match[0]}'?)" if match else ""
 
 
-def _next_free(port: int, used: dict[int, str]) -> int:
-    candidate = port
-    while candidate in used and candidate < 65535:
-        candidate += 1
-    return candidate
+_SUFFIX = {"services": "service", "infrastructure": "infra", "externals": "external"}
+
+
+def _name_clashes(cat: Catalog, src: Source | None) -> list[Problem]:
+    """One problem per catalog entry that would be written under a name something else already
+    has (naming.clashes: fixed objects and pages first, then catalog order)."""
+    reported: set[Path_] = set()
+    out: list[Problem] = []
+    both = set(cat.services) & set(cat.infrastructure)  # reported on their own, as hostnames
+    for other, claim, kind in naming.clashes(cat):
+        owner = claim[2]
+        if owner is None or owner in reported or (len(owner) == 2 and owner[1] in both):
+            continue
+        reported.add(owner)
+        if other[2] is None:
+            taken = f"the name of {naming.claimant(other)}, which the generator writes"
+        else:
+            taken = f"what {naming.claimant(other)} is written as too"
+        if kind == "docs page":
+            taken += " (file names compared case-insensitively, as on macOS)"
+        if owner[0] == "services" and len(owner) > 2:
+            fix = f"rename service '{owner[1]}' or '{owner[-1]}'"
+        else:
+            fix = f"rename it, e.g. '{naming.suggest(str(owner[-1]), _SUFFIX[str(owner[0])])}'"
+        message = f"{naming.claimant(claim)} would be written as {kind} '{claim[1]}', {taken}; {fix}"
+        out.append(src.problem(owner, message, key=True) if src else Problem(0, 0, _dotted(owner), message))
+    return out
 
 
 def _salvage(src: Source) -> tuple[Catalog, frozenset[str]] | None:

@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from ..catalog.naming import env_name
+from ..catalog.naming import config_map, url_variable
 from ..render import k8s as render_k8s
 from ..render.context import RenderContext
 from ..render.k8s import BASE, service_path
@@ -118,7 +118,7 @@ def _complete(ctx: RenderContext, files: dict[str, str], objects: dict[tuple[str
             failures.append(f"{path}: {name}: missing")
             continue
         for kind in KINDS:
-            obj = f"{name}-config" if kind == "ConfigMap" else name
+            obj = config_map(name) if kind == "ConfigMap" else name
             if (kind, obj) not in objects or objects[(kind, obj)].path != path:
                 failures.append(f"{path}: {name}: no {kind} {obj}")
     extra = {p for p in files if p.startswith(f"{BASE}/services/")} - {service_path(n) for n in ctx.catalog.services}
@@ -162,11 +162,11 @@ def _ports_and_config(ctx: RenderContext, objects: dict[tuple[str, str], Doc]) -
             if ports != [("http", svc.port)]:
                 failures.append(f"{path}: {name}: container ports {ports} are not the catalog's [('http', {svc.port})]")
             refs = [get(e, "configMapRef", "name") for e in container.get("envFrom") or []]
-            if f"{name}-config" not in refs:
-                failures.append(f"{path}: {name}: container does not read ConfigMap {name}-config")
-        if config := objects.get(("ConfigMap", f"{name}-config")):
+            if config_map(name) not in refs:
+                failures.append(f"{path}: {name}: container does not read ConfigMap {config_map(name)}")
+        if config := objects.get(("ConfigMap", config_map(name))):
             data = config.data.get("data") or {}
-            expected = {f"{env_name(d)}_URL": (d, cat.services[d].port) for d in svc.depends_on}
+            expected = {url_variable(d): (d, cat.services[d].port) for d in svc.depends_on}
             for key in sorted(expected):
                 dep_name, dep_port = expected[key]
                 url = data.get(key)

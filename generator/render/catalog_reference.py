@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Mapping
 from typing import Any
 
+from ..catalog import naming
 from ..catalog.json_schema import schema
-from ..catalog.models import DNS_LABEL
+from ..catalog.models import DNS_1035_LABEL, DNS_LABEL, IMAGE_PREFIX, MAX_IMAGE_PREFIX, MAX_TEXT, VERSION
 from .context import make_env
 
 
@@ -37,8 +39,10 @@ def _type(prop: dict[str, Any]) -> str:
         return "one of " + ", ".join(f"`{v}`" for v in prop["enum"])
     kind = prop.get("type")
     if kind == "object":
+        keys = next(iter(prop.get("patternProperties", {})), None)
         values = next(iter(prop.get("patternProperties", {}).values()), prop.get("additionalProperties"))
-        return f"mapping of name → {_type(values)}" if isinstance(values, dict) else "mapping"
+        name = "[service name](#names)" if keys == DNS_1035_LABEL else "name"
+        return f"mapping of {name} → {_type(values)}" if isinstance(values, dict) else "mapping"
     if kind == "array":
         size = f" (at least {prop['minItems']})" if prop.get("minItems") else ""
         return f"list of {_type(prop.get('items', {}))}{size}"
@@ -47,6 +51,8 @@ def _type(prop: dict[str, Any]) -> str:
             return "name"
         if "pattern" in prop:
             return _pattern_words(prop["pattern"])
+        if prop.get("maxLength"):
+            return f"text ({prop.get('minLength', 0)} to {prop['maxLength']:,} characters)"
         return "text" + (" (not empty)" if prop.get("minLength") else "")
     if kind == "integer":
         bounds = [f"≥ {prop['minimum']}" if "minimum" in prop else "", f"≤ {prop['maximum']}" if "maximum" in prop else ""]
@@ -59,6 +65,10 @@ def _type(prop: dict[str, Any]) -> str:
 
 def _pattern_words(pattern: str) -> str:
     """The models' few text patterns in words; any other is shown as it is."""
+    if pattern == IMAGE_PREFIX:
+        return "image name prefix, lower case (see [Names](#names))"
+    if pattern == VERSION:
+        return "version `MAJOR.MINOR.PATCH`, optionally `-alpha`, `-beta`, `-rc` or `-dev` and a number"
     if pattern.startswith("^@"):
         return "GitHub handle: `@user` or `@org/team`"
     if "@" in pattern:
@@ -123,7 +133,41 @@ def reference_markdown() -> str:
     """The page: the catalog's JSON Schema as data, laid out by templates/reference/."""
     doc = schema()
     sections = [_section("Catalog (the file)", doc)] + [_section(name, doc["$defs"][name]) for name in _order(doc)]
-    return make_env().get_template("reference/catalog-reference.md.j2").render(sections=sections)
+    return make_env().get_template("reference/catalog-reference.md.j2").render(sections=sections, names=_names())
+
+
+def _codes(items: Any) -> str:
+    return ", ".join(f"`{item}`" for item in items)
+
+
+def _names() -> dict[str, Any]:
+    """The naming rules as data, from the tables validation itself reads (nexus.catalog.naming)."""
+
+    def objects(table: naming.Objects, name: str) -> str:
+        return "; ".join(", ".join(kinds) + f" `{pattern.format(name)}`" for pattern, kinds in table)
+
+    def distributions(table: Mapping[str, tuple[str, ...]]) -> str:
+        return ", ".join(f"`{d}`" + ("" if packages == (d.replace("-", "_"),) else f" ({_codes(packages)})") for d, packages in table.items())
+
+    kubernetes = [n for n in naming.RESERVED_NAMESPACES if n == "default"]
+    return {
+        "service": objects(naming.SERVICE_OBJECTS, "S"),
+        "infrastructure": objects(naming.INFRASTRUCTURE_OBJECTS, "C"),
+        "external": objects(naming.EXTERNAL_OBJECTS, "E"),
+        "edge": naming.edge_rule("T", "P"),
+        "url": naming.url_variable("s"),
+        "page": naming.service_page("S"),
+        "fixed": naming.FIXED_OBJECTS,
+        "pages": naming.FIXED_PAGES,
+        "kubernetes_namespaces": _codes([f"{naming.RESERVED_NAMESPACE_PREFIX}*", *kubernetes]),
+        "other_namespaces": _codes(n for n in naming.RESERVED_NAMESPACES if n not in kubernetes),
+        "own": distributions(naming.OWN),
+        "runtime": distributions(naming.RUNTIME_DISTRIBUTIONS),
+        "template_modules": _codes(naming.SERVICE_TEMPLATE_MODULES),
+        "other_stdlib": _codes(sorted(naming.OTHER_PYTHONS_STDLIB)),
+        "max_text": f"{MAX_TEXT:,}",
+        "max_image_prefix": MAX_IMAGE_PREFIX,
+    }
 
 
 if __name__ == "__main__":

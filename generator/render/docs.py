@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..catalog import naming
 from ..catalog.graph import as_mermaid
 from ..catalog.ports import next_port
 from ..errors import TemplateError
@@ -17,13 +18,13 @@ from . import mesh as render_mesh
 from .context import GENERATED_HEADER, RenderContext
 from .services import team_files
 
-INDEX = "docs/services/README.md"
+INDEX = naming.SERVICES_INDEX_PAGE
 
 # Output path -> template, for the pages that are not one-per-service.
 PAGES = {
     "docs/README.md": "docs/README.md.j2",
     INDEX: "docs/services-index.md.j2",
-    "docs/services/service-template.md": "docs/service-template.md.j2",
+    naming.SERVICE_TEMPLATE_PAGE: "docs/service-template.md.j2",
     "docs/architecture/service-map.md": "docs/service-map.md.j2",
     "docs/architecture/deployment-order.md": "docs/deployment-order.md.j2",
     "docs/architecture/critical-paths.md": "docs/critical-paths.md.j2",
@@ -161,8 +162,9 @@ def render(ctx: RenderContext) -> dict[str, str]:
     out = {path: docs.template(template, **v) for path, template in PAGES.items()}
     taken = {p.lower(): p for p in out}
     for name, service in v["services"].items():
-        path = f"docs/services/{name}.md"
-        # Compared case-insensitively: a service named "readme" would clobber README.md on macOS.
+        path = naming.service_page(name)
+        # Validation refuses a name whose page clashes (naming.claims); this guards a Catalog built
+        # in Python without it. Compared case-insensitively: "readme" would clobber README.md on macOS.
         if path.lower() in taken:
             raise TemplateError(f"services.{name}: its page {path} would overwrite {taken[path.lower()]}; rename the service")
         out[path] = docs.template("docs/service.md.j2", service=name, s=service, **v)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
-from ..catalog.naming import env_name
+from ..catalog import naming
 from . import mesh as render_mesh
 from .context import GENERATED_HEADER, RenderContext
 
@@ -72,7 +72,7 @@ def config_of(ctx: RenderContext, name: str) -> dict[str, str]:
     cat = ctx.catalog
     data = {"SERVICE_NAME": name, "PORT": str(cat.services[name].port)}
     for dep in sorted(cat.services[name].depends_on):
-        data[f"{env_name(dep)}_URL"] = f"http://{dep}:{cat.services[dep].port}"
+        data[naming.url_variable(dep)] = f"http://{dep}:{cat.services[dep].port}"
     return dict(sorted(data.items()))
 
 
@@ -118,7 +118,7 @@ def render(ctx: RenderContext) -> dict[str, str]:
     """Every file under k8s/, keyed by its path under generated/."""
     cat = ctx.catalog
     health = cat.platform.health
-    common = {"header": GENERATED_HEADER, "pss_version": PSS_VERSION}
+    common: dict[str, Any] = {"header": GENERATED_HEADER, "pss_version": PSS_VERSION, "names": naming}
     probes = [{"kind": k, "path": getattr(health, ep), "period": p, "timeout": t, "failures": f} for k, ep, p, t, f in PROBES]
     out: dict[str, str] = {}
     for name in sorted(cat.services):

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..catalog import naming
 from ..catalog.models import Traffic, duration_ms
 from . import crds
 from .context import GENERATED_HEADER, RenderContext
@@ -45,16 +46,16 @@ class Mesh:
 MESHES = {
     "istio": Mesh(
         "istio",
-        f"{TRUST_DOMAIN}/ns/istio-system/sa/istio-ingressgateway-service-account",
-        "the default Istio ingress gateway (istioctl or the gateway Helm chart installed in istio-system)",
-        ("istio-system", (15012,)),  # istiod: xDS and certificates
+        f"{TRUST_DOMAIN}/ns/{naming.ISTIO_NAMESPACE}/sa/istio-ingressgateway-service-account",
+        f"the default Istio ingress gateway (istioctl or the gateway Helm chart installed in {naming.ISTIO_NAMESPACE})",
+        (naming.ISTIO_NAMESPACE, (15012,)),  # istiod: xDS and certificates
         ("mesh", "namespace-patch", "servicemonitors-patch"),
     ),
     "linkerd": Mesh(
         "linkerd",
-        f"ingress-nginx.ingress-nginx.serviceaccount.identity.linkerd.{TRUST_DOMAIN}",
-        "ingress-nginx, meshed, with its default ServiceAccount in namespace ingress-nginx",
-        ("linkerd", (8080, 8086, 8090)),  # identity, destination, policy
+        f"ingress-nginx.{naming.INGRESS_NGINX_NAMESPACE}.serviceaccount.identity.linkerd.{TRUST_DOMAIN}",
+        f"ingress-nginx, meshed, with its default ServiceAccount in namespace {naming.INGRESS_NGINX_NAMESPACE}",
+        (naming.LINKERD_NAMESPACE, (8080, 8086, 8090)),  # identity, destination, policy
         ("mesh", "namespace-patch", "workloads-patch", "services-patch"),
     ),
 }
@@ -180,6 +181,7 @@ def render_mesh(ctx: RenderContext, mesh: Mesh) -> dict[str, str]:
     who, allowed = callers(ctx), admitted(ctx, mesh)
     common: dict[str, Any] = {
         "header": GENERATED_HEADER,
+        "names": naming,
         "mesh": mesh,
         "monitoring": monitoring_identity(ctx, mesh),
         "interval": SCRAPE_INTERVAL,
