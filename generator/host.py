@@ -136,15 +136,11 @@ class Host:
 
 def _listen(host: str, port: int) -> socket.socket:
     """Bind here rather than inside uvicorn, so a taken port fails this service with a clear
-    error instead of uvicorn calling sys.exit for the whole host."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise OSError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
-    return sock
+    error instead of uvicorn calling sys.exit for the whole host. The runtime makes the socket
+    (generated/runtime is on sys.path from Host.__init__): both run modes listen alike."""
+    from nexus_runtime.serve import listen
+
+    return listen(host, port)
 
 
 def _service_logger(name: str, path: Path) -> logging.Logger:
