@@ -89,7 +89,7 @@ class Host:
             hosted.state, hosted.error = "failed", f"{type(exc).__name__}: {exc}"
             log.exception("failed to start")
             return
-        config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=grace)
+        config = server_config(app, log_config=None, lifespan="on", timeout_graceful_shutdown=grace)
         hosted.server = Server(config)
         hosted.task = asyncio.create_task(self._serve(hosted, sock), name=f"serve {name}")
 
@@ -132,6 +132,14 @@ class Host:
             hosted.server.should_exit = True
             tasks.append(hosted.task)
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def server_config(app: Any, **overrides: Any) -> uvicorn.Config:
+    """The uvicorn settings a service runs with in its own process, as the runtime sets them
+    (generated/runtime is on sys.path from Host.__init__): both run modes serve alike."""
+    from nexus_runtime.serve import config
+
+    return config(app, **overrides)
 
 
 def _listen(host: str, port: int) -> socket.socket:

@@ -6,9 +6,16 @@ Both ways of running a service listen on a socket made by ``listen``: ``python -
 from __future__ import annotations
 
 import socket
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
+
+# How long a server keeps an idle connection open (uvicorn's default is 5 s). Callers keep theirs
+# for less (clients.py), so they close first and never send on a connection being closed. Long
+# enough that a pool keeps its connections between bursts: a pool that reconnects under load
+# was measured to stall requests for seconds (httpcore, see docs/running.md, Load).
+KEEP_ALIVE_SECONDS = 65
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -29,16 +36,24 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+def config(app: Any, **overrides: Any) -> uvicorn.Config:
+    """The uvicorn settings every service runs with, in its own process or in the embedded host."""
+    values: dict[str, Any] = {
+        "access_log": False,  # the metrics middleware counts requests; JSON logs carry events
+        # asyncio's loop even where uvloop is installed: the embedded host runs on it, and with
+        # uvloop 0.23 httpx calls were measured to stall for seconds and fail with ReadError
+        "loop": "asyncio",
+        "timeout_keep_alive": KEEP_ALIVE_SECONDS,
+        **overrides,
+    }
+    return uvicorn.Config(app, **values)
+
+
 def server(app: FastAPI) -> tuple[uvicorn.Server, socket.socket]:
     """The service's uvicorn server and the socket it will listen on."""
     settings = app.state.settings
-    config = uvicorn.Config(
-        app,
-        log_level=settings.log_level.lower(),
-        access_log=False,  # the metrics middleware counts requests; JSON logs carry events
-        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
-    )
-    return uvicorn.Server(config), listen(settings.host, settings.port)
+    cfg = config(app, log_level=settings.log_level.lower(), timeout_graceful_shutdown=int(settings.shutdown_grace_seconds))
+    return uvicorn.Server(cfg), listen(settings.host, settings.port)
 
 
 def serve(app: FastAPI) -> None:
