@@ -14,17 +14,15 @@ import socket
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from inprocess import GENERATED, app_of, on_path, until
 from running import free_ports
 
-GENERATED = ROOT / "generated"
 SERVICE, PACKAGE = "pv-keys", "pv_keys"  # no dependencies: ready on its own
 
 
 @pytest.fixture(autouse=True)
-def generated_on_path(monkeypatch):
-    monkeypatch.syspath_prepend(str(GENERATED / "runtime"))
-    monkeypatch.syspath_prepend(str(GENERATED / "services" / SERVICE))
+def service_on_path(monkeypatch):
+    on_path(monkeypatch, SERVICE)
 
 
 def _accepted_side(server_port: int, client: tuple[str, int]) -> socket.socket:
@@ -62,14 +60,6 @@ async def _nodelay_of_a_kept_alive_connection(port: int) -> list[int]:
     return seen
 
 
-async def _until(check, what: str) -> None:
-    for _ in range(500):
-        if check():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_embedded_host_sets_tcp_nodelay_on_accepted_connections(tmp_path: Path) -> None:
     from generator.host import Host
 
@@ -79,7 +69,7 @@ def test_embedded_host_sets_tcp_nodelay_on_accepted_connections(tmp_path: Path) 
         host = Host(GENERATED, tmp_path)
         host.start(SERVICE, PACKAGE, {"host": "127.0.0.1", "port": str(port), "shutdown_grace_seconds": "1"})
         try:
-            await _until(lambda: host.view()[SERVICE]["state"] in ("running", "failed"), "the service to start")
+            await until(lambda: host.view()[SERVICE]["state"] in ("running", "failed"), "the service to start")
             assert host.view()[SERVICE] == {"state": "running", "error": None}
             return await _nodelay_of_a_kept_alive_connection(port)
         finally:
@@ -89,20 +79,16 @@ def test_embedded_host_sets_tcp_nodelay_on_accepted_connections(tmp_path: Path) 
 
 
 def test_service_process_server_sets_tcp_nodelay_on_accepted_connections() -> None:
-    import importlib
-
     from nexus_runtime.serve import server
 
     port = free_ports(1)[0]
-    settings_class = importlib.import_module(f"{PACKAGE}.settings").Settings
-    main = importlib.import_module(f"{PACKAGE}.main")
-    app = main.create_app(main.SPEC, settings_class, main.router, settings=settings_class(host="127.0.0.1", port=port))
+    app = app_of(SERVICE, port=port)
 
     async def run() -> list[int]:
         srv, sock = server(app)  # what `python -m pv_keys` runs, via serve()
         task = asyncio.create_task(srv.serve(sockets=[sock]))
         try:
-            await _until(lambda: srv.started or task.done(), "the server to start")
+            await until(lambda: srv.started or task.done(), "the server to start")
             return await _nodelay_of_a_kept_alive_connection(port)
         finally:
             srv.should_exit = True
