@@ -52,7 +52,8 @@ def config(app: Any, **overrides: Any) -> uvicorn.Config:
 def server(app: FastAPI) -> tuple[uvicorn.Server, socket.socket]:
     """The service's uvicorn server and the socket it will listen on."""
     settings = app.state.settings
-    cfg = config(app, log_level=settings.log_level.lower(), timeout_graceful_shutdown=int(settings.shutdown_grace_seconds))
+    grace = int(settings.shutdown_grace_seconds)
+    cfg = config(app, log_level=settings.log_level.lower(), timeout_graceful_shutdown=grace)
     return uvicorn.Server(cfg), listen(settings.host, settings.port)
 
 
