@@ -174,7 +174,8 @@ def bare(cat: Catalog, mode: str) -> Iterator[Target]:
         commands = [[sys.executable, script, "embedded", *map(str, ports)]]
     else:
         commands = [[sys.executable, script, "process", str(p), *([str(ports[i + 1])] if i + 1 < len(ports) else [])] for i, p in enumerate(ports)]
-    procs = [subprocess.Popen(c, stdin=subprocess.DEVNULL) for c in commands]
+    # quiet: under overload the bare hops log a traceback per timed-out call
+    procs = [subprocess.Popen(c, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for c in commands]
     try:
         for port in ports:
             wait_up(f"http://127.0.0.1:{port}/health")
