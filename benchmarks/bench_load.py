@@ -1,32 +1,45 @@
-"""Load through the critical paths with the whole platform up, and the cost of the generated
-instrumentation (a benchmark run by hand, not a test).
+"""Load through the critical paths, side by side with the same chains built from bare FastAPI +
+httpx apps (a benchmark run by hand, not a test).
 
-    python3 benchmarks/bench_load.py                    # starts the platform, measures, stops it
-    python3 benchmarks/bench_load.py --running          # use the platform `nexus up` already runs
-    python3 benchmarks/bench_load.py --requests 2000 --concurrency 50 --mode process
+    python3 benchmarks/bench_load.py                            # both modes, all three phases
+    python3 benchmarks/bench_load.py --modes embedded --phases latency throughput
+    python3 benchmarks/bench_load.py --requests 2000 --burn-requests 5000 --burners 2
 
-1. Flows: for each critical path, ``--requests`` GETs of the gateway's /flows/<flow> at
-   ``--concurrency`` (httpx, async), after a short warm-up. Any answer but 200 with ok=true is
-   an error. Prints p50/p90/p99/max latency and throughput per flow.
-2. Instrumentation overhead: a generated service (pv-keys: no dependencies) and a bare FastAPI
-   app serving the same /health answer, each in its own process under the same uvicorn
-   settings, loaded side by side in alternating rounds. The load comes from a minimal
-   keep-alive HTTP/1.1 client over raw asyncio streams: httpx costs more CPU per request than
-   these servers do, and on two cores it would measure itself.
+The load comes from wrk (Debian: `apt-get install wrk`), driven by benchmarks/wrk_flows.lua:
+it costs far less CPU per request than the servers it loads, which on two cores matters. For
+each mode (`nexus up --mode embedded|process`) the script starts the platform on the catalog's
+ports and a bare chain (benchmarks/bare_chain.py, run the same way: one process, or one per
+hop) of as many hops as the longest flow, then measures three phases:
+
+1. latency: sequential requests on one kept-alive connection (wrk -c1): the gateway's /health,
+   and /flows/<flow> at every hop of every flow, so the cost of one hop is the difference
+   between two lines; the bare chain alike, entered where as many hops are left.
+2. throughput: ``--requests`` at ``--concurrency`` on each flow through the gateway, then on
+   the bare chain with the same number of called hops. Besides wrk's figures, the CPU the
+   serving processes used per request (user + system, from /proc): on a machine shared with
+   other jobs, throughput follows their load, CPU per request much less.
+3. burn: ``--burn-requests`` at ``--concurrency``, the three flows in turn, with ``--burners``
+   processes burning CPU beside the platform.
+
+An error is any answer but 200 with ``"ok":true``, or no answer (wrk's socket errors, with a
+30 s timeout). Errors are counted by kind: status, the hop the flow report names, its error.
+The catalog's ports must be free, and the bare chain's (the catalog's highest port + 1...).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
-import socket
-import statistics
+import re
+import shutil
+import signal
 import subprocess
 import sys
-import textwrap
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -34,24 +47,13 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from nexus.local import runstate
 from nexus.catalog import load_catalog
+from nexus.catalog.models import Catalog
+from nexus.local import runstate
 
-BARE_APP = textwrap.dedent(
-    """
-    import sys
-    import uvicorn
-    from fastapi import FastAPI
-
-    app = FastAPI()
-
-    @app.get("/health")
-    async def health():
-        return {"status": "ok", "service": "pv-keys"}
-
-    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="info", access_log=False)
-    """
-)
+HERE = Path(__file__).resolve().parent
+SCRIPT = HERE / "wrk_flows.lua"
+TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def nexus(*args: str) -> subprocess.CompletedProcess[str]:
@@ -59,156 +61,225 @@ def nexus(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "cli", *args], cwd=ROOT, env=env, capture_output=True, text=True, check=False)
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of the line)
+    return total / TICKS
 
 
-async def load_flow(url: str, requests: int, concurrency: int) -> tuple[list[float], Counter[str], float]:
-    """Latencies, errors by reason, and the time the whole run took."""
-    latencies: list[float] = []
-    errors: Counter[str] = Counter()
-    todo = iter(range(requests))
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(limits=limits, timeout=30) as http:
+@dataclass
+class Run:
+    """What one wrk run measured."""
 
-        async def worker() -> None:
-            for _ in todo:
-                began = time.perf_counter()
-                try:
-                    r = await http.get(url)
-                    body = r.json()
-                    if r.status_code != 200 or body.get("ok") is not True:
-                        broken = body.get("broken")
-                        error = next((h.get("error", "") for h in body.get("hops", []) if h.get("service") == broken), "")
-                        errors[f"HTTP {r.status_code}, broken at {broken}: {error}".rstrip(": ")] += 1
-                except (httpx.HTTPError, ValueError) as exc:
-                    errors[type(exc).__name__] += 1
-                latencies.append(time.perf_counter() - began)
+    answers: int = 0
+    seconds: float = 0.0
+    p50_ms: float = 0.0
+    p90_ms: float = 0.0
+    p99_ms: float = 0.0
+    max_ms: float = 0.0
+    socket_errors: int = 0
+    cpu_seconds: float = 0.0
+    failed: Counter[str] = field(default_factory=Counter)  # "status hop error" -> count
 
-        for _ in range(50):  # warm-up: connections, first-call paths
-            await http.get(url)
-        began = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return latencies, errors, time.perf_counter() - began
+    @property
+    def errors(self) -> int:
+        return sum(self.failed.values()) + self.socket_errors
+
+    @property
+    def rate(self) -> float:
+        return self.answers / self.seconds if self.seconds else 0.0
+
+    @property
+    def cpu_ms(self) -> float:
+        return 1000 * self.cpu_seconds / self.answers if self.answers else 0.0
 
 
-def flows(catalog: Path, requests: int, concurrency: int) -> None:
-    loaded = load_catalog(catalog)
-    gateway = loaded.catalog.services[loaded.catalog.platform.gateway].port
-    print(f"\nflows: {requests} requests each at concurrency {concurrency}, through the gateway (127.0.0.1:{gateway})")
-    print(f"{'flow':<20} {'hops':>4} {'errors':>6} {'req/s':>7} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} {'max ms':>7}")
-    reasons: Counter[str] = Counter()
-    for name, flow in sorted(loaded.catalog.flows.items()):
-        lat, errors, took = asyncio.run(load_flow(f"http://127.0.0.1:{gateway}/flows/{name}", requests, concurrency))
-        ms = [x * 1000 for x in lat]
-        print(
-            f"{name:<20} {len(flow.hops):>4} {sum(errors.values()):>6} {requests / took:>7.0f} {percentile(ms, 50):>7.1f} "
-            f"{percentile(ms, 90):>7.1f} {percentile(ms, 99):>7.1f} {max(ms):>7.1f}"
-        )
-        reasons.update({f"{name}: {why}": n for why, n in errors.items()})
-    for why, n in reasons.most_common():
-        print(f"  {n} x {why}")
+def wrk(base: str, paths: list[str], requests: int, concurrency: int, pids: list[int]) -> Run:
+    """``requests`` GETs of ``paths`` in turn at ``concurrency``, and the CPU ``pids`` used meanwhile."""
+    limit = max(60, requests // 5)  # a bound, should the servers stop answering; the quota ends the run
+    args = ["wrk", "-t1", f"-c{concurrency}", f"-d{limit}s", "--timeout", "30s", "-s", str(SCRIPT), base, "--", str(requests), *paths]
+    before = cpu_seconds(pids)
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if line.startswith("quota reached"):
+            proc.send_signal(signal.SIGINT)  # wrk then stops sleeping out -d and reports
+            break
+    out, err = proc.communicate()
+    if proc.returncode != 0:
+        raise SystemExit(f"wrk failed: {err}")
+    run = Run(cpu_seconds=cpu_seconds(pids) - before)
+    for line in out.splitlines():
+        kind, *rest = line.split("\t")
+        if kind == "figure":
+            name, value = rest
+            setattr(run, name, type(getattr(run, name))(float(value)))
+        elif kind == "failed":
+            count, status, hop, why = rest
+            run.failed[f"HTTP {status}, broken at {hop}: {why}".rstrip(": ")] += int(count)
+    if run.socket_errors:
+        run.failed["no answer (wrk socket errors: connect, read, write or 30 s timeout)"] += run.socket_errors
+        run.socket_errors = 0
+    return run
 
 
-async def hammer(port: int, requests: int, concurrency: int) -> tuple[float, float]:
-    """Requests per second and median latency (ms) of GET /health over keep-alive connections."""
-    request = f"GET /health HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
-    per_conn = requests // concurrency
-    latencies: list[float] = []
-
-    async def conn() -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        for _ in range(per_conn):
-            began = time.perf_counter()
-            writer.write(request)
-            length = 0
-            while (line := await reader.readline()) not in (b"\r\n", b""):
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":")[1])
-            body = await reader.readexactly(length)
-            assert b'"ok"' in body, body
-            latencies.append(time.perf_counter() - began)
-        writer.close()
-
-    began = time.perf_counter()
-    await asyncio.gather(*(conn() for _ in range(concurrency)))
-    return per_conn * concurrency / (time.perf_counter() - began), statistics.median(latencies) * 1000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_up(port: int) -> None:
-    deadline = time.monotonic() + 30
+def wait_up(url: str) -> None:
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
+            if httpx.get(url, timeout=2).status_code == 200:
                 return
         except httpx.HTTPError:
-            time.sleep(0.05)
-    raise SystemExit(f"nothing answered on port {port}")
+            pass
+        time.sleep(0.05)
+    raise SystemExit(f"nothing answered at {url}")
 
 
-def overhead(generated: Path, requests: int, concurrency: int, rounds: int) -> None:
-    gen_port, bare_port = free_port(), free_port()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(generated / "runtime"), str(generated / "services" / "pv-keys")])}
-    env.update({"PORT": str(gen_port), "HOST": "127.0.0.1"})
-    servers = {
-        "generated pv-keys": (gen_port, subprocess.Popen([sys.executable, "-m", "pv_keys"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)),
-        "bare FastAPI": (bare_port, subprocess.Popen([sys.executable, "-c", BARE_APP, str(bare_port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)),
-    }
+@dataclass
+class Target:
+    """One side of the comparison: where each flow enters, and which processes serve it."""
+
+    name: str
+    entry: dict[str, list[int]]  # flow -> the port of each called hop, entry first
+    health: int  # a port serving /health
+    pids: list[int]
+
+
+@contextmanager
+def platform(catalog: Path, cat: Catalog, mode: str) -> Iterator[Target]:
+    up = nexus("up", "--detach", "--mode", mode, "-c", str(catalog))
+    if up.returncode != 0:
+        raise SystemExit(up.stdout + up.stderr)
     try:
-        for port, _ in servers.values():
-            wait_up(port)
-        results: dict[str, list[tuple[float, float]]] = {name: [] for name in servers}
-        for name, (port, _) in servers.items():
-            asyncio.run(hammer(port, 2000, concurrency))  # warm-up
-        for _ in range(rounds):
-            for name, (port, _) in servers.items():
-                results[name].append(asyncio.run(hammer(port, requests, concurrency)))
-        print(f"\n/health throughput, one process each, {rounds} alternating rounds of {requests} requests at concurrency {concurrency}")
-        print(f"{'server':<20} {'req/s (median)':>15} {'best':>7} {'p50 ms':>7}")
-        medians = {}
-        for name, runs in results.items():
-            medians[name] = statistics.median(r for r, _ in runs)
-            print(f"{name:<20} {medians[name]:>15.0f} {max(r for r, _ in runs):>7.0f} {statistics.median(m for _, m in runs):>7.2f}")
-        gen, bare = medians["generated pv-keys"], medians["bare FastAPI"]
-        print(f"instrumentation overhead: {100 * (1 - gen / bare):.0f}% fewer requests/s, {1e6 / gen - 1e6 / bare:.0f} us more CPU per request")
+        state = runstate.read(catalog.parent)
+        assert state is not None
+        entry = {name: [cat.services[h].port for h in flow.names() if h in cat.services] for name, flow in cat.flows.items()}
+        yield Target("nexus", entry, cat.services[cat.platform.gateway].port, [p.pid for p in state.processes()])
     finally:
-        for _, proc in servers.values():
-            proc.terminate()
-            proc.wait()
+        nexus("down", "-c", str(catalog))
+
+
+@contextmanager
+def bare(cat: Catalog, mode: str) -> Iterator[Target]:
+    longest = max(called_hops(cat).values())
+    first = max(s.port for s in cat.services.values()) + 1
+    ports = list(range(first, first + longest))
+    script = str(HERE / "bare_chain.py")
+    if mode == "embedded":
+        commands = [[sys.executable, script, "embedded", *map(str, ports)]]
+    else:
+        commands = [[sys.executable, script, "process", str(p), *([str(ports[i + 1])] if i + 1 < len(ports) else [])] for i, p in enumerate(ports)]
+    # quiet: under overload the bare hops log a traceback per timed-out call
+    procs = [subprocess.Popen(c, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for c in commands]
+    try:
+        for port in ports:
+            wait_up(f"http://127.0.0.1:{port}/health")
+        # enter the chain where as many hops are left as the flow calls
+        entry = {name: ports[longest - n :] for name, n in called_hops(cat).items()}
+        yield Target("bare", entry, ports[0], [p.pid for p in procs])
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait()
+
+
+def called_hops(cat: Catalog) -> dict[str, int]:
+    return {name: sum(1 for h in flow.names() if h in cat.services) for name, flow in sorted(cat.flows.items())}
+
+
+def latency(targets: list[Target], cat: Catalog) -> None:
+    print("\nlatency: sequential requests on one kept-alive connection (wrk -c1, 300 requests after 30), median ms")
+    print(f"{'where':<42} {'hops':>4} " + " ".join(f"{t.name + ' ms':>9}" for t in targets))
+
+    def median(port: int, path: str, t: Target) -> float:
+        wrk(f"http://127.0.0.1:{port}", [path], 30, 1, t.pids)  # warm-up: connections, first-call paths
+        return wrk(f"http://127.0.0.1:{port}", [path], 300, 1, t.pids).p50_ms
+
+    print(f"{'GET /health (gateway; bare: first hop)':<42} {'':>4} " + " ".join(f"{median(t.health, '/health', t):>9.2f}" for t in targets))
+    for name, flow in sorted(cat.flows.items()):
+        called = [h for h in flow.names() if h in cat.services]
+        for i, hop in enumerate(called):
+            left = len(called) - i
+            cells = [median(t.entry[name][i], f"/flows/{name}", t) for t in targets]
+            print(f"{f'{name} at {hop}':<42} {left:>4} " + " ".join(f"{c:>9.2f}" for c in cells))
+
+
+def throughput(targets: list[Target], cat: Catalog, requests: int, concurrency: int) -> None:
+    print(f"\nthroughput: {requests} requests per flow at concurrency {concurrency}")
+    print(f"{'flow':<20} {'chain':<6} {'hops':>4} {'errors':>6} {'req/s':>7} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} {'max ms':>7} {'CPU ms/req':>10}")
+    ratios = []
+    for name, hops in called_hops(cat).items():
+        runs = {}
+        for t in targets:
+            port = t.entry[name][0]
+            wrk(f"http://127.0.0.1:{port}", [f"/flows/{name}"], 100, concurrency, t.pids)  # warm-up: connection pools
+            runs[t.name] = r = wrk(f"http://127.0.0.1:{port}", [f"/flows/{name}"], requests, concurrency, t.pids)
+            print(
+                f"{name:<20} {t.name:<6} {hops:>4} {r.errors:>6} {r.rate:>7.0f} {r.p50_ms:>7.1f} {r.p90_ms:>7.1f} "
+                f"{r.p99_ms:>7.1f} {r.max_ms:>7.1f} {r.cpu_ms:>10.2f}"
+            )
+            report_errors(r)
+        ratios.append((name, runs["bare"].rate / runs["nexus"].rate if runs["nexus"].rate else float("inf")))
+    print("bare req/s over nexus req/s (target: at most 1.5): " + ", ".join(f"{n} {x:.2f}" for n, x in ratios))
+
+
+def burn(target: Target, cat: Catalog, requests: int, concurrency: int, burners: int) -> None:
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(burners)]
+    try:
+        paths = [f"/flows/{name}" for name in sorted(cat.flows)]
+        r = wrk(f"http://127.0.0.1:{target.health}", paths, requests, concurrency, target.pids)
+    finally:
+        for h in hogs:
+            h.kill()
+            h.wait()
+    print(f"\nburn: {requests} requests over the {len(paths)} flows in turn, concurrency {concurrency}, {burners} CPU-burning processes beside")
+    print(f"errors {r.errors} ({100 * r.errors / max(r.answers, 1):.1f}%), {r.rate:.0f} req/s, p50 {r.p50_ms:.0f} ms, p99 {r.p99_ms:.0f} ms, max {r.max_ms:.0f} ms")
+    report_errors(r)
+
+
+def report_errors(r: Run) -> None:
+    for why, n in r.failed.most_common():
+        print(f"    {n:>6} x {why}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--catalog", type=Path, default=ROOT / "catalog.yaml")
-    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--modes", nargs="+", default=["embedded", "process"], choices=["embedded", "process"])
+    parser.add_argument("--phases", nargs="+", default=["latency", "throughput", "burn"], choices=["latency", "throughput", "burn"])
+    parser.add_argument("--requests", type=int, default=2000, help="per flow and chain, in the throughput phase")
+    parser.add_argument("--burn-requests", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=50)
-    parser.add_argument("--mode", default="embedded")
-    parser.add_argument("--running", action="store_true", help="use the platform already running (do not start or stop it)")
-    parser.add_argument("--health-requests", type=int, default=10000)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--burners", type=int, default=2)
     args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed (Debian: apt-get install wrk)")
     catalog = args.catalog.resolve()
-    print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start")
-    if not args.running:
-        up = nexus("up", "--detach", "--mode", args.mode, "-c", str(catalog))
-        if up.returncode != 0:
-            raise SystemExit(up.stdout + up.stderr)
-    try:
-        state = runstate.read(catalog.parent)
-        print(f"platform: {len(state.services) if state else '?'} services, {state.mode if state else '?'} mode")
-        flows(catalog, args.requests, args.concurrency)
-    finally:
-        if not args.running:
-            nexus("down", "-c", str(catalog))
-    overhead(catalog.parent / "generated", args.health_requests, args.concurrency, args.rounds)
-    print(f"load average {os.getloadavg()[0]:.2f} at end")
+    cat = load_catalog(catalog).catalog
+    load = os.getloadavg()[0]
+    print(f"{os.cpu_count()} CPUs, load average {load:.2f} at start, Python {sys.version.split()[0]}, {wrk_version()}")
+    for mode in args.modes:
+        print(f"\n=== {mode} mode: {len(cat.services)} services; bare chain of {max(called_hops(cat).values())} hops, run the same way")
+        with platform(catalog, cat, mode) as nx, bare(cat, mode) as bare_chain:
+            if "latency" in args.phases:
+                latency([nx, bare_chain], cat)
+            if "throughput" in args.phases:
+                throughput([nx, bare_chain], cat, args.requests, args.concurrency)
+            if "burn" in args.phases:
+                burn(nx, cat, args.burn_requests, args.concurrency, args.burners)
+    print(f"\nload average {os.getloadavg()[0]:.2f} at end")
+
+
+def wrk_version() -> str:
+    out = subprocess.run(["wrk", "--version"], capture_output=True, text=True, check=False)
+    found = re.search(r"wrk\s+(\S+)", out.stdout + out.stderr)
+    return f"wrk {found.group(1)}" if found else "wrk"
 
 
 if __name__ == "__main__":

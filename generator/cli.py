@@ -19,7 +19,7 @@ from .errors import MissingExtra, NexusError
 # What the commands beyond validate, plan, graph, schema, new, diff and generate import, by the
 # extra of pyproject.toml that installs it (tests/test_project.py keeps the two in step).
 EXTRA_MODULES = {
-    "run": ("fastapi", "starlette", "uvicorn", "websockets", "httpx", "prometheus_client", "pydantic_settings"),
+    "run": ("fastapi", "starlette", "uvicorn", "websockets", "httptools", "httpx", "sniffio", "prometheus_client", "pydantic_settings"),
     "deploy": ("kubernetes", "urllib3"),
 }
 

@@ -1,11 +1,13 @@
 """Faults, with real services on loopback: a hard dependency stops and comes back; a
-dependency is slow; a broken hop is not retried at every level of the chain."""
+dependency is slow; a broken hop is not retried at every level of the chain; an outage on the
+shipped platform takes out of rotation only what cannot serve anything without it."""
 
 from __future__ import annotations
 
 import httpx
 import pytest
-from conftest import nexus
+import yaml
+from conftest import CATALOG, nexus
 from prometheus_client.parser import text_string_to_metric_families
 from running import platform, status_code, until, write_platform
 
@@ -33,24 +35,27 @@ def _requests(port, route, status):
 
 @pytest.mark.parametrize("mode", MODES)
 def test_stopped_hard_dependency_fails_readiness_not_liveness_and_recovers_on_restart(tmp_path, minimal, mode):
-    catalog = write_platform(tmp_path / "demo", minimal)
+    # gateway -> auth -> store: auth can serve nothing without store (its routes need it, its
+    # flow calls it); the gateway still serves the watch flow, so only auth goes unready
+    catalog = write_platform(tmp_path / "demo", _chain(minimal))
     with platform(catalog, "--mode", mode) as ports:
         url = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
         for _ in range(3):
             httpx.get(f"{url['gateway']}/health")
-        assert nexus("down", "auth", "-c", str(catalog)).returncode == 0
+        assert nexus("down", "store", "-c", str(catalog)).returncode == 0
 
-        for dependent in ("gateway", "media"):
-            until(lambda d=dependent: status_code(f"{url[d]}/health/ready") == 503, what=f"{dependent} to become unready")
-            assert status_code(f"{url[dependent]}/health/live") == 200
+        until(lambda: status_code(f"{url['auth']}/health/ready") == 503, what="auth to become unready")
+        assert httpx.get(f"{url['auth']}/health/ready").json()["dependencies"] == {"store": "unreachable: ConnectError"}
+        assert status_code(f"{url['auth']}/health/live") == 200
+        gateway = httpx.get(f"{url['gateway']}/health/ready")
+        assert gateway.status_code == 200 and gateway.json()["unavailable"] == {}  # auth itself is up
         result = nexus("verify", "-c", str(catalog))
         assert result.returncode == 1
-        assert "flow login: broken at auth" in result.stderr
-        assert "service auth:" in result.stderr.split("service gateway:")[0]  # the cause is named before its effects
+        assert "flow login: broken at store" in result.stderr
+        assert "service store:" in result.stderr.split("service auth:")[0]  # the cause is named before its effects
 
-        assert nexus("restart", "auth", "-c", str(catalog)).returncode == 0
-        for dependent in ("gateway", "media"):
-            until(lambda d=dependent: status_code(f"{url[d]}/health/ready") == 200, what=f"{dependent} to recover")
+        assert nexus("restart", "store", "-c", str(catalog)).returncode == 0
+        until(lambda: status_code(f"{url['auth']}/health/ready") == 200, what="auth to recover")
         assert nexus("verify", "-c", str(catalog)).returncode == 0
         # not restarted: the gateway still holds the requests it counted before the outage
         assert _requests(ports["gateway"], "/health", 200) >= 3
@@ -78,7 +83,34 @@ def test_a_broken_hop_is_not_retried_up_the_chain(tmp_path, minimal):
     with platform(catalog) as ports:
         assert nexus("down", "store", "-c", str(catalog)).returncode == 0
         r = httpx.get(f"http://127.0.0.1:{ports['gateway']}/flows/login", timeout=15)
-        assert r.status_code == 502 and r.json()["broken"] == "store"
-        # auth retried its own failed connection, then answered once with a final 502; the
+        assert r.status_code == 503 and r.json()["broken"] == "store"  # 503: store is down, not broken
+        # auth retried its own failed connection, then answered once with a final 503; the
         # gateway passed that on instead of asking auth again (which would ask store again)
-        assert _requests(ports["auth"], "/flows/{flow}", 502) == 1
+        assert _requests(ports["auth"], "/flows/{flow}", 503) == 1
+
+
+def test_an_outage_makes_unready_only_what_cannot_serve_anything_without_it(tmp_path):
+    """The shipped platform without token-mgr, which 23 services hard-depend on. The gateway
+    still serves two of its three flows, so it stays ready (in a cluster it stays in its
+    Service); session-mgr, whose only flow calls token-mgr and whose routes need it, is the one
+    on the flows that goes unready; the authentication flow fails fast, 503, naming token-mgr."""
+    catalog = write_platform(tmp_path / "shipped", yaml.safe_load(CATALOG.read_text(encoding="utf-8")))
+    with platform(catalog) as ports:
+        url = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+        assert nexus("down", "token-mgr", "-c", str(catalog)).returncode == 0
+
+        until(lambda: status_code(f"{url['session-mgr']}/health/ready") == 503, what="session-mgr to become unready")
+        for name in ("backend-api", "auth-service", "user-auth", "content-management", "billing-service"):
+            response = httpx.get(f"{url[name]}/health/ready")
+            assert response.status_code == 200, (name, response.text)
+        ready = httpx.get(f"{url['session-mgr']}/health/ready").json()
+        assert ready["unavailable"] == {"routes": ["token-mgr"], "flow authentication": ["token-mgr"]}
+        assert httpx.get(f"{url['backend-api']}/health/ready").json()["unavailable"] == {"routes": ["token-mgr"]}
+
+        for flow in ("content-delivery", "payment-processing"):
+            response = httpx.get(f"{url['backend-api']}/platform/flows/{flow}", timeout=10)
+            assert response.status_code == 200 and response.json()["ok"], response.text
+        response = httpx.get(f"{url['backend-api']}/platform/flows/authentication", timeout=10)
+        body = response.json()
+        assert response.status_code == 503 and body["broken"] == "token-mgr", response.text
+        assert body["hops"][-1] == {"service": "token-mgr", "error": "unreachable: ConnectError"}

@@ -283,7 +283,7 @@ class Stage(Strict):
 
 
 class Dependency(TrafficOverride):
-    kind: EdgeKind = Field(description="hard: the dependent is not ready without it, and it orders deployment. soft: called at request time only.")
+    kind: EdgeKind = Field(description="hard: the dependent's own routes need it (readiness: docs/running.md), and it orders deployment. soft: called at request time only.")
 
     @model_validator(mode="before")
     @classmethod

@@ -83,21 +83,20 @@ class Host:
         hosted = self.services[name] = Hosted(name)
         log = _service_logger(name, self.logs / f"{name}.log")
         try:
-            app, options = self._build(name, package, settings)
+            app, values = self._build(name, package, settings)
             sock = _listen(settings.get("host", "127.0.0.1"), int(settings["port"]))
         except Exception as exc:  # any failure of a team's code is that service's failure, not the host's
             hosted.state, hosted.error = "failed", f"{type(exc).__name__}: {exc}"
             log.exception("failed to start")
             return
-        config = uvicorn.Config(app, log_config=None, lifespan="on", **options)
+        config = server_config(app, values, log_config=None, lifespan="on")
         hosted.server = Server(config)
         hosted.task = asyncio.create_task(self._serve(hosted, sock), name=f"serve {name}")
 
-    def _build(self, name: str, package: str, settings: dict[str, str]) -> tuple[Any, dict[str, Any]]:
-        """The service's app, and uvicorn's options for it (the runtime's, as `python -m` uses)."""
+    def _build(self, name: str, package: str, settings: dict[str, str]) -> tuple[Any, Any]:
+        """The service's app, and its validated settings (uvicorn's options come from them)."""
         # from generated/runtime, put on sys.path by __init__
         from nexus_runtime import create_app
-        from nexus_runtime.serve import server_options
 
         folder = str(self.generated / "services" / name)
         if folder not in sys.path:
@@ -107,7 +106,7 @@ class Host:
         routes = importlib.import_module(f"{package}.routes").router
         values = settings_class(**settings)  # validated here, as the service would at start-up
         app = create_app(spec, settings_class, routes, settings=values)
-        return _logging_errors(app, logging.getLogger(f"nexus.{name}")), server_options(values)
+        return _logging_errors(app, logging.getLogger(f"nexus.{name}")), values
 
     async def _serve(self, hosted: Hosted, sock: socket.socket) -> None:
         assert hosted.server is not None
@@ -136,17 +135,21 @@ class Host:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+def server_config(app: Any, settings: Any, **overrides: Any) -> uvicorn.Config:
+    """The uvicorn settings a service runs with in its own process, as the runtime sets them
+    (generated/runtime is on sys.path from Host.__init__): both run modes serve alike."""
+    from nexus_runtime.serve import config
+
+    return config(app, settings, **overrides)
+
+
 def _listen(host: str, port: int) -> socket.socket:
     """Bind here rather than inside uvicorn, so a taken port fails this service with a clear
-    error instead of uvicorn calling sys.exit for the whole host."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise OSError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
-    return sock
+    error instead of uvicorn calling sys.exit for the whole host. The runtime makes the socket
+    (generated/runtime is on sys.path from Host.__init__): both run modes listen alike."""
+    from nexus_runtime.serve import listen
+
+    return listen(host, port)
 
 
 def _service_logger(name: str, path: Path) -> logging.Logger:

@@ -11,6 +11,7 @@ from functools import cache
 import httpx
 
 from . import tracing
+from .serve import KEEP_ALIVE_SECONDS
 from .settings import ServiceSettings
 from .spec import ServiceSpec
 
@@ -21,9 +22,12 @@ BROKEN_HEADER = "x-nexus-broken"
 # Failures before any answer arrived: safe to repeat for an idempotent request. A ReadError or
 # WriteError is what a request gets on a kept-alive connection the server closed meanwhile.
 RETRY_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
-# Idle connections are let go before uvicorn's own keep-alive timeout (5 s), so a request is
-# not sent on a connection the server is closing at that very moment.
-POOL = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=4.0)
+# Every connection opened is kept for reuse (httpx keeps only 20 by default: under 50 concurrent
+# calls the other 30 were closed after each answer and opened again for the next, a TCP
+# handshake and a server-side accept per call). Idle connections are let go before the
+# server's keep-alive timeout (serve.py), so a request is not sent on a connection the server
+# is closing at that very moment.
+POOL = httpx.Limits(max_connections=100, max_keepalive_connections=100, keepalive_expiry=KEEP_ALIVE_SECONDS - 5)
 
 
 class RetryTransport(httpx.AsyncBaseTransport):

@@ -39,22 +39,24 @@ def handler(spec: ServiceSpec, settings: ServiceSettings, clients: dict[str, htt
             await asyncio.sleep(settings.inject_delay_ms / 1000)
         downstream: list[dict[str, Any]] = []
         broken: str | None = None
+        status = 200
         if hop.next and hop.external:
             downstream = [{"service": hop.next, "external": True}]
         elif hop.next:
-            downstream, broken = await _call(clients[hop.next], hop.next, flow, deadline)
+            downstream, broken, status = await _call(clients[hop.next], hop.next, flow, deadline)
         me = {"service": spec.name, "ms": round((time.perf_counter() - start) * 1000, 3)}
         body: dict[str, Any] = {"flow": flow, "ok": broken is None, "hops": [me, *downstream]}
         if broken is None:
             return JSONResponse(body)
         body["broken"] = broken
-        return JSONResponse(body, status_code=502, headers={BROKEN_HEADER: broken})
+        return JSONResponse(body, status_code=status, headers={BROKEN_HEADER: broken})
 
     return run_flow
 
 
-# the flow endpoint's OpenAPI declaration: a 502 names the broken hop in the same body
-CONTRACT: dict[str, Any] = {"response_model": FlowResult, "responses": {**problems(502, model=FlowResult), **problems(404, model=NotFound)}}
+# the flow endpoint's OpenAPI declaration: a 502 (a hop answered badly or too late) or a 503 (a
+# hop could not be reached) names the broken hop in the same body
+CONTRACT: dict[str, Any] = {"response_model": FlowResult, "responses": {**problems(502, 503, model=FlowResult), **problems(404, model=NotFound)}}
 
 
 def router(spec: ServiceSpec, settings: ServiceSettings, clients: dict[str, httpx.AsyncClient]) -> APIRouter:
@@ -63,8 +65,14 @@ def router(spec: ServiceSpec, settings: ServiceSettings, clients: dict[str, http
     return r
 
 
-async def _call(client: httpx.AsyncClient, name: str, flow: str, deadline: Deadline) -> tuple[list[dict[str, Any]], str | None]:
-    """The next hop's hops, or a record naming it (or whoever it names) as broken."""
+Hops = list[dict[str, Any]]
+
+
+async def _call(client: httpx.AsyncClient, name: str, flow: str, deadline: Deadline) -> tuple[Hops, str | None, int]:
+    """The next hop's hops, or a record naming it (or whoever it names) as broken, with the
+    status to answer: 503 when the broken hop could not be reached (it is down: the caller may
+    try again later), 502 when it answered badly or too late. A final answer from further down
+    (it names the broken hop) keeps its status."""
     timeout, headers = deadline.next_hop()
     start = time.perf_counter()
     # Only what the next hop did is blamed on it: an error raised here while building the
@@ -73,15 +81,19 @@ async def _call(client: httpx.AsyncClient, name: str, flow: str, deadline: Deadl
         response = await client.get(f"/flows/{flow}", timeout=timeout, headers=headers)
     except httpx.TimeoutException:
         waited = round((time.perf_counter() - start) * 1000)
-        return [{"service": name, "error": f"timed out after {waited} ms"}], name
+        return [{"service": name, "error": f"timed out after {waited} ms"}], name, 502
+    except httpx.ConnectError as exc:
+        return [{"service": name, "error": f"unreachable: {type(exc).__name__}"}], name, 503
     except httpx.HTTPError as exc:
-        return [{"service": name, "error": type(exc).__name__}], name
+        return [{"service": name, "error": type(exc).__name__}], name, 502
     try:
         body = response.json()
     except ValueError:
         body = None
     if not isinstance(body, dict):
-        return [{"service": name, "error": f"http {response.status_code}, not a flow answer"}], name
+        return [{"service": name, "error": f"http {response.status_code}, not a flow answer"}], name, 502
     if response.status_code == 200 and body.get("ok"):
-        return body["hops"], None
-    return body.get("hops") or [{"service": name, "error": f"http {response.status_code}"}], body.get("broken", name)
+        return body["hops"], None, 200
+    status = response.status_code if BROKEN_HEADER in response.headers else 502
+    hops = body.get("hops") or [{"service": name, "error": f"http {response.status_code}"}]
+    return hops, body.get("broken", name), status

@@ -1,5 +1,14 @@
-"""The spec's four endpoints. Liveness never looks at another service; readiness needs every
-hard dependency to answer its own liveness probe (checked at most once per cache period)."""
+"""The spec's four endpoints. Liveness never looks at another service. Readiness says whether
+this service can serve anything at all, so that an outage takes out of rotation only what cannot
+serve anything without it (docs/running.md, "Readiness"):
+
+- its own routes need every hard dependency (with none, they can always be served);
+- each critical path it is on needs only its next hop (none, or an external one: always).
+
+It is ready while at least one of these can be served. A dependency counts as up while it
+answers its own liveness probe: never its readiness, so an outage does not travel further up
+the graph than the services that cannot serve anything without it. Probes are cached for the
+settings' cache period, so readiness checks do not fan out."""
 
 from __future__ import annotations
 
@@ -21,10 +30,20 @@ from .spec import ServiceSpec
 Endpoint = Callable[[], Awaitable[Response]]
 
 
+def needs(spec: ServiceSpec) -> dict[str, tuple[str, ...]]:
+    """What this service can serve, each with the dependencies it cannot be served without."""
+    served = {"routes": tuple(d.name for d in spec.hard)}
+    for flow, hop in sorted(spec.flows.items()):
+        served[f"flow {flow}"] = (hop.next,) if hop.next and not hop.external else ()
+    return served
+
+
 class Readiness:
     def __init__(self, spec: ServiceSpec, settings: ServiceSettings, clients: dict[str, httpx.AsyncClient]) -> None:
         self.spec, self.settings, self.clients = spec, settings, clients
         self.shutting_down = False
+        self.needs = needs(spec)
+        self.probed = sorted({name for names in self.needs.values() for name in names})
         self._checked_at = float("-inf")
         self._result: dict[str, str] = {}
         self._lock = asyncio.Lock()
@@ -40,7 +59,7 @@ class Readiness:
     async def check(self) -> dict[str, str]:
         async with self._lock:
             if time.monotonic() - self._checked_at >= self.settings.readiness_cache_seconds:
-                self._result = dict(await asyncio.gather(*(self._probe(d.name) for d in self.spec.hard)))
+                self._result = dict(await asyncio.gather(*(self._probe(name) for name in self.probed)))
                 self._checked_at = time.monotonic()
             return self._result
 
@@ -57,9 +76,12 @@ def endpoints(spec: ServiceSpec, readiness: Readiness, metrics: Metrics) -> dict
         if readiness.shutting_down:
             return JSONResponse(ReadinessBody(status="shutting down", service=spec.name), status_code=503)
         deps = await readiness.check()
-        ready = all(v == "ok" for v in deps.values())
-        body = ReadinessBody(status="ready" if ready else "not ready", service=spec.name, dependencies=deps)
-        return JSONResponse(body, status_code=200 if ready else 503)
+        # what cannot be served now, and the dependencies it waits on
+        down = {what: [n for n in names if deps[n] != "ok"] for what, names in readiness.needs.items()}
+        unavailable = {what: names for what, names in down.items() if names}
+        ok = len(unavailable) < len(readiness.needs)
+        body = ReadinessBody(status="ready" if ok else "not ready", service=spec.name, dependencies=deps, unavailable=unavailable)
+        return JSONResponse(body, status_code=200 if ok else 503)
 
     async def prometheus() -> Response:
         body, content_type = metrics.exposition()

@@ -4,7 +4,7 @@ team's own handler replaces the echo).
 
 Ping, pong and the close handshake are the server's (uvicorn with the `websockets` library).
 A message larger than WS_MAX_MESSAGE_BYTES closes the connection with 1009 (message too big):
-the server enforces it while reading (serve.server_options), and the handler again, for a
+the server enforces it while reading (serve.config), and the handler again, for a
 server started without those options (``uvicorn <pkg>.main:app``). Text that is not UTF-8
 is closed by the server with 1007. Every close is a close frame with a code, never a dropped
 connection.

@@ -1,7 +1,11 @@
-"""Run one service with uvicorn on its configured host and port, shutting down gracefully."""
+"""Run one service with uvicorn on its configured host and port, shutting down gracefully.
+
+Both ways of running a service listen on a socket made by ``listen``: ``python -m <package>``
+(here) and `nexus up`'s embedded host (nexus.local.host)."""
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import uvicorn
@@ -9,17 +13,57 @@ from fastapi import FastAPI
 
 from .settings import ServiceSettings
 
+# How long a server keeps an idle connection open (uvicorn's default is 5 s). Callers keep theirs
+# for less (clients.py), so they close first and never send on a connection being closed. Long
+# enough that a pool keeps its connections between bursts: a pool that reconnects under load
+# was measured to stall requests for seconds (httpcore, see docs/running.md, Load).
+KEEP_ALIVE_SECONDS = 65
 
-def server_options(settings: ServiceSettings) -> dict[str, Any]:
-    """uvicorn's options for a service: the same for `python -m <pkg>` and for `nexus up`'s
-    embedded host, which runs many services in one process."""
-    return {
+
+def listen(host: str, port: int) -> socket.socket:
+    """A bound TCP socket for a server to listen on.
+
+    Made with protocol IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on connections whose
+    socket says TCP, and without it a response written in two parts (head, then body) waits for
+    the client's delayed ACK, about 40 ms per request on a kept-alive connection. uvicorn's own
+    ``bind_socket`` makes protocol-0 sockets, so it is not used."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    return sock
+
+
+def config(app: Any, settings: ServiceSettings, **overrides: Any) -> uvicorn.Config:
+    """The uvicorn settings every service runs with, in its own process or in the embedded host."""
+    values: dict[str, Any] = {
         "access_log": False,  # the runtime writes its own JSON access line (metrics.py)
         "ws_max_size": settings.ws_max_message_bytes,  # WebSocket frames are refused past this (1009)
         "timeout_graceful_shutdown": int(settings.shutdown_grace_seconds),
+        # asyncio's loop even where uvloop is installed: the embedded host runs on it, and with
+        # uvloop 0.23 httpx calls were measured to stall for seconds and fail with ReadError
+        "loop": "asyncio",
+        "timeout_keep_alive": KEEP_ALIVE_SECONDS,
+        **overrides,
     }
+    return uvicorn.Config(app, **values)
+
+
+def server(app: FastAPI) -> tuple[uvicorn.Server, socket.socket]:
+    """The service's uvicorn server and the socket it will listen on."""
+    settings = app.state.settings
+    cfg = config(app, settings, log_level=settings.log_level.lower())
+    return uvicorn.Server(cfg), listen(settings.host, settings.port)
 
 
 def serve(app: FastAPI) -> None:
-    settings = app.state.settings
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(), **server_options(settings))
+    """Serve until SIGINT or SIGTERM; a port that cannot be bound stops the start with a message."""
+    try:
+        srv, sock = server(app)
+    except OSError as exc:
+        raise SystemExit(f"{app.state.spec.name}: {exc}") from None
+    srv.run(sockets=[sock])

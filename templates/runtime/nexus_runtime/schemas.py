@@ -18,8 +18,10 @@ class Health(TypedDict):
 class Readiness(TypedDict):
     status: Literal["ready", "not ready", "shutting down"]
     service: str
-    # hard dependency -> "ok", "http <status>" or "unreachable: <error>"; absent while shutting down
+    # dependency probed -> "ok", "http <status>" or "unreachable: <error>"; absent while shutting down
     dependencies: NotRequired[dict[str, str]]
+    # what cannot be served now ("routes", "flow <name>") -> the dependencies it waits on
+    unavailable: NotRequired[dict[str, list[str]]]
 
 
 class Hop(TypedDict):

@@ -1,0 +1,92 @@
+"""What a hop costs under load, checked by behaviour rather than by timing: a call to the next
+hop imports nothing, and the connections a burst of calls opened stay open for the next burst.
+The services run in the test's own process (tests/inprocess.py); their speed is measured by
+benchmarks/bench_load.py, never here."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.abc
+import sys
+from pathlib import Path
+
+from inprocess import app_of, get, on_path, serving
+from running import free_ports
+
+FLOW = "content-delivery"  # ... -> content-management -> streamcore -> (the CDN, not called)
+
+
+class ImportAttempts(importlib.abc.MetaPathFinder):
+    """Records every module the import system is asked to find (a name already imported is
+    answered from sys.modules and never gets here)."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def find_spec(self, name: str, path: object, target: object = None) -> None:
+        self.names.append(name)
+
+
+def test_a_flow_call_imports_nothing(monkeypatch) -> None:
+    """httpcore imports sniffio on every pooled request; when sniffio is missing the failed
+    import walks the whole import path each time (43 service folders in the embedded host:
+    half the CPU of a flow). The runtime depends on sniffio, so nothing is imported per call."""
+    on_path(monkeypatch, "content-management", "streamcore")
+    cm_port, sc_port = free_ports(2)
+    apps = app_of("streamcore", port=sc_port), app_of("content-management", port=cm_port, streamcore_url=f"http://127.0.0.1:{sc_port}")
+    attempts = ImportAttempts()
+
+    async def run() -> list[int]:
+        async with serving(*apps):
+            connection = await asyncio.open_connection("127.0.0.1", cm_port)
+            for _ in range(5):  # warm-up: first-call imports are fine
+                await get(cm_port, f"/flows/{FLOW}", connection)
+            sys.meta_path.insert(0, attempts)
+            try:
+                statuses = [(await get(cm_port, f"/flows/{FLOW}", connection))[0] for _ in range(20)]
+            finally:
+                sys.meta_path.remove(attempts)
+                connection[1].close()
+            return statuses
+
+    assert asyncio.run(run()) == [200] * 20
+    assert attempts.names == [], f"20 flow calls tried to import {sorted(set(attempts.names))} ({len(attempts.names)} times)"
+
+
+def _established(port: int) -> int:
+    """TCP connections to 127.0.0.1:``port``, server side, established now (Linux /proc)."""
+    local = f"0100007F:{port:04X}"
+    count = 0
+    for table in ("/proc/net/tcp",):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            count += fields[1] == local and fields[3] == "01"
+    return count
+
+
+def test_connections_opened_for_a_burst_are_kept_for_the_next(monkeypatch) -> None:
+    """Under 50 concurrent calls a client opens 50 connections. httpx keeps 20 by default and
+    closes the rest after each answer, so every burst paid 30 new connections (a handshake and
+    an accept each) and, measured, stalls of the pool. The runtime's clients keep them all."""
+    on_path(monkeypatch, "content-management", "streamcore")
+    from nexus_runtime.clients import build_clients, close_all
+
+    (sc_port,) = free_ports(1)
+    streamcore = app_of("streamcore", port=sc_port, inject_delay_ms=200)  # so 50 calls overlap
+    caller = app_of("content-management", port=free_ports(1)[0], streamcore_url=f"http://127.0.0.1:{sc_port}")
+
+    async def run() -> list[int]:
+        clients = build_clients(caller.state.spec, caller.state.settings)
+        kept = []
+        try:
+            async with serving(streamcore):
+                for _ in range(2):
+                    answers = await asyncio.gather(*(clients["streamcore"].get(f"/flows/{FLOW}") for _ in range(50)))
+                    assert [r.status_code for r in answers] == [200] * 50
+                    await asyncio.sleep(0.2)  # closing, if any, is done by now
+                    kept.append(_established(sc_port))
+        finally:
+            await close_all(clients)
+        return kept
+
+    assert asyncio.run(run()) == [50, 50]
