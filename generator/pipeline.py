@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,7 +54,8 @@ def generate(
     folder cannot be written (nothing changed then).
     """
     loaded = load_catalog(catalog)  # load + validate
-    target = Path(out) if out is not None else loaded.root / "generated"
+    # absolute and normalized: the lock and staging paths are named after the folder's own name
+    target = Path(os.path.abspath(out)) if out is not None else loaded.root / "generated"
     write.refuse_link(target)
     with write.locked(target, timeout=lock_timeout, waiting=waiting, required=not check_only):
         if not check_only:

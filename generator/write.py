@@ -363,6 +363,8 @@ def refuse_link(out: Path) -> None:
         )
     if os.path.lexists(out) and not out.is_dir():
         raise OutputError(f"{out} is not a folder; move it away and run again")
+    if not out.name or out.parent == out:
+        raise OutputError(f"{out} is the file system's root; give --out a folder of its own")
 
 
 def _refuse_protected(out: Path, ch: Changes) -> None:

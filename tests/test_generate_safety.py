@@ -621,3 +621,8 @@ def test_a_tree_symlink_is_not_taken_for_a_generated_file(project: Path, tmp_pat
     assert nexus("generate", "--force", "--catalog", str(project / "catalog.yaml")).returncode == 0
     assert not spec.is_symlink() and copy_.read_bytes() == spec.read_bytes()
     generate(project / "catalog.yaml", check_only=True)
+
+
+def test_the_file_system_root_is_not_an_output_folder(project: Path) -> None:
+    with pytest.raises(OutputError, match="the file system's root"):
+        generate(project / "catalog.yaml", "/")
