@@ -284,7 +284,7 @@ def _open_lock(path: Path) -> int:
 
 def _acquire(fd: int, path: Path, out: Path, timeout: float, waiting: Callable[[str], None] | None) -> None:
     # flock has no timeout of its own: poll it, which also lets Ctrl-C through at once
-    deadline = time.monotonic() + timeout
+    start = time.monotonic()
     told = False
     while True:
         try:
@@ -292,26 +292,30 @@ def _acquire(fd: int, path: Path, out: Path, timeout: float, waiting: Callable[[
             return
         except BlockingIOError:
             pass
-        holder = _holder(path)
-        if not told and waiting is not None and holder != "another nexus run":
+        pid, holder = _holder(path)
+        waited = time.monotonic() - start
+        if not told and waiting is not None and (pid is not None or waited > 1.0):
             waiting(f"waiting for {holder} to finish with {out} ...")
             told = True
-        if time.monotonic() >= deadline:
-            pid = holder.split("pid ")[-1].split(",")[0].rstrip(")")
+        if waited >= timeout:
+            stop = f"stop it (kill {pid})" if pid is not None else "stop it"
             raise OutputBusy(
                 f"{out} is in use by {holder} and stayed so for {timeout:.0f} s; "
-                f"if that run is stuck, stop it (kill {pid}) and run again"
+                f"if that run is stuck, {stop} and run again"
             )
         time.sleep(0.05)
 
 
-def _holder(path: Path) -> str:
-    """'nexus generate (pid 123)', from the lock file; a holder that has not written it yet is unnamed."""
+def _holder(path: Path) -> tuple[int | None, str]:
+    """The holder's pid and 'nexus generate (pid 123)', from the lock file; one that has not
+    written it yet (or could not: another user's file) is unnamed."""
     try:
         pid, _, command = _read_nofollow(path).decode("utf-8", "replace").strip().partition(" ")
     except OSError:
         pid, command = "", ""
-    return f"{command or 'nexus'} (pid {pid})" if pid.isdigit() else "another nexus run"
+    if not pid.isdigit():
+        return None, "another nexus run"
+    return int(pid), f"{command or 'nexus'} (pid {pid})"
 
 
 # -- what a killed run leaves behind ----------------------------------------------------------------
@@ -358,8 +362,8 @@ def refuse_link(out: Path) -> None:
     if out.is_symlink():
         real = os.path.realpath(out)
         raise OutputError(
-            f"{out} is a symbolic link (to {os.readlink(out)}); Nexus replaces that folder as a whole and will not "
-            f"follow a link: make it a real folder, or pass --out {real} to write there"
+            f"{out} is a symbolic link (to {os.readlink(out)}); Nexus replaces that folder as a whole and "
+            f"will not follow a link: make it a real folder, or pass --out {real} to write there"
         )
     if os.path.lexists(out) and not out.is_dir():
         raise OutputError(f"{out} is not a folder; move it away and run again")
@@ -387,6 +391,7 @@ def _refuse_protected(out: Path, ch: Changes) -> None:
 def _folders(out: Path) -> Iterator[str]:
     yield "."
     for dirpath, dirnames, _ in os.walk(out):
+        dirnames[:] = [d for d in dirnames if d not in CACHE_PARTS and not d.endswith(".egg-info")]  # not carried over
         for d in dirnames:
             yield Path(dirpath, d).relative_to(out).as_posix()
 
