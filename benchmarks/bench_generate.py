@@ -3,7 +3,8 @@
 Run by hand:  python benchmarks/bench_generate.py [--runs 5]
 Prints the median wall time of each, interpreter start included for the command lines:
   - python -c pass, and importing typer, pydantic, jinja2 and yaml (the floor);
-  - nexus generate into an empty folder, with and without the .nexus/cache of earlier runs;
+  - nexus generate into an empty folder, with and without the cache of earlier runs (compiled
+    templates and validated manifests, in the user's cache folder: here a fresh one of its own);
   - nexus generate with nothing changed;
   - nexus generate --check --strict (what CI runs);
   - cookiecutter's CLI once per service, and its Python API once per service, for the 43.
@@ -23,7 +24,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+CACHE = Path(tempfile.mkdtemp(prefix="nexus-bench-cache-"))  # $XDG_CACHE_HOME: never the user's own cache
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), "XDG_CACHE_HOME": str(CACHE)}
 
 
 def wall(cmd: list[str], runs: int, before=None) -> float:  # noqa: ANN001 - optional setup callable
@@ -44,7 +46,7 @@ def main() -> None:
     py = sys.executable
     tmp = Path(tempfile.mkdtemp(prefix="nexus-bench-", dir=ROOT.parent))
     out = tmp / "out"
-    cache = ROOT / ".nexus" / "cache"
+    cache = CACHE / "nexus"
     rows: list[tuple[str, float]] = []
 
     def empty_out() -> None:
@@ -86,6 +88,7 @@ def main() -> None:
         cookiecutter(str(SERVICE_TEMPLATE), no_input=True, overwrite_if_exists=True, output_dir=str(cc_out), extra_context=c)
     rows.append(("cookiecutter Python API x43", time.perf_counter() - start))
     shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(CACHE, ignore_errors=True)
 
     width = max(len(r[0]) for r in rows)
     print(f"{'what':<{width}}  seconds (median of {runs}; cookiecutter rows: one run)")

@@ -132,18 +132,23 @@ def generate(
     catalog: CatalogOpt = Path("catalog.yaml"),
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder (default: generated/ beside the catalog).", file_okay=False)] = None,
     check: Annotated[bool, typer.Option("--check", help="Write nothing; exit 1 listing every missing, stale, extra or hand-edited file.")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite hand-edited generated files (a copy goes to .nexus/backups/).")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite hand-edited generated files (copied first to a new folder under .nexus/backups/).")] = False,
     strict: Annotated[bool, typer.Option("--strict", help="Also run the slow checks (full schema validation of every manifest, uncached).")] = False,
 ) -> None:
     """Render services, Kubernetes manifests and docs from the catalog, check them, then write.
 
     Unchanged files are not rewritten; files a team owns (routes.py) are created once and never
-    touched; a generated file edited by hand stops the run unless --force.
+    touched; a generated file edited by hand stops the run unless --force. One run at a time per
+    output folder: a second one waits for the first.
     """
     from .pipeline import generate as run
 
-    result = run(catalog, out, check_only=check, force=force, strict=strict)
+    result = run(catalog, out, check_only=check, force=force, strict=strict, waiting=lambda line: typer.echo(line, err=True))
     where = result.out
+    if result.backup is not None:
+        typer.echo(f"hand-edited files backed up in {result.backup}:")
+        for path in result.changes.refused:
+            typer.echo(f"  {result.backup / path}")
     if check:
         typer.echo(f"{where}: up to date ({result.count} files)")
     elif result.touched:

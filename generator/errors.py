@@ -8,6 +8,9 @@ The hierarchy::
     ├── OutputCheckError            rendered output broke a pre-write check (service, file)
     ├── DriftError                  generated/ differs from what the catalog renders
     ├── HandEditedError             a generated file was edited by hand; refuse to overwrite
+    ├── OutputError                 the output folder cannot be read or written (a link, read-only, disk full,
+    │   │                           permission): nothing changed, no partial copy left
+    │   └── OutputBusy              another run held the output folder's lock too long (names its pid)
     ├── RunError                    `nexus up/down/verify` could not do its job
     │   ├── AlreadyRunning          a run recorded in .nexus/run is still alive
     │   ├── NotRunning              nothing recorded runs (status, restart, down SERVICE)
@@ -89,16 +92,31 @@ class DriftError(NexusError):
 
 
 class HandEditedError(NexusError):
-    """A generated file was changed by hand; `--force` overwrites it after a backup."""
+    """A generated file was changed by hand; `--force` overwrites it after a backup.
 
-    def __init__(self, paths: list[str]) -> None:
+    ``team_files`` are the files the services concerned give their team (the render stage's
+    one list): where a change to a service belongs instead."""
+
+    def __init__(self, paths: list[str], team_files: list[str] | tuple[str, ...] = ()) -> None:
         self.paths = paths
         listed = "\n".join(f"  {p}" for p in paths)
+        owned = ", ".join(team_files)
+        where = f"into the team-owned files ({owned}), which Nexus never touches, or " if team_files else ""
         super().__init__(
             "these generated files were edited by hand and would be overwritten:\n"
-            f"{listed}\nmove the change into the service's own files (app/routes.py), "
-            "or run `nexus generate --force` to overwrite (a .bak copy is kept)"
+            f"{listed}\nmove the change {where}into catalog.yaml; "
+            "or run `nexus generate --force` to overwrite them: each is first copied to "
+            ".nexus/backups/<date-time>/<its path under generated/>, in a new folder the run prints"
         )
+
+
+class OutputError(NexusError):
+    """The output folder could not be read or written. One line: what, where, the fix; the old
+    tree is intact and no partial copy is left (the next run also removes one a kill left)."""
+
+
+class OutputBusy(OutputError):
+    """Another run held the output folder's lock longer than this run would wait."""
 
 
 class RunError(NexusError):

@@ -1,31 +1,47 @@
 """Write stage: compare the rendered files with generated/ and, if asked, replace it atomically.
 
 The rules, so that re-running is always safe:
+- one run at a time per output folder (``locked``): a second run waits for the first, naming it;
 - unchanged files are not rewritten (their modification times stay);
 - a file Nexus wrote and someone then edited is never overwritten or deleted silently:
-  the run stops and names it; ``force`` overwrites after a backup under .nexus/backups/;
+  the run stops and names it; ``force`` overwrites after a backup in a new folder under
+  .nexus/backups/ (``backup``);
 - team-owned files are created once and never touched;
 - the new tree is built beside the old one (unchanged files hard-linked, not copied) and
-  swapped in with one atomic rename, so a crash leaves the old tree or the new, never a mix.
+  swapped in with one atomic rename, so a crash leaves the old tree or the new, never a mix;
+  what a killed run leaves beside it is removed by the next run (``recover``);
+- a folder that cannot be written (a symlink, read-only, a full disk, no permission) stops the
+  run with one OutputError before the swap: the old tree stays, the staging copy is removed.
 
 ``.nexus-manifest.json`` records the hash of every file Nexus wrote; it is how an edit by
-hand is told from a file that is merely out of date.
+hand is told from a file that is merely out of date. It says nothing about whether the tree is
+what the catalog renders: only ``compare`` (rendered bytes against disk bytes) says that.
 """
 
 from __future__ import annotations
 
 import ctypes
+import errno
+import fcntl
 import hashlib
 import json
 import os
 import shutil
-from collections.abc import Callable
+import stat
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import HandEditedError, OutputBusy, OutputError
+
 MANIFEST = ".nexus-manifest.json"
 # Caches that tools drop into the tree: neither ours nor the team's, never reported, not carried over.
-CACHE_PARTS = frozenset({"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".venv", "node_modules", ".hypothesis"})
+CACHE_PARTS = frozenset(
+    {"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".venv", "node_modules", ".hypothesis"}
+)
 
 
 def sha256(data: bytes) -> str:
@@ -39,16 +55,20 @@ class Changes:
     create: list[str] = field(default_factory=list)
     update: list[str] = field(default_factory=list)
     remove: list[str] = field(default_factory=list)
-    hand_edited: list[str] = field(default_factory=list)  # ours, changed on disk since we wrote it
+    hand_edited: list[str] = field(default_factory=list)  # ours, changed on disk since we wrote it (or now a link)
     extra: list[str] = field(default_factory=list)  # on disk, not ours, not the team's: refuse to delete
     keep: list[str] = field(default_factory=list)  # on disk, stays as it is (unchanged, team-owned, team additions)
     manifest: str = ""
     manifest_stale: bool = False
-    verified: frozenset[str] = frozenset()  # rendered bytes equal to what we wrote (and checked) before
 
     @property
     def clean(self) -> bool:
         return not (self.create or self.update or self.remove or self.hand_edited or self.extra or self.manifest_stale)
+
+    @property
+    def refused(self) -> list[str]:
+        """What only ``force`` may overwrite or delete."""
+        return sorted(self.hand_edited + self.extra)
 
     def report(self) -> dict[str, list[str]]:
         report = {
@@ -60,26 +80,53 @@ class Changes:
         return {k: sorted(v) for k, v in report.items() if v}
 
 
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _read_nofollow(path: Path) -> bytes:
+    """A regular file's bytes; a symlink (ELOOP) or anything else that is not a file raises OSError."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        return f.read()
+
+
 def _read_manifest(out: Path) -> dict[str, str]:
     try:
-        data = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
+        data = json.loads(_read_nofollow(out / MANIFEST))
         return {str(k): str(v) for k, v in data.get("files", {}).items()}
     except (OSError, ValueError, AttributeError):
         return {}
 
 
-def _on_disk(out: Path) -> dict[str, Path]:
-    found: dict[str, Path] = {}
-    if not out.is_dir():
-        return found
-    for dirpath, dirnames, filenames in os.walk(out):
-        dirnames[:] = sorted(d for d in dirnames if d not in CACHE_PARTS and not d.endswith(".egg-info"))
-        for f in filenames:
-            full = Path(dirpath, f)
-            rel = full.relative_to(out).as_posix()
-            if rel != MANIFEST and not f.endswith(".pyc"):
-                found[rel] = full
-    return found
+def _scan(out: Path) -> tuple[dict[str, str], set[str]]:
+    """The tree's regular files (path -> full path) and its other entries (symlinks, to files or
+    folders, and special files), which are never read or followed. (Plain strings, not Paths:
+    this runs on every run, also the no-op one, and building 700 Path objects is a third of it.)"""
+    files: dict[str, str] = {}
+    odd: set[str] = set()
+    if not out.is_dir() or out.is_symlink():
+        return files, odd
+
+    def walk(folder: str, prefix: str) -> None:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                rel = prefix + entry.name
+                if entry.is_symlink():
+                    odd.add(rel)
+                elif entry.is_dir():
+                    if entry.name not in CACHE_PARTS and not entry.name.endswith(".egg-info"):
+                        walk(entry.path, rel + "/")
+                elif not entry.is_file():
+                    odd.add(rel)
+                elif rel != MANIFEST and not entry.name.endswith(".pyc"):
+                    files[rel] = entry.path
+
+    walk(str(out), "")
+    return files, odd
 
 
 def _service_of(path: str) -> str | None:
@@ -91,16 +138,22 @@ TeamOwned = Callable[[str], bool]  # is this path a team's file? (the service te
 
 
 def compare(out: Path, files: dict[str, str], team_owned: TeamOwned) -> Changes:
-    """Classify every rendered and every existing file. Reads, never writes."""
+    """Classify every rendered and every existing file by its bytes on disk. Reads, never writes."""
+    try:
+        return _compare(out, files, team_owned)
+    except OSError as exc:
+        raise OutputError(explain(exc, out, "read")) from exc
+
+
+def _compare(out: Path, files: dict[str, str], team_owned: TeamOwned) -> Changes:
     recorded = _read_manifest(out)
-    disk = _on_disk(out)
+    disk, odd = _scan(out)
     live_services = {s for p in files if (s := _service_of(p))}
     ch = Changes()
     new_manifest: dict[str, str] = {}
-    verified: set[str] = set()
     for path, text in files.items():
         want = sha256(text.encode("utf-8"))
-        if path not in disk:
+        if path not in disk and path not in odd:
             ch.create.append(path)
             new_manifest[path] = want
             continue
@@ -108,54 +161,315 @@ def compare(out: Path, files: dict[str, str], team_owned: TeamOwned) -> Changes:
             ch.keep.append(path)
             new_manifest[path] = recorded.get(path, want)  # the hash it was created with
             continue
-        have = sha256(disk[path].read_bytes())
         new_manifest[path] = want
+        if path in odd:
+            ch.hand_edited.append(path)  # a link (or a special file) where we write a file: never followed
+            continue
+        have = sha256(_read(disk[path]))
         if have == want:
             ch.keep.append(path)
-            if recorded.get(path) == want:
-                verified.add(path)
         elif recorded.get(path) == have:
             ch.update.append(path)
         else:
             ch.hand_edited.append(path)  # edited after we wrote it, or never ours
-    for path, full in disk.items():
+    for path in sorted(odd.union(disk)):
         if path in files:
             continue
         if path in recorded:
             # ours (or a team-owned file of a removed service): delete only if untouched
-            (ch.remove if sha256(full.read_bytes()) == recorded[path] else ch.hand_edited).append(path)
+            untouched = path in disk and sha256(_read(disk[path])) == recorded[path]
+            (ch.remove if untouched else ch.hand_edited).append(path)
         elif _service_of(path) in live_services:
             ch.keep.append(path)  # a team's own addition to its service folder
         else:
             ch.extra.append(path)
-    ch.manifest = json.dumps({"version": 1, "files": dict(sorted(new_manifest.items()))}, indent=1, sort_keys=True) + "\n"
+    ch.manifest = (
+        json.dumps({"version": 1, "files": dict(sorted(new_manifest.items()))}, indent=1, sort_keys=True) + "\n"
+    )
     try:
-        ch.manifest_stale = (out / MANIFEST).read_text(encoding="utf-8") != ch.manifest
+        ch.manifest_stale = _read_nofollow(out / MANIFEST) != ch.manifest.encode("utf-8")
     except OSError:
         ch.manifest_stale = True
     for bucket in (ch.create, ch.update, ch.remove, ch.hand_edited, ch.extra, ch.keep):
         bucket.sort()
-    ch.verified = frozenset(verified)
     return ch
 
 
-def untouched(out: Path, team_owned: TeamOwned) -> int | None:
-    """The number of files, when ``out`` is exactly as the last run left it (every file Nexus
-    wrote still has the hash the manifest records, none missing, nothing unknown beside them);
-    None otherwise. Reads and hashes, never renders: the fast path of a run with nothing to do."""
-    recorded = _read_manifest(out)
-    if not recorded:
-        return None
-    disk = _on_disk(out)
-    for path, digest in recorded.items():
-        if path not in disk:
-            return None
-        if not team_owned(path) and sha256(disk[path].read_bytes()) != digest:
-            return None
-    live = {s for p in recorded if (s := _service_of(p))}
-    if any(p not in recorded and _service_of(p) not in live for p in disk):
-        return None
-    return len(recorded)
+# -- the record of a clean tree (kept outside it by the caller) ----------------------------------------
+
+Expected = dict[str, "str | None"]  # path -> SHA-256 of its bytes, or None: present, its content the team's
+
+
+def expected(files: dict[str, str], ch: Changes, team_owned: TeamOwned) -> Expected:
+    """What the tree holds once ``ch`` is applied (or, ``ch.clean``, holds now): every rendered
+    file by the hash of its rendered bytes, the teams' files by presence, and the manifest."""
+    tree: Expected = {p: None if team_owned(p) else sha256(t.encode("utf-8")) for p, t in files.items()}
+    tree.update((p, None) for p in ch.keep if p not in files)  # the teams' own additions
+    tree[MANIFEST] = sha256(ch.manifest.encode("utf-8"))
+    return tree
+
+
+def matches(out: Path, tree: Expected) -> bool:
+    """Whether ``out`` holds exactly ``tree``: the same paths, each hashed file with the same
+    bytes. Reads and hashes every file, never renders: the fast path of a run with nothing to do."""
+    try:
+        disk, odd = _scan(out)
+        if odd.union(disk, (MANIFEST,)) != tree.keys() or any(tree[p] is not None for p in odd):
+            return False
+        if sha256(_read_nofollow(out / MANIFEST)) != tree[MANIFEST]:
+            return False
+        return all(want is None or sha256(_read(disk[p])) == want for p, want in tree.items() if p != MANIFEST)
+    except OSError:
+        return False  # the full comparison will say what is wrong
+
+
+# -- one run at a time ---------------------------------------------------------------------------
+
+
+def lock_path(out: Path) -> Path:
+    return out.with_name(f".{out.name}.nexus-lock")
+
+
+@contextmanager
+def locked(
+    out: Path, *, timeout: float = 300.0, waiting: Callable[[str], None] | None = None, required: bool = True
+) -> Iterator[None]:
+    """Hold the output folder's lock: an flock on a file beside it, so the kernel drops it when
+    its holder dies, however it dies (a lock left by a killed run is simply free).
+
+    While another run holds it, wait (telling ``waiting`` once who holds it), up to ``timeout``
+    seconds, then raise OutputBusy. The holder's pid and command are written in the lock file for
+    that message. ``required=False`` (a read-only check) goes on without a lock where none can be
+    created (a read-only checkout)."""
+    path = lock_path(out)
+    try:
+        if required:
+            out.parent.mkdir(parents=True, exist_ok=True)
+        fd = _open_lock(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OutputError(
+                f"{path} is a symbolic link; Nexus keeps its lock there and will not follow a link: "
+                "remove it and run again"
+            ) from exc
+        if not required and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT):
+            yield
+            return
+        raise OutputError(explain(exc, out, "lock")) from exc
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OutputError(f"{path} is not a regular file; Nexus keeps its lock there: remove it and run again")
+        _acquire(fd, path, out, timeout, waiting)
+        with suppress(OSError):  # only for the message a waiting run prints (a full disk, another user's file)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()} {' '.join(['nexus', *sys.argv[1:]])}\n".encode(), 0)
+        try:
+            yield
+        finally:
+            with suppress(OSError):
+                os.ftruncate(fd, 0)  # nobody waiting should read a finished run's pid
+    finally:
+        os.close(fd)  # releases the flock
+
+
+def _open_lock(path: Path) -> int:
+    # O_NOFOLLOW: a planted symlink must not make us create or write a file elsewhere;
+    # O_NONBLOCK: a planted FIFO must not hang the open
+    flags = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT | flags, 0o644)
+    except PermissionError:
+        return os.open(path, os.O_RDONLY | flags)  # another user's lock file: flock needs no write access
+
+
+def _acquire(fd: int, path: Path, out: Path, timeout: float, waiting: Callable[[str], None] | None) -> None:
+    # flock has no timeout of its own: poll it, which also lets Ctrl-C through at once
+    start = time.monotonic()
+    told = False
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            pass
+        pid, holder = _holder(path)
+        waited = time.monotonic() - start
+        if not told and waiting is not None and (pid is not None or waited > 1.0):
+            waiting(f"waiting for {holder} to finish with {out} ...")
+            told = True
+        if waited >= timeout:
+            stop = f"stop it (kill {pid})" if pid is not None else "stop it"
+            raise OutputBusy(
+                f"{out} is in use by {holder} and stayed so for {timeout:.0f} s; "
+                f"if that run is stuck, {stop} and run again"
+            )
+        time.sleep(0.05)
+
+
+def _holder(path: Path) -> tuple[int | None, str]:
+    """The holder's pid and 'nexus generate (pid 123)', from the lock file; one that has not
+    written it yet (or could not: another user's file) is unnamed."""
+    try:
+        pid, _, command = _read_nofollow(path).decode("utf-8", "replace").strip().partition(" ")
+    except OSError:
+        pid, command = "", ""
+    if not pid.isdigit():
+        return None, "another nexus run"
+    return int(pid), f"{command or 'nexus'} (pid {pid})"
+
+
+# -- what a killed run leaves behind ----------------------------------------------------------------
+
+
+def _staging(out: Path) -> Path:
+    return out.with_name(f".{out.name}.nexus-staging")
+
+
+def _old(out: Path) -> Path:
+    return out.with_name(f".{out.name}.nexus-old")
+
+
+def _remove(path: Path) -> None:
+    """Remove a file, a link (never followed) or a folder; nothing there is fine."""
+    if path.is_symlink() or (os.path.lexists(path) and not path.is_dir()):
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path)
+
+
+def recover(out: Path) -> None:
+    """Undo what a killed run left behind: a staging tree, or (without renameat2) a moved-aside
+    old tree that was never replaced. Runs under the lock, at the start of every writing run."""
+    staging, old = _staging(out), _old(out)
+    try:
+        if not os.path.lexists(out) and old.is_dir() and not old.is_symlink():
+            old.rename(out)
+        for leftover in (staging, old):
+            _remove(leftover)
+    except OSError as exc:
+        raise OutputError(
+            f"cannot remove what an earlier run left beside {out}: {exc.strerror} ({exc.filename}); "
+            "delete it by hand and run again"
+        ) from exc
+
+
+# -- refusals before anything is written ------------------------------------------------------------
+
+
+def refuse_link(out: Path) -> None:
+    """generated/ must be a real folder: the swap replaces it as a whole, and a link could point
+    anywhere (a pull request can commit one). Following it would write and delete out there."""
+    if out.is_symlink():
+        real = os.path.realpath(out)
+        raise OutputError(
+            f"{out} is a symbolic link (to {os.readlink(out)}); Nexus replaces that folder as a whole and "
+            f"will not follow a link: make it a real folder, or pass --out {real} to write there"
+        )
+    if os.path.lexists(out) and not out.is_dir():
+        raise OutputError(f"{out} is not a folder; move it away and run again")
+    if not out.name or out.parent == out:
+        raise OutputError(f"{out} is the file system's root; give --out a folder of its own")
+
+
+def _refuse_protected(out: Path, ch: Changes) -> None:
+    """A folder or file someone made read-only (no owner write bit) stays so: the swap would
+    put writable copies in its place, silently dropping the protection, so refuse instead.
+    (The mode bits, not access(): root may write anything, but the protection is still meant.)"""
+    if not out.is_dir():
+        return
+    touched = [*ch.update, *ch.remove, *ch.hand_edited, *ch.extra]
+    protected = [f"{p}/" for p in _folders(out) if not os.lstat(out / p).st_mode & stat.S_IWUSR]
+    protected += [p for p in touched if os.path.lexists(out / p) and not os.lstat(out / p).st_mode & stat.S_IWUSR]
+    if protected:
+        shown = ", ".join(sorted(protected)[:5]) + (f" and {len(protected) - 5} more" if len(protected) > 5 else "")
+        raise OutputError(
+            f"{out} is write-protected ({shown} read-only); Nexus will not remove that protection: "
+            f"make it writable (chmod -R u+w {out}) and run again; nothing was written"
+        )
+
+
+def _folders(out: Path) -> Iterator[str]:
+    yield "."
+    for dirpath, dirnames, _ in os.walk(out):
+        dirnames[:] = [d for d in dirnames if d not in CACHE_PARTS and not d.endswith(".egg-info")]  # not carried over
+        for d in dirnames:
+            yield Path(dirpath, d).relative_to(out).as_posix()
+
+
+# -- backups -------------------------------------------------------------------------------------------
+
+
+def backup(out: Path, paths: list[str], root: Path) -> Path:
+    """Copy each of ``paths`` (under ``out``) into a new folder ``root/<UTC date-time>`` (``-2``,
+    ``-3``... when one exists already): a backup is never overwritten. Every folder from
+    ``root``'s parent down is opened without following links, so a link planted in .nexus/ or
+    .nexus/backups/ cannot send the copies out of the project; a link being backed up is copied
+    as a link. Returns the new folder; on failure it is removed and OutputError raised."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    fds: list[int] = []
+    name = None
+    try:
+        fds.append(os.open(root.parent.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
+        fds.append(_subfolder(fds[-1], root.parent.name, root.parent))
+        fds.append(_subfolder(fds[-1], root.name, root))
+        name, n = stamp, 1
+        while True:
+            try:
+                os.mkdir(name, 0o700, dir_fd=fds[2])
+                break
+            except FileExistsError:
+                n += 1
+                name = f"{stamp}-{n}"
+        fds.append(_subfolder(fds[2], name, root / name))
+        for path in paths:
+            _copy_into(out / path, fds[3], path.split("/"))
+        return root / name
+    except BaseException as exc:
+        if name is not None:
+            with suppress(OSError):
+                shutil.rmtree(name, dir_fd=fds[2])
+        if isinstance(exc, OSError):
+            raise OutputError(explain(exc, out, "back up")) from exc
+        raise
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _subfolder(parent: int, name: str, where: Path) -> int:
+    """Open (creating it if needed) folder ``name`` in ``parent`` (shown as ``where``), refusing a link."""
+    with suppress(FileExistsError):
+        os.mkdir(name, 0o755, dir_fd=parent)
+    try:
+        return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise OutputError(
+                f"{where} is a symbolic link or not a folder; Nexus will not write a backup through it: "
+                "remove it and run again; nothing was written"
+            ) from exc
+        raise
+
+
+def _copy_into(src: Path, folder: int, parts: list[str]) -> None:
+    fds: list[int] = []
+    try:
+        for part in parts[:-1]:
+            fds.append(_subfolder(fds[-1] if fds else folder, part, Path(part)))
+        here = fds[-1] if fds else folder
+        info = os.lstat(src)
+        if stat.S_ISLNK(info.st_mode):
+            os.symlink(os.readlink(src), parts[-1], dir_fd=here)
+            return
+        data = _read_nofollow(src)
+        fd = os.open(parts[-1], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=here)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.utime(f.fileno(), ns=(info.st_atime_ns, info.st_mtime_ns))
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 # -- the atomic swap -----------------------------------------------------------------------------
@@ -166,50 +480,65 @@ _AT_FDCWD = -100
 
 def _exchange(a: Path, b: Path) -> bool:
     """Swap two directories in one step (Linux renameat2). The standard library has no wrapper
-    for it, so it is called through ctypes; False where the system does not offer it."""
+    for it, so it is called through ctypes; False where the system or file system does not
+    offer it, OSError for any other failure."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         fn = libc.renameat2
     except (OSError, AttributeError):
         return False
-    return bool(fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0)
+    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
 
 
-def recover(out: Path) -> None:
-    """Undo what a killed run left behind: a staging tree, or (without renameat2) a moved-aside
-    old tree that was never replaced."""
-    staging, old = _staging(out), out.with_name(f".{out.name}.nexus-old")
-    if not out.exists() and old.exists():
+def _swap(staging: Path, out: Path) -> Path | None:
+    """Put ``staging`` in ``out``'s place; returns where the old tree now is (to be removed)."""
+    if not os.path.lexists(out):
+        staging.rename(out)
+        return None
+    if _exchange(staging, out):
+        return staging  # now holds the old tree
+    old = _old(out)
+    out.rename(old)
+    try:
+        staging.rename(out)
+    except BaseException:
         old.rename(out)
-    for leftover in (staging, old):
-        if leftover.exists():
-            shutil.rmtree(leftover)
+        raise
+    return old
 
 
-def _staging(out: Path) -> Path:
-    return out.with_name(f".{out.name}.nexus-staging")
+@dataclass
+class Applied:
+    touched: list[str]  # written or removed, sorted
+    backup: Path | None = None  # where the files --force overwrote were copied
 
 
-def apply(out: Path, files: dict[str, str], ch: Changes, *, force: bool = False, backups: Path | None = None) -> list[str]:
-    """Make ``out`` hold exactly the new tree. Returns the paths written or removed."""
-    from .errors import HandEditedError
-
-    if (ch.hand_edited or ch.extra) and not force:
-        raise HandEditedError(ch.hand_edited + ch.extra)
+def apply(
+    out: Path, files: dict[str, str], ch: Changes, *, force: bool = False, backups: Path | None = None
+) -> Applied:
+    """Make ``out`` hold exactly the new tree. Raises HandEditedError (refused files, no
+    ``force``) or OutputError (the folder cannot be written) before anything changes."""
+    if ch.refused and not force:
+        raise HandEditedError(ch.refused)
     written = [*ch.create, *ch.update, *(p for p in ch.hand_edited if p in files)]
     dropped = [*ch.remove, *(p for p in ch.hand_edited if p not in files), *ch.extra]
     if not written and not dropped and not ch.manifest_stale:
-        return []
-    if force and (ch.hand_edited or ch.extra):
-        backup_root = backups or out.parent / ".nexus" / "backups"
-        for path in ch.hand_edited + ch.extra:
-            target = backup_root / path
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(out / path, target)
-    recover(out)
-    staging = _staging(out)
-    staging.mkdir(parents=True)
+        return Applied([])
+    refuse_link(out)
     try:
+        _refuse_protected(out, ch)
+    except OSError as exc:
+        raise OutputError(explain(exc, out, "read")) from exc
+    saved = backup(out, ch.refused, backups or out.parent / ".nexus" / "backups") if ch.refused else None
+    staging = _staging(out)
+    try:
+        _remove(staging)  # a caller that skipped recover()
+        staging.mkdir(parents=True)
         for folder in sorted({str(Path(p).parent) for p in (*written, *ch.keep)}):
             (staging / folder).mkdir(parents=True, exist_ok=True)
         for path in written:
@@ -217,21 +546,44 @@ def apply(out: Path, files: dict[str, str], ch: Changes, *, force: bool = False,
         for path in ch.keep:
             dest = staging / path
             try:
-                os.link(out / path, dest)  # same inode: content and modification time kept
+                os.link(out / path, dest, follow_symlinks=False)  # same inode: content and modification time kept
             except OSError:
-                shutil.copy2(out / path, dest)
+                shutil.copy2(out / path, dest, follow_symlinks=False)
         (staging / MANIFEST).write_text(ch.manifest, encoding="utf-8")
-        if not out.exists():
-            staging.rename(out)
-        elif _exchange(staging, out):
-            shutil.rmtree(staging)  # now holds the old tree
-        else:
-            old = out.with_name(f".{out.name}.nexus-old")
-            out.rename(old)
-            staging.rename(out)
-            shutil.rmtree(old)
+        old = _swap(staging, out)
+    except OSError as exc:
+        with suppress(OSError):
+            _remove(staging)
+        raise OutputError(
+            explain(exc, out, "write") + (f"; the hand-edited files are backed up in {saved}" if saved else "")
+        ) from exc
     except BaseException:
-        if staging.exists() and out.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+        with suppress(OSError):
+            _remove(staging)
         raise
-    return sorted(written + dropped)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)  # the new tree is in place; the next run removes any rest
+    return Applied(sorted(written + dropped), saved)
+
+
+# -- messages --------------------------------------------------------------------------------------
+
+_FIXES = {
+    errno.ENOSPC: "the disk is full: free some space and run again",
+    errno.EDQUOT: "the disk quota is used up: free some space and run again",
+    errno.EFBIG: "a file is larger than this process may write (ulimit -f): raise the limit and run again",
+    errno.EACCES: "permission denied: run as a user who may write there, or change the folder's permissions",
+    errno.EPERM: "check who owns the folder and its parent (a sticky folder lets only owners rename) and lsattr",
+    errno.EROFS: "the file system is read-only",
+    errno.ENAMETOOLONG: "a file name is longer than the file system allows",
+}
+
+
+def explain(exc: OSError, out: Path, doing: str) -> str:
+    """One line: what failed, where, that the old tree is intact, and the fix."""
+    where = f" ({exc.filename})" if exc.filename else ""
+    fix = _FIXES.get(exc.errno or 0, "fix that and run again")
+    intact = (
+        "nothing was changed" if doing in ("read", "lock") else f"{out.name}/ is unchanged and no partial copy was left"
+    )
+    return f"cannot {doing} {out}: {exc.strerror or exc}{where}; {intact}; {fix}"

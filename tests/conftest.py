@@ -51,6 +51,17 @@ def kubectl() -> str:
     return find("kubectl")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _own_cache_folder(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Nexus keeps its caches in the user's cache folder ($XDG_CACHE_HOME/nexus): the tests (and
+    the nexus processes they start) get one of their own, never the developer's. The testbed's
+    state stays where scripts/testbed.sh built it: it is pinned before $XDG_CACHE_HOME moves."""
+    from testbed import STATE
+
+    os.environ.setdefault("NEXUS_TESTBED", str(STATE))
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+
+
 @pytest.fixture
 def minimal() -> dict[str, Any]:
     """A fresh deep copy of MINIMAL for a test to break in one place."""

@@ -18,7 +18,7 @@ from conftest import CATALOG, ROOT, dump, nexus
 from nexus import write
 from nexus.render.services import team_owned
 from nexus.catalog import load_catalog
-from nexus.errors import DriftError, HandEditedError, OutputCheckError, TemplateError
+from nexus.errors import DriftError, HandEditedError, OutputCheckError, OutputError, TemplateError
 from nexus.pipeline import generate
 from nexus.render import RenderContext, render
 
@@ -127,7 +127,8 @@ def test_force_overwrites_a_hand_edit_after_a_backup(project: Path) -> None:
     result = generate(project / "catalog.yaml", force=True)
     assert "services/auth/auth/spec.py" in result.touched
     assert spec.read_text() == original
-    assert (project / ".nexus/backups/services/auth/auth/spec.py").read_text() == original + "# my fix\n"
+    assert result.backup is not None and result.backup.parent == project / ".nexus/backups"
+    assert (result.backup / "services/auth/auth/spec.py").read_text() == original + "# my fix\n"
 
 
 def test_team_owned_files_are_created_once_and_never_touched(project: Path) -> None:
@@ -183,10 +184,10 @@ def test_a_failed_write_leaves_the_old_tree(project: Path) -> None:
     files = render(RenderContext(loaded.catalog, loaded.plan))
     files["services/auth/README.md"] = "changed\n"
     files["services/gateway/" + "x" * 300] = "a name longer than the file system allows\n"
-    with pytest.raises(OSError):
+    with pytest.raises(OutputError, match="File name too long .*generated/ is unchanged"):
         write.apply(out, files, write.compare(out, files, team_owned))
     assert tree(out) == before
-    assert not list(project.glob(".generated.nexus-*"))
+    assert not list(project.glob(".generated.nexus-staging")) and not list(project.glob(".generated.nexus-old"))
 
 
 def big_catalog(minimal: dict, n: int, tag: str = "") -> str:

@@ -26,7 +26,7 @@ from nexus.catalog.ports import next_port
 
 
 def tree(root: Path) -> dict[str, bytes]:
-    # .nexus/ holds caches (compiled templates, validated hashes), not state a refusal must keep
+    # .nexus/ holds run state and --force backups, not state a refusal must keep
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file() and ".nexus" not in p.parts}
 
 

@@ -102,7 +102,7 @@ def _files(before: dict[str, str], after: dict[str, str]) -> dict[str, list[str]
     }
 
 
-def compare(base: Loaded, head: Loaded, base_ref: str, *, cache: Path | None = None) -> Review:
+def compare(base: Loaded, head: Loaded, base_ref: str, *, cache: bool = False) -> Review:
     """Everything that differs between two validated catalogs."""
     d = Review(base=base_ref)
     old, new = base.catalog.services, head.catalog.services
@@ -140,7 +140,7 @@ def review(catalog: str | Path = "catalog.yaml", base: str = "HEAD") -> Review:
     """Compare the catalog file with the same file at git ref ``base``."""
     head = load_catalog(catalog)
     base_loaded = load_catalog_text(read_base(base, catalog), f"{base}:{Path(catalog).name}")
-    return compare(base_loaded, head, base, cache=head.root / ".nexus" / "cache" / "jinja")
+    return compare(base_loaded, head, base, cache=True)
 
 
 # -- output ---------------------------------------------------------------------------------------

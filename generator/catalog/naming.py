@@ -83,6 +83,7 @@ RUNTIME_DISTRIBUTIONS = {
     "fastapi": ("fastapi",),
     "h11": ("h11",),
     "httpcore": ("httpcore",),
+    "httptools": ("httptools",),
     "httpx": ("httpx",),
     "idna": ("idna",),
     "importlib-metadata": ("importlib_metadata",),

@@ -11,14 +11,18 @@ from __future__ import annotations
 import ast
 import json
 from collections.abc import Callable
-from pathlib import Path
 
 import yaml
 
+from .. import usercache
 from ..catalog.load import FAST_LOADER
 from ..errors import OutputCheckError
 from ..render.context import RenderContext
-from . import docs, ecosystem, k8s, mesh, services
+from . import docs
+from . import ecosystem
+from . import k8s
+from . import mesh
+from . import services
 from .kubernetes_schema import SchemaValidator
 
 # Checks of one area that need no schemas: (ctx, files) -> failures
@@ -47,18 +51,25 @@ def parses(files: dict[str, str], verified: frozenset[str] = frozenset()) -> lis
 
 
 def check(
-    ctx: RenderContext, files: dict[str, str], *, strict: bool = False, verified: frozenset[str] = frozenset(), cache: Path | None = None
+    ctx: RenderContext,
+    files: dict[str, str],
+    *,
+    strict: bool = False,
+    verified: frozenset[str] = frozenset(),
+    cache: bool = False,
 ) -> None:
     """Raise OutputCheckError listing every failure; return quietly when all pass.
 
-    ``verified`` names files whose exact bytes already passed these checks when they were
-    written (the manifest records their hash): per-file checks skip them, so a run that
-    changes little checks little. Checks across files (ports, URLs, policy, waves) always run.
-    ``cache`` is a folder where the hashes of manifests that passed the Kubernetes schemas are
-    kept between runs. ``strict`` ignores both and checks everything from scratch (CI runs it)."""
+    ``verified`` names files whose exact bytes already passed these checks in an earlier run
+    (the caller knows it from its own record, never from anything in the output tree):
+    per-file checks skip them, so a run that changes little checks little. Checks across files
+    (ports, URLs, policy, waves) always run. With ``cache``, the hashes of manifests that passed
+    the Kubernetes schemas are kept between runs in the user's cache folder. ``strict`` ignores
+    both and checks everything from scratch (CI runs it)."""
     verified = frozenset() if strict else verified
     validator = SchemaValidator()
-    schema_cache = cache / "k8s-schema.json" if cache is not None and not strict else None
+    folder = usercache.folder() if cache and not strict else None
+    schema_cache = folder / "k8s-schema" if folder is not None else None
     if schema_cache is not None:
         validator.load(schema_cache)
     failures = parses(files, verified)

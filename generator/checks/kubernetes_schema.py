@@ -4,8 +4,9 @@ The schemas are kubernetes-validate's own files (the ``-strict`` variants: unkno
 Its ``validate()`` re-reads the 1.3 MB definitions file and builds a new jsonschema validator for
 every document (seconds for the shipped catalog). Here the same jsonschema validators are built
 once per kind and reused, and a document whose exact text already passed is skipped:
-``SchemaValidator.seen`` holds those hashes, and ``load``/``save`` keep them between runs, so
-an unchanged run does not even import jsonschema.
+``SchemaValidator.seen`` holds those hashes, and ``load``/``save`` keep them between runs in the
+user's cache folder (never in a checkout, where a planted hash would skip a check), so an
+unchanged run does not even import jsonschema.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import json
 import re
 from pathlib import Path
 from typing import Any
+
+from .. import usercache
 
 K8S_VERSION = "1.32"  # the minor of the machine's kubectl; also the namespace's PSS version
 # The oldest Kubernetes the manifests run on, decided by the API versions they use:
@@ -47,6 +50,7 @@ class SchemaValidator:
     def __init__(self, version: str = K8S_VERSION) -> None:
         self.version = version
         self.seen: set[str] = set()
+        self.used: set[str] = set()  # hashes this run looked up or added: what a full cache keeps
         # new schemas (another version, another kubernetes-validate) or new code: another cache
         self._salt = f"{version}:{_package_version()}:".encode() + hashlib.blake2b(Path(__file__).read_bytes()).digest()
         self._validators: dict[tuple[str, str], Any] = {}
@@ -58,6 +62,7 @@ class SchemaValidator:
     def errors(self, text: str, doc: dict[str, Any], limit: int = 5) -> list[str]:
         """Why ``doc`` (parsed from ``text``) breaks its schema, as 'path: message' lines; [] if it passes."""
         key = self.key(text)
+        self.used.add(key)
         if key in self.seen:
             return []
         api_version, kind = doc.get("apiVersion"), doc.get("kind")
@@ -90,17 +95,23 @@ class SchemaValidator:
         return self._validators[(api_version, kind)]
 
     def load(self, path: Path) -> None:
-        """Add the hashes kept in ``path`` (a missing or unreadable file is an empty cache)."""
+        """Add the hashes kept in ``path`` (missing, altered or unreadable: an empty cache)."""
+        payload = usercache.read(path)
         try:
-            self.seen.update(json.loads(path.read_text()))
-        except (OSError, ValueError, TypeError):
-            pass
+            found = json.loads(payload) if payload is not None else []
+        except ValueError:
+            return
+        if isinstance(found, list):
+            self.seen.update(h for h in found if isinstance(h, str))
 
     def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(sorted(self.seen)))
-        tmp.replace(path)
+        """Keep the hashes for the next run; past ``CACHE_LIMIT`` only this run's, so that
+        entries of old schemas, old code and other checkouts do not pile up for ever."""
+        kept = self.seen if len(self.seen) <= CACHE_LIMIT else self.used & self.seen
+        usercache.write(path, json.dumps(sorted(kept)).encode())
+
+
+CACHE_LIMIT = 50_000  # hashes (about 2 MB): the shipped catalog's manifests are about 300
 
 
 def _package_version() -> str:

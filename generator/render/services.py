@@ -12,7 +12,6 @@ import importlib.util
 import json
 from collections.abc import Callable
 from functools import cache
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -72,14 +71,14 @@ class _NameLoader(jinja2.BaseLoader):
         return template.removeprefix(_NAME), None, lambda: True
 
 
-def template_env(cache: Path | None = None) -> jinja2.Environment:
+def template_env(cache: bool = False) -> jinja2.Environment:
     """The environment cookiecutter builds for this template: strict, trailing newlines kept,
     plus the template's own `_jinja2_env_vars` and filters."""
     config = template_config()
     env = jinja2.Environment(
         loader=jinja2.ChoiceLoader([_NameLoader(), jinja2.FileSystemLoader(str(SERVICE_TEMPLATE))]),
         auto_reload=False,
-        bytecode_cache=bytecode_cache(cache),
+        bytecode_cache=bytecode_cache() if cache else None,
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         **config.get("_jinja2_env_vars", {}),

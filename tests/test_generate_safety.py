@@ -1,0 +1,628 @@
+"""`nexus generate` under attack and accident (issue 12): a tree copied from another catalog, two
+runs at once, a kill just after the swap, caches planted in the checkout, file systems that
+refuse (a symlinked, read-only, full or forbidden output folder) and --force's backups.
+
+Concurrency, kills and file-system failures are tested with real `nexus` processes.
+"""
+
+from __future__ import annotations
+
+import copy
+import errno
+import json
+import os
+import pickle
+import resource
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import jinja2
+import pytest
+import yaml
+from conftest import ROOT, dump, nexus
+from test_generate import big_catalog, tree
+
+from nexus import usercache, write
+from nexus.catalog import load_catalog
+from nexus.checks import k8s, mesh
+from nexus.checks.kubernetes_schema import SchemaValidator
+from nexus.errors import HandEditedError, OutputBusy, OutputCheckError, OutputError
+from nexus.pipeline import generate
+from nexus.render import RenderContext
+from nexus.render.context import TEMPLATES
+from nexus.render.services import SERVICE_TEMPLATE
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def popen(*args: str, **kwargs) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "cli", *args],
+        cwd=ROOT,
+        env=env(),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **kwargs,
+    )
+
+
+def leftovers(project: Path) -> list[str]:
+    """What a run may leave beside generated/: only the (empty, git-ignored) lock file."""
+    return sorted(p.name for p in project.glob(".generated.nexus-*") if p.name != ".generated.nexus-lock")
+
+
+def edit(catalog: Path, description: str) -> None:
+    data = yaml.safe_load(catalog.read_text(encoding="utf-8"))
+    data["services"]["auth"]["description"] = description
+    catalog.write_text(dump(data), encoding="utf-8")
+
+
+@pytest.fixture
+def project(tmp_path: Path, minimal: dict) -> Path:
+    root = tmp_path / "project"
+    root.mkdir()
+    (root / "catalog.yaml").write_text(dump(minimal), encoding="utf-8")
+    generate(root / "catalog.yaml")
+    return root
+
+
+# -- --check trusts nothing in the tree -------------------------------------------------------------
+
+
+def test_check_fails_on_a_tree_rendered_from_another_catalog_whatever_its_manifest_says(
+    tmp_path: Path, minimal: dict
+) -> None:
+    """Two clones; the second changes a description and generates; its generated/ (manifest
+    included) is copied over the first's, as `rsync -a --delete` would. The first's catalog
+    did not change, so --check must fail."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    for root in (first, second):
+        root.mkdir()
+        (root / "catalog.yaml").write_text(dump(minimal), encoding="utf-8")
+        assert nexus("generate", "--catalog", str(root / "catalog.yaml")).returncode == 0
+    assert nexus("generate", "--check", "--catalog", str(first / "catalog.yaml")).returncode == 0
+    edit(second / "catalog.yaml", "Auth, as another branch has it")
+    assert nexus("generate", "--catalog", str(second / "catalog.yaml")).returncode == 0
+    shutil.rmtree(first / "generated")
+    shutil.copytree(second / "generated", first / "generated", symlinks=True)
+
+    result = nexus("generate", "--check", "--catalog", str(first / "catalog.yaml"))
+    assert result.returncode == 1, result.stdout
+    assert "stale: services/auth/auth/spec.py" in result.stderr
+    assert "Traceback" not in result.stderr
+    # a plain run puts the first catalog's files back, and the check passes again
+    assert nexus("generate", "--catalog", str(first / "catalog.yaml")).returncode == 0
+    assert nexus("generate", "--check", "--catalog", str(first / "catalog.yaml")).returncode == 0
+
+
+KILL_AFTER_SWAP = """
+import os, signal, sys
+import nexus.write as w
+real = w._exchange
+def exchange(a, b):
+    done = real(a, b)
+    os.kill(os.getpid(), signal.SIGKILL)  # the new tree is in place; nothing after the swap has run
+    return done
+w._exchange = exchange
+from nexus.cli import main
+sys.argv = ["nexus", *sys.argv[1:]]
+main()
+"""
+
+
+def test_a_kill_just_after_the_swap_never_gives_a_false_pass(project: Path) -> None:
+    """A real run SIGKILLed right after its swap: the tree is the new catalog's. With the old
+    catalog back, --check fails (it used to pass); the next run recovers by itself."""
+    catalog = project / "catalog.yaml"
+    before = catalog.read_text(encoding="utf-8")
+    old_tree = tree(project / "generated")
+    edit(catalog, "Auth, changed by a run that gets killed")
+    killed = subprocess.run(
+        [sys.executable, "-c", KILL_AFTER_SWAP, "generate", "--catalog", str(catalog)],
+        env=env(),
+        capture_output=True,
+        text=True,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    changed = catalog.read_text(encoding="utf-8")
+    assert tree(project / "generated") != old_tree  # the swap happened
+
+    catalog.write_text(before, encoding="utf-8")  # e.g. `git checkout catalog.yaml`
+    result = nexus("generate", "--check", "--catalog", str(catalog))
+    assert result.returncode == 1 and "stale: services/auth/auth/spec.py" in result.stderr, (
+        result.stdout + result.stderr
+    )
+    catalog.write_text(changed, encoding="utf-8")
+    assert nexus("generate", "--check", "--catalog", str(catalog)).returncode == 0  # the tree is this catalog's
+
+    catalog.write_text(before, encoding="utf-8")
+    assert nexus("generate", "--catalog", str(catalog)).returncode == 0
+    assert tree(project / "generated") == old_tree
+    assert leftovers(project) == []  # the staging tree the kill left (the old tree) is gone
+    assert nexus("generate", "--check", "--catalog", str(catalog)).returncode == 0
+
+
+# -- one run at a time -------------------------------------------------------------------------------
+
+
+def test_two_generates_at_once_never_collide(tmp_path: Path, minimal: dict) -> None:
+    """`nexus generate & nexus generate & wait` after a catalog change, again and again: both
+    succeed (the second waits for the first, naming it), no traceback, and the tree is complete
+    and passes --check."""
+    catalog = tmp_path / "catalog.yaml"
+    waited = 0
+    for trial in range(6):
+        catalog.write_text(big_catalog(copy.deepcopy(minimal), 40, tag=f"trial {trial}: "), encoding="utf-8")
+        procs = [popen("generate", "--catalog", str(catalog)) for _ in range(2)]
+        results = [p.communicate(timeout=600) for p in procs]
+        for proc, (out, err) in zip(procs, results, strict=True):
+            assert proc.returncode == 0, f"trial {trial}: {out}{err}"
+            assert "Traceback" not in err
+        for i, (_, err) in enumerate(results):
+            if "waiting for" in err:
+                waited += 1
+                assert f"(pid {procs[1 - i].pid})" in err, err
+        generate(catalog, check_only=True)  # raises DriftError on a missing, stale or extra file
+        assert leftovers(tmp_path) == []
+    assert waited  # the two overlapped at least once
+
+
+HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from nexus import write
+with write.locked(Path(sys.argv[1])):
+    print("locked", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_the_lock_names_its_holder_and_a_killed_holders_lock_is_free(project: Path) -> None:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(project / "generated")], env=env(), text=True, stdout=subprocess.PIPE
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        with pytest.raises(OutputBusy, match=rf"in use by nexus .*\(pid {holder.pid}\).*kill {holder.pid}"):
+            generate(project / "catalog.yaml", lock_timeout=0.5)
+
+        edit(project / "catalog.yaml", "Auth, written once the holder is gone")
+        waiting = popen("generate", "--catalog", str(project / "catalog.yaml"))
+        assert waiting.stderr is not None
+        line = waiting.stderr.readline()
+        assert f"(pid {holder.pid}) to finish with {project / 'generated'}" in line, line
+        holder.send_signal(signal.SIGKILL)  # the kernel drops its flock: nothing stale to clear by hand
+        holder.wait()
+        out, err = waiting.communicate(timeout=300)
+        assert waiting.returncode == 0, err
+        assert "files written or removed" in out
+    finally:
+        holder.kill()
+        holder.wait()
+    generate(project / "catalog.yaml", check_only=True)
+
+
+def test_a_planted_lock_link_is_refused(project: Path, tmp_path: Path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me\n")
+    (project / ".generated.nexus-lock").unlink()  # the lock file an earlier run left (empty)
+    (project / ".generated.nexus-lock").symlink_to(victim)
+    result = nexus("generate", "--catalog", str(project / "catalog.yaml"))
+    assert result.returncode == 1 and "nexus-lock is a symbolic link" in result.stderr, result.stderr
+    assert victim.read_text() == "keep me\n"
+
+
+# -- no executable (or trusted) cache in the checkout --------------------------------------------------
+
+
+class _Plant:
+    """A pickle that, when loaded, creates a folder: proof that code from the file ran."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.mkdir, (str(self.marker),))
+
+
+def _template_keys() -> list[tuple[str, str | None]]:
+    """(name, file name) of every template the old FileSystemBytecodeCache could be asked for."""
+    keys: list[tuple[str, str | None]] = []
+    for root in (TEMPLATES, SERVICE_TEMPLATE):
+        for path in root.rglob("*"):
+            if path.is_file() and "__pycache__" not in path.parts:
+                rel = path.relative_to(root).as_posix()
+                keys.append((rel, os.path.normpath(path)))
+                keys.append(("name-of:" + rel, None))
+    return keys
+
+
+def test_a_crafted_bytecode_file_in_the_checkout_is_never_loaded(project: Path, tmp_path: Path) -> None:
+    """Jinja's FileSystemBytecodeCache unpickles what it finds; a pull request could add such a
+    file under .nexus/cache/jinja. Plant one under every name it would look for: no run loads it."""
+    marker = tmp_path / "code-ran"
+    folder = project / ".nexus/cache/jinja"
+    folder.mkdir(parents=True, exist_ok=True)  # (the old code kept its real cache there)
+    naming = jinja2.FileSystemBytecodeCache(str(folder))
+    for name, filename in _template_keys():
+        key = naming.get_cache_key(name, filename)
+        (folder / f"__jinja2_{key}.cache").write_bytes(jinja2.bccache.bc_magic + pickle.dumps(_Plant(marker)))
+    edit(project / "catalog.yaml", "Auth, rendered again")  # not the no-op path: templates are compiled
+    for args in (["generate"], ["generate", "--check", "--strict"], ["diff", "--json"]):
+        result = nexus(*args, "--catalog", str(project / "catalog.yaml"))
+        assert not marker.exists(), f"`nexus {' '.join(args)}` ran code from the checkout's cache"
+        assert "Traceback" not in result.stderr
+
+
+def test_a_forged_schema_cache_in_the_checkout_does_not_skip_the_checks(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The old validator cache lived in .nexus/cache/k8s-schema.json: hashes of documents that
+    "passed". Forge it with the hashes of a broken render: the checks still run and fail."""
+    import nexus.pipeline as pipeline
+
+    real_render = pipeline.render
+
+    def broken(ctx: RenderContext) -> dict[str, str]:
+        files = real_render(ctx)
+        path = "k8s/base/services/auth.yaml"
+        files[path] = files[path].replace("containerPort:", "containerPorts:")  # not in the schema
+        return files
+
+    edit(project / "catalog.yaml", "Auth, checked again")
+    loaded = load_catalog(project / "catalog.yaml")
+    ctx = RenderContext(loaded.catalog, loaded.plan)
+    files = broken(ctx)
+    spy = SchemaValidator()
+    keys: list[str] = []
+    real_key = spy.key
+    spy.key = lambda text: keys.append(real_key(text)) or keys[-1]  # type: ignore[method-assign]
+    k8s.run(ctx, files, validator=spy)
+    mesh.run(ctx, files, validator=spy)
+    (project / ".nexus/cache").mkdir(parents=True, exist_ok=True)
+    (project / ".nexus/cache/k8s-schema.json").write_text(json.dumps(keys))
+
+    monkeypatch.setattr(pipeline, "render", broken)
+    with pytest.raises(OutputCheckError, match="containerPorts"):
+        generate(project / "catalog.yaml")
+
+
+def test_the_user_cache_is_used_only_while_private_and_intact(project: Path, tmp_path: Path) -> None:
+    """In the user's cache folder a compiled template is trusted (only the user can write it),
+    but only while the folder is owner-only and each entry's hash holds."""
+    marker = tmp_path / "code-ran"
+    base = usercache.root()
+    assert usercache.folder() == base and stat.S_IMODE(base.stat().st_mode) == 0o700
+    entries = [p for p in (base / "jinja").rglob("*") if p.is_file()]
+    assert entries, "compiled templates are kept in the user's cache folder"
+    code = compile(f"import os; os.mkdir({str(marker)!r})", "<planted>", "exec")
+    for entry in entries:
+        checksum = usercache.read(entry).partition(b"\n")[0]  # type: ignore[union-attr]
+        usercache.write(entry, checksum + b"\n" + __import__("marshal").dumps(code))
+
+    os.chmod(base, 0o777)  # anyone could have written these: not used
+    try:
+        edit(project / "catalog.yaml", "Auth, the cache folder is open to all")
+        generate(project / "catalog.yaml")
+        assert not marker.exists()
+    finally:
+        os.chmod(base, 0o700)
+    for entry in entries:  # owner-only again, but every entry altered after its hash was taken
+        entry.write_bytes(entry.read_bytes().replace(b"nexus-cache-1 ", b"nexus-cache-1 0", 1)[:-1] + b"\0")
+    edit(project / "catalog.yaml", "Auth, the entries are torn")
+    generate(project / "catalog.yaml")
+    assert not marker.exists()
+
+
+# -- file systems that refuse --------------------------------------------------------------------------
+
+
+def test_a_symlinked_output_folder_is_refused_and_nothing_is_written_through_it(project: Path, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    shutil.move(project / "generated", elsewhere)
+    (project / "generated").symlink_to(elsewhere)
+    before = tree(elsewhere)
+    edit(project / "catalog.yaml", "Auth, written through a link?")
+    for args in (["generate"], ["generate", "--force"], ["generate", "--check"]):
+        result = nexus(*args, "--catalog", str(project / "catalog.yaml"))
+        assert result.returncode == 1, result.stdout
+        assert "generated is a symbolic link" in result.stderr and f"--out {elsewhere}" in result.stderr
+        assert "Traceback" not in result.stderr
+    assert tree(elsewhere) == before
+    assert leftovers(project) == []
+    (project / "generated").unlink()  # the fix the message gives; the next run recovers
+    assert nexus("generate", "--catalog", str(project / "catalog.yaml")).returncode == 0
+    generate(project / "catalog.yaml", check_only=True)
+
+
+def modes(root: Path) -> dict[str, int]:
+    return {p.relative_to(root).as_posix(): stat.S_IMODE(p.lstat().st_mode) for p in [root, *root.rglob("*")]}
+
+
+def test_a_read_only_output_folder_is_refused_not_unprotected(project: Path) -> None:
+    out = project / "generated"
+    spec = out / "services/auth/auth/spec.py"
+    spec.chmod(0o444)
+    (out / "services/auth").chmod(0o555)
+    edit(project / "catalog.yaml", "Auth, behind a read-only folder")
+    before, before_modes = tree(out), modes(out)
+    try:
+        result = nexus("generate", "--catalog", str(project / "catalog.yaml"))
+        assert result.returncode == 1, result.stdout
+        assert (
+            "write-protected (services/auth/, services/auth/auth/spec.py read-only)" in result.stderr
+            and "chmod -R u+w" in result.stderr
+        ), result.stderr
+        assert "Traceback" not in result.stderr
+        assert tree(out) == before and modes(out) == before_modes  # the protection is still there
+        assert leftovers(project) == []
+    finally:
+        (out / "services/auth").chmod(0o755)
+        spec.chmod(0o644)
+    assert nexus("generate", "--catalog", str(project / "catalog.yaml")).returncode == 0
+    generate(project / "catalog.yaml", check_only=True)
+
+
+def _can_mount() -> bool:
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        return False
+    probe = Path(tempfile.mkdtemp(prefix="nexus-mount-"))
+    try:
+        ok = (
+            subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(probe)], capture_output=True
+            ).returncode
+            == 0
+        )
+        if ok:
+            subprocess.run(["umount", str(probe)], check=True)
+        return ok
+    finally:
+        probe.rmdir()
+
+
+def _fill(folder: Path) -> None:
+    # unbuffered: every write reaches the disk now, so closing has nothing left to flush (and fail on)
+    with open(folder / "filler", "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+
+
+@pytest.mark.skipif(not _can_mount(), reason="needs root and mount to make a small tmpfs")
+def test_a_full_disk_leaves_the_old_tree_and_no_staging(tmp_path: Path, minimal: dict) -> None:
+    """A real full disk: a 6 MiB tmpfs filled to the last byte, then a catalog change."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(disk)], check=True)
+    try:
+        catalog = disk / "catalog.yaml"
+        catalog.write_text(big_catalog(copy.deepcopy(minimal), 10), encoding="utf-8")
+        assert nexus("generate", "--catalog", str(catalog)).returncode == 0
+        edit(catalog, "Auth, on a full disk " * 20)
+        before = tree(disk / "generated")
+        _fill(disk)
+        result = nexus("generate", "--catalog", str(catalog))
+        assert result.returncode == 1, result.stdout
+        assert "No space left on device" in result.stderr and "generated/ is unchanged" in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+        assert tree(disk / "generated") == before
+        assert leftovers(disk) == []  # the partial staging copy was removed: the disk is not kept full
+        (disk / "filler").unlink()
+        assert nexus("generate", "--catalog", str(catalog)).returncode == 0
+        generate(catalog, check_only=True)
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def _limit_file_size() -> None:
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead of killing
+    resource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000))
+
+
+def test_a_file_size_limit_leaves_the_old_tree_and_no_staging(project: Path) -> None:
+    """A real process under `ulimit -f` (RLIMIT_FSIZE): every write past 2000 bytes fails, EFBIG."""
+    edit(project / "catalog.yaml", "Auth, " * 160)  # spec.py and the docs grow past the limit (descriptions stop at 1,000)
+    before = tree(project / "generated")
+    result = subprocess.run(
+        [sys.executable, "-m", "cli", "generate", "--catalog", str(project / "catalog.yaml")],
+        cwd=ROOT,
+        env=env(),
+        capture_output=True,
+        text=True,
+        preexec_fn=_limit_file_size,
+    )
+    assert result.returncode == 1, result.stdout
+    assert (
+        "File too large" in result.stderr
+        and "ulimit -f" in result.stderr
+        and "generated/ is unchanged" in result.stderr
+    ), result.stderr
+    assert "Traceback" not in result.stderr
+    assert tree(project / "generated") == before
+    assert leftovers(project) == []
+    assert nexus("generate", "--catalog", str(project / "catalog.yaml")).returncode == 0
+    generate(project / "catalog.yaml", check_only=True)
+
+
+def test_no_space_while_staging_or_backing_up_is_one_message(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fault injection for machines where no small file system can be mounted: ENOSPC on the
+    third file written into staging, then while writing a --force backup."""
+    out = project / "generated"
+    edit(project / "catalog.yaml", "Auth, no space")
+    before = tree(out)
+    real_write = Path.write_bytes
+    calls = []
+
+    def full(self: Path, data: bytes) -> int:
+        calls.append(self)
+        if len(calls) >= 3:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self))
+        return real_write(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    with pytest.raises(OutputError, match=r"No space left on device .*generated/ is unchanged.*free some space"):
+        generate(project / "catalog.yaml")
+    monkeypatch.undo()
+    assert tree(out) == before and leftovers(project) == []
+
+    spec = out / "services/auth/auth/spec.py"
+    spec.write_text(spec.read_text() + "# hand edit\n")
+    before = tree(out)
+    real_fdopen = os.fdopen
+
+    def fdopen(fd: int, mode: str = "r", *args, **kwargs):
+        f = real_fdopen(fd, mode, *args, **kwargs)
+        if mode == "wb":
+            f.close()
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return f
+
+    monkeypatch.setattr(write.os, "fdopen", fdopen)
+    with pytest.raises(OutputError, match=r"cannot back up .*No space left on device"):
+        generate(project / "catalog.yaml", force=True)
+    monkeypatch.undo()
+    assert tree(out) == before
+    assert not any((project / ".nexus/backups").iterdir())  # the partial backup folder was removed
+
+
+def test_permission_denied_is_one_message_and_the_old_tree_stays(tmp_path: Path, minimal: dict) -> None:
+    """A real refusal by the kernel. As root (who may write anything) the run is made as `nobody`
+    on a tree root owns, in a sticky folder open to all (like /tmp): the staging copy is built,
+    then the swap is refused (EPERM). As another user, a generated file it may not read (EACCES)."""
+    base = Path(tempfile.mkdtemp(prefix="nexus-perm-"))
+    try:
+        base.chmod(0o1777)
+        (base / "catalog.yaml").write_text(dump(minimal), encoding="utf-8")
+        generate(base / "catalog.yaml")
+        (base / "catalog.yaml").chmod(0o644)
+        edit(base / "catalog.yaml", "Auth, written by somebody else")
+        before = tree(base / "generated")
+        command = [sys.executable, "-m", "cli", "generate", "--catalog", str(base / "catalog.yaml")]
+        if os.geteuid() == 0:
+            if not shutil.which("setpriv"):
+                pytest.skip("needs setpriv to run as nobody")
+            command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command]
+            run_env = {**env(), "XDG_CACHE_HOME": str(base / "nobody-cache"), "HOME": str(base)}
+        else:
+            (base / "generated/services/auth/auth/spec.py").chmod(0o000)
+            run_env = env()
+        result = subprocess.run(command, cwd=ROOT, env=run_env, capture_output=True, text=True)
+        assert result.returncode == 1, result.stdout
+        assert "Traceback" not in result.stderr, result.stderr
+        if os.geteuid() == 0:
+            assert "cannot write" in result.stderr and "Operation not permitted" in result.stderr, result.stderr
+            assert "generated/ is unchanged and no partial copy was left" in result.stderr
+        else:
+            assert "cannot read" in result.stderr and "Permission denied" in result.stderr, result.stderr
+        (base / "generated/services/auth/auth/spec.py").chmod(0o644)
+        assert tree(base / "generated") == before
+        assert leftovers(base) == []
+        generate(base / "catalog.yaml")  # as the owner: recovers
+        generate(base / "catalog.yaml", check_only=True)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_staging_leftovers_are_git_ignored_and_removed_by_the_next_run(project: Path, tmp_path: Path) -> None:
+    for name in (".generated.nexus-staging/x.py", ".generated.nexus-old/x.py", ".generated.nexus-lock"):
+        ignored = subprocess.run(["git", "check-ignore", "-q", name], cwd=ROOT)
+        assert ignored.returncode == 0, f"{name} is not git-ignored"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "precious.txt").write_text("mine\n")
+    (project / ".generated.nexus-staging").symlink_to(outside)  # a planted link, not a folder
+    (project / ".generated.nexus-old").mkdir()
+    (project / ".generated.nexus-old/half.py").write_text("a killed run's rest\n")
+    edit(project / "catalog.yaml", "Auth, after a crash")
+    result = nexus("generate", "--catalog", str(project / "catalog.yaml"))
+    assert result.returncode == 0, result.stderr
+    assert leftovers(project) == []
+    assert (outside / "precious.txt").read_text() == "mine\n"  # the link was removed, not followed
+
+
+# -- --force backups ---------------------------------------------------------------------------------
+
+
+def test_each_force_keeps_its_own_backup_and_says_where(project: Path) -> None:
+    out = project / "generated"
+    spec = out / "services/auth/auth/spec.py"
+    original = spec.read_text()
+    folders = []
+    for n in (1, 2):
+        spec.write_text(original + f"# hand edit {n}\n")
+        result = nexus("generate", "--force", "--catalog", str(project / "catalog.yaml"))
+        assert result.returncode == 0, result.stderr
+        folder = next(
+            line.split(" in ", 1)[1].rstrip(":") for line in result.stdout.splitlines() if "backed up in" in line
+        )
+        assert f"  {folder}/services/auth/auth/spec.py" in result.stdout.splitlines()
+        folders.append(Path(folder))
+    assert folders[0] != folders[1] and all(f.parent == project / ".nexus/backups" for f in folders)
+    assert [(f / "services/auth/auth/spec.py").read_text() for f in folders] == [
+        original + "# hand edit 1\n",
+        original + "# hand edit 2\n",
+    ]
+    assert spec.read_text() == original
+
+
+@pytest.mark.parametrize("planted", [".nexus/backups", ".nexus"])
+def test_a_link_planted_in_nexus_never_sends_a_backup_outside(project: Path, tmp_path: Path, planted: str) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    link = project / planted
+    shutil.rmtree(link, ignore_errors=True)
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(outside)
+    spec = project / "generated/services/auth/auth/spec.py"
+    spec.write_text(spec.read_text() + "# hand edit\n")
+    before = tree(project / "generated")
+    result = nexus("generate", "--force", "--catalog", str(project / "catalog.yaml"))
+    assert result.returncode == 1
+    assert f"{link} is a symbolic link or not a folder" in result.stderr and "Traceback" not in result.stderr, (
+        result.stderr
+    )
+    assert list(outside.iterdir()) == []
+    assert tree(project / "generated") == before
+
+
+def test_a_hand_edit_message_names_the_teams_files_and_the_backup_place(project: Path) -> None:
+    spec = project / "generated/services/auth/auth/spec.py"
+    spec.write_text(spec.read_text() + "# hand edit\n")
+    with pytest.raises(HandEditedError) as info:
+        generate(project / "catalog.yaml")
+    message = str(info.value)
+    assert "services/auth/auth/routes.py, services/auth/tests/test_routes.py" in message
+    assert "app/routes.py" not in message and ".bak" not in message
+    assert ".nexus/backups/<date-time>/<its path under generated/>" in message
+
+
+def test_a_tree_symlink_is_not_taken_for_a_generated_file(project: Path, tmp_path: Path) -> None:
+    """A link at a generated path, even to a file with the right bytes, is not what Nexus
+    writes: --check reports it, and nothing reads or writes through it."""
+    out = project / "generated"
+    spec = out / "services/auth/auth/spec.py"
+    copy_ = tmp_path / "spec.py"
+    copy_.write_bytes(spec.read_bytes())
+    spec.unlink()
+    spec.symlink_to(copy_)
+    result = nexus("generate", "--check", "--catalog", str(project / "catalog.yaml"))
+    assert result.returncode == 1 and "hand-edited: services/auth/auth/spec.py" in result.stderr, result.stderr
+    assert nexus("generate", "--force", "--catalog", str(project / "catalog.yaml")).returncode == 0
+    assert not spec.is_symlink() and copy_.read_bytes() == spec.read_bytes()
+    generate(project / "catalog.yaml", check_only=True)
+
+
+def test_the_file_system_root_is_not_an_output_folder(project: Path) -> None:
+    with pytest.raises(OutputError, match="the file system's root"):
+        generate(project / "catalog.yaml", "/")
