@@ -34,7 +34,9 @@ sys.path.insert(0, str(ROOT))
 def nexus(*args: str) -> tuple[float, subprocess.CompletedProcess[str]]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     began = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "cli", *args], cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "cli", *args], cwd=ROOT, env=env, capture_output=True, text=True, check=False
+    )
     return time.perf_counter() - began, proc
 
 
@@ -62,7 +64,9 @@ def once(full: bool) -> dict[str, float]:
                 raise SystemExit(proc.stderr)
             objects = int(deployed.stdout.splitlines()[-1].split()[1])  # "done: 306 objects applied, ..."
         finally:
-            subprocess.run(["kubectl", "delete", "namespace", namespace, "--wait=true"], capture_output=True, check=False)
+            subprocess.run(
+                ["kubectl", "delete", "namespace", namespace, "--wait=true"], capture_output=True, check=False
+            )
     return {"deploy": first, "redeploy": again, "cluster-status": status, "objects": objects}
 
 
@@ -73,7 +77,11 @@ def testbed(runs: int) -> list[tuple[float, float]]:
         times = []
         for verb in ("stop", "start"):
             began = time.perf_counter()
-            subprocess.run(["bash", str(ROOT / "scripts" / "testbed.sh"), verb, *(["--force"] if verb == "stop" else [])], check=True, capture_output=True)
+            subprocess.run(
+                ["bash", str(ROOT / "scripts" / "testbed.sh"), verb, *(["--force"] if verb == "stop" else [])],
+                check=True,
+                capture_output=True,
+            )
             times.append(time.perf_counter() - began)
         out.append((times[0], times[1]))
     return out
@@ -82,18 +90,26 @@ def testbed(runs: int) -> list[tuple[float, float]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--full", action="store_true", help="the overlay with the mesh and monitoring kinds (CRDs installed)")
-    ap.add_argument("--testbed", type=int, default=0, metavar="N", help="also time N warm stop/start cycles of the testbed")
+    ap.add_argument(
+        "--full", action="store_true", help="the overlay with the mesh and monitoring kinds (CRDs installed)"
+    )
+    ap.add_argument(
+        "--testbed", type=int, default=0, metavar="N", help="also time N warm stop/start cycles of the testbed"
+    )
     args = ap.parse_args()
     print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     results = [once(args.full) for _ in range(args.runs)]
-    print(f"{'full' if args.full else 'bare'} dev overlay, {results[0]['objects']:.0f} objects, {args.runs} runs (median, min, max in s):")
+    print(
+        f"{'full' if args.full else 'bare'} dev overlay, {results[0]['objects']:.0f} objects, {args.runs} runs (median, min, max in s):"
+    )
     for key in ("deploy", "redeploy", "cluster-status"):
         values = [r[key] for r in results]
         print(f"  {key:<15} {statistics.median(values):6.1f}  {min(values):6.1f}  {max(values):6.1f}")
     if args.testbed:
         cycles = testbed(args.testbed)
-        print(f"testbed, warm ({args.testbed} cycles, median s): stop {statistics.median(c[0] for c in cycles):.1f}, start {statistics.median(c[1] for c in cycles):.1f}")
+        print(
+            f"testbed, warm ({args.testbed} cycles, median s): stop {statistics.median(c[0] for c in cycles):.1f}, start {statistics.median(c[1] for c in cycles):.1f}"
+        )
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ CACHE = Path(tempfile.mkdtemp(prefix="nexus-bench-cache-"))  # $XDG_CACHE_HOME: 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "XDG_CACHE_HOME": str(CACHE)}
 
 
-def wall(cmd: list[str], runs: int, before=None) -> float:  # noqa: ANN001 - optional setup callable
+def wall(cmd: list[str], runs: int, before=None) -> float:
     times = []
     for _ in range(runs):
         if before:
@@ -57,7 +57,9 @@ def main() -> None:
         shutil.rmtree(cache, ignore_errors=True)
 
     rows.append(("python -c pass", wall([py, "-c", "pass"], runs)))
-    rows.append(("import typer, pydantic, jinja2, yaml", wall([py, "-c", "import typer, pydantic, jinja2, yaml"], runs)))
+    rows.append(
+        ("import typer, pydantic, jinja2, yaml", wall([py, "-c", "import typer, pydantic, jinja2, yaml"], runs))
+    )
     gen = [py, "-m", "cli", "generate"]
     rows.append(("generate, empty folder, no cache", wall([*gen, "--out", str(out)], runs, empty_out_and_cache)))
     rows.append(("generate, empty folder, warm cache", wall([*gen, "--out", str(out)], runs, empty_out)))
@@ -77,15 +79,30 @@ def main() -> None:
     start = time.perf_counter()
     for c in contexts:
         subprocess.run(
-            [sys.executable, "-m", "cookiecutter", str(SERVICE_TEMPLATE), "--no-input", "-f", "-o", str(cc_out), f"name={c['name']}", f"port={c['port']}"],
-            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "cookiecutter",
+                str(SERVICE_TEMPLATE),
+                "--no-input",
+                "-f",
+                "-o",
+                str(cc_out),
+                f"name={c['name']}",
+                f"port={c['port']}",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
     rows.append(("cookiecutter CLI x43", time.perf_counter() - start))
     from cookiecutter.main import cookiecutter
 
     start = time.perf_counter()
     for c in contexts:
-        cookiecutter(str(SERVICE_TEMPLATE), no_input=True, overwrite_if_exists=True, output_dir=str(cc_out), extra_context=c)
+        cookiecutter(
+            str(SERVICE_TEMPLATE), no_input=True, overwrite_if_exists=True, output_dir=str(cc_out), extra_context=c
+        )
     rows.append(("cookiecutter Python API x43", time.perf_counter() - start))
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.rmtree(CACHE, ignore_errors=True)

@@ -23,17 +23,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from nexus.checks import k8s as k8s_checks  # noqa: E402
-from nexus.render import k8s as render_k8s
 from nexus.catalog import load_catalog  # noqa: E402
+from nexus.checks import k8s as k8s_checks  # noqa: E402
 from nexus.checks.kubernetes_schema import K8S_VERSION, SchemaValidator  # noqa: E402
 from nexus.render import RenderContext  # noqa: E402
+from nexus.render import k8s as render_k8s
 from nexus.render.context import make_env  # noqa: E402
 
 RUNS = 7
 
 
-def timed(fn, runs: int = RUNS) -> str:  # noqa: ANN001
+def timed(fn, runs: int = RUNS) -> str:
     """'median ms (fastest ms)': the fastest run is the cost itself, the median what a busy machine adds."""
     times = []
     for _ in range(runs):
@@ -47,8 +47,16 @@ def main() -> None:
     loaded = load_catalog(ROOT / "catalog.yaml")
     ctx = RenderContext(loaded.catalog, loaded.plan)
     files = render_k8s.render(ctx)
-    docs = [d for p, t in files.items() if p.startswith("k8s/base/") for d in k8s_checks.documents(p, t) if d.kind != "Kustomization"]
-    print(f"shipped catalog: {len(loaded.catalog.services)} services, {len(files)} files, {sum(map(len, files.values())) // 1024} KiB, {len(docs)} manifests")
+    docs = [
+        d
+        for p, t in files.items()
+        if p.startswith("k8s/base/")
+        for d in k8s_checks.documents(p, t)
+        if d.kind != "Kustomization"
+    ]
+    print(
+        f"shipped catalog: {len(loaded.catalog.services)} services, {len(files)} files, {sum(map(len, files.values())) // 1024} KiB, {len(docs)} manifests"
+    )
 
     documents_seen = SchemaValidator()
     k8s_checks.schema_failures(ctx, docs, documents_seen)  # every manifest's hash, but no whole run
@@ -61,18 +69,27 @@ def main() -> None:
     run_seen = SchemaValidator()
     k8s_checks.run(ctx, files, validator=run_seen)
     rows = {
-        "render, templates compiled cold": lambda: render_k8s.render(RenderContext(loaded.catalog, loaded.plan, make_env())),
+        "render, templates compiled cold": lambda: render_k8s.render(
+            RenderContext(loaded.catalog, loaded.plan, make_env())
+        ),
         "render, templates compiled": lambda: render_k8s.render(ctx),
         "parse the YAML back (all k8s files)": lambda: [list(k8s_checks.documents(p, t)) for p, t in files.items()],
         "schemas only, cold": lambda: k8s_checks.schema_failures(ctx, docs, SchemaValidator()),
-        "checks, strict_schema=False": lambda: k8s_checks.run(ctx, files, strict_schema=False, validator=SchemaValidator()),
+        "checks, strict_schema=False": lambda: k8s_checks.run(
+            ctx, files, strict_schema=False, validator=SchemaValidator()
+        ),
         "checks + strict schemas, cold": lambda: k8s_checks.run(ctx, files, validator=SchemaValidator()),
         "checks + strict schemas, manifests cached": documents_warm,
         "checks + strict schemas, whole run cached": lambda: k8s_checks.run(ctx, files, validator=run_seen),
     }
     for label, fn in rows.items():
         print(f"  {label:<46} {timed(fn)}")
-    cold = timed(lambda: (render_k8s.render(RenderContext(loaded.catalog, loaded.plan, make_env())), k8s_checks.run(ctx, files, validator=SchemaValidator())))
+    cold = timed(
+        lambda: (
+            render_k8s.render(RenderContext(loaded.catalog, loaded.plan, make_env())),
+            k8s_checks.run(ctx, files, validator=SchemaValidator()),
+        )
+    )
     print(f"  {'render + checks + strict schemas, all cold':<46} {cold}")
 
     if "--naive" in sys.argv:
@@ -81,7 +98,9 @@ def main() -> None:
         start = time.perf_counter()
         for d in docs:
             kubernetes_validate.validate(d.data, K8S_VERSION, strict=True)
-        print(f"  {'kubernetes_validate.validate() per manifest':<46} {(time.perf_counter() - start) * 1000:7.1f} ms (one run)")
+        print(
+            f"  {'kubernetes_validate.validate() per manifest':<46} {(time.perf_counter() - start) * 1000:7.1f} ms (one run)"
+        )
 
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(tmp) / "schema-cache.json"
@@ -94,11 +113,16 @@ def main() -> None:
         )
         for label in ("new interpreter, no schema cache", "new interpreter, schema cache file warm"):
             if label.endswith("no schema cache"):
-                run = lambda: (cache.unlink(missing_ok=True), subprocess.run([sys.executable, "-c", script, str(ROOT), str(cache)], check=True))  # noqa: E731
+                run = lambda: (
+                    cache.unlink(missing_ok=True),
+                    subprocess.run([sys.executable, "-c", script, str(ROOT), str(cache)], check=True),
+                )
             else:
                 run = lambda: subprocess.run([sys.executable, "-c", script, str(ROOT), str(cache)], check=True)  # noqa: E731
             print(f"  {label:<46} {timed(run, 5)} wall: imports, catalog, render, checks")
-    print(f"  {'python -c import typer, pydantic, jinja2, yaml':<46} {timed(lambda: subprocess.run([sys.executable, '-c', 'import typer, pydantic, jinja2, yaml'], check=True), 5)} wall")
+    print(
+        f"  {'python -c import typer, pydantic, jinja2, yaml':<46} {timed(lambda: subprocess.run([sys.executable, '-c', 'import typer, pydantic, jinja2, yaml'], check=True), 5)} wall"
+    )
 
 
 if __name__ == "__main__":

@@ -58,7 +58,9 @@ TICKS = os.sysconf("SC_CLK_TCK")
 
 def nexus(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "cli", *args], cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "cli", *args], cwd=ROOT, env=env, capture_output=True, text=True, check=False
+    )
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -102,7 +104,20 @@ class Run:
 def wrk(base: str, paths: list[str], requests: int, concurrency: int, pids: list[int]) -> Run:
     """``requests`` GETs of ``paths`` in turn at ``concurrency``, and the CPU ``pids`` used meanwhile."""
     limit = max(60, requests // 5)  # a bound, should the servers stop answering; the quota ends the run
-    args = ["wrk", "-t1", f"-c{concurrency}", f"-d{limit}s", "--timeout", "30s", "-s", str(SCRIPT), base, "--", str(requests), *paths]
+    args = [
+        "wrk",
+        "-t1",
+        f"-c{concurrency}",
+        f"-d{limit}s",
+        "--timeout",
+        "30s",
+        "-s",
+        str(SCRIPT),
+        base,
+        "--",
+        str(requests),
+        *paths,
+    ]
     before = cpu_seconds(pids)
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
@@ -158,7 +173,9 @@ def platform(catalog: Path, cat: Catalog, mode: str) -> Iterator[Target]:
     try:
         state = runstate.read(catalog.parent)
         assert state is not None
-        entry = {name: [cat.services[h].port for h in flow.names() if h in cat.services] for name, flow in cat.flows.items()}
+        entry = {
+            name: [cat.services[h].port for h in flow.names() if h in cat.services] for name, flow in cat.flows.items()
+        }
         yield Target("nexus", entry, cat.services[cat.platform.gateway].port, [p.pid for p in state.processes()])
     finally:
         nexus("down", "-c", str(catalog))
@@ -173,9 +190,15 @@ def bare(cat: Catalog, mode: str) -> Iterator[Target]:
     if mode == "embedded":
         commands = [[sys.executable, script, "embedded", *map(str, ports)]]
     else:
-        commands = [[sys.executable, script, "process", str(p), *([str(ports[i + 1])] if i + 1 < len(ports) else [])] for i, p in enumerate(ports)]
+        commands = [
+            [sys.executable, script, "process", str(p), *([str(ports[i + 1])] if i + 1 < len(ports) else [])]
+            for i, p in enumerate(ports)
+        ]
     # quiet: under overload the bare hops log a traceback per timed-out call
-    procs = [subprocess.Popen(c, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for c in commands]
+    procs = [
+        subprocess.Popen(c, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for c in commands
+    ]
     try:
         for port in ports:
             wait_up(f"http://127.0.0.1:{port}/health")
@@ -201,7 +224,10 @@ def latency(targets: list[Target], cat: Catalog) -> None:
         wrk(f"http://127.0.0.1:{port}", [path], 30, 1, t.pids)  # warm-up: connections, first-call paths
         return wrk(f"http://127.0.0.1:{port}", [path], 300, 1, t.pids).p50_ms
 
-    print(f"{'GET /health (gateway; bare: first hop)':<42} {'':>4} " + " ".join(f"{median(t.health, '/health', t):>9.2f}" for t in targets))
+    print(
+        f"{'GET /health (gateway; bare: first hop)':<42} {'':>4} "
+        + " ".join(f"{median(t.health, '/health', t):>9.2f}" for t in targets)
+    )
     for name, flow in sorted(cat.flows.items()):
         called = [h for h in flow.names() if h in cat.services]
         for i, hop in enumerate(called):
@@ -212,7 +238,9 @@ def latency(targets: list[Target], cat: Catalog) -> None:
 
 def throughput(targets: list[Target], cat: Catalog, requests: int, concurrency: int) -> None:
     print(f"\nthroughput: {requests} requests per flow at concurrency {concurrency}")
-    print(f"{'flow':<20} {'chain':<6} {'hops':>4} {'errors':>6} {'req/s':>7} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} {'max ms':>7} {'CPU ms/req':>10}")
+    print(
+        f"{'flow':<20} {'chain':<6} {'hops':>4} {'errors':>6} {'req/s':>7} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} {'max ms':>7} {'CPU ms/req':>10}"
+    )
     ratios = []
     for name, hops in called_hops(cat).items():
         runs = {}
@@ -238,8 +266,12 @@ def burn(target: Target, cat: Catalog, requests: int, concurrency: int, burners:
         for h in hogs:
             h.kill()
             h.wait()
-    print(f"\nburn: {requests} requests over the {len(paths)} flows in turn, concurrency {concurrency}, {burners} CPU-burning processes beside")
-    print(f"errors {r.errors} ({100 * r.errors / max(r.answers, 1):.1f}%), {r.rate:.0f} req/s, p50 {r.p50_ms:.0f} ms, p99 {r.p99_ms:.0f} ms, max {r.max_ms:.0f} ms")
+    print(
+        f"\nburn: {requests} requests over the {len(paths)} flows in turn, concurrency {concurrency}, {burners} CPU-burning processes beside"
+    )
+    print(
+        f"errors {r.errors} ({100 * r.errors / max(r.answers, 1):.1f}%), {r.rate:.0f} req/s, p50 {r.p50_ms:.0f} ms, p99 {r.p99_ms:.0f} ms, max {r.max_ms:.0f} ms"
+    )
     report_errors(r)
 
 
@@ -252,7 +284,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--catalog", type=Path, default=ROOT / "catalog.yaml")
     parser.add_argument("--modes", nargs="+", default=["embedded", "process"], choices=["embedded", "process"])
-    parser.add_argument("--phases", nargs="+", default=["latency", "throughput", "burn"], choices=["latency", "throughput", "burn"])
+    parser.add_argument(
+        "--phases", nargs="+", default=["latency", "throughput", "burn"], choices=["latency", "throughput", "burn"]
+    )
     parser.add_argument("--requests", type=int, default=2000, help="per flow and chain, in the throughput phase")
     parser.add_argument("--burn-requests", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=50)
@@ -265,7 +299,9 @@ def main() -> None:
     load = os.getloadavg()[0]
     print(f"{os.cpu_count()} CPUs, load average {load:.2f} at start, Python {sys.version.split()[0]}, {wrk_version()}")
     for mode in args.modes:
-        print(f"\n=== {mode} mode: {len(cat.services)} services; bare chain of {max(called_hops(cat).values())} hops, run the same way")
+        print(
+            f"\n=== {mode} mode: {len(cat.services)} services; bare chain of {max(called_hops(cat).values())} hops, run the same way"
+        )
         with platform(catalog, cat, mode) as nx, bare(cat, mode) as bare_chain:
             if "latency" in args.phases:
                 latency([nx, bare_chain], cat)

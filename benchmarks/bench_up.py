@@ -23,15 +23,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from nexus.local import procs
-from nexus.local import runstate
+from nexus.local import procs, runstate
 
 MB = 2**20
 
 
 def nexus(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "cli", *args], cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "cli", *args], cwd=ROOT, env=env, capture_output=True, text=True, check=False
+    )
 
 
 def once(catalog: Path, mode: str) -> dict[str, float]:
@@ -52,7 +53,14 @@ def once(catalog: Path, mode: str) -> dict[str, float]:
     stopped = time.perf_counter() - began
     if down.returncode != 0:
         raise SystemExit(f"nexus down failed:\n{down.stdout}{down.stderr}")
-    return {"ready": ready, "rss": rss / MB, "pss": pss / MB, "processes": count, "down": stopped, "services": len(state.services)}
+    return {
+        "ready": ready,
+        "rss": rss / MB,
+        "pss": pss / MB,
+        "processes": count,
+        "down": stopped,
+        "services": len(state.services),
+    }
 
 
 def main() -> None:
@@ -63,7 +71,9 @@ def main() -> None:
     args = parser.parse_args()
     catalog = args.catalog.resolve()
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start, Python {sys.version.split()[0]}")
-    print(f"{'mode':<10} {'services':>8} {'ready s (median, min-max)':>28} {'RSS MB':>8} {'PSS MB':>8} {'procs':>6} {'down s':>7}")
+    print(
+        f"{'mode':<10} {'services':>8} {'ready s (median, min-max)':>28} {'RSS MB':>8} {'PSS MB':>8} {'procs':>6} {'down s':>7}"
+    )
     for mode in args.modes:
         runs = [once(catalog, mode) for _ in range(args.runs)]
         ready = [r["ready"] for r in runs]

@@ -47,7 +47,12 @@ def measure(cmd: list[str], runs: int) -> tuple[float, float, float, float]:
     once(cmd)  # warm-up
     results = [once(cmd) for _ in range(runs)]
     walls = [wall for wall, _, _ in results]
-    return statistics.median(walls), min(walls), statistics.median(cpu for _, cpu, _ in results), max(rss for _, _, rss in results)
+    return (
+        statistics.median(walls),
+        min(walls),
+        statistics.median(cpu for _, cpu, _ in results),
+        max(rss for _, _, rss in results),
+    )
 
 
 def main() -> None:
@@ -60,7 +65,10 @@ def main() -> None:
         cases: list[tuple[str, list[str]]] = [
             ("python -c pass", [py, "-c", "pass"]),
             ("python -c 'import typer, pydantic, yaml, jinja2'", [py, "-c", "import typer, pydantic, yaml, jinja2"]),
-            ("nexus validate (catalog.yaml, 43 services)", [py, "-m", "cli", "validate", "--catalog", str(ROOT / "catalog.yaml")]),
+            (
+                "nexus validate (catalog.yaml, 43 services)",
+                [py, "-m", "cli", "validate", "--catalog", str(ROOT / "catalog.yaml")],
+            ),
         ]
         for n in (1_000, 10_000):
             path = Path(tmp) / f"synth-{n}.yaml"
@@ -69,9 +77,16 @@ def main() -> None:
             with path.open("w") as out:
                 subprocess.run([py, str(SYNTH), str(n)], stdout=out, check=True)
             size = path.stat().st_size / 1e6
-            cases.append((f"nexus validate (synthetic, {n:,} services, {size:.1f} MB)", [py, "-m", "cli", "validate", "--catalog", str(path)]))
+            cases.append(
+                (
+                    f"nexus validate (synthetic, {n:,} services, {size:.1f} MB)",
+                    [py, "-m", "cli", "validate", "--catalog", str(path)],
+                )
+            )
 
-        print(f"Python {platform.python_version()} on {platform.system()} {platform.machine()}, {os.cpu_count()} CPUs; median of {args.runs} runs")
+        print(
+            f"Python {platform.python_version()} on {platform.system()} {platform.machine()}, {os.cpu_count()} CPUs; median of {args.runs} runs"
+        )
         print(f"{'':<58} {'wall':>8} {'min wall':>9} {'CPU':>8} {'peak RSS':>9}")
         for label, cmd in cases:
             median, best, cpu, rss = measure(cmd, args.runs)

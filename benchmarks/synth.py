@@ -64,7 +64,13 @@ def synth(n: int, seed: int = 0) -> dict[str, Any]:
     entries = sorted(rng.sample(names, min(n, 12)))
     gateway: dict[str, str] = {names[0]: "hard"}
     gateway.update({e: "soft" for e in entries if e != names[0]})
-    services["gateway"] = {"port": FIRST_PORT - 1, "category": "platform", "team": "core-platform", "description": "Synthetic gateway", "depends_on": gateway}
+    services["gateway"] = {
+        "port": FIRST_PORT - 1,
+        "category": "platform",
+        "team": "core-platform",
+        "description": "Synthetic gateway",
+        "depends_on": gateway,
+    }
 
     flows: dict[str, Any] = {}
     for k, entry_point in enumerate(entries[:3]):
@@ -73,19 +79,36 @@ def synth(n: int, seed: int = 0) -> dict[str, Any]:
             hops.append(min(services[hops[-1]]["depends_on"]))
         flows[f"flow-{k}"] = {"title": f"Flow {k}", "hops": hops}
 
-    stages: list[dict[str, Any]] = [{"name": "infrastructure", "title": "Infrastructure", "description": "Databases, Redis, message queues", "infrastructure": sorted(INFRA)}]
+    stages: list[dict[str, Any]] = [
+        {
+            "name": "infrastructure",
+            "title": "Infrastructure",
+            "description": "Databases, Redis, message queues",
+            "infrastructure": sorted(INFRA),
+        }
+    ]
     for stage, _ in STAGES:
         entry: dict[str, Any] = {"name": stage, "title": stage.title(), "description": f"The {stage} services"}
         if stage == "business":
             entry["default"] = True  # like the shipped catalog: unlisted services land here
         else:
-            entry["services"] = [s for s in names if stage_of[s] == stage] + (["gateway"] if stage == "platform" else [])
+            entry["services"] = [s for s in names if stage_of[s] == stage] + (
+                ["gateway"] if stage == "platform" else []
+            )
         stages.append(entry)
 
     return {
         "version": 1,
-        "platform": {"name": "synth", "namespace": "synth", "version": "0.0.0", "image_registry": "registry.example.com/synth", "gateway": "gateway"},
-        "teams": {t: {"title": t.title(), "contact": f"{t}@example.com", "oncall": "oncall@example.com"} for t in TEAMS},
+        "platform": {
+            "name": "synth",
+            "namespace": "synth",
+            "version": "0.0.0",
+            "image_registry": "registry.example.com/synth",
+            "gateway": "gateway",
+        },
+        "teams": {
+            t: {"title": t.title(), "contact": f"{t}@example.com", "oncall": "oncall@example.com"} for t in TEAMS
+        },
         "categories": {c: {"title": c.title(), "summary": f"{c}:"} for c in CATEGORIES},
         "stages": stages,
         "infrastructure": {k: {"kind": kind, "description": k, "port": port} for k, (kind, port) in INFRA.items()},

@@ -23,6 +23,8 @@ def on_config(config: Any) -> Any:
         return config
     docs = Path(config["docs_dir"])
     listed = _listed(nav)
-    extra = sorted(p.relative_to(docs).as_posix() for p in docs.rglob("*.md") if p.relative_to(docs).as_posix() not in listed)
+    extra = sorted(
+        p.relative_to(docs).as_posix() for p in docs.rglob("*.md") if p.relative_to(docs).as_posix() not in listed
+    )
     nav.extend(extra)
     return config

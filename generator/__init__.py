@@ -33,7 +33,13 @@ if TYPE_CHECKING:
 
 __all__ = ["Loaded", "NexusError", "Result", "generate", "load_catalog"]
 
-_HOME = {"Loaded": "catalog", "load_catalog": "catalog", "NexusError": "errors", "Result": "pipeline", "generate": "pipeline"}
+_HOME = {
+    "Loaded": "catalog",
+    "load_catalog": "catalog",
+    "NexusError": "errors",
+    "Result": "pipeline",
+    "generate": "pipeline",
+}
 
 
 def __getattr__(name: str) -> Any:

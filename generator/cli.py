@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from typer.core import TyperGroup
@@ -19,7 +19,17 @@ from .errors import MissingExtra, NexusError
 # What the commands beyond validate, plan, graph, schema, new, diff and generate import, by the
 # extra of pyproject.toml that installs it (tests/test_project.py keeps the two in step).
 EXTRA_MODULES = {
-    "run": ("fastapi", "starlette", "uvicorn", "websockets", "httptools", "httpx", "sniffio", "prometheus_client", "pydantic_settings"),
+    "run": (
+        "fastapi",
+        "starlette",
+        "uvicorn",
+        "websockets",
+        "httptools",
+        "httpx",
+        "sniffio",
+        "prometheus_client",
+        "pydantic_settings",
+    ),
     "deploy": ("kubernetes", "urllib3"),
 }
 
@@ -43,7 +53,7 @@ class _Boundary(TyperGroup):
     what a person at a terminal sees.
     """
 
-    def invoke(self, ctx: typer.Context):  # noqa: ANN201
+    def invoke(self, ctx: typer.Context):
         try:
             try:
                 return super().invoke(ctx)
@@ -72,12 +82,14 @@ app = typer.Typer(
 
 CatalogOpt = Annotated[
     Path,
-    typer.Option("--catalog", "-c", help="The catalog file. generated/ and templates/ are found beside it.", dir_okay=False),
+    typer.Option(
+        "--catalog", "-c", help="The catalog file. generated/ and templates/ are found beside it.", dir_okay=False
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines instead of text for people.")]
 
 
-def _load(catalog: Path):  # noqa: ANN202 - returns nexus.catalog.Loaded
+def _load(catalog: Path):
     from .catalog import load_catalog
 
     return load_catalog(catalog)
@@ -92,7 +104,9 @@ def validate(catalog: CatalogOpt = Path("catalog.yaml")) -> None:
     loaded = _load(catalog)
     cat = loaded.catalog
     edges = sum(len(s.depends_on) for s in cat.services.values())
-    typer.echo(f"{catalog}: ok: {len(cat.services)} services, {edges} edges, {len(cat.stages)} stages, {len(loaded.plan.waves)} waves, {len(cat.flows)} flows")
+    typer.echo(
+        f"{catalog}: ok: {len(cat.services)} services, {edges} edges, {len(cat.stages)} stages, {len(loaded.plan.waves)} waves, {len(cat.flows)} flows"
+    )
 
 
 @app.command()
@@ -118,7 +132,9 @@ class GraphFormat(str, Enum):
 @app.command()
 def graph(
     catalog: CatalogOpt = Path("catalog.yaml"),
-    fmt: Annotated[GraphFormat, typer.Option("--format", "-f", help="json (for tools), mermaid or dot (for pictures).")] = GraphFormat.json,
+    fmt: Annotated[
+        GraphFormat, typer.Option("--format", "-f", help="json (for tools), mermaid or dot (for pictures).")
+    ] = GraphFormat.json,
 ) -> None:
     """Print the dependency graph: services with stage and wave, and every edge with its kind."""
     from .catalog.graph import FORMATS
@@ -130,10 +146,25 @@ def graph(
 @app.command()
 def generate(
     catalog: CatalogOpt = Path("catalog.yaml"),
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder (default: generated/ beside the catalog).", file_okay=False)] = None,
-    check: Annotated[bool, typer.Option("--check", help="Write nothing; exit 1 listing every missing, stale, extra or hand-edited file.")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite hand-edited generated files (copied first to a new folder under .nexus/backups/).")] = False,
-    strict: Annotated[bool, typer.Option("--strict", help="Also run the slow checks (full schema validation of every manifest, uncached).")] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Output folder (default: generated/ beside the catalog).", file_okay=False),
+    ] = None,
+    check: Annotated[
+        bool,
+        typer.Option("--check", help="Write nothing; exit 1 listing every missing, stale, extra or hand-edited file."),
+    ] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Overwrite hand-edited generated files (copied first to a new folder under .nexus/backups/).",
+        ),
+    ] = False,
+    strict: Annotated[
+        bool,
+        typer.Option("--strict", help="Also run the slow checks (full schema validation of every manifest, uncached)."),
+    ] = False,
 ) -> None:
     """Render services, Kubernetes manifests and docs from the catalog, check them, then write.
 
@@ -143,7 +174,9 @@ def generate(
     """
     from .pipeline import generate as run
 
-    result = run(catalog, out, check_only=check, force=force, strict=strict, waiting=lambda line: typer.echo(line, err=True))
+    result = run(
+        catalog, out, check_only=check, force=force, strict=strict, waiting=lambda line: typer.echo(line, err=True)
+    )
     where = result.out
     if result.backup is not None:
         typer.echo(f"hand-edited files backed up in {result.backup}:")
@@ -173,25 +206,54 @@ def schema() -> None:
 # `cluster-status`, not `status --cluster`: `status` is the local runner's (`nexus up`), and a
 # command of its own keeps each one's options honest; both call library functions.
 
+
 class DryRun(str, Enum):
     client = "client"
     server = "server"
 
 
-ContextOpt = Annotated[Optional[str], typer.Option("--context", help="The kubeconfig context (default: its current context).")]
+ContextOpt = Annotated[
+    str | None, typer.Option("--context", help="The kubeconfig context (default: its current context).")
+]
 
 
 @app.command()
 def deploy(
-    overlay: Annotated[str, typer.Option("--overlay", help="dev, staging or prod (under generated/k8s/overlays), or a path to an overlay folder.")],
+    overlay: Annotated[
+        str,
+        typer.Option(
+            "--overlay", help="dev, staging or prod (under generated/k8s/overlays), or a path to an overlay folder."
+        ),
+    ],
     catalog: CatalogOpt = Path("catalog.yaml"),
     context: ContextOpt = None,
-    dry_run: Annotated[Optional[DryRun], typer.Option("--dry-run", help="client: print the ordered plan, talk to no cluster. server: send everything with dryRun=All.")] = None,
-    wave: Annotated[Optional[int], typer.Option("--wave", help="Apply only this wave (the cluster-scoped setup step always goes first).")] = None,
-    only: Annotated[Optional[list[str]], typer.Option("--only", help="Apply only these services (repeat, or separate with commas).")] = None,
-    prune: Annotated[bool, typer.Option("--prune", help="Delete objects Nexus applied earlier that the overlay no longer has.")] = False,
-    install_crds: Annotated[bool, typer.Option("--install-crds", help="First apply generated/k8s/crds: the custom kinds' definitions, for a test cluster without the mesh or the Prometheus Operator.")] = False,
-    timeout_per_wave: Annotated[float, typer.Option("--timeout-per-wave", help="Seconds a wave's Deployments get to become Available.", min=0)] = 300,
+    dry_run: Annotated[
+        DryRun | None,
+        typer.Option(
+            "--dry-run",
+            help="client: print the ordered plan, talk to no cluster. server: send everything with dryRun=All.",
+        ),
+    ] = None,
+    wave: Annotated[
+        int | None,
+        typer.Option("--wave", help="Apply only this wave (the cluster-scoped setup step always goes first)."),
+    ] = None,
+    only: Annotated[
+        list[str] | None, typer.Option("--only", help="Apply only these services (repeat, or separate with commas).")
+    ] = None,
+    prune: Annotated[
+        bool, typer.Option("--prune", help="Delete objects Nexus applied earlier that the overlay no longer has.")
+    ] = False,
+    install_crds: Annotated[
+        bool,
+        typer.Option(
+            "--install-crds",
+            help="First apply generated/k8s/crds: the custom kinds' definitions, for a test cluster without the mesh or the Prometheus Operator.",
+        ),
+    ] = False,
+    timeout_per_wave: Annotated[
+        float, typer.Option("--timeout-per-wave", help="Seconds a wave's Deployments get to become Available.", min=0)
+    ] = 300,
 ) -> None:
     """Apply an overlay in the plan's order: setup, then wave by wave, each rolled out before the next.
 
@@ -205,13 +267,23 @@ def deploy(
 
     services = [name.strip() for item in only or [] for name in item.split(",") if name.strip()]
     done = run(
-        load_catalog(catalog), overlay, context=context, dry_run=dry_run.value if dry_run else None, wave=wave, only=services,
-        prune=prune, install_crds=install_crds, timeout_per_wave=timeout_per_wave, report=typer.echo,
+        load_catalog(catalog),
+        overlay,
+        context=context,
+        dry_run=dry_run.value if dry_run else None,
+        wave=wave,
+        only=services,
+        prune=prune,
+        install_crds=install_crds,
+        timeout_per_wave=timeout_per_wave,
+        report=typer.echo,
     )
     if dry_run is DryRun.client:
         for line in describe(done.steps):
             typer.echo(line)
-        typer.echo(f"{sum(len(s.objects) for s in done.steps)} objects in {len(done.steps)} steps; client dry run: no cluster was contacted")
+        typer.echo(
+            f"{sum(len(s.objects) for s in done.steps)} objects in {len(done.steps)} steps; client dry run: no cluster was contacted"
+        )
         return
     if done.orphans:
         n = len(done.orphans)
@@ -227,14 +299,21 @@ def deploy(
     if dry_run is DryRun.server:
         typer.echo(f"done: {count(len(done.applied), 'object')} validated by the server (dry run), nothing changed")
     else:
-        typer.echo(f"done: {count(len(done.applied), 'object')} applied, {count(len(done.available), 'Deployment')} available")
+        typer.echo(
+            f"done: {count(len(done.applied), 'object')} applied, {count(len(done.available), 'Deployment')} available"
+        )
 
 
 @app.command("cluster-status")
 def cluster_status(
     catalog: CatalogOpt = Path("catalog.yaml"),
     context: ContextOpt = None,
-    overlay: Annotated[Optional[str], typer.Option("--overlay", help="Compare the cluster with this overlay (drift). Without it drift is not checked.")] = None,
+    overlay: Annotated[
+        str | None,
+        typer.Option(
+            "--overlay", help="Compare the cluster with this overlay (drift). Without it drift is not checked."
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Per service on the cluster: desired and ready replicas, rollout state, and drift from the overlay."""
@@ -245,11 +324,18 @@ def cluster_status(
     if as_json:
         typer.echo(json.dumps(st.as_dict(), indent=2))
         return
-    typer.echo(f"context {st.context}, namespace {st.namespace}" + (f", compared with overlay {st.overlay}" if st.overlay else ", drift not checked (pass --overlay)"))
+    typer.echo(
+        f"context {st.context}, namespace {st.namespace}"
+        + (f", compared with overlay {st.overlay}" if st.overlay else ", drift not checked (pass --overlay)")
+    )
     width = max(len(s.name) for s in st.services) if st.services else 7
     typer.echo(f"{'SERVICE':<{width}}  WAVE  DESIRED  READY  ROLLOUT      DRIFT")
     for s in st.services:
-        drift = ("not checked" if st.overlay else "-") if s.drift is None else ("none" if not s.drift else "; ".join(s.drift))
+        drift = (
+            ("not checked" if st.overlay else "-")
+            if s.drift is None
+            else ("none" if not s.drift else "; ".join(s.drift))
+        )
         desired, ready = ("-" if v is None else str(v) for v in (s.desired, s.ready))
         typer.echo(f"{s.name:<{width}}  {s.wave:>4}  {desired:>7}  {ready:>5}  {s.rollout:<11}  {drift}")
     for s in st.services:
@@ -266,7 +352,7 @@ def cluster_status(
 # -- onboarding and review: `nexus new`, `nexus diff` -------------------------------------------
 
 
-def _ask(text: str, choices: list[str] | None = None, **kwargs):  # noqa: ANN003, ANN202 - typer.prompt's arguments and result
+def _ask(text: str, choices: list[str] | None = None, **kwargs):
     """typer.prompt, asking again until the answer is one of ``choices``; end of input (no
     terminal, nothing piped) or Ctrl-C is a plain user error, not a traceback."""
     if choices:
@@ -278,18 +364,34 @@ def _ask(text: str, choices: list[str] | None = None, **kwargs):  # noqa: ANN003
                 return answer
             typer.echo(f"'{answer}' is not one of: {', '.join(choices)}", err=True)
     except typer.Abort:
-        raise NexusError("stopped before all answers were given; nothing was changed (pass NAME --category C --team T to run without questions)") from None
+        raise NexusError(
+            "stopped before all answers were given; nothing was changed (pass NAME --category C --team T to run without questions)"
+        ) from None
 
 
 @app.command()
 def new(
-    name: Annotated[Optional[str], typer.Argument(help="The service name: a DNS label, e.g. ticket-office. Asked for when missing.", show_default=False)] = None,
-    category: Annotated[Optional[str], typer.Option("--category", help="One of the catalog's categories; its port block gives the port.")] = None,
-    team: Annotated[Optional[str], typer.Option("--team", help="The owning team, one of the catalog's teams.")] = None,
-    port: Annotated[Optional[int], typer.Option("--port", help="Default: the lowest free port in the category's block.")] = None,
-    depends_on: Annotated[Optional[str], typer.Option("--depends-on", help="Services it calls: A,B (hard) or A:soft, comma-separated.")] = None,
-    description: Annotated[Optional[str], typer.Option("--description", help="One line on what it does.")] = None,
-    stage: Annotated[Optional[str], typer.Option("--stage", help="Deployment stage (default: the catalog's default stage).")] = None,
+    name: Annotated[
+        str | None,
+        typer.Argument(
+            help="The service name: a DNS label, e.g. ticket-office. Asked for when missing.", show_default=False
+        ),
+    ] = None,
+    category: Annotated[
+        str | None,
+        typer.Option("--category", help="One of the catalog's categories; its port block gives the port."),
+    ] = None,
+    team: Annotated[str | None, typer.Option("--team", help="The owning team, one of the catalog's teams.")] = None,
+    port: Annotated[
+        int | None, typer.Option("--port", help="Default: the lowest free port in the category's block.")
+    ] = None,
+    depends_on: Annotated[
+        str | None, typer.Option("--depends-on", help="Services it calls: A,B (hard) or A:soft, comma-separated.")
+    ] = None,
+    description: Annotated[str | None, typer.Option("--description", help="One line on what it does.")] = None,
+    stage: Annotated[
+        str | None, typer.Option("--stage", help="Deployment stage (default: the catalog's default stage).")
+    ] = None,
     catalog: CatalogOpt = Path("catalog.yaml"),
 ) -> None:
     """Add a service to the catalog (a text insertion: comments and layout kept), then regenerate.
@@ -325,12 +427,19 @@ def new(
             choice = _ask("Deployment stage", [s.name for s in cat.stages], default=default_stage)
             stage = None if choice == default_stage else choice
     request = NewService(
-        name=name, category=category, team=team, port=port, depends_on=parse_depends_on(depends_on),
-        description=description or DEFAULT_DESCRIPTION, stage=stage,
+        name=name,
+        category=category,
+        team=team,
+        port=port,
+        depends_on=parse_depends_on(depends_on),
+        description=description or DEFAULT_DESCRIPTION,
+        stage=stage,
     )
     added = add_service(catalog, request)
     rel = added.out.name if added.out.parent == added.catalog.resolve().parent else str(added.out)
-    typer.echo(f"added {added.name} to {catalog}: port {added.port}, category {request.category}, team {request.team}, stage {added.stage} (wave {added.wave})")
+    typer.echo(
+        f"added {added.name} to {catalog}: port {added.port}, category {request.category}, team {request.team}, stage {added.stage} (wave {added.wave})"
+    )
     typer.echo(f"created {rel}/services/{added.name}/ ({len(added.created)} files):")
     for path in added.created:
         typer.echo(f"  {path.removeprefix(f'services/{added.name}/')}")
@@ -345,7 +454,12 @@ def new(
 
 @app.command()
 def diff(
-    base: Annotated[str, typer.Option("--base", "-b", help="The git ref to compare with: a branch, tag or commit (CI: origin/<base branch>).")] = "HEAD",
+    base: Annotated[
+        str,
+        typer.Option(
+            "--base", "-b", help="The git ref to compare with: a branch, tag or commit (CI: origin/<base branch>)."
+        ),
+    ] = "HEAD",
     catalog: CatalogOpt = Path("catalog.yaml"),
     as_json: JsonOpt = False,
 ) -> None:
@@ -374,11 +488,16 @@ class RunMode(str, Enum):
 
 OnlyOpt = Annotated[
     list[str],
-    typer.Option("--only", help="Start only these services and their hard dependencies (repeat, or separate with commas)."),
+    typer.Option(
+        "--only", help="Start only these services and their hard dependencies (repeat, or separate with commas)."
+    ),
 ]
 SetOpt = Annotated[
     list[str],
-    typer.Option("--set", help="A setting for every service (KEY=VALUE) or one (SERVICE.KEY=VALUE), e.g. token-mgr.inject_delay_ms=3000."),
+    typer.Option(
+        "--set",
+        help="A setting for every service (KEY=VALUE) or one (SERVICE.KEY=VALUE), e.g. token-mgr.inject_delay_ms=3000.",
+    ),
 ]
 TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Seconds each service may take to become ready.")]
 
@@ -387,7 +506,7 @@ def _split(values: list[str]) -> list[str]:
     return [v.strip() for value in values for v in value.split(",") if v.strip()]
 
 
-def _run_printer(console):  # noqa: ANN001, ANN202 - rich Console in, (Progress, callback) out
+def _run_printer(console):
     """Progress for `up` and `restart`: a live bar, and one line per service as it settles."""
     from rich.progress import (
         BarColumn,
@@ -397,12 +516,22 @@ def _run_printer(console):  # noqa: ANN001, ANN202 - rich Console in, (Progress,
         TimeElapsedColumn,
     )
 
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True, disable=not console.is_terminal)
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    )
     task = progress.add_task("starting", total=None)
 
-    def on_event(e) -> None:  # noqa: ANN001 - nexus.local.run.Event
+    def on_event(e) -> None:
         if e.kind == "plan":
-            progress.update(task, total=len(e.services), description=f"starting {len(e.services)} services ({e.detail} mode)")
+            progress.update(
+                task, total=len(e.services), description=f"starting {len(e.services)} services ({e.detail} mode)"
+            )
         elif e.kind == "wave":
             progress.update(task, description=f"wave {e.wave} {e.detail}: {', '.join(e.services)}")
         elif e.kind == "ready":
@@ -410,10 +539,14 @@ def _run_printer(console):  # noqa: ANN001, ANN202 - rich Console in, (Progress,
             console.print(f"  wave {e.wave:>2}  [green]ready[/]    {e.service:<32} {e.seconds:6.2f} s")
         elif e.kind in ("failed", "skipped"):
             progress.advance(task)
-            console.print(f"  wave {e.wave:>2}  [red]{e.kind:<8}[/] {e.service:<32} {e.detail}", markup=True, highlight=False)
+            console.print(
+                f"  wave {e.wave:>2}  [red]{e.kind:<8}[/] {e.service:<32} {e.detail}", markup=True, highlight=False
+            )
         elif e.kind == "note":
             where = f"wave {e.wave:>2}  " if e.wave else ""
-            console.print(f"  {where}[dim]{e.detail}{': ' + ', '.join(e.services) if e.services else ''}[/]", highlight=False)
+            console.print(
+                f"  {where}[dim]{e.detail}{': ' + ', '.join(e.services) if e.services else ''}[/]", highlight=False
+            )
         elif e.kind == "stopped":
             console.print(f"  stopped {e.service}")
 
@@ -424,9 +557,20 @@ def _run_printer(console):  # noqa: ANN001, ANN202 - rich Console in, (Progress,
 def up(
     catalog: CatalogOpt = Path("catalog.yaml"),
     only: OnlyOpt = [],  # noqa: B006 - typer reads the default, never mutates it
-    detach: Annotated[bool, typer.Option("--detach", "-d", help="Return once every service is ready and leave them running.")] = False,
-    keep_going: Annotated[bool, typer.Option("--keep-going", help="When a service fails, start the rest anyway (its dependents are skipped).")] = False,
-    mode: Annotated[RunMode, typer.Option("--mode", help="embedded: all services in one process (default, measured faster and smaller); process: one process each.")] = RunMode.embedded,
+    detach: Annotated[
+        bool, typer.Option("--detach", "-d", help="Return once every service is ready and leave them running.")
+    ] = False,
+    keep_going: Annotated[
+        bool,
+        typer.Option("--keep-going", help="When a service fails, start the rest anyway (its dependents are skipped)."),
+    ] = False,
+    mode: Annotated[
+        RunMode,
+        typer.Option(
+            "--mode",
+            help="embedded: all services in one process (default, measured faster and smaller); process: one process each.",
+        ),
+    ] = RunMode.embedded,
     timeout: TimeoutOpt = 30.0,
     settings: SetOpt = [],  # noqa: B006
 ) -> None:
@@ -442,10 +586,20 @@ def up(
     console = Console(highlight=False)
     progress, on_event = _run_printer(console)
     with progress:
-        started = run.up(catalog, mode=mode.value, only=_split(only), keep_going=keep_going, timeout=timeout, overrides=settings, on_event=on_event)
+        started = run.up(
+            catalog,
+            mode=mode.value,
+            only=_split(only),
+            keep_going=keep_going,
+            timeout=timeout,
+            overrides=settings,
+            on_event=on_event,
+        )
     st = started.state
     ready = [n for n, s in st.services.items() if s.state == "running"]
-    console.print(f"[bold green]{len(ready)} services ready[/] in {started.seconds:.1f} s ({st.mode} mode, run {st.run_id}); logs in {st.run_dir}/logs")
+    console.print(
+        f"[bold green]{len(ready)} services ready[/] in {started.seconds:.1f} s ({st.mode} mode, run {st.run_id}); logs in {st.run_dir}/logs"
+    )
     for name, why in sorted(started.failed.items()):
         console.print(f"  [red]not running[/] {name}: {why}")
     if detach:
@@ -477,11 +631,19 @@ def status(catalog: CatalogOpt = Path("catalog.yaml"), as_json: JsonOpt = False)
     if found is None:
         console.print("nothing is running here (no run recorded in .nexus/run)")
         return
-    table = Table(title=f"run {found.run_id} ({found.mode} mode){'' if found.alive else ' - no process alive: stale, `nexus down` clears it'}")
+    table = Table(
+        title=f"run {found.run_id} ({found.mode} mode){'' if found.alive else ' - no process alive: stale, `nexus down` clears it'}"
+    )
     for column in ("wave", "service", "port", "state", "pid", "live", "ready"):
         table.add_column(column, justify="right" if column in ("wave", "port", "pid") else "left")
     for s in found.services:
-        color = "green" if s.state == "running" and s.ready == "ok" else "yellow" if s.state in ("running", "starting") else "red"
+        color = (
+            "green"
+            if s.state == "running" and s.ready == "ok"
+            else "yellow"
+            if s.state in ("running", "starting")
+            else "red"
+        )
         table.add_row(str(s.wave), s.name, str(s.port), f"[{color}]{s.state}[/]", str(s.pid or "-"), s.live, s.ready)
     console.print(table)
     console.print(f"logs: {found.run_dir}/logs")
@@ -508,7 +670,9 @@ def restart(
 
 @app.command()
 def down(
-    services: Annotated[Optional[list[str]], typer.Argument(help="Stop only these services (the run stays); default: everything.")] = None,
+    services: Annotated[
+        list[str] | None, typer.Argument(help="Stop only these services (the run stays); default: everything.")
+    ] = None,
     catalog: CatalogOpt = Path("catalog.yaml"),
 ) -> None:
     """Stop what `nexus up` started, and only that. A stale record from a crashed run is cleared."""
@@ -518,7 +682,9 @@ def down(
     if stopped.run_id is None:
         typer.echo("nothing to stop (no run recorded in .nexus/run)")
     elif services:
-        typer.echo(f"run {stopped.run_id} keeps running; `nexus restart {' '.join(stopped.services)}` starts them again")
+        typer.echo(
+            f"run {stopped.run_id} keeps running; `nexus restart {' '.join(stopped.services)}` starts them again"
+        )
     elif stopped.stale:
         typer.echo(f"run {stopped.run_id} had already stopped (crashed or killed); its record is cleared")
     else:
@@ -528,7 +694,13 @@ def down(
 @app.command()
 def verify(
     catalog: CatalogOpt = Path("catalog.yaml"),
-    base_url: Annotated[Optional[str], typer.Option("--base-url", help="A deployed gateway, e.g. http://127.0.0.1:8080 through `kubectl port-forward`. Default: the platform `nexus up` runs here.")] = None,
+    base_url: Annotated[
+        str | None,
+        typer.Option(
+            "--base-url",
+            help="A deployed gateway, e.g. http://127.0.0.1:8080 through `kubectl port-forward`. Default: the platform `nexus up` runs here.",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for each answer.")] = 10.0,
 ) -> None:
@@ -555,8 +727,26 @@ def verify(
         for column in ("flow", "result", "hops (ms, inclusive of what follows)"):
             flows.add_column(column)
         for f in report.flows:
-            hops = " > ".join(f"{h['service']} (external)" if h.get("external") else f"{h['service']} {h['ms']:.1f}" if "ms" in h else f"[red]{h['service']}[/]" for h in f.hops)
-            flows.add_row(f.flow, marks[f.status], hops + (f"\n[red]{f.detail}[/]" if f.detail and f.status == "failed" else f"[dim]{f.detail}[/]" if f.detail else ""))
+            hops = " > ".join(
+                f"{h['service']} (external)"
+                if h.get("external")
+                else f"{h['service']} {h['ms']:.1f}"
+                if "ms" in h
+                else f"[red]{h['service']}[/]"
+                for h in f.hops
+            )
+            flows.add_row(
+                f.flow,
+                marks[f.status],
+                hops
+                + (
+                    f"\n[red]{f.detail}[/]"
+                    if f.detail and f.status == "failed"
+                    else f"[dim]{f.detail}[/]"
+                    if f.detail
+                    else ""
+                ),
+            )
         console.print(flows)
         services = Table(title="services (failures are explained below)", box=box.SIMPLE_HEAD, pad_edge=False)
         services.add_column("service", no_wrap=True)
@@ -564,7 +754,9 @@ def verify(
         services.add_column("health ready live metrics", no_wrap=True)
         services.add_column("asked", no_wrap=True)
         for s in report.services:
-            codes = " ".join(f"{'[green]' if e.ok else '[red]'}{e.status or '---':>{len(ep)}}[/]" for ep, e in s.endpoints.items())
+            codes = " ".join(
+                f"{'[green]' if e.ok else '[red]'}{e.status or '---':>{len(ep)}}[/]" for ep, e in s.endpoints.items()
+            )
             relays = len(s.route.split(" > ")) - 2  # the services between the gateway and this one
             asked = f"{relays} relay{'s' if relays > 1 else ''}" if relays > 0 else s.via or f"[dim]{s.detail}[/]"
             services.add_row(s.service, marks[s.status], codes, asked)

@@ -79,7 +79,9 @@ class OutputCheckError(NexusError):
 
     def __init__(self, failures: list[str]) -> None:
         self.failures = failures
-        super().__init__("generated output failed its checks; nothing was written:\n" + "\n".join(f"  {f}" for f in failures))
+        super().__init__(
+            "generated output failed its checks; nothing was written:\n" + "\n".join(f"  {f}" for f in failures)
+        )
 
 
 class DriftError(NexusError):
@@ -171,13 +173,17 @@ class DeployInterrupted(NexusError):
     def __init__(self, message: str, applied: list[str]) -> None:
         self.applied = applied
         super().__init__(message)
+
+
 class RefusedError(NexusError):
     """`nexus new` will not add the service; catalog.yaml and generated/ are left as they were."""
 
     def __init__(self, name: str, reasons: list[str]) -> None:
         self.name = name
         self.reasons = reasons
-        super().__init__(f"cannot add '{name}'; catalog.yaml and generated/ are unchanged:\n" + "\n".join(f"  {r}" for r in reasons))
+        super().__init__(
+            f"cannot add '{name}'; catalog.yaml and generated/ are unchanged:\n" + "\n".join(f"  {r}" for r in reasons)
+        )
 
 
 class DiffError(NexusError):
@@ -197,8 +203,14 @@ class PortsInUse(RunError):
 
     def __init__(self, taken: list[tuple[str, int, str | None]]) -> None:
         self.taken = taken
-        lines = [f"  port {port} ({name}) is in use" + (f" by {holder}" if holder else "") for name, port, holder in taken]
-        super().__init__("nothing was started; ports the platform needs are taken:\n" + "\n".join(lines) + "\nstop what holds them, or change the ports in the catalog")
+        lines = [
+            f"  port {port} ({name}) is in use" + (f" by {holder}" if holder else "") for name, port, holder in taken
+        ]
+        super().__init__(
+            "nothing was started; ports the platform needs are taken:\n"
+            + "\n".join(lines)
+            + "\nstop what holds them, or change the ports in the catalog"
+        )
 
 
 class ServiceFailed(RunError):

@@ -42,7 +42,11 @@ METADATA = {
     "type": "object",
     "required": ["name", "namespace"],
     "properties": {
-        "name": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$", "maxLength": 253},
+        "name": {
+            "type": "string",
+            "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+            "maxLength": 253,
+        },
         "namespace": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "maxLength": 63},
         "labels": {"type": "object", "additionalProperties": {"type": "string"}},
         "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
@@ -65,7 +69,11 @@ def strict(node: Any) -> Any:
     node = {k: strict(v) for k, v in node.items()}
     if node.pop("nullable", False) and isinstance(node.get("type"), str):
         node["type"] = [node["type"], "null"]
-    if "properties" in node and "additionalProperties" not in node and not node.get("x-kubernetes-preserve-unknown-fields"):
+    if (
+        "properties" in node
+        and "additionalProperties" not in node
+        and not node.get("x-kubernetes-preserve-unknown-fields")
+    ):
         node["additionalProperties"] = False
     return node
 
@@ -96,12 +104,16 @@ def convert(package: Path) -> None:
         source = package / api_version / f"{kind}.js"
         if not source.is_file():
             continue
-        raw = json.loads(subprocess.run(["node", "-e", _EXTRACT, str(source)], check=True, capture_output=True, text=True).stdout)
+        raw = json.loads(
+            subprocess.run(["node", "-e", _EXTRACT, str(source)], check=True, capture_output=True, text=True).stdout
+        )
         write(api_version, kind, document(api_version, kind, raw))
 
 
 def write(api_version: str, kind: str, schema: dict[str, Any]) -> None:
-    (OUT / file_name(api_version, kind)).write_text(json.dumps(schema, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    (OUT / file_name(api_version, kind)).write_text(
+        json.dumps(schema, indent=1, sort_keys=True) + "\n", encoding="utf-8"
+    )
 
 
 if __name__ == "__main__":

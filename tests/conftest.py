@@ -21,20 +21,44 @@ CATALOG = ROOT / "catalog.yaml"
 # The smallest catalog that passes every rule: a gateway, one hard and one soft edge, one flow.
 MINIMAL: dict[str, Any] = {
     "version": 1,
-    "platform": {"name": "demo", "namespace": "demo", "version": "0.1.0", "image_registry": "registry.example.com/demo", "gateway": "gateway"},
+    "platform": {
+        "name": "demo",
+        "namespace": "demo",
+        "version": "0.1.0",
+        "image_registry": "registry.example.com/demo",
+        "gateway": "gateway",
+    },
     "teams": {"core": {"title": "Core", "contact": "core@example.com", "oncall": "oncall@example.com"}},
     "categories": {"platform": {"title": "Platform Services", "summary": "Platform:"}},
     "stages": [
-        {"name": "infrastructure", "title": "Infrastructure", "description": "Databases", "infrastructure": ["postgres"]},
+        {
+            "name": "infrastructure",
+            "title": "Infrastructure",
+            "description": "Databases",
+            "infrastructure": ["postgres"],
+        },
         {"name": "core", "title": "Core", "description": "Core services", "services": ["auth"]},
         {"name": "apps", "title": "Apps", "description": "Everything else", "default": True},
     ],
     "infrastructure": {"postgres": {"kind": "database", "description": "PostgreSQL", "port": 5432}},
     "externals": {"cdn": {"description": "CDN", "url": "https://cdn.example.com"}},
     "services": {
-        "gateway": {"port": 4000, "category": "platform", "team": "core", "description": "Gateway", "depends_on": {"auth": "hard", "media": "soft"}},
+        "gateway": {
+            "port": 4000,
+            "category": "platform",
+            "team": "core",
+            "description": "Gateway",
+            "depends_on": {"auth": "hard", "media": "soft"},
+        },
         "auth": {"port": 4001, "category": "platform", "team": "core", "description": "Auth", "uses": ["postgres"]},
-        "media": {"port": 4002, "category": "platform", "team": "core", "description": "Media", "depends_on": {"auth": "hard"}, "externals": ["cdn"]},
+        "media": {
+            "port": 4002,
+            "category": "platform",
+            "team": "core",
+            "description": "Media",
+            "depends_on": {"auth": "hard"},
+            "externals": ["cdn"],
+        },
     },
     "flows": {
         "login": {"title": "Login", "hops": ["gateway", "auth"]},
@@ -72,16 +96,24 @@ def dump(data: Any) -> str:
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
 
-def nexus(*args: str, cwd: Path | None = None, timeout: float = 60, input: str | None = None) -> subprocess.CompletedProcess[str]:
+def nexus(
+    *args: str, cwd: Path | None = None, timeout: float = 60, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run the real `nexus` CLI of this checkout in a subprocess."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run(
-        [sys.executable, "-m", "cli", *args], cwd=cwd or ROOT, env=env, capture_output=True, text=True, timeout=timeout, input=input
+        [sys.executable, "-m", "cli", *args],
+        cwd=cwd or ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        input=input,
     )
 
 
 @pytest.fixture(scope="session")
-def testbed():  # noqa: ANN201 - Iterator[testbed.Testbed]
+def testbed():
     """The Kubernetes cluster the cluster tests use: found running, or the testbed started for
     this run and stopped after the last worker is done (tests/testbed.py). Skips without one,
     fails so under CI."""

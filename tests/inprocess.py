@@ -27,7 +27,9 @@ def app_of(service: str, **settings: Any) -> Any:
     package = service.replace("-", "_")
     main = importlib.import_module(f"{package}.main")
     settings_class = importlib.import_module(f"{package}.settings").Settings
-    return main.create_app(main.SPEC, settings_class, main.router, settings=settings_class(host="127.0.0.1", **settings))
+    return main.create_app(
+        main.SPEC, settings_class, main.router, settings=settings_class(host="127.0.0.1", **settings)
+    )
 
 
 async def until(check: Callable[[], bool], what: str) -> None:
@@ -46,7 +48,9 @@ async def serving(*apps: Any) -> AsyncIterator[None]:
     servers = [server(app) for app in apps]
     tasks = [asyncio.create_task(srv.serve(sockets=[sock])) for srv, sock in servers]
     try:
-        await until(lambda: all(srv.started for srv, _ in servers) or any(t.done() for t in tasks), "the servers to start")
+        await until(
+            lambda: all(srv.started for srv, _ in servers) or any(t.done() for t in tasks), "the servers to start"
+        )
         yield
     finally:
         for srv, _ in servers:
@@ -54,12 +58,16 @@ async def serving(*apps: Any) -> AsyncIterator[None]:
         await asyncio.gather(*tasks)
 
 
-async def get(port: int, path: str, connection: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None) -> tuple[int, bytes]:
+async def get(
+    port: int, path: str, connection: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+) -> tuple[int, bytes]:
     """One GET over a plain socket (no HTTP library of ours in the way): status and body."""
     reader, writer = connection or await asyncio.open_connection("127.0.0.1", port)
     writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
     head = await reader.readuntil(b"\r\n\r\n")
-    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:"))
+    length = next(
+        int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")
+    )
     body = await reader.readexactly(length)
     if connection is None:
         writer.close()

@@ -18,8 +18,7 @@ import httpx
 import yaml
 from conftest import dump, nexus
 
-from nexus.local import procs
-from nexus.local import runstate
+from nexus.local import procs, runstate
 from nexus.pipeline import generate
 
 PORTS = range(20000, 32000)

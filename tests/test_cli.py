@@ -58,9 +58,17 @@ CORPUS = [
     ("alias-bomb.yaml", r"\d+:\d+", r"a YAML alias bomb"),
     ("two-documents.yaml", "2:1", r"must be one YAML document"),
     ("bad-tag.yaml", "1:10", r"'one' is not a valid !!int"),
-    ("duplicate-service.yaml", "6:3", r"services\.auth-service: duplicate key 'auth-service' \(first defined at line 2\)"),
+    (
+        "duplicate-service.yaml",
+        "6:3",
+        r"services\.auth-service: duplicate key 'auth-service' \(first defined at line 2\)",
+    ),
     ("empty-mapping.yaml", None, r"the catalog is empty"),
-    ("key-hexadecimal.yaml", "4:3", r"services\.0x1f: key '0x1f' is read by YAML as the number 31, not as the text '0x1f'"),
+    (
+        "key-hexadecimal.yaml",
+        "4:3",
+        r"services\.0x1f: key '0x1f' is read by YAML as the number 31, not as the text '0x1f'",
+    ),
     ("key-octal.yaml", "2:3", r"services\.017: key '017' is read by YAML as the number 15"),
     ("key-on.yaml", "3:3", r"services\.on: key 'on' is read by YAML as true, not as the text 'on'"),
     ("merge-key.yaml", "6:5", r"services\.auth-service\.<<: merge keys \('<<'\) are not supported"),
@@ -125,7 +133,9 @@ def test_each_rule_through_the_command(tmp_path, case: Case):
 
 
 def test_every_error_is_printed_in_one_run(tmp_path, minimal, monkeypatch):
-    broken = [c for c in SCHEMA if c.id in {"port-below-1024", "unknown-key-platform", "contact-not-email", "edge-kind"}]
+    broken = [
+        c for c in SCHEMA if c.id in {"port-below-1024", "unknown-key-platform", "contact-not-email", "edge-kind"}
+    ]
     for case in broken:
         case.mutate(minimal)
     (tmp_path / "catalog.yaml").write_text(dump(minimal))
@@ -134,7 +144,9 @@ def test_every_error_is_printed_in_one_run(tmp_path, minimal, monkeypatch):
     assert result.exit_code == 1
     lines = result.stderr.splitlines()
     assert lines[0] == "error:"
-    assert sorted(re.search(r"^catalog\.yaml:\d+:\d+: (\S+):", x).group(1) for x in lines[1:]) == sorted(c.path for c in broken)
+    assert sorted(re.search(r"^catalog\.yaml:\d+:\d+: (\S+):", x).group(1) for x in lines[1:]) == sorted(
+        c.path for c in broken
+    )
 
 
 # -- valid input ----------------------------------------------------------------------------------

@@ -27,8 +27,8 @@ from overlays import write_overlay
 from testbed import Recorder, Testbed, delete_namespace, unavailable, unique_namespace
 from typer.testing import CliRunner
 
-from nexus.cli import app
 from nexus.catalog import load_catalog
+from nexus.cli import app
 from nexus.cluster.deploy import PRUNABLE, plan_overlay
 from nexus.pipeline import generate
 
@@ -51,12 +51,16 @@ def one_error_line(result) -> str:
 
 
 def kubeconfig_text(server: str, context: str = "kind-nexus") -> str:
-    return yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": context,
-        "clusters": [{"name": "c", "cluster": {"server": server}}],
-        "users": [{"name": "u", "user": {"token": "t"}}],
-        "contexts": [{"name": context, "context": {"cluster": "c", "user": "u"}}],
-    })
+    return yaml.safe_dump(
+        {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "current-context": context,
+            "clusters": [{"name": "c", "cluster": {"server": server}}],
+            "users": [{"name": "u", "user": {"token": "t"}}],
+            "contexts": [{"name": context, "context": {"cluster": "c", "user": "u"}}],
+        }
+    )
 
 
 # --- errors that need no server ------------------------------------------------------------------
@@ -163,11 +167,16 @@ def service_account_token(api: Any, namespace: str, name: str, cluster_role: str
         core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
     core.create_namespaced_service_account(namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=name)))
     if cluster_role:
-        rbac.create_namespaced_role_binding(namespace, {
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": f"{name}-{cluster_role}"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": cluster_role},
-            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
-        })
+        rbac.create_namespaced_role_binding(
+            namespace,
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "RoleBinding",
+                "metadata": {"name": f"{name}-{cluster_role}"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": cluster_role},
+                "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
+            },
+        )
     for _ in range(100):
         secrets = core.read_namespaced_service_account(name, namespace).secrets or []
         if secrets:
@@ -196,7 +205,9 @@ def managed(api: Any, namespace: str) -> set[str]:
     return {
         f"{kind}/{item['metadata']['name']}"
         for api_version, kind in PRUNABLE
-        for item in dyn.resources.get(api_version=api_version, kind=kind).get(namespace=namespace, label_selector="app.kubernetes.io/managed-by=nexus").to_dict()["items"]
+        for item in dyn.resources.get(api_version=api_version, kind=kind)
+        .get(namespace=namespace, label_selector="app.kubernetes.io/managed-by=nexus")
+        .to_dict()["items"]
     }
 
 
@@ -209,7 +220,9 @@ def versions(api: Any, namespace: str) -> dict[str, str]:
     return {
         f"{kind}/{item['metadata']['name']}": item["metadata"]["resourceVersion"]
         for api_version, kind in quiet
-        for item in dyn.resources.get(api_version=api_version, kind=kind).get(namespace=namespace, label_selector="app.kubernetes.io/managed-by=nexus").to_dict()["items"]
+        for item in dyn.resources.get(api_version=api_version, kind=kind)
+        .get(namespace=namespace, label_selector="app.kubernetes.io/managed-by=nexus")
+        .to_dict()["items"]
     }
 
 
@@ -226,7 +239,9 @@ def assert_wave_by_wave(rec: Recorder, steps: list[Any]) -> None:
         deployments = [o.name for o in before.objects if o.kind == "Deployment"]
         if deployments:
             ready = max(rec.revision_available(d) for d in deployments)
-            assert ready < rec.revision_created(after.objects[0].ref), f"{after.name} started before {before.name} was available"
+            assert ready < rec.revision_created(after.objects[0].ref), (
+                f"{after.name} started before {before.name} was available"
+            )
 
 
 @pytest.mark.cluster
@@ -240,22 +255,45 @@ def test_rejected_credentials(testbed: Testbed, project: Path, tmp_path: Path) -
 
 
 @pytest.mark.cluster
-def test_a_certificate_the_kubeconfig_does_not_trust_is_not_called_unreachable(testbed: Testbed, project: Path, tmp_path: Path) -> None:
+def test_a_certificate_the_kubeconfig_does_not_trust_is_not_called_unreachable(
+    testbed: Testbed, project: Path, tmp_path: Path
+) -> None:
     ca = tmp_path / "other-ca.crt"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(tmp_path / "other-ca.key"), "-out", str(ca), "-days", "1", "-subj", "/CN=other-ca"],
-        check=True, capture_output=True,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(tmp_path / "other-ca.key"),
+            "-out",
+            str(ca),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=other-ca",
+        ],
+        check=True,
+        capture_output=True,
     )
     kc = kubeconfig_as(testbed, tmp_path / "kc", ca=ca)
     for command in (["deploy", "--overlay", "dev"], ["cluster-status"]):
         line = one_error_line(run(project, kc, *command))
         assert line.startswith(f'error: the API server of context "{context_of(testbed)}" at https://127.0.0.1:')
-        assert "certificate verify failed" in line and "the kubeconfig's certificate-authority does not match the server's certificate" in line
+        assert (
+            "certificate verify failed" in line
+            and "the kubeconfig's certificate-authority does not match the server's certificate" in line
+        )
         assert "is the cluster running" not in line
 
 
 @pytest.mark.cluster
-def test_forbidden_names_the_verb_and_the_check(testbed: Testbed, api: Any, project: Path, namespace: str, tmp_path: Path) -> None:
+def test_forbidden_names_the_verb_and_the_check(
+    testbed: Testbed, api: Any, project: Path, namespace: str, tmp_path: Path
+) -> None:
     """A user with no rights at all: RBAC's 403, with the `kubectl auth can-i` line; nothing applied."""
     token = service_account_token(api, namespace, "nobody")
     kc = kubeconfig_as(testbed, tmp_path / "kc", token=token)
@@ -267,18 +305,25 @@ def test_forbidden_names_the_verb_and_the_check(testbed: Testbed, api: Any, proj
         f"(check: `kubectl --context {ctx} auth can-i patch namespaces`)"
     )
     line = one_error_line(run(project, kc, "cluster-status"))
-    assert 'cannot list resource "deployments" in API group "apps"' in line and f"auth can-i list deployments.apps -n {namespace}" in line
+    assert (
+        'cannot list resource "deployments" in API group "apps"' in line
+        and f"auth can-i list deployments.apps -n {namespace}" in line
+    )
     assert managed(api, namespace) == set()
 
 
 @pytest.mark.cluster
-def test_a_namespace_being_deleted_is_not_called_an_rbac_problem(testbed: Testbed, api: Any, project: Path, namespace: str) -> None:
+def test_a_namespace_being_deleted_is_not_called_an_rbac_problem(
+    testbed: Testbed, api: Any, project: Path, namespace: str
+) -> None:
     """NamespaceLifecycle's 403 says to wait for the namespace, not to ask for a Role."""
     from kubernetes import client
 
     core = client.CoreV1Api(api)
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
-    hold = client.V1ConfigMap(metadata=client.V1ObjectMeta(name="hold", finalizers=["nexus.dev/test-hold"]))  # keeps it terminating
+    hold = client.V1ConfigMap(
+        metadata=client.V1ObjectMeta(name="hold", finalizers=["nexus.dev/test-hold"])
+    )  # keeps it terminating
     core.create_namespaced_config_map(namespace, hold)
     core.delete_namespace(namespace)
     try:
@@ -286,13 +331,19 @@ def test_a_namespace_being_deleted_is_not_called_an_rbac_problem(testbed: Testbe
     finally:
         core.patch_namespaced_config_map("hold", namespace, {"metadata": {"finalizers": None}})
     ctx = context_of(testbed)
-    assert line.startswith(f'error: namespace "{namespace}" in context "{ctx}" is being deleted, so nothing can be created in it (')
+    assert line.startswith(
+        f'error: namespace "{namespace}" in context "{ctx}" is being deleted, so nothing can be created in it ('
+    )
     assert "because it is being terminated" in line and "ask for a Role" not in line
-    assert line.endswith(f"wait until it is gone (`kubectl --context {ctx} wait --for=delete namespace/{namespace} --timeout=120s`) and run again")
+    assert line.endswith(
+        f"wait until it is gone (`kubectl --context {ctx} wait --for=delete namespace/{namespace} --timeout=120s`) and run again"
+    )
 
 
 @pytest.mark.cluster
-def test_deploy_goes_wave_by_wave_in_the_plan_order_then_a_redeploy_changes_nothing(testbed: Testbed, api: Any, project: Path, namespace: str) -> None:
+def test_deploy_goes_wave_by_wave_in_the_plan_order_then_a_redeploy_changes_nothing(
+    testbed: Testbed, api: Any, project: Path, namespace: str
+) -> None:
     loaded = load_catalog(project / "catalog.yaml")
     steps = plan_overlay(loaded, "dev")
     with Recorder(api, namespace, KINDS) as rec:
@@ -300,7 +351,9 @@ def test_deploy_goes_wave_by_wave_in_the_plan_order_then_a_redeploy_changes_noth
         assert result.exit_code == 0, result.output
         assert_wave_by_wave(rec, steps)
     first = result.stdout.splitlines()[0]
-    assert first.startswith(f"context {context_of(testbed)} ({server_of(testbed)}), server v") and first.endswith(": 24 objects in 5 steps")
+    assert first.startswith(f"context {context_of(testbed)} ({server_of(testbed)}), server v") and first.endswith(
+        ": 24 objects in 5 steps"
+    )
     assert result.stdout.splitlines()[1:] == [
         "setup  applied 1 object",
         "wave  0  applied 1 object",
@@ -316,26 +369,48 @@ def test_deploy_goes_wave_by_wave_in_the_plan_order_then_a_redeploy_changes_noth
     from kubernetes import client
 
     dep = client.AppsV1Api(api).read_namespaced_deployment("auth", namespace)
-    assert [(m.manager, m.operation) for m in dep.metadata.managed_fields if m.manager == "nexus"] == [("nexus", "Apply")]
+    assert [(m.manager, m.operation) for m in dep.metadata.managed_fields if m.manager == "nexus"] == [
+        ("nexus", "Apply")
+    ]
 
-    before, generations = versions(api, namespace), {d.metadata.name: d.metadata.generation for d in client.AppsV1Api(api).list_namespaced_deployment(namespace).items}
+    before, generations = (
+        versions(api, namespace),
+        {
+            d.metadata.name: d.metadata.generation
+            for d in client.AppsV1Api(api).list_namespaced_deployment(namespace).items
+        },
+    )
     again = run(project, testbed.kubeconfig, "deploy", "--overlay", "dev")
     assert again.exit_code == 0, again.output
     assert versions(api, namespace) == before and len(before) == 14  # nothing written again
-    assert {d.metadata.name: d.metadata.generation for d in client.AppsV1Api(api).list_namespaced_deployment(namespace).items} == generations
+    assert {
+        d.metadata.name: d.metadata.generation
+        for d in client.AppsV1Api(api).list_namespaced_deployment(namespace).items
+    } == generations
 
 
 @pytest.mark.cluster
 def test_wave_and_only_select(testbed: Testbed, api: Any, project: Path, namespace: str) -> None:
     result = run(project, testbed.kubeconfig, "deploy", "--overlay", "dev", "--wave", "3", "--only", "media")
     assert result.exit_code == 0, result.output
-    assert managed(api, namespace) == {f"{k}/{n}" for k, n in [
-        ("NetworkPolicy", "media"), ("ServiceAccount", "media"), ("ConfigMap", "media-config"), ("Service", "media"),
-        ("Deployment", "media"), ("HorizontalPodAutoscaler", "media"), ("PodDisruptionBudget", "media")]}
+    assert managed(api, namespace) == {
+        f"{k}/{n}"
+        for k, n in [
+            ("NetworkPolicy", "media"),
+            ("ServiceAccount", "media"),
+            ("ConfigMap", "media-config"),
+            ("Service", "media"),
+            ("Deployment", "media"),
+            ("HorizontalPodAutoscaler", "media"),
+            ("PodDisruptionBudget", "media"),
+        ]
+    }
 
 
 @pytest.mark.cluster
-def test_server_dry_run_needs_the_namespace_and_changes_nothing(testbed: Testbed, api: Any, project: Path, namespace: str) -> None:
+def test_server_dry_run_needs_the_namespace_and_changes_nothing(
+    testbed: Testbed, api: Any, project: Path, namespace: str
+) -> None:
     from kubernetes import client
 
     ctx = context_of(testbed)
@@ -352,26 +427,45 @@ def test_server_dry_run_needs_the_namespace_and_changes_nothing(testbed: Testbed
 
 
 @pytest.mark.cluster
-def test_a_crash_looping_service_stops_the_deploy_at_its_wave(testbed: Testbed, api: Any, tmp_path: Path, namespace: str) -> None:
+def test_a_crash_looping_service_stops_the_deploy_at_its_wave(
+    testbed: Testbed, api: Any, tmp_path: Path, namespace: str
+) -> None:
     if not testbed.fail_image:
-        unavailable("the cluster has no kubelet stand-in that crash-loops an image (TESTBED_FAIL_IMAGE): start the testbed with scripts/testbed.sh")
+        unavailable(
+            "the cluster has no kubelet stand-in that crash-loops an image (TESTBED_FAIL_IMAGE): start the testbed with scripts/testbed.sh"
+        )
     project = minimal_project(tmp_path, namespace, images={"auth": f"registry.example.com/{testbed.fail_image}:1"})
     result = run(project, testbed.kubeconfig, "deploy", "--overlay", "dev", "--timeout-per-wave", "8")
     assert result.exit_code == 1
     err = result.stderr.splitlines()
-    assert err[:3] == ["error:", "wave 2 did not roll out within 8 s: auth; waves after it were not applied", "auth: 0 of 1 updated replicas available"]
+    assert err[:3] == [
+        "error:",
+        "wave 2 did not roll out within 8 s: auth; waves after it were not applied",
+        "auth: 0 of 1 updated replicas available",
+    ]
     assert err[3].startswith("  pod auth-") and err[3].endswith(": Running")
-    assert err[4].startswith("    container auth: waiting: CrashLoopBackOff (back-off 1m20s restarting failed container=auth pod=auth-")
+    assert err[4].startswith(
+        "    container auth: waiting: CrashLoopBackOff (back-off 1m20s restarting failed container=auth pod=auth-"
+    )
     assert err[4].endswith("); last exit 1 (Error), 4 restarts")
-    assert any(line.startswith("    event Warning BackOff x4: Back-off restarting failed container in pod auth-") for line in err)
-    assert {r.split("/")[1] for r in managed(api, namespace) if r.startswith("Deployment/")} == {"auth"}  # wave 3 never sent
+    assert any(
+        line.startswith("    event Warning BackOff x4: Back-off restarting failed container in pod auth-")
+        for line in err
+    )
+    assert {r.split("/")[1] for r in managed(api, namespace) if r.startswith("Deployment/")} == {
+        "auth"
+    }  # wave 3 never sent
 
     # a kubelet that posts the same event twice: one line, the counts added
     from kubernetes import client
 
     core = client.CoreV1Api(api)
     pod = core.list_namespaced_pod(namespace, label_selector="app.kubernetes.io/name=auth").items[0]
-    backoff = next(e for e in core.list_namespaced_event(namespace, field_selector=f"involvedObject.name={pod.metadata.name}").items if e.reason == "BackOff")
+    backoff = next(
+        e
+        for e in core.list_namespaced_event(namespace, field_selector=f"involvedObject.name={pod.metadata.name}").items
+        if e.reason == "BackOff"
+    )
     backoff.metadata = client.V1ObjectMeta(generate_name=f"{pod.metadata.name}.", namespace=namespace)
     backoff.count = 1
     core.create_namespaced_event(namespace, backoff)
@@ -381,14 +475,22 @@ def test_a_crash_looping_service_stops_the_deploy_at_its_wave(testbed: Testbed, 
 
 
 @pytest.mark.cluster
-def test_ctrl_c_stops_a_real_deploy_after_the_current_apply(testbed: Testbed, api: Any, tmp_path: Path, namespace: str) -> None:
+def test_ctrl_c_stops_a_real_deploy_after_the_current_apply(
+    testbed: Testbed, api: Any, tmp_path: Path, namespace: str
+) -> None:
     """SIGINT to a `nexus deploy` process waiting on wave 2: exit 130, what was applied, nothing after."""
     if not testbed.fail_image:
-        unavailable("the cluster has no kubelet stand-in that crash-loops an image (TESTBED_FAIL_IMAGE), to keep wave 2 waiting")
+        unavailable(
+            "the cluster has no kubelet stand-in that crash-loops an image (TESTBED_FAIL_IMAGE), to keep wave 2 waiting"
+        )
     project = minimal_project(tmp_path, namespace, images={"auth": f"registry.example.com/{testbed.fail_image}:1"})
     proc = subprocess.Popen(
         [sys.executable, "-m", "cli", "deploy", "--overlay", "dev", "--catalog", str(project / "catalog.yaml")],
-        cwd=ROOT, env={**testbed.env(), "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT,
+        env={**testbed.env(), "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert proc.stdout is not None
@@ -412,7 +514,9 @@ def test_ctrl_c_stops_a_real_deploy_after_the_current_apply(testbed: Testbed, ap
 
 
 @pytest.mark.cluster
-def test_a_removed_service_is_listed_then_pruned_exactly(testbed: Testbed, api: Any, project: Path, namespace: str) -> None:
+def test_a_removed_service_is_listed_then_pruned_exactly(
+    testbed: Testbed, api: Any, project: Path, namespace: str
+) -> None:
     kc = testbed.kubeconfig
     assert run(project, kc, "deploy", "--overlay", "dev").exit_code == 0
     before = managed(api, namespace)
@@ -423,8 +527,15 @@ def test_a_removed_service_is_listed_then_pruned_exactly(testbed: Testbed, api: 
     (project / "catalog.yaml").write_text(dump(catalog))
     shutil.rmtree(project / "generated")
     write_overlay(project, load_catalog(project / "catalog.yaml"), image=PAUSE)
-    media = [("NetworkPolicy", "media"), ("ServiceAccount", "media"), ("ConfigMap", "media-config"), ("Service", "media"),
-             ("Deployment", "media"), ("HorizontalPodAutoscaler", "media"), ("PodDisruptionBudget", "media")]
+    media = [
+        ("NetworkPolicy", "media"),
+        ("ServiceAccount", "media"),
+        ("ConfigMap", "media-config"),
+        ("Service", "media"),
+        ("Deployment", "media"),
+        ("HorizontalPodAutoscaler", "media"),
+        ("PodDisruptionBudget", "media"),
+    ]
 
     result = run(project, kc, "deploy", "--overlay", "dev")
     assert result.exit_code == 0, result.output
@@ -432,11 +543,17 @@ def test_a_removed_service_is_listed_then_pruned_exactly(testbed: Testbed, api: 
     assert tail[0] == "7 objects applied by nexus earlier are not in the overlay any more (run with --prune to delete):"
     assert tail[1:8] == [f"    {k}/{n} (media)" for k, n in media]
     status = run(project, kc, "cluster-status", "--overlay", "dev")
-    assert "not in the overlay any more (nexus deploy --prune deletes it): Deployment/media (media)" in status.stdout.splitlines()
+    assert (
+        "not in the overlay any more (nexus deploy --prune deletes it): Deployment/media (media)"
+        in status.stdout.splitlines()
+    )
 
     dry = run(project, kc, "deploy", "--overlay", "dev", "--prune", "--dry-run", "server")
     assert dry.exit_code == 0, dry.output
-    assert "7 objects applied by nexus earlier would be pruned (server dry run: nothing was deleted):" in dry.stdout.splitlines()
+    assert (
+        "7 objects applied by nexus earlier would be pruned (server dry run: nothing was deleted):"
+        in dry.stdout.splitlines()
+    )
     assert managed(api, namespace) == before
 
     result = run(project, kc, "deploy", "--overlay", "dev", "--prune")
@@ -447,7 +564,9 @@ def test_a_removed_service_is_listed_then_pruned_exactly(testbed: Testbed, api: 
 
 
 @pytest.mark.cluster
-def test_drift_after_kubectl_edits_is_reported_field_by_field_and_undone(testbed: Testbed, project: Path, namespace: str) -> None:
+def test_drift_after_kubectl_edits_is_reported_field_by_field_and_undone(
+    testbed: Testbed, project: Path, namespace: str
+) -> None:
     kc = testbed.kubeconfig
     result = run(project, kc, "cluster-status")
     assert result.exit_code == 0, result.output
@@ -458,9 +577,21 @@ def test_drift_after_kubectl_edits_is_reported_field_by_field_and_undone(testbed
     ]
     assert run(project, kc, "deploy", "--overlay", "dev").exit_code == 0
     kubectl = ["kubectl", "--kubeconfig", kc, "-n", namespace]
-    subprocess.run([*kubectl, "set", "image", "deployment/media", "media=registry.example.com/x:hotfix"], check=True, capture_output=True)
-    subprocess.run([*kubectl, "patch", "configmap", "media-config", "--type=merge", "-p", '{"data":{"SERVICE_NAME":"other"}}'], check=True, capture_output=True)
-    subprocess.run([*kubectl, "patch", "hpa", "media", "--type=merge", "-p", '{"spec":{"maxReplicas":5}}'], check=True, capture_output=True)
+    subprocess.run(
+        [*kubectl, "set", "image", "deployment/media", "media=registry.example.com/x:hotfix"],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [*kubectl, "patch", "configmap", "media-config", "--type=merge", "-p", '{"data":{"SERVICE_NAME":"other"}}'],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [*kubectl, "patch", "hpa", "media", "--type=merge", "-p", '{"spec":{"maxReplicas":5}}'],
+        check=True,
+        capture_output=True,
+    )
     result = run(project, kc, "cluster-status", "--overlay", "dev")
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
@@ -478,12 +609,18 @@ def test_drift_after_kubectl_edits_is_reported_field_by_field_and_undone(testbed
     ]
     assert run(project, kc, "deploy", "--overlay", "dev").exit_code == 0  # takes its fields back
     status = json.loads(run(project, kc, "cluster-status", "--overlay", "dev", "--json").stdout)
-    assert [(s["name"], s["rollout"], s["drift"]) for s in status["services"]] == [("auth", "available", []), ("gateway", "available", []), ("media", "available", [])]
+    assert [(s["name"], s["rollout"], s["drift"]) for s in status["services"]] == [
+        ("auth", "available", []),
+        ("gateway", "available", []),
+        ("media", "available", []),
+    ]
     assert status["orphans"] == [] and status["shared_drift"] == [] and status["drift_unchecked"] == []
 
 
 @pytest.mark.cluster
-def test_cluster_status_with_read_only_view_rights(testbed: Testbed, api: Any, project: Path, namespace: str, tmp_path: Path) -> None:
+def test_cluster_status_with_read_only_view_rights(
+    testbed: Testbed, api: Any, project: Path, namespace: str, tmp_path: Path
+) -> None:
     """`view` may get and list, not patch: replicas and rollout are shown, drift is said to be unchecked and why."""
     assert run(project, testbed.kubeconfig, "deploy", "--overlay", "dev").exit_code == 0
     kc = kubeconfig_as(testbed, tmp_path / "kc", token=service_account_token(api, namespace, "viewer", "view"))
@@ -505,7 +642,9 @@ def test_cluster_status_with_read_only_view_rights(testbed: Testbed, api: Any, p
 
 
 @pytest.mark.cluster
-def test_done_only_when_the_hpa_minimum_is_available(testbed: Testbed, api: Any, tmp_path: Path, namespace: str) -> None:
+def test_done_only_when_the_hpa_minimum_is_available(
+    testbed: Testbed, api: Any, tmp_path: Path, namespace: str
+) -> None:
     """A new Deployment starts at 1 replica; its HPA's minimum (2) is what `done` waits for."""
     from kubernetes import client
 
@@ -533,7 +672,9 @@ def shipped(root: Path, namespace: str, *, bare: bool) -> Path:
 
 
 @pytest.mark.cluster
-def test_the_shipped_dev_overlay_deploys_wave_by_wave_in_the_plan_order(testbed: Testbed, api: Any, tmp_path: Path, namespace: str) -> None:
+def test_the_shipped_dev_overlay_deploys_wave_by_wave_in_the_plan_order(
+    testbed: Testbed, api: Any, tmp_path: Path, namespace: str
+) -> None:
     """43 services in 16 waves on core kinds only; then cluster-status finds all of them available, nothing drifted."""
     project = shipped(tmp_path, namespace, bare=True)
     steps = plan_overlay(load_catalog(project / "catalog.yaml"), "dev")
@@ -549,7 +690,9 @@ def test_the_shipped_dev_overlay_deploys_wave_by_wave_in_the_plan_order(testbed:
 
 
 @pytest.mark.cluster
-def test_the_full_overlay_names_every_missing_kind_then_deploys_with_install_crds(testbed: Testbed, api: Any, tmp_path: Path, namespace: str) -> None:
+def test_the_full_overlay_names_every_missing_kind_then_deploys_with_install_crds(
+    testbed: Testbed, api: Any, tmp_path: Path, namespace: str
+) -> None:
     """Istio's and the Prometheus Operator's kinds: all 8 named in one message, nothing applied;
     with --install-crds (generated/k8s/crds, from our CRD schemas) the whole overlay deploys."""
     from kubernetes import client
@@ -560,7 +703,10 @@ def test_the_full_overlay_names_every_missing_kind_then_deploys_with_install_crd
     for crd in ext.list_custom_resource_definition(label_selector="app.kubernetes.io/managed-by=nexus").items:
         ext.delete_custom_resource_definition(crd.metadata.name)  # ours only, from an earlier run
     deadline = time.monotonic() + 60
-    while ext.list_custom_resource_definition(label_selector="app.kubernetes.io/managed-by=nexus").items and time.monotonic() < deadline:
+    while (
+        ext.list_custom_resource_definition(label_selector="app.kubernetes.io/managed-by=nexus").items
+        and time.monotonic() < deadline
+    ):
         time.sleep(0.5)
     line = one_error_line(run(project, testbed.kubeconfig, "deploy", "--overlay", "dev"))
     assert line == (
@@ -574,10 +720,14 @@ def test_the_full_overlay_names_every_missing_kind_then_deploys_with_install_crd
     with pytest.raises(ApiException):
         client.CoreV1Api(api).read_namespace(namespace)  # nothing was applied, not even the namespace
 
-    result = run(project, testbed.kubeconfig, "deploy", "--overlay", "dev", "--install-crds", "--timeout-per-wave", "120")
+    result = run(
+        project, testbed.kubeconfig, "deploy", "--overlay", "dev", "--install-crds", "--timeout-per-wave", "120"
+    )
     assert result.exit_code == 0, result.output
     out = result.stdout.splitlines()
-    assert out[1].startswith("install CRDs: applied 8 CustomResourceDefinitions (authorizationpolicies.security.istio.io, ")
+    assert out[1].startswith(
+        "install CRDs: applied 8 CustomResourceDefinitions (authorizationpolicies.security.istio.io, "
+    )
     assert out[-1] == "done: 530 objects applied, 43 Deployments available"
     status = json.loads(run(project, testbed.kubeconfig, "cluster-status", "--overlay", "dev", "--json").stdout)
     assert {(s["rollout"], tuple(s["drift"])) for s in status["services"]} == {("available", ())}

@@ -6,15 +6,15 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import CATALOG, MINIMAL, ROOT, dump
+from overlays import write_overlay
 from typer.testing import CliRunner
 
-from nexus.cli import app
-from conftest import CATALOG, ROOT, MINIMAL, dump
 from nexus.catalog import load_catalog
+from nexus.cli import app
 from nexus.cluster.deploy import plan_overlay
-from nexus.errors import OverlayError
 from nexus.cluster.overlay import KIND_RANK, build, select
-from overlays import write_overlay
+from nexus.errors import OverlayError
 
 pytestmark = pytest.mark.usefixtures("kubectl")  # it builds the overlays (`kubectl kustomize`)
 
@@ -63,7 +63,11 @@ def test_select_a_wave_or_services_keeps_setup(shipped) -> None:
     one = select(steps, wave=7)
     assert [s.label for s in one] == ["setup", "wave  7"] and one[1].services == ("auth-service", "auth-service-v2")
     only = select(steps, only=["token-mgr", "backend-api"])
-    assert [(s.label, s.services) for s in only] == [("setup", ()), ("wave  4", ("token-mgr",)), ("wave  8", ("backend-api",))]
+    assert [(s.label, s.services) for s in only] == [
+        ("setup", ()),
+        ("wave  4", ("token-mgr",)),
+        ("wave  8", ("backend-api",)),
+    ]
     assert len(only[1].objects) == 7
     with pytest.raises(OverlayError, match=r"--only nope: not a service of this overlay"):
         select(steps, only=["nope"])
@@ -81,7 +85,9 @@ def test_a_broken_kustomization_is_one_overlay_error(tmp_path: Path) -> None:
 
 def test_missing_overlay_names_what_exists(shipped) -> None:
     root, _ = shipped
-    result = CliRunner().invoke(app, ["deploy", "--overlay", "prod", "--dry-run", "client", "--catalog", str(root / "catalog.yaml")])
+    result = CliRunner().invoke(
+        app, ["deploy", "--overlay", "prod", "--dry-run", "client", "--catalog", str(root / "catalog.yaml")]
+    )
     assert result.exit_code == 1
     assert result.stderr.strip() == (
         f"error: no overlay 'prod' in {root / 'generated/k8s/overlays'} (it has: dev); run `nexus generate` to write the overlays"
@@ -91,15 +97,21 @@ def test_missing_overlay_names_what_exists(shipped) -> None:
 def test_client_dry_run_prints_the_wave_order_and_needs_no_cluster(shipped, tmp_path: Path) -> None:
     root, loaded = shipped
     env = {"KUBECONFIG": str(tmp_path / "no-such-kubeconfig")}
-    result = CliRunner().invoke(app, ["deploy", "--overlay", "dev", "--dry-run=client", "--catalog", str(root / "catalog.yaml")], env=env)
+    result = CliRunner().invoke(
+        app, ["deploy", "--overlay", "dev", "--dry-run=client", "--catalog", str(root / "catalog.yaml")], env=env
+    )
     assert result.exit_code == 0, result.output
     heads = [line for line in result.stdout.splitlines() if not line.startswith(" ")]
     titles = {s.name: s.title for s in loaded.catalog.stages}
     expected = ["setup", "wave  0"] + [
-        f"wave {w.number:>2}  {titles[w.stage]}: {', '.join(sorted((*w.infrastructure, *w.services)))}" for w in loaded.plan.waves
+        f"wave {w.number:>2}  {titles[w.stage]}: {', '.join(sorted((*w.infrastructure, *w.services)))}"
+        for w in loaded.plan.waves
     ]
     assert heads[:-1] == expected
-    assert heads[-1] == f"{7 * len(loaded.catalog.services) + 2 + len(loaded.catalog.infrastructure)} objects in {len(expected)} steps; client dry run: no cluster was contacted"
+    assert (
+        heads[-1]
+        == f"{7 * len(loaded.catalog.services) + 2 + len(loaded.catalog.infrastructure)} objects in {len(expected)} steps; client dry run: no cluster was contacted"
+    )
     lines = result.stdout.splitlines()
     assert lines[:4] == ["setup", "    Namespace/nexus-cos", "wave  0", "    NetworkPolicy/default-deny"]
     at = lines.index("wave  2  Core Services: pv-keys")
@@ -121,10 +133,18 @@ def test_only_accepts_commas_and_repeats(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, [*args, "--only", "gateway,media", "--only", "auth"])
     assert result.exit_code == 0, result.output
     heads = [line for line in result.stdout.splitlines() if not line.startswith(" ")]
-    assert heads == ["setup", "wave  2  Core: auth", "wave  3  Apps: gateway, media", "22 objects in 3 steps; client dry run: no cluster was contacted"]
+    assert heads == [
+        "setup",
+        "wave  2  Core: auth",
+        "wave  3  Apps: gateway, media",
+        "22 objects in 3 steps; client dry run: no cluster was contacted",
+    ]
 
 
-@pytest.mark.skipif(not (ROOT / "generated/k8s/overlays/dev").is_dir(), reason="generated/k8s/overlays/dev is not generated yet (the k8s renderer)")
+@pytest.mark.skipif(
+    not (ROOT / "generated/k8s/overlays/dev").is_dir(),
+    reason="generated/k8s/overlays/dev is not generated yet (the k8s renderer)",
+)
 def test_shipped_overlays_follow_the_plan() -> None:
     loaded = load_catalog(CATALOG)
     for overlay in ("dev", "staging", "prod"):

@@ -8,13 +8,15 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from conftest import dump, nexus
+
 from nexus.pipeline import generate
 
 
 def git(repo: Path, *args: str) -> None:
-    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args], cwd=repo, check=True, capture_output=True)
+    subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args], cwd=repo, check=True, capture_output=True
+    )
 
 
 @pytest.fixture
@@ -34,7 +36,13 @@ def change(repo: Path, minimal: dict) -> dict:
     data = copy.deepcopy(minimal)
     data["teams"]["media"] = {"title": "Media", "contact": "media@example.com", "oncall": "oncall@example.com"}
     data["services"]["media"]["team"] = "media"
-    data["services"]["tickets"] = {"port": 4010, "category": "platform", "team": "media", "description": "Tickets | seats", "depends_on": {"auth": "hard", "media": "soft"}}
+    data["services"]["tickets"] = {
+        "port": 4010,
+        "category": "platform",
+        "team": "media",
+        "description": "Tickets | seats",
+        "depends_on": {"auth": "hard", "media": "soft"},
+    }
     data["services"]["media"]["port"] = 4012  # port changed
     data["services"]["gateway"]["depends_on"]["media"] = "hard"  # kind changed: policy unchanged
     data["services"]["media"]["depends_on"] = {}  # media -> auth removed (cross-team)
@@ -46,7 +54,10 @@ def change(repo: Path, minimal: dict) -> dict:
 def test_no_change_says_so(repo: Path) -> None:
     result = nexus("diff", "--catalog", str(repo / "catalog.yaml"))
     assert result.returncode == 0, result.stderr
-    assert result.stdout == "## nexus diff against `HEAD`\n\nNo change to the catalog's services, edges or policy, and no generated file would change.\n"
+    assert (
+        result.stdout
+        == "## nexus diff against `HEAD`\n\nNo change to the catalog's services, edges or policy, and no generated file would change.\n"
+    )
 
 
 def test_json_lists_every_kind_of_change(repo: Path, minimal: dict) -> None:
@@ -55,18 +66,59 @@ def test_json_lists_every_kind_of_change(repo: Path, minimal: dict) -> None:
     assert result.returncode == 0, result.stderr
     d = json.loads(result.stdout)
     assert d["base"] == "HEAD"
-    assert d["services_added"] == [{"name": "tickets", "port": 4010, "team": "media", "category": "platform", "stage": "apps"}]
+    assert d["services_added"] == [
+        {"name": "tickets", "port": 4010, "team": "media", "category": "platform", "stage": "apps"}
+    ]
     assert d["services_removed"] == []
     assert d["ports_changed"] == [{"name": "media", "before": 4002, "after": 4012}]
     assert d["edges_added"] == [
-        {"source": "tickets", "target": "auth", "kind": "hard", "source_team": "media", "target_team": "core", "cross_team": True},
-        {"source": "tickets", "target": "media", "kind": "soft", "source_team": "media", "target_team": "media", "cross_team": False},
+        {
+            "source": "tickets",
+            "target": "auth",
+            "kind": "hard",
+            "source_team": "media",
+            "target_team": "core",
+            "cross_team": True,
+        },
+        {
+            "source": "tickets",
+            "target": "media",
+            "kind": "soft",
+            "source_team": "media",
+            "target_team": "media",
+            "cross_team": False,
+        },
     ]
     assert d["cross_team_edges_added"] == d["edges_added"][:1]
-    assert d["edges_removed"] == [{"source": "media", "target": "auth", "kind": "hard", "source_team": "media", "target_team": "core", "cross_team": True}]
-    assert d["edges_changed"] == [{"source": "gateway", "target": "media", "kind": "hard", "before": "soft", "source_team": "core", "target_team": "media", "cross_team": True}]
-    assert d["allowed_added"] == [{"source": "tickets", "target": "auth", "because": "depends_on"}, {"source": "tickets", "target": "media", "because": "depends_on"}]
-    assert d["allowed_removed"] == [{"source": "auth", "target": "postgres", "because": "uses"}, {"source": "media", "target": "auth", "because": "depends_on"}]
+    assert d["edges_removed"] == [
+        {
+            "source": "media",
+            "target": "auth",
+            "kind": "hard",
+            "source_team": "media",
+            "target_team": "core",
+            "cross_team": True,
+        }
+    ]
+    assert d["edges_changed"] == [
+        {
+            "source": "gateway",
+            "target": "media",
+            "kind": "hard",
+            "before": "soft",
+            "source_team": "core",
+            "target_team": "media",
+            "cross_team": True,
+        }
+    ]
+    assert d["allowed_added"] == [
+        {"source": "tickets", "target": "auth", "because": "depends_on"},
+        {"source": "tickets", "target": "media", "because": "depends_on"},
+    ]
+    assert d["allowed_removed"] == [
+        {"source": "auth", "target": "postgres", "because": "uses"},
+        {"source": "media", "target": "auth", "because": "depends_on"},
+    ]
     assert d["services_changed"] == [{"name": "auth", "field": "uses", "before": ["postgres"], "after": []}]
     assert d["sections_changed"] == []
     assert "services/tickets/tickets/spec.py" in d["files"]["added"]
@@ -90,7 +142,10 @@ def test_markdown_is_a_pr_comment_with_cross_team_edges_highlighted(repo: Path, 
     md = result.stdout
     assert md.startswith("## nexus diff against `main`\n")
     assert "**1 service added, 0 removed, 1 port changed; 2 edges added (1 cross-team), 1 removed;" in md
-    assert "> [!WARNING]\n> New cross-team dependencies: the called team should review.\n> - `tickets` (media) → `auth` (core), hard\n" in md
+    assert (
+        "> [!WARNING]\n> New cross-team dependencies: the called team should review.\n> - `tickets` (media) → `auth` (core), hard\n"
+        in md
+    )
     assert "| added | `tickets` | 4010 | media | platform | apps |" in md
     assert "| `media` | 4002 | 4012 |" in md
     assert "| added | `tickets` (media) | `auth` (core) | hard | **cross-team** |" in md

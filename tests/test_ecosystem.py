@@ -14,11 +14,10 @@ from pathlib import Path
 import pytest
 import typer
 import yaml
-
 from conftest import CATALOG, ROOT, dump
-from nexus.checks import ecosystem as ecosystem_checks
-from nexus.render import ecosystem as render_ecosystem
+
 from nexus.catalog import load_catalog, load_catalog_text
+from nexus.checks import ecosystem as ecosystem_checks
 from nexus.render import RenderContext, render
 
 WORKFLOW = ROOT / ".github" / "workflows" / "nexus.yml"
@@ -37,11 +36,23 @@ def test_each_service_is_a_backstage_component_owned_by_its_team(shipped: tuple[
     doc = yaml.safe_load(files["services/puabo-nuki-order-processor/catalog-info.yaml"])
     assert doc["kind"] == "Component"
     assert doc["spec"] == {
-        "type": "service", "lifecycle": "production", "owner": "group:commerce", "system": "nexus-cos",
-        "dependsOn": ["component:billing-service", "component:puabo-nuki-inventory-mgr", "component:puabo-nuki-product-catalog",
-                      "component:puabo-nuki-shipping-service", "component:token-mgr", "resource:postgres", "resource:rabbitmq"],
+        "type": "service",
+        "lifecycle": "production",
+        "owner": "group:commerce",
+        "system": "nexus-cos",
+        "dependsOn": [
+            "component:billing-service",
+            "component:puabo-nuki-inventory-mgr",
+            "component:puabo-nuki-product-catalog",
+            "component:puabo-nuki-shipping-service",
+            "component:token-mgr",
+            "resource:postgres",
+            "resource:rabbitmq",
+        ],
     }
-    assert doc["metadata"]["annotations"] == {"nexus.example.com/docs-path": "generated/docs/services/puabo-nuki-order-processor.md"}
+    assert doc["metadata"]["annotations"] == {
+        "nexus.example.com/docs-path": "generated/docs/services/puabo-nuki-order-processor.md"
+    }
     kinds = [d["kind"] for d in yaml.safe_load_all(files["catalog-info.yaml"]) if d]
     assert kinds == ["Location", "System", *["Group"] * 6, *["Resource"] * 3]
     assert ecosystem_checks.run(ctx, files) == []
@@ -51,7 +62,9 @@ def test_codeowners_gives_each_service_folder_to_its_team(shipped: tuple[RenderC
     _, files = shipped
     lines = files["CODEOWNERS"].splitlines()
     assert "/generated/services/puabo-blac-loan-processor/ @nexus-cos/fintech" in lines
-    assert lines.index("/generated/ @nexus-cos/core-platform") < lines.index("/generated/services/ai-service/ @nexus-cos/ai-ml")  # last match wins
+    assert lines.index("/generated/ @nexus-cos/core-platform") < lines.index(
+        "/generated/services/ai-service/ @nexus-cos/ai-ml"
+    )  # last match wins
     rules = [line for line in lines if line and not line.startswith("#")]
     assert len(rules) == 2 + 43
     assert all(re.fullmatch(r"/\S+ @[\w-]+(/[\w.-]+)?", rule) for rule in rules)
@@ -63,16 +76,26 @@ def test_a_team_handle_in_the_catalog_is_used(minimal: dict) -> None:
     files = render(RenderContext(loaded.catalog, loaded.plan))
     assert "/generated/services/auth/ @acme/platform-core" in files["CODEOWNERS"].splitlines()
     minimal["teams"]["core"]["handle"] = "acme team"
-    with pytest.raises(Exception, match=r"teams\.core\.handle: 'acme team' is not a GitHub handle; write @user or @org/team"):
+    with pytest.raises(
+        Exception, match=r"teams\.core\.handle: 'acme team' is not a GitHub handle; write @user or @org/team"
+    ):
         load_catalog_text(dump(minimal))
 
 
-def test_checks_catch_a_wrong_owner_a_missing_dependency_and_a_bad_codeowners_line(shipped: tuple[RenderContext, dict[str, str]]) -> None:
+def test_checks_catch_a_wrong_owner_a_missing_dependency_and_a_bad_codeowners_line(
+    shipped: tuple[RenderContext, dict[str, str]],
+) -> None:
     ctx, files = shipped
     broken = dict(files)
-    broken["services/kei-ai/catalog-info.yaml"] = files["services/kei-ai/catalog-info.yaml"].replace("group:ai-ml", "group:media")
-    broken["services/ai-service/catalog-info.yaml"] = files["services/ai-service/catalog-info.yaml"].replace("  - \"component:token-mgr\"\n", "")
-    broken["CODEOWNERS"] = files["CODEOWNERS"].replace("/generated/services/glitch/ @nexus-cos/core-platform", "/generated/services/glitch/ @nexus-cos/media # moved")
+    broken["services/kei-ai/catalog-info.yaml"] = files["services/kei-ai/catalog-info.yaml"].replace(
+        "group:ai-ml", "group:media"
+    )
+    broken["services/ai-service/catalog-info.yaml"] = files["services/ai-service/catalog-info.yaml"].replace(
+        '  - "component:token-mgr"\n', ""
+    )
+    broken["CODEOWNERS"] = files["CODEOWNERS"].replace(
+        "/generated/services/glitch/ @nexus-cos/core-platform", "/generated/services/glitch/ @nexus-cos/media # moved"
+    )
     failures = ecosystem_checks.run(ctx, broken)
     assert "kei-ai: services/kei-ai/catalog-info.yaml: owner is 'group:media', the catalog says team ai-ml" in failures
     assert any(f.startswith("ai-service: services/ai-service/catalog-info.yaml: dependsOn") for f in failures)
@@ -129,7 +152,7 @@ def test_the_workflow_runs_validate_check_diff_and_tests_on_catalog_template_and
     assert [a[:1] for a in calls] == [["validate"], ["generate"], ["diff"]]
     assert "--check" in calls[1]
     assert calls[2][1:3] == ["--base", "origin/EXPR"]
-    assert any("nexus diff" in r and ">> \"$GITHUB_STEP_SUMMARY\"" in r for r in runs)
+    assert any("nexus diff" in r and '>> "$GITHUB_STEP_SUMMARY"' in r for r in runs)
     assert "pip install -c lock/nexus.txt -e . -e '.[dev]'" in runs  # README's install, from the lock
     assert "bash scripts/install-tools.sh && python -m pytest -n 2 -q" in runs
     latest = wf["jobs"]["latest"]
@@ -150,7 +173,14 @@ def test_every_nexus_call_in_the_workflow_and_the_hooks_parses_with_the_real_cli
         parse_with_the_real_cli(args)
 
 
-@pytest.mark.parametrize(("args", "error"), [(["deploy-everything"], "No such command"), (["generate", "--chek"], "No such option"), (["diff", "--base"], "requires an argument")])
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["deploy-everything"], "No such command"),
+        (["generate", "--chek"], "No such option"),
+        (["diff", "--base"], "requires an argument"),
+    ],
+)
 def test_the_parser_really_refuses_what_does_not_exist(args: list[str], error: str) -> None:
     with pytest.raises(Exception, match=error):  # click's UsageError (typer may vendor click)
         parse_with_the_real_cli(args)
@@ -166,8 +196,21 @@ def test_a_plain_install_ships_the_templates(tmp_path: Path) -> None:
     for name in ("generator", "templates"):
         shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path / "dist"), str(src)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+            str(src),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     (wheel,) = (tmp_path / "dist").glob("*.whl")

@@ -16,7 +16,12 @@ MODES = ["embedded", "process"]
 
 def _chain(minimal):
     """The minimal catalog with a three-hop login flow: gateway -> auth -> store."""
-    minimal["services"]["store"] = {"port": 1, "category": "platform", "team": "core", "description": "Credential store"}
+    minimal["services"]["store"] = {
+        "port": 1,
+        "category": "platform",
+        "team": "core",
+        "description": "Credential store",
+    }
     minimal["services"]["auth"]["depends_on"] = {"store": "hard"}
     minimal["stages"][1]["services"] = ["auth", "store"]
     minimal["flows"]["login"]["hops"] = ["gateway", "auth", "store"]
@@ -65,8 +70,12 @@ def test_stopped_hard_dependency_fails_readiness_not_liveness_and_recovers_on_re
 def test_slow_dependency_fails_its_hop_fast_and_is_named(tmp_path, minimal, mode):
     catalog = write_platform(tmp_path / "demo", _chain(minimal))
     # store sleeps 60 s on the flow; every service gives up on a call after 1 s
-    with platform(catalog, "--mode", mode, "--set", "request_timeout_seconds=1", "--set", "store.inject_delay_ms=60000") as ports:
-        r = httpx.get(f"http://127.0.0.1:{ports['gateway']}/platform/flows/login", timeout=15)  # bounded: far below 60 s
+    with platform(
+        catalog, "--mode", mode, "--set", "request_timeout_seconds=1", "--set", "store.inject_delay_ms=60000"
+    ) as ports:
+        r = httpx.get(
+            f"http://127.0.0.1:{ports['gateway']}/platform/flows/login", timeout=15
+        )  # bounded: far below 60 s
         body = r.json()
         assert r.status_code == 502 and body["broken"] == "store"  # the slow one, not auth, which waited on it
         assert [h["service"] for h in body["hops"]] == ["gateway", "auth", "store"]

@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import CATALOG, ROOT, dump, nexus
+
 from nexus import write
-from nexus.render.services import team_owned
 from nexus.catalog import load_catalog
 from nexus.errors import DriftError, HandEditedError, OutputCheckError, OutputError, TemplateError
 from nexus.pipeline import generate
 from nexus.render import RenderContext, render
+from nexus.render.services import team_owned
 
 
 def tree(root: Path) -> dict[str, bytes]:
@@ -38,7 +38,7 @@ def project(tmp_path: Path, minimal: dict) -> Path:
     return tmp_path
 
 
-def rewrite(project: Path, change) -> None:  # noqa: ANN001 - a function editing the catalog dict
+def rewrite(project: Path, change) -> None:
     data = yaml.safe_load((project / "catalog.yaml").read_text(encoding="utf-8"))
     change(data)
     (project / "catalog.yaml").write_text(dump(data), encoding="utf-8")
@@ -90,7 +90,12 @@ def test_shipped_catalog_renders_deterministically() -> None:
     a = render(RenderContext(loaded.catalog, loaded.plan))
     b = render(RenderContext(load_catalog(CATALOG).catalog, loaded.plan))
     assert a == b
-    assert not any("Z" in line and "20" in line and "T" in line for text in a.values() for line in text.splitlines() if "timestamp" in line.lower())
+    assert not any(
+        "Z" in line and "20" in line and "T" in line
+        for text in a.values()
+        for line in text.splitlines()
+        if "timestamp" in line.lower()
+    )
 
 
 def test_a_removed_service_loses_its_files(project: Path) -> None:
@@ -194,7 +199,10 @@ def big_catalog(minimal: dict, n: int, tag: str = "") -> str:
     """The minimal catalog plus ``n`` chained services: enough files that a kill lands mid-write."""
     for i in range(n):
         minimal["services"][f"svc-{i}"] = {
-            "port": 5000 + i, "category": "platform", "team": "core", "description": f"{tag}service {i}",
+            "port": 5000 + i,
+            "category": "platform",
+            "team": "core",
+            "description": f"{tag}service {i}",
             "depends_on": {f"svc-{i - 1}": "hard"} if i else {"auth": "hard"},
         }
     return dump(minimal)
@@ -221,7 +229,12 @@ def test_killed_runs_leave_the_old_tree_or_the_new_one(tmp_path: Path, minimal: 
         old = tree(work / "generated")
         catalog.write_text((expected / "catalog.yaml").read_text())
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        proc = subprocess.Popen([sys.executable, "-m", "cli", "generate", "--catalog", str(catalog)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cli", "generate", "--catalog", str(catalog)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -232,7 +245,9 @@ def test_killed_runs_leave_the_old_tree_or_the_new_one(tmp_path: Path, minimal: 
     assert seen  # which states were hit depends on the machine's speed; both are correct
 
 
-def test_template_error_names_template_line_and_service(project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_template_error_names_template_line_and_service(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import shutil
 
     from nexus.render import services as render_services
@@ -245,7 +260,12 @@ def test_template_error_names_template_line_and_service(project: Path, tmp_path:
     monkeypatch.setattr(render_services, "SERVICE_TEMPLATE", broken)
     render_services._extensions.cache_clear()
     rewrite(project, lambda d: d["services"]["auth"].update(description="renders again"))  # not the fast path
-    with pytest.raises(TemplateError, match=r"templates/service/\{\{cookiecutter.name\}\}/\{\{cookiecutter.package\}\}/main.py:" + str(len(lines) + 1) + r": .*no_such_variable.*\(rendering auth\)"):
+    with pytest.raises(
+        TemplateError,
+        match=r"templates/service/\{\{cookiecutter.name\}\}/\{\{cookiecutter.package\}\}/main.py:"
+        + str(len(lines) + 1)
+        + r": .*no_such_variable.*\(rendering auth\)",
+    ):
         generate(project / "catalog.yaml")
     render_services._extensions.cache_clear()
 
@@ -265,7 +285,9 @@ def test_failed_output_check_writes_nothing(project: Path, monkeypatch: pytest.M
     rewrite(project, lambda d: d["services"]["auth"].update(description="changed"))
     before = tree(project / "generated")
     monkeypatch.setattr(pipeline, "render", buggy_render)
-    with pytest.raises(OutputCheckError, match="gateway: services/gateway/gateway/settings.py: dependency URL for auth"):
+    with pytest.raises(
+        OutputCheckError, match="gateway: services/gateway/gateway/settings.py: dependency URL for auth"
+    ):
         generate(project / "catalog.yaml")
     assert tree(project / "generated") == before
 

@@ -432,7 +432,9 @@ def _limit_file_size() -> None:
 
 def test_a_file_size_limit_leaves_the_old_tree_and_no_staging(project: Path) -> None:
     """A real process under `ulimit -f` (RLIMIT_FSIZE): every write past 2000 bytes fails, EFBIG."""
-    edit(project / "catalog.yaml", "Auth, " * 160)  # spec.py and the docs grow past the limit (descriptions stop at 1,000)
+    edit(
+        project / "catalog.yaml", "Auth, " * 160
+    )  # spec.py and the docs grow past the limit (descriptions stop at 1,000)
     before = tree(project / "generated")
     result = subprocess.run(
         [sys.executable, "-m", "cli", "generate", "--catalog", str(project / "catalog.yaml")],

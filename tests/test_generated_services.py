@@ -10,10 +10,10 @@ import re
 import subprocess
 import sys
 
+from conftest import CATALOG, MINIMAL, ROOT, dump
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import CATALOG, MINIMAL, ROOT, dump
 from nexus.catalog import load_catalog, load_catalog_text
 from nexus.checks import parses
 from nexus.render import RenderContext, render
@@ -28,8 +28,23 @@ def test_every_generated_service_passes_its_own_tests() -> None:
     assert len(services) == 43
     path = os.pathsep.join([str(GENERATED / "runtime"), *map(str, services)])
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--import-mode=importlib", "-W", "ignore::DeprecationWarning", "services"],
-        cwd=GENERATED, env={**os.environ, "PYTHONPATH": path}, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--import-mode=importlib",
+            "-W",
+            "ignore::DeprecationWarning",
+            "services",
+        ],
+        cwd=GENERATED,
+        env={**os.environ, "PYTHONPATH": path},
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     passed = int(re.search(r"(\d+) passed", result.stdout).group(1))
@@ -58,7 +73,9 @@ def _description_of(spec_py: str) -> str:
 
 # Any printable text, with the characters that break naive templating over-represented.
 pieces = st.one_of(
-    st.sampled_from(["{{", "}}", "{%", "%}", "{#", "'", '"', ": ", "#", "\n", "|", "\\", "`", "é", "漢", "🚀", "---", "- "]),
+    st.sampled_from(
+        ["{{", "}}", "{%", "%}", "{#", "'", '"', ": ", "#", "\n", "|", "\\", "`", "é", "漢", "🚀", "---", "- "]
+    ),
     st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=5),
 )
 nasty = st.lists(pieces, min_size=1, max_size=12).map("".join).filter(lambda s: s.strip() != "")
@@ -75,5 +92,7 @@ def test_any_description_comes_out_intact_and_every_file_parses(description: str
     assert parses(files) == []
     assert _description_of(files["services/auth/auth/spec.py"]) == description
     readme = files["services/auth/README.md"]
-    quoted = "\n".join(line[2:] if line.startswith("> ") else line[1:] for line in readme.splitlines() if line.startswith(">"))
+    quoted = "\n".join(
+        line[2:] if line.startswith("> ") else line[1:] for line in readme.splitlines() if line.startswith(">")
+    )
     assert quoted == "\n".join(line.rstrip() for line in description.splitlines())

@@ -23,7 +23,12 @@ def test_json_lists_every_service_with_its_facts(loaded):
     assert [s["name"] for s in data["services"]] == sorted(cat.services)
     for s in data["services"]:
         svc = cat.services[s["name"]]
-        assert (s["port"], s["category"], s["team"], s["description"]) == (svc.port, svc.category, svc.team, svc.description)
+        assert (s["port"], s["category"], s["team"], s["description"]) == (
+            svc.port,
+            svc.category,
+            svc.team,
+            svc.description,
+        )
         assert (s["stage"], s["wave"]) == (loaded.plan.stage_of[s["name"]], loaded.plan.wave_of[s["name"]])
         assert {(d["name"], d["kind"]) for d in s["dependencies"]} == {(d, e.kind) for d, e in svc.depends_on.items()}
 

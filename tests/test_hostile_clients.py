@@ -82,7 +82,10 @@ def test_the_project_and_the_runtime_install_a_websocket_library() -> None:
     dependencies."""
     nexus = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     runtime = tomllib.loads((ROOT / "generated" / "runtime" / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-    for where, dependencies in (("nexus[run]", nexus["optional-dependencies"]["run"]), ("nexus-runtime", runtime["dependencies"])):
+    for where, dependencies in (
+        ("nexus[run]", nexus["optional-dependencies"]["run"]),
+        ("nexus-runtime", runtime["dependencies"]),
+    ):
         assert any(re.match(r"websockets\b", d) for d in dependencies), where
 
 
@@ -183,8 +186,18 @@ HOSTILE = [
 @pytest.mark.parametrize(("name", "value"), HOSTILE, ids=[f"{n}:{v[:12]!r}" for n, v in HOSTILE])
 def test_malformed_trace_headers_are_replaced_and_never_cause_a_5xx(live: Live, name: str, value: bytes) -> None:
     gateway = live.url["gateway"]
-    headers = [(b"traceparent", TRACEPARENT.encode()), (name.encode(), value)] if name == "tracestate" else [(name.encode(), value)]
-    for path in ("/health/ready", "/flows/login", "/platform/flows/login", "/platform/health/auth/ready", "/platform/health/media/metrics"):
+    headers = (
+        [(b"traceparent", TRACEPARENT.encode()), (name.encode(), value)]
+        if name == "tracestate"
+        else [(name.encode(), value)]
+    )
+    for path in (
+        "/health/ready",
+        "/flows/login",
+        "/platform/flows/login",
+        "/platform/health/auth/ready",
+        "/platform/health/media/metrics",
+    ):
         r = httpx.get(gateway + path, headers=headers, timeout=10)
         assert r.status_code == 200, (path, r.text)
         echoed = r.headers["x-request-id"]
@@ -195,7 +208,10 @@ def test_malformed_trace_headers_are_replaced_and_never_cause_a_5xx(live: Live, 
 
 def test_a_valid_request_id_and_trace_follow_the_request_through_every_hop(live: Live) -> None:
     rid = f"trace-me-{live.catalog.parent.parent.name}"
-    r = httpx.get(live.url["gateway"] + "/flows/login", headers={"x-request-id": rid, "traceparent": TRACEPARENT, "tracestate": "congo=t61rcWkgMzE"})
+    r = httpx.get(
+        live.url["gateway"] + "/flows/login",
+        headers={"x-request-id": rid, "traceparent": TRACEPARENT, "tracestate": "congo=t61rcWkgMzE"},
+    )
     assert r.status_code == 200 and r.headers["x-request-id"] == rid
 
     def logged(service: str) -> list[dict[str, Any]]:
@@ -214,7 +230,9 @@ def test_a_valid_request_id_and_trace_follow_the_request_through_every_hop(live:
 def test_the_gateway_ignores_a_client_chain_budget(live: Live, budget: str) -> None:
     """A budget from outside would leave auth (50 ms) 10 ms: the flow would time out."""
     for path in ("/flows/login", "/platform/flows/login", "/platform/health/auth/ready"):
-        r = httpx.get(live.url["gateway"] + path, headers={"x-nexus-budget-ms": budget, "x-nexus-via": "forged"}, timeout=10)
+        r = httpx.get(
+            live.url["gateway"] + path, headers={"x-nexus-budget-ms": budget, "x-nexus-via": "forged"}, timeout=10
+        )
         assert r.status_code == 200, (path, r.text)
 
 
@@ -257,7 +275,9 @@ def test_python_m_listens_on_loopback_and_the_image_on_every_interface(tmp_path:
     for extra, address in (({}, LOOPBACK), (_dockerfile_env(service / "Dockerfile"), ANY)):
         (port,) = free_ports(1)
         env = {**base, **extra, "PORT": str(port)}
-        proc = subprocess.Popen([sys.executable, "-m", "auth"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "auth"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         try:
             until(lambda p=port: bool(_listening_addresses(p)), what=f"auth on {port}")
             assert _listening_addresses(port) == {address}
@@ -274,7 +294,12 @@ def test_docs_platform_routes_and_access_log_can_be_switched_off(tmp_path: Path)
         for base in url.values():
             for path in ("/docs", "/redoc", "/openapi.json"):
                 assert httpx.get(base + path).status_code == 404, (base, path)
-        for path in ("/platform", "/platform/flows/login", "/platform/health/auth/live", "/platform/health/gateway/metrics"):
+        for path in (
+            "/platform",
+            "/platform/flows/login",
+            "/platform/health/auth/live",
+            "/platform/health/gateway/metrics",
+        ):
             assert httpx.get(url["gateway"] + path).status_code == 404, path
         r = httpx.get(url["gateway"] + "/flows/login")  # what the platform is for still works
         assert r.status_code == 200 and r.json()["ok"]
@@ -296,7 +321,11 @@ def test_one_json_access_line_per_request(live: Live) -> None:
 
     until(lambda: len(lines()) >= 3, what="three access lines")
     got = lines()
-    assert [(e["method"], e["route"], e["status"]) for e in got] == [("GET", "/health", 200), ("GET", "/flows/{flow}", 200), ("GET", "unmatched", 404)]
+    assert [(e["method"], e["route"], e["status"]) for e in got] == [
+        ("GET", "/health", 200),
+        ("GET", "/flows/{flow}", 200),
+        ("GET", "unmatched", 404),
+    ]
     for e in got:
         assert e["level"] == "info" and e["service"] == "gateway" and e["trace_id"] == TRACE_ID
         assert isinstance(e["duration_ms"], float) and e["duration_ms"] >= 0

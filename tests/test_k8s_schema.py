@@ -17,9 +17,8 @@ from conftest import CATALOG
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT7
 
-from nexus.checks import k8s as k8s_checks
-from nexus.render import k8s as render_k8s
 from nexus.catalog import load_catalog
+from nexus.checks import k8s as k8s_checks
 from nexus.checks.kubernetes_schema import (
     K8S_VERSION,
     OLDEST_K8S_VERSION,
@@ -27,6 +26,7 @@ from nexus.checks.kubernetes_schema import (
     schema_dir,
     schema_file,
 )
+from nexus.render import k8s as render_k8s
 from nexus.render.context import RenderContext
 
 
@@ -34,7 +34,13 @@ from nexus.render.context import RenderContext
 def docs() -> list[dict[str, Any]]:
     loaded = load_catalog(CATALOG)
     files = render_k8s.render(RenderContext(loaded.catalog, loaded.plan))
-    return [d.data for p, t in files.items() if p.startswith("k8s/base/") for d in k8s_checks.documents(p, t) if d.kind != "Kustomization"]
+    return [
+        d.data
+        for p, t in files.items()
+        if p.startswith("k8s/base/")
+        for d in k8s_checks.documents(p, t)
+        if d.kind != "Kustomization"
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +90,7 @@ def _mutations(doc: dict[str, Any], rng: random.Random) -> list[dict[str, Any]]:
                 target[last] = "NotAnEnumValue"  # breaks enum fields (Service type, seccomp type...), nothing else
             elif change == "retype":
                 old = target[last]
-                target[last] = {str: 7, int: "7", bool: "true", list: {"a": 1}, dict: ["a"], float: "1.5"}.get(type(old), None)
+                target[last] = {str: 7, int: "7", bool: "true", list: {"a": 1}, dict: ["a"], float: "1.5"}.get(type(old))
             else:
                 continue
             out.append(copied)
@@ -129,11 +135,17 @@ def test_a_validated_text_is_skipped_and_the_cache_persists(tmp_path: Path) -> N
 
 
 def test_unknown_kinds(tmp_path: Path) -> None:
-    assert SchemaValidator().errors("t", {"apiVersion": "example.com/v1", "kind": "Widget"}) == ["no Kubernetes 1.32 schema for example.com/v1 Widget"]
+    assert SchemaValidator().errors("t", {"apiVersion": "example.com/v1", "kind": "Widget"}) == [
+        "no Kubernetes 1.32 schema for example.com/v1 Widget"
+    ]
     assert SchemaValidator().errors("t", {"kind": "Widget"}) == ["apiVersion and kind must both be set"]
 
 
-OLDEST_SCHEMAS = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "nexus-tools" / f"kubernetes-validate-{OLDEST_K8S_VERSION}"
+OLDEST_SCHEMAS = (
+    Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    / "nexus-tools"
+    / f"kubernetes-validate-{OLDEST_K8S_VERSION}"
+)
 
 
 def test_every_rendered_manifest_is_valid_on_the_oldest_supported_kubernetes(docs: list[dict[str, Any]]) -> None:
@@ -146,7 +158,9 @@ def test_every_rendered_manifest_is_valid_on_the_oldest_supported_kubernetes(doc
             pytest.fail(message)
         pytest.skip(message)
     # that release's files point at "_definitions.json#/definitions/...": register it under that name
-    definitions = Resource.from_contents(json.loads((folder / "_definitions.json").read_bytes()), default_specification=DRAFT7)
+    definitions = Resource.from_contents(
+        json.loads((folder / "_definitions.json").read_bytes()), default_specification=DRAFT7
+    )
     registry = Registry().with_resource("_definitions.json", definitions)
 
     def errors(doc: dict[str, Any]) -> list[str]:

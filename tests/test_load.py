@@ -11,8 +11,8 @@ from broken import at
 from conftest import MINIMAL, dump
 
 from nexus.catalog import load
-from nexus.errors import CatalogError
 from nexus.catalog.load import load_file, load_text
+from nexus.errors import CatalogError
 
 
 def problems_of(text: str) -> list:
@@ -35,7 +35,9 @@ def test_records_the_position_of_values_and_keys(minimal):
         (("platform", "gateway"), ("gateway: ", "gateway\n")),
     ]:
         assert f"catalog.yaml:{src.where(path)[0]}:{src.where(path)[1]}" == at(text, *needles), path
-    assert src.where_key(("services", "media")) == tuple(int(x) for x in at(text, "\n  media:\n", "media").split(":")[1:])
+    assert src.where_key(("services", "media")) == tuple(
+        int(x) for x in at(text, "\n  media:\n", "media").split(":")[1:]
+    )
 
 
 def test_position_of_a_missing_part_is_its_nearest_parent(minimal):
@@ -82,7 +84,10 @@ def test_duplicate_keys_are_rejected(text, path, needles, first_line):
     (problem,) = problems_of(text)
     assert problem.path == path
     assert f"catalog.yaml:{problem.line}:{problem.column}" == at(text, *needles)
-    assert f"duplicate key '{path.rsplit('.', 1)[-1].split(']')[-1]}' (first defined at line {first_line})" in problem.message
+    assert (
+        f"duplicate key '{path.rsplit('.', 1)[-1].split(']')[-1]}' (first defined at line {first_line})"
+        in problem.message
+    )
 
 
 def test_every_duplicate_key_is_reported():
@@ -118,18 +123,52 @@ def test_every_duplicate_key_is_reported():
         ("{}\n", None, r"the catalog is empty"),
         ("0x1f: 1\n", "1:1", r"key '0x1f' is read by YAML as the number 31, not as the text '0x1f'"),
         ("s:\n  017: 1\n", "2:3", r"key '017' is read by YAML as the number 15"),
-        ("on: 1\n", "1:1", r"key 'on' is read by YAML as true, not as the text 'on'; a key is a name, so quote it \(\"on\"\)"),
+        (
+            "on: 1\n",
+            "1:1",
+            r"key 'on' is read by YAML as true, not as the text 'on'; a key is a name, so quote it \(\"on\"\)",
+        ),
         ("s: {1.5: x}\n", "1:5", r"key '1\.5' is read by YAML as the number 1\.5"),
         ("~: 1\n", "1:1", r"key '~' is read by YAML as null"),
         ("2001-01-01: 1\n", "1:1", r"key '2001-01-01' is read by YAML as a date"),
         ("!!int 7: 1\n", "1:1", r"key '7' is tagged !!int; a key is a name \(text\), so remove the tag"),
         ("a: &n 5\nb: {*n : 1}\n", "2:5", r"key \*n is 5, not text"),
-        ("a: &a {x: 1}\nb:\n  <<: *a\n  y: 2\n", "3:3", r"merge keys \('<<'\) are not supported.*use an alias for a whole value \(key: \*anchor\)"),
+        (
+            "a: &a {x: 1}\nb:\n  <<: *a\n  y: 2\n",
+            "3:3",
+            r"merge keys \('<<'\) are not supported.*use an alias for a whole value \(key: \*anchor\)",
+        ),
     ],
     ids=[
-        "empty", "only-comment", "null", "scalar-text", "scalar-number", "list", "two-documents", "tab", "unclosed-bracket",
-        "unclosed-brace", "unclosed-quote", "unknown-alias", "complex-key", "complex-key-nested", "python-tag", "bad-int", "bad-bool", "bad-date", "huge-int",
-        "empty-mapping", "key-hexadecimal", "key-octal", "key-on", "key-float", "key-null", "key-date", "key-tagged", "key-alias", "merge-key",
+        "empty",
+        "only-comment",
+        "null",
+        "scalar-text",
+        "scalar-number",
+        "list",
+        "two-documents",
+        "tab",
+        "unclosed-bracket",
+        "unclosed-brace",
+        "unclosed-quote",
+        "unknown-alias",
+        "complex-key",
+        "complex-key-nested",
+        "python-tag",
+        "bad-int",
+        "bad-bool",
+        "bad-date",
+        "huge-int",
+        "empty-mapping",
+        "key-hexadecimal",
+        "key-octal",
+        "key-on",
+        "key-float",
+        "key-null",
+        "key-date",
+        "key-tagged",
+        "key-alias",
+        "merge-key",
     ],
 )
 def test_unusable_documents_are_refused_with_a_location(text, where, message):
@@ -145,7 +184,11 @@ def test_unusable_documents_are_refused_with_a_location(text, where, message):
 def test_every_retyped_key_is_reported_in_one_run_at_its_token():
     text = "services:\n  0x1f: {}\n  017: {}\n  on: {}\n  fine: {}\n"
     problems = problems_of(text)
-    assert [(p.line, p.column, p.path) for p in problems] == [(2, 3, "services.0x1f"), (3, 3, "services.017"), (4, 3, "services.on")]
+    assert [(p.line, p.column, p.path) for p in problems] == [
+        (2, 3, "services.0x1f"),
+        (3, 3, "services.017"),
+        (4, 3, "services.on"),
+    ]
 
 
 @pytest.mark.parametrize("text", ["'0x1f': 1\n", '"017": 1\n', "!!str on: 1\n", "'<<': 1\n"])

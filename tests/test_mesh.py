@@ -13,9 +13,9 @@ import pytest
 import yaml
 from conftest import CATALOG, dump
 
+from nexus.catalog import load_catalog, load_catalog_text
 from nexus.checks import crd_schema
 from nexus.checks import mesh as mesh_checks
-from nexus.catalog import load_catalog, load_catalog_text
 from nexus.errors import CatalogError
 from nexus.pipeline import generate
 from nexus.render import RenderContext, render
@@ -58,7 +58,13 @@ def linkerd() -> tuple[RenderContext, dict[str, str]]:
 
 
 def docs_of(files: dict[str, str], prefix: str) -> list[dict[str, Any]]:
-    return [d for p, t in sorted(files.items()) if p.startswith(prefix) and p.endswith(".yaml") for d in yaml.safe_load_all(t) if d]
+    return [
+        d
+        for p, t in sorted(files.items())
+        if p.startswith(prefix) and p.endswith(".yaml")
+        for d in yaml.safe_load_all(t)
+        if d
+    ]
 
 
 # -- both meshes, for the shipped catalog ------------------------------------------------------
@@ -75,7 +81,9 @@ def test_each_mesh_renders_and_passes_the_checks(trees: dict[str, Path]) -> None
     assert names == {"istio": {"monitoring", "istio"}, "linkerd": {"monitoring", "linkerd"}, "none": {"monitoring"}}
     for mesh in MESHES:
         overlay = yaml.safe_load((trees[mesh] / "k8s/overlays/prod/kustomization.yaml").read_text())
-        assert overlay["components"] == ["../../components/monitoring"] + ([f"../../components/{mesh}"] if mesh != "none" else [])
+        assert overlay["components"] == ["../../components/monitoring"] + (
+            [f"../../components/{mesh}"] if mesh != "none" else []
+        )
 
 
 def _differences(a: Path, b: Path) -> set[str]:
@@ -104,7 +112,9 @@ def test_switching_the_mesh_changes_only_mesh_files_and_client_retries(trees: di
     assert {p for p in changed if not MESH_FILES.match(p)} == set()
     for path in (p for p in changed if p.endswith("settings.py")):
         left, right = ((trees[m] / path).read_text().splitlines() for m in (a, b))
-        assert [(x, y) for x, y in zip(left, right) if x != y] and all(x.startswith("    retries: int = ") for x, y in zip(left, right) if x != y)
+        assert [(x, y) for x, y in zip(left, right) if x != y] and all(
+            x.startswith("    retries: int = ") for x, y in zip(left, right) if x != y
+        )
     retries = {m: (trees[m] / "services/kei-ai/kei_ai/settings.py").read_text() for m in (a, b)}
     for mesh, text in retries.items():
         assert ("    retries: int = 0\n" in text) == (mesh != "none")
@@ -113,7 +123,10 @@ def test_switching_the_mesh_changes_only_mesh_files_and_client_retries(trees: di
 def test_the_service_readme_says_which_layer_retries(trees: dict[str, Path]) -> None:
     assert "The service mesh (istio)" in (trees["istio"] / "services/token-mgr/README.md").read_text()
     assert "The service mesh (linkerd)" in (trees["linkerd"] / "services/token-mgr/README.md").read_text()
-    assert "The dependency clients (`nexus_runtime.clients`): idempotent calls, 2 times" in (trees["none"] / "services/token-mgr/README.md").read_text()
+    assert (
+        "The dependency clients (`nexus_runtime.clients`): idempotent calls, 2 times"
+        in (trees["none"] / "services/token-mgr/README.md").read_text()
+    )
 
 
 # -- authorization equals the edges ------------------------------------------------------------
@@ -124,7 +137,9 @@ def _admitted_istio(files: dict[str, str]) -> dict[str, set[str]]:
     for d in docs_of(files, "k8s/components/istio/"):
         target = (((d.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}).get("app.kubernetes.io/name")
         if d["kind"] == "AuthorizationPolicy" and target:
-            out[target] = {p for r in d["spec"].get("rules") or [] for f in r["from"] for p in f["source"]["principals"]}
+            out[target] = {
+                p for r in d["spec"].get("rules") or [] for f in r["from"] for p in f["source"]["principals"]
+            }
     return out
 
 
@@ -147,7 +162,11 @@ def test_linkerd_admits_exactly_each_services_dependents(linkerd: tuple[RenderCo
     ctx, files = linkerd
     docs = docs_of(files, "k8s/components/linkerd/")
     authn = {d["metadata"]["name"]: set(d["spec"]["identities"]) for d in docs if d["kind"] == "MeshTLSAuthentication"}
-    by_server = {d["spec"]["targetRef"]["name"]: authn[d["spec"]["requiredAuthenticationRefs"][0]["name"]] for d in docs if d["kind"] == "AuthorizationPolicy" and d["spec"]["targetRef"]["kind"] == "Server"}
+    by_server = {
+        d["spec"]["targetRef"]["name"]: authn[d["spec"]["requiredAuthenticationRefs"][0]["name"]]
+        for d in docs
+        if d["kind"] == "AuthorizationPolicy" and d["spec"]["targetRef"]["kind"] == "Server"
+    }
     for name in ctx.catalog.services:
         want = {f"{d}.nexus-cos.serviceaccount.identity.linkerd.cluster.local" for d in ctx.dependents[name]}
         if name == "backend-api":
@@ -169,20 +188,88 @@ LINKERD = "k8s/components/linkerd/services/{}.yaml"
 @pytest.mark.parametrize(
     ("mesh", "path", "old", "new", "expected"),
     [
-        ("istio", ISTIO.format("kei-ai"), '              - "cluster.local/ns/nexus-cos/sa/metatwin"\n', "", "kei-ai: cluster.local/ns/nexus-cos/sa/metatwin is a caller in the catalog but the istio policy does not admit it"),
-        ("istio", ISTIO.format("pv-keys"), '"cluster.local/ns/nexus-cos/sa/key-service"', '"cluster.local/ns/nexus-cos/sa/glitch"', "pv-keys: the istio policy admits cluster.local/ns/nexus-cos/sa/glitch, which is not a caller"),
-        ("istio", ISTIO.format("pv-keys"), '              - "3081"', '              - "3082"', "a rule must name principals and only pv-keys's port 3081"),
-        ("istio", ISTIO.format("kei-ai"), 'timeout: "10s"', 'timeout: "2s"', "kei-ai: GET from ai-service gets (timeout, retries) ('2s', 1), the catalog says ('10s', 1)"),
-        ("istio", ISTIO.format("kei-ai"), "mode: ISTIO_MUTUAL", "mode: DISABLE", "trafficPolicy.tls.mode must be ISTIO_MUTUAL"),
-        ("istio", "k8s/components/istio/mesh.yaml", "mode: STRICT", "mode: PERMISSIVE", "no namespace-wide PeerAuthentication with mtls STRICT"),
-        ("istio", "services/token-mgr/token_mgr/settings.py", "retries: int = 0", "retries: int = 2", "token-mgr: the mesh (istio) retries, so the client must not"),
-        ("linkerd", LINKERD.format("pv-keys"), '"key-service.nexus-cos.', '"glitch.nexus-cos.', "pv-keys: the linkerd policy admits glitch.nexus-cos.serviceaccount.identity.linkerd.cluster.local"),
-        ("linkerd", LINKERD.format("pv-keys"), "accessPolicy: deny", "accessPolicy: all-unauthenticated", "must select app.kubernetes.io/name=pv-keys and deny by default"),
-        ("linkerd", "k8s/components/linkerd/services-patch.yaml", 'timeout.linkerd.io/request: "10s"', 'timeout.linkerd.io/request: "1s"', "kei-ai: calls from ai-service get (timeout, retries) ('1s', 1)"),
-        ("linkerd", "k8s/components/linkerd/mesh.yaml", '"prometheus-k8s.monitoring.', '"default.monitoring.', "a namespace-wide policy may only admit Prometheus"),
+        (
+            "istio",
+            ISTIO.format("kei-ai"),
+            '              - "cluster.local/ns/nexus-cos/sa/metatwin"\n',
+            "",
+            "kei-ai: cluster.local/ns/nexus-cos/sa/metatwin is a caller in the catalog but the istio policy does not admit it",
+        ),
+        (
+            "istio",
+            ISTIO.format("pv-keys"),
+            '"cluster.local/ns/nexus-cos/sa/key-service"',
+            '"cluster.local/ns/nexus-cos/sa/glitch"',
+            "pv-keys: the istio policy admits cluster.local/ns/nexus-cos/sa/glitch, which is not a caller",
+        ),
+        (
+            "istio",
+            ISTIO.format("pv-keys"),
+            '              - "3081"',
+            '              - "3082"',
+            "a rule must name principals and only pv-keys's port 3081",
+        ),
+        (
+            "istio",
+            ISTIO.format("kei-ai"),
+            'timeout: "10s"',
+            'timeout: "2s"',
+            "kei-ai: GET from ai-service gets (timeout, retries) ('2s', 1), the catalog says ('10s', 1)",
+        ),
+        (
+            "istio",
+            ISTIO.format("kei-ai"),
+            "mode: ISTIO_MUTUAL",
+            "mode: DISABLE",
+            "trafficPolicy.tls.mode must be ISTIO_MUTUAL",
+        ),
+        (
+            "istio",
+            "k8s/components/istio/mesh.yaml",
+            "mode: STRICT",
+            "mode: PERMISSIVE",
+            "no namespace-wide PeerAuthentication with mtls STRICT",
+        ),
+        (
+            "istio",
+            "services/token-mgr/token_mgr/settings.py",
+            "retries: int = 0",
+            "retries: int = 2",
+            "token-mgr: the mesh (istio) retries, so the client must not",
+        ),
+        (
+            "linkerd",
+            LINKERD.format("pv-keys"),
+            '"key-service.nexus-cos.',
+            '"glitch.nexus-cos.',
+            "pv-keys: the linkerd policy admits glitch.nexus-cos.serviceaccount.identity.linkerd.cluster.local",
+        ),
+        (
+            "linkerd",
+            LINKERD.format("pv-keys"),
+            "accessPolicy: deny",
+            "accessPolicy: all-unauthenticated",
+            "must select app.kubernetes.io/name=pv-keys and deny by default",
+        ),
+        (
+            "linkerd",
+            "k8s/components/linkerd/services-patch.yaml",
+            'timeout.linkerd.io/request: "10s"',
+            'timeout.linkerd.io/request: "1s"',
+            "kei-ai: calls from ai-service get (timeout, retries) ('1s', 1)",
+        ),
+        (
+            "linkerd",
+            "k8s/components/linkerd/mesh.yaml",
+            '"prometheus-k8s.monitoring.',
+            '"default.monitoring.',
+            "a namespace-wide policy may only admit Prometheus",
+        ),
     ],
 )
-def test_each_mesh_check_fires_and_names_the_file(mesh: str, path: str, old: str, new: str, expected: str, request: pytest.FixtureRequest) -> None:
+def test_each_mesh_check_fires_and_names_the_file(
+    mesh: str, path: str, old: str, new: str, expected: str, request: pytest.FixtureRequest
+) -> None:
     ctx, files = request.getfixturevalue(mesh)
     assert mesh_checks.run(ctx, files) == []
     failures = mesh_checks.run(ctx, _break(files, path, old, new))
@@ -194,35 +281,75 @@ def test_each_mesh_check_fires_and_names_the_file(mesh: str, path: str, old: str
 def test_an_overlay_without_the_mesh_component_is_a_failure(istio: tuple[RenderContext, dict[str, str]]) -> None:
     ctx, files = istio
     broken = _break(files, "k8s/overlays/prod/kustomization.yaml", '  - "../../components/istio"\n', "")
-    assert any(f.startswith("k8s/overlays/prod/kustomization.yaml: platform: includes components") for f in mesh_checks.run(ctx, broken))
+    assert any(
+        f.startswith("k8s/overlays/prod/kustomization.yaml: platform: includes components")
+        for f in mesh_checks.run(ctx, broken)
+    )
 
 
 # -- CRD schemas -------------------------------------------------------------------------------
 
 
-def test_every_mesh_object_has_a_strict_schema_and_passes(istio: tuple[RenderContext, dict[str, str]], linkerd: tuple[RenderContext, dict[str, str]]) -> None:
+def test_every_mesh_object_has_a_strict_schema_and_passes(
+    istio: tuple[RenderContext, dict[str, str]], linkerd: tuple[RenderContext, dict[str, str]]
+) -> None:
     kinds = set()
     for files in (istio[1], linkerd[1]):
         for d in docs_of(files, "k8s/components/"):
             if "istio.io/" in d["apiVersion"] or "linkerd.io/" in d["apiVersion"]:
                 kinds.add((d["apiVersion"], d["kind"]))
                 assert crd_schema.errors(d) == [], (d["kind"], d["metadata"]["name"])
-    assert {k for _, k in kinds} == {"AuthorizationPolicy", "PeerAuthentication", "Sidecar", "DestinationRule", "VirtualService", "ServiceEntry", "Server", "MeshTLSAuthentication"}
+    assert {k for _, k in kinds} == {
+        "AuthorizationPolicy",
+        "PeerAuthentication",
+        "Sidecar",
+        "DestinationRule",
+        "VirtualService",
+        "ServiceEntry",
+        "Server",
+        "MeshTLSAuthentication",
+    }
 
 
 @pytest.mark.parametrize(
     ("mesh", "path", "old", "new", "expected"),
     [
-        ("istio", ISTIO.format("kei-ai"), "consecutive5xxErrors:", "consecutive5xxError:", "'consecutive5xxError' was unexpected"),
-        ("istio", ISTIO.format("kei-ai"), "      retries:\n        attempts: 1", "      retry:\n        attempts: 1", "'retry' was unexpected"),
+        (
+            "istio",
+            ISTIO.format("kei-ai"),
+            "consecutive5xxErrors:",
+            "consecutive5xxError:",
+            "'consecutive5xxError' was unexpected",
+        ),
+        (
+            "istio",
+            ISTIO.format("kei-ai"),
+            "      retries:\n        attempts: 1",
+            "      retry:\n        attempts: 1",
+            "'retry' was unexpected",
+        ),
         ("istio", ISTIO.format("kei-ai"), "  action: ALLOW", "  action: PERMIT", "'PERMIT' is not one of"),
-        ("istio", ISTIO.format("kei-ai"), "outboundTrafficPolicy:", "outboundTraficPolicy:", "'outboundTraficPolicy' was unexpected"),
+        (
+            "istio",
+            ISTIO.format("kei-ai"),
+            "outboundTrafficPolicy:",
+            "outboundTraficPolicy:",
+            "'outboundTraficPolicy' was unexpected",
+        ),
         ("linkerd", LINKERD.format("kei-ai"), "proxyProtocol:", "proxyProtocl:", "'proxyProtocl' was unexpected"),
-        ("linkerd", LINKERD.format("kei-ai"), "requiredAuthenticationRefs:", "requiredAuthenticationRef:", "'requiredAuthenticationRefs' is a required property"),
+        (
+            "linkerd",
+            LINKERD.format("kei-ai"),
+            "requiredAuthenticationRefs:",
+            "requiredAuthenticationRef:",
+            "'requiredAuthenticationRefs' is a required property",
+        ),
         ("linkerd", LINKERD.format("kei-ai"), "  identities:\n", "  identity:\n", "'identity' was unexpected"),
     ],
 )
-def test_a_misspelled_field_fails_its_crd_schema(mesh: str, path: str, old: str, new: str, expected: str, request: pytest.FixtureRequest) -> None:
+def test_a_misspelled_field_fails_its_crd_schema(
+    mesh: str, path: str, old: str, new: str, expected: str, request: pytest.FixtureRequest
+) -> None:
     ctx, files = request.getfixturevalue(mesh)
     failures = mesh_checks.run(ctx, _break(files, path, old, new))
     assert any(f.startswith(f"{path}: ") and expected in f for f in failures), failures
@@ -236,7 +363,14 @@ def test_edge_beats_service_beats_platform(minimal: dict[str, Any]) -> None:
     minimal["services"]["gateway"]["traffic"] = {"timeout": "4s", "max_connections": 7}
     minimal["services"]["gateway"]["depends_on"] = {"auth": {"kind": "hard", "timeout": "500ms"}, "media": "soft"}
     cat = load_catalog_text(dump(minimal)).catalog
-    assert cat.traffic_for("gateway", "auth").model_dump() == {"timeout": "500ms", "retries": 3, "consecutive_5xx": 5, "ejection_time": "30s", "max_connections": 7, "max_pending": 100}
+    assert cat.traffic_for("gateway", "auth").model_dump() == {
+        "timeout": "500ms",
+        "retries": 3,
+        "consecutive_5xx": 5,
+        "ejection_time": "30s",
+        "max_connections": 7,
+        "max_pending": 100,
+    }
     assert cat.traffic_for("gateway", "media").timeout == "4s"
     assert cat.traffic_for("media", "auth").timeout == "3s"
     assert cat.services["gateway"].depends_on["media"].kind == "soft"  # the shorthand still reads
@@ -244,7 +378,12 @@ def test_edge_beats_service_beats_platform(minimal: dict[str, Any]) -> None:
 
 def test_per_edge_settings_reach_istio_per_caller(minimal: dict[str, Any]) -> None:
     minimal["platform"]["mesh"] = "istio"
-    minimal["services"]["gateway"]["depends_on"]["auth"] = {"kind": "hard", "timeout": "500ms", "retries": 0, "max_pending": 9}
+    minimal["services"]["gateway"]["depends_on"]["auth"] = {
+        "kind": "hard",
+        "timeout": "500ms",
+        "retries": 0,
+        "max_pending": 9,
+    }
     ctx, files = rendered(dump(minimal))
     assert mesh_checks.run(ctx, files) == []
     docs = yaml.safe_load_all(files["k8s/components/istio/services/auth.yaml"])
@@ -264,15 +403,37 @@ def test_per_edge_settings_reach_istio_per_caller(minimal: dict[str, Any]) -> No
 @pytest.mark.parametrize(
     ("where", "value", "expected"),
     [
-        ("edge", {"kind": "hard", "timeout": 2}, "services.gateway.depends_on.auth.timeout: '2' is not a duration; write a whole number and a unit (ms, s, m, h), e.g. '2s' or '2ms'"),
-        ("edge", {"kind": "hard", "timeout": "2 seconds"}, "services.gateway.depends_on.auth.timeout: '2 seconds' is not a duration"),
-        ("edge", {"kind": "hard", "timout": "2s"}, "services.gateway.depends_on.auth.timout: unknown key 'timout'; did you mean 'timeout'?"),
-        ("edge", {"kind": "hard", "retries": 9}, "services.gateway.depends_on.auth.retries: 9 is out of range; it must be at most 5"),
+        (
+            "edge",
+            {"kind": "hard", "timeout": 2},
+            "services.gateway.depends_on.auth.timeout: '2' is not a duration; write a whole number and a unit (ms, s, m, h), e.g. '2s' or '2ms'",
+        ),
+        (
+            "edge",
+            {"kind": "hard", "timeout": "2 seconds"},
+            "services.gateway.depends_on.auth.timeout: '2 seconds' is not a duration",
+        ),
+        (
+            "edge",
+            {"kind": "hard", "timout": "2s"},
+            "services.gateway.depends_on.auth.timout: unknown key 'timout'; did you mean 'timeout'?",
+        ),
+        (
+            "edge",
+            {"kind": "hard", "retries": 9},
+            "services.gateway.depends_on.auth.retries: 9 is out of range; it must be at most 5",
+        ),
         ("service", {"ejection_time": "0s"}, "services.gateway.traffic.ejection_time: '0s' is zero"),
-        ("platform", {"consecutive_5xx": 0}, "platform.traffic.consecutive_5xx: 0 is out of range; it must be at least 1"),
+        (
+            "platform",
+            {"consecutive_5xx": 0},
+            "platform.traffic.consecutive_5xx: 0 is out of range; it must be at least 1",
+        ),
     ],
 )
-def test_bad_traffic_settings_are_located_errors(minimal: dict[str, Any], where: str, value: Any, expected: str) -> None:
+def test_bad_traffic_settings_are_located_errors(
+    minimal: dict[str, Any], where: str, value: Any, expected: str
+) -> None:
     if where == "edge":
         minimal["services"]["gateway"]["depends_on"]["auth"] = value
     elif where == "service":
@@ -289,14 +450,19 @@ def test_linkerd_needs_the_edges_into_a_service_to_agree(minimal: dict[str, Any]
     minimal["services"]["media"]["depends_on"]["auth"] = {"kind": "hard", "timeout": "5s"}
     with pytest.raises(CatalogError) as info:
         load_catalog_text(dump(minimal))
-    assert "services.media.depends_on.auth: Linkerd sets timeouts, retries and circuit breaking per destination service, and the edges into 'auth' disagree" in str(info.value)
+    assert (
+        "services.media.depends_on.auth: Linkerd sets timeouts, retries and circuit breaking per destination service, and the edges into 'auth' disagree"
+        in str(info.value)
+    )
     minimal["platform"]["mesh"] = "istio"  # Istio says it per caller
     load_catalog_text(dump(minimal))
 
 
 def test_a_bad_mesh_name_lists_the_choices(minimal: dict[str, Any]) -> None:
     minimal["platform"]["mesh"] = "consul"
-    with pytest.raises(CatalogError, match=r"platform\.mesh: 'consul' is not allowed here; expected 'istio', 'linkerd' or 'none'"):
+    with pytest.raises(
+        CatalogError, match=r"platform\.mesh: 'consul' is not allowed here; expected 'istio', 'linkerd' or 'none'"
+    ):
         load_catalog_text(dump(minimal))
 
 
@@ -306,9 +472,13 @@ def test_a_bad_mesh_name_lists_the_choices(minimal: dict[str, Any]) -> None:
 def test_the_access_matrix_has_a_table_per_team_with_every_edge(istio: tuple[RenderContext, dict[str, str]]) -> None:
     ctx, files = istio
     text = files["docs/architecture/access-matrix.md"]
-    assert [t.title for t in ctx.catalog.teams.values()] and all(f"## {t.title}" in text for t in ctx.catalog.teams.values())
+    assert [t.title for t in ctx.catalog.teams.values()] and all(
+        f"## {t.title}" in text for t in ctx.catalog.teams.values()
+    )
     for e in ctx.edges:
-        section = text.split(f"## {ctx.catalog.teams[ctx.catalog.services[e['source']].team].title}\n", 1)[1].split("\n## ", 1)[0]
+        section = text.split(f"## {ctx.catalog.teams[ctx.catalog.services[e['source']].team].title}\n", 1)[1].split(
+            "\n## ", 1
+        )[0]
         header, _, *rows = [line for line in section.splitlines() if line.startswith("|")]
         columns = [c.strip() for c in header.strip("|").split("|")]
         row = next(r for r in rows if r.startswith(f"| **{e['source']}** |"))
@@ -322,7 +492,10 @@ def test_the_control_plane_policy_opens_nothing_else(mesh: str, request: pytest.
     ctx, files = request.getfixturevalue(mesh)
     path = f"k8s/components/{mesh}/mesh.yaml"
     broken = _break(files, path, "  policyTypes:\n    - Egress\n", "  policyTypes:\n    - Egress\n    - Ingress\n")
-    assert any(f.startswith(f"{path}: {mesh}-control-plane: NetworkPolicy: opens more than egress") for f in mesh_checks.run(ctx, broken))
+    assert any(
+        f.startswith(f"{path}: {mesh}-control-plane: NetworkPolicy: opens more than egress")
+        for f in mesh_checks.run(ctx, broken)
+    )
 
 
 def test_a_client_never_gives_up_before_the_mesh(istio: tuple[RenderContext, dict[str, str]]) -> None:
@@ -332,8 +505,12 @@ def test_a_client_never_gives_up_before_the_mesh(istio: tuple[RenderContext, dic
     for name, svc in ctx.catalog.services.items():
         text = files[f"services/{name}/{name.replace('-', '_')}/settings.py"]
         seconds = float(re.search(r"request_timeout_seconds: float = ([0-9.]+)", text).group(1))  # type: ignore[union-attr]
-        assert all(seconds * 1000 >= duration_ms(ctx.catalog.traffic_for(name, d).timeout) for d in svc.depends_on), name
-    assert "request_timeout_seconds: float = 10.0" in files["services/ai-service/ai_service/settings.py"]  # its edge to kei-ai
+        assert all(seconds * 1000 >= duration_ms(ctx.catalog.traffic_for(name, d).timeout) for d in svc.depends_on), (
+            name
+        )
+    assert (
+        "request_timeout_seconds: float = 10.0" in files["services/ai-service/ai_service/settings.py"]
+    )  # its edge to kei-ai
 
 
 def test_a_bare_cluster_catalog_builds_overlays_of_core_kinds_only(tmp_path: Path, kubectl: str) -> None:
@@ -350,7 +527,9 @@ def test_a_bare_cluster_catalog_builds_overlays_of_core_kinds_only(tmp_path: Pat
     assert not (out / "k8s/components/monitoring").exists()
     assert (out / "observability/prometheus.yml").exists()  # the local run still has its Prometheus
     for overlay in ("dev", "staging", "prod"):
-        built = subprocess.run([kubectl, "kustomize", str(out / "k8s/overlays" / overlay)], capture_output=True, text=True, timeout=120)
+        built = subprocess.run(
+            [kubectl, "kustomize", str(out / "k8s/overlays" / overlay)], capture_output=True, text=True, timeout=120
+        )
         assert built.returncode == 0, built.stderr
         groups = {d["apiVersion"].split("/")[0] for d in yaml.safe_load_all(built.stdout) if d}
         assert groups <= {"v1", "apps", "autoscaling", "policy", "networking.k8s.io"}, groups

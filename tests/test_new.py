@@ -16,18 +16,30 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import CATALOG, ROOT, dump, nexus
 from typer.testing import CliRunner
 
-from conftest import CATALOG, ROOT, dump, nexus
+from nexus.authoring.new import (
+    DEFAULT_DESCRIPTION,
+    NewService,
+    candidate,
+    entry_lines,
+    insert_entry,
+    parse_depends_on,
+    scalar,
+)
 from nexus.catalog import load_catalog, load_catalog_text
-from nexus.errors import CatalogError, NexusError, RefusedError
-from nexus.authoring.new import DEFAULT_DESCRIPTION, NewService, candidate, entry_lines, insert_entry, parse_depends_on, scalar
 from nexus.catalog.ports import next_port
+from nexus.errors import CatalogError, NexusError, RefusedError
 
 
 def tree(root: Path) -> dict[str, bytes]:
     # .nexus/ holds run state and --force backups, not state a refusal must keep
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file() and ".nexus" not in p.parts}
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and ".nexus" not in p.parts
+    }
 
 
 @pytest.fixture(scope="module")
@@ -42,24 +54,73 @@ def shipped(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # -- refusals, each through the real CLI ---------------------------------------------------------
 
 REFUSALS = {
-    "taken name": (["auth-service", "--category", "core", "--team", "core-platform"], r"NAME auth-service: duplicate key 'auth-service' \(first defined at line \d+\)"),
-    "taken port": (["ticket-office", "--category", "streaming", "--team", "media", "--port", "3001"], r"--port: port 3001 is already used by 'auth-service'"),
-    "unknown team": (["ticket-office", "--category", "streaming", "--team", "medai"], r"--team: unknown team 'medai' \(did you mean 'media'\?\)"),
-    "unknown category": (["ticket-office", "--category", "streeming", "--team", "media"], r"--category: unknown category 'streeming' \(did you mean 'streaming'\?\)"),
-    "unknown dependency": (["ticket-office", "--category", "streaming", "--team", "media", "--depends-on", "token-mgr,ticket-db"], r"--depends-on ticket-db: depends on unknown service 'ticket-db'"),
+    "taken name": (
+        ["auth-service", "--category", "core", "--team", "core-platform"],
+        r"NAME auth-service: duplicate key 'auth-service' \(first defined at line \d+\)",
+    ),
+    "taken port": (
+        ["ticket-office", "--category", "streaming", "--team", "media", "--port", "3001"],
+        r"--port: port 3001 is already used by 'auth-service'",
+    ),
+    "unknown team": (
+        ["ticket-office", "--category", "streaming", "--team", "medai"],
+        r"--team: unknown team 'medai' \(did you mean 'media'\?\)",
+    ),
+    "unknown category": (
+        ["ticket-office", "--category", "streeming", "--team", "media"],
+        r"--category: unknown category 'streeming' \(did you mean 'streaming'\?\)",
+    ),
+    "unknown dependency": (
+        ["ticket-office", "--category", "streaming", "--team", "media", "--depends-on", "token-mgr,ticket-db"],
+        r"--depends-on ticket-db: depends on unknown service 'ticket-db'",
+    ),
     # a new service has no dependents yet, so the only cycle it can close is through itself
-    "cycle": (["ticket-office", "--category", "streaming", "--team", "media", "--depends-on", "token-mgr,ticket-office"], r"--depends-on ticket-office: 'ticket-office' depends on itself"),
+    "cycle": (
+        ["ticket-office", "--category", "streaming", "--team", "media", "--depends-on", "token-mgr,ticket-office"],
+        r"--depends-on ticket-office: 'ticket-office' depends on itself",
+    ),
     "deployment order": (
-        ["ticket-office", "--category", "streaming", "--team", "media", "--stage", "core", "--depends-on", "billing-service"],
+        [
+            "ticket-office",
+            "--category",
+            "streaming",
+            "--team",
+            "media",
+            "--stage",
+            "core",
+            "--depends-on",
+            "billing-service",
+        ],
         r"--depends-on billing-service: hard dependency on 'billing-service' \(stage 'platform'\) from stage 'core': 'billing-service' is deployed later",
     ),
-    "unknown stage": (["ticket-office", "--category", "streaming", "--team", "media", "--stage", "later"], r"--stage: unknown stage 'later'"),
-    "bad name": (["Ticket_Office", "--category", "streaming", "--team", "media"], r"NAME Ticket_Office: name 'Ticket_Office' is not a DNS-1035 label.*e\.g\. 'ticket-office'"),
-    "leading digit": (["3d-render", "--category", "streaming", "--team", "media"], r"NAME 3d-render: name '3d-render' is not a DNS-1035 label \(a Kubernetes Service name starts with a letter\).*e\.g\. 'svc-3d-render'"),
-    "standard-library package": (["json", "--category", "streaming", "--team", "media"], r"NAME json: service 'json' becomes the Python package 'json', but 'json' is a module of Python's standard library"),
-    "generated object": (["default-deny", "--category", "streaming", "--team", "media"], r"NAME default-deny: service 'default-deny' would be written as NetworkPolicy 'default-deny'"),
-    "infrastructure port": (["ticket-office", "--category", "streaming", "--team", "media", "--port", "5432"], r"--port: port 5432 is already used by infrastructure 'postgres'"),
-    "bad edge kind": (["ticket-office", "--category", "streaming", "--team", "media", "--depends-on", "token-mgr:sometimes"], r"--depends-on token-mgr: 'sometimes' is not allowed here; expected 'hard' or 'soft'"),
+    "unknown stage": (
+        ["ticket-office", "--category", "streaming", "--team", "media", "--stage", "later"],
+        r"--stage: unknown stage 'later'",
+    ),
+    "bad name": (
+        ["Ticket_Office", "--category", "streaming", "--team", "media"],
+        r"NAME Ticket_Office: name 'Ticket_Office' is not a DNS-1035 label.*e\.g\. 'ticket-office'",
+    ),
+    "leading digit": (
+        ["3d-render", "--category", "streaming", "--team", "media"],
+        r"NAME 3d-render: name '3d-render' is not a DNS-1035 label \(a Kubernetes Service name starts with a letter\).*e\.g\. 'svc-3d-render'",
+    ),
+    "standard-library package": (
+        ["json", "--category", "streaming", "--team", "media"],
+        r"NAME json: service 'json' becomes the Python package 'json', but 'json' is a module of Python's standard library",
+    ),
+    "generated object": (
+        ["default-deny", "--category", "streaming", "--team", "media"],
+        r"NAME default-deny: service 'default-deny' would be written as NetworkPolicy 'default-deny'",
+    ),
+    "infrastructure port": (
+        ["ticket-office", "--category", "streaming", "--team", "media", "--port", "5432"],
+        r"--port: port 5432 is already used by infrastructure 'postgres'",
+    ),
+    "bad edge kind": (
+        ["ticket-office", "--category", "streaming", "--team", "media", "--depends-on", "token-mgr:sometimes"],
+        r"--depends-on token-mgr: 'sometimes' is not allowed here; expected 'hard' or 'soft'",
+    ),
 }
 
 
@@ -77,11 +138,18 @@ def test_refusal_exits_1_with_one_clear_message_and_changes_nothing(shipped: Pat
     assert tree(shipped) == before
 
 
-@pytest.mark.parametrize("name", ["3d-render", "import", "test", "nexus-runtime", "allow-nothing", "postgres-ingress", "readme", "0x1f"])
+@pytest.mark.parametrize(
+    "name", ["3d-render", "import", "test", "nexus-runtime", "allow-nothing", "postgres-ingress", "readme", "0x1f"]
+)
 def test_new_refuses_a_name_with_validate_s_own_message(minimal: dict, name: str) -> None:
     # the same catalog written by hand: validate's message, word for word, names the argument
     by_hand = copy.deepcopy(minimal)
-    by_hand["services"][name] = {"port": 4010, "category": "platform", "team": "core", "description": DEFAULT_DESCRIPTION}
+    by_hand["services"][name] = {
+        "port": 4010,
+        "category": "platform",
+        "team": "core",
+        "description": DEFAULT_DESCRIPTION,
+    }
     with pytest.raises(CatalogError) as validated:
         load_catalog_text(dump(by_hand))
     with pytest.raises(RefusedError) as refused:
@@ -99,7 +167,9 @@ def test_an_invalid_catalog_is_named_before_anything_is_added(tmp_path: Path, mi
     minimal["services"]["media"]["team"] = "nobody"
     (tmp_path / "catalog.yaml").write_text(dump(minimal))
     before = tree(tmp_path)
-    result = nexus("new", "extra", "--category", "platform", "--team", "core", "--catalog", str(tmp_path / "catalog.yaml"))
+    result = nexus(
+        "new", "extra", "--category", "platform", "--team", "core", "--catalog", str(tmp_path / "catalog.yaml")
+    )
     assert result.returncode == 1
     assert "does not validate as it is; fix it first" in result.stderr
     assert "services.media.team: unknown team 'nobody'" in result.stderr
@@ -112,7 +182,9 @@ def test_a_hand_edited_generated_file_stops_new_and_the_catalog_is_put_back(tmp_
     main = tmp_path / "generated/services/auth/auth/main.py"
     main.write_text(main.read_text() + "# a local fix\n")
     before = tree(tmp_path)
-    result = nexus("new", "extra", "--category", "platform", "--team", "core", "--catalog", str(tmp_path / "catalog.yaml"))
+    result = nexus(
+        "new", "extra", "--category", "platform", "--team", "core", "--catalog", str(tmp_path / "catalog.yaml")
+    )
     assert result.returncode == 1
     assert "edited by hand" in result.stderr and "services/auth/auth/main.py" in result.stderr
     assert tree(tmp_path) == before
@@ -125,7 +197,13 @@ def test_a_hand_edited_generated_file_stops_new_and_the_catalog_is_put_back(tmp_
 def test_new_then_validate_and_generate_check_in_a_fresh_clone(tmp_path: Path) -> None:
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True, capture_output=True)
-    for path in ("catalog.yaml", "generated", "generator", "templates", "cli.py"):  # this checkout's state, committed or not
+    for path in (
+        "catalog.yaml",
+        "generated",
+        "generator",
+        "templates",
+        "cli.py",
+    ):  # this checkout's state, committed or not
         src, dst = ROOT / path, clone / path
         if src.is_dir():
             shutil.rmtree(dst, ignore_errors=True)
@@ -135,12 +213,27 @@ def test_new_then_validate_and_generate_check_in_a_fresh_clone(tmp_path: Path) -
     env = {**os.environ, "PYTHONPATH": str(clone)}
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "cli", *args], cwd=clone, env=env, capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "cli", *args], cwd=clone, env=env, capture_output=True, text=True, timeout=120
+        )
 
     old = (clone / "catalog.yaml").read_text()
-    added = run("new", "ticket-office", "--category", "streaming", "--team", "media", "--depends-on", "token-mgr,billing-service:soft", "--description", "Ticket sales: live shows, seats & refunds")
+    added = run(
+        "new",
+        "ticket-office",
+        "--category",
+        "streaming",
+        "--team",
+        "media",
+        "--depends-on",
+        "token-mgr,billing-service:soft",
+        "--description",
+        "Ticket sales: live shows, seats & refunds",
+    )
     assert added.returncode == 0, added.stderr
-    assert added.stdout.startswith("added ticket-office to catalog.yaml: port 3075, category streaming, team media, stage business")
+    assert added.stdout.startswith(
+        "added ticket-office to catalog.yaml: port 3075, category streaming, team media, stage business"
+    )
     assert "created generated/services/ticket-office/" in added.stdout
     assert "  ticket_office/routes.py" in added.stdout
     assert "nexus up --only ticket-office" in added.stdout
@@ -167,9 +260,25 @@ def test_new_then_validate_and_generate_check_in_a_fresh_clone(tmp_path: Path) -
     # the new service is real: its generated tests start its app
     generated = clone / "generated"
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "ignore::DeprecationWarning", "services/ticket-office"],
-        cwd=generated, env={**os.environ, "PYTHONPATH": os.pathsep.join([str(generated / "runtime"), str(generated / "services/ticket-office")])},
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-W",
+            "ignore::DeprecationWarning",
+            "services/ticket-office",
+        ],
+        cwd=generated,
+        env={
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(generated / "runtime"), str(generated / "services/ticket-office")]),
+        },
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
 
@@ -236,8 +345,15 @@ def test_questions_in_a_real_terminal(tmp_path: Path, minimal: dict) -> None:
             assert chunk, f"the terminal closed before {text!r}; it showed {seen[-500:]!r}"
             seen += chunk
 
-    for prompt, answer in [(b"Service name", b"box-office"), (b"Category", b"platform"), (b"Team", b"core"), (b"Port [4003]", b"4010"),
-                           (b"Depends on", b"auth,media:soft"), (b"Description", b"Box office"), (b"Deployment stage", b"")]:
+    for prompt, answer in [
+        (b"Service name", b"box-office"),
+        (b"Category", b"platform"),
+        (b"Team", b"core"),
+        (b"Port [4003]", b"4010"),
+        (b"Depends on", b"auth,media:soft"),
+        (b"Description", b"Box office"),
+        (b"Deployment stage", b""),
+    ]:
         until(prompt)
         os.write(fd, answer + b"\n")
     until(b"nexus up --only box-office")
@@ -268,21 +384,33 @@ def test_ports_come_from_the_category_block_then_above_the_category(minimal: dic
 def test_shipped_blocks_hand_out_the_expected_ports() -> None:
     cat = load_catalog(CATALOG).catalog
     assert {c: next_port(cat, c) for c in sorted(cat.categories)} == {
-        "ai": 3035, "core": 3006, "e-commerce": 3044, "financial": 3052, "logistics": 3063,
-        "platform": 3024, "puabo-dsp": 3016, "streaming": 3075, "supporting": 3084,
+        "ai": 3035,
+        "core": 3006,
+        "e-commerce": 3044,
+        "financial": 3052,
+        "logistics": 3063,
+        "platform": 3024,
+        "puabo-dsp": 3016,
+        "streaming": 3075,
+        "supporting": 3084,
     }
 
 
 def test_a_full_block_is_a_refusal(minimal: dict) -> None:
     minimal["categories"]["platform"]["ports"] = {"from": 4000, "to": 4002}
-    with pytest.raises(RefusedError, match=r"--category platform: its block 4000\.\.4002 is full; widen categories\.platform\.ports"):
+    with pytest.raises(
+        RefusedError, match=r"--category platform: its block 4000\.\.4002 is full; widen categories\.platform\.ports"
+    ):
         candidate(dump(minimal), NewService("extra", "platform", "core"))
 
 
 def test_overlapping_blocks_and_reversed_blocks_are_catalog_errors(minimal: dict) -> None:
     minimal["categories"]["platform"]["ports"] = {"from": 4000, "to": 4009}
     minimal["categories"]["tools"] = {"title": "Tools", "summary": "Tools:", "ports": {"from": 4005, "to": 4020}}
-    with pytest.raises(CatalogError, match=r"categories\.tools\.ports: ports 4005\.\.4020 overlap categories\.platform\.ports \(4000\.\.4009\)"):
+    with pytest.raises(
+        CatalogError,
+        match=r"categories\.tools\.ports: ports 4005\.\.4020 overlap categories\.platform\.ports \(4000\.\.4009\)",
+    ):
         load_catalog_text(dump(minimal))
     minimal["categories"]["tools"]["ports"] = {"from": 4020, "to": 4010}
     with pytest.raises(CatalogError, match=r"categories\.tools\.ports: from \(4020\) is above to \(4010\)"):
@@ -297,7 +425,24 @@ def test_depends_on_shorthand() -> None:
     assert parse_depends_on(None) == {}
 
 
-@pytest.mark.parametrize("value", ["plain", "a, b: c", "yes", "123", "#x", "multi\nline", "x\u2028y", "tab\there", "\x85z", "é\x7f", "{{ x }}", "🚀", ' "q" \\ '])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "plain",
+        "a, b: c",
+        "yes",
+        "123",
+        "#x",
+        "multi\nline",
+        "x\u2028y",
+        "tab\there",
+        "\x85z",
+        "é\x7f",
+        "{{ x }}",
+        "🚀",
+        ' "q" \\ ',
+    ],
+)
 def test_any_text_becomes_one_line_that_reads_back_exactly(value: str) -> None:
     text = scalar(value)
     assert "\n" not in text
@@ -314,7 +459,9 @@ def test_insertion_keeps_comments_crlf_indentation_and_a_missing_last_newline() 
     head = "version: 1\r\nservices:\r\n    a:   # first\r\n        port: 1\r\n    # trailing comment of services\r\n\r\n# about flows\r\nflows: {}"
     lines = entry_lines(NewService("b", "c", "t"), 2, "    ", "    ")
     out = insert_entry(head, lines)
-    assert out == head.replace("    # trailing comment of services\r\n", "    # trailing comment of services\r\n" + "\r\n".join(lines) + "\r\n")
+    assert out == head.replace(
+        "    # trailing comment of services\r\n", "    # trailing comment of services\r\n" + "\r\n".join(lines) + "\r\n"
+    )
     tail = "services:\n  a:\n    port: 1"  # services last, no final newline
     assert insert_entry(tail, ["  b:", "    port: 2"]) == "services:\n  a:\n    port: 1\n  b:\n    port: 2"
 

@@ -33,7 +33,11 @@ def _accepted_side(server_port: int, client: tuple[str, int]) -> socket.socket:
         except OSError:
             continue  # not a socket
         try:
-            if sock.family in (socket.AF_INET, socket.AF_INET6) and sock.getsockname()[1] == server_port and sock.getpeername() == client:
+            if (
+                sock.family in (socket.AF_INET, socket.AF_INET6)
+                and sock.getsockname()[1] == server_port
+                and sock.getpeername() == client
+            ):
                 return sock
         except OSError:
             pass  # not connected
@@ -50,7 +54,9 @@ async def _nodelay_of_a_kept_alive_connection(port: int) -> list[int]:
             writer.write(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             head = await reader.readuntil(b"\r\n\r\n")
             assert head.startswith(b"HTTP/1.1 200"), head
-            length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:"))
+            length = next(
+                int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")
+            )
             await reader.readexactly(length)
             with _accepted_side(port, writer.get_extra_info("sockname")) as accepted:
                 seen.append(accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))

@@ -43,7 +43,9 @@ def check(base_url: str) -> Outcome:
             for nodes in event.recorder.checks.values():
                 outcome.checks += len(nodes)
                 failed = [n for n in nodes if n.status == Status.FAILURE]
-                outcome.failures += [f"{event.label}: {n.name}: {n.failure_info.failure.title if n.failure_info else ''}" for n in failed]
+                outcome.failures += [
+                    f"{event.label}: {n.name}: {n.failure_info.failure.title if n.failure_info else ''}" for n in failed
+                ]
         elif isinstance(event, events.FatalError | events.NonFatalError):
             outcome.failures.append(f"{type(event).__name__}: {getattr(event, 'info', event)}")
     return outcome
@@ -58,9 +60,15 @@ def test_every_generated_service_keeps_its_openapi_contract(tmp_path, capsys) ->
         seconds = time.monotonic() - began
     operations = sum(o.operations for o in outcomes.values())
     checks = sum(o.checks for o in outcomes.values())
-    failures = sorted({f"{name}: {f}" for name, o in outcomes.items() for f in o.failures})  # a failure found in two phases, once
+    failures = sorted(
+        {f"{name}: {f}" for name, o in outcomes.items() for f in o.failures}
+    )  # a failure found in two phases, once
     with capsys.disabled():
-        print(f"\nschemathesis: {len(outcomes)} services, {operations} operations, {checks} checks, {len(failures)} failures, {seconds:.1f} s")
+        print(
+            f"\nschemathesis: {len(outcomes)} services, {operations} operations, {checks} checks, {len(failures)} failures, {seconds:.1f} s"
+        )
     assert len(outcomes) == 43
-    assert all(o.operations >= 5 and o.checks > 0 for o in outcomes.values())  # the four health endpoints and the team's route, at least
+    assert all(
+        o.operations >= 5 and o.checks > 0 for o in outcomes.values()
+    )  # the four health endpoints and the team's route, at least
     assert failures == [], "\n".join(failures[:40])

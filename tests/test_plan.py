@@ -101,7 +101,12 @@ def test_waves_are_as_early_as_possible(shipped):
 def test_soft_edges_are_what_lets_the_gateway_route_to_later_stages(shipped):
     # the spec's contradiction, resolved by edge kinds: some soft edges point at later waves
     wave = shipped.plan.wave_of
-    later = [(n, d) for n, s in shipped.catalog.services.items() for d, e in s.depends_on.items() if e.kind == "soft" and wave[d] > wave[n]]
+    later = [
+        (n, d)
+        for n, s in shipped.catalog.services.items()
+        for d, e in s.depends_on.items()
+        if e.kind == "soft" and wave[d] > wave[n]
+    ]
     assert any(n == shipped.catalog.platform.gateway for n, _ in later)
 
 
@@ -136,7 +141,10 @@ def test_plan_does_not_depend_on_catalog_order(seed):
 def test_plan_json_is_identical_for_a_shuffled_catalog(tmp_path):
     path = tmp_path / "catalog.yaml"
     path.write_text(_shuffled(CATALOG.read_text(), seed=42))
-    original, shuffled = nexus("plan", "--json", "--catalog", str(CATALOG)), nexus("plan", "--json", "--catalog", str(path))
+    original, shuffled = (
+        nexus("plan", "--json", "--catalog", str(CATALOG)),
+        nexus("plan", "--json", "--catalog", str(path)),
+    )
     assert original.returncode == shuffled.returncode == 0, original.stderr + shuffled.stderr
     assert shuffled.stdout == original.stdout
     assert json.loads(original.stdout)["waves"][0]["infrastructure"]

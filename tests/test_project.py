@@ -69,7 +69,9 @@ def test_the_locks_pin_what_the_ranges_allow(lock: str) -> None:
         name = canonicalize_name(req.name)
         if name != "nexus-platform":
             pinned = pins.get(name)
-            assert pinned and req.specifier.contains(pinned, prereleases=True), f"lock/{lock}.txt: {name}=={pinned} vs {text}"
+            assert pinned and req.specifier.contains(pinned, prereleases=True), (
+                f"lock/{lock}.txt: {name}=={pinned} vs {text}"
+            )
 
 
 # -- what each command needs: the core dependencies, the run and deploy extras -------------------
@@ -170,7 +172,9 @@ def test_the_cli_knows_what_each_extra_installs(extra: str) -> None:
 # -- where the tests find the programs they run ---------------------------------------------------
 
 
-def test_a_tool_is_found_in_the_tools_environment_first_then_on_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_tool_is_found_in_the_tools_environment_first_then_on_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for folder in ("tools/bin", "path"):
         (tmp_path / folder).mkdir(parents=True)
         exe = tmp_path / folder / "hadolint"
@@ -183,7 +187,10 @@ def test_a_tool_is_found_in_the_tools_environment_first_then_on_path(tmp_path: P
     assert tools.find("hadolint") == str(tmp_path / "path/hadolint")
 
 
-@pytest.mark.parametrize(("ci", "outcome"), [(None, pytest.skip.Exception), ("false", pytest.skip.Exception), ("true", pytest.fail.Exception)])
+@pytest.mark.parametrize(
+    ("ci", "outcome"),
+    [(None, pytest.skip.Exception), ("false", pytest.skip.Exception), ("true", pytest.fail.Exception)],
+)
 def test_a_missing_tool_skips_with_its_install_command_and_fails_under_ci(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ci: str | None, outcome: type
 ) -> None:

@@ -10,22 +10,21 @@ from typing import Any
 import markdown_it
 import pytest
 import yaml
+from conftest import CATALOG, ROOT, dump
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import CATALOG, ROOT, dump
-from nexus.checks import docs as docs_checks
-from nexus.render import docs as render_docs
 from nexus.catalog import load_catalog, load_catalog_text
-from nexus.errors import CatalogError, TemplateError
 from nexus.catalog.models import Catalog
-from nexus.catalog.plan import plan
 from nexus.catalog.naming import pkg
-from nexus.render import RenderContext
-from nexus.render.text import md_cell, md_line, md_text
+from nexus.catalog.plan import plan
+from nexus.checks import docs as docs_checks
 from nexus.checks.docs import broken_links, cells, prose_lines
 from nexus.checks.docs import run as checks
+from nexus.errors import CatalogError, TemplateError
+from nexus.render import RenderContext
 from nexus.render.docs import INDEX, render
+from nexus.render.text import md_cell, md_line, md_text
 
 SPEC = ROOT.parent / "shared" / "spec" / "services-index.md"
 
@@ -119,7 +118,15 @@ def test_index_orders_rows_by_port(shipped: Any) -> None:
 def test_index_has_the_specs_other_sections(shipped: Any) -> None:
     _, files = shipped
     index = files[INDEX]
-    for heading in ("## Overview", "### Critical Paths", "## Deployment Order", "## Service Health", "## Common Operations", "## Service Ownership", "## Support"):
+    for heading in (
+        "## Overview",
+        "### Critical Paths",
+        "## Deployment Order",
+        "## Service Health",
+        "## Common Operations",
+        "## Service Ownership",
+        "## Support",
+    ):
         assert f"\n{heading}\n" in index
     assert "consists of 43 microservices" in index and "**Total Services**: 43" in index
     assert "   Client → backend-api → auth-service → user-auth → session-mgr → token-mgr\n" in index
@@ -142,7 +149,9 @@ def test_the_shipped_docs_parse_as_we_read_them(shipped: Any) -> None:
 
 def test_every_relative_link_resolves(shipped: Any) -> None:
     ctx, files = shipped
-    links = sum(len(docs_checks._LINK.findall(line)) for text in files.values() for _, line in docs_checks.prose_lines(text))
+    links = sum(
+        len(docs_checks._LINK.findall(line)) for text in files.values() for _, line in docs_checks.prose_lines(text)
+    )
     assert links > 43 * 10  # the link parser really sees the links
     assert broken_links(files) == []
     assert checks(ctx, files) == []
@@ -162,16 +171,25 @@ def test_checks_name_a_missing_page(shipped: Any) -> None:
     failures = checks(ctx, broken)
     assert "docs/services/token-mgr.md: token-mgr: page missing" in failures
     # ...and every link to it is reported, with the file and line it is on
-    assert any(f.startswith("docs/services/auth-service.md:") and "link token-mgr.md: no rendered file docs/services/token-mgr.md" in f for f in failures)
+    assert any(
+        f.startswith("docs/services/auth-service.md:")
+        and "link token-mgr.md: no rendered file docs/services/token-mgr.md" in f
+        for f in failures
+    )
 
 
 def test_checks_name_a_broken_link_and_a_missing_anchor(shipped: Any) -> None:
     ctx, files = shipped
     page = "docs/services/streamcore.md"
     broken = dict(files)
-    broken[page] = files[page].replace("(key-service.md)", "(key-servce.md)").replace("#flow-content-delivery", "#flow-nope")
+    broken[page] = (
+        files[page].replace("(key-service.md)", "(key-servce.md)").replace("#flow-content-delivery", "#flow-nope")
+    )
     failures = checks(ctx, broken)
-    assert any(f.startswith(f"{page}:") and "link key-servce.md: no rendered file docs/services/key-servce.md" in f for f in failures)
+    assert any(
+        f.startswith(f"{page}:") and "link key-servce.md: no rendered file docs/services/key-servce.md" in f
+        for f in failures
+    )
     assert any(f.startswith(f"{page}:") and "critical-paths.md has no anchor #flow-nope" in f for f in failures)
 
 
@@ -189,18 +207,28 @@ def test_checks_ignore_links_in_code(shipped: Any) -> None:
 
 def test_checks_catch_a_wrong_index_row(shipped: Any) -> None:
     ctx, files = shipped
-    broken = {**files, INDEX: files[INDEX].replace("| 3001 | Primary authentication service |", "| 3001 | Primary auth service |")}
+    broken = {
+        **files,
+        INDEX: files[INDEX].replace("| 3001 | Primary authentication service |", "| 3001 | Primary auth service |"),
+    }
     failures = checks(ctx, broken)
-    assert f"{INDEX}: auth-service: row missing under '### Core Services (5)' (expected | auth-service | 3001 | Primary authentication service | [auth-service.md](auth-service.md) |)" in failures
+    assert (
+        f"{INDEX}: auth-service: row missing under '### Core Services (5)' (expected | auth-service | 3001 | Primary authentication service | [auth-service.md](auth-service.md) |)"
+        in failures
+    )
     assert any(f.startswith(f"{INDEX}: unexpected row under '### Core Services (5)'") for f in failures)
 
 
 def test_checks_catch_rows_out_of_port_order_and_a_wrong_count(shipped: Any) -> None:
     ctx, files = shipped
     first = "| auth-service | 3001 | Primary authentication service | [auth-service.md](auth-service.md) |"
-    second = "| auth-service-v2 | 3002 | Enhanced authentication with OAuth 2.0 | [auth-service-v2.md](auth-service-v2.md) |"
+    second = (
+        "| auth-service-v2 | 3002 | Enhanced authentication with OAuth 2.0 | [auth-service-v2.md](auth-service-v2.md) |"
+    )
     swapped = files[INDEX].replace(first, "@@").replace(second, first).replace("@@", second)
-    assert checks(ctx, {**files, INDEX: swapped}) == [f"{INDEX}: rows under '### Core Services (5)' are not in port order"]
+    assert checks(ctx, {**files, INDEX: swapped}) == [
+        f"{INDEX}: rows under '### Core Services (5)' are not in port order"
+    ]
     miscounted = files[INDEX].replace("### Core Services (5)", "### Core Services (6)")
     assert any("category headings" in f for f in checks(ctx, {**files, INDEX: miscounted}))
 
@@ -223,7 +251,10 @@ def test_each_service_page_says_what_it_must(shipped: Any) -> None:
             assert f"| [{dep}]({dep}.md) | {cat.services[dep].port} | {edge.kind} |" in deps
         dependents = section(page, "Dependents")
         for other in ctx.dependents[name]:
-            assert f"| [{other}]({other}.md) | {cat.services[other].port} | {cat.services[other].depends_on[name].kind} |" in dependents
+            assert (
+                f"| [{other}]({other}.md) | {cat.services[other].port} | {cat.services[other].depends_on[name].kind} |"
+                in dependents
+            )
         for comp in svc.uses:
             assert f"| {comp} | {cat.infrastructure[comp].kind} |" in section(page, "Infrastructure")
         paths = section(page, "Critical Paths")
@@ -236,12 +267,18 @@ def test_each_service_page_says_what_it_must(shipped: Any) -> None:
         assert ("| WebSocket | `/ws` |" in endpoints) == svc.websocket
         stage = next(s for s in cat.stages if s.name == ctx.plan.stage_of[name])
         wave = ctx.plan.wave_of[name]
-        assert f"[{stage.title}](../architecture/deployment-order.md#stage-{stage.name}); wave [{wave}](../architecture/deployment-order.md#wave-{wave})" in page
+        assert (
+            f"[{stage.title}](../architecture/deployment-order.md#stage-{stage.name}); wave [{wave}](../architecture/deployment-order.md#wave-{wave})"
+            in page
+        )
         assert f"**{stage.title}**, in wave {wave}" in section(page, "Deployment")
         scaling = cat.autoscaling_for(name)
         ops = section(page, "Common Operations")
         assert f"kubectl scale deployment/{name} " in ops
-        assert f"kubectl autoscale deployment/{name} \\\n  --min={scaling.min_replicas} --max={scaling.max_replicas} --cpu-percent={scaling.cpu_percent} -n nexus-cos" in ops
+        assert (
+            f"kubectl autoscale deployment/{name} \\\n  --min={scaling.min_replicas} --max={scaling.max_replicas} --cpu-percent={scaling.cpu_percent} -n nexus-cos"
+            in ops
+        )
         assert f"kubectl logs -n nexus-cos -l app={name} --tail=100" in ops
         assert f"kubectl rollout restart deployment/{name} -n nexus-cos" in ops
         assert f"kubectl delete pod -n nexus-cos -l app={name}" in ops
@@ -251,8 +288,14 @@ def test_each_service_page_says_what_it_must(shipped: Any) -> None:
 
 def test_flow_positions_and_next_hops(shipped: Any) -> None:
     _, files = shipped
-    assert "| [Authentication Flow](../architecture/critical-paths.md#flow-authentication) | 3 of 5 | [auth-service](auth-service.md) | [session-mgr](session-mgr.md) |" in files["docs/services/user-auth.md"]
-    assert "| 3 of 4 | [content-management](content-management.md) | cdn (external) |" in files["docs/services/streamcore.md"]
+    assert (
+        "| [Authentication Flow](../architecture/critical-paths.md#flow-authentication) | 3 of 5 | [auth-service](auth-service.md) | [session-mgr](session-mgr.md) |"
+        in files["docs/services/user-auth.md"]
+    )
+    assert (
+        "| 3 of 4 | [content-management](content-management.md) | cdn (external) |"
+        in files["docs/services/streamcore.md"]
+    )
     assert "| 5 of 5 | [session-mgr](session-mgr.md) | end of the path |" in files["docs/services/token-mgr.md"]
 
 
@@ -269,13 +312,20 @@ def test_a_services_own_autoscaling_reaches_its_page(minimal: dict[str, Any]) ->
 def test_architecture_pages(shipped: Any) -> None:
     ctx, files = shipped
     service_map = files["docs/architecture/service-map.md"]
-    assert "```mermaid\ngraph LR\n" in service_map and "  s_backend_api --> s_auth_service\n" in service_map and "  s_backend_api -.-> s_billing_service\n" in service_map
+    assert (
+        "```mermaid\ngraph LR\n" in service_map
+        and "  s_backend_api --> s_auth_service\n" in service_map
+        and "  s_backend_api -.-> s_billing_service\n" in service_map
+    )
     assert "Solid arrow" in service_map and "Dotted arrow" in service_map
     order = files["docs/architecture/deployment-order.md"]
     for wave in ctx.plan.waves:
         assert f'| <a id="wave-{wave.number}"></a>{wave.number} |' in order
     assert order.index("## 1. Infrastructure") < order.index("## 2. Core Services") < order.index("## 5. Frontend")
-    assert "| [backend-api](../services/backend-api.md) | [creator-hub-v2](../services/creator-hub-v2.md) | 3 → 5 |" in order
+    assert (
+        "| [backend-api](../services/backend-api.md) | [creator-hub-v2](../services/creator-hub-v2.md) | 3 → 5 |"
+        in order
+    )
     paths = files["docs/architecture/critical-paths.md"]
     assert "| 4 | cdn (external) | n/a | reported, not called" in paths
     assert paths.count("sequenceDiagram") == 3
@@ -314,7 +364,10 @@ BAD = 'Say "hi": {{ x }} {% if %} #1 | a|b\\c\nnext line\rcafé ñ 漢字 😀'
 
 def test_catalog_text_comes_out_intact(minimal: dict[str, Any]) -> None:
     minimal["services"]["gateway"]["description"] = BAD
-    minimal["categories"]["platform"] = {"title": "Platform {{ y }} | \"Services\" #", "summary": "# not a heading: {% raw %}"}
+    minimal["categories"]["platform"] = {
+        "title": 'Platform {{ y }} | "Services" #',
+        "summary": "# not a heading: {% raw %}",
+    }
     minimal["categories"]["empty"] = {"title": "Empty", "summary": "Nothing yet:"}
     minimal["flows"]["login"]["title"] = "Login [beta] {{ z }} | ü"
     minimal["teams"]["core"]["title"] = "Core: {{ t }} 'ops'"
@@ -352,13 +405,23 @@ def test_a_service_page_may_not_overwrite_another_page(minimal: dict[str, Any]) 
     with pytest.raises(CatalogError, match=r"docs page 'docs/services/readme\.md', the name of the services index"):
         load_catalog_text(dump(minimal))
     cat = Catalog.model_validate(minimal)
-    with pytest.raises(TemplateError, match=r"services\.readme: its page docs/services/readme\.md would overwrite docs/services/README\.md"):
+    with pytest.raises(
+        TemplateError,
+        match=r"services\.readme: its page docs/services/readme\.md would overwrite docs/services/README\.md",
+    ):
         render(RenderContext(cat, plan(cat)))
 
 
 @pytest.mark.parametrize(
     ("text", "line"),
-    [("# x", "\\# x"), ("1. x", "1\\. x"), ("    - x", "\\- x"), ("[a]: b", "\\[a]: b"), ("plain: #1", "plain: #1"), ("a\n# b", "a # b")],
+    [
+        ("# x", "\\# x"),
+        ("1. x", "1\\. x"),
+        ("    - x", "\\- x"),
+        ("[a]: b", "\\[a]: b"),
+        ("plain: #1", "plain: #1"),
+        ("a\n# b", "a # b"),
+    ],
 )
 def test_md_line_never_starts_a_block(text: str, line: str) -> None:
     assert md_line(text) == line
@@ -370,7 +433,9 @@ TEXT = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(descriptions=st.lists(TEXT, min_size=3, max_size=3), flow_title=TEXT, category=st.tuples(TEXT, TEXT))
-def test_any_text_renders_with_whole_table_rows(minimal: dict[str, Any], descriptions: list[str], flow_title: str, category: tuple[str, str]) -> None:
+def test_any_text_renders_with_whole_table_rows(
+    minimal: dict[str, Any], descriptions: list[str], flow_title: str, category: tuple[str, str]
+) -> None:
     for svc, text in zip(minimal["services"].values(), descriptions):
         svc["description"] = text
     minimal["flows"]["watch"]["title"] = flow_title

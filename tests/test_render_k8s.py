@@ -15,16 +15,24 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tools import find
 
+from nexus.catalog import load_catalog, load_catalog_text
+from nexus.catalog.graph import edges
 from nexus.checks import k8s as k8s_checks
 from nexus.render import k8s as render_k8s
 from nexus.render import mesh as render_mesh
-from nexus.catalog import load_catalog, load_catalog_text
-from nexus.catalog.graph import edges
 from nexus.render.context import RenderContext
 
 OVERLAYS = ("dev", "staging", "prod")
 NAME = "app.kubernetes.io/name"
-SERVICE_KINDS = {"ServiceAccount", "ConfigMap", "Service", "Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy"}
+SERVICE_KINDS = {
+    "ServiceAccount",
+    "ConfigMap",
+    "Service",
+    "Deployment",
+    "HorizontalPodAutoscaler",
+    "PodDisruptionBudget",
+    "NetworkPolicy",
+}
 
 
 def render(loaded: Any) -> tuple[RenderContext, dict[str, str]]:
@@ -39,7 +47,12 @@ COMPONENT_GROUPS = ("monitoring.coreos.com/", "istio.io/", "linkerd.io/")
 
 
 def base_objects(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [d for d in docs if not any(g in d["apiVersion"] for g in COMPONENT_GROUPS) and not d["metadata"]["name"].endswith("-control-plane")]
+    return [
+        d
+        for d in docs
+        if not any(g in d["apiVersion"] for g in COMPONENT_GROUPS)
+        and not d["metadata"]["name"].endswith("-control-plane")
+    ]
 
 
 def write(files: dict[str, str], root: Path) -> Path:
@@ -51,7 +64,15 @@ def write(files: dict[str, str], root: Path) -> Path:
 
 def kustomize(root: Path) -> dict[str, list[dict[str, Any]]]:
     """Every overlay built by the real kubectl, the three at once."""
-    runs = {env: subprocess.Popen([find("kubectl"), "kustomize", str(root / "k8s/overlays" / env)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for env in OVERLAYS}
+    runs = {
+        env: subprocess.Popen(
+            [find("kubectl"), "kustomize", str(root / "k8s/overlays" / env)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for env in OVERLAYS
+    }
     built = {}
     for env, proc in runs.items():
         out, err = proc.communicate(timeout=120)
@@ -66,8 +87,12 @@ def shipped() -> tuple[RenderContext, dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def built(shipped: tuple[RenderContext, dict[str, str]], tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str, Any]]]:
-    return {env: base_objects(docs) for env, docs in kustomize(write(shipped[1], tmp_path_factory.mktemp("k8s"))).items()}
+def built(
+    shipped: tuple[RenderContext, dict[str, str]], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, list[dict[str, Any]]]:
+    return {
+        env: base_objects(docs) for env, docs in kustomize(write(shipped[1], tmp_path_factory.mktemp("k8s"))).items()
+    }
 
 
 def objects(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
@@ -82,19 +107,25 @@ def test_layout_is_a_base_and_three_overlays(shipped: tuple[RenderContext, dict[
     files = {p: t for p, t in files.items() if not p.startswith("k8s/components/")}
     services = {f"k8s/base/services/{n}.yaml" for n in ctx.catalog.services}
     base = {f"k8s/base/{f}.yaml" for f in ("kustomization", "namespace", "default-deny", "infrastructure")}
-    overlays = {f"k8s/overlays/{e}/kustomization.yaml" for e in OVERLAYS} | {f"k8s/overlays/dev/{p}-patch.yaml" for p in ("autoscaling", "resources")}
+    overlays = {f"k8s/overlays/{e}/kustomization.yaml" for e in OVERLAYS} | {
+        f"k8s/overlays/dev/{p}-patch.yaml" for p in ("autoscaling", "resources")
+    }
     overlays.add("k8s/overlays/prod/settings-patch.yaml")
     assert set(files) == services | base | overlays
     assert list(files) == sorted(files)
 
 
-def test_base_kustomization_names_the_namespace_and_every_file_sorted(shipped: tuple[RenderContext, dict[str, str]]) -> None:
+def test_base_kustomization_names_the_namespace_and_every_file_sorted(
+    shipped: tuple[RenderContext, dict[str, str]],
+) -> None:
     ctx, files = shipped
     kustomization = yaml.safe_load(files["k8s/base/kustomization.yaml"])
     assert kustomization["namespace"] == ctx.catalog.platform.namespace == "nexus-cos"
     listed = kustomization["resources"]
     assert listed == sorted(listed)
-    assert {f"k8s/base/{p}" for p in listed} == {p for p in files if p.startswith("k8s/base/") and not p.endswith("kustomization.yaml")}
+    assert {f"k8s/base/{p}" for p in listed} == {
+        p for p in files if p.startswith("k8s/base/") and not p.endswith("kustomization.yaml")
+    }
 
 
 def test_namespace_enforces_pod_security_restricted(shipped: tuple[RenderContext, dict[str, str]]) -> None:
@@ -126,7 +157,9 @@ def test_prod_turns_off_api_docs_and_platform_routes_in_every_service(built: dic
             assert container["envFrom"], (env, name)  # the ConfigMap still comes first; env wins over it
 
 
-def test_every_overlay_builds_and_passes_the_strict_schemas(built: dict[str, list[dict[str, Any]]], shipped: tuple[RenderContext, dict[str, str]]) -> None:
+def test_every_overlay_builds_and_passes_the_strict_schemas(
+    built: dict[str, list[dict[str, Any]]], shipped: tuple[RenderContext, dict[str, str]]
+) -> None:
     import jsonschema
     from referencing import Registry, Resource
 
@@ -143,7 +176,9 @@ def test_every_overlay_builds_and_passes_the_strict_schemas(built: dict[str, lis
             key = (doc["apiVersion"], doc["kind"])
             if key not in validators:
                 schema = yaml.safe_load((folder / schema_file(*key)).read_text())
-                validators[key] = jsonschema.Draft202012Validator(schema, registry=Resource.from_contents(schema) @ registry)
+                validators[key] = jsonschema.Draft202012Validator(
+                    schema, registry=Resource.from_contents(schema) @ registry
+                )
             errors = [e.message for e in validators[key].iter_errors(doc)]
             assert not errors, f"{env}: {doc['kind']} {doc['metadata']['name']}: {errors}"
 
@@ -162,7 +197,11 @@ def test_pods_meet_pod_security_restricted(built: dict[str, list[dict[str, Any]]
         for name, dep in objects(docs, "Deployment").items():
             pod = dep["spec"]["template"]["spec"]
             assert pod["securityContext"] == {
-                "runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001, "seccompProfile": {"type": "RuntimeDefault"}
+                "runAsNonRoot": True,
+                "runAsUser": 10001,
+                "runAsGroup": 10001,
+                "fsGroup": 10001,
+                "seccompProfile": {"type": "RuntimeDefault"},
             }, (env, name)
             assert pod["automountServiceAccountToken"] is False
             (container,) = pod["containers"]
@@ -179,7 +218,9 @@ def test_pods_meet_pod_security_restricted(built: dict[str, list[dict[str, Any]]
             assert sa["automountServiceAccountToken"] is False, name
 
 
-def test_labels_names_image_and_probes_follow_the_conventions(built: dict[str, list[dict[str, Any]]], shipped: tuple[RenderContext, dict[str, str]]) -> None:
+def test_labels_names_image_and_probes_follow_the_conventions(
+    built: dict[str, list[dict[str, Any]]], shipped: tuple[RenderContext, dict[str, str]]
+) -> None:
     cat = shipped[0].catalog
     docs = built["prod"]
     for name, svc in cat.services.items():
@@ -209,10 +250,15 @@ def test_labels_names_image_and_probes_follow_the_conventions(built: dict[str, l
             "readinessProbe": {"path": "/health/ready", "port": "http"},
             "startupProbe": {"path": "/health", "port": "http"},
         }
-        assert container["resources"] == {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"}}
+        assert container["resources"] == {
+            "requests": {"cpu": "100m", "memory": "128Mi"},
+            "limits": {"cpu": "500m", "memory": "256Mi"},
+        }
 
 
-def test_configmaps_carry_name_port_and_one_url_per_dependency(built: dict[str, list[dict[str, Any]]], shipped: tuple[RenderContext, dict[str, str]]) -> None:
+def test_configmaps_carry_name_port_and_one_url_per_dependency(
+    built: dict[str, list[dict[str, Any]]], shipped: tuple[RenderContext, dict[str, str]]
+) -> None:
     cat = shipped[0].catalog
     maps = objects(built["prod"], "ConfigMap")
     assert maps["backend-api-config"]["data"]["USER_AUTH_URL"] == "http://user-auth:3003"  # the issue's example
@@ -220,10 +266,14 @@ def test_configmaps_carry_name_port_and_one_url_per_dependency(built: dict[str, 
         urls = {f"{d.upper().replace('-', '_')}_URL": f"http://{d}:{cat.services[d].port}" for d in svc.depends_on}
         assert maps[f"{name}-config"]["data"] == {"SERVICE_NAME": name, "PORT": str(svc.port), **urls}
         dep = objects(built["prod"], "Deployment")[name]
-        assert dep["spec"]["template"]["spec"]["containers"][0]["envFrom"] == [{"configMapRef": {"name": f"{name}-config"}}]
+        assert dep["spec"]["template"]["spec"]["containers"][0]["envFrom"] == [
+            {"configMapRef": {"name": f"{name}-config"}}
+        ]
 
 
-def test_services_expose_the_catalog_port_with_affinity_where_asked(built: dict[str, list[dict[str, Any]]], shipped: tuple[RenderContext, dict[str, str]]) -> None:
+def test_services_expose_the_catalog_port_with_affinity_where_asked(
+    built: dict[str, list[dict[str, Any]]], shipped: tuple[RenderContext, dict[str, str]]
+) -> None:
     cat = shipped[0].catalog
     services = objects(built["prod"], "Service")
     for name, svc in cat.services.items():
@@ -231,11 +281,17 @@ def test_services_expose_the_catalog_port_with_affinity_where_asked(built: dict[
         assert spec["ports"] == [{"name": "http", "port": svc.port, "targetPort": "http", "protocol": "TCP"}]
         assert spec.get("sessionAffinity") == ("ClientIP" if svc.session_affinity else None), name
     assert {n for n, s in services.items() if s["spec"].get("sessionAffinity")} == {
-        "backend-api", "boom-boom-room-live", "puaboverse-v2", "streaming-service-v2", "v-caster-pro"
+        "backend-api",
+        "boom-boom-room-live",
+        "puaboverse-v2",
+        "streaming-service-v2",
+        "v-caster-pro",
     }
 
 
-def test_no_replicas_beside_the_hpa_whose_numbers_follow_the_environment(built: dict[str, list[dict[str, Any]]]) -> None:
+def test_no_replicas_beside_the_hpa_whose_numbers_follow_the_environment(
+    built: dict[str, list[dict[str, Any]]],
+) -> None:
     for env, (low, high) in {"prod": (2, 10), "staging": (2, 10), "dev": (1, 2)}.items():
         hpas = objects(built[env], "HorizontalPodAutoscaler")
         for name, dep in objects(built[env], "Deployment").items():
@@ -253,7 +309,9 @@ def test_dev_halves_requests_and_keeps_limits(built: dict[str, list[dict[str, An
         assert resources == {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"}}
 
 
-def test_sync_waves_are_the_plan_and_put_hard_dependencies_first(built: dict[str, list[dict[str, Any]]], shipped: tuple[RenderContext, dict[str, str]]) -> None:
+def test_sync_waves_are_the_plan_and_put_hard_dependencies_first(
+    built: dict[str, list[dict[str, Any]]], shipped: tuple[RenderContext, dict[str, str]]
+) -> None:
     ctx = shipped[0]
     deployments = objects(built["prod"], "Deployment")
     wave = {n: int(d["metadata"]["annotations"]["argocd.argoproj.io/sync-wave"]) for n, d in deployments.items()}
@@ -269,27 +327,52 @@ def _pairs(docs: list[dict[str, Any]]) -> tuple[set[tuple[str, str]], set[tuple[
     for policy in objects(docs, "NetworkPolicy").values():
         target = policy["spec"]["podSelector"].get("matchLabels", {}).get(NAME)
         for rule in policy["spec"].get("ingress") or []:
-            ingress |= {(p["podSelector"]["matchLabels"][NAME], target) for p in rule["from"] if "podSelector" in p and "namespaceSelector" not in p}
+            ingress |= {
+                (p["podSelector"]["matchLabels"][NAME], target)
+                for p in rule["from"]
+                if "podSelector" in p and "namespaceSelector" not in p
+            }
         for rule in policy["spec"].get("egress") or []:
-            egress |= {(target, p["podSelector"]["matchLabels"][NAME]) for p in rule["to"] if "podSelector" in p and "namespaceSelector" not in p}
+            egress |= {
+                (target, p["podSelector"]["matchLabels"][NAME])
+                for p in rule["to"]
+                if "podSelector" in p and "namespaceSelector" not in p
+            }
     return ingress, egress
 
 
-def test_network_policies_allow_exactly_the_catalog_edges(built: dict[str, list[dict[str, Any]]], shipped: tuple[RenderContext, dict[str, str]]) -> None:
+def test_network_policies_allow_exactly_the_catalog_edges(
+    built: dict[str, list[dict[str, Any]]], shipped: tuple[RenderContext, dict[str, str]]
+) -> None:
     cat = shipped[0].catalog
     ingress, egress = _pairs(built["prod"])
     service_edges = {(e["source"], e["target"]) for e in edges(cat)}
     uses = {(n, c) for n, s in cat.services.items() for c in s.uses}
     assert {p for p in ingress if p[1] in cat.services} == service_edges
     assert {p for p in egress if p[1] in cat.services} == service_edges
-    assert {p for p in ingress if p[1] in cat.infrastructure} == uses == {p for p in egress if p[1] in cat.infrastructure}
-    monitoring = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": cat.platform.monitoring.namespace}}}
-    peers = [(n, peer) for n, p in objects(built["prod"], "NetworkPolicy").items() for r in p["spec"].get("ingress") or [] for peer in r["from"]]
+    assert (
+        {p for p in ingress if p[1] in cat.infrastructure} == uses == {p for p in egress if p[1] in cat.infrastructure}
+    )
+    monitoring = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": cat.platform.monitoring.namespace}}
+    }
+    peers = [
+        (n, peer)
+        for n, p in objects(built["prod"], "NetworkPolicy").items()
+        for r in p["spec"].get("ingress") or []
+        for peer in r["from"]
+    ]
     outside = {n for n, peer in peers if "namespaceSelector" in peer and peer != monitoring}
     assert outside == {"backend-api"}
     # Prometheus (its namespace: platform.monitoring) may reach every service, and nothing else
     assert {n for n, peer in peers if peer == monitoring} == set(cat.services)
-    internet = {n for n, p in objects(built["prod"], "NetworkPolicy").items() for r in p["spec"].get("egress") or [] for peer in r["to"] if "ipBlock" in peer}
+    internet = {
+        n
+        for n, p in objects(built["prod"], "NetworkPolicy").items()
+        for r in p["spec"].get("egress") or []
+        for peer in r["to"]
+        if "ipBlock" in peer
+    }
     assert internet == {"streamcore"}  # the only service with externals (the CDN)
 
 
@@ -314,27 +397,64 @@ def _break(files: dict[str, str], service: str, old: str, new: str) -> dict[str,
 
 BREAKAGES = {
     # (a) schema: a field Kubernetes does not know
-    "schema": ("token-mgr", "          imagePullPolicy: Always\n", "          imagePullPolicy: Always\n          imagePullSecret: registry\n", "'imagePullSecret' was unexpected"),
+    "schema": (
+        "token-mgr",
+        "          imagePullPolicy: Always\n",
+        "          imagePullPolicy: Always\n          imagePullSecret: registry\n",
+        "'imagePullSecret' was unexpected",
+    ),
     # (b) a Service port that is not the catalog's
-    "service-port": ("ledger-mgr", "      port: 3022\n      targetPort: http", "      port: 3999\n      targetPort: http", "Service ports [3999]"),
+    "service-port": (
+        "ledger-mgr",
+        "      port: 3022\n      targetPort: http",
+        "      port: 3999\n      targetPort: http",
+        "Service ports [3999]",
+    ),
     # (c) a dependency URL at the wrong port, and one naming the wrong service
     "url-port": ("billing-service", '"http://ledger-mgr:3022"', '"http://ledger-mgr:3023"', "LEDGER_MGR_URL"),
     "url-host": ("billing-service", '"http://invoice-gen:3021"', '"http://scheduler:3021"', "INVOICE_GEN_URL"),
     # (d) an ingress peer removed (an edge no longer allowed) and an egress added (a pair not in the catalog)
-    "policy-missing": ("user-auth", 'app.kubernetes.io/name: "auth-service"\n', 'app.kubernetes.io/name: "glitch"\n', "auth-service -> user-auth is a catalog edge"),
-    "policy-extra": ("glitch", 'name: "postgres"\n      ports:\n        - protocol: TCP\n          port: 5432', 'name: "ledger-mgr"\n      ports:\n        - protocol: TCP\n          port: 3022', "glitch -> ledger-mgr is allowed but is not in the catalog"),
+    "policy-missing": (
+        "user-auth",
+        'app.kubernetes.io/name: "auth-service"\n',
+        'app.kubernetes.io/name: "glitch"\n',
+        "auth-service -> user-auth is a catalog edge",
+    ),
+    "policy-extra": (
+        "glitch",
+        'name: "postgres"\n      ports:\n        - protocol: TCP\n          port: 5432',
+        'name: "ledger-mgr"\n      ports:\n        - protocol: TCP\n          port: 3022',
+        "glitch -> ledger-mgr is allowed but is not in the catalog",
+    ),
     # (d') Prometheus's scrape rule: gone, or on another port
-    "monitoring-missing": ("glitch", '              kubernetes.io/metadata.name: "monitoring"\n', '              kubernetes.io/metadata.name: "default"\n', "glitch: no ingress from Prometheus"),
-    "monitoring-port": ("kei-ai", '"monitoring"\n      ports:\n        - protocol: TCP\n          port: 3030', '"monitoring"\n      ports:\n        - protocol: TCP\n          port: 9090', "ingress from Prometheus on [('TCP', 9090)]"),
+    "monitoring-missing": (
+        "glitch",
+        '              kubernetes.io/metadata.name: "monitoring"\n',
+        '              kubernetes.io/metadata.name: "default"\n',
+        "glitch: no ingress from Prometheus",
+    ),
+    "monitoring-port": (
+        "kei-ai",
+        '"monitoring"\n      ports:\n        - protocol: TCP\n          port: 3030',
+        '"monitoring"\n      ports:\n        - protocol: TCP\n          port: 9090',
+        "ingress from Prometheus on [('TCP', 9090)]",
+    ),
     # (e) a dependent syncing no later than its hard dependency
     "wave": ("session-mgr", 'sync-wave: "5"', 'sync-wave: "4"', "sync-wave 4 is not after token-mgr's 4"),
     # (f) a critical-path hop to a service without a readiness probe
-    "flow-probe": ("invoice-gen", "readinessProbe:", "x-readiness:", "flow payment-processing hop billing-service -> invoice-gen"),
+    "flow-probe": (
+        "invoice-gen",
+        "readinessProbe:",
+        "x-readiness:",
+        "flow payment-processing hop billing-service -> invoice-gen",
+    ),
 }
 
 
 @pytest.mark.parametrize("case", sorted(BREAKAGES))
-def test_each_check_fires_and_names_the_service_and_file(case: str, shipped: tuple[RenderContext, dict[str, str]]) -> None:
+def test_each_check_fires_and_names_the_service_and_file(
+    case: str, shipped: tuple[RenderContext, dict[str, str]]
+) -> None:
     ctx, files = shipped
     service, old, new, expected = BREAKAGES[case]
     failures = k8s_checks.run(ctx, _break(files, service, old, new))
@@ -345,53 +465,90 @@ def test_each_check_fires_and_names_the_service_and_file(case: str, shipped: tup
 
 def test_the_flow_check_fires_when_policy_blocks_a_hop(shipped: tuple[RenderContext, dict[str, str]]) -> None:
     ctx, files = shipped
-    broken = _break(files, "session-mgr", '              app.kubernetes.io/name: "user-auth"\n', '              app.kubernetes.io/name: "glitch"\n')
+    broken = _break(
+        files,
+        "session-mgr",
+        '              app.kubernetes.io/name: "user-auth"\n',
+        '              app.kubernetes.io/name: "glitch"\n',
+    )
     failures = k8s_checks.run(ctx, broken)
-    assert f"{SVC.format('user-auth')}: user-auth: flow authentication hop user-auth -> session-mgr: not allowed by the NetworkPolicies" in failures
+    assert (
+        f"{SVC.format('user-auth')}: user-auth: flow authentication hop user-auth -> session-mgr: not allowed by the NetworkPolicies"
+        in failures
+    )
 
 
 def test_a_missing_default_deny_and_a_broad_peer_are_failures(shipped: tuple[RenderContext, dict[str, str]]) -> None:
     ctx, files = shipped
     no_deny = {p: t for p, t in files.items() if p != "k8s/base/default-deny.yaml"}
     assert any("no default-deny NetworkPolicy" in f for f in k8s_checks.run(ctx, no_deny, strict_schema=False))
-    broad = _break(files, "kei-ai", '        - podSelector:\n            matchLabels:\n              app.kubernetes.io/name: "ai-service"\n', "        - podSelector: {}\n")
-    assert any("kei-ai: NetworkPolicy kei-ai: ingress peer {'podSelector': {}} is broader than a catalog edge" in f for f in k8s_checks.run(ctx, broad, strict_schema=False))
+    broad = _break(
+        files,
+        "kei-ai",
+        '        - podSelector:\n            matchLabels:\n              app.kubernetes.io/name: "ai-service"\n',
+        "        - podSelector: {}\n",
+    )
+    assert any(
+        "kei-ai: NetworkPolicy kei-ai: ingress peer {'podSelector': {}} is broader than a catalog edge" in f
+        for f in k8s_checks.run(ctx, broad, strict_schema=False)
+    )
 
 
-def test_egress_to_the_internet_must_keep_the_private_ranges_closed(shipped: tuple[RenderContext, dict[str, str]]) -> None:
+def test_egress_to_the_internet_must_keep_the_private_ranges_closed(
+    shipped: tuple[RenderContext, dict[str, str]],
+) -> None:
     ctx, files = shipped
     broken = _break(files, "streamcore", '              - "10.0.0.0/8"\n', "")
     failures = k8s_checks.run(ctx, broken, strict_schema=False)
-    assert any(f.startswith(f"{SVC.format('streamcore')}: streamcore: NetworkPolicy streamcore: egress peer {{'ipBlock'") for f in failures), failures
+    assert any(
+        f.startswith(f"{SVC.format('streamcore')}: streamcore: NetworkPolicy streamcore: egress peer {{'ipBlock'")
+        for f in failures
+    ), failures
 
 
 def test_replicas_and_a_root_pod_are_failures(shipped: tuple[RenderContext, dict[str, str]]) -> None:
     ctx, files = shipped
     broken = _break(files, "glitch", "  revisionHistoryLimit: 5\n", "  replicas: 3\n  revisionHistoryLimit: 5\n")
-    broken = _break(broken, "glitch", "            allowPrivilegeEscalation: false", "            allowPrivilegeEscalation: true")
+    broken = _break(
+        broken, "glitch", "            allowPrivilegeEscalation: false", "            allowPrivilegeEscalation: true"
+    )
     failures = k8s_checks.run(ctx, broken, strict_schema=False)
-    assert f"{SVC.format('glitch')}: glitch: Deployment sets replicas, but its HorizontalPodAutoscaler owns the count" in failures
+    assert (
+        f"{SVC.format('glitch')}: glitch: Deployment sets replicas, but its HorizontalPodAutoscaler owns the count"
+        in failures
+    )
     assert any("glitch: container securityContext.allowPrivilegeEscalation must be False" in f for f in failures)
 
 
-def test_kustomizations_that_miss_a_file_or_patch_a_missing_object_are_failures(shipped: tuple[RenderContext, dict[str, str]]) -> None:
+def test_kustomizations_that_miss_a_file_or_patch_a_missing_object_are_failures(
+    shipped: tuple[RenderContext, dict[str, str]],
+) -> None:
     ctx, files = shipped
     base = "k8s/base/kustomization.yaml"
     unlisted = {**files, base: files[base].replace('  - "services/glitch.yaml"\n', "")}
-    assert f"{base}: platform: does not list k8s/base/services/glitch.yaml" in k8s_checks.run(ctx, unlisted, strict_schema=False)
+    assert f"{base}: platform: does not list k8s/base/services/glitch.yaml" in k8s_checks.run(
+        ctx, unlisted, strict_schema=False
+    )
     patch = "k8s/overlays/dev/autoscaling-patch.yaml"
     glitch = 'name: "glitch"\n  namespace: "nexus-cos"\nspec:\n  minReplicas: 1\n  maxReplicas: 2\n'
     assert glitch in files[patch]
     stray = {**files, patch: files[patch].replace(glitch, glitch.replace("glitch", "glitch-v2"))}
-    assert f"{patch}: glitch-v2: patches HorizontalPodAutoscaler glitch-v2, which the base does not have" in k8s_checks.run(ctx, stray, strict_schema=False)
+    assert (
+        f"{patch}: glitch-v2: patches HorizontalPodAutoscaler glitch-v2, which the base does not have"
+        in k8s_checks.run(ctx, stray, strict_schema=False)
+    )
     inverted = {**files, patch: files[patch].replace(glitch, glitch.replace("maxReplicas: 2", "maxReplicas: 0"))}
-    assert k8s_checks.run(ctx, inverted, strict_schema=False) == [f"{patch}: glitch: minReplicas 1 is not between 1 and maxReplicas 0"]
+    assert k8s_checks.run(ctx, inverted, strict_schema=False) == [
+        f"{patch}: glitch: minReplicas 1 is not between 1 and maxReplicas 0"
+    ]
 
 
 def test_unparsable_yaml_is_a_failure_not_a_crash(shipped: tuple[RenderContext, dict[str, str]]) -> None:
     ctx, files = shipped
     broken = _break(files, "scheduler", "kind: Service\n", "kind: [Service\n")
-    assert any(f.startswith(f"{SVC.format('scheduler')}: scheduler: does not parse") for f in k8s_checks.run(ctx, broken))
+    assert any(
+        f.startswith(f"{SVC.format('scheduler')}: scheduler: does not parse") for f in k8s_checks.run(ctx, broken)
+    )
 
 
 # -- catalog rules on small catalogs -------------------------------------------------------------
@@ -406,20 +563,50 @@ def test_the_minimal_catalog_renders_checks_and_builds(minimal: dict[str, Any], 
 
 def test_catalog_autoscaling_and_resources_overrides_reach_the_manifests(minimal: dict[str, Any]) -> None:
     minimal["services"]["media"]["autoscaling"] = {"min_replicas": 3, "max_replicas": 30, "cpu_percent": 55}
-    minimal["services"]["media"]["resources"] = {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "2Gi"}}
+    minimal["services"]["media"]["resources"] = {
+        "requests": {"cpu": "1", "memory": "1Gi"},
+        "limits": {"cpu": "2", "memory": "2Gi"},
+    }
     ctx, files = render(load_catalog_text(dump(minimal)))
-    docs = {(d.kind, d.name): d.data for p, t in files.items() if p.startswith("k8s/base/") for d in k8s_checks.documents(p, t)}
+    docs = {
+        (d.kind, d.name): d.data
+        for p, t in files.items()
+        if p.startswith("k8s/base/")
+        for d in k8s_checks.documents(p, t)
+    }
     spec = docs[("HorizontalPodAutoscaler", "media")]["spec"]
-    assert (spec["minReplicas"], spec["maxReplicas"], spec["metrics"][0]["resource"]["target"]["averageUtilization"]) == (3, 30, 55)
-    assert docs[("Deployment", "media")]["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"] == {"cpu": "1", "memory": "1Gi"}
-    dev = [d for d in k8s_checks.documents("p", files["k8s/overlays/dev/resources-patch.yaml"]) if d.name == "media"][0].data
-    assert dev["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"] == {"cpu": "500m", "memory": "512Mi"}
+    assert (
+        spec["minReplicas"],
+        spec["maxReplicas"],
+        spec["metrics"][0]["resource"]["target"]["averageUtilization"],
+    ) == (3, 30, 55)
+    assert docs[("Deployment", "media")]["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"] == {
+        "cpu": "1",
+        "memory": "1Gi",
+    }
+    dev = [d for d in k8s_checks.documents("p", files["k8s/overlays/dev/resources-patch.yaml"]) if d.name == "media"][
+        0
+    ].data
+    assert dev["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"] == {
+        "cpu": "500m",
+        "memory": "512Mi",
+    }
     assert k8s_checks.run(ctx, files) == []
 
 
 @pytest.mark.parametrize(
     ("quantity", "cpu", "expected"),
-    [("100m", True, "50m"), ("1", True, "500m"), ("0.25", True, "125m"), ("1m", True, "1m"), ("128Mi", False, "64Mi"), ("1Gi", False, "512Mi"), ("1.5Gi", False, "768Mi"), ("1Ki", False, "512"), ("3", False, "2")],
+    [
+        ("100m", True, "50m"),
+        ("1", True, "500m"),
+        ("0.25", True, "125m"),
+        ("1m", True, "1m"),
+        ("128Mi", False, "64Mi"),
+        ("1Gi", False, "512Mi"),
+        ("1.5Gi", False, "768Mi"),
+        ("1Ki", False, "512"),
+        ("3", False, "2"),
+    ],
 )
 def test_scale_quantity_rounds_up_in_a_readable_unit(quantity: str, cpu: bool, expected: str) -> None:
     from decimal import Decimal
@@ -446,7 +633,7 @@ def test_output_is_the_same_bytes_whatever_the_catalog_order(shipped: tuple[Rend
     assert list(files) == list(shipped[1])
 
 
-NASTY = 'Ünïcode “quotes” {{ not jinja }} {% raw %} "double" \'single\' key: value # not a comment\nsecond line\r\n\tand NEL\x85 LS\u2028 DEL\x7f 😀 '
+NASTY = "Ünïcode “quotes” {{ not jinja }} {% raw %} \"double\" 'single' key: value # not a comment\nsecond line\r\n\tand NEL\x85 LS\u2028 DEL\x7f 😀 "
 
 
 def _description_survives(minimal: dict[str, Any], text: str) -> None:
@@ -470,5 +657,3 @@ def test_a_nasty_description_survives_intact_and_valid(minimal: dict[str, Any]) 
 @given(text=st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=40))
 def test_any_description_survives_intact_and_valid(minimal: dict[str, Any], text: str) -> None:
     _description_survives(dict(minimal, services={k: dict(v) for k, v in minimal["services"].items()}), text)
-
-

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from kubernetes.client import (
@@ -38,18 +38,27 @@ def deployment(
     updated: int = 2,
     total: int = 2,
     available: int = 2,
-    conditions: tuple[tuple[str, str, str], ...] = (("Available", "True", "MinimumReplicasAvailable"), ("Progressing", "True", "NewReplicaSetAvailable")),
+    conditions: tuple[tuple[str, str, str], ...] = (
+        ("Available", "True", "MinimumReplicasAvailable"),
+        ("Progressing", "True", "NewReplicaSetAvailable"),
+    ),
 ) -> V1Deployment:
     return V1Deployment(
         metadata=V1ObjectMeta(name=name, generation=generation),
-        spec=V1DeploymentSpec(replicas=replicas, selector=V1LabelSelector(match_labels={"app.kubernetes.io/name": name}), template=V1PodTemplateSpec()),
+        spec=V1DeploymentSpec(
+            replicas=replicas,
+            selector=V1LabelSelector(match_labels={"app.kubernetes.io/name": name}),
+            template=V1PodTemplateSpec(),
+        ),
         status=V1DeploymentStatus(
             observed_generation=observed,
             replicas=total,
             updated_replicas=updated,
             ready_replicas=available,
             available_replicas=available,
-            conditions=[V1DeploymentCondition(type=t, status=s, reason=r, message=f"{r} message") for t, s, r in conditions],
+            conditions=[
+                V1DeploymentCondition(type=t, status=s, reason=r, message=f"{r} message") for t, s, r in conditions
+            ],
         ),
     )
 
@@ -68,10 +77,28 @@ UNAVAILABLE = (("Available", "False", "MinimumReplicasUnavailable"), ("Progressi
         (deployment(available=1, conditions=UNAVAILABLE), PROGRESSING, "1 of 2 updated replicas available"),
         (deployment(conditions=UNAVAILABLE), PROGRESSING, "not Available: MinimumReplicasUnavailable message"),
         (deployment(conditions=()), PROGRESSING, "not Available: no Available condition yet"),
-        (deployment(available=0, conditions=STUCK), FAILED, "exceeded its progress deadline: ProgressDeadlineExceeded message"),
-        (V1Deployment(metadata=V1ObjectMeta(name="new", generation=1), spec=deployment().spec), PROGRESSING, "waiting for the controller to see the new spec"),
+        (
+            deployment(available=0, conditions=STUCK),
+            FAILED,
+            "exceeded its progress deadline: ProgressDeadlineExceeded message",
+        ),
+        (
+            V1Deployment(metadata=V1ObjectMeta(name="new", generation=1), spec=deployment().spec),
+            PROGRESSING,
+            "waiting for the controller to see the new spec",
+        ),
     ],
-    ids=["available", "unobserved", "updating", "old-pending", "unavailable", "condition-false", "no-condition", "stuck", "no-status"],
+    ids=[
+        "available",
+        "unobserved",
+        "updating",
+        "old-pending",
+        "unavailable",
+        "condition-false",
+        "no-condition",
+        "stuck",
+        "no-status",
+    ],
 )
 def test_rollout_of(dep: V1Deployment, state: str, detail: str) -> None:
     r = rollout_of(dep)
@@ -80,20 +107,30 @@ def test_rollout_of(dep: V1Deployment, state: str, detail: str) -> None:
 
 def test_wait_returns_when_every_deployment_is_available() -> None:
     seen: list[str] = []
-    snapshots = iter([{"a": deployment("a"), "b": deployment("b", updated=0, available=0)}, {"a": deployment("a"), "b": deployment("b")}])
+    snapshots = iter(
+        [
+            {"a": deployment("a"), "b": deployment("b", updated=0, available=0)},
+            {"a": deployment("a"), "b": deployment("b")},
+        ]
+    )
     outcome = wait(lambda: next(snapshots), ["a", "b"], timeout=60, poll=0, on_available=lambda n, r: seen.append(n))
     assert outcome.ok and seen == ["a", "b"]
 
 
 def test_wait_stops_at_the_first_failure() -> None:
-    outcome = wait(lambda: {"a": deployment("a"), "b": deployment("b", available=0, conditions=STUCK)}, ["a", "b"], timeout=60)
+    outcome = wait(
+        lambda: {"a": deployment("a"), "b": deployment("b", available=0, conditions=STUCK)}, ["a", "b"], timeout=60
+    )
     assert not outcome.ok and list(outcome.failed) == ["b"] and not outcome.timed_out
 
 
 def test_wait_times_out_with_what_is_pending() -> None:
     outcome = wait(lambda: {"a": deployment("a", available=1, conditions=UNAVAILABLE)}, ["a", "gone"], timeout=0)
     assert outcome.timed_out and not outcome.ok
-    assert {n: r.detail for n, r in outcome.pending.items()} == {"a": "1 of 2 updated replicas available", "gone": "not created yet"}
+    assert {n: r.detail for n, r in outcome.pending.items()} == {
+        "a": "1 of 2 updated replicas available",
+        "gone": "not created yet",
+    }
 
 
 def test_wait_stops_when_asked() -> None:
@@ -104,27 +141,63 @@ def test_wait_stops_when_asked() -> None:
 
 
 def test_describe_pods_shows_waiting_reasons_restarts_and_latest_events_merged() -> None:
-    now = datetime(2025, 1, 1, tzinfo=timezone.utc)
+    now = datetime(2025, 1, 1, tzinfo=UTC)
     crash = V1ContainerStatus(
-        name="token-mgr", image="x", image_id="", ready=False, restart_count=6,
-        state=V1ContainerState(waiting=V1ContainerStateWaiting(reason="CrashLoopBackOff", message="back-off 5m0s restarting failed container")),
+        name="token-mgr",
+        image="x",
+        image_id="",
+        ready=False,
+        restart_count=6,
+        state=V1ContainerState(
+            waiting=V1ContainerStateWaiting(
+                reason="CrashLoopBackOff", message="back-off 5m0s restarting failed container"
+            )
+        ),
         last_state=V1ContainerState(terminated=V1ContainerStateTerminated(exit_code=1, reason="Error")),
     )
-    pull = V1ContainerStatus(name="token-mgr", image="x", image_id="", ready=False, restart_count=0, state=V1ContainerState(waiting=V1ContainerStateWaiting(reason="ImagePullBackOff")))
-    running = V1ContainerStatus(name="token-mgr", image="x", image_id="", ready=False, restart_count=0, state=V1ContainerState(running=V1ContainerStateRunning()))
+    pull = V1ContainerStatus(
+        name="token-mgr",
+        image="x",
+        image_id="",
+        ready=False,
+        restart_count=0,
+        state=V1ContainerState(waiting=V1ContainerStateWaiting(reason="ImagePullBackOff")),
+    )
+    running = V1ContainerStatus(
+        name="token-mgr",
+        image="x",
+        image_id="",
+        ready=False,
+        restart_count=0,
+        state=V1ContainerState(running=V1ContainerStateRunning()),
+    )
     pods = [
-        V1Pod(metadata=V1ObjectMeta(name="token-mgr-b"), status=V1PodStatus(phase="Pending", container_statuses=[pull])),
-        V1Pod(metadata=V1ObjectMeta(name="token-mgr-a"), status=V1PodStatus(phase="Running", container_statuses=[crash])),
-        V1Pod(metadata=V1ObjectMeta(name="token-mgr-c"), status=V1PodStatus(phase="Running", container_statuses=[running])),
+        V1Pod(
+            metadata=V1ObjectMeta(name="token-mgr-b"), status=V1PodStatus(phase="Pending", container_statuses=[pull])
+        ),
+        V1Pod(
+            metadata=V1ObjectMeta(name="token-mgr-a"), status=V1PodStatus(phase="Running", container_statuses=[crash])
+        ),
+        V1Pod(
+            metadata=V1ObjectMeta(name="token-mgr-c"), status=V1PodStatus(phase="Running", container_statuses=[running])
+        ),
     ]
 
     def event(i: int, reason: str, message: str, kind: str = "Warning", count: int = 1) -> CoreV1Event:
         return CoreV1Event(
-            metadata=V1ObjectMeta(name=f"e{i}"), involved_object=V1ObjectReference(name="token-mgr-a"),
-            reason=reason, message=message, type=kind, count=count, last_timestamp=now + timedelta(seconds=i),
+            metadata=V1ObjectMeta(name=f"e{i}"),
+            involved_object=V1ObjectReference(name="token-mgr-a"),
+            reason=reason,
+            message=message,
+            type=kind,
+            count=count,
+            last_timestamp=now + timedelta(seconds=i),
         )
 
-    events = {"token-mgr-a": [event(9, "BackOff", "Back-off restarting failed container", count=12)] + [event(i, "Pulled", "pulled", "Normal") for i in range(6)]}
+    events = {
+        "token-mgr-a": [event(9, "BackOff", "Back-off restarting failed container", count=12)]
+        + [event(i, "Pulled", "pulled", "Normal") for i in range(6)]
+    }
     assert describe_pods(pods, events, last=3) == [
         "  pod token-mgr-a: Running",
         "    container token-mgr: waiting: CrashLoopBackOff (back-off 5m0s restarting failed container); last exit 1 (Error), 6 restarts",
@@ -140,13 +213,31 @@ def test_describe_pods_shows_waiting_reasons_restarts_and_latest_events_merged()
 
 def test_differences_names_paths_and_ignores_bookkeeping() -> None:
     live = {
-        "metadata": {"name": "a", "resourceVersion": "7", "generation": 2, "managedFields": [{"manager": "kubectl-edit"}], "labels": {"x": "1"}},
-        "spec": {"template": {"spec": {"containers": [{"name": "a", "image": "a:2"}, {"name": "b", "image": "b:1"}]}}, "replicas": 3},
+        "metadata": {
+            "name": "a",
+            "resourceVersion": "7",
+            "generation": 2,
+            "managedFields": [{"manager": "kubectl-edit"}],
+            "labels": {"x": "1"},
+        },
+        "spec": {
+            "template": {"spec": {"containers": [{"name": "a", "image": "a:2"}, {"name": "b", "image": "b:1"}]}},
+            "replicas": 3,
+        },
         "status": {"replicas": 3},
     }
     applied = {
-        "metadata": {"name": "a", "resourceVersion": "8", "generation": 3, "managedFields": [{"manager": "nexus"}], "labels": {"x": "1"}},
-        "spec": {"template": {"spec": {"containers": [{"name": "a", "image": "a:1"}, {"name": "b", "image": "b:1"}]}}, "replicas": 3},
+        "metadata": {
+            "name": "a",
+            "resourceVersion": "8",
+            "generation": 3,
+            "managedFields": [{"manager": "nexus"}],
+            "labels": {"x": "1"},
+        },
+        "spec": {
+            "template": {"spec": {"containers": [{"name": "a", "image": "a:1"}, {"name": "b", "image": "b:1"}]}},
+            "replicas": 3,
+        },
         "status": {"replicas": 1},
     }
     assert differences(live, applied) == ["spec.template.spec.containers[0].image"]

@@ -20,8 +20,7 @@ from running import (
     write_platform,
 )
 
-from nexus.local import procs
-from nexus.local import runstate
+from nexus.local import procs, runstate
 
 MODES = ["embedded", "process"]
 
@@ -44,7 +43,10 @@ def test_up_detach_status_down(catalog, mode):
         assert set(found) == {"gateway", "auth", "media"}
         assert {(s["state"], s["live"], s["ready"]) for s in found.values()} == {("running", "ok", "ok")}
         assert {s["port"] for s in found.values()} == set(ports(catalog).values())
-        logs = {name: catalog.parent / ".nexus" / "run" / runstate.read(catalog.parent).run_id / "logs" / f"{name}.log" for name in found}
+        logs = {
+            name: catalog.parent / ".nexus" / "run" / runstate.read(catalog.parent).run_id / "logs" / f"{name}.log"
+            for name in found
+        }
         until(lambda: all(p.exists() and p.stat().st_size > 0 for p in logs.values()), what="a log per service")
         stopped = nexus("down", "-c", str(catalog))
         assert stopped.returncode == 0 and "stopped 3 services" in stopped.stdout
@@ -57,7 +59,11 @@ def test_waves_start_in_plan_order(catalog):
     try:
         result = nexus("up", "--detach", "-c", str(catalog))
         assert result.returncode == 0, result.stderr
-        lines = [line.split() for line in result.stdout.splitlines() if " ready " in f" {line} " and line.strip().startswith("wave")]
+        lines = [
+            line.split()
+            for line in result.stdout.splitlines()
+            if " ready " in f" {line} " and line.strip().startswith("wave")
+        ]
         order = [(int(words[1]), words[3]) for words in lines]
         # auth (core stage) is ready before the two services that need it start
         assert order[0] == (2, "auth") and {name for _, name in order[1:]} == {"gateway", "media"}
@@ -109,7 +115,10 @@ def test_only_starts_the_service_and_its_hard_dependencies(catalog):
     with platform(catalog, "--only", "gateway"):
         assert set(_status(catalog)) == {"gateway", "auth"}  # media is only a soft dependency
         assert not listening(ports(catalog)["media"])
-    assert "no such service in the catalog (did you mean media?)" in nexus("up", "--only", "medai", "-c", str(catalog)).stderr
+    assert (
+        "no such service in the catalog (did you mean media?)"
+        in nexus("up", "--only", "medai", "-c", str(catalog)).stderr
+    )
 
 
 def test_second_up_is_refused_while_one_runs(catalog):
@@ -142,8 +151,19 @@ def test_down_never_signals_a_reused_pid(catalog):
     stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         who = procs.identity(stranger.pid)
-        record = runstate.ServiceRecord("auth", "auth", 1, 2, "auth.log", {}, "running", procs.Identity(stranger.pid, ("python", "-m", "auth"), who.started))
-        runstate.write(catalog.parent, runstate.RunState("crashed", "process", str(catalog), "", "", services={"auth": record}))
+        record = runstate.ServiceRecord(
+            "auth",
+            "auth",
+            1,
+            2,
+            "auth.log",
+            {},
+            "running",
+            procs.Identity(stranger.pid, ("python", "-m", "auth"), who.started),
+        )
+        runstate.write(
+            catalog.parent, runstate.RunState("crashed", "process", str(catalog), "", "", services={"auth": record})
+        )
         result = nexus("down", "-c", str(catalog))
         assert result.returncode == 0 and "had already stopped" in result.stdout
         assert stranger.poll() is None  # same pid, another command line: left alone
@@ -155,14 +175,23 @@ def test_down_never_signals_a_reused_pid(catalog):
 
 def test_ctrl_c_stops_an_attached_run(catalog):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    attached = subprocess.Popen([sys.executable, "-m", "cli", "up", "-c", str(catalog)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    attached = subprocess.Popen(
+        [sys.executable, "-m", "cli", "up", "-c", str(catalog)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         seen = []
         for line in attached.stdout:
             seen.append(line)
             if "Ctrl-C stops everything" in line:
                 break
-        assert all(status_code(f"http://127.0.0.1:{p}/health/ready") == 200 for p in ports(catalog).values()), "".join(seen)
+        assert all(status_code(f"http://127.0.0.1:{p}/health/ready") == 200 for p in ports(catalog).values()), "".join(
+            seen
+        )
         attached.send_signal(signal.SIGINT)
         out, _ = attached.communicate(timeout=60)
         assert attached.returncode == 0, out

@@ -33,7 +33,10 @@ def test_a_flow_call_imports_nothing(monkeypatch) -> None:
     half the CPU of a flow). The runtime depends on sniffio, so nothing is imported per call."""
     on_path(monkeypatch, "content-management", "streamcore")
     cm_port, sc_port = free_ports(2)
-    apps = app_of("streamcore", port=sc_port), app_of("content-management", port=cm_port, streamcore_url=f"http://127.0.0.1:{sc_port}")
+    apps = (
+        app_of("streamcore", port=sc_port),
+        app_of("content-management", port=cm_port, streamcore_url=f"http://127.0.0.1:{sc_port}"),
+    )
     attempts = ImportAttempts()
 
     async def run() -> list[int]:
@@ -50,7 +53,9 @@ def test_a_flow_call_imports_nothing(monkeypatch) -> None:
             return statuses
 
     assert asyncio.run(run()) == [200] * 20
-    assert attempts.names == [], f"20 flow calls tried to import {sorted(set(attempts.names))} ({len(attempts.names)} times)"
+    assert attempts.names == [], (
+        f"20 flow calls tried to import {sorted(set(attempts.names))} ({len(attempts.names)} times)"
+    )
 
 
 def _established(port: int) -> int:

@@ -30,7 +30,9 @@ def test_catalog_points_editors_at_the_schema():
 
 @pytest.fixture(scope="module")
 def validator():
-    jsonschema = pytest.importorskip("jsonschema", reason="jsonschema comes with kubernetes-validate; not installed here")
+    jsonschema = pytest.importorskip(
+        "jsonschema", reason="jsonschema comes with kubernetes-validate; not installed here"
+    )
     schema = json.loads(COMMITTED.read_text(encoding="utf-8"))
     cls = jsonschema.validators.validator_for(schema)
     cls.check_schema(schema)  # the schema is itself valid JSON Schema
@@ -49,7 +51,11 @@ def test_schema_accepts_the_shipped_catalog(validator):
         (("services", "auth-service", "port"), "3001", "type"),
         (("services", "auth-service", "prot"), 3001, "additionalProperties"),
         (("services", "auth-service", "depends_on", "user-auth"), "strong", "enum"),
-        (("services", "Auth"), {"port": 3999, "category": "core", "team": "core-platform", "description": "x"}, "additionalProperties"),
+        (
+            ("services", "Auth"),
+            {"port": 3999, "category": "core", "team": "core-platform", "description": "x"},
+            "additionalProperties",
+        ),
     ],
     ids=["port-range", "port-type", "unknown-key", "edge-kind", "name"],
 )

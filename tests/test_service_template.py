@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import CATALOG, ROOT
 from cookiecutter.main import cookiecutter
 
-from conftest import CATALOG, ROOT
-from nexus.render import services as render_services
 from nexus.catalog import load_catalog
+from nexus.render import services as render_services
 from nexus.render.context import RenderContext
 
 TEMPLATE = ROOT / "templates" / "service"
@@ -23,7 +23,11 @@ GENERATED = ROOT / "generated"
 
 
 def files(root: Path) -> dict[str, str]:
-    return {p.relative_to(root).as_posix(): p.read_text(encoding="utf-8") for p in sorted(root.rglob("*")) if p.is_file() and "__pycache__" not in p.parts}
+    return {
+        p.relative_to(root).as_posix(): p.read_text(encoding="utf-8")
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and "__pycache__" not in p.parts
+    }
 
 
 @pytest.fixture(scope="module")
@@ -34,33 +38,64 @@ def ctx() -> RenderContext:
 
 def test_standalone_through_the_cookiecutter_cli_makes_a_service_that_passes_its_tests(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "cookiecutter", "--no-input", str(TEMPLATE), "name=box-office", "port=8123", "team=media", "-o", str(tmp_path)],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "cookiecutter",
+            "--no-input",
+            str(TEMPLATE),
+            "name=box-office",
+            "port=8123",
+            "team=media",
+            "-o",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     out = tmp_path / "box-office"
     assert sorted(files(out)) == [
-        "Dockerfile", "README.md", "box_office/__init__.py", "box_office/__main__.py", "box_office/main.py", "box_office/routes.py",
-        "box_office/settings.py", "box_office/spec.py", "pyproject.toml", "tests/conftest.py", "tests/test_health.py", "tests/test_routes.py",
+        "Dockerfile",
+        "README.md",
+        "box_office/__init__.py",
+        "box_office/__main__.py",
+        "box_office/main.py",
+        "box_office/routes.py",
+        "box_office/settings.py",
+        "box_office/spec.py",
+        "pyproject.toml",
+        "tests/conftest.py",
+        "tests/test_health.py",
+        "tests/test_routes.py",
     ]
-    assert 'port=8123,' in (out / "box_office/spec.py").read_text()
+    assert "port=8123," in (out / "box_office/spec.py").read_text()
     assert 'team="media",' in (out / "box_office/spec.py").read_text()
     tests = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "ignore::DeprecationWarning", "tests"],
-        cwd=out, env={**os.environ, "PYTHONPATH": os.pathsep.join([str(GENERATED / "runtime"), str(out)])},
-        capture_output=True, text=True, timeout=300,
+        cwd=out,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(GENERATED / "runtime"), str(out)])},
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert tests.returncode == 0, tests.stdout[-2000:] + tests.stderr[-2000:]
     assert "4 passed" in tests.stdout
 
 
-def test_python_api_with_each_catalog_service_context_equals_what_generate_renders(ctx: RenderContext, tmp_path: Path) -> None:
+def test_python_api_with_each_catalog_service_context_equals_what_generate_renders(
+    ctx: RenderContext, tmp_path: Path
+) -> None:
     compiled = render_services.compile_template(render_services.template_env())
     for name in sorted(ctx.catalog.services):
         context = render_services.service_context(ctx, name)
         out = Path(cookiecutter(str(TEMPLATE), no_input=True, extra_context=context, output_dir=str(tmp_path / name)))
         made = files(out)
-        rendered = {path.removeprefix(f"{name}/"): text for path, text in render_services.render_service(compiled, context).items()}
+        rendered = {
+            path.removeprefix(f"{name}/"): text
+            for path, text in render_services.render_service(compiled, context).items()
+        }
         assert made == rendered, name
         # and what generate wrote: the same files; beside them only what other areas add (Backstage)
         on_disk = files(GENERATED / "services" / name)
@@ -74,8 +109,20 @@ def test_cli_with_a_catalog_service_context_as_config_equals_generated(ctx: Rend
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({"default_context": render_services.service_context(ctx, name)}), encoding="utf-8")
     result = subprocess.run(
-        [sys.executable, "-m", "cookiecutter", "--no-input", "--config-file", str(config), str(TEMPLATE), "-o", str(tmp_path / "out")],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "cookiecutter",
+            "--no-input",
+            "--config-file",
+            str(config),
+            str(TEMPLATE),
+            "-o",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     made = files(tmp_path / "out" / name)
@@ -87,9 +134,14 @@ def test_cli_with_a_catalog_service_context_as_config_equals_generated(ctx: Rend
 def test_no_value_can_add_a_dockerfile_instruction_even_unvalidated(tmp_path: Path) -> None:
     """Defence in depth behind validation: cookiecutter run by hand takes any text, and the
     Dockerfile and pyproject.toml keep each value on its line, quoted where it is a string."""
+
     def render(**context: str) -> tuple[str, str]:
         folder = tmp_path / str(len(list(tmp_path.iterdir())))
-        out = Path(cookiecutter(str(TEMPLATE), no_input=True, extra_context={"name": "box-office", **context}, output_dir=str(folder)))
+        out = Path(
+            cookiecutter(
+                str(TEMPLATE), no_input=True, extra_context={"name": "box-office", **context}, output_dir=str(folder)
+            )
+        )
         return (out / "Dockerfile").read_text(), (out / "pyproject.toml").read_text()
 
     plain_docker, _ = render()

@@ -15,9 +15,14 @@ from conftest import CATALOG, ROOT, nexus
 
 from nexus.catalog import load_catalog
 
-CANDIDATES = [ROOT.parent / "shared" / "spec" / "services-index.md", ROOT / ".." / "shared" / "spec" / "services-index.md"]
+CANDIDATES = [
+    ROOT.parent / "shared" / "spec" / "services-index.md",
+    ROOT / ".." / "shared" / "spec" / "services-index.md",
+]
 SPEC = next((p for p in CANDIDATES if p.is_file()), None)
-pytestmark = pytest.mark.skipif(SPEC is None, reason=f"spec not found at {CANDIDATES[0]} (shared/ must sit beside the checkout)")
+pytestmark = pytest.mark.skipif(
+    SPEC is None, reason=f"spec not found at {CANDIDATES[0]} (shared/ must sit beside the checkout)"
+)
 
 
 def _section(text: str, heading: str) -> str:
@@ -41,12 +46,22 @@ def spec() -> dict:
             services[name] = {"port": int(port), "category": title, "description": description}
     paths = {
         title: [h.strip() for h in arrows.split("→")]
-        for title, arrows in re.findall(r"\d+\. \*\*(.+?)\*\*:\s*```\s*(.+?)\s*```", _section(text, "### Critical Paths"), flags=re.DOTALL)
+        for title, arrows in re.findall(
+            r"\d+\. \*\*(.+?)\*\*:\s*```\s*(.+?)\s*```", _section(text, "### Critical Paths"), flags=re.DOTALL
+        )
     }
     stages = re.findall(r"^\d+\. \*\*(.+?)\*\*: (.+)$", _section(text, "## Deployment Order"), flags=re.MULTILINE)
     owners = re.findall(r"^- \*\*(.+?)\*\*: (.+)$", _section(text, "### Teams"), flags=re.MULTILINE)
     total = int(re.search(r"\*\*Total Services\*\*: (\d+)", text).group(1))
-    return {"text": text, "services": services, "counts": counts, "paths": paths, "stages": stages, "owners": owners, "total": total}
+    return {
+        "text": text,
+        "services": services,
+        "counts": counts,
+        "paths": paths,
+        "stages": stages,
+        "owners": owners,
+        "total": total,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +85,10 @@ def test_the_spec_was_read_whole(spec):
 
 def test_graph_lists_exactly_the_spec_services_character_for_character(spec, graph, raw):
     titles = {key: c["title"] for key, c in raw["categories"].items()}
-    ours = {s["name"]: {"port": s["port"], "category": titles[s["category"]], "description": s["description"]} for s in graph["services"]}
+    ours = {
+        s["name"]: {"port": s["port"], "category": titles[s["category"]], "description": s["description"]}
+        for s in graph["services"]
+    }
     assert len(graph["services"]) == 43
     assert sorted(ours) == sorted(spec["services"])
     mismatched = {n: (ours[n], spec["services"][n]) for n in ours if ours[n] != spec["services"][n]}
@@ -125,4 +143,3 @@ def test_platform_defaults_are_the_spec_numbers(spec, raw):
     assert (str(a["min_replicas"]), str(a["max_replicas"]), str(a["cpu_percent"]), platform["namespace"]) == autoscale
     contacts = set(re.findall(r"owner\+\w+@nexuscos\.example\.com", _section(text, "## Support")))
     assert {t[k] for t in raw["teams"].values() for k in ("contact", "oncall")} <= contacts
-

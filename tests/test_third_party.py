@@ -36,15 +36,37 @@ def trees(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def checkov_reports(trees: dict[str, Path], folder: Path) -> dict[str, dict]:
     """checkov once per built overlay, two at a time (it is slow to start and single-threaded)."""
     kubectl, checkov = tool("kubectl"), tool("checkov")
-    targets = {f"{mesh}-{env}": trees[mesh] / "k8s/overlays" / env for mesh in trees for env in OVERLAYS if mesh == "istio" or env == "prod"}
+    targets = {
+        f"{mesh}-{env}": trees[mesh] / "k8s/overlays" / env
+        for mesh in trees
+        for env in OVERLAYS
+        if mesh == "istio" or env == "prod"
+    }
     for name, overlay in targets.items():
-        built = subprocess.run([kubectl, "kustomize", str(overlay)], capture_output=True, text=True, timeout=120, check=True).stdout
+        built = subprocess.run(
+            [kubectl, "kustomize", str(overlay)], capture_output=True, text=True, timeout=120, check=True
+        ).stdout
         (folder / f"{name}.yaml").write_text(built, encoding="utf-8")
     reports: dict[str, dict] = {}
     names = sorted(targets)
     for pair in (names[i : i + 2] for i in range(0, len(names), 2)):
         runs = {
-            n: subprocess.Popen([checkov, "--framework", "kubernetes", "--skip-download", "--compact", "-o", "json", "-f", str(folder / f"{n}.yaml")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            n: subprocess.Popen(
+                [
+                    checkov,
+                    "--framework",
+                    "kubernetes",
+                    "--skip-download",
+                    "--compact",
+                    "-o",
+                    "json",
+                    "-f",
+                    str(folder / f"{n}.yaml"),
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
             for n in pair
         }
         for n, proc in runs.items():
@@ -81,8 +103,13 @@ def test_hadolint_reports_nothing_on_any_dockerfile(trees: dict[str, Path]) -> N
 def test_promtool_accepts_the_local_prometheus_config_and_its_alerts(trees: dict[str, Path]) -> None:
     promtool = tool("promtool")
     folder = trees["istio"] / "observability"
-    run = subprocess.run([promtool, "check", "config", "prometheus.yml"], cwd=folder, capture_output=True, text=True, timeout=60)
+    run = subprocess.run(
+        [promtool, "check", "config", "prometheus.yml"], cwd=folder, capture_output=True, text=True, timeout=60
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     assert "SUCCESS: 129 rules found" in run.stdout  # 43 services x (down, error rate, p99)
-    scraped = [c["static_configs"][0]["targets"] for c in yaml.safe_load((folder / "prometheus.yml").read_text())["scrape_configs"]]
+    scraped = [
+        c["static_configs"][0]["targets"]
+        for c in yaml.safe_load((folder / "prometheus.yml").read_text())["scrape_configs"]
+    ]
     assert len(scraped) == 43 and all(t[0].startswith("127.0.0.1:") for t in scraped)

@@ -66,13 +66,18 @@ def test_name_of_63_characters_is_valid(minimal):
     assert "m" * 63 in load_catalog_text(dump(minimal)).catalog.services
 
 
-@pytest.mark.parametrize("name", ["a", "a-b", "a--b", "x9", "on", "yes", "null", "svc-1abc", "nexus-cos", "testing", "json-api"])
+@pytest.mark.parametrize(
+    "name", ["a", "a-b", "a--b", "x9", "on", "yes", "null", "svc-1abc", "nexus-cos", "testing", "json-api"]
+)
 def test_dns_1035_labels_are_valid_service_names(minimal, name):
     rename(minimal, "media", name)
     assert name in load_catalog_text(dump(minimal)).catalog.services
 
 
-@pytest.mark.parametrize("name", ["../x", "x/y", "a.b", "Media", "media-", "-media", "me dia", "média", "m" * 64, "m" * 100, "0", "3d", "9-lives"])
+@pytest.mark.parametrize(
+    "name",
+    ["../x", "x/y", "a.b", "Media", "media-", "-media", "me dia", "média", "m" * 64, "m" * 100, "0", "3d", "9-lives"],
+)
 def test_non_dns_1035_labels_are_rejected(minimal, name):
     add_service(minimal, name, 4010)
     problems = problems_of(dump(minimal))
@@ -191,7 +196,17 @@ def _apply(cases: list[Case], ids: list[str], data: dict) -> None:
     ("table", "ids"),
     [
         (SCHEMA, ["port-below-1024", "unknown-key-platform", "contact-not-email", "edge-kind", "name-upper-case"]),
-        (GRAPH, ["duplicate-port", "unknown-team", "unknown-dependency", "hop-not-a-dependency", "unknown-stage", "unknown-external"]),
+        (
+            GRAPH,
+            [
+                "duplicate-port",
+                "unknown-team",
+                "unknown-dependency",
+                "hop-not-a-dependency",
+                "unknown-stage",
+                "unknown-external",
+            ],
+        ),
     ],
     ids=["schema", "graph"],
 )
@@ -312,7 +327,10 @@ def test_every_object_the_generator_writes_is_claimed_by_its_name(minimal):
     under a name validation does not know of fails here, and so does a stale entry."""
     from nexus.catalog import naming
 
-    svc(minimal, "media")["depends_on"]["auth"] = {"kind": "hard", "max_connections": 7}  # an edge's own DestinationRule
+    svc(minimal, "media")["depends_on"]["auth"] = {
+        "kind": "hard",
+        "max_connections": 7,
+    }  # an edge's own DestinationRule
     everything = set()
     for mesh in ("istio", "linkerd"):
         written, claimed = _written(minimal, mesh)
@@ -329,7 +347,9 @@ def test_two_names_of_one_package_are_caught_by_the_generic_rule():
 
     from nexus.catalog import naming
 
-    cat = SimpleNamespace(services={n: SimpleNamespace(depends_on={}) for n in ("1abc", "svc-1abc")}, infrastructure={}, externals={})
+    cat = SimpleNamespace(
+        services={n: SimpleNamespace(depends_on={}) for n in ("1abc", "svc-1abc")}, infrastructure={}, externals={}
+    )
     found = [(earlier[2], later[2], kind) for earlier, later, kind in naming.clashes(cat)]
     pair = (("services", "1abc"), ("services", "svc-1abc"))
     assert found == [(*pair, "Python package"), (*pair, "environment variable")]  # svc_1abc, SVC_1ABC_URL

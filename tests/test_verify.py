@@ -47,7 +47,13 @@ def test_verify_proves_flows_and_health_through_the_gateway(tmp_path, minimal):
 
 
 def test_services_the_gateway_cannot_reach_are_checked_directly_here_and_reported_remotely(tmp_path, minimal):
-    minimal["services"]["batch"] = {"port": 1, "category": "platform", "team": "core", "description": "Nightly jobs", "depends_on": {"auth": "hard"}}
+    minimal["services"]["batch"] = {
+        "port": 1,
+        "category": "platform",
+        "team": "core",
+        "description": "Nightly jobs",
+        "depends_on": {"auth": "hard"},
+    }
     catalog = write_platform(tmp_path / "demo", minimal)
     with platform(catalog) as ports:
         _, local = _report(catalog)
@@ -67,7 +73,11 @@ def test_only_run_skips_what_it_did_not_start(tmp_path, minimal):
         result, report = _report(catalog)
         assert result.returncode == 0, result.stderr
         assert {f["flow"]: f["status"] for f in report["flows"]} == {"login": "ok", "watch": "skipped"}
-        assert {s["service"]: s["status"] for s in report["services"]} == {"auth": "ok", "gateway": "ok", "media": "skipped"}
+        assert {s["service"]: s["status"] for s in report["services"]} == {
+            "auth": "ok",
+            "gateway": "ok",
+            "media": "skipped",
+        }
 
 
 def test_gateway_relays_only_along_declared_edges():
@@ -97,7 +107,13 @@ def test_the_whole_shipped_platform_comes_up_verifies_and_goes_down(tmp_path):
         assert result.returncode == 0, result.stderr
         assert [f["status"] for f in report["flows"]] == ["ok", "ok", "ok"]
         auth = next(f for f in report["flows"] if f["flow"] == "authentication")
-        assert [h["service"] for h in auth["hops"]] == ["backend-api", "auth-service", "user-auth", "session-mgr", "token-mgr"]
+        assert [h["service"] for h in auth["hops"]] == [
+            "backend-api",
+            "auth-service",
+            "user-auth",
+            "session-mgr",
+            "token-mgr",
+        ]
         services = {s["service"]: s for s in report["services"]}
         assert len(services) == 43 and {s["status"] for s in services.values()} == {"ok"}
         assert sum(s["via"] == "gateway" for s in services.values()) == 43

@@ -30,7 +30,10 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 # where the testbed's scripts are (NEXUS_TESTBED_SCRIPTS), and its build and state (NEXUS_TESTBED, as its scripts read it)
 SCRIPTS = Path(os.environ.get("NEXUS_TESTBED_SCRIPTS") or ROOT.parent / "shared" / "k8s-testbed")
-STATE = Path(os.environ.get("NEXUS_TESTBED") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "nexus-k8s-testbed")
+STATE = Path(
+    os.environ.get("NEXUS_TESTBED")
+    or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "nexus-k8s-testbed"
+)
 FAIL_IMAGE = "nexus-crashloop"  # scripts/testbed.sh starts the stand-in kubelet with TESTBED_FAIL_IMAGE set to this
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -94,17 +97,25 @@ def find_or_start() -> Testbed:
             return Testbed(given, False, _fail_image() if own else None)
         unavailable(f"KUBECONFIG={given} points at no usable cluster: {why}")
     if not (SCRIPTS / "start-cluster.sh").is_file():
-        unavailable(f"no cluster: KUBECONFIG is not set and the testbed's scripts are not at {SCRIPTS} (set NEXUS_TESTBED_SCRIPTS)")
+        unavailable(
+            f"no cluster: KUBECONFIG is not set and the testbed's scripts are not at {SCRIPTS} (set NEXUS_TESTBED_SCRIPTS)"
+        )
     kubeconfig = str(STATE / "kubeconfig")
     if Path(kubeconfig).is_file() and _answers(kubeconfig) is None:
         return Testbed(kubeconfig, False, _fail_image())
     if not (STATE / "bin" / "kube-apiserver").is_file():
-        unavailable(f"the testbed is not built in {STATE}: run `bash scripts/testbed.sh build` once (about 10 to 20 minutes)")
+        unavailable(
+            f"the testbed is not built in {STATE}: run `bash scripts/testbed.sh build` once (about 10 to 20 minutes)"
+        )
     with _lock("start", fcntl.LOCK_EX):  # pytest-xdist workers: one starts it, the others find it running
         if _answers(kubeconfig) is None:
             return Testbed(kubeconfig, False, _fail_image())
         proc = subprocess.run(
-            ["bash", str(ROOT / "scripts" / "testbed.sh"), "start"], capture_output=True, text=True, timeout=1800, check=False,
+            ["bash", str(ROOT / "scripts" / "testbed.sh"), "start"],
+            capture_output=True,
+            text=True,
+            timeout=1800,
+            check=False,
             env={**os.environ, "TESTBED_PYTHON": sys.executable},
         )
         if proc.returncode != 0 or "testbed started" not in proc.stdout:
@@ -136,7 +147,13 @@ def using(bed: Testbed) -> Iterator[Testbed]:
                 with _lock("start", fcntl.LOCK_EX):
                     marker = STATE / "run" / "started-by-pytest"
                     if marker.exists():
-                        subprocess.run(["bash", str(ROOT / "scripts" / "testbed.sh"), "stop"], capture_output=True, text=True, timeout=120, check=False)
+                        subprocess.run(
+                            ["bash", str(ROOT / "scripts" / "testbed.sh"), "stop"],
+                            capture_output=True,
+                            text=True,
+                            timeout=120,
+                            check=False,
+                        )
                         marker.unlink(missing_ok=True)
 
 
@@ -217,7 +234,8 @@ class Recorder:
             self._watchers.append(watcher)
             # Nexus's objects only: not the ConfigMap and ServiceAccount that controllers put in every namespace
             args: dict[str, Any] = (
-                {"namespace": self.namespace, "label_selector": "app.kubernetes.io/managed-by=nexus"} if res.namespaced
+                {"namespace": self.namespace, "label_selector": "app.kubernetes.io/managed-by=nexus"}
+                if res.namespaced
                 else {"field_selector": f"metadata.name={self.namespace}"}
             )
 
@@ -226,7 +244,15 @@ class Recorder:
                     for ev in res.watch(resource_version=start, watcher=watcher, timeout=600, **args):
                         obj = ev["raw_object"]
                         with lock:
-                            self.seen.append(Seen(int(obj["metadata"]["resourceVersion"]), ev["type"], obj["kind"], obj["metadata"]["name"], _available(obj)))
+                            self.seen.append(
+                                Seen(
+                                    int(obj["metadata"]["resourceVersion"]),
+                                    ev["type"],
+                                    obj["kind"],
+                                    obj["metadata"]["name"],
+                                    _available(obj),
+                                )
+                            )
                 except Exception:  # the connection closes under a stopped watch; before that, an error is the test's
                     if not self._stopped.is_set():
                         raise

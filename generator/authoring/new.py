@@ -31,7 +31,14 @@ from ..errors import CatalogError, NexusError, RefusedError
 DEFAULT_DESCRIPTION = "A new Nexus service"  # the service template's own default (cookiecutter.json)
 
 # Which argument of `nexus new` set each key of the entry: a refusal names the argument.
-_ARGUMENT = {"port": "--port", "category": "--category", "team": "--team", "stage": "--stage", "description": "--description", "depends_on": "--depends-on"}
+_ARGUMENT = {
+    "port": "--port",
+    "category": "--category",
+    "team": "--team",
+    "stage": "--stage",
+    "description": "--description",
+    "depends_on": "--depends-on",
+}
 
 
 @dataclass(frozen=True)
@@ -138,7 +145,9 @@ def insert_entry(text: str, lines: list[str]) -> str:
     rows = text.split(newline)
     start = next((i for i, row in enumerate(rows) if _TOP_KEY.match(row)), None)
     if start is None:
-        raise NexusError("catalog.yaml has no line `services:` on its own; nexus new appends to an indented block mapping under it, so write the services that way")
+        raise NexusError(
+            "catalog.yaml has no line `services:` on its own; nexus new appends to an indented block mapping under it, so write the services that way"
+        )
     last = start
     for i in range(start + 1, len(rows)):
         row = rows[i]
@@ -148,7 +157,9 @@ def insert_entry(text: str, lines: list[str]) -> str:
             break  # the next top-level key (or a document marker)
         last = i
     if last == start:
-        raise NexusError("catalog.yaml's `services:` has no indented entries below it; nexus new appends to an indented block mapping under it, so write the services that way")
+        raise NexusError(
+            "catalog.yaml's `services:` has no indented entries below it; nexus new appends to an indented block mapping under it, so write the services that way"
+        )
     return newline.join([*rows[: last + 1], *lines, *rows[last + 1 :]])
 
 
@@ -195,11 +206,21 @@ def candidate(text: str, new: NewService, file: str = "catalog.yaml") -> Candida
     try:
         base = load_catalog_text(text, file)
     except CatalogError as exc:
-        raise RefusedError(new.name, [f"{file} does not validate as it is; fix it first (`nexus validate` lists the same):", *map(str, exc.problems)]) from exc
+        raise RefusedError(
+            new.name,
+            [
+                f"{file} does not validate as it is; fix it first (`nexus validate` lists the same):",
+                *map(str, exc.problems),
+            ],
+        ) from exc
     port = new.port if new.port is not None else next_port(base.catalog, new.category)
     if port is None:
         block = base.catalog.categories[new.category].ports
-        where = f"its block {block.first}..{block.last} is full; widen categories.{new.category}.ports in the catalog" if block else "no free port is left above its services"
+        where = (
+            f"its block {block.first}..{block.last} is full; widen categories.{new.category}.ports in the catalog"
+            if block
+            else "no free port is left above its services"
+        )
         raise RefusedError(new.name, [f"--category {new.category}: {where}, or pass --port"])
     indent, step = _layout(text)
     out = insert_entry(text, entry_lines(new, port, indent, step))
@@ -216,8 +237,14 @@ def _assert_pure_addition(before: Catalog, after: Catalog, name: str) -> None:
     """The insertion added one service and changed nothing else (a guard against a layout the
     text insertion misread: better to stop than to write a catalog that means something else)."""
     rest = {k: v for k, v in after.services.items() if k != name}
-    if name not in after.services or rest != before.services or after.model_copy(update={"services": before.services}) != before:
-        raise NexusError(f"adding '{name}' as text would change more than the one entry (an unusual layout of `services:`?); nothing was written, add it by hand")
+    if (
+        name not in after.services
+        or rest != before.services
+        or after.model_copy(update={"services": before.services}) != before
+    ):
+        raise NexusError(
+            f"adding '{name}' as text would change more than the one entry (an unusual layout of `services:`?); nothing was written, add it by hand"
+        )
 
 
 def replace_file(path: Path, data: bytes) -> None:

@@ -24,7 +24,17 @@ from ..render.services import team_owned
 from ..render.text import md_cell
 
 # Fields of a service compared one by one (port, edges and the stage are reported on their own).
-_FIELDS = ("category", "team", "description", "uses", "externals", "session_affinity", "websocket", "autoscaling", "resources")
+_FIELDS = (
+    "category",
+    "team",
+    "description",
+    "uses",
+    "externals",
+    "session_affinity",
+    "websocket",
+    "autoscaling",
+    "resources",
+)
 
 
 @dataclass
@@ -44,7 +54,9 @@ class Review:
 
     @property
     def empty(self) -> bool:
-        return not any(v for k, v in asdict(self).items() if k not in ("base", "files")) and not any(self.files.values())
+        return not any(v for k, v in asdict(self).items() if k not in ("base", "files")) and not any(
+            self.files.values()
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "cross_team_edges_added": [e for e in self.edges_added if e["cross_team"]]}
@@ -54,12 +66,16 @@ def read_base(ref: str, catalog: str | Path) -> str:
     """The catalog file as it is at git ``ref``."""
     path = Path(catalog).resolve()
     try:
-        result = subprocess.run(["git", "show", f"{ref}:./{path.name}"], cwd=path.parent, capture_output=True, timeout=60)
+        result = subprocess.run(
+            ["git", "show", f"{ref}:./{path.name}"], cwd=path.parent, capture_output=True, timeout=60
+        )
     except FileNotFoundError as exc:
         raise DiffError("git is not installed; nexus diff reads the base catalog with `git show`") from exc
     if result.returncode != 0:
         reason = (result.stderr.decode("utf-8", "replace").strip().splitlines() or ["git show failed"])[-1]
-        raise DiffError(f"cannot read {path.name} at '{ref}': {reason.removeprefix('fatal: ')} (pass --base with a branch, tag or commit that has the catalog)")
+        raise DiffError(
+            f"cannot read {path.name} at '{ref}': {reason.removeprefix('fatal: ')} (pass --base with a branch, tag or commit that has the catalog)"
+        )
     try:
         return result.stdout.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as exc:
@@ -68,7 +84,13 @@ def read_base(ref: str, catalog: str | Path) -> str:
 
 def _service_row(loaded: Loaded, name: str) -> dict[str, Any]:
     svc = loaded.catalog.services[name]
-    return {"name": name, "port": svc.port, "team": svc.team, "category": svc.category, "stage": loaded.plan.stage_of[name]}
+    return {
+        "name": name,
+        "port": svc.port,
+        "team": svc.team,
+        "category": svc.category,
+        "stage": loaded.plan.stage_of[name],
+    }
 
 
 def _edges(loaded: Loaded) -> dict[tuple[str, str], str]:
@@ -79,7 +101,7 @@ def allowed(loaded: Loaded) -> dict[tuple[str, str], str]:
     """Every connection the network policy allows, with the catalog entry that allows it:
     each edge, each service's infrastructure, outside -> the gateway, and declared externals."""
     cat = loaded.catalog
-    pairs: dict[tuple[str, str], str] = {pair: "depends_on" for pair in _edges(loaded)}
+    pairs: dict[tuple[str, str], str] = dict.fromkeys(_edges(loaded), "depends_on")
     for name, svc in cat.services.items():
         pairs.update({(name, comp): "uses" for comp in svc.uses})
         pairs.update({(name, f"external:{ext}"): "externals" for ext in svc.externals})
@@ -113,22 +135,33 @@ def compare(base: Loaded, head: Loaded, base_ref: str, *, cache: bool = False) -
             d.ports_changed.append({"name": name, "before": old[name].port, "after": new[name].port})
         before = {f: _plain(getattr(old[name], f)) for f in _FIELDS} | {"stage": base.plan.stage_of[name]}
         after = {f: _plain(getattr(new[name], f)) for f in _FIELDS} | {"stage": head.plan.stage_of[name]}
-        d.services_changed.extend({"name": name, "field": f, "before": before[f], "after": after[f]} for f in before if before[f] != after[f])
+        d.services_changed.extend(
+            {"name": name, "field": f, "before": before[f], "after": after[f]} for f in before if before[f] != after[f]
+        )
 
     e_old, e_new = _edges(base), _edges(head)
     d.edges_added = [_edge_row(head, *pair, e_new[pair]) for pair in sorted(set(e_new) - set(e_old))]
     d.edges_removed = [_edge_row(base, *pair, e_old[pair]) for pair in sorted(set(e_old) - set(e_new))]
-    d.edges_changed = [{**_edge_row(head, *pair, e_new[pair]), "before": e_old[pair]} for pair in sorted(set(e_old) & set(e_new)) if e_old[pair] != e_new[pair]]
+    d.edges_changed = [
+        {**_edge_row(head, *pair, e_new[pair]), "before": e_old[pair]}
+        for pair in sorted(set(e_old) & set(e_new))
+        if e_old[pair] != e_new[pair]
+    ]
 
     a_old, a_new = allowed(base), allowed(head)
     d.allowed_added = [{"source": s, "target": t, "because": a_new[(s, t)]} for s, t in sorted(set(a_new) - set(a_old))]
-    d.allowed_removed = [{"source": s, "target": t, "because": a_old[(s, t)]} for s, t in sorted(set(a_old) - set(a_new))]
+    d.allowed_removed = [
+        {"source": s, "target": t, "because": a_old[(s, t)]} for s, t in sorted(set(a_old) - set(a_new))
+    ]
 
     b_data = base.catalog.model_dump(by_alias=True, exclude={"services"})
     h_data = head.catalog.model_dump(by_alias=True, exclude={"services"})
     d.sections_changed = sorted(k for k in b_data.keys() | h_data.keys() if b_data.get(k) != h_data.get(k))
 
-    d.files = _files(render(RenderContext(base.catalog, base.plan, cache=cache)), render(RenderContext(head.catalog, head.plan, cache=cache)))
+    d.files = _files(
+        render(RenderContext(base.catalog, base.plan, cache=cache)),
+        render(RenderContext(head.catalog, head.plan, cache=cache)),
+    )
     return d
 
 

@@ -70,7 +70,7 @@ def as_mermaid(cat: Catalog, plan: Plan) -> str:
         members = sorted(n for n in cat.services if plan.stage_of[n] == stage.name)
         if not members:
             continue
-        lines.append(f'  subgraph stage_{stage.name.replace("-", "_")}[{_mermaid_string(stage.title)}]')
+        lines.append(f"  subgraph stage_{stage.name.replace('-', '_')}[{_mermaid_string(stage.title)}]")
         lines.extend(f'    {_id(n)}["{n}:{cat.services[n].port}"]' for n in members)
         lines.append("  end")
     for e in edges(cat):
@@ -85,7 +85,7 @@ def as_dot(cat: Catalog, plan: Plan) -> str:
         members = sorted(n for n in cat.services if plan.stage_of[n] == stage.name)
         if not members:
             continue
-        lines.append(f'  subgraph cluster_{i} {{ label={_dot_string(stage.title)};')
+        lines.append(f"  subgraph cluster_{i} {{ label={_dot_string(stage.title)};")
         lines.extend(f'    "{n}" [label="{n}\\n:{cat.services[n].port}"];' for n in members)
         lines.append("  }")
     for e in edges(cat):

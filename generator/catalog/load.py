@@ -90,7 +90,14 @@ def _tag(event: yaml.ScalarEvent) -> str:
 
 
 _MERGE = "tag:yaml.org,2002:merge"
-_KINDS = {"int": "a number", "float": "a number", "bool": "true/false", "null": "null", "timestamp": "a date", "binary": "bytes"}
+_KINDS = {
+    "int": "a number",
+    "float": "a number",
+    "bool": "true/false",
+    "null": "null",
+    "timestamp": "a date",
+    "binary": "bytes",
+}
 
 
 def _key_problem(event: yaml.ScalarEvent, tag: str) -> str | None:
@@ -117,7 +124,7 @@ def _key_problem(event: yaml.ScalarEvent, tag: str) -> str | None:
             kind = str(value).lower() if isinstance(value, bool) else f"the number {value}"
     except yaml.YAMLError:
         pass  # not even a valid one of its kind: say which kind
-    return f"key {token!r} is read by YAML as {kind}, not as the text {token!r}; a key is a name, so quote it (\"{token}\") if it is meant as written"
+    return f'key {token!r} is read by YAML as {kind}, not as the text {token!r}; a key is a name, so quote it ("{token}") if it is meant as written'
 
 
 def _scalar(event: yaml.ScalarEvent, tag: str) -> Any:
@@ -133,7 +140,9 @@ def _scalar(event: yaml.ScalarEvent, tag: str) -> Any:
         # a 5,000-digit number); make them located YAML errors like the parser's own.
         shown = event.value if len(event.value) <= 40 else event.value[:37] + "..."
         short = tag.replace("tag:yaml.org,2002:", "!!")
-        raise yaml.constructor.ConstructorError(None, None, f"'{shown}' is not a valid {short} ({exc}); quote it if it is meant as text", event.start_mark) from exc
+        raise yaml.constructor.ConstructorError(
+            None, None, f"'{shown}' is not a valid {short} ({exc}); quote it if it is meant as text", event.start_mark
+        ) from exc
     finally:
         # the constructor memoises every node it builds; ours are throw-away, so do not keep them
         _constructor.constructed_objects.clear()
@@ -192,7 +201,11 @@ def _build(events: Any, text: str, file: str, problems: list[Problem]) -> Source
         nonlocal expanded
         expanded += size if new is None else new
         if expanded > MAX_EXPANDED_NODES:
-            raise fail(mark, stack[-1].path if stack else (), "aliases expand to more than 5,000,000 nodes (a YAML alias bomb?); write the data out instead of nesting aliases")
+            raise fail(
+                mark,
+                stack[-1].path if stack else (),
+                "aliases expand to more than 5,000,000 nodes (a YAML alias bomb?); write the data out instead of nesting aliases",
+            )
         if not stack:
             src.data = value
             src.values[()] = mark
@@ -216,7 +229,9 @@ def _build(events: Any, text: str, file: str, problems: list[Problem]) -> Source
             first = src.keys.get(path, (0, 0))
             problems.append(
                 Problem(
-                    top.key_mark[0], top.key_mark[1], dotted(path),
+                    top.key_mark[0],
+                    top.key_mark[1],
+                    dotted(path),
                     f"duplicate key '{skey}' (first defined at line {first[0]}); YAML would silently keep only the last one, so merge the two or rename one",
                     file=file,
                 )
@@ -233,7 +248,11 @@ def _build(events: Any, text: str, file: str, problems: list[Problem]) -> Source
             if isinstance(event, yaml.DocumentStartEvent):
                 documents += 1
                 if documents > 1:
-                    raise fail(_mark(event), (), "the catalog must be one YAML document; remove the '---' that starts a second one")
+                    raise fail(
+                        _mark(event),
+                        (),
+                        "the catalog must be one YAML document; remove the '---' that starts a second one",
+                    )
             elif isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
                 if len(stack) >= MAX_DEPTH:
                     mark = _mark(event)
@@ -260,7 +279,12 @@ def _build(events: Any, text: str, file: str, problems: list[Problem]) -> Source
             elif isinstance(event, yaml.ScalarEvent):
                 tag = _tag(event)
                 top = stack[-1] if stack else None
-                if top is not None and isinstance(top.container, dict) and not top.has_key and (why := _key_problem(event, tag)):
+                if (
+                    top is not None
+                    and isinstance(top.container, dict)
+                    and not top.has_key
+                    and (why := _key_problem(event, tag))
+                ):
                     at = _mark(event)
                     problems.append(Problem(at[0], at[1], dotted((*top.path, event.value)), why, file=file))
                     value: Any = event.value  # go on with the key as written, to report the rest too
@@ -271,12 +295,29 @@ def _build(events: Any, text: str, file: str, problems: list[Problem]) -> Source
                 attach(value, _mark(event), 1)
             elif isinstance(event, yaml.AliasEvent):
                 if event.anchor not in anchors:
-                    raise fail(_mark(event), stack[-1].path if stack else (), f"alias *{event.anchor} names no anchor defined before it")
+                    raise fail(
+                        _mark(event),
+                        stack[-1].path if stack else (),
+                        f"alias *{event.anchor} names no anchor defined before it",
+                    )
                 value, size = anchors[event.anchor]
                 top = stack[-1] if stack else None
-                if top is not None and isinstance(top.container, dict) and not top.has_key and not isinstance(value, (str, dict, list)):
+                if (
+                    top is not None
+                    and isinstance(top.container, dict)
+                    and not top.has_key
+                    and not isinstance(value, (str, dict, list))
+                ):
                     at = _mark(event)
-                    problems.append(Problem(at[0], at[1], dotted((*top.path, str(value))), f"key *{event.anchor} is {value!r}, not text; a key is a name, so write it out", file=file))
+                    problems.append(
+                        Problem(
+                            at[0],
+                            at[1],
+                            dotted((*top.path, str(value))),
+                            f"key *{event.anchor} is {value!r}, not text; a key is a name, so write it out",
+                            file=file,
+                        )
+                    )
                     value = str(value)
                 attach(value, _mark(event), size)
     except yaml.MarkedYAMLError:
@@ -287,10 +328,30 @@ def _build(events: Any, text: str, file: str, problems: list[Problem]) -> Source
     if problems:
         raise CatalogError(problems)
     if src.data is None or src.data == {}:  # `{}` says nothing more than an empty file
-        raise CatalogError([Problem(0, 0, "", "the catalog is empty; it must be a mapping with at least 'platform', 'teams', 'categories', 'stages' and 'services'", file=file)])
+        raise CatalogError(
+            [
+                Problem(
+                    0,
+                    0,
+                    "",
+                    "the catalog is empty; it must be a mapping with at least 'platform', 'teams', 'categories', 'stages' and 'services'",
+                    file=file,
+                )
+            ]
+        )
     if not isinstance(src.data, dict):
         kind = "a list" if isinstance(src.data, list) else f"a single value ({type(src.data).__name__})"
-        raise CatalogError([Problem(1, 1, "", f"the catalog is {kind}; it must be a mapping of sections such as 'platform:' and 'services:'", file=file)])
+        raise CatalogError(
+            [
+                Problem(
+                    1,
+                    1,
+                    "",
+                    f"the catalog is {kind}; it must be a mapping of sections such as 'platform:' and 'services:'",
+                    file=file,
+                )
+            ]
+        )
     return src
 
 
@@ -316,9 +377,29 @@ def load_file(path: str | Path) -> Source:
                 raw = f.read(MAX_BYTES + 1)
             size = max(size, len(raw))
         if size > MAX_BYTES:
-            raise CatalogError([Problem(0, 0, "", f"the file is {size / 1e6:.1f} MB; a catalog is at most {MAX_BYTES // (1024 * 1024)} MiB (10,000 services take about 3 MB)", file=name)])
+            raise CatalogError(
+                [
+                    Problem(
+                        0,
+                        0,
+                        "",
+                        f"the file is {size / 1e6:.1f} MB; a catalog is at most {MAX_BYTES // (1024 * 1024)} MiB (10,000 services take about 3 MB)",
+                        file=name,
+                    )
+                ]
+            )
     except FileNotFoundError as exc:
-        raise CatalogError([Problem(0, 0, "", "no such file; pass --catalog PATH or run from the folder that holds catalog.yaml", file=name)]) from exc
+        raise CatalogError(
+            [
+                Problem(
+                    0,
+                    0,
+                    "",
+                    "no such file; pass --catalog PATH or run from the folder that holds catalog.yaml",
+                    file=name,
+                )
+            ]
+        ) from exc
     except IsADirectoryError as exc:
         raise CatalogError([Problem(0, 0, "", "is a directory; pass the catalog file itself", file=name)]) from exc
     except OSError as exc:
@@ -329,7 +410,9 @@ def load_file(path: str | Path) -> Source:
         before = raw[: exc.start]
         line = before.count(b"\n") + 1
         col = exc.start - (before.rfind(b"\n") + 1) + 1
-        raise CatalogError([Problem(line, col, "", f"byte 0x{raw[exc.start]:02x} is not UTF-8; save the file as UTF-8", file=name)]) from exc
+        raise CatalogError(
+            [Problem(line, col, "", f"byte 0x{raw[exc.start]:02x} is not UTF-8; save the file as UTF-8", file=name)]
+        ) from exc
     if text.startswith("\ufeff"):
         text = text[1:]
     return load_text(text, name)

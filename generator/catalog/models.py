@@ -134,7 +134,9 @@ class Strict(BaseModel):
     # strict: the published schema says "integer" or "boolean", and YAML already tells 2 from
     # "2"; so a quoted number is text everywhere (never a port, never a replica count) and
     # true is never 1.
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, str_strip_whitespace=False, json_schema_extra=_close_name_maps)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, strict=True, str_strip_whitespace=False, json_schema_extra=_close_name_maps
+    )
 
 
 class Health(Strict):
@@ -154,7 +156,9 @@ class Autoscaling(Strict):
     @model_validator(mode="after")
     def _bounds(self) -> Autoscaling:
         if self.min_replicas > self.max_replicas:
-            raise ValueError(f"min_replicas ({self.min_replicas}) is above max_replicas ({self.max_replicas}); make min_replicas <= max_replicas")
+            raise ValueError(
+                f"min_replicas ({self.min_replicas}) is above max_replicas ({self.max_replicas}); make min_replicas <= max_replicas"
+            )
         return self
 
 
@@ -174,11 +178,22 @@ class TrafficOverride(Strict):
     of the generated docs."""
 
     timeout: Duration | None = Field(None, description="Whole-request timeout, retries included, e.g. 2s.")
-    retries: Annotated[int, Field(ge=0, le=5)] | None = Field(None, description="Retries of idempotent calls on connect failures and 502/503/504 (at most 5, as the runtime allows).")
-    consecutive_5xx: Annotated[int, Field(ge=1)] | None = Field(None, description="Circuit breaking: eject an endpoint after this many 5xx in a row.")
-    ejection_time: Duration | None = Field(None, description="Circuit breaking: how long an ejected endpoint stays out, at least.")
-    max_connections: Annotated[int, Field(ge=1)] | None = Field(None, description="Circuit breaking: TCP connections to the target, per calling pod (Istio only).")
-    max_pending: Annotated[int, Field(ge=1)] | None = Field(None, description="Circuit breaking: requests queued for a connection, per calling pod (Istio only).")
+    retries: Annotated[int, Field(ge=0, le=5)] | None = Field(
+        None,
+        description="Retries of idempotent calls on connect failures and 502/503/504 (at most 5, as the runtime allows).",
+    )
+    consecutive_5xx: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="Circuit breaking: eject an endpoint after this many 5xx in a row."
+    )
+    ejection_time: Duration | None = Field(
+        None, description="Circuit breaking: how long an ejected endpoint stays out, at least."
+    )
+    max_connections: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="Circuit breaking: TCP connections to the target, per calling pod (Istio only)."
+    )
+    max_pending: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="Circuit breaking: requests queued for a connection, per calling pod (Istio only)."
+    )
 
 
 class Traffic(Strict):
@@ -196,7 +211,10 @@ class Monitoring(Strict):
     """Where Prometheus runs: its pods scrape every service's metrics endpoint."""
 
     namespace: Name = Field("monitoring", description="Namespace of Prometheus; NetworkPolicies admit scrapes from it.")
-    service_account: Name = Field("prometheus-k8s", description="Prometheus's ServiceAccount: its mesh identity, admitted to GET the metrics endpoint.")
+    service_account: Name = Field(
+        "prometheus-k8s",
+        description="Prometheus's ServiceAccount: its mesh identity, admitted to GET the metrics endpoint.",
+    )
     operator: bool = Field(
         True,
         description="The cluster runs the Prometheus Operator, so the overlays include the ServiceMonitors and alert rules. "
@@ -209,14 +227,22 @@ class Platform(Strict):
     """Platform-wide defaults; a service overrides only what it must."""
 
     name: Name = Field(description="The platform's name, used in labels (app.kubernetes.io/part-of).")
-    namespace: Namespace = Field(description="The Kubernetes namespace everything is deployed into (not kube-*, default, nor the monitoring or a mesh's).")
-    version: Version = Field(description="Version label and image tag of the generated services: MAJOR.MINOR.PATCH, optionally -alpha, -beta, -rc or -dev and a number, e.g. 1.2.0-rc.1.")
-    image_registry: ImagePrefix = Field(description="Registry prefix for service images, lower case, e.g. ghcr.io/nexus-cos; images are <prefix>/<service>:<version>.")
+    namespace: Namespace = Field(
+        description="The Kubernetes namespace everything is deployed into (not kube-*, default, nor the monitoring or a mesh's)."
+    )
+    version: Version = Field(
+        description="Version label and image tag of the generated services: MAJOR.MINOR.PATCH, optionally -alpha, -beta, -rc or -dev and a number, e.g. 1.2.0-rc.1."
+    )
+    image_registry: ImagePrefix = Field(
+        description="Registry prefix for service images, lower case, e.g. ghcr.io/nexus-cos; images are <prefix>/<service>:<version>."
+    )
     gateway: Name = Field(description="The service external traffic enters through; every flow starts here.")
     health: Health = Health()
     autoscaling: Autoscaling = Autoscaling()
     resources: Resources = Resources()
-    mesh: MeshKind = Field("none", description="Service mesh the manifests configure: mTLS, per-edge authorization, timeouts and retries.")
+    mesh: MeshKind = Field(
+        "none", description="Service mesh the manifests configure: mTLS, per-edge authorization, timeouts and retries."
+    )
     traffic: Traffic = Field(Traffic(), description="Defaults for every edge's timeout, retries and circuit breaking.")
     monitoring: Monitoring = Monitoring()
 
@@ -230,7 +256,8 @@ class Team(Strict):
     contact: Email = Field(description="Where service-specific questions go.")
     oncall: Email = Field(description="Who is paged.")
     handle: Handle | None = Field(
-        None, description="GitHub user or team that owns the team's services in CODEOWNERS, e.g. `@nexus-cos/media`. Default: `@<platform name>/<team name>`."
+        None,
+        description="GitHub user or team that owns the team's services in CODEOWNERS, e.g. `@nexus-cos/media`. Default: `@<platform name>/<team name>`.",
     )
 
 
@@ -256,7 +283,8 @@ class Category(Strict):
     title: Text = Field(description="Heading in the services index, e.g. 'Core Services'.")
     summary: Text = Field(description="The line under the heading in the services index.")
     ports: PortRange | None = Field(
-        None, description="Ports for the category's new services (`nexus new`). Without it, new services get the first free port above the category's highest."
+        None,
+        description="Ports for the category's new services (`nexus new`). Without it, new services get the first free port above the category's highest.",
     )
 
 
@@ -283,7 +311,9 @@ class Stage(Strict):
 
 
 class Dependency(TrafficOverride):
-    kind: EdgeKind = Field(description="hard: the dependent's own routes need it (readiness: docs/running.md), and it orders deployment. soft: called at request time only.")
+    kind: EdgeKind = Field(
+        description="hard: the dependent's own routes need it (readiness: docs/running.md), and it orders deployment. soft: called at request time only."
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -302,7 +332,9 @@ class Service(Strict):
     port: Port
     category: Name
     team: Name
-    stage: Name | None = Field(None, description="Deployment stage, when the stage's own list does not name this service.")
+    stage: Name | None = Field(
+        None, description="Deployment stage, when the stage's own list does not name this service."
+    )
     description: Text = Field(description="One line, exactly as in the services index.")
     depends_on: dict[Name, Dependency] = Field({}, description="Services this one calls, each hard or soft.")
     uses: list[Name] = Field([], description="Infrastructure components this service needs (hard).")
@@ -311,7 +343,9 @@ class Service(Strict):
     websocket: bool = Field(False, description="Serve a WebSocket endpoint for live streaming.")
     autoscaling: Autoscaling | None = None
     resources: Resources | None = None
-    traffic: TrafficOverride | None = Field(None, description="Overrides of the platform's traffic defaults for all of this service's outgoing edges.")
+    traffic: TrafficOverride | None = Field(
+        None, description="Overrides of the platform's traffic defaults for all of this service's outgoing edges."
+    )
 
 
 class ExternalHop(Strict):

@@ -117,10 +117,20 @@ SERVICE_TEMPLATE_MODULES = ("conftest", "test_health", "test_routes", "tests")
 
 def _taken_by() -> dict[str, str]:
     """Package or distribution name -> why a service cannot take it (the end of a message)."""
-    out: dict[str, str] = {m: f"'{m}' is already {'the folder' if m == 'tests' else 'a module'} of the service's own tests" for m in SERVICE_TEMPLATE_MODULES}
+    out: dict[str, str] = {
+        m: f"'{m}' is already {'the folder' if m == 'tests' else 'a module'} of the service's own tests"
+        for m in SERVICE_TEMPLATE_MODULES
+    }
     for dist, imports in RUNTIME_DISTRIBUTIONS.items():
-        out[dist] = f"'{dist}' is a distribution the runtime or the services' tests need, which installing the service would replace"
-        out.update({i: f"'{i}' is a package the runtime or the services' tests import (from '{dist}'), which it would shadow" for i in imports})
+        out[dist] = (
+            f"'{dist}' is a distribution the runtime or the services' tests need, which installing the service would replace"
+        )
+        out.update(
+            {
+                i: f"'{i}' is a package the runtime or the services' tests import (from '{dist}'), which it would shadow"
+                for i in imports
+            }
+        )
     for dist, imports in OWN.items():
         out[dist] = f"'{dist}' is Nexus's own distribution, which installing the service would replace"
         out.update({i: f"'{i}' is Nexus's own package, which it would shadow" for i in imports})
@@ -272,10 +282,17 @@ def claims(cat: _Catalog) -> list[Claim]:
             owner: Path_ = (section, key)
             out += [(kinds, pattern.format(key), owner) for pattern, kinds in table]
     for source, svc in sorted(cat.services.items()):
-        out += [(EDGE_KINDS, edge_rule(target, source), ("services", source, "depends_on", target)) for target in sorted(svc.depends_on)]
+        out += [
+            (EDGE_KINDS, edge_rule(target, source), ("services", source, "depends_on", target))
+            for target in sorted(svc.depends_on)
+        ]
     for name in sorted(cat.services):
         owner = ("services", name)
-        out += [(("Python package",), pkg(name), owner), (("environment variable",), url_variable(name), owner), (("docs page",), service_page(name).lower(), owner)]
+        out += [
+            (("Python package",), pkg(name), owner),
+            (("environment variable",), url_variable(name), owner),
+            (("docs page",), service_page(name).lower(), owner),
+        ]
         out += [(kinds, pattern.format(name), owner) for pattern, kinds in SERVICE_OBJECTS]
     return out
 
@@ -295,7 +312,9 @@ def clashes(cat: _Catalog) -> list[tuple[Claim, Claim, str]]:
     return out
 
 
-_FIXED_WHAT = {(kind, name): what for kind, name, what in FIXED_OBJECTS} | {("docs page", path.lower()): what for path, what in FIXED_PAGES}
+_FIXED_WHAT = {(kind, name): what for kind, name, what in FIXED_OBJECTS} | {
+    ("docs page", path.lower()): what for path, what in FIXED_PAGES
+}
 
 
 def claimant(claim: Claim) -> str:
@@ -305,4 +324,6 @@ def claimant(claim: Claim) -> str:
         return _FIXED_WHAT[(kinds[0], name)]
     if owner[0] == "services" and len(owner) == 4:
         return f"the edge {owner[1]} -> {owner[3]}"
-    return {"services": "service", "infrastructure": "infrastructure", "externals": "external"}[str(owner[0])] + f" '{owner[1]}'"
+    return {"services": "service", "infrastructure": "infrastructure", "externals": "external"}[
+        str(owner[0])
+    ] + f" '{owner[1]}'"

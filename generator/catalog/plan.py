@@ -42,7 +42,12 @@ class Plan:
     def as_dict(self) -> dict[str, object]:
         return {
             "waves": [
-                {"wave": w.number, "stage": w.stage, "infrastructure": list(w.infrastructure), "services": list(w.services)}
+                {
+                    "wave": w.number,
+                    "stage": w.stage,
+                    "infrastructure": list(w.infrastructure),
+                    "services": list(w.services),
+                }
                 for w in self.waves
             ]
         }

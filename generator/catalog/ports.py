@@ -25,7 +25,9 @@ class Claim:
 def claims(cat: Catalog) -> list[Claim]:
     """Every port the catalog sets: infrastructure first (it predates the services that use
     it), then services, each group by port and name, so a clash is reported at the later one."""
-    infra = [Claim(c.port, ("infrastructure", n, "port"), f"infrastructure '{n}'") for n, c in cat.infrastructure.items()]
+    infra = [
+        Claim(c.port, ("infrastructure", n, "port"), f"infrastructure '{n}'") for n, c in cat.infrastructure.items()
+    ]
     services = [Claim(s.port, ("services", n, "port"), f"'{n}'") for n, s in cat.services.items()]
     return sorted(infra, key=lambda c: (c.port, c.path)) + sorted(services, key=lambda c: (c.port, c.path))
 

@@ -82,7 +82,15 @@ def _clean_loc(loc: tuple[Any, ...]) -> tuple[Path_, bool]:
 
 
 def _describe(value: Any) -> str:
-    names = {dict: "a mapping", list: "a list", str: "text", int: "a number", float: "a number", bool: "true/false", type(None): "nothing (null)"}
+    names = {
+        dict: "a mapping",
+        list: "a list",
+        str: "text",
+        int: "a number",
+        float: "a number",
+        bool: "true/false",
+        type(None): "nothing (null)",
+    }
     return names.get(type(value), type(value).__name__)
 
 
@@ -178,16 +186,34 @@ def _translate(src: Source, err: ErrorDetails) -> Problem:
         return src.problem(path, f"'{value}' is not a GitHub handle; write @user or @org/team, as CODEOWNERS does")
     what = "name" if is_key else "value"
     if kind == "string_pattern_mismatch" and pattern == DNS_1035_LABEL:
-        why = "a Kubernetes Service name starts with a letter" if _slug(value)[:1].isdigit() else "it becomes a Kubernetes Service, a hostname and a folder name"
-        return src.problem(path, f"{what} {_show(value)} is not a DNS-1035 label ({why}); {_DNS_1035_RULE}, e.g. '{_service_slug(value)}'", key=is_key)
+        why = (
+            "a Kubernetes Service name starts with a letter"
+            if _slug(value)[:1].isdigit()
+            else "it becomes a Kubernetes Service, a hostname and a folder name"
+        )
+        return src.problem(
+            path,
+            f"{what} {_show(value)} is not a DNS-1035 label ({why}); {_DNS_1035_RULE}, e.g. '{_service_slug(value)}'",
+            key=is_key,
+        )
     if kind == "string_pattern_mismatch" and pattern == DNS_LABEL:
-        return src.problem(path, f"{what} {_show(value)} is not a DNS-1123 label (it becomes a hostname and a folder name); {_DNS_RULE}, e.g. '{_slug(value)}'", key=is_key)
+        return src.problem(
+            path,
+            f"{what} {_show(value)} is not a DNS-1123 label (it becomes a hostname and a folder name); {_DNS_RULE}, e.g. '{_slug(value)}'",
+            key=is_key,
+        )
     if kind == "string_too_long" and ctx.get("max_length") == 63 and path != ("platform", "version"):
         fix = _service_slug(value)
-        return src.problem(path, f"'{value}' is {len(value)} characters; a DNS label is at most 63, e.g. '{fix}'", key=is_key)
+        return src.problem(
+            path, f"'{value}' is {len(value)} characters; a DNS label is at most 63, e.g. '{fix}'", key=is_key
+        )
     if kind == "string_pattern_mismatch" and pattern == IMAGE_PREFIX:
         lower = str(value).lower()
-        fix = f"'{lower}' (lower case)" if lower != value and re.fullmatch(IMAGE_PREFIX, lower) else "'ghcr.io/my-org' or 'registry.example.com:5000/team'"
+        fix = (
+            f"'{lower}' (lower case)"
+            if lower != value and re.fullmatch(IMAGE_PREFIX, lower)
+            else "'ghcr.io/my-org' or 'registry.example.com:5000/team'"
+        )
         return src.problem(
             path,
             f"{_show(value)} is not an image name prefix: images are <prefix>/<service>:<version>, and a prefix is "
@@ -201,13 +227,27 @@ def _translate(src: Source, err: ErrorDetails) -> Problem:
         )
     if kind == "string_too_long":
         limit = int(ctx.get("max_length", 0))
-        why = " (one line of the docs; a description also goes into its Deployment's annotations, which Kubernetes bounds)" if limit == MAX_TEXT else ""
-        return src.problem(path, f"{_show(value)} is {len(value):,} characters; at most {limit:,} fit here{why}; shorten it")
+        why = (
+            " (one line of the docs; a description also goes into its Deployment's annotations, which Kubernetes bounds)"
+            if limit == MAX_TEXT
+            else ""
+        )
+        return src.problem(
+            path, f"{_show(value)} is {len(value):,} characters; at most {limit:,} fit here{why}; shorten it"
+        )
     if kind in {"greater_than_equal", "less_than_equal"} and last == "port":
-        return src.problem(path, f"port {value} is outside 1024..65535; ports below 1024 need root and above 65535 do not exist, so pick a free one in that range")
+        return src.problem(
+            path,
+            f"port {value} is outside 1024..65535; ports below 1024 need root and above 65535 do not exist, so pick a free one in that range",
+        )
     if kind in {"greater_than_equal", "less_than_equal", "greater_than", "less_than"}:
         bound = next(iter(ctx.values()), "?")
-        rel = {"greater_than_equal": "at least", "less_than_equal": "at most", "greater_than": "above", "less_than": "below"}[kind]
+        rel = {
+            "greater_than_equal": "at least",
+            "less_than_equal": "at most",
+            "greater_than": "above",
+            "less_than": "below",
+        }[kind]
         return src.problem(path, f"{value} is out of range; it must be {rel} {bound}")
     if kind == "literal_error":
         return src.problem(path, f"{_show(value)} is not allowed here; expected {ctx.get('expected')}")
@@ -226,13 +266,17 @@ def _translate(src: Source, err: ErrorDetails) -> Problem:
         fix = f"; write {str(bare).lower()} without quotes" if bare is not None else ""
         return src.problem(path, f"expected true or false, got {_describe(value)} {_show(value)}{fix}")
     if kind == "string_type":
-        return src.problem(path, f"expected text, got {_describe(value)} {_show(value)}; quote it if it is meant as text")
+        return src.problem(
+            path, f"expected text, got {_describe(value)} {_show(value)}; quote it if it is meant as text"
+        )
     if kind == "string_pattern_mismatch" and last in {"contact", "oncall"}:
         return src.problem(path, f"'{value}' is not an e-mail address; write it as name@example.com")
     if kind == "string_pattern_mismatch":
         return src.problem(path, f"'{value}' does not match the expected form {pattern}")
     if kind in {"too_short", "string_too_short"} and path == ("services",):
-        gateway = (src.data.get("platform") or {}).get("gateway") if isinstance(src.data.get("platform"), dict) else None
+        gateway = (
+            (src.data.get("platform") or {}).get("gateway") if isinstance(src.data.get("platform"), dict) else None
+        )
         first = f"'{gateway}', the gateway" if isinstance(gateway, str) else "the gateway"
         return src.problem(path, f"the catalog has no services; add at least {first}, under 'services:'")
     if kind in {"too_short", "string_too_short"}:
@@ -266,7 +310,10 @@ def check_graph(cat: Catalog, src: Source | None = None, assume: frozenset[str] 
     seen_stage: dict[str, int] = {}
     for i, stage in enumerate(cat.stages):
         if stage.name in seen_stage:
-            problem(("stages", i, "name"), f"stage '{stage.name}' is already defined as stages[{seen_stage[stage.name]}]; stage names must be unique")
+            problem(
+                ("stages", i, "name"),
+                f"stage '{stage.name}' is already defined as stages[{seen_stage[stage.name]}]; stage names must be unique",
+            )
         seen_stage.setdefault(stage.name, i)
     defaults = [i for i, s in enumerate(cat.stages) if s.default]
     for i in defaults[1:]:
@@ -279,29 +326,49 @@ def check_graph(cat: Catalog, src: Source | None = None, assume: frozenset[str] 
             if name not in known:
                 problem(path, f"unknown service '{name}'{_did_you_mean(name, names)}")
             elif name in placed:
-                problem(path, f"service '{name}' is in two stages: '{placed[name][0]}' and '{stage.name}'; keep it in one")
+                problem(
+                    path, f"service '{name}' is in two stages: '{placed[name][0]}' and '{stage.name}'; keep it in one"
+                )
             else:
                 placed[name] = (stage.name, path)
         for j, comp in enumerate(stage.infrastructure):
             if comp not in cat.infrastructure:
-                problem(("stages", i, "infrastructure", j), f"unknown infrastructure component '{comp}'{_did_you_mean(comp, cat.infrastructure)}")
+                problem(
+                    ("stages", i, "infrastructure", j),
+                    f"unknown infrastructure component '{comp}'{_did_you_mean(comp, cat.infrastructure)}",
+                )
     for name, svc in sorted(services.items()):
         if svc.stage is None:
             continue
         if svc.stage not in stage_index:
             problem(("services", name, "stage"), f"unknown stage '{svc.stage}'{_did_you_mean(svc.stage, stage_index)}")
         elif name in placed and placed[name][0] != svc.stage:
-            problem(("services", name, "stage"), f"service '{name}' is in two stages: '{placed[name][0]}' (listed at {_dotted(placed[name][1])}) and '{svc.stage}'; keep it in one")
+            problem(
+                ("services", name, "stage"),
+                f"service '{name}' is in two stages: '{placed[name][0]}' (listed at {_dotted(placed[name][1])}) and '{svc.stage}'; keep it in one",
+            )
     stage_of = cat.stage_of()
     if not defaults:
         for name in sorted(names - set(stage_of)):
-            problem(("services", name), f"service '{name}' is in no deployment stage; list it under a stage's 'services', set 'stage:', or mark one stage 'default: true'", key=True)
+            problem(
+                ("services", name),
+                f"service '{name}' is in no deployment stage; list it under a stage's 'services', set 'stage:', or mark one stage 'default: true'",
+                key=True,
+            )
 
     infra_stage = {c: stage.name for stage in cat.stages for c in stage.infrastructure}
     for comp in sorted(set(cat.infrastructure) - set(infra_stage)):
-        problem(("infrastructure", comp), f"infrastructure component '{comp}' is in no deployment stage; list it under the first stage's 'infrastructure'", key=True)
+        problem(
+            ("infrastructure", comp),
+            f"infrastructure component '{comp}' is in no deployment stage; list it under the first stage's 'infrastructure'",
+            key=True,
+        )
     for comp in sorted(set(cat.infrastructure) & names):
-        problem(("infrastructure", comp), f"'{comp}' names both a service and an infrastructure component; hostnames must be unique, so rename one", key=True)
+        problem(
+            ("infrastructure", comp),
+            f"'{comp}' names both a service and an infrastructure component; hostnames must be unique, so rename one",
+            key=True,
+        )
 
     # each category's block of ports for new services (`nexus new`) is its own
     widest: tuple[int, int, str] | None = None
@@ -334,9 +401,15 @@ def check_graph(cat: Catalog, src: Source | None = None, assume: frozenset[str] 
     for name, svc in sorted(services.items()):
         at = ("services", name)
         if svc.team not in cat.teams:
-            problem((*at, "team"), f"unknown team '{svc.team}'{_did_you_mean(svc.team, cat.teams)}; teams: {', '.join(sorted(cat.teams))}")
+            problem(
+                (*at, "team"),
+                f"unknown team '{svc.team}'{_did_you_mean(svc.team, cat.teams)}; teams: {', '.join(sorted(cat.teams))}",
+            )
         if svc.category not in cat.categories:
-            problem((*at, "category"), f"unknown category '{svc.category}'{_did_you_mean(svc.category, cat.categories)}; categories: {', '.join(sorted(cat.categories))}")
+            problem(
+                (*at, "category"),
+                f"unknown category '{svc.category}'{_did_you_mean(svc.category, cat.categories)}; categories: {', '.join(sorted(cat.categories))}",
+            )
         for dep, edge in svc.depends_on.items():
             edge_at = (*at, "depends_on", dep)
             if dep == name:
@@ -345,7 +418,12 @@ def check_graph(cat: Catalog, src: Source | None = None, assume: frozenset[str] 
                 problem(edge_at, f"depends on unknown service '{dep}'{_did_you_mean(dep, names)}", key=True)
             # an unknown stage is reported on its own; comparing it as "stage -1" would add
             # false "deployed later" errors
-            elif edge.kind == "hard" and stage_of.get(name) in stage_index and stage_of.get(dep) in stage_index and stage_index[stage_of[dep]] > stage_index[stage_of[name]]:
+            elif (
+                edge.kind == "hard"
+                and stage_of.get(name) in stage_index
+                and stage_of.get(dep) in stage_index
+                and stage_index[stage_of[dep]] > stage_index[stage_of[name]]
+            ):
                 problem(
                     edge_at,
                     f"hard dependency on '{dep}' (stage '{stage_of[dep]}') from stage '{stage_of[name]}': '{dep}' is deployed later, "
@@ -354,9 +432,19 @@ def check_graph(cat: Catalog, src: Source | None = None, assume: frozenset[str] 
                 )
         for j, comp in enumerate(svc.uses):
             if comp not in cat.infrastructure:
-                problem((*at, "uses", j), f"unknown infrastructure component '{comp}'{_did_you_mean(comp, cat.infrastructure)}")
-            elif comp in infra_stage and stage_of.get(name) in stage_index and stage_index[infra_stage[comp]] > stage_index[stage_of[name]]:
-                problem((*at, "uses", j), f"'{comp}' is deployed in stage '{infra_stage[comp]}', after '{name}' (stage '{stage_of[name]}'); infrastructure must come first")
+                problem(
+                    (*at, "uses", j),
+                    f"unknown infrastructure component '{comp}'{_did_you_mean(comp, cat.infrastructure)}",
+                )
+            elif (
+                comp in infra_stage
+                and stage_of.get(name) in stage_index
+                and stage_index[infra_stage[comp]] > stage_index[stage_of[name]]
+            ):
+                problem(
+                    (*at, "uses", j),
+                    f"'{comp}' is deployed in stage '{infra_stage[comp]}', after '{name}' (stage '{stage_of[name]}'); infrastructure must come first",
+                )
         for j, ext in enumerate(svc.externals):
             if ext not in cat.externals:
                 problem((*at, "externals", j), f"unknown external system '{ext}'{_did_you_mean(ext, cat.externals)}")
@@ -366,20 +454,29 @@ def check_graph(cat: Catalog, src: Source | None = None, assume: frozenset[str] 
 
     # platform and flows
     if cat.platform.gateway not in known:
-        problem(("platform", "gateway"), f"gateway '{cat.platform.gateway}' is not a service{_did_you_mean(cat.platform.gateway, names)}")
+        problem(
+            ("platform", "gateway"),
+            f"gateway '{cat.platform.gateway}' is not a service{_did_you_mean(cat.platform.gateway, names)}",
+        )
     for fname, flow in sorted(cat.flows.items()):
         base = ("flows", fname, "hops")
         hops = flow.hops
         start = hops[0]
         # an unknown gateway is reported once above, not again for every flow
         if start != cat.platform.gateway and cat.platform.gateway in known:
-            problem((*base, 0), f"flow '{fname}' starts at '{start if isinstance(start, str) else start.external}', but every flow starts at the gateway '{cat.platform.gateway}'; put it first")
+            problem(
+                (*base, 0),
+                f"flow '{fname}' starts at '{start if isinstance(start, str) else start.external}', but every flow starts at the gateway '{cat.platform.gateway}'; put it first",
+            )
         for j, hop in enumerate(hops):
             if isinstance(hop, str):
                 if hop not in known:
                     problem((*base, j), f"unknown service '{hop}'{_did_you_mean(hop, names)}")
             elif hop.external not in cat.externals:
-                problem((*base, j, "external"), f"unknown external system '{hop.external}'{_did_you_mean(hop.external, cat.externals)}")
+                problem(
+                    (*base, j, "external"),
+                    f"unknown external system '{hop.external}'{_did_you_mean(hop.external, cat.externals)}",
+                )
             elif j != len(hops) - 1:
                 problem((*base, j), "an external hop is not called, so nothing can follow it; make it the last hop")
         for j in range(1, len(hops)):
@@ -388,9 +485,15 @@ def check_graph(cat: Catalog, src: Source | None = None, assume: frozenset[str] 
                 continue
             if isinstance(hop, str):
                 if hop in known and hop not in services[prev].depends_on:
-                    problem((*base, j), f"hop {prev} -> {hop} is not a declared dependency; add '{hop}: soft' (or hard) under services.{prev}.depends_on")
+                    problem(
+                        (*base, j),
+                        f"hop {prev} -> {hop} is not a declared dependency; add '{hop}: soft' (or hard) under services.{prev}.depends_on",
+                    )
             elif hop.external in cat.externals and hop.external not in services[prev].externals:
-                problem((*base, j), f"hop {prev} -> {hop.external} (external) is not declared; add '{hop.external}' to services.{prev}.externals")
+                problem(
+                    (*base, j),
+                    f"hop {prev} -> {hop.external} (external) is not declared; add '{hop.external}' to services.{prev}.externals",
+                )
     return out
 
 
@@ -468,7 +571,9 @@ def _salvage(src: Source) -> tuple[Catalog, frozenset[str]] | None:
         return None
     broken = frozenset(str(loc[1]) for loc in locs)
     try:
-        rest = Catalog.model_validate({**data, "services": {k: v for k, v in data["services"].items() if k not in broken}})
+        rest = Catalog.model_validate(
+            {**data, "services": {k: v for k, v in data["services"].items() if k not in broken}}
+        )
     except ValidationError:
         return None
     return rest, broken

@@ -18,11 +18,7 @@ from .. import usercache
 from ..catalog.load import FAST_LOADER
 from ..errors import OutputCheckError
 from ..render.context import RenderContext
-from . import docs
-from . import ecosystem
-from . import k8s
-from . import mesh
-from . import services
+from . import docs, ecosystem, k8s, mesh, services
 from .kubernetes_schema import SchemaValidator
 
 # Checks of one area that need no schemas: (ctx, files) -> failures

@@ -130,11 +130,17 @@ def index_rows(ctx: RenderContext, files: dict[str, str]) -> list[str]:
     failures = []
     expected = expected_index(ctx)
     if [h for h, _ in found] != [h for h, _ in expected]:
-        failures.append(f"{INDEX}: category headings {[h for h, _ in found]} differ from the catalog's {[h for h, _ in expected]}")
+        failures.append(
+            f"{INDEX}: category headings {[h for h, _ in found]} differ from the catalog's {[h for h, _ in expected]}"
+        )
     # Compared by position: two categories may share a title.
     for i, (heading, rows) in enumerate(expected):
         got = found[i][1] if i < len(found) and found[i][0] == heading else []
-        failures.extend(f"{INDEX}: {cells(row)[0]}: row missing under '{heading}' (expected {row})" for row in rows if row not in got)
+        failures.extend(
+            f"{INDEX}: {cells(row)[0]}: row missing under '{heading}' (expected {row})"
+            for row in rows
+            if row not in got
+        )
         failures.extend(f"{INDEX}: unexpected row under '{heading}': {row}" for row in got if row not in rows)
         if sorted(got) == sorted(rows) and got != rows:
             failures.append(f"{INDEX}: rows under '{heading}' are not in port order")
@@ -142,7 +148,11 @@ def index_rows(ctx: RenderContext, files: dict[str, str]) -> list[str]:
 
 
 def missing_pages(ctx: RenderContext, files: dict[str, str]) -> list[str]:
-    return [f"docs/services/{n}.md: {n}: page missing" for n in sorted(ctx.catalog.services) if f"docs/services/{n}.md" not in files]
+    return [
+        f"docs/services/{n}.md: {n}: page missing"
+        for n in sorted(ctx.catalog.services)
+        if f"docs/services/{n}.md" not in files
+    ]
 
 
 def run(ctx: RenderContext, files: dict[str, str]) -> list[str]:

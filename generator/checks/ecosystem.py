@@ -56,14 +56,20 @@ def run(ctx: RenderContext, files: dict[str, str]) -> list[str]:
             failures.append(f"{name}: {path}: owner is {spec.get('owner')!r}, the catalog says team {svc.team}")
         want = {f"component:{d}" for d in svc.depends_on} | {f"resource:{u}" for u in svc.uses}
         if set(spec.get("dependsOn", [])) != want:
-            failures.append(f"{name}: {path}: dependsOn {sorted(spec.get('dependsOn', []))} differs from the catalog's {sorted(want)}")
+            failures.append(
+                f"{name}: {path}: dependsOn {sorted(spec.get('dependsOn', []))} differs from the catalog's {sorted(want)}"
+            )
         docs = doc.get("metadata", {}).get("annotations", {}).get(DOCS_ANNOTATION, "")
         if docs_rendered and docs.removeprefix(f"{OUT_DIR}/") not in files:
             failures.append(f"{name}: {path}: docs annotation points at {docs}, which is not generated")
     for name, doc in components.items():
         spec = doc.get("spec", {})
         refs = [spec.get("owner"), f"system:{spec.get('system')}", *spec.get("dependsOn", [])]
-        failures += [f"{name}: {service_info_path(name)}: reference {ref} names no rendered entity" for ref in refs if ref not in entities]
+        failures += [
+            f"{name}: {service_info_path(name)}: reference {ref} names no rendered entity"
+            for ref in refs
+            if ref not in entities
+        ]
 
     rules: dict[str, list[str]] = {}
     for number, line in enumerate(files.get(CODEOWNERS, "").splitlines(), 1):
@@ -75,5 +81,7 @@ def run(ctx: RenderContext, files: dict[str, str]) -> list[str]:
     for name, svc in sorted(cat.services.items()):
         pattern = f"/{OUT_DIR}/services/{name}/"
         if rules.get(pattern) != [handle(cat, svc.team)]:
-            failures.append(f"{name}: {CODEOWNERS}: {pattern} is owned by {rules.get(pattern)}, expected [{handle(cat, svc.team)}] (team {svc.team})")
+            failures.append(
+                f"{name}: {CODEOWNERS}: {pattern} is owned by {rules.get(pattern)}, expected [{handle(cat, svc.team)}] (team {svc.team})"
+            )
     return failures

@@ -31,7 +31,15 @@ from .kubernetes_schema import DEFAULT, SchemaValidator
 
 NAME = "app.kubernetes.io/name"
 WAVE = "argocd.argoproj.io/sync-wave"
-KINDS = ("ServiceAccount", "ConfigMap", "Service", "Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy")
+KINDS = (
+    "ServiceAccount",
+    "ConfigMap",
+    "Service",
+    "Deployment",
+    "HorizontalPodAutoscaler",
+    "PodDisruptionBudget",
+    "NetworkPolicy",
+)
 
 
 @dataclass
@@ -48,12 +56,24 @@ class Policy:
         return (source, target) in self.ingress and (source, target) in self.egress
 
 
-def run(ctx: RenderContext, files: dict[str, str], *, strict_schema: bool = True, validator: SchemaValidator | None = None) -> list[str]:
+def run(
+    ctx: RenderContext, files: dict[str, str], *, strict_schema: bool = True, validator: SchemaValidator | None = None
+) -> list[str]:
     """Every check; [] when all pass. A run whose inputs (catalog, k8s files, this code) already
     passed once, in this process or in the validator's cache file, is not repeated."""
     validator = validator or DEFAULT
     paths = sorted(p for p in files if p.startswith("k8s/") and p.endswith(".yaml"))
-    key = validator.key("\0".join(["k8s-checks", str(strict_schema), _code_hash(), ctx.catalog.model_dump_json(), *(f"{p}\0{files[p]}" for p in paths)]))
+    key = validator.key(
+        "\0".join(
+            [
+                "k8s-checks",
+                str(strict_schema),
+                _code_hash(),
+                ctx.catalog.model_dump_json(),
+                *(f"{p}\0{files[p]}" for p in paths),
+            ]
+        )
+    )
     if key in validator.seen:
         return []
     failures = _run(ctx, files, paths, strict_schema, validator)
@@ -64,10 +84,14 @@ def run(ctx: RenderContext, files: dict[str, str], *, strict_schema: bool = True
 
 @cache
 def _code_hash() -> str:
-    return hashlib.blake2b(b"".join(Path(m.__file__).read_bytes() for m in (sys.modules[__name__], render_k8s))).hexdigest()  # type: ignore[arg-type]
+    return hashlib.blake2b(
+        b"".join(Path(m.__file__).read_bytes() for m in (sys.modules[__name__], render_k8s))
+    ).hexdigest()  # type: ignore[arg-type]
 
 
-def _run(ctx: RenderContext, files: dict[str, str], paths: list[str], strict_schema: bool, validator: SchemaValidator) -> list[str]:
+def _run(
+    ctx: RenderContext, files: dict[str, str], paths: list[str], strict_schema: bool, validator: SchemaValidator
+) -> list[str]:
     failures: list[str] = []
     docs: list[Doc] = []
     for path in paths:
@@ -126,7 +150,9 @@ def _complete(ctx: RenderContext, files: dict[str, str], objects: dict[tuple[str
     return failures
 
 
-def _kustomizations(ctx: RenderContext, files: dict[str, str], docs: list[Doc], objects: dict[tuple[str, str], Doc]) -> list[str]:
+def _kustomizations(
+    ctx: RenderContext, files: dict[str, str], docs: list[Doc], objects: dict[tuple[str, str], Doc]
+) -> list[str]:
     """The base lists every base file; each overlay's patches exist and patch objects the base has.
     (Tests build the overlays with the real kubectl; this catches the same slips without it.)"""
     failures = []
@@ -134,16 +160,24 @@ def _kustomizations(ctx: RenderContext, files: dict[str, str], docs: list[Doc], 
         folder = kustomization.path.rsplit("/", 1)[0]
         listed = [f"{folder}/{r}" for r in kustomization.data.get("resources") or [] if not r.startswith("..")]
         listed += [f"{folder}/{p.get('path')}" for p in kustomization.data.get("patches") or []]
-        failures += [f"{kustomization.path}: platform: lists {p}, which is not rendered" for p in listed if p not in files]
+        failures += [
+            f"{kustomization.path}: platform: lists {p}, which is not rendered" for p in listed if p not in files
+        ]
         if folder == BASE:
             unlisted = {p for p in files if p.startswith(BASE + "/") and p != kustomization.path} - set(listed)
             failures += [f"{kustomization.path}: platform: does not list {p}" for p in sorted(unlisted)]
     for patch in (d for d in docs if d.path.startswith("k8s/overlays/") and d.kind != "Kustomization"):
         if (patch.kind, patch.name) not in objects:
-            failures.append(f"{patch.path}: {patch.name}: patches {patch.kind} {patch.name}, which the base does not have")
+            failures.append(
+                f"{patch.path}: {patch.name}: patches {patch.kind} {patch.name}, which the base does not have"
+            )
         spec = patch.data.get("spec") or {}
-        if patch.kind == "HorizontalPodAutoscaler" and not 1 <= spec.get("minReplicas", 1) <= spec.get("maxReplicas", spec.get("minReplicas", 1)):
-            failures.append(f"{patch.path}: {patch.name}: minReplicas {spec.get('minReplicas')} is not between 1 and maxReplicas {spec.get('maxReplicas')}")
+        if patch.kind == "HorizontalPodAutoscaler" and not 1 <= spec.get("minReplicas", 1) <= spec.get(
+            "maxReplicas", spec.get("minReplicas", 1)
+        ):
+            failures.append(
+                f"{patch.path}: {patch.name}: minReplicas {spec.get('minReplicas')} is not between 1 and maxReplicas {spec.get('maxReplicas')}"
+            )
     return failures
 
 
@@ -155,7 +189,9 @@ def _ports_and_config(ctx: RenderContext, objects: dict[tuple[str, str], Doc]) -
         if service := objects.get(("Service", name)):
             ports = get(service.data, "spec", "ports") or []
             if [(p.get("port"), p.get("targetPort")) for p in ports] != [(svc.port, "http")]:
-                failures.append(f"{path}: {name}: Service ports {[p.get('port') for p in ports]} are not the catalog's [{svc.port}] (targetPort http)")
+                failures.append(
+                    f"{path}: {name}: Service ports {[p.get('port') for p in ports]} are not the catalog's [{svc.port}] (targetPort http)"
+                )
         if dep := objects.get(("Deployment", name)):
             container = _container(dep, name)
             ports = [(p.get("name"), p.get("containerPort")) for p in container.get("ports") or []]
@@ -171,11 +207,15 @@ def _ports_and_config(ctx: RenderContext, objects: dict[tuple[str, str], Doc]) -
                 dep_name, dep_port = expected[key]
                 url = data.get(key)
                 if url != f"http://{dep_name}:{dep_port}":
-                    failures.append(f"{path}: {name}: {key} is {url!r}, not http://{dep_name}:{dep_port} ({dep_name}'s catalog port)")
+                    failures.append(
+                        f"{path}: {name}: {key} is {url!r}, not http://{dep_name}:{dep_port} ({dep_name}'s catalog port)"
+                    )
             for key in sorted(k for k in data if k.endswith("_URL") and k not in expected):
                 failures.append(f"{path}: {name}: {key} is not a dependency in the catalog")
             if data.get("PORT") != str(svc.port) or data.get("SERVICE_NAME") != name:
-                failures.append(f"{path}: {name}: PORT/SERVICE_NAME are {data.get('PORT')!r}/{data.get('SERVICE_NAME')!r}, not '{svc.port}'/'{name}'")
+                failures.append(
+                    f"{path}: {name}: PORT/SERVICE_NAME are {data.get('PORT')!r}/{data.get('SERVICE_NAME')!r}, not '{svc.port}'/'{name}'"
+                )
     return failures
 
 
@@ -201,23 +241,35 @@ def _workloads(ctx: RenderContext, objects: dict[tuple[str, str], Doc]) -> list[
         if dep is None:
             continue
         path, pod = dep.path, get(dep.data, "spec", "template", "spec") or {}
-        labels = {**(get(dep.data, "metadata", "labels") or {}), **(get(dep.data, "spec", "template", "metadata", "labels") or {})}
+        labels = {
+            **(get(dep.data, "metadata", "labels") or {}),
+            **(get(dep.data, "spec", "template", "metadata", "labels") or {}),
+        }
         for key, value in sorted(labels.items()):
             if not isinstance(value, str) or not _LABEL_VALUE.match(value):
-                failures.append(f"{path}: {name}: label {key}={value!r} is not a valid label value (at most 63 of A-Z a-z 0-9 - _ ., alphanumeric at both ends)")
+                failures.append(
+                    f"{path}: {name}: label {key}={value!r} is not a valid label value (at most 63 of A-Z a-z 0-9 - _ ., alphanumeric at both ends)"
+                )
         image = str(_container(dep, name).get("image"))
         if not _IMAGE_TAG.match(image.rpartition(":")[2]):
-            failures.append(f"{path}: {name}: image {image!r} has no valid tag (platform.version must be a valid image tag)")
+            failures.append(
+                f"{path}: {name}: image {image!r} has no valid tag (platform.version must be a valid image tag)"
+            )
         if "replicas" in (dep.data.get("spec") or {}):
             failures.append(f"{path}: {name}: Deployment sets replicas, but its HorizontalPodAutoscaler owns the count")
         if pod.get("automountServiceAccountToken") is not False:
             failures.append(f"{path}: {name}: pod must set automountServiceAccountToken: false")
         if not isinstance(get(pod, "securityContext", "runAsUser"), int) or pod["securityContext"]["runAsUser"] < 10000:
             failures.append(f"{path}: {name}: pod runAsUser must be a uid of at least 10000")
-        sections = {"pod": pod.get("securityContext") or {}, "container": _container(dep, name).get("securityContext") or {}}
+        sections = {
+            "pod": pod.get("securityContext") or {},
+            "container": _container(dep, name).get("securityContext") or {},
+        }
         for where, keys, value in _RESTRICTED:
             if get(sections[where], *keys) != value:
-                failures.append(f"{path}: {name}: {where} securityContext.{'.'.join(keys)} must be {value!r} (Pod Security restricted)")
+                failures.append(
+                    f"{path}: {name}: {where} securityContext.{'.'.join(keys)} must be {value!r} (Pod Security restricted)"
+                )
     return failures
 
 
@@ -225,7 +277,10 @@ def read_policies(ctx: RenderContext, docs: list[Doc]) -> tuple[Policy, list[str
     """Every connection the rendered NetworkPolicies allow; a rule too broad to read as pairs is a failure."""
     policy, failures = Policy(), []
     ns = ctx.catalog.platform.namespace
-    ports = {**{n: s.port for n, s in ctx.catalog.services.items()}, **{n: c.port for n, c in ctx.catalog.infrastructure.items()}}
+    ports = {
+        **{n: s.port for n, s in ctx.catalog.services.items()},
+        **{n: c.port for n, c in ctx.catalog.infrastructure.items()},
+    }
     deny = False
     for d in (d for d in docs if d.kind == "NetworkPolicy"):
         owner, spec = _owner(ctx, d.path), d.data.get("spec") or {}
@@ -239,9 +294,14 @@ def read_policies(ctx: RenderContext, docs: list[Doc]) -> tuple[Policy, list[str
             continue
         for direction, peers_key, pairs in (("ingress", "from", policy.ingress), ("egress", "to", policy.egress)):
             for rule in spec.get(direction) or []:
-                peers, rule_ports = rule.get(peers_key), [(p.get("protocol", "TCP"), p.get("port")) for p in rule.get("ports") or []]
+                peers, rule_ports = (
+                    rule.get(peers_key),
+                    [(p.get("protocol", "TCP"), p.get("port")) for p in rule.get("ports") or []],
+                )
                 if not peers or not rule_ports:
-                    failures.append(f"{where}: an {direction} rule without '{peers_key}' or 'ports' allows every peer or port")
+                    failures.append(
+                        f"{where}: an {direction} rule without '{peers_key}' or 'ports' allows every peer or port"
+                    )
                     continue
                 for peer in peers:
                     other = get(peer, "podSelector", "matchLabels", NAME)
@@ -250,7 +310,9 @@ def read_policies(ctx: RenderContext, docs: list[Doc]) -> tuple[Policy, list[str
                         if all(p == ("TCP", ports.get(pair[1])) for p in rule_ports):
                             pairs.add(pair)
                         else:
-                            failures.append(f"{where}: {direction} {pair[0]} -> {pair[1]} on {rule_ports}, not {pair[1]}'s catalog port {ports.get(pair[1])}")
+                            failures.append(
+                                f"{where}: {direction} {pair[0]} -> {pair[1]} on {rule_ports}, not {pair[1]}'s catalog port {ports.get(pair[1])}"
+                            )
                     elif direction == "egress" and peer == _DNS and sorted(rule_ports) == [("TCP", 53), ("UDP", 53)]:
                         pass
                     elif direction == "egress" and _outside(peer) and rule_ports == [("TCP", 443)]:
@@ -261,15 +323,22 @@ def read_policies(ctx: RenderContext, docs: list[Doc]) -> tuple[Policy, list[str
                         if rule_ports == [("TCP", ports.get(target))]:
                             policy.scraped.add(target)
                         else:
-                            failures.append(f"{where}: ingress from Prometheus on {rule_ports}, not {target}'s catalog port {ports.get(target)}")
+                            failures.append(
+                                f"{where}: ingress from Prometheus on {rule_ports}, not {target}'s catalog port {ports.get(target)}"
+                            )
                     else:
                         failures.append(f"{where}: {direction} peer {peer} is broader than a catalog edge")
     if not deny:
-        failures.append(f"{BASE}/default-deny.yaml: platform: no default-deny NetworkPolicy (podSelector {{}}, Ingress and Egress, no rules)")
+        failures.append(
+            f"{BASE}/default-deny.yaml: platform: no default-deny NetworkPolicy (podSelector {{}}, Ingress and Egress, no rules)"
+        )
     return policy, failures
 
 
-_DNS = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}}, "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}
+_DNS = {
+    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+    "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+}
 
 
 def _outside(peer: dict[str, Any]) -> bool:
@@ -280,11 +349,17 @@ def _outside(peer: dict[str, Any]) -> bool:
 
 def _monitoring(ctx: RenderContext) -> dict[str, Any]:
     """Prometheus's namespace (platform.monitoring), the one peer besides the edges that may reach every service."""
-    return {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ctx.catalog.platform.monitoring.namespace}}}
+    return {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ctx.catalog.platform.monitoring.namespace}}
+    }
 
 
 def _other_namespaces(ns: str) -> dict[str, Any]:
-    return {"namespaceSelector": {"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": [ns]}]}}
+    return {
+        "namespaceSelector": {
+            "matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": [ns]}]
+        }
+    }
 
 
 def _policy_matches_catalog(ctx: RenderContext, policy: Policy) -> list[str]:
@@ -295,16 +370,41 @@ def _policy_matches_catalog(ctx: RenderContext, policy: Policy) -> list[str]:
     for side, pairs in (("egress", policy.egress), ("ingress", policy.ingress)):
         for source, target in sorted(edges | uses):
             if (source, target) not in pairs:
-                failures.append(f"{service_path(source)}: {source}: {side} {source} -> {target} is a catalog edge but no NetworkPolicy allows it")
+                failures.append(
+                    f"{service_path(source)}: {source}: {side} {source} -> {target} is a catalog edge but no NetworkPolicy allows it"
+                )
         for source, target in sorted(pairs - edges - uses):
-            failures.append(f"{service_path(source)}: {source}: {side} {source} -> {target} is allowed but is not in the catalog")
+            failures.append(
+                f"{service_path(source)}: {source}: {side} {source} -> {target} is allowed but is not in the catalog"
+            )
     gateway = cat.platform.gateway
     for name in sorted(policy.from_outside ^ {gateway}):
-        failures.append(f"{service_path(name)}: {name}: " + ("open to other namespaces but not the gateway" if name != gateway else "the gateway is not open to ingress from outside the namespace"))
+        failures.append(
+            f"{service_path(name)}: {name}: "
+            + (
+                "open to other namespaces but not the gateway"
+                if name != gateway
+                else "the gateway is not open to ingress from outside the namespace"
+            )
+        )
     for name in sorted(policy.scraped ^ set(cat.services)):
-        failures.append(f"{service_path(name)}: {name}: " + ("Prometheus may reach it, but it is not a service" if name not in cat.services else f"no ingress from Prometheus (namespace {cat.platform.monitoring.namespace}) to scrape its metrics"))
+        failures.append(
+            f"{service_path(name)}: {name}: "
+            + (
+                "Prometheus may reach it, but it is not a service"
+                if name not in cat.services
+                else f"no ingress from Prometheus (namespace {cat.platform.monitoring.namespace}) to scrape its metrics"
+            )
+        )
     for name in sorted(policy.to_internet ^ {n for n, s in cat.services.items() if s.externals}):
-        failures.append(f"{service_path(name)}: {name}: egress to outside the cluster " + ("without externals in the catalog" if name in policy.to_internet else "missing for its catalog externals"))
+        failures.append(
+            f"{service_path(name)}: {name}: egress to outside the cluster "
+            + (
+                "without externals in the catalog"
+                if name in policy.to_internet
+                else "missing for its catalog externals"
+            )
+        )
     return failures
 
 
@@ -323,7 +423,9 @@ def _waves(ctx: RenderContext, objects: dict[tuple[str, str], Doc]) -> list[str]
         needs = [d for d, e in svc.depends_on.items() if e.kind == "hard"] + list(svc.uses)
         for needed in sorted(needs):
             if name in wave and needed in wave and wave[needed] >= wave[name]:
-                failures.append(f"{service_path(name)}: {name}: sync-wave {wave[name]} is not after {needed}'s {wave[needed]}, a hard dependency")
+                failures.append(
+                    f"{service_path(name)}: {name}: sync-wave {wave[name]} is not after {needed}'s {wave[needed]}, a hard dependency"
+                )
     return failures
 
 
@@ -335,14 +437,19 @@ def _flows(ctx: RenderContext, objects: dict[tuple[str, str], Doc], policy: Poli
 
     def probed(name: str) -> bool:
         dep = objects.get(("Deployment", name))
-        return dep is not None and get(_container(dep, name), "readinessProbe", "httpGet") == {"path": ready, "port": "http"}
+        return dep is not None and get(_container(dep, name), "readinessProbe", "httpGet") == {
+            "path": ready,
+            "port": "http",
+        }
 
     for fname, flow in sorted(cat.flows.items()):
         hops = flow.names()
         externals = {h.external for h in flow.hops if not isinstance(h, str)}
         first = hops[0]
         if first not in policy.from_outside:
-            failures.append(f"{service_path(first)}: {first}: flow {fname} enters here, but no NetworkPolicy lets clients in")
+            failures.append(
+                f"{service_path(first)}: {first}: flow {fname} enters here, but no NetworkPolicy lets clients in"
+            )
         if not probed(first):
             failures.append(f"{service_path(first)}: {first}: flow {fname}: no readinessProbe on {ready}")
         for source, target in zip(hops, hops[1:]):

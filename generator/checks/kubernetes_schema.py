@@ -90,7 +90,9 @@ class SchemaValidator:
                     defs = json.loads((folder / "_definitions.json").read_bytes())
                     self._registry = Resource.from_contents(defs) @ Registry()
                 schema = json.loads(path.read_bytes())
-                validator = jsonschema.Draft202012Validator(schema, registry=Resource.from_contents(schema) @ self._registry)
+                validator = jsonschema.Draft202012Validator(
+                    schema, registry=Resource.from_contents(schema) @ self._registry
+                )
             self._validators[(api_version, kind)] = validator
         return self._validators[(api_version, kind)]
 

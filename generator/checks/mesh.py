@@ -45,8 +45,20 @@ def run(ctx: RenderContext, files: dict[str, str], *, validator: SchemaValidator
     """Every check of this area; [] when all pass. Inputs (catalog, the files read here, this
     code, the schemas) that already passed once, per ``validator.seen``, are not checked again:
     the CRD schemas alone cost more than a whole unchanged run may take."""
-    paths = sorted(p for p in files if p.startswith((COMPONENTS + "/", "k8s/overlays/", "observability/")) or p.endswith("/settings.py"))
-    key = validator.key("\0".join(["mesh-checks", _code_hash(), ctx.catalog.model_dump_json(), *(f"{p}\0{files[p]}" for p in paths)])) if validator else None
+    paths = sorted(
+        p
+        for p in files
+        if p.startswith((COMPONENTS + "/", "k8s/overlays/", "observability/")) or p.endswith("/settings.py")
+    )
+    key = (
+        validator.key(
+            "\0".join(
+                ["mesh-checks", _code_hash(), ctx.catalog.model_dump_json(), *(f"{p}\0{files[p]}" for p in paths)]
+            )
+        )
+        if validator
+        else None
+    )
     if validator is not None and key in validator.seen:
         return []
     failures = _run(ctx, files)
@@ -98,9 +110,16 @@ def read_istio(ctx: RenderContext, docs: list[Doc]) -> tuple[dict[str, set[str]]
     failures: list[str] = []
     ports = _ports(ctx)
     health = ctx.catalog.platform.health
-    strict = any(d.kind == "PeerAuthentication" and "selector" not in (d.data.get("spec") or {}) and get(d.data, "spec", "mtls", "mode") == "STRICT" for d in docs)
+    strict = any(
+        d.kind == "PeerAuthentication"
+        and "selector" not in (d.data.get("spec") or {})
+        and get(d.data, "spec", "mtls", "mode") == "STRICT"
+        for d in docs
+    )
     if not strict:
-        failures.append(f"{COMPONENTS}/istio/mesh.yaml: platform: no namespace-wide PeerAuthentication with mtls STRICT")
+        failures.append(
+            f"{COMPONENTS}/istio/mesh.yaml: platform: no namespace-wide PeerAuthentication with mtls STRICT"
+        )
     for d in (d for d in docs if d.kind == "AuthorizationPolicy"):
         spec = d.data.get("spec") or {}
         if spec.get("action", "ALLOW") != "ALLOW":
@@ -109,16 +128,29 @@ def read_istio(ctx: RenderContext, docs: list[Doc]) -> tuple[dict[str, set[str]]
         target = get(spec, "selector", "matchLabels", NAME)
         rules = spec.get("rules") or []
         if target is None:
-            scrape = [{"from": [{"source": {"principals": [monitoring_identity(ctx, MESHES["istio"])]}}], "to": [{"operation": {"methods": ["GET"], "paths": [health.metrics]}}]}]
+            scrape = [
+                {
+                    "from": [{"source": {"principals": [monitoring_identity(ctx, MESHES["istio"])]}}],
+                    "to": [{"operation": {"methods": ["GET"], "paths": [health.metrics]}}],
+                }
+            ]
             if rules and rules != scrape:
-                failures.append(f"{_where(d)}: a namespace-wide policy may only admit Prometheus to GET {health.metrics}")
+                failures.append(
+                    f"{_where(d)}: a namespace-wide policy may only admit Prometheus to GET {health.metrics}"
+                )
             continue
         admits = found.setdefault(target, set())
         for rule in rules:
             sources = [get(f, "source") or {} for f in rule.get("from") or []]
             ops = [get(t, "operation") or {} for t in rule.get("to") or []]
-            if not sources or any(set(s) != {"principals"} for s in sources) or ops != [{"ports": [str(ports.get(target))]}]:
-                failures.append(f"{_where(d)}: a rule must name principals and only {target}'s port {ports.get(target)}")
+            if (
+                not sources
+                or any(set(s) != {"principals"} for s in sources)
+                or ops != [{"ports": [str(ports.get(target))]}]
+            ):
+                failures.append(
+                    f"{_where(d)}: a rule must name principals and only {target}'s port {ports.get(target)}"
+                )
                 continue
             admits.update(p for s in sources for p in s["principals"])
     return found, failures
@@ -133,7 +165,10 @@ def read_linkerd(ctx: RenderContext, docs: list[Doc]) -> tuple[dict[str, set[str
     found: dict[str, set[str]] = {}
     for name, d in servers.items():
         target = get(d.data, "spec", "podSelector", "matchLabels", NAME)
-        if get(d.data, "spec", "podSelector") != {"matchLabels": {NAME: name}} or get(d.data, "spec", "accessPolicy") != "deny":
+        if (
+            get(d.data, "spec", "podSelector") != {"matchLabels": {NAME: name}}
+            or get(d.data, "spec", "accessPolicy") != "deny"
+        ):
             failures.append(f"{_where(d)}: must select {NAME}={name} and deny by default (accessPolicy: deny)")
         found.setdefault(str(target), set())
     for d in (d for d in docs if d.kind == "AuthorizationPolicy"):
@@ -167,9 +202,13 @@ def compare(ctx: RenderContext, mesh: Mesh, found: dict[str, set[str]], folder: 
             continue
         got = found.get(name, set())
         for identity in sorted(expected[name] - got):
-            failures.append(f"{where}: {name}: {identity} is a caller in the catalog but the {mesh.name} policy does not admit it")
+            failures.append(
+                f"{where}: {name}: {identity} is a caller in the catalog but the {mesh.name} policy does not admit it"
+            )
         for identity in sorted(got - expected[name]):
-            failures.append(f"{where}: {name}: the {mesh.name} policy admits {identity}, which is not a caller in the catalog")
+            failures.append(
+                f"{where}: {name}: the {mesh.name} policy admits {identity}, which is not a caller in the catalog"
+            )
     return failures
 
 
@@ -192,7 +231,9 @@ def _istio_traffic(ctx: RenderContext, docs: list[Doc]) -> list[str]:
         route = _first_route(doc.data, source, "GET") if doc else None
         got = (route.get("timeout"), get(route, "retries", "attempts")) if route else None
         if got != (go_duration(want.timeout), want.retries):
-            failures.append(f"{COMPONENTS}/istio/services/{target}.yaml: {target}: GET from {source} gets (timeout, retries) {got}, the catalog says {(go_duration(want.timeout), want.retries)}")
+            failures.append(
+                f"{COMPONENTS}/istio/services/{target}.yaml: {target}: GET from {source} gets (timeout, retries) {got}, the catalog says {(go_duration(want.timeout), want.retries)}"
+            )
     for d in (d for d in docs if d.kind == "Sidecar"):
         svc = cat.services.get(d.name)
         hosts = set(get(d.data, "spec", "egress", 0, "hosts") or [])
@@ -201,7 +242,9 @@ def _istio_traffic(ctx: RenderContext, docs: list[Doc]) -> list[str]:
         want_hosts = {f"./{x}.{ns}.svc.cluster.local" for x in [*svc.depends_on, *svc.uses]} | {"istio-system/*"}
         want_hosts |= {f"./{external_host(ctx, x)}" for x in svc.externals}
         if hosts != want_hosts:
-            failures.append(f"{_where(d)}: egress hosts {sorted(hosts ^ want_hosts)} differ from the catalog's dependencies")
+            failures.append(
+                f"{_where(d)}: egress hosts {sorted(hosts ^ want_hosts)} differ from the catalog's dependencies"
+            )
     return failures
 
 
@@ -223,9 +266,14 @@ def _linkerd_traffic(ctx: RenderContext, docs: list[Doc]) -> list[str]:
     for e in ctx.edges:
         want = cat.traffic_for(e["source"], e["target"])
         notes = patched.get(e["target"], {})
-        got = (notes.get("timeout.linkerd.io/request"), int(notes.get("retry.linkerd.io/limit", 0)) if "retry.linkerd.io/http" in notes else 0)
+        got = (
+            notes.get("timeout.linkerd.io/request"),
+            int(notes.get("retry.linkerd.io/limit", 0)) if "retry.linkerd.io/http" in notes else 0,
+        )
         if got != (go_duration(want.timeout), want.retries):
-            failures.append(f"{COMPONENTS}/linkerd/services-patch.yaml: {e['target']}: calls from {e['source']} get (timeout, retries) {got}, the catalog says {(go_duration(want.timeout), want.retries)}")
+            failures.append(
+                f"{COMPONENTS}/linkerd/services-patch.yaml: {e['target']}: calls from {e['source']} get (timeout, retries) {got}, the catalog says {(go_duration(want.timeout), want.retries)}"
+            )
     return failures
 
 
@@ -236,13 +284,26 @@ def _control_plane(mesh: Mesh, docs: list[Doc]) -> list[str]:
     want = {
         "podSelector": {},
         "policyTypes": ["Egress"],
-        "egress": [{"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}], "ports": [{"protocol": "TCP", "port": p} for p in ports]}],
+        "egress": [
+            {
+                "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}],
+                "ports": [{"protocol": "TCP", "port": p} for p in ports],
+            }
+        ],
     }
     policies = [d for d in docs if d.kind == "NetworkPolicy"]
-    failures = [f"{_where(d)}: opens more than egress to {namespace} on {list(ports)}" for d in policies if d.data.get("spec") != want]
-    failures += [f"{_where(d)}: {m}" for d in policies for m in DEFAULT.errors(d.text, d.data)]  # the strict Kubernetes schema
+    failures = [
+        f"{_where(d)}: opens more than egress to {namespace} on {list(ports)}"
+        for d in policies
+        if d.data.get("spec") != want
+    ]
+    failures += [
+        f"{_where(d)}: {m}" for d in policies for m in DEFAULT.errors(d.text, d.data)
+    ]  # the strict Kubernetes schema
     if not policies:
-        failures.append(f"{COMPONENTS}/{mesh.name}/mesh.yaml: platform: no NetworkPolicy lets the proxies reach {namespace}; the base's default deny would cut them off")
+        failures.append(
+            f"{COMPONENTS}/{mesh.name}/mesh.yaml: platform: no NetworkPolicy lets the proxies reach {namespace}; the base's default deny would cut them off"
+        )
     return failures
 
 
@@ -253,7 +314,9 @@ def _client_retries(ctx: RenderContext, files: dict[str, str]) -> list[str]:
         path = f"services/{name}/{pkg(name)}/settings.py"
         match = _RETRIES.search(files.get(path, ""))
         if ctx.catalog.mesh_retries() and (match is None or match.group(1) != "0"):
-            failures.append(f"{path}: {name}: the mesh ({ctx.catalog.platform.mesh}) retries, so the client must not: retries must be 0")
+            failures.append(
+                f"{path}: {name}: the mesh ({ctx.catalog.platform.mesh}) retries, so the client must not: retries must be 0"
+            )
     return failures
 
 
@@ -266,7 +329,9 @@ def _overlays_include(ctx: RenderContext, files: dict[str, str]) -> list[str]:
     for path in sorted(p for p in files if p.startswith("k8s/overlays/") and p.endswith("/kustomization.yaml")):
         got = (yaml.load(files[path], Loader=FAST_LOADER) or {}).get("components") or []
         if got != want:
-            failures.append(f"{path}: platform: includes components {got}, not {want} (platform.mesh: {ctx.catalog.platform.mesh})")
+            failures.append(
+                f"{path}: platform: includes components {got}, not {want} (platform.mesh: {ctx.catalog.platform.mesh})"
+            )
     present = {p.split("/")[2] for p in files if p.startswith(COMPONENTS + "/")}
     for extra in sorted(present - set(components(ctx))):
         failures.append(f"{COMPONENTS}/{extra}: platform: rendered but no overlay includes it")
@@ -277,7 +342,9 @@ def _kustomizations(files: dict[str, str], docs: list[Doc]) -> list[str]:
     failures = []
     for k in (d for d in docs if d.kind == "Component"):
         folder = k.path.rsplit("/", 1)[0]
-        listed = [f"{folder}/{r}" for r in k.data.get("resources") or []] + [f"{folder}/{p.get('path')}" for p in k.data.get("patches") or []]
+        listed = [f"{folder}/{r}" for r in k.data.get("resources") or []] + [
+            f"{folder}/{p.get('path')}" for p in k.data.get("patches") or []
+        ]
         failures += [f"{k.path}: platform: lists {p}, which is not rendered" for p in listed if p not in files]
         unlisted = {p for p in files if p.startswith(folder + "/") and p != k.path} - set(listed)
         failures += [f"{k.path}: platform: does not list {p}" for p in sorted(unlisted)]
@@ -310,13 +377,25 @@ def _monitoring(ctx: RenderContext, files: dict[str, str], docs: list[Doc]) -> l
         m = monitors.get(name)
         if not operator:
             if m is not None or name in alerts:
-                failures.append(f"{COMPONENTS}/monitoring: {name}: Prometheus Operator objects rendered although platform.monitoring.operator is false")
-        elif m is None or get(m.data, "spec", "selector") != {"matchLabels": {NAME: name}} or get(m.data, "spec", "endpoints", 0, "port") != "http":
-            failures.append(f"{COMPONENTS}/monitoring/servicemonitors.yaml: {name}: no ServiceMonitor selecting {NAME}={name} on port http")
+                failures.append(
+                    f"{COMPONENTS}/monitoring: {name}: Prometheus Operator objects rendered although platform.monitoring.operator is false"
+                )
+        elif (
+            m is None
+            or get(m.data, "spec", "selector") != {"matchLabels": {NAME: name}}
+            or get(m.data, "spec", "endpoints", 0, "port") != "http"
+        ):
+            failures.append(
+                f"{COMPONENTS}/monitoring/servicemonitors.yaml: {name}: no ServiceMonitor selecting {NAME}={name} on port http"
+            )
         if operator and alerts.get(name) != {"ServiceDown", "HighErrorRate", "HighLatencyP99"}:
-            failures.append(f"{COMPONENTS}/monitoring/alerts.yaml: {name}: alerts {sorted(alerts.get(name) or [])}, not ServiceDown, HighErrorRate and HighLatencyP99")
+            failures.append(
+                f"{COMPONENTS}/monitoring/alerts.yaml: {name}: alerts {sorted(alerts.get(name) or [])}, not ServiceDown, HighErrorRate and HighLatencyP99"
+            )
         if scraped.get(name) != [f"127.0.0.1:{svc.port}"]:
-            failures.append(f"observability/prometheus.yml: {name}: scrapes {scraped.get(name)}, not ['127.0.0.1:{svc.port}']")
+            failures.append(
+                f"observability/prometheus.yml: {name}: scrapes {scraped.get(name)}, not ['127.0.0.1:{svc.port}']"
+            )
     return failures
 
 

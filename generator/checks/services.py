@@ -26,7 +26,9 @@ def run(ctx: RenderContext, files: dict[str, str]) -> list[str]:
         for dep in svc.depends_on:
             want = (pkg(dep), cat.services[dep].port)
             if found.get(dep) != want:
-                failures.append(f"{name}: {path}: dependency URL for {dep} is {found.get(dep)}, expected field {want[0]}_url -> http://{dep}:{want[1]}")
+                failures.append(
+                    f"{name}: {path}: dependency URL for {dep} is {found.get(dep)}, expected field {want[0]}_url -> http://{dep}:{want[1]}"
+                )
         for extra in sorted(set(found) - set(svc.depends_on)):
             failures.append(f"{name}: {path}: URL setting for {extra}, which is not a dependency in the catalog")
     return failures

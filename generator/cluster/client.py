@@ -58,7 +58,11 @@ def connect(context: str | None = None) -> Cluster:
     """Load the kubeconfig for ``context`` (its current context if None). Talks to no server yet."""
     files = kubeconfig_files()
     if not any(Path(f).expanduser().is_file() for f in files.split(os.pathsep) if f):
-        where = f"KUBECONFIG={files}" if os.environ.get("KUBECONFIG") else f"{files} does not exist and KUBECONFIG is not set"
+        where = (
+            f"KUBECONFIG={files}"
+            if os.environ.get("KUBECONFIG")
+            else f"{files} does not exist and KUBECONFIG is not set"
+        )
         raise KubeconfigError(
             f"no kubeconfig ({where}): create a cluster (`kind create cluster --name nexus`) "
             "or point KUBECONFIG at one; `--dry-run=client` needs no cluster"
@@ -66,11 +70,15 @@ def connect(context: str | None = None) -> Cluster:
     try:
         contexts, current = config.list_kube_config_contexts(config_file=files)
     except (ConfigException, OSError, ValueError) as exc:
-        raise KubeconfigError(f"kubeconfig {files} cannot be read: {exc}; fix it or regenerate it (`kind export kubeconfig`)") from exc
+        raise KubeconfigError(
+            f"kubeconfig {files} cannot be read: {exc}; fix it or regenerate it (`kind export kubeconfig`)"
+        ) from exc
     names = sorted(c["name"] for c in contexts or [])
     name = context or (current or {}).get("name")
     if not name:
-        raise KubeconfigError(f"kubeconfig {files} sets no current-context; pass --context (it has: {', '.join(names) or 'none'})")
+        raise KubeconfigError(
+            f"kubeconfig {files} sets no current-context; pass --context (it has: {', '.join(names) or 'none'})"
+        )
     if name not in names:
         raise KubeconfigError(
             f'context "{name}" is not in kubeconfig {files} (it has: {", ".join(names) or "none"}); '
@@ -79,7 +87,9 @@ def connect(context: str | None = None) -> Cluster:
     try:
         api = config.new_client_from_config(config_file=files, context=name, persist_config=False)
     except (ConfigException, OSError, ValueError) as exc:
-        raise KubeconfigError(f'context "{name}" in kubeconfig {files} cannot be used: {exc}; fix it or regenerate it') from exc
+        raise KubeconfigError(
+            f'context "{name}" in kubeconfig {files} cannot be used: {exc}; fix it or regenerate it'
+        ) from exc
     return Cluster(name, api)
 
 
@@ -124,7 +134,9 @@ class Cluster:
                 ) from exc
             raise ApplyError(f"{verb} {what} in {ctx} failed ({status} {exc.reason}): {message}") from exc
         except pydantic.ValidationError as exc:  # the client's models are pydantic: an answer it cannot read
-            raise ClusterError(f"the API server of {ctx} at {self.host} sent a {what} answer the kubernetes client cannot read: {_first_error(exc)}") from exc
+            raise ClusterError(
+                f"the API server of {ctx} at {self.host} sent a {what} answer the kubernetes client cannot read: {_first_error(exc)}"
+            ) from exc
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             tls = _tls_failure(exc)
             if tls is not None:
@@ -184,8 +196,14 @@ class Cluster:
         extra = {"dry_run": "All"} if dry_run else {}
         with self.talking("patch", _what(res), meta.get("namespace")):
             out = self.dynamic.server_side_apply(
-                res, body=body, namespace=meta.get("namespace"), field_manager=FIELD_MANAGER, force_conflicts=True,
-                _request_timeout=REQUEST_TIMEOUT, serializer=_plain, **extra,
+                res,
+                body=body,
+                namespace=meta.get("namespace"),
+                field_manager=FIELD_MANAGER,
+                force_conflicts=True,
+                _request_timeout=REQUEST_TIMEOUT,
+                serializer=_plain,
+                **extra,
             )
         return dict(out)
 
@@ -194,7 +212,9 @@ class Cluster:
         res = self.resource(api_version, kind)
         with self.talking("get", _what(res), namespace):
             try:
-                return dict(res.get(name=name, namespace=namespace, _request_timeout=REQUEST_TIMEOUT, serializer=_plain))
+                return dict(
+                    res.get(name=name, namespace=namespace, _request_timeout=REQUEST_TIMEOUT, serializer=_plain)
+                )
             except NotFoundError:
                 return None
 
@@ -202,7 +222,12 @@ class Cluster:
         """Objects of a kind matching a label selector, in ``namespace`` if the kind is namespaced."""
         res = self.resource(api_version, kind)
         with self.talking("list", _what(res), namespace):
-            found = res.get(namespace=namespace if res.namespaced else None, label_selector=selector, _request_timeout=REQUEST_TIMEOUT, serializer=_plain)
+            found = res.get(
+                namespace=namespace if res.namespaced else None,
+                label_selector=selector,
+                _request_timeout=REQUEST_TIMEOUT,
+                serializer=_plain,
+            )
         # items of a list carry neither apiVersion nor kind
         return [{"apiVersion": api_version, "kind": kind, **item} for item in found.get("items") or []]
 
@@ -210,23 +235,39 @@ class Cluster:
         res = self.resource(api_version, kind)
         extra = {"dry_run": "All"} if dry_run else {}
         with self.talking("delete", _what(res), namespace):
-            res.delete(name=name, namespace=namespace, propagation_policy="Background", _request_timeout=REQUEST_TIMEOUT, **extra)
+            res.delete(
+                name=name,
+                namespace=namespace,
+                propagation_policy="Background",
+                _request_timeout=REQUEST_TIMEOUT,
+                **extra,
+            )
 
     def deployments(self, namespace: str, selector: str | None = None) -> dict[str, client.V1Deployment]:
         """The namespace's Deployments (those matching ``selector``), by name, as the client's models."""
         with self.talking("list", "deployments.apps", namespace):
-            found = client.AppsV1Api(self.api).list_namespaced_deployment(namespace, label_selector=selector, _request_timeout=REQUEST_TIMEOUT)
+            found = client.AppsV1Api(self.api).list_namespaced_deployment(
+                namespace, label_selector=selector, _request_timeout=REQUEST_TIMEOUT
+            )
         return {d.metadata.name: d for d in found.items}
 
     def pods(self, namespace: str, selector: str) -> list[client.V1Pod]:
         with self.talking("list", "pods", namespace):
-            return list(client.CoreV1Api(self.api).list_namespaced_pod(namespace, label_selector=selector, _request_timeout=REQUEST_TIMEOUT).items)
+            return list(
+                client.CoreV1Api(self.api)
+                .list_namespaced_pod(namespace, label_selector=selector, _request_timeout=REQUEST_TIMEOUT)
+                .items
+            )
 
     def events(self, namespace: str, name: str) -> list[client.CoreV1Event]:
         """Events about the object called ``name`` (a pod, a ReplicaSet, a Deployment)."""
         with self.talking("list", "events", namespace):
             return list(
-                client.CoreV1Api(self.api).list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}", _request_timeout=REQUEST_TIMEOUT).items
+                client.CoreV1Api(self.api)
+                .list_namespaced_event(
+                    namespace, field_selector=f"involvedObject.name={name}", _request_timeout=REQUEST_TIMEOUT
+                )
+                .items
             )
 
 
@@ -282,7 +323,12 @@ def _tls_failure(exc: BaseException) -> BaseException | None:
         seen.add(id(e))
         if isinstance(e, ssl.SSLError | urllib3.exceptions.SSLError):
             return e
-        todo += [getattr(e, "reason", None), e.__cause__, e.__context__, *(a for a in e.args if isinstance(a, BaseException))]
+        todo += [
+            getattr(e, "reason", None),
+            e.__cause__,
+            e.__context__,
+            *(a for a in e.args if isinstance(a, BaseException)),
+        ]
     return None
 
 
@@ -304,4 +350,6 @@ def _reason(exc: BaseException) -> str:
 
 def _first_error(exc: pydantic.ValidationError) -> str:
     err = exc.errors()[0]
-    return f"{'.'.join(map(str, err['loc']))}: {err['msg']}" + (f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else "")
+    return f"{'.'.join(map(str, err['loc']))}: {err['msg']}" + (
+        f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    )

@@ -66,7 +66,9 @@ def overlay_dir(loaded: Loaded, overlay: str) -> Path:
     base = loaded.root / OVERLAYS
     if not (base / overlay).is_dir():
         have = sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
-        raise OverlayError(f"no overlay {overlay!r} in {base} (it has: {', '.join(have) or 'none'}); run `nexus generate` to write the overlays")
+        raise OverlayError(
+            f"no overlay {overlay!r} in {base} (it has: {', '.join(have) or 'none'}); run `nexus generate` to write the overlays"
+        )
     return base / overlay
 
 
@@ -106,7 +108,10 @@ def deploy(
     cluster = connect(context)
     server = dry_run == "server"
     total = sum(len(s.objects) for s in steps)
-    report(f"context {cluster.context} ({cluster.host}), server {cluster.check()}: {count(total, 'object')} in {count(len(steps), 'step')}" + (", server dry run" if server else ""))
+    report(
+        f"context {cluster.context} ({cluster.host}), server {cluster.check()}: {count(total, 'object')} in {count(len(steps), 'step')}"
+        + (", server dry run" if server else "")
+    )
     if install_crds:
         _install_crds(cluster, loaded, report)
     # every kind the server lacks fails now, all named at once, before anything is applied
@@ -126,7 +131,10 @@ def deploy(
                 run.check_stop(step)
                 cluster.apply(obj.body, dry_run=server)
                 done.applied.append(obj.ref)
-            report(f"{step.label}  applied {count(len(step.objects), 'object')}" + (f" ({', '.join(step.services)})" if step.services else ""))
+            report(
+                f"{step.label}  applied {count(len(step.objects), 'object')}"
+                + (f" ({', '.join(step.services)})" if step.services else "")
+            )
             if not server:
                 run.roll_out(step)
         done.orphans = orphans(cluster, loaded, [o for s in everything for o in s.objects])
@@ -155,12 +163,18 @@ def _install_crds(cluster: Cluster, loaded: Loaded, report: Report, timeout: flo
     for obj in mine:
         while not _established(cluster.get(*CRD, obj.name, None)):
             if time.monotonic() > deadline:
-                raise ApplyError(f'CustomResourceDefinition "{obj.name}" was applied but is not Established after {timeout:g} s; see `kubectl get crd {obj.name} -o yaml`')
+                raise ApplyError(
+                    f'CustomResourceDefinition "{obj.name}" was applied but is not Established after {timeout:g} s; see `kubectl get crd {obj.name} -o yaml`'
+                )
             time.sleep(0.5)
     cluster.rediscover()  # the kinds just defined, which discovery so far said were missing
     report(
         f"install CRDs: applied {count(len(mine), 'CustomResourceDefinition')} ({', '.join(o.name for o in mine) or 'none'})"
-        + (f"; kept {count(len(kept), 'existing one')} that Nexus did not make ({', '.join(o.name for o in kept)})" if kept else "")
+        + (
+            f"; kept {count(len(kept), 'existing one')} that Nexus did not make ({', '.join(o.name for o in kept)})"
+            if kept
+            else ""
+        )
     )
 
 
@@ -218,7 +232,9 @@ class _Run:
             self.done.available.append(name)
             self.report(f"{step.label}  {name}: {r.detail}")
 
-        outcome = wait(fetch, where, timeout=self.timeout, poll=self.poll, stop=self.stop, on_available=available, minimums=floors)
+        outcome = wait(
+            fetch, where, timeout=self.timeout, poll=self.poll, stop=self.stop, on_available=available, minimums=floors
+        )
         self.check_stop(step)
         if outcome.ok:
             return
@@ -271,7 +287,11 @@ def orphans(cluster: Cluster, loaded: Loaded, current: list[Obj]) -> list[Obj]:
     selector = f"{MANAGED},app.kubernetes.io/part-of={loaded.catalog.platform.name}"
     have = {o.key for o in current}
     kinds = sorted({*PRUNABLE, *((o.api_version, o.kind) for o in current if o.namespace is not None)})
-    found = {(o := Obj(item)).key: o for api_version, kind in kinds for item in cluster.labelled(api_version, kind, namespace, selector)}
+    found = {
+        (o := Obj(item)).key: o
+        for api_version, kind in kinds
+        for item in cluster.labelled(api_version, kind, namespace, selector)
+    }
     return sorted((o for k, o in found.items() if k not in have), key=lambda o: (o.wave, *o.rank()))
 
 

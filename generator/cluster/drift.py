@@ -29,7 +29,15 @@ def differences(live: Any, applied: Any, path: tuple[str, ...] = ()) -> list[str
     if path in IGNORED:
         return []
     if isinstance(live, dict) and isinstance(applied, dict):
-        return [d for key in sorted(live.keys() | applied.keys()) for d in differences(live.get(key), applied.get(key), (*path, key))]
+        return [
+            d
+            for key in sorted(live.keys() | applied.keys())
+            for d in differences(live.get(key), applied.get(key), (*path, key))
+        ]
     if isinstance(live, list) and isinstance(applied, list) and len(live) == len(applied):
-        return [d for i, (a, b) in enumerate(zip(live, applied, strict=True)) for d in differences(a, b, (*path[:-1], f"{path[-1]}[{i}]") if path else (f"[{i}]",))]
+        return [
+            d
+            for i, (a, b) in enumerate(zip(live, applied, strict=True))
+            for d in differences(a, b, (*path[:-1], f"{path[-1]}[{i}]") if path else (f"[{i}]",))
+        ]
     return [] if live == applied else [".".join(path) or "(the whole object)"]

@@ -99,7 +99,9 @@ class Obj:
         try:
             return int(raw)
         except ValueError:
-            raise OverlayError(f"{self.ref}: annotation {WAVE_ANNOTATION} is {raw!r}; it must be a whole number") from None
+            raise OverlayError(
+                f"{self.ref}: annotation {WAVE_ANNOTATION} is {raw!r}; it must be a whole number"
+            ) from None
 
     @property
     def ref(self) -> str:
@@ -149,7 +151,9 @@ def build(folder: str | Path) -> list[Obj]:
     # The one shell-out of a deploy, on purpose: kustomize defines the overlays and kubectl carries
     # the reference kustomize. Everything that talks to a cluster goes through the kubernetes client.
     try:
-        proc = subprocess.run([kubectl, "kustomize", str(folder)], capture_output=True, text=True, timeout=KUSTOMIZE_TIMEOUT)
+        proc = subprocess.run(
+            [kubectl, "kustomize", str(folder)], capture_output=True, text=True, timeout=KUSTOMIZE_TIMEOUT
+        )
     except subprocess.TimeoutExpired:
         raise OverlayError(f"{folder}: `kubectl kustomize` did not finish in {KUSTOMIZE_TIMEOUT} s") from None
     if proc.returncode != 0:
@@ -159,7 +163,11 @@ def build(folder: str | Path) -> list[Obj]:
     except yaml.YAMLError as exc:
         raise OverlayError(f"{folder}: `kubectl kustomize` printed YAML that does not parse: {exc}") from exc
     objs = [Obj(d) for d in docs if isinstance(d, dict)]
-    bad = [str(i) for i, o in enumerate(objs) if not {"apiVersion", "kind"} <= o.body.keys() or not (o.body.get("metadata") or {}).get("name")]
+    bad = [
+        str(i)
+        for i, o in enumerate(objs)
+        if not {"apiVersion", "kind"} <= o.body.keys() or not (o.body.get("metadata") or {}).get("name")
+    ]
     if bad:
         raise OverlayError(f"{folder}: objects {', '.join(bad)} of the build lack apiVersion, kind or metadata.name")
     return objs
@@ -173,7 +181,9 @@ def check_waves(objs: Iterable[Obj], plan: Plan) -> None:
         if o.service in plan.wave_of and o.wave != plan.wave_of[o.service]
     ]
     if wrong:
-        raise OverlayError("the overlay's sync-waves disagree with the catalog's plan (run `nexus generate`):\n" + "\n".join(wrong))
+        raise OverlayError(
+            "the overlay's sync-waves disagree with the catalog's plan (run `nexus generate`):\n" + "\n".join(wrong)
+        )
 
 
 def order(objs: Iterable[Obj], plan: Plan, titles: dict[str, str] | None = None) -> list[Step]:
@@ -196,7 +206,9 @@ def select(steps: list[Step], wave: int | None = None, only: Iterable[str] = ())
     only = set(only)
     known = {s for step in steps for s in step.services}
     if unknown := sorted(only - known):
-        raise OverlayError(f"--only {', '.join(unknown)}: not a service of this overlay (it has: {', '.join(sorted(known))})")
+        raise OverlayError(
+            f"--only {', '.join(unknown)}: not a service of this overlay (it has: {', '.join(sorted(known))})"
+        )
     waves = [s.wave for s in steps if s.wave is not None]
     if wave is not None and wave not in waves:
         raise OverlayError(f"--wave {wave}: the overlay has no such wave (it has: {', '.join(map(str, waves))})")

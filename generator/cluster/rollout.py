@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from kubernetes.client import CoreV1Event, V1Deployment, V1Pod
 
@@ -30,7 +30,7 @@ class Rollout:
     detail: str  # for people: "2 of 3 updated replicas are available"
 
 
-def _condition(dep: V1Deployment, kind: str):  # noqa: ANN202 - V1DeploymentCondition | None
+def _condition(dep: V1Deployment, kind: str):
     return next((c for c in (dep.status and dep.status.conditions) or [] if c.type == kind), None)
 
 
@@ -40,7 +40,10 @@ def rollout_of(dep: V1Deployment, minimum: int | None = None) -> Rollout:
     status = dep.status
     want = dep.spec.replicas if dep.spec and dep.spec.replicas is not None else 1
     if minimum is not None and want < minimum:
-        return Rollout(PROGRESSING, f"{want} of {minimum} replicas wanted: waiting for the HorizontalPodAutoscaler to scale to its minimum")
+        return Rollout(
+            PROGRESSING,
+            f"{want} of {minimum} replicas wanted: waiting for the HorizontalPodAutoscaler to scale to its minimum",
+        )
     if status is None or (dep.metadata.generation or 0) > (status.observed_generation or 0):
         return Rollout(PROGRESSING, "waiting for the controller to see the new spec")
     progressing = _condition(dep, "Progressing")
@@ -103,7 +106,10 @@ def wait(
     while True:
         live = fetch()
         floors = minimums or {}
-        states = {n: rollout_of(live[n], floors.get(n)) if n in live else Rollout(PROGRESSING, "not created yet") for n in names}
+        states = {
+            n: rollout_of(live[n], floors.get(n)) if n in live else Rollout(PROGRESSING, "not created yet")
+            for n in names
+        }
         for n, r in states.items():
             if r.state == AVAILABLE and n not in reported:
                 reported.add(n)
@@ -122,7 +128,7 @@ def wait(
 
 def _when(event: CoreV1Event) -> datetime:
     stamp = event.last_timestamp or event.event_time or event.first_timestamp or event.metadata.creation_timestamp
-    return stamp or datetime.min.replace(tzinfo=timezone.utc)
+    return stamp or datetime.min.replace(tzinfo=UTC)
 
 
 def describe_pods(pods: list[V1Pod], events: dict[str, list[CoreV1Event]], *, last: int = 5) -> list[str]:
@@ -132,10 +138,15 @@ def describe_pods(pods: list[V1Pod], events: dict[str, list[CoreV1Event]], *, la
     lines = []
     for pod in sorted(pods, key=lambda p: p.metadata.name):
         lines.append(f"  pod {pod.metadata.name}: {pod.status.phase if pod.status else 'Unknown'}")
-        statuses = [*((pod.status and pod.status.init_container_statuses) or []), *((pod.status and pod.status.container_statuses) or [])]
+        statuses = [
+            *((pod.status and pod.status.init_container_statuses) or []),
+            *((pod.status and pod.status.container_statuses) or []),
+        ]
         for cs in statuses:
             restarts = cs.restart_count or 0
-            lines.append(f"    container {cs.name}: {_container_state(cs)}, {restarts} restart{'' if restarts == 1 else 's'}")
+            lines.append(
+                f"    container {cs.name}: {_container_state(cs)}, {restarts} restart{'' if restarts == 1 else 's'}"
+            )
         for (kind, reason, message), count in _merged(events.get(pod.metadata.name, []))[-last:]:
             times = f" x{count}" if count > 1 else ""
             lines.append(f"    event {kind} {reason}{times}: {message}".rstrip())
@@ -154,7 +165,7 @@ def _merged(events: list[CoreV1Event]) -> list[tuple[tuple[str, str, str], int]]
     return sorted(total.items(), key=lambda item: latest[item[0]])
 
 
-def _container_state(cs) -> str:  # noqa: ANN001 - V1ContainerStatus
+def _container_state(cs) -> str:
     state, last = cs.state, cs.last_state
     if state and state.waiting:
         text = f"waiting: {state.waiting.reason}" + (f" ({state.waiting.message})" if state.waiting.message else "")

@@ -80,7 +80,9 @@ def cluster_status(loaded: Loaded, *, context: str | None = None, overlay: str |
     unchecked: set[str | None] = set()  # services with an object whose drift was not checked
     results = _compare_all(cluster, objs)
     for obj, (outcome, detail) in zip(objs, results, strict=True):
-        if outcome == "forbidden":  # read-only rights (`view`): a dry-run apply is a patch; custom kinds may not be readable
+        if (
+            outcome == "forbidden"
+        ):  # read-only rights (`view`): a dry-run apply is a patch; custom kinds may not be readable
             forbidden[obj.kind] = str(detail)
             unchecked.add(obj.service)
         elif outcome == MISSING:
@@ -108,7 +110,9 @@ def cluster_status(loaded: Loaded, *, context: str | None = None, overlay: str |
     try:
         status.orphans = [f"{o.ref}" + (f" ({o.service})" if o.service else "") for o in orphans(cluster, loaded, objs)]
     except ForbiddenError as exc:
-        status.drift_unchecked.append(f"leftovers (objects the overlay no longer has): listing them needs list on every kind; {exc}")
+        status.drift_unchecked.append(
+            f"leftovers (objects the overlay no longer has): listing them needs list on every kind; {exc}"
+        )
     return status
 
 

@@ -53,13 +53,19 @@ def supervise(catalog: str | Path = "catalog.yaml", on_event: OnEvent = quiet, p
             for name, why in launcher_for(state).failures(running).items():
                 if name not in reported:
                     reported.add(name)
-                    on_event(Event("failed", name, state.services[name].wave, f"exited: {why}; see {state.services[name].log}"))
+                    on_event(
+                        Event(
+                            "failed", name, state.services[name].wave, f"exited: {why}; see {state.services[name].log}"
+                        )
+                    )
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
 
-def attend(catalog: str | Path = "catalog.yaml", on_event: OnEvent = quiet, on_stopping: Callable[[], None] = lambda: None) -> Stopped:
+def attend(
+    catalog: str | Path = "catalog.yaml", on_event: OnEvent = quiet, on_stopping: Callable[[], None] = lambda: None
+) -> Stopped:
     """The attached `nexus up`: watch the run until Ctrl-C (or SIGTERM, SIGHUP) or until `nexus
     down` ran elsewhere, then make sure everything it started is stopped."""
     try:
@@ -96,7 +102,9 @@ def down(catalog: str | Path = "catalog.yaml", services: Iterable[str] = (), on_
     if names:
         unknown = [n for n in names if n not in state.services]
         if unknown:
-            raise RunError("\n".join(f"{n}: not part of run {state.run_id}" + did_you_mean(n, state.services) for n in unknown))
+            raise RunError(
+                "\n".join(f"{n}: not part of run {state.run_id}" + did_you_mean(n, state.services) for n in unknown)
+            )
         launcher.stop(names)
         for n in names:
             state.services[n].state = "stopped"
@@ -104,16 +112,33 @@ def down(catalog: str | Path = "catalog.yaml", services: Iterable[str] = (), on_
         runstate.write(root, state)
         return Stopped(state.run_id, names)
     alive = state.alive()
-    running = sorted(n for n, s in state.services.items() if state.host is not None or (s.process is not None and s.process in alive)) if alive else []
+    running = (
+        sorted(
+            n
+            for n, s in state.services.items()
+            if state.host is not None or (s.process is not None and s.process in alive)
+        )
+        if alive
+        else []
+    )
     launcher.stop_all()
     left = state.alive()
     if left:
-        raise RunError(f"could not stop: {', '.join(f'pid {p.pid}' for p in left)}; the record stays in {runstate.state_path(root)}")
+        raise RunError(
+            f"could not stop: {', '.join(f'pid {p.pid}' for p in left)}; the record stays in {runstate.state_path(root)}"
+        )
     runstate.remove(root)
     return Stopped(state.run_id, running, stale=not alive)
 
 
-def restart(catalog: str | Path = "catalog.yaml", services: Iterable[str] = (), *, overrides: Iterable[str] = (), timeout: float = 30.0, on_event: OnEvent = quiet) -> None:
+def restart(
+    catalog: str | Path = "catalog.yaml",
+    services: Iterable[str] = (),
+    *,
+    overrides: Iterable[str] = (),
+    timeout: float = 30.0,
+    on_event: OnEvent = quiet,
+) -> None:
     """Stop and start ``services`` of the running platform, nothing else: their dependents
     keep running and recover on their own (readiness re-checks its dependencies)."""
     loaded = load_catalog(catalog)
@@ -124,7 +149,9 @@ def restart(catalog: str | Path = "catalog.yaml", services: Iterable[str] = (), 
     names = list(services)
     unknown = [n for n in names if n not in state.services]
     if unknown:
-        raise RunError("\n".join(f"{n}: not part of run {state.run_id}" + did_you_mean(n, state.services) for n in unknown))
+        raise RunError(
+            "\n".join(f"{n}: not part of run {state.run_id}" + did_you_mean(n, state.services) for n in unknown)
+        )
     values = parse_overrides(overrides, loaded.catalog, Path(state.generated))
     launcher = launcher_for(state)
     launcher.stop(names)
@@ -144,7 +171,13 @@ def restart(catalog: str | Path = "catalog.yaml", services: Iterable[str] = (), 
     for name, reason in results.items():
         if reason is not None:
             rec = state.services[name]
-            raise ServiceFailed(name, reason, rec.log, tail(Path(rec.log)), after="" if name in gone else f"{name} keeps running; `nexus status` shows when it becomes ready")
+            raise ServiceFailed(
+                name,
+                reason,
+                rec.log,
+                tail(Path(rec.log)),
+                after="" if name in gone else f"{name} keeps running; `nexus status` shows when it becomes ready",
+            )
 
 
 @dataclass
@@ -178,12 +211,18 @@ def status(catalog: str | Path = "catalog.yaml") -> RunStatus | None:
     recorded = [n for n, s in state.services.items() if s.state in ("running", "starting")]
     gone = launcher.failures(recorded)
     health = loaded.catalog.platform.health
-    probed = asyncio.run(_probe_all({n: state.services[n].port for n in recorded if n not in gone}, [health.live, health.ready]))
+    probed = asyncio.run(
+        _probe_all({n: state.services[n].port for n in recorded if n not in gone}, [health.live, health.ready])
+    )
     rows = []
     for name, rec in sorted(state.services.items(), key=lambda kv: (kv[1].wave, kv[0])):
         st = "exited" if name in gone else rec.state
         live, ready = probed.get(name, ("-", "-"))
-        pid = (state.host.pid if state.host else rec.process.pid if rec.process else None) if st in ("running", "starting") else None
+        pid = (
+            (state.host.pid if state.host else rec.process.pid if rec.process else None)
+            if st in ("running", "starting")
+            else None
+        )
         rows.append(ServiceStatus(name, rec.port, rec.wave, st, pid, live, ready, rec.log))
     return RunStatus(state.run_id, state.mode, state.run_dir, bool(state.alive()), rows)
 

@@ -114,7 +114,7 @@ class Host:
             await hosted.server.serve(sockets=[sock])
         except SystemExit:  # uvicorn exits the process when it cannot start; here it fails one service
             hosted.error = "the server stopped at start-up (see host.log)"
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             hosted.error = f"{type(exc).__name__}: {exc}"
         finally:
             sock.close()

@@ -90,13 +90,23 @@ class Processes:
     def start(self, launches: list[Launch]) -> dict[str, Identity | None]:
         started: dict[str, Identity | None] = {}
         for launch in launches:
-            env = local_env(PYTHONPATH=os.pathsep.join([str(self.generated / "runtime"), str(self.generated / "services" / launch.name)]))
+            env = local_env(
+                PYTHONPATH=os.pathsep.join(
+                    [str(self.generated / "runtime"), str(self.generated / "services" / launch.name)]
+                )
+            )
             env.update({key.upper(): value for key, value in launch.settings.items()})
             launch.log.parent.mkdir(parents=True, exist_ok=True)
             args = [sys.executable, "-m", launch.package]
             with launch.log.open("ab") as log:
                 child = subprocess.Popen(
-                    args, cwd=self.run_dir, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                    args,
+                    cwd=self.run_dir,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
                 )
             self.children[launch.name] = child
             self.known[launch.name] = started[launch.name] = procs.spawned(child.pid, args)
@@ -126,7 +136,9 @@ class Processes:
 class Embedded:
     mode = "embedded"
 
-    def __init__(self, generated: Path, run_dir: Path, host: Identity | None = None, control: dict[str, object] | None = None) -> None:
+    def __init__(
+        self, generated: Path, run_dir: Path, host: Identity | None = None, control: dict[str, object] | None = None
+    ) -> None:
         self.generated, self.run_dir = generated, run_dir
         self.host, self.control = host, control
         self.child: subprocess.Popen[bytes] | None = None
@@ -139,14 +151,23 @@ class Embedded:
         args = [sys.executable, "-m", "nexus.local.host", str(self.run_dir), str(self.generated)]
         with log.open("ab") as out:
             self.child = subprocess.Popen(
-                args, cwd=self.run_dir, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                args,
+                cwd=self.run_dir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         self.host = procs.spawned(self.child.pid, args)
         deadline = time.monotonic() + HOST_START_SECONDS
         while not control_file.exists():
             if self.child.poll() is not None or time.monotonic() > deadline:
                 procs.stop([self.host])
-                raise RunError("the embedded host did not start; last lines of its log:\n" + "\n".join(f"  {line}" for line in tail(log)))
+                raise RunError(
+                    "the embedded host did not start; last lines of its log:\n"
+                    + "\n".join(f"  {line}" for line in tail(log))
+                )
             time.sleep(0.01)
         self.control = json.loads(control_file.read_text(encoding="utf-8"))
         return self.host
@@ -154,7 +175,10 @@ class Embedded:
     def _client(self, timeout: float = 30.0) -> httpx.Client:
         assert self.control is not None
         return httpx.Client(
-            base_url=f"http://127.0.0.1:{self.control['port']}", headers={"x-nexus-token": str(self.control["token"])}, timeout=timeout, trust_env=False
+            base_url=f"http://127.0.0.1:{self.control['port']}",
+            headers={"x-nexus-token": str(self.control["token"])},
+            timeout=timeout,
+            trust_env=False,
         )
 
     def _alive(self) -> bool:

@@ -47,7 +47,9 @@ def identity(pid: int) -> Identity | None:
             return None
         return Identity(pid, tuple(a.decode(errors="replace") for a in raw.split(b"\0") if a), int(fields[19]))
     try:
-        out = subprocess.run(["ps", "-o", "args=", "-p", str(pid)], capture_output=True, text=True, check=False).stdout.strip()
+        out = subprocess.run(
+            ["ps", "-o", "args=", "-p", str(pid)], capture_output=True, text=True, check=False
+        ).stdout.strip()
     except OSError:
         return None
     return Identity(pid, tuple(out.split()), 0) if out else None

@@ -75,7 +75,9 @@ def select(cat: Catalog, only: Iterable[str] = ()) -> set[str]:
         return set(cat.services)
     unknown = [n for n in wanted if n not in cat.services]
     if unknown:
-        raise RunError("\n".join(f"--only {n}: no such service in the catalog" + did_you_mean(n, cat.services) for n in unknown))
+        raise RunError(
+            "\n".join(f"--only {n}: no such service in the catalog" + did_you_mean(n, cat.services) for n in unknown)
+        )
     chosen: set[str] = set()
     todo = list(wanted)
     while todo:
@@ -109,7 +111,11 @@ def parse_overrides(items: Iterable[str], cat: Catalog, generated: Path) -> dict
         if service and service not in cat.services:
             raise RunError(f"--set {item}: no service '{service}' in the catalog" + did_you_mean(service, cat.services))
         if key not in known and not (service and key in {f"{pkg(d)}_url" for d in cat.services[service].depends_on}):
-            raise RunError(f"--set {item}: unknown setting '{key}'" + did_you_mean(key, known) + f"; settings: {', '.join(sorted(known))}")
+            raise RunError(
+                f"--set {item}: unknown setting '{key}'"
+                + did_you_mean(key, known)
+                + f"; settings: {', '.join(sorted(known))}"
+            )
         out.setdefault(service or "*", {})[key] = value
     return out
 
@@ -177,7 +183,14 @@ def up(
     run_id = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
     run_dir = runstate.run_root(root) / run_id
     launches = {
-        name: Launch(name, pkg(name), cat.services[name].port, loaded.plan.wave_of[name], settings_for(cat, name, values), run_dir / "logs" / f"{name}.log")
+        name: Launch(
+            name,
+            pkg(name),
+            cat.services[name].port,
+            loaded.plan.wave_of[name],
+            settings_for(cat, name, values),
+            run_dir / "logs" / f"{name}.log",
+        )
         for name in sorted(chosen)
     }
     taken = [(n, s.port, port_holder(s.port)) for n, s in launches.items() if not port_free(s.port)]
@@ -192,7 +205,9 @@ def up(
         state.host = launcher.begin()
         state.control = getattr(launcher, "control", None)
         runstate.write(root, state)
-        failed = _start_waves(loaded, launches, launcher, state, keep_going=keep_going, timeout=timeout, on_event=on_event)
+        failed = _start_waves(
+            loaded, launches, launcher, state, keep_going=keep_going, timeout=timeout, on_event=on_event
+        )
     except BaseException:
         launcher.stop_all()
         runstate.remove(root)
@@ -225,11 +240,23 @@ def _clear_stale(root: Path, on_event: OnEvent) -> None:
             "see `nexus status`, stop it with `nexus down`"
         )
     runstate.remove(root)
-    on_event(Event("note", detail=f"cleared the state of run {previous.run_id}: none of its processes is running (crashed or killed)"))
+    on_event(
+        Event(
+            "note",
+            detail=f"cleared the state of run {previous.run_id}: none of its processes is running (crashed or killed)",
+        )
+    )
 
 
 def _start_waves(
-    loaded: Loaded, launches: dict[str, Launch], launcher: Launcher, state: RunState, *, keep_going: bool, timeout: float, on_event: OnEvent
+    loaded: Loaded,
+    launches: dict[str, Launch],
+    launcher: Launcher,
+    state: RunState,
+    *,
+    keep_going: bool,
+    timeout: float,
+    on_event: OnEvent,
 ) -> dict[str, str]:
     cat, root = loaded.catalog, loaded.root
     stages = {s.name: s.title for s in cat.stages}
@@ -237,7 +264,14 @@ def _start_waves(
     on_event(Event("plan", services=tuple(sorted(launches)), detail=state.mode))
     for wave in loaded.plan.waves:
         if wave.infrastructure:
-            on_event(Event("note", wave=wave.number, services=wave.infrastructure, detail="infrastructure, not started locally (no generated service connects to it yet)"))
+            on_event(
+                Event(
+                    "note",
+                    wave=wave.number,
+                    services=wave.infrastructure,
+                    detail="infrastructure, not started locally (no generated service connects to it yet)",
+                )
+            )
         names = [n for n in wave.services if n in launches]
         if not names:
             continue
@@ -252,9 +286,13 @@ def _start_waves(
                 ready_to_start.append(launches[name])
         for name, who in launcher.start(ready_to_start).items():
             launch = launches[name]
-            state.services[name] = ServiceRecord(name, launch.package, launch.port, launch.wave, str(launch.log), launch.settings, "starting", who)
+            state.services[name] = ServiceRecord(
+                name, launch.package, launch.port, launch.wave, str(launch.log), launch.settings, "starting", who
+            )
         runstate.write(root, state)
-        results = await_ready(launcher, ready_to_start, cat.platform.health.ready, timeout, on_event, fail_fast=not keep_going)
+        results = await_ready(
+            launcher, ready_to_start, cat.platform.health.ready, timeout, on_event, fail_fast=not keep_going
+        )
         for name, reason in results.items():
             state.services[name].state = "running" if reason is None else "failed"
             if reason is not None:
@@ -262,11 +300,19 @@ def _start_waves(
         runstate.write(root, state)
         for name, reason in results.items():
             if reason is not None and not keep_going:
-                raise ServiceFailed(name, reason, str(launches[name].log), tail(launches[name].log), after="stopped everything this run had started")
+                raise ServiceFailed(
+                    name,
+                    reason,
+                    str(launches[name].log),
+                    tail(launches[name].log),
+                    after="stopped everything this run had started",
+                )
     return failed
 
 
-def await_ready(launcher: Launcher, launches: list[Launch], ready_path: str, timeout: float, on_event: OnEvent, *, fail_fast: bool) -> dict[str, str | None]:
+def await_ready(
+    launcher: Launcher, launches: list[Launch], ready_path: str, timeout: float, on_event: OnEvent, *, fail_fast: bool
+) -> dict[str, str | None]:
     """Poll each service's readiness until it answers 200, its process fails, or ``timeout``.
     Returns service -> None when ready, else why not."""
     results: dict[str, str | None] = {}
@@ -293,7 +339,9 @@ def await_ready(launcher: Launcher, launches: list[Launch], ready_path: str, tim
                 break
             if pending and time.monotonic() - began > timeout:
                 for name, launch in pending.items():
-                    results[name] = reason = f"not ready after {timeout:g} s; last answer to {ready_path}: {last.get(name, 'none')}"
+                    results[name] = reason = (
+                        f"not ready after {timeout:g} s; last answer to {ready_path}: {last.get(name, 'none')}"
+                    )
                     on_event(Event("failed", name, launch.wave, reason))
                 break
             if pending:

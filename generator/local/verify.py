@@ -105,14 +105,20 @@ def _targets(cat: Catalog, root: Path, base_url: str | None) -> _Targets:
     gateway = cat.platform.gateway
     reachable = {gateway, *relays(cat, gateway)}
     if base_url is not None:
-        unreachable = {n: "no path of declared dependencies leads to it from the gateway; port-forward to it to check it" for n in cat.services if n not in reachable}
+        unreachable = {
+            n: "no path of declared dependencies leads to it from the gateway; port-forward to it to check it"
+            for n in cat.services
+            if n not in reachable
+        }
         return _Targets(base_url.rstrip("/"), False, True, sorted(reachable), {}, unreachable)
     state = runstate.read(root)
     members = set(state.services) if state is not None else set(cat.services)
     skipped = {n: "not started by this run (nexus up --only)" for n in cat.services if n not in members}
     gateway_up = gateway in members
     direct = {n: f"http://127.0.0.1:{cat.services[n].port}" for n in members if n not in reachable or not gateway_up}
-    return _Targets(f"http://127.0.0.1:{cat.services[gateway].port}", True, gateway_up, sorted(members), direct, skipped)
+    return _Targets(
+        f"http://127.0.0.1:{cat.services[gateway].port}", True, gateway_up, sorted(members), direct, skipped
+    )
 
 
 async def _run(cat: Catalog, targets: _Targets, timeout: float) -> tuple[list[FlowResult], list[ServiceResult]]:
@@ -144,7 +150,9 @@ async def _gateway_answers(http: httpx.AsyncClient, cat: Catalog, targets: _Targ
     try:
         r = await http.get(f"{targets.base_url}/platform")
     except httpx.HTTPError as exc:
-        raise RunError(f"the gateway {gateway} does not answer at {targets.base_url} ({type(exc).__name__}); {hint}") from exc
+        raise RunError(
+            f"the gateway {gateway} does not answer at {targets.base_url} ({type(exc).__name__}); {hint}"
+        ) from exc
     if r.status_code != 200 or _json(r).get("gateway") != gateway:
         raise RunError(
             f"{targets.base_url}/platform answered HTTP {r.status_code} without naming {gateway} as the gateway: "
@@ -160,24 +168,41 @@ async def _check_flow(cat: Catalog, name: str, targets: _Targets, get: Any) -> F
         return FlowResult(name, "skipped", detail=f"not running here: {', '.join(missing)}")
     r = await get(f"{targets.base_url}/platform/flows/{name}")
     if isinstance(r, str):
-        return FlowResult(name, "failed", broken=cat.platform.gateway, detail=f"the gateway {cat.platform.gateway}: {r}")
+        return FlowResult(
+            name, "failed", broken=cat.platform.gateway, detail=f"the gateway {cat.platform.gateway}: {r}"
+        )
     try:
         body = r.json()
         hops = list(body.get("hops", []))
     except (ValueError, AttributeError):
-        return FlowResult(name, "failed", broken=cat.platform.gateway, detail=f"the gateway answered HTTP {r.status_code} without a flow report")
+        return FlowResult(
+            name,
+            "failed",
+            broken=cat.platform.gateway,
+            detail=f"the gateway answered HTTP {r.status_code} without a flow report",
+        )
     if r.status_code != 200 or not body.get("ok"):
         broken = body.get("broken") or cat.platform.gateway
-        error = next((h.get("error") for h in hops if h.get("service") == broken and h.get("error")), f"HTTP {r.status_code}")
+        error = next(
+            (h.get("error") for h in hops if h.get("service") == broken and h.get("error")), f"HTTP {r.status_code}"
+        )
         return FlowResult(name, "failed", hops, broken, f"broken at {broken}: {error}")
     got = [h.get("service") for h in hops]
     if got != expected:
         at = next((e for i, e in enumerate(expected) if i >= len(got) or got[i] != e), expected[-1])
-        return FlowResult(name, "failed", hops, at, f"hops came back as {' > '.join(map(str, got))}; the catalog says {' > '.join(expected)}")
+        return FlowResult(
+            name,
+            "failed",
+            hops,
+            at,
+            f"hops came back as {' > '.join(map(str, got))}; the catalog says {' > '.join(expected)}",
+        )
     for hop, spec in zip(hops, flow.hops, strict=True):
         if isinstance(spec, ExternalHop):
             if not hop.get("external") or "ms" in hop:
-                return FlowResult(name, "failed", hops, spec.external, f"external hop {spec.external} is not reported as external")
+                return FlowResult(
+                    name, "failed", hops, spec.external, f"external hop {spec.external} is not reported as external"
+                )
         elif not isinstance(hop.get("ms"), (int, float)) or hop["ms"] < 0:
             return FlowResult(name, "failed", hops, hop.get("service"), f"hop {hop.get('service')} has no timing")
     return FlowResult(name, "ok", hops)
@@ -186,7 +211,9 @@ async def _check_flow(cat: Catalog, name: str, targets: _Targets, get: Any) -> F
 async def _check_service(cat: Catalog, name: str, targets: _Targets, get: Any) -> ServiceResult:
     paths = cat.platform.health.model_dump()
     own = targets.direct.get(name)
-    urls = {ep: f"{own}{path}" if own else f"{targets.base_url}/platform/health/{name}/{ep}" for ep, path in paths.items()}
+    urls = {
+        ep: f"{own}{path}" if own else f"{targets.base_url}/platform/health/{name}/{ep}" for ep, path in paths.items()
+    }
     answers = await asyncio.gather(*(get(url) for url in urls.values()))
     result = ServiceResult(name, "ok", "direct" if own else "gateway")
     for ep, r in zip(urls, answers, strict=True):
@@ -207,23 +234,33 @@ def _judge(name: str, endpoint: str, r: httpx.Response | str) -> EndpointResult:
     if isinstance(r, str):
         return EndpointResult(False, None, r)
     if BROKEN_HEADER in r.headers:
-        return EndpointResult(False, r.status_code, f"unreachable through the gateway: {_json(r).get('error', f'HTTP {r.status_code}')}")
+        return EndpointResult(
+            False, r.status_code, f"unreachable through the gateway: {_json(r).get('error', f'HTTP {r.status_code}')}"
+        )
     if endpoint == "metrics":
         if r.status_code != 200:
             return EndpointResult(False, r.status_code, f"HTTP {r.status_code}")
         try:
             families = list(text_string_to_metric_families(r.text))
-        except Exception as exc:  # noqa: BLE001 - the parser raises plain ValueError/TypeError/IndexError on bad text
+        except Exception as exc:
             return EndpointResult(False, 200, f"not Prometheus text: {exc}")
         owners = {s.labels.get("service") for f in families if f.name == "nexus_service_info" for s in f.samples}
         if name not in owners:
-            return EndpointResult(False, 200, f"metrics are not {name}'s (nexus_service_info says {sorted(filter(None, owners)) or 'nothing'})")
+            return EndpointResult(
+                False,
+                200,
+                f"metrics are not {name}'s (nexus_service_info says {sorted(filter(None, owners)) or 'nothing'})",
+            )
         return EndpointResult(True, 200, f"{len(families)} metric families")
     body = _json(r)
     if r.status_code != 200:
         deps = body.get("dependencies") or {}
         waiting = ", ".join(f"{d}: {s}" for d, s in sorted(deps.items()) if s != "ok")
-        return EndpointResult(False, r.status_code, f"HTTP {r.status_code} {body.get('status', '')}".rstrip() + (f" ({waiting})" if waiting else ""))
+        return EndpointResult(
+            False,
+            r.status_code,
+            f"HTTP {r.status_code} {body.get('status', '')}".rstrip() + (f" ({waiting})" if waiting else ""),
+        )
     if body.get("service") != name:
         return EndpointResult(False, 200, f"answered by {body.get('service')!r}, not {name}")
     return EndpointResult(True, 200)

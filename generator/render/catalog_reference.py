@@ -55,7 +55,10 @@ def _type(prop: dict[str, Any]) -> str:
             return f"text ({prop.get('minLength', 0)} to {prop['maxLength']:,} characters)"
         return "text" + (" (not empty)" if prop.get("minLength") else "")
     if kind == "integer":
-        bounds = [f"≥ {prop['minimum']}" if "minimum" in prop else "", f"≤ {prop['maximum']}" if "maximum" in prop else ""]
+        bounds = [
+            f"≥ {prop['minimum']}" if "minimum" in prop else "",
+            f"≤ {prop['maximum']}" if "maximum" in prop else "",
+        ]
         text = ", ".join(b for b in bounds if b)
         return f"integer ({text})" if text else "integer"
     if kind == "boolean":
@@ -147,7 +150,10 @@ def _names() -> dict[str, Any]:
         return "; ".join(", ".join(kinds) + f" `{pattern.format(name)}`" for pattern, kinds in table)
 
     def distributions(table: Mapping[str, tuple[str, ...]]) -> str:
-        return ", ".join(f"`{d}`" + ("" if packages == (d.replace("-", "_"),) else f" ({_codes(packages)})") for d, packages in table.items())
+        return ", ".join(
+            f"`{d}`" + ("" if packages == (d.replace("-", "_"),) else f" ({_codes(packages)})")
+            for d, packages in table.items()
+        )
 
     kubernetes = [n for n in naming.RESERVED_NAMESPACES if n == "default"]
     return {

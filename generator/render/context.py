@@ -125,9 +125,14 @@ class RenderContext:
         try:
             return self.env.get_template(name).render(catalog=self.catalog, plan=self.plan, ctx=self, **variables)
         except jinja2.TemplateSyntaxError as exc:
-            raise TemplateError(f"templates/{exc.name or name}:{exc.lineno}: {exc.message}" + (f" (rendering {service})" if service else "")) from exc
+            raise TemplateError(
+                f"templates/{exc.name or name}:{exc.lineno}: {exc.message}"
+                + (f" (rendering {service})" if service else "")
+            ) from exc
         except jinja2.TemplateError as exc:
-            raise TemplateError(f"templates/{name}:{_template_line(exc, name)}: {exc}" + (f" (rendering {service})" if service else "")) from exc
+            raise TemplateError(
+                f"templates/{name}:{_template_line(exc, name)}: {exc}" + (f" (rendering {service})" if service else "")
+            ) from exc
 
     def template_string(self, source: str, origin: str, *, service: str | None = None, **variables: Any) -> str:
         """Render a template given as text (file names in the cookiecutter tree)."""

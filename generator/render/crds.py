@@ -121,6 +121,10 @@ def render(kinds: list[tuple[str, str]]) -> dict[str, str]:
             "`nexus deploy --install-crds` applies this folder.\n"
         )
         out[f"{FOLDER}/{crd['metadata']['name']}.yaml"] = head + note + yaml.safe_dump(crd, sort_keys=True, width=1000)
-    kustomization = {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "resources": sorted(p.removeprefix(FOLDER + "/") for p in out)}
+    kustomization = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": sorted(p.removeprefix(FOLDER + "/") for p in out),
+    }
     out[f"{FOLDER}/kustomization.yaml"] = head + yaml.safe_dump(kustomization, sort_keys=False)
     return dict(sorted(out.items()))

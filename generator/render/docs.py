@@ -41,14 +41,26 @@ HEALTH = (
 EXAMPLE = "my-service"  # the name the service-template page's examples use
 
 
-
 def _hop(ctx: RenderContext, hop: object, prev: str | None) -> dict[str, Any]:
     cat = ctx.catalog
     if isinstance(hop, str):
         kind = cat.services[prev].depends_on[hop].kind if prev else None
-        return {"name": hop, "external": False, "port": cat.services[hop].port, "kind": kind, "id": f"s_{hop.replace('-', '_')}"}
+        return {
+            "name": hop,
+            "external": False,
+            "port": cat.services[hop].port,
+            "kind": kind,
+            "id": f"s_{hop.replace('-', '_')}",
+        }
     name = hop.external  # type: ignore[attr-defined]
-    return {"name": name, "external": True, "port": None, "kind": "external", "id": f"x_{name.replace('-', '_')}", "url": cat.externals[name].url}
+    return {
+        "name": name,
+        "external": True,
+        "port": None,
+        "kind": "external",
+        "id": f"x_{name.replace('-', '_')}",
+        "url": cat.externals[name].url,
+    }
 
 
 def _flows(ctx: RenderContext) -> dict[str, dict[str, Any]]:
@@ -62,7 +74,15 @@ def _flows(ctx: RenderContext) -> dict[str, dict[str, Any]]:
         participants = list({h["id"]: h for h in hops}.values())
         path = " → ".join(["Client", *(h["name"] + (" (external)" if h["external"] else "") for h in hops)])
         calls = [{"caller": a, "callee": b} for a, b in zip(hops, hops[1:])]
-        out[key] = {"key": key, "title": flow.title, "description": flow.description, "hops": hops, "calls": calls, "participants": participants, "path": path}
+        out[key] = {
+            "key": key,
+            "title": flow.title,
+            "description": flow.description,
+            "hops": hops,
+            "calls": calls,
+            "participants": participants,
+            "path": path,
+        }
     return out
 
 
@@ -79,12 +99,19 @@ def _stages(ctx: RenderContext) -> list[dict[str, Any]]:
     ]
 
 
-def _service(ctx: RenderContext, name: str, stages: dict[str, dict[str, Any]], flows: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def _service(
+    ctx: RenderContext, name: str, stages: dict[str, dict[str, Any]], flows: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
     cat = ctx.catalog
     svc = cat.services[name]
 
     def peer(other: str, kind: str) -> dict[str, Any]:
-        return {"name": other, "port": cat.services[other].port, "kind": kind, "description": cat.services[other].description}
+        return {
+            "name": other,
+            "port": cat.services[other].port,
+            "kind": kind,
+            "description": cat.services[other].description,
+        }
 
     on_flows = []
     for key in ctx.flows_of[name]:
@@ -92,7 +119,13 @@ def _service(ctx: RenderContext, name: str, stages: dict[str, dict[str, Any]], f
         for i, hop in enumerate(hops):
             if hop["name"] == name and not hop["external"]:
                 on_flows.append(
-                    {"flow": flows[key], "position": i + 1, "total": len(hops), "previous": hops[i - 1] if i else None, "next": hops[i + 1] if i + 1 < len(hops) else None}
+                    {
+                        "flow": flows[key],
+                        "position": i + 1,
+                        "total": len(hops),
+                        "previous": hops[i - 1] if i else None,
+                        "next": hops[i + 1] if i + 1 < len(hops) else None,
+                    }
                 )
     return {
         "name": name,
@@ -126,12 +159,19 @@ def views(ctx: RenderContext) -> dict[str, Any]:
     return {
         "header": GENERATED_HEADER,
         "platform": cat.platform,
-        "health": [{"method": "GET", "path": getattr(cat.platform.health, key), "purpose": text} for key, text in HEALTH],
+        "health": [
+            {"method": "GET", "path": getattr(cat.platform.health, key), "purpose": text} for key, text in HEALTH
+        ],
         "example_team_files": team_files(EXAMPLE),
         "services": services,
         # Categories and teams keep the catalog's order: it is the spec's order of headings.
         "categories": [
-            {"key": key, "title": c.title, "summary": c.summary, "services": [s for s in by_port if s["category"]["key"] == key]}
+            {
+                "key": key,
+                "title": c.title,
+                "summary": c.summary,
+                "services": [s for s in by_port if s["category"]["key"] == key],
+            }
             for key, c in cat.categories.items()
         ],
         "teams": [
@@ -140,12 +180,17 @@ def views(ctx: RenderContext) -> dict[str, Any]:
         ],
         "stages": stages,
         "flows": list(flows.values()),
-        "infrastructure": [{"name": n, **c.model_dump(), "wave": ctx.plan.wave_of.get(n)} for n, c in sorted(cat.infrastructure.items())],
+        "infrastructure": [
+            {"name": n, **c.model_dump(), "wave": ctx.plan.wave_of.get(n)}
+            for n, c in sorted(cat.infrastructure.items())
+        ],
         "edges": ctx.edges,
         # Soft edges into a later stage: allowed, and the reason soft edges exist (the gateway).
         "forward_soft": [
-            e for e in ctx.edges
-            if e["kind"] == "soft" and stage_index[ctx.plan.stage_of[e["target"]]] > stage_index[ctx.plan.stage_of[e["source"]]]
+            e
+            for e in ctx.edges
+            if e["kind"] == "soft"
+            and stage_index[ctx.plan.stage_of[e["target"]]] > stage_index[ctx.plan.stage_of[e["source"]]]
         ],
         "mermaid": as_mermaid(cat, ctx.plan),
         "next_port": next_port(cat, next(iter(cat.categories))) if cat.categories else None,
@@ -166,7 +211,9 @@ def render(ctx: RenderContext) -> dict[str, str]:
         # Validation refuses a name whose page clashes (naming.claims); this guards a Catalog built
         # in Python without it. Compared case-insensitively: "readme" would clobber README.md on macOS.
         if path.lower() in taken:
-            raise TemplateError(f"services.{name}: its page {path} would overwrite {taken[path.lower()]}; rename the service")
+            raise TemplateError(
+                f"services.{name}: its page {path} would overwrite {taken[path.lower()]}; rename the service"
+            )
         out[path] = docs.template("docs/service.md.j2", service=name, s=service, **v)
     out.update(render_mesh.render_docs(ctx))  # the mesh area knows what its settings become
     return dict(sorted(out.items()))

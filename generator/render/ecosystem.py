@@ -52,7 +52,8 @@ def component(cat: Catalog, name: str) -> dict[str, Any]:
         "docs": f"{OUT_DIR}/docs/services/{name}.md",
         "category": svc.category,
         "team": svc.team,
-        "depends_on": [f"component:{dep}" for dep in sorted(svc.depends_on)] + [f"resource:{comp}" for comp in sorted(svc.uses)],
+        "depends_on": [f"component:{dep}" for dep in sorted(svc.depends_on)]
+        + [f"resource:{comp}" for comp in sorted(svc.uses)],
     }
 
 
@@ -61,13 +62,17 @@ def root_view(cat: Catalog) -> dict[str, Any]:
     for name, team in sorted(cat.teams.items()):
         slug = handle(cat, name).lstrip("@")
         # an organisation's team (org/team), not a single user, is annotated with its slug
-        groups.append({"name": name, "title": team.title, "contact": team.contact, "team_slug": slug if "/" in slug else None})
+        groups.append(
+            {"name": name, "title": team.title, "contact": team.contact, "team_slug": slug if "/" in slug else None}
+        )
     return {
         "targets": [f"./{service_info_path(n)}" for n in sorted(cat.services)],
         "service_count": len(cat.services),
         "owner": f"group:{platform_owner(cat)}",
         "groups": groups,
-        "resources": [{"name": n, "description": c.description, "kind": c.kind} for n, c in sorted(cat.infrastructure.items())],
+        "resources": [
+            {"name": n, "description": c.description, "kind": c.kind} for n, c in sorted(cat.infrastructure.items())
+        ],
     }
 
 
@@ -75,7 +80,13 @@ def render(ctx: RenderContext) -> dict[str, str]:
     cat = ctx.catalog
     common = {"header": GENERATED_HEADER, "api_version": API_VERSION, "platform": cat.platform.name}
     out = {
-        service_info_path(name): ctx.template("ecosystem/component.yaml.j2", service=name, s=component(cat, name), docs_annotation=DOCS_ANNOTATION, **common)
+        service_info_path(name): ctx.template(
+            "ecosystem/component.yaml.j2",
+            service=name,
+            s=component(cat, name),
+            docs_annotation=DOCS_ANNOTATION,
+            **common,
+        )
         for name in sorted(cat.services)
     }
     out[ROOT_INFO] = ctx.template("ecosystem/catalog-info.yaml.j2", **root_view(cat), **common)

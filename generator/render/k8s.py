@@ -119,11 +119,19 @@ def render(ctx: RenderContext) -> dict[str, str]:
     cat = ctx.catalog
     health = cat.platform.health
     common: dict[str, Any] = {"header": GENERATED_HEADER, "pss_version": PSS_VERSION, "names": naming}
-    probes = [{"kind": k, "path": getattr(health, ep), "period": p, "timeout": t, "failures": f} for k, ep, p, t, f in PROBES]
+    probes = [
+        {"kind": k, "path": getattr(health, ep), "period": p, "timeout": t, "failures": f} for k, ep, p, t, f in PROBES
+    ]
     out: dict[str, str] = {}
     for name in sorted(cat.services):
         out[service_path(name)] = ctx.template(
-            "k8s/service.yaml.j2", service=name, s=_service(ctx, name), probes=probes, security=SECURITY, outside=OUTSIDE, **common
+            "k8s/service.yaml.j2",
+            service=name,
+            s=_service(ctx, name),
+            probes=probes,
+            security=SECURITY,
+            outside=OUTSIDE,
+            **common,
         )
     out[f"{BASE}/namespace.yaml"] = ctx.template("k8s/namespace.yaml.j2", **common)
     out[f"{BASE}/default-deny.yaml"] = ctx.template("k8s/default-deny.yaml.j2", **common)
@@ -153,23 +161,42 @@ def _overlay(ctx: RenderContext, env: Environment, common: dict[str, Any]) -> di
             replicas.append({"name": name, "min_replicas": low, "max_replicas": high})
         if env.request_share is not None:
             req = cat.resources_for(name).requests
-            requests.append({"name": name, "cpu": scale_quantity(req.cpu, env.request_share, cpu=True), "memory": scale_quantity(req.memory, env.request_share)})
+            requests.append(
+                {
+                    "name": name,
+                    "cpu": scale_quantity(req.cpu, env.request_share, cpu=True),
+                    "memory": scale_quantity(req.memory, env.request_share),
+                }
+            )
     out: dict[str, str] = {}
     if replicas:
-        out[f"{folder}/autoscaling-patch.yaml"] = ctx.template("k8s/autoscaling-patch.yaml.j2", env=env, items=replicas, **common)
+        out[f"{folder}/autoscaling-patch.yaml"] = ctx.template(
+            "k8s/autoscaling-patch.yaml.j2", env=env, items=replicas, **common
+        )
     if requests:
-        out[f"{folder}/resources-patch.yaml"] = ctx.template("k8s/resources-patch.yaml.j2", env=env, items=requests, **common)
+        out[f"{folder}/resources-patch.yaml"] = ctx.template(
+            "k8s/resources-patch.yaml.j2", env=env, items=requests, **common
+        )
     if env.settings:
         out[f"{folder}/settings-patch.yaml"] = ctx.template("k8s/settings-patch.yaml.j2", env=env, **common)
     targets = {f"{folder}/settings-patch.yaml": DEPLOYMENTS}
     patches = [{"path": p.removeprefix(folder + "/"), "target": targets.get(p)} for p in sorted(out)]
     components = [f"../../components/{c}" for c in render_mesh.components(ctx)]  # mesh and monitoring
-    out[f"{folder}/kustomization.yaml"] = ctx.template("k8s/overlay.yaml.j2", env=env, patches=patches, components=components, **common)
+    out[f"{folder}/kustomization.yaml"] = ctx.template(
+        "k8s/overlay.yaml.j2", env=env, patches=patches, components=components, **common
+    )
     return out
 
 
 _QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(m|Ki|Mi|Gi|Ti)?$")
-_UNITS = {None: Decimal(1), "m": Decimal("0.001"), "Ki": Decimal(2**10), "Mi": Decimal(2**20), "Gi": Decimal(2**30), "Ti": Decimal(2**40)}
+_UNITS = {
+    None: Decimal(1),
+    "m": Decimal("0.001"),
+    "Ki": Decimal(2**10),
+    "Mi": Decimal(2**20),
+    "Gi": Decimal(2**30),
+    "Ti": Decimal(2**40),
+}
 
 
 def scale_quantity(quantity: str, share: Decimal, *, cpu: bool = False) -> str:

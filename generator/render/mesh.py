@@ -99,7 +99,12 @@ def _route_differs(a: Traffic, b: Traffic) -> bool:
 
 
 def _pool_differs(a: Traffic, b: Traffic) -> bool:
-    return (a.consecutive_5xx, a.ejection_time, a.max_connections, a.max_pending) != (b.consecutive_5xx, b.ejection_time, b.max_connections, b.max_pending)
+    return (a.consecutive_5xx, a.ejection_time, a.max_connections, a.max_pending) != (
+        b.consecutive_5xx,
+        b.ejection_time,
+        b.max_connections,
+        b.max_pending,
+    )
 
 
 def _target(ctx: RenderContext, name: str, mesh: Mesh, allowed: dict[str, set[str]]) -> dict[str, Any]:
@@ -163,7 +168,12 @@ def _alerts(ctx: RenderContext) -> list[dict[str, Any]]:
 
 
 def render_monitoring(ctx: RenderContext) -> dict[str, str]:
-    common: dict[str, Any] = {"header": GENERATED_HEADER, "alerts": _alerts(ctx), "error_ratio": ERROR_RATIO, "interval": SCRAPE_INTERVAL}
+    common: dict[str, Any] = {
+        "header": GENERATED_HEADER,
+        "alerts": _alerts(ctx),
+        "error_ratio": ERROR_RATIO,
+        "interval": SCRAPE_INTERVAL,
+    }
     folder = f"{COMPONENTS}/monitoring"
     return {
         f"{folder}/kustomization.yaml": ctx.template("observability/kustomization.yaml.j2", **common),
@@ -186,18 +196,26 @@ def render_mesh(ctx: RenderContext, mesh: Mesh) -> dict[str, str]:
         "monitoring": monitoring_identity(ctx, mesh),
         "interval": SCRAPE_INTERVAL,
         "idempotent": "|".join(IDEMPOTENT),
-        "infrastructure": [{"name": c, "port": cat.infrastructure[c].port, "identities": sorted(allowed[c])} for c in sorted(cat.infrastructure) if who[c]],
+        "infrastructure": [
+            {"name": c, "port": cat.infrastructure[c].port, "identities": sorted(allowed[c])}
+            for c in sorted(cat.infrastructure)
+            if who[c]
+        ],
         "externals": [{"name": e, "host": external_host(ctx, e)} for e in sorted(cat.externals)],
         "targets": [_target(ctx, n, mesh, allowed) for n in sorted(cat.services)],
     }
     out: dict[str, str] = {}
     for target in common["targets"]:
-        out[f"{folder}/services/{target['name']}.yaml"] = ctx.template(f"mesh/{mesh.name}/service.yaml.j2", service=target["name"], t=target, **common)
+        out[f"{folder}/services/{target['name']}.yaml"] = ctx.template(
+            f"mesh/{mesh.name}/service.yaml.j2", service=target["name"], t=target, **common
+        )
     for name in mesh.files:
         out[f"{folder}/{name}.yaml"] = ctx.template(f"mesh/{mesh.name}/{name}.yaml.j2", **common)
     resources = sorted(p.removeprefix(folder + "/") for p in out if not p.endswith("-patch.yaml"))
     patches = sorted(p.removeprefix(folder + "/") for p in out if p.endswith("-patch.yaml"))
-    out[f"{folder}/kustomization.yaml"] = ctx.template(f"mesh/{mesh.name}/kustomization.yaml.j2", resources=resources, patches=patches, **common)
+    out[f"{folder}/kustomization.yaml"] = ctx.template(
+        f"mesh/{mesh.name}/kustomization.yaml.j2", resources=resources, patches=patches, **common
+    )
     return out
 
 
@@ -208,11 +226,25 @@ def render_docs(ctx: RenderContext) -> dict[str, str]:
     for team, info in sorted(cat.teams.items()):
         members = sorted(n for n, s in cat.services.items() if s.team == team)
         if members:
-            teams.append({"name": team, "title": info.title, "members": members, "targets": sorted({d for m in members for d in cat.services[m].depends_on} | set(members))})
+            teams.append(
+                {
+                    "name": team,
+                    "title": info.title,
+                    "members": members,
+                    "targets": sorted({d for m in members for d in cat.services[m].depends_on} | set(members)),
+                }
+            )
     default = _traffic(cat.platform.traffic)
     edges = [{**e, **_traffic(cat.traffic_for(e["source"], e["target"]))} for e in ctx.edges]
     special = [e for e in edges if any(e[k] != v for k, v in default.items())]
-    common: dict[str, Any] = {"header": GENERATED_HEADER, "meshes": MESHES, "teams": teams, "special": special, "callers": callers(ctx), "default": default}
+    common: dict[str, Any] = {
+        "header": GENERATED_HEADER,
+        "meshes": MESHES,
+        "teams": teams,
+        "special": special,
+        "callers": callers(ctx),
+        "default": default,
+    }
     return {
         "docs/architecture/mesh.md": ctx.template("mesh/docs/mesh.md.j2", **common),
         "docs/architecture/access-matrix.md": ctx.template("mesh/docs/access-matrix.md.j2", **common),

@@ -13,6 +13,7 @@ from typing import Any
 
 from jinja2 import Environment, Template
 from jinja2.ext import Extension
+
 from nexus.catalog.naming import env_name, pkg
 from nexus.render.text import py_str
 
@@ -33,7 +34,14 @@ def team_files(cookiecutter: Mapping[str, Any]) -> list[str]:
     return [Template(path).render(cookiecutter=cookiecutter) for path in cookiecutter["_team_owned"]]
 
 
-FILTERS = {"py_str": py_str, "pkg": pkg, "env_name": env_name, "one_line": one_line, "md_quote": md_quote, "team_files": team_files}
+FILTERS = {
+    "py_str": py_str,
+    "pkg": pkg,
+    "env_name": env_name,
+    "one_line": one_line,
+    "md_quote": md_quote,
+    "team_files": team_files,
+}
 
 
 class NexusFilters(Extension):

@@ -53,7 +53,7 @@ class RetryTransport(httpx.AsyncBaseTransport):
                 if response.status_code not in RETRY_STATUS or BROKEN_HEADER in response.headers or last:
                     return response
                 await response.aclose()
-            await asyncio.sleep(self._backoff * (2**attempt) * (0.5 + random.random()))  # noqa: S311 - jitter, not crypto
+            await asyncio.sleep(self._backoff * (2**attempt) * (0.5 + random.random()))
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def aclose(self) -> None:
@@ -77,7 +77,9 @@ def build_clients(spec: ServiceSpec, settings: ServiceSettings) -> dict[str, htt
     timeout = httpx.Timeout(settings.request_timeout_seconds, connect=settings.connect_timeout_seconds)
     clients = {}
     for dep in spec.dependencies:
-        transport = RetryTransport(httpx.AsyncHTTPTransport(verify=_tls(), limits=POOL), settings.retries, settings.retry_backoff_seconds)
+        transport = RetryTransport(
+            httpx.AsyncHTTPTransport(verify=_tls(), limits=POOL), settings.retries, settings.retry_backoff_seconds
+        )
         clients[dep.name] = httpx.AsyncClient(
             base_url=str(getattr(settings, dep.setting)),
             timeout=timeout,

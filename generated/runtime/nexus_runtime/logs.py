@@ -42,6 +42,8 @@ def logger(service: str, level: str, json_logs: bool) -> logging.Logger:
     log.propagate = False
     if not log.handlers:
         handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(JsonFormatter(service) if json_logs else logging.Formatter("%(levelname)s %(name)s %(message)s"))
+        handler.setFormatter(
+            JsonFormatter(service) if json_logs else logging.Formatter("%(levelname)s %(name)s %(message)s")
+        )
         log.addHandler(handler)
     return log

@@ -45,20 +45,32 @@ PASSED_ON = ("content-type", BROKEN_HEADER)
 # The probe answers what the target's endpoint answers (JSON, or Prometheus text for metrics);
 # a relay that cannot go on answers a Problem naming the hop it could not reach.
 PROBE_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"description": "The target's own answer", "model": Health | Readiness, "content": {PROMETHEUS_TEXT: {"schema": {"type": "string"}}}},
+    200: {
+        "description": "The target's own answer",
+        "model": Health | Readiness,
+        "content": {PROMETHEUS_TEXT: {"schema": {"type": "string"}}},
+    },
     503: {"description": "The target is not ready", "model": Readiness},
     **problems(404, 502, 504),
 }
 
 
-def router(spec: ServiceSpec, settings: ServiceSettings, clients: dict[str, httpx.AsyncClient], answers: dict[str, Endpoint]) -> APIRouter:
+def router(
+    spec: ServiceSpec, settings: ServiceSettings, clients: dict[str, httpx.AsyncClient], answers: dict[str, Endpoint]
+) -> APIRouter:
     r = APIRouter(tags=["platform"])
     # documented as enums; any other value answers 404 with the reason
-    service_param = Path(description="A service this one can probe", json_schema_extra={"enum": sorted({spec.name, *spec.relay})})
-    endpoint_param = Path(description="Which of its health endpoints", json_schema_extra={"enum": list(spec.health_paths())})
+    service_param = Path(
+        description="A service this one can probe", json_schema_extra={"enum": sorted({spec.name, *spec.relay})}
+    )
+    endpoint_param = Path(
+        description="Which of its health endpoints", json_schema_extra={"enum": list(spec.health_paths())}
+    )
 
     @r.get("/platform/health/{service}/{endpoint}", responses=PROBE_RESPONSES, response_model=None)
-    async def service_health(request: Request, service: str = service_param, endpoint: str = endpoint_param) -> Response:
+    async def service_health(
+        request: Request, service: str = service_param, endpoint: str = endpoint_param
+    ) -> Response:
         paths = spec.health_paths()
         if endpoint not in paths:
             return _error(404, service, f"no endpoint '{endpoint}': use one of {', '.join(paths)}")
@@ -71,9 +83,13 @@ def router(spec: ServiceSpec, settings: ServiceSettings, clients: dict[str, http
             return _error(404, service, f"{service} is not reachable from {spec.name} along declared dependencies")
         # the last step calls the target's own endpoint; earlier steps ask the next relay
         path = paths[endpoint] if nxt == service else f"/platform/health/{service}/{endpoint}"
-        timeout, headers = Deadline.of(request.headers, settings.request_timeout_seconds, settings.connect_timeout_seconds).next_hop()
+        timeout, headers = Deadline.of(
+            request.headers, settings.request_timeout_seconds, settings.connect_timeout_seconds
+        ).next_hop()
         try:
-            upstream = await clients[nxt].get(path, timeout=timeout, headers=headers, extensions={"nexus_no_retry": True})
+            upstream = await clients[nxt].get(
+                path, timeout=timeout, headers=headers, extensions={"nexus_no_retry": True}
+            )
         except httpx.TimeoutException:
             return _error(504, service, f"{spec.name} timed out calling {nxt}", broken=nxt)
         except httpx.HTTPError as exc:
@@ -83,7 +99,13 @@ def router(spec: ServiceSpec, settings: ServiceSettings, clients: dict[str, http
         return Response(upstream.content, status_code=upstream.status_code, headers=passed)
 
     if spec.gateway:
-        r.add_api_route("/platform/flows/{flow}", flows.handler(spec, settings, clients), methods=["GET"], name="platform_flow", **flows.CONTRACT)
+        r.add_api_route(
+            "/platform/flows/{flow}",
+            flows.handler(spec, settings, clients),
+            methods=["GET"],
+            name="platform_flow",
+            **flows.CONTRACT,
+        )
 
         @r.get("/platform", response_model=PlatformIndex)
         async def index() -> PlatformIndex:
@@ -93,4 +115,6 @@ def router(spec: ServiceSpec, settings: ServiceSettings, clients: dict[str, http
 
 
 def _error(status: int, service: str, error: str, broken: str | None = None) -> JSONResponse:
-    return JSONResponse(Problem(service=service, error=error), status_code=status, headers={BROKEN_HEADER: broken} if broken else None)
+    return JSONResponse(
+        Problem(service=service, error=error), status_code=status, headers={BROKEN_HEADER: broken} if broken else None
+    )

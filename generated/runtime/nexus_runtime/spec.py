@@ -46,4 +46,9 @@ class ServiceSpec:
 
     def health_paths(self) -> dict[str, str]:
         """The four endpoints by name, as the platform routes call them."""
-        return {"health": self.health_path, "ready": self.ready_path, "live": self.live_path, "metrics": self.metrics_path}
+        return {
+            "health": self.health_path,
+            "ready": self.ready_path,
+            "live": self.live_path,
+            "metrics": self.metrics_path,
+        }

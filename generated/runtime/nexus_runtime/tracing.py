@@ -44,7 +44,10 @@ class Trace:
 
     def outgoing(self) -> dict[str, str]:
         """Headers for a call made while handling this request: same trace, a new child span."""
-        headers = {"x-request-id": self.request_id, "traceparent": f"00-{self.trace_id}-{secrets.token_hex(8)}-{self.flags}"}
+        headers = {
+            "x-request-id": self.request_id,
+            "traceparent": f"00-{self.trace_id}-{secrets.token_hex(8)}-{self.flags}",
+        }
         if self.state:
             headers["tracestate"] = self.state
         return headers
@@ -88,7 +91,13 @@ def from_headers(request_id_value: str | None, traceparent: str | None, tracesta
     found = parent(traceparent)
     trace_id, flags = found if found else (secrets.token_hex(16), "01")
     state = tracestate(tracestate_values) if found else None
-    return Trace(request_id=request_id(request_id_value), trace_id=trace_id, span_id=secrets.token_hex(8), flags=flags, state=state)
+    return Trace(
+        request_id=request_id(request_id_value),
+        trace_id=trace_id,
+        span_id=secrets.token_hex(8),
+        flags=flags,
+        state=state,
+    )
 
 
 class TraceMiddleware:

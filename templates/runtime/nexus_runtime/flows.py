@@ -23,7 +23,9 @@ from .settings import ServiceSettings
 from .spec import ServiceSpec
 
 
-def handler(spec: ServiceSpec, settings: ServiceSettings, clients: dict[str, httpx.AsyncClient]) -> Callable[[Request, str], Awaitable[JSONResponse]]:
+def handler(
+    spec: ServiceSpec, settings: ServiceSettings, clients: dict[str, httpx.AsyncClient]
+) -> Callable[[Request, str], Awaitable[JSONResponse]]:
     """The flow endpoint: served at /flows/<flow>, and on the gateway also at /platform/flows/<flow>."""
 
     # the flows it is on, as an enum in the OpenAPI document; any other name answers 404
@@ -32,7 +34,9 @@ def handler(spec: ServiceSpec, settings: ServiceSettings, clients: dict[str, htt
     async def run_flow(request: Request, flow: str = flow_param) -> JSONResponse:
         hop = spec.flows.get(flow)
         if hop is None:
-            raise HTTPException(404, f"{spec.name} is not on flow '{flow}'; it is on: {', '.join(sorted(spec.flows)) or 'none'}")
+            raise HTTPException(
+                404, f"{spec.name} is not on flow '{flow}'; it is on: {', '.join(sorted(spec.flows)) or 'none'}"
+            )
         start = time.perf_counter()
         deadline = Deadline.of(request.headers, settings.request_timeout_seconds, settings.connect_timeout_seconds)
         if settings.inject_delay_ms:
@@ -56,7 +60,10 @@ def handler(spec: ServiceSpec, settings: ServiceSettings, clients: dict[str, htt
 
 # the flow endpoint's OpenAPI declaration: a 502 (a hop answered badly or too late) or a 503 (a
 # hop could not be reached) names the broken hop in the same body
-CONTRACT: dict[str, Any] = {"response_model": FlowResult, "responses": {**problems(502, 503, model=FlowResult), **problems(404, model=NotFound)}}
+CONTRACT: dict[str, Any] = {
+    "response_model": FlowResult,
+    "responses": {**problems(502, 503, model=FlowResult), **problems(404, model=NotFound)},
+}
 
 
 def router(spec: ServiceSpec, settings: ServiceSettings, clients: dict[str, httpx.AsyncClient]) -> APIRouter:

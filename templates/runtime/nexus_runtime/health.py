@@ -51,7 +51,11 @@ class Readiness:
     async def _probe(self, name: str) -> tuple[str, str]:
         try:
             # no retries for probes: the retrying transport would hide an outage for seconds
-            r = await self.clients[name].get(self.spec.live_path, timeout=self.settings.readiness_timeout_seconds, extensions={"nexus_no_retry": True})
+            r = await self.clients[name].get(
+                self.spec.live_path,
+                timeout=self.settings.readiness_timeout_seconds,
+                extensions={"nexus_no_retry": True},
+            )
             return name, "ok" if r.status_code == 200 else f"http {r.status_code}"
         except httpx.HTTPError as exc:
             return name, f"unreachable: {type(exc).__name__}"
@@ -80,7 +84,9 @@ def endpoints(spec: ServiceSpec, readiness: Readiness, metrics: Metrics) -> dict
         down = {what: [n for n in names if deps[n] != "ok"] for what, names in readiness.needs.items()}
         unavailable = {what: names for what, names in down.items() if names}
         ok = len(unavailable) < len(readiness.needs)
-        body = ReadinessBody(status="ready" if ok else "not ready", service=spec.name, dependencies=deps, unavailable=unavailable)
+        body = ReadinessBody(
+            status="ready" if ok else "not ready", service=spec.name, dependencies=deps, unavailable=unavailable
+        )
         return JSONResponse(body, status_code=200 if ok else 503)
 
     async def prometheus() -> Response:
@@ -97,7 +103,12 @@ CONTRACT: dict[str, dict[str, Any]] = {
     "ready": {"response_model": ReadinessBody, "responses": problems(503, model=ReadinessBody)},
     "metrics": {
         "response_class": PlainTextResponse,
-        "responses": {200: {"description": "Prometheus text exposition format", "content": {PROMETHEUS_TEXT: {"schema": {"type": "string"}}}}},
+        "responses": {
+            200: {
+                "description": "Prometheus text exposition format",
+                "content": {PROMETHEUS_TEXT: {"schema": {"type": "string"}}},
+            }
+        },
     },
 }
 

@@ -32,10 +32,20 @@ class Metrics:
     def __init__(self, service: str) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         labels = {"service": service}
-        self.requests = Counter("http_requests", "HTTP requests handled.", ["route", "method", "status"], registry=self.registry).labels  # noqa: E501
-        self.latency = Histogram("http_request_duration_seconds", "Time to handle a request.", ["route", "method"], buckets=BUCKETS, registry=self.registry).labels  # noqa: E501
+        self.requests = Counter(
+            "http_requests", "HTTP requests handled.", ["route", "method", "status"], registry=self.registry
+        ).labels
+        self.latency = Histogram(
+            "http_request_duration_seconds",
+            "Time to handle a request.",
+            ["route", "method"],
+            buckets=BUCKETS,
+            registry=self.registry,
+        ).labels
         self.in_flight = Gauge("http_requests_in_flight", "Requests being handled now.", registry=self.registry)
-        Gauge("nexus_service_info", "Which service this is.", list(labels), registry=self.registry).labels(**labels).set(1)
+        Gauge("nexus_service_info", "Which service this is.", list(labels), registry=self.registry).labels(
+            **labels
+        ).set(1)
 
     def exposition(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

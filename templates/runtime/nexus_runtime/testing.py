@@ -19,7 +19,9 @@ DOWN = "http://127.0.0.1:9"
 
 
 @contextmanager
-def client_with_dependencies_down(spec: ServiceSpec, settings_class: type[ServiceSettings], routes: APIRouter | None) -> Iterator[TestClient]:
+def client_with_dependencies_down(
+    spec: ServiceSpec, settings_class: type[ServiceSettings], routes: APIRouter | None
+) -> Iterator[TestClient]:
     urls = {d.setting: DOWN for d in spec.dependencies}
     app = create_app(spec, settings_class, routes, settings=settings_class(retries=0, json_logs=False, **urls))
     with TestClient(app) as client:
