@@ -100,7 +100,8 @@ def main() -> None:
     print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     results = [once(args.full) for _ in range(args.runs)]
     print(
-        f"{'full' if args.full else 'bare'} dev overlay, {results[0]['objects']:.0f} objects, {args.runs} runs (median, min, max in s):"
+        f"{'full' if args.full else 'bare'} dev overlay, {results[0]['objects']:.0f} objects, {args.runs} runs "
+        "(median, min, max in s):"
     )
     for key in ("deploy", "redeploy", "cluster-status"):
         values = [r[key] for r in results]
@@ -108,7 +109,8 @@ def main() -> None:
     if args.testbed:
         cycles = testbed(args.testbed)
         print(
-            f"testbed, warm ({args.testbed} cycles, median s): stop {statistics.median(c[0] for c in cycles):.1f}, start {statistics.median(c[1] for c in cycles):.1f}"
+            f"testbed, warm ({args.testbed} cycles, median s): stop {statistics.median(c[0] for c in cycles):.1f}, "
+            f"start {statistics.median(c[1] for c in cycles):.1f}"
         )
 
 

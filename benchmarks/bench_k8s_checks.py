@@ -23,12 +23,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from nexus.catalog import load_catalog  # noqa: E402
-from nexus.checks import k8s as k8s_checks  # noqa: E402
-from nexus.checks.kubernetes_schema import K8S_VERSION, SchemaValidator  # noqa: E402
-from nexus.render import RenderContext  # noqa: E402
+from nexus.catalog import load_catalog
+from nexus.checks import k8s as k8s_checks
+from nexus.checks.kubernetes_schema import K8S_VERSION, SchemaValidator
+from nexus.render import RenderContext
 from nexus.render import k8s as render_k8s
-from nexus.render.context import make_env  # noqa: E402
+from nexus.render.context import make_env
 
 RUNS = 7
 
@@ -55,7 +55,8 @@ def main() -> None:
         if d.kind != "Kustomization"
     ]
     print(
-        f"shipped catalog: {len(loaded.catalog.services)} services, {len(files)} files, {sum(map(len, files.values())) // 1024} KiB, {len(docs)} manifests"
+        f"shipped catalog: {len(loaded.catalog.services)} services, {len(files)} files, "
+        f"{sum(map(len, files.values())) // 1024} KiB, {len(docs)} manifests"
     )
 
     documents_seen = SchemaValidator()
@@ -99,7 +100,8 @@ def main() -> None:
         for d in docs:
             kubernetes_validate.validate(d.data, K8S_VERSION, strict=True)
         print(
-            f"  {'kubernetes_validate.validate() per manifest':<46} {(time.perf_counter() - start) * 1000:7.1f} ms (one run)"
+            f"  {'kubernetes_validate.validate() per manifest':<46} {(time.perf_counter() - start) * 1000:7.1f} ms "
+            "(one run)"
         )
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -107,22 +109,26 @@ def main() -> None:
         script = (
             "import sys; sys.path.insert(0, sys.argv[1]); from pathlib import Path\n"
             "from nexus.catalog import load_catalog\nfrom nexus.render import RenderContext\n"
-            "from nexus.render import k8s as render_k8s\nfrom nexus.checks import k8s as k8s_checks\nfrom nexus.checks.kubernetes_schema import DEFAULT\n"
-            "DEFAULT.load(Path(sys.argv[2]))\nl = load_catalog(Path(sys.argv[1]) / 'catalog.yaml'); ctx = RenderContext(l.catalog, l.plan)\n"
+            "from nexus.render import k8s as render_k8s\nfrom nexus.checks import k8s as k8s_checks\nfrom "
+            "nexus.checks.kubernetes_schema import DEFAULT\n"
+            "DEFAULT.load(Path(sys.argv[2]))\nl = load_catalog(Path(sys.argv[1]) / 'catalog.yaml'); ctx = "
+            "RenderContext(l.catalog, l.plan)\n"
             "files = render_k8s.render(ctx); assert k8s_checks.run(ctx, files) == []\nDEFAULT.save(Path(sys.argv[2]))\n"
         )
         for label in ("new interpreter, no schema cache", "new interpreter, schema cache file warm"):
             if label.endswith("no schema cache"):
-                run = lambda: (
-                    cache.unlink(missing_ok=True),
-                    subprocess.run([sys.executable, "-c", script, str(ROOT), str(cache)], check=True),
-                )
+
+                def run():
+                    return (
+                        cache.unlink(missing_ok=True),
+                        subprocess.run([sys.executable, "-c", script, str(ROOT), str(cache)], check=True),
+                    )
             else:
                 run = lambda: subprocess.run([sys.executable, "-c", script, str(ROOT), str(cache)], check=True)  # noqa: E731
             print(f"  {label:<46} {timed(run, 5)} wall: imports, catalog, render, checks")
-    print(
-        f"  {'python -c import typer, pydantic, jinja2, yaml':<46} {timed(lambda: subprocess.run([sys.executable, '-c', 'import typer, pydantic, jinja2, yaml'], check=True), 5)} wall"
-    )
+    floor = [sys.executable, "-c", "import typer, pydantic, jinja2, yaml"]
+    floor_run = timed(lambda: subprocess.run(floor, check=True), 5)
+    print(f"  {'python -c import typer, pydantic, jinja2, yaml':<46} {floor_run} wall")
 
 
 if __name__ == "__main__":

@@ -239,7 +239,8 @@ def latency(targets: list[Target], cat: Catalog) -> None:
 def throughput(targets: list[Target], cat: Catalog, requests: int, concurrency: int) -> None:
     print(f"\nthroughput: {requests} requests per flow at concurrency {concurrency}")
     print(
-        f"{'flow':<20} {'chain':<6} {'hops':>4} {'errors':>6} {'req/s':>7} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} {'max ms':>7} {'CPU ms/req':>10}"
+        f"{'flow':<20} {'chain':<6} {'hops':>4} {'errors':>6} {'req/s':>7} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} "
+        f"{'max ms':>7} {'CPU ms/req':>10}"
     )
     ratios = []
     for name, hops in called_hops(cat).items():
@@ -267,10 +268,12 @@ def burn(target: Target, cat: Catalog, requests: int, concurrency: int, burners:
             h.kill()
             h.wait()
     print(
-        f"\nburn: {requests} requests over the {len(paths)} flows in turn, concurrency {concurrency}, {burners} CPU-burning processes beside"
+        f"\nburn: {requests} requests over the {len(paths)} flows in turn, concurrency {concurrency}, {burners} "
+        "CPU-burning processes beside"
     )
     print(
-        f"errors {r.errors} ({100 * r.errors / max(r.answers, 1):.1f}%), {r.rate:.0f} req/s, p50 {r.p50_ms:.0f} ms, p99 {r.p99_ms:.0f} ms, max {r.max_ms:.0f} ms"
+        f"errors {r.errors} ({100 * r.errors / max(r.answers, 1):.1f}%), {r.rate:.0f} req/s, p50 {r.p50_ms:.0f} ms, "
+        f"p99 {r.p99_ms:.0f} ms, max {r.max_ms:.0f} ms"
     )
     report_errors(r)
 
@@ -300,7 +303,8 @@ def main() -> None:
     print(f"{os.cpu_count()} CPUs, load average {load:.2f} at start, Python {sys.version.split()[0]}, {wrk_version()}")
     for mode in args.modes:
         print(
-            f"\n=== {mode} mode: {len(cat.services)} services; bare chain of {max(called_hops(cat).values())} hops, run the same way"
+            f"\n=== {mode} mode: {len(cat.services)} services; bare chain of {max(called_hops(cat).values())} hops, "
+            "run the same way"
         )
         with platform(catalog, cat, mode) as nx, bare(cat, mode) as bare_chain:
             if "latency" in args.phases:

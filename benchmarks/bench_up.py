@@ -72,14 +72,16 @@ def main() -> None:
     catalog = args.catalog.resolve()
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start, Python {sys.version.split()[0]}")
     print(
-        f"{'mode':<10} {'services':>8} {'ready s (median, min-max)':>28} {'RSS MB':>8} {'PSS MB':>8} {'procs':>6} {'down s':>7}"
+        f"{'mode':<10} {'services':>8} {'ready s (median, min-max)':>28} {'RSS MB':>8} {'PSS MB':>8} {'procs':>6} "
+        f"{'down s':>7}"
     )
     for mode in args.modes:
         runs = [once(catalog, mode) for _ in range(args.runs)]
         ready = [r["ready"] for r in runs]
         med = {k: statistics.median(r[k] for r in runs) for k in ("rss", "pss", "processes", "down", "services")}
         print(
-            f"{mode:<10} {med['services']:>8.0f} {statistics.median(ready):>12.2f} ({min(ready):.2f}-{max(ready):.2f})      "
+            f"{mode:<10} {med['services']:>8.0f} {statistics.median(ready):>12.2f} "
+            f"({min(ready):.2f}-{max(ready):.2f})      "
             f"{med['rss']:>8.0f} {med['pss']:>8.0f} {med['processes']:>6.0f} {med['down']:>7.2f}"
         )
     print(f"load average {os.getloadavg()[0]:.2f} at end")

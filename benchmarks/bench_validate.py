@@ -85,7 +85,8 @@ def main() -> None:
             )
 
         print(
-            f"Python {platform.python_version()} on {platform.system()} {platform.machine()}, {os.cpu_count()} CPUs; median of {args.runs} runs"
+            f"Python {platform.python_version()} on {platform.system()} {platform.machine()}, {os.cpu_count()} CPUs; "
+            f"median of {args.runs} runs"
         )
         print(f"{'':<58} {'wall':>8} {'min wall':>9} {'CPU':>8} {'peak RSS':>9}")
         for label, cmd in cases:

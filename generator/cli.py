@@ -7,14 +7,21 @@ commands that need them, so `nexus validate` costs little more than starting Pyt
 from __future__ import annotations
 
 import json
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from typer.core import TyperGroup
 
 from .errors import MissingExtra, NexusError
+
+if TYPE_CHECKING:  # the commands import what they need when they run: `nexus validate` stays light
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from .catalog import Loaded
+    from .local.run import Event, OnEvent
 
 # What the commands beyond validate, plan, graph, schema, new, diff and generate import, by the
 # extra of pyproject.toml that installs it (tests/test_project.py keeps the two in step).
@@ -53,7 +60,7 @@ class _Boundary(TyperGroup):
     what a person at a terminal sees.
     """
 
-    def invoke(self, ctx: typer.Context):
+    def invoke(self, ctx: Any) -> Any:  # a click Context; typer keeps its click in a private module
         try:
             try:
                 return super().invoke(ctx)
@@ -89,7 +96,7 @@ CatalogOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines instead of text for people.")]
 
 
-def _load(catalog: Path):
+def _load(catalog: Path) -> Loaded:
     from .catalog import load_catalog
 
     return load_catalog(catalog)
@@ -105,7 +112,8 @@ def validate(catalog: CatalogOpt = Path("catalog.yaml")) -> None:
     cat = loaded.catalog
     edges = sum(len(s.depends_on) for s in cat.services.values())
     typer.echo(
-        f"{catalog}: ok: {len(cat.services)} services, {edges} edges, {len(cat.stages)} stages, {len(loaded.plan.waves)} waves, {len(cat.flows)} flows"
+        f"{catalog}: ok: {len(cat.services)} services, {edges} edges, {len(cat.stages)} stages, "
+        f"{len(loaded.plan.waves)} waves, {len(cat.flows)} flows"
     )
 
 
@@ -123,7 +131,7 @@ def plan(catalog: CatalogOpt = Path("catalog.yaml"), as_json: JsonOpt = False) -
         typer.echo(f"wave {wave.number:>2}  {stages[wave.stage]:<18} {', '.join(members)}")
 
 
-class GraphFormat(str, Enum):
+class GraphFormat(StrEnum):
     json = "json"
     mermaid = "mermaid"
     dot = "dot"
@@ -207,7 +215,7 @@ def schema() -> None:
 # command of its own keeps each one's options honest; both call library functions.
 
 
-class DryRun(str, Enum):
+class DryRun(StrEnum):
     client = "client"
     server = "server"
 
@@ -248,7 +256,10 @@ def deploy(
         bool,
         typer.Option(
             "--install-crds",
-            help="First apply generated/k8s/crds: the custom kinds' definitions, for a test cluster without the mesh or the Prometheus Operator.",
+            help=(
+                "First apply generated/k8s/crds: the custom kinds' definitions, for a test cluster without the mesh "
+                "or the Prometheus Operator."
+            ),
         ),
     ] = False,
     timeout_per_wave: Annotated[
@@ -282,7 +293,8 @@ def deploy(
         for line in describe(done.steps):
             typer.echo(line)
         typer.echo(
-            f"{sum(len(s.objects) for s in done.steps)} objects in {len(done.steps)} steps; client dry run: no cluster was contacted"
+            f"{sum(len(s.objects) for s in done.steps)} objects in {len(done.steps)} steps; client dry run: no "
+            "cluster was contacted"
         )
         return
     if done.orphans:
@@ -352,7 +364,7 @@ def cluster_status(
 # -- onboarding and review: `nexus new`, `nexus diff` -------------------------------------------
 
 
-def _ask(text: str, choices: list[str] | None = None, **kwargs):
+def _ask(text: str, choices: list[str] | None = None, **kwargs: Any) -> Any:
     """typer.prompt, asking again until the answer is one of ``choices``; end of input (no
     terminal, nothing piped) or Ctrl-C is a plain user error, not a traceback."""
     if choices:
@@ -365,7 +377,8 @@ def _ask(text: str, choices: list[str] | None = None, **kwargs):
             typer.echo(f"'{answer}' is not one of: {', '.join(choices)}", err=True)
     except typer.Abort:
         raise NexusError(
-            "stopped before all answers were given; nothing was changed (pass NAME --category C --team T to run without questions)"
+            "stopped before all answers were given; nothing was changed (pass NAME --category C --team T to run "
+            "without questions)"
         ) from None
 
 
@@ -403,9 +416,9 @@ def new(
         DEFAULT_DESCRIPTION,
         NewService,
         add_service,
-        next_port,
         parse_depends_on,
     )
+    from .catalog.ports import next_port
 
     asking = name is None or category is None or team is None
     if asking:
@@ -426,6 +439,7 @@ def new(
             default_stage = next((s.name for s in cat.stages if s.default), None)
             choice = _ask("Deployment stage", [s.name for s in cat.stages], default=default_stage)
             stage = None if choice == default_stage else choice
+    assert name is not None and category is not None and team is not None  # given, or asked for above
     request = NewService(
         name=name,
         category=category,
@@ -438,7 +452,8 @@ def new(
     added = add_service(catalog, request)
     rel = added.out.name if added.out.parent == added.catalog.resolve().parent else str(added.out)
     typer.echo(
-        f"added {added.name} to {catalog}: port {added.port}, category {request.category}, team {request.team}, stage {added.stage} (wave {added.wave})"
+        f"added {added.name} to {catalog}: port {added.port}, category {request.category}, team {request.team}, stage "
+        f"{added.stage} (wave {added.wave})"
     )
     typer.echo(f"created {rel}/services/{added.name}/ ({len(added.created)} files):")
     for path in added.created:
@@ -481,7 +496,7 @@ def diff(
 # these commands only parse, print (rich) and pick exit codes.
 
 
-class RunMode(str, Enum):
+class RunMode(StrEnum):
     embedded = "embedded"
     process = "process"
 
@@ -506,7 +521,7 @@ def _split(values: list[str]) -> list[str]:
     return [v.strip() for value in values for v in value.split(",") if v.strip()]
 
 
-def _run_printer(console):
+def _run_printer(console: Console) -> tuple[Progress, OnEvent]:
     """Progress for `up` and `restart`: a live bar, and one line per service as it settles."""
     from rich.progress import (
         BarColumn,
@@ -527,7 +542,7 @@ def _run_printer(console):
     )
     task = progress.add_task("starting", total=None)
 
-    def on_event(e) -> None:
+    def on_event(e: Event) -> None:
         if e.kind == "plan":
             progress.update(
                 task, total=len(e.services), description=f"starting {len(e.services)} services ({e.detail} mode)"
@@ -568,7 +583,10 @@ def up(
         RunMode,
         typer.Option(
             "--mode",
-            help="embedded: all services in one process (default, measured faster and smaller); process: one process each.",
+            help=(
+                "embedded: all services in one process (default, measured faster and smaller); process: one process "
+                "each."
+            ),
         ),
     ] = RunMode.embedded,
     timeout: TimeoutOpt = 30.0,
@@ -598,7 +616,8 @@ def up(
     st = started.state
     ready = [n for n, s in st.services.items() if s.state == "running"]
     console.print(
-        f"[bold green]{len(ready)} services ready[/] in {started.seconds:.1f} s ({st.mode} mode, run {st.run_id}); logs in {st.run_dir}/logs"
+        f"[bold green]{len(ready)} services ready[/] in {started.seconds:.1f} s ({st.mode} mode, run {st.run_id}); "
+        f"logs in {st.run_dir}/logs"
     )
     for name, why in sorted(started.failed.items()):
         console.print(f"  [red]not running[/] {name}: {why}")
@@ -632,7 +651,10 @@ def status(catalog: CatalogOpt = Path("catalog.yaml"), as_json: JsonOpt = False)
         console.print("nothing is running here (no run recorded in .nexus/run)")
         return
     table = Table(
-        title=f"run {found.run_id} ({found.mode} mode){'' if found.alive else ' - no process alive: stale, `nexus down` clears it'}"
+        title=(
+            f"run {found.run_id} ({found.mode} "
+            f"mode){'' if found.alive else ' - no process alive: stale, `nexus down` clears it'}"
+        )
     )
     for column in ("wave", "service", "port", "state", "pid", "live", "ready"):
         table.add_column(column, justify="right" if column in ("wave", "port", "pid") else "left")
@@ -698,7 +720,10 @@ def verify(
         str | None,
         typer.Option(
             "--base-url",
-            help="A deployed gateway, e.g. http://127.0.0.1:8080 through `kubectl port-forward`. Default: the platform `nexus up` runs here.",
+            help=(
+                "A deployed gateway, e.g. http://127.0.0.1:8080 through `kubectl port-forward`. Default: the platform "
+                "`nexus up` runs here."
+            ),
         ),
     ] = None,
     as_json: JsonOpt = False,
@@ -765,7 +790,8 @@ def verify(
         console.print(
             f"{sum(f.status == 'ok' for f in report.flows)}/{len(report.flows)} flows ok, "
             f"{sum(s.status == 'ok' for s in checked)}/{len(checked)} services ok"
-            f"{f', {len(report.services) - len(checked)} skipped' if len(checked) < len(report.services) else ''} in {report.seconds:.2f} s"
+            f"{f', {len(report.services) - len(checked)} skipped' if len(checked) < len(report.services) else ''} in "
+            f"{report.seconds:.2f} s"
         )
     if not report.ok:
         raise VerifyFailed(report.failures)

@@ -2,9 +2,9 @@
 (through the real command). Each starts from MINIMAL and breaks exactly one thing.
 
 A case names where the error must point by *needles*: strings searched in order in the dumped
-YAML, each from where the previous one starts, the last one being the token itself. That locates the token independently of the
-loader, so the expected `catalog.yaml:LINE:COL` is neither hard-coded nor computed by the
-code under test.
+YAML, each from where the previous one starts, the last one being the token itself. That locates
+the token independently of the loader, so the expected `catalog.yaml:LINE:COL` is neither
+hard-coded nor computed by the code under test.
 """
 
 from __future__ import annotations
@@ -265,7 +265,8 @@ GRAPH = [
         lambda d: d["flows"]["login"].update(hops=["gateway", "auth", "media"]),
         "flows.login.hops[2]",
         ("login:", "- media", "media"),
-        r"hop auth -> media is not a declared dependency; add 'media: soft' \(or hard\) under services\.auth\.depends_on",
+        r"hop auth -> media is not a declared dependency; add 'media: soft' \(or hard\) under "
+        r"services\.auth\.depends_on",
     ),
     Case(
         "external-hop-not-declared",
@@ -422,7 +423,8 @@ NAMES = [
         _add("3d-render"),
         "services.3d-render",
         _named("3d-render"),
-        r"name '3d-render' is not a DNS-1035 label \(a Kubernetes Service name starts with a letter\).*e\.g\. 'svc-3d-render'",
+        r"name '3d-render' is not a DNS-1035 label \(a Kubernetes Service name starts with a letter\).*e\.g\. "
+        r"'svc-3d-render'",
     ),
     Case(
         "name-all-digits",
@@ -452,7 +454,8 @@ NAMES = [
         _add("import"),
         "services.import",
         _named("import"),
-        r"service 'import' becomes the Python package 'import', but 'import' is a Python keyword.*e\.g\. 'import-service'",
+        r"service 'import' becomes the Python package 'import', but 'import' is a Python keyword.*e\.g\. "
+        r"'import-service'",
     ),
     Case(
         "package-keyword-class",
@@ -537,7 +540,8 @@ NAMES = [
         _add("allow-nothing"),
         "services.allow-nothing",
         _named("allow-nothing"),
-        r"would be written as AuthorizationPolicy \(Istio\) 'allow-nothing', the name of the policy that closes every workload.*e\.g\. 'allow-nothing-service'",
+        r"would be written as AuthorizationPolicy \(Istio\) 'allow-nothing', the name of the policy that closes every "
+        r"workload.*e\.g\. 'allow-nothing-service'",
     ),
     Case(
         "object-default-deny",
@@ -579,7 +583,8 @@ NAMES = [
         lambda d: _infrastructure(d, "allow-nothing"),
         "infrastructure.allow-nothing",
         ("\ninfrastructure:", "allow-nothing:"),
-        r"infrastructure 'allow-nothing' would be written as AuthorizationPolicy \(Istio\) 'allow-nothing'.*e\.g\. 'allow-nothing-infra'",
+        r"infrastructure 'allow-nothing' would be written as AuthorizationPolicy \(Istio\) 'allow-nothing'.*e\.g\. "
+        r"'allow-nothing-infra'",
     ),
     Case(
         "docs-page-readme",

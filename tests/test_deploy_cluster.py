@@ -76,7 +76,8 @@ def offline(tmp_path: Path) -> Path:
 def test_no_kubeconfig(offline: Path) -> None:
     line = one_error_line(run(offline, offline / "absent", "deploy", "--overlay", "dev"))
     assert line == (
-        f"error: no kubeconfig (KUBECONFIG={offline / 'absent'}): create a cluster (`kind create cluster --name nexus`) "
+        f"error: no kubeconfig (KUBECONFIG={offline / 'absent'}): create a cluster (`kind create cluster --name "
+        "nexus`) "
         "or point KUBECONFIG at one; `--dry-run=client` needs no cluster"
     )
 
@@ -100,7 +101,8 @@ def test_unreachable_api_server(offline: Path) -> None:
     for command in (["deploy", "--overlay", "dev"], ["cluster-status"]):
         line = one_error_line(run(offline, path, *command))
         assert line == (
-            f'error: cannot reach the API server of context "kind-nexus" at https://127.0.0.1:{port} (connection refused); '
+            f'error: cannot reach the API server of context "kind-nexus" at https://127.0.0.1:{port} (connection '
+            "refused); "
             "is the cluster running? (`kubectl --context kind-nexus cluster-info`; kind: `kind get clusters`)"
         )
 
@@ -300,8 +302,10 @@ def test_forbidden_names_the_verb_and_the_check(
     ctx = context_of(testbed)
     line = one_error_line(run(project, kc, "deploy", "--overlay", "dev"))
     assert line == (
-        f'error: forbidden in context "{ctx}": namespaces "{namespace}" is forbidden: User "system:serviceaccount:{namespace}:nobody" '
-        f'cannot patch resource "namespaces" in API group "" in the namespace "{namespace}"; ask for a Role or ClusterRole that allows it '
+        f'error: forbidden in context "{ctx}": namespaces "{namespace}" is forbidden: User '
+        f'"system:serviceaccount:{namespace}:nobody" '
+        f'cannot patch resource "namespaces" in API group "" in the namespace "{namespace}"; ask for a Role or '
+        "ClusterRole that allows it "
         f"(check: `kubectl --context {ctx} auth can-i patch namespaces`)"
     )
     line = one_error_line(run(project, kc, "cluster-status"))
@@ -336,7 +340,8 @@ def test_a_namespace_being_deleted_is_not_called_an_rbac_problem(
     )
     assert "because it is being terminated" in line and "ask for a Role" not in line
     assert line.endswith(
-        f"wait until it is gone (`kubectl --context {ctx} wait --for=delete namespace/{namespace} --timeout=120s`) and run again"
+        f"wait until it is gone (`kubectl --context {ctx} wait --for=delete namespace/{namespace} --timeout=120s`) "
+        "and run again"
     )
 
 
@@ -432,7 +437,8 @@ def test_a_crash_looping_service_stops_the_deploy_at_its_wave(
 ) -> None:
     if not testbed.fail_image:
         unavailable(
-            "the cluster has no kubelet stand-in that crash-loops an image (TESTBED_FAIL_IMAGE): start the testbed with scripts/testbed.sh"
+            "the cluster has no kubelet stand-in that crash-loops an image (TESTBED_FAIL_IMAGE): start the testbed "
+            "with scripts/testbed.sh"
         )
     project = minimal_project(tmp_path, namespace, images={"auth": f"registry.example.com/{testbed.fail_image}:1"})
     result = run(project, testbed.kubeconfig, "deploy", "--overlay", "dev", "--timeout-per-wave", "8")
@@ -504,7 +510,8 @@ def test_ctrl_c_stops_a_real_deploy_after_the_current_apply(
     assert proc.returncode == 130
     assert err.splitlines() == [
         (
-            "error: interrupted during wave 2: 10 of 24 objects were applied (the last: PodDisruptionBudget/auth); nothing more was sent. "
+            "error: interrupted during wave 2: 10 of 24 objects were applied (the last: PodDisruptionBudget/auth); "
+            "nothing more was sent. "
             "Run the same command again to go on: applying is idempotent."
         )
     ]
@@ -633,9 +640,12 @@ def test_cluster_status_with_read_only_view_rights(
         "media       3        1      1  available    not checked",
     ]
     assert lines[5] == (
-        "not checked: drift of 8 kinds: may not patch ConfigMap, Deployment, HorizontalPodAutoscaler, Namespace, NetworkPolicy, "
-        "PodDisruptionBudget, Service, ServiceAccount. Drift is found by reading each object and sending it as a server-side dry-run "
-        f"apply, which needs get and patch (check: `kubectl --context {context_of(testbed)} auth can-i patch deployments.apps -n {namespace}`); "
+        "not checked: drift of 8 kinds: may not patch ConfigMap, Deployment, HorizontalPodAutoscaler, Namespace, "
+        "NetworkPolicy, "
+        "PodDisruptionBudget, Service, ServiceAccount. Drift is found by reading each object and sending it as a "
+        "server-side dry-run "
+        f"apply, which needs get and patch (check: `kubectl --context {context_of(testbed)} auth can-i patch "
+        f"deployments.apps -n {namespace}`); "
         "replicas, rollout and leftovers need only get and list"
     )
     assert len(lines) == 6
@@ -711,10 +721,14 @@ def test_the_full_overlay_names_every_missing_kind_then_deploys_with_install_crd
     line = one_error_line(run(project, testbed.kubeconfig, "deploy", "--overlay", "dev"))
     assert line == (
         f'error: the API server of context "{context_of(testbed)}" does not serve 8 kinds of this overlay: '
-        "PrometheusRule (monitoring.coreos.com/v1), ServiceMonitor (monitoring.coreos.com/v1), DestinationRule (networking.istio.io/v1beta1), "
-        "ServiceEntry (networking.istio.io/v1beta1), Sidecar (networking.istio.io/v1beta1), VirtualService (networking.istio.io/v1beta1), "
-        "AuthorizationPolicy (security.istio.io/v1), PeerAuthentication (security.istio.io/v1beta1); nothing was applied. "
-        "Install their CustomResourceDefinitions with the mesh and the Prometheus Operator (see docs/deploy.md), or, on a test cluster "
+        "PrometheusRule (monitoring.coreos.com/v1), ServiceMonitor (monitoring.coreos.com/v1), DestinationRule "
+        "(networking.istio.io/v1beta1), "
+        "ServiceEntry (networking.istio.io/v1beta1), Sidecar (networking.istio.io/v1beta1), VirtualService "
+        "(networking.istio.io/v1beta1), "
+        "AuthorizationPolicy (security.istio.io/v1), PeerAuthentication (security.istio.io/v1beta1); nothing was "
+        "applied. "
+        "Install their CustomResourceDefinitions with the mesh and the Prometheus Operator (see docs/deploy.md), or, "
+        "on a test cluster "
         "that runs neither, add --install-crds (it applies generated/k8s/crds)"
     )
     with pytest.raises(ApiException):

@@ -30,7 +30,7 @@ def shipped(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
 
 
 def test_apply_order_is_the_deployment_plan(shipped) -> None:
-    root, loaded = shipped
+    _root, loaded = shipped
     steps = plan_overlay(loaded, "dev")
     assert steps[0].wave is None and [o.ref for o in steps[0].objects] == ["Namespace/nexus-cos"]
     assert steps[1].wave == 0 and [o.ref for o in steps[1].objects] == ["NetworkPolicy/default-deny"]
@@ -79,7 +79,7 @@ def test_a_broken_kustomization_is_one_overlay_error(tmp_path: Path) -> None:
     (tmp_path / "kustomization.yaml").write_text("resources:\n  - missing.yaml\n")
     with pytest.raises(OverlayError, match=r"`kubectl kustomize` failed: .*missing.yaml"):
         build(tmp_path)
-    with pytest.raises(OverlayError, match="no kustomization.yaml here"):
+    with pytest.raises(OverlayError, match=r"no kustomization\.yaml here"):
         build(tmp_path / "nowhere")
 
 
@@ -90,7 +90,8 @@ def test_missing_overlay_names_what_exists(shipped) -> None:
     )
     assert result.exit_code == 1
     assert result.stderr.strip() == (
-        f"error: no overlay 'prod' in {root / 'generated/k8s/overlays'} (it has: dev); run `nexus generate` to write the overlays"
+        f"error: no overlay 'prod' in {root / 'generated/k8s/overlays'} (it has: dev); run `nexus generate` to write "
+        "the overlays"
     )
 
 
@@ -108,10 +109,8 @@ def test_client_dry_run_prints_the_wave_order_and_needs_no_cluster(shipped, tmp_
         for w in loaded.plan.waves
     ]
     assert heads[:-1] == expected
-    assert (
-        heads[-1]
-        == f"{7 * len(loaded.catalog.services) + 2 + len(loaded.catalog.infrastructure)} objects in {len(expected)} steps; client dry run: no cluster was contacted"
-    )
+    objects = 7 * len(loaded.catalog.services) + 2 + len(loaded.catalog.infrastructure)
+    assert heads[-1] == f"{objects} objects in {len(expected)} steps; client dry run: no cluster was contacted"
     lines = result.stdout.splitlines()
     assert lines[:4] == ["setup", "    Namespace/nexus-cos", "wave  0", "    NetworkPolicy/default-deny"]
     at = lines.index("wave  2  Core Services: pv-keys")
@@ -149,7 +148,7 @@ def test_shipped_overlays_follow_the_plan() -> None:
     loaded = load_catalog(CATALOG)
     for overlay in ("dev", "staging", "prod"):
         steps = plan_overlay(loaded, overlay)  # raises if any sync-wave disagrees with the plan
-        waves = {w.number: set((*w.infrastructure, *w.services)) for w in loaded.plan.waves}
+        waves = {w.number: {*w.infrastructure, *w.services} for w in loaded.plan.waves}
         for step in steps:
             if step.wave in waves:
                 assert set(step.services) <= waves[step.wave]

@@ -54,9 +54,9 @@ def change(repo: Path, minimal: dict) -> dict:
 def test_no_change_says_so(repo: Path) -> None:
     result = nexus("diff", "--catalog", str(repo / "catalog.yaml"))
     assert result.returncode == 0, result.stderr
-    assert (
-        result.stdout
-        == "## nexus diff against `HEAD`\n\nNo change to the catalog's services, edges or policy, and no generated file would change.\n"
+    assert result.stdout == (
+        "## nexus diff against `HEAD`\n\n"
+        "No change to the catalog's services, edges or policy, and no generated file would change.\n"
     )
 
 
@@ -143,8 +143,8 @@ def test_markdown_is_a_pr_comment_with_cross_team_edges_highlighted(repo: Path, 
     assert md.startswith("## nexus diff against `main`\n")
     assert "**1 service added, 0 removed, 1 port changed; 2 edges added (1 cross-team), 1 removed;" in md
     assert (
-        "> [!WARNING]\n> New cross-team dependencies: the called team should review.\n> - `tickets` (media) → `auth` (core), hard\n"
-        in md
+        "> [!WARNING]\n> New cross-team dependencies: the called team should review.\n> - `tickets` (media) → `auth` "
+        "(core), hard\n" in md
     )
     assert "| added | `tickets` | 4010 | media | platform | apps |" in md
     assert "| `media` | 4002 | 4012 |" in md

@@ -90,7 +90,9 @@ def _mutations(doc: dict[str, Any], rng: random.Random) -> list[dict[str, Any]]:
                 target[last] = "NotAnEnumValue"  # breaks enum fields (Service type, seccomp type...), nothing else
             elif change == "retype":
                 old = target[last]
-                target[last] = {str: 7, int: "7", bool: "true", list: {"a": 1}, dict: ["a"], float: "1.5"}.get(type(old))
+                target[last] = {str: 7, int: "7", bool: "true", list: {"a": 1}, dict: ["a"], float: "1.5"}.get(
+                    type(old)
+                )
             else:
                 continue
             out.append(copied)

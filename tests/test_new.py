@@ -91,7 +91,8 @@ REFUSALS = {
             "--depends-on",
             "billing-service",
         ],
-        r"--depends-on billing-service: hard dependency on 'billing-service' \(stage 'platform'\) from stage 'core': 'billing-service' is deployed later",
+        r"--depends-on billing-service: hard dependency on 'billing-service' \(stage 'platform'\) from stage 'core': "
+        r"'billing-service' is deployed later",
     ),
     "unknown stage": (
         ["ticket-office", "--category", "streaming", "--team", "media", "--stage", "later"],
@@ -103,11 +104,13 @@ REFUSALS = {
     ),
     "leading digit": (
         ["3d-render", "--category", "streaming", "--team", "media"],
-        r"NAME 3d-render: name '3d-render' is not a DNS-1035 label \(a Kubernetes Service name starts with a letter\).*e\.g\. 'svc-3d-render'",
+        r"NAME 3d-render: name '3d-render' is not a DNS-1035 label \(a Kubernetes Service name starts with a "
+        r"letter\).*e\.g\. 'svc-3d-render'",
     ),
     "standard-library package": (
         ["json", "--category", "streaming", "--team", "media"],
-        r"NAME json: service 'json' becomes the Python package 'json', but 'json' is a module of Python's standard library",
+        r"NAME json: service 'json' becomes the Python package 'json', but 'json' is a module of Python's standard "
+        r"library",
     ),
     "generated object": (
         ["default-deny", "--category", "streaming", "--team", "media"],
@@ -240,7 +243,7 @@ def test_new_then_validate_and_generate_check_in_a_fresh_clone(tmp_path: Path) -
 
     # a pure text insertion: the old file is the new one with a block of lines taken out
     before, after = old.splitlines(keepends=True), (clone / "catalog.yaml").read_text().splitlines(keepends=True)
-    head = next(i for i, (a, b) in enumerate(zip(before, after)) if a != b)
+    head = next(i for i, (a, b) in enumerate(zip(before, after, strict=False)) if a != b)
     tail = len(after) - (len(before) - head)
     assert after[:head] + after[tail:] == before
     assert [line.rstrip("\n") for line in after[head:tail]] == [
@@ -456,7 +459,10 @@ def test_any_description_is_added_intact(minimal: dict) -> None:
 
 
 def test_insertion_keeps_comments_crlf_indentation_and_a_missing_last_newline() -> None:
-    head = "version: 1\r\nservices:\r\n    a:   # first\r\n        port: 1\r\n    # trailing comment of services\r\n\r\n# about flows\r\nflows: {}"
+    head = (
+        "version: 1\r\nservices:\r\n    a:   # first\r\n        port: 1\r\n    # trailing comment of "
+        "services\r\n\r\n# about flows\r\nflows: {}"
+    )
     lines = entry_lines(NewService("b", "c", "t"), 2, "    ", "    ")
     out = insert_entry(head, lines)
     assert out == head.replace(

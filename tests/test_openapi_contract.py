@@ -65,7 +65,8 @@ def test_every_generated_service_keeps_its_openapi_contract(tmp_path, capsys) ->
     )  # a failure found in two phases, once
     with capsys.disabled():
         print(
-            f"\nschemathesis: {len(outcomes)} services, {operations} operations, {checks} checks, {len(failures)} failures, {seconds:.1f} s"
+            f"\nschemathesis: {len(outcomes)} services, {operations} operations, {checks} checks, {len(failures)} "
+            f"failures, {seconds:.1f} s"
         )
     assert len(outcomes) == 43
     assert all(

@@ -213,8 +213,8 @@ def test_checks_catch_a_wrong_index_row(shipped: Any) -> None:
     }
     failures = checks(ctx, broken)
     assert (
-        f"{INDEX}: auth-service: row missing under '### Core Services (5)' (expected | auth-service | 3001 | Primary authentication service | [auth-service.md](auth-service.md) |)"
-        in failures
+        f"{INDEX}: auth-service: row missing under '### Core Services (5)' (expected | auth-service | 3001 | Primary "
+        "authentication service | [auth-service.md](auth-service.md) |)" in failures
     )
     assert any(f.startswith(f"{INDEX}: unexpected row under '### Core Services (5)'") for f in failures)
 
@@ -268,16 +268,16 @@ def test_each_service_page_says_what_it_must(shipped: Any) -> None:
         stage = next(s for s in cat.stages if s.name == ctx.plan.stage_of[name])
         wave = ctx.plan.wave_of[name]
         assert (
-            f"[{stage.title}](../architecture/deployment-order.md#stage-{stage.name}); wave [{wave}](../architecture/deployment-order.md#wave-{wave})"
-            in page
+            f"[{stage.title}](../architecture/deployment-order.md#stage-{stage.name}); wave "
+            f"[{wave}](../architecture/deployment-order.md#wave-{wave})" in page
         )
         assert f"**{stage.title}**, in wave {wave}" in section(page, "Deployment")
         scaling = cat.autoscaling_for(name)
         ops = section(page, "Common Operations")
         assert f"kubectl scale deployment/{name} " in ops
         assert (
-            f"kubectl autoscale deployment/{name} \\\n  --min={scaling.min_replicas} --max={scaling.max_replicas} --cpu-percent={scaling.cpu_percent} -n nexus-cos"
-            in ops
+            f"kubectl autoscale deployment/{name} \\\n  --min={scaling.min_replicas} --max={scaling.max_replicas} "
+            f"--cpu-percent={scaling.cpu_percent} -n nexus-cos" in ops
         )
         assert f"kubectl logs -n nexus-cos -l app={name} --tail=100" in ops
         assert f"kubectl rollout restart deployment/{name} -n nexus-cos" in ops
@@ -289,8 +289,8 @@ def test_each_service_page_says_what_it_must(shipped: Any) -> None:
 def test_flow_positions_and_next_hops(shipped: Any) -> None:
     _, files = shipped
     assert (
-        "| [Authentication Flow](../architecture/critical-paths.md#flow-authentication) | 3 of 5 | [auth-service](auth-service.md) | [session-mgr](session-mgr.md) |"
-        in files["docs/services/user-auth.md"]
+        "| [Authentication Flow](../architecture/critical-paths.md#flow-authentication) | 3 of 5 | "
+        "[auth-service](auth-service.md) | [session-mgr](session-mgr.md) |" in files["docs/services/user-auth.md"]
     )
     assert (
         "| 3 of 4 | [content-management](content-management.md) | cdn (external) |"
@@ -436,7 +436,7 @@ TEXT = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size
 def test_any_text_renders_with_whole_table_rows(
     minimal: dict[str, Any], descriptions: list[str], flow_title: str, category: tuple[str, str]
 ) -> None:
-    for svc, text in zip(minimal["services"].values(), descriptions):
+    for svc, text in zip(minimal["services"].values(), descriptions, strict=False):
         svc["description"] = text
     minimal["flows"]["watch"]["title"] = flow_title
     minimal["categories"]["platform"] = {"title": category[0], "summary": category[1]}

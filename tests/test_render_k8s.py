@@ -459,7 +459,7 @@ def test_each_check_fires_and_names_the_service_and_file(
     service, old, new, expected = BREAKAGES[case]
     failures = k8s_checks.run(ctx, _break(files, service, old, new))
     assert any(expected in f for f in failures), failures
-    hit = [f for f in failures if expected in f][0]
+    hit = next(f for f in failures if expected in f)
     assert hit.split(": ")[:2][1] in ctx.catalog.services and hit.startswith("k8s/base/services/"), hit
 
 
@@ -473,8 +473,8 @@ def test_the_flow_check_fires_when_policy_blocks_a_hop(shipped: tuple[RenderCont
     )
     failures = k8s_checks.run(ctx, broken)
     assert (
-        f"{SVC.format('user-auth')}: user-auth: flow authentication hop user-auth -> session-mgr: not allowed by the NetworkPolicies"
-        in failures
+        f"{SVC.format('user-auth')}: user-auth: flow authentication hop user-auth -> session-mgr: not allowed by the "
+        "NetworkPolicies" in failures
     )
 
 
@@ -584,9 +584,9 @@ def test_catalog_autoscaling_and_resources_overrides_reach_the_manifests(minimal
         "cpu": "1",
         "memory": "1Gi",
     }
-    dev = [d for d in k8s_checks.documents("p", files["k8s/overlays/dev/resources-patch.yaml"]) if d.name == "media"][
-        0
-    ].data
+    dev = next(
+        d for d in k8s_checks.documents("p", files["k8s/overlays/dev/resources-patch.yaml"]) if d.name == "media"
+    ).data
     assert dev["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"] == {
         "cpu": "500m",
         "memory": "512Mi",
@@ -633,7 +633,10 @@ def test_output_is_the_same_bytes_whatever_the_catalog_order(shipped: tuple[Rend
     assert list(files) == list(shipped[1])
 
 
-NASTY = "Ünïcode “quotes” {{ not jinja }} {% raw %} \"double\" 'single' key: value # not a comment\nsecond line\r\n\tand NEL\x85 LS\u2028 DEL\x7f 😀 "
+NASTY = (
+    "Ünïcode “quotes” {{ not jinja }} {% raw %} \"double\" 'single' key: value # not a comment\nsecond line\r\n\tand "
+    "NEL\x85 LS\u2028 DEL\x7f 😀 "
+)
 
 
 def _description_survives(minimal: dict[str, Any], text: str) -> None:

@@ -200,7 +200,8 @@ def test_describe_pods_shows_waiting_reasons_restarts_and_latest_events_merged()
     }
     assert describe_pods(pods, events, last=3) == [
         "  pod token-mgr-a: Running",
-        "    container token-mgr: waiting: CrashLoopBackOff (back-off 5m0s restarting failed container); last exit 1 (Error), 6 restarts",
+        "    container token-mgr: waiting: CrashLoopBackOff (back-off 5m0s restarting failed container); last exit 1 "
+        "(Error), 6 restarts",
         "    event Normal Pulled x6: pulled",  # six identical events, shown once with their count
         "    event Warning BackOff x12: Back-off restarting failed container",
         "  pod token-mgr-b: Pending",

@@ -28,7 +28,8 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-# where the testbed's scripts are (NEXUS_TESTBED_SCRIPTS), and its build and state (NEXUS_TESTBED, as its scripts read it)
+# where the testbed's scripts are (NEXUS_TESTBED_SCRIPTS), and its build and state (NEXUS_TESTBED, as its
+# scripts read it)
 SCRIPTS = Path(os.environ.get("NEXUS_TESTBED_SCRIPTS") or ROOT.parent / "shared" / "k8s-testbed")
 STATE = Path(
     os.environ.get("NEXUS_TESTBED")
@@ -98,7 +99,8 @@ def find_or_start() -> Testbed:
         unavailable(f"KUBECONFIG={given} points at no usable cluster: {why}")
     if not (SCRIPTS / "start-cluster.sh").is_file():
         unavailable(
-            f"no cluster: KUBECONFIG is not set and the testbed's scripts are not at {SCRIPTS} (set NEXUS_TESTBED_SCRIPTS)"
+            f"no cluster: KUBECONFIG is not set and the testbed's scripts are not at {SCRIPTS} (set "
+            "NEXUS_TESTBED_SCRIPTS)"
         )
     kubeconfig = str(STATE / "kubeconfig")
     if Path(kubeconfig).is_file() and _answers(kubeconfig) is None:

@@ -146,7 +146,8 @@ def insert_entry(text: str, lines: list[str]) -> str:
     start = next((i for i, row in enumerate(rows) if _TOP_KEY.match(row)), None)
     if start is None:
         raise NexusError(
-            "catalog.yaml has no line `services:` on its own; nexus new appends to an indented block mapping under it, so write the services that way"
+            "catalog.yaml has no line `services:` on its own; nexus new appends to an indented block mapping under "
+            "it, so write the services that way"
         )
     last = start
     for i in range(start + 1, len(rows)):
@@ -158,7 +159,8 @@ def insert_entry(text: str, lines: list[str]) -> str:
         last = i
     if last == start:
         raise NexusError(
-            "catalog.yaml's `services:` has no indented entries below it; nexus new appends to an indented block mapping under it, so write the services that way"
+            "catalog.yaml's `services:` has no indented entries below it; nexus new appends to an indented block "
+            "mapping under it, so write the services that way"
         )
     return newline.join([*rows[: last + 1], *lines, *rows[last + 1 :]])
 
@@ -243,7 +245,8 @@ def _assert_pure_addition(before: Catalog, after: Catalog, name: str) -> None:
         or after.model_copy(update={"services": before.services}) != before
     ):
         raise NexusError(
-            f"adding '{name}' as text would change more than the one entry (an unusual layout of `services:`?); nothing was written, add it by hand"
+            f"adding '{name}' as text would change more than the one entry (an unusual layout of `services:`?); "
+            "nothing was written, add it by hand"
         )
 
 

@@ -74,7 +74,8 @@ def read_base(ref: str, catalog: str | Path) -> str:
     if result.returncode != 0:
         reason = (result.stderr.decode("utf-8", "replace").strip().splitlines() or ["git show failed"])[-1]
         raise DiffError(
-            f"cannot read {path.name} at '{ref}': {reason.removeprefix('fatal: ')} (pass --base with a branch, tag or commit that has the catalog)"
+            f"cannot read {path.name} at '{ref}': {reason.removeprefix('fatal: ')} (pass --base with a branch, tag or "
+            "commit that has the catalog)"
         )
     try:
         return result.stdout.decode("utf-8").removeprefix("\ufeff")

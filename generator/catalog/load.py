@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 
@@ -79,7 +79,8 @@ class _Frame:
 
 
 def _mark(event: yaml.Event) -> tuple[int, int]:
-    return (event.start_mark.line + 1, event.start_mark.column + 1)
+    mark = event.start_mark  # the parser sets one on every event it emits
+    return (mark.line + 1, mark.column + 1) if mark is not None else (0, 0)
 
 
 def _tag(event: yaml.ScalarEvent) -> str:
@@ -114,7 +115,10 @@ def _key_problem(event: yaml.ScalarEvent, tag: str) -> str | None:
         return None
     token = event.value
     if event.tag not in (None, "!"):
-        return f"key {token!r} is tagged {tag.replace('tag:yaml.org,2002:', '!!')}; a key is a name (text), so remove the tag"
+        return (
+            f"key {token!r} is tagged {tag.replace('tag:yaml.org,2002:', '!!')}; a key is a name (text), so remove "
+            "the tag"
+        )
     if not token:
         return "a key is empty (YAML reads it as null); write the name"
     kind = _KINDS.get(tag.rsplit(":", 1)[-1], tag)
@@ -124,7 +128,10 @@ def _key_problem(event: yaml.ScalarEvent, tag: str) -> str | None:
             kind = str(value).lower() if isinstance(value, bool) else f"the number {value}"
     except yaml.YAMLError:
         pass  # not even a valid one of its kind: say which kind
-    return f'key {token!r} is read by YAML as {kind}, not as the text {token!r}; a key is a name, so quote it ("{token}") if it is meant as written'
+    return (
+        f"key {token!r} is read by YAML as {kind}, not as the text {token!r}; a key is a name, so quote it "
+        f'("{token}") if it is meant as written'
+    )
 
 
 def _scalar(event: yaml.ScalarEvent, tag: str) -> Any:
@@ -132,7 +139,9 @@ def _scalar(event: yaml.ScalarEvent, tag: str) -> Any:
         # Most scalars are text, and for text PyYAML's constructor returns the value unchanged;
         # skipping it halves the load time of a large catalog.
         return event.value
-    node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
+    # libyaml's parser gives its own Mark type, with the same fields as PyYAML's (the stubs keep them apart)
+    start, end = cast("yaml.Mark | None", event.start_mark), cast("yaml.Mark | None", event.end_mark)
+    node = yaml.ScalarNode(tag, event.value, start, end, event.style)
     try:
         return _constructor.construct_object(node, deep=True)
     except (ValueError, KeyError, ArithmeticError) as exc:
@@ -141,7 +150,7 @@ def _scalar(event: yaml.ScalarEvent, tag: str) -> Any:
         shown = event.value if len(event.value) <= 40 else event.value[:37] + "..."
         short = tag.replace("tag:yaml.org,2002:", "!!")
         raise yaml.constructor.ConstructorError(
-            None, None, f"'{shown}' is not a valid {short} ({exc}); quote it if it is meant as text", event.start_mark
+            None, None, f"'{shown}' is not a valid {short} ({exc}); quote it if it is meant as text", start
         ) from exc
     finally:
         # the constructor memoises every node it builds; ours are throw-away, so do not keep them
@@ -204,7 +213,8 @@ def _build(events: Any, text: str, file: str, problems: list[Problem]) -> Source
             raise fail(
                 mark,
                 stack[-1].path if stack else (),
-                "aliases expand to more than 5,000,000 nodes (a YAML alias bomb?); write the data out instead of nesting aliases",
+                "aliases expand to more than 5,000,000 nodes (a YAML alias bomb?); write the data out instead of "
+                "nesting aliases",
             )
         if not stack:
             src.data = value
@@ -222,23 +232,24 @@ def _build(events: Any, text: str, file: str, problems: list[Problem]) -> Source
                 raise fail(mark, top.path, "a mapping key must be a plain value, not a mapping or a list")
             top.pending_key, top.key_mark, top.has_key = value, mark, True
             return None
-        key = top.pending_key
+        key, key_mark = top.pending_key, top.key_mark or mark
         skey = key if isinstance(key, str) else str(key)
         path = (*top.path, skey)
         if skey in top.container:
             first = src.keys.get(path, (0, 0))
             problems.append(
                 Problem(
-                    top.key_mark[0],
-                    top.key_mark[1],
+                    key_mark[0],
+                    key_mark[1],
                     dotted(path),
-                    f"duplicate key '{skey}' (first defined at line {first[0]}); YAML would silently keep only the last one, so merge the two or rename one",
+                    f"duplicate key '{skey}' (first defined at line {first[0]}); YAML would silently keep only the "
+                    "last one, so merge the two or rename one",
                     file=file,
                 )
             )
         else:
             top.container[skey] = value
-            src.keys[path] = top.key_mark
+            src.keys[path] = key_mark
             src.values[path] = mark
         top.has_key = False
         return path
@@ -334,7 +345,8 @@ def _build(events: Any, text: str, file: str, problems: list[Problem]) -> Source
                     0,
                     0,
                     "",
-                    "the catalog is empty; it must be a mapping with at least 'platform', 'teams', 'categories', 'stages' and 'services'",
+                    "the catalog is empty; it must be a mapping with at least 'platform', 'teams', 'categories', "
+                    "'stages' and 'services'",
                     file=file,
                 )
             ]
@@ -383,7 +395,8 @@ def load_file(path: str | Path) -> Source:
                         0,
                         0,
                         "",
-                        f"the file is {size / 1e6:.1f} MB; a catalog is at most {MAX_BYTES // (1024 * 1024)} MiB (10,000 services take about 3 MB)",
+                        f"the file is {size / 1e6:.1f} MB; a catalog is at most {MAX_BYTES // (1024 * 1024)} MiB "
+                        "(10,000 services take about 3 MB)",
                         file=name,
                     )
                 ]

@@ -37,7 +37,9 @@ def check(cat: Catalog, report: Report) -> None:
                 shown = ", ".join(f"{f} {getattr(got, f)} vs {getattr(want, f)}" for f in diff)
                 report(
                     ("services", source, "depends_on", target),
-                    f"Linkerd sets timeouts, retries and circuit breaking per destination service, and the edges into '{target}' "
-                    f"disagree ({source} -> {target} vs {first} -> {target}: {shown}); give every edge into '{target}' the same "
+                    "Linkerd sets timeouts, retries and circuit breaking per destination service, and the edges into "
+                    f"'{target}' "
+                    f"disagree ({source} -> {target} vs {first} -> {target}: {shown}); give every edge into "
+                    f"'{target}' the same "
                     f"values, or use mesh: istio, which sets them per caller",
                 )

@@ -157,7 +157,8 @@ class Autoscaling(Strict):
     def _bounds(self) -> Autoscaling:
         if self.min_replicas > self.max_replicas:
             raise ValueError(
-                f"min_replicas ({self.min_replicas}) is above max_replicas ({self.max_replicas}); make min_replicas <= max_replicas"
+                f"min_replicas ({self.min_replicas}) is above max_replicas ({self.max_replicas}); make min_replicas "
+                "<= max_replicas"
             )
         return self
 
@@ -180,7 +181,9 @@ class TrafficOverride(Strict):
     timeout: Duration | None = Field(None, description="Whole-request timeout, retries included, e.g. 2s.")
     retries: Annotated[int, Field(ge=0, le=5)] | None = Field(
         None,
-        description="Retries of idempotent calls on connect failures and 502/503/504 (at most 5, as the runtime allows).",
+        description=(
+            "Retries of idempotent calls on connect failures and 502/503/504 (at most 5, as the runtime allows)."
+        ),
     )
     consecutive_5xx: Annotated[int, Field(ge=1)] | None = Field(
         None, description="Circuit breaking: eject an endpoint after this many 5xx in a row."
@@ -217,9 +220,10 @@ class Monitoring(Strict):
     )
     operator: bool = Field(
         True,
-        description="The cluster runs the Prometheus Operator, so the overlays include the ServiceMonitors and alert rules. "
-        "false for a cluster without its CRDs (a bare kind cluster): no ServiceMonitor or PrometheusRule is generated, "
-        "and the NetworkPolicies still admit scrapes from the monitoring namespace (a plain Prometheus can scrape).",
+        description="The cluster runs the Prometheus Operator, so the overlays include the ServiceMonitors and alert "
+        "rules. false for a cluster without its CRDs (a bare kind cluster): no ServiceMonitor or PrometheusRule is "
+        "generated, and the NetworkPolicies still admit scrapes from the monitoring namespace (a plain Prometheus "
+        "can scrape).",
     )
 
 
@@ -228,13 +232,22 @@ class Platform(Strict):
 
     name: Name = Field(description="The platform's name, used in labels (app.kubernetes.io/part-of).")
     namespace: Namespace = Field(
-        description="The Kubernetes namespace everything is deployed into (not kube-*, default, nor the monitoring or a mesh's)."
+        description=(
+            "The Kubernetes namespace everything is deployed into (not kube-*, default, nor the monitoring or a "
+            "mesh's)."
+        )
     )
     version: Version = Field(
-        description="Version label and image tag of the generated services: MAJOR.MINOR.PATCH, optionally -alpha, -beta, -rc or -dev and a number, e.g. 1.2.0-rc.1."
+        description=(
+            "Version label and image tag of the generated services: MAJOR.MINOR.PATCH, optionally -alpha, -beta, -rc "
+            "or -dev and a number, e.g. 1.2.0-rc.1."
+        )
     )
     image_registry: ImagePrefix = Field(
-        description="Registry prefix for service images, lower case, e.g. ghcr.io/nexus-cos; images are <prefix>/<service>:<version>."
+        description=(
+            "Registry prefix for service images, lower case, e.g. ghcr.io/nexus-cos; images are "
+            "<prefix>/<service>:<version>."
+        )
     )
     gateway: Name = Field(description="The service external traffic enters through; every flow starts here.")
     health: Health = Health()
@@ -257,7 +270,10 @@ class Team(Strict):
     oncall: Email = Field(description="Who is paged.")
     handle: Handle | None = Field(
         None,
-        description="GitHub user or team that owns the team's services in CODEOWNERS, e.g. `@nexus-cos/media`. Default: `@<platform name>/<team name>`.",
+        description=(
+            "GitHub user or team that owns the team's services in CODEOWNERS, e.g. `@nexus-cos/media`. Default: "
+            "`@<platform name>/<team name>`."
+        ),
     )
 
 
@@ -284,7 +300,10 @@ class Category(Strict):
     summary: Text = Field(description="The line under the heading in the services index.")
     ports: PortRange | None = Field(
         None,
-        description="Ports for the category's new services (`nexus new`). Without it, new services get the first free port above the category's highest.",
+        description=(
+            "Ports for the category's new services (`nexus new`). Without it, new services get the first free port "
+            "above the category's highest."
+        ),
     )
 
 
@@ -312,7 +331,10 @@ class Stage(Strict):
 
 class Dependency(TrafficOverride):
     kind: EdgeKind = Field(
-        description="hard: the dependent's own routes need it (readiness: docs/running.md), and it orders deployment. soft: called at request time only."
+        description=(
+            "hard: the dependent's own routes need it (readiness: docs/running.md), and it orders deployment. soft: "
+            "called at request time only."
+        )
     )
 
     @model_validator(mode="before")

@@ -123,11 +123,15 @@ def _taken_by() -> dict[str, str]:
     }
     for dist, imports in RUNTIME_DISTRIBUTIONS.items():
         out[dist] = (
-            f"'{dist}' is a distribution the runtime or the services' tests need, which installing the service would replace"
+            f"'{dist}' is a distribution the runtime or the services' tests need, which installing the service would "
+            "replace"
         )
         out.update(
             {
-                i: f"'{i}' is a package the runtime or the services' tests import (from '{dist}'), which it would shadow"
+                i: (
+                    f"'{i}' is a package the runtime or the services' tests import (from '{dist}'), which it would "
+                    "shadow"
+                )
                 for i in imports
             }
         )
@@ -152,7 +156,10 @@ def package_problem(name: str) -> str | None:
         why = _TAKEN.get(package) or _TAKEN[name]
     else:
         return None
-    return f"service '{name}' becomes the Python package '{package}', but {why}; rename the service, e.g. '{suggest(name, 'service')}'"
+    return (
+        f"service '{name}' becomes the Python package '{package}', but {why}; rename the service, e.g. "
+        f"'{suggest(name, 'service')}'"
+    )
 
 
 def suggest(name: str, suffix: str) -> str:

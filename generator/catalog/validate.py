@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import graphlib
+import itertools
 import re
 import reprlib
 import types
@@ -147,7 +148,10 @@ def _unwrap(tp: Any) -> Any:
 
 
 _DNS_RULE = "use lower-case letters, digits and '-', starting and ending with a letter or digit, at most 63 characters"
-_DNS_1035_RULE = "use lower-case letters, digits and '-', starting with a letter and ending with a letter or digit, at most 63 characters"
+_DNS_1035_RULE = (
+    "use lower-case letters, digits and '-', starting with a letter and ending with a letter or digit, at most 63 "
+    "characters"
+)
 
 
 def _service_slug(text: str) -> str:
@@ -199,7 +203,8 @@ def _translate(src: Source, err: ErrorDetails) -> Problem:
     if kind == "string_pattern_mismatch" and pattern == DNS_LABEL:
         return src.problem(
             path,
-            f"{what} {_show(value)} is not a DNS-1123 label (it becomes a hostname and a folder name); {_DNS_RULE}, e.g. '{_slug(value)}'",
+            f"{what} {_show(value)} is not a DNS-1123 label (it becomes a hostname and a folder name); {_DNS_RULE}, "
+            f"e.g. '{_slug(value)}'",
             key=is_key,
         )
     if kind == "string_too_long" and ctx.get("max_length") == 63 and path != ("platform", "version"):
@@ -217,18 +222,21 @@ def _translate(src: Source, err: ErrorDetails) -> Problem:
         return src.problem(
             path,
             f"{_show(value)} is not an image name prefix: images are <prefix>/<service>:<version>, and a prefix is "
-            f"an optional registry host[:port] and lower-case path parts separated by '/', with no spaces or line breaks; e.g. {fix}",
+            "an optional registry host[:port] and lower-case path parts separated by '/', with no spaces or line "
+            f"breaks; e.g. {fix}",
         )
     if kind == "string_pattern_mismatch" and pattern == VERSION:
         return src.problem(
             path,
             f"{_show(value)} is not a version the image tag, the Kubernetes label and the Python packages all accept; "
-            "write MAJOR.MINOR.PATCH, optionally with -alpha, -beta, -rc or -dev and a number, e.g. '1.2.0' or '1.2.0-rc.1'",
+            "write MAJOR.MINOR.PATCH, optionally with -alpha, -beta, -rc or -dev and a number, e.g. '1.2.0' or "
+            "'1.2.0-rc.1'",
         )
     if kind == "string_too_long":
         limit = int(ctx.get("max_length", 0))
         why = (
-            " (one line of the docs; a description also goes into its Deployment's annotations, which Kubernetes bounds)"
+            " (one line of the docs; a description also goes into its Deployment's annotations, which Kubernetes "
+            "bounds)"
             if limit == MAX_TEXT
             else ""
         )
@@ -238,7 +246,8 @@ def _translate(src: Source, err: ErrorDetails) -> Problem:
     if kind in {"greater_than_equal", "less_than_equal"} and last == "port":
         return src.problem(
             path,
-            f"port {value} is outside 1024..65535; ports below 1024 need root and above 65535 do not exist, so pick a free one in that range",
+            f"port {value} is outside 1024..65535; ports below 1024 need root and above 65535 do not exist, so pick a "
+            "free one in that range",
         )
     if kind in {"greater_than_equal", "less_than_equal", "greater_than", "less_than"}:
         bound = next(iter(ctx.values()), "?")
@@ -312,7 +321,8 @@ def check_graph(cat: Catalog, src: Source | None = None, assume: frozenset[str] 
         if stage.name in seen_stage:
             problem(
                 ("stages", i, "name"),
-                f"stage '{stage.name}' is already defined as stages[{seen_stage[stage.name]}]; stage names must be unique",
+                f"stage '{stage.name}' is already defined as stages[{seen_stage[stage.name]}]; stage names must be "
+                "unique",
             )
         seen_stage.setdefault(stage.name, i)
     defaults = [i for i, s in enumerate(cat.stages) if s.default]
@@ -345,14 +355,16 @@ def check_graph(cat: Catalog, src: Source | None = None, assume: frozenset[str] 
         elif name in placed and placed[name][0] != svc.stage:
             problem(
                 ("services", name, "stage"),
-                f"service '{name}' is in two stages: '{placed[name][0]}' (listed at {_dotted(placed[name][1])}) and '{svc.stage}'; keep it in one",
+                f"service '{name}' is in two stages: '{placed[name][0]}' (listed at {_dotted(placed[name][1])}) and "
+                f"'{svc.stage}'; keep it in one",
             )
     stage_of = cat.stage_of()
     if not defaults:
         for name in sorted(names - set(stage_of)):
             problem(
                 ("services", name),
-                f"service '{name}' is in no deployment stage; list it under a stage's 'services', set 'stage:', or mark one stage 'default: true'",
+                f"service '{name}' is in no deployment stage; list it under a stage's 'services', set 'stage:', or "
+                "mark one stage 'default: true'",
                 key=True,
             )
 
@@ -360,7 +372,8 @@ def check_graph(cat: Catalog, src: Source | None = None, assume: frozenset[str] 
     for comp in sorted(set(cat.infrastructure) - set(infra_stage)):
         problem(
             ("infrastructure", comp),
-            f"infrastructure component '{comp}' is in no deployment stage; list it under the first stage's 'infrastructure'",
+            f"infrastructure component '{comp}' is in no deployment stage; list it under the first stage's "
+            "'infrastructure'",
             key=True,
         )
     for comp in sorted(set(cat.infrastructure) & names):
@@ -376,7 +389,8 @@ def check_graph(cat: Catalog, src: Source | None = None, assume: frozenset[str] 
         if widest and first <= widest[1]:
             problem(
                 ("categories", name, "ports"),
-                f"ports {first}..{last} overlap categories.{widest[2]}.ports ({widest[0]}..{widest[1]}); give each category a block of its own, so that `nexus new` never hands one port to two categories",
+                f"ports {first}..{last} overlap categories.{widest[2]}.ports ({widest[0]}..{widest[1]}); give each "
+                "category a block of its own, so that `nexus new` never hands one port to two categories",
             )
         if widest is None or last > widest[1]:
             widest = (first, last, name)
@@ -393,7 +407,8 @@ def check_graph(cat: Catalog, src: Source | None = None, assume: frozenset[str] 
     if cat.platform.namespace == cat.platform.monitoring.namespace:
         problem(
             ("platform", "namespace"),
-            f"namespace '{cat.platform.namespace}' is also platform.monitoring.namespace; the NetworkPolicies admit all of the monitoring namespace, "
+            f"namespace '{cat.platform.namespace}' is also platform.monitoring.namespace; the NetworkPolicies admit "
+            "all of the monitoring namespace, "
             "so the two must differ: deploy the platform into a namespace of its own",
         )
 
@@ -408,7 +423,8 @@ def check_graph(cat: Catalog, src: Source | None = None, assume: frozenset[str] 
         if svc.category not in cat.categories:
             problem(
                 (*at, "category"),
-                f"unknown category '{svc.category}'{_did_you_mean(svc.category, cat.categories)}; categories: {', '.join(sorted(cat.categories))}",
+                f"unknown category '{svc.category}'{_did_you_mean(svc.category, cat.categories)}; categories: "
+                f"{', '.join(sorted(cat.categories))}",
             )
         for dep, edge in svc.depends_on.items():
             edge_at = (*at, "depends_on", dep)
@@ -426,8 +442,10 @@ def check_graph(cat: Catalog, src: Source | None = None, assume: frozenset[str] 
             ):
                 problem(
                     edge_at,
-                    f"hard dependency on '{dep}' (stage '{stage_of[dep]}') from stage '{stage_of[name]}': '{dep}' is deployed later, "
-                    f"so '{name}' could never become ready; make the edge soft (called at request time) or move '{dep}' to stage '{stage_of[name]}' or earlier",
+                    f"hard dependency on '{dep}' (stage '{stage_of[dep]}') from stage '{stage_of[name]}': '{dep}' is "
+                    "deployed later, "
+                    f"so '{name}' could never become ready; make the edge soft (called at request time) or move "
+                    f"'{dep}' to stage '{stage_of[name]}' or earlier",
                     key=True,
                 )
         for j, comp in enumerate(svc.uses):
@@ -443,7 +461,8 @@ def check_graph(cat: Catalog, src: Source | None = None, assume: frozenset[str] 
             ):
                 problem(
                     (*at, "uses", j),
-                    f"'{comp}' is deployed in stage '{infra_stage[comp]}', after '{name}' (stage '{stage_of[name]}'); infrastructure must come first",
+                    f"'{comp}' is deployed in stage '{infra_stage[comp]}', after '{name}' (stage '{stage_of[name]}'); "
+                    "infrastructure must come first",
                 )
         for j, ext in enumerate(svc.externals):
             if ext not in cat.externals:
@@ -466,7 +485,8 @@ def check_graph(cat: Catalog, src: Source | None = None, assume: frozenset[str] 
         if start != cat.platform.gateway and cat.platform.gateway in known:
             problem(
                 (*base, 0),
-                f"flow '{fname}' starts at '{start if isinstance(start, str) else start.external}', but every flow starts at the gateway '{cat.platform.gateway}'; put it first",
+                f"flow '{fname}' starts at '{start if isinstance(start, str) else start.external}', but every flow "
+                f"starts at the gateway '{cat.platform.gateway}'; put it first",
             )
         for j, hop in enumerate(hops):
             if isinstance(hop, str):
@@ -487,12 +507,14 @@ def check_graph(cat: Catalog, src: Source | None = None, assume: frozenset[str] 
                 if hop in known and hop not in services[prev].depends_on:
                     problem(
                         (*base, j),
-                        f"hop {prev} -> {hop} is not a declared dependency; add '{hop}: soft' (or hard) under services.{prev}.depends_on",
+                        f"hop {prev} -> {hop} is not a declared dependency; add '{hop}: soft' (or hard) under "
+                        f"services.{prev}.depends_on",
                     )
             elif hop.external in cat.externals and hop.external not in services[prev].externals:
                 problem(
                     (*base, j),
-                    f"hop {prev} -> {hop.external} (external) is not declared; add '{hop.external}' to services.{prev}.externals",
+                    f"hop {prev} -> {hop.external} (external) is not declared; add '{hop.external}' to "
+                    f"services.{prev}.externals",
                 )
     return out
 
@@ -513,7 +535,7 @@ def _cycles(cat: Catalog, src: Source | None) -> list[Problem]:
             cycle: list[str] = exc.args[1]  # [a, b, ..., a] where each depends on the next
             cycle = list(reversed(cycle))  # graphlib walks predecessors; show it as "a -> b" = a depends on b
             a, b = cycle[0], cycle[1]
-            kinds = [cat.services[x].depends_on[y].kind for x, y in zip(cycle, cycle[1:])]
+            kinds = [cat.services[x].depends_on[y].kind for x, y in itertools.pairwise(cycle)]
             shown = " -> ".join(cycle)
             message = f"dependency cycle: {shown} ({', '.join(kinds)}); break it by removing one of these edges"
             path = ("services", a, "depends_on", b)

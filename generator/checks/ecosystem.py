@@ -57,7 +57,8 @@ def run(ctx: RenderContext, files: dict[str, str]) -> list[str]:
         want = {f"component:{d}" for d in svc.depends_on} | {f"resource:{u}" for u in svc.uses}
         if set(spec.get("dependsOn", [])) != want:
             failures.append(
-                f"{name}: {path}: dependsOn {sorted(spec.get('dependsOn', []))} differs from the catalog's {sorted(want)}"
+                f"{name}: {path}: dependsOn {sorted(spec.get('dependsOn', []))} differs from the catalog's "
+                f"{sorted(want)}"
             )
         docs = doc.get("metadata", {}).get("annotations", {}).get(DOCS_ANNOTATION, "")
         if docs_rendered and docs.removeprefix(f"{OUT_DIR}/") not in files:
@@ -82,6 +83,7 @@ def run(ctx: RenderContext, files: dict[str, str]) -> list[str]:
         pattern = f"/{OUT_DIR}/services/{name}/"
         if rules.get(pattern) != [handle(cat, svc.team)]:
             failures.append(
-                f"{name}: {CODEOWNERS}: {pattern} is owned by {rules.get(pattern)}, expected [{handle(cat, svc.team)}] (team {svc.team})"
+                f"{name}: {CODEOWNERS}: {pattern} is owned by {rules.get(pattern)}, expected "
+                f"[{handle(cat, svc.team)}] (team {svc.team})"
             )
     return failures

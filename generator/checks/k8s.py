@@ -13,6 +13,7 @@ Kubernetes schemas (k8s_schema).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 import sys
 from dataclasses import dataclass, field
@@ -84,9 +85,8 @@ def run(
 
 @cache
 def _code_hash() -> str:
-    return hashlib.blake2b(
-        b"".join(Path(m.__file__).read_bytes() for m in (sys.modules[__name__], render_k8s))
-    ).hexdigest()  # type: ignore[arg-type]
+    sources = (Path(str(m.__file__)).read_bytes() for m in (sys.modules[__name__], render_k8s))
+    return hashlib.blake2b(b"".join(sources)).hexdigest()
 
 
 def _run(
@@ -176,7 +176,8 @@ def _kustomizations(
             "maxReplicas", spec.get("minReplicas", 1)
         ):
             failures.append(
-                f"{patch.path}: {patch.name}: minReplicas {spec.get('minReplicas')} is not between 1 and maxReplicas {spec.get('maxReplicas')}"
+                f"{patch.path}: {patch.name}: minReplicas {spec.get('minReplicas')} is not between 1 and maxReplicas "
+                f"{spec.get('maxReplicas')}"
             )
     return failures
 
@@ -190,7 +191,8 @@ def _ports_and_config(ctx: RenderContext, objects: dict[tuple[str, str], Doc]) -
             ports = get(service.data, "spec", "ports") or []
             if [(p.get("port"), p.get("targetPort")) for p in ports] != [(svc.port, "http")]:
                 failures.append(
-                    f"{path}: {name}: Service ports {[p.get('port') for p in ports]} are not the catalog's [{svc.port}] (targetPort http)"
+                    f"{path}: {name}: Service ports {[p.get('port') for p in ports]} are not the catalog's "
+                    f"[{svc.port}] (targetPort http)"
                 )
         if dep := objects.get(("Deployment", name)):
             container = _container(dep, name)
@@ -208,13 +210,15 @@ def _ports_and_config(ctx: RenderContext, objects: dict[tuple[str, str], Doc]) -
                 url = data.get(key)
                 if url != f"http://{dep_name}:{dep_port}":
                     failures.append(
-                        f"{path}: {name}: {key} is {url!r}, not http://{dep_name}:{dep_port} ({dep_name}'s catalog port)"
+                        f"{path}: {name}: {key} is {url!r}, not http://{dep_name}:{dep_port} ({dep_name}'s catalog "
+                        "port)"
                     )
             for key in sorted(k for k in data if k.endswith("_URL") and k not in expected):
                 failures.append(f"{path}: {name}: {key} is not a dependency in the catalog")
             if data.get("PORT") != str(svc.port) or data.get("SERVICE_NAME") != name:
                 failures.append(
-                    f"{path}: {name}: PORT/SERVICE_NAME are {data.get('PORT')!r}/{data.get('SERVICE_NAME')!r}, not '{svc.port}'/'{name}'"
+                    f"{path}: {name}: PORT/SERVICE_NAME are {data.get('PORT')!r}/{data.get('SERVICE_NAME')!r}, not "
+                    f"'{svc.port}'/'{name}'"
                 )
     return failures
 
@@ -248,7 +252,8 @@ def _workloads(ctx: RenderContext, objects: dict[tuple[str, str], Doc]) -> list[
         for key, value in sorted(labels.items()):
             if not isinstance(value, str) or not _LABEL_VALUE.match(value):
                 failures.append(
-                    f"{path}: {name}: label {key}={value!r} is not a valid label value (at most 63 of A-Z a-z 0-9 - _ ., alphanumeric at both ends)"
+                    f"{path}: {name}: label {key}={value!r} is not a valid label value (at most 63 of A-Z a-z 0-9 - _ "
+                    "., alphanumeric at both ends)"
                 )
         image = str(_container(dep, name).get("image"))
         if not _IMAGE_TAG.match(image.rpartition(":")[2]):
@@ -268,7 +273,8 @@ def _workloads(ctx: RenderContext, objects: dict[tuple[str, str], Doc]) -> list[
         for where, keys, value in _RESTRICTED:
             if get(sections[where], *keys) != value:
                 failures.append(
-                    f"{path}: {name}: {where} securityContext.{'.'.join(keys)} must be {value!r} (Pod Security restricted)"
+                    f"{path}: {name}: {where} securityContext.{'.'.join(keys)} must be {value!r} (Pod Security "
+                    "restricted)"
                 )
     return failures
 
@@ -311,7 +317,8 @@ def read_policies(ctx: RenderContext, docs: list[Doc]) -> tuple[Policy, list[str
                             pairs.add(pair)
                         else:
                             failures.append(
-                                f"{where}: {direction} {pair[0]} -> {pair[1]} on {rule_ports}, not {pair[1]}'s catalog port {ports.get(pair[1])}"
+                                f"{where}: {direction} {pair[0]} -> {pair[1]} on {rule_ports}, not {pair[1]}'s "
+                                f"catalog port {ports.get(pair[1])}"
                             )
                     elif direction == "egress" and peer == _DNS and sorted(rule_ports) == [("TCP", 53), ("UDP", 53)]:
                         pass
@@ -324,13 +331,15 @@ def read_policies(ctx: RenderContext, docs: list[Doc]) -> tuple[Policy, list[str
                             policy.scraped.add(target)
                         else:
                             failures.append(
-                                f"{where}: ingress from Prometheus on {rule_ports}, not {target}'s catalog port {ports.get(target)}"
+                                f"{where}: ingress from Prometheus on {rule_ports}, not {target}'s catalog port "
+                                f"{ports.get(target)}"
                             )
                     else:
                         failures.append(f"{where}: {direction} peer {peer} is broader than a catalog edge")
     if not deny:
         failures.append(
-            f"{BASE}/default-deny.yaml: platform: no default-deny NetworkPolicy (podSelector {{}}, Ingress and Egress, no rules)"
+            f"{BASE}/default-deny.yaml: platform: no default-deny NetworkPolicy (podSelector {{}}, Ingress and "
+            "Egress, no rules)"
         )
     return policy, failures
 
@@ -371,7 +380,8 @@ def _policy_matches_catalog(ctx: RenderContext, policy: Policy) -> list[str]:
         for source, target in sorted(edges | uses):
             if (source, target) not in pairs:
                 failures.append(
-                    f"{service_path(source)}: {source}: {side} {source} -> {target} is a catalog edge but no NetworkPolicy allows it"
+                    f"{service_path(source)}: {source}: {side} {source} -> {target} is a catalog edge but no "
+                    "NetworkPolicy allows it"
                 )
         for source, target in sorted(pairs - edges - uses):
             failures.append(
@@ -424,7 +434,8 @@ def _waves(ctx: RenderContext, objects: dict[tuple[str, str], Doc]) -> list[str]
         for needed in sorted(needs):
             if name in wave and needed in wave and wave[needed] >= wave[name]:
                 failures.append(
-                    f"{service_path(name)}: {name}: sync-wave {wave[name]} is not after {needed}'s {wave[needed]}, a hard dependency"
+                    f"{service_path(name)}: {name}: sync-wave {wave[name]} is not after {needed}'s {wave[needed]}, a "
+                    "hard dependency"
                 )
     return failures
 
@@ -452,7 +463,7 @@ def _flows(ctx: RenderContext, objects: dict[tuple[str, str], Doc], policy: Poli
             )
         if not probed(first):
             failures.append(f"{service_path(first)}: {first}: flow {fname}: no readinessProbe on {ready}")
-        for source, target in zip(hops, hops[1:]):
+        for source, target in itertools.pairwise(hops):
             where = f"{service_path(source)}: {source}: flow {fname} hop {source} -> {target}"
             if target in externals:
                 if target not in cat.services[source].externals or source not in policy.to_internet:

@@ -232,7 +232,8 @@ def _istio_traffic(ctx: RenderContext, docs: list[Doc]) -> list[str]:
         got = (route.get("timeout"), get(route, "retries", "attempts")) if route else None
         if got != (go_duration(want.timeout), want.retries):
             failures.append(
-                f"{COMPONENTS}/istio/services/{target}.yaml: {target}: GET from {source} gets (timeout, retries) {got}, the catalog says {(go_duration(want.timeout), want.retries)}"
+                f"{COMPONENTS}/istio/services/{target}.yaml: {target}: GET from {source} gets (timeout, retries) "
+                f"{got}, the catalog says {(go_duration(want.timeout), want.retries)}"
             )
     for d in (d for d in docs if d.kind == "Sidecar"):
         svc = cat.services.get(d.name)
@@ -272,7 +273,8 @@ def _linkerd_traffic(ctx: RenderContext, docs: list[Doc]) -> list[str]:
         )
         if got != (go_duration(want.timeout), want.retries):
             failures.append(
-                f"{COMPONENTS}/linkerd/services-patch.yaml: {e['target']}: calls from {e['source']} get (timeout, retries) {got}, the catalog says {(go_duration(want.timeout), want.retries)}"
+                f"{COMPONENTS}/linkerd/services-patch.yaml: {e['target']}: calls from {e['source']} get (timeout, "
+                f"retries) {got}, the catalog says {(go_duration(want.timeout), want.retries)}"
             )
     return failures
 
@@ -302,7 +304,8 @@ def _control_plane(mesh: Mesh, docs: list[Doc]) -> list[str]:
     ]  # the strict Kubernetes schema
     if not policies:
         failures.append(
-            f"{COMPONENTS}/{mesh.name}/mesh.yaml: platform: no NetworkPolicy lets the proxies reach {namespace}; the base's default deny would cut them off"
+            f"{COMPONENTS}/{mesh.name}/mesh.yaml: platform: no NetworkPolicy lets the proxies reach {namespace}; the "
+            "base's default deny would cut them off"
         )
     return failures
 
@@ -315,7 +318,8 @@ def _client_retries(ctx: RenderContext, files: dict[str, str]) -> list[str]:
         match = _RETRIES.search(files.get(path, ""))
         if ctx.catalog.mesh_retries() and (match is None or match.group(1) != "0"):
             failures.append(
-                f"{path}: {name}: the mesh ({ctx.catalog.platform.mesh}) retries, so the client must not: retries must be 0"
+                f"{path}: {name}: the mesh ({ctx.catalog.platform.mesh}) retries, so the client must not: retries "
+                "must be 0"
             )
     return failures
 
@@ -378,7 +382,8 @@ def _monitoring(ctx: RenderContext, files: dict[str, str], docs: list[Doc]) -> l
         if not operator:
             if m is not None or name in alerts:
                 failures.append(
-                    f"{COMPONENTS}/monitoring: {name}: Prometheus Operator objects rendered although platform.monitoring.operator is false"
+                    f"{COMPONENTS}/monitoring: {name}: Prometheus Operator objects rendered although "
+                    "platform.monitoring.operator is false"
                 )
         elif (
             m is None
@@ -386,11 +391,13 @@ def _monitoring(ctx: RenderContext, files: dict[str, str], docs: list[Doc]) -> l
             or get(m.data, "spec", "endpoints", 0, "port") != "http"
         ):
             failures.append(
-                f"{COMPONENTS}/monitoring/servicemonitors.yaml: {name}: no ServiceMonitor selecting {NAME}={name} on port http"
+                f"{COMPONENTS}/monitoring/servicemonitors.yaml: {name}: no ServiceMonitor selecting {NAME}={name} on "
+                "port http"
             )
         if operator and alerts.get(name) != {"ServiceDown", "HighErrorRate", "HighLatencyP99"}:
             failures.append(
-                f"{COMPONENTS}/monitoring/alerts.yaml: {name}: alerts {sorted(alerts.get(name) or [])}, not ServiceDown, HighErrorRate and HighLatencyP99"
+                f"{COMPONENTS}/monitoring/alerts.yaml: {name}: alerts {sorted(alerts.get(name) or [])}, not "
+                "ServiceDown, HighErrorRate and HighLatencyP99"
             )
         if scraped.get(name) != [f"127.0.0.1:{svc.port}"]:
             failures.append(

@@ -49,6 +49,11 @@ FIELD_MANAGER = "nexus"
 REQUEST_TIMEOUT = (10, 60)  # (connect, read) seconds for each API call
 
 
+def name_of(obj: Any) -> str:
+    """A kubernetes client object's name ("" for one without metadata, which the API never sends)."""
+    return str(obj.metadata.name) if obj.metadata is not None and obj.metadata.name is not None else ""
+
+
 def kubeconfig_files() -> str:
     """What the kubernetes client reads: $KUBECONFIG (``:``-separated) or ~/.kube/config."""
     return os.environ.get("KUBECONFIG") or str(Path("~/.kube/config").expanduser())
@@ -124,7 +129,8 @@ class Cluster:
                 ns = namespace or "the namespace"
                 raise NamespaceTerminatingError(
                     f'namespace "{ns}" in {ctx} is being deleted, so nothing can be created in it ({message}); '
-                    f"wait until it is gone (`kubectl --context {self.context} wait --for=delete namespace/{ns} --timeout=120s`) and run again"
+                    f"wait until it is gone (`kubectl --context {self.context} wait --for=delete namespace/{ns} "
+                    "--timeout=120s`) and run again"
                 ) from exc
             if status == 403:
                 where = f" -n {namespace}" if namespace else ""
@@ -135,7 +141,8 @@ class Cluster:
             raise ApplyError(f"{verb} {what} in {ctx} failed ({status} {exc.reason}): {message}") from exc
         except pydantic.ValidationError as exc:  # the client's models are pydantic: an answer it cannot read
             raise ClusterError(
-                f"the API server of {ctx} at {self.host} sent a {what} answer the kubernetes client cannot read: {_first_error(exc)}"
+                f"the API server of {ctx} at {self.host} sent a {what} answer the kubernetes client cannot read: "
+                f"{_first_error(exc)}"
             ) from exc
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             tls = _tls_failure(exc)
@@ -148,7 +155,8 @@ class Cluster:
 
     def _untrusted(self, why: str) -> str:
         return (
-            f'the API server of context "{self.context}" at {self.host} answered, but the TLS handshake failed ({why}): '
+            f'the API server of context "{self.context}" at {self.host} answered, but the TLS handshake failed '
+            f"({why}): "
             "the kubeconfig's certificate-authority does not match the server's certificate; "
             "regenerate the kubeconfig from the cluster (kind: `kind export kubeconfig --name <cluster>`) or fix its CA"
         )
@@ -249,7 +257,7 @@ class Cluster:
             found = client.AppsV1Api(self.api).list_namespaced_deployment(
                 namespace, label_selector=selector, _request_timeout=REQUEST_TIMEOUT
             )
-        return {d.metadata.name: d for d in found.items}
+        return {name_of(d): d for d in found.items}
 
     def pods(self, namespace: str, selector: str) -> list[client.V1Pod]:
         with self.talking("list", "pods", namespace):

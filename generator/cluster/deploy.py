@@ -24,7 +24,7 @@ from kubernetes.client import V1Deployment
 
 from ..catalog import Loaded
 from ..errors import ApplyError, DeployInterrupted, OverlayError, RolloutError
-from .client import Cluster, connect
+from .client import Cluster, connect, name_of
 from .overlay import NAME_LABEL, Obj, Step, build, check_waves, order, select
 from .rollout import Rollout, describe_pods, wait
 
@@ -67,7 +67,8 @@ def overlay_dir(loaded: Loaded, overlay: str) -> Path:
     if not (base / overlay).is_dir():
         have = sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
         raise OverlayError(
-            f"no overlay {overlay!r} in {base} (it has: {', '.join(have) or 'none'}); run `nexus generate` to write the overlays"
+            f"no overlay {overlay!r} in {base} (it has: {', '.join(have) or 'none'}); run `nexus generate` to write "
+            "the overlays"
         )
     return base / overlay
 
@@ -102,25 +103,29 @@ def deploy(
         return done
     if install_crds and dry_run == "server":
         raise ApplyError(
-            "--install-crds cannot be combined with --dry-run=server: a dry run cannot make a kind exist, so the objects "
-            "of those kinds could not be checked; install them first (`nexus deploy --overlay ... --install-crds --wave 0`)"
+            "--install-crds cannot be combined with --dry-run=server: a dry run cannot make a kind exist, so the "
+            "objects "
+            "of those kinds could not be checked; install them first (`nexus deploy --overlay ... --install-crds "
+            "--wave 0`)"
         )
     cluster = connect(context)
     server = dry_run == "server"
     total = sum(len(s.objects) for s in steps)
     report(
-        f"context {cluster.context} ({cluster.host}), server {cluster.check()}: {count(total, 'object')} in {count(len(steps), 'step')}"
-        + (", server dry run" if server else "")
+        f"context {cluster.context} ({cluster.host}), server {cluster.check()}: {count(total, 'object')} in "
+        f"{count(len(steps), 'step')}" + (", server dry run" if server else "")
     )
     if install_crds:
         _install_crds(cluster, loaded, report)
     # every kind the server lacks fails now, all named at once, before anything is applied
     if missing := cluster.missing((o.api_version, o.kind) for s in steps for o in s.objects):
         raise ApplyError(
-            f'the API server of context "{cluster.context}" does not serve {count(len(missing), "kind")} of this overlay: '
+            f'the API server of context "{cluster.context}" does not serve {count(len(missing), "kind")} of this '
+            "overlay: "
             + ", ".join(f"{kind} ({api_version})" for api_version, kind in missing)
-            + "; nothing was applied. Install their CustomResourceDefinitions with the mesh and the Prometheus Operator "
-            f"(see docs/deploy.md), or, on a test cluster that runs neither, add --install-crds (it applies {CRDS.as_posix()})"
+            + "; nothing was applied. Install their CustomResourceDefinitions with the mesh and the Prometheus "
+            "Operator (see docs/deploy.md), or, on a test cluster that runs neither, add --install-crds (it applies "
+            f"{CRDS.as_posix()})"
         )
     if server:
         _namespaces_exist(cluster, steps)
@@ -152,7 +157,8 @@ def _install_crds(cluster: Cluster, loaded: Loaded, report: Report, timeout: flo
     if not folder.is_dir():
         report("install CRDs: none needed (the overlays hold no custom kind)")
         return
-    mine, kept = [], []
+    mine: list[Obj] = []
+    kept: list[Obj] = []
     for obj in build(folder):
         live = cluster.get(*CRD, obj.name, None)
         labels = ((live or {}).get("metadata") or {}).get("labels") or {}
@@ -164,12 +170,14 @@ def _install_crds(cluster: Cluster, loaded: Loaded, report: Report, timeout: flo
         while not _established(cluster.get(*CRD, obj.name, None)):
             if time.monotonic() > deadline:
                 raise ApplyError(
-                    f'CustomResourceDefinition "{obj.name}" was applied but is not Established after {timeout:g} s; see `kubectl get crd {obj.name} -o yaml`'
+                    f'CustomResourceDefinition "{obj.name}" was applied but is not Established after {timeout:g} s; '
+                    f"see `kubectl get crd {obj.name} -o yaml`"
                 )
             time.sleep(0.5)
     cluster.rediscover()  # the kinds just defined, which discovery so far said were missing
     report(
-        f"install CRDs: applied {count(len(mine), 'CustomResourceDefinition')} ({', '.join(o.name for o in mine) or 'none'})"
+        f"install CRDs: applied {count(len(mine), 'CustomResourceDefinition')} "
+        f"({', '.join(o.name for o in mine) or 'none'})"
         + (
             f"; kept {count(len(kept), 'existing one')} that Nexus did not make ({', '.join(o.name for o in kept)})"
             if kept
@@ -178,8 +186,8 @@ def _install_crds(cluster: Cluster, loaded: Loaded, report: Report, timeout: flo
     )
 
 
-def _established(crd: dict[str, object] | None) -> bool:
-    conditions = ((crd or {}).get("status") or {}).get("conditions") or []  # type: ignore[union-attr]
+def _established(crd: dict[str, Any] | None) -> bool:
+    conditions = ((crd or {}).get("status") or {}).get("conditions") or []
     return any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions)
 
 
@@ -188,7 +196,8 @@ def _namespaces_exist(cluster: Cluster, steps: list[Step]) -> None:
     for ns in sorted({o.namespace for s in steps for o in s.objects if o.namespace}):
         if cluster.get("v1", "Namespace", ns, None) is None:
             raise ApplyError(
-                f'namespace "{ns}" does not exist in context "{cluster.context}", and a server dry run cannot create it: '
+                f'namespace "{ns}" does not exist in context "{cluster.context}", and a server dry run cannot create '
+                "it: "
                 f"create it first (`kubectl --context {cluster.context} create namespace {ns}`) or deploy for real"
             )
 
@@ -249,7 +258,7 @@ class _Run:
         """A Deployment's pods: their containers' states and their latest events."""
         labels = (live.spec.selector.match_labels if live and live.spec.selector else None) or {NAME_LABEL: name}
         pods = self.cluster.pods(namespace, ",".join(f"{k}={v}" for k, v in sorted(labels.items())))[:5]
-        return describe_pods(pods, {p.metadata.name: self.cluster.events(namespace, p.metadata.name) for p in pods})
+        return describe_pods(pods, {name_of(p): self.cluster.events(namespace, name_of(p)) for p in pods})
 
 
 @contextmanager

@@ -87,7 +87,8 @@ class Obj:
     @property
     def namespace(self) -> str | None:
         """None for a cluster-scoped object: kustomize sets the namespace on every namespaced one."""
-        return self.body["metadata"].get("namespace")
+        namespace = self.body["metadata"].get("namespace")
+        return None if namespace is None else str(namespace)
 
     @property
     def service(self) -> str | None:

@@ -19,7 +19,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from kubernetes.client import CoreV1Event, V1Deployment, V1Pod
+from kubernetes.client import CoreV1Event, V1ContainerStatus, V1Deployment, V1DeploymentCondition, V1Pod
+
+from .client import name_of
 
 AVAILABLE, PROGRESSING, FAILED = "available", "progressing", "failed"
 
@@ -30,7 +32,7 @@ class Rollout:
     detail: str  # for people: "2 of 3 updated replicas are available"
 
 
-def _condition(dep: V1Deployment, kind: str):
+def _condition(dep: V1Deployment, kind: str) -> V1DeploymentCondition | None:
     return next((c for c in (dep.status and dep.status.conditions) or [] if c.type == kind), None)
 
 
@@ -44,7 +46,7 @@ def rollout_of(dep: V1Deployment, minimum: int | None = None) -> Rollout:
             PROGRESSING,
             f"{want} of {minimum} replicas wanted: waiting for the HorizontalPodAutoscaler to scale to its minimum",
         )
-    if status is None or (dep.metadata.generation or 0) > (status.observed_generation or 0):
+    if status is None or ((dep.metadata and dep.metadata.generation) or 0) > (status.observed_generation or 0):
         return Rollout(PROGRESSING, "waiting for the controller to see the new spec")
     progressing = _condition(dep, "Progressing")
     if progressing is not None and progressing.reason == "ProgressDeadlineExceeded":
@@ -136,8 +138,8 @@ def describe_pods(pods: list[V1Pod], events: dict[str, list[CoreV1Event]], *, la
     if not pods:
         return ["  no pods: the ReplicaSet could not create any (quota, admission, or a missing ServiceAccount?)"]
     lines = []
-    for pod in sorted(pods, key=lambda p: p.metadata.name):
-        lines.append(f"  pod {pod.metadata.name}: {pod.status.phase if pod.status else 'Unknown'}")
+    for pod in sorted(pods, key=name_of):
+        lines.append(f"  pod {name_of(pod)}: {pod.status.phase if pod.status else 'Unknown'}")
         statuses = [
             *((pod.status and pod.status.init_container_statuses) or []),
             *((pod.status and pod.status.container_statuses) or []),
@@ -147,7 +149,7 @@ def describe_pods(pods: list[V1Pod], events: dict[str, list[CoreV1Event]], *, la
             lines.append(
                 f"    container {cs.name}: {_container_state(cs)}, {restarts} restart{'' if restarts == 1 else 's'}"
             )
-        for (kind, reason, message), count in _merged(events.get(pod.metadata.name, []))[-last:]:
+        for (kind, reason, message), count in _merged(events.get(name_of(pod), []))[-last:]:
             times = f" x{count}" if count > 1 else ""
             lines.append(f"    event {kind} {reason}{times}: {message}".rstrip())
     return lines
@@ -165,7 +167,7 @@ def _merged(events: list[CoreV1Event]) -> list[tuple[tuple[str, str, str], int]]
     return sorted(total.items(), key=lambda item: latest[item[0]])
 
 
-def _container_state(cs) -> str:
+def _container_state(cs: V1ContainerStatus) -> str:
     state, last = cs.state, cs.last_state
     if state and state.waiting:
         text = f"waiting: {state.waiting.reason}" + (f" ({state.waiting.message})" if state.waiting.message else "")

@@ -101,7 +101,8 @@ def cluster_status(loaded: Loaded, *, context: str | None = None, overlay: str |
         status.drift_unchecked.append(
             f"drift of {count(len(forbidden), 'kind')}: "
             + " and ".join(f"may not {v} {', '.join(kinds)}" for v, kinds in refused.items() if kinds)
-            + ". Drift is found by reading each object and sending it as a server-side dry-run apply, which needs get and patch "
+            + ". Drift is found by reading each object and sending it as a server-side dry-run apply, which needs get "
+            "and patch "
             f"(check: `kubectl --context {cluster.context} auth can-i patch deployments.apps -n {namespace}`); "
             "replicas, rollout and leftovers need only get and list"
         )
@@ -119,7 +120,7 @@ def cluster_status(loaded: Loaded, *, context: str | None = None, overlay: str |
 DRIFT_WORKERS = 8  # requests in flight: each waits on the API server, so threads overlap them
 
 
-def _compare(cluster: Cluster, obj: Obj) -> tuple[str, object]:
+def _compare(cluster: Cluster, obj: Obj) -> tuple[str, list[str] | str | None]:
     """("paths", the fields that differ) | (MISSING, None) | ("forbidden", the verb refused)."""
     verb = "get"
     try:
@@ -132,7 +133,7 @@ def _compare(cluster: Cluster, obj: Obj) -> tuple[str, object]:
         return "forbidden", verb
 
 
-def _compare_all(cluster: Cluster, objs: list[Obj]) -> list[tuple[str, object]]:
+def _compare_all(cluster: Cluster, objs: list[Obj]) -> list[tuple[str, list[str] | str | None]]:
     """`_compare` for every object, in order, on a few threads (two requests per object, a
     thousand for the full overlay). The first object of each kind goes first: a kind the user
     may not read or patch then costs one refused request, not one per object."""
@@ -141,7 +142,7 @@ def _compare_all(cluster: Cluster, objs: list[Obj]) -> list[tuple[str, object]]:
     by_kind: dict[str, list[int]] = {}
     for i, obj in enumerate(objs):
         by_kind.setdefault(obj.kind, []).append(i)
-    results: dict[int, tuple[str, object]] = {}
+    results: dict[int, tuple[str, list[str] | str | None]] = {}
     with ThreadPoolExecutor(max_workers=DRIFT_WORKERS) as pool:
         firsts = {kind: pool.submit(_compare, cluster, objs[idx[0]]) for kind, idx in by_kind.items()}
         rest = {}

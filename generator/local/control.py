@@ -125,7 +125,8 @@ def down(catalog: str | Path = "catalog.yaml", services: Iterable[str] = (), on_
     left = state.alive()
     if left:
         raise RunError(
-            f"could not stop: {', '.join(f'pid {p.pid}' for p in left)}; the record stays in {runstate.state_path(root)}"
+            f"could not stop: {', '.join(f'pid {p.pid}' for p in left)}; the record stays in "
+            f"{runstate.state_path(root)}"
         )
     runstate.remove(root)
     return Stopped(state.run_id, running, stale=not alive)
@@ -165,7 +166,7 @@ def restart(
     runstate.write(root, state)
     results = await_ready(launcher, launches, loaded.catalog.platform.health.ready, timeout, on_event, fail_fast=False)
     gone = launcher.failures(names)
-    for name, reason in results.items():
+    for name in results:
         state.services[name].state = "failed" if name in gone else "running"
     runstate.write(root, state)
     for name, reason in results.items():

@@ -236,7 +236,8 @@ def _clear_stale(root: Path, on_event: OnEvent) -> None:
     alive = previous.alive()
     if alive:
         raise AlreadyRunning(
-            f"a platform is already running (run {previous.run_id}, {previous.mode} mode, {len(alive)} process(es) alive); "
+            f"a platform is already running (run {previous.run_id}, {previous.mode} mode, {len(alive)} process(es) "
+            "alive); "
             "see `nexus status`, stop it with `nexus down`"
         )
     runstate.remove(root)

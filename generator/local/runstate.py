@@ -124,10 +124,7 @@ def write(root: Path, state: RunState) -> None:
 
 
 def remove(root: Path) -> None:
-    try:
-        state_path(root).unlink()
-    except FileNotFoundError:
-        pass
+    state_path(root).unlink(missing_ok=True)
 
 
 def prune(root: Path, keep: int = KEEP_RUNS) -> None:

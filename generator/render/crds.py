@@ -37,7 +37,8 @@ def known(api_version: str, kind: str) -> bool:
 
 
 def plural(kind: str) -> str:
-    """The resource name the projects give these kinds: Sidecar -> sidecars, AuthorizationPolicy -> authorizationpolicies."""
+    """The resource name the projects give these kinds: Sidecar -> sidecars,
+    AuthorizationPolicy -> authorizationpolicies."""
     low = kind.lower()
     return low[:-1] + "ies" if low.endswith("y") and low[-2:-1] not in "aeiou" else low + "s"
 

@@ -8,6 +8,7 @@ spelled, and `checks` can verify every one of them before anything is written.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 from ..catalog import naming
@@ -73,7 +74,7 @@ def _flows(ctx: RenderContext) -> dict[str, dict[str, Any]]:
         # Each participant once, in order of first appearance (a flow may pass a service twice).
         participants = list({h["id"]: h for h in hops}.values())
         path = " → ".join(["Client", *(h["name"] + (" (external)" if h["external"] else "") for h in hops)])
-        calls = [{"caller": a, "callee": b} for a, b in zip(hops, hops[1:])]
+        calls = [{"caller": a, "callee": b} for a, b in itertools.pairwise(hops)]
         out[key] = {
             "key": key,
             "title": flow.title,

@@ -2,9 +2,10 @@
 
 Kustomize Components under ``k8s/components/``, which every overlay includes (render_k8s asks
 ``components()``): ``monitoring`` when the cluster runs the Prometheus Operator
-(platform.monitoring.operator; a ServiceMonitor per service and PrometheusRule alerts), and ``istio`` or ``linkerd`` as ``platform.mesh`` says. Each mesh component admits,
-per service, exactly the identities of the services that declare it as a dependency, and
-carries each edge's timeout, retries and circuit breaking in that mesh's own terms (MESHES).
+(platform.monitoring.operator; a ServiceMonitor per service and PrometheusRule alerts), and
+``istio`` or ``linkerd`` as ``platform.mesh`` says. Each mesh component admits, per service,
+exactly the identities of the services that declare it as a dependency, and carries each edge's
+timeout, retries and circuit breaking in that mesh's own terms (MESHES).
 Beside them: ``observability/prometheus.yml`` for the local run, and two docs pages.
 
 Checks of the rendered output: mesh_checks.

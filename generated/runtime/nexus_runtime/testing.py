@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from fastapi import APIRouter
 from fastapi.testclient import TestClient
@@ -22,8 +23,8 @@ DOWN = "http://127.0.0.1:9"
 def client_with_dependencies_down(
     spec: ServiceSpec, settings_class: type[ServiceSettings], routes: APIRouter | None
 ) -> Iterator[TestClient]:
-    urls = {d.setting: DOWN for d in spec.dependencies}
-    app = create_app(spec, settings_class, routes, settings=settings_class(retries=0, json_logs=False, **urls))
+    values: dict[str, Any] = {"retries": 0, "json_logs": False} | {d.setting: DOWN for d in spec.dependencies}
+    app = create_app(spec, settings_class, routes, settings=settings_class(**values))
     with TestClient(app) as client:
         yield client
 

@@ -8,6 +8,7 @@ caller, in the x-nexus-budget-ms header (relative, so clocks need not agree).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,10 +29,8 @@ class Deadline:
     def of(cls, headers: Mapping[str, str], timeout: float, connect_timeout: float) -> Deadline:
         """The deadline of an incoming request: the caller's budget, never more than ``timeout``."""
         budget = timeout
-        try:
+        with contextlib.suppress(ValueError):  # no header, or not a number: the service's own timeout
             budget = min(timeout, max(0.0, int(headers.get(BUDGET_HEADER, "")) / 1000))
-        except ValueError:
-            pass
         return cls(time.monotonic() + budget, connect_timeout)
 
     def next_hop(self) -> tuple[httpx.Timeout, dict[str, str]]:
