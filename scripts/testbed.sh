@@ -7,14 +7,23 @@
 #   bash scripts/testbed.sh start    # build if needed, start unless running; prints the KUBECONFIG
 #   bash scripts/testbed.sh stop     # stop it, if this script started it (--force: in any case)
 #   bash scripts/testbed.sh env      # prints `export KUBECONFIG=...` for a shell to eval
+#   bash scripts/testbed.sh scripts  # prints where the testbed's scripts are (tests/testbed.py asks)
 #
 # NEXUS_TESTBED_SCRIPTS: where the testbed's scripts are (default ../shared/k8s-testbed beside
-# this repository). NEXUS_TESTBED: its build and state (default ~/.cache/nexus-k8s-testbed).
+# this repository, or, in a clone of a local checkout such as CI's fresh one, beside that checkout). NEXUS_TESTBED: its build and state (default ~/.cache/nexus-k8s-testbed).
 # The stand-in kubelet runs with TESTBED_FAIL_IMAGE=nexus-crashloop: a container whose image
 # names it crash-loops, which is how the tests make a service fail (tests/testbed.py).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-SCRIPTS=${NEXUS_TESTBED_SCRIPTS:-$ROOT/../shared/k8s-testbed}
+default_scripts() {
+  local beside=$ROOT/../shared/k8s-testbed origin
+  origin=$(git -C "$ROOT" config --get remote.origin.url 2>/dev/null || true)
+  if [ ! -d "$beside" ] && [ -n "$origin" ] && [ -d "$origin/../shared/k8s-testbed" ]; then
+    beside=$origin/../shared/k8s-testbed  # a clone of a local checkout: the testbed beside the original
+  fi
+  (cd "$beside" 2>/dev/null && pwd) || echo "$beside"
+}
+SCRIPTS=${NEXUS_TESTBED_SCRIPTS:-$(default_scripts)}
 STATE=${NEXUS_TESTBED:-${XDG_CACHE_HOME:-$HOME/.cache}/nexus-k8s-testbed}
 KUBECONFIG_FILE=$STATE/kubeconfig
 FLAG=$STATE/run/started-by-scripts-testbed  # this script started the running testbed, so it stops it
@@ -26,6 +35,9 @@ need_scripts() {
 }
 
 case "${1:-}" in
+  scripts)
+    echo "$SCRIPTS"
+    ;;
   build)
     need_scripts
     bash "$SCRIPTS/start-cluster.sh" --build-only >/dev/null
@@ -59,7 +71,7 @@ case "${1:-}" in
     echo "export KUBECONFIG=$KUBECONFIG_FILE"
     ;;
   *)
-    echo "usage: $0 build|start|stop [--force]|env" >&2
+    echo "usage: $0 build|start|stop [--force]|env|scripts" >&2
     exit 2
     ;;
 esac

@@ -30,7 +30,11 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 # where the testbed's scripts are (NEXUS_TESTBED_SCRIPTS), and its build and state (NEXUS_TESTBED, as its
 # scripts read it)
-SCRIPTS = Path(os.environ.get("NEXUS_TESTBED_SCRIPTS") or ROOT.parent / "shared" / "k8s-testbed")
+SCRIPTS = Path(
+    subprocess.run(
+        ["bash", str(ROOT / "scripts" / "testbed.sh"), "scripts"], capture_output=True, text=True
+    ).stdout.strip()
+)
 STATE = Path(
     os.environ.get("NEXUS_TESTBED")
     or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "nexus-k8s-testbed"
