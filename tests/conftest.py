@@ -18,6 +18,22 @@ if str(ROOT) not in sys.path:
 
 CATALOG = ROOT / "catalog.yaml"
 
+
+def _shared() -> Path:
+    """The team's shared folder (the spec, the testbed): beside the checkout, or, in a clone of a
+    local checkout (CI's fresh clone in /tmp), beside that checkout; scripts/testbed.sh does the same."""
+    beside = ROOT.parent / "shared"
+    origin = subprocess.run(
+        ["git", "-C", str(ROOT), "config", "--get", "remote.origin.url"], capture_output=True, text=True
+    ).stdout.strip()
+    if not beside.is_dir() and origin and (Path(origin).parent / "shared").is_dir():
+        return (Path(origin).parent / "shared").resolve()
+    return beside
+
+
+SHARED = _shared()
+SPEC = SHARED / "spec" / "services-index.md"
+
 # The smallest catalog that passes every rule: a gateway, one hard and one soft edge, one flow.
 MINIMAL: dict[str, Any] = {
     "version": 1,

@@ -10,7 +10,7 @@ from typing import Any
 import markdown_it
 import pytest
 import yaml
-from conftest import CATALOG, ROOT, dump
+from conftest import CATALOG, SPEC, dump
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -25,8 +25,6 @@ from nexus.errors import CatalogError, TemplateError
 from nexus.render import RenderContext
 from nexus.render.docs import INDEX, render
 from nexus.render.text import md_cell, md_line, md_text
-
-SPEC = ROOT.parent / "shared" / "spec" / "services-index.md"
 
 
 def docs_for(loaded: Any) -> tuple[RenderContext, dict[str, str]]:

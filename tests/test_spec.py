@@ -11,17 +11,12 @@ import re
 
 import pytest
 import yaml
-from conftest import CATALOG, ROOT, nexus
+from conftest import CATALOG, SPEC, nexus
 
 from nexus.catalog import load_catalog
 
-CANDIDATES = [
-    ROOT.parent / "shared" / "spec" / "services-index.md",
-    ROOT / ".." / "shared" / "spec" / "services-index.md",
-]
-SPEC = next((p for p in CANDIDATES if p.is_file()), None)
 pytestmark = pytest.mark.skipif(
-    SPEC is None, reason=f"spec not found at {CANDIDATES[0]} (shared/ must sit beside the checkout)"
+    not SPEC.is_file(), reason=f"spec not found at {SPEC} (shared/ must sit beside the checkout)"
 )
 
 
