@@ -23,7 +23,7 @@ import yaml
 STAGES = [("core", 0.05), ("platform", 0.10), ("business", 0.75), ("frontend", 0.10)]
 TEAMS = ["core-platform", "media", "commerce", "fintech", "logistics", "ai-ml"]
 CATEGORIES = ["core", "streaming", "puabo-dsp", "e-commerce", "financial", "logistics", "ai", "platform", "supporting"]
-INFRA = {"postgres": ("database", 5432), "redis": ("cache", 6379), "rabbitmq": ("message-queue", 5672)}
+INFRA = {"postgres": ("database", 5432), "redis": ("cache", 6379), "nats": ("message-queue", 4222)}
 FIRST_PORT = 10000  # clear of the infrastructure ports; 10000 + N must stay below 65536
 EDGES_PER_SERVICE = 3
 
