@@ -11,10 +11,11 @@ import subprocess
 from pathlib import Path
 
 import asyncpg
+import httpx
 import pytest
 import redis
 from conftest import nexus
-from running import cleanup, write_platform
+from running import cleanup, until, write_platform
 
 from nexus.local import infra, runstate
 from nexus.render import broker
@@ -165,3 +166,31 @@ def test_the_broker_config_defaults_to_nothing_but_the_own_inbox_and_the_server_
     assert subprocess.run([server, "-c", str(conf), "-t"], env=env, capture_output=True).returncode == 0
     missing = subprocess.run([server, "-c", str(conf), "-t"], env={}, capture_output=True, text=True)
     assert missing.returncode != 0 and "NEXUS_NATS_ADMIN_PASSWORD" in missing.stdout + missing.stderr
+
+
+def test_stopping_postgres_makes_only_its_users_unready_and_a_restart_recovers_them_in_place(catalog):
+    _up(catalog)
+    state, _ = _run(catalog)
+    ports = {n: s.port for n, s in state.services.items()}
+    host = state.host
+
+    def ready() -> dict[str, int]:
+        with httpx.Client(trust_env=False, timeout=5) as http:
+            return {n: http.get(f"http://127.0.0.1:{p}/health/ready").status_code for n, p in sorted(ports.items())}
+
+    assert ready() == {"auth": 200, "gateway": 200, "media": 200}
+    stopped = nexus("down", "postgres", "-c", str(catalog))
+    assert stopped.returncode == 0, stopped.stderr
+    # its two users, and only they (the gateway's hard dependency auth is still alive)
+    until(lambda: ready() == {"auth": 503, "gateway": 200, "media": 503}, what="postgres's users to go unready")
+    with httpx.Client(trust_env=False, timeout=5) as http:
+        body = http.get(f"http://127.0.0.1:{ports['auth']}/health/ready").json()
+    assert body["dependencies"]["postgres"].startswith("unreachable") and body["dependencies"]["redis"] == "ok"
+
+    restarted = nexus("restart", "postgres", "-c", str(catalog))
+    assert restarted.returncode == 0, restarted.stdout + restarted.stderr
+    until(lambda: ready() == {"auth": 200, "gateway": 200, "media": 200}, what="recovery without restarts")
+    after = runstate.read(catalog.parent)
+    assert after is not None and after.host == host  # the same process serves them: nothing was restarted
+    flow = httpx.get(f"http://127.0.0.1:{ports['gateway']}/platform/flows/login", trust_env=False, timeout=10).json()
+    assert flow["ok"] and [d["resource"] for d in flow["hops"][1]["data"]] == ["postgres", "redis"], flow

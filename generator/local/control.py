@@ -108,14 +108,18 @@ def down(
         return Stopped(None, [], wiped=wipe and infra.wipe(root))
     launcher = launcher_for(state)
     if names:
-        unknown = [n for n in names if n not in state.services]
+        members = {**state.services, **state.infrastructure}
+        unknown = [n for n in names if n not in members]
         if unknown:
             raise RunError(
-                "\n".join(f"{n}: not part of run {state.run_id}" + did_you_mean(n, state.services) for n in unknown)
+                "\n".join(f"{n}: not part of run {state.run_id}" + did_you_mean(n, members) for n in unknown)
             )
-        launcher.stop(names)
+        launcher.stop([n for n in names if n in state.services])
         for n in names:
-            state.services[n].state = "stopped"
+            if n in state.infrastructure:  # a server alone: its users go unready, and recover on `restart`
+                infra.stop(state.infrastructure[n])
+            else:
+                state.services[n].state = "stopped"
             on_event(Event("stopped", n))
         runstate.write(root, state)
         return Stopped(state.run_id, names)
@@ -158,11 +162,24 @@ def restart(
     if state is None or not state.alive():
         raise NotRunning("nothing is running here; start the platform with `nexus up`")
     names = list(services)
-    unknown = [n for n in names if n not in state.services]
+    members = {**state.services, **state.infrastructure}
+    unknown = [n for n in names if n not in members]
     if unknown:
-        raise RunError(
-            "\n".join(f"{n}: not part of run {state.run_id}" + did_you_mean(n, state.services) for n in unknown)
-        )
+        raise RunError("\n".join(f"{n}: not part of run {state.run_id}" + did_you_mean(n, members) for n in unknown))
+    servers = [n for n in names if n in state.infrastructure]
+    if servers:
+        # the same data and this run's passwords: the services using it reconnect on their own
+        creds = infra.Credentials.load(infra.credentials_path(Path(state.run_dir)))
+        for name in servers:
+            infra.stop(state.infrastructure[name])
+            try:
+                infra.start(state.infrastructure[name], creds)
+            finally:
+                runstate.write(root, state)
+            on_event(Event("ready", name, loaded.plan.wave_of.get(name, 1)))
+        names = [n for n in names if n not in servers]
+        if not names:
+            return
     values = parse_overrides(overrides, loaded.catalog, Path(state.generated))
     launcher = launcher_for(state)
     launcher.stop(names)
