@@ -79,12 +79,14 @@ def synth(n: int, seed: int = 0) -> dict[str, Any]:
             hops.append(min(services[hops[-1]]["depends_on"]))
         flows[f"flow-{k}"] = {"title": f"Flow {k}", "hops": hops}
 
+    # only what some service uses: a component nobody uses is an error
+    used = sorted({u for svc in services.values() for u in svc.get("uses", [])})
     stages: list[dict[str, Any]] = [
         {
             "name": "infrastructure",
             "title": "Infrastructure",
             "description": "Databases, Redis, message queues",
-            "infrastructure": sorted(INFRA),
+            "infrastructure": used,
         }
     ]
     for stage, _ in STAGES:
@@ -111,7 +113,7 @@ def synth(n: int, seed: int = 0) -> dict[str, Any]:
         },
         "categories": {c: {"title": c.title(), "summary": f"{c}:"} for c in CATEGORIES},
         "stages": stages,
-        "infrastructure": {k: {"kind": kind, "description": k, "port": port} for k, (kind, port) in INFRA.items()},
+        "infrastructure": {k: {"kind": INFRA[k][0], "description": k, "port": INFRA[k][1]} for k in used},
         "services": services,
         "flows": flows,
     }

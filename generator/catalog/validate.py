@@ -450,8 +450,8 @@ def check_graph(cat: Catalog, src: Source | None = None, assume: frozenset[str] 
                 problem((*at, "externals", j), f"unknown external system '{ext}'{_did_you_mean(ext, cat.externals)}")
     # a component nobody uses would run (and hold credentials) for nothing, and its NetworkPolicy
     # would admit no one: most likely a service's `uses:` forgot it
-    used = {comp for svc in services.values() for comp in svc.uses}
-    for comp in sorted(set(cat.infrastructure) - used if not assume else ()):  # a broken service may use it
+    uses = {comp for svc in services.values() for comp in svc.uses}
+    for comp in sorted(set(cat.infrastructure) - uses if not assume else ()):  # a broken service may use it
         problem(
             ("infrastructure", comp),
             f"infrastructure component '{comp}' is used by no service; "

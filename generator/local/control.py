@@ -184,11 +184,11 @@ def restart(
     launcher = launcher_for(state)
     launcher.stop(names)
     launches = []
-    creds = infra.Credentials.load(infra.credentials_path(Path(state.run_dir))) if state.infrastructure else None
+    run_creds = infra.Credentials.load(infra.credentials_path(Path(state.run_dir))) if state.infrastructure else None
     for name in names:
         rec = state.services[name]
         rec.settings = {**rec.settings, **values.get("*", {}), **values.get(name, {})}
-        secrets = infra.service_secrets(loaded.catalog, name, state.infrastructure, creds) if creds else {}
+        secrets = infra.service_secrets(loaded.catalog, name, state.infrastructure, run_creds) if run_creds else {}
         launches.append(Launch(name, rec.package, rec.port, rec.wave, rec.settings, Path(rec.log), secrets))
     for name, who in launcher.start(launches).items():
         state.services[name].process, state.services[name].state = who, "starting"

@@ -19,6 +19,7 @@ and survives `down`/`up`; `nexus down --wipe` deletes it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -459,10 +460,8 @@ def stop(record: InfraRecord, grace: float = 10.0) -> None:
     """Stop one server cleanly (its own shutdown signal first), only while it is still itself."""
     proc = record.process
     if proc is not None and procs.is_running(proc):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(proc.pid, STOP_SIGNAL[record.engine])
-        except ProcessLookupError:
-            pass
         deadline = time.monotonic() + grace
         while procs.is_running(proc) and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -472,10 +471,8 @@ def stop(record: InfraRecord, grace: float = 10.0) -> None:
 
 
 def _reap(pid: int) -> None:
-    try:
+    with contextlib.suppress(ChildProcessError):  # not our child: another `nexus` started it
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 def round_trip(record: InfraRecord, creds: Credentials | None) -> str:

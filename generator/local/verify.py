@@ -212,7 +212,7 @@ async def _check_flow(cat: Catalog, name: str, targets: _Targets, get: Any) -> F
         else:
             # its own database and cache: written and read back at this hop (the broker's flows are events)
             want = sorted(c for c in cat.services[spec].uses if cat.infrastructure[c].engine in DATA_ENGINES)
-            touched = sorted(d.get("resource") for d in hop.get("data", []) if isinstance(d, dict))
+            touched = sorted(str(d.get("resource")) for d in hop.get("data", []) if isinstance(d, dict))
             if touched != want:
                 return FlowResult(
                     name, "failed", hops, spec,
