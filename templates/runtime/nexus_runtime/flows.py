@@ -47,23 +47,23 @@ def handler(
         deadline = Deadline.of(request.headers, settings.request_timeout_seconds, settings.connect_timeout_seconds)
         if settings.inject_delay_ms:
             await asyncio.sleep(settings.inject_delay_ms / 1000)
-        downstream: list[dict[str, Any]] = []
-        broken: str | None = None
-        status = 200
         trace = tracing.current.get()
-        try:
-            data = (
-                await record_flow(resources, flow, trace.request_id if trace else uuid.uuid4().hex) if resources else []
-            )
-        except DataHopError as exc:
-            # its own database or cache failed: this hop is the broken one, and calling on is pointless
-            me = {"service": spec.name, "error": str(exc), "ms": round((time.perf_counter() - start) * 1000, 3)}
+        request_id = trace.request_id if trace else uuid.uuid4().hex
+
+        async def onward() -> tuple[Hops, str | None, int]:
+            if hop.next and hop.external:
+                return [{"service": hop.next, "external": True}], None, 200
+            if hop.next:
+                return await _call(clients[hop.next], hop.next, flow, deadline)
+            return [], None, 200
+
+        # its own data step and the next hop at once: the data step spends none of the next hop's budget
+        data, (downstream, broken, status) = await asyncio.gather(_own_data(resources, flow, request_id), onward())
+        if isinstance(data, DataHopError):
+            # its own database or cache failed: this hop is the broken one, whatever followed
+            me = {"service": spec.name, "error": str(data), "ms": round((time.perf_counter() - start) * 1000, 3)}
             body = {"flow": flow, "ok": False, "hops": [me], "broken": spec.name}
             return JSONResponse(body, status_code=503, headers={BROKEN_HEADER: spec.name})
-        if hop.next and hop.external:
-            downstream = [{"service": hop.next, "external": True}]
-        elif hop.next:
-            downstream, broken, status = await _call(clients[hop.next], hop.next, flow, deadline)
         me: dict[str, Any] = {"service": spec.name, "ms": round((time.perf_counter() - start) * 1000, 3)}
         if data:
             me["data"] = data
@@ -95,6 +95,15 @@ def router(
 
 
 Hops = list[dict[str, Any]]
+
+
+async def _own_data(resources: Resources | None, flow: str, request_id: str) -> Hops | DataHopError:
+    if resources is None:
+        return []
+    try:
+        return await record_flow(resources, flow, request_id)
+    except DataHopError as exc:
+        return exc
 
 
 async def _call(client: httpx.AsyncClient, name: str, flow: str, deadline: Deadline) -> tuple[Hops, str | None, int]:
