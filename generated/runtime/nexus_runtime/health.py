@@ -65,7 +65,7 @@ class Readiness:
 
     async def _probe(self, name: str) -> tuple[str, str]:
         if name in self.resources.engines:  # infrastructure: a real round trip (a query, a PING)
-            return name, await probe_resource(self.resources, name, self.settings.readiness_timeout_seconds)
+            return name, await probe_resource(self.resources, name, self.settings.resource_probe_timeout_seconds)
         try:
             # no retries for probes: the retrying transport would hide an outage for seconds
             r = await self.clients[name].get(

@@ -37,6 +37,9 @@ class ServiceSettings(BaseSettings):
     # Readiness probes hard dependencies at most this often, so probes do not fan out.
     readiness_cache_seconds: float = Field(1.0, ge=0)
     readiness_timeout_seconds: float = Field(0.5, gt=0)
+    # A round trip to the service's own database or cache may open a connection first (a new
+    # PostgreSQL backend process, SCRAM authentication): on a loaded machine that took over 0.5 s.
+    resource_probe_timeout_seconds: float = Field(2.0, gt=0)
 
     # Fault injection for tests and game days: delays this service's flow endpoints.
     inject_delay_ms: int = Field(0, ge=0)
