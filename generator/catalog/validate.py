@@ -467,6 +467,16 @@ def check_graph(cat: Catalog, src: Source | None = None, assume: frozenset[str] 
         for j, ext in enumerate(svc.externals):
             if ext not in cat.externals:
                 problem((*at, "externals", j), f"unknown external system '{ext}'{_did_you_mean(ext, cat.externals)}")
+    # a component nobody uses would run (and hold credentials) for nothing, and its NetworkPolicy
+    # would admit no one: most likely a service's `uses:` forgot it
+    uses = {comp for svc in services.values() for comp in svc.uses}
+    for comp in sorted(set(cat.infrastructure) - uses if not assume else ()):  # a broken service may use it
+        problem(
+            ("infrastructure", comp),
+            f"infrastructure component '{comp}' is used by no service; "
+            "add it to the `uses:` of the services that need it, or remove it",
+            key=True,
+        )
 
     out.extend(_cycles(cat, src))
     mesh_rules.check(cat, lambda path, message: problem(path, message, key=True))

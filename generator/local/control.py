@@ -8,7 +8,7 @@ import asyncio
 import signal
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ import httpx
 
 from ..catalog import load_catalog
 from ..errors import NotRunning, RunError, ServiceFailed
-from . import runstate
+from . import infra, runstate
 from .launch import Launch, tail
 from .run import (
     Event,
@@ -26,6 +26,7 @@ from .run import (
     launcher_for,
     parse_overrides,
     quiet,
+    stop_infrastructure,
 )
 
 # -- attached mode -----------------------------------------------------------------------------
@@ -85,29 +86,40 @@ class Stopped:
     run_id: str | None
     services: list[str]
     stale: bool = False  # the recorded processes were already gone
+    infrastructure: list[str] = field(default_factory=list)
+    wiped: bool = False  # the servers' data was deleted (--wipe)
 
 
-def down(catalog: str | Path = "catalog.yaml", services: Iterable[str] = (), on_event: OnEvent = quiet) -> Stopped:
+def down(
+    catalog: str | Path = "catalog.yaml", services: Iterable[str] = (), on_event: OnEvent = quiet, *, wipe: bool = False
+) -> Stopped:
     """Stop what `up` started: ``services`` only (the run stays), or everything (the state
-    file goes). A process is signalled only while it is still the one `up` recorded."""
+    file goes). A process is signalled only while it is still the one `up` recorded.
+    ``wipe`` then deletes the servers' data (.nexus/data), which otherwise survives."""
     root = load_catalog(catalog).root
     state = runstate.read(root)
     names = list(services)
+    if names and wipe:
+        raise RunError("--wipe deletes the data of the whole platform: use it without naming services")
     if state is None:
         if names:
             raise NotRunning("nothing is running here (no run recorded in .nexus/run); start it with `nexus up`")
         runstate.remove(root)
-        return Stopped(None, [])
+        return Stopped(None, [], wiped=wipe and infra.wipe(root))
     launcher = launcher_for(state)
     if names:
-        unknown = [n for n in names if n not in state.services]
+        members = {**state.services, **state.infrastructure}
+        unknown = [n for n in names if n not in members]
         if unknown:
             raise RunError(
-                "\n".join(f"{n}: not part of run {state.run_id}" + did_you_mean(n, state.services) for n in unknown)
+                "\n".join(f"{n}: not part of run {state.run_id}" + did_you_mean(n, members) for n in unknown)
             )
-        launcher.stop(names)
+        launcher.stop([n for n in names if n in state.services])
         for n in names:
-            state.services[n].state = "stopped"
+            if n in state.infrastructure:  # a server alone: its users go unready, and recover on `restart`
+                infra.stop(state.infrastructure[n])
+            else:
+                state.services[n].state = "stopped"
             on_event(Event("stopped", n))
         runstate.write(root, state)
         return Stopped(state.run_id, names)
@@ -121,7 +133,9 @@ def down(catalog: str | Path = "catalog.yaml", services: Iterable[str] = (), on_
         if alive
         else []
     )
+    servers = sorted(n for n, r in state.infrastructure.items() if r.process is not None and r.process in alive)
     launcher.stop_all()
+    stop_infrastructure(state)
     left = state.alive()
     if left:
         raise RunError(
@@ -129,7 +143,8 @@ def down(catalog: str | Path = "catalog.yaml", services: Iterable[str] = (), on_
             f"{runstate.state_path(root)}"
         )
     runstate.remove(root)
-    return Stopped(state.run_id, running, stale=not alive)
+    infra.credentials_path(Path(state.run_dir)).unlink(missing_ok=True)  # the passwords die with the run
+    return Stopped(state.run_id, running, stale=not alive, infrastructure=servers, wiped=wipe and infra.wipe(root))
 
 
 def restart(
@@ -148,19 +163,34 @@ def restart(
     if state is None or not state.alive():
         raise NotRunning("nothing is running here; start the platform with `nexus up`")
     names = list(services)
-    unknown = [n for n in names if n not in state.services]
+    members = {**state.services, **state.infrastructure}
+    unknown = [n for n in names if n not in members]
     if unknown:
-        raise RunError(
-            "\n".join(f"{n}: not part of run {state.run_id}" + did_you_mean(n, state.services) for n in unknown)
-        )
+        raise RunError("\n".join(f"{n}: not part of run {state.run_id}" + did_you_mean(n, members) for n in unknown))
+    servers = [n for n in names if n in state.infrastructure]
+    if servers:
+        # the same data and this run's passwords: the services using it reconnect on their own
+        creds = infra.Credentials.load(infra.credentials_path(Path(state.run_dir)))
+        for name in servers:
+            infra.stop(state.infrastructure[name])
+            try:
+                infra.start(state.infrastructure[name], creds)
+            finally:
+                runstate.write(root, state)
+            on_event(Event("ready", name, loaded.plan.wave_of.get(name, 1)))
+        names = [n for n in names if n not in servers]
+        if not names:
+            return
     values = parse_overrides(overrides, loaded.catalog, Path(state.generated))
     launcher = launcher_for(state)
     launcher.stop(names)
     launches = []
+    run_creds = infra.Credentials.load(infra.credentials_path(Path(state.run_dir))) if state.infrastructure else None
     for name in names:
         rec = state.services[name]
         rec.settings = {**rec.settings, **values.get("*", {}), **values.get(name, {})}
-        launches.append(Launch(name, rec.package, rec.port, rec.wave, rec.settings, Path(rec.log)))
+        secrets = infra.service_secrets(loaded.catalog, name, state.infrastructure, run_creds) if run_creds else {}
+        launches.append(Launch(name, rec.package, rec.port, rec.wave, rec.settings, Path(rec.log), secrets))
     for name, who in launcher.start(launches).items():
         state.services[name].process, state.services[name].state = who, "starting"
     runstate.write(root, state)
@@ -194,12 +224,26 @@ class ServiceStatus:
 
 
 @dataclass
+class InfraStatus:
+    name: str
+    engine: str
+    port: int
+    state: str  # running, failed, stopped, exited
+    pid: int | None
+    ready: str  # "ok" after a real round trip as its administrator, else what happened
+    users: list[str]
+    log: str
+    data: str
+
+
+@dataclass
 class RunStatus:
     run_id: str
     mode: str
     run_dir: str
     alive: bool
     services: list[ServiceStatus]
+    infrastructure: list[InfraStatus] = field(default_factory=list)
 
 
 def status(catalog: str | Path = "catalog.yaml") -> RunStatus | None:
@@ -225,7 +269,15 @@ def status(catalog: str | Path = "catalog.yaml") -> RunStatus | None:
             else None
         )
         rows.append(ServiceStatus(name, rec.port, rec.wave, st, pid, live, ready, rec.log))
-    return RunStatus(state.run_id, state.mode, state.run_dir, bool(state.alive()), rows)
+    creds_file = infra.credentials_path(Path(state.run_dir))
+    creds = infra.Credentials.load(creds_file) if state.infrastructure and creds_file.exists() else None
+    servers = []
+    for name, r in state.infrastructure.items():
+        answer = infra.round_trip(r, creds) if r.state == "running" else "-"
+        st = "exited" if r.state == "running" and answer == "not running" else r.state
+        pid = r.process.pid if r.process and st == "running" else None
+        servers.append(InfraStatus(name, r.engine, r.port, st, pid, answer, r.users, r.log, r.data))
+    return RunStatus(state.run_id, state.mode, state.run_dir, bool(state.alive()), rows, servers)
 
 
 async def _probe_all(ports: dict[str, int], paths: list[str]) -> dict[str, tuple[str, ...]]:

@@ -17,7 +17,7 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -50,6 +50,8 @@ class Launch:
     wave: int
     settings: dict[str, str]  # Settings field -> value; env var = field upper-cased
     log: Path
+    # settings with credentials in them (infrastructure URLs): passed like the others, never recorded
+    secrets: dict[str, str] = field(default_factory=dict, repr=False)
 
 
 class Launcher(Protocol):
@@ -95,7 +97,7 @@ class Processes:
                     [str(self.generated / "runtime"), str(self.generated / "services" / launch.name)]
                 )
             )
-            env.update({key.upper(): value for key, value in launch.settings.items()})
+            env.update({key.upper(): value for key, value in {**launch.settings, **launch.secrets}.items()})
             launch.log.parent.mkdir(parents=True, exist_ok=True)
             args = [sys.executable, "-m", launch.package]
             with launch.log.open("ab") as log:
@@ -187,7 +189,11 @@ class Embedded:
         return self.host is not None and procs.is_running(self.host)
 
     def start(self, launches: list[Launch]) -> dict[str, Identity | None]:
-        body = {"services": [{"name": s.name, "package": s.package, "settings": s.settings} for s in launches]}
+        body = {
+            "services": [
+                {"name": s.name, "package": s.package, "settings": {**s.settings, **s.secrets}} for s in launches
+            ]
+        }
         with self._client() as c:
             c.post("/start", json=body).raise_for_status()
         return {s.name: None for s in launches}

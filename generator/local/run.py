@@ -5,8 +5,9 @@ alive (clear it if stale); choose the services; check every port before anything
 start wave by wave in the deployment plan's order, each wave waiting for /health/ready of its
 services before the next. Dependency URLs point at 127.0.0.1 and the catalog's ports.
 
-Infrastructure (databases, caches, queues) is not started: no generated service connects to
-it yet, so the run reports that wave and moves on.
+Stage 1's infrastructure (PostgreSQL, Redis, NATS) is started for real before the services of
+later waves (infra.py), each server only when a chosen service uses it; its credentials are
+made for this run and reach each service through its environment.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from ..catalog import Loaded, load_catalog
 from ..catalog.models import Catalog
 from ..catalog.naming import pkg
 from ..errors import AlreadyRunning, PortsInUse, RunError, ServiceFailed
-from . import runstate
+from . import infra, runstate
 from .launch import Embedded, Launch, Launcher, Processes, tail
 from .procs import port_free, port_holder
 from .runstate import RunState, ServiceRecord
@@ -182,6 +183,8 @@ def up(
     values = parse_overrides(overrides, cat, generated)
     run_id = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
     run_dir = runstate.run_root(root) / run_id
+    servers = infra.plan(cat, root, run_dir, sorted({c for n in chosen for c in cat.services[n].uses}))
+    creds = infra.Credentials.fresh(cat)
     launches = {
         name: Launch(
             name,
@@ -190,29 +193,40 @@ def up(
             loaded.plan.wave_of[name],
             settings_for(cat, name, values),
             run_dir / "logs" / f"{name}.log",
+            infra.service_secrets(cat, name, servers, creds),
         )
         for name in sorted(chosen)
     }
-    taken = [(n, s.port, port_holder(s.port)) for n, s in launches.items() if not port_free(s.port)]
+    ports = [(n, s.port) for n, s in launches.items()] + [(n, r.port) for n, r in servers.items()]
+    taken = [(n, port, port_holder(port)) for n, port in ports if not port_free(port)]
     if taken:
         raise PortsInUse(sorted(taken, key=lambda t: t[1]))
 
     (run_dir / "logs").mkdir(parents=True)
+    creds.save(infra.credentials_path(run_dir))
     runstate.prune(root)
     launcher = _new_launcher(mode, generated, run_dir)
     state = RunState(run_id, mode, str(Path(catalog).resolve()), str(generated), str(run_dir))
+    state.infrastructure = servers
     try:
         state.host = launcher.begin()
         state.control = getattr(launcher, "control", None)
         runstate.write(root, state)
         failed = _start_waves(
-            loaded, launches, launcher, state, keep_going=keep_going, timeout=timeout, on_event=on_event
+            loaded, launches, launcher, state, creds, keep_going=keep_going, timeout=timeout, on_event=on_event
         )
     except BaseException:
         launcher.stop_all()
+        stop_infrastructure(state)
         runstate.remove(root)
         raise
     return Started(state, time.monotonic() - began, failed)
+
+
+def stop_infrastructure(state: RunState) -> None:
+    """Stop stage 1's servers, last started first (after the services that use them)."""
+    for record in reversed(list(state.infrastructure.values())):
+        infra.stop(record)
 
 
 def _current_generated(loaded: Loaded, catalog: str | Path) -> Path:
@@ -254,6 +268,7 @@ def _start_waves(
     launches: dict[str, Launch],
     launcher: Launcher,
     state: RunState,
+    creds: infra.Credentials,
     *,
     keep_going: bool,
     timeout: float,
@@ -263,16 +278,29 @@ def _start_waves(
     stages = {s.name: s.title for s in cat.stages}
     failed: dict[str, str] = {}
     on_event(Event("plan", services=tuple(sorted(launches)), detail=state.mode))
+    began = time.monotonic()
     for wave in loaded.plan.waves:
-        if wave.infrastructure:
+        servers = [state.infrastructure[c] for c in wave.infrastructure if c in state.infrastructure]
+        if servers:
             on_event(
-                Event(
-                    "note",
-                    wave=wave.number,
-                    services=wave.infrastructure,
-                    detail="infrastructure, not started locally (no generated service connects to it yet)",
-                )
+                Event("wave", wave=wave.number, detail=stages[wave.stage], services=tuple(r.name for r in servers))
             )
+            for record in servers:  # a server failing is one error naming it and its log: nothing to keep going with
+                try:
+                    infra.start(record, creds, timeout=min(timeout, infra.START_SECONDS))
+                finally:
+                    runstate.write(root, state)
+                on_event(Event("ready", record.name, wave.number, seconds=time.monotonic() - began))
+            if any(r.engine == "postgres" for r in servers):
+                # every chosen service's migrations, before any of them starts (its own database, as its own role)
+                migrated = infra.migrate(
+                    Path(state.generated), Path(state.run_dir) / "logs" / "migrations.log", cat, state.infrastructure,
+                    creds, list(launches),
+                )  # fmt: skip
+                if migrated:
+                    on_event(
+                        Event("note", wave=wave.number, detail=f"migrated the databases of {len(migrated)} services")
+                    )
         names = [n for n in wave.services if n in launches]
         if not names:
             continue

@@ -4,7 +4,9 @@ exactly that and nothing else.
 Layout, beside the catalog::
 
     .nexus/run/state.json             the current run (absent when nothing runs)
-    .nexus/run/<run id>/logs/*.log    one log per service (and host.log in embedded mode)
+    .nexus/run/<run id>/logs/*.log    one log per service and server (and host.log in embedded mode)
+    .nexus/run/<run id>/credentials.json  the run's passwords, owner-only (infra.Credentials)
+    .nexus/data/<component>/          each server's data: survives runs (`nexus down --wipe` deletes it)
 
 The file is rewritten atomically after every change, so a crash leaves the last good state,
 which names every process by pid, start time and command line (procs.Identity). A state whose
@@ -20,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .infra import InfraRecord
 from .procs import Identity, is_running
 
 VERSION = 1
@@ -66,12 +69,14 @@ class RunState:
     host: Identity | None = None  # embedded mode: the one process every service runs in
     control: dict[str, Any] | None = None  # embedded mode: the host's control port and token
     services: dict[str, ServiceRecord] = field(default_factory=dict)
+    infrastructure: dict[str, InfraRecord] = field(default_factory=dict)  # stage 1's servers
 
     def processes(self) -> list[Identity]:
         """Every process this run started."""
+        servers = [r.process for r in self.infrastructure.values() if r.process is not None]
         if self.host is not None:
-            return [self.host]
-        return [s.process for s in self.services.values() if s.process is not None]
+            return [self.host, *servers]
+        return [s.process for s in self.services.values() if s.process is not None] + servers
 
     def alive(self) -> list[Identity]:
         return [p for p in self.processes() if is_running(p)]
@@ -87,6 +92,7 @@ class RunState:
             "host": self.host.as_dict() if self.host else None,
             "control": self.control,
             "services": {name: rec.as_dict() for name, rec in self.services.items()},
+            "infrastructure": {name: rec.as_dict() for name, rec in self.infrastructure.items()},
         }
 
     @classmethod
@@ -100,6 +106,7 @@ class RunState:
             host=Identity.from_dict(data["host"]) if data.get("host") else None,
             control=data.get("control"),
             services={name: ServiceRecord.from_dict(rec) for name, rec in data["services"].items()},
+            infrastructure={name: InfraRecord.from_dict(rec) for name, rec in data.get("infrastructure", {}).items()},
         )
 
 

@@ -36,6 +36,10 @@ VIA_HEADER = "x-nexus-via"
 CONCURRENCY = 16
 
 
+# What a flow's hop writes and reads back in its own infrastructure (nexus_runtime.resources.record_flow).
+DATA_ENGINES = ("postgres", "redis")
+
+
 @dataclass
 class FlowResult:
     flow: str
@@ -211,6 +215,15 @@ async def _check_flow(cat: Catalog, name: str, targets: _Targets, get: Any) -> F
                 )
         elif not isinstance(hop.get("ms"), (int, float)) or hop["ms"] < 0:
             return FlowResult(name, "failed", hops, hop.get("service"), f"hop {hop.get('service')} has no timing")
+        else:
+            # its own database and cache: written and read back at this hop (the broker's flows are events)
+            want = sorted(c for c in cat.services[spec].uses if cat.infrastructure[c].engine in DATA_ENGINES)
+            touched = sorted(str(d.get("resource")) for d in hop.get("data", []) if isinstance(d, dict))
+            if touched != want:
+                return FlowResult(
+                    name, "failed", hops, spec,
+                    f"hop {spec} touched {', '.join(touched) or 'no data'}; it uses {', '.join(want) or 'none'}",
+                )  # fmt: skip
     return FlowResult(name, "ok", hops)
 
 

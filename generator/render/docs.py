@@ -144,7 +144,7 @@ def _service(
         "autoscaling": cat.autoscaling_for(name),
         "session_affinity": svc.session_affinity,
         "websocket": svc.websocket,
-        "team_files": team_files(name),
+        "team_files": team_files(name, postgres=any(cat.infrastructure[c].engine == "postgres" for c in svc.uses)),
     }
 
 

@@ -37,11 +37,17 @@ def template_config() -> dict[str, Any]:
 
 
 @cache
-def team_files(name: str) -> tuple[str, ...]:
+def team_files(name: str, postgres: bool = True) -> tuple[str, ...]:
     """The files of service ``name`` that belong to its team, as paths inside its folder: created
     once when the service is first generated, never touched again. Declared once, in the
-    template's own configuration (cookiecutter.json's ``_team_owned``)."""
-    context = {"name": name, "package": pkg(name), "_team_owned": template_config()["_team_owned"]}
+    template's own configuration (cookiecutter.json's ``_team_owned``). ``postgres``: whether
+    it uses PostgreSQL (only then it has migrations); the default answers for any service."""
+    context = {
+        "name": name,
+        "package": pkg(name),
+        "_team_owned": template_config()["_team_owned"],
+        "resources": {"postgres": {"engine": "postgres"}} if postgres else {},
+    }
     return tuple(_extensions().team_files(context))
 
 
@@ -138,6 +144,7 @@ def service_context(ctx: RenderContext, name: str) -> dict[str, Any]:
         "dependencies": {
             dep: {"kind": e.kind, "port": cat.services[dep].port} for dep, e in sorted(svc.depends_on.items())
         },
+        "resources": {comp: {"engine": cat.infrastructure[comp].engine} for comp in sorted(svc.uses)},
         "flows": flows,
         "gateway": name == cat.platform.gateway,
         "relay": relays(cat, name),
@@ -162,7 +169,10 @@ def render_service(
     out: dict[str, str] = {}
     variables = {"cookiecutter": context}
     name = context["name"]
+    migrations = _extensions().uses_postgres(context)
     for rel, path_template, template in compiled:
+        if not migrations and rel.split("/", 1)[1].startswith(_extensions().MIGRATIONS):
+            continue  # what the template's post-generation hook does under cookiecutter
         try:
             out[path_template.render(variables)] = template.render(variables)
         except jinja2.TemplateSyntaxError as exc:

@@ -28,10 +28,19 @@ def md_quote(value: object) -> str:
     return "\n".join(f"> {line}".rstrip() for line in str(value).splitlines() or [""])
 
 
+# The folder only services using PostgreSQL get (hooks/post_gen_project.py removes it otherwise).
+MIGRATIONS = "migrations/"
+
+
+def uses_postgres(cookiecutter: Mapping[str, Any]) -> bool:
+    return any(r["engine"] == "postgres" for r in cookiecutter.get("resources", {}).values())
+
+
 def team_files(cookiecutter: Mapping[str, Any]) -> list[str]:
     """The files of this service that belong to its team (cookiecutter.json's `_team_owned`,
     template paths), as paths inside the service's folder."""
-    return [Template(path).render(cookiecutter=cookiecutter) for path in cookiecutter["_team_owned"]]
+    paths = [Template(path).render(cookiecutter=cookiecutter) for path in cookiecutter["_team_owned"]]
+    return [p for p in paths if uses_postgres(cookiecutter) or not p.startswith(MIGRATIONS)]
 
 
 FILTERS = {

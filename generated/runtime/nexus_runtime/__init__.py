@@ -9,6 +9,6 @@ WebSocket. The service's own routes are plugged in as an APIRouter.
 from .app import create_app
 from .serve import serve
 from .settings import ServiceSettings
-from .spec import Dependency, FlowHop, ServiceSpec
+from .spec import Dependency, FlowHop, Resource, ServiceSpec
 
-__all__ = ["Dependency", "FlowHop", "ServiceSettings", "ServiceSpec", "create_app", "serve"]
+__all__ = ["Dependency", "FlowHop", "Resource", "ServiceSettings", "ServiceSpec", "create_app", "serve"]

@@ -11,6 +11,7 @@ from . import flows, health, live, logs, platform_routes
 from .clients import build_clients, close_all
 from .edge import EdgeMiddleware
 from .metrics import Metrics, MetricsMiddleware
+from .resources import build as build_resources
 from .settings import ServiceSettings
 from .spec import ServiceSpec
 from .tracing import TraceMiddleware
@@ -27,7 +28,8 @@ def create_app(
     log = logs.logger(spec.name, settings.log_level, settings.json_logs)
     metrics = Metrics(spec.name)
     clients = build_clients(spec, settings)
-    readiness = health.Readiness(spec, settings, clients)
+    resources = build_resources(spec, settings)
+    readiness = health.Readiness(spec, settings, clients, resources)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -36,6 +38,7 @@ def create_app(
         # Graceful shutdown: fail readiness first so traffic drains, then close the clients.
         readiness.shutting_down = True
         await close_all(clients)
+        await resources.close()
         log.info("stopped")
 
     docs = settings.api_docs
@@ -49,12 +52,13 @@ def create_app(
         redoc_url="/redoc" if docs else None,
     )
     app.state.spec, app.state.settings, app.state.clients, app.state.metrics = spec, settings, clients, metrics
+    app.state.resources = resources  # routes reach the database and cache here (resources.py)
     answers = health.endpoints(spec, readiness, metrics)
     app.include_router(health.router(spec, answers))
     if spec.flows:
-        app.include_router(flows.router(spec, settings, clients))
+        app.include_router(flows.router(spec, settings, clients, resources))
     if (spec.gateway or spec.relay) and settings.platform_routes:
-        app.include_router(platform_routes.router(spec, settings, clients, answers))
+        app.include_router(platform_routes.router(spec, settings, clients, answers, resources))
     if spec.websocket:
         app.include_router(live.router(spec, settings, log))
     if routes is not None:

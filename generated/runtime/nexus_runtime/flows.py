@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -16,15 +17,20 @@ import httpx
 from fastapi import APIRouter, HTTPException, Path, Request
 from fastapi.responses import JSONResponse
 
+from . import tracing
 from .clients import BROKEN_HEADER
 from .deadline import Deadline
+from .resources import DataHopError, Resources, record_flow
 from .schemas import FlowResult, NotFound, problems
 from .settings import ServiceSettings
 from .spec import ServiceSpec
 
 
 def handler(
-    spec: ServiceSpec, settings: ServiceSettings, clients: dict[str, httpx.AsyncClient]
+    spec: ServiceSpec,
+    settings: ServiceSettings,
+    clients: dict[str, httpx.AsyncClient],
+    resources: Resources | None = None,
 ) -> Callable[[Request, str], Awaitable[JSONResponse]]:
     """The flow endpoint: served at /flows/<flow>, and on the gateway also at /platform/flows/<flow>."""
 
@@ -41,14 +47,26 @@ def handler(
         deadline = Deadline.of(request.headers, settings.request_timeout_seconds, settings.connect_timeout_seconds)
         if settings.inject_delay_ms:
             await asyncio.sleep(settings.inject_delay_ms / 1000)
-        downstream: list[dict[str, Any]] = []
-        broken: str | None = None
-        status = 200
-        if hop.next and hop.external:
-            downstream = [{"service": hop.next, "external": True}]
-        elif hop.next:
-            downstream, broken, status = await _call(clients[hop.next], hop.next, flow, deadline)
-        me = {"service": spec.name, "ms": round((time.perf_counter() - start) * 1000, 3)}
+        trace = tracing.current.get()
+        request_id = trace.request_id if trace else uuid.uuid4().hex
+
+        async def onward() -> tuple[Hops, str | None, int]:
+            if hop.next and hop.external:
+                return [{"service": hop.next, "external": True}], None, 200
+            if hop.next:
+                return await _call(clients[hop.next], hop.next, flow, deadline)
+            return [], None, 200
+
+        # its own data step and the next hop at once: the data step spends none of the next hop's budget
+        data, (downstream, broken, status) = await asyncio.gather(_own_data(resources, flow, request_id), onward())
+        if isinstance(data, DataHopError):
+            # its own database or cache failed: this hop is the broken one, whatever followed
+            me = {"service": spec.name, "error": str(data), "ms": round((time.perf_counter() - start) * 1000, 3)}
+            body = {"flow": flow, "ok": False, "hops": [me], "broken": spec.name}
+            return JSONResponse(body, status_code=503, headers={BROKEN_HEADER: spec.name})
+        me: dict[str, Any] = {"service": spec.name, "ms": round((time.perf_counter() - start) * 1000, 3)}
+        if data:
+            me["data"] = data
         body: dict[str, Any] = {"flow": flow, "ok": broken is None, "hops": [me, *downstream]}
         if broken is None:
             return JSONResponse(body)
@@ -66,13 +84,26 @@ CONTRACT: dict[str, Any] = {
 }
 
 
-def router(spec: ServiceSpec, settings: ServiceSettings, clients: dict[str, httpx.AsyncClient]) -> APIRouter:
+def router(
+    spec: ServiceSpec, settings: ServiceSettings, clients: dict[str, httpx.AsyncClient], resources: Resources
+) -> APIRouter:
     r = APIRouter(tags=["flows"])
-    r.add_api_route("/flows/{flow}", handler(spec, settings, clients), methods=["GET"], name="flow", **CONTRACT)
+    r.add_api_route(
+        "/flows/{flow}", handler(spec, settings, clients, resources), methods=["GET"], name="flow", **CONTRACT
+    )
     return r
 
 
 Hops = list[dict[str, Any]]
+
+
+async def _own_data(resources: Resources | None, flow: str, request_id: str) -> Hops | DataHopError:
+    if resources is None:
+        return []
+    try:
+        return await record_flow(resources, flow, request_id)
+    except DataHopError as exc:
+        return exc
 
 
 async def _call(client: httpx.AsyncClient, name: str, flow: str, deadline: Deadline) -> tuple[Hops, str | None, int]:

@@ -3,7 +3,9 @@ this service can serve anything at all, so that an outage takes out of rotation 
 serve anything without it (docs/running.md, "Readiness"):
 
 - its own routes need every hard dependency (with none, they can always be served);
-- each critical path it is on needs only its next hop (none, or an external one: always).
+- each critical path it is on needs only its next hop (none, or an external one: always);
+- both need the infrastructure it uses (its database, cache, broker): a real round trip each,
+  so a broken server makes unready exactly the services that use it.
 
 It is ready while at least one of these can be served. A dependency counts as up while it
 answers its own liveness probe: never its readiness, so an outage does not travel further up
@@ -22,6 +24,8 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from .metrics import Metrics
+from .resources import Resources
+from .resources import probe as probe_resource
 from .schemas import PROMETHEUS_TEXT, Health, problems
 from .schemas import Readiness as ReadinessBody
 from .settings import ServiceSettings
@@ -31,16 +35,27 @@ Endpoint = Callable[[], Awaitable[Response]]
 
 
 def needs(spec: ServiceSpec) -> dict[str, tuple[str, ...]]:
-    """What this service can serve, each with the dependencies it cannot be served without."""
-    served = {"routes": tuple(d.name for d in spec.hard)}
+    """What this service can serve, each with the dependencies it cannot be served without.
+
+    Its own infrastructure (its database, cache, broker) is needed by everything it serves:
+    its routes own the data, and each flow's hop here touches it."""
+    own = tuple(r.name for r in spec.resources)
+    served = {"routes": (*own, *(d.name for d in spec.hard))}
     for flow, hop in sorted(spec.flows.items()):
-        served[f"flow {flow}"] = (hop.next,) if hop.next and not hop.external else ()
+        served[f"flow {flow}"] = (*own, *((hop.next,) if hop.next and not hop.external else ()))
     return served
 
 
 class Readiness:
-    def __init__(self, spec: ServiceSpec, settings: ServiceSettings, clients: dict[str, httpx.AsyncClient]) -> None:
+    def __init__(
+        self,
+        spec: ServiceSpec,
+        settings: ServiceSettings,
+        clients: dict[str, httpx.AsyncClient],
+        resources: Resources | None = None,
+    ) -> None:
         self.spec, self.settings, self.clients = spec, settings, clients
+        self.resources = resources or Resources()
         self.shutting_down = False
         self.needs = needs(spec)
         self.probed = sorted({name for names in self.needs.values() for name in names})
@@ -49,6 +64,8 @@ class Readiness:
         self._lock = asyncio.Lock()
 
     async def _probe(self, name: str) -> tuple[str, str]:
+        if name in self.resources.engines:  # infrastructure: a real round trip (a query, a PING)
+            return name, await probe_resource(self.resources, name, self.settings.resource_probe_timeout_seconds)
         try:
             # no retries for probes: the retrying transport would hide an outage for seconds
             r = await self.clients[name].get(

@@ -27,6 +27,7 @@ from . import flows
 from .clients import BROKEN_HEADER
 from .deadline import Deadline
 from .health import Endpoint
+from .resources import Resources
 from .schemas import (
     PROMETHEUS_TEXT,
     Health,
@@ -56,7 +57,11 @@ PROBE_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 def router(
-    spec: ServiceSpec, settings: ServiceSettings, clients: dict[str, httpx.AsyncClient], answers: dict[str, Endpoint]
+    spec: ServiceSpec,
+    settings: ServiceSettings,
+    clients: dict[str, httpx.AsyncClient],
+    answers: dict[str, Endpoint],
+    resources: Resources | None = None,
 ) -> APIRouter:
     r = APIRouter(tags=["platform"])
     # documented as enums; any other value answers 404 with the reason
@@ -101,7 +106,7 @@ def router(
     if spec.gateway:
         r.add_api_route(
             "/platform/flows/{flow}",
-            flows.handler(spec, settings, clients),
+            flows.handler(spec, settings, clients, resources),
             methods=["GET"],
             name="platform_flow",
             **flows.CONTRACT,

@@ -24,11 +24,20 @@ class Readiness(TypedDict):
     unavailable: NotRequired[dict[str, list[str]]]
 
 
+class DataHop(TypedDict):
+    """A write and a read back on the service's own infrastructure, as part of a flow."""
+
+    resource: str  # the catalog's component, e.g. postgres
+    wrote: str  # what was written, e.g. flow_records 17
+    ms: float
+
+
 class Hop(TypedDict):
     service: str
     ms: NotRequired[float]  # time at this hop, including the hops after it
     external: NotRequired[bool]  # outside the platform: reported, never called
     error: NotRequired[str]  # why this hop failed
+    data: NotRequired[list[DataHop]]  # what it wrote and read back in its own database and cache
 
 
 class FlowResult(TypedDict):

@@ -28,9 +28,18 @@ class ServiceSettings(BaseSettings):
     retries: int = Field(2, ge=0, le=5)
     retry_backoff_seconds: float = Field(0.05, ge=0)
 
+    # Pools of the infrastructure clients (resources.py). Small: `nexus up` runs ~20 services on one
+    # PostgreSQL, and each open connection is a server process (about 1.4 MB).
+    db_pool_size: int = Field(2, ge=1)
+    db_pool_overflow: int = Field(8, ge=0)
+    cache_pool_size: int = Field(20, ge=1)
+
     # Readiness probes hard dependencies at most this often, so probes do not fan out.
     readiness_cache_seconds: float = Field(1.0, ge=0)
     readiness_timeout_seconds: float = Field(0.5, gt=0)
+    # A round trip to the service's own database or cache may open a connection first (a new
+    # PostgreSQL backend process, SCRAM authentication): on a loaded machine that took over 0.5 s.
+    resource_probe_timeout_seconds: float = Field(2.0, gt=0)
 
     # Fault injection for tests and game days: delays this service's flow endpoints.
     inject_delay_ms: int = Field(0, ge=0)

@@ -38,13 +38,15 @@ def check_health_and_liveness(client: TestClient, spec: ServiceSpec) -> None:
 
 
 def check_readiness_follows_hard_dependencies(client: TestClient, spec: ServiceSpec) -> None:
-    """With every dependency down, ready only when the service can still serve something: it
-    has no hard dependency (its own routes), or is on a flow that calls no other service."""
+    """With every dependency down (its infrastructure unconfigured), ready only when the service
+    can still serve something: it uses no infrastructure, and has no hard dependency (its own
+    routes) or is on a flow that calls no other service."""
     response = client.get(spec.ready_path)
     serves_alone = not spec.hard or any(hop.next is None or hop.external for hop in spec.flows.values())
-    assert response.status_code == (200 if serves_alone else 503), response.text
+    assert response.status_code == (200 if serves_alone and not spec.resources else 503), response.text
     flow_next = {hop.next for hop in spec.flows.values() if hop.next and not hop.external}
-    assert set(response.json()["dependencies"]) == {d.name for d in spec.hard} | flow_next
+    own = {r.name for r in spec.resources}
+    assert set(response.json()["dependencies"]) == {d.name for d in spec.hard} | flow_next | own
 
 
 def check_metrics(client: TestClient, spec: ServiceSpec) -> None:

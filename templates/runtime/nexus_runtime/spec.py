@@ -14,6 +14,15 @@ class Dependency:
 
 
 @dataclass(frozen=True)
+class Resource:
+    """Infrastructure the service uses: its own database, cache user or broker user."""
+
+    name: str  # the catalog's component, e.g. postgres
+    engine: Literal["postgres", "redis", "nats"]
+    setting: str  # the Settings field holding its URL (with this service's credentials)
+
+
+@dataclass(frozen=True)
 class FlowHop:
     """This service's place on a critical path: who it calls next (if anyone)."""
 
@@ -28,6 +37,7 @@ class ServiceSpec:
     description: str
     team: str
     dependencies: tuple[Dependency, ...] = ()
+    resources: tuple[Resource, ...] = ()
     flows: dict[str, FlowHop] = field(default_factory=dict)
     websocket: bool = False
     health_path: str = "/health"

@@ -2,10 +2,12 @@
 """Settings of auth-service-v2, from the environment, validated at start-up.
 
 Each dependency's URL defaults to its Kubernetes DNS name and port; override it with the
-environment variable named in the comment (as `nexus up` does for a local run).
+environment variable named in the comment (as `nexus up` does for a local run). Each piece of
+infrastructure's URL carries this service's own credentials, so it has no default: `nexus up`
+sets it, and in Kubernetes it comes from a Secret; unset, readiness says so.
 """
 
-from pydantic import AnyHttpUrl
+from pydantic import AnyHttpUrl, SecretStr
 
 from nexus_runtime import ServiceSettings
 
@@ -19,3 +21,5 @@ class Settings(ServiceSettings):
     session_mgr_url: AnyHttpUrl = AnyHttpUrl("http://session-mgr:3004")  # SESSION_MGR_URL, hard
     token_mgr_url: AnyHttpUrl = AnyHttpUrl("http://token-mgr:3005")  # TOKEN_MGR_URL, hard
     user_auth_url: AnyHttpUrl = AnyHttpUrl("http://user-auth:3003")  # USER_AUTH_URL, hard
+    postgres_url: SecretStr | None = None  # POSTGRES_URL, postgres
+    redis_url: SecretStr | None = None  # REDIS_URL, redis

@@ -2,10 +2,12 @@
 """Settings of boom-boom-room-live, from the environment, validated at start-up.
 
 Each dependency's URL defaults to its Kubernetes DNS name and port; override it with the
-environment variable named in the comment (as `nexus up` does for a local run).
+environment variable named in the comment (as `nexus up` does for a local run). Each piece of
+infrastructure's URL carries this service's own credentials, so it has no default: `nexus up`
+sets it, and in Kubernetes it comes from a Secret; unset, readiness says so.
 """
 
-from pydantic import AnyHttpUrl
+from pydantic import AnyHttpUrl, SecretStr
 
 from nexus_runtime import ServiceSettings
 
@@ -18,3 +20,4 @@ class Settings(ServiceSettings):
     billing_service_url: AnyHttpUrl = AnyHttpUrl("http://billing-service:3020")  # BILLING_SERVICE_URL, soft
     streaming_service_v2_url: AnyHttpUrl = AnyHttpUrl("http://streaming-service-v2:3010")  # STREAMING_SERVICE_V2_URL, hard
     token_mgr_url: AnyHttpUrl = AnyHttpUrl("http://token-mgr:3005")  # TOKEN_MGR_URL, hard
+    redis_url: SecretStr | None = None  # REDIS_URL, redis

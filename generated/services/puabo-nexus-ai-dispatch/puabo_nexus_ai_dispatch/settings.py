@@ -2,10 +2,12 @@
 """Settings of puabo-nexus-ai-dispatch, from the environment, validated at start-up.
 
 Each dependency's URL defaults to its Kubernetes DNS name and port; override it with the
-environment variable named in the comment (as `nexus up` does for a local run).
+environment variable named in the comment (as `nexus up` does for a local run). Each piece of
+infrastructure's URL carries this service's own credentials, so it has no default: `nexus up`
+sets it, and in Kubernetes it comes from a Secret; unset, readiness says so.
 """
 
-from pydantic import AnyHttpUrl
+from pydantic import AnyHttpUrl, SecretStr
 
 from nexus_runtime import ServiceSettings
 
@@ -18,3 +20,4 @@ class Settings(ServiceSettings):
     kei_ai_url: AnyHttpUrl = AnyHttpUrl("http://kei-ai:3030")  # KEI_AI_URL, hard
     puabo_nexus_fleet_manager_url: AnyHttpUrl = AnyHttpUrl("http://puabo-nexus-fleet-manager:3061")  # PUABO_NEXUS_FLEET_MANAGER_URL, hard
     puabo_nexus_route_optimizer_url: AnyHttpUrl = AnyHttpUrl("http://puabo-nexus-route-optimizer:3062")  # PUABO_NEXUS_ROUTE_OPTIMIZER_URL, hard
+    redis_url: SecretStr | None = None  # REDIS_URL, redis

@@ -2,10 +2,12 @@
 """Settings of puabo-nexus, from the environment, validated at start-up.
 
 Each dependency's URL defaults to its Kubernetes DNS name and port; override it with the
-environment variable named in the comment (as `nexus up` does for a local run).
+environment variable named in the comment (as `nexus up` does for a local run). Each piece of
+infrastructure's URL carries this service's own credentials, so it has no default: `nexus up`
+sets it, and in Kubernetes it comes from a Secret; unset, readiness says so.
 """
 
-from pydantic import AnyHttpUrl
+from pydantic import AnyHttpUrl, SecretStr
 
 from nexus_runtime import ServiceSettings
 
@@ -20,3 +22,4 @@ class Settings(ServiceSettings):
     puabo_nexus_driver_app_backend_url: AnyHttpUrl = AnyHttpUrl("http://puabo-nexus-driver-app-backend:3060")  # PUABO_NEXUS_DRIVER_APP_BACKEND_URL, hard
     puabo_nexus_fleet_manager_url: AnyHttpUrl = AnyHttpUrl("http://puabo-nexus-fleet-manager:3061")  # PUABO_NEXUS_FLEET_MANAGER_URL, hard
     token_mgr_url: AnyHttpUrl = AnyHttpUrl("http://token-mgr:3005")  # TOKEN_MGR_URL, hard
+    postgres_url: SecretStr | None = None  # POSTGRES_URL, postgres

@@ -2,10 +2,13 @@
 """Settings of {{ cookiecutter.name }}, from the environment, validated at start-up.
 
 Each dependency's URL defaults to its Kubernetes DNS name and port; override it with the
-environment variable named in the comment (as `nexus up` does for a local run).
+environment variable named in the comment (as `nexus up` does for a local run). Each piece of
+infrastructure's URL carries this service's own credentials, so it has no default: `nexus up`
+sets it, and in Kubernetes it comes from a Secret; unset, readiness says so.
 """
 
-from pydantic import AnyHttpUrl
+from pydantic import AnyHttpUrl{% if cookiecutter.resources %}, SecretStr{% endif %}
+
 
 from nexus_runtime import ServiceSettings
 
@@ -17,4 +20,7 @@ class Settings(ServiceSettings):
     request_timeout_seconds: float = {{ cookiecutter.request_timeout }}
 {% for dep, d in cookiecutter.dependencies|dictsort %}
     {{ dep|pkg }}_url: AnyHttpUrl = AnyHttpUrl("http://{{ dep }}:{{ d.port }}")  # {{ dep|env_name }}_URL, {{ d.kind }}
+{% endfor %}
+{% for comp, r in cookiecutter.resources|dictsort %}
+    {{ comp|pkg }}_url: SecretStr | None = None  # {{ comp|env_name }}_URL, {{ r.engine }}
 {% endfor %}

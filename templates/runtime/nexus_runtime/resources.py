@@ -1,0 +1,200 @@
+"""Typed, pooled clients for the infrastructure a service uses, built once from its settings.
+
+- PostgreSQL: an SQLAlchemy 2 async engine (asyncpg) and a session factory, on the service's own
+  database as its own role. ``pool_pre_ping`` replaces connections a restarted server dropped, so
+  the service recovers without restarting.
+- Redis: redis-py's asyncio client as the service's own ACL user; every key it may touch starts
+  with ``key_prefix`` (``<service>:``), the only keys its user may read or write.
+- NATS: the broker's connection arrives with the events issue; until then it is probed only.
+
+Readiness asks each for a real round trip (``probe``): a query, a PING, a broker PING."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import SecretStr
+from redis.asyncio import Redis
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from .settings import ServiceSettings
+from .spec import Resource, ServiceSpec
+
+FLOW_KEY_MS = 60_000  # a flow's cache key lives a minute: proof, not data
+
+
+def sqlalchemy_url(url: str) -> Any:
+    """postgresql://... (what Kubernetes Secrets and `nexus up` hand over) -> the asyncpg driver's URL."""
+    return make_url(url).set(drivername="postgresql+asyncpg")
+
+
+@dataclass
+class Postgres:
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+
+    async def probe(self) -> None:
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+@dataclass
+class Cache:
+    client: Redis
+    key_prefix: str
+
+    def key(self, *parts: str) -> str:
+        """A key this service may use: ``<service>:<parts joined by ':'>``."""
+        return self.key_prefix + ":".join(parts)
+
+    async def probe(self) -> None:
+        await self.client.ping()
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+@dataclass
+class Broker:
+    host: str
+    port: int
+
+    async def probe(self) -> None:
+        # the server speaks first (INFO): a TCP round trip that proves it accepts clients
+        reader, writer = await asyncio.open_connection(self.host, self.port)
+        try:
+            line = await reader.readline()
+            if not line.startswith(b"INFO "):
+                raise ConnectionError("not a NATS server")
+        finally:
+            writer.close()
+
+    async def close(self) -> None:
+        return None
+
+
+@dataclass
+class Resources:
+    """The clients by component name; ``postgres``/``redis`` give the typed ones."""
+
+    by_name: dict[str, Postgres | Cache | Broker] = field(default_factory=dict)
+    engines: dict[str, str] = field(default_factory=dict)
+
+    def postgres(self, name: str = "postgres") -> Postgres:
+        client = self.by_name[name]
+        assert isinstance(client, Postgres), f"{name} is not a PostgreSQL component"
+        return client
+
+    def redis(self, name: str = "redis") -> Cache:
+        client = self.by_name[name]
+        assert isinstance(client, Cache), f"{name} is not a Redis component"
+        return client
+
+    def first(self, engine: str) -> Postgres | Cache | Broker | None:
+        return next((self.by_name[n] for n, e in sorted(self.engines.items()) if e == engine), None)
+
+    async def close(self) -> None:
+        await asyncio.gather(*(c.close() for c in self.by_name.values()), return_exceptions=True)
+
+
+def _url(settings: ServiceSettings, resource: Resource) -> str | None:
+    value = getattr(settings, resource.setting, None)
+    return value.get_secret_value() if isinstance(value, SecretStr) else value
+
+
+def build(spec: ServiceSpec, settings: ServiceSettings) -> Resources:
+    """A client per resource whose URL is set (one left unset is reported by readiness)."""
+    out = Resources(engines={r.name: r.engine for r in spec.resources})
+    for resource in spec.resources:
+        url = _url(settings, resource)
+        if not url:
+            continue
+        if resource.engine == "postgres":
+            engine = create_async_engine(
+                sqlalchemy_url(url),
+                pool_size=settings.db_pool_size,
+                max_overflow=settings.db_pool_overflow,
+                pool_pre_ping=True,
+                pool_timeout=settings.request_timeout_seconds,
+                connect_args={"timeout": settings.connect_timeout_seconds},
+            )
+            out.by_name[resource.name] = Postgres(engine, async_sessionmaker(engine, expire_on_commit=False))
+        elif resource.engine == "redis":
+            client = Redis.from_url(
+                url,
+                max_connections=settings.cache_pool_size,
+                socket_connect_timeout=settings.connect_timeout_seconds,
+                socket_timeout=settings.request_timeout_seconds,
+            )
+            out.by_name[resource.name] = Cache(client, f"{spec.name}:")
+        else:
+            parsed = urlsplit(url)
+            out.by_name[resource.name] = Broker(parsed.hostname or "127.0.0.1", parsed.port or 4222)
+    return out
+
+
+async def record_flow(resources: Resources, flow: str, request_id: str) -> list[dict[str, Any]]:
+    """A flow's data hops here: write a record into each own database (its team's flow_records
+    table, from the first migration) and key into each own cache, then read each back. Raises
+    DataHopError naming the component that failed."""
+    hops: list[dict[str, Any]] = []
+    for name, client in sorted(resources.by_name.items()):
+        start = time.perf_counter()
+        try:
+            if isinstance(client, Postgres):
+                async with client.sessions() as session, session.begin():
+                    written = (
+                        await session.execute(
+                            text("INSERT INTO flow_records (flow, request_id) VALUES (:flow, :rid) RETURNING id"),
+                            {"flow": flow, "rid": request_id},
+                        )
+                    ).scalar_one()
+                async with client.sessions() as session:  # a new session: read what was committed
+                    read = (
+                        await session.execute(
+                            text("SELECT request_id FROM flow_records WHERE id = :id"), {"id": written}
+                        )
+                    ).scalar_one_or_none()
+                wrote = f"flow_records {written}"
+            elif isinstance(client, Cache):
+                key = client.key("flow", flow, request_id)
+                await client.client.set(key, request_id, px=FLOW_KEY_MS)
+                read = (await client.client.get(key) or b"").decode()
+                wrote = key
+            else:
+                continue  # the broker's flows are events (the events issue)
+        except Exception as exc:  # each client raises its own errors: name the component
+            raise DataHopError(name, f"{name}: {type(exc).__name__}: {exc}") from exc
+        if read != request_id:
+            raise DataHopError(name, f"{name}: wrote {wrote} but read back {read!r}")
+        hops.append({"resource": name, "wrote": wrote, "ms": round((time.perf_counter() - start) * 1000, 3)})
+    return hops
+
+
+class DataHopError(Exception):
+    def __init__(self, resource: str, message: str) -> None:
+        super().__init__(message)
+        self.resource = resource
+
+
+async def probe(resources: Resources, name: str, timeout: float) -> str:
+    """'ok' after a real round trip to ``name``, else why not."""
+    client = resources.by_name.get(name)
+    if client is None:
+        return "not configured"
+    try:
+        await asyncio.wait_for(client.probe(), timeout)
+    except TimeoutError:
+        return "unreachable: timeout"
+    except Exception as exc:  # each client raises its own errors; readiness reports, never raises
+        return f"unreachable: {type(exc).__name__}"
+    return "ok"
