@@ -46,8 +46,8 @@ def test_each_service_is_a_backstage_component_owned_by_its_team(shipped: tuple[
             "component:puabo-nuki-product-catalog",
             "component:puabo-nuki-shipping-service",
             "component:token-mgr",
+            "resource:nats",
             "resource:postgres",
-            "resource:rabbitmq",
         ],
     }
     assert doc["metadata"]["annotations"] == {
