@@ -29,6 +29,7 @@ EXTRA_MODULES = {
         "sniffio",
         "prometheus_client",
         "pydantic_settings",
+        "nats",
     ),
     "deploy": ("kubernetes", "urllib3"),
 }

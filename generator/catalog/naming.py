@@ -88,6 +88,7 @@ RUNTIME_DISTRIBUTIONS = {
     "idna": ("idna",),
     "importlib-metadata": ("importlib_metadata",),
     "iniconfig": ("iniconfig",),
+    "nats-py": ("nats",),
     "opentelemetry-api": ("opentelemetry",),
     "packaging": ("packaging",),
     "pluggy": ("pluggy",),
