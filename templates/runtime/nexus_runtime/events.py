@@ -154,7 +154,9 @@ class Broker:
         if self.spec.subscribes:
             self._handled = await self._js.key_value(self.spec.handled_bucket)
         for sub in self.spec.subscribes:
-            pull = await self._js.pull_subscribe_bind(sub.durable, sub.stream, inbox_prefix=self.spec.inbox.encode())
+            # the deliver subject is the prefix and a random token, with no dot of its own
+            prefix = f"{self.spec.inbox}.".encode()
+            pull = await self._js.pull_subscribe_bind(sub.durable, sub.stream, inbox_prefix=prefix)
             self._tasks.append(asyncio.create_task(self._consume(sub, pull), name=f"consume {sub.channel}"))
 
     async def stop(self) -> None:
