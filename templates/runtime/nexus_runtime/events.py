@@ -47,6 +47,8 @@ REQUEST_ID = "x-request-id"
 TRACE_HEADERS = ("traceparent", "tracestate")
 DEAD_ERROR = "Nexus-Dead-Error"  # why a message was given up on
 DEAD_ATTEMPTS = "Nexus-Dead-Attempts"
+# a handler still running after this long tells the broker so (well inside its ack wait)
+HEARTBEAT_SECONDS = 5.0
 
 log = logging.getLogger("nexus.events")
 
@@ -240,14 +242,23 @@ class Broker:
 
     async def _run(self, sub: Subscription, msg: Msg, body: Message, delivery: Delivery) -> None:
         """The handler, with "still working" sent to the broker while it runs, so a slow handler
-        is not mistaken for a dead one and its message handed to another instance."""
-        handler = asyncio.ensure_future(sub.handler(body, delivery))
-        while True:
-            done, _ = await asyncio.wait({handler}, timeout=5.0)
-            if done:
-                handler.result()
-                return
-            await msg.in_progress()
+        is not mistaken for a dead one and its message handed to another instance. A timer, not
+        a task per message: most handlers finish long before the first beat."""
+        loop = asyncio.get_running_loop()
+        beats: set[asyncio.Task[None]] = set()
+
+        def beat() -> None:
+            nonlocal timer
+            task = loop.create_task(msg.in_progress())
+            beats.add(task)
+            task.add_done_callback(beats.discard)
+            timer = loop.call_later(HEARTBEAT_SECONDS, beat)
+
+        timer = loop.call_later(HEARTBEAT_SECONDS, beat)
+        try:
+            await sub.handler(body, delivery)
+        finally:
+            timer.cancel()
 
     async def _was_handled(self, message_id: str) -> bool:
         assert self._handled is not None
