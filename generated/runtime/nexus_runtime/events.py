@@ -47,6 +47,9 @@ REQUEST_ID = "x-request-id"
 TRACE_HEADERS = ("traceparent", "tracestate")
 DEAD_ERROR = "Nexus-Dead-Error"  # why a message was given up on
 DEAD_ATTEMPTS = "Nexus-Dead-Attempts"
+# `nexus verify` publishes probes: delivered, checked against the schema and acknowledged like
+# any message, but never handed to the team's handler (verify must not fake a payment)
+PROBE = "Nexus-Probe"
 # a handler still running after this long tells the broker so (well inside its ack wait)
 HEARTBEAT_SECONDS = 5.0
 
@@ -218,6 +221,9 @@ class Broker:
             body = sub.model.model_validate_json(msg.data)
         except ValidationError as exc:  # it will never fit: no retry
             await self._dead(sub, msg, f"does not fit {sub.model.__name__}: {exc.error_count()} error(s)", attempt)
+            return
+        if PROBE in headers:
+            await msg.ack()
             return
         delivery = Delivery(
             sub.channel, message_id, attempt, headers.get(REQUEST_ID), headers.get("traceparent"), headers
