@@ -407,3 +407,29 @@ def test_a_consumer_killed_mid_message_gets_it_redelivered_and_handled_once(
             second.wait()
 
     asyncio.run(main())
+
+
+def test_a_slow_handler_keeps_its_message(server: broker.Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A handler running past the ack wait tells the broker it is still working: the message is
+    not handed to another instance meanwhile."""
+    monkeypatch.setattr(rt, "HEARTBEAT_SECONDS", 0.3)
+
+    async def main() -> None:
+        await provisioned(server, catalog("queue", ["media"]), ack_wait_seconds=1.0)
+        starts: list[str] = []
+
+        async def slow(msg: SignedIn, delivery: Any) -> None:
+            starts.append(delivery.message_id)
+            await asyncio.sleep(3.0)  # three ack waits
+
+        a, b = rt.Broker(spec("media", slow), FAST), rt.Broker(spec("media", slow), FAST)
+        pub = rt.Broker(spec("auth"), FAST)
+        for x in (a, b, pub):
+            await x.start(server.url)
+        await pub.publish(PUB, SignedIn(user_id="u", n=1), message_id="slow-1")
+        await asyncio.sleep(4.0)
+        for x in (a, b, pub):
+            await x.stop()
+        assert starts == ["slow-1"]
+
+    asyncio.run(main())

@@ -252,19 +252,19 @@ class Broker:
         a task per message: most handlers finish long before the first beat."""
         loop = asyncio.get_running_loop()
         beats: set[asyncio.Task[None]] = set()
+        timer: list[asyncio.TimerHandle] = []
 
         def beat() -> None:
-            nonlocal timer
             task = loop.create_task(msg.in_progress())
             beats.add(task)
             task.add_done_callback(beats.discard)
-            timer = loop.call_later(HEARTBEAT_SECONDS, beat)
+            timer[0] = loop.call_later(HEARTBEAT_SECONDS, beat)
 
-        timer = loop.call_later(HEARTBEAT_SECONDS, beat)
+        timer.append(loop.call_later(HEARTBEAT_SECONDS, beat))
         try:
             await sub.handler(body, delivery)
         finally:
-            timer.cancel()
+            timer[0].cancel()
 
     async def _was_handled(self, message_id: str) -> bool:
         assert self._handled is not None
