@@ -20,7 +20,7 @@ SCRIPT = Path(__file__).with_name("asyncapi_validate.cjs")
 def parse(*files: Path) -> dict[str, list[str]]:
     node, modules = asyncapi_parser()
     result = subprocess.run(
-        [node, str(SCRIPT), str(modules), *map(str, files)], capture_output=True, text=True, timeout=120
+        [node, str(SCRIPT), str(modules), *map(str, files)], capture_output=True, text=True, timeout=600
     )
     assert result.returncode == 0, result.stderr
     return {Path(k).name: v for k, v in json.loads(result.stdout).items()}

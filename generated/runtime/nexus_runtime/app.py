@@ -35,11 +35,11 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        if broker is not None and settings.broker_url:
+        if broker is not None and settings.broker_servers:
             password = settings.broker_password.get_secret_value() if settings.broker_password else None
-            await broker.start(settings.broker_url, settings.broker_user, password)
+            await broker.start(settings.broker_servers, settings.broker_user, password)
         elif broker is not None:
-            log.warning("events are off: BROKER_URL is not set")
+            log.warning("events are off: BROKER_SERVERS is not set")
         log.info("started", extra={"port": settings.port, "dependencies": [d.name for d in spec.dependencies]})
         yield
         # Graceful shutdown: fail readiness first so traffic drains, then close the clients.

@@ -28,7 +28,7 @@ import logging
 import re
 import secrets
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import nats
@@ -185,7 +185,7 @@ class Broker:
         Pass the id of what the message is about (a payment id) when retrying a publish, so the
         broker keeps one copy; without one, each call is a new message."""
         if self._js is None:
-            raise RuntimeError("events are off: the broker is not connected (is BROKER_URL set?)")
+            raise RuntimeError("events are off: the broker is not connected (is BROKER_SERVERS set?)")
         if not isinstance(message, publication.model):
             raise TypeError(f"{publication.channel} carries {publication.model.__name__}, not {type(message).__name__}")
         message_id = message_id or secrets.token_hex(16)
@@ -315,7 +315,6 @@ class Provisioning:
     ack_wait_seconds: float = 30.0
     duplicate_window_seconds: float = 3600.0
     handled_ttl_seconds: float = 7 * 24 * 3600.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 _RETENTION = {

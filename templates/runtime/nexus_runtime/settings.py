@@ -45,9 +45,9 @@ class ServiceSettings(BaseSettings):
     # A WebSocket message larger than this closes the connection with 1009 (message too big).
     ws_max_message_bytes: int = Field(1_048_576, ge=1)
 
-    # Events (docs/events.md). Without BROKER_URL a service that has events runs without them:
+    # Events (docs/events.md). Without BROKER_SERVERS a service that has events runs without them:
     # it consumes nothing and its publishes fail, saying so.
-    broker_url: str | None = None  # nats://host:4222
+    broker_servers: str | None = None  # nats://host:4222
     broker_user: str | None = None  # the service's own broker user
     broker_password: SecretStr | None = None
     event_max_attempts: int = Field(5, ge=1, le=100)  # then the message is dead-lettered
