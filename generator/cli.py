@@ -41,6 +41,7 @@ EXTRA_MODULES = {
         "redis",
         "sqlalchemy",
         "alembic",
+        "nats",
     ),
     "deploy": ("kubernetes", "urllib3"),
 }

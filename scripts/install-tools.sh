@@ -5,6 +5,8 @@
 #   own exact pins would clash with Nexus's libraries in one environment, and resolving them
 #   there made pip backtrack for minutes; pinned and alone they install in one pass.
 # - promtool: Debian's prometheus package, when it is not on PATH; redis-server (Debian's), for `nexus up`.
+# - the AsyncAPI parser (@asyncapi/parser, node): .tools/npm, from lock/npm's package-lock.json
+#   with `npm ci` (exact versions, no install scripts), when node is on PATH.
 # - the official schemas of the oldest Kubernetes the manifests support (kubernetes-validate's
 #   1.23 release), which the current kubernetes-validate no longer ships: the user's cache.
 # Idempotent and quiet: what is in place is left alone; a tool's output is shown only when its
@@ -52,4 +54,14 @@ if ! command -v promtool >/dev/null 2>&1; then
     { $sudo apt-get update -qq &&
         DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus; } >"$log" 2>&1 ||
         fail "could not install promtool (Debian's prometheus package)"
+fi
+
+npm_lock=lock/npm/package-lock.json
+if command -v npm >/dev/null 2>&1 && ! cmp -s "$npm_lock" "$tools/npm/installed-from.json" 2>/dev/null; then
+    echo "install-tools: the AsyncAPI parser into $tools/npm (from $npm_lock)"
+    mkdir -p "$tools/npm"
+    cp lock/npm/package.json "$npm_lock" "$tools/npm/"
+    (cd "$tools/npm" && npm ci --ignore-scripts --no-audit --no-fund) >"$log" 2>&1 ||
+        fail "could not install $npm_lock into $tools/npm/"
+    cp "$npm_lock" "$tools/npm/installed-from.json"
 fi

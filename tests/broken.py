@@ -873,4 +873,149 @@ KEYS = [
     ),
 ]
 
-CASES = SCHEMA + GRAPH + NAMES + KEYS
+
+# -- events (issue 16) ----------------------------------------------------------------------------
+
+
+def _events(d: Data, **channel: Any) -> None:
+    """A broker in the first stage and one valid channel: auth publishes, media consumes."""
+    d["infrastructure"]["nats"] = {"kind": "message-queue", "description": "NATS", "port": 4222}
+    d["stages"][0]["infrastructure"].append("nats")
+    for name in ("auth", "media", "gateway"):
+        svc(d, name)["uses"] = [*svc(d, name).get("uses", []), "nats"]
+    base = {
+        "kind": "queue",
+        "description": "Signed in",
+        "message": {"version": 1, "fields": {"user_id": "string", "at": "datetime"}},
+        "publishers": ["auth"],
+        "subscribers": ["media"],
+    }
+    d["events"] = {"signed-in": {**base, **channel}}
+
+
+def _ev(**channel: Any) -> Callable[[Data], None]:
+    return lambda d: _events(d, **channel)
+
+
+EVENTS_AT = ("\nevents:", "\n  signed-in:")
+EVENTS = [
+    Case(
+        "event-unknown-publisher",
+        _ev(publishers=["auht"]),
+        "events.signed-in.publishers[0]",
+        (*EVENTS_AT, "auht"),
+        r"unknown service 'auht' \(did you mean 'auth'\?\)",
+    ),
+    Case(
+        "event-nobody-publishes",
+        _ev(publishers=[]),
+        "events.signed-in.publishers",
+        (*EVENTS_AT, "publishers:", "[]"),
+        r"nobody publishes on channel 'signed-in'; list the services that do under 'publishers:'",
+    ),
+    Case(
+        "event-nobody-consumes",
+        lambda d: (_events(d), d["events"]["signed-in"].pop("subscribers")),
+        "events.signed-in",
+        (*EVENTS_AT, "signed-in"),
+        r"nobody consumes channel 'signed-in'",
+    ),
+    Case(
+        "event-schema-does-not-parse",
+        _ev(message={"version": 1, "fields": {"user_id": "strng"}}),
+        "events.signed-in.message.fields.user_id",
+        (*EVENTS_AT, "user_id:", "strng"),
+        r"field type 'strng' does not parse; write string, integer, number, boolean, datetime, uuid; list\[T\]",
+    ),
+    Case(
+        "event-list-of-unknown",
+        _ev(message={"version": 1, "fields": {"tags": "list[str]"}}),
+        "events.signed-in.message.fields.tags",
+        (*EVENTS_AT, "tags:", "list[str]"),
+        r"field type 'list\[str\]' does not parse",
+    ),
+    Case(
+        "event-field-keyword",
+        _ev(message={"version": 1, "fields": {"class": "string"}}),
+        "events.signed-in.message.fields.class",
+        (*EVENTS_AT, "class"),
+        r"field 'class' is a Python keyword",
+    ),
+    Case(
+        "event-field-name",
+        _ev(message={"version": 1, "fields": {"userId": "string"}}),
+        "events.signed-in.message.fields.userId",
+        (*EVENTS_AT, "userId"),
+        r"field name 'userId' is not snake_case.*e\.g\. 'userid'",
+    ),
+    Case(
+        "event-kind",
+        _ev(kind="topic"),
+        "events.signed-in.kind",
+        (*EVENTS_AT, "topic"),
+        r"'topic' is not allowed here; expected 'queue', 'pubsub' or 'stream'",
+    ),
+    Case(
+        "event-duplicate-channel",
+        _ev(),
+        "events.signed-in",
+        (*EVENTS_AT, "kind: pubsub", "\n  signed-in:", "signed-in"),
+        r"duplicate key 'signed-in'",
+        edit=lambda t: t.replace("\n  signed-in:\n", "\n  signed-in:\n    kind: pubsub\n  signed-in:\n", 1),
+    ),
+    Case(
+        "event-queue-two-consumers",
+        _ev(subscribers=["media", "gateway"]),
+        "events.signed-in.subscribers",
+        (*EVENTS_AT, "subscribers:", "- media"),
+        r"queue 'signed-in' has 2 consuming services.*make it kind: pubsub",
+    ),
+    Case(
+        "event-listed-twice",
+        _ev(kind="pubsub", subscribers=["media", "media"]),
+        "events.signed-in.subscribers[1]",
+        (*EVENTS_AT, "subscribers:", "media\n    - media", "- media", "media"),
+        r"'media' is listed twice in subscribers",
+    ),
+    Case(
+        "event-consumer-before-stream",
+        lambda d: (
+            _events(d, publishers=["media"], subscribers=["auth"]),
+            d["stages"][0]["infrastructure"].remove("nats"),
+            d["stages"][2].update(infrastructure=["nats"]),
+        ),
+        "events.signed-in.subscribers[0]",
+        (*EVENTS_AT, "subscribers:", "auth"),
+        r"'auth' \(stage 'core'\) consumes 'signed-in', whose stream and consumers are created in stage 'apps' "
+        r"with the broker 'nats', later",
+        count=2,  # and, as for any infrastructure, auth's use of a broker deployed after it
+    ),
+    Case(
+        "event-participant-without-broker-use",
+        lambda d: (_events(d), svc(d, "media").pop("uses")),
+        "events.signed-in.subscribers[0]",
+        (*EVENTS_AT, "subscribers:", "media"),
+        r"'media' consumes 'signed-in', so it uses the broker; add 'nats' to services.media.uses",
+    ),
+    Case(
+        "event-no-broker",
+        lambda d: (
+            _events(d),
+            d["infrastructure"].pop("nats"),
+            d["stages"][0]["infrastructure"].remove("nats"),
+            [svc(d, n)["uses"].remove("nats") for n in ("auth", "media", "gateway")],
+        ),
+        "events",
+        ("\nevents:", "events"),
+        r"events need a message broker, and no infrastructure component has kind: message-queue",
+    ),
+    Case(
+        "event-channel-name",
+        lambda d: (_events(d), d["events"].update({"Signed_In": d["events"].pop("signed-in")})),
+        "events.Signed_In",
+        ("\nevents:", "Signed_In"),
+        r"channel name 'Signed_In' does not fit.*e\.g\. 'signed-in'",
+    ),
+]
+
+CASES = SCHEMA + GRAPH + NAMES + KEYS + EVENTS

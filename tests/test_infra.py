@@ -17,6 +17,7 @@ import redis
 from conftest import nexus
 from running import cleanup, until, write_platform
 
+from nexus.catalog.events import Permissions
 from nexus.local import infra, runstate
 from nexus.render import broker
 
@@ -153,11 +154,14 @@ def test_a_server_that_fails_to_start_is_named_with_its_log_and_nothing_keeps_ru
 
 def test_the_broker_config_defaults_to_nothing_but_the_own_inbox_and_the_server_accepts_it(tmp_path):
     listen = broker.Listen("127.0.0.1", 4222, 8222, str(tmp_path / "js"))
-    users = {"billing": broker.Permissions(publish=("events.payment.completed",)), "ledger-mgr": broker.Permissions()}
+    users = {
+        "billing": Permissions(publish=("events.payment.completed",), subscribe=()),
+        "ledger-mgr": Permissions(publish=(), subscribe=()),
+    }
     text = broker.nats_config(users, listen)
     assert text == broker.nats_config(dict(reversed(users.items())), listen)  # same users, same bytes
     ledger = next(line for line in text.splitlines() if '"ledger-mgr"' in line)
-    assert 'publish: {deny: [">"]}' in ledger and 'subscribe: {allow: ["_INBOX_ledger-mgr.>"]}' in ledger
+    assert 'publish: {deny: [">"]}' in ledger and 'subscribe: {allow: ["_INBOX_LEDGER_MGR.>"]}' in ledger
     assert "$NEXUS_NATS_PW_LEDGER_MGR" in ledger  # a reference, never a password
     conf = tmp_path / "nats.conf"
     conf.write_text(text)

@@ -98,9 +98,13 @@ def test_python_api_with_each_catalog_service_context_equals_what_generate_rende
         }
         assert made == rendered, name
         # and what generate wrote: the same files; beside them only what other areas add (Backstage)
+        # and the event files nexus renders beside the template (one handler per consumed channel)
         on_disk = files(GENERATED / "services" / name)
         assert {p: on_disk[p] for p in made} == made, name
-        assert set(on_disk) - set(made) <= {"catalog-info.yaml"}, name
+        beside = {
+            p.removeprefix(f"{name}/") for p in render_services.render_events(render_services.template_env(), context)
+        }
+        assert set(on_disk) - set(made) == {"catalog-info.yaml", *beside}, name
 
 
 def test_cli_with_a_catalog_service_context_as_config_equals_generated(ctx: RenderContext, tmp_path: Path) -> None:

@@ -38,3 +38,16 @@ def find(name: str) -> str:
     if in_ci():
         pytest.fail(f"{message} (CI runs every check: a missing tool is a failure there)", pytrace=False)
     pytest.skip(message)
+
+
+def asyncapi_parser() -> tuple[str, Path]:
+    """node and the folder holding @asyncapi/parser (scripts/install-tools.sh), else skip
+    (fail under CI) with how to install them."""
+    node = shutil.which("node")
+    modules = TOOLS / "npm" / "node_modules"
+    if node is not None and (modules / "@asyncapi" / "parser").is_dir():
+        return node, modules
+    message = "the AsyncAPI parser is not installed; install node, then: bash scripts/install-tools.sh"
+    if in_ci():
+        pytest.fail(f"{message} (CI runs every check: a missing tool is a failure there)", pytrace=False)
+    pytest.skip(message)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from . import events
 from .models import Catalog
 from .plan import Plan
 
@@ -56,6 +57,10 @@ def as_data(cat: Catalog, plan: Plan) -> dict[str, Any]:
             for name, comp in sorted(cat.infrastructure.items())
         ],
         "edges": edges(cat),
+        "channels": [
+            {"name": name, "kind": ch.kind, "version": ch.message.version} for name, ch in sorted(cat.events.items())
+        ],
+        "event_edges": events.edges(cat),
     }
 
 
@@ -76,6 +81,13 @@ def as_mermaid(cat: Catalog, plan: Plan) -> str:
     for e in edges(cat):
         arrow = "-->" if e["kind"] == "hard" else "-.->"
         lines.append(f"  {_id(e['source'])} {arrow} {_id(e['target'])}")
+    # event channels are nodes of their own (a rounded box saying the kind), with thick arrows
+    for name, ch in sorted(cat.events.items()):
+        lines.append(f'  {_channel_id(name)}(["{name} ({ch.kind})"])')
+    for e in events.edges(cat):
+        ends = (_id(e["service"]), _channel_id(e["channel"]))
+        source, target = ends if e["role"] == "publishes" else ends[::-1]
+        lines.append(f"  {source} ==>|{e['kind']}| {target}")
     return "\n".join(lines) + "\n"
 
 
@@ -91,6 +103,12 @@ def as_dot(cat: Catalog, plan: Plan) -> str:
     for e in edges(cat):
         style = "" if e["kind"] == "hard" else " [style=dashed]"
         lines.append(f'  "{e["source"]}" -> "{e["target"]}"{style};')
+    for name, ch in sorted(cat.events.items()):
+        lines.append(f'  "channel:{name}" [shape=cds, label="{name}\\n({ch.kind})"];')
+    for e in events.edges(cat):
+        ends = (e["service"], f"channel:{e['channel']}")
+        source, target = ends if e["role"] == "publishes" else ends[::-1]
+        lines.append(f'  "{source}" -> "{target}" [style=bold, label="{e["kind"]}"];')
     lines.append("}")
     return "\n".join(lines) + "\n"
 
@@ -105,9 +123,13 @@ def _dot_string(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def _channel_id(name: str) -> str:
+    return "c_" + name.replace("-", "_")
+
+
 def _id(name: str) -> str:
     # Mermaid ids cannot contain '-' (names are DNS labels, so '_' cannot collide), and a bare
-    # name could be a keyword such as `end`; services get "s_", stages "stage_"
+    # name could be a keyword such as `end`; services get "s_", channels "c_", stages "stage_"
     return "s_" + name.replace("-", "_")
 
 

@@ -23,7 +23,7 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
-from . import naming
+from . import messages, naming
 
 # A DNS-1123 label: teams, categories, stages, flows... become label values, object names and
 # folder names.
@@ -414,6 +414,68 @@ class Flow(Strict):
         return [h if isinstance(h, str) else h.external for h in self.hops]
 
 
+# A message field becomes a Python attribute of the generated model and a JSON property:
+# snake_case, never a keyword (checked in messages.field_problem).
+FIELD_NAME = r"^[a-z][a-z0-9_]*$"
+
+
+def _field_name(name: str) -> str:
+    problem = messages.field_problem(name)
+    if problem:
+        raise ValueError(problem)
+    return name
+
+
+FieldName = Annotated[str, StringConstraints(pattern=FIELD_NAME, max_length=63), AfterValidator(_field_name)]
+
+
+def _field_type(text: str) -> str:
+    messages.field_type(text)  # raises ValueError with the grammar when it does not parse
+    return text
+
+
+FieldType = Annotated[
+    str,
+    AfterValidator(_field_type),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "description": "string, integer, number, boolean, datetime, uuid; list[T]; a trailing ? makes it optional",
+            "examples": ["string", "integer", "datetime", "list[uuid]", "string?"],
+        }
+    ),
+]
+EventKind = Literal["queue", "pubsub", "stream"]
+# A channel becomes a subject part, a stream name and Python names (a class, a module): a
+# DNS-1035 label, written as its own pattern so its errors say why.
+CHANNEL_NAME = r"^[a-z](?:[-a-z0-9]*[a-z0-9])?$"
+ChannelName = Annotated[str, StringConstraints(pattern=CHANNEL_NAME, min_length=1, max_length=63)]
+
+
+class Message(Strict):
+    """The payload of a channel: a version and typed fields (the generated pydantic model)."""
+
+    version: Annotated[int, Field(ge=1, le=999)] = Field(
+        1, description="Schema version: a breaking change is a new version, on a subject of its own."
+    )
+    fields: Annotated[dict[FieldName, FieldType], Field(min_length=1)] = Field(
+        description="Field name -> type: string, integer, number, boolean, datetime, uuid, list[T], T? (optional)."
+    )
+
+
+class Channel(Strict):
+    """An event channel on the message broker (kinds, subjects and delivery: docs/events.md)."""
+
+    kind: EventKind = Field(
+        description="queue: each message handled by one instance of one service. pubsub: every subscribing service "
+        "gets every message. stream: durable, ordered and replayable from the start (an audit trail)."
+    )
+    description: Text
+    message: Message
+    publishers: list[Name] = Field([], description="Services that publish on this channel.")
+    subscribers: list[Name] = Field([], description="Services that consume this channel.")
+
+
 class Catalog(Strict):
     """A whole platform: what runs, who owns it, in which order it deploys, and what must work."""
 
@@ -428,6 +490,7 @@ class Catalog(Strict):
     externals: dict[Name, External] = {}
     services: Annotated[dict[ServiceKey, Service], Field(min_length=1)]
     flows: dict[Name, Flow] = {}
+    events: dict[ChannelName, Channel] = Field({}, description="Event channels: queues, pub/sub and streams.")
 
     def stage_of(self) -> dict[str, str]:
         """Service name -> stage name; a service listed nowhere goes to the default stage."""

@@ -94,6 +94,7 @@ RUNTIME_DISTRIBUTIONS = {
     "iniconfig": ("iniconfig",),
     "mako": ("mako",),
     "markupsafe": ("markupsafe",),
+    "nats-py": ("nats",),
     "opentelemetry-api": ("opentelemetry",),
     "packaging": ("packaging",),
     "pluggy": ("pluggy",),

@@ -22,10 +22,10 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from ..errors import CatalogError, Problem
-from . import mesh_rules, naming, ports
+from . import events, mesh_rules, naming, ports
 from .load import Path_, Source
 from .load import dotted as _dotted
-from .models import DNS_1035_LABEL, DNS_LABEL, IMAGE_PREFIX, MAX_TEXT, VERSION, Catalog
+from .models import CHANNEL_NAME, DNS_1035_LABEL, DNS_LABEL, FIELD_NAME, IMAGE_PREFIX, MAX_TEXT, VERSION, Catalog
 
 # -- schema pass -------------------------------------------------------------------------------
 
@@ -198,6 +198,22 @@ def _translate(src: Source, err: ErrorDetails) -> Problem:
         return src.problem(
             path,
             f"{what} {_show(value)} is not a DNS-1035 label ({why}); {_DNS_1035_RULE}, e.g. '{_service_slug(value)}'",
+            key=is_key,
+        )
+    if kind == "string_pattern_mismatch" and pattern == CHANNEL_NAME:
+        return src.problem(
+            path,
+            f"channel name {_show(value)} does not fit (it becomes a subject, a stream and Python names); "
+            f"{_DNS_1035_RULE}, e.g. '{_service_slug(value)}'",
+            key=is_key,
+        )
+    if kind == "string_pattern_mismatch" and pattern == FIELD_NAME:
+        fix = re.sub(r"_+", "_", re.sub(r"[^a-z0-9_]", "_", str(value).lower())).strip("_") or "field"
+        fix = fix if fix[:1].isalpha() else f"f_{fix}"
+        return src.problem(
+            path,
+            f"field name {_show(value)} is not snake_case (it becomes a Python attribute); use lower-case letters, "
+            f"digits and '_', starting with a letter, e.g. '{fix}'",
             key=is_key,
         )
     if kind == "string_pattern_mismatch" and pattern == DNS_LABEL:
@@ -480,6 +496,9 @@ def check_graph(cat: Catalog, src: Source | None = None, assume: frozenset[str] 
 
     out.extend(_cycles(cat, src))
     mesh_rules.check(cat, lambda path, message: problem(path, message, key=True))
+    events.check(
+        cat, lambda path, message: problem(path, message, key=len(path) <= 2), stage_index, _did_you_mean, assume
+    )
 
     # platform and flows
     if cat.platform.gateway not in known:

@@ -18,11 +18,16 @@ from .. import usercache
 from ..catalog.load import FAST_LOADER
 from ..errors import OutputCheckError
 from ..render.context import RenderContext
-from . import docs, ecosystem, k8s, mesh, services
+from . import docs, ecosystem, events, k8s, mesh, services
 from .kubernetes_schema import SchemaValidator
 
 # Checks of one area that need no schemas: (ctx, files) -> failures
-AREA_CHECKS: tuple[Callable[[RenderContext, dict[str, str]], list[str]], ...] = (services.run, docs.run, ecosystem.run)
+AREA_CHECKS: tuple[Callable[[RenderContext, dict[str, str]], list[str]], ...] = (
+    services.run,
+    docs.run,
+    ecosystem.run,
+    events.run,
+)
 
 
 def parses(files: dict[str, str], verified: frozenset[str] = frozenset()) -> list[str]:

@@ -104,8 +104,11 @@ class Host:
         spec = importlib.import_module(f"{package}.spec").SPEC
         settings_class = importlib.import_module(f"{package}.settings").Settings
         routes = importlib.import_module(f"{package}.routes").router
+        # only a service that publishes or consumes has events.py (its generated EVENTS)
+        has_events = importlib.util.find_spec(f"{package}.events") is not None
+        events = importlib.import_module(f"{package}.events").EVENTS if has_events else None
         values = settings_class(**settings)  # validated here, as the service would at start-up
-        app = create_app(spec, settings_class, routes, settings=values)
+        app = create_app(spec, settings_class, routes, settings=values, events=events)
         return _logging_errors(app, logging.getLogger(f"nexus.{name}")), values
 
     async def _serve(self, hosted: Hosted, sock: socket.socket) -> None:

@@ -38,6 +38,7 @@ from typing import Any
 
 import httpx
 
+from ..catalog import events
 from ..catalog.models import Catalog
 from ..catalog.naming import pkg
 from ..errors import InfrastructureFailed, RunError
@@ -69,6 +70,11 @@ class InfraRecord:
     data: str
     users: list[str]
     monitor_port: int | None = None  # NATS's /healthz
+    # NATS: each user's subjects (catalog.events.permissions), and the streams, consumers and
+    # buckets to create once it runs (catalog.events.broker_objects); no secret in either
+    permissions: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    broker_objects: dict[str, Any] = field(default_factory=dict)
+    generated: str = ""  # the generated tree whose runtime provisions the broker
     process: Identity | None = None
     state: str = "starting"  # starting, running, failed, stopped
 
@@ -130,6 +136,8 @@ def service_secrets(cat: Catalog, name: str, records: Mapping[str, InfraRecord],
             continue
         password = creds.passwords[comp][name]
         out[f"{pkg(comp)}_url"] = connection_url(rec.engine, name, password, rec.port)
+        if rec.engine == "nats":  # the runtime's event layer connects as the service's own broker user
+            out |= {"broker_servers": f"nats://{LOOPBACK}:{rec.port}", "broker_user": name, "broker_password": password}
     return out
 
 
@@ -394,7 +402,14 @@ def _start_nats(server: Server, timeout: float) -> None:
     server.record.monitor_port = server.record.monitor_port or free_port()
     listen = broker.Listen(LOOPBACK, server.record.port, server.record.monitor_port, str(server.data / "jetstream"))
     conf = server.data / "nats.conf"
-    _write_secret(conf, broker.nats_config(dict.fromkeys(server.passwords, broker.Permissions()), listen))
+    granted = server.record.permissions
+    users = {
+        u: events.Permissions(
+            tuple(granted.get(u, {}).get("publish", ())), tuple(granted.get(u, {}).get("subscribe", ()))
+        )
+        for u in server.passwords
+    }
+    _write_secret(conf, broker.nats_config(users, listen))
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEXUS_NATS_")}
     env[broker.ADMIN_PASSWORD_VARIABLE] = server.admin_password
     env.update({broker.password_variable(u): p for u, p in server.passwords.items()})
@@ -408,6 +423,32 @@ def _start_nats(server: Server, timeout: float) -> None:
             return False
 
     server.wait(healthy, timeout)
+    if server.record.broker_objects.get("channels"):
+        _provision(server)
+
+
+def _provision(server: Server) -> None:
+    """Create the catalog's streams, durable consumers and buckets, as the administrator, with
+    the services' own runtime (generated/runtime), so `nexus up` and the services agree on them."""
+    runtime = str(Path(server.record.generated) / "runtime")
+    if runtime not in sys.path:
+        sys.path.insert(0, runtime)
+    import nats
+
+    from nexus_runtime.events import provision
+
+    async def run() -> None:
+        url = f"nats://{LOOPBACK}:{server.record.port}"
+        nc = await nats.connect(url, user=broker.ADMIN_USER, password=server.admin_password, allow_reconnect=False)
+        try:
+            await provision(nc.jetstream(), server.record.broker_objects)
+        finally:
+            await nc.close()
+
+    try:
+        asyncio.run(run())
+    except Exception as exc:  # the broker's own words (a stream that cannot be created, a timeout)
+        raise server.fail(f"creating the catalog's streams failed: {exc}") from exc
 
 
 STARTERS: dict[str, Callable[[Server, float], None]] = {
@@ -429,15 +470,24 @@ def _write_secret(path: Path, text: str) -> None:
 # -- the stage ---------------------------------------------------------------------------------
 
 
-def plan(cat: Catalog, root: Path, run_dir: Path, components: list[str]) -> dict[str, InfraRecord]:
+def plan(cat: Catalog, root: Path, run_dir: Path, components: list[str], generated: Path) -> dict[str, InfraRecord]:
     """The records of the servers this run starts (ports from the catalog)."""
     out = {}
     for comp in sorted(components):
         infra = cat.infrastructure[comp]
         users = sorted(n for n, s in cat.services.items() if comp in s.uses)
-        out[comp] = InfraRecord(
+        out[comp] = record = InfraRecord(
             comp, infra.engine, infra.port, str(run_dir / "logs" / f"{comp}.log"), str(data_root(root) / comp), users
         )
+        record.generated = str(generated)
+        if infra.engine == "nats":
+            granted = events.permissions(cat)
+            record.permissions = {
+                u: {"publish": list(granted[u].publish), "subscribe": list(granted[u].subscribe)}
+                for u in users
+                if u in granted
+            }
+            record.broker_objects = events.broker_objects(cat) if cat.events else {}
     return out
 
 

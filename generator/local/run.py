@@ -183,7 +183,7 @@ def up(
     values = parse_overrides(overrides, cat, generated)
     run_id = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
     run_dir = runstate.run_root(root) / run_id
-    servers = infra.plan(cat, root, run_dir, sorted({c for n in chosen for c in cat.services[n].uses}))
+    servers = infra.plan(cat, root, run_dir, sorted({c for n in chosen for c in cat.services[n].uses}), generated)
     creds = infra.Credentials.fresh(cat)
     launches = {
         name: Launch(

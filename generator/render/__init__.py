@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..errors import TemplateError
-from . import docs, ecosystem, k8s, mesh, services
+from . import docs, ecosystem, events, k8s, mesh, services
 from .context import RenderContext
 
 Area = Callable[[RenderContext], dict[str, str]]
 
-AREAS: tuple[Area, ...] = (services.render, k8s.render, docs.render, ecosystem.render, mesh.render)
+AREAS: tuple[Area, ...] = (services.render, k8s.render, docs.render, ecosystem.render, mesh.render, events.render)
 
 __all__ = ["AREAS", "RenderContext", "render"]
 

@@ -6,9 +6,9 @@ in one account; per-user subject permissions are what isolates services). Passwo
 in the text: each is a `$VARIABLE` reference the server reads from its environment, so the
 file is byte-stable and holds no secret.
 
-Permissions default to nothing beyond the service's own reply inbox (`_INBOX_<user>.>`), so no
-service reads another's replies; the events issue adds each service's publish/subscribe
-subjects through ``permissions``.
+Each user may subscribe to its own reply inbox (``messages.inbox``), so no service reads
+another's replies, and otherwise exactly what ``catalog.events.permissions`` derives from the
+catalog's publish/subscribe edges.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from ..catalog import messages
+from ..catalog.events import Permissions
 from ..catalog.naming import env_name
 
 ACCOUNT = "NEXUS"
@@ -28,19 +30,6 @@ ADMIN_PASSWORD_VARIABLE = "NEXUS_NATS_ADMIN_PASSWORD"
 def password_variable(service: str) -> str:
     """The environment variable holding ``service``'s broker password: ledger-mgr -> NEXUS_NATS_PW_LEDGER_MGR."""
     return f"NEXUS_NATS_PW_{env_name(service)}"
-
-
-def inbox_prefix(service: str) -> str:
-    """The reply-subject prefix ``service``'s client must use (its own, so no one else reads them)."""
-    return f"_INBOX_{service}"
-
-
-@dataclass(frozen=True)
-class Permissions:
-    """Subjects a user may publish to and subscribe to, besides subscribing to its own inbox."""
-
-    publish: tuple[str, ...] = ()
-    subscribe: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -88,7 +77,7 @@ def nats_config(users: Mapping[str, Permissions], listen: Listen) -> str:
         f"      {{user: {_q(ADMIN_USER)}, password: ${ADMIN_PASSWORD_VARIABLE}}}",
     ]
     for name, perms in sorted(users.items()):
-        subscribe = [f"{inbox_prefix(name)}.>", *perms.subscribe]
+        subscribe = [f"{messages.inbox(name)}.>", *perms.subscribe]
         lines.append(
             f"      {{user: {_q(name)}, password: ${password_variable(name)}, permissions: "
             f"{{publish: {_allow(perms.publish)}, subscribe: {_allow(subscribe)}}}}}"

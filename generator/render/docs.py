@@ -11,10 +11,11 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from ..catalog import naming
+from ..catalog import events, messages, naming
 from ..catalog.graph import as_mermaid
 from ..catalog.ports import next_port
 from ..errors import TemplateError
+from . import events as render_events
 from . import mesh as render_mesh
 from .context import GENERATED_HEADER, RenderContext
 from .services import team_files
@@ -145,7 +146,27 @@ def _service(
         "session_affinity": svc.session_affinity,
         "websocket": svc.websocket,
         "team_files": team_files(name, postgres=any(cat.infrastructure[c].engine == "postgres" for c in svc.uses)),
+        "events": _events(ctx, name),
     }
+
+
+def _events(ctx: RenderContext, name: str) -> list[dict[str, Any]]:
+    """The service's event edges, each with the services on the channel's other side."""
+    cat = ctx.catalog
+    out = []
+    for e in events.edges(cat):
+        if e["service"] != name:
+            continue
+        ch = cat.events[e["channel"]]
+        others = ch.subscribers if e["role"] == "publishes" else ch.publishers
+        out.append(
+            {
+                **e,
+                "subject": messages.subject(e["channel"], ch.message.version),
+                "others": sorted(set(others) - {name}),
+            }
+        )
+    return out
 
 
 def views(ctx: RenderContext) -> dict[str, Any]:
@@ -194,6 +215,16 @@ def views(ctx: RenderContext) -> dict[str, Any]:
             and stage_index[ctx.plan.stage_of[e["target"]]] > stage_index[ctx.plan.stage_of[e["source"]]]
         ],
         "mermaid": as_mermaid(cat, ctx.plan),
+        "channels": [
+            {
+                "name": name,
+                "kind": ch.kind,
+                "subject": messages.subject(name, ch.message.version),
+                "publishers": sorted(set(ch.publishers)),
+                "subscribers": sorted(set(ch.subscribers)),
+            }
+            for name, ch in sorted(cat.events.items())
+        ],
         "next_port": next_port(cat, next(iter(cat.categories))) if cat.categories else None,
     }
 
@@ -217,4 +248,5 @@ def render(ctx: RenderContext) -> dict[str, str]:
             )
         out[path] = docs.template("docs/service.md.j2", service=name, s=service, **v)
     out.update(render_mesh.render_docs(ctx))  # the mesh area knows what its settings become
+    out.update(render_events.render_docs(ctx))  # the events area writes the AsyncAPI documents
     return dict(sorted(out.items()))

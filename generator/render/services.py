@@ -8,6 +8,7 @@ a team running cookiecutter by hand gets the very files Nexus would generate.
 
 from __future__ import annotations
 
+import fnmatch
 import importlib.util
 import json
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from typing import Any
 
 import jinja2
 
+from ..catalog import events, messages
 from ..catalog.graph import relays
 from ..catalog.json_schema import schema_json
 from ..catalog.models import Catalog, duration_ms
@@ -52,9 +54,14 @@ def team_files(name: str, postgres: bool = True) -> tuple[str, ...]:
 
 
 def team_owned(path: str) -> bool:
-    """Whether ``path`` (under generated/) is one of a service's team-owned files."""
+    """Whether ``path`` (under generated/) is one of a service's team-owned files (an entry of
+    ``_team_owned`` may be a pattern: one handler module per consumed channel)."""
     parts = path.split("/", 2)
-    return len(parts) == 3 and parts[0] == "services" and parts[2] in team_files(parts[1])
+    return (
+        len(parts) == 3
+        and parts[0] == "services"
+        and any(fnmatch.fnmatchcase(parts[2], pattern) for pattern in team_files(parts[1]))
+    )
 
 
 @cache
@@ -149,7 +156,80 @@ def service_context(ctx: RenderContext, name: str) -> dict[str, Any]:
         "gateway": name == cat.platform.gateway,
         "relay": relays(cat, name),
         "health": cat.platform.health.model_dump(),
+        "events": events_context(cat, name),
     }
+
+
+def events_context(cat: Catalog, name: str) -> dict[str, Any]:
+    """What a service's event files need (empty when it neither publishes nor consumes)."""
+    published = events.channels_of(cat, name, "publishes")
+    consumed = events.channels_of(cat, name, "subscribes")
+    if not published and not consumed:
+        return {}
+    used = sorted(set(published) | set(consumed))
+    models = {ch: messages.model_class(ch, cat.events[ch].message.version) for ch in used}
+    fields = {ch: {f: messages.field_type(t) for f, t in cat.events[ch].message.fields.items()} for ch in used}
+    return {
+        "inbox": messages.inbox(name),
+        "bucket": messages.handled_bucket(name),
+        "imports": sorted({t.python.split(".")[0] for ch in used for t in fields[ch].values() if "." in t.python}),
+        "messages": [
+            {
+                "channel": ch,
+                "model": models[ch],
+                "version": cat.events[ch].message.version,
+                "kind": cat.events[ch].kind,
+                "description": cat.events[ch].description,
+                "fields": [{"name": f, "python": t.python, "optional": t.optional} for f, t in fields[ch].items()],
+            }
+            for ch in used
+        ],
+        "publishes": [
+            {
+                "channel": ch,
+                "subject": messages.subject(ch, cat.events[ch].message.version),
+                "model": models[ch],
+                "constant": messages.snake(ch).upper(),
+                "method": messages.snake(ch),
+            }
+            for ch in published
+        ],
+        "subscribes": [
+            {
+                "channel": ch,
+                "kind": cat.events[ch].kind,
+                "stream": messages.stream(ch),
+                "durable": messages.durable(name),
+                "dead": messages.dead_subject(ch, name),
+                "model": models[ch],
+                "module": f"on_{messages.snake(ch)}",
+            }
+            for ch in consumed
+        ],
+    }
+
+
+def render_events(env: jinja2.Environment, context: dict[str, Any]) -> dict[str, str]:
+    """A service's event files, beside the cookiecutter template's: the messages, the wiring,
+    and one team-owned handler module per consumed channel (paths as render_service's)."""
+    ev = context["events"]
+    if not ev:
+        return {}
+    base = f"{context['name']}/{context['package']}"
+    variables: dict[str, Any] = {"cookiecutter": context}
+    try:
+        out = {
+            f"{base}/messages.py": env.get_template("events/messages.py.j2").render(variables),
+            f"{base}/events.py": env.get_template("events/events.py.j2").render(variables),
+        }
+        if ev["subscribes"]:
+            out[f"{base}/handlers/__init__.py"] = env.get_template("events/handlers_init.py.j2").render(variables)
+        for sub in ev["subscribes"]:
+            text = env.get_template("events/handler.py.j2").render({**variables, "sub": sub})
+            out[f"{base}/handlers/{sub['module']}.py"] = text
+    except jinja2.TemplateError as exc:
+        raise TemplateError(f"templates/service/events: {exc} (rendering {context['name']})") from exc
+    return out
 
 
 def compile_template(env: jinja2.Environment) -> list[tuple[str, jinja2.Template, jinja2.Template]]:
@@ -201,10 +281,12 @@ def _runtime() -> dict[str, str]:
 
 
 def render(ctx: RenderContext) -> dict[str, str]:
-    compiled = compile_template(template_env(ctx.cache))
+    env = template_env(ctx.cache)
+    compiled = compile_template(env)
     out: dict[str, str] = {}
     for name in sorted(ctx.catalog.services):
-        for path, text in render_service(compiled, service_context(ctx, name)).items():
+        context = service_context(ctx, name)
+        for path, text in {**render_service(compiled, context), **render_events(env, context)}.items():
             out[f"services/{path}"] = text
     out.update(_runtime())
     out["catalog.schema.json"] = schema_json()

@@ -61,9 +61,9 @@ def handler(
         data, (downstream, broken, status) = await asyncio.gather(_own_data(resources, flow, request_id), onward())
         if isinstance(data, DataHopError):
             # its own database or cache failed: this hop is the broken one, whatever followed
-            me = {"service": spec.name, "error": str(data), "ms": round((time.perf_counter() - start) * 1000, 3)}
-            body = {"flow": flow, "ok": False, "hops": [me], "broken": spec.name}
-            return JSONResponse(body, status_code=503, headers={BROKEN_HEADER: spec.name})
+            failed = {"service": spec.name, "error": str(data), "ms": round((time.perf_counter() - start) * 1000, 3)}
+            answer = {"flow": flow, "ok": False, "hops": [failed], "broken": spec.name}
+            return JSONResponse(answer, status_code=503, headers={BROKEN_HEADER: spec.name})
         me: dict[str, Any] = {"service": spec.name, "ms": round((time.perf_counter() - start) * 1000, 3)}
         if data:
             me["data"] = data

@@ -168,7 +168,8 @@ async def record_flow(resources: Resources, flow: str, request_id: str) -> list[
             elif isinstance(client, Cache):
                 key = client.key("flow", flow, request_id)
                 await client.client.set(key, request_id, px=FLOW_KEY_MS)
-                read = (await client.client.get(key) or b"").decode()
+                value = await client.client.get(key)
+                read = value.decode() if isinstance(value, bytes) else str(value or "")
                 wrote = key
             else:
                 continue  # the broker's flows are events (the events issue)

@@ -10,6 +10,7 @@ from fastapi import APIRouter, FastAPI
 from . import flows, health, live, logs, platform_routes
 from .clients import build_clients, close_all
 from .edge import EdgeMiddleware
+from .events import Broker, Delivering, EventsSpec
 from .metrics import Metrics, MetricsMiddleware
 from .resources import build as build_resources
 from .settings import ServiceSettings
@@ -22,21 +23,31 @@ def create_app(
     settings_class: type[ServiceSettings],
     routes: APIRouter | None = None,
     settings: ServiceSettings | None = None,
+    events: EventsSpec | None = None,
 ) -> FastAPI:
-    """Build the service. ``settings`` overrides the environment (tests, the embedded runner)."""
+    """Build the service. ``settings`` overrides the environment (tests, the embedded runner);
+    ``events`` is what it publishes and consumes (its generated events.py)."""
     settings = settings or settings_class()
     log = logs.logger(spec.name, settings.log_level, settings.json_logs)
     metrics = Metrics(spec.name)
     clients = build_clients(spec, settings)
     resources = build_resources(spec, settings)
     readiness = health.Readiness(spec, settings, clients, resources)
+    broker = Broker(events, _delivering(settings)) if events else None
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if broker is not None and settings.broker_servers:
+            password = settings.broker_password.get_secret_value() if settings.broker_password else None
+            await broker.start(settings.broker_servers, settings.broker_user, password)
+        elif broker is not None:
+            log.warning("events are off: BROKER_SERVERS is not set")
         log.info("started", extra={"port": settings.port, "dependencies": [d.name for d in spec.dependencies]})
         yield
         # Graceful shutdown: fail readiness first so traffic drains, then close the clients.
         readiness.shutting_down = True
+        if broker is not None:
+            await broker.stop()
         await close_all(clients)
         await resources.close()
         log.info("stopped")
@@ -53,6 +64,7 @@ def create_app(
     )
     app.state.spec, app.state.settings, app.state.clients, app.state.metrics = spec, settings, clients, metrics
     app.state.resources = resources  # routes reach the database and cache here (resources.py)
+    app.state.broker = broker
     answers = health.endpoints(spec, readiness, metrics)
     app.include_router(health.router(spec, answers))
     if spec.flows:
@@ -70,3 +82,7 @@ def create_app(
     if spec.gateway:
         app.add_middleware(EdgeMiddleware)
     return app
+
+
+def _delivering(settings: ServiceSettings) -> Delivering:
+    return Delivering(settings.event_max_attempts, settings.event_backoff_seconds, settings.event_batch)

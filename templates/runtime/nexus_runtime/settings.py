@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -53,3 +53,12 @@ class ServiceSettings(BaseSettings):
 
     # A WebSocket message larger than this closes the connection with 1009 (message too big).
     ws_max_message_bytes: int = Field(1_048_576, ge=1)
+
+    # Events (docs/events.md). Without BROKER_SERVERS a service that has events runs without them:
+    # it consumes nothing and its publishes fail, saying so.
+    broker_servers: str | None = None  # nats://host:4222
+    broker_user: str | None = None  # the service's own broker user
+    broker_password: SecretStr | None = None
+    event_max_attempts: int = Field(5, ge=1, le=100)  # then the message is dead-lettered
+    event_backoff_seconds: tuple[float, ...] = (1.0, 5.0, 30.0, 120.0)  # before attempt 2, 3...; the last repeats
+    event_batch: int = Field(64, ge=1, le=1000)  # messages fetched at once per consumed channel

@@ -4,5 +4,5 @@ folder (nexus generate applies the same rule: local_extensions.uses_postgres).""
 import json
 import shutil
 
-if "postgres" not in {r["engine"] for r in json.loads('{{ cookiecutter.resources|tojson }}').values()}:
+if "postgres" not in {r["engine"] for r in json.loads("{{ cookiecutter.resources|tojson }}").values()}:
     shutil.rmtree("migrations")

@@ -19,5 +19,6 @@ class Settings(ServiceSettings):
     request_timeout_seconds: float = 2.0
     token_mgr_url: AnyHttpUrl = AnyHttpUrl("http://token-mgr:3005")  # TOKEN_MGR_URL, hard
     user_auth_url: AnyHttpUrl = AnyHttpUrl("http://user-auth:3003")  # USER_AUTH_URL, hard
+    nats_url: SecretStr | None = None  # NATS_URL, nats
     postgres_url: SecretStr | None = None  # POSTGRES_URL, postgres
     redis_url: SecretStr | None = None  # REDIS_URL, redis

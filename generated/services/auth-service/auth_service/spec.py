@@ -13,6 +13,7 @@ SPEC = ServiceSpec(
         Dependency("user-auth", "hard", setting="user_auth_url"),
     ),
     resources=(
+        Resource("nats", "nats", setting="nats_url"),
         Resource("postgres", "postgres", setting="postgres_url"),
         Resource("redis", "redis", setting="redis_url"),
     ),

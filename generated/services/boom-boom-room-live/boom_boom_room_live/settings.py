@@ -20,4 +20,5 @@ class Settings(ServiceSettings):
     billing_service_url: AnyHttpUrl = AnyHttpUrl("http://billing-service:3020")  # BILLING_SERVICE_URL, soft
     streaming_service_v2_url: AnyHttpUrl = AnyHttpUrl("http://streaming-service-v2:3010")  # STREAMING_SERVICE_V2_URL, hard
     token_mgr_url: AnyHttpUrl = AnyHttpUrl("http://token-mgr:3005")  # TOKEN_MGR_URL, hard
+    nats_url: SecretStr | None = None  # NATS_URL, nats
     redis_url: SecretStr | None = None  # REDIS_URL, redis

@@ -14,6 +14,7 @@ SPEC = ServiceSpec(
         Dependency("token-mgr", "hard", setting="token_mgr_url"),
     ),
     resources=(
+        Resource("nats", "nats", setting="nats_url"),
         Resource("redis", "redis", setting="redis_url"),
     ),
     flows={

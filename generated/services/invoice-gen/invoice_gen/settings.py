@@ -18,4 +18,5 @@ class Settings(ServiceSettings):
     retries: int = 0
     request_timeout_seconds: float = 2.0
     ledger_mgr_url: AnyHttpUrl = AnyHttpUrl("http://ledger-mgr:3022")  # LEDGER_MGR_URL, hard
+    nats_url: SecretStr | None = None  # NATS_URL, nats
     postgres_url: SecretStr | None = None  # POSTGRES_URL, postgres

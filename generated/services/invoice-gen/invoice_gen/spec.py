@@ -12,6 +12,7 @@ SPEC = ServiceSpec(
         Dependency("ledger-mgr", "hard", setting="ledger_mgr_url"),
     ),
     resources=(
+        Resource("nats", "nats", setting="nats_url"),
         Resource("postgres", "postgres", setting="postgres_url"),
     ),
     flows={

@@ -18,4 +18,5 @@ class Settings(ServiceSettings):
     retries: int = 0
     request_timeout_seconds: float = 2.0
     key_service_url: AnyHttpUrl = AnyHttpUrl("http://key-service:3080")  # KEY_SERVICE_URL, hard
+    nats_url: SecretStr | None = None  # NATS_URL, nats
     postgres_url: SecretStr | None = None  # POSTGRES_URL, postgres

@@ -12,6 +12,7 @@ SPEC = ServiceSpec(
         Dependency("key-service", "hard", setting="key_service_url"),
     ),
     resources=(
+        Resource("nats", "nats", setting="nats_url"),
         Resource("postgres", "postgres", setting="postgres_url"),
     ),
     flows={

@@ -3,8 +3,9 @@
 
 from nexus_runtime import create_app
 
+from .events import EVENTS
 from .routes import router
 from .settings import Settings
 from .spec import SPEC
 
-app = create_app(SPEC, Settings, router)
+app = create_app(SPEC, Settings, router, events=EVENTS)

@@ -21,4 +21,5 @@ class Settings(ServiceSettings):
     ledger_mgr_url: AnyHttpUrl = AnyHttpUrl("http://ledger-mgr:3022")  # LEDGER_MGR_URL, hard
     puabo_blac_risk_assessment_url: AnyHttpUrl = AnyHttpUrl("http://puabo-blac-risk-assessment:3051")  # PUABO_BLAC_RISK_ASSESSMENT_URL, hard
     token_mgr_url: AnyHttpUrl = AnyHttpUrl("http://token-mgr:3005")  # TOKEN_MGR_URL, hard
+    nats_url: SecretStr | None = None  # NATS_URL, nats
     postgres_url: SecretStr | None = None  # POSTGRES_URL, postgres

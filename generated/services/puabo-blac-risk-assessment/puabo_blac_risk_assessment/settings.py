@@ -18,4 +18,5 @@ class Settings(ServiceSettings):
     retries: int = 0
     request_timeout_seconds: float = 10.0
     kei_ai_url: AnyHttpUrl = AnyHttpUrl("http://kei-ai:3030")  # KEI_AI_URL, soft
+    nats_url: SecretStr | None = None  # NATS_URL, nats
     postgres_url: SecretStr | None = None  # POSTGRES_URL, postgres

@@ -12,6 +12,7 @@ SPEC = ServiceSpec(
         Dependency("kei-ai", "soft", setting="kei_ai_url"),
     ),
     resources=(
+        Resource("nats", "nats", setting="nats_url"),
         Resource("postgres", "postgres", setting="postgres_url"),
     ),
     flows={

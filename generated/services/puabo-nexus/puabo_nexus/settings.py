@@ -22,4 +22,5 @@ class Settings(ServiceSettings):
     puabo_nexus_driver_app_backend_url: AnyHttpUrl = AnyHttpUrl("http://puabo-nexus-driver-app-backend:3060")  # PUABO_NEXUS_DRIVER_APP_BACKEND_URL, hard
     puabo_nexus_fleet_manager_url: AnyHttpUrl = AnyHttpUrl("http://puabo-nexus-fleet-manager:3061")  # PUABO_NEXUS_FLEET_MANAGER_URL, hard
     token_mgr_url: AnyHttpUrl = AnyHttpUrl("http://token-mgr:3005")  # TOKEN_MGR_URL, hard
+    nats_url: SecretStr | None = None  # NATS_URL, nats
     postgres_url: SecretStr | None = None  # POSTGRES_URL, postgres

@@ -16,6 +16,7 @@ SPEC = ServiceSpec(
         Dependency("token-mgr", "hard", setting="token_mgr_url"),
     ),
     resources=(
+        Resource("nats", "nats", setting="nats_url"),
         Resource("postgres", "postgres", setting="postgres_url"),
     ),
     flows={

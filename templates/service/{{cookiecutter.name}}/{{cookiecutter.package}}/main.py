@@ -3,8 +3,11 @@
 
 from nexus_runtime import create_app
 
+{% if cookiecutter.events %}
+from .events import EVENTS
+{% endif %}
 from .routes import router
 from .settings import Settings
 from .spec import SPEC
 
-app = create_app(SPEC, Settings, router)
+app = create_app(SPEC, Settings, router{% if cookiecutter.events %}, events=EVENTS{% endif %})

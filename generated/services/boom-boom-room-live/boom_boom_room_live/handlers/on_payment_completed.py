@@ -1,0 +1,19 @@
+# Yours: nexus created this file once and never touches it again. Handle payment-completed here.
+"""What boom-boom-room-live does with each payment-completed message (pubsub).
+
+Delivery is at least once: a message can arrive again after a crash, so make side effects
+idempotent by ``delivery.message_id`` (e.g. a unique key). Raise to have it retried with
+backoff; after the last attempt it goes to the dead-letter subject
+deadletter.payment-completed.boom-boom-room-live."""
+
+import logging
+
+from nexus_runtime.events import Delivery
+
+from ..messages import PaymentCompletedV1
+
+log = logging.getLogger("boom-boom-room-live.events")
+
+
+async def handle(message: PaymentCompletedV1, delivery: Delivery) -> None:
+    log.info("received", extra={"channel": delivery.channel, "message_id": delivery.message_id})

@@ -1,0 +1,19 @@
+# Yours: nexus created this file once and never touches it again. Handle upload-received here.
+"""What content-management does with each upload-received message (queue).
+
+Delivery is at least once: a message can arrive again after a crash, so make side effects
+idempotent by ``delivery.message_id`` (e.g. a unique key). Raise to have it retried with
+backoff; after the last attempt it goes to the dead-letter subject
+deadletter.upload-received.content-management."""
+
+import logging
+
+from nexus_runtime.events import Delivery
+
+from ..messages import UploadReceivedV1
+
+log = logging.getLogger("content-management.events")
+
+
+async def handle(message: UploadReceivedV1, delivery: Delivery) -> None:
+    log.info("received", extra={"channel": delivery.channel, "message_id": delivery.message_id})
