@@ -99,7 +99,7 @@ def _differences(a: Path, b: Path) -> set[str]:
 
 
 MESH_FILES = re.compile(
-    r"^(k8s/components/(istio|linkerd)(/.*)?|k8s/overlays/\w+/kustomization\.yaml|docs/architecture/(mesh|access-matrix)\.md"
+    r"^(k8s/components/(istio|linkerd)(/.*)?|k8s/overlays/\w+/kustomization\.yaml|docs/architecture/(mesh|access-matrix|access/[a-z0-9-]+)\.md"
     r"|k8s/crds/(kustomization|[a-z]+\.((networking|security)\.istio|policy\.linkerd)\.io)\.yaml"  # the mesh's CRDs, not monitoring's
     r"|services/[^/]+/[^/]+/settings\.py|services/[^/]+/README\.md|\.nexus-manifest\.json)$"
 )
@@ -469,20 +469,24 @@ def test_a_bad_mesh_name_lists_the_choices(minimal: dict[str, Any]) -> None:
 # -- docs --------------------------------------------------------------------------------------
 
 
-def test_the_access_matrix_has_a_table_per_team_with_every_edge(istio: tuple[RenderContext, dict[str, str]]) -> None:
+def test_who_may_call_whom_has_a_page_per_team_with_every_edge(istio: tuple[RenderContext, dict[str, str]]) -> None:
     ctx, files = istio
-    text = files["docs/architecture/access-matrix.md"]
-    assert [t.title for t in ctx.catalog.teams.values()] and all(
-        f"## {t.title}" in text for t in ctx.catalog.teams.values()
-    )
+    index = files["docs/architecture/access-matrix.md"]
+    teams = {n for n in ctx.catalog.teams if any(s.team == n for s in ctx.catalog.services.values())}
+    assert teams and all(f"](access/{t}.md)" in index for t in teams)
+    columns = {"hard": 1, "soft": 2}
     for e in ctx.edges:
-        section = text.split(f"## {ctx.catalog.teams[ctx.catalog.services[e['source']].team].title}\n", 1)[1].split(
-            "\n## ", 1
-        )[0]
-        header, _, *rows = [line for line in section.splitlines() if line.startswith("|")]
-        columns = [c.strip() for c in header.strip("|").split("|")]
-        row = next(r for r in rows if r.startswith(f"| **{e['source']}** |"))
-        assert [c.strip() for c in row.strip("|").split("|")][columns.index(e["target"])] == e["kind"]
+        page = files[f"docs/architecture/access/{ctx.catalog.services[e['source']].team}.md"]
+        row = next(r for r in page.splitlines() if r.startswith(f"| **{e['source']}** |"))
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert e["target"] in cells[columns[e["kind"]]].split(", "), (e, row)
+        target = files[f"docs/architecture/access/{ctx.catalog.services[e['target']].team}.md"]
+        called = next(r for r in target.splitlines() if r.startswith(f"| **{e['target']}** |"))
+        assert e["source"] in called.strip("|").split("|")[3].strip().split(", ")
+    # linear in the catalog: no page lists a service the team neither owns, calls nor is called by
+    assert sum(len(t) for p, t in files.items() if p.startswith("docs/architecture/access")) < 200 * (
+        len(ctx.catalog.services) + len(ctx.edges)
+    )
     assert "mesh: istio" in files["docs/architecture/mesh.md"] and "| kei-ai" not in files["docs/architecture/mesh.md"]
     assert "| ai-service → kei-ai | hard | 10s | 1 |" in files["docs/architecture/mesh.md"]
 
