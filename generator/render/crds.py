@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from ..catalog.load import FAST_LOADER
 from .context import GENERATED_HEADER
 
 FOLDER = "k8s/crds"
@@ -37,7 +38,8 @@ def known(api_version: str, kind: str) -> bool:
 
 
 def plural(kind: str) -> str:
-    """The resource name the projects give these kinds: Sidecar -> sidecars, AuthorizationPolicy -> authorizationpolicies."""
+    """The resource name the projects give these kinds: Sidecar -> sidecars,
+    AuthorizationPolicy -> authorizationpolicies."""
     low = kind.lower()
     return low[:-1] + "ies" if low.endswith("y") and low[-2:-1] not in "aeiou" else low + "s"
 
@@ -102,7 +104,7 @@ def custom_kinds(files: dict[str, str], prefix: str) -> list[tuple[str, str]]:
     """(apiVersion, kind) of every document under ``prefix`` that has a CRD schema of ours."""
     kinds = set()
     for path in sorted(p for p in files if p.startswith(prefix) and p.endswith(".yaml")):
-        for doc in yaml.safe_load_all(files[path]):
+        for doc in yaml.load_all(files[path], Loader=FAST_LOADER):
             if isinstance(doc, dict) and known(str(doc.get("apiVersion")), str(doc.get("kind"))):
                 kinds.add((str(doc["apiVersion"]), str(doc["kind"])))
     return sorted(kinds)
