@@ -18,7 +18,7 @@ from .. import usercache
 from ..catalog.load import FAST_LOADER
 from ..errors import OutputCheckError
 from ..render.context import RenderContext
-from . import docs, ecosystem, k8s, mesh, services
+from . import docs, documents, ecosystem, k8s, mesh, services
 from .kubernetes_schema import SchemaValidator
 
 # Checks of one area that need no schemas: (ctx, files) -> failures
@@ -68,6 +68,7 @@ def check(
     schema_cache = folder / "k8s-schema" if folder is not None else None
     if schema_cache is not None:
         validator.load(schema_cache)
+        documents.PARSED.load(schema_cache.with_name(documents.CACHE_NAME))
     failures = parses(files, verified)
     for area in AREA_CHECKS:
         failures.extend(area(ctx, files))
@@ -77,3 +78,4 @@ def check(
         raise OutputCheckError(failures)
     if schema_cache is not None:
         validator.save(schema_cache)
+        documents.PARSED.save(schema_cache.with_name(documents.CACHE_NAME))
