@@ -537,3 +537,17 @@ def test_a_bare_cluster_catalog_builds_overlays_of_core_kinds_only(tmp_path: Pat
         assert built.returncode == 0, built.stderr
         groups = {d["apiVersion"].split("/")[0] for d in yaml.safe_load_all(built.stdout) if d}
         assert groups <= {"v1", "apps", "autoscaling", "policy", "networking.k8s.io"}, groups
+
+
+@pytest.mark.parametrize("mesh", ["istio", "linkerd"])
+def test_crds_dump_the_same_with_libyaml_as_with_pyyaml(mesh: str, request: pytest.FixtureRequest) -> None:
+    """crds renders with libyaml's emitter for speed; each definition must come out byte for
+    byte as PyYAML's own emitter writes it (both meshes and the monitoring kinds)."""
+    from nexus.render import crds
+
+    _, files = request.getfixturevalue(mesh)
+    found = [p for p in files if p.startswith("k8s/crds/") and not p.endswith("kustomization.yaml")]
+    assert len(found) >= 3, found
+    for path in found:
+        data = yaml.safe_load(files[path])
+        assert files[path].endswith(crds._dump(data, yaml.SafeDumper)), path
