@@ -25,11 +25,19 @@ from .kubernetes_schema import SchemaValidator
 AREA_CHECKS: tuple[Callable[[RenderContext, dict[str, str]], list[str]], ...] = (services.run, docs.run, ecosystem.run)
 
 
-def parses(files: dict[str, str], verified: frozenset[str] = frozenset()) -> list[str]:
-    """Every Python, YAML and JSON file parses (except those already ``verified``)."""
+def parses(
+    files: dict[str, str], verified: frozenset[str] = frozenset(), validator: SchemaValidator | None = None
+) -> list[str]:
+    """Every Python, YAML and JSON file parses (except those already ``verified``). With
+    ``validator``, a text whose exact bytes parsed before (its ``seen`` hashes, kept between
+    runs) is not parsed again: most of a catalog's files survive an edit, wherever they are."""
     failures: list[str] = []
     for path, text in files.items():
-        if path in verified:
+        if path in verified or not path.endswith((".py", ".yaml", ".yml", ".json")):
+            continue
+        key = validator.key(f"parses\0{path.rsplit('.', 1)[1]}\0{text}") if validator is not None else None
+        if validator is not None and key in validator.seen:
+            validator.used.add(key)
             continue
         try:
             if path.endswith(".py"):
@@ -43,6 +51,10 @@ def parses(files: dict[str, str], verified: frozenset[str] = frozenset()) -> lis
                 json.loads(text)
         except (SyntaxError, yaml.YAMLError, ValueError) as exc:
             failures.append(f"{path}: does not parse: {exc}".replace("\n", " "))
+            continue
+        if validator is not None and key is not None:
+            validator.seen.add(key)
+            validator.used.add(key)
     return failures
 
 
@@ -69,7 +81,7 @@ def check(
     if schema_cache is not None:
         validator.load(schema_cache)
         documents.PARSED.load(schema_cache.with_name(documents.CACHE_NAME))
-    failures = parses(files, verified)
+    failures = parses(files, verified, validator if schema_cache is not None else None)
     for area in AREA_CHECKS:
         failures.extend(area(ctx, files))
     failures.extend(k8s.run(ctx, files, validator=validator))
