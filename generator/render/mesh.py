@@ -251,8 +251,8 @@ def render_docs(ctx: RenderContext) -> dict[str, str]:
         "docs/architecture/access-matrix.md": ctx.template("mesh/docs/access-matrix.md.j2", **common),
     }
     # a page per team, each linear in its services' edges: a single N x N matrix outgrew any catalog
-    for team in teams:
-        out[f"docs/architecture/access/{team['name']}.md"] = ctx.template(
-            "mesh/docs/access-team.md.j2", team=team, **common
+    for page in teams:
+        out[f"docs/architecture/access/{page['name']}.md"] = ctx.template(
+            "mesh/docs/access-team.md.j2", team=page, **common
         )
     return out
