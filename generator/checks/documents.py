@@ -63,8 +63,8 @@ class Parsed:
         if kept is not None:
             return marshal.loads(kept)
         data = yaml.load(text, Loader=FAST_LOADER)
-        if len(self.entries) > ENTRY_LIMIT:  # a long-lived process (a test session) reads many catalogs
-            self.entries.clear()
+        if len(self.entries) > 2 * ENTRY_LIMIT:  # a long-lived process (a test session) reads many catalogs
+            self.entries = {k: v for k, v in self.entries.items() if k in self.used}
         try:
             self.entries[key] = marshal.dumps(data)
             self.added = True
@@ -85,13 +85,19 @@ class Parsed:
             self.entries.update((k, v) for k, v in found.items() if isinstance(k, bytes) and isinstance(v, bytes))
 
     def save(self, path: Path) -> None:
-        """Keep this run's documents for the next (only those it read: old ones do not pile up)."""
-        if self.added or len(self.used) != len(self.entries):
-            kept = {k: v for k, v in self.entries.items() if k in self.used}
+        """Keep the documents for the next run: all of them (a run that skips a whole area still
+        needs that area's documents after the next edit), or past ``ENTRY_LIMIT`` only the ones
+        this run read, so that old documents do not pile up for ever."""
+        if self.added or len(self.entries) > ENTRY_LIMIT:
+            kept = (
+                self.entries
+                if len(self.entries) <= ENTRY_LIMIT
+                else {k: v for k, v in self.entries.items() if k in self.used}
+            )
             usercache.write(path, marshal.dumps(kept))
 
 
-ENTRY_LIMIT = 500_000  # documents: 10,000 services render about 110,000
+ENTRY_LIMIT = 250_000  # documents: 10,000 services render about 110,000
 # one per process: the cache file's name carries what shapes the data (PyYAML and its loader)
 PARSED = Parsed()
 CACHE_NAME = f"yaml-{yaml.__version__}-{FAST_LOADER.__name__}"
