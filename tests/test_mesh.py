@@ -99,8 +99,10 @@ def _differences(a: Path, b: Path) -> set[str]:
 
 
 MESH_FILES = re.compile(
-    r"^(k8s/components/(istio|linkerd)(/.*)?|k8s/overlays/\w+/kustomization\.yaml|docs/architecture/(mesh|access-matrix|access/[a-z0-9-]+)\.md"
-    r"|k8s/crds/(kustomization|[a-z]+\.((networking|security)\.istio|policy\.linkerd)\.io)\.yaml"  # the mesh's CRDs, not monitoring's
+    r"^(k8s/components/(istio|linkerd)(/.*)?|k8s/overlays/\w+/kustomization\.yaml"
+    r"|docs/architecture/(mesh|access-matrix|access/[a-z0-9-]+)\.md"
+    # the mesh's CRDs, not monitoring's
+    r"|k8s/crds/(kustomization|[a-z]+\.((networking|security)\.istio|policy\.linkerd)\.io)\.yaml"
     r"|services/[^/]+/[^/]+/settings\.py|services/[^/]+/README\.md|\.nexus-manifest\.json)$"
 )
 
@@ -112,8 +114,8 @@ def test_switching_the_mesh_changes_only_mesh_files_and_client_retries(trees: di
     assert {p for p in changed if not MESH_FILES.match(p)} == set()
     for path in (p for p in changed if p.endswith("settings.py")):
         left, right = ((trees[m] / path).read_text().splitlines() for m in (a, b))
-        assert [(x, y) for x, y in zip(left, right) if x != y] and all(
-            x.startswith("    retries: int = ") for x, y in zip(left, right) if x != y
+        assert [(x, y) for x, y in zip(left, right, strict=False) if x != y] and all(
+            x.startswith("    retries: int = ") for x, y in zip(left, right, strict=False) if x != y
         )
     retries = {m: (trees[m] / "services/kei-ai/kei_ai/settings.py").read_text() for m in (a, b)}
     for mesh, text in retries.items():
@@ -193,7 +195,8 @@ LINKERD = "k8s/components/linkerd/services/{}.yaml"
             ISTIO.format("kei-ai"),
             '              - "cluster.local/ns/nexus-cos/sa/metatwin"\n',
             "",
-            "kei-ai: cluster.local/ns/nexus-cos/sa/metatwin is a caller in the catalog but the istio policy does not admit it",
+            "kei-ai: cluster.local/ns/nexus-cos/sa/metatwin is a caller in the catalog "
+            "but the istio policy does not admit it",
         ),
         (
             "istio",
@@ -275,7 +278,7 @@ def test_each_mesh_check_fires_and_names_the_file(
     failures = mesh_checks.run(ctx, _break(files, path, old, new))
     hits = [f for f in failures if expected in f]
     assert hits, failures
-    assert all(h.startswith(path.split("/services/")[0]) or h.startswith(path) for h in hits), hits
+    assert all(h.startswith((path.split("/services/")[0], path)) for h in hits), hits
 
 
 def test_an_overlay_without_the_mesh_component_is_a_failure(istio: tuple[RenderContext, dict[str, str]]) -> None:
@@ -406,7 +409,8 @@ def test_per_edge_settings_reach_istio_per_caller(minimal: dict[str, Any]) -> No
         (
             "edge",
             {"kind": "hard", "timeout": 2},
-            "services.gateway.depends_on.auth.timeout: '2' is not a duration; write a whole number and a unit (ms, s, m, h), e.g. '2s' or '2ms'",
+            "services.gateway.depends_on.auth.timeout: '2' is not a duration; "
+            "write a whole number and a unit (ms, s, m, h), e.g. '2s' or '2ms'",
         ),
         (
             "edge",
@@ -451,8 +455,8 @@ def test_linkerd_needs_the_edges_into_a_service_to_agree(minimal: dict[str, Any]
     with pytest.raises(CatalogError) as info:
         load_catalog_text(dump(minimal))
     assert (
-        "services.media.depends_on.auth: Linkerd sets timeouts, retries and circuit breaking per destination service, and the edges into 'auth' disagree"
-        in str(info.value)
+        "services.media.depends_on.auth: Linkerd sets timeouts, retries and circuit breaking per destination service, "
+        "and the edges into 'auth' disagree" in str(info.value)
     )
     minimal["platform"]["mesh"] = "istio"  # Istio says it per caller
     load_catalog_text(dump(minimal))
