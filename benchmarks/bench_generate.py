@@ -1,18 +1,32 @@
-"""How fast `nexus generate` is, beside what a user would otherwise do (cookiecutter per service).
+"""How fast `nexus generate` is, beside the floor and beside cookiecutter over the same template.
 
-Run by hand:  python benchmarks/bench_generate.py [--runs 5]
-Prints the median wall time of each, interpreter start included for the command lines:
-  - python -c pass, and importing typer, pydantic, jinja2 and yaml (the floor);
-  - nexus generate into an empty folder, with and without the cache of earlier runs (compiled
-    templates and validated manifests, in the user's cache folder: here a fresh one of its own);
-  - nexus generate with nothing changed;
-  - nexus generate --check --strict (what CI runs);
-  - cookiecutter's CLI once per service, and its Python API once per service, for the 43.
+Run by hand:
+    python benchmarks/bench_generate.py [--runs 3]
+    python benchmarks/bench_generate.py --scale 1000 5000 10000 [--fan-in 10000]
+
+Every row is a fresh process (interpreter start included) in a fresh folder, with its own
+user cache folder ($XDG_CACHE_HOME, never the user's own); each prints wall seconds, CPU
+seconds (user + system of that process) and peak RSS. Rows for the shipped catalog:
+
+  - floor: `python -c "import typer, pydantic, jinja2, yaml"`;
+  - cold, no cache: a fresh copy of the catalog, an empty cache folder;
+  - cold, warm cache: a fresh copy again, the cache the previous row left;
+  - no-op: the same folder, nothing changed;
+  - one edit: one service's description changed;
+  - cookiecutter API and CLI: the same service template rendered for every service with the
+    very context Nexus renders it with (a replay file per service): the API from one fresh
+    process, the CLI once per service. They write the service folders only; Nexus also writes
+    the manifests, the docs and the runtime, and checks everything before it writes.
+
+`--scale N...` runs the synthetic catalog of benchmarks/synth.py at each size (cold with no
+cache, no-op, one edit, output bytes); `--fan-in N` adds N services that all depend on one.
+The issue's targets are printed beside the figures; nothing here asserts them.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -21,96 +35,199 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-CACHE = Path(tempfile.mkdtemp(prefix="nexus-bench-cache-"))  # $XDG_CACHE_HOME: never the user's own cache
-ENV = {**os.environ, "PYTHONPATH": str(ROOT), "XDG_CACHE_HOME": str(CACHE)}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def wall(cmd: list[str], runs: int, before=None) -> float:
-    times = []
-    for _ in range(runs):
-        if before:
-            before()
-        start = time.perf_counter()
-        subprocess.run(cmd, check=True, env=ENV, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+class Run(NamedTuple):
+    wall: float
+    cpu: float
+    rss_mb: float
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", type=int, default=5)
-    runs = parser.parse_args().runs
+def run(cmd: list[str], cwd: Path, cache: Path) -> Run:
+    """One fresh process: wall, its own CPU seconds and peak RSS (from the kernel's accounting)."""
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache), "PYTHONPATH": str(ROOT)}
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        err = proc.stderr.read().decode() if proc.stderr else ""
+        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err[-2000:]}")
+    if proc.stderr:
+        proc.stderr.close()
+    return Run(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024)
+
+
+def median(runs: list[Run]) -> Run:
+    return Run(*(statistics.median(getattr(r, f) for r in runs) for f in ("wall", "cpu", "rss_mb")))
+
+
+def edit_one(catalog: Path, round_: int) -> None:
+    """Change one service's description (the first `description:` of a service), as a user would."""
+    text = catalog.read_text(encoding="utf-8")
+    services = text.index("\nservices:")
+    at = text.index("description:", services)
+    end = text.index("\n", at)
+    catalog.write_text(text[:at] + f'description: "Edited {round_}"' + text[end:], encoding="utf-8")
+
+
+def nexus_rows(catalog_text: str, work: Path, runs: int, label: str) -> dict[str, Run]:
+    """cold (no cache), cold (warm cache), no-op and one edit, each ``runs`` times, fresh folders."""
     py = sys.executable
-    tmp = Path(tempfile.mkdtemp(prefix="nexus-bench-", dir=ROOT.parent))
-    out = tmp / "out"
-    cache = CACHE / "nexus"
-    rows: list[tuple[str, float]] = []
+    out: dict[str, list[Run]] = {"cold, no cache": [], "cold, warm cache": [], "no-op": [], "one edit": []}
+    for i in range(runs):
+        cache = work / f"cache-{label}-{i}"
+        for row in ("cold, no cache", "cold, warm cache"):
+            folder = work / f"{label}-{i}-{row.replace(' ', '').replace(',', '-')}"
+            folder.mkdir(parents=True)
+            (folder / "catalog.yaml").write_text(catalog_text, encoding="utf-8")
+            out[row].append(run([py, "-m", "nexus", "generate", "-c", "catalog.yaml"], folder, cache))
+        out["no-op"].append(run([py, "-m", "nexus", "generate", "-c", "catalog.yaml"], folder, cache))
+        edit_one(folder / "catalog.yaml", i)
+        out["one edit"].append(run([py, "-m", "nexus", "generate", "-c", "catalog.yaml"], folder, cache))
+        for f in work.glob(f"{label}-{i}-*"):
+            if f != folder:
+                shutil.rmtree(f)
+        shutil.rmtree(cache)
+    out_bytes = sum(p.stat().st_size for p in (folder / "generated").rglob("*") if p.is_file())
+    files = sum(1 for p in (folder / "generated").rglob("*") if p.is_file())
+    shutil.rmtree(folder)
+    rows = {k: median(v) for k, v in out.items()}
+    rows["_bytes"] = Run(out_bytes, files, 0)  # carried in the same shape: bytes, file count
+    return rows
 
-    def empty_out() -> None:
-        shutil.rmtree(out, ignore_errors=True)
 
-    def empty_out_and_cache() -> None:
-        empty_out()
-        shutil.rmtree(cache, ignore_errors=True)
-
-    rows.append(("python -c pass", wall([py, "-c", "pass"], runs)))
-    rows.append(
-        ("import typer, pydantic, jinja2, yaml", wall([py, "-c", "import typer, pydantic, jinja2, yaml"], runs))
-    )
-    gen = [py, "-m", "cli", "generate"]
-    rows.append(("generate, empty folder, no cache", wall([*gen, "--out", str(out)], runs, empty_out_and_cache)))
-    rows.append(("generate, empty folder, warm cache", wall([*gen, "--out", str(out)], runs, empty_out)))
-    rows.append(("generate, nothing changed", wall(gen, runs)))
-    rows.append(("generate --check --strict (CI)", wall([*gen, "--check", "--strict"], runs)))
-    rows.append(("nexus validate", wall([py, "-m", "cli", "validate"], runs)))
-
-    # The alternative: the same template rendered once per service by cookiecutter.
+def cookiecutter_rows(work: Path, runs: int) -> dict[str, Run]:
+    """The service template for every shipped service, with Nexus's own context for it."""
     from nexus.catalog import load_catalog
     from nexus.render.context import RenderContext
     from nexus.render.services import SERVICE_TEMPLATE, service_context
 
     loaded = load_catalog(ROOT / "catalog.yaml")
     ctx = RenderContext(loaded.catalog, loaded.plan)
-    contexts = [service_context(ctx, n) for n in sorted(loaded.catalog.services)]
-    cc_out = tmp / "cc"
-    start = time.perf_counter()
-    for c in contexts:
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "cookiecutter",
-                str(SERVICE_TEMPLATE),
-                "--no-input",
-                "-f",
-                "-o",
-                str(cc_out),
-                f"name={c['name']}",
-                f"port={c['port']}",
-            ],
-            check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-    rows.append(("cookiecutter CLI x43", time.perf_counter() - start))
-    from cookiecutter.main import cookiecutter
+    replays = work / "replays"
+    replays.mkdir()
+    names = sorted(loaded.catalog.services)
+    for name in names:
+        context = {**service_context(ctx, name), "_template": str(SERVICE_TEMPLATE)}
+        (replays / f"{name}.json").write_text(json.dumps({"cookiecutter": context}), encoding="utf-8")
+    api = (
+        "import sys\nfrom pathlib import Path\nfrom cookiecutter.main import cookiecutter\n"
+        "for replay in sorted(Path(sys.argv[1]).glob('*.json')):\n"
+        "    cookiecutter(sys.argv[2], replay=str(replay), output_dir=sys.argv[3])\n"
+    )
+    py = sys.executable
+    api_runs, cli_runs = [], []
+    for i in range(runs):
+        cache = work / f"cc-cache-{i}"
+        folder = work / f"cc-api-{i}"
+        folder.mkdir()
+        api_runs.append(run([py, "-c", api, str(replays), str(SERVICE_TEMPLATE), str(folder)], folder, cache))
+        folder = work / f"cc-cli-{i}"
+        folder.mkdir()
+        total = Run(0.0, 0.0, 0.0)
+        for name in names:
+            r = run(
+                [py, "-m", "cookiecutter", str(SERVICE_TEMPLATE), "--replay-file", str(replays / f"{name}.json"),
+                 "-o", str(folder)],
+                folder,
+                cache,
+            )  # fmt: skip
+            total = Run(total.wall + r.wall, total.cpu + r.cpu, max(total.rss_mb, r.rss_mb))
+        cli_runs.append(total)
+        # like for like: the same files as Nexus renders for the services
+        assert sorted(p.name for p in folder.iterdir()) == names
+    return {
+        f"cookiecutter API, {len(names)} services, one process": median(api_runs),
+        f"cookiecutter CLI, {len(names)} services, a process each": median(cli_runs),
+    }
 
-    start = time.perf_counter()
-    for c in contexts:
-        cookiecutter(
-            str(SERVICE_TEMPLATE), no_input=True, overwrite_if_exists=True, output_dir=str(cc_out), extra_context=c
-        )
-    rows.append(("cookiecutter Python API x43", time.perf_counter() - start))
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.rmtree(CACHE, ignore_errors=True)
 
-    width = max(len(r[0]) for r in rows)
-    print(f"{'what':<{width}}  seconds (median of {runs}; cookiecutter rows: one run)")
-    for what, seconds in rows:
-        print(f"{what:<{width}}  {seconds:7.3f}")
+def shipped(runs: int) -> None:
+    work = Path(tempfile.mkdtemp(prefix="nexus-bench-"))
+    try:
+        floor = median(
+            [run([sys.executable, "-c", "import typer, pydantic, jinja2, yaml"], work, work / "c") for _ in range(runs)]
+        )
+        rows = {"floor: import typer, pydantic, jinja2, yaml": floor}
+        nexus = nexus_rows((ROOT / "catalog.yaml").read_text(encoding="utf-8"), work, runs, "shipped")
+        size = nexus.pop("_bytes")
+        rows.update({f"nexus generate, {k}": v for k, v in nexus.items()})
+        rows.update(cookiecutter_rows(work, runs))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"shipped catalog: median of {runs} fresh runs each; output {size.wall / 1e6:.1f} MB in {size.cpu:.0f} files")
+    print("| run | wall s | CPU s | CPU x floor | peak RSS MB |\n|---|---|---|---|---|")
+    for what, r in rows.items():
+        print(f"| {what} | {r.wall:.2f} | {r.cpu:.2f} | {r.cpu / floor.cpu:.1f}x | {r.rss_mb:.0f} |")
+    noop = rows["nexus generate, no-op"].cpu
+    print(
+        f"targets: cold no cache <= 4x floor ({rows['nexus generate, cold, no cache'].cpu / floor.cpu:.1f}x), "
+        f"no-op <= 2x floor ({noop / floor.cpu:.1f}x), "
+        f"one edit <= 1.5x no-op ({rows['nexus generate, one edit'].cpu / noop:.1f}x)"
+    )
+
+
+def fan_in(n: int) -> str:
+    """A synthetic catalog whose every service also depends on one: an ``n``-edge fan-in."""
+    import yaml
+    from synth import synth
+
+    data = synth(n)
+    hub = next(iter(data["services"]))
+    for name, svc in data["services"].items():
+        if name not in (hub, "gateway"):
+            svc.setdefault("depends_on", {})[hub] = "hard"
+    return yaml.dump(data, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), sort_keys=False, width=1000)
+
+
+def scale(sizes: list[int], fan: int | None) -> None:
+    from synth import synth_yaml
+
+    work = Path(tempfile.mkdtemp(prefix="nexus-bench-scale-"))
+    cases = [(f"{n:,} services", synth_yaml(n)) for n in sizes]
+    if fan:
+        cases.append((f"{fan:,}-edge fan-in", fan_in(fan)))
+    print(
+        "| catalog | cold wall s | cold CPU s | cold peak RSS MB | no-op wall s | one edit wall s | output MB | files |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    results = {}
+    try:
+        for label, text in cases:
+            r = nexus_rows(text, work, 1, label.split()[0].replace(",", ""))
+            results[label] = r
+            print(
+                f"| {label} | {r['cold, no cache'].wall:.1f} | {r['cold, no cache'].cpu:.1f} | "
+                f"{r['cold, no cache'].rss_mb:.0f} | {r['no-op'].wall:.2f} | {r['one edit'].wall:.2f} | "
+                f"{r['_bytes'].wall / 1e6:.1f} | {r['_bytes'].cpu:.0f} |",
+                flush=True,
+            )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(
+        "targets at 10,000: cold < 90 s wall and < 1.5 GB RSS, no-op < 3 s, one edit < 5 s, 10k/1k CPU <= 11x; "
+        "a 10,000-edge fan-in < 60 s"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--scale", type=int, nargs="*", help="synthetic catalog sizes, e.g. 1000 5000 10000")
+    parser.add_argument("--fan-in", type=int, default=None, help="services all depending on one (with --scale)")
+    args = parser.parse_args()
+    print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average {os.getloadavg()[0]:.1f}")
+    if args.scale is not None:
+        scale(args.scale, args.fan_in)
+    else:
+        shipped(args.runs)
 
 
 if __name__ == "__main__":

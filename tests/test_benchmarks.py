@@ -59,3 +59,8 @@ def test_runs_as_a_script():
 def test_benchmark_script_loads():
     # not run here (it times things); only make sure it still imports
     assert callable(_module(ROOT / "benchmarks" / "bench_validate.py").main)
+
+
+def test_generate_benchmark_script_loads():
+    bench = _module(ROOT / "benchmarks" / "bench_generate.py")
+    assert callable(bench.main) and callable(bench.scale) and callable(bench.shipped)

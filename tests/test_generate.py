@@ -301,3 +301,39 @@ def test_a_run_with_nothing_changed_skips_rendering_but_not_the_tree_check(proje
         generate(project / "catalog.yaml")
     with pytest.raises(DriftError):
         generate(project / "catalog.yaml", check_only=True)
+
+
+def test_a_one_service_edit_renders_that_service_only(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each service's files depend on its own context only: after a description edit the next
+    run renders the edited service and takes the others from the user's cache, and the tree it
+    writes is byte for byte what a run without any cache writes."""
+    from nexus.render import services
+
+    rendered: list[str] = []
+    real = services.render_service
+
+    def counting(compiled, context):  # type: ignore[no-untyped-def]
+        rendered.append(context["name"])
+        return real(compiled, context)
+
+    monkeypatch.setattr(services, "render_service", counting)
+    generate(project / "catalog.yaml")  # nothing changed: the record answers, nothing renders
+    assert rendered == []
+    rewrite(project, lambda d: d["services"]["media"].update(description="Media, edited"))
+    generate(project / "catalog.yaml")
+    assert rendered == ["media"]
+    # an edge changes its caller's files (spec, settings); the callee renders nothing new
+    rendered.clear()
+    rewrite(project, lambda d: d["services"]["gateway"]["depends_on"].update(media="hard"))
+    generate(project / "catalog.yaml")
+    assert rendered == ["gateway"]
+    monkeypatch.setattr(services, "render_service", real)
+    fresh = render(RenderContext(*_loaded(project / "catalog.yaml"), cache=False))
+    assert {p: t for p, t in fresh.items() if p.startswith("services/")} == {
+        p: (project / "generated" / p).read_text(encoding="utf-8") for p in fresh if p.startswith("services/")
+    }
+
+
+def _loaded(path: Path):  # type: ignore[no-untyped-def]
+    loaded = load_catalog(path)
+    return loaded.catalog, loaded.plan

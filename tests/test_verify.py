@@ -65,6 +65,13 @@ def test_services_the_gateway_cannot_reach_are_checked_directly_here_and_reporte
         # the gateway itself refuses to probe it: it would need a connection the policies forbid
         r = httpx.get(f"http://127.0.0.1:{ports['gateway']}/platform/health/batch/live")
         assert r.status_code == 404 and "not reachable from gateway" in r.json()["error"]
+        # a relay goes only where its own dependencies go, whatever route it is handed
+        r = httpx.get(
+            f"http://127.0.0.1:{ports['batch']}/platform/health/media/live", headers={"x-nexus-route": "media"}
+        )
+        assert r.status_code == 404 and "media is not a declared dependency of batch" in r.json()["error"]
+        r = httpx.get(f"http://127.0.0.1:{ports['batch']}/platform/health/auth/live")
+        assert r.status_code == 200 and r.headers["x-nexus-via"] == "batch,auth"
 
 
 def test_only_run_skips_what_it_did_not_start(tmp_path, minimal):
@@ -80,21 +87,46 @@ def test_only_run_skips_what_it_did_not_start(tmp_path, minimal):
         }
 
 
+def _gateway_spec():
+    """The shipped gateway's generated ServiceSpec, as the runtime reads it."""
+    import importlib.util
+    import sys
+
+    from conftest import ROOT
+
+    sys.path.insert(0, str(ROOT / "generated" / "runtime"))
+    try:
+        gateway = load_catalog(CATALOG).catalog.platform.gateway
+        path = ROOT / "generated" / "services" / gateway / gateway.replace("-", "_") / "spec.py"
+        spec = importlib.util.spec_from_file_location("shipped_gateway_spec", path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module.SPEC
+    finally:
+        sys.path.remove(str(ROOT / "generated" / "runtime"))
+
+
 def test_gateway_relays_only_along_declared_edges():
-    """Every step of every relay chain from the shipped gateway is a declared dependency, and
-    exactly the services with no dependent path from the gateway are left out."""
+    """The route the shipped gateway computes to every service takes declared edges only, is a
+    shortest one, and reaches exactly what the catalog's graph reaches (what verify expects)."""
     cat = load_catalog(CATALOG).catalog
-    gateway = cat.platform.gateway
-    table = relays(cat, gateway)
+    spec = _gateway_spec()
+    reached = spec.reached()
+    table = relays(cat, spec.name)
+    assert sorted(reached) == sorted(table)
     for target in table:
-        at, steps = gateway, 0
-        while at != target:
-            nxt = target if target in cat.services[at].depends_on else relays(cat, at)[target]
+        steps = spec.route(reached, target)
+        assert steps[-1] == target and steps[0] == table[target]
+        for at, nxt in zip((spec.name, *steps), steps, strict=False):
             assert nxt in cat.services[at].depends_on, f"{at} -> {nxt} is not a declared edge"
-            at, steps = nxt, steps + 1
-            assert steps <= len(cat.services)
     # every service is reachable from the gateway along declared edges: verify --base-url sees all
-    assert sorted(set(cat.services) - set(table) - {gateway}) == []
+    assert sorted(set(cat.services) - set(table) - {spec.name}) == []
+    # no other service's spec carries anything about services it does not call
+    for name in cat.services:
+        if name != spec.name:
+            text = (CATALOG.parent / "generated" / "services" / name / name.replace("-", "_") / "spec.py").read_text()
+            assert "graph=" not in text, name
 
 
 @pytest.mark.xdist_group("shipped-ports")  # runs the shipped catalog on its own ports: one at a time

@@ -18,7 +18,7 @@ from .. import usercache
 from ..catalog.load import FAST_LOADER
 from ..errors import OutputCheckError
 from ..render.context import RenderContext
-from . import docs, ecosystem, events, k8s, mesh, services
+from . import docs, documents, ecosystem, events, k8s, mesh, services
 from .kubernetes_schema import SchemaValidator
 
 # Checks of one area that need no schemas: (ctx, files) -> failures
@@ -30,11 +30,19 @@ AREA_CHECKS: tuple[Callable[[RenderContext, dict[str, str]], list[str]], ...] = 
 )
 
 
-def parses(files: dict[str, str], verified: frozenset[str] = frozenset()) -> list[str]:
-    """Every Python, YAML and JSON file parses (except those already ``verified``)."""
+def parses(
+    files: dict[str, str], verified: frozenset[str] = frozenset(), validator: SchemaValidator | None = None
+) -> list[str]:
+    """Every Python, YAML and JSON file parses (except those already ``verified``). With
+    ``validator``, a text whose exact bytes parsed before (its ``seen`` hashes, kept between
+    runs) is not parsed again: most of a catalog's files survive an edit, wherever they are."""
     failures: list[str] = []
     for path, text in files.items():
-        if path in verified:
+        if path in verified or not path.endswith((".py", ".yaml", ".yml", ".json")):
+            continue
+        key = validator.key(f"parses\0{path.rsplit('.', 1)[1]}\0{text}") if validator is not None else None
+        if validator is not None and key in validator.seen:
+            validator.used.add(key)
             continue
         try:
             if path.endswith(".py"):
@@ -48,6 +56,10 @@ def parses(files: dict[str, str], verified: frozenset[str] = frozenset()) -> lis
                 json.loads(text)
         except (SyntaxError, yaml.YAMLError, ValueError) as exc:
             failures.append(f"{path}: does not parse: {exc}".replace("\n", " "))
+            continue
+        if validator is not None and key is not None:
+            validator.seen.add(key)
+            validator.used.add(key)
     return failures
 
 
@@ -73,7 +85,8 @@ def check(
     schema_cache = folder / "k8s-schema" if folder is not None else None
     if schema_cache is not None:
         validator.load(schema_cache)
-    failures = parses(files, verified)
+        documents.PARSED.load(schema_cache.with_name(documents.CACHE_NAME))
+    failures = parses(files, verified, validator if schema_cache is not None else None)
     for area in AREA_CHECKS:
         failures.extend(area(ctx, files))
     failures.extend(k8s.run(ctx, files, validator=validator))
@@ -82,3 +95,4 @@ def check(
         raise OutputCheckError(failures)
     if schema_cache is not None:
         validator.save(schema_cache)
+        documents.PARSED.save(schema_cache.with_name(documents.CACHE_NAME))

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+import marshal
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import yaml
 
+from .. import usercache
 from ..catalog.load import FAST_LOADER
 
 _SEPARATOR = re.compile(r"^---[ \t]*$", re.M)
@@ -38,7 +42,65 @@ def documents(path: str, text: str) -> Iterator[Doc]:
 
 
 def load_yaml(text: str) -> Any:
-    return yaml.load(text, Loader=FAST_LOADER)
+    return PARSED.load_yaml(text)
+
+
+class Parsed:
+    """Documents already read, by the hash of their text. Building Python objects from YAML is
+    most of what the checks cost, and an edit changes few documents: between runs the data is
+    kept in the user's cache folder. Entries are kept marshalled (every read gets its own copy,
+    so no check can change another's data) in marshal's format, which runs no code when read."""
+
+    def __init__(self) -> None:
+        self.entries: dict[bytes, bytes] = {}
+        self.used: set[bytes] = set()
+        self.added = False
+
+    def load_yaml(self, text: str) -> Any:
+        key = hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
+        self.used.add(key)
+        kept = self.entries.get(key)
+        if kept is not None:
+            return marshal.loads(kept)
+        data = yaml.load(text, Loader=FAST_LOADER)
+        if len(self.entries) > 2 * ENTRY_LIMIT:  # a long-lived process (a test session) reads many catalogs
+            self.entries = {k: v for k, v in self.entries.items() if k in self.used}
+        try:
+            self.entries[key] = marshal.dumps(data)
+            self.added = True
+        except ValueError:  # a type marshal does not know (a YAML timestamp): read it again next time
+            pass
+        return data
+
+    def load(self, path: Path) -> None:
+        """Add the entries kept in ``path`` (missing, altered or unreadable: none)."""
+        payload = usercache.read(path)
+        if payload is None:
+            return
+        try:
+            found = marshal.loads(payload)
+        except (EOFError, ValueError, TypeError):
+            return
+        if isinstance(found, dict):
+            self.entries.update((k, v) for k, v in found.items() if isinstance(k, bytes) and isinstance(v, bytes))
+
+    def save(self, path: Path) -> None:
+        """Keep the documents for the next run: all of them (a run that skips a whole area still
+        needs that area's documents after the next edit), or past ``ENTRY_LIMIT`` only the ones
+        this run read, so that old documents do not pile up for ever."""
+        if self.added or len(self.entries) > ENTRY_LIMIT:
+            kept = (
+                self.entries
+                if len(self.entries) <= ENTRY_LIMIT
+                else {k: v for k, v in self.entries.items() if k in self.used}
+            )
+            usercache.write(path, marshal.dumps(kept))
+
+
+ENTRY_LIMIT = 250_000  # documents: 10,000 services render about 110,000
+# one per process: the cache file's name carries what shapes the data (PyYAML and its loader)
+PARSED = Parsed()
+CACHE_NAME = f"yaml-{yaml.__version__}-{FAST_LOADER.__name__}"
 
 
 def get(data: Any, *keys: str | int) -> Any:

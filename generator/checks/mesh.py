@@ -61,7 +61,7 @@ def run(ctx: RenderContext, files: dict[str, str], *, validator: SchemaValidator
     )
     if validator is not None and key in validator.seen:
         return []
-    failures = _run(ctx, files)
+    failures = _run(ctx, files, validator)
     if validator is not None and key is not None and not failures:
         validator.seen.add(key)
     return failures
@@ -74,7 +74,7 @@ def _code_hash() -> str:
     return hashlib.blake2b(code + schemas).hexdigest()
 
 
-def _run(ctx: RenderContext, files: dict[str, str]) -> list[str]:
+def _run(ctx: RenderContext, files: dict[str, str], validator: SchemaValidator | None = None) -> list[str]:
     failures: list[str] = []
     docs: list[Doc] = []
     for path in sorted(p for p in files if p.startswith(COMPONENTS + "/") and p.endswith(".yaml")):
@@ -84,7 +84,7 @@ def _run(ctx: RenderContext, files: dict[str, str]) -> list[str]:
             failures.append(f"{path}: platform: does not parse: {exc}".replace("\n", " "))
     failures += _overlays_include(ctx, files)
     failures += _kustomizations(files, docs)
-    failures += _schemas(docs)
+    failures += _schemas(docs, validator)
     failures += _monitoring(ctx, files, docs)
     failures += _client_retries(ctx, files)
     mesh = MESHES.get(ctx.catalog.platform.mesh)
@@ -232,8 +232,9 @@ def _istio_traffic(ctx: RenderContext, docs: list[Doc]) -> list[str]:
         got = (route.get("timeout"), get(route, "retries", "attempts")) if route else None
         if got != (go_duration(want.timeout), want.retries):
             failures.append(
-                f"{COMPONENTS}/istio/services/{target}.yaml: {target}: GET from {source} gets (timeout, retries) "
-                f"{got}, the catalog says {(go_duration(want.timeout), want.retries)}"
+                f"{COMPONENTS}/istio/services/{target}.yaml: {target}: GET from {source} "
+                f"gets (timeout, retries) {got}, "
+                f"the catalog says {(go_duration(want.timeout), want.retries)}"
             )
     for d in (d for d in docs if d.kind == "Sidecar"):
         svc = cat.services.get(d.name)
@@ -273,8 +274,9 @@ def _linkerd_traffic(ctx: RenderContext, docs: list[Doc]) -> list[str]:
         )
         if got != (go_duration(want.timeout), want.retries):
             failures.append(
-                f"{COMPONENTS}/linkerd/services-patch.yaml: {e['target']}: calls from {e['source']} get (timeout, "
-                f"retries) {got}, the catalog says {(go_duration(want.timeout), want.retries)}"
+                f"{COMPONENTS}/linkerd/services-patch.yaml: {e['target']}: calls from {e['source']} "
+                f"get (timeout, retries) {got}, "
+                f"the catalog says {(go_duration(want.timeout), want.retries)}"
             )
     return failures
 
@@ -304,8 +306,8 @@ def _control_plane(mesh: Mesh, docs: list[Doc]) -> list[str]:
     ]  # the strict Kubernetes schema
     if not policies:
         failures.append(
-            f"{COMPONENTS}/{mesh.name}/mesh.yaml: platform: no NetworkPolicy lets the proxies reach {namespace}; the "
-            "base's default deny would cut them off"
+            f"{COMPONENTS}/{mesh.name}/mesh.yaml: platform: no NetworkPolicy lets the proxies reach {namespace}; "
+            "the base's default deny would cut them off"
         )
     return failures
 
@@ -318,8 +320,8 @@ def _client_retries(ctx: RenderContext, files: dict[str, str]) -> list[str]:
         match = _RETRIES.search(files.get(path, ""))
         if ctx.catalog.mesh_retries() and (match is None or match.group(1) != "0"):
             failures.append(
-                f"{path}: {name}: the mesh ({ctx.catalog.platform.mesh}) retries, so the client must not: retries "
-                "must be 0"
+                f"{path}: {name}: the mesh ({ctx.catalog.platform.mesh}) retries, "
+                "so the client must not: retries must be 0"
             )
     return failures
 
@@ -355,14 +357,24 @@ def _kustomizations(files: dict[str, str], docs: list[Doc]) -> list[str]:
     return failures
 
 
-def _schemas(docs: list[Doc]) -> list[str]:
-    """Every mesh object against its CRD's strict schema (patches are partial objects: not here)."""
-    return [
-        f"{_where(d)}: {message}"
-        for d in docs
-        if crd_schema.known(str(d.data.get("apiVersion")), d.kind) and not d.path.endswith("-patch.yaml")
-        for message in crd_schema.errors(d.data)
-    ]
+def _schemas(docs: list[Doc], validator: SchemaValidator | None = None) -> list[str]:
+    """Every mesh object against its CRD's strict schema (patches are partial objects: not here).
+    With ``validator``, a document whose exact text passed before (its ``seen`` hashes, kept
+    between runs) is not validated again."""
+    failures = []
+    for d in docs:
+        if not crd_schema.known(str(d.data.get("apiVersion")), d.kind) or d.path.endswith("-patch.yaml"):
+            continue
+        key = validator.key(f"crd\0{_code_hash()}\0{d.text}") if validator is not None else None
+        if validator is not None and key in validator.seen:
+            validator.used.add(key)
+            continue
+        found = crd_schema.errors(d.data)
+        failures += [f"{_where(d)}: {message}" for message in found]
+        if validator is not None and key is not None and not found:
+            validator.seen.add(key)
+            validator.used.add(key)
+    return failures
 
 
 def _monitoring(ctx: RenderContext, files: dict[str, str], docs: list[Doc]) -> list[str]:
@@ -382,8 +394,8 @@ def _monitoring(ctx: RenderContext, files: dict[str, str], docs: list[Doc]) -> l
         if not operator:
             if m is not None or name in alerts:
                 failures.append(
-                    f"{COMPONENTS}/monitoring: {name}: Prometheus Operator objects rendered although "
-                    "platform.monitoring.operator is false"
+                    f"{COMPONENTS}/monitoring: {name}: Prometheus Operator objects rendered "
+                    "although platform.monitoring.operator is false"
                 )
         elif (
             m is None
@@ -391,13 +403,13 @@ def _monitoring(ctx: RenderContext, files: dict[str, str], docs: list[Doc]) -> l
             or get(m.data, "spec", "endpoints", 0, "port") != "http"
         ):
             failures.append(
-                f"{COMPONENTS}/monitoring/servicemonitors.yaml: {name}: no ServiceMonitor selecting {NAME}={name} on "
-                "port http"
+                f"{COMPONENTS}/monitoring/servicemonitors.yaml: {name}: no ServiceMonitor selecting "
+                f"{NAME}={name} on port http"
             )
         if operator and alerts.get(name) != {"ServiceDown", "HighErrorRate", "HighLatencyP99"}:
             failures.append(
-                f"{COMPONENTS}/monitoring/alerts.yaml: {name}: alerts {sorted(alerts.get(name) or [])}, not "
-                "ServiceDown, HighErrorRate and HighLatencyP99"
+                f"{COMPONENTS}/monitoring/alerts.yaml: {name}: alerts {sorted(alerts.get(name) or [])}, "
+                "not ServiceDown, HighErrorRate and HighLatencyP99"
             )
         if scraped.get(name) != [f"127.0.0.1:{svc.port}"]:
             failures.append(

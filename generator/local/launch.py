@@ -12,6 +12,7 @@ Ctrl-C in the terminal reaches only `nexus up`, which then stops them and clears
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -19,12 +20,12 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import httpx
 
 from ..errors import RunError
-from . import procs
+from . import loopback, procs
 from .procs import Identity
 
 GENERATOR_ROOT = Path(__file__).resolve().parent.parent  # where `python -m nexus.local.host` is found
@@ -174,13 +175,14 @@ class Embedded:
         self.control = json.loads(control_file.read_text(encoding="utf-8"))
         return self.host
 
-    def _client(self, timeout: float = 30.0) -> httpx.Client:
+    def _call(self, method: str, path: str, timeout: float = 30.0, **kwargs: Any) -> httpx.Response:
         assert self.control is not None
-        return httpx.Client(
-            base_url=f"http://127.0.0.1:{self.control['port']}",
+        return loopback.client().request(
+            method,
+            f"http://127.0.0.1:{self.control['port']}{path}",
             headers={"x-nexus-token": str(self.control["token"])},
             timeout=timeout,
-            trust_env=False,
+            **kwargs,
         )
 
     def _alive(self) -> bool:
@@ -194,16 +196,14 @@ class Embedded:
                 {"name": s.name, "package": s.package, "settings": {**s.settings, **s.secrets}} for s in launches
             ]
         }
-        with self._client() as c:
-            c.post("/start", json=body).raise_for_status()
+        self._call("POST", "/start", json=body).raise_for_status()
         return {s.name: None for s in launches}
 
     def failures(self, names: list[str]) -> dict[str, str]:
         if not self._alive():
             return dict.fromkeys(names, "the embedded host exited (see host.log)")
         try:
-            with self._client(5.0) as c:
-                view = c.get("/services").json()
+            view = self._call("GET", "/services", 5.0).json()
         except httpx.HTTPError as exc:
             return dict.fromkeys(names, f"the embedded host does not answer: {type(exc).__name__}")
         out = {}
@@ -217,17 +217,13 @@ class Embedded:
 
     def stop(self, names: list[str]) -> None:
         if self._alive():
-            with self._client(60.0) as c:
-                c.post("/stop", json={"services": names}).raise_for_status()
+            self._call("POST", "/stop", 60.0, json={"services": names}).raise_for_status()
 
     def stop_all(self) -> None:
         if self.host is None or not self._alive():
             return
-        try:
-            with self._client(5.0) as c:
-                c.post("/shutdown")
-        except httpx.HTTPError:
-            pass
+        with contextlib.suppress(httpx.HTTPError):  # it may be gone already: then it is stopped below
+            self._call("POST", "/shutdown", 5.0)
         deadline = time.monotonic() + 20.0
         while self._alive() and time.monotonic() < deadline:
             time.sleep(0.05)

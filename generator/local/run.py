@@ -26,7 +26,7 @@ from ..catalog import Loaded, load_catalog
 from ..catalog.models import Catalog
 from ..catalog.naming import pkg
 from ..errors import AlreadyRunning, PortsInUse, RunError, ServiceFailed
-from . import infra, runstate
+from . import infra, loopback, runstate
 from .launch import Embedded, Launch, Launcher, Processes, tail
 from .procs import port_free, port_holder
 from .runstate import RunState, ServiceRecord
@@ -250,8 +250,8 @@ def _clear_stale(root: Path, on_event: OnEvent) -> None:
     alive = previous.alive()
     if alive:
         raise AlreadyRunning(
-            f"a platform is already running (run {previous.run_id}, {previous.mode} mode, {len(alive)} process(es) "
-            "alive); "
+            f"a platform is already running (run {previous.run_id}, {previous.mode} mode, "
+            f"{len(alive)} process(es) alive); "
             "see `nexus status`, stop it with `nexus down`"
         )
     runstate.remove(root)
@@ -348,31 +348,31 @@ def await_ready(
     pending = {launch.name: launch for launch in launches}
     last: dict[str, str] = {}
     began = time.monotonic()
-    with httpx.Client(timeout=2.0, trust_env=False) as http:  # loopback: never through a proxy
-        while pending:
-            for name, why in launcher.failures(list(pending)).items():
-                results[name] = reason = f"failed to start: {why}"
-                on_event(Event("failed", name, pending.pop(name).wave, reason))
-            for name, launch in list(pending.items()):
-                try:
-                    r = http.get(f"http://127.0.0.1:{launch.port}{ready_path}")
-                except httpx.HTTPError as exc:
-                    last[name] = f"no answer ({type(exc).__name__})"
-                    continue
-                if r.status_code == 200:
-                    results[name] = None
-                    on_event(Event("ready", name, pending.pop(name).wave, seconds=time.monotonic() - began))
-                else:
-                    last[name] = f"HTTP {r.status_code} {r.text[:300]}"
-            if fail_fast and any(v is not None for v in results.values()):
-                break
-            if pending and time.monotonic() - began > timeout:
-                for name, launch in pending.items():
-                    results[name] = reason = (
-                        f"not ready after {timeout:g} s; last answer to {ready_path}: {last.get(name, 'none')}"
-                    )
-                    on_event(Event("failed", name, launch.wave, reason))
-                break
-            if pending:
-                time.sleep(POLL_SECONDS)
+    http = loopback.client()  # one for every poll of every wave (see loopback)
+    while pending:
+        for name, why in launcher.failures(list(pending)).items():
+            results[name] = reason = f"failed to start: {why}"
+            on_event(Event("failed", name, pending.pop(name).wave, reason))
+        for name, launch in list(pending.items()):
+            try:
+                r = http.get(f"http://127.0.0.1:{launch.port}{ready_path}")
+            except httpx.HTTPError as exc:
+                last[name] = f"no answer ({type(exc).__name__})"
+                continue
+            if r.status_code == 200:
+                results[name] = None
+                on_event(Event("ready", name, pending.pop(name).wave, seconds=time.monotonic() - began))
+            else:
+                last[name] = f"HTTP {r.status_code} {r.text[:300]}"
+        if fail_fast and any(v is not None for v in results.values()):
+            break
+        if pending and time.monotonic() - began > timeout:
+            for name, launch in pending.items():
+                results[name] = reason = (
+                    f"not ready after {timeout:g} s; last answer to {ready_path}: {last.get(name, 'none')}"
+                )
+                on_event(Event("failed", name, launch.wave, reason))
+            break
+        if pending:
+            time.sleep(POLL_SECONDS)
     return results

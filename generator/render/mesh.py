@@ -4,9 +4,9 @@ Kustomize Components under ``k8s/components/``, which every overlay includes (re
 ``components()``): ``monitoring`` when the cluster runs the Prometheus Operator
 (platform.monitoring.operator; a ServiceMonitor per service and PrometheusRule alerts), and
 ``istio`` or ``linkerd`` as ``platform.mesh`` says. Each mesh component admits, per service,
-exactly the identities of the services that declare it as a dependency, and carries each edge's
-timeout, retries and circuit breaking in that mesh's own terms (MESHES).
-Beside them: ``observability/prometheus.yml`` for the local run, and two docs pages.
+exactly the identities of the services that declare it as a dependency, and carries each
+edge's timeout, retries and circuit breaking in that mesh's own terms (MESHES).
+Beside them: ``observability/prometheus.yml`` for the local run, and the mesh and access docs pages.
 
 Checks of the rendered output: mesh_checks.
 """
@@ -221,7 +221,7 @@ def render_mesh(ctx: RenderContext, mesh: Mesh) -> dict[str, str]:
 
 
 def render_docs(ctx: RenderContext) -> dict[str, str]:
-    """The mesh page and the who-may-call-whom matrix, per team (linked by the docs index)."""
+    """The mesh page and who may call whom: an index page, and a page per team (linked by the docs index)."""
     cat = ctx.catalog
     teams = []
     for team, info in sorted(cat.teams.items()):
@@ -232,7 +232,7 @@ def render_docs(ctx: RenderContext) -> dict[str, str]:
                     "name": team,
                     "title": info.title,
                     "members": members,
-                    "targets": sorted({d for m in members for d in cat.services[m].depends_on} | set(members)),
+                    "calls": sum(len(cat.services[m].depends_on) for m in members),
                 }
             )
     default = _traffic(cat.platform.traffic)
@@ -246,7 +246,13 @@ def render_docs(ctx: RenderContext) -> dict[str, str]:
         "callers": callers(ctx),
         "default": default,
     }
-    return {
+    out = {
         "docs/architecture/mesh.md": ctx.template("mesh/docs/mesh.md.j2", **common),
         "docs/architecture/access-matrix.md": ctx.template("mesh/docs/access-matrix.md.j2", **common),
     }
+    # a page per team, each linear in its services' edges: a single N x N matrix outgrew any catalog
+    for page in teams:
+        out[f"docs/architecture/access/{page['name']}.md"] = ctx.template(
+            "mesh/docs/access-team.md.j2", team=page, **common
+        )
+    return out

@@ -4,10 +4,12 @@ so one port-forward to the gateway is enough to verify a deployed platform (`nex
 
 The gateway may only open connections its NetworkPolicy allows, that is to the services it
 declares as dependencies. A probe for any other service is therefore relayed along declared
-edges: the gateway asks the first dependency on the shortest path (``spec.relay``), which asks
-the next, and the last one calls the target's own endpoint. Each step is an allowed connection;
-services that no path of declared edges reaches cannot be probed this way, and `nexus verify`
-reports them as such. Relayed probes are never retried and share one time budget.
+edges: the gateway computes a shortest path from its map of the graph (``spec.graph``) and sends
+the rest of it along (``x-nexus-route``); each relay checks the next step against its own
+dependencies and asks it, and the last one calls the target's own endpoint. Each step is an
+allowed connection, and no service but the gateway carries anything about the others. Services
+that no path of declared edges reaches cannot be probed this way, and `nexus verify` reports
+them as such. Relayed probes are never retried and share one time budget.
 
 Routes:
   GET /platform                                   gateway: its flows and the services it reaches
@@ -40,6 +42,7 @@ from .settings import ServiceSettings
 from .spec import ServiceSpec
 
 VIA_HEADER = "x-nexus-via"  # the services a relayed probe passed through, gateway first
+ROUTE_HEADER = "x-nexus-route"  # the steps a relayed probe has still to take, target last
 PASSED_ON = ("content-type", BROKEN_HEADER)
 
 
@@ -64,9 +67,12 @@ def router(
     resources: Resources | None = None,
 ) -> APIRouter:
     r = APIRouter(tags=["platform"])
-    # documented as enums; any other value answers 404 with the reason
+    reached = spec.reached() if spec.gateway else {}
+    own = {d.name for d in spec.dependencies}
+    # the gateway documents the services it reaches as an enum; a relay goes where the route says
     service_param = Path(
-        description="A service this one can probe", json_schema_extra={"enum": sorted({spec.name, *spec.relay})}
+        description="A service this one can probe",
+        json_schema_extra={"enum": sorted({spec.name, *reached})} if spec.gateway else None,
     )
     endpoint_param = Path(
         description="Which of its health endpoints", json_schema_extra={"enum": list(spec.health_paths())}
@@ -83,14 +89,26 @@ def router(
             response = await answers[endpoint]()
             response.headers[VIA_HEADER] = spec.name
             return response
-        nxt = spec.relay.get(service)
-        if nxt is None:
-            return _error(404, service, f"{service} is not reachable from {spec.name} along declared dependencies")
+        if spec.gateway:
+            if service not in reached:
+                return _error(404, service, f"{service} is not reachable from {spec.name} along declared dependencies")
+            steps = spec.route(reached, service)
+        else:
+            # the route the gateway computed (the edge drops any a client sends it); without
+            # one, only a dependency of this service itself can be probed
+            steps = tuple(request.headers.get(ROUTE_HEADER, service).split(","))
+            if steps[-1] != service:
+                return _error(404, service, f"the route {','.join(steps)} does not end at {service}")
+        nxt = steps[0]
+        if nxt not in own:
+            return _error(404, service, f"{nxt} is not a declared dependency of {spec.name}: no probe through it")
         # the last step calls the target's own endpoint; earlier steps ask the next relay
         path = paths[endpoint] if nxt == service else f"/platform/health/{service}/{endpoint}"
         timeout, headers = Deadline.of(
             request.headers, settings.request_timeout_seconds, settings.connect_timeout_seconds
         ).next_hop()
+        if len(steps) > 1:
+            headers = {**headers, ROUTE_HEADER: ",".join(steps[1:])}
         try:
             upstream = await clients[nxt].get(
                 path, timeout=timeout, headers=headers, extensions={"nexus_no_retry": True}
@@ -114,7 +132,7 @@ def router(
 
         @r.get("/platform", response_model=PlatformIndex)
         async def index() -> PlatformIndex:
-            return {"gateway": spec.name, "flows": sorted(spec.flows), "services": sorted({spec.name, *spec.relay})}
+            return {"gateway": spec.name, "flows": sorted(spec.flows), "services": sorted({spec.name, *reached})}
 
     return r
 

@@ -69,7 +69,7 @@ def create_app(
     app.include_router(health.router(spec, answers))
     if spec.flows:
         app.include_router(flows.router(spec, settings, clients, resources))
-    if (spec.gateway or spec.relay) and settings.platform_routes:
+    if spec.relays and settings.platform_routes:
         app.include_router(platform_routes.router(spec, settings, clients, answers, resources))
     if spec.websocket:
         app.include_router(live.router(spec, settings, log))

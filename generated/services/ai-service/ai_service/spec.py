@@ -20,10 +20,4 @@ SPEC = ServiceSpec(
     live_path="/health/live",
     metrics_path="/metrics",
     gateway=False,
-    relay={
-        "kei-ai": "kei-ai",
-        "key-service": "token-mgr",
-        "pv-keys": "token-mgr",
-        "token-mgr": "token-mgr",
-    },
 )

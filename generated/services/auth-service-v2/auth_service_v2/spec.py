@@ -26,11 +26,4 @@ SPEC = ServiceSpec(
     live_path="/health/live",
     metrics_path="/metrics",
     gateway=False,
-    relay={
-        "key-service": "key-service",
-        "pv-keys": "key-service",
-        "session-mgr": "session-mgr",
-        "token-mgr": "token-mgr",
-        "user-auth": "user-auth",
-    },
 )

@@ -26,11 +26,4 @@ SPEC = ServiceSpec(
     live_path="/health/live",
     metrics_path="/metrics",
     gateway=False,
-    relay={
-        "key-service": "token-mgr",
-        "pv-keys": "token-mgr",
-        "session-mgr": "user-auth",
-        "token-mgr": "token-mgr",
-        "user-auth": "user-auth",
-    },
 )

@@ -26,11 +26,4 @@ SPEC = ServiceSpec(
     live_path="/health/live",
     metrics_path="/metrics",
     gateway=False,
-    relay={
-        "invoice-gen": "invoice-gen",
-        "key-service": "ledger-mgr",
-        "ledger-mgr": "ledger-mgr",
-        "pv-keys": "ledger-mgr",
-        "token-mgr": "token-mgr",
-    },
 )

@@ -25,15 +25,4 @@ SPEC = ServiceSpec(
     live_path="/health/live",
     metrics_path="/metrics",
     gateway=False,
-    relay={
-        "billing-service": "billing-service",
-        "content-management": "streaming-service-v2",
-        "invoice-gen": "billing-service",
-        "key-service": "token-mgr",
-        "ledger-mgr": "billing-service",
-        "pv-keys": "token-mgr",
-        "streamcore": "streaming-service-v2",
-        "streaming-service-v2": "streaming-service-v2",
-        "token-mgr": "token-mgr",
-    },
 )

@@ -25,10 +25,4 @@ SPEC = ServiceSpec(
     live_path="/health/live",
     metrics_path="/metrics",
     gateway=False,
-    relay={
-        "key-service": "streamcore",
-        "pv-keys": "streamcore",
-        "streamcore": "streamcore",
-        "token-mgr": "token-mgr",
-    },
 )

@@ -23,18 +23,4 @@ SPEC = ServiceSpec(
     live_path="/health/live",
     metrics_path="/metrics",
     gateway=False,
-    relay={
-        "billing-service": "billing-service",
-        "content-management": "content-management",
-        "invoice-gen": "billing-service",
-        "kei-ai": "nexus-cos-studio-ai",
-        "key-service": "token-mgr",
-        "ledger-mgr": "billing-service",
-        "nexus-cos-studio-ai": "nexus-cos-studio-ai",
-        "puabo-dsp-metadata-mgr": "puabo-dsp-upload-mgr",
-        "puabo-dsp-upload-mgr": "puabo-dsp-upload-mgr",
-        "pv-keys": "token-mgr",
-        "streamcore": "content-management",
-        "token-mgr": "token-mgr",
-    },
 )

@@ -24,9 +24,4 @@ SPEC = ServiceSpec(
     live_path="/health/live",
     metrics_path="/metrics",
     gateway=False,
-    relay={
-        "key-service": "ledger-mgr",
-        "ledger-mgr": "ledger-mgr",
-        "pv-keys": "ledger-mgr",
-    },
 )

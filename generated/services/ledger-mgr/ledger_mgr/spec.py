@@ -24,8 +24,4 @@ SPEC = ServiceSpec(
     live_path="/health/live",
     metrics_path="/metrics",
     gateway=False,
-    relay={
-        "key-service": "key-service",
-        "pv-keys": "key-service",
-    },
 )

@@ -19,7 +19,4 @@ SPEC = ServiceSpec(
     live_path="/health/live",
     metrics_path="/metrics",
     gateway=False,
-    relay={
-        "kei-ai": "kei-ai",
-    },
 )

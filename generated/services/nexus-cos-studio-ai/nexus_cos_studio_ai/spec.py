@@ -20,12 +20,4 @@ SPEC = ServiceSpec(
     live_path="/health/live",
     metrics_path="/metrics",
     gateway=False,
-    relay={
-        "content-management": "content-management",
-        "kei-ai": "kei-ai",
-        "key-service": "content-management",
-        "pv-keys": "content-management",
-        "streamcore": "content-management",
-        "token-mgr": "content-management",
-    },
 )

@@ -26,14 +26,4 @@ SPEC = ServiceSpec(
     live_path="/health/live",
     metrics_path="/metrics",
     gateway=False,
-    relay={
-        "billing-service": "billing-service",
-        "invoice-gen": "billing-service",
-        "kei-ai": "puabo-blac-risk-assessment",
-        "key-service": "ledger-mgr",
-        "ledger-mgr": "ledger-mgr",
-        "puabo-blac-risk-assessment": "puabo-blac-risk-assessment",
-        "pv-keys": "ledger-mgr",
-        "token-mgr": "token-mgr",
-    },
 )

@@ -21,11 +21,4 @@ SPEC = ServiceSpec(
     live_path="/health/live",
     metrics_path="/metrics",
     gateway=False,
-    relay={
-        "key-service": "streamcore",
-        "puabo-dsp-metadata-mgr": "puabo-dsp-metadata-mgr",
-        "pv-keys": "streamcore",
-        "streamcore": "streamcore",
-        "token-mgr": "token-mgr",
-    },
 )

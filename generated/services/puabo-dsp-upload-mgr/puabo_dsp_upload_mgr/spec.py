@@ -23,12 +23,4 @@ SPEC = ServiceSpec(
     live_path="/health/live",
     metrics_path="/metrics",
     gateway=False,
-    relay={
-        "content-management": "content-management",
-        "key-service": "content-management",
-        "puabo-dsp-metadata-mgr": "puabo-dsp-metadata-mgr",
-        "pv-keys": "content-management",
-        "streamcore": "content-management",
-        "token-mgr": "content-management",
-    },
 )

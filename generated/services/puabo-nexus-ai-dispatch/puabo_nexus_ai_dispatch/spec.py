@@ -24,9 +24,4 @@ SPEC = ServiceSpec(
     live_path="/health/live",
     metrics_path="/metrics",
     gateway=False,
-    relay={
-        "kei-ai": "kei-ai",
-        "puabo-nexus-fleet-manager": "puabo-nexus-fleet-manager",
-        "puabo-nexus-route-optimizer": "puabo-nexus-route-optimizer",
-    },
 )

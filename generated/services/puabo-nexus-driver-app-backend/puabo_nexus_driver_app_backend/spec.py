@@ -25,14 +25,4 @@ SPEC = ServiceSpec(
     live_path="/health/live",
     metrics_path="/metrics",
     gateway=False,
-    relay={
-        "kei-ai": "puabo-nexus-ai-dispatch",
-        "key-service": "token-mgr",
-        "puabo-nexus-ai-dispatch": "puabo-nexus-ai-dispatch",
-        "puabo-nexus-fleet-manager": "puabo-nexus-fleet-manager",
-        "puabo-nexus-route-optimizer": "puabo-nexus-ai-dispatch",
-        "pv-keys": "token-mgr",
-        "session-mgr": "session-mgr",
-        "token-mgr": "token-mgr",
-    },
 )

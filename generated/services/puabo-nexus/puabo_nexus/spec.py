@@ -27,18 +27,4 @@ SPEC = ServiceSpec(
     live_path="/health/live",
     metrics_path="/metrics",
     gateway=False,
-    relay={
-        "billing-service": "billing-service",
-        "invoice-gen": "billing-service",
-        "kei-ai": "puabo-nexus-ai-dispatch",
-        "key-service": "token-mgr",
-        "ledger-mgr": "billing-service",
-        "puabo-nexus-ai-dispatch": "puabo-nexus-ai-dispatch",
-        "puabo-nexus-driver-app-backend": "puabo-nexus-driver-app-backend",
-        "puabo-nexus-fleet-manager": "puabo-nexus-fleet-manager",
-        "puabo-nexus-route-optimizer": "puabo-nexus-ai-dispatch",
-        "pv-keys": "token-mgr",
-        "session-mgr": "puabo-nexus-driver-app-backend",
-        "token-mgr": "token-mgr",
-    },
 )

@@ -22,10 +22,4 @@ SPEC = ServiceSpec(
     live_path="/health/live",
     metrics_path="/metrics",
     gateway=False,
-    relay={
-        "key-service": "puabo-nuki-product-catalog",
-        "puabo-nuki-product-catalog": "puabo-nuki-product-catalog",
-        "pv-keys": "puabo-nuki-product-catalog",
-        "token-mgr": "puabo-nuki-product-catalog",
-    },
 )

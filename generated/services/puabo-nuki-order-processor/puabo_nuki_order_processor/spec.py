@@ -27,16 +27,4 @@ SPEC = ServiceSpec(
     live_path="/health/live",
     metrics_path="/metrics",
     gateway=False,
-    relay={
-        "billing-service": "billing-service",
-        "invoice-gen": "billing-service",
-        "key-service": "token-mgr",
-        "ledger-mgr": "billing-service",
-        "puabo-nexus-route-optimizer": "puabo-nuki-shipping-service",
-        "puabo-nuki-inventory-mgr": "puabo-nuki-inventory-mgr",
-        "puabo-nuki-product-catalog": "puabo-nuki-product-catalog",
-        "puabo-nuki-shipping-service": "puabo-nuki-shipping-service",
-        "pv-keys": "token-mgr",
-        "token-mgr": "token-mgr",
-    },
 )

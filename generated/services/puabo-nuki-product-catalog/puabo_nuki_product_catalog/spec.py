@@ -23,9 +23,4 @@ SPEC = ServiceSpec(
     live_path="/health/live",
     metrics_path="/metrics",
     gateway=False,
-    relay={
-        "key-service": "token-mgr",
-        "pv-keys": "token-mgr",
-        "token-mgr": "token-mgr",
-    },
 )

@@ -22,7 +22,4 @@ SPEC = ServiceSpec(
     live_path="/health/live",
     metrics_path="/metrics",
     gateway=False,
-    relay={
-        "puabo-nexus-route-optimizer": "puabo-nexus-route-optimizer",
-    },
 )

@@ -20,11 +20,4 @@ SPEC = ServiceSpec(
     live_path="/health/live",
     metrics_path="/metrics",
     gateway=False,
-    relay={
-        "key-service": "ledger-mgr",
-        "ledger-mgr": "ledger-mgr",
-        "puabo-dsp-metadata-mgr": "puabo-dsp-metadata-mgr",
-        "pv-keys": "ledger-mgr",
-        "token-mgr": "puabo-dsp-metadata-mgr",
-    },
 )

@@ -22,17 +22,4 @@ SPEC = ServiceSpec(
     live_path="/health/live",
     metrics_path="/metrics",
     gateway=False,
-    relay={
-        "content-management": "streaming-service-v2",
-        "kei-ai": "metatwin",
-        "key-service": "token-mgr",
-        "ledger-mgr": "puabomusicchain",
-        "metatwin": "metatwin",
-        "puabo-dsp-metadata-mgr": "puabomusicchain",
-        "puabomusicchain": "puabomusicchain",
-        "pv-keys": "token-mgr",
-        "streamcore": "streaming-service-v2",
-        "streaming-service-v2": "streaming-service-v2",
-        "token-mgr": "token-mgr",
-    },
 )

@@ -27,18 +27,4 @@ SPEC = ServiceSpec(
     live_path="/health/live",
     metrics_path="/metrics",
     gateway=False,
-    relay={
-        "billing-service": "billing-service",
-        "content-management": "content-management",
-        "invoice-gen": "invoice-gen",
-        "kei-ai": "puabo-blac-loan-processor",
-        "key-service": "billing-service",
-        "ledger-mgr": "billing-service",
-        "puabo-blac-loan-processor": "puabo-blac-loan-processor",
-        "puabo-blac-risk-assessment": "puabo-blac-loan-processor",
-        "puabo-nexus-route-optimizer": "puabo-nexus-route-optimizer",
-        "pv-keys": "billing-service",
-        "streamcore": "content-management",
-        "token-mgr": "billing-service",
-    },
 )

@@ -23,10 +23,4 @@ SPEC = ServiceSpec(
     live_path="/health/live",
     metrics_path="/metrics",
     gateway=False,
-    relay={
-        "key-service": "session-mgr",
-        "pv-keys": "session-mgr",
-        "session-mgr": "session-mgr",
-        "token-mgr": "session-mgr",
-    },
 )

@@ -20,11 +20,4 @@ SPEC = ServiceSpec(
     live_path="/health/live",
     metrics_path="/metrics",
     gateway=False,
-    relay={
-        "content-management": "content-management",
-        "key-service": "token-mgr",
-        "pv-keys": "token-mgr",
-        "streamcore": "content-management",
-        "token-mgr": "token-mgr",
-    },
 )

@@ -21,11 +21,4 @@ SPEC = ServiceSpec(
     live_path="/health/live",
     metrics_path="/metrics",
     gateway=False,
-    relay={
-        "content-management": "content-management",
-        "key-service": "streamcore",
-        "pv-keys": "streamcore",
-        "streamcore": "streamcore",
-        "token-mgr": "token-mgr",
-    },
 )

@@ -21,14 +21,4 @@ SPEC = ServiceSpec(
     live_path="/health/live",
     metrics_path="/metrics",
     gateway=False,
-    relay={
-        "content-management": "nexus-cos-studio-ai",
-        "kei-ai": "nexus-cos-studio-ai",
-        "key-service": "token-mgr",
-        "nexus-cos-studio-ai": "nexus-cos-studio-ai",
-        "pv-keys": "token-mgr",
-        "streamcore": "v-screen-pro",
-        "token-mgr": "token-mgr",
-        "v-screen-pro": "v-screen-pro",
-    },
 )

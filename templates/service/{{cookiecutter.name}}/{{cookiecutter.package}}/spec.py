@@ -35,9 +35,21 @@ SPEC = ServiceSpec(
     live_path="{{ cookiecutter.health.live }}",
     metrics_path="{{ cookiecutter.health.metrics }}",
     gateway={{ "True" if cookiecutter.gateway else "False" }},
-    relay={
-{% for target, via in cookiecutter.relay|dictsort %}
-        "{{ target }}": "{{ via }}",
+{% if cookiecutter.graph %}
+    # every service this gateway reaches along declared edges -> its dependencies
+    graph={
+{% for target, deps in cookiecutter.graph|dictsort %}
+{% set line = '"' ~ target ~ '": (' ~ ('"' ~ deps|join('", "') ~ '"' if deps else "") ~ ("," if deps|length == 1 else "") ~ "),"  %}
+{% if line|length <= 112 %}
+        {{ line }}
+{% else %}
+        "{{ target }}": (
+{% for d in deps %}
+            "{{ d }}",
+{% endfor %}
+        ),
+{% endif %}
 {% endfor %}
     },
+{% endif %}
 )
