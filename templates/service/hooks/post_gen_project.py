@@ -4,5 +4,7 @@ folder (nexus generate applies the same rule: local_extensions.uses_postgres).""
 import json
 import shutil
 
-if "postgres" not in {r["engine"] for r in json.loads("{{ cookiecutter.resources|tojson }}").values()}:
+# a raw single-quoted literal: tojson writes double quotes as they are and a single quote as \u0027
+
+if "postgres" not in {r["engine"] for r in json.loads(r'{{ cookiecutter.resources|tojson }}').values()}:
     shutil.rmtree("migrations")
