@@ -816,6 +816,13 @@ def verify(
             asked = f"{relays} relay{'s' if relays > 1 else ''}" if relays > 0 else s.via or f"[dim]{s.detail}[/]"
             services.add_row(s.service, marks[s.status], codes, asked)
         console.print(services)
+        if report.events:
+            event_hops = Table(title="event flows on the broker", box=box.SIMPLE_HEAD, pad_edge=False)
+            for column in ("channel", "hop", "result", "detail"):
+                event_hops.add_column(column, no_wrap=column != "detail")
+            for h in report.events:
+                event_hops.add_row(h.channel, h.hop, marks["ok" if h.ok else "failed"], h.detail)
+            console.print(event_hops)
         checked = [s for s in report.services if s.status != "skipped"]
         console.print(
             f"{sum(f.status == 'ok' for f in report.flows)}/{len(report.flows)} flows ok, "

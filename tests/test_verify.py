@@ -149,5 +149,23 @@ def test_the_whole_shipped_platform_comes_up_verifies_and_goes_down(tmp_path):
         services = {s["service"]: s for s in report["services"]}
         assert len(services) == 43 and {s["status"] for s in services.values()} == {"ok"}
         assert sum(s["via"] == "gateway" for s in services.values()) == 43
+        # every event flow on the real broker: published, acknowledged by each consumer, streams replayed
+        cat = yaml.safe_load(catalog.read_text(encoding="utf-8"))
+        expected = {
+            (name, hop)
+            for name, ch in cat["events"].items()
+            for hop in [
+                f"publish as {sorted(ch['publishers'])[0]}",
+                *(f"consume by {s}" for s in ch["subscribers"]),
+                *(["replay"] if ch["kind"] == "stream" else []),
+            ]
+        }
+        assert {(h["channel"], h["hop"]) for h in report["events"]} == expected
+        assert all(h["ok"] for h in report["events"]), report["events"]
+        # a consumer stopped: verify fails and names that hop
+        assert nexus("down", "invoice-gen", "-c", str(catalog)).returncode == 0
+        broken = nexus("verify", "-c", str(catalog), timeout=120)
+        assert broken.returncode == 1
+        assert "event invoice-requested: consume by invoice-gen:" in broken.stderr, broken.stderr
         down = nexus("down", "-c", str(catalog))
         assert down.returncode == 0 and "stopped 43 services" in down.stdout

@@ -6,8 +6,8 @@ consumer acknowledge it (the service received it, parsed it and acknowledged it)
 also replay it from the first message and check the order. A failure names the hop: the
 channel, and the publisher or the consumer that did not do its part.
 
-It needs the broker's address and an administrator's credentials, which `nexus up` holds once
-it runs the broker (issue 15); ``verify_events`` takes them as arguments until then.
+It needs the broker's address and an administrator's credentials: `nexus verify` passes those
+of the broker `nexus up` runs here (nexus.local.verify).
 """
 
 from __future__ import annotations

@@ -7,7 +7,9 @@ same checks run against this machine and against a cluster through one port-forw
   each with a timing, external hops marked external and not called;
 - each service: GET /platform/health/<service>/<health|ready|live|metrics> answers 200 from
   that very service (its name in the answer), and its metrics parse as Prometheus text with
-  prometheus-client's own parser.
+  prometheus-client's own parser;
+- each event channel, on the platform `nexus up` runs here: a probe published at the source is
+  acknowledged by every consumer, and a stream replays from its first message (events.py).
 
 The gateway relays probes along declared edges only (what the NetworkPolicies allow). A
 service no such path reaches is checked directly on this machine, and reported as not
@@ -29,7 +31,8 @@ from ..catalog import load_catalog
 from ..catalog.graph import relays
 from ..catalog.models import Catalog, ExternalHop
 from ..errors import RunError
-from . import runstate
+from ..render.broker import ADMIN_USER
+from . import events, infra, runstate
 
 BROKEN_HEADER = "x-nexus-broken"
 VIA_HEADER = "x-nexus-via"
@@ -74,6 +77,7 @@ class Report:
     services: list[ServiceResult]
     failures: list[str]
     seconds: float
+    events: list[events.EventHop] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -102,7 +106,27 @@ def verify(catalog: str | Path = "catalog.yaml", base_url: str | None = None, *,
     targets = _targets(loaded.catalog, loaded.root, base_url)
     flows, services = asyncio.run(_run(loaded.catalog, targets, timeout))
     failures = _failures(flows, services)
-    return Report(targets.base_url, targets.local, flows, services, failures, time.monotonic() - began)
+    hops = _events(loaded.catalog, loaded.root, timeout) if base_url is None else []
+    failures += [f"event {h.channel}: {h.hop}: {h.detail}" for h in hops if not h.ok]
+    return Report(targets.base_url, targets.local, flows, services, failures, time.monotonic() - began, hops)
+
+
+def _events(cat: Catalog, root: Path, timeout: float) -> list[events.EventHop]:
+    """The event flows on the broker this machine's run started, as its administrator (the
+    run's owner-only credentials); none when the run has no broker or the catalog no events."""
+    state = runstate.read(root)
+    brokers = [r for r in (state.infrastructure.values() if state else []) if r.engine == "nats"]
+    if not cat.events or state is None or not brokers or brokers[0].state != "running":
+        return []
+    record = brokers[0]
+    creds = infra.Credentials.load(infra.credentials_path(Path(state.run_dir)))
+    url = f"nats://{infra.LOOPBACK}:{record.port}"
+    admin = creds.passwords[record.name]["admin"]
+    try:
+        report = asyncio.run(events.verify_events(cat, url, ADMIN_USER, admin, timeout=timeout))
+    except Exception as exc:  # nats-py's errors: the broker does not answer, or refuses the administrator
+        return [events.EventHop("*", "connect", False, f"the broker {record.name} at {url}: {exc}")]
+    return report.hops
 
 
 def _targets(cat: Catalog, root: Path, base_url: str | None) -> _Targets:
