@@ -209,17 +209,7 @@ class Server:
         return Path(self.record.data)
 
     def spawn(self, args: list[str], env: dict[str, str] | None = None) -> None:
-        self.log.parent.mkdir(parents=True, exist_ok=True)
-        with self.log.open("ab") as out:
-            self.child = subprocess.Popen(
-                args,
-                cwd=self.data,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        self.child = procs.start_logged(args, self.log, self.data, env)
         self.record.process = procs.spawned(self.child.pid, args)
 
     def fail(self, reason: str) -> InfrastructureFailed:

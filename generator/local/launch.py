@@ -99,18 +99,8 @@ class Processes:
                 )
             )
             env.update({key.upper(): value for key, value in {**launch.settings, **launch.secrets}.items()})
-            launch.log.parent.mkdir(parents=True, exist_ok=True)
             args = [sys.executable, "-m", launch.package]
-            with launch.log.open("ab") as log:
-                child = subprocess.Popen(
-                    args,
-                    cwd=self.run_dir,
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
+            child = procs.start_logged(args, launch.log, self.run_dir, env)
             self.children[launch.name] = child
             self.known[launch.name] = started[launch.name] = procs.spawned(child.pid, args)
         return started
@@ -149,19 +139,9 @@ class Embedded:
     def begin(self) -> Identity | None:
         control_file = self.run_dir / "control.json"
         log = self.run_dir / "logs" / "host.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
         env = local_env(PYTHONPATH=str(GENERATOR_ROOT))
         args = [sys.executable, "-m", "nexus.local.host", str(self.run_dir), str(self.generated)]
-        with log.open("ab") as out:
-            self.child = subprocess.Popen(
-                args,
-                cwd=self.run_dir,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        self.child = procs.start_logged(args, log, self.run_dir, env)
         self.host = procs.spawned(self.child.pid, args)
         deadline = time.monotonic() + HOST_START_SECONDS
         while not control_file.exists():

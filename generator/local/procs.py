@@ -55,6 +55,22 @@ def identity(pid: int) -> Identity | None:
     return Identity(pid, tuple(out.split()), 0) if out else None
 
 
+def start_logged(args: list[str], log: Path, cwd: Path, env: dict[str, str] | None) -> subprocess.Popen[bytes]:
+    """Start ``args`` detached from this terminal (its own session: Ctrl-C here does not reach it),
+    with no stdin and its output appended to ``log``: how every server and service is started."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            args,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
 def spawned(pid: int, args: list[str]) -> Identity:
     """The identity of a process we just started with ``args``. Its command line is taken
     from ``args``: /proc can still show it empty for a moment after exec returns."""
