@@ -106,7 +106,8 @@ def test_layout_is_a_base_and_three_overlays(shipped: tuple[RenderContext, dict[
     ctx, files = shipped
     files = {p: t for p, t in files.items() if not p.startswith("k8s/components/")}
     services = {f"k8s/base/services/{n}.yaml" for n in ctx.catalog.services}
-    base = {f"k8s/base/{f}.yaml" for f in ("kustomization", "namespace", "default-deny", "infrastructure")}
+    base = {f"k8s/base/{f}.yaml" for f in ("kustomization", "namespace", "default-deny")}
+    base |= {f"k8s/base/infrastructure/{c}.yaml" for c in ("nats", "postgres", "redis")}
     overlays = {f"k8s/overlays/{e}/kustomization.yaml" for e in OVERLAYS} | {
         f"k8s/overlays/dev/{p}-patch.yaml" for p in ("autoscaling", "resources")
     }
@@ -171,7 +172,9 @@ def test_every_overlay_builds_and_passes_the_strict_schemas(
     validators: dict[tuple[str, str], jsonschema.Draft202012Validator] = {}
     n = len(shipped[0].catalog.services)
     for env, docs in built.items():
-        assert len(docs) == 7 * n + 2 + 3, env  # + namespace, default deny, three infrastructure policies
+        # + namespace, default deny; 6 per internal infrastructure component (ServiceAccount, ConfigMap,
+        # Service, StatefulSet, PodDisruptionBudget, NetworkPolicy)
+        assert len(docs) == 7 * n + 2 + 6 * 3, env
         for doc in docs:
             key = (doc["apiVersion"], doc["kind"])
             if key not in validators:
@@ -187,14 +190,17 @@ def test_kubernetes_validate_itself_accepts_one_of_each_kind(built: dict[str, li
     import kubernetes_validate
 
     firsts = {d["kind"]: d for d in reversed(built["prod"])}
-    assert set(firsts) == SERVICE_KINDS | {"Namespace"}
+    assert set(firsts) == SERVICE_KINDS | {"Namespace", "StatefulSet"}
     for doc in firsts.values():
         assert kubernetes_validate.validate(doc, "1.32", strict=True) == "1.32"
 
 
 def test_pods_meet_pod_security_restricted(built: dict[str, list[dict[str, Any]]]) -> None:
+    """Services and infrastructure alike, every container including the init containers."""
     for env, docs in built.items():
-        for name, dep in objects(docs, "Deployment").items():
+        workloads = {**objects(docs, "Deployment"), **objects(docs, "StatefulSet")}
+        assert len(workloads) == 43 + 3
+        for name, dep in workloads.items():
             pod = dep["spec"]["template"]["spec"]
             assert pod["securityContext"] == {
                 "runAsNonRoot": True,
@@ -204,18 +210,78 @@ def test_pods_meet_pod_security_restricted(built: dict[str, list[dict[str, Any]]
                 "seccompProfile": {"type": "RuntimeDefault"},
             }, (env, name)
             assert pod["automountServiceAccountToken"] is False
-            (container,) = pod["containers"]
-            assert container["securityContext"] == {
-                "allowPrivilegeEscalation": False,
-                "readOnlyRootFilesystem": True,
-                "runAsNonRoot": True,
-                "capabilities": {"drop": ["ALL"]},
-                "seccompProfile": {"type": "RuntimeDefault"},
-            }
-            assert container["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
-            assert pod["volumes"][0]["name"] == "tmp" and "emptyDir" in pod["volumes"][0]
+            for container in [*pod.get("initContainers", []), *pod["containers"]]:
+                assert container["securityContext"] == {
+                    "allowPrivilegeEscalation": False,
+                    "readOnlyRootFilesystem": True,
+                    "runAsNonRoot": True,
+                    "capabilities": {"drop": ["ALL"]},
+                    "seccompProfile": {"type": "RuntimeDefault"},
+                }, (name, container["name"])
+                mounts = {m["name"]: m for m in container["volumeMounts"]}
+                assert mounts["tmp"] == {"name": "tmp", "mountPath": "/tmp"}
+                # credentials only as read-only files, never as environment variables
+                assert "env" not in container or all("valueFrom" not in e for e in container["env"])
+                if "credentials" in mounts:
+                    assert mounts["credentials"]["readOnly"] is True
+            assert "emptyDir" in next(v for v in pod["volumes"] if v["name"] == "tmp")
         for name, sa in objects(docs, "ServiceAccount").items():
             assert sa["automountServiceAccountToken"] is False, name
+
+
+def test_each_service_mounts_exactly_its_own_credentials_and_migrates_first(
+    built: dict[str, list[dict[str, Any]]], shipped: tuple[RenderContext, dict[str, str]]
+) -> None:
+    cat = shipped[0].catalog
+    docs = built["prod"]
+    configs = objects(docs, "ConfigMap")
+    for name, dep in objects(docs, "Deployment").items():
+        pod = dep["spec"]["template"]["spec"]
+        uses = sorted(cat.services[name].uses)
+        volume = next((v for v in pod["volumes"] if v["name"] == "credentials"), None)
+        if not uses:
+            assert volume is None and "initContainers" not in pod, name
+            continue
+        secrets = [s["secret"]["name"] for s in volume["projected"]["sources"]]
+        assert secrets == [f"{c}.{name}" for c in uses], name  # its own: <component>.<service>
+        data = configs[f"{name}-config"]["data"]
+        assert data["SECRETS_DIR"] == "/var/run/secrets/nexus"
+        for comp in uses:
+            url = data[f"{comp.upper()}_URL"]
+            assert f"@{comp}:{cat.infrastructure[comp].port}" in url and ":" not in url.split("//")[1].split("@")[0]
+        migrate = [c for c in pod.get("initContainers", []) if c["name"] == "migrate"]
+        if "postgres" in uses:
+            (init,) = migrate
+            assert init["image"] == pod["containers"][0]["image"]
+            assert init["command"][-3:] == ["/srv/service/migrations", "--url-from", "POSTGRES_URL"]
+        else:
+            assert migrate == []
+
+
+def test_infrastructure_runs_as_statefulsets_with_volumes_probes_and_budgets(
+    built: dict[str, list[dict[str, Any]]], shipped: tuple[RenderContext, dict[str, str]]
+) -> None:
+    cat = shipped[0].catalog
+    docs = built["prod"]
+    budgets, policies = objects(docs, "PodDisruptionBudget"), objects(docs, "NetworkPolicy")
+    services = objects(docs, "Service")
+    for name, sts in objects(docs, "StatefulSet").items():
+        comp = cat.infrastructure[name]
+        assert sts["spec"]["replicas"] == 1 and sts["spec"]["serviceName"] == name
+        (claim,) = sts["spec"]["volumeClaimTemplates"]
+        assert claim["spec"]["resources"]["requests"]["storage"] == comp.storage
+        (container,) = sts["spec"]["template"]["spec"]["containers"]
+        assert {"startupProbe", "readinessProbe", "livenessProbe"} <= set(container)
+        assert container["ports"][0] == {"name": "server", "containerPort": comp.port, "protocol": "TCP"}
+        assert services[name]["spec"]["clusterIP"] == "None"
+        assert budgets[name]["spec"]["minAvailable"] == 1
+        users = sorted(n for n, s in cat.services.items() if name in s.uses)
+        admitted = [
+            p["podSelector"]["matchLabels"][NAME] for p in policies[f"{name}-ingress"]["spec"]["ingress"][0]["from"]
+        ]
+        assert admitted == users
+        sources = sts["spec"]["template"]["spec"]["volumes"][1]["projected"]["sources"]
+        assert [s["secret"]["name"] for s in sources] == [name] + [f"{name}.{u}" for u in users]
 
 
 def test_labels_names_image_and_probes_follow_the_conventions(
@@ -264,7 +330,11 @@ def test_configmaps_carry_name_port_and_one_url_per_dependency(
     assert maps["backend-api-config"]["data"]["USER_AUTH_URL"] == "http://user-auth:3003"  # the issue's example
     for name, svc in cat.services.items():
         urls = {f"{d.upper().replace('-', '_')}_URL": f"http://{d}:{cat.services[d].port}" for d in svc.depends_on}
-        assert maps[f"{name}-config"]["data"] == {"SERVICE_NAME": name, "PORT": str(svc.port), **urls}
+        data = maps[f"{name}-config"]["data"]
+        # what it uses: one URL each (no password in it), where the Secret files are, the broker's user
+        infra = {f"{c.upper()}_URL" for c in svc.uses} | ({"SECRETS_DIR"} if svc.uses else set())
+        infra |= {"BROKER_SERVERS", "BROKER_USER"} if "nats" in svc.uses else set()
+        assert data == {"SERVICE_NAME": name, "PORT": str(svc.port), **urls, **{k: data[k] for k in infra}}
         dep = objects(built["prod"], "Deployment")[name]
         assert dep["spec"]["template"]["spec"]["containers"][0]["envFrom"] == [
             {"configMapRef": {"name": f"{name}-config"}}
@@ -300,7 +370,11 @@ def test_no_replicas_beside_the_hpa_whose_numbers_follow_the_environment(
             assert spec["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": name}
             assert (spec["minReplicas"], spec["maxReplicas"]) == (low, high), (env, name)
             assert spec["metrics"][0]["resource"]["target"] == {"type": "Utilization", "averageUtilization": 70}
-        assert all(p["spec"]["maxUnavailable"] == 1 for p in objects(built[env], "PodDisruptionBudget").values())
+        assert all(
+            p["spec"]["maxUnavailable"] == 1
+            for n, p in objects(built[env], "PodDisruptionBudget").items()
+            if n in hpas  # the infrastructure has its own rule (test_infrastructure_runs_as_statefulsets...)
+        )
 
 
 def test_dev_halves_requests_and_keeps_limits(built: dict[str, list[dict[str, Any]]]) -> None:
@@ -517,7 +591,7 @@ def test_replicas_and_a_root_pod_are_failures(shipped: tuple[RenderContext, dict
         f"{SVC.format('glitch')}: glitch: Deployment sets replicas, but its HorizontalPodAutoscaler owns the count"
         in failures
     )
-    assert any("glitch: container securityContext.allowPrivilegeEscalation must be False" in f for f in failures)
+    assert any("glitch: container glitch securityContext.allowPrivilegeEscalation must be False" in f for f in failures)
 
 
 def test_kustomizations_that_miss_a_file_or_patch_a_missing_object_are_failures(

@@ -338,6 +338,12 @@ class Infrastructure(Strict):
         description="Set for a managed instance: the cluster runs no StatefulSet for it and services are pointed "
         "at this host and port. Without it the platform runs its own (internal). `nexus up` always runs a local one.",
     )
+    image: Text | None = Field(
+        None,
+        description="The server's container image when internal, e.g. a mirror's copy; unset: the engine's official "
+        "image at the release Nexus is tested with (docs/deploy.md).",
+    )
+    storage: Quantity = Field("10Gi", description="The size of an internal server's PersistentVolumeClaim.")
 
     @property
     def engine(self) -> str:

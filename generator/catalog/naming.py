@@ -48,6 +48,37 @@ def url_variable(name: str) -> str:
     return f"{env_name(name)}_URL"
 
 
+# -- how a service reaches its infrastructure -----------------------------------------------------
+
+# Where a pod finds its credentials: each a file, from a Secret, read by the runtime's settings
+# (pydantic-settings' secrets_dir, told by SECRETS_DIR in the ConfigMap). Files rather than
+# environment variables: a process's environment leaks into crash reports and child processes.
+SECRETS_DIR = "/var/run/secrets/nexus"
+
+
+def secret(component: str, user: str | None = None) -> str:
+    """The Secret holding a password: ``postgres`` its administrator's, ``postgres.ledger-mgr``
+    ledger-mgr's own. A dot no DNS label has keeps the two kinds apart."""
+    return component if user is None else f"{component}.{user}"
+
+
+def password_setting(component: str) -> str:
+    """The runtime setting (and the Secret file) holding a service's password for ``component``."""
+    return f"{pkg(component)}_password"
+
+
+def connection_url(engine: str, service: str, host: str, port: int, password: str | None = None) -> str:
+    """Where ``service`` connects to a server of ``engine``, as its own user (in its own
+    database). Without ``password`` the URL has none: Kubernetes hands it over as a file and the
+    runtime puts it in (hex passwords need no quoting)."""
+    secret = f":{password}" if password else ""
+    if engine == "postgres":
+        return f"postgresql://{pkg(service)}{secret}@{host}:{port}/{pkg(service)}"
+    if engine == "redis":
+        return f"redis://{service}{secret}@{host}:{port}/0"
+    return f"nats://{service}{secret}@{host}:{port}"
+
+
 # -- the Python package and distribution a service becomes -------------------------------------
 
 # The services' image runs Python 3.11 (the service template's Dockerfile), whatever Python runs

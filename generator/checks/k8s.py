@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -213,6 +214,15 @@ def _ports_and_config(ctx: RenderContext, objects: dict[tuple[str, str], Doc]) -
                         f"{path}: {name}: {key} is {url!r}, not http://{dep_name}:{dep_port} ({dep_name}'s catalog "
                         "port)"
                     )
+            for comp in sorted(svc.uses):
+                key, infra = url_variable(comp), cat.infrastructure[comp]
+                host, port = (infra.external.host, infra.external.port) if infra.external else (comp, infra.port)
+                url = urlsplit(str(data.get(key, "")))
+                expected[key] = (comp, port)
+                if (url.hostname, url.port) != (host, port):
+                    failures.append(f"{path}: {name}: {key} does not point at {comp} ({host}:{port})")
+                if url.password is not None:
+                    failures.append(f"{path}: {name}: {key} has a password in a ConfigMap; it belongs in a Secret")
             for key in sorted(k for k in data if k.endswith("_URL") and k not in expected):
                 failures.append(f"{path}: {name}: {key} is not a dependency in the catalog")
             if data.get("PORT") != str(svc.port) or data.get("SERVICE_NAME") != name:
@@ -240,8 +250,9 @@ _IMAGE_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 def _workloads(ctx: RenderContext, objects: dict[tuple[str, str], Doc]) -> list[str]:
     """No replicas beside an HPA; Pod Security "restricted"; label values and the image tag the API server accepts."""
     failures = []
-    for name in sorted(ctx.catalog.services):
-        dep = objects.get(("Deployment", name))
+    infra = [("StatefulSet", n) for n in sorted(ctx.catalog.infrastructure)]
+    for kind, name in [("Deployment", n) for n in sorted(ctx.catalog.services)] + infra:
+        dep = objects.get((kind, name))
         if dep is None:
             continue
         path, pod = dep.path, get(dep.data, "spec", "template", "spec") or {}
@@ -255,27 +266,27 @@ def _workloads(ctx: RenderContext, objects: dict[tuple[str, str], Doc]) -> list[
                     f"{path}: {name}: label {key}={value!r} is not a valid label value (at most 63 of A-Z a-z 0-9 - _ "
                     "., alphanumeric at both ends)"
                 )
-        image = str(_container(dep, name).get("image"))
-        if not _IMAGE_TAG.match(image.rpartition(":")[2]):
-            failures.append(
-                f"{path}: {name}: image {image!r} has no valid tag (platform.version must be a valid image tag)"
-            )
-        if "replicas" in (dep.data.get("spec") or {}):
+        containers = [*(pod.get("initContainers") or []), *(pod.get("containers") or [])]
+        for image in sorted({str(c.get("image")) for c in containers}):
+            if not _IMAGE_TAG.match(image.rpartition(":")[2]):
+                failures.append(
+                    f"{path}: {name}: image {image!r} has no valid tag (platform.version must be a valid image tag)"
+                )
+        if kind == "Deployment" and "replicas" in (dep.data.get("spec") or {}):
             failures.append(f"{path}: {name}: Deployment sets replicas, but its HorizontalPodAutoscaler owns the count")
         if pod.get("automountServiceAccountToken") is not False:
             failures.append(f"{path}: {name}: pod must set automountServiceAccountToken: false")
         if not isinstance(get(pod, "securityContext", "runAsUser"), int) or pod["securityContext"]["runAsUser"] < 10000:
             failures.append(f"{path}: {name}: pod runAsUser must be a uid of at least 10000")
-        sections = {
-            "pod": pod.get("securityContext") or {},
-            "container": _container(dep, name).get("securityContext") or {},
-        }
-        for where, keys, value in _RESTRICTED:
-            if get(sections[where], *keys) != value:
-                failures.append(
-                    f"{path}: {name}: {where} securityContext.{'.'.join(keys)} must be {value!r} (Pod Security "
-                    "restricted)"
-                )
+        for container in containers:
+            sections = {"pod": pod.get("securityContext") or {}, "container": container.get("securityContext") or {}}
+            for where, keys, value in _RESTRICTED:
+                if get(sections[where], *keys) != value:
+                    where = f"container {container.get('name')}" if where == "container" else where
+                    failures.append(
+                        f"{path}: {name}: {where} securityContext.{'.'.join(keys)} must be {value!r} (Pod Security "
+                        "restricted)"
+                    )
     return failures
 
 

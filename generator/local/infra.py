@@ -38,11 +38,11 @@ from typing import Any
 
 import httpx
 
-from ..catalog import events
+from ..catalog import events, naming
 from ..catalog.models import Catalog
 from ..catalog.naming import pkg
 from ..errors import InfrastructureFailed, RunError
-from ..render import broker
+from ..render import broker, infrastructure
 from . import procs
 from .launch import tail
 from .procs import Identity
@@ -50,7 +50,7 @@ from .procs import Identity
 START_SECONDS = 20.0
 POLL_SECONDS = 0.02
 LOOPBACK = "127.0.0.1"
-REDIS_ADMIN = "_nexus_admin"  # a user name no service can take: service names are DNS labels, without '_'
+REDIS_ADMIN = infrastructure.REDIS_ADMIN
 
 POSTGRES_ADMIN = "postgres"
 
@@ -135,19 +135,10 @@ def service_secrets(cat: Catalog, name: str, records: Mapping[str, InfraRecord],
         if rec is None:
             continue
         password = creds.passwords[comp][name]
-        out[f"{pkg(comp)}_url"] = connection_url(rec.engine, name, password, rec.port)
+        out[f"{pkg(comp)}_url"] = naming.connection_url(rec.engine, name, LOOPBACK, rec.port, password)
         if rec.engine == "nats":  # the runtime's event layer connects as the service's own broker user
             out |= {"broker_servers": f"nats://{LOOPBACK}:{rec.port}", "broker_user": name, "broker_password": password}
     return out
-
-
-def connection_url(engine: str, service: str, password: str, port: int) -> str:
-    """Where ``service`` connects to a local server of ``engine``, as whom (hex passwords need no quoting)."""
-    if engine == "postgres":
-        return f"postgresql://{pkg(service)}:{password}@{LOOPBACK}:{port}/{pkg(service)}"
-    if engine == "redis":
-        return f"redis://{service}:{password}@{LOOPBACK}:{port}/0"
-    return f"nats://{service}:{password}@{LOOPBACK}:{port}"
 
 
 # -- finding the programs ----------------------------------------------------------------------
@@ -274,10 +265,7 @@ def _start_postgres(server: Server, timeout: float) -> None:
          "-c", "listen_addresses=" + LOOPBACK]
     )  # fmt: skip
     server.wait(lambda: asyncio.run(_pg_ping(server)), timeout)
-    try:
-        asyncio.run(_pg_provision(server))
-    except Exception as exc:  # asyncpg's errors have no common base we could name here
-        raise server.fail(f"creating the services' databases and roles failed: {exc}") from exc
+    _pg_provision(server, bin_dir)
 
 
 async def _pg_connect(server: Server, database: str = "postgres") -> Any:
@@ -300,60 +288,27 @@ async def _pg_ping(server: Server) -> bool:
     return True
 
 
-async def _pg_provision(server: Server) -> None:
-    """A role and a database per service, each its own: idempotent, and every run sets new passwords.
+def _pg_provision(server: Server, bin_dir: Path) -> None:
+    """A role and a database per service, each its own: the SQL the cluster's init container
+    runs (render.infrastructure), through psql, the passwords on its stdin; every run sets new ones."""
+    roles = {pkg(user): password for user, password in server.passwords.items()}
+    done = subprocess.run(
+        [str(bin_dir / "psql"), "-h", LOOPBACK, "-p", str(server.record.port), "-U", POSTGRES_ADMIN, "-d", "postgres",
+         "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", "-"],
+        input=infrastructure.psql_provisioning(roles).encode(), capture_output=True, timeout=60,
+        env={**os.environ, "PGPASSWORD": server.admin_password, "PGCONNECT_TIMEOUT": "5"},
+    )  # fmt: skip
+    with server.log.open("ab") as out:
+        out.write(done.stdout + done.stderr)
+    if done.returncode != 0:
+        raise server.fail(f"creating the services' databases and roles failed: {done.stderr.decode().strip()}")
 
-    DDL takes no bind parameters, so PostgreSQL's format() quotes the names (%I) and passwords (%L)."""
-    conn = await _pg_connect(server)
-    try:
-        for user, password in sorted(server.passwords.items()):
-            role = pkg(user)
-            verb = "ALTER" if await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role) else "CREATE"
-            await conn.execute(
-                await conn.fetchval(
-                    f"SELECT format('{verb} ROLE %I WITH LOGIN PASSWORD %L', $1::text, $2::text)", role, password
-                )
-            )
-            if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", role):
-                await conn.execute(
-                    await conn.fetchval("SELECT format('CREATE DATABASE %I OWNER %I', $1::text, $1::text)", role)
-                )
-            # no one else may even connect to it
-            await conn.execute(
-                await conn.fetchval("SELECT format('REVOKE ALL ON DATABASE %I FROM PUBLIC', $1::text)", role)
-            )
-    finally:
-        await conn.close()
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 # Redis ---------------------------------------------------------------------------------------
-
-
-def redis_config(port: int, data: Path, passwords: Mapping[str, str], admin_password: str) -> str:
-    """Redis's configuration: each service an ACL user confined to keys and channels under
-    ``<service>:``; passwords only as SHA-256 hashes."""
-
-    def sha(text: str) -> str:
-        return hashlib.sha256(text.encode()).hexdigest()
-
-    lines = [
-        f"bind {LOOPBACK}",
-        f"port {port}",
-        f'dir "{data}"',
-        "daemonize no",
-        "protected-mode yes",
-        "appendonly yes",  # the data survives down/up
-        'save ""',
-        "user default off",
-        f"user {REDIS_ADMIN} on #{sha(admin_password)} ~* &* +@all",
-    ]
-    for user, password in sorted(passwords.items()):
-        # SCAN is not key-checked: without -scan a service could list another's key names
-        lines.append(
-            f"user {user} on #{sha(password)} resetkeys ~{user}:* resetchannels &{user}:* "
-            "+@all -@admin -@dangerous -scan"
-        )
-    return "\n".join(lines) + "\n"
 
 
 def _start_redis(server: Server, timeout: float) -> None:
@@ -362,7 +317,8 @@ def _start_redis(server: Server, timeout: float) -> None:
         "run scripts/install-tools.sh (it installs Debian's redis-server), or `apt-get install redis-server`",
     )
     conf = server.data / "redis.conf"
-    _write_secret(conf, redis_config(server.record.port, server.data, server.passwords, server.admin_password))
+    hashes = {u: _sha256(p) for u, p in {**server.passwords, REDIS_ADMIN: server.admin_password}.items()}
+    _write_secret(conf, infrastructure.redis_config(LOOPBACK, server.record.port, str(server.data), hashes))
     server.spawn([program, str(conf)])
     server.wait(lambda: _redis_ping(server), timeout)
 
@@ -551,7 +507,9 @@ def migrate(
         for comp in cat.services[name].uses:
             rec = records.get(comp)
             if rec is not None and rec.engine == "postgres" and folder.is_dir():
-                todo[str(folder)] = connection_url("postgres", name, creds.passwords[comp][name], rec.port)
+                todo[str(folder)] = naming.connection_url(
+                    "postgres", name, LOOPBACK, rec.port, creds.passwords[comp][name]
+                )
     if not todo:
         return []
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}

@@ -21,6 +21,7 @@ from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
 from ..catalog import naming
+from . import infrastructure
 from . import mesh as render_mesh
 from .context import GENERATED_HEADER, RenderContext
 
@@ -73,7 +74,36 @@ def config_of(ctx: RenderContext, name: str) -> dict[str, str]:
     data = {"SERVICE_NAME": name, "PORT": str(cat.services[name].port)}
     for dep in sorted(cat.services[name].depends_on):
         data[naming.url_variable(dep)] = f"http://{dep}:{cat.services[dep].port}"
+    for comp in sorted(cat.services[name].uses):
+        infra = cat.infrastructure[comp]
+        host, port = (infra.external.host, infra.external.port) if infra.external else (comp, infra.port)
+        # no password in a URL here: it is a file from a Secret (credentials_of), which the runtime adds
+        data[naming.url_variable(comp)] = naming.connection_url(infra.engine, name, host, port)
+        data["SECRETS_DIR"] = naming.SECRETS_DIR
+        if infra.engine == "nats":  # the runtime's event layer connects as the service's own broker user
+            data |= {"BROKER_SERVERS": f"nats://{host}:{port}", "BROKER_USER": name}
     return dict(sorted(data.items()))
+
+
+def credentials_of(ctx: RenderContext, name: str) -> list[dict[str, Any]]:
+    """The Secrets a service's pod mounts under naming.SECRETS_DIR: for each component it uses,
+    its own password, as the file its runtime setting reads (the broker's also as broker_password,
+    the runtime's event layer's setting)."""
+    out = []
+    for comp in sorted(ctx.catalog.services[name].uses):
+        paths = [naming.password_setting(comp)]
+        if ctx.catalog.infrastructure[comp].engine == "nats":
+            paths.append("broker_password")
+        out.append({"secret": naming.secret(comp, name), "paths": paths})
+    return out
+
+
+def migrations_of(ctx: RenderContext, name: str) -> str | None:
+    """The variable holding the URL of the PostgreSQL component whose database a service's
+    migrations (its team-owned migrations/ folder) run against; None without PostgreSQL."""
+    cat = ctx.catalog
+    comps = sorted(c for c in cat.services[name].uses if cat.infrastructure[c].engine == "postgres")
+    return naming.url_variable(comps[0]) if comps else None
 
 
 def labels_of(ctx: RenderContext, name: str) -> dict[str, str]:
@@ -107,8 +137,17 @@ def _service(ctx: RenderContext, name: str) -> dict[str, Any]:
         "gateway": name == cat.platform.gateway,
         "dependents": ctx.dependents[name],
         "deps": [{"name": d, "port": cat.services[d].port} for d in sorted(svc.depends_on)],
-        "uses": [{"name": c, "port": cat.infrastructure[c].port} for c in sorted(svc.uses)],
+        "uses": [
+            {"name": c, "port": cat.infrastructure[c].port}
+            for c in sorted(svc.uses)
+            if cat.infrastructure[c].external is None
+        ],
+        "managed": sorted(
+            {(i.external.port, c) for c in svc.uses if (i := cat.infrastructure[c]).external is not None}
+        ),
         "externals": sorted(svc.externals),
+        "credentials": credentials_of(ctx, name),
+        "migrations": migrations_of(ctx, name),
         "autoscaling": cat.autoscaling_for(name),
         "resources": cat.resources_for(name),
     }
@@ -135,13 +174,7 @@ def render(ctx: RenderContext) -> dict[str, str]:
         )
     out[f"{BASE}/namespace.yaml"] = ctx.template("k8s/namespace.yaml.j2", **common)
     out[f"{BASE}/default-deny.yaml"] = ctx.template("k8s/default-deny.yaml.j2", **common)
-    components = [
-        {"name": c, "port": cat.infrastructure[c].port, "wave": ctx.plan.wave_of[c], "users": users}
-        for c in sorted(cat.infrastructure)
-        if (users := sorted(n for n, s in cat.services.items() if c in s.uses))
-    ]
-    if components:
-        out[f"{BASE}/infrastructure.yaml"] = ctx.template("k8s/infrastructure.yaml.j2", components=components, **common)
+    out.update(infrastructure.render(ctx, {**common, "security": SECURITY}))
     resources = sorted(p.removeprefix(BASE + "/") for p in out)
     out[f"{BASE}/kustomization.yaml"] = ctx.template("k8s/kustomization.yaml.j2", resources=resources, **common)
     for env in ENVIRONMENTS:

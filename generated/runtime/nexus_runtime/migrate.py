@@ -3,7 +3,7 @@
 Before the service starts: `nexus up` runs it once for every service using PostgreSQL, and in
 Kubernetes it is the Deployment's init container::
 
-    python -m nexus_runtime.migrate /app/migrations      # the URL from POSTGRES_URL
+    python -m nexus_runtime.migrate /srv/service/migrations   # the URL from POSTGRES_URL
 
 The URL is handed to Alembic as a value, never written to an ini file.
 """
@@ -18,7 +18,8 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-from .resources import sqlalchemy_url
+from .resources import sqlalchemy_url, with_password
+from .settings import secrets_dir
 
 
 def upgrade(migrations: Path, url: str) -> None:
@@ -45,6 +46,12 @@ def main(argv: list[str]) -> int:
     if not url:
         print(f"migrate: {variable} is not set; it holds the database URL", file=sys.stderr)
         return 2
+    # In Kubernetes the password is a file beside the service's other settings (settings.secrets_dir):
+    # POSTGRES_URL's is postgres_password.
+    folder = secrets_dir()
+    password = Path(folder, variable.lower().removesuffix("_url") + "_password") if folder else None
+    if password is not None and password.is_file():
+        url = with_password(url, password.read_text(encoding="utf-8").strip())
     upgrade(Path(argv[0]), url)
     return 0
 

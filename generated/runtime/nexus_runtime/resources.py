@@ -15,7 +15,7 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import SecretStr
 from redis.asyncio import Redis
@@ -106,9 +106,22 @@ class Resources:
         await asyncio.gather(*(c.close() for c in self.by_name.values()), return_exceptions=True)
 
 
+def _plain(value: object) -> str | None:
+    return value.get_secret_value() if isinstance(value, SecretStr) else value if isinstance(value, str) else None
+
+
+def with_password(url: str, password: str) -> str:
+    """``url`` with ``password`` in its user part. In Kubernetes the URL (host, user, database)
+    comes from the ConfigMap and the password from a Secret file, so neither holds both."""
+    parts = urlsplit(url)
+    user, _, host = parts.netloc.rpartition("@")
+    return urlunsplit(parts._replace(netloc=f"{user.partition(':')[0]}:{quote(password, safe='')}@{host}"))
+
+
 def _url(settings: ServiceSettings, resource: Resource) -> str | None:
-    value = getattr(settings, resource.setting, None)
-    return value.get_secret_value() if isinstance(value, SecretStr) else value
+    url = _plain(getattr(settings, resource.setting, None))
+    password = _plain(getattr(settings, resource.password, None)) if resource.password else None
+    return with_password(url, password) if url and password else url
 
 
 def build(spec: ServiceSpec, settings: ServiceSettings) -> Resources:

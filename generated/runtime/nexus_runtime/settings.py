@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
 from pydantic import Field, SecretStr
@@ -62,3 +63,10 @@ class ServiceSettings(BaseSettings):
     event_max_attempts: int = Field(5, ge=1, le=100)  # then the message is dead-lettered
     event_backoff_seconds: tuple[float, ...] = (1.0, 5.0, 30.0, 120.0)  # before attempt 2, 3...; the last repeats
     event_batch: int = Field(64, ge=1, le=1000)  # messages fetched at once per consumed channel
+
+
+def secrets_dir() -> str | None:
+    """Where settings are also read from files, one per setting (a Kubernetes pod mounts its
+    Secrets there, and the ConfigMap says where: SECRETS_DIR); None when unset or absent."""
+    folder = os.environ.get("SECRETS_DIR")
+    return folder if folder and os.path.isdir(folder) else None

@@ -20,6 +20,7 @@ class Resource:
     name: str  # the catalog's component, e.g. postgres
     engine: Literal["postgres", "redis", "nats"]
     setting: str  # the Settings field holding its URL (with this service's credentials)
+    password: str | None = None  # the Settings field holding the password when the URL has none (Kubernetes)
 
 
 @dataclass(frozen=True)

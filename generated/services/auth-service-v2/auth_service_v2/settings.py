@@ -4,7 +4,8 @@
 Each dependency's URL defaults to its Kubernetes DNS name and port; override it with the
 environment variable named in the comment (as `nexus up` does for a local run). Each piece of
 infrastructure's URL carries this service's own credentials, so it has no default: `nexus up`
-sets it, and in Kubernetes it comes from a Secret; unset, readiness says so.
+sets it; in Kubernetes the ConfigMap gives the URL and a Secret file the password. Unset,
+readiness says so.
 """
 
 from pydantic import AnyHttpUrl, SecretStr
@@ -22,4 +23,6 @@ class Settings(ServiceSettings):
     token_mgr_url: AnyHttpUrl = AnyHttpUrl("http://token-mgr:3005")  # TOKEN_MGR_URL, hard
     user_auth_url: AnyHttpUrl = AnyHttpUrl("http://user-auth:3003")  # USER_AUTH_URL, hard
     postgres_url: SecretStr | None = None  # POSTGRES_URL, postgres
+    postgres_password: SecretStr | None = None  # in Kubernetes: the file postgres_password in SECRETS_DIR
     redis_url: SecretStr | None = None  # REDIS_URL, redis
+    redis_password: SecretStr | None = None  # in Kubernetes: the file redis_password in SECRETS_DIR

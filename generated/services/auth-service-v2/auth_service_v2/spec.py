@@ -15,8 +15,8 @@ SPEC = ServiceSpec(
         Dependency("user-auth", "hard", setting="user_auth_url"),
     ),
     resources=(
-        Resource("postgres", "postgres", setting="postgres_url"),
-        Resource("redis", "redis", setting="redis_url"),
+        Resource("postgres", "postgres", setting="postgres_url", password="postgres_password"),
+        Resource("redis", "redis", setting="redis_url", password="redis_password"),
     ),
     flows={
     },

@@ -13,9 +13,9 @@ SPEC = ServiceSpec(
         Dependency("user-auth", "hard", setting="user_auth_url"),
     ),
     resources=(
-        Resource("nats", "nats", setting="nats_url"),
-        Resource("postgres", "postgres", setting="postgres_url"),
-        Resource("redis", "redis", setting="redis_url"),
+        Resource("nats", "nats", setting="nats_url", password="nats_password"),
+        Resource("postgres", "postgres", setting="postgres_url", password="postgres_password"),
+        Resource("redis", "redis", setting="redis_url", password="redis_password"),
     ),
     flows={
         "authentication": FlowHop(next="user-auth"),

@@ -14,8 +14,8 @@ SPEC = ServiceSpec(
         Dependency("token-mgr", "hard", setting="token_mgr_url"),
     ),
     resources=(
-        Resource("nats", "nats", setting="nats_url"),
-        Resource("postgres", "postgres", setting="postgres_url"),
+        Resource("nats", "nats", setting="nats_url", password="nats_password"),
+        Resource("postgres", "postgres", setting="postgres_url", password="postgres_password"),
     ),
     flows={
         "payment-processing": FlowHop(next="invoice-gen"),

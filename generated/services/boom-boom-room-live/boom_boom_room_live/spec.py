@@ -14,8 +14,8 @@ SPEC = ServiceSpec(
         Dependency("token-mgr", "hard", setting="token_mgr_url"),
     ),
     resources=(
-        Resource("nats", "nats", setting="nats_url"),
-        Resource("redis", "redis", setting="redis_url"),
+        Resource("nats", "nats", setting="nats_url", password="nats_password"),
+        Resource("redis", "redis", setting="redis_url", password="redis_password"),
     ),
     flows={
     },

@@ -12,8 +12,8 @@ SPEC = ServiceSpec(
         Dependency("ledger-mgr", "hard", setting="ledger_mgr_url"),
     ),
     resources=(
-        Resource("nats", "nats", setting="nats_url"),
-        Resource("postgres", "postgres", setting="postgres_url"),
+        Resource("nats", "nats", setting="nats_url", password="nats_password"),
+        Resource("postgres", "postgres", setting="postgres_url", password="postgres_password"),
     ),
     flows={
         "payment-processing": FlowHop(next="ledger-mgr"),

@@ -11,7 +11,7 @@ SPEC = ServiceSpec(
     dependencies=(
     ),
     resources=(
-        Resource("redis", "redis", setting="redis_url"),
+        Resource("redis", "redis", setting="redis_url", password="redis_password"),
     ),
     flows={
     },

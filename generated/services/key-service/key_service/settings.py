@@ -4,7 +4,8 @@
 Each dependency's URL defaults to its Kubernetes DNS name and port; override it with the
 environment variable named in the comment (as `nexus up` does for a local run). Each piece of
 infrastructure's URL carries this service's own credentials, so it has no default: `nexus up`
-sets it, and in Kubernetes it comes from a Secret; unset, readiness says so.
+sets it; in Kubernetes the ConfigMap gives the URL and a Secret file the password. Unset,
+readiness says so.
 """
 
 from pydantic import AnyHttpUrl, SecretStr
@@ -19,3 +20,4 @@ class Settings(ServiceSettings):
     request_timeout_seconds: float = 2.0
     pv_keys_url: AnyHttpUrl = AnyHttpUrl("http://pv-keys:3081")  # PV_KEYS_URL, hard
     postgres_url: SecretStr | None = None  # POSTGRES_URL, postgres
+    postgres_password: SecretStr | None = None  # in Kubernetes: the file postgres_password in SECRETS_DIR

@@ -12,7 +12,7 @@ SPEC = ServiceSpec(
         Dependency("pv-keys", "hard", setting="pv_keys_url"),
     ),
     resources=(
-        Resource("postgres", "postgres", setting="postgres_url"),
+        Resource("postgres", "postgres", setting="postgres_url", password="postgres_password"),
     ),
     flows={
     },

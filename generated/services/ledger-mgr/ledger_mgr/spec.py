@@ -12,8 +12,8 @@ SPEC = ServiceSpec(
         Dependency("key-service", "hard", setting="key_service_url"),
     ),
     resources=(
-        Resource("nats", "nats", setting="nats_url"),
-        Resource("postgres", "postgres", setting="postgres_url"),
+        Resource("nats", "nats", setting="nats_url", password="nats_password"),
+        Resource("postgres", "postgres", setting="postgres_url", password="postgres_password"),
     ),
     flows={
         "payment-processing": FlowHop(),  # last hop

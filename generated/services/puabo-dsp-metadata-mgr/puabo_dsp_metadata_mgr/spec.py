@@ -12,7 +12,7 @@ SPEC = ServiceSpec(
         Dependency("token-mgr", "hard", setting="token_mgr_url"),
     ),
     resources=(
-        Resource("postgres", "postgres", setting="postgres_url"),
+        Resource("postgres", "postgres", setting="postgres_url", password="postgres_password"),
     ),
     flows={
     },

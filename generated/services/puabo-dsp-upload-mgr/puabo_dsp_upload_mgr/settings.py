@@ -4,7 +4,8 @@
 Each dependency's URL defaults to its Kubernetes DNS name and port; override it with the
 environment variable named in the comment (as `nexus up` does for a local run). Each piece of
 infrastructure's URL carries this service's own credentials, so it has no default: `nexus up`
-sets it, and in Kubernetes it comes from a Secret; unset, readiness says so.
+sets it; in Kubernetes the ConfigMap gives the URL and a Secret file the password. Unset,
+readiness says so.
 """
 
 from pydantic import AnyHttpUrl, SecretStr
@@ -20,3 +21,4 @@ class Settings(ServiceSettings):
     content_management_url: AnyHttpUrl = AnyHttpUrl("http://content-management:3012")  # CONTENT_MANAGEMENT_URL, hard
     puabo_dsp_metadata_mgr_url: AnyHttpUrl = AnyHttpUrl("http://puabo-dsp-metadata-mgr:3014")  # PUABO_DSP_METADATA_MGR_URL, hard
     nats_url: SecretStr | None = None  # NATS_URL, nats
+    nats_password: SecretStr | None = None  # in Kubernetes: the file nats_password in SECRETS_DIR

@@ -13,7 +13,7 @@ SPEC = ServiceSpec(
         Dependency("puabo-dsp-metadata-mgr", "hard", setting="puabo_dsp_metadata_mgr_url"),
     ),
     resources=(
-        Resource("nats", "nats", setting="nats_url"),
+        Resource("nats", "nats", setting="nats_url", password="nats_password"),
     ),
     flows={
     },

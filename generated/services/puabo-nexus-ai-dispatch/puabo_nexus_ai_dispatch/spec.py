@@ -14,7 +14,7 @@ SPEC = ServiceSpec(
         Dependency("puabo-nexus-route-optimizer", "hard", setting="puabo_nexus_route_optimizer_url"),
     ),
     resources=(
-        Resource("redis", "redis", setting="redis_url"),
+        Resource("redis", "redis", setting="redis_url", password="redis_password"),
     ),
     flows={
     },

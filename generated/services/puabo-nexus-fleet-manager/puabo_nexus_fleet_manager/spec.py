@@ -11,7 +11,7 @@ SPEC = ServiceSpec(
     dependencies=(
     ),
     resources=(
-        Resource("postgres", "postgres", setting="postgres_url"),
+        Resource("postgres", "postgres", setting="postgres_url", password="postgres_password"),
     ),
     flows={
     },

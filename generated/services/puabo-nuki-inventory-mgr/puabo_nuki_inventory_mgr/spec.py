@@ -12,7 +12,7 @@ SPEC = ServiceSpec(
         Dependency("puabo-nuki-product-catalog", "hard", setting="puabo_nuki_product_catalog_url"),
     ),
     resources=(
-        Resource("postgres", "postgres", setting="postgres_url"),
+        Resource("postgres", "postgres", setting="postgres_url", password="postgres_password"),
     ),
     flows={
     },

@@ -12,8 +12,8 @@ SPEC = ServiceSpec(
         Dependency("token-mgr", "hard", setting="token_mgr_url"),
     ),
     resources=(
-        Resource("postgres", "postgres", setting="postgres_url"),
-        Resource("redis", "redis", setting="redis_url"),
+        Resource("postgres", "postgres", setting="postgres_url", password="postgres_password"),
+        Resource("redis", "redis", setting="redis_url", password="redis_password"),
     ),
     flows={
     },

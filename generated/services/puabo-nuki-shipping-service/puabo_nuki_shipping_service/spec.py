@@ -12,7 +12,7 @@ SPEC = ServiceSpec(
         Dependency("puabo-nexus-route-optimizer", "soft", setting="puabo_nexus_route_optimizer_url"),
     ),
     resources=(
-        Resource("postgres", "postgres", setting="postgres_url"),
+        Resource("postgres", "postgres", setting="postgres_url", password="postgres_password"),
     ),
     flows={
     },

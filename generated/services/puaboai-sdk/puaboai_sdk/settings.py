@@ -4,7 +4,8 @@
 Each dependency's URL defaults to its Kubernetes DNS name and port; override it with the
 environment variable named in the comment (as `nexus up` does for a local run). Each piece of
 infrastructure's URL carries this service's own credentials, so it has no default: `nexus up`
-sets it, and in Kubernetes it comes from a Secret; unset, readiness says so.
+sets it; in Kubernetes the ConfigMap gives the URL and a Secret file the password. Unset,
+readiness says so.
 """
 
 from pydantic import AnyHttpUrl

@@ -16,8 +16,8 @@ SPEC = ServiceSpec(
         Dependency("puabo-nexus-route-optimizer", "soft", setting="puabo_nexus_route_optimizer_url"),
     ),
     resources=(
-        Resource("nats", "nats", setting="nats_url"),
-        Resource("postgres", "postgres", setting="postgres_url"),
+        Resource("nats", "nats", setting="nats_url", password="nats_password"),
+        Resource("postgres", "postgres", setting="postgres_url", password="postgres_password"),
     ),
     flows={
     },

@@ -12,7 +12,7 @@ SPEC = ServiceSpec(
         Dependency("key-service", "hard", setting="key_service_url"),
     ),
     resources=(
-        Resource("redis", "redis", setting="redis_url"),
+        Resource("redis", "redis", setting="redis_url", password="redis_password"),
     ),
     flows={
         "authentication": FlowHop(),  # last hop

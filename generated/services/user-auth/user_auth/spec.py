@@ -12,7 +12,7 @@ SPEC = ServiceSpec(
         Dependency("session-mgr", "hard", setting="session_mgr_url"),
     ),
     resources=(
-        Resource("postgres", "postgres", setting="postgres_url"),
+        Resource("postgres", "postgres", setting="postgres_url", password="postgres_password"),
     ),
     flows={
         "authentication": FlowHop(next="session-mgr"),

@@ -13,7 +13,7 @@ SPEC = ServiceSpec(
         Dependency("token-mgr", "hard", setting="token_mgr_url"),
     ),
     resources=(
-        Resource("redis", "redis", setting="redis_url"),
+        Resource("redis", "redis", setting="redis_url", password="redis_password"),
     ),
     flows={
     },

@@ -16,7 +16,7 @@ SPEC = ServiceSpec(
 {% if cookiecutter.resources %}
     resources=(
 {% for comp, r in cookiecutter.resources|dictsort %}
-        Resource("{{ comp }}", "{{ r.engine }}", setting="{{ comp|pkg }}_url"),
+        Resource("{{ comp }}", "{{ r.engine }}", setting="{{ comp|pkg }}_url", password="{{ comp|pkg }}_password"),
 {% endfor %}
     ),
 {% endif %}
