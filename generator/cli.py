@@ -318,7 +318,9 @@ def deploy(
         typer.echo(f"done: {count(len(done.applied), 'object')} validated by the server (dry run), nothing changed")
     else:
         typer.echo(
-            f"done: {count(len(done.applied), 'object')} applied, {count(len(done.available), 'Deployment')} available"
+            f"done: {count(len(done.applied), 'object')} applied, "
+            + (f"{count(len(done.ready), 'StatefulSet')} ready, " if done.ready else "")
+            + f"{count(len(done.available), 'Deployment')} available"
         )
 
 

@@ -9,6 +9,8 @@ server at all (no kubeconfig, an unknown context, a closed port) and run everywh
 
 from __future__ import annotations
 
+import base64
+import copy
 import itertools
 import json
 import shutil
@@ -24,7 +26,15 @@ import pytest
 import yaml
 from conftest import CATALOG, MINIMAL, ROOT, dump
 from overlays import write_overlay
-from testbed import Recorder, Testbed, delete_namespace, unavailable, unique_namespace
+from testbed import (
+    Recorder,
+    Testbed,
+    delete_namespace,
+    provide_volumes,
+    remove_volumes,
+    unavailable,
+    unique_namespace,
+)
 from typer.testing import CliRunner
 
 from nexus.catalog import load_catalog
@@ -121,8 +131,10 @@ def api(testbed: Testbed) -> Any:
 def namespace(api: Any) -> Any:
     """A namespace name of this test's own; deleted after, and waited for."""
     name = unique_namespace()
+    volumes = provide_volumes(api, name)  # for the StatefulSets' claims: the testbed has no provisioner
     yield name
     delete_namespace(api, name)
+    remove_volumes(api, volumes)
 
 
 def minimal_project(root: Path, namespace: str, **overlay: Any) -> Path:
@@ -746,3 +758,65 @@ def test_the_full_overlay_names_every_missing_kind_then_deploys_with_install_crd
     status = json.loads(run(project, testbed.kubeconfig, "cluster-status", "--overlay", "dev", "--json").stdout)
     assert {(s["rollout"], tuple(s["drift"])) for s in status["services"]} == {("available", ())}
     assert status["shared_drift"] == []
+
+
+def generated_minimal(root: Path, namespace: str) -> Path:
+    """The minimal catalog generated for real (no mesh, no Prometheus Operator): PostgreSQL in
+    wave 1 as a StatefulSet, auth (which uses it) in wave 2, gateway and media in wave 3."""
+    data = copy.deepcopy(MINIMAL)
+    data["platform"] |= {"namespace": namespace, "mesh": "none", "monitoring": {"operator": False}}
+    (root / "catalog.yaml").write_text(dump(data), encoding="utf-8")
+    generate(root / "catalog.yaml")
+    return root
+
+
+def secret_versions(api: Any, namespace: str) -> dict[str, tuple[str, str]]:
+    from kubernetes import client
+
+    return {
+        s.metadata.name: (s.metadata.resource_version, base64.b64decode(s.data["password"]).decode())
+        for s in client.CoreV1Api(api).list_namespaced_secret(namespace).items
+        if s.type == "Opaque"
+    }
+
+
+@pytest.mark.cluster
+def test_deploy_creates_missing_secrets_once_waits_for_the_statefulset_and_never_changes_a_secret(
+    testbed: Testbed, api: Any, tmp_path: Path, namespace: str
+) -> None:
+    from kubernetes import client
+
+    project = generated_minimal(tmp_path, namespace)
+    # one Secret made beforehand by a person: deploy must take it as it is
+    core = client.CoreV1Api(api)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
+    core.create_namespaced_secret(
+        namespace, {"metadata": {"name": "postgres"}, "type": "Opaque", "stringData": {"password": "chosenByOps1"}}
+    )
+    steps = plan_overlay(load_catalog(project / "catalog.yaml"), "dev")
+    with Recorder(api, namespace, KINDS) as rec:
+        result = run(project, testbed.kubeconfig, "deploy", "--overlay", "dev", "--timeout-per-wave", "120")
+        assert result.exit_code == 0, result.output
+        rec.wait_for(sum(len(s.objects) for s in steps))
+        # auth (wave 2) was created only after the PostgreSQL StatefulSet it uses was ready
+        assert rec.revision_available("postgres") < rec.revision_created(f"Deployment/{namespace}/auth")
+    out = result.stdout.splitlines()
+    assert "wave  1  created 1 Secret with random passwords (postgres.auth)" in out
+    assert "wave  1  postgres: 1/1 ready" in out
+    assert out[-1] == "done: 26 objects applied, 1 StatefulSet ready, 3 Deployments available"
+    made = secret_versions(api, namespace)
+    assert made["postgres"][1] == "chosenByOps1"  # taken as it was
+    assert len(made["postgres.auth"][1]) == 48 and all(c in "0123456789abcdef" for c in made["postgres.auth"][1])
+
+    again = run(project, testbed.kubeconfig, "deploy", "--overlay", "dev")
+    assert again.exit_code == 0, again.output
+    assert not any("created" in line for line in again.stdout.splitlines())
+    assert secret_versions(api, namespace) == made  # not one Secret written again
+
+    # a Secret without the key the pods mount is named before anything of its step is applied
+    core.patch_namespaced_secret("postgres.auth", namespace, [{"op": "remove", "path": "/data/password"}])
+    line = one_error_line(run(project, testbed.kubeconfig, "deploy", "--overlay", "dev"))
+    assert line == (
+        f"error: Secret {namespace}/postgres.auth has no key 'password'; add it or delete the Secret; nothing of "
+        "this step was applied"
+    )

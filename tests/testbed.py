@@ -286,16 +286,68 @@ class Recorder:
         return min(s.revision for s in self.seen if s.event == "ADDED" and f"{s.kind}/{s.name}" == ref)
 
     def revision_available(self, name: str) -> int:
-        return min(s.revision for s in self.seen if s.kind == "Deployment" and s.name == name and s.available)
+        return min(s.revision for s in self.seen if s.kind in WORKLOADS and s.name == name and s.available)
+
+
+WORKLOADS = ("Deployment", "StatefulSet")
 
 
 def _available(obj: dict[str, Any]) -> bool:
+    """A Deployment available, or a StatefulSet's replicas all ready, in the server's own status."""
+    status, spec, meta = obj.get("status") or {}, obj.get("spec") or {}, obj["metadata"]
+    if obj.get("kind") == "StatefulSet":
+        return status.get("observedGeneration", 0) >= meta.get("generation", 1) and (
+            status.get("readyReplicas") or 0
+        ) >= (spec.get("replicas") or 1)
     if obj.get("kind") != "Deployment":
         return False
-    status, spec, meta = obj.get("status") or {}, obj.get("spec") or {}, obj["metadata"]
     conditions = {c["type"]: c["status"] for c in status.get("conditions") or []}
     return (
         status.get("observedGeneration", 0) >= meta.get("generation", 1)
         and (status.get("availableReplicas") or 0) >= (spec.get("replicas") or 1)
         and conditions.get("Available") == "True"
     )
+
+
+# --- storage: the testbed has no provisioner, so the tests are one -------------------------------
+
+INFRA_CLAIMS = tuple(f"data-{c}-0" for c in ("nats", "postgres", "redis"))  # volumeClaimTemplate "data", one replica
+
+
+def provide_volumes(api: Any, namespace: str, claims: tuple[str, ...] = INFRA_CLAIMS) -> list[str]:
+    """A PersistentVolume pre-bound to each claim the StatefulSets of ``namespace`` will make, as
+    a static provisioner would; the real PV controller binds them and the scheduler places the
+    pods. Returns the volumes' names, for remove_volumes."""
+    from kubernetes import client
+
+    core, names = client.CoreV1Api(api), []
+    for claim in claims:
+        name = f"{namespace}-{claim}"
+        core.create_persistent_volume(
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolume",
+                "metadata": {"name": name},
+                "spec": {
+                    "capacity": {"storage": "100Gi"},
+                    "accessModes": ["ReadWriteOnce"],
+                    "persistentVolumeReclaimPolicy": "Retain",
+                    "hostPath": {"path": f"/tmp/{name}"},  # nothing mounts it: the testbed runs no containers
+                    "claimRef": {"namespace": namespace, "name": claim},
+                },
+            }
+        )
+        names.append(name)
+    return names
+
+
+def remove_volumes(api: Any, names: list[str]) -> None:
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    for name in names:
+        try:
+            client.CoreV1Api(api).delete_persistent_volume(name)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise

@@ -268,7 +268,20 @@ SERVICE_OBJECTS: Objects = (
     ("{}-callers", ("MeshTLSAuthentication (Linkerd)",)),
 )  # fmt: skip
 INFRASTRUCTURE_OBJECTS: Objects = (
-    ("{}", (ISTIO_POLICY, "Server (Linkerd)", LINKERD_POLICY)),
+    (
+        "{}",
+        (
+            "ServiceAccount",
+            "Service",
+            "StatefulSet",
+            "PodDisruptionBudget",
+            "Secret",
+            ISTIO_POLICY,
+            "Server (Linkerd)",
+            LINKERD_POLICY,
+        ),
+    ),
+    ("{}-config", ("ConfigMap",)),
     ("{}-ingress", ("NetworkPolicy",)),
     ("{}-callers", ("MeshTLSAuthentication (Linkerd)",)),
 )

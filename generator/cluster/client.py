@@ -29,6 +29,7 @@ from kubernetes.config.config_exception import ConfigException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.discovery import LazyDiscoverer
 from kubernetes.dynamic.exceptions import (
+    ConflictError,
     NotFoundError,
     ResourceNotFoundError,
     ResourceNotUniqueError,
@@ -258,6 +259,24 @@ class Cluster:
                 namespace, label_selector=selector, _request_timeout=REQUEST_TIMEOUT
             )
         return {name_of(d): d for d in found.items}
+
+    def statefulsets(self, namespace: str) -> dict[str, client.V1StatefulSet]:
+        """The namespace's StatefulSets by name, as the client's models."""
+        with self.talking("list", "statefulsets.apps", namespace):
+            found = client.AppsV1Api(self.api).list_namespaced_stateful_set(namespace, _request_timeout=REQUEST_TIMEOUT)
+        return {name_of(s): s for s in found.items}
+
+    def create(self, body: dict[str, Any], *, dry_run: bool = False) -> bool:
+        """Create an object unless one of its name exists (False then: it is left as it is)."""
+        res = self.resource(body["apiVersion"], body["kind"])
+        meta = body["metadata"]
+        extra = {"dry_run": "All"} if dry_run else {}
+        with self.talking("create", _what(res), meta.get("namespace")):
+            try:
+                res.create(body=body, namespace=meta.get("namespace"), _request_timeout=REQUEST_TIMEOUT, **extra)
+            except ConflictError:  # made meanwhile by someone else: theirs stands
+                return False
+        return True
 
     def pods(self, namespace: str, selector: str) -> list[client.V1Pod]:
         with self.talking("list", "pods", namespace):

@@ -14,19 +14,18 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from kubernetes.client import V1Deployment
-
 from ..catalog import Loaded
 from ..errors import ApplyError, DeployInterrupted, OverlayError, RolloutError
+from . import secrets
 from .client import Cluster, connect, name_of
 from .overlay import NAME_LABEL, Obj, Step, build, check_waves, order, select
-from .rollout import Rollout, describe_pods, wait
+from .rollout import Rollout, describe_pods, rollout_of, statefulset_rollout, wait
 
 OVERLAYS = Path("generated") / "k8s" / "overlays"
 CRDS = Path("generated") / "k8s" / "crds"  # generator.crds: the custom kinds' definitions, for --install-crds
@@ -39,6 +38,7 @@ PRUNABLE = (
     ("v1", "ConfigMap"),
     ("v1", "Service"),
     ("apps/v1", "Deployment"),
+    ("apps/v1", "StatefulSet"),
     ("autoscaling/v2", "HorizontalPodAutoscaler"),
     ("policy/v1", "PodDisruptionBudget"),
     ("networking.k8s.io/v1", "NetworkPolicy"),
@@ -57,6 +57,8 @@ class Deployed:
     available: list[str] = field(default_factory=list)
     orphans: list[Obj] = field(default_factory=list)
     pruned: list[str] = field(default_factory=list)
+    ready: list[str] = field(default_factory=list)  # StatefulSets
+    secrets: list[str] = field(default_factory=list)  # created, with random passwords (never changed later)
 
 
 def overlay_dir(loaded: Loaded, overlay: str) -> Path:
@@ -132,6 +134,14 @@ def deploy(
     run = _Run(cluster, done, total, report, stop or threading.Event(), timeout_per_wave, poll)
     with _ctrl_c(run.stop):
         for step in steps:
+            run.check_stop(step)
+            made = secrets.ensure(cluster, loaded.catalog, step.objects, dry_run=server)
+            if made.created:
+                done.secrets.extend(made.created)
+                report(
+                    f"{step.label}  created {count(len(made.created), 'Secret')} with random passwords "
+                    f"({', '.join(made.created)})"
+                )
             for obj in step.objects:
                 run.check_stop(step)
                 cluster.apply(obj.body, dry_run=server)
@@ -227,22 +237,40 @@ class _Run:
         )
 
     def roll_out(self, step: Step) -> None:
-        """Wait for the step's Deployments; RolloutError naming each one that failed or is late."""
-        where = {o.name: str(o.namespace) for o in step.objects if o.kind == "Deployment"}
+        """Wait for the step's StatefulSets, then its Deployments; RolloutError naming each one
+        that failed or is late."""
+        self._wait(step, "StatefulSet", self.cluster.statefulsets, statefulset_rollout)
+        self._wait(step, "Deployment", self.cluster.deployments, rollout_of)
+
+    def _wait(
+        self,
+        step: Step,
+        kind: str,
+        listing: Callable[[str], Mapping[str, Any]],
+        judge: Callable[[Any, int | None], Rollout],
+    ) -> None:
+        where = {o.name: str(o.namespace) for o in step.objects if o.kind == kind}
         if not where:
             return
         floors = hpa_minimums(o.body for o in step.objects)
 
-        def fetch() -> dict[str, V1Deployment]:
-            live = {n: d for ns in sorted(set(where.values())) for n, d in self.cluster.deployments(ns).items()}
+        def fetch() -> dict[str, Any]:
+            live = {n: d for ns in sorted(set(where.values())) for n, d in listing(ns).items()}
             return {n: d for n, d in live.items() if n in where}
 
         def available(name: str, r: Rollout) -> None:
-            self.done.available.append(name)
+            (self.done.available if kind == "Deployment" else self.done.ready).append(name)
             self.report(f"{step.label}  {name}: {r.detail}")
 
         outcome = wait(
-            fetch, where, timeout=self.timeout, poll=self.poll, stop=self.stop, on_available=available, minimums=floors
+            fetch,
+            where,
+            timeout=self.timeout,
+            poll=self.poll,
+            stop=self.stop,
+            on_available=available,
+            minimums=floors,
+            judge=judge,
         )
         self.check_stop(step)
         if outcome.ok:
@@ -254,8 +282,8 @@ class _Run:
             lines += [f"{name}: {r.detail}", *self.diagnose(where[name], fetch().get(name), name)]
         raise RolloutError("\n".join(lines))
 
-    def diagnose(self, namespace: str, live: V1Deployment | None, name: str) -> list[str]:
-        """A Deployment's pods: their containers' states and their latest events."""
+    def diagnose(self, namespace: str, live: Any, name: str) -> list[str]:
+        """A workload's pods: their containers' states and their latest events."""
         labels = (live.spec.selector.match_labels if live and live.spec.selector else None) or {NAME_LABEL: name}
         pods = self.cluster.pods(namespace, ",".join(f"{k}={v}" for k, v in sorted(labels.items())))[:5]
         return describe_pods(pods, {name_of(p): self.cluster.events(namespace, name_of(p)) for p in pods})

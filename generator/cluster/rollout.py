@@ -1,4 +1,4 @@
-"""Rollout: is a Deployment rolled out, and what to show when it is not.
+"""Rollout: is a Deployment (or StatefulSet) rolled out, and what to show when it is not.
 
 Pure functions of the kubernetes client's own models (V1Deployment, V1Pod, CoreV1Event), so
 they are tested on those models without a cluster. `wait` takes a function that fetches the
@@ -15,11 +15,19 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
-from kubernetes.client import CoreV1Event, V1ContainerStatus, V1Deployment, V1DeploymentCondition, V1Pod
+from kubernetes.client import (
+    CoreV1Event,
+    V1ContainerStatus,
+    V1Deployment,
+    V1DeploymentCondition,
+    V1Pod,
+    V1StatefulSet,
+)
 
 from .client import name_of
 
@@ -65,6 +73,23 @@ def rollout_of(dep: V1Deployment, minimum: int | None = None) -> Rollout:
     return Rollout(AVAILABLE, f"{available}/{want} available")
 
 
+def statefulset_rollout(sts: V1StatefulSet, minimum: int | None = None) -> Rollout:
+    """Where one StatefulSet's rollout stands (kubectl's rollout status for the RollingUpdate
+    strategy): its latest spec seen, every replica on the update revision and ready. ``minimum``
+    is unused: no HorizontalPodAutoscaler scales a StatefulSet here."""
+    status, want = sts.status, (sts.spec.replicas if sts.spec and sts.spec.replicas is not None else 1)
+    if status is None or ((sts.metadata and sts.metadata.generation) or 0) > (status.observed_generation or 0):
+        return Rollout(PROGRESSING, "waiting for the controller to see the new spec")
+    updated, ready = status.updated_replicas or 0, status.ready_replicas or 0
+    if updated < want:
+        return Rollout(PROGRESSING, f"{updated} of {want} replicas updated")
+    if ready < want:
+        return Rollout(PROGRESSING, f"{ready} of {want} replicas ready")
+    if status.update_revision and status.current_revision != status.update_revision:
+        return Rollout(PROGRESSING, "waiting for the update revision to become current")
+    return Rollout(AVAILABLE, f"{ready}/{want} ready")
+
+
 @dataclass
 class Outcome:
     """How a wave's wait ended. ``ok`` only when every Deployment is available."""
@@ -87,7 +112,7 @@ class Outcome:
 
 
 def wait(
-    fetch: Callable[[], dict[str, V1Deployment]],
+    fetch: Callable[[], Mapping[str, Any]],
     names: Iterable[str],
     *,
     timeout: float,
@@ -95,10 +120,12 @@ def wait(
     stop: threading.Event | None = None,
     on_available: Callable[[str, Rollout], None] = lambda name, r: None,
     minimums: dict[str, int] | None = None,
+    judge: Callable[[Any, int | None], Rollout] = rollout_of,
 ) -> Outcome:
-    """Poll until every named Deployment is available, one has failed, time is up, or ``stop`` is set.
+    """Poll until every named workload is available, one has failed, time is up, or ``stop`` is set.
 
-    ``fetch`` returns the live Deployments by name; a name it lacks counts as progressing.
+    ``fetch`` returns the live workloads by name, which ``judge`` reads (Deployments by default);
+    a name it lacks counts as progressing.
     ``minimums``: per name, the replicas its HorizontalPodAutoscaler keeps at least.
     """
     names = sorted(names)
@@ -109,8 +136,7 @@ def wait(
         live = fetch()
         floors = minimums or {}
         states = {
-            n: rollout_of(live[n], floors.get(n)) if n in live else Rollout(PROGRESSING, "not created yet")
-            for n in names
+            n: judge(live[n], floors.get(n)) if n in live else Rollout(PROGRESSING, "not created yet") for n in names
         }
         for n, r in states.items():
             if r.state == AVAILABLE and n not in reported:
