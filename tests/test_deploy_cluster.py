@@ -697,14 +697,20 @@ def shipped(root: Path, namespace: str, *, bare: bool) -> Path:
 def test_the_shipped_dev_overlay_deploys_wave_by_wave_in_the_plan_order(
     testbed: Testbed, api: Any, tmp_path: Path, namespace: str
 ) -> None:
-    """43 services in 16 waves on core kinds only; then cluster-status finds all of them available, nothing drifted."""
+    """43 services in 16 waves, and stage 1's StatefulSets and Secrets, on core kinds only; then cluster-status
+    finds all of them available, nothing drifted."""
     project = shipped(tmp_path, namespace, bare=True)
     steps = plan_overlay(load_catalog(project / "catalog.yaml"), "dev")
     with Recorder(api, namespace, KINDS) as rec:
         result = run(project, testbed.kubeconfig, "deploy", "--overlay", "dev", "--timeout-per-wave", "120")
         assert result.exit_code == 0, result.output
         assert_wave_by_wave(rec, steps)
-    assert result.stdout.splitlines()[-1] == "done: 306 objects applied, 43 Deployments available"
+    out = result.stdout.splitlines()
+    assert out[-1] == "done: 321 objects applied, 3 StatefulSets ready, 43 Deployments available"
+    # stage 1: one Secret per server (its administrator) and per use, made just before wave 1
+    uses = sum(len(s.uses) for s in load_catalog(project / "catalog.yaml").catalog.services.values())
+    (made,) = [line for line in out if "created" in line]
+    assert made.startswith(f"wave  1  created {3 + uses} Secrets with random passwords (nats, nats.")
     status = json.loads(run(project, testbed.kubeconfig, "cluster-status", "--overlay", "dev", "--json").stdout)
     assert len(status["services"]) == 43
     assert {(s["rollout"], tuple(s["drift"])) for s in status["services"]} == {("available", ())}
@@ -754,7 +760,7 @@ def test_the_full_overlay_names_every_missing_kind_then_deploys_with_install_crd
     assert out[1].startswith(
         "install CRDs: applied 8 CustomResourceDefinitions (authorizationpolicies.security.istio.io, "
     )
-    assert out[-1] == "done: 530 objects applied, 43 Deployments available"
+    assert out[-1] == "done: 545 objects applied, 3 StatefulSets ready, 43 Deployments available"
     status = json.loads(run(project, testbed.kubeconfig, "cluster-status", "--overlay", "dev", "--json").stdout)
     assert {(s["rollout"], tuple(s["drift"])) for s in status["services"]} == {("available", ())}
     assert status["shared_drift"] == []
@@ -799,11 +805,11 @@ def test_deploy_creates_missing_secrets_once_waits_for_the_statefulset_and_never
         assert result.exit_code == 0, result.output
         rec.wait_for(sum(len(s.objects) for s in steps))
         # auth (wave 2) was created only after the PostgreSQL StatefulSet it uses was ready
-        assert rec.revision_available("postgres") < rec.revision_created(f"Deployment/{namespace}/auth")
+        assert rec.revision_available("postgres") < rec.revision_created("Deployment/auth")
     out = result.stdout.splitlines()
     assert "wave  1  created 1 Secret with random passwords (postgres.auth)" in out
     assert "wave  1  postgres: 1/1 ready" in out
-    assert out[-1] == "done: 26 objects applied, 1 StatefulSet ready, 3 Deployments available"
+    assert out[-1] == "done: 29 objects applied, 1 StatefulSet ready, 3 Deployments available"
     made = secret_versions(api, namespace)
     assert made["postgres"][1] == "chosenByOps1"  # taken as it was
     assert len(made["postgres.auth"][1]) == 48 and all(c in "0123456789abcdef" for c in made["postgres.auth"][1])
