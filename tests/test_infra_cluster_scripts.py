@@ -8,11 +8,13 @@ gets in with its own password, and into nothing of another's."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import secrets
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -254,15 +256,39 @@ def test_redis_start_names_a_user_whose_secret_is_missing(tmp_path: Path) -> Non
 # --- NATS: the start script exports each password variable, then execs the server ------------------
 
 
-def test_nats_start_lets_each_service_in_with_its_own_password(tmp_path: Path) -> None:
+def test_nats_start_and_the_provision_container_give_each_service_its_user_and_its_streams(tmp_path: Path) -> None:
+    """The server's start script, and the pod's provision container (started first: it waits
+    for the server), with their rendered commands and environment: every channel's stream
+    exists once it says Ready, and a subscriber binds its durable consumer as its own user."""
     import nats
     from nats.errors import NoServersError
+
+    from nexus.catalog import messages
 
     config, folder, passwords = mounted("nats", tmp_path)
     port, monitor = free_port(), free_port()
     conf = (config / "nats.conf").read_text(encoding="utf-8")
     conf = conf.replace('"0.0.0.0:4222"', f'"127.0.0.1:{port}"').replace('"0.0.0.0:8222"', f'"127.0.0.1:{monitor}"')
     (config / "nats.conf").write_text(conf.replace('"/data/jetstream"', f'"{tmp_path}/js"'), encoding="utf-8")
+    pod = objects("nats")["StatefulSet"]["spec"]["template"]["spec"]
+    provisioner = next(c for c in pod["containers"] if c["name"] == "provision")
+    here = {"/etc/nexus": str(config), "/var/run/secrets/nexus": str(folder), "/run/nexus": str(tmp_path)}
+
+    def local(value: str) -> str:
+        for there, path in here.items():
+            value = value.replace(there, path)
+        return value.replace("127.0.0.1:4222", f"127.0.0.1:{port}")
+
+    prov_env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT / "generated" / "runtime"),
+        **{e["name"]: local(e["value"]) for e in provisioner["env"]},
+    }
+    command = [local(a) for a in provisioner["command"]]
+    assert command[:3] == ["python", "-m", "nexus_runtime.provision"]
+    provision = subprocess.Popen(
+        [sys.executable, *command[1:]], env=prov_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     bin_dir = Path(infra._program("nats-server", "")).parent
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SECRETS": str(folder), "CONFIG": str(config)}
     proc = subprocess.Popen(
@@ -270,16 +296,37 @@ def test_nats_start_lets_each_service_in_with_its_own_password(tmp_path: Path) -
     )
     try:
         wait_port(port, proc)
-        variable = next(v for v in passwords if v != broker.ADMIN_PASSWORD_VARIABLE)
+        ready = Path(prov_env["READY_FILE"])
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            assert provision.poll() is None, provision.communicate()[0].decode()
+            assert time.monotonic() < deadline, "the provision container never became ready"
+            time.sleep(0.1)
+        users = [line.split('"')[1] for line in conf.splitlines() if 'user: "' in line]
+        wanted = json.loads((config / "broker-objects.json").read_text(encoding="utf-8"))
 
         async def check() -> None:
-            service = next(
-                s
-                for s in (line.split('"')[1] for line in conf.splitlines() if 'user: "' in line)
-                if broker.password_variable(s) == variable
+            admin = await nats.connect(
+                f"nats://127.0.0.1:{port}",
+                user=broker.ADMIN_USER,
+                password=passwords[broker.ADMIN_PASSWORD_VARIABLE],
+                allow_reconnect=False,
             )
+            names = {s.config.name for s in await admin.jetstream().streams_info()}
+            await admin.close()
+            assert {ch["stream"] for ch in wanted["channels"]} | {wanted["dead_letter"]["stream"]} <= names
+            channel = next(ch for ch in wanted["channels"] if ch["durables"])
+            service = next(u for u in users if messages.durable(u) == channel["durables"][0])
             nc = await nats.connect(
-                f"nats://127.0.0.1:{port}", user=service, password=passwords[variable], allow_reconnect=False
+                f"nats://127.0.0.1:{port}",
+                user=service,
+                password=passwords[broker.password_variable(service)],
+                allow_reconnect=False,
+                inbox_prefix=messages.inbox(service),
+            )
+            # what the runtime's Broker does at start: bind to the durable made for it
+            await nc.jetstream().pull_subscribe_bind(
+                channel["durables"][0], channel["stream"], inbox_prefix=f"{messages.inbox(service)}.".encode()
             )
             await nc.close()
             with pytest.raises((NoServersError, nats.errors.Error, OSError)):
@@ -292,5 +339,8 @@ def test_nats_start_lets_each_service_in_with_its_own_password(tmp_path: Path) -
                 )
 
         asyncio.run(check())
+        provision.terminate()  # SIGTERM, as the kubelet stops it: a clean exit
+        assert provision.wait(10) == 0
     finally:
+        stop(provision)
         stop(proc)

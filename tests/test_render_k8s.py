@@ -270,8 +270,11 @@ def test_infrastructure_runs_as_statefulsets_with_volumes_probes_and_budgets(
         assert sts["spec"]["replicas"] == 1 and sts["spec"]["serviceName"] == name
         (claim,) = sts["spec"]["volumeClaimTemplates"]
         assert claim["spec"]["resources"]["requests"]["storage"] == comp.storage
-        (container,) = sts["spec"]["template"]["spec"]["containers"]
-        assert {"startupProbe", "readinessProbe", "livenessProbe"} <= set(container)
+        containers = {c["name"]: c for c in sts["spec"]["template"]["spec"]["containers"]}
+        # NATS's pod also runs the stream provisioning, ready once the streams exist
+        assert sorted(containers) == sorted({comp.engine} | ({"provision"} if comp.engine == "nats" else set()))
+        assert all({"startupProbe", "readinessProbe", "livenessProbe"} <= set(c) for c in containers.values())
+        container = containers[comp.engine]
         assert container["ports"][0] == {"name": "server", "containerPort": comp.port, "protocol": "TCP"}
         assert services[name]["spec"]["clusterIP"] == "None"
         assert budgets[name]["spec"]["minAvailable"] == 1

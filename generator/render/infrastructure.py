@@ -18,6 +18,7 @@ the provisioning SQL), so a local run and a cluster have the same users with the
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,7 @@ FOLDER = "k8s/base/infrastructure"
 SCRIPTS = TEMPLATES / "k8s" / "infrastructure"  # the scripts and SQL, also run by `nexus up` and the tests
 CONFIG_DIR = "/etc/nexus"  # the ConfigMap, in the server's pod
 RUN_DIR = "/run/nexus"  # a memory volume for what the start-up script writes (Redis's hashed ACLs)
+BROKER_OBJECTS = "broker-objects.json"  # the streams, consumers and buckets (catalog.events.broker_objects)
 REDIS_ADMIN = "_nexus_admin"  # a user name no service can take: service names are DNS labels, without '_'
 
 
@@ -48,6 +50,9 @@ class Engine:
     ready: dict[str, Any]  # the readiness and startup probe's handler
     live: dict[str, Any]  # the liveness probe's handler
     init: tuple[str, ...] = ()  # an init container's command (PostgreSQL: initdb and the roles)
+    # NATS: a second container creates the catalog's streams (nexus_runtime.provision) and is
+    # ready only once they exist; it runs the runtime from a service's image (each has it)
+    provisioner: bool = False
     env: tuple[tuple[str, str], ...] = ()
     monitor_port: int | None = None
     requests: tuple[str, str] = ("100m", "128Mi")  # cpu, memory
@@ -97,6 +102,7 @@ ENGINES: dict[str, Engine] = {
         admin_file=broker.ADMIN_PASSWORD_VARIABLE,
         user_file=broker.password_variable,
         monitor_port=8222,
+        provisioner=True,
         ready={"httpGet": {"path": "/healthz?js-enabled-only=true", "port": "monitor"}},
         live={"httpGet": {"path": "/healthz", "port": "monitor"}},
         limits=("500m", "512Mi"),
@@ -156,6 +162,7 @@ def _config(cat: Catalog, name: str, users: list[str]) -> dict[str, str]:
         granted = events.permissions(cat)
         listen = broker.Listen("0.0.0.0", comp.port, engine.monitor_port or 8222, f"{engine.data}/jetstream")
         files["nats.conf"] = broker.nats_config({u: granted.get(u, events.Permissions((), ())) for u in users}, listen)
+        files[BROKER_OBJECTS] = json.dumps(events.broker_objects(cat), indent=2, sort_keys=True) + "\n"
     return dict(sorted(files.items()))
 
 
@@ -181,6 +188,11 @@ def _component(ctx: RenderContext, name: str, users: list[str]) -> dict[str, Any
         "config_hash": hashlib.sha256(repr(sorted(config.items())).encode()).hexdigest()[:16],
         "secrets": secrets,
         "users": users,
+        # the runtime is the same in every service's image: the first user's will do
+        "runtime_image": f"{cat.platform.image_registry}/{users[0]}:{cat.platform.version}",
+        "broker_objects": f"{CONFIG_DIR}/{BROKER_OBJECTS}",
+        "admin_password_file": f"{naming.SECRETS_DIR}/{engine.admin_file}",
+        "ready_file": f"{RUN_DIR}/provisioned",
     }
 
 
@@ -198,6 +210,7 @@ def render(ctx: RenderContext, common: dict[str, Any]) -> dict[str, str]:
             config_dir=CONFIG_DIR,
             run_dir=RUN_DIR,
             secrets_dir=naming.SECRETS_DIR,
+            broker_admin=broker.ADMIN_USER,
             **common,
         )
     return out

@@ -15,9 +15,9 @@ slower than the client it wraps). Delivery, as docs/events.md states it:
   with the error, and is acknowledged;
 - the request id and the W3C trace context travel in the message headers.
 
-The streams, consumers and buckets are created by ``provision`` (run by `nexus up` and `nexus
-deploy` as the broker's administrator); a service only binds to what exists, with a broker user
-allowed nothing else.
+The streams, consumers and buckets are created by ``provision``, as the broker's administrator:
+by `nexus up`, and in a cluster by the NATS pod's provision container (nexus_runtime.provision);
+a service only binds to what exists, with a broker user allowed nothing else.
 """
 
 from __future__ import annotations
