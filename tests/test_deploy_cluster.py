@@ -766,11 +766,12 @@ def test_the_full_overlay_names_every_missing_kind_then_deploys_with_install_crd
     assert status["shared_drift"] == []
 
 
-def generated_minimal(root: Path, namespace: str) -> Path:
+def generated_minimal(root: Path, namespace: str, **postgres: Any) -> Path:
     """The minimal catalog generated for real (no mesh, no Prometheus Operator): PostgreSQL in
     wave 1 as a StatefulSet, auth (which uses it) in wave 2, gateway and media in wave 3."""
     data = copy.deepcopy(MINIMAL)
     data["platform"] |= {"namespace": namespace, "mesh": "none", "monitoring": {"operator": False}}
+    data["infrastructure"]["postgres"] |= postgres
     (root / "catalog.yaml").write_text(dump(data), encoding="utf-8")
     generate(root / "catalog.yaml")
     return root
@@ -826,3 +827,24 @@ def test_deploy_creates_missing_secrets_once_waits_for_the_statefulset_and_never
         f"error: Secret {namespace}/postgres.auth has no key 'password'; add it or delete the Secret; nothing of "
         "this step was applied"
     )
+
+
+@pytest.mark.cluster
+def test_a_managed_instances_missing_secret_stops_the_deploy_before_its_users_step(
+    testbed: Testbed, api: Any, tmp_path: Path, namespace: str
+) -> None:
+    """Nexus makes no password for a user it cannot create on a managed instance: it names the
+    Secret its owners must make, and nothing of that step is applied."""
+    external = {"host": "db.example.com", "port": 5432, "secret": "rds-admin"}
+    project = generated_minimal(tmp_path, namespace, external=external)
+    result = run(project, testbed.kubeconfig, "deploy", "--overlay", "dev", "--timeout-per-wave", "120")
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (
+        f"error: Secret {namespace}/postgres.auth does not exist: its managed instance's owners create it, with the "
+        "service's password under the key 'password'; nothing of this step was applied"
+    )
+    assert "wave  2" not in result.stdout  # auth's step: not one object
+    from kubernetes import client
+
+    secrets = client.CoreV1Api(api).list_namespaced_secret(namespace).items
+    assert [x.metadata.name for x in secrets if x.type == "Opaque"] == []  # no password made up for it

@@ -737,3 +737,42 @@ def test_a_nasty_description_survives_intact_and_valid(minimal: dict[str, Any]) 
 @given(text=st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=40))
 def test_any_description_survives_intact_and_valid(minimal: dict[str, Any], text: str) -> None:
     _description_survives(dict(minimal, services={k: dict(v) for k, v in minimal["services"].items()}), text)
+
+
+# -- a managed (external) instance -------------------------------------------------------------------
+
+
+def test_a_managed_instance_has_no_statefulset_and_its_users_reach_it_by_host_and_port(minimal: dict) -> None:
+    """PostgreSQL on RDS: no objects of its own; its user's URL, egress, Sidecar host and a
+    ServiceEntry point at the managed host and port; every check (policy == edges) passes;
+    without the egress rule the check names the missing edge."""
+    minimal["platform"]["mesh"] = "istio"
+    minimal["infrastructure"]["postgres"]["external"] = {"host": "db.example.com", "port": 6432, "secret": "rds"}
+    loaded = load_catalog_text(dump(minimal))
+    ctx = RenderContext(loaded.catalog, loaded.plan)
+    files = {**render_k8s.render(ctx), **render_mesh.render(ctx)}
+    assert not [p for p in files if "/infrastructure/" in p]
+    docs = {
+        (d["kind"], d["metadata"]["name"]): d
+        for t in files.values()
+        for d in yaml.safe_load_all(t)
+        if d and "metadata" in d
+    }
+    assert docs[("ConfigMap", "auth-config")]["data"]["POSTGRES_URL"] == "postgresql://auth@db.example.com:6432/auth"
+    egress = docs[("NetworkPolicy", "auth")]["spec"]["egress"]
+    assert {"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}, {"ipBlock": {"cidr": "::/0"}}],
+            "ports": [{"protocol": "TCP", "port": 6432}]} in egress  # fmt: skip
+    assert "./db.example.com" in docs[("Sidecar", "auth")]["spec"]["egress"][0]["hosts"]
+    entry = docs[("ServiceEntry", "postgres")]["spec"]
+    assert (entry["hosts"], entry["ports"][0]["number"], entry["location"]) == (
+        ["db.example.com"],
+        6432,
+        "MESH_EXTERNAL",
+    )
+    assert ("StatefulSet", "postgres") not in docs and ("NetworkPolicy", "postgres-ingress") not in docs
+    assert k8s_checks.run(ctx, files, strict_schema=False) == []
+
+    path = render_k8s.service_path("auth")
+    closed = files[path].replace("port: 6432", "port: 6433")
+    failures = k8s_checks.run(ctx, {**files, path: closed}, strict_schema=False)
+    assert f"{path}: auth: egress auth -> postgres is a catalog edge but no NetworkPolicy allows it" in failures

@@ -276,6 +276,7 @@ INFRASTRUCTURE_OBJECTS: Objects = (
             "StatefulSet",
             "PodDisruptionBudget",
             "Secret",
+            "ServiceEntry (Istio)",
             ISTIO_POLICY,
             "Server (Linkerd)",
             LINKERD_POLICY,

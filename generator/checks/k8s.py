@@ -333,6 +333,8 @@ def read_policies(ctx: RenderContext, docs: list[Doc]) -> tuple[Policy, list[str
                             )
                     elif direction == "egress" and peer == _DNS and sorted(rule_ports) == [("TCP", 53), ("UDP", 53)]:
                         pass
+                    elif direction == "egress" and _anywhere(peer) and (managed := _managed(ctx, target, rule_ports)):
+                        pairs.update((target, comp) for comp in managed)
                     elif direction == "egress" and _outside(peer) and rule_ports == [("TCP", 443)]:
                         policy.to_internet.add(target)
                     elif direction == "ingress" and peer == _other_namespaces(ns) and len(peers) == 1:
@@ -367,6 +369,20 @@ def _outside(peer: dict[str, Any]) -> bool:
     return isinstance(block, dict) and (block.get("cidr"), tuple(block.get("except") or ())) in render_k8s.OUTSIDE
 
 
+def _anywhere(peer: dict[str, Any]) -> bool:
+    """An ipBlock of every address: how a service reaches a managed instance, whose address the
+    cluster cannot know (it may be private, in the same VPC); only ever on that instance's port."""
+    return peer in ({"ipBlock": {"cidr": cidr}} for cidr, _ in render_k8s.OUTSIDE)
+
+
+def _managed(ctx: RenderContext, service: str, rule_ports: list[tuple[str, Any]]) -> list[str]:
+    """The managed (external) instances ``service`` uses that a rule on exactly ``rule_ports`` reaches."""
+    cat = ctx.catalog
+    svc = cat.services.get(service)
+    used = [(c, cat.infrastructure[c].external) for c in sorted(svc.uses)] if svc else []
+    return [c for c, ext in used if ext is not None and rule_ports == [("TCP", ext.port)]]
+
+
 def _monitoring(ctx: RenderContext) -> dict[str, Any]:
     """Prometheus's namespace (platform.monitoring), the one peer besides the edges that may reach every service."""
     return {
@@ -387,14 +403,17 @@ def _policy_matches_catalog(ctx: RenderContext, policy: Policy) -> list[str]:
     cat, failures = ctx.catalog, []
     edges = {(e["source"], e["target"]) for e in ctx.edges}
     uses = {(n, c) for n, s in cat.services.items() for c in s.uses}
+    # a managed instance has no pod in the cluster: only its users' egress can be checked
+    outside = {(n, c) for n, c in uses if cat.infrastructure[c].external is not None}
     for side, pairs in (("egress", policy.egress), ("ingress", policy.ingress)):
-        for source, target in sorted(edges | uses):
+        expected = edges | uses if side == "egress" else edges | (uses - outside)
+        for source, target in sorted(expected):
             if (source, target) not in pairs:
                 failures.append(
                     f"{service_path(source)}: {source}: {side} {source} -> {target} is a catalog edge but no "
                     "NetworkPolicy allows it"
                 )
-        for source, target in sorted(pairs - edges - uses):
+        for source, target in sorted(pairs - expected):
             failures.append(
                 f"{service_path(source)}: {source}: {side} {source} -> {target} is allowed but is not in the catalog"
             )

@@ -31,6 +31,7 @@ from ..render.mesh import (
     components,
     external_host,
     go_duration,
+    infrastructure_host,
     monitoring_identity,
 )
 from . import crd_schema
@@ -241,7 +242,8 @@ def _istio_traffic(ctx: RenderContext, docs: list[Doc]) -> list[str]:
         hosts = set(get(d.data, "spec", "egress", 0, "hosts") or [])
         if svc is None:
             continue
-        want_hosts = {f"./{x}.{ns}.svc.cluster.local" for x in [*svc.depends_on, *svc.uses]} | {"istio-system/*"}
+        want_hosts = {f"./{x}.{ns}.svc.cluster.local" for x in svc.depends_on} | {"istio-system/*"}
+        want_hosts |= {f"./{infrastructure_host(ctx, x)}" for x in svc.uses}
         want_hosts |= {f"./{external_host(ctx, x)}" for x in svc.externals}
         if hosts != want_hosts:
             failures.append(

@@ -72,8 +72,9 @@ def callers(ctx: RenderContext) -> dict[str, list[str]]:
     """Every workload a mesh policy protects (services and infrastructure) -> who may call it."""
     cat = ctx.catalog
     out = {name: list(ctx.dependents[name]) for name in cat.services}
-    for comp in cat.infrastructure:
-        out[comp] = sorted(n for n, s in cat.services.items() if comp in s.uses)
+    for comp, infra in cat.infrastructure.items():
+        if infra.external is None:  # a managed instance is no workload here
+            out[comp] = sorted(n for n, s in cat.services.items() if comp in s.uses)
     return dict(sorted(out.items()))
 
 
@@ -129,9 +130,15 @@ def _target(ctx: RenderContext, name: str, mesh: Mesh, allowed: dict[str, set[st
         "routes": [{"source": s, **_traffic(t)} for s, t in sorted(edges.items()) if _route_differs(t, base)],
         "pools": [{"source": s, **_traffic(t)} for s, t in sorted(edges.items()) if _pool_differs(t, base)],
         "egress": [f"./{d}.{ns}.svc.{TRUST_DOMAIN}" for d in sorted(svc.depends_on)]
-        + [f"./{c}.{ns}.svc.{TRUST_DOMAIN}" for c in sorted(svc.uses)]
+        + [f"./{infrastructure_host(ctx, c)}" for c in sorted(svc.uses)]
         + [f"./{external_host(ctx, e)}" for e in sorted(svc.externals)],
     }
+
+
+def infrastructure_host(ctx: RenderContext, name: str) -> str:
+    """Where a piece of infrastructure is reached: its Service here, or a managed instance's host."""
+    infra = ctx.catalog.infrastructure[name]
+    return infra.external.host if infra.external else f"{name}.{ctx.catalog.platform.namespace}.svc.{TRUST_DOMAIN}"
 
 
 def external_host(ctx: RenderContext, name: str) -> str:
@@ -200,7 +207,13 @@ def render_mesh(ctx: RenderContext, mesh: Mesh) -> dict[str, str]:
         "infrastructure": [
             {"name": c, "port": cat.infrastructure[c].port, "identities": sorted(allowed[c])}
             for c in sorted(cat.infrastructure)
-            if who[c]
+            if who.get(c)
+        ],
+        # managed instances: outside the mesh, registered so REGISTRY_ONLY sidecars may reach them
+        "managed": [
+            {"name": c, "host": ext.host, "port": ext.port}
+            for c in sorted(cat.infrastructure)
+            if (ext := cat.infrastructure[c].external) is not None and any(c in s.uses for s in cat.services.values())
         ],
         "externals": [{"name": e, "host": external_host(ctx, e)} for e in sorted(cat.externals)],
         "targets": [_target(ctx, n, mesh, allowed) for n in sorted(cat.services)],
