@@ -322,7 +322,9 @@ class ExternalInstance(Strict):
     port: Annotated[int, Field(ge=1, le=65535)] = Field(description="Its TCP port.")
     secret: Name = Field(
         description="The Kubernetes Secret in the platform's namespace holding its administrator's "
-        "credentials (keys `username` and `password`); created by its owners, never by Nexus."
+        "credentials (keys `username` and `password`); created by its owners, never by Nexus. Its users and "
+        "their Secrets (`<component>.<service>`, key `password`) are its owners' to create too: Nexus does not "
+        "yet provision users on a managed instance (docs/deploy.md)."
     )
 
 
