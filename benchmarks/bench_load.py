@@ -8,14 +8,15 @@ httpx apps (a benchmark run by hand, not a test).
 The load comes from wrk (Debian: `apt-get install wrk`), driven by benchmarks/wrk_flows.lua:
 it costs far less CPU per request than the servers it loads, which on two cores matters. For
 each mode (`nexus up --mode embedded|process`) the script starts the platform on the catalog's
-ports and a bare chain (benchmarks/bare_chain.py, run the same way: one process, or one per
-hop) of as many hops as the longest flow, then measures three phases:
+ports and one bare chain per flow (benchmarks/bare_chain.py, run the same way: one process, or
+one per hop), each hop doing the same data step (its database row, its cache key) as the Nexus
+service at its place, then measures three phases:
 
 1. latency: sequential requests on one kept-alive connection (wrk -c1): the gateway's /health,
    and /flows/<flow> at every hop of every flow, so the cost of one hop is the difference
-   between two lines; the bare chain alike, entered where as many hops are left.
+   between two lines; the bare chains alike.
 2. throughput: ``--requests`` at ``--concurrency`` on each flow through the gateway, then on
-   the bare chain with the same number of called hops. Besides wrk's figures, the CPU the
+   its bare chain. Besides wrk's figures, the CPU the
    serving processes used per request (user + system, from /proc): on a machine shared with
    other jobs, throughput follows their load, CPU per request much less.
 3. burn: ``--burn-requests`` at ``--concurrency``, the three flows in turn, with ``--burners``
@@ -29,6 +30,7 @@ The catalog's ports must be free, and the bare chain's (the catalog's highest po
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -49,7 +51,8 @@ sys.path.insert(0, str(ROOT))
 
 from nexus.catalog import load_catalog
 from nexus.catalog.models import Catalog
-from nexus.local import runstate
+from nexus.catalog.naming import pkg
+from nexus.local import infra, runstate
 
 HERE = Path(__file__).resolve().parent
 SCRIPT = HERE / "wrk_flows.lua"
@@ -182,29 +185,49 @@ def platform(catalog: Path, cat: Catalog, mode: str) -> Iterator[Target]:
 
 
 @contextmanager
-def bare(cat: Catalog, mode: str) -> Iterator[Target]:
-    longest = max(called_hops(cat).values())
-    first = max(s.port for s in cat.services.values()) + 1
-    ports = list(range(first, first + longest))
+def bare(catalog: Path, cat: Catalog, mode: str) -> Iterator[Target]:
+    """One bare chain per flow, each hop doing the data step of the Nexus service at its place
+    (with that service's own database and cache user, from the running platform's credentials)."""
+    state = runstate.read(catalog.parent)
+    assert state is not None, "the platform must be up first"
+    creds = infra.Credentials.load(infra.credentials_path(Path(state.run_dir)))
+    port = max(s.port for s in cat.services.values()) + 1
+    entry: dict[str, list[int]] = {}
+    hops: list[dict[str, object]] = []
+    for name, flow in sorted(cat.flows.items()):
+        called = [h for h in flow.names() if h in cat.services]
+        ports = list(range(port, port + len(called)))
+        port += len(called)
+        entry[name] = ports
+        for i, service in enumerate(called):
+            urls = infra.service_secrets(cat, service, state.infrastructure, creds)
+            engines = {cat.infrastructure[c].engine: urls[f"{pkg(c)}_url"] for c in cat.services[service].uses}
+            hops.append(
+                {
+                    "port": ports[i],
+                    "next": ports[i + 1] if i + 1 < len(ports) else None,
+                    "postgres": engines.get("postgres"),
+                    "redis": engines.get("redis"),
+                    "prefix": service,
+                }
+            )
     script = str(HERE / "bare_chain.py")
-    if mode == "embedded":
-        commands = [[sys.executable, script, "embedded", *map(str, ports)]]
-    else:
-        commands = [
-            [sys.executable, script, "process", str(p), *([str(ports[i + 1])] if i + 1 < len(ports) else [])]
-            for i, p in enumerate(ports)
-        ]
+    specs = [hops] if mode == "embedded" else hops
     # quiet: under overload the bare hops log a traceback per timed-out call
     procs = [
-        subprocess.Popen(c, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for c in commands
+        subprocess.Popen(
+            [sys.executable, script, mode],
+            env={**os.environ, "BARE_HOPS": json.dumps(spec)},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for spec in specs
     ]
     try:
-        for port in ports:
-            wait_up(f"http://127.0.0.1:{port}/health")
-        # enter the chain where as many hops are left as the flow calls
-        entry = {name: ports[longest - n :] for name, n in called_hops(cat).items()}
-        yield Target("bare", entry, ports[0], [p.pid for p in procs])
+        for h in hops:
+            wait_up(f"http://127.0.0.1:{h['port']}/health")
+        yield Target("bare", entry, int(str(hops[0]["port"])), [p.pid for p in procs])
     finally:
         for p in procs:
             p.terminate()
@@ -306,7 +329,7 @@ def main() -> None:
             f"\n=== {mode} mode: {len(cat.services)} services; bare chain of {max(called_hops(cat).values())} hops, "
             "run the same way"
         )
-        with platform(catalog, cat, mode) as nx, bare(cat, mode) as bare_chain:
+        with platform(catalog, cat, mode) as nx, bare(catalog, cat, mode) as bare_chain:
             if "latency" in args.phases:
                 latency([nx, bare_chain], cat)
             if "throughput" in args.phases:
