@@ -198,3 +198,26 @@ def test_stopping_postgres_makes_only_its_users_unready_and_a_restart_recovers_t
     assert after is not None and after.host == host  # the same process serves them: nothing was restarted
     flow = httpx.get(f"http://127.0.0.1:{ports['gateway']}/platform/flows/login", trust_env=False, timeout=10).json()
     assert flow["ok"] and [d["resource"] for d in flow["hops"][1]["data"]] == ["postgres", "redis"], flow
+
+
+def test_a_killed_server_not_yet_reaped_is_waited_for_before_postgres_starts(tmp_path):
+    """The crashed-run flake: PostgreSQL refused to start while the killed postmaster named in
+    postmaster.pid was a zombie its parent had not reaped yet."""
+    import os
+    import signal
+    import threading
+    import time
+
+    from nexus.local import procs
+
+    child = subprocess.Popen(["sleep", "30"])
+    os.kill(child.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while procs.identity(child.pid) is not None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert procs.lingering(child.pid)  # dead, unreaped: what kill(pid, 0) still finds
+    (tmp_path / "postmaster.pid").write_text(f"{child.pid}\n/data\n")
+    threading.Timer(0.5, child.wait).start()  # its parent reaps it half a second later
+    start = time.monotonic()
+    infra._await_crashed_server(tmp_path, timeout=10)
+    assert 0.4 < time.monotonic() - start < 5 and not procs.lingering(child.pid)

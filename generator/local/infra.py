@@ -258,6 +258,7 @@ def _start_postgres(server: Server, timeout: float) -> None:
         raise server.fail(
             f"its administrator password file {admin_file} cannot be read ({exc}); `nexus down --wipe` starts afresh"
         ) from exc
+    _await_crashed_server(pgdata)
     server.spawn(
         [*wrap, str(bin_dir / "postgres"), "-D", str(pgdata), "-h", LOOPBACK, "-p", str(server.record.port),
          "-k", "",  # no unix socket: its path limit (107 bytes) breaks deep checkouts
@@ -266,6 +267,19 @@ def _start_postgres(server: Server, timeout: float) -> None:
     )  # fmt: skip
     server.wait(lambda: asyncio.run(_pg_ping(server)), timeout)
     _pg_provision(server, bin_dir)
+
+
+def _await_crashed_server(pgdata: Path, timeout: float = 10.0) -> None:
+    """A server killed without shutting down (a crashed run) leaves postmaster.pid naming it, and
+    PostgreSQL refuses to start while that process exists, even dead and not yet reaped: wait
+    for it to be gone. A live one is left for PostgreSQL to name in its own error."""
+    try:
+        pid = int((pgdata / "postmaster.pid").read_text(encoding="utf-8").split("\n", 1)[0])
+    except (OSError, ValueError):
+        return
+    deadline = time.monotonic() + timeout
+    while procs.lingering(pid) and time.monotonic() < deadline:
+        time.sleep(POLL_SECONDS)
 
 
 async def _pg_connect(server: Server, database: str = "postgres") -> Any:

@@ -78,6 +78,20 @@ def spawned(pid: int, args: list[str]) -> Identity:
     return Identity(pid, tuple(args), now.started if now else 0)
 
 
+def lingering(pid: int) -> bool:
+    """Whether ``pid`` is a process that has died but is not yet reaped (a zombie): gone for
+    ``identity``, yet still there for kill(pid, 0), which is how PostgreSQL tests its lock file."""
+    if identity(pid) is not None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def is_running(recorded: Identity) -> bool:
     """True only while the recorded process itself runs: same pid, start time and command."""
     now = identity(recorded.pid)
