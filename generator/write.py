@@ -36,12 +36,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import HandEditedError, OutputBusy, OutputError
+from .paths import tool_file, tool_folder
 
 MANIFEST = ".nexus-manifest.json"
-# Caches that tools drop into the tree: neither ours nor the team's, never reported, not carried over.
-CACHE_PARTS = frozenset(
-    {"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".venv", "node_modules", ".hypothesis"}
-)
 
 
 def sha256(data: bytes) -> str:
@@ -118,11 +115,11 @@ def _scan(out: Path) -> tuple[dict[str, str], set[str]]:
                 if entry.is_symlink():
                     odd.add(rel)
                 elif entry.is_dir():
-                    if entry.name not in CACHE_PARTS and not entry.name.endswith(".egg-info"):
+                    if not tool_folder(entry.name):  # never reported, not carried over
                         walk(entry.path, rel + "/")
                 elif not entry.is_file():
                     odd.add(rel)
-                elif rel != MANIFEST and not entry.name.endswith(".pyc"):
+                elif rel != MANIFEST and not tool_file(entry.name):
                     files[rel] = entry.path
 
     walk(str(out), "")
@@ -391,7 +388,7 @@ def _refuse_protected(out: Path, ch: Changes) -> None:
 def _folders(out: Path) -> Iterator[str]:
     yield "."
     for dirpath, dirnames, _ in os.walk(out):
-        dirnames[:] = [d for d in dirnames if d not in CACHE_PARTS and not d.endswith(".egg-info")]  # not carried over
+        dirnames[:] = [d for d in dirnames if not tool_folder(d)]  # not carried over
         for d in dirnames:
             yield Path(dirpath, d).relative_to(out).as_posix()
 

@@ -29,11 +29,11 @@ from ..catalog.json_schema import schema_json
 from ..catalog.models import Catalog, duration_ms
 from ..catalog.naming import pkg
 from ..errors import TemplateError
-from .context import TEMPLATES, RenderContext, bytecode_cache
+from ..paths import TEMPLATES, source_files
+from .context import RenderContext, bytecode_cache
 
 SERVICE_TEMPLATE = TEMPLATES / "service"
 RUNTIME = TEMPLATES / "runtime"
-SKIP = {"__pycache__", ".pytest_cache"}
 
 
 @cache
@@ -108,11 +108,8 @@ def template_env(cache: bool = False) -> jinja2.Environment:
 
 def _template_files() -> list[str]:
     """Template-relative paths of the service template's files, sorted."""
-    root = SERVICE_TEMPLATE / "{{cookiecutter.name}}"
     return sorted(
-        p.relative_to(SERVICE_TEMPLATE).as_posix()
-        for p in root.rglob("*")
-        if p.is_file() and not SKIP.intersection(p.relative_to(root).parts)
+        p.relative_to(SERVICE_TEMPLATE).as_posix() for p in source_files(SERVICE_TEMPLATE / "{{cookiecutter.name}}")
     )
 
 
@@ -282,9 +279,7 @@ def _line(exc: BaseException, rel: str) -> int | str:
 
 def _runtime() -> dict[str, str]:
     return {
-        f"runtime/{p.relative_to(RUNTIME).as_posix()}": p.read_text(encoding="utf-8")
-        for p in sorted(RUNTIME.rglob("*"))
-        if p.is_file() and not SKIP.intersection(p.parts) and p.suffix != ".pyc"
+        f"runtime/{p.relative_to(RUNTIME).as_posix()}": p.read_text(encoding="utf-8") for p in source_files(RUNTIME)
     }
 
 
@@ -374,7 +369,7 @@ def _template_key() -> str:
     """What a service's files depend on besides its context: the template, this code, Jinja."""
     digest = hashlib.blake2b(f"{sys.version}|{jinja2.__version__}".encode(), digest_size=16)
     digest.update(Path(__file__).read_bytes())
-    for path in sorted(p for p in SERVICE_TEMPLATE.rglob("*") if p.is_file() and not SKIP.intersection(p.parts)):
+    for path in source_files(SERVICE_TEMPLATE):
         digest.update(path.relative_to(SERVICE_TEMPLATE).as_posix().encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
 
