@@ -10,8 +10,12 @@ UTF-8). Light on purpose: the no-op run hashes the templates without loading any
 
 from __future__ import annotations
 
+import hashlib
 import importlib.resources
 import os
+import sys
+from functools import cache
+from importlib import metadata
 from pathlib import Path
 
 # Folders that tools drop into a tree: neither ours nor the team's, never read, never carried over.
@@ -52,3 +56,21 @@ def source_files(root: Path) -> list[Path]:
         dirnames[:] = [d for d in dirnames if not tool_folder(d)]
         found.extend(Path(folder, f) for f in filenames if not tool_file(f) and os.path.isfile(os.path.join(folder, f)))
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+
+
+_LIBRARIES = ("jinja2", "pyyaml", "pydantic")  # the libraries whose version can change the output
+
+
+@cache
+def code_key() -> str:
+    """A hash of what turns a catalog into files: every template, our own code, the libraries
+    that shape the output and the interpreter. Whatever is kept between runs by what it was
+    rendered from carries it, so that a change to any of these renders again."""
+    # the installed versions, read from their metadata: importing Jinja only to ask would cost a
+    # run with nothing to do a sixth of its time
+    libraries = "|".join(metadata.version(name) for name in _LIBRARIES)
+    digest = hashlib.blake2b(f"{sys.version}|{libraries}".encode(), digest_size=16)
+    for folder in (TEMPLATES, Path(__file__).resolve().parent):
+        for path in source_files(folder):
+            digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()

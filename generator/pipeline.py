@@ -6,16 +6,14 @@ import hashlib
 import json
 import os
 import stat
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import usercache, write
 from .errors import DriftError, HandEditedError
-from .paths import TEMPLATES, catalog_folder, source_files
+from .paths import catalog_folder, code_key
 
 if TYPE_CHECKING:
     from .catalog import Loaded
@@ -113,30 +111,13 @@ def _team_files_of(paths: list[str]) -> list[str]:
     return [f"services/{name}/{f}" for name in services for f in team_files(name)]
 
 
-_LIBRARIES = ("jinja2", "pyyaml", "pydantic")  # the libraries whose version can change the output
-
-
-def _code_key() -> str:
-    """A hash of what turns a catalog into files: every template, our own code, the libraries
-    that shape the output and the interpreter."""
-    # the installed versions, read from their metadata: importing Jinja only to ask would cost a
-    # no-op run a sixth of its time
-    libraries = "|".join(metadata.version(name) for name in _LIBRARIES)
-    digest = hashlib.blake2b(f"{sys.version}|{libraries}".encode(), digest_size=16)
-    code = Path(__file__).resolve().parent
-    for folder in (TEMPLATES, code):
-        for path in source_files(folder):
-            digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()
-
-
 @dataclass
 class _Last:
     """This output folder's last clean run, as the user's cache recorded it, beside this run's keys."""
 
     file: Path | None  # where the record is kept; None without a usable cache folder
     record: dict[str, Any] | None  # None when there is none (or --strict, which trusts no record)
-    code: str  # _code_key() now
+    code: str  # paths.code_key() now
     inputs: str | None  # the hash of this run's inputs; None when the catalog cannot be read
 
     @classmethod
@@ -145,7 +126,7 @@ class _Last:
         # one record per output folder, by its resolved path
         file = folder / _digest(str(target.resolve()).encode()) if folder is not None else None
         record = _read_record(file) if file is not None and not strict else None
-        code = _code_key()
+        code = code_key()
         text = _catalog_bytes(catalog)
         # everything the output depends on: the code, the catalog, where it is written
         inputs = _digest(f"{code}|{target.resolve()}|".encode() + text) if text is not None else None

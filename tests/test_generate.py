@@ -360,3 +360,51 @@ def test_tool_caches_left_in_the_templates_change_nothing(tmp_path: Path, monkey
         (root / "module.cpython-311.pyc").write_bytes(b"\xa7\r\r\n")
     assert (services._runtime(), services._template_files()) == clean
     assert not any(paths.tool_folder(part) for p in paths.source_files(tmp_path) for part in p.parts)
+
+
+def test_an_edit_renders_and_checks_only_the_manifests_that_see_it(
+    tmp_path: Path, minimal: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A service's Kubernetes and mesh files are kept by what their template is given (its own
+    view, the platform's settings), the CRDs by the mesh files: an edit renders the files of the
+    services it touches, and schema-checks only documents whose text is new."""
+    from nexus.checks.kubernetes_schema import SchemaValidator
+    from nexus.render.context import RenderContext as Context
+
+    minimal["platform"]["mesh"] = "istio"
+    (tmp_path / "catalog.yaml").write_text(dump(minimal), encoding="utf-8")
+    generate(tmp_path / "catalog.yaml")
+    rendered: list[tuple[str, str | None]] = []
+    validated: list[str] = []
+    real_render, real_errors = Context._render, SchemaValidator.errors
+
+    def counting(self, name, service, variables):  # type: ignore[no-untyped-def]
+        if name.endswith("/service.yaml.j2") or name.startswith("k8s/crds"):
+            rendered.append((name, service))
+        return real_render(self, name, service, variables)
+
+    def checking(self, text, doc, limit=5):  # type: ignore[no-untyped-def]
+        if self.key(text) not in self.seen:
+            validated.append(f"{doc.get('kind')}/{(doc.get('metadata') or {}).get('name')}")
+        return real_errors(self, text, doc, limit)
+
+    monkeypatch.setattr(Context, "_render", counting)
+    monkeypatch.setattr(SchemaValidator, "errors", checking)
+    rewrite(tmp_path, lambda d: d["services"]["auth"].update(description="Auth, edited"))
+    generate(tmp_path / "catalog.yaml")
+    assert rendered == [("k8s/service.yaml.j2", "auth")]  # its description is an annotation; no mesh file shows it
+    assert validated and all(v.split("/")[1].startswith("auth") for v in validated), validated
+    # an edge less: the caller's and the callee's files (egress, callers, policies), nobody else's
+    rendered.clear()
+    rewrite(tmp_path, lambda d: d["services"]["media"].update(depends_on={}))
+    generate(tmp_path / "catalog.yaml")
+    assert sorted(rendered) == [
+        ("k8s/service.yaml.j2", "auth"),
+        ("k8s/service.yaml.j2", "media"),
+        ("mesh/istio/service.yaml.j2", "auth"),
+        ("mesh/istio/service.yaml.j2", "media"),
+    ]
+    monkeypatch.undo()
+    fresh = render(RenderContext(*_loaded(tmp_path / "catalog.yaml"), cache=False))
+    ours = sorted(p for p in fresh if not team_owned(p))
+    assert [fresh[p] for p in ours] == [(tmp_path / "generated" / p).read_text(encoding="utf-8") for p in ours]

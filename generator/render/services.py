@@ -9,20 +9,15 @@ a team running cookiecutter by hand gets the very files Nexus would generate.
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import importlib.util
 import json
-import marshal
-import sys
 from collections.abc import Callable
 from functools import cache
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import jinja2
 
-from .. import usercache
 from ..catalog import events, messages
 from ..catalog.graph import relays
 from ..catalog.json_schema import schema_json
@@ -62,11 +57,19 @@ def team_owned(path: str) -> bool:
     """Whether ``path`` (under generated/) is one of a service's team-owned files (an entry of
     ``_team_owned`` may be a pattern: one handler module per consumed channel)."""
     parts = path.split("/", 2)
-    return (
-        len(parts) == 3
-        and parts[0] == "services"
-        and any(fnmatch.fnmatchcase(parts[2], pattern) for pattern in team_files(parts[1]))
-    )
+    if len(parts) != 3 or parts[0] != "services":
+        return False
+    exact, patterns = _team_patterns(parts[1])
+    return parts[2] in exact or any(fnmatch.fnmatchcase(parts[2], p) for p in patterns)
+
+
+@cache
+def _team_patterns(name: str) -> tuple[frozenset[str], tuple[str, ...]]:
+    # asked for every file of every run (compare, record): most entries are plain paths, a set
+    # answers for them; only the patterns go through fnmatch (compiling one per service is dear)
+    files = team_files(name)
+    wild = tuple(f for f in files if any(c in f for c in "*?["))
+    return frozenset(files).difference(wild), wild
 
 
 @cache
@@ -284,21 +287,21 @@ def _runtime() -> dict[str, str]:
 
 
 def render(ctx: RenderContext) -> dict[str, str]:
-    renders = Renders.load() if ctx.cache else Renders()
+    renders = ctx.kept("services")  # a service's files depend on its context alone
     env: jinja2.Environment | None = None
     compiled: list[tuple[str, jinja2.Template, jinja2.Template]] | None = None
     out: dict[str, str] = {}
     for name in sorted(ctx.catalog.services):
         context = service_context(ctx, name)
-        files = renders.get(context)
+        key = renders.key(context)
+        files = renders.get(key)
         if files is None:
             env = env or template_env(ctx.cache)
             compiled = compiled or compile_template(env)
-            files = renders.put(context, {**render_service(compiled, context), **render_events(env, context)})
+            files = renders.put(key, {**render_service(compiled, context), **render_events(env, context)})
         for path, text in files.items():
             out[f"services/{path}"] = text
-    if ctx.cache:
-        renders.save()
+    renders.save()
     out.update(_runtime())
     out["catalog.schema.json"] = schema_json()
     out[".dockerignore"] = (
@@ -306,72 +309,6 @@ def render(ctx: RenderContext) -> dict[str, str]:
         "**/__pycache__\n**/.pytest_cache\n**/*.egg-info\n"
     )
     return out
-
-
-class Renders:
-    """Each service's files by the hash of its context, of the template and of this code: a
-    service's files depend on nothing else, so after an edit only the services whose context
-    changed render again. Kept between runs in the user's cache folder, marshalled (no code
-    runs when it is read); only the entries a run used are kept."""
-
-    def __init__(self, entries: dict[str, bytes] | None = None, path: Path | None = None) -> None:
-        self.entries = entries or {}
-        self.path = path
-        self.used: dict[str, bytes] = {}
-
-    @classmethod
-    def load(cls) -> Renders:
-        folder = usercache.folder("renders")
-        if folder is None:
-            return cls()
-        path = folder / _template_key()
-        payload = usercache.read(path)
-        try:
-            found = marshal.loads(payload) if payload is not None else {}
-        except (EOFError, ValueError, TypeError):
-            found = {}
-        entries = (
-            {k: v for k, v in found.items() if isinstance(k, str) and isinstance(v, bytes)}
-            if isinstance(found, dict)
-            else {}
-        )
-        return cls(entries, path)
-
-    @staticmethod
-    def key(context: dict[str, Any]) -> str:
-        return hashlib.blake2b(json.dumps(context, sort_keys=True).encode(), digest_size=16).hexdigest()
-
-    def get(self, context: dict[str, Any]) -> dict[str, str] | None:
-        key = self.key(context)
-        kept = self.entries.get(key)
-        if kept is None:
-            return None
-        try:
-            files = marshal.loads(kept)
-        except (EOFError, ValueError, TypeError):
-            return None
-        if not (isinstance(files, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in files.items())):
-            return None
-        self.used[key] = kept
-        return files
-
-    def put(self, context: dict[str, Any], files: dict[str, str]) -> dict[str, str]:
-        self.used[self.key(context)] = marshal.dumps(files)
-        return files
-
-    def save(self) -> None:
-        if self.path is not None and self.used != self.entries:
-            usercache.write(self.path, marshal.dumps(self.used))
-
-
-@cache
-def _template_key() -> str:
-    """What a service's files depend on besides its context: the template, this code, Jinja."""
-    digest = hashlib.blake2b(f"{sys.version}|{jinja2.__version__}".encode(), digest_size=16)
-    digest.update(Path(__file__).read_bytes())
-    for path in source_files(SERVICE_TEMPLATE):
-        digest.update(path.relative_to(SERVICE_TEMPLATE).as_posix().encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()
 
 
 def _client_retries(cat: Catalog, name: str) -> int:
