@@ -8,6 +8,7 @@ names the template, its line and the service being rendered.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -224,6 +225,17 @@ class Kept:
     def save(self) -> None:
         if self.path is not None and self.used != self.entries:
             usercache.write(self.path, marshal.dumps(self.used))
+            # every upgrade or template edit starts a file: keep the few last written (checkouts
+            # of other versions side by side keep theirs) and drop the rest, never read again
+            area = self.path.name.rsplit("-", 1)[0]
+            others = [f for f in self.path.parent.glob(f"{area}-*") if f.name.rsplit("-", 1)[0] == area]
+            with contextlib.suppress(OSError):
+                others.sort(key=lambda f: f.stat().st_mtime, reverse=True)
+                for stale in others[KEPT_VERSIONS:]:
+                    stale.unlink(missing_ok=True)
+
+
+KEPT_VERSIONS = 3  # cache files per area, one per version of the code and templates
 
 
 def _plain(value: Any) -> Any:
