@@ -38,14 +38,18 @@ def catalog_folder(catalog: str | Path) -> Path:
     return Path(catalog).resolve().parent
 
 
+TOOL_METADATA = ".egg-info"  # the ending of a build's metadata folder
+TOOL_BYTECODE = (".pyc", ".pyo")  # the endings of compiled bytecode
+
+
 def tool_folder(name: str) -> bool:
     """Whether a folder called ``name`` is a tool's cache (or a build's metadata), not a source."""
-    return name in TOOL_CACHES or name.endswith(".egg-info")
+    return name in TOOL_CACHES or name.endswith(TOOL_METADATA)
 
 
 def tool_file(name: str) -> bool:
     """Whether a file called ``name`` is a tool's leftover (compiled bytecode), not a source."""
-    return name.endswith((".pyc", ".pyo"))
+    return name.endswith(TOOL_BYTECODE)
 
 
 def source_files(root: Path) -> list[Path]:
