@@ -375,8 +375,13 @@ def _refuse_protected(out: Path, ch: Changes) -> None:
     if not out.is_dir():
         return
     touched = [*ch.update, *ch.remove, *ch.hand_edited, *ch.extra]
-    protected = [f"{p}/" for p in _folders(out) if not os.lstat(out / p).st_mode & stat.S_IWUSR]
-    protected += [p for p in touched if os.path.lexists(out / p) and not os.lstat(out / p).st_mode & stat.S_IWUSR]
+    base = str(out)
+    protected = [f"{p}/" for p in _folders(out) if not os.lstat(os.path.join(base, p)).st_mode & stat.S_IWUSR]
+    protected += [
+        p
+        for p in touched
+        if os.path.lexists(os.path.join(base, p)) and not os.lstat(os.path.join(base, p)).st_mode & stat.S_IWUSR
+    ]
     if protected:
         shown = ", ".join(sorted(protected)[:5]) + (f" and {len(protected) - 5} more" if len(protected) > 5 else "")
         raise OutputError(
@@ -387,10 +392,11 @@ def _refuse_protected(out: Path, ch: Changes) -> None:
 
 def _folders(out: Path) -> Iterator[str]:
     yield "."
-    for dirpath, dirnames, _ in os.walk(out):
+    base = str(out)
+    for dirpath, dirnames, _ in os.walk(base):
         dirnames[:] = [d for d in dirnames if not tool_folder(d)]  # not carried over
         for d in dirnames:
-            yield Path(dirpath, d).relative_to(out).as_posix()
+            yield os.path.relpath(os.path.join(dirpath, d), base).replace(os.sep, "/")
 
 
 # -- backups -------------------------------------------------------------------------------------------
@@ -536,16 +542,19 @@ def apply(
     try:
         _remove(staging)  # a caller that skipped recover()
         staging.mkdir(parents=True)
-        for folder in sorted({str(Path(p).parent) for p in (*written, *ch.keep)}):
-            (staging / folder).mkdir(parents=True, exist_ok=True)
+        # plain strings, not Paths, for the folders and the kept files: a tree of 10,000 services
+        # is 200,000 names, and building a Path for each cost more than the links themselves
+        root, base = str(staging), str(out)
+        for folder in sorted({os.path.dirname(p) for p in (*written, *ch.keep)} - {""}):
+            os.makedirs(os.path.join(root, folder), exist_ok=True)
         for path in written:
             (staging / path).write_bytes(files[path].encode("utf-8"))
         for path in ch.keep:
-            dest = staging / path
+            dest, source = os.path.join(root, path), os.path.join(base, path)
             try:
-                os.link(out / path, dest, follow_symlinks=False)  # same inode: content and modification time kept
+                os.link(source, dest, follow_symlinks=False)  # same inode: content and modification time kept
             except OSError:
-                shutil.copy2(out / path, dest, follow_symlinks=False)
+                shutil.copy2(source, dest, follow_symlinks=False)
         (staging / MANIFEST).write_text(ch.manifest, encoding="utf-8")
         old = _swap(staging, out)
     except OSError as exc:
