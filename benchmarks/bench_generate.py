@@ -51,6 +51,9 @@ class Run(NamedTuple):
 def run(cmd: list[str], cwd: Path, cache: Path) -> Run:
     """One fresh process: wall, its own CPU seconds and peak RSS (from the kernel's accounting)."""
     env = {**os.environ, "XDG_CACHE_HOME": str(cache), "PYTHONPATH": str(ROOT)}
+    # as an installed Nexus runs: with its modules' bytecode cached (a shell that sets this would
+    # add the compiling of every module to every row)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
