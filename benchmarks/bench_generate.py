@@ -51,6 +51,9 @@ class Run(NamedTuple):
 def run(cmd: list[str], cwd: Path, cache: Path) -> Run:
     """One fresh process: wall, its own CPU seconds and peak RSS (from the kernel's accounting)."""
     env = {**os.environ, "XDG_CACHE_HOME": str(cache), "PYTHONPATH": str(ROOT)}
+    # as an installed Nexus runs: with its modules' bytecode cached (a shell that sets this would
+    # add the compiling of every module to every row)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -162,7 +165,10 @@ def shipped(runs: int) -> None:
         rows.update(cookiecutter_rows(work, runs))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"shipped catalog: median of {runs} fresh runs each; output {size.wall / 1e6:.1f} MB in {size.cpu:.0f} files")
+    print(
+        f"shipped catalog: median of {runs} fresh runs each; output {size.wall / 1e6:.1f} MB in {size.cpu:.0f} files; "
+        f"load average {os.getloadavg()[0]:.1f} at the end (other work on the machine inflates wall times)"
+    )
     print("| run | wall s | CPU s | CPU x floor | peak RSS MB |\n|---|---|---|---|---|")
     for what, r in rows.items():
         print(f"| {what} | {r.wall:.2f} | {r.cpu:.2f} | {r.cpu / floor.cpu:.1f}x | {r.rss_mb:.0f} |")
@@ -195,9 +201,10 @@ def scale(sizes: list[int], fan: int | None) -> None:
     if fan:
         cases.append((f"{fan:,}-edge fan-in", fan_in(fan)))
     print(
-        "| catalog | cold wall s | cold CPU s | cold peak RSS MB | no-op wall s | one edit wall s | output MB | files |"
+        "| catalog | cold wall s | cold CPU s | cold peak RSS MB | no-op wall s | one edit wall s | output MB | files "
+        "| load after |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     results = {}
     try:
         for label, text in cases:
@@ -206,7 +213,7 @@ def scale(sizes: list[int], fan: int | None) -> None:
             print(
                 f"| {label} | {r['cold, no cache'].wall:.1f} | {r['cold, no cache'].cpu:.1f} | "
                 f"{r['cold, no cache'].rss_mb:.0f} | {r['no-op'].wall:.2f} | {r['one edit'].wall:.2f} | "
-                f"{r['_bytes'].wall / 1e6:.1f} | {r['_bytes'].cpu:.0f} |",
+                f"{r['_bytes'].wall / 1e6:.1f} | {r['_bytes'].cpu:.0f} | {os.getloadavg()[0]:.1f} |",
                 flush=True,
             )
     finally:

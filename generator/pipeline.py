@@ -5,28 +5,23 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import jinja2
-import pydantic
-import yaml
+from typing import TYPE_CHECKING, Any
 
 from . import usercache, write
-from .catalog import Loaded, load_catalog
-from .checks import check
 from .errors import DriftError, HandEditedError
-from .render import RenderContext, render
-from .render.context import TEMPLATES
-from .render.services import team_files, team_owned
+from .paths import catalog_folder, code_key
+
+if TYPE_CHECKING:
+    from .catalog import Loaded
 
 
 @dataclass
 class Result:
-    loaded: Loaded
+    loaded: Loaded | None  # None when there was nothing to do: the catalog was not even loaded
     out: Path
     files: dict[str, str]
     changes: write.Changes
@@ -53,30 +48,40 @@ def generate(
     a generated file was edited by hand and ``force`` is not set; OutputError when the output
     folder cannot be written (nothing changed then).
     """
-    loaded = load_catalog(catalog)  # load + validate
     # absolute and normalized: the lock and staging paths are named after the folder's own name
-    target = Path(os.path.abspath(out)) if out is not None else loaded.root / "generated"
+    target = Path(os.path.abspath(out)) if out is not None else catalog_folder(catalog) / "generated"
+    last = _Last.of(catalog, target, strict)
+    # A catalog unchanged since a clean run was valid then and is now: only a changed one is loaded
+    # up front (its errors come before anything else), and a run with nothing to do never loads it.
+    loaded = None if last.same_inputs else _load(catalog)  # load + validate
     write.refuse_link(target)
     with write.locked(target, timeout=lock_timeout, waiting=waiting, required=not check_only):
         if not check_only:
             write.recover(target)  # what a killed run left beside the tree
-        return _run(loaded, target, check_only=check_only, force=force, strict=strict)
+        if last.record is not None and last.same_inputs and write.matches(target, last.record["tree"]):
+            # The record (in the user's cache, out of a pull request's reach) says these inputs render
+            # exactly the files this tree holds, hashed again just now: rendering would give the same bytes.
+            return Result(None, target, {}, write.Changes(), [], last.record["count"])
+        return _run(loaded or _load(catalog), target, last, check_only=check_only, force=force, strict=strict)
 
 
-def _run(loaded: Loaded, target: Path, *, check_only: bool, force: bool, strict: bool) -> Result:
-    code = _code_key()
-    inputs = _inputs_key(code, loaded, target)
-    record_file = _record_file(target)
-    record = _read_record(record_file) if record_file is not None and not strict else None
-    if record is not None and record["inputs"] == inputs and write.matches(target, record["tree"]):
-        # The record (in the user's cache, out of a pull request's reach) says these inputs render
-        # exactly the files this tree holds, hashed again just now: rendering would give the same bytes.
-        return Result(loaded, target, {}, write.Changes(), [], record["count"])
+def _load(catalog: str | Path) -> Loaded:
+    from .catalog import load_catalog  # the models (pydantic) load only when a catalog is read
+
+    return load_catalog(catalog)
+
+
+def _run(loaded: Loaded, target: Path, last: _Last, *, check_only: bool, force: bool, strict: bool) -> Result:
+    # Rendering and checking load Jinja, the templates and the schemas: only a run that renders pays.
+    from .checks import check
+    from .render import RenderContext, render
+    from .render.services import team_owned
+
     ctx = RenderContext(loaded.catalog, loaded.plan, cache=True)  # plan
     files = render(ctx)  # render
     changes = write.compare(target, files, team_owned)  # read-only: what differs from the tree on disk
     # files whose exact bytes passed the checks in an earlier run (by our record, not the tree's manifest)
-    passed = record["tree"] if record is not None and record["code"] == code else {}
+    passed = last.record["tree"] if last.record is not None and last.record["code"] == last.code else {}
     verified = frozenset(
         p for p, text in files.items() if (h := passed.get(p)) and h == write.sha256(text.encode("utf-8"))
     )
@@ -91,46 +96,59 @@ def _run(loaded: Loaded, target: Path, *, check_only: bool, force: bool, strict:
             raise HandEditedError(changes.refused, _team_files_of(changes.refused))
         applied = write.apply(target, files, changes, force=force)  # write
         touched, backup = applied.touched, applied.backup
-    if record_file is not None:
+    if last.file is not None and last.inputs is not None:
         tree = write.expected(files, changes, team_owned)
-        payload = {"version": 1, "inputs": inputs, "code": code, "count": len(files), "tree": tree}
-        usercache.write(record_file, json.dumps(payload, sort_keys=True).encode())
+        payload = {"version": 1, "inputs": last.inputs, "code": last.code, "count": len(files), "tree": tree}
+        usercache.write(last.file, json.dumps(payload, sort_keys=True).encode())
     return Result(loaded, target, files, changes, touched, len(files), backup)
 
 
 def _team_files_of(paths: list[str]) -> list[str]:
     """The team-owned files of the services whose generated files were edited."""
+    from .render.services import team_files
+
     services = sorted({parts[1] for p in paths if len(parts := p.split("/")) > 2 and parts[0] == "services"})
     return [f"services/{name}/{f}" for name in services for f in team_files(name)]
 
 
-def _code_key() -> str:
-    """A hash of what turns a catalog into files: every template, our own code, the libraries
-    that shape the output and the interpreter."""
-    digest = hashlib.blake2b(
-        f"{sys.version}|{jinja2.__version__}|{yaml.__version__}|{pydantic.VERSION}".encode(), digest_size=16
-    )
-    code = Path(__file__).resolve().parent
-    for folder in (TEMPLATES, code):
-        for path in sorted(p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
-            digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()
+@dataclass
+class _Last:
+    """This output folder's last clean run, as the user's cache recorded it, beside this run's keys."""
+
+    file: Path | None  # where the record is kept; None without a usable cache folder
+    record: dict[str, Any] | None  # None when there is none (or --strict, which trusts no record)
+    code: str  # paths.code_key() now
+    inputs: str | None  # the hash of this run's inputs; None when the catalog cannot be read
+
+    @classmethod
+    def of(cls, catalog: str | Path, target: Path, strict: bool) -> _Last:
+        folder = usercache.folder("generate")
+        # one record per output folder, by its resolved path
+        file = folder / _digest(str(target.resolve()).encode()) if folder is not None else None
+        record = _read_record(file) if file is not None and not strict else None
+        code = code_key()
+        text = _catalog_bytes(catalog)
+        # everything the output depends on: the code, the catalog, where it is written
+        inputs = _digest(f"{code}|{target.resolve()}|".encode() + text) if text is not None else None
+        return cls(file, record, code, inputs)
+
+    @property
+    def same_inputs(self) -> bool:
+        return self.record is not None and self.inputs is not None and self.record["inputs"] == self.inputs
 
 
-def _inputs_key(code: str, loaded: Loaded, target: Path) -> str:
-    """A hash of everything the output depends on: the code, the catalog, where it is written."""
-    digest = hashlib.blake2b(f"{code}|{target.resolve()}|".encode(), digest_size=16)
-    digest.update(loaded.source.text.encode("utf-8"))
-    return digest.hexdigest()
+def _digest(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
-def _record_file(target: Path) -> Path | None:
-    """Where the record of ``target``'s last clean state is kept: the user's cache folder, one
-    file per output folder (by its resolved path). None when there is no usable cache folder."""
-    folder = usercache.folder("generate")
-    if folder is None:
+def _catalog_bytes(catalog: str | Path) -> bytes | None:
+    """The catalog file's bytes; None for anything but a readable regular file (a FIFO would
+    block, a device never end): loading it then says what is wrong."""
+    try:
+        with open(catalog, "rb") as f:
+            return f.read() if stat.S_ISREG(os.fstat(f.fileno()).st_mode) else None
+    except OSError:
         return None
-    return folder / hashlib.blake2b(str(target.resolve()).encode(), digest_size=16).hexdigest()
 
 
 def _read_record(path: Path) -> dict[str, Any] | None:

@@ -36,12 +36,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import HandEditedError, OutputBusy, OutputError
+from .paths import tool_file, tool_folder
 
 MANIFEST = ".nexus-manifest.json"
-# Caches that tools drop into the tree: neither ours nor the team's, never reported, not carried over.
-CACHE_PARTS = frozenset(
-    {"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".venv", "node_modules", ".hypothesis"}
-)
 
 
 def sha256(data: bytes) -> str:
@@ -118,11 +115,11 @@ def _scan(out: Path) -> tuple[dict[str, str], set[str]]:
                 if entry.is_symlink():
                     odd.add(rel)
                 elif entry.is_dir():
-                    if entry.name not in CACHE_PARTS and not entry.name.endswith(".egg-info"):
+                    if not tool_folder(entry.name):  # never reported, not carried over
                         walk(entry.path, rel + "/")
                 elif not entry.is_file():
                     odd.add(rel)
-                elif rel != MANIFEST and not entry.name.endswith(".pyc"):
+                elif rel != MANIFEST and not tool_file(entry.name):
                     files[rel] = entry.path
 
     walk(str(out), "")
@@ -378,8 +375,13 @@ def _refuse_protected(out: Path, ch: Changes) -> None:
     if not out.is_dir():
         return
     touched = [*ch.update, *ch.remove, *ch.hand_edited, *ch.extra]
-    protected = [f"{p}/" for p in _folders(out) if not os.lstat(out / p).st_mode & stat.S_IWUSR]
-    protected += [p for p in touched if os.path.lexists(out / p) and not os.lstat(out / p).st_mode & stat.S_IWUSR]
+    base = str(out)
+    protected = [f"{p}/" for p in _folders(out) if not os.lstat(os.path.join(base, p)).st_mode & stat.S_IWUSR]
+    protected += [
+        p
+        for p in touched
+        if os.path.lexists(os.path.join(base, p)) and not os.lstat(os.path.join(base, p)).st_mode & stat.S_IWUSR
+    ]
     if protected:
         shown = ", ".join(sorted(protected)[:5]) + (f" and {len(protected) - 5} more" if len(protected) > 5 else "")
         raise OutputError(
@@ -390,10 +392,11 @@ def _refuse_protected(out: Path, ch: Changes) -> None:
 
 def _folders(out: Path) -> Iterator[str]:
     yield "."
-    for dirpath, dirnames, _ in os.walk(out):
-        dirnames[:] = [d for d in dirnames if d not in CACHE_PARTS and not d.endswith(".egg-info")]  # not carried over
+    base = str(out)
+    for dirpath, dirnames, _ in os.walk(base):
+        dirnames[:] = [d for d in dirnames if not tool_folder(d)]  # not carried over
         for d in dirnames:
-            yield Path(dirpath, d).relative_to(out).as_posix()
+            yield os.path.relpath(os.path.join(dirpath, d), base).replace(os.sep, "/")
 
 
 # -- backups -------------------------------------------------------------------------------------------
@@ -539,16 +542,19 @@ def apply(
     try:
         _remove(staging)  # a caller that skipped recover()
         staging.mkdir(parents=True)
-        for folder in sorted({str(Path(p).parent) for p in (*written, *ch.keep)}):
-            (staging / folder).mkdir(parents=True, exist_ok=True)
+        # plain strings, not Paths, for the folders and the kept files: a tree of 10,000 services
+        # is 200,000 names, and building a Path for each cost more than the links themselves
+        root, base = str(staging), str(out)
+        for folder in sorted({os.path.dirname(p) for p in (*written, *ch.keep)} - {""}):
+            os.makedirs(os.path.join(root, folder), exist_ok=True)
         for path in written:
             (staging / path).write_bytes(files[path].encode("utf-8"))
         for path in ch.keep:
-            dest = staging / path
+            dest, source = os.path.join(root, path), os.path.join(base, path)
             try:
-                os.link(out / path, dest, follow_symlinks=False)  # same inode: content and modification time kept
+                os.link(source, dest, follow_symlinks=False)  # same inode: content and modification time kept
             except OSError:
-                shutil.copy2(out / path, dest, follow_symlinks=False)
+                shutil.copy2(source, dest, follow_symlinks=False)
         (staging / MANIFEST).write_text(ch.manifest, encoding="utf-8")
         old = _swap(staging, out)
     except OSError as exc:

@@ -272,9 +272,9 @@ def test_template_error_names_template_line_and_service(
 
 def test_failed_output_check_writes_nothing(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A renderer bug (a wrong dependency port) is caught before any file is written."""
-    import nexus.pipeline as pipeline
+    import nexus.render as stage  # the pipeline imports the render stage when it renders
 
-    real_render = pipeline.render
+    real_render = stage.render
 
     def buggy_render(ctx: RenderContext) -> dict[str, str]:
         files = real_render(ctx)
@@ -284,7 +284,7 @@ def test_failed_output_check_writes_nothing(project: Path, monkeypatch: pytest.M
 
     rewrite(project, lambda d: d["services"]["auth"].update(description="changed"))
     before = tree(project / "generated")
-    monkeypatch.setattr(pipeline, "render", buggy_render)
+    monkeypatch.setattr(stage, "render", buggy_render)
     with pytest.raises(
         OutputCheckError, match=r"gateway: services/gateway/gateway/settings\.py: dependency URL for auth"
     ):
@@ -337,3 +337,74 @@ def test_a_one_service_edit_renders_that_service_only(project: Path, monkeypatch
 def _loaded(path: Path):  # type: ignore[no-untyped-def]
     loaded = load_catalog(path)
     return loaded.catalog, loaded.plan
+
+
+def test_tool_caches_left_in_the_templates_change_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """mypy, ruff, pytest and Python leave caches in the runtime and the service template when
+    someone works on them; none of it is a template: the render is the same, byte for byte."""
+    import shutil
+
+    from nexus import paths
+    from nexus.render import services
+
+    runtime, template = tmp_path / "runtime", tmp_path / "service"
+    shutil.copytree(services.RUNTIME, runtime, ignore=shutil.ignore_patterns(*paths.TOOL_CACHES, "*.pyc"))
+    shutil.copytree(services.SERVICE_TEMPLATE, template, ignore=shutil.ignore_patterns(*paths.TOOL_CACHES, "*.pyc"))
+    monkeypatch.setattr(services, "RUNTIME", runtime)
+    monkeypatch.setattr(services, "SERVICE_TEMPLATE", template)
+    clean = (services._runtime(), services._template_files())
+    for root in (runtime / "nexus_runtime", template / "{{cookiecutter.name}}"):
+        for cache in (".mypy_cache/3.11", "__pycache__", ".ruff_cache/0.6", ".pytest_cache/v", "x.egg-info"):
+            (root / cache).mkdir(parents=True)
+            (root / cache / "entry.json").write_bytes(b"\xff\xfe not UTF-8 {{ nor a template")
+        (root / "module.cpython-311.pyc").write_bytes(b"\xa7\r\r\n")
+    assert (services._runtime(), services._template_files()) == clean
+    assert not any(paths.tool_folder(part) for p in paths.source_files(tmp_path) for part in p.parts)
+
+
+def test_an_edit_renders_and_checks_only_the_manifests_that_see_it(
+    tmp_path: Path, minimal: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A service's Kubernetes and mesh files are kept by what their template is given (its own
+    view, the platform's settings), the CRDs by the mesh files: an edit renders the files of the
+    services it touches, and schema-checks only documents whose text is new."""
+    from nexus.checks.kubernetes_schema import SchemaValidator
+    from nexus.render.context import RenderContext as Context
+
+    minimal["platform"]["mesh"] = "istio"
+    (tmp_path / "catalog.yaml").write_text(dump(minimal), encoding="utf-8")
+    generate(tmp_path / "catalog.yaml")
+    rendered: list[tuple[str, str | None]] = []
+    validated: list[str] = []
+    real_render, real_errors = Context._render, SchemaValidator.errors
+
+    def counting(self, name, service, variables):  # type: ignore[no-untyped-def]
+        if name.endswith("/service.yaml.j2") or name.startswith("k8s/crds"):
+            rendered.append((name, service))
+        return real_render(self, name, service, variables)
+
+    def checking(self, text, doc, limit=5):  # type: ignore[no-untyped-def]
+        if self.key(text) not in self.seen:
+            validated.append(f"{doc.get('kind')}/{(doc.get('metadata') or {}).get('name')}")
+        return real_errors(self, text, doc, limit)
+
+    monkeypatch.setattr(Context, "_render", counting)
+    monkeypatch.setattr(SchemaValidator, "errors", checking)
+    rewrite(tmp_path, lambda d: d["services"]["auth"].update(description="Auth, edited"))
+    generate(tmp_path / "catalog.yaml")
+    assert rendered == [("k8s/service.yaml.j2", "auth")]  # its description is an annotation; no mesh file shows it
+    assert validated and all(v.split("/")[1].startswith("auth") for v in validated), validated
+    # an edge less: the caller's and the callee's files (egress, callers, policies), nobody else's
+    rendered.clear()
+    rewrite(tmp_path, lambda d: d["services"]["media"].update(depends_on={}))
+    generate(tmp_path / "catalog.yaml")
+    assert sorted(rendered) == [
+        ("k8s/service.yaml.j2", "auth"),
+        ("k8s/service.yaml.j2", "media"),
+        ("mesh/istio/service.yaml.j2", "auth"),
+        ("mesh/istio/service.yaml.j2", "media"),
+    ]
+    monkeypatch.undo()
+    fresh = render(RenderContext(*_loaded(tmp_path / "catalog.yaml"), cache=False))
+    ours = sorted(p for p in fresh if not team_owned(p))
+    assert [fresh[p] for p in ours] == [(tmp_path / "generated" / p).read_text(encoding="utf-8") for p in ours]

@@ -32,9 +32,9 @@ from nexus.catalog import load_catalog
 from nexus.checks import k8s, mesh
 from nexus.checks.kubernetes_schema import SchemaValidator
 from nexus.errors import HandEditedError, OutputBusy, OutputCheckError, OutputError
+from nexus.paths import TEMPLATES
 from nexus.pipeline import generate
 from nexus.render import RenderContext
-from nexus.render.context import TEMPLATES
 from nexus.render.services import SERVICE_TEMPLATE
 
 
@@ -267,9 +267,9 @@ def test_a_forged_schema_cache_in_the_checkout_does_not_skip_the_checks(
 ) -> None:
     """The old validator cache lived in .nexus/cache/k8s-schema.json: hashes of documents that
     "passed". Forge it with the hashes of a broken render: the checks still run and fail."""
-    import nexus.pipeline as pipeline
+    import nexus.render as stage  # the pipeline imports the render stage when it renders
 
-    real_render = pipeline.render
+    real_render = stage.render
 
     def broken(ctx: RenderContext) -> dict[str, str]:
         files = real_render(ctx)
@@ -290,7 +290,7 @@ def test_a_forged_schema_cache_in_the_checkout_does_not_skip_the_checks(
     (project / ".nexus/cache").mkdir(parents=True, exist_ok=True)
     (project / ".nexus/cache/k8s-schema.json").write_text(json.dumps(keys))
 
-    monkeypatch.setattr(pipeline, "render", broken)
+    monkeypatch.setattr(stage, "render", broken)
     with pytest.raises(OutputCheckError, match="containerPorts"):
         generate(project / "catalog.yaml")
 

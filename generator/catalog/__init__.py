@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+from ..paths import catalog_folder
 from .load import Source, load_file, load_text
 from .models import Catalog
 from .plan import Plan, plan
@@ -26,7 +27,7 @@ class Loaded:
     @property
     def root(self) -> Path:
         """The folder the catalog lives in: `generated/` and `templates/` are found beside it."""
-        return Path(self.source.file).resolve().parent
+        return catalog_folder(self.source.file)
 
 
 def load_catalog(path: str | Path = "catalog.yaml") -> Loaded:

@@ -162,8 +162,10 @@ def render(ctx: RenderContext) -> dict[str, str]:
         {"kind": k, "path": getattr(health, ep), "period": p, "timeout": t, "failures": f} for k, ep, p, t, f in PROBES
     ]
     out: dict[str, str] = {}
+    kept = ctx.kept("k8s")  # a service's manifest depends on its own view (_service) alone
     for name in sorted(cat.services):
-        out[service_path(name)] = ctx.template(
+        out[service_path(name)] = ctx.template_kept(
+            kept,
             "k8s/service.yaml.j2",
             service=name,
             s=_service(ctx, name),
@@ -172,6 +174,7 @@ def render(ctx: RenderContext) -> dict[str, str]:
             outside=OUTSIDE,
             **common,
         )
+    kept.save()
     out[f"{BASE}/namespace.yaml"] = ctx.template("k8s/namespace.yaml.j2", **common)
     out[f"{BASE}/default-deny.yaml"] = ctx.template("k8s/default-deny.yaml.j2", **common)
     out.update(infrastructure.render(ctx, {**common, "security": SECURITY}))
