@@ -25,8 +25,9 @@ from typing import Any
 
 from ..catalog import events, naming
 from ..catalog.models import Catalog
+from ..paths import TEMPLATES
 from . import broker
-from .context import TEMPLATES, RenderContext
+from .context import RenderContext
 
 FOLDER = "k8s/base/infrastructure"
 SCRIPTS = TEMPLATES / "k8s" / "infrastructure"  # the scripts and SQL, also run by `nexus up` and the tests
