@@ -351,6 +351,10 @@ class Infrastructure(Strict):
     def engine(self) -> str:
         return ENGINES[self.kind]
 
+    def address(self, name: str) -> tuple[str, int]:
+        """Where its users reach it: a managed instance's host and port, else its own Service (named ``name``)."""
+        return (self.external.host, self.external.port) if self.external else (name, self.port)
+
 
 class External(Strict):
     """Something outside the platform that a flow reaches (a CDN): reported, never called."""
@@ -514,6 +518,10 @@ class Catalog(Strict):
             for name in self.services:
                 out.setdefault(name, default)
         return out
+
+    def users_of(self, component: str) -> list[str]:
+        """The services that use an infrastructure component, sorted: each gets its own user there."""
+        return sorted(n for n, s in self.services.items() if component in s.uses)
 
     def autoscaling_for(self, name: str) -> Autoscaling:
         return self.services[name].autoscaling or self.platform.autoscaling

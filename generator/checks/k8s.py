@@ -216,7 +216,7 @@ def _ports_and_config(ctx: RenderContext, objects: dict[tuple[str, str], Doc]) -
                     )
             for comp in sorted(svc.uses):
                 key, infra = url_variable(comp), cat.infrastructure[comp]
-                host, port = (infra.external.host, infra.external.port) if infra.external else (comp, infra.port)
+                host, port = infra.address(comp)
                 url = urlsplit(str(data.get(key, "")))
                 expected[key] = (comp, port)
                 if (url.hostname, url.port) != (host, port):

@@ -47,7 +47,7 @@ def ours(cat: Catalog) -> set[str]:
     for comp, infra in cat.infrastructure.items():
         if infra.external is None:
             out.add(naming.secret(comp))
-            out |= {naming.secret(comp, n) for n, s in cat.services.items() if comp in s.uses}
+            out |= {naming.secret(comp, n) for n in cat.users_of(comp)}
     return out
 
 

@@ -103,7 +103,7 @@ class Credentials:
         # hex: no character a URL, a config file or a shell would need to escape
         out: dict[str, dict[str, str]] = {}
         for comp in sorted(cat.infrastructure):
-            users = sorted(n for n, s in cat.services.items() if comp in s.uses)
+            users = cat.users_of(comp)
             out[comp] = {"admin": secrets.token_hex(24), **{u: secrets.token_hex(24) for u in users}}
         return cls(out)
 
@@ -435,7 +435,7 @@ def plan(cat: Catalog, root: Path, run_dir: Path, components: list[str], generat
     out = {}
     for comp in sorted(components):
         infra = cat.infrastructure[comp]
-        users = sorted(n for n, s in cat.services.items() if comp in s.uses)
+        users = cat.users_of(comp)
         out[comp] = record = InfraRecord(
             comp, infra.engine, infra.port, str(run_dir / "logs" / f"{comp}.log"), str(data_root(root) / comp), users
         )

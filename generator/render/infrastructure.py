@@ -147,10 +147,6 @@ def psql_provisioning(passwords: Mapping[str, str]) -> str:
     return "".join(f"\\set role {r}\n\\set password {p}\n\\i '{sql}'\n" for r, p in sorted(passwords.items()))
 
 
-def users_of(cat: Catalog, component: str) -> list[str]:
-    return sorted(n for n, s in cat.services.items() if component in s.uses)
-
-
 def _config(cat: Catalog, name: str, users: list[str]) -> dict[str, str]:
     """The ConfigMap's files: the engine's scripts plus its configuration for these users."""
     comp = cat.infrastructure[name]
@@ -202,7 +198,7 @@ def render(ctx: RenderContext, common: dict[str, Any]) -> dict[str, str]:
     cat = ctx.catalog
     out: dict[str, str] = {}
     for name in sorted(cat.infrastructure):
-        users = users_of(cat, name)
+        users = cat.users_of(name)
         if cat.infrastructure[name].external is not None or not users:
             continue
         out[f"{FOLDER}/{name}.yaml"] = ctx.template(

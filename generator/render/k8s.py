@@ -76,7 +76,7 @@ def config_of(ctx: RenderContext, name: str) -> dict[str, str]:
         data[naming.url_variable(dep)] = f"http://{dep}:{cat.services[dep].port}"
     for comp in sorted(cat.services[name].uses):
         infra = cat.infrastructure[comp]
-        host, port = (infra.external.host, infra.external.port) if infra.external else (comp, infra.port)
+        host, port = infra.address(comp)
         # no password in a URL here: it is a file from a Secret (credentials_of), which the runtime adds
         data[naming.url_variable(comp)] = naming.connection_url(infra.engine, name, host, port)
         data["SECRETS_DIR"] = naming.SECRETS_DIR

@@ -74,7 +74,7 @@ def callers(ctx: RenderContext) -> dict[str, list[str]]:
     out = {name: list(ctx.dependents[name]) for name in cat.services}
     for comp, infra in cat.infrastructure.items():
         if infra.external is None:  # a managed instance is no workload here
-            out[comp] = sorted(n for n, s in cat.services.items() if comp in s.uses)
+            out[comp] = cat.users_of(comp)
     return dict(sorted(out.items()))
 
 
@@ -220,7 +220,7 @@ def render_mesh(ctx: RenderContext, mesh: Mesh) -> dict[str, str]:
         "managed": [
             {"name": c, "host": ext.host, "port": ext.port}
             for c in sorted(cat.infrastructure)
-            if (ext := cat.infrastructure[c].external) is not None and any(c in s.uses for s in cat.services.values())
+            if (ext := cat.infrastructure[c].external) is not None and cat.users_of(c)
         ],
         "externals": [{"name": e, "host": external_host(ctx, e)} for e in sorted(cat.externals)],
         "targets": [_target(ctx, n, mesh, allowed) for n in sorted(cat.services)],
