@@ -199,6 +199,12 @@ def test_stopping_postgres_makes_only_its_users_unready_and_a_restart_recovers_t
     flow = httpx.get(f"http://127.0.0.1:{ports['gateway']}/platform/flows/login", trust_env=False, timeout=10).json()
     assert flow["ok"] and [d["resource"] for d in flow["hops"][1]["data"]] == ["postgres", "redis"], flow
 
+    # restarted under a service that holds pooled connections: the first request after it meets
+    # a dropped connection, and the data step's one retry on a fresh connection serves it
+    assert nexus("restart", "postgres", "-c", str(catalog)).returncode == 0
+    flow = httpx.get(f"http://127.0.0.1:{ports['gateway']}/platform/flows/login", trust_env=False, timeout=10).json()
+    assert flow["ok"], flow
+
 
 def test_a_killed_server_not_yet_reaped_is_waited_for_before_postgres_starts(tmp_path):
     """The crashed-run flake: PostgreSQL refused to start while the killed postmaster named in

@@ -22,12 +22,14 @@ BROKEN_HEADER = "x-nexus-broken"
 # Failures before any answer arrived: safe to repeat for an idempotent request. A ReadError or
 # WriteError is what a request gets on a kept-alive connection the server closed meanwhile.
 RETRY_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
-# Every connection opened is kept for reuse (httpx keeps only 20 by default: under 50 concurrent
-# calls the other 30 were closed after each answer and opened again for the next, a TCP
-# handshake and a server-side accept per call). Idle connections are let go before the
-# server's keep-alive timeout (serve.py), so a request is not sent on a connection the server
-# is closing at that very moment.
-POOL = httpx.Limits(max_connections=100, max_keepalive_connections=100, keepalive_expiry=KEEP_ALIVE_SECONDS - 5)
+# Up to 100 connections per dependency, of which 20 are kept idle between calls (httpx's
+# default), let go before the server's keep-alive timeout (serve.py) so a request is never sent
+# on a connection the server is closing at that moment. Keeping all 100 idle was measured
+# slower, not faster: httpcore's pool checks every idle connection (a poll() each, and a count
+# of the idle ones for each) on every request and every answer, so its cost grows with the
+# square of the idle connections; at 50 concurrent flows it took half a hop's CPU, more than
+# the TCP handshakes the smaller pool costs (docs/running.md, Load).
+POOL = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=KEEP_ALIVE_SECONDS - 5)
 
 
 class RetryTransport(httpx.AsyncBaseTransport):
