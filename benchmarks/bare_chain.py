@@ -31,7 +31,7 @@ import uvicorn
 from fastapi import FastAPI
 from redis.asyncio import BlockingConnectionPool, Redis
 
-POOL = 10  # as the runtime's: db_pool_size 2 + db_pool_overflow 8
+POOL = 10  # as the runtime's: db_pool_size 5 + db_pool_overflow 5
 
 
 def hop(name: str, spec: dict[str, Any]) -> FastAPI:

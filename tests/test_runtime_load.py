@@ -97,3 +97,37 @@ def test_a_burst_leaves_the_pools_idle_connections_open_and_no_more(monkeypatch)
     kept = POOL.max_keepalive_connections
     assert kept is not None and kept < 50
     assert asyncio.run(run()) == [kept, kept]
+
+
+def test_pooled_connections_check_idleness_on_the_socket_they_looked_up_once(monkeypatch) -> None:
+    """The runtime's clients give httpcore a network backend whose streams answer "is the idle
+    connection readable" (the server closed it) with a poll of a socket looked up once, not
+    anyio's per-call attribute table (clients.py, _Stream). httpx has no parameter for it, so
+    it is set on the pool httpx made: this fails if an upgrade drops it, or if the check
+    stops telling an open idle connection from one the server closed."""
+    on_path(monkeypatch, "content-management", "streamcore")
+    from nexus_runtime.clients import _Stream, build_clients, close_all
+
+    (sc_port,) = free_ports(1)
+    streamcore = app_of("streamcore", port=sc_port)
+    caller = app_of("content-management", port=free_ports(1)[0], streamcore_url=f"http://127.0.0.1:{sc_port}")
+
+    async def run() -> tuple[list[bool], bool, bool]:
+        clients = build_clients(caller.state.spec, caller.state.settings)
+        try:
+            async with serving(streamcore):
+                assert (await clients["streamcore"].get(f"/flows/{FLOW}")).status_code == 200
+                # RetryTransport -> httpx's transport -> httpcore's pool -> connection -> stream
+                pool = clients["streamcore"]._transport._inner._pool  # type: ignore[attr-defined]
+                streams = [c._connection._network_stream for c in pool.connections]
+                kinds = [isinstance(s, _Stream) for s in streams]
+                open_idle = streams[0].get_extra_info("is_readable")
+            await asyncio.sleep(0.2)  # the server has stopped and closed its side
+            closed_idle = streams[0].get_extra_info("is_readable")
+        finally:
+            await close_all(clients)
+        return kinds, open_idle, closed_idle
+
+    kinds, open_idle, closed_idle = asyncio.run(run())
+    assert kinds == [True]
+    assert open_idle is False and closed_idle is True
