@@ -319,6 +319,7 @@ def deploy(
     else:
         typer.echo(
             f"done: {count(len(done.applied), 'object')} applied, "
+            + (f"{count(len(done.completed), 'Job')} completed, " if done.completed else "")
             + (f"{count(len(done.ready), 'StatefulSet')} ready, " if done.ready else "")
             + f"{count(len(done.available), 'Deployment')} available"
         )

@@ -10,6 +10,7 @@ server at all (no kubeconfig, an unknown context, a closed port) and run everywh
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
 import itertools
 import json
@@ -18,7 +19,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -830,21 +833,101 @@ def test_deploy_creates_missing_secrets_once_waits_for_the_statefulset_and_never
 
 
 @pytest.mark.cluster
-def test_a_managed_instances_missing_secret_stops_the_deploy_before_its_users_step(
+def test_a_managed_instances_missing_administrator_secret_stops_the_deploy_before_its_provisioning(
     testbed: Testbed, api: Any, tmp_path: Path, namespace: str
 ) -> None:
-    """Nexus makes no password for a user it cannot create on a managed instance: it names the
-    Secret its owners must make, and nothing of that step is applied."""
+    """The administrator's Secret of a managed PostgreSQL is its owners' to make: deploy names it
+    (and the keys it needs), makes up no password, and applies nothing of the Job's step."""
     external = {"host": "db.example.com", "port": 5432, "secret": "rds-admin"}
     project = generated_minimal(tmp_path, namespace, external=external)
     result = run(project, testbed.kubeconfig, "deploy", "--overlay", "dev", "--timeout-per-wave", "120")
     assert result.exit_code == 1
     assert result.stderr.strip() == (
-        f"error: Secret {namespace}/postgres.auth does not exist: its managed instance's owners create it, with the "
-        "service's password under the key 'password'; nothing of this step was applied"
+        f"error: Secret {namespace}/rds-admin does not exist: its managed instance's owners create it, with its "
+        "administrator's password and username; nothing of this step was applied"
     )
     assert "wave  2" not in result.stdout  # auth's step: not one object
     from kubernetes import client
 
     secrets = client.CoreV1Api(api).list_namespaced_secret(namespace).items
     assert [x.metadata.name for x in secrets if x.type == "Opaque"] == []  # no password made up for it
+
+
+def complete_pods(api: Any, namespace: str, selector: str, stop: threading.Event) -> None:
+    """What a kubelet does when a Job's container exits 0, for the testbed's, which keeps every
+    pod running: each running pod of ``selector`` is marked Succeeded; the real Job controller
+    then counts it and marks the Job Complete."""
+    from kubernetes import client
+
+    core = client.CoreV1Api(api)
+    while not stop.is_set():
+        for pod in core.list_namespaced_pod(namespace, label_selector=selector).items:
+            if pod.status.phase == "Running":
+                t = datetime.now(UTC).isoformat()
+                terminated = {"exitCode": 0, "reason": "Completed", "startedAt": t, "finishedAt": t}
+                statuses = [
+                    {"name": c.name, "image": c.image, "imageID": "fake://", "ready": False, "restartCount": 0,
+                     "state": {"terminated": terminated}}
+                    for c in pod.spec.containers
+                ]  # fmt: skip
+                body = {"status": {"phase": "Succeeded", "containerStatuses": statuses}}
+                with contextlib.suppress(client.ApiException):
+                    core.patch_namespaced_pod_status(pod.metadata.name, namespace, body)
+        stop.wait(0.5)
+
+
+@pytest.mark.cluster
+def test_a_managed_postgres_gets_its_users_made_by_a_job_that_deploy_waits_for(
+    testbed: Testbed, api: Any, tmp_path: Path, namespace: str
+) -> None:
+    """PostgreSQL on RDS: deploy creates each user's Secret (Nexus makes the users), runs the
+    provisioning Job as the administrator whose Secret the owners made, and applies the users'
+    step only once the Job is complete; a redeploy changes nothing, a new host is a new Job and
+    the old one is pruned."""
+    from kubernetes import client
+
+    external = {"host": "db.example.com", "port": 5432, "secret": "rds-admin"}
+    project = generated_minimal(tmp_path, namespace, external=external)
+    core = client.CoreV1Api(api)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
+    admin = {"username": "rds_admin", "password": "fromTheOwners1"}
+    core.create_namespaced_secret(namespace, {"metadata": {"name": "rds-admin"}, "type": "Opaque", "stringData": admin})
+    job = next(
+        o for s in plan_overlay(load_catalog(project / "catalog.yaml"), "dev") for o in s.objects if o.kind == "Job"
+    )
+    assert job.name.startswith("postgres-provision-")
+    stop = threading.Event()
+    kubelet = threading.Thread(
+        target=complete_pods, args=(api, namespace, "app.kubernetes.io/name=postgres-provision", stop), daemon=True
+    )
+    kubelet.start()
+    try:
+        with Recorder(api, namespace, KINDS) as rec:
+            result = run(project, testbed.kubeconfig, "deploy", "--overlay", "dev", "--timeout-per-wave", "120")
+            assert result.exit_code == 0, result.output
+            # auth (wave 2) was created only after the Job that made its role had completed
+            assert rec.revision_available(job.name) < rec.revision_created("Deployment/auth")
+        out = result.stdout.splitlines()
+        assert "wave  1  created 1 Secret with random passwords (postgres.auth)" in out
+        assert f"wave  1  {job.name}: completed" in out
+        assert out[-1].startswith("done: ") and out[-1].endswith(", 1 Job completed, 3 Deployments available")
+        made = secret_versions(api, namespace)
+        assert set(made) == {"postgres.auth", "rds-admin"} and made["rds-admin"][1] == "fromTheOwners1"
+        batch = client.BatchV1Api(api)
+        conditions = {c.type: c.status for c in batch.read_namespaced_job(job.name, namespace).status.conditions}
+        assert conditions.get("Complete") == "True"
+
+        again = run(project, testbed.kubeconfig, "deploy", "--overlay", "dev")
+        assert again.exit_code == 0, again.output
+        assert secret_versions(api, namespace) == made  # the user's password is never made again
+
+        external["host"] = "db2.example.com"  # a new host: a new Job, the old one pruned
+        (tmp_path / "moved").mkdir()
+        moved = generated_minimal(tmp_path / "moved", namespace, external=external)
+        result = run(moved, testbed.kubeconfig, "deploy", "--overlay", "dev", "--prune", "--timeout-per-wave", "120")
+        assert result.exit_code == 0, result.output
+        names = [j.metadata.name for j in batch.list_namespaced_job(namespace).items]
+        assert len(names) == 1 and names[0] != job.name and names[0].startswith("postgres-provision-")
+    finally:
+        stop.set()
+        kubelet.join(5)

@@ -23,10 +23,13 @@ import asyncpg
 import pytest
 import redis
 import yaml
-from conftest import ROOT
+from conftest import CATALOG, ROOT, dump
 
+from nexus.catalog import load_catalog_text
 from nexus.local import infra
 from nexus.render import broker
+from nexus.render import k8s as render_k8s
+from nexus.render.context import RenderContext
 
 INFRA = ROOT / "generated" / "k8s" / "base" / "infrastructure"
 
@@ -344,3 +347,101 @@ def test_nats_start_and_the_provision_container_give_each_service_its_user_and_i
     finally:
         stop(provision)
         stop(proc)
+
+
+# --- a managed PostgreSQL: the provisioning Job's script, as an administrator who is no superuser ---
+
+
+def managed_job(port: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The shipped catalog with PostgreSQL managed at 127.0.0.1:``port``: its Job and ConfigMap."""
+    data = yaml.safe_load(CATALOG.read_text(encoding="utf-8"))
+    data["infrastructure"]["postgres"]["external"] = {"host": "127.0.0.1", "port": port, "secret": "rds-admin"}
+    loaded = load_catalog_text(dump(data))
+    files = render_k8s.render(RenderContext(loaded.catalog, loaded.plan))
+    docs = {d["kind"]: d for d in yaml.safe_load_all(files["k8s/base/infrastructure/postgres.yaml"])}
+    return docs["Job"], docs["ConfigMap"]
+
+
+def test_a_managed_postgres_job_gives_each_user_its_own_role_and_database_as_a_plain_administrator(
+    tmp_path: Path,
+) -> None:
+    """RDS's administrator may create roles and databases but is no superuser: the Job's script
+    (the internal server's SQL) still makes each service a role and a database only it can use,
+    and runs again idempotently with one more service."""
+    bin_dir, wrap, port = infra._postgres_bin(), infra._as_unprivileged(), free_port()
+    job, config_map = managed_job(port)
+    pod = job["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["command"] == ["sh", "/etc/nexus/postgres-provision-managed.sh"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert (env["PGHOST"], env["PGPORT"]) == ("127.0.0.1", str(port))
+    assert pod["restartPolicy"] == "OnFailure"
+    assert job["spec"]["template"]["metadata"]["annotations"]["sidecar.istio.io/inject"] == "false"
+
+    config, folder = tmp_path / "config", tmp_path / "secrets"
+    config.mkdir()
+    for key, text in config_map["data"].items():
+        (config / key).write_text(text, encoding="utf-8")
+    sources = next(v for v in pod["volumes"] if v["name"] == "credentials")["projected"]["sources"]
+    assert sources[0]["secret"]["name"] == "rds-admin"
+    passwords = {"admin/username": "rds_admin", "admin/password": secrets.token_hex(16)}
+    for source in sources[1:]:
+        passwords[source["secret"]["items"][0]["path"]] = secrets.token_hex(16)
+    for path, value in passwords.items():
+        (folder / path).parent.mkdir(parents=True, exist_ok=True)
+        (folder / path).write_text(value, encoding="utf-8")
+    data = tmp_path / "data"
+    data.mkdir()
+    superuser = tmp_path / "superuser"
+    superuser.write_text("super", encoding="utf-8")
+    for path in [tmp_path, config, folder, data, superuser, *config.rglob("*"), *folder.rglob("*")]:
+        os.chmod(path, 0o777 if path == data else 0o755 if path.is_dir() else 0o644)
+    path_env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    subprocess.run(
+        [*wrap, str(bin_dir / "initdb"), "-D", str(data / "pg"), "-U", "postgres", "--auth=scram-sha-256",
+         f"--pwfile={superuser}", "--no-instructions"],
+        env=path_env, check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    server = subprocess.Popen(
+        [*wrap, str(bin_dir / "postgres"), "-D", str(data / "pg"), "-p", str(port), "-k", "",
+         "-c", "listen_addresses=127.0.0.1"],
+        env=path_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    roles = sorted(p.removeprefix("users/") for p in passwords if p.startswith("users/"))
+    try:
+        wait_port(port, server)
+
+        async def make_admin() -> None:
+            conn = await asyncpg.connect(host="127.0.0.1", port=port, user="postgres", password="super")
+            await conn.execute(
+                f"CREATE ROLE rds_admin LOGIN CREATEROLE CREATEDB PASSWORD '{passwords['admin/password']}'"
+            )
+            await conn.close()
+
+        asyncio.run(make_admin())
+        run_env = {**path_env, **env, "SECRETS": str(folder), "CONFIG": str(config)}
+        script = [*wrap, "sh", str(config / "postgres-provision-managed.sh")]
+        done = subprocess.run(script, env=run_env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert done.stdout.strip() == f"provision: {len(roles)} services provisioned on 127.0.0.1:{port}"
+
+        async def check() -> None:
+            own, other = roles[0], roles[1]
+            conn = await asyncpg.connect(
+                host="127.0.0.1", port=port, user=own, password=passwords[f"users/{own}"], database=own
+            )
+            await conn.execute("CREATE TABLE entries (id int)")  # it owns its database
+            await conn.close()
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):  # no CONNECT on another's
+                await asyncpg.connect(
+                    host="127.0.0.1", port=port, user=own, password=passwords[f"users/{own}"], database=other
+                )
+
+        asyncio.run(check())
+        (folder / "users" / "newcomer").write_text("abc123", encoding="utf-8")
+        os.chmod(folder / "users" / "newcomer", 0o644)
+        again = subprocess.run(script, env=run_env, capture_output=True, text=True, timeout=120)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert again.stdout.strip().startswith(f"provision: {len(roles) + 1} services provisioned")
+    finally:
+        stop(server)

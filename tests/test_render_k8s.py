@@ -743,7 +743,8 @@ def test_any_description_survives_intact_and_valid(minimal: dict[str, Any], text
 
 
 def test_a_managed_instance_has_no_statefulset_and_its_users_reach_it_by_host_and_port(minimal: dict) -> None:
-    """PostgreSQL on RDS: no objects of its own; its user's URL, egress, Sidecar host and a
+    """PostgreSQL on RDS: no server of its own, only the Job that makes its users (with its
+    ServiceAccount, ConfigMap and NetworkPolicy); its user's URL, egress, Sidecar host and a
     ServiceEntry point at the managed host and port; every check (policy == edges) passes;
     without the egress rule the check names the missing edge."""
     minimal["platform"]["mesh"] = "istio"
@@ -751,7 +752,23 @@ def test_a_managed_instance_has_no_statefulset_and_its_users_reach_it_by_host_an
     loaded = load_catalog_text(dump(minimal))
     ctx = RenderContext(loaded.catalog, loaded.plan)
     files = {**render_k8s.render(ctx), **render_mesh.render(ctx)}
-    assert not [p for p in files if "/infrastructure/" in p]
+    assert [p for p in files if "/infrastructure/" in p] == ["k8s/base/infrastructure/postgres.yaml"]
+    provisioning = [d for d in yaml.safe_load_all(files["k8s/base/infrastructure/postgres.yaml"]) if d]
+    names = [d["metadata"]["name"] for d in provisioning]
+    assert [d["kind"] for d in provisioning] == ["ServiceAccount", "ConfigMap", "Job", "NetworkPolicy"]
+    assert names[2].startswith("postgres-provision-") and {*names[:2], names[3]} == {"postgres-provision"}
+    job = provisioning[2]["spec"]["template"]
+    env = {e["name"]: e["value"] for e in job["spec"]["containers"][0]["env"]}
+    assert (env["PGHOST"], env["PGPORT"]) == ("db.example.com", "6432")
+    mounted = [s["secret"]["name"] for s in job["spec"]["volumes"][1]["projected"]["sources"]]
+    assert mounted == ["rds", "postgres.auth"]  # the owners' administrator, then each user's own
+    egress = provisioning[3]["spec"]["egress"]
+    assert egress[1] == {"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}, {"ipBlock": {"cidr": "::/0"}}],
+                         "ports": [{"protocol": "TCP", "port": 6432}]}  # fmt: skip
+    # a new host is a new Job: its pod template cannot change in place
+    moved = load_catalog_text(dump(minimal).replace("db.example.com", "db2.example.com"))
+    again = render_k8s.render(RenderContext(moved.catalog, moved.plan))["k8s/base/infrastructure/postgres.yaml"]
+    assert provisioning[2]["metadata"]["name"] not in again
     docs = {
         (d["kind"], d["metadata"]["name"]): d
         for t in files.values()
@@ -771,6 +788,15 @@ def test_a_managed_instance_has_no_statefulset_and_its_users_reach_it_by_host_an
     )
     assert ("StatefulSet", "postgres") not in docs and ("NetworkPolicy", "postgres-ingress") not in docs
     assert k8s_checks.run(ctx, files, strict_schema=False) == []
+    # the Job's egress to the instance is an edge of its own: closing it is named as such
+    infra = "k8s/base/infrastructure/postgres.yaml"
+    failures = k8s_checks.run(
+        ctx, {**files, infra: files[infra].replace("port: 6432", "port: 6431")}, strict_schema=False
+    )
+    assert (
+        f"{infra}: postgres-provision: egress postgres-provision -> postgres is a catalog edge but no NetworkPolicy "
+        "allows it"
+    ) in failures
 
     path = render_k8s.service_path("auth")
     closed = files[path].replace("port: 6432", "port: 6433")

@@ -26,7 +26,7 @@ from kubernetes.client import (
 )
 
 from nexus.cluster.drift import differences
-from nexus.cluster.rollout import AVAILABLE, FAILED, PROGRESSING, describe_pods, rollout_of, wait
+from nexus.cluster.rollout import AVAILABLE, FAILED, PROGRESSING, Rollout, describe_pods, job_rollout, rollout_of, wait
 
 
 def deployment(
@@ -246,3 +246,21 @@ def test_differences_names_paths_and_ignores_bookkeeping() -> None:
     applied["data"] = {"K": "v"}
     applied["spec"]["template"]["spec"]["containers"].pop()
     assert differences(live, applied) == ["data", "spec.template.spec.containers"]
+
+
+def test_a_job_is_done_when_complete_failed_when_its_failed_condition_is_true_and_running_otherwise() -> None:
+    """A managed instance's provisioning Job, as deploy judges it before the users' step."""
+    from kubernetes.client import V1Job, V1JobCondition, V1JobStatus
+
+    def job(*conditions: tuple[str, str, str | None, str | None], active: int = 0, failed: int = 0) -> V1Job:
+        made = [V1JobCondition(type=t, status=s, reason=r, message=m) for t, s, r, m in conditions]
+        return V1Job(status=V1JobStatus(conditions=made or None, active=active, failed=failed))
+
+    assert job_rollout(job(("Complete", "True", None, None))) == Rollout(AVAILABLE, "completed")
+    assert job_rollout(
+        job(("Failed", "True", "BackoffLimitExceeded", "Job has reached the specified backoff limit"), failed=7)
+    ) == Rollout(FAILED, "failed: BackoffLimitExceeded Job has reached the specified backoff limit")
+    assert job_rollout(job(("Complete", "False", None, None), active=1, failed=2)) == Rollout(
+        PROGRESSING, "running (1 active, 2 failed attempts)"
+    )
+    assert job_rollout(V1Job()) == Rollout(PROGRESSING, "running (0 active, 0 failed attempts)")

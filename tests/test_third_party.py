@@ -21,11 +21,14 @@ OVERLAYS = ("dev", "staging", "prod")
 
 @pytest.fixture(scope="module")
 def trees(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The shipped catalog (Istio) and the same with Linkerd, generated through every check."""
+    """The shipped catalog (Istio), the same with Linkerd, and with PostgreSQL managed (its
+    provisioning Job instead of a StatefulSet), generated through every check."""
     out = {}
-    for mesh in ("istio", "linkerd"):
+    for mesh in ("istio", "linkerd", "managed"):
         data = yaml.safe_load(CATALOG.read_text(encoding="utf-8"))
-        data["platform"]["mesh"] = mesh
+        data["platform"]["mesh"] = "istio" if mesh == "managed" else mesh
+        if mesh == "managed":
+            data["infrastructure"]["postgres"]["external"] = {"host": "db.example.com", "port": 5432, "secret": "rds"}
         root = tmp_path_factory.mktemp(mesh)
         (root / "catalog.yaml").write_text(dump(data), encoding="utf-8")
         generate(root / "catalog.yaml")
@@ -80,7 +83,7 @@ def checkov_reports(trees: dict[str, Path], folder: Path) -> dict[str, dict]:
 def test_checkov_reports_no_failed_check_on_any_overlay(trees: dict[str, Path], tmp_path: Path) -> None:
     # one test, so that the parallel runner's two workers do not both pay for checkov
     reports = checkov_reports(trees, tmp_path)
-    assert sorted(reports) == ["istio-dev", "istio-prod", "istio-staging", "linkerd-prod"]
+    assert sorted(reports) == ["istio-dev", "istio-prod", "istio-staging", "linkerd-prod", "managed-prod"]
     for target, report in reports.items():
         failed = [(f["check_id"], f["resource"]) for f in report["results"]["failed_checks"]]
         assert failed == [], f"{target}: {failed}"
@@ -90,7 +93,8 @@ def test_checkov_reports_no_failed_check_on_any_overlay(trees: dict[str, Path], 
         skipped = report["results"]["skipped_checks"]
         assert {s["check_id"] for s in skipped} == {"CKV_K8S_43"}, target
         kinds = sorted(s["resource"].split(".")[0] for s in skipped)
-        assert kinds == ["Deployment"] * 43 + ["StatefulSet"] * 3, target
+        infrastructure = ["Job"] + ["StatefulSet"] * 2 if target.startswith("managed") else ["StatefulSet"] * 3
+        assert kinds == ["Deployment"] * 43 + infrastructure, target
         reasons = {s["resource"].split(".")[0]: s["check_result"]["suppress_comment"] for s in skipped}
         assert "digest is unknown" in reasons["Deployment"] and "pinned to a release tag" in reasons["StatefulSet"]
 

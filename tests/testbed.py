@@ -289,12 +289,14 @@ class Recorder:
         return min(s.revision for s in self.seen if s.kind in WORKLOADS and s.name == name and s.available)
 
 
-WORKLOADS = ("Deployment", "StatefulSet")
+WORKLOADS = ("Deployment", "StatefulSet", "Job")
 
 
 def _available(obj: dict[str, Any]) -> bool:
-    """A Deployment available, or a StatefulSet's replicas all ready, in the server's own status."""
+    """A Deployment available, a StatefulSet's replicas all ready, or a Job complete, in the server's own status."""
     status, spec, meta = obj.get("status") or {}, obj.get("spec") or {}, obj["metadata"]
+    if obj.get("kind") == "Job":
+        return any(c["type"] == "Complete" and c["status"] == "True" for c in status.get("conditions") or [])
     if obj.get("kind") == "StatefulSet":
         return status.get("observedGeneration", 0) >= meta.get("generation", 1) and (
             status.get("readyReplicas") or 0

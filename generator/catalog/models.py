@@ -322,9 +322,11 @@ class ExternalInstance(Strict):
     port: Annotated[int, Field(ge=1, le=65535)] = Field(description="Its TCP port.")
     secret: Name = Field(
         description="The Kubernetes Secret in the platform's namespace holding its administrator's "
-        "credentials (keys `username` and `password`); created by its owners, never by Nexus. Its users and "
-        "their Secrets (`<component>.<service>`, key `password`) are its owners' to create too: Nexus does not "
-        "yet provision users on a managed instance (docs/deploy.md)."
+        "credentials (keys `username` and `password`); created by its owners, never by Nexus. For a database, "
+        "`nexus deploy` runs a Job as this administrator that gives each user a role and a database of its "
+        "own, with passwords it makes once (Secrets `<component>.<service>`). A managed cache or message queue "
+        "takes its users from its provider: their Secrets (key `password`) are its owners' to create "
+        "(docs/deploy.md)."
     )
 
 

@@ -285,6 +285,8 @@ INFRASTRUCTURE_OBJECTS: Objects = (
     ("{}-config", ("ConfigMap",)),
     ("{}-ingress", ("NetworkPolicy",)),
     ("{}-callers", ("MeshTLSAuthentication (Linkerd)",)),
+    # a managed instance's: the Job that makes its users (named -<hash> after it), its own objects
+    ("{}-provision", ("Job", "ServiceAccount (managed)", "ConfigMap (managed)", "NetworkPolicy (managed)")),
 )
 EXTERNAL_OBJECTS: Objects = (("{}", ("ServiceEntry (Istio)",)),)
 EDGE_KINDS = ("DestinationRule (Istio)",)
@@ -302,6 +304,11 @@ def callers(workload: str) -> str:
 def ingress_policy(component: str) -> str:
     """The NetworkPolicy admitting an infrastructure component's users."""
     return _named(INFRASTRUCTURE_OBJECTS, "NetworkPolicy").format(component)
+
+
+def provisioner(component: str) -> str:
+    """The provisioning Job of a managed instance, and its ServiceAccount, ConfigMap and NetworkPolicy."""
+    return _named(INFRASTRUCTURE_OBJECTS, "Job").format(component)
 
 
 def edge_rule(target: str, source: str) -> str:

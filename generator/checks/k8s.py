@@ -24,9 +24,12 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from ..catalog import naming
 from ..catalog.naming import config_map, url_variable
 from ..render import k8s as render_k8s
 from ..render.context import RenderContext
+from ..render.infrastructure import FOLDER as infrastructure_folder
+from ..render.infrastructure import MANAGED_PROVISIONING
 from ..render.k8s import BASE, service_path
 from .documents import Doc, documents, get
 from .kubernetes_schema import DEFAULT, SchemaValidator
@@ -251,6 +254,7 @@ def _workloads(ctx: RenderContext, objects: dict[tuple[str, str], Doc]) -> list[
     """No replicas beside an HPA; Pod Security "restricted"; label values and the image tag the API server accepts."""
     failures = []
     infra = [("StatefulSet", n) for n in sorted(ctx.catalog.infrastructure)]
+    infra += sorted(key for key in objects if key[0] == "Job")  # managed instances' provisioning
     for kind, name in [("Deployment", n) for n in sorted(ctx.catalog.services)] + infra:
         dep = objects.get((kind, name))
         if dep is None:
@@ -375,12 +379,24 @@ def _anywhere(peer: dict[str, Any]) -> bool:
     return peer in ({"ipBlock": {"cidr": cidr}} for cidr, _ in render_k8s.OUTSIDE)
 
 
-def _managed(ctx: RenderContext, service: str, rule_ports: list[tuple[str, Any]]) -> list[str]:
-    """The managed (external) instances ``service`` uses that a rule on exactly ``rule_ports`` reaches."""
+def _managed(ctx: RenderContext, workload: str, rule_ports: list[tuple[str, Any]]) -> list[str]:
+    """The managed (external) instances ``workload`` (a service, or a provisioning Job) uses
+    that a rule on exactly ``rule_ports`` reaches."""
     cat = ctx.catalog
-    svc = cat.services.get(service)
-    used = [(c, cat.infrastructure[c].external) for c in sorted(svc.uses)] if svc else []
-    return [c for c, ext in used if ext is not None and rule_ports == [("TCP", ext.port)]]
+    svc = cat.services.get(workload)
+    used = sorted(svc.uses) if svc else [c for c, _ in _provisioners(ctx) if naming.provisioner(c) == workload]
+    reached = [(c, cat.infrastructure[c].external) for c in used]
+    return [c for c, ext in reached if ext is not None and rule_ports == [("TCP", ext.port)]]
+
+
+def _provisioners(ctx: RenderContext) -> set[tuple[str, str]]:
+    """(component, its provisioning Job's name) for each managed instance whose users Nexus makes."""
+    cat = ctx.catalog
+    return {
+        (c, naming.provisioner(c))
+        for c, infra in cat.infrastructure.items()
+        if infra.external is not None and infra.engine in MANAGED_PROVISIONING and cat.users_of(c)
+    }
 
 
 def _monitoring(ctx: RenderContext) -> dict[str, Any]:
@@ -405,17 +421,21 @@ def _policy_matches_catalog(ctx: RenderContext, policy: Policy) -> list[str]:
     uses = {(n, c) for n, s in cat.services.items() for c in s.uses}
     # a managed instance has no pod in the cluster: only its users' egress can be checked
     outside = {(n, c) for n, c in uses if cat.infrastructure[c].external is not None}
+    # a managed instance's provisioning Job reaches it, as its users do
+    provisioning = {(job, c) for c, job in _provisioners(ctx)}
     for side, pairs in (("egress", policy.egress), ("ingress", policy.ingress)):
-        expected = edges | uses if side == "egress" else edges | (uses - outside)
+        expected = edges | uses | provisioning if side == "egress" else edges | (uses - outside)
+        jobs = {job: f"{infrastructure_folder}/{c}.yaml" for c, job in _provisioners(ctx)}
         for source, target in sorted(expected):
             if (source, target) not in pairs:
                 failures.append(
-                    f"{service_path(source)}: {source}: {side} {source} -> {target} is a catalog edge but no "
-                    "NetworkPolicy allows it"
+                    f"{jobs.get(source) or service_path(source)}: {source}: {side} {source} -> {target} is a catalog "
+                    "edge but no NetworkPolicy allows it"
                 )
         for source, target in sorted(pairs - expected):
             failures.append(
-                f"{service_path(source)}: {source}: {side} {source} -> {target} is allowed but is not in the catalog"
+                f"{jobs.get(source) or service_path(source)}: {source}: {side} {source} -> {target} is allowed but "
+                "is not in the catalog"
             )
     gateway = cat.platform.gateway
     for name in sorted(policy.from_outside ^ {gateway}):

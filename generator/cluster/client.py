@@ -266,6 +266,12 @@ class Cluster:
             found = client.AppsV1Api(self.api).list_namespaced_stateful_set(namespace, _request_timeout=REQUEST_TIMEOUT)
         return {name_of(s): s for s in found.items}
 
+    def jobs(self, namespace: str) -> dict[str, client.V1Job]:
+        """The namespace's Jobs by name, as the client's models."""
+        with self.talking("list", "jobs.batch", namespace):
+            found = client.BatchV1Api(self.api).list_namespaced_job(namespace, _request_timeout=REQUEST_TIMEOUT)
+        return {name_of(j): j for j in found.items}
+
     def create(self, body: dict[str, Any], *, dry_run: bool = False) -> bool:
         """Create an object unless one of its name exists (False then: it is left as it is)."""
         res = self.resource(body["apiVersion"], body["kind"])

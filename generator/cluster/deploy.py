@@ -25,7 +25,7 @@ from ..errors import ApplyError, DeployInterrupted, OverlayError, RolloutError
 from . import secrets
 from .client import Cluster, connect, name_of
 from .overlay import NAME_LABEL, Obj, Step, build, check_waves, order, select
-from .rollout import Rollout, describe_pods, rollout_of, statefulset_rollout, wait
+from .rollout import Rollout, describe_pods, job_rollout, rollout_of, statefulset_rollout, wait
 
 OVERLAYS = Path("generated") / "k8s" / "overlays"
 CRDS = Path("generated") / "k8s" / "crds"  # generator.crds: the custom kinds' definitions, for --install-crds
@@ -39,10 +39,14 @@ PRUNABLE = (
     ("v1", "Service"),
     ("apps/v1", "Deployment"),
     ("apps/v1", "StatefulSet"),
+    ("batch/v1", "Job"),  # a managed instance's provisioning: a changed one has a new name
     ("autoscaling/v2", "HorizontalPodAutoscaler"),
     ("policy/v1", "PodDisruptionBudget"),
     ("networking.k8s.io/v1", "NetworkPolicy"),
 )
+
+# where a deploy lists each kind it waited for, once it was done (Deployed's fields)
+FINISHED = {"Deployment": "available", "StatefulSet": "ready", "Job": "completed"}
 
 DryRun = Literal["client", "server"] | None
 Report = Callable[[str], None]
@@ -58,6 +62,7 @@ class Deployed:
     orphans: list[Obj] = field(default_factory=list)
     pruned: list[str] = field(default_factory=list)
     ready: list[str] = field(default_factory=list)  # StatefulSets
+    completed: list[str] = field(default_factory=list)  # Jobs (managed instances' provisioning)
     secrets: list[str] = field(default_factory=list)  # created, with random passwords (never changed later)
 
 
@@ -237,8 +242,9 @@ class _Run:
         )
 
     def roll_out(self, step: Step) -> None:
-        """Wait for the step's StatefulSets, then its Deployments; RolloutError naming each one
-        that failed or is late."""
+        """Wait for the step's Jobs (a managed instance's users made), its StatefulSets, then its
+        Deployments; RolloutError naming each one that failed or is late."""
+        self._wait(step, "Job", self.cluster.jobs, job_rollout)
         self._wait(step, "StatefulSet", self.cluster.statefulsets, statefulset_rollout)
         self._wait(step, "Deployment", self.cluster.deployments, rollout_of)
 
@@ -259,7 +265,7 @@ class _Run:
             return {n: d for n, d in live.items() if n in where}
 
         def available(name: str, r: Rollout) -> None:
-            (self.done.available if kind == "Deployment" else self.done.ready).append(name)
+            getattr(self.done, FINISHED[kind]).append(name)
             self.report(f"{step.label}  {name}: {r.detail}")
 
         outcome = wait(

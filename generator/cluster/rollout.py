@@ -1,4 +1,4 @@
-"""Rollout: is a Deployment (or StatefulSet) rolled out, and what to show when it is not.
+"""Rollout: is a Deployment (or StatefulSet, or Job) rolled out, and what to show when it is not.
 
 Pure functions of the kubernetes client's own models (V1Deployment, V1Pod, CoreV1Event), so
 they are tested on those models without a cluster. `wait` takes a function that fetches the
@@ -25,6 +25,7 @@ from kubernetes.client import (
     V1ContainerStatus,
     V1Deployment,
     V1DeploymentCondition,
+    V1Job,
     V1Pod,
     V1StatefulSet,
 )
@@ -88,6 +89,21 @@ def statefulset_rollout(sts: V1StatefulSet, minimum: int | None = None) -> Rollo
     if status.update_revision and status.current_revision != status.update_revision:
         return Rollout(PROGRESSING, "waiting for the update revision to become current")
     return Rollout(AVAILABLE, f"{ready}/{want} ready")
+
+
+def job_rollout(job: V1Job, minimum: int | None = None) -> Rollout:
+    """Where a Job stands (a managed instance's provisioning): done when its Complete condition
+    is True, failed when its Failed one is (backoffLimit or activeDeadlineSeconds reached).
+    ``minimum`` is unused: no HorizontalPodAutoscaler scales a Job."""
+    conditions = {c.type: c for c in (job.status and job.status.conditions) or [] if c.status == "True"}
+    if "Complete" in conditions:
+        return Rollout(AVAILABLE, "completed")
+    if "Failed" in conditions:
+        failed = conditions["Failed"]
+        return Rollout(FAILED, f"failed: {failed.reason or ''} {failed.message or ''}".rstrip())
+    status = job.status
+    active, failures = (status.active or 0, status.failed or 0) if status else (0, 0)
+    return Rollout(PROGRESSING, f"running ({active} active, {failures} failed attempts)")
 
 
 @dataclass

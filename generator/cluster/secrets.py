@@ -4,8 +4,10 @@ The generated pods mount each password as a file from a Secret (naming.secret): 
 server's administrator (``postgres``) and each of its users (``postgres.ledger-mgr``). Those are
 Nexus's to make: before a step applies a workload that mounts one, `nexus deploy` creates each
 missing one with a random password and never changes or deletes an existing one (a new password
-would lock a service out of what the server keeps under the old one). A Secret of a managed
-(external) instance is its owners' to make: a missing one stops the deploy before the step.
+would lock a service out of what the server keeps under the old one). A managed PostgreSQL's
+users are Nexus's too (its provisioning Job makes their roles); its administrator's Secret
+(catalog: ``external.secret``), and every Secret of another managed instance, are its owners'
+to make: a missing one stops the deploy before the step.
 """
 
 from __future__ import annotations
@@ -18,16 +20,17 @@ from typing import Any
 from ..catalog import naming
 from ..catalog.models import Catalog
 from ..errors import ApplyError
+from ..render.infrastructure import MANAGED_PROVISIONING
 from .client import Cluster
 from .overlay import Obj
 
-KEY = "password"  # the one key every such Secret holds; the manifests mount it by this name
-WORKLOADS = ("Deployment", "StatefulSet")
+KEY = "password"  # the one key each Secret Nexus makes holds; the manifests mount it by this name
+WORKLOADS = ("Deployment", "StatefulSet", "Job")
 
 
-def referenced(objs: Iterable[Obj]) -> dict[str, str]:
-    """Secret name -> namespace, for every Secret the workloads among ``objs`` mount."""
-    out: dict[str, str] = {}
+def referenced(objs: Iterable[Obj]) -> dict[str, tuple[str, set[str]]]:
+    """Secret name -> (namespace, the keys mounted), for every Secret the workloads among ``objs`` mount."""
+    out: dict[str, tuple[str, set[str]]] = {}
     for obj in objs:
         if obj.kind not in WORKLOADS:
             continue
@@ -35,19 +38,24 @@ def referenced(objs: Iterable[Obj]) -> dict[str, str]:
         for volume in pod.get("volumes") or []:
             sources = [*((volume.get("projected") or {}).get("sources") or []), volume]
             for source in sources:
-                name = (source.get("secret") or {}).get("name") or (source.get("secret") or {}).get("secretName")
+                secret = source.get("secret") or {}
+                name = secret.get("name") or secret.get("secretName")
                 if name:
-                    out[name] = str(obj.namespace)
+                    keys = out.setdefault(name, (str(obj.namespace), set()))[1]
+                    keys.update(item["key"] for item in secret.get("items") or [{"key": KEY}])
     return out
 
 
 def ours(cat: Catalog) -> set[str]:
-    """The Secrets Nexus creates: those of the components it runs (no ``external:``)."""
+    """The Secrets Nexus creates: those of the components it runs (no ``external:``), and the
+    users' of a managed instance it provisions (MANAGED_PROVISIONING)."""
     out = set()
     for comp, infra in cat.infrastructure.items():
+        users = {naming.secret(comp, n) for n in cat.users_of(comp)}
         if infra.external is None:
-            out.add(naming.secret(comp))
-            out |= {naming.secret(comp, n) for n in cat.users_of(comp)}
+            out |= {naming.secret(comp), *users}
+        elif infra.engine in MANAGED_PROVISIONING:
+            out |= users
     return out
 
 
@@ -81,18 +89,24 @@ def ensure(cluster: Cluster, cat: Catalog, objs: Iterable[Obj], *, dry_run: bool
     missing or unusable before anything of the step is applied."""
     done = Ensured()
     mine = ours(cat)
-    problems = []
-    for name, namespace in sorted(referenced(objs).items()):
+    admins = {infra.external.secret for infra in cat.infrastructure.values() if infra.external is not None}
+    problems, missing_ours = [], []
+    for name, (namespace, keys) in sorted(referenced(objs).items()):
         live = cluster.get("v1", "Secret", name, namespace)
         if live is not None:
-            if KEY not in (live.get("data") or {}):
-                problems.append(f"Secret {namespace}/{name} has no key {KEY!r}; add it or delete the Secret")
+            missing = sorted(keys - set(live.get("data") or {}))
+            if missing:
+                problems.append(
+                    f"Secret {namespace}/{name} has no key {', '.join(map(repr, missing))}; add it or delete the Secret"
+                )
             done.present.append(name)
         elif name in mine:
-            if cluster.create(body(name, namespace, cat.platform.name), dry_run=dry_run):
-                done.created.append(name)
-            else:
-                done.present.append(name)
+            missing_ours.append((name, namespace))
+        elif name in admins:
+            problems.append(
+                f"Secret {namespace}/{name} does not exist: its managed instance's owners create it, with its "
+                f"administrator's {' and '.join(sorted(keys))}"
+            )
         else:
             problems.append(
                 f"Secret {namespace}/{name} does not exist: its managed instance's owners create it, with the "
@@ -100,4 +114,10 @@ def ensure(cluster: Cluster, cat: Catalog, objs: Iterable[Obj], *, dry_run: bool
             )
     if problems:
         raise ApplyError("; ".join(problems) + "; nothing of this step was applied")
+    # only once every Secret of the step is known to be there or ours to make
+    for name, namespace in missing_ours:
+        if cluster.create(body(name, namespace, cat.platform.name), dry_run=dry_run):
+            done.created.append(name)
+        else:
+            done.present.append(name)
     return done

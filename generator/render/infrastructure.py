@@ -4,7 +4,9 @@ An internal component (no ``external:`` in the catalog) is one file ``k8s/base/i
 <name>.yaml``: a ServiceAccount, a ConfigMap with its configuration and start-up scripts, a
 headless Service, a StatefulSet of one replica with its PersistentVolumeClaim, a
 PodDisruptionBudget and the NetworkPolicy that admits exactly its users. An external component
-(a managed instance) has no objects: its users' ConfigMaps point at its host and port.
+(a managed instance) runs no server here: its users' ConfigMaps point at its host and port, and
+where Nexus can make its users (MANAGED_PROVISIONING: PostgreSQL), the same file holds a Job that
+does, as the instance's administrator, with the SQL an internal server's init runs.
 
 No credential is in any manifest. The administrator's password and each user's live in Secrets
 named by ``naming.secret`` that `nexus deploy` creates once with random values, mounted as files:
@@ -111,6 +113,12 @@ ENGINES: dict[str, Engine] = {
 }
 
 
+# Engines whose users Nexus makes on a managed instance: the Job's ConfigMap, its script first.
+# Redis and NATS are not here: a managed Redis takes its users from its cloud's API (ElastiCache
+# refuses ACL SETUSER), a managed NATS from its operator; their users' Secrets are their owners'.
+MANAGED_PROVISIONING = {"postgres": ("postgres-provision-managed.sh", "postgres-provision.sql")}
+
+
 def redis_config(bind: str, port: int, data: str, hashes: Mapping[str, str]) -> str:
     """Redis's configuration: each service an ACL user confined to keys and channels under
     ``<service>:``; ``hashes`` is each user's password SHA-256 (REDIS_ADMIN's included), or a
@@ -193,13 +201,51 @@ def _component(ctx: RenderContext, name: str, users: list[str]) -> dict[str, Any
     }
 
 
+def _managed(ctx: RenderContext, name: str, users: list[str]) -> dict[str, Any]:
+    cat = ctx.catalog
+    comp = cat.infrastructure[name]
+    assert comp.external is not None
+    engine = ENGINES[comp.engine]
+    files = MANAGED_PROVISIONING[comp.engine]
+    config = {f: (SCRIPTS / f).read_text(encoding="utf-8") for f in files}
+    secrets = [(naming.secret(name, u), engine.user_file(u)) for u in users]
+    image = comp.image or engine.image
+    what = repr((sorted(config.items()), secrets, comp.external.host, comp.external.port, image))
+    return {
+        "name": name,
+        "engine": comp.engine,
+        "description": comp.description,
+        "host": comp.external.host,
+        "port": comp.external.port,
+        "admin_secret": comp.external.secret,
+        "wave": ctx.plan.wave_of[name],
+        "image": image,
+        "job_name": naming.provisioner(name),
+        "script": f"{CONFIG_DIR}/{files[0]}",
+        "config": sorted(config.items()),
+        "config_hash": hashlib.sha256(what.encode()).hexdigest()[:10],
+        "secrets": secrets,
+    }
+
+
 def render(ctx: RenderContext, common: dict[str, Any]) -> dict[str, str]:
-    """One file per internal component that has users; an unused one is a catalog error."""
+    """One file per component that has users (an unused one is a catalog error): an internal
+    one's server, or a managed one's provisioning Job where its engine allows it."""
     cat = ctx.catalog
     out: dict[str, str] = {}
     for name in sorted(cat.infrastructure):
         users = cat.users_of(name)
-        if cat.infrastructure[name].external is not None or not users:
+        if not users:
+            continue
+        if cat.infrastructure[name].external is not None:
+            if cat.infrastructure[name].engine in MANAGED_PROVISIONING:
+                out[f"{FOLDER}/{name}.yaml"] = ctx.template(
+                    "k8s/infrastructure/managed.yaml.j2",
+                    c=_managed(ctx, name, users),
+                    config_dir=CONFIG_DIR,
+                    secrets_dir=naming.SECRETS_DIR,
+                    **common,
+                )
             continue
         out[f"{FOLDER}/{name}.yaml"] = ctx.template(
             "k8s/infrastructure/component.yaml.j2",

@@ -177,7 +177,7 @@ def render(ctx: RenderContext) -> dict[str, str]:
     kept.save()
     out[f"{BASE}/namespace.yaml"] = ctx.template("k8s/namespace.yaml.j2", **common)
     out[f"{BASE}/default-deny.yaml"] = ctx.template("k8s/default-deny.yaml.j2", **common)
-    out.update(infrastructure.render(ctx, {**common, "security": SECURITY}))
+    out.update(infrastructure.render(ctx, {**common, "security": SECURITY, "outside": OUTSIDE}))
     resources = sorted(p.removeprefix(BASE + "/") for p in out)
     out[f"{BASE}/kustomization.yaml"] = ctx.template("k8s/kustomization.yaml.j2", resources=resources, **common)
     for env in ENVIRONMENTS:
