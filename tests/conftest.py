@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +103,34 @@ def _own_cache_folder(tmp_path_factory: pytest.TempPathFactory) -> None:
 
     os.environ.setdefault("NEXUS_TESTBED", str(STATE))
     os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+
+
+@pytest.fixture
+def redis_port(tmp_path: Path) -> Iterator[int]:
+    """A real redis-server on a free loopback port, answering PING, with nothing persisted."""
+    import redis
+    from running import free_ports
+
+    server_bin = shutil.which("redis-server")
+    if server_bin is None:
+        pytest.fail("redis-server is not installed: run scripts/install-tools.sh")
+    (port,) = free_ports(1)
+    server = subprocess.Popen(
+        [server_bin, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        client = redis.Redis(port=port)
+        for _ in range(250):
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.02)
+        yield port
+    finally:
+        server.terminate()
+        server.wait(10)
 
 
 @pytest.fixture

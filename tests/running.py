@@ -8,6 +8,7 @@ fails: first `nexus down`, then, should that fail, every process its state file 
 from __future__ import annotations
 
 import random
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -33,8 +34,10 @@ def free_ports(n: int) -> list[int]:
     return chosen
 
 
-def write_platform(folder: Path, data: dict[str, Any]) -> Path:
-    """Give every service a free port, write the catalog into ``folder`` and generate beside it."""
+def write_platform(folder: Path, data: dict[str, Any], tree: Path | None = None) -> Path:
+    """Give every service a free port, write the catalog into ``folder`` and generate beside it;
+    over a copy of ``tree`` (a generated/ folder), as a clone of the repository has it: its
+    teams' own code, which generating keeps, goes along."""
     # the infrastructure too: `nexus up` starts real servers on them
     owners = [*data["services"].values(), *data.get("infrastructure", {}).values()]
     for owner, port in zip(owners, free_ports(len(owners)), strict=True):
@@ -42,6 +45,8 @@ def write_platform(folder: Path, data: dict[str, Any]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     catalog = folder / "catalog.yaml"
     catalog.write_text(dump(data), encoding="utf-8")
+    if tree is not None:
+        shutil.copytree(tree, folder / "generated")
     generate(catalog)
     return catalog
 

@@ -3,6 +3,7 @@ service it makes byte for byte the files `nexus generate` makes. One source, not
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from nexus.render.context import RenderContext
 
 TEMPLATE = ROOT / "templates" / "service"
 GENERATED = ROOT / "generated"
+MANIFEST = json.loads((GENERATED / ".nexus-manifest.json").read_text(encoding="utf-8"))["files"]
 
 
 def files(root: Path) -> dict[str, str]:
@@ -97,14 +99,19 @@ def test_python_api_with_each_catalog_service_context_equals_what_generate_rende
             for path, text in render_services.render_service(compiled, context).items()
         }
         assert made == rendered, name
-        # and what generate wrote: the same files; beside them only what other areas add (Backstage)
-        # and the event files nexus renders beside the template (one handler per consumed channel)
+        # and what generate wrote: the same files (the team's own as the team left them: created
+        # once from the template, never rewritten); beside them only what other areas add
+        # (Backstage), the event files nexus renders beside the template (one handler per
+        # consumed channel), and files the team added (no entry in the manifest: never ours)
         on_disk = files(GENERATED / "services" / name)
-        assert {p: on_disk[p] for p in made} == made, name
+        ours = {p: text for p, text in made.items() if not render_services.team_owned(f"services/{name}/{p}")}
+        assert {p: on_disk[p] for p in ours} == ours, name
+        assert set(made) <= set(on_disk), name
         beside = {
             p.removeprefix(f"{name}/") for p in render_services.render_events(render_services.template_env(), context)
         }
-        assert set(on_disk) - set(made) == {"catalog-info.yaml", *beside}, name
+        added = {p for p in on_disk if f"services/{name}/{p}" not in MANIFEST}
+        assert set(on_disk) - set(made) - added == {"catalog-info.yaml", *beside}, name
 
 
 def test_cli_with_a_catalog_service_context_as_config_equals_generated(ctx: RenderContext, tmp_path: Path) -> None:

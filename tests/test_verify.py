@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
+import redis
 import yaml
 from conftest import CATALOG, nexus
 from running import platform, write_platform
 
 from nexus.catalog import load_catalog
 from nexus.catalog.graph import relays
+from nexus.local import infra, runstate
 
 
 def _report(catalog, *args):
@@ -133,11 +138,13 @@ def test_gateway_relays_only_along_declared_edges():
 @pytest.mark.slow
 def test_the_whole_shipped_platform_comes_up_verifies_and_goes_down(tmp_path):
     """The issue's done-when, on the shipped catalog (its ports moved to free ones)."""
-    catalog = write_platform(tmp_path / "nexus", yaml.safe_load(CATALOG.read_text(encoding="utf-8")))
+    shipped = yaml.safe_load(CATALOG.read_text(encoding="utf-8"))
+    catalog = write_platform(tmp_path / "nexus", shipped, tree=CATALOG.parent / "generated")
     with platform(catalog):
         result, report = _report(catalog)
         assert result.returncode == 0, result.stderr
         assert [f["status"] for f in report["flows"]] == ["ok", "ok", "ok"]
+        _the_teams_data_steps_wrote_a_ledger_entry_and_a_session(catalog, report)
         auth = next(f for f in report["flows"] if f["flow"] == "authentication")
         assert [h["service"] for h in auth["hops"]] == [
             "backend-api",
@@ -169,3 +176,49 @@ def test_the_whole_shipped_platform_comes_up_verifies_and_goes_down(tmp_path):
         assert "event invoice-requested: consume by invoice-gen:" in broken.stderr, broken.stderr
         down = nexus("down", "-c", str(catalog))
         assert down.returncode == 0 and "stopped 43 services" in down.stdout
+
+
+def _the_teams_data_steps_wrote_a_ledger_entry_and_a_session(catalog, report):
+    """The payment flow books a ledger entry in ledger-mgr's own database and the authentication
+    flow opens a session in session-mgr's Redis: the teams' steps (their routes.py), read back
+    here as their own users, from the servers themselves."""
+    hops = {(f["flow"], h["service"]): h for f in report["flows"] for h in f["hops"]}
+    (entry,) = hops["payment-processing", "ledger-mgr"]["data"]
+    (session,) = hops["authentication", "session-mgr"]["data"]
+    assert entry["wrote"].startswith("ledger_entries ") and session["wrote"].startswith("session session-mgr:session:")
+    state = runstate.read(catalog.parent)
+    creds = infra.Credentials.load(infra.credentials_path(Path(state.run_dir)))
+
+    async def ledger() -> tuple[object, ...]:
+        db = await asyncpg.connect(
+            host="127.0.0.1",
+            port=state.infrastructure["postgres"].port,
+            user="ledger_mgr",
+            password=creds.passwords["postgres"]["ledger-mgr"],
+            database="ledger_mgr",
+        )
+        try:
+            row = await db.fetchrow(
+                "SELECT kind, amount_minor, debit_account <> credit_account, length(reference) > 0 FROM ledger_entries"
+                " WHERE id = $1",
+                int(entry["wrote"].split()[1]),
+            )
+            with pytest.raises(asyncpg.CheckViolationError, match="ledger_entries_probe_moves_nothing"):
+                await db.execute(
+                    "INSERT INTO ledger_entries"
+                    " (kind, reference, debit_account, credit_account, amount_minor, currency)"
+                    " VALUES ('probe', 'r', 'a', 'b', 100, 'USD')"
+                )
+            return tuple(row)
+        finally:
+            await db.close()
+
+    assert asyncio.run(ledger()) == ("probe", 0, True, True)
+    store = redis.Redis(
+        port=state.infrastructure["redis"].port,
+        username="session-mgr",
+        password=creds.passwords["redis"]["session-mgr"],
+        decode_responses=True,
+    )
+    key = session["wrote"].removeprefix("session ")
+    assert store.hget(key, "flow") == "authentication" and 0 < store.pttl(key) <= 60_000

@@ -39,7 +39,7 @@ VIA_HEADER = "x-nexus-via"
 CONCURRENCY = 16
 
 
-# What a flow's hop writes and reads back in its own infrastructure (nexus_runtime.resources.record_flow).
+# What a flow's hop writes and reads back in its own infrastructure (nexus_runtime.data: the runtime steps per engine).
 DATA_ENGINES = ("postgres", "redis")
 
 

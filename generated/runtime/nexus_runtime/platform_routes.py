@@ -19,6 +19,7 @@ Routes:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -27,6 +28,7 @@ from fastapi.responses import JSONResponse
 
 from . import flows
 from .clients import BROKEN_HEADER
+from .data import DataStep
 from .deadline import Deadline
 from .health import Endpoint
 from .resources import Resources
@@ -65,6 +67,7 @@ def router(
     clients: dict[str, httpx.AsyncClient],
     answers: dict[str, Endpoint],
     resources: Resources | None = None,
+    steps: Mapping[str, DataStep] | None = None,
 ) -> APIRouter:
     r = APIRouter(tags=["platform"])
     reached = spec.reached() if spec.gateway else {}
@@ -124,7 +127,7 @@ def router(
     if spec.gateway:
         r.add_api_route(
             "/platform/flows/{flow}",
-            flows.handler(spec, settings, clients, resources),
+            flows.handler(spec, settings, clients, resources, steps),
             methods=["GET"],
             name="platform_flow",
             **flows.CONTRACT,

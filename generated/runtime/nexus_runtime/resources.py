@@ -11,12 +11,12 @@
   with ``key_prefix`` (``<service>:``), the only keys its user may read or write.
 - NATS: the broker's connection arrives with the events issue; until then it is probed only.
 
-Readiness asks each for a real round trip (``probe``): a query, a PING, a broker PING."""
+Readiness asks each for a real round trip (``probe``): a query, a PING, a broker PING. What a
+flow's hop writes with them is data.py's."""
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -32,9 +32,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, a
 from .settings import ServiceSettings
 from .spec import Resource, ServiceSpec
 
-FLOW_KEY_MS = 60_000  # a flow's cache key lives a minute: proof, not data
-INSERT_FLOW = text("INSERT INTO flow_records (flow, request_id) VALUES (:flow, :rid) RETURNING id")
-READ_FLOW = text("SELECT request_id FROM flow_records WHERE id = :id")
 T = TypeVar("T")
 
 
@@ -183,53 +180,6 @@ def build(spec: ServiceSpec, settings: ServiceSettings) -> Resources:
             parsed = urlsplit(url)
             out.by_name[resource.name] = Broker(parsed.hostname or "127.0.0.1", parsed.port or 4222)
     return out
-
-
-async def record_flow(resources: Resources, flow: str, request_id: str) -> list[dict[str, Any]]:
-    """A flow's data hops here: write a record into each own database (its team's flow_records
-    table, from the first migration) and a key into each own cache, then read each back; the
-    components at once, so a hop waits for its slowest one, not for their sum. Raises
-    DataHopError naming the component that failed (the first by name, when several did)."""
-    steps = [(name, client) for name, client in sorted(resources.by_name.items()) if not isinstance(client, Broker)]
-    # the broker's flows are events (events.py): it has no data step here
-    done = await asyncio.gather(*(_data_step(name, client, flow, request_id) for name, client in steps))
-    for result in done:
-        if isinstance(result, DataHopError):
-            raise result
-    return [result for result in done if not isinstance(result, DataHopError)]
-
-
-async def _data_step(name: str, client: Postgres | Cache, flow: str, request_id: str) -> dict[str, Any] | DataHopError:
-    start = time.perf_counter()
-    try:
-        if isinstance(client, Postgres):
-            written, read = await client.run(lambda conn: _write_and_read(conn, flow, request_id))
-            wrote = f"flow_records {written}"
-        else:
-            wrote = client.key("flow", flow, request_id)
-            await client.client.set(wrote, request_id, px=FLOW_KEY_MS)
-            value = await client.client.get(wrote)
-            read = value.decode() if isinstance(value, bytes) else str(value or "")
-    except Exception as exc:  # each client raises its own errors: name the component
-        error = DataHopError(name, f"{name}: {type(exc).__name__}: {exc}")
-        error.__cause__ = exc
-        return error
-    if read != request_id:
-        return DataHopError(name, f"{name}: wrote {wrote} but read back {read!r}")
-    return {"resource": name, "wrote": wrote, "ms": round((time.perf_counter() - start) * 1000, 3)}
-
-
-async def _write_and_read(conn: AsyncConnection, flow: str, request_id: str) -> tuple[int, str | None]:
-    """The record's insert is committed when it returns (autocommit); the read is a statement of its own."""
-    written = (await conn.execute(INSERT_FLOW, {"flow": flow, "rid": request_id})).scalar_one()
-    read = (await conn.execute(READ_FLOW, {"id": written})).scalar_one_or_none()
-    return written, read
-
-
-class DataHopError(Exception):
-    def __init__(self, resource: str, message: str) -> None:
-        super().__init__(message)
-        self.resource = resource
 
 
 async def probe(resources: Resources, name: str, timeout: float) -> str:

@@ -9,6 +9,7 @@ from fastapi import APIRouter, FastAPI
 
 from . import flows, health, live, logs, platform_routes
 from .clients import build_clients, close_all
+from .data import steps_of
 from .edge import EdgeMiddleware
 from .events import Broker, Delivering, EventsSpec
 from .metrics import Metrics, MetricsMiddleware
@@ -32,6 +33,7 @@ def create_app(
     metrics = Metrics(spec.name)
     clients = build_clients(spec, settings)
     resources = build_resources(spec, settings)
+    steps = steps_of(routes, spec.name, resources)  # the team's own data steps (data.py)
     readiness = health.Readiness(spec, settings, clients, resources)
     broker = Broker(events, _delivering(settings)) if events else None
 
@@ -68,9 +70,9 @@ def create_app(
     answers = health.endpoints(spec, readiness, metrics)
     app.include_router(health.router(spec, answers))
     if spec.flows:
-        app.include_router(flows.router(spec, settings, clients, resources))
+        app.include_router(flows.router(spec, settings, clients, resources, steps))
     if spec.relays and settings.platform_routes:
-        app.include_router(platform_routes.router(spec, settings, clients, answers, resources))
+        app.include_router(platform_routes.router(spec, settings, clients, answers, resources, steps))
     if spec.websocket:
         app.include_router(live.router(spec, settings, log))
     if routes is not None:

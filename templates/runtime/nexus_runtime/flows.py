@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import httpx
@@ -19,8 +19,9 @@ from fastapi.responses import JSONResponse
 
 from . import tracing
 from .clients import BROKEN_HEADER
+from .data import DataHopError, DataStep, record_flow
 from .deadline import Deadline
-from .resources import DataHopError, Resources, record_flow
+from .resources import Resources
 from .schemas import FlowResult, NotFound, problems
 from .settings import ServiceSettings
 from .spec import ServiceSpec
@@ -31,6 +32,7 @@ def handler(
     settings: ServiceSettings,
     clients: dict[str, httpx.AsyncClient],
     resources: Resources | None = None,
+    steps: Mapping[str, DataStep] | None = None,
 ) -> Callable[[Request, str], Awaitable[JSONResponse]]:
     """The flow endpoint: served at /flows/<flow>, and on the gateway also at /platform/flows/<flow>."""
 
@@ -58,7 +60,9 @@ def handler(
             return [], None, 200
 
         # its own data step and the next hop at once: the data step spends none of the next hop's budget
-        data, (downstream, broken, status) = await asyncio.gather(_own_data(resources, flow, request_id), onward())
+        data, (downstream, broken, status) = await asyncio.gather(
+            _own_data(resources, steps, flow, request_id), onward()
+        )
         if isinstance(data, DataHopError):
             # its own database or cache failed: this hop is the broken one, whatever followed
             failed = {"service": spec.name, "error": str(data), "ms": round((time.perf_counter() - start) * 1000, 3)}
@@ -85,11 +89,15 @@ CONTRACT: dict[str, Any] = {
 
 
 def router(
-    spec: ServiceSpec, settings: ServiceSettings, clients: dict[str, httpx.AsyncClient], resources: Resources
+    spec: ServiceSpec,
+    settings: ServiceSettings,
+    clients: dict[str, httpx.AsyncClient],
+    resources: Resources,
+    steps: Mapping[str, DataStep],
 ) -> APIRouter:
     r = APIRouter(tags=["flows"])
     r.add_api_route(
-        "/flows/{flow}", handler(spec, settings, clients, resources), methods=["GET"], name="flow", **CONTRACT
+        "/flows/{flow}", handler(spec, settings, clients, resources, steps), methods=["GET"], name="flow", **CONTRACT
     )
     return r
 
@@ -97,11 +105,13 @@ def router(
 Hops = list[dict[str, Any]]
 
 
-async def _own_data(resources: Resources | None, flow: str, request_id: str) -> Hops | DataHopError:
+async def _own_data(
+    resources: Resources | None, steps: Mapping[str, DataStep] | None, flow: str, request_id: str
+) -> Hops | DataHopError:
     if resources is None:
         return []
     try:
-        return await record_flow(resources, flow, request_id)
+        return await record_flow(resources, flow, request_id, steps)
     except DataHopError as exc:
         return exc
 

@@ -1,6 +1,14 @@
 # Yours: nexus created this file once and never touches it again. Add the team's routes here.
 """{{ cookiecutter.name }}'s own endpoints. Health, metrics, flows and dependency clients come
-from nexus_runtime; call a dependency with `request.app.state.clients["<name>"]`."""
+from nexus_runtime; call a dependency with `request.app.state.clients["<name>"]`.
+{%- if cookiecutter.resources.values()|selectattr("engine", "in", ["postgres", "redis"])|list %}
+
+
+On a critical path this hop writes the runtime's flow record into its own database and cache
+and reads it back; to write your own data there instead, make this router a
+nexus_runtime.ServiceRouter and give it a data step (docs/onboarding.md, "Your own data step").
+{%- endif %}
+"""
 
 from fastapi import APIRouter
 
