@@ -167,3 +167,26 @@ def test_no_value_can_add_a_dockerfile_instruction_even_unvalidated(tmp_path: Pa
     project = tomllib.loads(pyproject)
     assert project["project"]["version"].startswith('1.0.0"\n[tool.pwned]')  # one string, read back exactly
     assert "pwned" not in project.get("tool", {})
+
+
+def test_team_files_rendered_once_with_marks_equal_the_template_rendered_per_service(monkeypatch) -> None:
+    """team_files renders the template's `_team_owned` paths once, with marks for the name and
+    the package; for any name that equals rendering them for that service, and a path that
+    does more with the name than insert it falls back to rendering per service."""
+    from nexus.catalog.naming import pkg
+
+    for name in ("ledger-mgr", "a", "x2-y-z", "package", "name"):
+        for postgres in (True, False):
+            assert render_services.team_files(name, postgres) == render_services._rendered_team_files(
+                name, pkg(name), postgres
+            )
+    config = {**render_services.template_config()}
+    config["_team_owned"] = [*config["_team_owned"], "{{ cookiecutter.name | upper }}.md"]
+    monkeypatch.setattr(render_services, "template_config", lambda: config)
+    render_services._team_file_shape.cache_clear()
+    try:
+        assert render_services._team_file_shape(True) is None
+        assert render_services.team_files("ledger-mgr")[-1] == "LEDGER-MGR.md"
+    finally:
+        monkeypatch.undo()
+        render_services._team_file_shape.cache_clear()

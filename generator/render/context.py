@@ -24,6 +24,7 @@ import jinja2
 import pydantic
 
 from .. import usercache
+from ..catalog.events import edges as event_edges
 from ..catalog.graph import edges
 from ..catalog.models import Catalog
 from ..catalog.plan import Plan
@@ -100,8 +101,9 @@ class RenderContext:
         """What ``area`` rendered in earlier runs, from the user's cache (empty without ``cache``)."""
         return Kept.load(area) if self.cache else Kept()
 
-    def template_kept(self, kept: Kept, name: str, *, service: str, **variables: Any) -> str:
-        """Render one service's template from ``variables`` and the platform's settings alone (the
+    def template_kept(self, kept: Kept, name: str, *, service: str | None, **variables: Any) -> str:
+        """Render one template (a service's, or one over all services when ``service`` is None)
+        from ``variables`` and the platform's settings alone (the
         template is not given the catalog: what it cannot see cannot change its text), or take
         the text ``kept`` holds for the very same inputs."""
         variables["platform"] = self.catalog.platform
@@ -121,6 +123,14 @@ class RenderContext:
         out: dict[str, list[str]] = {n: [] for n in self.catalog.services}
         for e in self.edges:
             out[e["target"]].append(e["source"])
+        return out
+
+    @cached_property
+    def event_edges_of(self) -> dict[str, list[dict[str, str]]]:
+        """service -> its event edges (publishes, consumes), in events.edges' order."""
+        out: dict[str, list[dict[str, str]]] = {}
+        for e in event_edges(self.catalog):
+            out.setdefault(e["service"], []).append(e)
         return out
 
     @cached_property

@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from ..catalog import events, messages, naming
+from ..catalog import messages, naming
 from ..catalog.graph import as_mermaid
 from ..catalog.ports import next_port
 from ..errors import TemplateError
@@ -135,7 +135,9 @@ def _service(
         "description": svc.description,
         "category": {"key": svc.category, "title": cat.categories[svc.category].title},
         "team": {"key": svc.team, **cat.teams[svc.team].model_dump()},
-        "stage": stages[ctx.plan.stage_of[name]],
+        # the stage by name and number only: its waves list services, and a page is kept by its
+        # view's content (a view that held the stage's services would grow with the catalog)
+        "stage": {k: stages[ctx.plan.stage_of[name]][k] for k in ("key", "number", "title")},
         "wave": ctx.plan.wave_of[name],
         "dependencies": [peer(d, e.kind) for d, e in sorted(svc.depends_on.items())],
         "dependents": [peer(d, cat.services[d].depends_on[name].kind) for d in ctx.dependents[name]],
@@ -154,9 +156,7 @@ def _events(ctx: RenderContext, name: str) -> list[dict[str, Any]]:
     """The service's event edges, each with the services on the channel's other side."""
     cat = ctx.catalog
     out = []
-    for e in events.edges(cat):
-        if e["service"] != name:
-            continue
+    for e in ctx.event_edges_of.get(name, []):
         ch = cat.events[e["channel"]]
         others = ch.subscribers if e["role"] == "publishes" else ch.publishers
         out.append(
@@ -238,6 +238,8 @@ def render(ctx: RenderContext) -> dict[str, str]:
     v = views(ctx)
     out = {path: docs.template(template, **v) for path, template in PAGES.items()}
     taken = {p.lower(): p for p in out}
+    kept = ctx.kept("docs")  # a service's page depends on its own view (_service) alone
+    page = {"header": v["header"], "health": v["health"], "stage_count": len(v["stages"])}
     for name, service in v["services"].items():
         path = naming.service_page(name)
         # Validation refuses a name whose page clashes (naming.claims); this guards a Catalog built
@@ -246,7 +248,8 @@ def render(ctx: RenderContext) -> dict[str, str]:
             raise TemplateError(
                 f"services.{name}: its page {path} would overwrite {taken[path.lower()]}; rename the service"
             )
-        out[path] = docs.template("docs/service.md.j2", service=name, s=service, **v)
+        out[path] = ctx.template_kept(kept, "docs/service.md.j2", service=name, s=service, **page)
+    kept.save()
     out.update(render_mesh.render_docs(ctx))  # the mesh area knows what its settings become
     out.update(render_events.render_docs(ctx))  # the events area writes the AsyncAPI documents
     return dict(sorted(out.items()))

@@ -179,7 +179,16 @@ def render(ctx: RenderContext) -> dict[str, str]:
 def _alerts(ctx: RenderContext) -> list[dict[str, Any]]:
     health = ctx.catalog.platform.health
     probes = "|".join(sorted({health.health, health.ready, health.live, health.metrics}))
-    return [{"name": n, "latency": _latency_threshold(ctx, n), "probes": probes} for n in sorted(ctx.catalog.services)]
+    return [
+        {
+            "name": n,
+            "latency": _latency_threshold(ctx, n),
+            "probes": probes,
+            "port": ctx.catalog.services[n].port,
+            "wave": ctx.plan.wave_of[n],
+        }
+        for n in sorted(ctx.catalog.services)
+    ]
 
 
 def render_monitoring(ctx: RenderContext) -> dict[str, str]:
@@ -190,13 +199,19 @@ def render_monitoring(ctx: RenderContext) -> dict[str, str]:
         "interval": SCRAPE_INTERVAL,
     }
     folder = f"{COMPONENTS}/monitoring"
-    return {
-        f"{folder}/kustomization.yaml": ctx.template("observability/kustomization.yaml.j2", **common),
-        f"{folder}/servicemonitors.yaml": ctx.template("observability/servicemonitors.yaml.j2", **common),
-        f"{folder}/alerts.yaml": ctx.template("observability/prometheusrule.yaml.j2", **common),
-        "observability/prometheus.yml": ctx.template("observability/prometheus.yml.j2", **common),
-        "observability/alerts.yml": ctx.template("observability/alerts.yml.j2", **common),
+    files = {
+        f"{folder}/kustomization.yaml": "observability/kustomization.yaml.j2",
+        f"{folder}/servicemonitors.yaml": "observability/servicemonitors.yaml.j2",
+        f"{folder}/alerts.yaml": "observability/prometheusrule.yaml.j2",
+        "observability/prometheus.yml": "observability/prometheus.yml.j2",
+        "observability/alerts.yml": "observability/alerts.yml.j2",
     }
+    # five files over every service, made from the alerts table and the platform's settings
+    # alone: an edit that leaves them as they were (a description, a dependency) takes them as they were
+    kept = ctx.kept("monitoring")
+    out = {path: ctx.template_kept(kept, template, service=None, **common) for path, template in files.items()}
+    kept.save()
+    return out
 
 
 def render_mesh(ctx: RenderContext, mesh: Mesh) -> dict[str, str]:

@@ -45,13 +45,37 @@ def team_files(name: str, postgres: bool = True) -> tuple[str, ...]:
     once when the service is first generated, never touched again. Declared once, in the
     template's own configuration (cookiecutter.json's ``_team_owned``). ``postgres``: whether
     it uses PostgreSQL (only then it has migrations); the default answers for any service."""
+    shape = _team_file_shape(postgres)
+    if shape is None:
+        return _rendered_team_files(name, pkg(name), postgres)
+    package = pkg(name)
+    return tuple(p.replace(_NAME, name).replace(_PACKAGE, package) for p in shape)
+
+
+def _rendered_team_files(name: str, package: str, postgres: bool) -> tuple[str, ...]:
     context = {
         "name": name,
-        "package": pkg(name),
+        "package": package,
         "_team_owned": template_config()["_team_owned"],
         "resources": {"postgres": {"engine": "postgres"}} if postgres else {},
     }
     return tuple(_extensions().team_files(context))
+
+
+# Rendering the paths' templates for each service cost seconds at 10,000 services; they take the
+# name and the package as they are, so they are rendered once with marks in their place. Checked
+# with two different pairs of marks: a path that filtered or sliced a name would differ between
+# them, and then every call renders (_team_file_shape answers None).
+_NAME, _PACKAGE = "\x00name\x00", "\x00package\x00"
+
+
+@cache
+def _team_file_shape(postgres: bool) -> tuple[str, ...] | None:
+    shapes = {
+        tuple(p.replace(name, _NAME).replace(package, _PACKAGE) for p in _rendered_team_files(name, package, postgres))
+        for name, package in (("nexusmarkname-a", "nexusmarkpackage_a"), ("nexusmarkname-b", "nexusmarkpackage_b"))
+    }
+    return shapes.pop() if len(shapes) == 1 else None
 
 
 def team_owned(path: str) -> bool:
