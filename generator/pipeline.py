@@ -58,7 +58,7 @@ def generate(
     with write.locked(target, timeout=lock_timeout, waiting=waiting, required=not check_only):
         if not check_only:
             write.recover(target)  # what a killed run left beside the tree
-        if last.record is not None and last.same_inputs and write.matches(target, last.record["tree"]):
+        if last.record is not None and last.same_inputs and write.matches(target, last.record["tree"], last.known):
             # The record (in the user's cache, out of a pull request's reach) says these inputs render
             # exactly the files this tree holds, hashed again just now: rendering would give the same bytes.
             return Result(None, target, {}, write.Changes(), [], last.record["count"])
@@ -79,7 +79,7 @@ def _run(loaded: Loaded, target: Path, last: _Last, *, check_only: bool, force: 
 
     ctx = RenderContext(loaded.catalog, loaded.plan, cache=True)  # plan
     files = render(ctx)  # render
-    changes = write.compare(target, files, team_owned)  # read-only: what differs from the tree on disk
+    changes = write.compare(target, files, team_owned, last.known)  # read-only: what differs from the tree on disk
     # files whose exact bytes passed the checks in an earlier run (by our record, not the tree's manifest)
     passed = last.record["tree"] if last.record is not None and last.record["code"] == last.code else {}
     verified = frozenset(
@@ -98,7 +98,15 @@ def _run(loaded: Loaded, target: Path, last: _Last, *, check_only: bool, force: 
         touched, backup = applied.touched, applied.backup
     if last.file is not None and last.inputs is not None:
         tree = write.expected(files, changes, team_owned)
-        payload = {"version": 1, "inputs": last.inputs, "code": last.code, "count": len(files), "tree": tree}
+        seen = write.Known.taken(target, tree)  # after the write: what the next run need not read again
+        payload = {
+            "version": 2,
+            "inputs": last.inputs,
+            "code": last.code,
+            "count": len(files),
+            "tree": tree,
+            "seen": seen,
+        }
         usercache.write(last.file, json.dumps(payload, sort_keys=True).encode())
     return Result(loaded, target, files, changes, touched, len(files), backup)
 
@@ -133,6 +141,13 @@ class _Last:
         return cls(file, record, code, inputs)
 
     @property
+    def known(self) -> write.Known:
+        """The recorded tree's hashes, trusted for files whose identity has not changed since."""
+        if self.record is None:
+            return write.Known()
+        return write.Known(self.record["tree"], self.record["seen"])
+
+    @property
     def same_inputs(self) -> bool:
         return self.record is not None and self.inputs is not None and self.record["inputs"] == self.inputs
 
@@ -159,7 +174,9 @@ def _read_record(path: Path) -> dict[str, Any] | None:
         record: Any = json.loads(payload)
     except ValueError:
         return None
-    if not isinstance(record, dict) or record.get("version") != 1 or not isinstance(record.get("tree"), dict):
+    if not isinstance(record, dict) or record.get("version") != 2:
+        return None
+    if not isinstance(record.get("tree"), dict) or not isinstance(record.get("seen"), dict):
         return None
     if not all(isinstance(record.get(k), t) for k, t in (("inputs", str), ("code", str), ("count", int))):
         return None

@@ -134,15 +134,16 @@ def _service_of(path: str) -> str | None:
 TeamOwned = Callable[[str], bool]  # is this path a team's file? (the service template declares which)
 
 
-def compare(out: Path, files: dict[str, str], team_owned: TeamOwned) -> Changes:
-    """Classify every rendered and every existing file by its bytes on disk. Reads, never writes."""
+def compare(out: Path, files: dict[str, str], team_owned: TeamOwned, known: Known | None = None) -> Changes:
+    """Classify every rendered and every existing file by its bytes on disk. Reads, never writes.
+    ``known``: hashes of files as they were when last hashed (``Known``), not read again."""
     try:
-        return _compare(out, files, team_owned)
+        return _compare(out, files, team_owned, known or Known())
     except OSError as exc:
         raise OutputError(explain(exc, out, "read")) from exc
 
 
-def _compare(out: Path, files: dict[str, str], team_owned: TeamOwned) -> Changes:
+def _compare(out: Path, files: dict[str, str], team_owned: TeamOwned, known: Known) -> Changes:
     recorded = _read_manifest(out)
     disk, odd = _scan(out)
     live_services = {s for p in files if (s := _service_of(p))}
@@ -162,7 +163,7 @@ def _compare(out: Path, files: dict[str, str], team_owned: TeamOwned) -> Changes
         if path in odd:
             ch.hand_edited.append(path)  # a link (or a special file) where we write a file: never followed
             continue
-        have = sha256(_read(disk[path]))
+        have = known.hash(path, disk[path])
         if have == want:
             ch.keep.append(path)
         elif recorded.get(path) == have:
@@ -174,7 +175,7 @@ def _compare(out: Path, files: dict[str, str], team_owned: TeamOwned) -> Changes
             continue
         if path in recorded:
             # ours (or a team-owned file of a removed service): delete only if untouched
-            untouched = path in disk and sha256(_read(disk[path])) == recorded[path]
+            untouched = path in disk and known.hash(path, disk[path]) == recorded[path]
             (ch.remove if untouched else ch.hand_edited).append(path)
         elif _service_of(path) in live_services:
             ch.keep.append(path)  # a team's own addition to its service folder
@@ -206,18 +207,67 @@ def expected(files: dict[str, str], ch: Changes, team_owned: TeamOwned) -> Expec
     return tree
 
 
-def matches(out: Path, tree: Expected) -> bool:
+def matches(out: Path, tree: Expected, known: Known | None = None) -> bool:
     """Whether ``out`` holds exactly ``tree``: the same paths, each hashed file with the same
-    bytes. Reads and hashes every file, never renders: the fast path of a run with nothing to do."""
+    bytes. Hashes every file (but those ``known`` unchanged), never renders: the fast path of a
+    run with nothing to do."""
+    known = known or Known()
     try:
         disk, odd = _scan(out)
         if odd.union(disk, (MANIFEST,)) != tree.keys() or any(tree[p] is not None for p in odd):
             return False
         if sha256(_read_nofollow(out / MANIFEST)) != tree[MANIFEST]:
             return False
-        return all(want is None or sha256(_read(disk[p])) == want for p, want in tree.items() if p != MANIFEST)
+        return all(want is None or known.hash(p, disk[p]) == want for p, want in tree.items() if p != MANIFEST)
     except OSError:
         return False  # the full comparison will say what is wrong
+
+
+class Known:
+    """Files hashed by an earlier run, each with its identity then (size, modification and
+    change times, inode): a file whose identity is the same now has the same bytes, and is not
+    read again. At 10,000 services reading and hashing the whole tree was most of a run with
+    nothing to do, and a tenth of an edit's. (git's index does the same.) A file is only trusted
+    if it had not been written for a while when its identity was taken (``RACY_NS``): a write
+    within the file system's timestamp granularity could otherwise keep the same times. The
+    change time cannot be set back by anyone (touch, tar, rsync set only the modification
+    time), and a file replaced by another has another inode. A write sets both times to its
+    own: one of them older than the window is enough (each run's hard links renew the change
+    time of every file it keeps; their modification time stays old)."""
+
+    RACY_NS = 2_000_000_000  # coarser than any file system's timestamps Nexus may meet (FAT: 2 s)
+
+    def __init__(self, hashes: dict[str, str | None] | None = None, ids: dict[str, str] | None = None) -> None:
+        self.hashes = hashes or {}
+        self.ids = ids or {}
+
+    @staticmethod
+    def identity(full: str) -> str:
+        st = os.lstat(full)
+        return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}"
+
+    def hash(self, path: str, full: str) -> str:
+        """The SHA-256 of ``full``'s bytes: the one recorded for ``path`` when its identity holds."""
+        recorded, was = self.hashes.get(path), self.ids.get(path)
+        if recorded is not None and was is not None and self.identity(full) == was:
+            return recorded
+        return sha256(_read(full))
+
+    @classmethod
+    def taken(cls, out: Path, tree: Expected) -> dict[str, str]:
+        """The identities of ``tree``'s hashed files as they are now, but those changed too
+        recently to be trusted (or gone: the next run hashes them)."""
+        now, base, ids = time.time_ns(), str(out), {}
+        for path, want in tree.items():
+            if want is None or path == MANIFEST:
+                continue
+            try:
+                st = os.lstat(os.path.join(base, path))
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode) and min(st.st_mtime_ns, st.st_ctime_ns) < now - cls.RACY_NS:
+                ids[path] = f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}"
+        return ids
 
 
 # -- one run at a time ---------------------------------------------------------------------------

@@ -628,3 +628,57 @@ def test_a_tree_symlink_is_not_taken_for_a_generated_file(project: Path, tmp_pat
 def test_the_file_system_root_is_not_an_output_folder(project: Path) -> None:
     with pytest.raises(OutputError, match="the file system's root"):
         generate(project / "catalog.yaml", "/")
+
+
+# -- files known unchanged are not read again; any write to one is still seen ----------------------
+
+
+def _age(project: Path, seconds: int = 3600) -> None:
+    """Every file of the tree last modified ``seconds`` ago, as files of an older run are."""
+    then = int((os.path.getmtime(project / "catalog.yaml") - seconds) * 1e9)
+    for path in (project / "generated").rglob("*"):
+        if path.is_file():
+            os.utime(path, ns=(then, then))
+
+
+def _reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    reads: list[str] = []
+    real = write._read
+    monkeypatch.setattr(write, "_read", lambda full: reads.append(full) or real(full))
+    return reads
+
+
+def test_a_run_reads_no_file_whose_identity_is_unchanged_since_it_was_hashed(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    catalog = project / "catalog.yaml"
+    _age(project)
+    edit(catalog, "Auth, first")
+    first = generate(catalog)  # records each file's identity: all but the rewritten ones are old enough to trust
+    reads = _reads(monkeypatch)
+    edit(catalog, "Auth, second")
+    second = generate(catalog)
+    assert second.touched == first.touched  # the same files again: the description's
+    # only the files the first edit rewrote (too recent to trust) are read again; none of the
+    # tree's other files (a run without the record reads every one)
+    read = {os.path.relpath(r, project / "generated") for r in reads}
+    assert read and read <= set(first.touched), sorted(read - set(first.touched))
+    assert first.count > 3 * len(first.touched)
+
+
+def test_a_same_size_edit_with_the_old_modification_time_is_still_seen(project: Path) -> None:
+    """The change time gives it away: touch, tar and rsync can set the modification time back,
+    nobody can set the change time."""
+    catalog = project / "catalog.yaml"
+    _age(project)
+    edit(catalog, "Auth, once")
+    generate(catalog)
+    edit(catalog, "Auth, once")  # same catalog bytes again: the next run has nothing to render
+    target = next((project / "generated" / "k8s" / "base" / "services").glob("media.yaml"))
+    before = target.stat()
+    text = target.read_text(encoding="utf-8")
+    target.write_text(text.replace("media", "MEDIA", 1), encoding="utf-8")  # same size
+    os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert target.stat().st_size == before.st_size and target.stat().st_mtime_ns == before.st_mtime_ns
+    with pytest.raises(HandEditedError, match=r"media\.yaml"):
+        generate(catalog)
