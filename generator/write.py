@@ -426,7 +426,7 @@ def _refuse_protected(out: Path, ch: Changes) -> None:
         return
     touched = [*ch.update, *ch.remove, *ch.hand_edited, *ch.extra]
     base = str(out)
-    protected = [f"{p}/" for p in _folders(out) if not os.lstat(os.path.join(base, p)).st_mode & stat.S_IWUSR]
+    protected = [f"{p}/" for p in _folders(out) if not os.lstat(f"{base}/{p}").st_mode & stat.S_IWUSR]
     protected += [
         p
         for p in touched
@@ -441,12 +441,17 @@ def _refuse_protected(out: Path, ch: Changes) -> None:
 
 
 def _folders(out: Path) -> Iterator[str]:
+    """The tree's folders ('.' first), as paths under it, links not followed. (scandir and
+    plain strings: os.walk and relpath cost seconds at 10,000 services' 35,000 folders.)"""
     yield "."
-    base = str(out)
-    for dirpath, dirnames, _ in os.walk(base):
-        dirnames[:] = [d for d in dirnames if not tool_folder(d)]  # not carried over
-        for d in dirnames:
-            yield os.path.relpath(os.path.join(dirpath, d), base).replace(os.sep, "/")
+    pending = [(str(out), "")]
+    while pending:
+        folder, prefix = pending.pop()
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False) and not tool_folder(entry.name):  # not carried over
+                    yield prefix + entry.name
+                    pending.append((entry.path, prefix + entry.name + "/"))
 
 
 # -- backups -------------------------------------------------------------------------------------------
@@ -600,7 +605,7 @@ def apply(
         for path in written:
             (staging / path).write_bytes(files[path].encode("utf-8"))
         for path in ch.keep:
-            dest, source = os.path.join(root, path), os.path.join(base, path)
+            dest, source = f"{root}/{path}", f"{base}/{path}"
             try:
                 os.link(source, dest, follow_symlinks=False)  # same inode: content and modification time kept
             except OSError:

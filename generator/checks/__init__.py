@@ -86,6 +86,7 @@ def check(
     if schema_cache is not None:
         validator.load(schema_cache)
         documents.PARSED.load(schema_cache.with_name(documents.CACHE_NAME))
+        docs.LINKS.load(schema_cache.with_name(docs.LINKS_CACHE))
     failures = parses(files, verified, validator if schema_cache is not None else None)
     for area in AREA_CHECKS:
         failures.extend(area(ctx, files))
@@ -96,3 +97,4 @@ def check(
     if schema_cache is not None:
         validator.save(schema_cache)
         documents.PARSED.save(schema_cache.with_name(documents.CACHE_NAME))
+        docs.LINKS.save(schema_cache.with_name(docs.LINKS_CACHE))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import marshal
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,42 +33,50 @@ class Doc:
         return str((self.data.get("metadata") or {}).get("name"))
 
 
+def split(text: str) -> list[str]:
+    """A rendered file's documents' texts (templates never put '---' in a value)."""
+    return _SEPARATOR.split(text)
+
+
 def documents(path: str, text: str) -> Iterator[Doc]:
-    """The documents of one file, each with its own text (templates never put '---' in a value)."""
-    for chunk in _SEPARATOR.split(text):
+    """The documents of one file, each with its own text."""
+    for chunk in split(text):
         data = load_yaml(chunk)
         if isinstance(data, dict):
             yield Doc(path, chunk, data)
 
 
 def load_yaml(text: str) -> Any:
-    return PARSED.load_yaml(text)
+    return PARSED(text)
 
 
-class Parsed:
-    """Documents already read, by the hash of their text. Building Python objects from YAML is
-    most of what the checks cost, and an edit changes few documents: between runs the data is
-    kept in the user's cache folder. Entries are kept marshalled (every read gets its own copy,
-    so no check can change another's data) in marshal's format, which runs no code when read."""
+class Memo:
+    """A pure function of a text, its results kept by the text's hash. Building Python objects
+    from YAML is most of what the checks cost, and an edit changes few documents: between runs
+    the results are kept in the user's cache folder. Entries are kept marshalled (every read
+    gets its own copy, so no check can change another's data) in marshal's format, which runs
+    no code when read."""
 
-    def __init__(self) -> None:
+    def __init__(self, function: Callable[[str], Any], salt: bytes = b"") -> None:
+        self.function = function
+        self.salt = salt  # what else shapes the results (the function's code), in every key
         self.entries: dict[bytes, bytes] = {}
         self.used: set[bytes] = set()
         self.added = False
 
-    def load_yaml(self, text: str) -> Any:
-        key = hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
+    def __call__(self, text: str) -> Any:
+        key = hashlib.blake2b(self.salt + text.encode("utf-8"), digest_size=16).digest()
         self.used.add(key)
         kept = self.entries.get(key)
         if kept is not None:
             return marshal.loads(kept)
-        data = yaml.load(text, Loader=FAST_LOADER)
+        data = self.function(text)
         if len(self.entries) > 2 * ENTRY_LIMIT:  # a long-lived process (a test session) reads many catalogs
             self.entries = {k: v for k, v in self.entries.items() if k in self.used}
         try:
             self.entries[key] = marshal.dumps(data)
             self.added = True
-        except ValueError:  # a type marshal does not know (a YAML timestamp): read it again next time
+        except ValueError:  # a type marshal does not know (a YAML timestamp): computed again next time
             pass
         return data
 
@@ -99,7 +107,7 @@ class Parsed:
 
 ENTRY_LIMIT = 250_000  # documents: 10,000 services render about 110,000
 # one per process: the cache file's name carries what shapes the data (PyYAML and its loader)
-PARSED = Parsed()
+PARSED = Memo(lambda text: yaml.load(text, Loader=FAST_LOADER))
 CACHE_NAME = f"yaml-{yaml.__version__}-{FAST_LOADER.__name__}"
 
 

@@ -7,7 +7,6 @@ from typing import Any
 
 import yaml
 
-from ..catalog.load import FAST_LOADER
 from ..render.context import RenderContext
 from ..render.ecosystem import (
     CODEOWNERS,
@@ -17,10 +16,13 @@ from ..render.ecosystem import (
     handle,
     service_info_path,
 )
+from .documents import load_yaml, split
 
 
 def _load_all(text: str) -> list[Any]:
-    return [d for d in yaml.load_all(text, Loader=FAST_LOADER) if d is not None]
+    """The file's documents, each read once across runs (documents.PARSED: a Component per
+    service made this check a tenth of an edit's run at 10,000 services)."""
+    return [d for d in (load_yaml(chunk) for chunk in split(text)) if d is not None]
 
 
 def run(ctx: RenderContext, files: dict[str, str]) -> list[str]:
