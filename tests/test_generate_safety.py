@@ -463,16 +463,16 @@ def test_no_space_while_staging_or_backing_up_is_one_message(project: Path, monk
     out = project / "generated"
     edit(project / "catalog.yaml", "Auth, no space")
     before = tree(out)
-    real_write = Path.write_bytes
+    real_write = write._write_new
     calls = []
 
-    def full(self: Path, data: bytes) -> int:
-        calls.append(self)
+    def full(path: str, text: str) -> None:
+        calls.append(path)
         if len(calls) >= 3:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self))
-        return real_write(self, data)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+        real_write(path, text)
 
-    monkeypatch.setattr(Path, "write_bytes", full)
+    monkeypatch.setattr(write, "_write_new", full)
     with pytest.raises(OutputError, match=r"No space left on device .*generated/ is unchanged.*free some space"):
         generate(project / "catalog.yaml")
     monkeypatch.undo()
@@ -682,3 +682,100 @@ def test_a_same_size_edit_with_the_old_modification_time_is_still_seen(project: 
     assert target.stat().st_size == before.st_size and target.stat().st_mtime_ns == before.st_mtime_ns
     with pytest.raises(HandEditedError, match=r"media\.yaml"):
         generate(catalog)
+
+
+# -- the spare: the tree a swap replaced, brought up to date by the next run -------------------------
+
+
+def _fresh(project: Path, tmp_path: Path) -> dict[str, bytes]:
+    """What a run from nothing writes for the project's catalog now."""
+    elsewhere = tmp_path / "fresh"
+    elsewhere.mkdir()
+    shutil.copy(project / "catalog.yaml", elsewhere / "catalog.yaml")
+    generate(elsewhere / "catalog.yaml")
+    return tree(elsewhere / "generated")
+
+
+def test_a_run_brings_the_spare_up_to_date_instead_of_linking_every_file(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    catalog, out = project / "catalog.yaml", project / "generated"
+    edit(catalog, "Auth, first")
+    first = generate(catalog)  # the tree it replaced is now the spare
+    assert (project / ".nexus/spare/generated").is_dir()
+    team_file = out / "services/auth/auth/routes.py"
+    team_file.write_text(team_file.read_text() + "# the team's line\n")  # in place: the spare shares it
+    added = out / "services/media/NOTES.md"
+    added.write_text("a team's own file\n")
+    inodes = {p: p.stat().st_ino for p in out.rglob("*") if p.is_file()}
+    links: list[str] = []
+    real = write._link
+    monkeypatch.setattr(write, "_link", lambda source, dest: links.append(source) or real(source, dest))
+    edit(catalog, "Auth, second")
+    second = generate(catalog)
+    assert second.touched == first.touched
+    # linked again: only what the spare does not share with the live tree (what the first run
+    # wrote, and the team's new file); a build from nothing links every kept file
+    linked = {os.path.relpath(s, out) for s in links}
+    assert linked == set(first.touched) - set(second.touched) | {"services/media/NOTES.md"}, linked
+    assert tree(out) == {**_fresh(project, tmp_path),
+        "services/auth/auth/routes.py": team_file.read_bytes(), "services/media/NOTES.md": b"a team's own file\n"
+    }  # fmt: skip
+    assert b"# the team's line" in team_file.read_bytes()
+    kept = [p for p in inodes if os.path.relpath(p, out) not in {*second.touched, write.MANIFEST}]
+    assert kept and [p for p in kept if p.stat().st_ino != inodes[p]] == []  # the same files, not copies
+
+
+def test_a_spare_with_planted_links_and_strays_is_cleaned_never_followed(project: Path, tmp_path: Path) -> None:
+    catalog, out = project / "catalog.yaml", project / "generated"
+    edit(catalog, "Auth, first")
+    generate(catalog)
+    spare = project / ".nexus/spare/generated"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    shutil.rmtree(spare / "services/auth")
+    (spare / "services/auth").symlink_to(outside)  # a folder the run writes into
+    (spare / "docs/README.md").unlink()
+    (spare / "docs/README.md").symlink_to(outside / "README.md")  # a file the run rewrites
+    (spare / "stray.txt").write_text("not ours\n")
+    (spare / "services/media/__pycache__").mkdir()
+    (spare / "services/media/__pycache__/x.pyc").write_bytes(b"\0")
+    edit(catalog, "Auth, second")
+    generate(catalog)
+    assert list(outside.iterdir()) == []
+    assert tree(out) == _fresh(project, tmp_path)
+
+
+def test_a_spare_folder_that_is_a_link_is_not_used(project: Path, tmp_path: Path) -> None:
+    catalog, out = project / "catalog.yaml", project / "generated"
+    outside = tmp_path / "outside"
+    shutil.copytree(out, outside)
+    (project / ".nexus/spare").mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(project / ".nexus/spare/generated", ignore_errors=True)
+    (project / ".nexus/spare/generated").symlink_to(outside)
+    before = tree(outside)
+    edit(catalog, "Auth, changed")
+    generate(catalog)
+    assert tree(outside) == before  # neither taken nor written through
+    assert tree(out) == _fresh(project, tmp_path)
+
+
+def test_no_space_while_bringing_the_spare_up_to_date_leaves_the_tree_and_no_staging(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    catalog, out = project / "catalog.yaml", project / "generated"
+    edit(catalog, "Auth, first")
+    generate(catalog)
+    edit(catalog, "Auth, no space")
+    before = tree(out)
+
+    def full(path: str, text: str) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+
+    monkeypatch.setattr(write, "_write_new", full)
+    with pytest.raises(OutputError, match=r"No space left on device .*generated/ is unchanged.*free some space"):
+        generate(catalog)
+    monkeypatch.undo()
+    assert tree(out) == before and leftovers(project) == []
+    generate(catalog)  # the spare was used up: the next run builds from nothing
+    assert tree(out) == _fresh(project, tmp_path)
