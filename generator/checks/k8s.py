@@ -47,6 +47,9 @@ KINDS = (
 )
 
 
+READS = "k8s/"  # every .yaml file under it is read in full here (parses() leaves them to this check)
+
+
 @dataclass
 class Policy:
     """What the rendered NetworkPolicies allow, as (source, target) pairs on the target's port."""
@@ -67,7 +70,7 @@ def run(
     """Every check; [] when all pass. A run whose inputs (catalog, k8s files, this code) already
     passed once, in this process or in the validator's cache file, is not repeated."""
     validator = validator or DEFAULT
-    paths = sorted(p for p in files if p.startswith("k8s/") and p.endswith(".yaml"))
+    paths = sorted(p for p in files if p.startswith(READS) and p.endswith(".yaml"))
     key = validator.key(
         "\0".join(
             [
