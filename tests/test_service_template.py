@@ -184,9 +184,11 @@ def test_team_files_rendered_once_with_marks_equal_the_template_rendered_per_ser
     config["_team_owned"] = [*config["_team_owned"], "{{ cookiecutter.name | upper }}.md"]
     monkeypatch.setattr(render_services, "template_config", lambda: config)
     render_services._team_file_shape.cache_clear()
+    render_services.team_files.cache_clear()
     try:
         assert render_services._team_file_shape(True) is None
         assert render_services.team_files("ledger-mgr")[-1] == "LEDGER-MGR.md"
     finally:
         monkeypatch.undo()
         render_services._team_file_shape.cache_clear()
+        render_services.team_files.cache_clear()

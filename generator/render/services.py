@@ -13,7 +13,7 @@ import importlib.util
 import json
 import re
 from collections.abc import Callable
-from functools import cache
+from functools import cache, partial
 from types import ModuleType
 from typing import Any
 
@@ -26,6 +26,7 @@ from ..catalog.models import Catalog, duration_ms
 from ..catalog.naming import pkg
 from ..errors import TemplateError
 from ..paths import TEMPLATES, TOOL_BYTECODE, TOOL_CACHES, TOOL_METADATA, source_files
+from . import parallel
 from .context import RenderContext, bytecode_cache
 
 SERVICE_TEMPLATE = TEMPLATES / "service"
@@ -49,7 +50,7 @@ def team_files(name: str, postgres: bool = True) -> tuple[str, ...]:
     if shape is None:
         return _rendered_team_files(name, pkg(name), postgres)
     package = pkg(name)
-    return tuple(p.replace(_NAME, name).replace(_PACKAGE, package) for p in shape)
+    return tuple(p.replace(_NAME_MARK, name).replace(_PACKAGE_MARK, package) for p in shape)
 
 
 def _rendered_team_files(name: str, package: str, postgres: bool) -> tuple[str, ...]:
@@ -66,13 +67,16 @@ def _rendered_team_files(name: str, package: str, postgres: bool) -> tuple[str, 
 # name and the package as they are, so they are rendered once with marks in their place. Checked
 # with two different pairs of marks: a path that filtered or sliced a name would differ between
 # them, and then every call renders (_team_file_shape answers None).
-_NAME, _PACKAGE = "\x00name\x00", "\x00package\x00"
+_NAME_MARK, _PACKAGE_MARK = "\x00name\x00", "\x00package\x00"
 
 
 @cache
 def _team_file_shape(postgres: bool) -> tuple[str, ...] | None:
     shapes = {
-        tuple(p.replace(name, _NAME).replace(package, _PACKAGE) for p in _rendered_team_files(name, package, postgres))
+        tuple(
+            p.replace(name, _NAME_MARK).replace(package, _PACKAGE_MARK)
+            for p in _rendered_team_files(name, package, postgres)
+        )
         for name, package in (("nexusmarkname-a", "nexusmarkpackage_a"), ("nexusmarkname-b", "nexusmarkpackage_b"))
     }
     return shapes.pop() if len(shapes) == 1 else None
@@ -316,18 +320,19 @@ def _runtime() -> dict[str, str]:
 
 def render(ctx: RenderContext) -> dict[str, str]:
     renders = ctx.kept("services")  # a service's files depend on its context alone
-    env: jinja2.Environment | None = None
-    compiled: list[tuple[str, jinja2.Template, jinja2.Template]] | None = None
+    contexts = [service_context(ctx, name) for name in sorted(ctx.catalog.services)]
+    keys = [renders.key(context) for context in contexts]
+    found = [renders.get(key) for key in keys]
+    missing = [i for i, kept in enumerate(found) if kept is None]
+    if missing:  # compiled before the workers fork (render.parallel): once, not once per worker
+        env = template_env(ctx.cache)
+        compiled = compile_template(env)
+        made = parallel.run_all([partial(_render_one, env, compiled, contexts[i]) for i in missing])
+        for i, rendered in zip(missing, made, strict=True):
+            found[i] = renders.put(keys[i], rendered)
     out: dict[str, str] = {}
-    for name in sorted(ctx.catalog.services):
-        context = service_context(ctx, name)
-        key = renders.key(context)
-        files = renders.get(key)
-        if files is None:
-            env = env or template_env(ctx.cache)
-            compiled = compiled or compile_template(env)
-            files = renders.put(key, {**render_service(compiled, context), **render_events(env, context)})
-        for path, text in files.items():
+    for kept in found:
+        for path, text in (kept or {}).items():
             out[f"services/{path}"] = text
     out.update(_runtime())
     # made from the models alone (code_key names the cache): building it was a tenth of an edit's run
@@ -340,6 +345,12 @@ def render(ctx: RenderContext) -> dict[str, str]:
         f"**/{name}\n" for name in [*sorted(TOOL_CACHES), f"*{TOOL_METADATA}", f"*{TOOL_BYTECODE[0]}"]
     )
     return out
+
+
+def _render_one(
+    env: jinja2.Environment, compiled: list[tuple[str, jinja2.Template, jinja2.Template]], context: dict[str, Any]
+) -> dict[str, str]:
+    return {**render_service(compiled, context), **render_events(env, context)}
 
 
 def _client_retries(cat: Catalog, name: str) -> int:
