@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -17,12 +16,10 @@ import yaml
 from conftest import CATALOG, ROOT, dump, nexus
 
 from nexus import write
-from nexus.catalog import load_catalog, load_catalog_text
+from nexus.catalog import load_catalog
 from nexus.errors import DriftError, HandEditedError, OutputCheckError, OutputError, TemplateError
-from nexus.paths import TEMPLATES
 from nexus.pipeline import generate
-from nexus.render import RenderContext, parallel, render
-from nexus.render.context import make_env
+from nexus.render import RenderContext, render
 from nexus.render.services import team_owned
 
 
@@ -411,28 +408,3 @@ def test_an_edit_renders_and_checks_only_the_manifests_that_see_it(
     fresh = render(RenderContext(*_loaded(tmp_path / "catalog.yaml"), cache=False))
     ours = sorted(p for p in fresh if not team_owned(p))
     assert [fresh[p] for p in ours] == [(tmp_path / "generated" / p).read_text(encoding="utf-8") for p in ours]
-
-
-def test_rendering_on_every_core_gives_the_files_one_core_gives(
-    tmp_path: Path, minimal: dict, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """render.parallel: forked workers render the services' files (from a few hundred); the
-    result is the same files in the same order, and a template error in a worker is the same
-    one error."""
-    loaded = load_catalog_text(big_catalog(minimal, 40))
-    one = render(RenderContext(loaded.catalog, loaded.plan))
-    monkeypatch.setattr(parallel, "PARALLEL_FROM", 2)
-    monkeypatch.setattr(parallel.os, "cpu_count", lambda: 2)
-    forked: list[int] = []
-    real = parallel.ProcessPoolExecutor
-    monkeypatch.setattr(parallel, "ProcessPoolExecutor", lambda **kw: forked.append(1) or real(**kw))
-    every = render(RenderContext(loaded.catalog, loaded.plan))
-    assert forked and list(every.items()) == list(one.items())
-
-    bad = tmp_path / "templates"
-    shutil.copytree(TEMPLATES, bad)
-    (bad / "k8s/service.yaml.j2").write_text("{{ s.name }}{{ s.no_such_field.x }}\n")
-    ctx = RenderContext(loaded.catalog, loaded.plan)
-    ctx.env = make_env(bad)  # type: ignore[misc]
-    with pytest.raises(TemplateError, match=r"templates/k8s/service.yaml.j2:1: .*no_such_field.*\(rendering "):
-        render(ctx)

@@ -240,7 +240,7 @@ def render(ctx: RenderContext) -> dict[str, str]:
     taken = {p.lower(): p for p in out}
     kept = ctx.kept("docs")  # a service's page depends on its own view (_service) alone
     page = {"header": v["header"], "health": v["health"], "stage_count": len(v["stages"])}
-    for name in v["services"]:
+    for name, service in v["services"].items():
         path = naming.service_page(name)
         # Validation refuses a name whose page clashes (naming.claims); this guards a Catalog built
         # in Python without it. Compared case-insensitively: "readme" would clobber README.md on macOS.
@@ -248,9 +248,7 @@ def render(ctx: RenderContext) -> dict[str, str]:
             raise TemplateError(
                 f"services.{name}: its page {path} would overwrite {taken[path.lower()]}; rename the service"
             )
-    each = [(n, {"s": s, **page}) for n, s in v["services"].items()]
-    for name, text in zip(v["services"], ctx.templates_kept(kept, "docs/service.md.j2", each), strict=True):
-        out[naming.service_page(name)] = text
+        out[path] = ctx.template_kept(kept, "docs/service.md.j2", service=name, s=service, **page)
     kept.save()
     out.update(render_mesh.render_docs(ctx))  # the mesh area knows what its settings become
     out.update(render_events.render_docs(ctx))  # the events area writes the AsyncAPI documents

@@ -163,13 +163,17 @@ def render(ctx: RenderContext) -> dict[str, str]:
     ]
     out: dict[str, str] = {}
     kept = ctx.kept("k8s")  # a service's manifest depends on its own view (_service) alone
-    names = sorted(cat.services)
-    each = [
-        (n, {"s": _service(ctx, n), "probes": probes, "security": SECURITY, "outside": OUTSIDE, **common})
-        for n in names
-    ]
-    for name, text in zip(names, ctx.templates_kept(kept, "k8s/service.yaml.j2", each), strict=True):
-        out[service_path(name)] = text
+    for name in sorted(cat.services):
+        out[service_path(name)] = ctx.template_kept(
+            kept,
+            "k8s/service.yaml.j2",
+            service=name,
+            s=_service(ctx, name),
+            probes=probes,
+            security=SECURITY,
+            outside=OUTSIDE,
+            **common,
+        )
     kept.save()
     out[f"{BASE}/namespace.yaml"] = ctx.template("k8s/namespace.yaml.j2", **common)
     out[f"{BASE}/default-deny.yaml"] = ctx.template("k8s/default-deny.yaml.j2", **common)

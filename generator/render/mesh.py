@@ -243,10 +243,10 @@ def render_mesh(ctx: RenderContext, mesh: Mesh) -> dict[str, str]:
     out: dict[str, str] = {}
     kept = ctx.kept(f"mesh-{mesh.name}")  # a service's file depends on its own target view alone
     own = {k: common[k] for k in ("header", "names", "mesh", "idempotent")}  # not the N targets
-    each = [(t["name"], {"t": t, **own}) for t in common["targets"]]
-    names = [t["name"] for t in common["targets"]]
-    for name, text in zip(names, ctx.templates_kept(kept, f"mesh/{mesh.name}/service.yaml.j2", each), strict=True):
-        out[f"{folder}/services/{name}.yaml"] = text
+    for target in common["targets"]:
+        out[f"{folder}/services/{target['name']}.yaml"] = ctx.template_kept(
+            kept, f"mesh/{mesh.name}/service.yaml.j2", service=target["name"], t=target, **own
+        )
     kept.save()
     for name in mesh.files:
         out[f"{folder}/{name}.yaml"] = ctx.template(f"mesh/{mesh.name}/{name}.yaml.j2", **common)

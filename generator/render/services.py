@@ -13,7 +13,7 @@ import importlib.util
 import json
 import re
 from collections.abc import Callable
-from functools import cache, partial
+from functools import cache
 from types import ModuleType
 from typing import Any
 
@@ -26,7 +26,6 @@ from ..catalog.models import Catalog, duration_ms
 from ..catalog.naming import pkg
 from ..errors import TemplateError
 from ..paths import TEMPLATES, TOOL_BYTECODE, TOOL_CACHES, TOOL_METADATA, source_files
-from . import parallel
 from .context import RenderContext, bytecode_cache
 
 SERVICE_TEMPLATE = TEMPLATES / "service"
@@ -320,19 +319,18 @@ def _runtime() -> dict[str, str]:
 
 def render(ctx: RenderContext) -> dict[str, str]:
     renders = ctx.kept("services")  # a service's files depend on its context alone
-    contexts = [service_context(ctx, name) for name in sorted(ctx.catalog.services)]
-    keys = [renders.key(context) for context in contexts]
-    found = [renders.get(key) for key in keys]
-    missing = [i for i, kept in enumerate(found) if kept is None]
-    if missing:  # compiled before the workers fork (render.parallel): once, not once per worker
-        env = template_env(ctx.cache)
-        compiled = compile_template(env)
-        made = parallel.run_all([partial(_render_one, env, compiled, contexts[i]) for i in missing])
-        for i, rendered in zip(missing, made, strict=True):
-            found[i] = renders.put(keys[i], rendered)
+    env: jinja2.Environment | None = None
+    compiled: list[tuple[str, jinja2.Template, jinja2.Template]] | None = None
     out: dict[str, str] = {}
-    for kept in found:
-        for path, text in (kept or {}).items():
+    for name in sorted(ctx.catalog.services):
+        context = service_context(ctx, name)
+        key = renders.key(context)
+        files = renders.get(key)
+        if files is None:
+            env = env or template_env(ctx.cache)
+            compiled = compiled or compile_template(env)
+            files = renders.put(key, {**render_service(compiled, context), **render_events(env, context)})
+        for path, text in files.items():
             out[f"services/{path}"] = text
     out.update(_runtime())
     # made from the models alone (code_key names the cache): building it was a tenth of an edit's run
@@ -345,12 +343,6 @@ def render(ctx: RenderContext) -> dict[str, str]:
         f"**/{name}\n" for name in [*sorted(TOOL_CACHES), f"*{TOOL_METADATA}", f"*{TOOL_BYTECODE[0]}"]
     )
     return out
-
-
-def _render_one(
-    env: jinja2.Environment, compiled: list[tuple[str, jinja2.Template, jinja2.Template]], context: dict[str, Any]
-) -> dict[str, str]:
-    return {**render_service(compiled, context), **render_events(env, context)}
 
 
 def _client_retries(cat: Catalog, name: str) -> int:
