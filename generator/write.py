@@ -242,14 +242,13 @@ class Known:
         self.ids = ids or {}
 
     @staticmethod
-    def identity(full: str) -> str:
-        st = os.lstat(full)
+    def identity(st: os.stat_result) -> str:
         return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}"
 
     def hash(self, path: str, full: str) -> str:
         """The SHA-256 of ``full``'s bytes: the one recorded for ``path`` when its identity holds."""
         recorded, was = self.hashes.get(path), self.ids.get(path)
-        if recorded is not None and was is not None and self.identity(full) == was:
+        if recorded is not None and was is not None and self.identity(os.lstat(full)) == was:
             return recorded
         return sha256(_read(full))
 
@@ -266,7 +265,7 @@ class Known:
             except OSError:
                 continue
             if stat.S_ISREG(st.st_mode) and min(st.st_mtime_ns, st.st_ctime_ns) < now - cls.RACY_NS:
-                ids[path] = f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}"
+                ids[path] = cls.identity(st)
         return ids
 
 
