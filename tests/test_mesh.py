@@ -331,7 +331,7 @@ def test_every_mesh_object_has_a_strict_schema_and_passes(
             "      retry:\n        attempts: 1",
             "'retry' was unexpected",
         ),
-        ("istio", ISTIO.format("kei-ai"), "  action: ALLOW", "  action: PERMIT", "'PERMIT' is not one of"),
+        ("istio", ISTIO.format("kei-ai"), "  action: ALLOW", "  action: PERMIT", '"PERMIT" is not one of'),
         (
             "istio",
             ISTIO.format("kei-ai"),
@@ -345,7 +345,7 @@ def test_every_mesh_object_has_a_strict_schema_and_passes(
             LINKERD.format("kei-ai"),
             "requiredAuthenticationRefs:",
             "requiredAuthenticationRef:",
-            "'requiredAuthenticationRefs' is a required property",
+            '"requiredAuthenticationRefs" is a required property',
         ),
         ("linkerd", LINKERD.format("kei-ai"), "  identities:\n", "  identity:\n", "'identity' was unexpected"),
     ],

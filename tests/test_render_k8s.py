@@ -802,28 +802,3 @@ def test_a_managed_instance_has_no_statefulset_and_its_users_reach_it_by_host_an
     closed = files[path].replace("port: 6432", "port: 6433")
     failures = k8s_checks.run(ctx, {**files, path: closed}, strict_schema=False)
     assert f"{path}: auth: egress auth -> postgres is a catalog edge but no NetworkPolicy allows it" in failures
-
-
-def test_documents_read_on_every_core_are_the_documents_read_in_order(monkeypatch) -> None:
-    """documents.prefetch (many documents: workers, one per core) leaves exactly what reading
-    each in turn would: the same data under the same keys, nothing for a document that does
-    not parse (reading it in the run reports the error), and the same checks' verdict."""
-    import marshal
-
-    from nexus.checks import documents
-
-    ctx, files = render(load_catalog(CATALOG))
-    texts = [chunk for p, t in sorted(files.items()) if p.startswith(k8s_checks.READS) for chunk in documents.split(t)]
-    broken = "kind: [unclosed\n"
-    fresh = documents.Memo(documents.PARSED.function)
-    monkeypatch.setattr(documents, "PARSED", fresh)
-    monkeypatch.setattr(documents, "PARALLEL_FROM", 10)
-    monkeypatch.setattr(documents.os, "cpu_count", lambda: 2)
-    documents.prefetch([*texts, broken])
-    assert len(texts) > 100 and fresh.added
-    assert fresh.key(broken) not in fresh.entries
-    for text in texts:
-        assert marshal.loads(fresh.entries[fresh.key(text)]) == yaml.load(text, Loader=yaml.CSafeLoader)
-    assert k8s_checks.run(ctx, files) == []
-    with pytest.raises(yaml.YAMLError):
-        documents.load_yaml(broken)

@@ -14,11 +14,11 @@ from collections.abc import Callable
 
 import yaml
 
-from .. import usercache
-from ..catalog.load import FAST_LOADER
+from .. import usercache, yamlread
 from ..errors import OutputCheckError
 from ..render.context import RenderContext
-from . import docs, documents, ecosystem, events, k8s, mesh, services
+from ..yamlread import FAST_LOADER, PARSED, prefetch, split
+from . import docs, ecosystem, events, k8s, mesh, services
 from .kubernetes_schema import SchemaValidator
 
 # Checks of one area that need no schemas: (ctx, files) -> failures
@@ -92,13 +92,13 @@ def check(
     schema_cache = folder / "k8s-schema" if folder is not None else None
     if schema_cache is not None:
         validator.load(schema_cache)
-        documents.PARSED.load(schema_cache.with_name(documents.CACHE_NAME))
+        PARSED.load(schema_cache.with_name(yamlread.CACHE_NAME))
         docs.LINKS.load(schema_cache.with_name(docs.LINKS_CACHE))
     # the Kubernetes checks read every k8s/ document and name any that does not parse: walking
     # them here as well was a fifth of a cold run's checks at 5,000 services
     failures = parses(files, verified, validator if schema_cache is not None else None, read_elsewhere=(k8s.READS,))
-    # what the Kubernetes checks read, on every core at once (documents.prefetch says when)
-    documents.prefetch(chunk for p in files if p.startswith(k8s.READS) for chunk in documents.split(files[p]))
+    # what the Kubernetes checks read, on every core at once (yamlread.prefetch says when)
+    prefetch(chunk for p in files if p.startswith(k8s.READS) for chunk in split(files[p]))
     for area in AREA_CHECKS:
         failures.extend(area(ctx, files))
     failures.extend(k8s.run(ctx, files, validator=validator))
@@ -107,5 +107,5 @@ def check(
         raise OutputCheckError(failures)
     if schema_cache is not None:
         validator.save(schema_cache)
-        documents.PARSED.save(schema_cache.with_name(documents.CACHE_NAME))
+        PARSED.save(schema_cache.with_name(yamlread.CACHE_NAME))
         docs.LINKS.save(schema_cache.with_name(docs.LINKS_CACHE))

@@ -2,7 +2,8 @@
 
 The schemas are committed under generator/render/crd-schemas/ (their sources and versions: the README
 there), one JSON Schema per kind, strict like the API server with a structural CRD: an unknown
-or misspelled field fails. Validators are built once per kind, on first use.
+or misspelled field fails. Validators are built once per kind, on first use, with jsonschema-rs
+(the same draft as kubernetes_schema; python-jsonschema took 14 s for 10,000 services' mesh objects).
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ def _validator(api_version: str, kind: str) -> Any:
     path = schema_path(api_version, kind)
     if not path.is_file():
         return None
-    import jsonschema  # deferred: only a run that checks mesh resources pays for it
+    import jsonschema_rs  # deferred: only a run that checks mesh resources pays for it
 
-    return jsonschema.Draft202012Validator(json.loads(path.read_bytes()))
+    return jsonschema_rs.Draft202012Validator(json.loads(path.read_bytes()))
 
 
 def errors(doc: dict[str, Any], limit: int = 5) -> list[str]:
@@ -34,5 +35,5 @@ def errors(doc: dict[str, Any], limit: int = 5) -> list[str]:
     validator = _validator(api_version, kind)
     if validator is None:
         return [f"no CRD schema for {api_version} {kind} under generator/render/crd-schemas/"]
-    found = [f"{'.'.join(map(str, e.absolute_path)) or '(top)'}: {e.message}" for e in validator.iter_errors(doc)]
+    found = [f"{'.'.join(map(str, e.instance_path)) or '(top)'}: {e.message}" for e in validator.iter_errors(doc)]
     return sorted(found)[:limit]

@@ -13,7 +13,7 @@ from pathlib import Path
 from ..render.context import RenderContext
 from ..render.docs import INDEX
 from ..render.text import md_cell, md_text
-from .documents import Memo
+from ..yamlread import Memo
 
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 _CODE_SPAN = re.compile(r"(?<!`)(`+)(?!`).*?(?<!`)\1(?!`)")  # runs of equal, maximal length

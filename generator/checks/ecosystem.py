@@ -16,11 +16,12 @@ from ..render.ecosystem import (
     handle,
     service_info_path,
 )
-from .documents import load_yaml, split
+from ..yamlread import split
+from .documents import load_yaml
 
 
 def _load_all(text: str) -> list[Any]:
-    """The file's documents, each read once across runs (documents.PARSED: a Component per
+    """The file's documents, each read once across runs (yamlread.PARSED: a Component per
     service made this check a tenth of an edit's run at 10,000 services)."""
     return [d for d in (load_yaml(chunk) for chunk in split(text)) if d is not None]
 

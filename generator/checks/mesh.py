@@ -19,7 +19,6 @@ from typing import Any
 
 import yaml
 
-from ..catalog.load import FAST_LOADER
 from ..catalog.naming import pkg
 from ..render import mesh as render_mesh
 from ..render.context import RenderContext
@@ -34,6 +33,7 @@ from ..render.mesh import (
     infrastructure_host,
     monitoring_identity,
 )
+from ..yamlread import FAST_LOADER
 from . import crd_schema
 from .documents import Doc, documents, get
 from .kubernetes_schema import DEFAULT, SchemaValidator

@@ -21,9 +21,9 @@ from typing import Any
 
 import yaml
 
-from ..catalog.load import FAST_LOADER
 from ..catalog.plan import Plan
 from ..errors import OverlayError
+from ..yamlread import FAST_LOADER
 
 WAVE_ANNOTATION = "argocd.argoproj.io/sync-wave"
 NAME_LABEL = "app.kubernetes.io/name"

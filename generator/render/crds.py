@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from ..catalog.load import FAST_LOADER
+from ..yamlread import PARSED, split
 from .context import GENERATED_HEADER
 
 FOLDER = "k8s/crds"
@@ -101,10 +101,11 @@ def definition(api_version: str, kind: str) -> dict[str, Any]:
 
 
 def custom_kinds(files: dict[str, str], prefix: str) -> list[tuple[str, str]]:
-    """(apiVersion, kind) of every document under ``prefix`` that has a CRD schema of ours."""
+    """(apiVersion, kind) of every document under ``prefix`` that has a CRD schema of ours. The
+    documents are read through yamlread.PARSED: the mesh checks read the same ones later."""
     kinds = set()
     for path in sorted(p for p in files if p.startswith(prefix) and p.endswith(".yaml")):
-        for doc in yaml.load_all(files[path], Loader=FAST_LOADER):
+        for doc in map(PARSED, split(files[path])):
             if isinstance(doc, dict) and known(str(doc.get("apiVersion")), str(doc.get("kind"))):
                 kinds.add((str(doc["apiVersion"]), str(doc["kind"])))
     return sorted(kinds)

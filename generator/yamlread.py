@@ -1,0 +1,229 @@
+"""Reading YAML: libyaml's loader, a faster builder for the documents Nexus rendered itself, and
+a memo that keeps what was read between runs and reads on every core when there is much to read.
+
+Every module that reads YAML takes its loader from here (``FAST_LOADER``). The catalog has its
+own event reader (catalog.load: positions for error messages); rendered output is read with
+``load``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import marshal
+import multiprocessing
+import os
+import re
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yaml.events import (
+    DocumentStartEvent,
+    MappingEndEvent,
+    MappingStartEvent,
+    ScalarEvent,
+    SequenceEndEvent,
+    SequenceStartEvent,
+)
+
+from . import usercache
+
+# libyaml's C loader where PyYAML was built with it: the same YAML, about ten times faster.
+FAST_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+_SEPARATOR = re.compile(r"^---[ \t]*$", re.M)
+
+
+def split(text: str) -> list[str]:
+    """A rendered file's documents' texts (templates never put '---' in a value)."""
+    return _SEPARATOR.split(text)
+
+
+_STR = yaml.resolver.Resolver.DEFAULT_SCALAR_TAG
+# plain scalars this builder types itself, with PyYAML's own resolver and constructors; any other
+# tag (a timestamp, a merge key, '=') goes to PyYAML's loader whole
+_TYPED = frozenset(f"tag:yaml.org,2002:{t}" for t in ("int", "float", "bool", "null"))
+_resolver = yaml.resolver.Resolver()
+_constructor = yaml.constructor.SafeConstructor()
+
+
+class _Unusual(Exception):
+    """Something the fast builder leaves to PyYAML: anchors, aliases, tags, merge keys, non-text keys."""
+
+
+def load(text: str) -> Any:
+    """``yaml.load(text, Loader=FAST_LOADER)``, the same data, in about half the time.
+
+    Why by hand: PyYAML builds a node tree from libyaml's events and then walks it in Python
+    with a constructor made for every YAML feature; that walk was most of a cold run's checks
+    (100,000 manifests at 10,000 services: 42 s of CPU). The manifests we render use none of the
+    features it is for, so this builds the dicts and lists straight from the events, types
+    plain scalars with PyYAML's own resolver and constructors (YAML 1.1, as PyYAML reads it),
+    and hands anything else (an anchor, an alias, a tag, a merge key, several documents) to
+    PyYAML whole. tests/test_yamlread.py compares the two on every shipped file and on
+    documents that use each of those features."""
+    try:
+        return _build(text)
+    except _Unusual:
+        return yaml.load(text, Loader=FAST_LOADER)
+
+
+def _build(text: str) -> Any:
+    loader = FAST_LOADER(text)
+    try:
+        typed: dict[str, Any] = {}  # plain scalar -> its value: resolving is the costly part, values repeat
+        stack: list[Any] = []  # open containers
+        keys: list[Any] = []  # each open mapping's key waiting for its value (_NO_KEY: none)
+        result: Any = None
+        documents = 0
+        while loader.check_event():
+            event = loader.get_event()
+            kind = type(event)
+            if kind is ScalarEvent:
+                if event.anchor is not None or event.tag not in (None, "!"):
+                    raise _Unusual
+                value: Any = event.value
+                if event.implicit[0]:  # plain: typed by its text
+                    found = typed.get(value, typed)
+                    if found is typed:
+                        tag = _resolver.resolve(yaml.ScalarNode, value, (True, False))
+                        if tag == _STR:
+                            found = value
+                        elif tag in _TYPED:
+                            found = _constructor.construct_object(yaml.ScalarNode(tag, value), deep=True)
+                            _constructor.constructed_objects.clear()
+                        else:
+                            raise _Unusual
+                        typed[value] = found
+                    value = found
+            elif kind is MappingStartEvent or kind is SequenceStartEvent:
+                if event.anchor is not None or event.tag is not None:
+                    raise _Unusual
+                stack.append({} if kind is MappingStartEvent else [])
+                keys.append(_NO_KEY)
+                continue
+            elif kind is MappingEndEvent or kind is SequenceEndEvent:
+                value = stack.pop()
+                keys.pop()
+            elif kind is DocumentStartEvent:
+                documents += 1
+                if documents > 1:
+                    raise _Unusual  # PyYAML's own error: expected a single document
+                continue
+            elif kind in _IGNORED:
+                continue
+            else:  # an alias
+                raise _Unusual
+            if not stack:
+                result = value
+            elif type(top := stack[-1]) is list:
+                top.append(value)
+            elif (key := keys[-1]) is _NO_KEY:
+                if type(value) is not str and type(value) is not int:
+                    raise _Unusual  # a key PyYAML may type differently or refuse (null, a list)
+                keys[-1] = value
+            else:
+                top[key] = value
+                keys[-1] = _NO_KEY
+        return result
+    finally:
+        loader.dispose()
+
+
+_NO_KEY = object()
+_IGNORED = (yaml.StreamStartEvent, yaml.StreamEndEvent, yaml.DocumentEndEvent)
+
+
+class Memo:
+    """A pure function of a text, its results kept by the text's hash. Building Python objects
+    from YAML is most of what the checks cost, and an edit changes few documents: between runs
+    the results are kept in the user's cache folder. Entries are kept marshalled (every read
+    gets its own copy, so no check can change another's data) in marshal's format, which runs
+    no code when read."""
+
+    def __init__(self, function: Callable[[str], Any], salt: bytes = b"") -> None:
+        self.function = function
+        self.salt = salt  # what else shapes the results (the function's code), in every key
+        self.entries: dict[bytes, bytes] = {}
+        self.used: set[bytes] = set()
+        self.added = False
+
+    def key(self, text: str) -> bytes:
+        return hashlib.blake2b(self.salt + text.encode("utf-8"), digest_size=16).digest()
+
+    def __call__(self, text: str) -> Any:
+        key = self.key(text)
+        self.used.add(key)
+        kept = self.entries.get(key)
+        if kept is not None:
+            return marshal.loads(kept)
+        data = self.function(text)
+        if len(self.entries) > 2 * ENTRY_LIMIT:  # a long-lived process (a test session) reads many catalogs
+            self.entries = {k: v for k, v in self.entries.items() if k in self.used}
+        try:
+            self.entries[key] = marshal.dumps(data)
+            self.added = True
+        except ValueError:  # a type marshal does not know (a YAML timestamp): computed again next time
+            pass
+        return data
+
+    def load(self, path: Path) -> None:
+        """Add the entries kept in ``path`` (missing, altered or unreadable: none)."""
+        payload = usercache.read(path)
+        if payload is None:
+            return
+        try:
+            found = marshal.loads(payload)
+        except (EOFError, ValueError, TypeError):
+            return
+        if isinstance(found, dict):
+            self.entries.update((k, v) for k, v in found.items() if isinstance(k, bytes) and isinstance(v, bytes))
+
+    def save(self, path: Path) -> None:
+        """Keep the documents for the next run: all of them (a run that skips a whole area still
+        needs that area's documents after the next edit), or past ``ENTRY_LIMIT`` only the ones
+        this run read, so that old documents do not pile up for ever."""
+        if self.added or len(self.entries) > ENTRY_LIMIT:
+            kept = (
+                self.entries
+                if len(self.entries) <= ENTRY_LIMIT
+                else {k: v for k, v in self.entries.items() if k in self.used}
+            )
+            usercache.write(path, marshal.dumps(kept))
+
+
+def prefetch(texts: Iterable[str]) -> None:
+    """Read into PARSED, on every core, the documents it does not hold yet, when they are many.
+    Each worker returns its documents marshalled, keyed as PARSED keys them, so the result is
+    the same whatever the order they finish in; a document that does not parse is left out
+    (the check reading it reports the error)."""
+    misses = sorted({key: text for text in texts if (key := PARSED.key(text)) not in PARSED.entries}.items())
+    workers = min(os.cpu_count() or 1, 8)
+    if len(misses) < PARALLEL_FROM or workers < 2:
+        return
+    chunks = [[text for _, text in misses[i::workers]] for i in range(workers)]
+    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        for found in pool.map(_read_all, chunks):
+            PARSED.entries.update(found)
+            PARSED.added = PARSED.added or bool(found)
+
+
+def _read_all(texts: list[str]) -> dict[bytes, bytes]:
+    out: dict[bytes, bytes] = {}
+    for text in texts:
+        try:
+            out[PARSED.key(text)] = marshal.dumps(load(text))
+        except (yaml.YAMLError, ValueError):  # an error, or a type marshal does not know: read in the run
+            continue
+    return out
+
+
+PARALLEL_FROM = 3_000  # documents: below this, starting the workers costs more than it saves
+ENTRY_LIMIT = 250_000  # documents: 10,000 services render about 110,000
+# one per process: the cache file's name carries what shapes the data (PyYAML, its loader, this
+# module's builder)
+PARSED = Memo(load, salt=hashlib.blake2b(Path(__file__).read_bytes(), digest_size=16).digest())
+CACHE_NAME = f"yaml-{yaml.__version__}-{FAST_LOADER.__name__}"

@@ -1,0 +1,116 @@
+"""yamlread: the fast builder reads exactly what PyYAML's libyaml loader reads, and the memo's
+workers leave exactly what reading in turn would."""
+
+from __future__ import annotations
+
+import marshal
+from typing import Any
+
+import pytest
+import yaml
+from conftest import CATALOG, ROOT
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nexus import yamlread
+from nexus.catalog import load_catalog
+from nexus.checks import k8s as k8s_checks
+from nexus.render import k8s as render_k8s
+from nexus.render import mesh as render_mesh
+from nexus.render.context import RenderContext
+
+
+def pyyaml(text: str) -> Any:
+    return yaml.load(text, Loader=yaml.CSafeLoader)
+
+
+def same(text: str) -> None:
+    """Both read the same data, types and key order included (repr tells True from 1 and 1.0)."""
+    try:
+        expected: Any = repr(pyyaml(text))
+    except yaml.YAMLError as exc:
+        with pytest.raises(type(exc)):
+            yamlread.load(text)
+        return
+    assert repr(yamlread.load(text)) == expected, text
+
+
+def test_every_shipped_yaml_document_reads_the_same() -> None:
+    paths = sorted(p for p in (ROOT / "generated").rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
+    chunks = [c for p in paths for c in yamlread.split(p.read_text(encoding="utf-8"))]
+    assert len(paths) > 150 and len(chunks) > 500
+    for chunk in chunks:
+        same(chunk)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "# only a comment\n",
+        "just text\n",
+        "a: 1\nb: 1.5\nc: true\nd: ~\ne: null\nf:\ng: '1'\nh: \"true\"\n",
+        # YAML 1.1 as PyYAML reads it: yes/on are booleans, 017 octal, 0x1f hex, 1:20 base 60, 1_000
+        "a: yes\nb: off\nc: 017\nd: 0x1f\ne: 1:20\nf: 1_000\ng: .inf\nh: -.Inf\ni: .NaN\nj: 0b101\n",
+        "when: 2001-12-14t21:59:43.10-05:00\nday: 2002-12-14\n",  # timestamps: PyYAML's own
+        "base: &b {x: 1}\nother: *b\n",  # anchor and alias
+        "base: &b {x: 1}\nmerged:\n  <<: *b\n  y: 2\n",  # merge key
+        "a: !!str 12\nb: !!float 1\nc: !!binary aGVsbG8=\n",  # explicit tags
+        "? [1, 2]\n: list key\n",  # a key PyYAML refuses (unhashable)
+        "~: null key\ntrue: bool key\n1.5: float key\n3: int key\n",
+        "a: 1\na: 2\n",  # a duplicate: the last wins
+        "- a\n- {b: [1, {c: d}]}\n- []\n- {}\n",
+        "a: |\n  line\n  more\nb: >\n  folded\n  text\n",
+        "one: 1\n---\ntwo: 2\n",  # two documents: PyYAML's error
+        "a: [unclosed\n",  # a syntax error: the same error type
+        "a: !custom 1\n",  # an unknown tag: PyYAML's error
+        "a: 'x'\n...\n",
+    ],
+)
+def test_every_yaml_feature_reads_as_pyyaml_reads_it(text: str) -> None:
+    same(text)
+
+
+_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=False),
+    st.text(max_size=12),
+    st.sampled_from(["yes", "No", "on", "017", "0x1f", "1:20", "~", "null", ".inf", "2002-12-14", "<<", "=", "-"]),
+)
+_data = st.recursive(
+    _scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_data, st.sampled_from([None, True, False]))
+def test_any_dumped_data_reads_the_same(data: Any, flow: bool | None) -> None:
+    same(yaml.safe_dump(data, default_flow_style=flow, allow_unicode=True))
+
+
+def test_documents_read_on_every_core_are_the_documents_read_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    """yamlread.prefetch (many documents: workers, one per core) leaves exactly what reading
+    each in turn would: the same data under the same keys, nothing for a document that does
+    not parse (reading it in the run reports the error), and the same checks' verdict."""
+    loaded = load_catalog(CATALOG)
+    ctx = RenderContext(loaded.catalog, loaded.plan)
+    components = {p: t for p, t in render_mesh.render(ctx).items() if p.startswith("k8s/components/")}
+    files = {**render_k8s.render(ctx), **components}
+    texts = [chunk for p, t in sorted(files.items()) if p.startswith(k8s_checks.READS) for chunk in yamlread.split(t)]
+    broken = "kind: [unclosed\n"
+    fresh = yamlread.Memo(yamlread.PARSED.function)
+    monkeypatch.setattr(yamlread, "PARSED", fresh)
+    monkeypatch.setattr(yamlread, "PARALLEL_FROM", 10)
+    monkeypatch.setattr(yamlread.os, "cpu_count", lambda: 2)
+    yamlread.prefetch([*texts, broken])
+    assert len(texts) > 100 and fresh.added
+    assert fresh.key(broken) not in fresh.entries
+    for text in texts:
+        assert marshal.loads(fresh.entries[fresh.key(text)]) == pyyaml(text)
+    assert k8s_checks.run(ctx, files) == []
+    with pytest.raises(yaml.YAMLError):
+        fresh(broken)
