@@ -3,6 +3,7 @@ validated against the official schemas; then one catalog rule per test on small 
 
 from __future__ import annotations
 
+import os
 import random
 import subprocess
 from pathlib import Path
@@ -802,3 +803,59 @@ def test_a_managed_instance_has_no_statefulset_and_its_users_reach_it_by_host_an
     closed = files[path].replace("port: 6432", "port: 6433")
     failures = k8s_checks.run(ctx, {**files, path: closed}, strict_schema=False)
     assert f"{path}: auth: egress auth -> postgres is a catalog edge but no NetworkPolicy allows it" in failures
+
+
+def _paths(value: Any, at: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every path into ``value`` (keys and list indexes), outermost first."""
+    found = [at] if at else []
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, inner in items:
+        found += _paths(inner, (*at, key))
+    return found
+
+
+def test_the_checks_read_nothing_the_checked_objects_leave_out(
+    shipped: tuple[RenderContext, dict[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """k8s_checks.CHECKED keeps of each base object only what the checks read: for hundreds of
+    random breakages of base objects (a field removed, or set to something of another type), the
+    checks say exactly what they say reading whole objects, and never fail themselves (a
+    manifest is read, not trusted). NEXUS_BREAKAGES sets how many (1,500 were run by hand)."""
+    from nexus import yamlread
+
+    ctx, files = shipped
+    base = sorted(p for p in files if p.startswith(render_k8s.BASE + "/") and p.endswith(".yaml"))
+    trimmed = [
+        (path, i, doc)
+        for path in base
+        for i, doc in enumerate(yaml.safe_load_all(files[path]))
+        if isinstance(doc, dict) and doc.get("kind") != "Kustomization"
+    ]
+    rng = random.Random(14)
+
+    def verdict(broken: dict[str, str], checked: dict[str, Any]) -> list[str]:
+        monkeypatch.setattr(k8s_checks, "CHECKED", checked)
+        monkeypatch.setattr(k8s_checks, "CHECKED_OBJECTS", yamlread.Memo(k8s_checks._checked))
+        return k8s_checks.run(ctx, broken, strict_schema=False, validator=k8s_checks.SchemaValidator())
+
+    kinds = set()
+    for _ in range(int(os.environ.get("NEXUS_BREAKAGES", "300"))):
+        path, index, doc = rng.choice(trimmed)
+        where = rng.choice(_paths(doc))
+        parent = doc
+        for key in where[:-1]:
+            parent = parent[key]
+        changed = yaml.safe_load(yaml.safe_dump(doc))
+        target = changed
+        for key in where[:-1]:
+            target = target[key]
+        if rng.random() < 0.5:
+            del target[where[-1]]
+        else:
+            target[where[-1]] = rng.choice([0, "x", None, [], {}, 10001, False, "http"])
+        docs = list(yaml.safe_load_all(files[path]))
+        docs[index] = changed
+        broken = {**files, path: yaml.safe_dump_all(docs, sort_keys=False)}
+        assert verdict(broken, k8s_checks.CHECKED) == verdict(broken, {}), (path, doc.get("kind"), where)
+        kinds.add(doc["kind"])
+    assert {"Deployment", "Service", "ConfigMap", "StatefulSet", "NetworkPolicy"} <= kinds

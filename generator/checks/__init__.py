@@ -17,7 +17,7 @@ import yaml
 from .. import usercache, yamlread
 from ..errors import OutputCheckError
 from ..render.context import RenderContext
-from ..yamlread import FAST_LOADER, PARSED, prefetch, split
+from ..yamlread import FAST_LOADER, PARSED, Memo, prefetch, split
 from . import docs, ecosystem, events, k8s, mesh, services
 from .kubernetes_schema import SchemaValidator
 
@@ -27,6 +27,13 @@ AREA_CHECKS: tuple[Callable[[RenderContext, dict[str, str]], list[str]], ...] = 
     docs.run,
     ecosystem.run,
     events.run,
+)
+
+# what the checks read once across runs, each kept in the user's cache folder under its name
+MEMOS: tuple[tuple[Memo, str], ...] = (
+    (PARSED, yamlread.CACHE_NAME),
+    (docs.LINKS, docs.LINKS_CACHE),
+    (k8s.CHECKED_OBJECTS, k8s.CHECKED_CACHE),
 )
 
 
@@ -92,8 +99,8 @@ def check(
     schema_cache = folder / "k8s-schema" if folder is not None else None
     if schema_cache is not None:
         validator.load(schema_cache)
-        PARSED.load(schema_cache.with_name(yamlread.CACHE_NAME))
-        docs.LINKS.load(schema_cache.with_name(docs.LINKS_CACHE))
+        for memo, name in MEMOS:
+            memo.load(schema_cache.with_name(name))
     # the Kubernetes checks read every k8s/ document and name any that does not parse: walking
     # them here as well was a fifth of a cold run's checks at 5,000 services
     failures = parses(files, verified, validator if schema_cache is not None else None, read_elsewhere=(k8s.READS,))
@@ -107,5 +114,5 @@ def check(
         raise OutputCheckError(failures)
     if schema_cache is not None:
         validator.save(schema_cache)
-        PARSED.save(schema_cache.with_name(yamlread.CACHE_NAME))
-        docs.LINKS.save(schema_cache.with_name(docs.LINKS_CACHE))
+        for memo, name in MEMOS:
+            memo.save(schema_cache.with_name(name))

@@ -21,7 +21,7 @@ class Doc:
 
     @property
     def name(self) -> str:
-        return str((self.data.get("metadata") or {}).get("name"))
+        return str(get(self.data, "metadata", "name"))
 
 
 def documents(path: str, text: str) -> Iterator[Doc]:
@@ -45,3 +45,13 @@ def get(data: Any, *keys: str | int) -> Any:
         except (KeyError, IndexError, TypeError):
             return None
     return data
+
+
+def items(value: Any) -> list[Any]:
+    """``value`` where a list is expected, else no items (the schemas name what it is instead)."""
+    return value if isinstance(value, list) else []
+
+
+def mapping(value: Any) -> dict[str, Any]:
+    """``value`` where a mapping is expected, else an empty one (the schemas name what it is instead)."""
+    return value if isinstance(value, dict) else {}

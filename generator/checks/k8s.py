@@ -31,7 +31,8 @@ from ..render.context import RenderContext
 from ..render.infrastructure import FOLDER as infrastructure_folder
 from ..render.infrastructure import MANAGED_PROVISIONING
 from ..render.k8s import BASE, service_path
-from .documents import Doc, documents, get
+from ..yamlread import PARSED, Memo, split
+from .documents import Doc, documents, get, items, mapping
 from .kubernetes_schema import DEFAULT, SchemaValidator
 
 NAME = "app.kubernetes.io/name"
@@ -48,6 +49,69 @@ KINDS = (
 
 
 READS = "k8s/"  # every .yaml file under it is read in full here (parses() leaves them to this check)
+
+# What the checks here read of a base object, by kind, as nested keys (True: the whole value; a
+# list's items are held to the keys given for the list). The rest (env, resources, volumes,
+# liveness probes) is never read: the cross-file checks hold every base object of the catalog at
+# once, and at 10,000 services the whole objects were 440 MB and most of an edit's checks. A kind
+# not listed (NetworkPolicy) is kept whole, as is every overlay patch; the schemas always read
+# whole objects.
+_CONTAINER = dict.fromkeys(("name", "image", "ports", "envFrom", "readinessProbe", "securityContext"), True)
+_WORKLOAD = {
+    "metadata": {"name": True, "labels": True, "annotations": True},
+    "spec": {
+        "replicas": True,
+        "template": {
+            "metadata": {"labels": True},
+            "spec": {
+                "automountServiceAccountToken": True,
+                "securityContext": True,
+                "containers": _CONTAINER,
+                "initContainers": _CONTAINER,
+            },
+        },
+    },
+}
+_NAMED: dict[str, Any] = {"metadata": {"name": True}}
+CHECKED: dict[str, dict[str, Any]] = {
+    "Deployment": _WORKLOAD,
+    "StatefulSet": _WORKLOAD,
+    "Job": _WORKLOAD,
+    "Service": {**_NAMED, "spec": {"ports": True}},
+    "ConfigMap": {**_NAMED, "data": True},
+    "ServiceAccount": _NAMED,
+    "HorizontalPodAutoscaler": _NAMED,
+    "PodDisruptionBudget": _NAMED,
+}
+
+
+def _kept(value: Any, keys: Any) -> Any:
+    if keys is True:
+        return value
+    if isinstance(value, list):
+        return [_kept(item, keys) for item in value]
+    if isinstance(value, dict):
+        return {k: _kept(v, keys[k]) for k, v in value.items() if k in keys}
+    return value  # not the shape the keys expect: kept as it is, for the check to name
+
+
+def _checked(text: str) -> list[dict[str, Any]]:
+    """A base file's objects as the checks read them (CHECKED), from the documents yamlread keeps."""
+    out = []
+    for data in map(PARSED, split(text)):
+        if isinstance(data, dict):
+            keys = CHECKED.get(str(data.get("kind")))
+            out.append(
+                data
+                if keys is None
+                else {"apiVersion": data.get("apiVersion"), "kind": data["kind"], **_kept(data, keys)}
+            )
+    return out
+
+
+# a base file's checked objects, by the file's text, kept between runs (an edit rereads the files it changed)
+CHECKED_OBJECTS = Memo(_checked, salt=hashlib.blake2b(Path(__file__).read_bytes(), digest_size=16).digest())
+CHECKED_CACHE = "k8s-checked"
 
 
 @dataclass
@@ -103,7 +167,10 @@ def _run(
     docs: list[Doc] = []
     for path in paths:
         try:
-            docs.extend(documents(path, files[path]))
+            if path.startswith(BASE + "/"):
+                docs.extend(Doc(path, "", data) for data in CHECKED_OBJECTS(files[path]))
+            else:
+                docs.extend(documents(path, files[path]))
         except yaml.YAMLError as exc:
             failures.append(f"{path}: {_owner(ctx, path)}: does not parse: {exc}".replace("\n", " "))
     base = [d for d in docs if d.path.startswith(BASE + "/") and d.kind != "Kustomization"]
@@ -118,17 +185,34 @@ def _run(
     failures += _waves(ctx, objects)
     failures += _flows(ctx, objects, policy)
     if strict_schema:
-        failures += schema_failures(ctx, base, validator)
+        failures += schema_failures(ctx, files, [p for p in paths if p.startswith(BASE + "/")], validator)
     return failures
 
 
-def schema_failures(ctx: RenderContext, docs: list[Doc], validator: SchemaValidator) -> list[str]:
-    """Every manifest against the strict Kubernetes schemas (overlay patches are partial objects: not here)."""
-    return [
-        f"{d.path}: {_owner(ctx, d.path)}: {d.kind} {d.name}: {message}"
-        for d in docs
-        for message in validator.errors(d.text, d.data)
-    ]
+def schema_failures(
+    ctx: RenderContext, files: dict[str, str], paths: list[str], validator: SchemaValidator
+) -> list[str]:
+    """Every manifest of ``paths`` against the strict Kubernetes schemas (overlay patches are
+    partial objects: not here). A file whose exact text passed before is not read again."""
+    failures = []
+    for path in paths:
+        key = validator.key(f"k8s-schema-file\0{files[path]}")
+        validator.used.add(key)
+        if key in validator.seen:
+            continue
+        try:
+            found = [
+                f"{d.path}: {_owner(ctx, d.path)}: {d.kind} {d.name}: {message}"
+                for d in documents(path, files[path])
+                if d.kind != "Kustomization"
+                for message in validator.errors(d.text, d.data)
+            ]
+        except yaml.YAMLError:
+            continue  # reported once, where the file is read
+        failures += found
+        if not found:
+            validator.seen.add(key)
+    return failures
 
 
 def _owner(ctx: RenderContext, path: str) -> str:
@@ -137,7 +221,7 @@ def _owner(ctx: RenderContext, path: str) -> str:
 
 
 def _container(dep: Doc, name: str) -> dict[str, Any]:
-    containers = get(dep.data, "spec", "template", "spec", "containers") or []
+    containers = items(get(dep.data, "spec", "template", "spec", "containers"))
     return next((c for c in containers if isinstance(c, dict) and c.get("name") == name), {})
 
 
@@ -195,22 +279,22 @@ def _ports_and_config(ctx: RenderContext, objects: dict[tuple[str, str], Doc]) -
     for name, svc in sorted(cat.services.items()):
         path = service_path(name)
         if service := objects.get(("Service", name)):
-            ports = get(service.data, "spec", "ports") or []
-            if [(p.get("port"), p.get("targetPort")) for p in ports] != [(svc.port, "http")]:
+            ports = items(get(service.data, "spec", "ports"))
+            if [(get(p, "port"), get(p, "targetPort")) for p in ports] != [(svc.port, "http")]:
                 failures.append(
-                    f"{path}: {name}: Service ports {[p.get('port') for p in ports]} are not the catalog's "
+                    f"{path}: {name}: Service ports {[get(p, 'port') for p in ports]} are not the catalog's "
                     f"[{svc.port}] (targetPort http)"
                 )
         if dep := objects.get(("Deployment", name)):
             container = _container(dep, name)
-            ports = [(p.get("name"), p.get("containerPort")) for p in container.get("ports") or []]
+            ports = [(get(p, "name"), get(p, "containerPort")) for p in items(container.get("ports"))]
             if ports != [("http", svc.port)]:
                 failures.append(f"{path}: {name}: container ports {ports} are not the catalog's [('http', {svc.port})]")
-            refs = [get(e, "configMapRef", "name") for e in container.get("envFrom") or []]
+            refs = [get(e, "configMapRef", "name") for e in items(container.get("envFrom"))]
             if config_map(name) not in refs:
                 failures.append(f"{path}: {name}: container does not read ConfigMap {config_map(name)}")
         if config := objects.get(("ConfigMap", config_map(name))):
-            data = config.data.get("data") or {}
+            data = mapping(config.data.get("data"))
             expected = {url_variable(d): (d, cat.services[d].port) for d in svc.depends_on}
             for key in sorted(expected):
                 dep_name, dep_port = expected[key]
@@ -262,10 +346,10 @@ def _workloads(ctx: RenderContext, objects: dict[tuple[str, str], Doc]) -> list[
         dep = objects.get((kind, name))
         if dep is None:
             continue
-        path, pod = dep.path, get(dep.data, "spec", "template", "spec") or {}
+        path, pod = dep.path, mapping(get(dep.data, "spec", "template", "spec"))
         labels = {
-            **(get(dep.data, "metadata", "labels") or {}),
-            **(get(dep.data, "spec", "template", "metadata", "labels") or {}),
+            **mapping(get(dep.data, "metadata", "labels")),
+            **mapping(get(dep.data, "spec", "template", "metadata", "labels")),
         }
         for key, value in sorted(labels.items()):
             if not isinstance(value, str) or not _LABEL_VALUE.match(value):
@@ -273,23 +357,23 @@ def _workloads(ctx: RenderContext, objects: dict[tuple[str, str], Doc]) -> list[
                     f"{path}: {name}: label {key}={value!r} is not a valid label value (at most 63 of A-Z a-z 0-9 - _ "
                     "., alphanumeric at both ends)"
                 )
-        containers = [*(pod.get("initContainers") or []), *(pod.get("containers") or [])]
-        for image in sorted({str(c.get("image")) for c in containers}):
+        containers = [*items(pod.get("initContainers")), *items(pod.get("containers"))]
+        for image in sorted({str(get(c, "image")) for c in containers}):
             if not _IMAGE_TAG.match(image.rpartition(":")[2]):
                 failures.append(
                     f"{path}: {name}: image {image!r} has no valid tag (platform.version must be a valid image tag)"
                 )
-        if kind == "Deployment" and "replicas" in (dep.data.get("spec") or {}):
+        if kind == "Deployment" and "replicas" in mapping(dep.data.get("spec")):
             failures.append(f"{path}: {name}: Deployment sets replicas, but its HorizontalPodAutoscaler owns the count")
         if pod.get("automountServiceAccountToken") is not False:
             failures.append(f"{path}: {name}: pod must set automountServiceAccountToken: false")
         if not isinstance(get(pod, "securityContext", "runAsUser"), int) or pod["securityContext"]["runAsUser"] < 10000:
             failures.append(f"{path}: {name}: pod runAsUser must be a uid of at least 10000")
         for container in containers:
-            sections = {"pod": pod.get("securityContext") or {}, "container": container.get("securityContext") or {}}
+            sections = {"pod": pod.get("securityContext"), "container": get(container, "securityContext")}
             for where, keys, value in _RESTRICTED:
                 if get(sections[where], *keys) != value:
-                    where = f"container {container.get('name')}" if where == "container" else where
+                    where = f"container {get(container, 'name')}" if where == "container" else where
                     failures.append(
                         f"{path}: {name}: {where} securityContext.{'.'.join(keys)} must be {value!r} (Pod Security "
                         "restricted)"
@@ -307,20 +391,20 @@ def read_policies(ctx: RenderContext, docs: list[Doc]) -> tuple[Policy, list[str
     }
     deny = False
     for d in (d for d in docs if d.kind == "NetworkPolicy"):
-        owner, spec = _owner(ctx, d.path), d.data.get("spec") or {}
+        owner, spec = _owner(ctx, d.path), mapping(d.data.get("spec"))
         where = f"{d.path}: {owner}: NetworkPolicy {d.name}"
         if spec.get("podSelector") == {} and not spec.get("ingress") and not spec.get("egress"):
-            deny |= set(spec.get("policyTypes") or []) == {"Ingress", "Egress"}
+            deny |= set(map(str, items(spec.get("policyTypes")))) == {"Ingress", "Egress"}
             continue
         target = get(spec, "podSelector", "matchLabels", NAME)
-        if spec.get("podSelector") != {"matchLabels": {NAME: target}}:
+        if not isinstance(target, str) or spec.get("podSelector") != {"matchLabels": {NAME: target}}:
             failures.append(f"{where}: podSelector must select one workload by {NAME}")
             continue
         for direction, peers_key, pairs in (("ingress", "from", policy.ingress), ("egress", "to", policy.egress)):
-            for rule in spec.get(direction) or []:
+            for rule in map(mapping, items(spec.get(direction))):
                 peers, rule_ports = (
-                    rule.get(peers_key),
-                    [(p.get("protocol", "TCP"), p.get("port")) for p in rule.get("ports") or []],
+                    items(rule.get(peers_key)),
+                    [(mapping(p).get("protocol", "TCP"), get(p, "port")) for p in items(rule.get("ports"))],
                 )
                 if not peers or not rule_ports:
                     failures.append(
@@ -329,7 +413,7 @@ def read_policies(ctx: RenderContext, docs: list[Doc]) -> tuple[Policy, list[str
                     continue
                 for peer in peers:
                     other = get(peer, "podSelector", "matchLabels", NAME)
-                    if peer == {"podSelector": {"matchLabels": {NAME: other}}}:
+                    if isinstance(other, str) and peer == {"podSelector": {"matchLabels": {NAME: other}}}:
                         pair = (other, target) if direction == "ingress" else (target, other)
                         if all(p == ("TCP", ports.get(pair[1])) for p in rule_ports):
                             pairs.add(pair)
@@ -338,7 +422,7 @@ def read_policies(ctx: RenderContext, docs: list[Doc]) -> tuple[Policy, list[str
                                 f"{where}: {direction} {pair[0]} -> {pair[1]} on {rule_ports}, not {pair[1]}'s "
                                 f"catalog port {ports.get(pair[1])}"
                             )
-                    elif direction == "egress" and peer == _DNS and sorted(rule_ports) == [("TCP", 53), ("UDP", 53)]:
+                    elif direction == "egress" and peer == _DNS and rule_ports in _DNS_PORTS:
                         pass
                     elif direction == "egress" and _anywhere(peer) and (managed := _managed(ctx, target, rule_ports)):
                         pairs.update((target, comp) for comp in managed)
@@ -364,6 +448,7 @@ def read_policies(ctx: RenderContext, docs: list[Doc]) -> tuple[Policy, list[str
     return policy, failures
 
 
+_DNS_PORTS = ([("TCP", 53), ("UDP", 53)], [("UDP", 53), ("TCP", 53)])
 _DNS = {
     "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
     "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
@@ -372,8 +457,10 @@ _DNS = {
 
 def _outside(peer: dict[str, Any]) -> bool:
     """An ipBlock of the internet with the private ranges (where pods and nodes live) cut out."""
-    block = peer.get("ipBlock") if len(peer) == 1 else None
-    return isinstance(block, dict) and (block.get("cidr"), tuple(block.get("except") or ())) in render_k8s.OUTSIDE
+    block = peer.get("ipBlock") if isinstance(peer, dict) and len(peer) == 1 else None
+    return isinstance(block, dict) and any(
+        block.get("cidr") == cidr and items(block.get("except")) == list(cut) for cidr, cut in render_k8s.OUTSIDE
+    )
 
 
 def _anywhere(peer: dict[str, Any]) -> bool:
