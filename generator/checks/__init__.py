@@ -32,6 +32,7 @@ AREA_CHECKS: tuple[Callable[[RenderContext, dict[str, str]], list[str]], ...] = 
 # what the checks read once across runs, each kept in the user's cache folder under its name
 MEMOS: tuple[tuple[Memo, str], ...] = (
     (PARSED, yamlread.CACHE_NAME),
+    (yamlread.FILES, yamlread.FILES_CACHE),
     (docs.LINKS, docs.LINKS_CACHE),
     (k8s.CHECKED_OBJECTS, k8s.CHECKED_CACHE),
 )

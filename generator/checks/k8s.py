@@ -31,7 +31,7 @@ from ..render.context import RenderContext
 from ..render.infrastructure import FOLDER as infrastructure_folder
 from ..render.infrastructure import MANAGED_PROVISIONING
 from ..render.k8s import BASE, service_path
-from ..yamlread import PARSED, Memo, split
+from ..yamlread import FILES, PARSED, Memo, split
 from .documents import Doc, documents, get, items, mapping
 from .kubernetes_schema import DEFAULT, SchemaValidator
 
@@ -170,7 +170,7 @@ def _run(
             if path.startswith(BASE + "/"):
                 docs.extend(Doc(path, "", data) for data in CHECKED_OBJECTS(files[path]))
             else:
-                docs.extend(documents(path, files[path]))
+                docs.extend(Doc(path, "", data) for data in FILES(files[path]))
         except yaml.YAMLError as exc:
             failures.append(f"{path}: {_owner(ctx, path)}: does not parse: {exc}".replace("\n", " "))
     base = [d for d in docs if d.path.startswith(BASE + "/") and d.kind != "Kustomization"]

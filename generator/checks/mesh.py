@@ -33,9 +33,8 @@ from ..render.mesh import (
     infrastructure_host,
     monitoring_identity,
 )
-from ..yamlread import FAST_LOADER
 from . import crd_schema
-from .documents import Doc, documents, get
+from .documents import Doc, documents, get, items, load_yaml, mapping
 from .kubernetes_schema import DEFAULT, SchemaValidator
 
 NAME = "app.kubernetes.io/name"
@@ -340,7 +339,7 @@ def _overlays_include(ctx: RenderContext, files: dict[str, str]) -> list[str]:
     failures = []
     want = [f"../../components/{c}" for c in components(ctx)]
     for path in sorted(p for p in files if p.startswith("k8s/overlays/") and p.endswith("/kustomization.yaml")):
-        got = (yaml.load(files[path], Loader=FAST_LOADER) or {}).get("components") or []
+        got = mapping(load_yaml(files[path])).get("components") or []
         if got != want:
             failures.append(
                 f"{path}: platform: includes components {got}, not {want} (platform.mesh: {ctx.catalog.platform.mesh})"
@@ -393,8 +392,9 @@ def _monitoring(ctx: RenderContext, files: dict[str, str], docs: list[Doc]) -> l
     for d in (d for d in docs if d.kind == "PrometheusRule"):
         for group in get(d.data, "spec", "groups") or []:
             alerts.setdefault(group.get("name"), set()).update(r.get("alert") for r in group.get("rules") or [])
-    local = yaml.load(files.get("observability/prometheus.yml", ""), Loader=FAST_LOADER) or {}
-    scraped = {c.get("job_name"): get(c, "static_configs", 0, "targets") for c in local.get("scrape_configs") or []}
+    # one scrape job per service: read once across runs (yamlread.PARSED), like the manifests
+    local = mapping(load_yaml(files.get("observability/prometheus.yml", "")))
+    scraped = {get(c, "job_name"): get(c, "static_configs", 0, "targets") for c in items(local.get("scrape_configs"))}
     operator = cat.platform.monitoring.operator  # without it, no ServiceMonitors or rules are rendered
     for name, svc in sorted(cat.services.items()):
         m = monitors.get(name)
