@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import marshal
-import multiprocessing
-import os
 import re
 import sys
 from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +27,7 @@ from yaml.events import (
 )
 
 from . import usercache
+from .parallel import ordered_map
 
 # libyaml's C loader where PyYAML was built with it: the same YAML, about ten times faster.
 FAST_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -199,30 +197,22 @@ class Memo:
 
 
 def prefetch(texts: Iterable[str]) -> None:
-    """Read into PARSED, on every core, the documents it does not hold yet, when they are many.
-    Each worker returns its documents marshalled, keyed as PARSED keys them, so the result is
-    the same whatever the order they finish in; a document that does not parse is left out
-    (the check reading it reports the error)."""
+    """Read into PARSED, on every core (parallel.ordered_map), the documents it does not hold
+    yet, when they are many. A document that does not parse is left out (the check reading it
+    reports the error)."""
     misses = sorted({key: text for text in texts if (key := PARSED.key(text)) not in PARSED.entries}.items())
-    workers = min(os.cpu_count() or 1, 8)
-    if len(misses) < PARALLEL_FROM or workers < 2:
-        return
-    chunks = [[text for _, text in misses[i::workers]] for i in range(workers)]
-    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        for found in pool.map(_read_all, chunks):
-            PARSED.entries.update(found)
-            PARSED.added = PARSED.added or bool(found)
+    found_all = ordered_map(_read_one, [t for _, t in misses], least=PARALLEL_FROM)
+    for (key, _), found in zip(misses, found_all, strict=True):
+        if found is not None:
+            PARSED.entries[key] = found
+            PARSED.added = True
 
 
-def _read_all(texts: list[str]) -> dict[bytes, bytes]:
-    out: dict[bytes, bytes] = {}
-    for text in texts:
-        try:
-            out[PARSED.key(text)] = marshal.dumps(load(text))
-        except (yaml.YAMLError, ValueError):  # an error, or a type marshal does not know: read in the run
-            continue
-    return out
+def _read_one(text: str) -> bytes | None:
+    try:
+        return marshal.dumps(load(text))
+    except (yaml.YAMLError, ValueError):  # an error, or a type marshal does not know: read in the run
+        return None
 
 
 PARALLEL_FROM = 3_000  # documents: below this, starting the workers costs more than it saves

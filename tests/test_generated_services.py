@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 
+import pytest
 from conftest import CATALOG, MINIMAL, ROOT, dump
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -96,3 +97,26 @@ def test_any_description_comes_out_intact_and_every_file_parses(description: str
         line[2:] if line.startswith("> ") else line[1:] for line in readme.splitlines() if line.startswith(">")
     )
     assert quoted == "\n".join(line.rstrip() for line in description.splitlines())
+
+
+def test_files_parsed_on_every_core_fail_as_they_fail_in_turn(monkeypatch: pytest.MonkeyPatch) -> None:
+    """parses() over many files (parallel.ordered_map: forked workers) names the same broken
+    files, in the same order, as parsing them one after the other, and remembers exactly the
+    ones that passed."""
+    from nexus import checks, parallel
+    from nexus.checks.kubernetes_schema import SchemaValidator
+
+    loaded = load_catalog(CATALOG)
+    files = render(RenderContext(loaded.catalog, loaded.plan))
+    broken = {
+        "services/auth/auth/spec.py": "def (:\n",
+        "docs/broken.json": "{not json",
+        "services/media/catalog-info.yaml": "a: [unclosed\n",
+    }
+    files = {**files, **broken}
+    serial = checks.parses(files, validator=(one := SchemaValidator()))
+    monkeypatch.setattr(checks, "PARALLEL_FROM", 10)
+    monkeypatch.setattr(parallel.os, "cpu_count", lambda: 3)
+    assert checks.parses(files, validator=(other := SchemaValidator())) == serial
+    assert [f.split(":")[0] for f in serial] == sorted(broken, key=list(files).index)
+    assert one.seen == other.seen and len(one.seen) > 500

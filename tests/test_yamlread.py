@@ -12,7 +12,7 @@ from conftest import CATALOG, ROOT
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nexus import yamlread
+from nexus import parallel, yamlread
 from nexus.catalog import load_catalog
 from nexus.checks import k8s as k8s_checks
 from nexus.render import k8s as render_k8s
@@ -105,7 +105,7 @@ def test_documents_read_on_every_core_are_the_documents_read_in_order(monkeypatc
     fresh = yamlread.Memo(yamlread.PARSED.function)
     monkeypatch.setattr(yamlread, "PARSED", fresh)
     monkeypatch.setattr(yamlread, "PARALLEL_FROM", 10)
-    monkeypatch.setattr(yamlread.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(parallel.os, "cpu_count", lambda: 2)
     yamlread.prefetch([*texts, broken])
     assert len(texts) > 100 and fresh.added
     assert fresh.key(broken) not in fresh.entries

@@ -16,6 +16,7 @@ import yaml
 
 from .. import usercache, yamlread
 from ..errors import OutputCheckError
+from ..parallel import ordered_map
 from ..render.context import RenderContext
 from ..yamlread import FAST_LOADER, PARSED, Memo, prefetch, split
 from . import docs, ecosystem, events, k8s, mesh, services
@@ -48,8 +49,9 @@ def parses(
     (.yaml) under ``read_elsewhere``: folders whose every document a check reads in full, reporting
     what does not parse). With ``validator``, a text whose exact bytes parsed before (its
     ``seen`` hashes, kept between runs) is not parsed again: most of a catalog's files survive
-    an edit, wherever they are."""
-    failures: list[str] = []
+    an edit, wherever they are. Many files are parsed on every core (parallel.ordered_map)."""
+    todo: list[tuple[str, str]] = []
+    keys: list[str | None] = []
     for path, text in files.items():
         if path in verified or not path.endswith((".py", ".yaml", ".yml", ".json")):
             continue
@@ -59,23 +61,37 @@ def parses(
         if validator is not None and key in validator.seen:
             validator.used.add(key)
             continue
-        try:
-            if path.endswith(".py"):
-                ast.parse(text, filename=path)
-            elif path.endswith((".yaml", ".yml")):
-                # libyaml's event parser is the syntax check; building Python objects would
-                # triple the cost, and the Kubernetes checks read the manifests' content anyway
-                for _ in yaml.parse(text, Loader=FAST_LOADER):
-                    pass
-            elif path.endswith(".json"):
-                json.loads(text)
-        except (SyntaxError, yaml.YAMLError, ValueError) as exc:
-            failures.append(f"{path}: does not parse: {exc}".replace("\n", " "))
-            continue
-        if validator is not None and key is not None:
+        todo.append((path, text))
+        keys.append(key)
+    failures: list[str] = []
+    for key, failure in zip(keys, ordered_map(_syntax_error, todo, least=PARALLEL_FROM), strict=True):
+        if failure is not None:
+            failures.append(failure)
+        elif validator is not None and key is not None:
             validator.seen.add(key)
             validator.used.add(key)
     return failures
+
+
+PARALLEL_FROM = 20_000  # files (about 1,300 services): below this, forking costs more than it saves
+
+
+def _syntax_error(item: tuple[str, str]) -> str | None:
+    """Why the file at ``path`` does not parse as its kind (by its suffix); None when it does."""
+    path, text = item
+    try:
+        if path.endswith(".py"):
+            ast.parse(text, filename=path)
+        elif path.endswith((".yaml", ".yml")):
+            # libyaml's event parser is the syntax check; building Python objects would
+            # triple the cost, and the Kubernetes checks read the manifests' content anyway
+            for _ in yaml.parse(text, Loader=FAST_LOADER):
+                pass
+        elif path.endswith(".json"):
+            json.loads(text)
+    except (SyntaxError, yaml.YAMLError, ValueError) as exc:
+        return f"{path}: does not parse: {exc}".replace("\n", " ")
+    return None
 
 
 def check(

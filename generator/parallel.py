@@ -1,0 +1,46 @@
+"""Pure work over many items on every core, with the same result as doing it in turn.
+
+Forked workers inherit the items (nothing is pickled on the way in: at 10,000 services the
+texts to read are 120 MB), each takes every n-th one, and the results come back in the items'
+order, so nothing depends on which worker finishes first. Where forking is not available, or
+the items are few (forking a large process costs more than it saves), the work runs here.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+_WORK: tuple[Callable[[Any], Any], Sequence[Any]] | None = None  # what forked workers inherit
+
+
+def ordered_map(function: Callable[[T], R], items: Sequence[T], *, least: int) -> list[R]:
+    """``[function(x) for x in items]``, on every core when there are at least ``least`` items.
+    ``function`` must be pure and catch what it expects to go wrong (an exception stops the run
+    as it would in turn)."""
+    global _WORK
+    workers = min(os.cpu_count() or 1, 8)
+    if len(items) < least or workers < 2 or "fork" not in multiprocessing.get_all_start_methods():
+        return [function(x) for x in items]
+    _WORK = (function, items)
+    try:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            parts = list(pool.map(_part, range(workers), [workers] * workers))
+    finally:
+        _WORK = None
+    out: list[Any] = [None] * len(items)
+    for start, part in enumerate(parts):
+        out[start::workers] = part
+    return out
+
+
+def _part(start: int, step: int) -> list[Any]:
+    assert _WORK is not None  # set before the fork
+    function, items = _WORK
+    return [function(x) for x in items[start::step]]
