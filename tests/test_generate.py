@@ -365,9 +365,9 @@ def test_tool_caches_left_in_the_templates_change_nothing(tmp_path: Path, monkey
 def test_an_edit_renders_and_checks_only_the_manifests_that_see_it(
     tmp_path: Path, minimal: dict, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A service's Kubernetes and mesh files are kept by what their template is given (its own
-    view, the platform's settings), the CRDs by the mesh files: an edit renders the files of the
-    services it touches, and schema-checks only documents whose text is new."""
+    """A service's Kubernetes, mesh and Backstage files are kept by what their template is given
+    (its own view, the platform's settings), the CRDs by the mesh files: an edit renders the files
+    of the services it touches, and schema-checks only documents whose text is new."""
     from nexus.checks.kubernetes_schema import SchemaValidator
     from nexus.render.context import RenderContext as Context
 
@@ -379,7 +379,7 @@ def test_an_edit_renders_and_checks_only_the_manifests_that_see_it(
     real_render, real_errors = Context._render, SchemaValidator.errors
 
     def counting(self, name, service, variables):  # type: ignore[no-untyped-def]
-        if name.endswith("/service.yaml.j2") or name.startswith("k8s/crds"):
+        if name.endswith("/service.yaml.j2") or name.startswith(("k8s/crds", "ecosystem/component")):
             rendered.append((name, service))
         return real_render(self, name, service, variables)
 
@@ -392,13 +392,15 @@ def test_an_edit_renders_and_checks_only_the_manifests_that_see_it(
     monkeypatch.setattr(SchemaValidator, "errors", checking)
     rewrite(tmp_path, lambda d: d["services"]["auth"].update(description="Auth, edited"))
     generate(tmp_path / "catalog.yaml")
-    assert rendered == [("k8s/service.yaml.j2", "auth")]  # its description is an annotation; no mesh file shows it
+    # its description is an annotation and in its Backstage descriptor; no mesh file shows it
+    assert sorted(rendered) == [("ecosystem/component.yaml.j2", "auth"), ("k8s/service.yaml.j2", "auth")]
     assert validated and all(v.split("/")[1].startswith("auth") for v in validated), validated
     # an edge less: the caller's and the callee's files (egress, callers, policies), nobody else's
     rendered.clear()
     rewrite(tmp_path, lambda d: d["services"]["media"].update(depends_on={}))
     generate(tmp_path / "catalog.yaml")
     assert sorted(rendered) == [
+        ("ecosystem/component.yaml.j2", "media"),  # its dependencies are listed; the callee's are not
         ("k8s/service.yaml.j2", "auth"),
         ("k8s/service.yaml.j2", "media"),
         ("mesh/istio/service.yaml.j2", "auth"),

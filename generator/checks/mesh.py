@@ -230,7 +230,7 @@ def _istio_traffic(ctx: RenderContext, docs: list[Doc]) -> list[str]:
             failures.append(f"{_where(d)}: trafficPolicy.tls.mode must be ISTIO_MUTUAL")
     for e in ctx.edges:
         source, target = e["source"], e["target"]
-        want = cat.traffic_for(source, target)
+        want = ctx.traffic(source, target)
         doc = vs.get(f"{target}.{ns}.svc.cluster.local")
         route = _first_route(doc.data, source, "GET") if doc else None
         got = (route.get("timeout"), get(route, "retries", "attempts")) if route else None
@@ -268,10 +268,10 @@ def _first_route(vs: dict[str, Any], source: str, method: str) -> dict[str, Any]
 
 def _linkerd_traffic(ctx: RenderContext, docs: list[Doc]) -> list[str]:
     """Every destination Service carries its edges' timeout and retries as Linkerd annotations."""
-    cat, failures = ctx.catalog, []
+    failures: list[str] = []
     patched = {d.name: get(d.data, "metadata", "annotations") or {} for d in docs if d.kind == "Service"}
     for e in ctx.edges:
-        want = cat.traffic_for(e["source"], e["target"])
+        want = ctx.traffic(e["source"], e["target"])
         notes = patched.get(e["target"], {})
         got = (
             notes.get("timeout.linkerd.io/request"),

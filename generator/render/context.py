@@ -26,7 +26,7 @@ import pydantic
 from .. import usercache
 from ..catalog.events import edges as event_edges
 from ..catalog.graph import edges
-from ..catalog.models import Catalog
+from ..catalog.models import Catalog, Traffic
 from ..catalog.plan import Plan
 from ..errors import TemplateError
 from ..paths import TEMPLATES, code_key
@@ -112,6 +112,18 @@ class RenderContext:
         if found is None:
             found = kept.put(key, {name: self._render(name, service, variables)})
         return found[name]
+
+    @cached_property
+    def _traffic(self) -> dict[tuple[str, str], Traffic]:
+        return {}
+
+    def traffic(self, source: str, target: str) -> Traffic:
+        """``catalog.traffic_for(source, target)``, worked out once per edge: the mesh files, the
+        clients' timeouts, the docs and the checks all ask (87,000 times at 10,000 services)."""
+        found = self._traffic.get((source, target))
+        if found is None:
+            found = self._traffic[(source, target)] = self.catalog.traffic_for(source, target)
+        return found
 
     @cached_property
     def edges(self) -> list[dict[str, str]]:

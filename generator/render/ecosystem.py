@@ -78,9 +78,11 @@ def root_view(cat: Catalog) -> dict[str, Any]:
 
 def render(ctx: RenderContext) -> dict[str, str]:
     cat = ctx.catalog
-    common = {"header": GENERATED_HEADER, "api_version": API_VERSION, "platform": cat.platform.name}
+    common = {"header": GENERATED_HEADER, "api_version": API_VERSION}
+    kept = ctx.kept("ecosystem")  # a service's descriptor depends on its own view (component) alone
     out = {
-        service_info_path(name): ctx.template(
+        service_info_path(name): ctx.template_kept(
+            kept,
             "ecosystem/component.yaml.j2",
             service=name,
             s=component(cat, name),
@@ -89,7 +91,10 @@ def render(ctx: RenderContext) -> dict[str, str]:
         )
         for name in sorted(cat.services)
     }
-    out[ROOT_INFO] = ctx.template("ecosystem/catalog-info.yaml.j2", **root_view(cat), **common)
+    kept.save()
+    out[ROOT_INFO] = ctx.template(
+        "ecosystem/catalog-info.yaml.j2", **root_view(cat), platform=cat.platform.name, **common
+    )
     out[CODEOWNERS] = ctx.template(
         "ecosystem/CODEOWNERS.j2",
         header=GENERATED_HEADER,

@@ -115,7 +115,7 @@ def _target(ctx: RenderContext, name: str, mesh: Mesh, allowed: dict[str, set[st
     cat = ctx.catalog
     ns, base = cat.platform.namespace, cat.platform.traffic
     svc = cat.services[name]
-    edges = {src: cat.traffic_for(src, name) for src in ctx.dependents[name]}
+    edges = {src: ctx.traffic(src, name) for src in ctx.dependents[name]}
     # Linkerd has one setting per destination: the catalog's linkerd rule makes the edges agree
     per_target = next(iter(edges.values()), base)
     return {
@@ -148,7 +148,7 @@ def external_host(ctx: RenderContext, name: str) -> str:
 def _latency_threshold(ctx: RenderContext, name: str) -> float:
     """Seconds: a share of the shortest timeout any caller gives this service."""
     cat = ctx.catalog
-    timeouts = [cat.traffic_for(src, name).timeout for src in ctx.dependents[name]] or [cat.platform.traffic.timeout]
+    timeouts = [ctx.traffic(src, name).timeout for src in ctx.dependents[name]] or [cat.platform.traffic.timeout]
     return round(min(duration_ms(t) for t in timeouts) * LATENCY_SHARE / 1000, 3)
 
 
@@ -274,7 +274,7 @@ def render_docs(ctx: RenderContext) -> dict[str, str]:
                 }
             )
     default = _traffic(cat.platform.traffic)
-    edges = [{**e, **_traffic(cat.traffic_for(e["source"], e["target"]))} for e in ctx.edges]
+    edges = [{**e, **_traffic(ctx.traffic(e["source"], e["target"]))} for e in ctx.edges]
     special = [e for e in edges if any(e[k] != v for k, v in default.items())]
     common: dict[str, Any] = {
         "header": GENERATED_HEADER,

@@ -179,7 +179,7 @@ def service_context(ctx: RenderContext, name: str) -> dict[str, Any]:
         # never shorter than an edge's timeout, or the client would give up before the mesh does
         "request_timeout": str(
             max(
-                (duration_ms(cat.traffic_for(name, d).timeout) for d in svc.depends_on),
+                (duration_ms(ctx.traffic(name, d).timeout) for d in svc.depends_on),
                 default=duration_ms(cat.platform.traffic.timeout),
             )
             / 1000
