@@ -82,9 +82,7 @@ def _run(loaded: Loaded, target: Path, last: _Last, *, check_only: bool, force: 
     changes = write.compare(target, files, team_owned, last.known)  # read-only: what differs from the tree on disk
     # files whose exact bytes passed the checks in an earlier run (by our record, not the tree's manifest)
     passed = last.record["tree"] if last.record is not None and last.record["code"] == last.code else {}
-    verified = frozenset(
-        p for p, text in files.items() if (h := passed.get(p)) and h == write.sha256(text.encode("utf-8"))
-    )
+    verified = frozenset(p for p, h in changes.rendered.items() if h == passed.get(p))
     check(ctx, files, strict=strict, verified=verified, cache=True)  # check, before any write
     backup = None
     if check_only:

@@ -57,6 +57,7 @@ class Changes:
     keep: list[str] = field(default_factory=list)  # on disk, stays as it is (unchanged, team-owned, team additions)
     manifest: str = ""
     manifest_stale: bool = False
+    rendered: dict[str, str] = field(default_factory=dict)  # each rendered file's SHA-256: hashed once a run
 
     @property
     def clean(self) -> bool:
@@ -150,7 +151,7 @@ def _compare(out: Path, files: dict[str, str], team_owned: TeamOwned, known: Kno
     ch = Changes()
     new_manifest: dict[str, str] = {}
     for path, text in files.items():
-        want = sha256(text.encode("utf-8"))
+        want = ch.rendered[path] = sha256(text.encode("utf-8"))
         if path not in disk and path not in odd:
             ch.create.append(path)
             new_manifest[path] = want
@@ -201,7 +202,10 @@ Expected = dict[str, "str | None"]  # path -> SHA-256 of its bytes, or None: pre
 def expected(files: dict[str, str], ch: Changes, team_owned: TeamOwned) -> Expected:
     """What the tree holds once ``ch`` is applied (or, ``ch.clean``, holds now): every rendered
     file by the hash of its rendered bytes, the teams' files by presence, and the manifest."""
-    tree: Expected = {p: None if team_owned(p) else sha256(t.encode("utf-8")) for p, t in files.items()}
+    hashed = ch.rendered
+    tree: Expected = {
+        p: None if team_owned(p) else hashed.get(p) or sha256(t.encode("utf-8")) for p, t in files.items()
+    }
     tree.update((p, None) for p in ch.keep if p not in files)  # the teams' own additions
     tree[MANIFEST] = sha256(ch.manifest.encode("utf-8"))
     return tree
