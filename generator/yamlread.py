@@ -171,6 +171,23 @@ class Memo:
             pass
         return data
 
+    def prefetch(self, texts: Iterable[str], least: int) -> None:
+        """Compute, on every core (parallel.ordered_map) when there are at least ``least``, the
+        entries of ``texts`` not held yet. A text whose function raises is left out (computing
+        it in the run raises there, where the caller reports it)."""
+        misses = sorted({key: text for text in texts if (key := self.key(text)) not in self.entries}.items())
+        found_all = ordered_map(self._marshalled, [t for _, t in misses], least=least)
+        for (key, _), found in zip(misses, found_all, strict=True):
+            if found is not None:
+                self.entries[key] = found
+                self.added = True
+
+    def _marshalled(self, text: str) -> bytes | None:
+        try:
+            return marshal.dumps(self.function(text))
+        except (yaml.YAMLError, ValueError):  # an error, or a type marshal does not know: computed in the run
+            return None
+
     def load(self, path: Path) -> None:
         """Add the entries kept in ``path`` (missing, altered or unreadable: none)."""
         payload = usercache.read(path)
@@ -197,22 +214,8 @@ class Memo:
 
 
 def prefetch(texts: Iterable[str]) -> None:
-    """Read into PARSED, on every core (parallel.ordered_map), the documents it does not hold
-    yet, when they are many. A document that does not parse is left out (the check reading it
-    reports the error)."""
-    misses = sorted({key: text for text in texts if (key := PARSED.key(text)) not in PARSED.entries}.items())
-    found_all = ordered_map(_read_one, [t for _, t in misses], least=PARALLEL_FROM)
-    for (key, _), found in zip(misses, found_all, strict=True):
-        if found is not None:
-            PARSED.entries[key] = found
-            PARSED.added = True
-
-
-def _read_one(text: str) -> bytes | None:
-    try:
-        return marshal.dumps(load(text))
-    except (yaml.YAMLError, ValueError):  # an error, or a type marshal does not know: read in the run
-        return None
+    """Read into PARSED, on every core, the documents it does not hold yet, when they are many."""
+    PARSED.prefetch(texts, least=PARALLEL_FROM)
 
 
 PARALLEL_FROM = 3_000  # documents: below this, starting the workers costs more than it saves

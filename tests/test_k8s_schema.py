@@ -18,7 +18,7 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT7
 
 from nexus.catalog import load_catalog
-from nexus.checks import k8s as k8s_checks
+from nexus.checks.documents import documents
 from nexus.checks.kubernetes_schema import (
     K8S_VERSION,
     OLDEST_K8S_VERSION,
@@ -38,7 +38,7 @@ def docs() -> list[dict[str, Any]]:
         d.data
         for p, t in files.items()
         if p.startswith("k8s/base/")
-        for d in k8s_checks.documents(p, t)
+        for d in documents(p, t)
         if d.kind != "Kustomization"
     ]
 

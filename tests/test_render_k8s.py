@@ -19,6 +19,7 @@ from tools import find
 from nexus.catalog import load_catalog, load_catalog_text
 from nexus.catalog.graph import edges
 from nexus.checks import k8s as k8s_checks
+from nexus.checks.documents import documents
 from nexus.render import k8s as render_k8s
 from nexus.render import mesh as render_mesh
 from nexus.render.context import RenderContext
@@ -646,12 +647,7 @@ def test_catalog_autoscaling_and_resources_overrides_reach_the_manifests(minimal
         "limits": {"cpu": "2", "memory": "2Gi"},
     }
     ctx, files = render(load_catalog_text(dump(minimal)))
-    docs = {
-        (d.kind, d.name): d.data
-        for p, t in files.items()
-        if p.startswith("k8s/base/")
-        for d in k8s_checks.documents(p, t)
-    }
+    docs = {(d.kind, d.name): d.data for p, t in files.items() if p.startswith("k8s/base/") for d in documents(p, t)}
     spec = docs[("HorizontalPodAutoscaler", "media")]["spec"]
     assert (
         spec["minReplicas"],
@@ -662,9 +658,7 @@ def test_catalog_autoscaling_and_resources_overrides_reach_the_manifests(minimal
         "cpu": "1",
         "memory": "1Gi",
     }
-    dev = next(
-        d for d in k8s_checks.documents("p", files["k8s/overlays/dev/resources-patch.yaml"]) if d.name == "media"
-    ).data
+    dev = next(d for d in documents("p", files["k8s/overlays/dev/resources-patch.yaml"]) if d.name == "media").data
     assert dev["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"] == {
         "cpu": "500m",
         "memory": "512Mi",
@@ -835,7 +829,7 @@ def test_the_checks_read_nothing_the_checked_objects_leave_out(
 
     def verdict(broken: dict[str, str], checked: dict[str, Any]) -> list[str]:
         monkeypatch.setattr(k8s_checks, "CHECKED", checked)
-        monkeypatch.setattr(k8s_checks, "CHECKED_OBJECTS", yamlread.Memo(k8s_checks._checked))
+        monkeypatch.setattr(k8s_checks, "BASE_FILES", yamlread.Memo(k8s_checks.read_base))
         return k8s_checks.run(ctx, broken, strict_schema=False, validator=k8s_checks.SchemaValidator())
 
     kinds = set()
@@ -859,3 +853,28 @@ def test_the_checks_read_nothing_the_checked_objects_leave_out(
         assert verdict(broken, k8s_checks.CHECKED) == verdict(broken, {}), (path, doc.get("kind"), where)
         kinds.add(doc["kind"])
     assert {"Deployment", "Service", "ConfigMap", "StatefulSet", "NetworkPolicy"} <= kinds
+
+
+def test_base_files_read_on_every_core_are_what_reading_them_in_turn_gives(
+    shipped: tuple[RenderContext, dict[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """k8s_checks.prefetch (forked workers) keeps for each base file exactly what read_base
+    gives in turn (objects and schema verdicts), and leaves out a file that does not parse."""
+    import marshal
+
+    from nexus import parallel, yamlread
+
+    ctx, files = shipped
+    broken = f"{render_k8s.BASE}/services/zz-broken.yaml"
+    files = {**files, broken: "kind: [unclosed\n"}
+    fresh = yamlread.Memo(k8s_checks.read_base)
+    monkeypatch.setattr(k8s_checks, "BASE_FILES", fresh)
+    monkeypatch.setattr(k8s_checks, "PARALLEL_FROM", 2)
+    monkeypatch.setattr(parallel.os, "cpu_count", lambda: 2)
+    k8s_checks.prefetch(files)
+    base = [p for p in files if k8s_checks.in_base(p) and p != broken]
+    assert len(base) > 40 and fresh.added and fresh.key(files[broken]) not in fresh.entries
+    for path in base:
+        assert marshal.loads(fresh.entries[fresh.key(files[path])]) == k8s_checks.read_base(files[path])
+    failures = k8s_checks.run(ctx, files)
+    assert f"{broken}: platform: does not parse" in " ".join(failures)

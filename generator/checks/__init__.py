@@ -35,7 +35,7 @@ MEMOS: tuple[tuple[Memo, str], ...] = (
     (PARSED, yamlread.CACHE_NAME),
     (yamlread.FILES, yamlread.FILES_CACHE),
     (docs.LINKS, docs.LINKS_CACHE),
-    (k8s.CHECKED_OBJECTS, k8s.CHECKED_CACHE),
+    (k8s.BASE_FILES, k8s.BASE_CACHE),
 )
 
 
@@ -121,8 +121,9 @@ def check(
     # the Kubernetes checks read every k8s/ document and name any that does not parse: walking
     # them here as well was a fifth of a cold run's checks at 5,000 services
     failures = parses(files, verified, validator if schema_cache is not None else None, read_elsewhere=(k8s.READS,))
-    # what the Kubernetes checks read, on every core at once (yamlread.prefetch says when)
-    prefetch(chunk for p in files if p.startswith(k8s.READS) for chunk in split(files[p]))
+    # what the Kubernetes and mesh checks read, on every core at once when it is much
+    k8s.prefetch(files)
+    prefetch(chunk for p in files if p.startswith(k8s.READS) and not k8s.in_base(p) for chunk in split(files[p]))
     for area in AREA_CHECKS:
         failures.extend(area(ctx, files))
     failures.extend(k8s.run(ctx, files, validator=validator))

@@ -31,8 +31,8 @@ from ..render.context import RenderContext
 from ..render.infrastructure import FOLDER as infrastructure_folder
 from ..render.infrastructure import MANAGED_PROVISIONING
 from ..render.k8s import BASE, service_path
-from ..yamlread import FILES, PARSED, Memo, split
-from .documents import Doc, documents, get, items, mapping
+from ..yamlread import FILES, Memo, load, split
+from .documents import Doc, get, items, mapping
 from .kubernetes_schema import DEFAULT, SchemaValidator
 
 NAME = "app.kubernetes.io/name"
@@ -95,23 +95,42 @@ def _kept(value: Any, keys: Any) -> Any:
     return value  # not the shape the keys expect: kept as it is, for the check to name
 
 
-def _checked(text: str) -> list[dict[str, Any]]:
-    """A base file's objects as the checks read them (CHECKED), from the documents yamlread keeps."""
-    out = []
-    for data in map(PARSED, split(text)):
-        if isinstance(data, dict):
-            keys = CHECKED.get(str(data.get("kind")))
-            out.append(
-                data
-                if keys is None
-                else {"apiVersion": data.get("apiVersion"), "kind": data["kind"], **_kept(data, keys)}
-            )
-    return out
+_SCHEMAS = SchemaValidator()  # the strict Kubernetes schemas, each kind's compiled once per process
 
 
-# a base file's checked objects, by the file's text, kept between runs (an edit rereads the files it changed)
-CHECKED_OBJECTS = Memo(_checked, salt=hashlib.blake2b(Path(__file__).read_bytes(), digest_size=16).digest())
-CHECKED_CACHE = "k8s-checked"
+def read_base(text: str) -> dict[str, list[Any]]:
+    """One base file, read once: its objects as the checks read them (CHECKED) and what the
+    strict Kubernetes schemas say of each ([kind, name, message]; the Kustomization is not an
+    object). Nothing else reads these documents whole, so they are not kept whole."""
+    objects: list[dict[str, Any]] = []
+    schema: list[list[str]] = []
+    for data in map(load, split(text)):
+        if not isinstance(data, dict):
+            continue
+        kind = str(data.get("kind"))
+        keys = CHECKED.get(kind)
+        objects.append(
+            data if keys is None else {"apiVersion": data.get("apiVersion"), "kind": kind, **_kept(data, keys)}
+        )
+        if kind != "Kustomization":
+            schema += [[kind, str(get(data, "metadata", "name")), m] for m in _SCHEMAS.problems(data)]
+    return {"objects": objects, "schema": schema}
+
+
+# each base file read, by its text, kept between runs: an edit reads again only the files it changed
+BASE_FILES = Memo(read_base, salt=hashlib.blake2b(Path(__file__).read_bytes() + _SCHEMAS.salt, digest_size=16).digest())
+BASE_CACHE = "k8s-base"
+PARALLEL_FROM = 400  # base files (about 3,000 documents): below this, forking costs more than it saves
+
+
+def in_base(path: str) -> bool:
+    return path.startswith(BASE + "/") and path.endswith(".yaml")
+
+
+def prefetch(files: dict[str, str]) -> None:
+    """Read the base files not read before on every core: parsing them and the schemas are
+    most of a cold run's checks."""
+    BASE_FILES.prefetch((files[p] for p in sorted(files) if in_base(p)), least=PARALLEL_FROM)
 
 
 @dataclass
@@ -148,7 +167,7 @@ def run(
     )
     if key in validator.seen:
         return []
-    failures = _run(ctx, files, paths, strict_schema, validator)
+    failures = _run(ctx, files, paths, strict_schema)
     if not failures:
         validator.seen.add(key)
     return failures
@@ -160,15 +179,16 @@ def _code_hash() -> str:
     return hashlib.blake2b(b"".join(sources)).hexdigest()
 
 
-def _run(
-    ctx: RenderContext, files: dict[str, str], paths: list[str], strict_schema: bool, validator: SchemaValidator
-) -> list[str]:
+def _run(ctx: RenderContext, files: dict[str, str], paths: list[str], strict_schema: bool) -> list[str]:
     failures: list[str] = []
+    schema: list[str] = []
     docs: list[Doc] = []
     for path in paths:
         try:
             if path.startswith(BASE + "/"):
-                docs.extend(Doc(path, "", data) for data in CHECKED_OBJECTS(files[path]))
+                read = BASE_FILES(files[path])
+                docs.extend(Doc(path, "", data) for data in read["objects"])
+                schema += [f"{path}: {_owner(ctx, path)}: {kind} {name}: {m}" for kind, name, m in read["schema"]]
             else:
                 docs.extend(Doc(path, "", data) for data in FILES(files[path]))
         except yaml.YAMLError as exc:
@@ -185,33 +205,7 @@ def _run(
     failures += _waves(ctx, objects)
     failures += _flows(ctx, objects, policy)
     if strict_schema:
-        failures += schema_failures(ctx, files, [p for p in paths if p.startswith(BASE + "/")], validator)
-    return failures
-
-
-def schema_failures(
-    ctx: RenderContext, files: dict[str, str], paths: list[str], validator: SchemaValidator
-) -> list[str]:
-    """Every manifest of ``paths`` against the strict Kubernetes schemas (overlay patches are
-    partial objects: not here). A file whose exact text passed before is not read again."""
-    failures = []
-    for path in paths:
-        key = validator.key(f"k8s-schema-file\0{files[path]}")
-        validator.used.add(key)
-        if key in validator.seen:
-            continue
-        try:
-            found = [
-                f"{d.path}: {_owner(ctx, d.path)}: {d.kind} {d.name}: {message}"
-                for d in documents(path, files[path])
-                if d.kind != "Kustomization"
-                for message in validator.errors(d.text, d.data)
-            ]
-        except yaml.YAMLError:
-            continue  # reported once, where the file is read
-        failures += found
-        if not found:
-            validator.seen.add(key)
+        failures += schema
     return failures
 
 

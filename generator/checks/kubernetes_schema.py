@@ -54,12 +54,12 @@ class SchemaValidator:
         self.seen: set[str] = set()
         self.used: set[str] = set()  # hashes this run looked up or added: what a full cache keeps
         # new schemas (another version, another kubernetes-validate) or new code: another cache
-        self._salt = f"{version}:{_package_version()}:".encode() + hashlib.blake2b(Path(__file__).read_bytes()).digest()
+        self.salt = f"{version}:{_package_version()}:".encode() + hashlib.blake2b(Path(__file__).read_bytes()).digest()
         self._validators: dict[tuple[str, str], Any] = {}
         self._registry: Any = None
 
     def key(self, text: str) -> str:
-        return hashlib.blake2b(self._salt + text.encode(), digest_size=16).hexdigest()
+        return hashlib.blake2b(self.salt + text.encode(), digest_size=16).hexdigest()
 
     def errors(self, text: str, doc: dict[str, Any], limit: int = 5) -> list[str]:
         """Why ``doc`` (parsed from ``text``) breaks its schema, as 'path: message' lines; [] if it passes."""
@@ -67,6 +67,13 @@ class SchemaValidator:
         self.used.add(key)
         if key in self.seen:
             return []
+        found = self.problems(doc, limit)
+        if not found:
+            self.seen.add(key)
+        return found
+
+    def problems(self, doc: dict[str, Any], limit: int = 5) -> list[str]:
+        """Why ``doc`` breaks its schema, checked now (no ``seen`` lookup); [] if it passes."""
         api_version, kind = doc.get("apiVersion"), doc.get("kind")
         if not isinstance(api_version, str) or not isinstance(kind, str):
             return ["apiVersion and kind must both be set"]
@@ -74,8 +81,6 @@ class SchemaValidator:
         if validator is None:
             return [f"no Kubernetes {self.version} schema for {api_version} {kind}"]
         found = [f"{'.'.join(map(str, e.instance_path)) or '(top)'}: {e.message}" for e in validator.iter_errors(doc)]
-        if not found:
-            self.seen.add(key)
         return sorted(found)[:limit]
 
     def _validator(self, api_version: str, kind: str) -> Any:
