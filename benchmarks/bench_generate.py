@@ -105,13 +105,12 @@ def nexus_rows(catalog_text: str, work: Path, runs: int, label: str) -> dict[str
         # a working copy's usual state: an earlier edit left the spare tree (write.py) and the record
         edit_one(folder / "catalog.yaml", runs + i)
         out["next edit"].append(run([py, "-m", "nexus", "generate", "-c", "catalog.yaml"], folder, cache))
-        for f in work.glob(f"{label}-{i}-*"):
-            if f != folder:
-                shutil.rmtree(f)
-        shutil.rmtree(cache)
+        # Folders are left until the whole benchmark ends (its caller removes ``work``): on a
+        # file system mounted with online discard, creating files right after deleting a large
+        # tree was 2 to 7 times slower (measured: 48,000 files in 2.3 s, then 13.7 s), which
+        # would be charged to the next row.
     out_bytes = sum(p.stat().st_size for p in (folder / "generated").rglob("*") if p.is_file())
     files = sum(1 for p in (folder / "generated").rglob("*") if p.is_file())
-    shutil.rmtree(folder)
     rows = {k: median(v) for k, v in out.items()}
     rows["_bytes"] = Run(out_bytes, files, 0)  # carried in the same shape: bytes, file count
     return rows

@@ -8,6 +8,7 @@ the items are few (forking a large process costs more than it saves), the work r
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 from collections.abc import Callable, Sequence
@@ -29,11 +30,15 @@ def ordered_map(function: Callable[[T], R], items: Sequence[T], *, least: int) -
     if len(items) < least or workers < 2 or "fork" not in multiprocessing.get_all_start_methods():
         return [function(x) for x in items]
     _WORK = (function, items)
+    # A collection in a worker would walk (and so copy, page by page) the whole inherited heap:
+    # what exists before the fork is left out of every collection until the workers are done.
+    gc.freeze()
     try:
         with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork")) as pool:
             parts = list(pool.map(_part, range(workers), [workers] * workers))
     finally:
         _WORK = None
+        gc.unfreeze()
     out: list[Any] = [None] * len(items)
     for start, part in enumerate(parts):
         out[start::workers] = part
