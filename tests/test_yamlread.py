@@ -114,3 +114,23 @@ def test_documents_read_on_every_core_are_the_documents_read_in_order(monkeypatc
     assert k8s_checks.run(ctx, files) == []
     with pytest.raises(yaml.YAMLError):
         fresh(broken)
+
+
+def test_any_memo_filled_on_every_core_holds_what_computing_in_turn_gives(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Memo.prefetch (the docs pages' links, the base files, the documents) keeps for each text
+    what the function gives in turn, whichever worker computed it, and nothing for a text the
+    function refuses (computed again in the run, which reports it)."""
+    from nexus.checks import docs
+
+    def links_or_refuse(text: str) -> Any:
+        if "refuse" in text:
+            raise ValueError("refused")
+        return docs.LINKS.function(text)
+
+    pages = [f"# Page {i}\n\nSee [other](other.md#part-{i % 7}) and `code [x](y)`.\n" for i in range(60)]
+    memo = yamlread.Memo(links_or_refuse)
+    monkeypatch.setattr(parallel.os, "cpu_count", lambda: 3)
+    memo.prefetch([*pages, "refuse this"], least=10)
+    assert memo.added and memo.key("refuse this") not in memo.entries
+    assert [marshal.loads(memo.entries[memo.key(p)]) for p in pages] == [docs.LINKS.function(p) for p in pages]
+    assert [memo(p) for p in pages] == [docs.LINKS.function(p) for p in pages]

@@ -39,6 +39,12 @@ MEMOS: tuple[tuple[Memo, str], ...] = (
 )
 
 
+def _documents_read(path: str) -> bool:
+    """Files whose YAML documents the checks read one by one (yamlread.PARSED): the mesh's and
+    the overlays' (the base files are read whole: k8s.BASE_FILES), and the Backstage descriptors."""
+    return (path.startswith(k8s.READS) and not k8s.in_base(path)) or ecosystem.reads(path)
+
+
 def parses(
     files: dict[str, str],
     verified: frozenset[str] = frozenset(),
@@ -121,9 +127,10 @@ def check(
     # the Kubernetes checks read every k8s/ document and name any that does not parse: walking
     # them here as well was a fifth of a cold run's checks at 5,000 services
     failures = parses(files, verified, validator if schema_cache is not None else None, read_elsewhere=(k8s.READS,))
-    # what the Kubernetes and mesh checks read, on every core at once when it is much
+    # what the checks read, on every core at once when it is much (each says how much)
     k8s.prefetch(files)
-    prefetch(chunk for p in files if p.startswith(k8s.READS) and not k8s.in_base(p) for chunk in split(files[p]))
+    prefetch(chunk for p in files if _documents_read(p) for chunk in split(files[p]))
+    docs.prefetch(files)
     for area in AREA_CHECKS:
         failures.extend(area(ctx, files))
     failures.extend(k8s.run(ctx, files, validator=validator))

@@ -74,6 +74,16 @@ def _links_and_anchors(text: str) -> tuple[list[tuple[int, str]], list[str]]:
 # reading them all a tenth of an edit's run at 10,000 services)
 LINKS = Memo(_links_and_anchors, salt=hashlib.blake2b(Path(__file__).read_bytes(), digest_size=16).digest())
 LINKS_CACHE = "doc-links"
+PARALLEL_FROM = 2_000  # pages: below this, forking costs more than it saves
+
+
+def is_page(path: str) -> bool:
+    return path.startswith("docs/") and path.endswith(".md")
+
+
+def prefetch(files: dict[str, str]) -> None:
+    """Read the pages not read before on every core, when they are many (a page per service)."""
+    LINKS.prefetch((text for path, text in files.items() if is_page(path)), least=PARALLEL_FROM)
 
 
 def broken_links(files: dict[str, str]) -> list[str]:
@@ -81,7 +91,7 @@ def broken_links(files: dict[str, str]) -> list[str]:
     failures: list[str] = []
     targets: dict[str, set[str]] = {}  # the anchors of each page linked to with a fragment
     for path, text in sorted(files.items()):
-        if not (path.startswith("docs/") and path.endswith(".md")):
+        if not is_page(path):
             continue
         links, _ = LINKS(text)
         for number, target in links:

@@ -20,6 +20,11 @@ from ..yamlread import split
 from .documents import load_yaml
 
 
+def reads(path: str) -> bool:
+    """Whether this check reads the file's YAML documents (through yamlread.PARSED)."""
+    return path == ROOT_INFO or (path.startswith("services/") and path.endswith("/catalog-info.yaml"))
+
+
 def _load_all(text: str) -> list[Any]:
     """The file's documents, each read once across runs (yamlread.PARSED: a Component per
     service made this check a tenth of an edit's run at 10,000 services)."""
