@@ -176,3 +176,12 @@ def test_every_rendered_manifest_is_valid_on_the_oldest_supported_kubernetes(doc
     hpa["spec"]["minReplica"] = 1  # strict: a misspelled field fails
     assert errors(hpa) and "minReplica" in errors(hpa)[0]
     assert {d["apiVersion"] for d in docs} >= {"autoscaling/v2", "policy/v1"}
+
+
+def test_a_manifest_json_cannot_hold_fails_its_check_instead_of_stopping_it() -> None:
+    """A number as a key or a YAML date (nothing JSON has, and the API server reads JSON) is a
+    failure named for its object, not an exception out of the checks."""
+    for value in ("{1: 2}", "{day: 2001-01-01}"):
+        read = k8s_checks.read_base(f"apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: x}}\ndata: {value}\n")
+        assert [kind for kind, _, _ in read["schema"]] == ["ConfigMap"]
+        assert "not JSON, as the API server reads a manifest" in read["schema"][0][2]

@@ -12,7 +12,7 @@ from ..yamlread import PARSED, split
 @dataclass
 class Doc:
     path: str
-    text: str  # the document's own YAML text: the schema cache's key
+    text: str  # the document's own YAML text (the schema cache's key); "" where a check reads whole files
     data: dict[str, Any]
 
     @property

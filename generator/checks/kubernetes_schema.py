@@ -80,7 +80,12 @@ class SchemaValidator:
         validator = self._validator(api_version, kind)
         if validator is None:
             return [f"no Kubernetes {self.version} schema for {api_version} {kind}"]
-        found = [f"{'.'.join(map(str, e.instance_path)) or '(top)'}: {e.message}" for e in validator.iter_errors(doc)]
+        try:
+            found = [
+                f"{'.'.join(map(str, e.instance_path)) or '(top)'}: {e.message}" for e in validator.iter_errors(doc)
+            ]
+        except ValueError as exc:  # a value JSON has no form for (a number as a key, a YAML date)
+            return [f"(top): not JSON, as the API server reads a manifest: {exc}"]
         return sorted(found)[:limit]
 
     def _validator(self, api_version: str, kind: str) -> Any:
