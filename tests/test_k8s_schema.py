@@ -18,6 +18,7 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT7
 
 from nexus.catalog import load_catalog
+from nexus.checks import k8s as k8s_checks
 from nexus.checks.documents import documents
 from nexus.checks.kubernetes_schema import (
     K8S_VERSION,
