@@ -17,7 +17,7 @@ from ..render.ecosystem import (
     service_info_path,
 )
 from ..yamlread import split
-from .documents import load_yaml
+from .documents import get, items, load_yaml, mapping
 
 
 def reads(path: str) -> bool:
@@ -41,7 +41,7 @@ def run(ctx: RenderContext, files: dict[str, str]) -> list[str]:
     try:
         for doc in _load_all(files.get(ROOT_INFO, "")):
             entities.add(f"{doc['kind'].lower()}:{doc['metadata']['name']}")
-    except (yaml.YAMLError, KeyError, TypeError) as exc:
+    except (yaml.YAMLError, KeyError, TypeError, AttributeError) as exc:
         failures.append(f"{ROOT_INFO}: not a list of Backstage entities: {exc}".replace("\n", " "))
     docs_rendered = any(p.startswith("docs/services/") for p in files)
     components: dict[str, dict[str, Any]] = {}
@@ -55,25 +55,24 @@ def run(ctx: RenderContext, files: dict[str, str]) -> list[str]:
         except (ValueError, yaml.YAMLError) as exc:
             failures.append(f"{name}: {path}: not one YAML document: {exc}".replace("\n", " "))
             continue
+        doc = mapping(doc)
         components[name] = doc
         entities.add(f"component:{name}")
-        spec = doc.get("spec", {})
-        if doc.get("kind") != "Component" or doc.get("metadata", {}).get("name") != name:
+        spec = mapping(doc.get("spec"))
+        if doc.get("kind") != "Component" or get(doc, "metadata", "name") != name:
             failures.append(f"{name}: {path}: not the Component '{name}'")
         if spec.get("owner") != f"group:{svc.team}":
             failures.append(f"{name}: {path}: owner is {spec.get('owner')!r}, the catalog says team {svc.team}")
         want = {f"component:{d}" for d in svc.depends_on} | {f"resource:{u}" for u in svc.uses}
-        if set(spec.get("dependsOn", [])) != want:
-            failures.append(
-                f"{name}: {path}: dependsOn {sorted(spec.get('dependsOn', []))} differs from the catalog's "
-                f"{sorted(want)}"
-            )
-        docs = doc.get("metadata", {}).get("annotations", {}).get(DOCS_ANNOTATION, "")
+        depends = [str(d) for d in items(spec.get("dependsOn"))]
+        if set(depends) != want:
+            failures.append(f"{name}: {path}: dependsOn {sorted(depends)} differs from the catalog's {sorted(want)}")
+        docs = str(get(doc, "metadata", "annotations", DOCS_ANNOTATION) or "")
         if docs_rendered and docs.removeprefix(f"{OUT_DIR}/") not in files:
             failures.append(f"{name}: {path}: docs annotation points at {docs}, which is not generated")
     for name, doc in components.items():
-        spec = doc.get("spec", {})
-        refs = [spec.get("owner"), f"system:{spec.get('system')}", *spec.get("dependsOn", [])]
+        spec = mapping(doc.get("spec"))
+        refs = [str(spec.get("owner")), f"system:{spec.get('system')}", *map(str, items(spec.get("dependsOn")))]
         failures += [
             f"{name}: {service_info_path(name)}: reference {ref} names no rendered entity"
             for ref in refs

@@ -125,12 +125,15 @@ def read_istio(ctx: RenderContext, docs: list[Doc]) -> tuple[dict[str, set[str]]
             f"{COMPONENTS}/istio/mesh.yaml: platform: no namespace-wide PeerAuthentication with mtls STRICT"
         )
     for d in (d for d in docs if d.kind == "AuthorizationPolicy"):
-        spec = d.data.get("spec") or {}
+        spec = mapping(d.data.get("spec"))
         if spec.get("action", "ALLOW") != "ALLOW":
             failures.append(f"{_where(d)}: action {spec.get('action')} (only ALLOW policies are generated)")
             continue
         target = get(spec, "selector", "matchLabels", NAME)
-        rules = spec.get("rules") or []
+        rules = items(spec.get("rules"))
+        if target is not None and not isinstance(target, str):
+            failures.append(f"{_where(d)}: selector must name one workload by {NAME}")
+            continue
         if target is None:
             scrape = [
                 {
@@ -144,9 +147,9 @@ def read_istio(ctx: RenderContext, docs: list[Doc]) -> tuple[dict[str, set[str]]
                 )
             continue
         admits = found.setdefault(target, set())
-        for rule in rules:
-            sources = [get(f, "source") or {} for f in rule.get("from") or []]
-            ops = [get(t, "operation") or {} for t in rule.get("to") or []]
+        for rule in map(mapping, rules):
+            sources = [mapping(get(f, "source")) for f in items(rule.get("from"))]
+            ops = [mapping(get(t, "operation")) for t in items(rule.get("to"))]
             if (
                 not sources
                 or any(set(s) != {"principals"} for s in sources)
@@ -156,7 +159,7 @@ def read_istio(ctx: RenderContext, docs: list[Doc]) -> tuple[dict[str, set[str]]
                     f"{_where(d)}: a rule must name principals and only {target}'s port {ports.get(target)}"
                 )
                 continue
-            admits.update(p for s in sources for p in s["principals"])
+            admits.update(p for s in sources for p in items(s["principals"]) if isinstance(p, str))
     return found, failures
 
 
@@ -165,7 +168,11 @@ def read_linkerd(ctx: RenderContext, docs: list[Doc]) -> tuple[dict[str, set[str
     failures: list[str] = []
     ns = ctx.catalog.platform.namespace
     servers = {d.name: d for d in docs if d.kind == "Server"}
-    authn = {d.name: set(get(d.data, "spec", "identities") or []) for d in docs if d.kind == "MeshTLSAuthentication"}
+    authn = {
+        d.name: {i for i in items(get(d.data, "spec", "identities")) if isinstance(i, str)}
+        for d in docs
+        if d.kind == "MeshTLSAuthentication"
+    }
     found: dict[str, set[str]] = {}
     for name, d in servers.items():
         target = get(d.data, "spec", "podSelector", "matchLabels", NAME)
@@ -176,15 +183,18 @@ def read_linkerd(ctx: RenderContext, docs: list[Doc]) -> tuple[dict[str, set[str
             failures.append(f"{_where(d)}: must select {NAME}={name} and deny by default (accessPolicy: deny)")
         found.setdefault(str(target), set())
     for d in (d for d in docs if d.kind == "AuthorizationPolicy"):
-        ref, needs = get(d.data, "spec", "targetRef") or {}, get(d.data, "spec", "requiredAuthenticationRefs") or []
-        if any(n.get("kind") != "MeshTLSAuthentication" or n.get("name") not in authn for n in needs) or not needs:
+        ref, needs = mapping(get(d.data, "spec", "targetRef")), items(get(d.data, "spec", "requiredAuthenticationRefs"))
+        if not needs or any(
+            get(n, "kind") != "MeshTLSAuthentication" or not isinstance(get(n, "name"), str) or n["name"] not in authn
+            for n in needs
+        ):
             failures.append(f"{_where(d)}: must require MeshTLSAuthentications that are rendered here")
             continue
         identities = set().union(*(authn[n["name"]] for n in needs))
         if ref.get("kind") == "Namespace" and ref.get("name") == ns:
             if identities != {monitoring_identity(ctx, MESHES["linkerd"])}:
                 failures.append(f"{_where(d)}: a namespace-wide policy may only admit Prometheus")
-        elif ref.get("kind") == "Server" and ref.get("name") in servers:
+        elif ref.get("kind") == "Server" and isinstance(ref.get("name"), str) and ref["name"] in servers:
             target = get(servers[ref["name"]].data, "spec", "podSelector", "matchLabels", NAME)
             found.setdefault(str(target), set()).update(identities)
         else:
@@ -224,7 +234,7 @@ def _istio_traffic(ctx: RenderContext, docs: list[Doc]) -> list[str]:
     every destination is mTLS (ISTIO_MUTUAL); every Sidecar reaches exactly what the catalog says."""
     cat, failures = ctx.catalog, []
     ns = cat.platform.namespace
-    vs = {get(d.data, "spec", "hosts", 0): d for d in docs if d.kind == "VirtualService"}
+    vs = {str(get(d.data, "spec", "hosts", 0)): d for d in docs if d.kind == "VirtualService"}
     for d in (d for d in docs if d.kind == "DestinationRule"):
         if get(d.data, "spec", "trafficPolicy", "tls", "mode") != "ISTIO_MUTUAL":
             failures.append(f"{_where(d)}: trafficPolicy.tls.mode must be ISTIO_MUTUAL")
@@ -242,7 +252,7 @@ def _istio_traffic(ctx: RenderContext, docs: list[Doc]) -> list[str]:
             )
     for d in (d for d in docs if d.kind == "Sidecar"):
         svc = cat.services.get(d.name)
-        hosts = set(get(d.data, "spec", "egress", 0, "hosts") or [])
+        hosts = {str(h) for h in items(get(d.data, "spec", "egress", 0, "hosts"))}
         if svc is None:
             continue
         want_hosts = {f"./{x}.{ns}.svc.cluster.local" for x in svc.depends_on} | {"istio-system/*"}
@@ -257,13 +267,20 @@ def _istio_traffic(ctx: RenderContext, docs: list[Doc]) -> list[str]:
 
 def _first_route(vs: dict[str, Any], source: str, method: str) -> dict[str, Any] | None:
     """The first http route of a VirtualService that a request from ``source`` with ``method`` matches."""
-    for route in get(vs, "spec", "http") or []:
-        for match in route.get("match") or [{}]:
+    for route in map(mapping, items(get(vs, "spec", "http"))):
+        for match in map(mapping, route.get("match") or [{}]):
             labels = match.get("sourceLabels") or {}
             regex = get(match, "method", "regex")
-            if labels in ({}, {NAME: source}) and (regex is None or re.fullmatch(regex, method)):
+            if labels in ({}, {NAME: source}) and (regex is None or _matches(regex, method)):
                 return dict(route)
     return None
+
+
+def _matches(regex: Any, text: str) -> bool:
+    try:
+        return isinstance(regex, str) and re.fullmatch(regex, text) is not None
+    except re.error:  # not a regular expression: matches nothing (the CRD schema names the field)
+        return False
 
 
 def _linkerd_traffic(ctx: RenderContext, docs: list[Doc]) -> list[str]:
@@ -272,10 +289,11 @@ def _linkerd_traffic(ctx: RenderContext, docs: list[Doc]) -> list[str]:
     patched = {d.name: get(d.data, "metadata", "annotations") or {} for d in docs if d.kind == "Service"}
     for e in ctx.edges:
         want = ctx.traffic(e["source"], e["target"])
-        notes = patched.get(e["target"], {})
+        notes = mapping(patched.get(e["target"]))
+        limit = notes.get("retry.linkerd.io/limit", 0)
         got = (
             notes.get("timeout.linkerd.io/request"),
-            int(notes.get("retry.linkerd.io/limit", 0)) if "retry.linkerd.io/http" in notes else 0,
+            (int(limit) if str(limit).isdigit() else limit) if "retry.linkerd.io/http" in notes else 0,
         )
         if got != (go_duration(want.timeout), want.retries):
             failures.append(
