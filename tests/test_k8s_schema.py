@@ -16,6 +16,7 @@ import pytest
 from conftest import CATALOG
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT7
+from tools import paths_into
 
 from nexus.catalog import load_catalog
 from nexus.checks import k8s as k8s_checks
@@ -61,21 +62,10 @@ def reference() -> Any:
     return valid
 
 
-def _paths(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    out = [path]
-    if isinstance(value, dict):
-        for k, v in value.items():
-            out += _paths(v, (*path, k))
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            out += _paths(v, (*path, i))
-    return out
-
-
 def _mutations(doc: dict[str, Any], rng: random.Random) -> list[dict[str, Any]]:
     """Broken (and some harmless) variants: keys dropped or added, values retyped or reworded."""
     out = []
-    paths = [p for p in _paths(doc)[1:] if p not in {("apiVersion",), ("kind",)}]  # those pick the schema
+    paths = [p for p in paths_into(doc) if p not in {("apiVersion",), ("kind",)}]  # those pick the schema
     for path in rng.sample(paths, k=min(12, len(paths))):
         for change in ("drop", "add", "retype", "reword"):
             copied = copy.deepcopy(doc)

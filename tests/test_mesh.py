@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 from conftest import CATALOG, dump
+from tools import broken_at_random
 
 from nexus.catalog import load_catalog, load_catalog_text
 from nexus.checks import crd_schema
@@ -557,14 +558,6 @@ def test_crds_dump_the_same_with_libyaml_as_with_pyyaml(mesh: str, request: pyte
         assert files[path].endswith(crds._dump(data, yaml.SafeDumper)), path
 
 
-def _paths_into(value: Any, at: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    found = [at] if at else []
-    entries = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
-    for key, inner in entries:
-        found += _paths_into(inner, (*at, key))
-    return found
-
-
 @pytest.mark.parametrize("mesh", ["istio", "linkerd"])
 def test_broken_mesh_objects_and_descriptors_are_failures_not_crashes(
     mesh: str, request: pytest.FixtureRequest
@@ -588,17 +581,6 @@ def test_broken_mesh_objects_and_descriptors_are_failures_not_crashes(
     rng = random.Random(15)
     for _ in range(150):
         path, index, doc = rng.choice(targets)
-        where = rng.choice(_paths_into(doc))
-        changed = yaml.safe_load(yaml.safe_dump(doc))
-        parent = changed
-        for key in where[:-1]:
-            parent = parent[key]
-        if rng.random() < 0.5:
-            del parent[where[-1]]
-        else:
-            parent[where[-1]] = rng.choice([0, "x", None, [], {}, 10001, False, "(unclosed"])
-        docs = list(yaml.safe_load_all(files[path]))
-        docs[index] = changed
-        broken = {**files, path: yaml.safe_dump_all(docs, sort_keys=False)}
+        broken, _ = broken_at_random(files, path, index, doc, rng, [0, "x", None, [], {}, 10001, False, "(unclosed"])
         assert isinstance(mesh_checks.run(ctx, broken, validator=SchemaValidator()), list)
         assert isinstance(ecosystem_checks.run(ctx, broken), list)

@@ -14,7 +14,7 @@ import yaml
 from conftest import CATALOG, dump
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tools import find
+from tools import broken_at_random, find
 
 from nexus.catalog import load_catalog, load_catalog_text
 from nexus.catalog.graph import edges
@@ -799,15 +799,6 @@ def test_a_managed_instance_has_no_statefulset_and_its_users_reach_it_by_host_an
     assert f"{path}: auth: egress auth -> postgres is a catalog edge but no NetworkPolicy allows it" in failures
 
 
-def _paths(value: Any, at: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Every path into ``value`` (keys and list indexes), outermost first."""
-    found = [at] if at else []
-    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
-    for key, inner in items:
-        found += _paths(inner, (*at, key))
-    return found
-
-
 def test_the_checks_read_nothing_the_checked_objects_leave_out(
     shipped: tuple[RenderContext, dict[str, str]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -835,21 +826,7 @@ def test_the_checks_read_nothing_the_checked_objects_leave_out(
     kinds = set()
     for _ in range(int(os.environ.get("NEXUS_BREAKAGES", "300"))):
         path, index, doc = rng.choice(trimmed)
-        where = rng.choice(_paths(doc))
-        parent = doc
-        for key in where[:-1]:
-            parent = parent[key]
-        changed = yaml.safe_load(yaml.safe_dump(doc))
-        target = changed
-        for key in where[:-1]:
-            target = target[key]
-        if rng.random() < 0.5:
-            del target[where[-1]]
-        else:
-            target[where[-1]] = rng.choice([0, "x", None, [], {}, 10001, False, "http"])
-        docs = list(yaml.safe_load_all(files[path]))
-        docs[index] = changed
-        broken = {**files, path: yaml.safe_dump_all(docs, sort_keys=False)}
+        broken, where = broken_at_random(files, path, index, doc, rng, [0, "x", None, [], {}, 10001, False, "http"])
         assert verdict(broken, k8s_checks.CHECKED) == verdict(broken, {}), (path, doc.get("kind"), where)
         kinds.add(doc["kind"])
     assert {"Deployment", "Service", "ConfigMap", "StatefulSet", "NetworkPolicy"} <= kinds
