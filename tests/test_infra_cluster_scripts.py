@@ -80,6 +80,17 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20) -> 
     raise AssertionError(f"nothing listens on {port}")
 
 
+def wait_postgres(port: int, proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    """Until the server accepts sessions: it listens before it has finished starting up, and a
+    connection then is refused ("the database system is starting up"). pg_isready tells the two apart."""
+    wait_port(port, proc, timeout)
+    ready = str(Path(infra._postgres_bin()) / "pg_isready")
+    deadline = time.monotonic() + timeout
+    while subprocess.run([ready, "-q", "-h", "127.0.0.1", "-p", str(port)], check=False).returncode != 0:
+        assert proc.poll() is None and time.monotonic() < deadline, "PostgreSQL did not finish starting up"
+        time.sleep(0.05)
+
+
 def stop(proc: subprocess.Popen[bytes]) -> None:
     proc.terminate()
     try:
@@ -128,7 +139,7 @@ def test_postgres_init_creates_each_role_its_own_database_and_runs_again_idempot
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
-        wait_port(port, server)
+        wait_postgres(port, server)
 
         async def check() -> None:
             own, other = roles[0], roles[1]
@@ -166,7 +177,7 @@ def test_postgres_init_creates_each_role_its_own_database_and_runs_again_idempot
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
-        wait_port(port, server)
+        wait_postgres(port, server)
 
         async def kept() -> None:
             own = roles[0]
@@ -409,7 +420,7 @@ def test_a_managed_postgres_job_gives_each_user_its_own_role_and_database_as_a_p
     )  # fmt: skip
     roles = sorted(p.removeprefix("users/") for p in passwords if p.startswith("users/"))
     try:
-        wait_port(port, server)
+        wait_postgres(port, server)
 
         async def make_admin() -> None:
             conn = await asyncpg.connect(host="127.0.0.1", port=port, user="postgres", password="super")
