@@ -30,7 +30,7 @@ import shutil
 import stat
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -244,6 +244,7 @@ class Known:
     def __init__(self, hashes: dict[str, str | None] | None = None, ids: dict[str, str] | None = None) -> None:
         self.hashes = hashes or {}
         self.ids = ids or {}
+        self.held: dict[str, str] = {}  # the identities this run found unchanged (``hash``)
 
     @staticmethod
     def identity(st: os.stat_result) -> str:
@@ -253,23 +254,32 @@ class Known:
         """The SHA-256 of ``full``'s bytes: the one recorded for ``path`` when its identity holds."""
         recorded, was = self.hashes.get(path), self.ids.get(path)
         if recorded is not None and was is not None and self.identity(os.lstat(full)) == was:
+            self.held[path] = was
             return recorded
         return sha256(_read(full))
 
-    @classmethod
-    def taken(cls, out: Path, tree: Expected) -> dict[str, str]:
+    def taken(self, out: Path, tree: Expected, changed: Iterable[str] = ()) -> dict[str, str]:
         """The identities of ``tree``'s hashed files as they are now, but those changed too
-        recently to be trusted (or gone: the next run hashes them)."""
+        recently to be trusted (or gone: the next run hashes them). A file this run found
+        unchanged (``held``) and did not write or link again (``changed``: a link renews the
+        change time) still has that identity: only the others are looked at again (at 10,000
+        services a second's worth of system calls)."""
         now, base, ids = time.time_ns(), str(out), {}
+        held = self.held.copy()
+        for path in changed:
+            held.pop(path, None)
         for path, want in tree.items():
             if want is None or path == MANIFEST:
+                continue
+            if (was := held.get(path)) is not None:
+                ids[path] = was
                 continue
             try:
                 st = os.lstat(os.path.join(base, path))
             except OSError:
                 continue
-            if stat.S_ISREG(st.st_mode) and min(st.st_mtime_ns, st.st_ctime_ns) < now - cls.RACY_NS:
-                ids[path] = cls.identity(st)
+            if stat.S_ISREG(st.st_mode) and min(st.st_mtime_ns, st.st_ctime_ns) < now - self.RACY_NS:
+                ids[path] = self.identity(st)
         return ids
 
 
@@ -577,6 +587,7 @@ def _swap(staging: Path, out: Path) -> Path | None:
 class Applied:
     touched: list[str]  # written or removed, sorted
     backup: Path | None = None  # where the files --force overwrote were copied
+    linked: list[str] = field(default_factory=list)  # kept files linked into the new tree (their change time is new)
 
 
 def apply(
@@ -600,9 +611,9 @@ def apply(
     try:
         _remove(staging)  # a caller that skipped recover()
         if _take_spare(out, staging):
-            _reconcile(str(staging), str(out), files, written, ch.keep)
+            linked = _reconcile(str(staging), str(out), files, written, ch.keep)
         else:
-            _build(str(staging), str(out), files, written, ch.keep)
+            linked = _build(str(staging), str(out), files, written, ch.keep)
         (staging / MANIFEST).write_text(ch.manifest, encoding="utf-8")
         old = _swap(staging, out)
     except OSError as exc:
@@ -617,12 +628,12 @@ def apply(
         raise
     if old is not None:
         _keep_spare(out, old)  # the new tree is in place; the next run brings this one up to date
-    return Applied(sorted(written + dropped), saved)
+    return Applied(sorted(written + dropped), saved, linked)
 
 
-def _build(root: str, base: str, files: dict[str, str], written: list[str], keep: list[str]) -> None:
+def _build(root: str, base: str, files: dict[str, str], written: list[str], keep: list[str]) -> list[str]:
     """The new tree from nothing in ``root``: the written files, the kept ones hard-linked from
-    ``base``. (Plain strings, not Paths: a tree of 10,000 services is 200,000 names, and
+    ``base`` (returned). (Plain strings, not Paths: a tree of 10,000 services is 200,000 names, and
     building a Path for each cost more than the links themselves.)"""
     os.makedirs(root)
     for folder in sorted({os.path.dirname(p) for p in (*written, *keep)} - {""}):
@@ -631,16 +642,18 @@ def _build(root: str, base: str, files: dict[str, str], written: list[str], keep
         _write_new(f"{root}/{path}", files[path])
     for path in keep:
         _link(f"{base}/{path}", f"{root}/{path}")
+    return keep
 
 
-def _reconcile(root: str, base: str, files: dict[str, str], written: list[str], keep: list[str]) -> None:
+def _reconcile(root: str, base: str, files: dict[str, str], written: list[str], keep: list[str]) -> list[str]:
     """Bring ``root``, a tree this folder held before (the spare), to the new tree in place:
     what the new tree does not hold goes (links and special files whatever their name: nothing
     in it is followed), each written file is made anew (the spare's may be a hard link to the
     live one: it is unlinked, never written through), and each kept file is linked again
-    unless it is already the live file's inode. Costs what changed since the spare was live,
-    where building from nothing costs a link per file and a folder per folder (at 10,000
-    services 160,000 and 35,000 system calls, then as many to delete the old tree)."""
+    unless it is already the live file's inode (the ones linked are returned). Costs what
+    changed since the spare was live, where building from nothing costs a link per file and a
+    folder per folder (at 10,000 services 160,000 and 35,000 system calls, then as many to
+    delete the old tree)."""
     wanted = {*written, *keep, MANIFEST}
     folders = {head for p in wanted for head in _heads(p)}
     have: dict[str, int] = {}  # regular files: path -> inode
@@ -667,6 +680,7 @@ def _reconcile(root: str, base: str, files: dict[str, str], written: list[str], 
         if path in have:
             os.unlink(f"{root}/{path}")
         _write_new(f"{root}/{path}", files[path])
+    linked = []
     for path in keep:
         source = f"{base}/{path}"
         if path in have:
@@ -674,8 +688,10 @@ def _reconcile(root: str, base: str, files: dict[str, str], written: list[str], 
                 continue
             os.unlink(f"{root}/{path}")
         _link(source, f"{root}/{path}")
+        linked.append(path)
     if MANIFEST in have:
         os.unlink(f"{root}/{MANIFEST}")
+    return linked
 
 
 def _heads(path: str) -> Iterator[str]:

@@ -334,6 +334,42 @@ def test_a_one_service_edit_renders_that_service_only(project: Path, monkeypatch
     }
 
 
+def test_an_edit_rewrites_only_the_cache_shards_it_changed(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past SHARD_FROM entries an area's rendered files are kept in shards by key: an edit
+    writes the shard its new entry falls in (and the one its old entry leaves), never the
+    others; a shard torn on disk is a miss, rendered again to the same bytes."""
+    from nexus import usercache
+    from nexus.paths import code_key
+    from nexus.render import context, services
+
+    monkeypatch.setattr(context, "SHARD_FROM", 0)  # the minimal catalog's few entries, sharded as 10,000 would be
+    rewrite(project, lambda d: d["services"]["media"].update(description="Media, sharded"))
+    generate(project / "catalog.yaml")
+    area = usercache.root() / "renders" / f"services-{code_key()}"
+    before = {p.name: p.read_bytes() for p in area.iterdir()}
+    assert len(before) > 2 and "all" not in before
+    written: list[Path] = []
+    real_write = usercache.write
+    monkeypatch.setattr(usercache, "write", lambda path, payload: written.append(path) or real_write(path, payload))
+    rewrite(project, lambda d: d["services"]["media"].update(description="Media, edited again"))
+    generate(project / "catalog.yaml")
+    after = {p.name: p.read_bytes() for p in area.iterdir()}
+    changed = {n for n in before.keys() | after.keys() if before.get(n) != after.get(n)}
+    assert 1 <= len(changed) <= 2 and {p.name for p in written if p.parent == area} == changed & after.keys()
+
+    rendered: list[str] = []
+    real_render = services.render_service
+    monkeypatch.setattr(services, "render_service", lambda c, ctx: rendered.append(ctx["name"]) or real_render(c, ctx))
+    torn = next(area / n for n in sorted(changed & after.keys()) if b"Media, edited again" in after[n])
+    torn.write_bytes(torn.read_bytes()[:-5])
+    files = tree(project / "generated")
+    generate(project / "catalog.yaml", strict=True)  # trusts no record: renders, from the cache but that shard
+    assert "media" in rendered and len(rendered) < len(
+        yaml.safe_load((project / "catalog.yaml").read_text())["services"]
+    )
+    assert tree(project / "generated") == files
+
+
 def _loaded(path: Path):  # type: ignore[no-untyped-def]
     loaded = load_catalog(path)
     return loaded.catalog, loaded.plan
