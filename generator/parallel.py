@@ -1,9 +1,11 @@
-"""Pure work over many items on every core, with the same result as doing it in turn.
+"""Pure work on every core, with the same result as doing it in turn.
 
-Forked workers inherit the items (nothing is pickled on the way in: at 10,000 services the
-texts to read are 120 MB), each takes every n-th one, and the results come back in the items'
-order, so nothing depends on which worker finishes first. Where forking is not available, or
-the items are few (forking a large process costs more than it saves), the work runs here.
+``ordered_map``: forked workers inherit the items (nothing is pickled on the way in: at 10,000
+services the texts to read are 120 MB), each takes every n-th one, and the results come back
+in the items' order, so nothing depends on which worker finishes first. ``beside``: one long
+piece of work in a forked worker while this process does another. Where forking is not
+available, or the work is small (forking a large process costs more than it saves), the work
+runs here.
 """
 
 from __future__ import annotations
@@ -12,13 +14,14 @@ import gc
 import multiprocessing
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 _WORK: tuple[Callable[[Any], Any], Sequence[Any]] | None = None  # what forked workers inherit
+_BESIDE: Callable[[], Any] | None = None
 
 
 def ordered_map(function: Callable[[T], R], items: Sequence[T], *, least: int) -> list[R]:
@@ -27,7 +30,7 @@ def ordered_map(function: Callable[[T], R], items: Sequence[T], *, least: int) -
     as it would in turn)."""
     global _WORK
     workers = min(os.cpu_count() or 1, 8)
-    if len(items) < least or workers < 2 or "fork" not in multiprocessing.get_all_start_methods():
+    if len(items) < least or not _can_fork(workers):
         return [function(x) for x in items]
     _WORK = (function, items)
     # A collection in a worker would walk (and so copy, page by page) the whole inherited heap:
@@ -49,3 +52,37 @@ def _part(start: int, step: int) -> list[Any]:
     assert _WORK is not None  # set before the fork
     function, items = _WORK
     return [function(x) for x in items[start::step]]
+
+
+def beside(function: Callable[[], R], *, worth: bool) -> Callable[[], R]:
+    """Start ``function`` (pure: what it changes in this process is lost) in a forked worker
+    and return what waits for its result, so this process can do other work meanwhile; when
+    it is not ``worth`` a fork, or there is one core, the returned call runs it here."""
+    global _BESIDE
+    if not worth or not _can_fork(os.cpu_count() or 1):
+        return function
+    _BESIDE = function
+    gc.freeze()  # as in ordered_map; the worker is forked by submit(), this process goes on collecting
+    pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork"))
+    try:
+        future: Future[R] = pool.submit(_beside)
+    finally:
+        _BESIDE = None
+        gc.unfreeze()
+
+    def result() -> R:
+        try:
+            return future.result()
+        finally:
+            pool.shutdown(cancel_futures=True)
+
+    return result
+
+
+def _beside() -> Any:
+    assert _BESIDE is not None  # set before the fork
+    return _BESIDE()
+
+
+def _can_fork(workers: int) -> bool:
+    return workers >= 2 and "fork" in multiprocessing.get_all_start_methods()

@@ -173,9 +173,12 @@ class Memo:
 
     def prefetch(self, texts: Iterable[str], least: int) -> None:
         """Compute, on every core (parallel.ordered_map) when there are at least ``least``, the
-        entries of ``texts`` not held yet. A text whose function raises is left out (computing
-        it in the run raises there, where the caller reports it)."""
-        misses = sorted({key: text for text in texts if (key := self.key(text)) not in self.entries}.items())
+        entries of ``texts`` not held yet (all of them count as used by this run). A text whose
+        function raises is left out (computing it in the run raises there, where the caller
+        reports it)."""
+        wanted = {self.key(text): text for text in texts}
+        self.used.update(wanted)  # read by this run, here or in a worker
+        misses = sorted((key, text) for key, text in wanted.items() if key not in self.entries)
         found_all = ordered_map(self._marshalled, [t for _, t in misses], least=least)
         for (key, _), found in zip(misses, found_all, strict=True):
             if found is not None:

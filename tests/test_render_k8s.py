@@ -855,3 +855,33 @@ def test_base_files_read_on_every_core_are_what_reading_them_in_turn_gives(
         assert marshal.loads(fresh.entries[fresh.key(files[path])]) == k8s_checks.read_base(files[path])
     failures = k8s_checks.run(ctx, files)
     assert f"{broken}: platform: does not parse" in " ".join(failures)
+
+
+def test_the_checks_across_files_in_a_worker_say_what_they_say_in_turn(
+    shipped: tuple[RenderContext, dict[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a large catalog k8s_checks.start runs the checks across files in a forked worker
+    (parallel.beside) while the other checks run: the same failures in the same order as in
+    turn, and a pass is remembered in this process's validator, not only in the worker's."""
+    from nexus import parallel
+
+    ctx, files = shipped
+    path = f"{render_k8s.BASE}/services/auth-service.yaml"
+    broken = {**files, path: files[path].replace("targetPort: http", "targetPort: web", 1)}
+    monkeypatch.setattr(parallel.os, "cpu_count", lambda: 2)
+    here: list[int] = []  # a worker's appends stay in the worker
+    real = k8s_checks._run
+    monkeypatch.setattr(k8s_checks, "_run", lambda *a: here.append(os.getpid()) or real(*a))
+
+    def checked(tree: dict[str, str], parallel_from: int) -> tuple[list[str], k8s_checks.SchemaValidator]:
+        monkeypatch.setattr(k8s_checks, "PARALLEL_FROM", parallel_from)
+        validator = k8s_checks.SchemaValidator()
+        return k8s_checks.start(ctx, tree, validator=validator)(), validator
+
+    in_turn, _ = checked(broken, 10**9)
+    assert here == [os.getpid()] and any("auth-service: Service ports" in f for f in in_turn), in_turn
+    forked, _ = checked(broken, 1)
+    assert here == [os.getpid()] and forked == in_turn
+    passed, validator = checked(files, 1)
+    assert passed == [] and len(validator.seen) == 1 and here == [os.getpid()]
+    assert k8s_checks.run(ctx, files, validator=validator) == [] and here == [os.getpid()]  # remembered: not run again

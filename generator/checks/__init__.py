@@ -131,10 +131,14 @@ def check(
     k8s.prefetch(files)
     prefetch(chunk for p in files if _documents_read(p) for chunk in split(files[p]))
     docs.prefetch(files)
-    for area in AREA_CHECKS:
-        failures.extend(area(ctx, files))
-    failures.extend(k8s.run(ctx, files, validator=validator))
-    failures.extend(mesh.run(ctx, files, validator=validator))
+    across = k8s.start(ctx, files, validator=validator)  # on a large catalog in a worker, beside the others
+    try:
+        for area in AREA_CHECKS:
+            failures.extend(area(ctx, files))
+        mesh_failures = mesh.run(ctx, files, validator=validator)
+    finally:
+        failures.extend(across())  # waited for whatever happened, so no worker outlives the run
+    failures.extend(mesh_failures)
     if failures:
         raise OutputCheckError(failures)
     if schema_cache is not None:

@@ -16,6 +16,7 @@ import hashlib
 import itertools
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -26,6 +27,7 @@ import yaml
 
 from ..catalog import naming
 from ..catalog.naming import config_map, url_variable
+from ..parallel import beside
 from ..render import k8s as render_k8s
 from ..render.context import RenderContext
 from ..render.infrastructure import FOLDER as infrastructure_folder
@@ -152,6 +154,16 @@ def run(
 ) -> list[str]:
     """Every check; [] when all pass. A run whose inputs (catalog, k8s files, this code) already
     passed once, in this process or in the validator's cache file, is not repeated."""
+    return start(ctx, files, strict_schema=strict_schema, validator=validator)()
+
+
+def start(
+    ctx: RenderContext, files: dict[str, str], *, strict_schema: bool = True, validator: SchemaValidator | None = None
+) -> Callable[[], list[str]]:
+    """``run``, begun: on a large catalog in a forked worker (parallel.beside) while the caller
+    runs the other checks (at 10,000 services these take 4 s, the others 3 s); call what it
+    returns for the failures. What the worker reads is read here first (``prefetch``), so the
+    memos this process keeps hold it."""
     validator = validator or DEFAULT
     paths = sorted(p for p in files if p.startswith(READS) and p.endswith(".yaml"))
     key = validator.key(
@@ -166,11 +178,19 @@ def run(
         )
     )
     if key in validator.seen:
-        return []
-    failures = _run(ctx, files, paths, strict_schema)
-    if not failures:
-        validator.seen.add(key)
-    return failures
+        return list
+    FILES.prefetch(
+        (files[p] for p in paths if not in_base(p)), least=len(paths) + 1
+    )  # in turn, here: kept by this memo
+    failures = beside(lambda: _run(ctx, files, paths, strict_schema), worth=len(paths) >= PARALLEL_FROM)
+
+    def finish() -> list[str]:
+        found = failures()
+        if not found:
+            validator.seen.add(key)
+        return found
+
+    return finish
 
 
 @cache
