@@ -417,6 +417,8 @@ def test_an_edit_renders_and_checks_only_the_manifests_that_see_it(
     def counting(self, name, service, variables):  # type: ignore[no-untyped-def]
         if name.endswith("/service.yaml.j2") or name.startswith(("k8s/crds", "ecosystem/component")):
             rendered.append((name, service))
+        elif name == "mesh/docs/access-team.md.j2":
+            rendered.append((name, variables["team"]["name"]))
         return real_render(self, name, service, variables)
 
     def checking(self, doc, limit=5):  # type: ignore[no-untyped-def]
@@ -427,7 +429,8 @@ def test_an_edit_renders_and_checks_only_the_manifests_that_see_it(
     monkeypatch.setattr(SchemaValidator, "problems", checking)
     rewrite(tmp_path, lambda d: d["services"]["auth"].update(description="Auth, edited"))
     generate(tmp_path / "catalog.yaml")
-    # its description is an annotation and in its Backstage descriptor; no mesh file shows it
+    # its description is an annotation and in its Backstage descriptor; no mesh file (nor the
+    # team's access page) shows it
     assert sorted(rendered) == [("ecosystem/component.yaml.j2", "auth"), ("k8s/service.yaml.j2", "auth")]
     assert validated and all(v.split("/")[1].startswith("auth") for v in validated), validated
     # an edge less: the caller's and the callee's files (egress, callers, policies), nobody else's
@@ -438,6 +441,7 @@ def test_an_edit_renders_and_checks_only_the_manifests_that_see_it(
         ("ecosystem/component.yaml.j2", "media"),  # its dependencies are listed; the callee's are not
         ("k8s/service.yaml.j2", "auth"),
         ("k8s/service.yaml.j2", "media"),
+        *sorted({("mesh/docs/access-team.md.j2", minimal["services"][n]["team"]) for n in ("auth", "media")}),
         ("mesh/istio/service.yaml.j2", "auth"),
         ("mesh/istio/service.yaml.j2", "media"),
     ]
