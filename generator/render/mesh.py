@@ -261,7 +261,7 @@ def render_mesh(ctx: RenderContext, mesh: Mesh) -> dict[str, str]:
 def render_docs(ctx: RenderContext) -> dict[str, str]:
     """The mesh page and who may call whom: an index page, and a page per team (linked by the docs index)."""
     cat = ctx.catalog
-    teams = []
+    teams: list[dict[str, Any]] = []
     for team, info in sorted(cat.teams.items()):
         members = sorted(n for n, s in cat.services.items() if s.team == team)
         if members:
