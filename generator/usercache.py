@@ -18,10 +18,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import marshal
 import os
 import stat
 import tempfile
 from pathlib import Path
+from typing import Generic, TypeVar
+
+K = TypeVar("K", str, bytes)
 
 _MAGIC = b"nexus-cache-1 "
 
@@ -85,3 +89,58 @@ def write(path: Path, payload: bytes) -> None:
     except OSError:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+
+
+class Shards(Generic[K]):
+    """Entries (a key, text or bytes, to marshalled bytes) kept in one folder of this cache,
+    past ``SHARD_FROM`` entries in shards by the key's first byte (its first two hex digits):
+    a run that changes a few entries of 10,000 services' writes the few shards they are in,
+    not all of them (the rendered files and the checked documents: 300 MB in all, rewritten
+    on every edit, were a second and a half of one). Fewer entries share one file."""
+
+    def __init__(self, folder: Path | None, key_type: type[K]) -> None:
+        self.folder = folder
+        self.key_type: type[K] = key_type
+        self.read: dict[str, dict[K, bytes]] = {}  # shard file name -> its entries, as loaded
+
+    def load(self) -> dict[K, bytes]:
+        """Every entry of every shard that is intact (see ``read``); {} without a folder."""
+        entries: dict[K, bytes] = {}
+        try:
+            names = sorted(n for n in os.listdir(self.folder) if n in _SHARD_NAMES) if self.folder else []
+        except OSError:
+            names = []
+        for name in names:
+            assert self.folder is not None
+            payload = read(self.folder / name)
+            try:
+                found = marshal.loads(payload) if payload is not None else {}
+            except (EOFError, ValueError, TypeError):
+                found = {}
+            if isinstance(found, dict):
+                shard = {k: v for k, v in found.items() if isinstance(k, self.key_type) and isinstance(v, bytes)}
+                self.read[name] = shard
+                entries.update(shard)
+        return entries
+
+    def save(self, entries: dict[K, bytes]) -> None:
+        """Make the folder hold ``entries``: write the shards that differ from what was read,
+        remove the shards none of them is in."""
+        if self.folder is None:
+            return
+        shards: dict[str, dict[K, bytes]] = {}
+        for key, value in entries.items():
+            name = (key[:1].hex() if isinstance(key, bytes) else key[:2]) if len(entries) > SHARD_FROM else _WHOLE
+            shards.setdefault(name, {})[key] = value
+        for name, shard in shards.items():
+            if self.read.get(name) != shard:
+                write(self.folder / name, marshal.dumps(shard))
+        for name in self.read.keys() - shards.keys():
+            with contextlib.suppress(OSError):
+                (self.folder / name).unlink()
+        self.read = shards
+
+
+SHARD_FROM = 1_000  # entries: below this one file holds them all
+_WHOLE = "all"
+_SHARD_NAMES = frozenset([_WHOLE, *(f"{i:02x}" for i in range(256))])

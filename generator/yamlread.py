@@ -151,6 +151,7 @@ class Memo:
         self.entries: dict[bytes, bytes] = {}
         self.used: set[bytes] = set()
         self.added = False
+        self.shards: usercache.Shards[bytes] | None = None  # where ``load`` read the entries
 
     def key(self, text: str) -> bytes:
         return hashlib.blake2b(self.salt + text.encode("utf-8"), digest_size=16).digest()
@@ -191,29 +192,24 @@ class Memo:
         except (yaml.YAMLError, ValueError):  # an error, or a type marshal does not know: computed in the run
             return None
 
-    def load(self, path: Path) -> None:
-        """Add the entries kept in ``path`` (missing, altered or unreadable: none)."""
-        payload = usercache.read(path)
-        if payload is None:
-            return
-        try:
-            found = marshal.loads(payload)
-        except (EOFError, ValueError, TypeError):
-            return
-        if isinstance(found, dict):
-            self.entries.update((k, v) for k, v in found.items() if isinstance(k, bytes) and isinstance(v, bytes))
+    def load(self, folder: Path | None) -> None:
+        """Add the entries kept in ``folder`` (usercache.Shards; missing, altered or unreadable
+        shards: none) and keep them there from now on (``save``)."""
+        self.shards = usercache.Shards(folder, bytes)
+        self.entries.update(self.shards.load())
 
-    def save(self, path: Path) -> None:
-        """Keep the documents for the next run: all of them (a run that skips a whole area still
-        needs that area's documents after the next edit), or past ``ENTRY_LIMIT`` only the ones
-        this run read, so that old documents do not pile up for ever."""
-        if self.added or len(self.entries) > ENTRY_LIMIT:
+    def save(self) -> None:
+        """Keep the documents for the next run where ``load`` read them: all of them (a run that
+        skips a whole area still needs that area's documents after the next edit), or past
+        ``ENTRY_LIMIT`` only the ones this run read, so that old documents do not pile up for
+        ever. Only the shards that changed are written."""
+        if self.shards is not None and (self.added or len(self.entries) > ENTRY_LIMIT):
             kept = (
                 self.entries
                 if len(self.entries) <= ENTRY_LIMIT
                 else {k: v for k, v in self.entries.items() if k in self.used}
             )
-            usercache.write(path, marshal.dumps(kept))
+            self.shards.save(kept)
 
 
 def prefetch(texts: Iterable[str]) -> None:

@@ -340,9 +340,9 @@ def test_an_edit_rewrites_only_the_cache_shards_it_changed(project: Path, monkey
     others; a shard torn on disk is a miss, rendered again to the same bytes."""
     from nexus import usercache
     from nexus.paths import code_key
-    from nexus.render import context, services
+    from nexus.render import services
 
-    monkeypatch.setattr(context, "SHARD_FROM", 0)  # the minimal catalog's few entries, sharded as 10,000 would be
+    monkeypatch.setattr(usercache, "SHARD_FROM", 0)  # the minimal catalog's few entries, sharded as 10,000 would be
     rewrite(project, lambda d: d["services"]["media"].update(description="Media, sharded"))
     generate(project / "catalog.yaml")
     area = usercache.root() / "renders" / f"services-{code_key()}"

@@ -630,6 +630,16 @@ def test_unparsable_yaml_is_a_failure_not_a_crash(shipped: tuple[RenderContext, 
     )
 
 
+def test_a_component_file_that_does_not_parse_is_a_failure(shipped: tuple[RenderContext, dict[str, str]]) -> None:
+    """Of the components' files the Kubernetes checks read only the Kustomizations (the rules and
+    monitors are not unmarshalled on every run: k8s_checks.KUSTOMIZATIONS); each must still parse."""
+    ctx, files = shipped
+    alerts = "k8s/components/monitoring/alerts.yaml"
+    assert k8s_checks.run(ctx, files) == []
+    torn = {**files, alerts: files[alerts][: len(files[alerts]) // 2] + "\n  - [unclosed\n"}
+    assert any(f.startswith(f"{alerts}: platform: does not parse") for f in k8s_checks.run(ctx, torn))
+
+
 # -- catalog rules on small catalogs -------------------------------------------------------------
 
 

@@ -36,6 +36,7 @@ MEMOS: tuple[tuple[Memo, str], ...] = (
     (yamlread.FILES, yamlread.FILES_CACHE),
     (docs.LINKS, docs.LINKS_CACHE),
     (k8s.BASE_FILES, k8s.BASE_CACHE),
+    (k8s.KUSTOMIZATIONS, k8s.KUSTOMIZATIONS_CACHE),
 )
 
 
@@ -123,7 +124,7 @@ def check(
     if schema_cache is not None:
         validator.load(schema_cache)
         for memo, name in MEMOS:
-            memo.load(schema_cache.with_name(name))
+            memo.load(usercache.folder("memos", name))
     # the Kubernetes checks read every k8s/ document and name any that does not parse: walking
     # them here as well was a fifth of a cold run's checks at 5,000 services
     failures = parses(files, verified, validator if schema_cache is not None else None, read_elsewhere=(k8s.READS,))
@@ -143,5 +144,5 @@ def check(
         raise OutputCheckError(failures)
     if schema_cache is not None:
         validator.save(schema_cache)
-        for memo, name in MEMOS:
-            memo.save(schema_cache.with_name(name))
+        for memo, _ in MEMOS:
+            memo.save()

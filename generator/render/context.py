@@ -12,7 +12,6 @@ import contextlib
 import dataclasses
 import hashlib
 import marshal
-import os
 import shutil
 import sys
 from dataclasses import dataclass
@@ -197,19 +196,14 @@ class Kept:
     """Rendered files kept between runs in the user's cache folder, each entry by the hash of
     all it was rendered from: its variables (``key``) and every template and line of code
     (``paths.code_key``, in the name of the area's cache folder). After an edit only what saw
-    the change renders again. Entries are marshalled (no code runs when one is read); only the
-    entries a run used are kept, so the folder stays the size of one catalog's output.
+    the change renders again. Entries are marshalled (no code runs when one is read), in
+    shards (usercache.Shards: an edit writes only the shards it changed); only the entries a
+    run used are kept, so the folder stays the size of one catalog's output."""
 
-    Past ``SHARD_FROM`` entries they are kept in shards by their key's first two hex digits,
-    and a run writes only the shards whose entries changed: one edit at 10,000 services
-    changes a few dozen entries, and writing the whole area again (290 MB over all areas) was
-    a second of every edit."""
-
-    def __init__(self, entries: dict[str, bytes] | None = None, path: Path | None = None) -> None:
+    def __init__(self, entries: dict[str, bytes] | None = None, shards: usercache.Shards[str] | None = None) -> None:
         self.entries = entries or {}
-        self.path = path  # the area's folder
+        self.shards = shards
         self.used: dict[str, bytes] = {}
-        self.shards: dict[str, dict[str, bytes]] = {}  # as read: shard file name -> its entries
         # each model's or dataclass's plain form by identity (the object held, so its id stays
         # its own): every key of an area has the same platform settings, and dumping them again
         # for each of 10,000 services was most of the time keys took
@@ -217,25 +211,11 @@ class Kept:
 
     @classmethod
     def load(cls, area: str) -> Kept:
-        path = usercache.folder("renders", f"{area}-{code_key()}")
-        if path is None:
+        folder = usercache.folder("renders", f"{area}-{code_key()}")
+        if folder is None:
             return cls()
-        kept = cls({}, path)
-        try:
-            names = sorted(n for n in os.listdir(path) if n in _SHARD_NAMES)
-        except OSError:
-            names = []
-        for name in names:
-            payload = usercache.read(path / name)
-            try:
-                found = marshal.loads(payload) if payload is not None else {}
-            except (EOFError, ValueError, TypeError):
-                found = {}
-            if isinstance(found, dict):
-                shard = {k: v for k, v in found.items() if isinstance(k, str) and isinstance(v, bytes)}
-                kept.shards[name] = shard
-                kept.entries.update(shard)
-        return kept
+        shards = usercache.Shards(folder, str)
+        return cls(shards.load(), shards)
 
     def key(self, variables: Any) -> str:
         """The hash of ``variables`` as canonical JSON (keys sorted): orjson, for it encodes a
@@ -271,24 +251,16 @@ class Kept:
         return files
 
     def save(self) -> None:
-        """Write the shards whose entries are not the ones read, remove the shards no entry
-        used is in; then drop the area's folders of other versions but the last few."""
-        if self.path is None:
+        """Keep the entries this run used; then drop the area's folders of other versions but
+        the last few."""
+        if self.shards is None or self.shards.folder is None:
             return
-        shards: dict[str, dict[str, bytes]] = {}
-        sharded = len(self.used) > SHARD_FROM
-        for key, value in self.used.items():
-            shards.setdefault(key[:2] if sharded else _WHOLE, {})[key] = value
-        for name, entries in shards.items():
-            if self.shards.get(name) != entries:
-                usercache.write(self.path / name, marshal.dumps(entries))
-        for name in self.shards.keys() - shards.keys():
-            with contextlib.suppress(OSError):
-                (self.path / name).unlink()
+        self.shards.save(self.used)
         # every upgrade or template edit starts a folder: keep the few last written (checkouts
         # of other versions side by side keep theirs) and drop the rest, never read again
-        area = self.path.name.rsplit("-", 1)[0]
-        others = [f for f in self.path.parent.glob(f"{area}-*") if f.name.rsplit("-", 1)[0] == area]
+        folder = self.shards.folder
+        area = folder.name.rsplit("-", 1)[0]
+        others = [f for f in folder.parent.glob(f"{area}-*") if f.name.rsplit("-", 1)[0] == area]
         with contextlib.suppress(OSError):
             others.sort(key=lambda f: f.stat().st_mtime, reverse=True)
             for stale in others[KEPT_VERSIONS:]:
@@ -298,10 +270,7 @@ class Kept:
                     stale.unlink(missing_ok=True)
 
 
-SHARD_FROM = 1_000  # entries in an area: below this one file holds them all
-_WHOLE = "all"
-_SHARD_NAMES = frozenset([_WHOLE, *(f"{i:02x}" for i in range(256))])
-KEPT_VERSIONS = 3  # cache files per area, one per version of the code and templates
+KEPT_VERSIONS = 3  # cache folders per area, one per version of the code and templates
 
 
 def _plain(value: Any) -> Any:
