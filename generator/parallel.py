@@ -15,6 +15,7 @@ import multiprocessing
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -39,6 +40,8 @@ def ordered_map(function: Callable[[T], R], items: Sequence[T], *, least: int) -
     try:
         with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork")) as pool:
             parts = list(pool.map(_part, range(workers), [workers] * workers))
+    except (OSError, BrokenProcessPool):  # no fork (memory, a process limit), or a worker killed: in turn
+        return [function(x) for x in items]
     finally:
         _WORK = None
         gc.unfreeze()
@@ -66,6 +69,9 @@ def beside(function: Callable[[], R], *, worth: bool) -> Callable[[], R]:
     pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork"))
     try:
         future: Future[R] = pool.submit(_beside)
+    except OSError:  # no fork (memory, a process limit): in turn, when asked
+        pool.shutdown()
+        return function
     finally:
         _BESIDE = None
         gc.unfreeze()
@@ -73,6 +79,8 @@ def beside(function: Callable[[], R], *, worth: bool) -> Callable[[], R]:
     def result() -> R:
         try:
             return future.result()
+        except BrokenProcessPool:  # the worker was killed (the kernel's out-of-memory killer): in turn
+            return function()
         finally:
             pool.shutdown(cancel_futures=True)
 

@@ -3,7 +3,9 @@ workers leave exactly what reading in turn would."""
 
 from __future__ import annotations
 
+import errno
 import marshal
+import os
 from typing import Any
 
 import pytest
@@ -134,3 +136,31 @@ def test_any_memo_filled_on_every_core_holds_what_computing_in_turn_gives(monkey
     assert memo.added and memo.key("refuse this") not in memo.entries
     assert [marshal.loads(memo.entries[memo.key(p)]) for p in pages] == [docs.LINKS.function(p) for p in pages]
     assert [memo(p) for p in pages] == [docs.LINKS.function(p) for p in pages]
+
+
+def _dies_in_a_worker(parent: int) -> int:
+    if os.getpid() != parent:
+        os._exit(1)  # as the kernel's out-of-memory killer would end it
+    return 42
+
+
+def test_work_on_every_core_is_done_in_turn_when_a_worker_cannot_start_or_dies(monkeypatch: pytest.MonkeyPatch) -> None:
+    """parallel.ordered_map and beside never end a run with a traceback because of the workers:
+    a fork that fails (no memory, a process limit) or a worker killed gives the result computed
+    here instead."""
+    monkeypatch.setattr(parallel.os, "cpu_count", lambda: 2)
+    parent = os.getpid()
+    assert parallel.ordered_map(_dies_in_a_worker, [parent] * 4, least=1) == [42] * 4
+    assert parallel.beside(lambda: _dies_in_a_worker(parent), worth=True)() == 42
+
+    class NoFork(parallel.ProcessPoolExecutor):
+        def submit(self, *args: Any, **kwargs: Any) -> Any:
+            raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(parallel, "ProcessPoolExecutor", NoFork)
+    assert parallel.beside(lambda: os.getpid(), worth=True)() == parent
+    assert parallel.ordered_map(lambda x: (x, os.getpid()), [1, 2, 3], least=1) == [
+        (1, parent),
+        (2, parent),
+        (3, parent),
+    ]
