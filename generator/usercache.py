@@ -94,7 +94,7 @@ def write(path: Path, payload: bytes) -> None:
 class Shards(Generic[K]):
     """Entries (a key, text or bytes, to marshalled bytes) kept in one folder of this cache,
     past ``SHARD_FROM`` entries in shards by the key's first byte (its first two hex digits):
-    a run that changes a few entries of 10,000 services' writes the few shards they are in,
+    a run that changes a few of 10,000 services' entries writes the few shards they are in,
     not all of them (the rendered files and the checked documents: 300 MB in all, rewritten
     on every edit, were a second and a half of one). Fewer entries share one file."""
 
@@ -129,8 +129,9 @@ class Shards(Generic[K]):
         if self.folder is None:
             return
         shards: dict[str, dict[K, bytes]] = {}
+        sharded = len(entries) > SHARD_FROM
         for key, value in entries.items():
-            name = (key[:1].hex() if isinstance(key, bytes) else key[:2]) if len(entries) > SHARD_FROM else _WHOLE
+            name = (key[:1].hex() if isinstance(key, bytes) else key[:2]) if sharded else _WHOLE
             shards.setdefault(name, {})[key] = value
         for name, shard in shards.items():
             if self.read.get(name) != shard:
