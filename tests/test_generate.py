@@ -449,3 +449,26 @@ def test_an_edit_renders_and_checks_only_the_manifests_that_see_it(
     fresh = render(RenderContext(*_loaded(tmp_path / "catalog.yaml"), cache=False))
     ours = sorted(p for p in fresh if not team_owned(p))
     assert [fresh[p] for p in ours] == [(tmp_path / "generated" / p).read_text(encoding="utf-8") for p in ours]
+
+
+def test_a_run_gives_the_cycle_collector_back_as_it_found_it(project: Path) -> None:
+    """generate() pauses Python's cycle collector while it runs (what it builds lives until it
+    ends) and turns it back on when it returns or raises; a caller that had it off keeps it off."""
+    import gc
+
+    from nexus.errors import CatalogError
+
+    assert gc.isenabled()
+    generate(project / "catalog.yaml")
+    assert gc.isenabled()
+    (project / "catalog.yaml").write_text("services: [\n", encoding="utf-8")
+    with pytest.raises(CatalogError):
+        generate(project / "catalog.yaml")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with pytest.raises(CatalogError):
+            generate(project / "catalog.yaml")
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
