@@ -212,6 +212,11 @@ class Memo:
             self.shards.save(kept)
 
 
+def mappings(text: str) -> list[Any]:
+    """A file's documents that are mappings, each read through PARSED."""
+    return [d for d in map(PARSED, split(text)) if isinstance(d, dict)]
+
+
 def prefetch(texts: Iterable[str]) -> None:
     """Read into PARSED, on every core, the documents it does not hold yet, when they are many."""
     PARSED.prefetch(texts, least=PARALLEL_FROM)
@@ -225,5 +230,5 @@ PARSED = Memo(load, salt=hashlib.blake2b(Path(__file__).read_bytes(), digest_siz
 CACHE_NAME = f"yaml-{yaml.__version__}-{FAST_LOADER.__name__}"
 # a file's documents (whole), by the file's text: a file read in full need not be split and each
 # of its documents looked up again (the overlays' patches: 10,000 documents in three files)
-FILES = Memo(lambda text: [d for d in map(PARSED, split(text)) if isinstance(d, dict)], salt=PARSED.salt)
+FILES = Memo(mappings, salt=PARSED.salt)
 FILES_CACHE = f"{CACHE_NAME}-files"

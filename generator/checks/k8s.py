@@ -33,7 +33,7 @@ from ..render.context import RenderContext
 from ..render.infrastructure import FOLDER as infrastructure_folder
 from ..render.infrastructure import MANAGED_PROVISIONING
 from ..render.k8s import BASE, service_path
-from ..yamlread import FILES, Memo, load, split
+from ..yamlread import FILES, Memo, load, mappings, split
 from .documents import Doc, get, items, mapping
 from .kubernetes_schema import DEFAULT, SchemaValidator
 
@@ -129,7 +129,8 @@ PARALLEL_FROM = 400  # base files (about 3,000 documents): below this, forking c
 # rest (components, CRDs) only the Kustomizations: the monitoring component's rules and
 # monitors, 16 MB at 10,000 services, are not unmarshalled again on every run.
 KUSTOMIZATIONS = Memo(
-    lambda text: [d for d in FILES(text) if d.get("kind") == "Kustomization"], salt=BASE_FILES.salt + b"kustomizations"
+    lambda text: [d for d in mappings(text) if d.get("kind") == "Kustomization"],
+    salt=BASE_FILES.salt + b"kustomizations",
 )
 KUSTOMIZATIONS_CACHE = "k8s-kustomizations"
 
