@@ -102,7 +102,7 @@ def _run(loaded: Loaded, target: Path, last: _Last, *, check_only: bool, force: 
     # files whose exact bytes passed the checks in an earlier run (by our record, not the tree's manifest)
     passed = last.record["tree"] if last.record is not None and last.record["code"] == last.code else {}
     verified = frozenset(p for p, h in changes.rendered.items() if h == passed.get(p))
-    check(ctx, files, strict=strict, verified=verified, cache=True)  # check, before any write
+    check(ctx, files, strict=strict, verified=verified, cache=True, digests=changes.rendered)  # check, before any write
     backup = None
     if check_only:
         if not changes.clean:
@@ -115,7 +115,7 @@ def _run(loaded: Loaded, target: Path, last: _Last, *, check_only: bool, force: 
         applied = write.apply(target, files, changes, force=force)  # write
         touched, backup, linked = applied.touched, applied.backup, applied.linked
     if last.file is not None and last.inputs is not None:
-        tree = write.expected(files, changes, team_owned)
+        tree = write.expected(files, changes)
         seen = known.taken(target, tree, [*touched, *linked])  # after the write: what the next run need not read again
         payload = {
             "version": 3,

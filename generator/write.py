@@ -58,6 +58,7 @@ class Changes:
     manifest: str = ""
     manifest_stale: bool = False
     rendered: dict[str, str] = field(default_factory=dict)  # each rendered file's SHA-256: hashed once a run
+    team: set[str] = field(default_factory=set)  # the rendered files that are a team's: asked once a run
 
     @property
     def clean(self) -> bool:
@@ -152,11 +153,14 @@ def _compare(out: Path, files: dict[str, str], team_owned: TeamOwned, known: Kno
     new_manifest: dict[str, str] = {}
     for path, text in files.items():
         want = ch.rendered[path] = sha256(text.encode("utf-8"))
+        owned = team_owned(path)
+        if owned:
+            ch.team.add(path)
         if path not in disk and path not in odd:
             ch.create.append(path)
             new_manifest[path] = want
             continue
-        if team_owned(path):
+        if owned:
             ch.keep.append(path)
             new_manifest[path] = recorded.get(path, want)  # the hash it was created with
             continue
@@ -199,13 +203,11 @@ def _compare(out: Path, files: dict[str, str], team_owned: TeamOwned, known: Kno
 Expected = dict[str, "str | None"]  # path -> SHA-256 of its bytes, or None: present, its content the team's
 
 
-def expected(files: dict[str, str], ch: Changes, team_owned: TeamOwned) -> Expected:
+def expected(files: dict[str, str], ch: Changes) -> Expected:
     """What the tree holds once ``ch`` is applied (or, ``ch.clean``, holds now): every rendered
     file by the hash of its rendered bytes, the teams' files by presence, and the manifest."""
-    hashed = ch.rendered
-    tree: Expected = {
-        p: None if team_owned(p) else hashed.get(p) or sha256(t.encode("utf-8")) for p, t in files.items()
-    }
+    hashed, team = ch.rendered, ch.team
+    tree: Expected = {p: None if p in team else hashed.get(p) or sha256(t.encode("utf-8")) for p, t in files.items()}
     tree.update((p, None) for p in ch.keep if p not in files)  # the teams' own additions
     tree[MANIFEST] = sha256(ch.manifest.encode("utf-8"))
     return tree
@@ -655,7 +657,7 @@ def _reconcile(root: str, base: str, files: dict[str, str], written: list[str], 
     folder per folder (at 10,000 services 160,000 and 35,000 system calls, then as many to
     delete the old tree)."""
     wanted = {*written, *keep, MANIFEST}
-    folders = {head for p in wanted for head in _heads(p)}
+    folders = _folders_of(wanted)
     have: dict[str, int] = {}  # regular files: path -> inode
     seen = {""}
     pending = [(root, "")]
@@ -694,11 +696,16 @@ def _reconcile(root: str, base: str, files: dict[str, str], written: list[str], 
     return linked
 
 
-def _heads(path: str) -> Iterator[str]:
-    """The folders ``path`` is in, outermost first ('a', 'a/b' for 'a/b/c')."""
-    parts = path.split("/")[:-1]
-    for i in range(1, len(parts) + 1):
-        yield "/".join(parts[:i])
+def _folders_of(paths: Iterable[str]) -> set[str]:
+    """Every folder the ``paths`` are in ('a' and 'a/b' for 'a/b/c'). Each file's own folder,
+    then each new folder's parents until one already held: at 10,000 services 160,000 files are
+    in 35,000 folders, and splitting every path into all its heads took five times as long."""
+    folders: set[str] = set()
+    for folder in {p.rpartition("/")[0] for p in paths}:
+        while folder and folder not in folders:
+            folders.add(folder)
+            folder = folder.rpartition("/")[0]
+    return folders
 
 
 def _write_new(path: str, text: str) -> None:

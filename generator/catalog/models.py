@@ -535,11 +535,13 @@ class Catalog(Strict):
         """The settings of the edge source -> target: the edge's own, else the source
         service's, else the platform's."""
         svc = self.services[source]
-        layers = [svc.depends_on[target], svc.traffic or TrafficOverride()]
-        merged = self.platform.traffic.model_dump()
-        for field in merged:
-            merged[field] = next((v for layer in layers if (v := getattr(layer, field)) is not None), merged[field])
-        return Traffic(**merged)
+        overrides: dict[str, Any] = {}
+        for layer in (svc.traffic, svc.depends_on[target]):  # the nearer one last: it wins
+            if layer is not None:
+                overrides.update((f, v) for f in Traffic.model_fields if (v := getattr(layer, f)) is not None)
+        if not overrides:  # most edges: the platform's settings, one (frozen) object for all of them
+            return self.platform.traffic
+        return Traffic(**{**self.platform.traffic.model_dump(), **overrides})
 
     def mesh_retries(self) -> bool:
         """Whether the mesh retries (then the generated clients must not)."""

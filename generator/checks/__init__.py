@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ast
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import yaml
 
@@ -108,6 +108,7 @@ def check(
     strict: bool = False,
     verified: frozenset[str] = frozenset(),
     cache: bool = False,
+    digests: Mapping[str, str] | None = None,
 ) -> None:
     """Raise OutputCheckError listing every failure; return quietly when all pass.
 
@@ -116,7 +117,8 @@ def check(
     per-file checks skip them, so a run that changes little checks little. Checks across files
     (ports, URLs, policy, waves) always run. With ``cache``, the hashes of manifests that passed
     the Kubernetes schemas are kept between runs in the user's cache folder. ``strict`` ignores
-    both and checks everything from scratch (CI runs it)."""
+    both and checks everything from scratch (CI runs it). ``digests``: each file's SHA-256, when
+    the caller has them (write.compare): the checks' keys name the files by them."""
     verified = frozenset() if strict else verified
     validator = SchemaValidator()
     folder = usercache.folder() if cache and not strict else None
@@ -125,18 +127,23 @@ def check(
         validator.load(schema_cache)
         for memo, name in MEMOS:
             memo.load(usercache.folder("memos", name))
-    # the Kubernetes checks read every k8s/ document and name any that does not parse: walking
-    # them here as well was a fifth of a cold run's checks at 5,000 services
-    failures = parses(files, verified, validator if schema_cache is not None else None, read_elsewhere=(k8s.READS,))
-    # what the checks read, on every core at once when it is much (each says how much)
+    # what the checks read, on every core at once when it is much (each says how much); the
+    # Kubernetes checks across files first: on a large catalog they run in a worker, beside
+    # everything else here, and take longest (at 10,000 services the rest waited for them)
     k8s.prefetch(files)
-    prefetch(chunk for p in files if _documents_read(p) for chunk in split(files[p]))
-    docs.prefetch(files)
-    across = k8s.start(ctx, files, validator=validator)  # on a large catalog in a worker, beside the others
+    across = k8s.start(ctx, files, validator=validator, digests=digests)
+    failures: list[str] = []
     try:
+        # the Kubernetes checks read every k8s/ document and name any that does not parse:
+        # walking them here as well was a fifth of a cold run's checks at 5,000 services
+        failures += parses(
+            files, verified, validator if schema_cache is not None else None, read_elsewhere=(k8s.READS,)
+        )
+        prefetch(chunk for p in files if _documents_read(p) for chunk in split(files[p]))
+        docs.prefetch(files)
         for area in AREA_CHECKS:
             failures.extend(area(ctx, files))
-        mesh_failures = mesh.run(ctx, files, validator=validator)
+        mesh_failures = mesh.run(ctx, files, validator=validator, digests=digests)
     finally:
         failures.extend(across())  # waited for whatever happened, so no worker outlives the run
     failures.extend(mesh_failures)

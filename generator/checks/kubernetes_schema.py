@@ -18,6 +18,7 @@ import importlib.metadata
 import importlib.util
 import json
 import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,18 @@ class SchemaValidator:
 
     def key(self, text: str) -> str:
         return hashlib.blake2b(self.salt + text.encode(), digest_size=16).hexdigest()
+
+    def run_key(
+        self, parts: Iterable[str], files: Mapping[str, str], paths: Iterable[str], digests: Mapping[str, str] | None
+    ) -> str:
+        """The key of a whole check's run: its own ``parts`` (a name, its code, the catalog) and
+        each of ``paths`` with what it holds: its SHA-256 from ``digests`` (write.compare hashed
+        every rendered file already: at 10,000 services hashing the Kubernetes texts again was
+        half a second of an edit, before the checks' worker could start), else its text."""
+        held = (
+            f"{p}\0sha256:{digests[p]}" if digests is not None and p in digests else f"{p}\0{files[p]}" for p in paths
+        )
+        return self.key("\0".join([*parts, *held]))
 
     def errors(self, text: str, doc: dict[str, Any], limit: int = 5) -> list[str]:
         """Why ``doc`` (parsed from ``text``) breaks its schema, as 'path: message' lines; [] if it passes."""

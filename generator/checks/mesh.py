@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import re
 import sys
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -41,21 +42,24 @@ NAME = "app.kubernetes.io/name"
 _RETRIES = re.compile(r"^    retries: int = (\d+)$", re.M)
 
 
-def run(ctx: RenderContext, files: dict[str, str], *, validator: SchemaValidator | None = None) -> list[str]:
+def run(
+    ctx: RenderContext,
+    files: dict[str, str],
+    *,
+    validator: SchemaValidator | None = None,
+    digests: Mapping[str, str] | None = None,
+) -> list[str]:
     """Every check of this area; [] when all pass. Inputs (catalog, the files read here, this
     code, the schemas) that already passed once, per ``validator.seen``, are not checked again:
-    the CRD schemas alone cost more than a whole unchanged run may take."""
+    the CRD schemas alone cost more than a whole unchanged run may take. ``digests``: the
+    files' SHA-256, when already known."""
     paths = sorted(
         p
         for p in files
         if p.startswith((COMPONENTS + "/", "k8s/overlays/", "observability/")) or p.endswith("/settings.py")
     )
     key = (
-        validator.key(
-            "\0".join(
-                ["mesh-checks", _code_hash(), ctx.catalog.model_dump_json(), *(f"{p}\0{files[p]}" for p in paths)]
-            )
-        )
+        validator.run_key(["mesh-checks", _code_hash(), ctx.catalog.model_dump_json()], files, paths, digests)
         if validator
         else None
     )
