@@ -91,6 +91,14 @@ def write(path: Path, payload: bytes) -> None:
             os.unlink(tmp)
 
 
+def drop(path: Path) -> None:
+    """Remove the entry at ``path`` if it is a file (an entry of an earlier layout, never read
+    again); anything else there, or nothing, is left as it is."""
+    with contextlib.suppress(OSError):
+        if stat.S_ISREG(os.lstat(path).st_mode):
+            os.unlink(path)
+
+
 class Shards(Generic[K]):
     """Entries (a key, text or bytes, to marshalled bytes) kept in one folder of this cache,
     past ``SHARD_FROM`` entries in shards by the key's first byte (its first two hex digits):

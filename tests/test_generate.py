@@ -370,6 +370,26 @@ def test_an_edit_rewrites_only_the_cache_shards_it_changed(project: Path, monkey
     assert tree(project / "generated") == files
 
 
+def test_the_checks_memos_of_the_old_layout_are_removed(project: Path) -> None:
+    """Each memo was once one file at the cache folder's top, under its name; they are sharded
+    under memos/ now, and the old files (220 MB at 10,000 services) are removed when met.
+    A folder of that name, or a file of another name, is left alone."""
+    from nexus import usercache
+    from nexus.checks import MEMOS
+
+    top = usercache.root()
+    top.mkdir(parents=True, exist_ok=True)
+    old = [top / name for _, name in MEMOS]
+    for path in old:
+        path.write_bytes(b"an entry of the old layout")
+    (top / "not-a-memo").write_bytes(b"kept")
+    rewrite(project, lambda d: d["services"]["media"].update(description="Media, after the old layout"))
+    generate(project / "catalog.yaml")
+    assert not [p for p in old if p.exists()]
+    assert (top / "not-a-memo").read_bytes() == b"kept"
+    assert all((top / "memos" / name).is_dir() for _, name in MEMOS)
+
+
 def _loaded(path: Path):  # type: ignore[no-untyped-def]
     loaded = load_catalog(path)
     return loaded.catalog, loaded.plan
