@@ -22,22 +22,11 @@ from __future__ import annotations
 
 import ast
 import hashlib
-import keyword
-import re
 import sys
 import time
 from pathlib import Path
 
-_WORDS = "|".join(sorted({*keyword.kwlist, *keyword.softkwlist, "type", "__debug__"}, key=len, reverse=True))
-_PREFIX = r"(?i:rb|br|fr|rf|r|u|f|b)['\"]"  # a string literal's prefix, kept
-_NAME = re.compile(rf"(?<![A-Za-z0-9_\\!])(?!(?:{_WORDS})(?![A-Za-z0-9_])|{_PREFIX})[A-Za-z_][A-Za-z0-9_]*")
-_NUMBER = re.compile(r"(?<![A-Za-z0-9_\\])[1-9][0-9]*(?![0-9])")
-_LEADING_ZEROS = re.compile(r"(?<![A-Za-z0-9_\\])0+[1-9][0-9]*(?![0-9])")
-_ZEROS = re.compile(r"(?<![A-Za-z0-9_\\])0+(?![0-9])")
-
-
-def shape(text: str) -> str:
-    return _ZEROS.sub("0", _LEADING_ZEROS.sub("01", _NUMBER.sub("1", _NAME.sub("z", text))))
+from nexus.checks.pyshape import shape
 
 
 def main(tree: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import importlib.util
 import subprocess
 import sys
@@ -65,47 +64,6 @@ def test_benchmark_script_loads():
 def test_generate_benchmark_script_loads():
     bench = _module(ROOT / "benchmarks" / "bench_generate.py")
     assert callable(bench.main) and callable(bench.scale) and callable(bench.shipped)
-
-
-shapes = _module(ROOT / "benchmarks" / "bench_parse_shapes.py")
-
-
-def _parses(text):
-    try:
-        ast.parse(text)
-    except SyntaxError:
-        return False
-    return True
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        'x = "\\N{NO SUCH CHARACTER}"\n',  # the name in an escape is kept: an unknown one fails in both
-        "x = 0b1012\n",  # digits glued to a prefix are kept
-        "x = 007\n",  # leading zeros: 01 fails as 007 does
-        'x = f"{y!q}"\n',  # a conversion is kept
-        "x = 2fa\n",  # a digit glued to letters stays invalid
-        "if = 1\n",  # keywords are kept
-        "match = 1\ncase x:\n    pass\n",  # soft keywords too
-        "__debug__ = 1\n",
-        "x = rb'a' 'b'\n",  # a string prefix is kept
-        "x = Rb'a' + F'{y}' + u'c' + notaprefix'd'\n",
-        "x = b'a' 'b'\n",  # bytes and text: invalid, the prefix says so in the shape too
-        "def f(a, a): pass\n",
-        "x = 1 + \n",
-    ],
-)
-def test_a_shape_that_parses_means_the_text_parses(text):
-    # the one direction that makes parsing once per shape sound; the script measures what it costs
-    assert not _parses(shapes.shape(text)) or _parses(text), shapes.shape(text)
-
-
-def test_texts_that_differ_in_names_and_numbers_share_a_shape():
-    one = 'SPEC = Spec(name="billing-api", port=8081, deps=(Dependency("user-auth", setting="user_auth_url"),))\n'
-    other = 'SPEC = Spec(name="media-store", port=9100, deps=(Dependency("kei-ai", setting="kei_ai_url"),))\n'
-    assert shapes.shape(one) == shapes.shape(other)
-    assert _parses(shapes.shape(one))
 
 
 def test_parse_shapes_benchmark_runs_on_the_shipped_tree():

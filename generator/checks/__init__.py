@@ -8,7 +8,6 @@ data (paths, tables), never the other way round.
 
 from __future__ import annotations
 
-import ast
 import json
 from collections.abc import Callable, Mapping
 
@@ -19,7 +18,7 @@ from ..errors import OutputCheckError
 from ..parallel import ordered_map
 from ..render.context import RenderContext
 from ..yamlread import FAST_LOADER, PARSED, Memo, prefetch, split
-from . import docs, ecosystem, events, k8s, mesh, services
+from . import docs, ecosystem, events, k8s, mesh, pyshape, services
 from .kubernetes_schema import SchemaValidator
 
 # Checks of one area that need no schemas: (ctx, files) -> failures
@@ -88,7 +87,7 @@ def _syntax_error(item: tuple[str, str]) -> str | None:
     path, text = item
     try:
         if path.endswith(".py"):
-            ast.parse(text, filename=path)
+            pyshape.parses(text, filename=path)
         elif path.endswith((".yaml", ".yml")):
             # libyaml's event parser is the syntax check; building Python objects would
             # triple the cost, and the Kubernetes checks read the manifests' content anyway
