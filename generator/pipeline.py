@@ -97,12 +97,19 @@ def _run(loaded: Loaded, target: Path, last: _Last, *, check_only: bool, force: 
 
     ctx = RenderContext(loaded.catalog, loaded.plan, cache=True)  # plan
     files = render(ctx)  # render
+    hashed = write.digests(files)
     known = last.known
-    changes = write.compare(target, files, team_owned, known)  # read-only: what differs from the tree on disk
+    # read-only: what differs from the tree on disk; on a large tree in a worker, beside the checks
+    comparing = write.compare_beside(target, files, team_owned, known, hashed)
     # files whose exact bytes passed the checks in an earlier run (by our record, not the tree's manifest)
     passed = last.record["tree"] if last.record is not None and last.record["code"] == last.code else {}
-    verified = frozenset(p for p, h in changes.rendered.items() if h == passed.get(p))
-    check(ctx, files, strict=strict, verified=verified, cache=True, digests=changes.rendered)  # check, before any write
+    verified = frozenset(p for p, h in hashed.items() if h == passed.get(p))
+    try:
+        check(ctx, files, strict=strict, verified=verified, cache=True, digests=hashed)  # check, before any write
+    except BaseException:
+        comparing()  # a folder that cannot be read is said first, as when the comparison ran before the checks
+        raise
+    changes = comparing()
     backup = None
     if check_only:
         if not changes.clean:

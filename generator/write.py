@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import HandEditedError, OutputBusy, OutputError
+from .parallel import beside
 from .paths import tool_file, tool_folder
 
 MANIFEST = ".nexus-manifest.json"
@@ -136,23 +137,62 @@ def _service_of(path: str) -> str | None:
 TeamOwned = Callable[[str], bool]  # is this path a team's file? (the service template declares which)
 
 
-def compare(out: Path, files: dict[str, str], team_owned: TeamOwned, known: Known | None = None) -> Changes:
+def digests(files: dict[str, str]) -> dict[str, str]:
+    """Each file's SHA-256, as ``compare``, the record and the checks' keys name its bytes."""
+    return {path: sha256(text.encode("utf-8")) for path, text in files.items()}
+
+
+def compare(
+    out: Path,
+    files: dict[str, str],
+    team_owned: TeamOwned,
+    known: Known | None = None,
+    hashed: dict[str, str] | None = None,
+) -> Changes:
     """Classify every rendered and every existing file by its bytes on disk. Reads, never writes.
-    ``known``: hashes of files as they were when last hashed (``Known``), not read again."""
+    ``known``: hashes of files as they were when last hashed (``Known``), not read again;
+    ``hashed``: the rendered files' ``digests``, when the caller has them."""
     try:
-        return _compare(out, files, team_owned, known or Known())
+        return _compare(out, files, team_owned, known or Known(), hashed or digests(files))
     except OSError as exc:
         raise OutputError(explain(exc, out, "read")) from exc
 
 
-def _compare(out: Path, files: dict[str, str], team_owned: TeamOwned, known: Known) -> Changes:
+def compare_beside(
+    out: Path, files: dict[str, str], team_owned: TeamOwned, known: Known, hashed: dict[str, str]
+) -> Callable[[], Changes]:
+    """``compare``, begun: on a large tree in a forked worker (parallel.beside) while the caller
+    checks what it rendered (at 10,000 services a stat of 160,000 files and the manifest, 2.5 s,
+    on the core the checks leave); call what it returns for the Changes. The identities the
+    worker found unchanged go into ``known`` as a comparison here would leave them."""
+
+    def work() -> tuple[Changes, dict[str, str]]:
+        ch = compare(out, files, team_owned, known, hashed)
+        ch.rendered = {}  # the caller has them: not sent back
+        return ch, known.held
+
+    result = beside(work, worth=len(files) >= COMPARE_BESIDE_FROM)
+
+    def finish() -> Changes:
+        ch, held = result()
+        ch.rendered, known.held = hashed, held
+        return ch
+
+    return finish
+
+
+COMPARE_BESIDE_FROM = 10_000  # files (about 600 services): below this, forking costs more than it saves
+
+
+def _compare(out: Path, files: dict[str, str], team_owned: TeamOwned, known: Known, hashed: dict[str, str]) -> Changes:
     recorded = _read_manifest(out)
     disk, odd = _scan(out)
     live_services = {s for p in files if (s := _service_of(p))}
     ch = Changes()
+    ch.rendered = hashed
     new_manifest: dict[str, str] = {}
-    for path, text in files.items():
-        want = ch.rendered[path] = sha256(text.encode("utf-8"))
+    for path in files:
+        want = hashed[path]
         owned = team_owned(path)
         if owned:
             ch.team.add(path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -368,6 +369,47 @@ def test_an_edit_rewrites_only_the_cache_shards_it_changed(project: Path, monkey
         yaml.safe_load((project / "catalog.yaml").read_text())["services"]
     )
     assert tree(project / "generated") == files
+
+
+def test_the_comparison_beside_the_checks_is_the_one_in_turn(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a large tree write.compare runs in a worker while the checks run: the same Changes,
+    and the same identities kept for the next run, as comparing here; a hand edit it finds
+    still stops the run."""
+    from nexus import parallel
+
+    out = tmp_path / "generated"
+    generate(CATALOG, out)
+    loaded = load_catalog(CATALOG)
+    files = render(RenderContext(loaded.catalog, loaded.plan))
+    recorded = _recorded(out)
+    edited = "docs/README.md"
+    (out / edited).write_text("edited by hand\n", encoding="utf-8")
+    stale = "docs/architecture/service-map.md"
+    files = {**files, stale: files[stale] + "new line\n"}
+    hashed = write.digests(files)
+
+    here_known = write.Known(*recorded)
+    here = write.compare(out, files, team_owned, here_known, hashed)
+    monkeypatch.setattr(write, "COMPARE_BESIDE_FROM", 1)
+    monkeypatch.setattr(parallel.os, "cpu_count", lambda: 2)
+    there_known = write.Known(*recorded)
+    real_compare, where = write.compare, tmp_path / "compared-in"
+    monkeypatch.setattr(write, "compare", lambda *a: where.write_text(str(os.getpid())) and real_compare(*a))
+    there = write.compare_beside(out, files, team_owned, there_known, hashed)()
+    assert where.read_text() != str(os.getpid())  # in a worker
+    assert there == here and there.hand_edited == [edited] and there.update == [stale]
+    assert there_known.held == here_known.held and len(here_known.held) > 100
+
+    monkeypatch.setattr(write, "COMPARE_BESIDE_FROM", 1)
+    with pytest.raises(HandEditedError, match=re.escape(edited)):
+        generate(CATALOG, out)
+
+
+def _recorded(out: Path) -> tuple[dict[str, str | None], dict[str, str]]:
+    """Every file's hash and identity now, as a run's record would hold them."""
+    manifest = json.loads((out / write.MANIFEST).read_text())["files"]
+    ids = {p: write.Known.identity(os.lstat(out / p)) for p in manifest}
+    return manifest, ids
 
 
 def test_the_checks_memos_of_the_old_layout_are_removed(project: Path) -> None:
