@@ -13,6 +13,8 @@ from __future__ import annotations
 import gc
 import multiprocessing
 import os
+import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -38,7 +40,7 @@ def ordered_map(function: Callable[[T], R], items: Sequence[T], *, least: int) -
     # what exists before the fork is left out of every collection until the workers are done.
     gc.freeze()
     try:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        with _pool(workers) as pool:
             parts = list(pool.map(_part, range(workers), [workers] * workers))
     except (OSError, BrokenProcessPool):  # no fork (memory, a process limit), or a worker killed: in turn
         return [function(x) for x in items]
@@ -66,7 +68,7 @@ def beside(function: Callable[[], R], *, worth: bool) -> Callable[[], R]:
         return function
     _BESIDE = function
     gc.freeze()  # as in ordered_map; the worker is forked by submit(), this process goes on collecting
-    pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork"))
+    pool = _pool(1)
     try:
         future: Future[R] = pool.submit(_beside)
     except OSError:  # no fork (memory, a process limit): in turn, when asked
@@ -90,6 +92,28 @@ def beside(function: Callable[[], R], *, worth: bool) -> Callable[[], R]:
 def _beside() -> Any:
     assert _BESIDE is not None  # set before the fork
     return _BESIDE()
+
+
+def _pool(workers: int) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("fork"),
+        initializer=_die_with_parent,
+        initargs=(os.getpid(),),
+    )
+
+
+def _die_with_parent(parent: int) -> None:
+    """In each worker: exit once the process that forked it is gone (kill -9, the out-of-memory
+    killer). Left behind, a worker blocks for ever writing a result nobody reads, holding what
+    it inherited: the output folder's lock, so every later run would wait for it."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.2)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
 
 
 def _can_fork(workers: int) -> bool:

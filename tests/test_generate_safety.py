@@ -19,6 +19,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import jinja2
@@ -207,6 +208,64 @@ def test_the_lock_names_its_holder_and_a_killed_holders_lock_is_free(project: Pa
     finally:
         holder.kill()
         holder.wait()
+    generate(project / "catalog.yaml", check_only=True)
+
+
+KILLED_WITH_A_WORKER = """
+import os, sys, time
+import nexus.parallel as parallel
+import nexus.render as render
+parallel.os.cpu_count = lambda: 2
+render.PARALLEL_FROM = 1  # the areas beside render in a worker even for this small catalog
+inside = render.BESIDE[0]
+def slow(ctx):
+    out = inside(ctx)
+    print(os.getpid(), flush=True)  # the worker's pid: it is still rendering when its parent is killed
+    time.sleep(3)
+    return {**out, "docs/large.md": "x" * 10_000_000}  # more than a pipe holds: sending it back blocks
+render.AREAS = tuple(slow if a is inside else a for a in render.AREAS)
+render.BESIDE = (slow, *render.BESIDE[1:])
+from nexus.cli import main
+sys.argv = ["nexus", "generate", "--catalog", sys.argv[1]]
+main()
+"""
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] == "Z"  # a zombie nobody reaps in a container has ended all the same
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
+def test_a_worker_whose_run_is_killed_ends_and_frees_the_lock(project: Path) -> None:
+    """A run killed (SIGKILL) while a forked worker renders: the worker ends too, instead of
+    blocking for ever on a result nobody reads while it holds the folder's lock it inherited;
+    the next run goes ahead."""
+    edit(project / "catalog.yaml", "Auth, while a run is killed")
+    run = subprocess.Popen(
+        [sys.executable, "-c", KILLED_WITH_A_WORKER, str(project / "catalog.yaml")],
+        env=env(),
+        text=True,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert run.stdout is not None
+        worker = int(run.stdout.readline())
+        run.send_signal(signal.SIGKILL)
+        run.wait()
+        deadline = time.monotonic() + 15
+        while not _gone(worker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _gone(worker), f"worker {worker} outlived its killed run"
+    finally:
+        run.kill()
+        run.wait()
+        if "worker" in locals() and not _gone(worker):
+            os.kill(worker, signal.SIGKILL)  # a failed check leaves no process behind
+    generate(project / "catalog.yaml", lock_timeout=10)  # not OutputBusy: nothing holds the lock
     generate(project / "catalog.yaml", check_only=True)
 
 
