@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import NamedTuple
 
 from .errors import HandEditedError, OutputBusy, OutputError
-from .parallel import beside
 from .paths import tool_file, tool_folder
 
 MANIFEST = ".nexus-manifest.json"
@@ -175,6 +174,8 @@ def compare_beside(
     checks what it rendered (at 10,000 services a stat of 160,000 files and the manifest, 2.5 s,
     on the core the checks leave); call what it returns for the Changes. The identities the
     worker found unchanged go into ``known`` as a comparison here would leave them."""
+
+    from .parallel import beside  # multiprocessing: not imported by a run with nothing to do
 
     def work() -> tuple[Changes, dict[str, str]]:
         ch = compare(out, files, team_owned, known, hashed)
