@@ -37,8 +37,8 @@ _SEPARATOR = re.compile(r"^---[ \t]*$", re.M)
 
 def split(text: str) -> list[str]:
     """A rendered file's documents' texts (templates never put '---' in a value)."""
-    # most files are one document: a substring search answers for them ten times faster than
-    # the expression (10,000 Backstage descriptors on every edit)
+    # most files are one document: a substring search answers for them three times faster than
+    # the expression (10,000 Backstage descriptors on every edit: 58 -> 19 ms)
     return _SEPARATOR.split(text) if "---" in text else [text]
 
 
