@@ -19,7 +19,7 @@ from ..parallel import ordered_map
 from ..render.context import RenderContext
 from ..yamlread import FAST_LOADER, PARSED, Memo, prefetch, split
 from . import docs, ecosystem, events, k8s, mesh, pyshape, services
-from .kubernetes_schema import SchemaValidator
+from .kubernetes_schema import SchemaValidator, held
 
 # Checks of one area that need no schemas: (ctx, files) -> failures
 AREA_CHECKS: tuple[Callable[[RenderContext, dict[str, str]], list[str]], ...] = (
@@ -50,12 +50,14 @@ def parses(
     verified: frozenset[str] = frozenset(),
     validator: SchemaValidator | None = None,
     read_elsewhere: tuple[str, ...] = (),
+    digests: Mapping[str, str] | None = None,
 ) -> list[str]:
     """Every Python, YAML and JSON file parses (except those already ``verified``, and YAML
     (.yaml) under ``read_elsewhere``: folders whose every document a check reads in full, reporting
     what does not parse). With ``validator``, a text whose exact bytes parsed before (its
     ``seen`` hashes, kept between runs) is not parsed again: most of a catalog's files survive
-    an edit, wherever they are. Many files are parsed on every core (parallel.ordered_map)."""
+    an edit, wherever they are (named by their SHA-256 when ``digests`` has it). Many files are
+    parsed on every core (parallel.ordered_map)."""
     todo: list[tuple[str, str]] = []
     keys: list[str | None] = []
     for path, text in files.items():
@@ -63,7 +65,11 @@ def parses(
             continue
         if read_elsewhere and path.endswith(".yaml") and path.startswith(read_elsewhere):
             continue
-        key = validator.key(f"parses\0{path.rsplit('.', 1)[1]}\0{text}") if validator is not None else None
+        key = (
+            validator.key(f"parses\0{path.rsplit('.', 1)[1]}\0{held(files, path, digests)}")
+            if validator is not None
+            else None
+        )
         if validator is not None and key in validator.seen:
             validator.used.add(key)
             continue
@@ -139,7 +145,11 @@ def check(
         # the Kubernetes checks read every k8s/ document and name any that does not parse:
         # walking them here as well was a fifth of a cold run's checks at 5,000 services
         failures += parses(
-            files, verified, validator if schema_cache is not None else None, read_elsewhere=(k8s.READS,)
+            files,
+            verified,
+            validator if schema_cache is not None else None,
+            read_elsewhere=(k8s.READS,),
+            digests=digests,
         )
         prefetch(chunk for p in files if _documents_read(p) for chunk in split(files[p]))
         docs.prefetch(files)

@@ -47,6 +47,13 @@ def schema_file(api_version: str, kind: str) -> str:
     return f"{kind.lower()}-{group_version}.json"
 
 
+def held(files: Mapping[str, str], path: str, digests: Mapping[str, str] | None) -> str:
+    """What the file at ``path`` holds, for a key: its SHA-256 from ``digests`` (write.digests
+    hashed every rendered file already: at 10,000 services hashing the texts again was half a
+    second of an edit), else its text."""
+    return f"sha256:{digests[path]}" if digests is not None and path in digests else files[path]
+
+
 class SchemaValidator:
     """Validators compiled once per kind; ``seen`` holds the hashes of documents that passed."""
 
@@ -66,13 +73,8 @@ class SchemaValidator:
         self, parts: Iterable[str], files: Mapping[str, str], paths: Iterable[str], digests: Mapping[str, str] | None
     ) -> str:
         """The key of a whole check's run: its own ``parts`` (a name, its code, the catalog) and
-        each of ``paths`` with what it holds: its SHA-256 from ``digests`` (write.compare hashed
-        every rendered file already: at 10,000 services hashing the Kubernetes texts again was
-        half a second of an edit, before the checks' worker could start), else its text."""
-        held = (
-            f"{p}\0sha256:{digests[p]}" if digests is not None and p in digests else f"{p}\0{files[p]}" for p in paths
-        )
-        return self.key("\0".join([*parts, *held]))
+        each of ``paths`` with what it holds (``held``)."""
+        return self.key("\0".join([*parts, *(f"{p}\0{held(files, p, digests)}" for p in paths)]))
 
     def errors(self, text: str, doc: dict[str, Any], limit: int = 5) -> list[str]:
         """Why ``doc`` (parsed from ``text``) breaks its schema, as 'path: message' lines; [] if it passes."""
