@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # the commands import what they need when they run: `nexus va
 
     from .catalog import Loaded
     from .local.run import Event, OnEvent
+    from .timings import Timings
 
 # What the commands beyond validate, plan, graph, schema, new, diff and generate import, by the
 # extra of pyproject.toml that installs it (tests/test_project.py keeps the two in step).
@@ -179,6 +180,10 @@ def generate(
         bool,
         typer.Option("--strict", help="Also run the slow checks (full schema validation of every manifest, uncached)."),
     ] = False,
+    timings: Annotated[
+        bool,
+        typer.Option("--timings", help="Also print each stage's wall and CPU seconds (on stderr), failed runs too."),
+    ] = False,
 ) -> None:
     """Render services, Kubernetes manifests and docs from the catalog, check them, then write.
 
@@ -187,10 +192,23 @@ def generate(
     output folder: a second one waits for the first.
     """
     from .pipeline import generate as run
+    from .timings import Timings
 
-    result = run(
-        catalog, out, check_only=check, force=force, strict=strict, waiting=lambda line: typer.echo(line, err=True)
-    )
+    clock = Timings()
+    try:
+        result = run(
+            catalog,
+            out,
+            check_only=check,
+            force=force,
+            strict=strict,
+            waiting=lambda line: typer.echo(line, err=True),
+            timings=clock,
+        )
+    except NexusError:
+        if timings:  # as far as the run got; the error is said after them
+            _print_timings(clock)
+        raise
     where = result.out
     if result.backup is not None:
         typer.echo(f"hand-edited files backed up in {result.backup}:")
@@ -206,6 +224,21 @@ def generate(
             typer.echo(f"  ... and {len(result.touched) - 20} more")
     else:
         typer.echo(f"{where}: nothing to do ({result.count} files up to date)")
+    if timings:
+        _print_timings(clock)
+
+
+def _print_timings(clock: Timings) -> None:
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="where the time went", box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in ("stage", "wall s", "CPU s", "workers' CPU s"):
+        table.add_column(column, justify="left" if column == "stage" else "right")
+    for stage, *seconds in clock.rows():
+        table.add_row(stage, *(f"{s:.3f}" for s in seconds), style="bold" if stage == "total" else None)
+    Console(stderr=True, highlight=False).print(table)
 
 
 @app.command()

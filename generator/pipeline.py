@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from . import usercache, write
 from .errors import DriftError, HandEditedError
 from .paths import catalog_folder, code_key
+from .timings import Timings
 
 if TYPE_CHECKING:
     from .catalog import Loaded
@@ -41,6 +42,7 @@ def generate(
     strict: bool = False,
     lock_timeout: float = 300.0,
     waiting: Callable[[str], None] | None = None,
+    timings: Timings | None = None,
 ) -> Result:
     """Load, validate, plan, render, check, then write (or, with ``check_only``, compare).
 
@@ -48,24 +50,34 @@ def generate(
     up to ``lock_timeout`` seconds. Raises CatalogError, TemplateError or OutputCheckError before
     anything is written; DriftError when ``check_only`` finds a difference; HandEditedError when
     a generated file was edited by hand and ``force`` is not set; OutputError when the output
-    folder cannot be written (nothing changed then).
+    folder cannot be written (nothing changed then). ``timings`` gets each stage's times, as far
+    as the run got (`nexus generate --timings`).
     """
+    clock = timings if timings is not None else Timings()
     with _collector_paused():
         # absolute and normalized: the lock and staging paths are named after the folder's own name
         target = Path(os.path.abspath(out)) if out is not None else catalog_folder(catalog) / "generated"
-        last = _Last.of(catalog, target, strict)
+        last = clock.call("read the last run's record", _Last.of, catalog, target, strict)
         # A catalog unchanged since a clean run was valid then and is now: only a changed one is loaded
         # up front (its errors come before anything else), and a run with nothing to do never loads it.
-        loaded = None if last.same_inputs else _load(catalog)  # load + validate
+        loaded = None if last.same_inputs else _load(catalog, clock)  # load + validate
         write.refuse_link(target)
         with write.locked(target, timeout=lock_timeout, waiting=waiting, required=not check_only):
             if not check_only:
                 write.recover(target)  # what a killed run left beside the tree
-            if last.record is not None and last.same_inputs and write.matches(target, last.record["tree"], last.known):
+            if (
+                last.record is not None
+                and last.same_inputs
+                and clock.call(
+                    "compare the tree with the record", write.matches, target, last.record["tree"], last.known
+                )
+            ):
                 # The record (in the user's cache, out of a pull request's reach) says these inputs render
                 # exactly the files this tree holds, hashed again just now: rendering would give the same bytes.
                 return Result(None, target, {}, write.Changes(), [], last.record["count"])
-            return _run(loaded or _load(catalog), target, last, check_only=check_only, force=force, strict=strict)
+            return _run(
+                loaded or _load(catalog, clock), target, last, clock, check_only=check_only, force=force, strict=strict
+            )
 
 
 @contextmanager
@@ -83,33 +95,38 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _load(catalog: str | Path) -> Loaded:
-    from .catalog import load_catalog  # the models (pydantic) load only when a catalog is read
+def _load(catalog: str | Path, clock: Timings) -> Loaded:
+    with clock("load and validate the catalog"):
+        from .catalog import load_catalog  # the models (pydantic) load only when a catalog is read
 
-    return load_catalog(catalog)
+        return load_catalog(catalog)
 
 
-def _run(loaded: Loaded, target: Path, last: _Last, *, check_only: bool, force: bool, strict: bool) -> Result:
+def _run(
+    loaded: Loaded, target: Path, last: _Last, clock: Timings, *, check_only: bool, force: bool, strict: bool
+) -> Result:
     # Rendering and checking load Jinja, the templates and the schemas: only a run that renders pays.
-    from .checks import check
-    from .render import RenderContext, render
-    from .render.services import team_owned
+    with clock("import the renderers and checks"):
+        from .checks import check
+        from .render import RenderContext, render
+        from .render.services import team_owned
 
     ctx = RenderContext(loaded.catalog, loaded.plan, cache=True)  # plan
-    files = render(ctx)  # render
-    hashed = write.digests(files)
+    files = clock.call("render", render, ctx)
+    hashed = clock.call("hash the rendered files", write.digests, files)
     known = last.known
     # read-only: what differs from the tree on disk; on a large tree in a worker, beside the checks
     comparing = write.compare_beside(target, files, team_owned, known, hashed)
     # files whose exact bytes passed the checks in an earlier run (by our record, not the tree's manifest)
     passed = last.record["tree"] if last.record is not None and last.record["code"] == last.code else {}
     verified = frozenset(p for p, h in hashed.items() if h == passed.get(p))
-    try:
-        check(ctx, files, strict=strict, verified=verified, cache=True, digests=hashed)  # check, before any write
-    except BaseException:
-        comparing()  # a folder that cannot be read is said first, as when the comparison ran before the checks
-        raise
-    changes = comparing()
+    with clock("check, and compare with the tree"):
+        try:
+            check(ctx, files, strict=strict, verified=verified, cache=True, digests=hashed)  # before any write
+        except BaseException:
+            comparing()  # a folder that cannot be read is said first, as when the comparison ran before the checks
+            raise
+        changes = comparing()
     backup = None
     if check_only:
         if not changes.clean:
@@ -119,22 +136,24 @@ def _run(loaded: Loaded, target: Path, last: _Last, *, check_only: bool, force: 
     else:
         if changes.refused and not force:
             raise HandEditedError(changes.refused, _team_files_of(changes.refused))
-        applied = write.apply(target, files, changes, force=force)  # write
+        applied = clock.call("write", write.apply, target, files, changes, force=force)
         touched, backup, linked = applied.touched, applied.backup, applied.linked
     if last.file is not None and last.inputs is not None:
-        tree = write.expected(files, changes)
-        seen = known.taken(target, tree, [*touched, *linked])  # after the write: what the next run need not read again
-        payload = {
-            "version": 3,
-            "inputs": last.inputs,
-            "code": last.code,
-            "count": len(files),
-            "tree": tree,
-            "seen": seen,
-        }
-        # marshal, not JSON: at 10,000 services the record holds 300,000 hashes and identities, and
-        # every run reads it (the no-op too); marshal reads them several times faster and runs no code
-        usercache.write(last.file, marshal.dumps(payload))
+        with clock("record this run"):
+            tree = write.expected(files, changes)
+            # after the write: what the next run need not read again
+            seen = known.taken(target, tree, [*touched, *linked])
+            payload = {
+                "version": 3,
+                "inputs": last.inputs,
+                "code": last.code,
+                "count": len(files),
+                "tree": tree,
+                "seen": seen,
+            }
+            # marshal, not JSON: at 10,000 services the record holds 300,000 hashes and identities, and
+            # every run reads it (the no-op too); marshal reads them several times faster and runs no code
+            usercache.write(last.file, marshal.dumps(payload))
     return Result(loaded, target, files, changes, touched, len(files), backup)
 
 

@@ -183,6 +183,25 @@ def test_check_through_the_cli_exits_1_and_names_the_file(project: Path) -> None
     assert "Traceback" not in result.stderr
 
 
+def test_timings_through_the_cli_follow_the_usual_output_and_precede_an_error(project: Path) -> None:
+    catalog = str(project / "catalog.yaml")
+    rewrite(project, lambda d: d["services"]["auth"].update(description="Auth, timed"))
+    result = nexus("generate", "--timings", "--catalog", catalog)
+    assert result.returncode == 0, result.stderr
+    assert "files written or removed" in result.stdout and "where the time went" not in result.stdout
+    rows = [line.split() for line in result.stderr.splitlines()]
+    names = [" ".join(r[:-3]) for r in rows if len(r) > 3 and all(re.fullmatch(r"\d+\.\d{3}", c) for c in r[-3:])]
+    assert names == [*RENDERING_STAGES, "total"]
+
+    (project / "catalog.yaml").write_text("services: [\n", encoding="utf-8")
+    failed = nexus("generate", "--timings", "--catalog", catalog)
+    assert failed.returncode == 1 and failed.stdout == ""
+    assert "load and validate the catalog" in failed.stderr and "render" not in failed.stderr
+    assert failed.stderr.strip().splitlines()[-1].startswith(f"error: {catalog}:2:1: invalid YAML"), failed.stderr
+    assert "Traceback" not in failed.stderr
+    assert "where the time went" not in nexus("generate", "--catalog", catalog).stderr
+
+
 def test_a_failed_write_leaves_the_old_tree(project: Path) -> None:
     out = project / "generated"
     before = tree(out)
@@ -511,6 +530,51 @@ def test_an_edit_renders_and_checks_only_the_manifests_that_see_it(
     fresh = render(RenderContext(*_loaded(tmp_path / "catalog.yaml"), cache=False))
     ours = sorted(p for p in fresh if not team_owned(p))
     assert [fresh[p] for p in ours] == [(tmp_path / "generated" / p).read_text(encoding="utf-8") for p in ours]
+
+
+RENDERING_STAGES = [
+    "read the last run's record",
+    "load and validate the catalog",
+    "import the renderers and checks",
+    "render",
+    "hash the rendered files",
+    "check, and compare with the tree",
+    "write",
+    "record this run",
+]
+
+
+def test_timings_name_the_stages_a_run_went_through_in_order(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--timings`' figures: each stage the run went through once, in the pipeline's order, as far
+    as a failing run got; the CPU of the workers beside this process is counted in the stage that
+    waited for them."""
+    import nexus.render
+    from nexus.errors import CatalogError
+    from nexus.timings import Timings
+
+    nothing = Timings()
+    generate(project / "catalog.yaml", timings=nothing)
+    assert [s.name for s in nothing.stages] == ["read the last run's record", "compare the tree with the record"]
+
+    # a worker renders beside this process, as on a catalog of 1,000 services
+    monkeypatch.setattr(nexus.render, "PARALLEL_FROM", 1)
+    rewrite(project, lambda d: d["services"]["auth"].update(description="Auth, timed"))
+    edit = Timings()
+    generate(project / "catalog.yaml", timings=edit)
+    assert [s.name for s in edit.stages] == RENDERING_STAGES
+    assert all(min(s.wall, s.cpu, s.workers) >= 0 for s in edit.stages)
+    by_name = {s.name: s for s in edit.stages}
+    assert by_name["render"].workers > 0  # the worker's own CPU, from the kernel's accounting
+    assert by_name["read the last run's record"].workers == 0
+    *rows, total = edit.rows()
+    assert [r[0] for r in rows] == RENDERING_STAGES and total[0] == "total"
+    assert total[1:] == pytest.approx([sum(r[i] for r in rows) for i in (1, 2, 3)])
+
+    (project / "catalog.yaml").write_text("services: [\n", encoding="utf-8")
+    failed = Timings()
+    with pytest.raises(CatalogError):
+        generate(project / "catalog.yaml", timings=failed)
+    assert [s.name for s in failed.stages] == RENDERING_STAGES[:2]
 
 
 def test_a_run_gives_the_cycle_collector_back_as_it_found_it(project: Path) -> None:

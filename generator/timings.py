@@ -1,0 +1,66 @@
+"""Where a run's time went, stage by stage: what `nexus generate --timings` prints.
+
+Each stage gets its wall time, this process's CPU time and its workers' (the forked processes
+that render, check and compare beside it on a large catalog; their CPU is counted in the stage
+that waited for them, from the kernel's accounting of ended children). A benchmark times whole
+processes; this says which stage to look at, on the user's own catalog and machine.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import ParamSpec, TypeVar
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    wall: float  # seconds
+    cpu: float  # this process's user + system seconds
+    workers: float  # user + system seconds of the workers that ended during the stage
+
+
+@dataclass
+class Timings:
+    """The stages of one run, in the order they ran (a stage that raised is kept, as far as it got)."""
+
+    stages: list[Stage] = field(default_factory=list)
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        wall, cpu, workers = time.perf_counter(), time.process_time(), _workers()
+        try:
+            yield
+        finally:
+            self.stages.append(Stage(name, time.perf_counter() - wall, time.process_time() - cpu, _workers() - workers))
+
+    def call(self, name: str, function: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        """``function(*args, **kwargs)``, timed as the stage ``name``."""
+        with self(name):
+            return function(*args, **kwargs)
+
+    def rows(self) -> list[tuple[str, float, float, float]]:
+        """(stage, wall, CPU, workers' CPU), then their total."""
+        stages = self.stages
+        total = ("total", sum(s.wall for s in stages), sum(s.cpu for s in stages), sum(s.workers for s in stages))
+        return [*((s.name, s.wall, s.cpu, s.workers) for s in stages), total]
+
+
+if sys.platform != "win32":
+    import resource
+
+    def _workers() -> float:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime
+
+else:
+
+    def _workers() -> float:
+        return 0.0  # no accounting of ended children here: their CPU is left out
