@@ -113,7 +113,7 @@ def _run(
 
     ctx = RenderContext(loaded.catalog, loaded.plan, cache=True)  # plan
     files = clock.call("render", render, ctx)
-    hashed = clock.call("hash the rendered files", write.digests, files)
+    hashed = clock.call("hash the rendered files", write.digests, files, ctx.digests)
     known = last.known
     # read-only: what differs from the tree on disk; on a large tree in a worker, beside the checks
     comparing = write.compare_beside(target, files, team_owned, known, hashed)

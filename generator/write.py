@@ -23,7 +23,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
-import hashlib
 import json
 import os
 import shutil
@@ -36,14 +35,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
+from .digest import of_bytes as sha256
+from .digest import of_text
 from .errors import HandEditedError, OutputBusy, OutputError
 from .paths import tool_file, tool_folder
 
 MANIFEST = ".nexus-manifest.json"
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 @dataclass
@@ -146,9 +143,12 @@ def _service_of(path: str) -> str | None:
 TeamOwned = Callable[[str], bool]  # is this path a team's file? (the service template declares which)
 
 
-def digests(files: dict[str, str]) -> dict[str, str]:
-    """Each file's SHA-256, as ``compare``, the record and the checks' keys name its bytes."""
-    return {path: sha256(text.encode("utf-8")) for path, text in files.items()}
+def digests(files: dict[str, str], known: dict[str, str] | None = None) -> dict[str, str]:
+    """Each file's SHA-256, as ``compare``, the record and the checks' keys name its bytes;
+    ``known`` holds those of some already (RenderContext.digests: taken from the render
+    caches, hashing 290 MB at 10,000 services was half a second of every edit)."""
+    known = known or {}
+    return {path: known.get(path) or of_text(text) for path, text in files.items()}
 
 
 def compare(
@@ -258,7 +258,7 @@ def expected(files: dict[str, str], ch: Changes) -> Expected:
     """What the tree holds once ``ch`` is applied (or, ``ch.clean``, holds now): every rendered
     file by the hash of its rendered bytes, the teams' files by presence, and the manifest."""
     hashed, team = ch.rendered, ch.team
-    tree: Expected = {p: None if p in team else hashed.get(p) or sha256(t.encode("utf-8")) for p, t in files.items()}
+    tree: Expected = {p: None if p in team else hashed.get(p) or of_text(t) for p, t in files.items()}
     tree.update((p, None) for p in ch.keep if p not in files)  # the teams' own additions
     tree[MANIFEST] = sha256(ch.manifest.encode("utf-8"))
     return tree

@@ -72,3 +72,44 @@ def test_the_first_area_in_order_names_the_error(in_a_worker: None, monkeypatch:
     monkeypatch.setattr(render_stage, "BESIDE", (*render_stage.BESIDE, later))
     with pytest.raises(TemplateError, match=r"^first$"):
         render(_ctx())
+
+
+def test_render_names_the_digests_its_caches_know_and_only_of_the_very_texts(
+    in_a_worker: None, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The render caches keep each file's SHA-256 beside it; render() tells them (ctx.digests) for
+    the texts a cache handed out or was given, in this process and in the worker beside it, so
+    that write.digests hashes only the others. A text an area changed afterwards is a new text:
+    it is not named by the old one's digest."""
+    from nexus import write
+    from nexus.digest import of_text
+    from nexus.render import k8s
+    from nexus.render.context import Kept
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    target = "k8s/base/services/auth-service.yaml"
+    loaded = load_catalog(CATALOG)
+    for _ in ("cold: every entry put", "warm: every entry read back"):
+        ctx = RenderContext(loaded.catalog, loaded.plan, cache=True)
+        files = render(ctx)
+        assert ctx.digests.keys() <= files.keys()
+        assert all(ctx.digests[p] == of_text(files[p]) for p in ctx.digests)
+        assert {p.split("/")[0] for p in ctx.digests} >= {"services", "k8s", "docs"}  # here and beside
+        assert write.digests(files, ctx.digests) == write.digests(files)
+
+    def edited(ctx: RenderContext) -> dict[str, str]:
+        out = k8s.render(ctx)
+        return {p: t + "# edited\n" if p == target else t for p, t in out.items()}
+
+    monkeypatch.setattr(render_stage, "AREAS", tuple(edited if a is k8s.render else a for a in render_stage.AREAS))
+    ctx = RenderContext(loaded.catalog, loaded.plan, cache=True)
+    files = render(ctx)
+    assert files[target].endswith("# edited\n") and target not in ctx.digests
+    assert "k8s/base/services/backend-api.yaml" in ctx.digests  # the area's other files still are
+    assert write.digests(files, ctx.digests) == write.digests(files)
+
+    # an entry without its digests (the layout before them) is a miss, never a file without one
+    import marshal
+
+    assert Kept({"k": marshal.dumps({"a.yaml": "a: 1\n"})}, hashed={}).get("k") is None
+    assert Kept({"k": marshal.dumps(({"a.yaml": "a: 1\n"}, {}))}, hashed={}).get("k") is None

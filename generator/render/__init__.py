@@ -29,11 +29,11 @@ __all__ = ["AREAS", "RenderContext", "render"]
 def render(ctx: RenderContext) -> dict[str, str]:
     """Every generated file, keyed by its path under generated/. The same files, and the same
     first error, whichever process renders an area: areas are merged (and their errors
-    raised) in AREAS' order."""
+    raised) in AREAS' order. ``ctx.digests`` gets the SHA-256 the render caches know of them."""
     there = [area for area in AREAS if area in BESIDE]
-    others = beside(lambda: [area(ctx) for area in there], worth=len(ctx.catalog.services) >= PARALLEL_FROM)
+    others = beside(lambda: [_area(ctx, area) for area in there], worth=len(ctx.catalog.services) >= PARALLEL_FROM)
     try:
-        done = {area: area(ctx) for area in AREAS if area not in BESIDE}
+        done = {area: _area(ctx, area) for area in AREAS if area not in BESIDE}
     except BaseException:
         with suppress(Exception):  # waited for, so no worker outlives the run; the error before it is the one
             others()
@@ -41,8 +41,17 @@ def render(ctx: RenderContext) -> dict[str, str]:
     done.update(zip(there, others(), strict=True))
     out: dict[str, str] = {}
     for area in AREAS:
-        for path, text in done[area].items():
+        files, digests = done[area]
+        for path, text in files.items():
             if path in out:
                 raise TemplateError(f"two areas render the same file {path}")
             out[path] = text
+        ctx.digests.update(digests)
     return dict(sorted(out.items()))
+
+
+def _area(ctx: RenderContext, area: Area) -> tuple[dict[str, str], dict[str, str]]:
+    """An area's files and the SHA-256 its caches know of them (asked where it rendered: a
+    worker's texts come back as new objects)."""
+    files = area(ctx)
+    return files, ctx.known_digests(files)

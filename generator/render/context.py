@@ -14,7 +14,7 @@ import hashlib
 import marshal
 import shutil
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from types import ModuleType
@@ -29,6 +29,7 @@ from ..catalog.events import edges as event_edges
 from ..catalog.graph import edges
 from ..catalog.models import Catalog, Traffic
 from ..catalog.plan import Plan
+from ..digest import of_text
 from ..errors import TemplateError
 from ..paths import TEMPLATES, code_key
 from .text import FILTERS
@@ -93,14 +94,32 @@ class RenderContext:
     catalog: Catalog
     plan: Plan
     cache: bool = False  # keep compiled templates between runs (in the user's cache folder)
+    # The SHA-256 of the files render() took from the render caches or put in them (an entry
+    # keeps them), by path; filled by render(): write.digests hashes only the others.
+    digests: dict[str, str] = field(default_factory=dict, init=False)
 
     @cached_property
     def env(self) -> jinja2.Environment:
         return make_env(TEMPLATES, self.cache)
 
+    @cached_property
+    def _hashed(self) -> dict[int, tuple[str, str]]:
+        """id(text) -> (that very text, its SHA-256), for every text the render caches handed out."""
+        return {}
+
     def kept(self, area: str) -> Kept:
         """What ``area`` rendered in earlier runs, from the user's cache (empty without ``cache``)."""
-        return Kept.load(area) if self.cache else Kept()
+        return Kept.load(area, self._hashed) if self.cache else Kept()
+
+    def known_digests(self, files: dict[str, str]) -> dict[str, str]:
+        """The SHA-256 of each of ``files`` whose text is the very object a render cache handed out
+        (texts are immutable: the same object has the same bytes); the others are not known."""
+        out = {}
+        for path, text in files.items():
+            found = self._hashed.get(id(text))
+            if found is not None and found[0] is text:
+                out[path] = found[1]
+        return out
 
     def template_kept(self, kept: Kept, name: str, *, service: str | None, **variables: Any) -> str:
         """Render one template (a service's, or one over all services when ``service`` is None)
@@ -200,22 +219,30 @@ class Kept:
     shards (usercache.Shards: an edit writes only the shards it changed); only the entries a
     run used are kept, so the folder stays the size of one catalog's output."""
 
-    def __init__(self, entries: dict[str, bytes] | None = None, shards: usercache.Shards[str] | None = None) -> None:
+    def __init__(
+        self,
+        entries: dict[str, bytes] | None = None,
+        shards: usercache.Shards[str] | None = None,
+        hashed: dict[int, tuple[str, str]] | None = None,
+    ) -> None:
         self.entries = entries or {}
         self.shards = shards
         self.used: dict[str, bytes] = {}
+        # where the texts handed out are told with their SHA-256 (RenderContext.known_digests);
+        # None: nobody asks (no cache), so texts put here are not hashed
+        self.hashed = hashed
         # each model's or dataclass's plain form by identity (the object held, so its id stays
         # its own): every key of an area has the same platform settings, and dumping them again
         # for each of 10,000 services was most of the time keys took
         self._plain: dict[int, tuple[Any, Any]] = {}
 
     @classmethod
-    def load(cls, area: str) -> Kept:
+    def load(cls, area: str, hashed: dict[int, tuple[str, str]] | None = None) -> Kept:
         folder = usercache.folder("renders", f"{area}-{code_key()}")
         if folder is None:
-            return cls()
+            return cls(hashed=hashed)
         shards = usercache.Shards(folder, str)
-        return cls(shards.load(), shards)
+        return cls(shards.load(), shards, hashed)
 
     def key(self, variables: Any) -> str:
         """The hash of ``variables`` as canonical JSON (keys sorted): orjson, for it encodes a
@@ -234,21 +261,36 @@ class Kept:
         return found[1]
 
     def get(self, key: str) -> dict[str, str] | None:
+        """The files kept for ``key`` (an entry holds them and their SHA-256); None if none."""
         kept = self.entries.get(key)
         if kept is None:
             return None
         try:
-            files = marshal.loads(kept)
+            files, digests = marshal.loads(kept)
         except (EOFError, ValueError, TypeError):
             return None
-        if not (isinstance(files, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in files.items())):
+        if not (
+            isinstance(files, dict)
+            and isinstance(digests, dict)
+            and all(
+                isinstance(k, str) and isinstance(v, str) and isinstance(digests.get(k), str) for k, v in files.items()
+            )
+        ):
             return None
         self.used[key] = kept
+        self._hand_out(files, digests)
         return files
 
     def put(self, key: str, files: dict[str, str]) -> dict[str, str]:
-        self.used[key] = marshal.dumps(files)
+        digests = {name: of_text(text) for name, text in files.items()} if self.hashed is not None else {}
+        self.used[key] = marshal.dumps((files, digests))
+        self._hand_out(files, digests)
         return files
+
+    def _hand_out(self, files: dict[str, str], digests: dict[str, str]) -> None:
+        if self.hashed is not None:
+            for name, text in files.items():
+                self.hashed[id(text)] = (text, digests[name])
 
     def save(self) -> None:
         """Keep the entries this run used; then drop the area's folders of other versions but
