@@ -96,7 +96,7 @@ class RenderContext:
     cache: bool = False  # keep compiled templates between runs (in the user's cache folder)
     # The SHA-256 of the files render() took from the render caches or put in them (an entry
     # keeps them), by path; filled by render(): write.digests hashes only the others.
-    digests: dict[str, str] = field(default_factory=dict, init=False)
+    digests: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @cached_property
     def env(self) -> jinja2.Environment:
@@ -229,7 +229,7 @@ class Kept:
         self.shards = shards
         self.used: dict[str, bytes] = {}
         # where the texts handed out are told with their SHA-256 (RenderContext.known_digests);
-        # None: nobody asks (no cache), so texts put here are not hashed
+        # None: nobody asks (no cache)
         self.hashed = hashed
         # each model's or dataclass's plain form by identity (the object held, so its id stays
         # its own): every key of an area has the same platform settings, and dumping them again
@@ -282,7 +282,9 @@ class Kept:
         return files
 
     def put(self, key: str, files: dict[str, str]) -> dict[str, str]:
-        digests = {name: of_text(text) for name, text in files.items()} if self.hashed is not None else {}
+        # hashed when the entry may be kept (shards) or its digests are asked for (hashed)
+        wanted = self.shards is not None or self.hashed is not None
+        digests = {name: of_text(text) for name, text in files.items()} if wanted else {}
         self.used[key] = marshal.dumps((files, digests))
         self._hand_out(files, digests)
         return files
