@@ -8,6 +8,7 @@ The hierarchy::
     ├── OutputCheckError            rendered output broke a pre-write check (service, file)
     ├── DriftError                  generated/ differs from what the catalog renders
     ├── HandEditedError             a generated file was edited by hand; refuse to overwrite
+    │   └── EditedDuringRun         ... while the run was writing, after it had compared the tree
     ├── OutputError                 the output folder cannot be read or written (a link, read-only, disk full,
     │   │                           permission): nothing changed, no partial copy left
     │   └── OutputBusy              another run held the output folder's lock too long (names its pid)
@@ -110,6 +111,21 @@ class HandEditedError(NexusError):
             f"{listed}\nmove the change {where}into catalog.yaml; "
             "or run `nexus generate --force` to overwrite them: each is first copied to "
             ".nexus/backups/<date-time>/<its path under generated/>, in a new folder the run prints"
+        )
+
+
+class EditedDuringRun(HandEditedError):
+    """Files the run was about to replace or remove changed, or appeared where it creates one,
+    after it had compared the tree and before its swap: nothing was written."""
+
+    def __init__(self, paths: list[str]) -> None:
+        self.paths = paths
+        listed = "\n".join(f"  {p}" for p in paths)
+        NexusError.__init__(
+            self,
+            "these generated files changed while this run was writing (after it had compared them):\n"
+            f"{listed}\nnothing was written and they are as they were left; run `nexus generate` again "
+            "(a file still edited by hand is then named, with what to do)",
         )
 
 

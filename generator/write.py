@@ -37,7 +37,7 @@ from typing import NamedTuple
 
 from .digest import of_bytes as sha256
 from .digest import of_text
-from .errors import HandEditedError, OutputBusy, OutputError
+from .errors import EditedDuringRun, HandEditedError, OutputBusy, OutputError
 from .paths import tool_file, tool_folder
 
 MANIFEST = ".nexus-manifest.json"
@@ -58,6 +58,9 @@ class Changes:
     rendered: dict[str, str] = field(default_factory=dict)  # each rendered file's SHA-256: hashed once a run
     team: set[str] = field(default_factory=set)  # the rendered files that are a team's: asked once a run
     folders: list[str] = field(default_factory=list)  # the tree's folders as compared ('.' first)
+    # what ``update`` and ``remove`` files held when compared (as Nexus wrote them): looked at
+    # again right before the swap (``apply``)
+    compared: dict[str, str] = field(default_factory=dict)
 
     @property
     def clean(self) -> bool:
@@ -224,6 +227,7 @@ def _compare(out: Path, files: dict[str, str], team_owned: TeamOwned, known: Kno
             ch.keep.append(path)
         elif recorded.get(path) == have:
             ch.update.append(path)
+            ch.compared[path] = have
         else:
             ch.hand_edited.append(path)  # edited after we wrote it, or never ours
     for path in sorted(odd.union(disk)):
@@ -233,6 +237,8 @@ def _compare(out: Path, files: dict[str, str], team_owned: TeamOwned, known: Kno
             # ours (or a team-owned file of a removed service): delete only if untouched
             untouched = path in disk and known.hash(path, disk[path]) == recorded[path]
             (ch.remove if untouched else ch.hand_edited).append(path)
+            if untouched:
+                ch.compared[path] = recorded[path]
         elif _service_of(path) in live_services:
             ch.keep.append(path)  # a team's own addition to its service folder
         else:
@@ -656,6 +662,7 @@ def apply(
         else:
             linked = _build(str(staging), str(out), files, written, ch.keep)
         (staging / MANIFEST).write_text(ch.manifest, encoding="utf-8")
+        _unchanged_since_compared(out, ch)
         old = _swap(staging, out)
     except OSError as exc:
         with suppress(OSError):
@@ -670,6 +677,27 @@ def apply(
     if old is not None:
         _keep_spare(out, old)  # the new tree is in place; the next run brings this one up to date
     return Applied(sorted(written + dropped), saved, linked)
+
+
+def _unchanged_since_compared(out: Path, ch: Changes) -> None:
+    """Raise EditedDuringRun when a file the write replaces or removes changed, or one appeared
+    where it creates one, since ``compare`` looked (a hand edit made while the run rendered and
+    checked: seconds at 10,000 services). Looked at last, right before the swap, so such an edit
+    is refused, not swapped out of the tree. What it costs is what the run changes. (A file the
+    run keeps is linked from the live tree as it is then: see _reconcile.)"""
+    # files where it creates one; with no tree when compared, any file of one that appeared since
+    late = [p for p in ch.create if os.path.lexists(out / p)] if ch.folders else sorted(_scan(out).files)
+    for path, was in ch.compared.items():
+        try:
+            now: str | None = sha256(_read_nofollow(out / path))
+        except FileNotFoundError:
+            now = None  # gone: nothing of it to lose
+        except OSError:
+            now = ""  # a link or a special file now: not what was compared
+        if now is not None and now != was:
+            late.append(path)
+    if late:
+        raise EditedDuringRun(sorted(late))
 
 
 def _build(root: str, base: str, files: dict[str, str], written: list[str], keep: list[str]) -> list[str]:

@@ -32,7 +32,7 @@ from nexus import usercache, write
 from nexus.catalog import load_catalog
 from nexus.checks import k8s, mesh
 from nexus.checks.kubernetes_schema import SchemaValidator
-from nexus.errors import HandEditedError, OutputBusy, OutputCheckError, OutputError
+from nexus.errors import EditedDuringRun, HandEditedError, OutputBusy, OutputCheckError, OutputError
 from nexus.paths import TEMPLATES
 from nexus.pipeline import generate
 from nexus.render import RenderContext
@@ -741,6 +741,44 @@ def test_a_same_size_edit_with_the_old_modification_time_is_still_seen(project: 
     assert target.stat().st_size == before.st_size and target.stat().st_mtime_ns == before.st_mtime_ns
     with pytest.raises(HandEditedError, match=r"media\.yaml"):
         generate(catalog)
+
+
+def test_edits_made_while_the_run_writes_are_refused_never_swapped_out(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once the comparison has read the tree, the run checks and builds the new tree (seconds at
+    10,000 services). A file it would replace or remove that is edited meanwhile, or a file made
+    where it would create one, stops it right before the swap: nothing is written, each edit is
+    where it was left, and the next run names them as hand edits, as ever."""
+    catalog, out = project / "catalog.yaml", project / "generated"
+    made = out / "services/gateway/README.md"
+    made.unlink()  # the run creates it again
+    data = yaml.safe_load(catalog.read_text(encoding="utf-8"))
+    del data["services"]["media"], data["services"]["gateway"]["depends_on"]["media"], data["flows"]["watch"]
+    data["services"]["auth"]["description"] = "Auth, edited in the catalog"
+    catalog.write_text(dump(data), encoding="utf-8")
+    updated, removed = out / "k8s/base/services/auth.yaml", out / "k8s/base/services/media.yaml"
+    before = tree(out)
+    edits = {updated: updated.read_bytes() + b"# a hand edit\n", removed: b"# another\n", made: b"the team's words\n"}
+    real = write._take_spare
+
+    def meanwhile(out_: Path, staging: Path) -> bool:
+        for path, data in edits.items():
+            path.write_bytes(data)
+        return real(out_, staging)
+
+    monkeypatch.setattr(write, "_take_spare", meanwhile)
+    with pytest.raises(EditedDuringRun, match="changed while this run was writing") as late:
+        generate(catalog)
+    names = sorted(str(p.relative_to(out)) for p in edits)
+    assert late.value.paths == names
+    assert tree(out) == {**before, **{str(p.relative_to(out)): data for p, data in edits.items()}}
+    assert leftovers(project) == []
+
+    monkeypatch.undo()
+    with pytest.raises(HandEditedError) as next_run:
+        generate(catalog)
+    assert type(next_run.value) is HandEditedError and sorted(next_run.value.paths) == names
 
 
 # -- the spare: the tree a swap replaced, brought up to date by the next run -------------------------
