@@ -686,7 +686,8 @@ def _unchanged_since_compared(out: Path, ch: Changes) -> None:
     is refused, not swapped out of the tree. What it costs is what the run changes. (A file the
     run keeps is linked from the live tree as it is then: see _reconcile.)"""
     # files where it creates one; with no tree when compared, any file of one that appeared since
-    late = [p for p in ch.create if os.path.lexists(out / p)] if ch.folders else sorted(_scan(out).files)
+    base = str(out)
+    late = [p for p in ch.create if os.path.lexists(f"{base}/{p}")] if ch.folders else sorted(_scan(out).files)
     for path, was in ch.compared.items():
         try:
             now: str | None = sha256(_read_nofollow(out / path))

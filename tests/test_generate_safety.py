@@ -780,6 +780,21 @@ def test_edits_made_while_the_run_writes_are_refused_never_swapped_out(
         generate(catalog)
     assert type(next_run.value) is HandEditedError and sorted(next_run.value.paths) == names
 
+    # a first run, with no tree when it compared: a tree made meanwhile is not swapped out
+    shutil.rmtree(out)
+    mine = out / "services/auth/NOTES.md"
+
+    def making(out_: Path, staging: Path) -> bool:
+        mine.parent.mkdir(parents=True)
+        mine.write_text("written while the first run ran\n")
+        return real(out_, staging)
+
+    monkeypatch.setattr(write, "_take_spare", making)
+    with pytest.raises(EditedDuringRun) as first:
+        generate(catalog)
+    assert first.value.paths == ["services/auth/NOTES.md"]
+    assert tree(out) == {"services/auth/NOTES.md": b"written while the first run ran\n"}
+
 
 # -- the spare: the tree a swap replaced, brought up to date by the next run -------------------------
 
