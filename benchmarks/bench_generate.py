@@ -21,7 +21,8 @@ seconds (user + system of that process) and peak RSS. Rows for the shipped catal
     the manifests, the docs and the runtime, and checks everything before it writes.
 
 `--scale N...` runs the synthetic catalog of benchmarks/synth.py at each size (cold with no
-cache, no-op, one edit, output bytes); `--fan-in N` adds N services that all depend on one.
+cache, no-op, one edit, output bytes; the median of `--runs`, once unless given); `--fan-in N`
+adds N services that all depend on one.
 The issue's targets are printed beside the figures; nothing here asserts them.
 """
 
@@ -204,13 +205,14 @@ def fan_in(n: int) -> str:
     return yaml.dump(data, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), sort_keys=False, width=1000)
 
 
-def scale(sizes: list[int], fan: int | None) -> None:
+def scale(sizes: list[int], fan: int | None, runs: int = 1) -> None:
     from synth import synth_yaml
 
     work = Path(tempfile.mkdtemp(prefix="nexus-bench-scale-"))
     cases = [(f"{n:,} services", synth_yaml(n)) for n in sizes]
     if fan:
         cases.append((f"{fan:,}-edge fan-in", fan_in(fan)))
+    print(f"synthetic catalogs: {'one run' if runs == 1 else f'median of {runs} fresh runs'} each")
     print(
         "| catalog | cold wall s | cold CPU s | cold peak RSS MB | no-op wall s | one edit wall s | next edit wall s "
         "| output MB | files | load after |"
@@ -219,7 +221,7 @@ def scale(sizes: list[int], fan: int | None) -> None:
     results = {}
     try:
         for label, text in cases:
-            r = nexus_rows(text, work, 1, label.split()[0].replace(",", ""))
+            r = nexus_rows(text, work, runs, label.split()[0].replace(",", ""))
             results[label] = r
             print(
                 f"| {label} | {r['cold, no cache'].wall:.1f} | {r['cold, no cache'].cpu:.1f} | "
@@ -238,15 +240,15 @@ def scale(sizes: list[int], fan: int | None) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=None, help="fresh runs of each row (3; with --scale, 1)")
     parser.add_argument("--scale", type=int, nargs="*", help="synthetic catalog sizes, e.g. 1000 5000 10000")
     parser.add_argument("--fan-in", type=int, default=None, help="services all depending on one (with --scale)")
     args = parser.parse_args()
     print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average {os.getloadavg()[0]:.1f}")
     if args.scale is not None:
-        scale(args.scale, args.fan_in)
+        scale(args.scale, args.fan_in, args.runs or 1)
     else:
-        shipped(args.runs)
+        shipped(args.runs or 3)
 
 
 if __name__ == "__main__":
