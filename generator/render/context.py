@@ -97,15 +97,12 @@ class RenderContext:
     # The SHA-256 of the files render() took from the render caches or put in them (an entry
     # keeps them), by path; filled by render(): write.digests hashes only the others.
     digests: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
+    # id(text) -> (that very text, its SHA-256), for every text the render caches handed out
+    _hashed: dict[int, tuple[str, str]] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @cached_property
     def env(self) -> jinja2.Environment:
         return make_env(TEMPLATES, self.cache)
-
-    @cached_property
-    def _hashed(self) -> dict[int, tuple[str, str]]:
-        """id(text) -> (that very text, its SHA-256), for every text the render caches handed out."""
-        return {}
 
     def kept(self, area: str) -> Kept:
         """What ``area`` rendered in earlier runs, from the user's cache (empty without ``cache``)."""
