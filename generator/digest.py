@@ -1,10 +1,15 @@
 """How Nexus names the bytes of a file: their SHA-256, in hex. One rule for the render caches,
 the comparison with the tree on disk, the record of a run and the checks' keys, which hand
-these names to each other instead of hashing the same bytes again."""
+these names to each other instead of hashing the same bytes again (``known``)."""
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+
+# id(text) -> (that very text, its name), for the texts a caller said it knows the names of
+_KNOWN: dict[int, tuple[str, str]] = {}
 
 
 def of_bytes(data: bytes) -> str:
@@ -12,5 +17,28 @@ def of_bytes(data: bytes) -> str:
 
 
 def of_text(text: str) -> str:
-    """The name of the bytes ``text`` is written as (UTF-8)."""
+    """The name of the bytes ``text`` is written as (UTF-8); not hashed again while ``known``
+    holds it."""
+    found = _KNOWN.get(id(text))
+    if found is not None and found[0] is text:
+        return found[1]
     return of_bytes(text.encode("utf-8"))
+
+
+@contextmanager
+def known(pairs: Iterable[tuple[str, str]]) -> Iterator[None]:
+    """While inside, ``of_text`` returns the name given for each of these (text, name) pairs
+    without hashing: the very text objects, so a text is known by identity, never by a
+    lookup that would hash it. The check stage reads each of 10,000 services' files through
+    memos keyed by their names, and write.digests named them all already. (Worker processes
+    forked inside inherit them.)"""
+    added = []
+    for text, name in pairs:
+        if id(text) not in _KNOWN:  # nested: the outer one's entry stays its own
+            _KNOWN[id(text)] = (text, name)
+            added.append(id(text))
+    try:
+        yield
+    finally:
+        for key in added:
+            _KNOWN.pop(key, None)

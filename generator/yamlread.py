@@ -27,6 +27,7 @@ from yaml.events import (
 )
 
 from . import usercache
+from .digest import of_text
 from .parallel import ordered_map
 
 # libyaml's C loader where PyYAML was built with it: the same YAML, about ten times faster.
@@ -156,7 +157,8 @@ class Memo:
         self.shards: usercache.Shards[bytes] | None = None  # where ``load`` read the entries
 
     def key(self, text: str) -> bytes:
-        return hashlib.blake2b(self.salt + text.encode("utf-8"), digest_size=16).digest()
+        # by the text's name (digest.of_text): a file's is known once write.digests named it
+        return hashlib.blake2b(self.salt + of_text(text).encode(), digest_size=16).digest()
 
     def __call__(self, text: str) -> Any:
         key = self.key(text)

@@ -14,7 +14,7 @@ from conftest import CATALOG, ROOT
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nexus import parallel, yamlread
+from nexus import digest, parallel, yamlread
 from nexus.catalog import load_catalog
 from nexus.checks import k8s as k8s_checks
 from nexus.render import k8s as render_k8s
@@ -164,3 +164,21 @@ def test_work_on_every_core_is_done_in_turn_when_a_worker_cannot_start_or_dies(m
         (2, parent),
         (3, parent),
     ]
+
+
+def test_a_memo_keys_a_text_by_its_name_whether_or_not_the_name_is_known() -> None:
+    """digest.known hands the check stage's memos the names write.digests gave the files: the key
+    is the same as hashing the text, only that text object is known, and nothing stays known after."""
+    memo = yamlread.Memo(str.upper, salt=b"test")
+    text, twin = "kind: A\n" * 100, "".join(["kind: A\n"] * 100)  # equal, but two objects
+    hashed = memo.key(text)
+    with digest.known([(text, digest.of_text(text))]):
+        assert memo.key(text) == hashed == memo.key(twin)
+    # a name given for a text is used as given: only by identity, never by looking the text up
+    with digest.known([(text, "0" * 64)]):
+        assert memo.key(text) != hashed
+        assert memo.key(twin) == hashed
+        with digest.known([(text, "1" * 64)]):  # nested: the outer name stays until the outer ends
+            assert digest.of_text(text) == "0" * 64
+        assert digest.of_text(text) == "0" * 64
+    assert memo.key(text) == hashed and digest.of_text(text) == digest.of_bytes(text.encode())

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
+from contextlib import nullcontext
 
 import yaml
 
 from .. import usercache, yamlread
+from ..digest import known
 from ..errors import OutputCheckError
 from ..parallel import ordered_map
 from ..render.context import RenderContext
@@ -135,6 +137,25 @@ def check(
             # each memo was one file under its name here before it was sharded under memos/:
             # at 10,000 services 220 MB that no run reads any more
             usercache.drop(schema_cache.with_name(name))
+    # the files' names (SHA-256) are known: the memos key the files they read by them, unhashed
+    with known((text, digests[path]) for path, text in files.items() if path in digests) if digests else nullcontext():
+        failures = _every_check(ctx, files, validator, verified, schema_cache is not None, digests)
+    if failures:
+        raise OutputCheckError(failures)
+    if schema_cache is not None:
+        validator.save(schema_cache)
+        for memo, _ in MEMOS:
+            memo.save()
+
+
+def _every_check(
+    ctx: RenderContext,
+    files: dict[str, str],
+    validator: SchemaValidator,
+    verified: frozenset[str],
+    cached: bool,
+    digests: Mapping[str, str] | None,
+) -> list[str]:
     # what the checks read, on every core at once when it is much (each says how much); the
     # Kubernetes checks across files first: on a large catalog they run in a worker, beside
     # everything else here, and take longest (at 10,000 services the rest waited for them)
@@ -147,7 +168,7 @@ def check(
         failures += parses(
             files,
             verified,
-            validator if schema_cache is not None else None,
+            validator if cached else None,
             read_elsewhere=(k8s.READS,),
             digests=digests,
         )
@@ -159,9 +180,4 @@ def check(
     finally:
         failures.extend(across())  # waited for whatever happened, so no worker outlives the run
     failures.extend(mesh_failures)
-    if failures:
-        raise OutputCheckError(failures)
-    if schema_cache is not None:
-        validator.save(schema_cache)
-        for memo, _ in MEMOS:
-            memo.save()
+    return failures
