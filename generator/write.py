@@ -96,11 +96,24 @@ def _read_nofollow(path: Path) -> bytes:
 
 
 def _read_manifest(out: Path) -> dict[str, str]:
+    import orjson  # only a run that renders reads the manifest (and has imported it already)
+
     try:
-        data = json.loads(_read_nofollow(out / MANIFEST))
+        data = orjson.loads(_read_nofollow(out / MANIFEST))  # 15 MB at 10,000 services: 3x json's speed
         return {str(k): str(v) for k, v in data.get("files", {}).items()}
     except (OSError, ValueError, AttributeError):
         return {}
+
+
+def manifest_text(files: dict[str, str]) -> str:
+    """The manifest as ``json.dumps({"version": 1, "files": files}, indent=1, sort_keys=True)``
+    writes it, one file per line. With an indent the json module encodes in Python, not C: at
+    10,000 services 160,000 entries took half a second of every edit. Its C encoder writes the
+    entries (sorted, escaped) with the same separators, and only the frame is spelled here."""
+    if not files:
+        return '{\n "files": {},\n "version": 1\n}\n'
+    entries = json.dumps(files, sort_keys=True, separators=(",\n  ", ": "))
+    return '{\n "files": {\n  ' + entries[1:-1] + '\n },\n "version": 1\n}\n'
 
 
 class _Tree(NamedTuple):
@@ -243,9 +256,7 @@ def _compare(out: Path, files: dict[str, str], team_owned: TeamOwned, known: Kno
             ch.keep.append(path)  # a team's own addition to its service folder
         else:
             ch.extra.append(path)
-    ch.manifest = (
-        json.dumps({"version": 1, "files": dict(sorted(new_manifest.items()))}, indent=1, sort_keys=True) + "\n"
-    )
+    ch.manifest = manifest_text(new_manifest)
     try:
         ch.manifest_stale = _read_nofollow(out / MANIFEST) != ch.manifest.encode("utf-8")
     except OSError:

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import CATALOG, ROOT, dump, nexus
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nexus import write
 from nexus.catalog import load_catalog
@@ -54,6 +56,17 @@ def test_first_run_writes_every_file_and_a_manifest_of_hashes(project: Path) -> 
     for path, data in files.items():
         assert manifest["files"][path] == write.sha256(data), path
     assert "services/gateway/gateway/main.py" in files
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.text(min_size=1), st.text(alphabet="0123456789abcdef", min_size=64, max_size=64)))
+def test_the_manifest_is_json_with_one_file_per_line_whatever_the_names(files: dict[str, str]) -> None:
+    """write.manifest_text spells the frame by hand around the C encoder's entries: the bytes are
+    exactly those of json.dumps with indent=1, sorted, for any name (quotes, backslashes,
+    control and non-ASCII characters)."""
+    text = write.manifest_text(files)
+    assert text == json.dumps({"version": 1, "files": files}, indent=1, sort_keys=True) + "\n"
+    assert json.loads(text) == {"version": 1, "files": files}
 
 
 def test_second_run_writes_nothing_and_keeps_modification_times(project: Path) -> None:
