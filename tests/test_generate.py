@@ -545,6 +545,37 @@ def test_an_edit_renders_and_checks_only_the_manifests_that_see_it(
     assert [fresh[p] for p in ours] == [(tmp_path / "generated" / p).read_text(encoding="utf-8") for p in ours]
 
 
+def test_an_edit_schema_checks_only_the_mesh_documents_of_files_it_changed(
+    tmp_path: Path, minimal: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A mesh file whose exact bytes passed every check before (by the run's own record) is not
+    validated against its CRDs again, even when the cache of documents that passed is gone;
+    the files an edit changes are."""
+    from nexus import usercache
+    from nexus.checks import mesh as mesh_checks
+
+    minimal["platform"]["mesh"] = "istio"
+    (tmp_path / "catalog.yaml").write_text(dump(minimal), encoding="utf-8")
+    generate(tmp_path / "catalog.yaml")
+    validated: list[str] = []
+    real = mesh_checks.crd_schema.errors
+
+    def checking(doc):  # type: ignore[no-untyped-def]
+        validated.append(f"{doc.get('kind')}/{(doc.get('metadata') or {}).get('name')}")
+        return real(doc)
+
+    monkeypatch.setattr(mesh_checks.crd_schema, "errors", checking)
+    folder = usercache.folder()
+    assert folder is not None
+    (folder / "k8s-schema").unlink()  # nothing says which documents passed: only the record's tree
+    rewrite(tmp_path, lambda d: d["services"]["media"].update(depends_on={}))
+    generate(tmp_path / "catalog.yaml")
+    assert validated and {v.split("/")[1] for v in validated} <= {"auth", "media"}, validated
+    validated.clear()
+    generate(tmp_path / "catalog.yaml", strict=True)  # --strict trusts no record: every document
+    assert {v.split("/")[1] for v in validated} > {"auth", "media"}
+
+
 RENDERING_STAGES = [
     "read the last run's record",
     "load and validate the catalog",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import posixpath
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 from ..render.context import RenderContext
@@ -81,9 +82,10 @@ def is_page(path: str) -> bool:
     return path.startswith("docs/") and path.endswith(".md")
 
 
-def prefetch(files: dict[str, str]) -> None:
-    """Read the pages not read before on every core, when they are many (a page per service)."""
-    LINKS.prefetch((text for path, text in files.items() if is_page(path)), least=PARALLEL_FROM)
+def prefetch(files: dict[str, str], paths: Iterable[str] | None = None) -> None:
+    """Read the pages (of ``paths``, else all) not read before on every core, when they are many
+    (a page per service)."""
+    LINKS.prefetch((files[p] for p in (files if paths is None else paths) if is_page(p)), least=PARALLEL_FROM)
 
 
 def broken_links(files: dict[str, str]) -> list[str]:
