@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..yamlread import PARSED, split
@@ -14,14 +14,13 @@ class Doc:
     path: str
     text: str  # the document's own YAML text (the schema cache's key); "" where a check reads whole files
     data: dict[str, Any]
+    # read once: the checks filter 60,000 documents by kind several times at 10,000 services
+    kind: str = field(init=False)
+    name: str = field(init=False)
 
-    @property
-    def kind(self) -> str:
-        return str(self.data.get("kind"))
-
-    @property
-    def name(self) -> str:
-        return str(get(self.data, "metadata", "name"))
+    def __post_init__(self) -> None:
+        self.kind = str(self.data.get("kind"))
+        self.name = str(get(self.data, "metadata", "name"))
 
 
 def documents(path: str, text: str) -> Iterator[Doc]:
