@@ -7,9 +7,12 @@ commands that need them, so `nexus validate` costs little more than starting Pyt
 from __future__ import annotations
 
 import json
+import os
+import sys
+from contextlib import suppress
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from typer.core import TyperGroup
@@ -194,6 +197,8 @@ def generate(
     from .pipeline import generate as run
     from .timings import Timings
 
+    global _end_at_once
+    _end_at_once = True
     clock = Timings()
     try:
         result = run(
@@ -871,8 +876,31 @@ def verify(
 
 
 def main() -> None:
-    """Console entry point."""
-    app()
+    """Console entry point. A command that asked to (``_end_at_once``) ends the process without
+    freeing what it built."""
+    try:
+        app()
+    except SystemExit as done:
+        if _end_at_once:
+            _end_now(done.code)
+        raise
+
+
+_end_at_once = False  # set by a command that leaves nothing to clean up when it returns
+
+
+def _end_now(code: object) -> NoReturn:
+    """Exit without the interpreter's teardown, as mypy does: `generate` leaves nothing open (its
+    workers are joined, its files closed, its lock is the kernel's to release), and freeing every
+    object it built one by one took 0.3 s at 10,000 services and 50 ms of the shipped catalog's
+    0.39 s edit. Exit handlers are skipped with the rest: the command registers none."""
+    status = code if isinstance(code, int) else 0 if code is None else 1
+    if not isinstance(code, int) and code is not None:
+        print(code, file=sys.stderr)
+    for stream in (sys.stdout, sys.stderr):
+        with suppress(OSError, ValueError):  # a closed pipe (`| head`): what was printed is what it took
+            stream.flush()
+    os._exit(status)
 
 
 if __name__ == "__main__":
