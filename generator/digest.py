@@ -32,13 +32,12 @@ def known(pairs: Iterable[tuple[str, str]]) -> Iterator[None]:
     lookup that would hash it. The check stage reads each of 10,000 services' files through
     memos keyed by their names, and write.digests named them all already. (Worker processes
     forked inside inherit them.)"""
-    added = []
-    for text, name in pairs:
-        if id(text) not in _KNOWN:  # nested: the outer one's entry stays its own
-            _KNOWN[id(text)] = (text, name)
-            added.append(id(text))
+    new = {id(text): (text, name) for text, name in pairs}
+    if _KNOWN:  # nested: the outer one's names stay
+        new = {key: pair for key, pair in new.items() if key not in _KNOWN}
+    _KNOWN.update(new)
     try:
         yield
     finally:
-        for key in added:
-            _KNOWN.pop(key, None)
+        for key in new:
+            del _KNOWN[key]

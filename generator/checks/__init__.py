@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Mapping
-from contextlib import nullcontext
 
 import yaml
 
@@ -30,6 +29,8 @@ AREA_CHECKS: tuple[Callable[[RenderContext, dict[str, str]], list[str]], ...] = 
     ecosystem.run,
     events.run,
 )
+
+MEMO_READS = (".yaml", ".yml", ".md")  # the files the memos below read
 
 # what the checks read once across runs, each kept in the user's cache folder under its name
 MEMOS: tuple[tuple[Memo, str], ...] = (
@@ -143,8 +144,10 @@ def check(
             # each memo was one file under its name here before it was sharded under memos/:
             # at 10,000 services 220 MB that no run reads any more
             usercache.drop(schema_cache.with_name(name))
-    # the files' names (SHA-256) are known: the memos key the files they read by them, unhashed
-    with known((text, digests[path]) for path, text in files.items() if path in digests) if digests else nullcontext():
+    # the files' names (SHA-256) are known: the memos key the files they read (YAML, Markdown) by
+    # them, unhashed
+    read = ((files[path], name) for path, name in digests.items() if path.endswith(MEMO_READS)) if digests else ()
+    with known(read):
         failures = _every_check(ctx, files, validator, verified, schema_cache is not None, digests)
     if failures:
         raise OutputCheckError(failures)
