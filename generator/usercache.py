@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import marshal
 import os
+import shutil
 import stat
 import tempfile
 from pathlib import Path
@@ -97,6 +98,24 @@ def drop(path: Path) -> None:
     with contextlib.suppress(OSError):
         if stat.S_ISREG(os.lstat(path).st_mode):
             os.unlink(path)
+
+
+def keep_latest(folder: Path, keep: int = 3) -> None:
+    """Remove the other versions of ``folder`` (its siblings named as it is up to the last '-')
+    but the ``keep`` most recently written, and an earlier layout's folder of that very name:
+    every upgrade or code edit starts a version, checkouts of other versions side by side keep
+    theirs, and the rest are never read again."""
+    base = folder.name.rsplit("-", 1)[0]
+    with contextlib.suppress(OSError):
+        versions = [f for f in folder.parent.iterdir() if f.name.rsplit("-", 1)[0] == base]
+        versions.sort(key=lambda f: f.lstat().st_mtime, reverse=True)
+        for stale in [*versions[keep:], folder.parent / base]:
+            if stale == folder:
+                continue
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale, ignore_errors=True)
+            elif stale.is_symlink() or stale.is_file():
+                stale.unlink(missing_ok=True)
 
 
 class Shards(Generic[K]):

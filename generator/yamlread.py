@@ -196,6 +196,12 @@ class Memo:
         except (yaml.YAMLError, ValueError):  # an error, or a type marshal does not know: computed in the run
             return None
 
+    @property
+    def version(self) -> str:
+        """Names what shapes the entries (the salt): the entries of each version are kept in a
+        folder of their own, so a code change leaves the old ones behind, unread."""
+        return hashlib.blake2b(self.salt, digest_size=8).hexdigest()
+
     def load(self, folder: Path | None) -> None:
         """Add the entries kept in ``folder`` (usercache.Shards; missing, altered or unreadable
         shards: none) and keep them there from now on (``save``)."""
@@ -214,6 +220,8 @@ class Memo:
                 else {k: v for k, v in self.entries.items() if k in self.used}
             )
             self.shards.save(kept)
+            if self.shards.folder is not None:
+                usercache.keep_latest(self.shards.folder)
 
 
 def mappings(text: str) -> list[Any]:

@@ -444,24 +444,34 @@ def _recorded(out: Path) -> tuple[dict[str, str | None], dict[str, str]]:
     return manifest, ids
 
 
-def test_the_checks_memos_of_the_old_layout_are_removed(project: Path) -> None:
-    """Each memo was once one file at the cache folder's top, under its name; they are sharded
-    under memos/ now, and the old files (220 MB at 10,000 services) are removed when met.
-    A folder of that name, or a file of another name, is left alone."""
+def test_the_checks_memos_of_old_layouts_and_versions_are_removed(project: Path) -> None:
+    """Each memo was once one file at the cache folder's top, under its name, then one folder
+    under memos/ for every version of the code; each version has a folder of its own now (a
+    code change leaves the old entries unread). The old files (220 MB at 10,000 services) and
+    folders are removed when met, and of the versions only the three last written are kept.
+    A file of another name is left alone."""
     from nexus import usercache
     from nexus.checks import MEMOS
 
     top = usercache.root()
-    top.mkdir(parents=True, exist_ok=True)
+    (top / "memos").mkdir(parents=True, exist_ok=True)
     old = [top / name for _, name in MEMOS]
     for path in old:
         path.write_bytes(b"an entry of the old layout")
     (top / "not-a-memo").write_bytes(b"kept")
+    unversioned = top / "memos" / MEMOS[0][1]
+    unversioned.mkdir()
+    (unversioned / "all").write_bytes(b"entries of every version in one folder")
+    stale = [top / "memos" / f"{MEMOS[0][1]}-{n:016x}" for n in range(4)]
+    for age, folder in enumerate(stale):
+        folder.mkdir()
+        os.utime(folder, (1_000_000 + age, 1_000_000 + age))
     rewrite(project, lambda d: d["services"]["media"].update(description="Media, after the old layout"))
     generate(project / "catalog.yaml")
-    assert not [p for p in old if p.exists()]
+    assert not [p for p in old if p.exists()] and not unversioned.exists()
     assert (top / "not-a-memo").read_bytes() == b"kept"
-    assert all((top / "memos" / name).is_dir() for _, name in MEMOS)
+    assert all((top / "memos" / f"{name}-{memo.version}").is_dir() for memo, name in MEMOS)
+    assert [f.exists() for f in stale] == [False, False, True, True]  # this run's and the two newest before it
 
 
 def _loaded(path: Path):  # type: ignore[no-untyped-def]

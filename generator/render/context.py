@@ -8,11 +8,9 @@ names the template, its line and the service being rendered.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import marshal
-import shutil
 import sys
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -297,21 +295,7 @@ class Kept:
         if self.shards is None or self.shards.folder is None:
             return
         self.shards.save(self.used)
-        # every upgrade or template edit starts a folder: keep the few last written (checkouts
-        # of other versions side by side keep theirs) and drop the rest, never read again
-        folder = self.shards.folder
-        area = folder.name.rsplit("-", 1)[0]
-        others = [f for f in folder.parent.glob(f"{area}-*") if f.name.rsplit("-", 1)[0] == area]
-        with contextlib.suppress(OSError):
-            others.sort(key=lambda f: f.stat().st_mtime, reverse=True)
-            for stale in others[KEPT_VERSIONS:]:
-                if stale.is_dir() and not stale.is_symlink():
-                    shutil.rmtree(stale, ignore_errors=True)
-                else:
-                    stale.unlink(missing_ok=True)
-
-
-KEPT_VERSIONS = 3  # cache folders per area, one per version of the code and templates
+        usercache.keep_latest(self.shards.folder)
 
 
 def _plain(value: Any) -> Any:
