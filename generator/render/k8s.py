@@ -23,7 +23,7 @@ from typing import Any
 from ..catalog import naming
 from . import infrastructure
 from . import mesh as render_mesh
-from .context import GENERATED_HEADER, RenderContext
+from .context import GENERATED_HEADER, Kept, RenderContext
 
 BASE = "k8s/base"
 PSS_VERSION = "v1.32"  # the Kubernetes minor the manifests are validated against (k8s_schema)
@@ -174,18 +174,20 @@ def render(ctx: RenderContext) -> dict[str, str]:
             outside=OUTSIDE,
             **common,
         )
-    kept.save()
     out[f"{BASE}/namespace.yaml"] = ctx.template("k8s/namespace.yaml.j2", **common)
     out[f"{BASE}/default-deny.yaml"] = ctx.template("k8s/default-deny.yaml.j2", **common)
     out.update(infrastructure.render(ctx, {**common, "security": SECURITY, "outside": OUTSIDE}))
     resources = sorted(p.removeprefix(BASE + "/") for p in out)
     out[f"{BASE}/kustomization.yaml"] = ctx.template("k8s/kustomization.yaml.j2", resources=resources, **common)
     for env in ENVIRONMENTS:
-        out.update(_overlay(ctx, env, common))
+        out.update(_overlay(ctx, kept, env, common))
+    kept.save()
     return dict(sorted(out.items()))
 
 
-def _overlay(ctx: RenderContext, env: Environment, common: dict[str, Any]) -> dict[str, str]:
+def _overlay(ctx: RenderContext, kept: Kept, env: Environment, common: dict[str, Any]) -> dict[str, str]:
+    """An environment's patches: kept by what they are given (a patch per service, 10,000 in one
+    file, rendered again only when a bound or a request changes)."""
     cat = ctx.catalog
     folder = f"k8s/overlays/{env.name}"
     replicas, requests = [], []
@@ -205,13 +207,14 @@ def _overlay(ctx: RenderContext, env: Environment, common: dict[str, Any]) -> di
                 }
             )
     out: dict[str, str] = {}
+    named = {"name": env.name}  # all the patches see of the environment: its shares are in the items
     if replicas:
-        out[f"{folder}/autoscaling-patch.yaml"] = ctx.template(
-            "k8s/autoscaling-patch.yaml.j2", env=env, items=replicas, **common
+        out[f"{folder}/autoscaling-patch.yaml"] = ctx.template_kept(
+            kept, "k8s/autoscaling-patch.yaml.j2", service=None, env=named, items=replicas, **common
         )
     if requests:
-        out[f"{folder}/resources-patch.yaml"] = ctx.template(
-            "k8s/resources-patch.yaml.j2", env=env, items=requests, **common
+        out[f"{folder}/resources-patch.yaml"] = ctx.template_kept(
+            kept, "k8s/resources-patch.yaml.j2", service=None, env=named, items=requests, **common
         )
     if env.settings:
         out[f"{folder}/settings-patch.yaml"] = ctx.template("k8s/settings-patch.yaml.j2", env=env, **common)
