@@ -104,6 +104,47 @@ def test_reused_validators_agree_with_fresh_ones(docs: list[dict[str, Any]], ref
     assert min(verdicts.values()) > 100  # both verdicts well represented
 
 
+def test_a_kinds_cut_of_the_definitions_says_what_the_whole_document_says(docs: list[dict[str, Any]]) -> None:
+    """Each kind's validator is built from its schema and only the definitions it reaches, cut
+    once and kept in the user's cache folder: the same messages as with the whole 1 MB document,
+    for the rendered manifests and their broken variants, whether the cut is made now, read back
+    from the cache, or made again because the kept one was torn."""
+    import jsonschema_rs
+
+    from nexus import usercache
+
+    folder = schema_dir(K8S_VERSION)
+    whole = json.loads((folder / "_definitions.json").read_text())
+    registry = jsonschema_rs.Registry([(whole["$id"], whole)])
+    built: dict[str, Any] = {}
+
+    def whole_says(doc: dict[str, Any]) -> list[str]:
+        name = schema_file(doc["apiVersion"], doc["kind"])
+        if name not in built:
+            built[name] = jsonschema_rs.Draft202012Validator(json.loads((folder / name).read_text()), registry=registry)
+        found = [f"{'.'.join(map(str, e.instance_path)) or '(top)'}: {e.message}" for e in built[name].iter_errors(doc)]
+        return sorted(found)[:5]
+
+    rng = random.Random(2)
+    cases = [d for doc in docs[:: max(1, len(docs) // 30)] for d in [doc, *_mutations(doc, rng)]]
+    expected = [whole_says(case) for case in cases]
+    assert sum(1 for e in expected if e) > 100 and sum(1 for e in expected if not e) > 30
+    cut = SchemaValidator()
+    assert [cut.problems(case) for case in cases] == expected
+    kept = usercache.folder("k8s-schemas")
+    assert kept is not None
+    bundles = sorted(kept.glob("*/*.json"))
+    assert {b.name for b in bundles} >= {"deployment-apps-v1.json", "service-v1.json"}
+    read_back = SchemaValidator()
+    assert [read_back.problems(case) for case in cases] == expected
+    assert read_back._definitions is None  # every kind's cut came from the cache, not the 1 MB document
+    for bundle in bundles:
+        bundle.write_bytes(bundle.read_bytes()[:-10])  # torn
+    again = SchemaValidator()
+    assert [again.problems(case) for case in cases] == expected
+    assert again._definitions is not None
+
+
 def test_every_rendered_manifest_passes(docs: list[dict[str, Any]]) -> None:
     validator = SchemaValidator()
     assert [e for d in docs for e in validator.errors(json.dumps(d), d)] == []
