@@ -54,7 +54,7 @@ def generate(
     as the run got (`nexus generate --timings`).
     """
     clock = timings if timings is not None else Timings()
-    with _collector_paused():
+    with clock.whole(), _collector_paused():
         # absolute and normalized: the lock and staging paths are named after the folder's own name
         target = Path(os.path.abspath(out)) if out is not None else catalog_folder(catalog) / "generated"
         last = clock.call("read the last run's record", _Last.of, catalog, target, strict)

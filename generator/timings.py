@@ -32,14 +32,22 @@ class Timings:
     """The stages of one run, in the order they ran (a stage that raised is kept, as far as it got)."""
 
     stages: list[Stage] = field(default_factory=list)
+    run: Stage | None = None  # the whole run (``whole``), when it was timed
 
     @contextmanager
     def __call__(self, name: str) -> Iterator[None]:
-        wall, cpu, workers = time.perf_counter(), time.process_time(), _workers()
-        try:
+        with _timed(name, self.stages.append):
             yield
-        finally:
-            self.stages.append(Stage(name, time.perf_counter() - wall, time.process_time() - cpu, _workers() - workers))
+
+    @contextmanager
+    def whole(self) -> Iterator[None]:
+        """Time the whole run: what it spends between its stages (taking the lock, forking a
+        worker, sorting out what was verified) gets a row of its own, and the total is the run's."""
+        with _timed("total", self._ran):
+            yield
+
+    def _ran(self, stage: Stage) -> None:
+        self.run = stage
 
     def call(self, name: str, function: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         """``function(*args, **kwargs)``, timed as the stage ``name``."""
@@ -47,10 +55,27 @@ class Timings:
             return function(*args, **kwargs)
 
     def rows(self) -> list[tuple[str, float, float, float]]:
-        """(stage, wall, CPU, workers' CPU), then their total."""
+        """(stage, wall, CPU, workers' CPU), then what the run spent between them (when the whole
+        run was timed), then the total."""
         stages = self.stages
-        total = ("total", sum(s.wall for s in stages), sum(s.cpu for s in stages), sum(s.workers for s in stages))
-        return [*((s.name, s.wall, s.cpu, s.workers) for s in stages), total]
+        summed = (sum(s.wall for s in stages), sum(s.cpu for s in stages), sum(s.workers for s in stages))
+        rows = [(s.name, s.wall, s.cpu, s.workers) for s in stages]
+        if self.run is None:
+            return [*rows, ("total", *summed)]
+        run = self.run
+        wall, cpu, workers = (
+            max(0.0, whole - part) for whole, part in zip((run.wall, run.cpu, run.workers), summed, strict=True)
+        )
+        return [*rows, ("between the stages", wall, cpu, workers), ("total", run.wall, run.cpu, run.workers)]
+
+
+@contextmanager
+def _timed(name: str, done: Callable[[Stage], object]) -> Iterator[None]:
+    wall, cpu, workers = time.perf_counter(), time.process_time(), _workers()
+    try:
+        yield
+    finally:
+        done(Stage(name, time.perf_counter() - wall, time.process_time() - cpu, _workers() - workers))
 
 
 if sys.platform != "win32":
