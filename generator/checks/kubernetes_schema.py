@@ -20,6 +20,7 @@ import importlib.util
 import json
 import re
 from collections.abc import Iterable, Mapping
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +64,8 @@ class SchemaValidator:
         self.seen: set[str] = set()
         self.used: set[str] = set()  # hashes this run looked up or added: what a full cache keeps
         # new schemas (another version, another kubernetes-validate) or new code: another cache
-        self.salt = f"{version}:{_package_version()}:".encode() + hashlib.blake2b(Path(__file__).read_bytes()).digest()
+        self.schemas = f"{version}-{_package_version()}"  # which schema files: the cuts' cache folder too
+        self.salt = f"{self.schemas}:".encode() + hashlib.blake2b(Path(__file__).read_bytes()).digest()
         self._validators: dict[tuple[str, str], Any] = {}
         self._definitions: dict[str, Any] | None = None  # the whole document, read when a cut is made
 
@@ -119,13 +121,17 @@ class SchemaValidator:
             self._validators[(api_version, kind)] = validator
         return self._validators[(api_version, kind)]
 
+    @cached_property
+    def _cuts(self) -> Path | None:
+        return usercache.folder("k8s-schemas", self.schemas)
+
     def _bundle(self, name: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
         """The schema file ``name`` and the definitions document cut to what it reaches (None:
         no such schema). Each kind's schema refers by ``$ref`` into one 1 MB document of 638
         definitions, parsed and registered in 12 ms; a Deployment reaches 114 of them, a Service
         15. The cut is kept in the user's cache folder by the schemas' version: an edit that
         validates a few manifests builds their validators from a few kB."""
-        folder = usercache.folder("k8s-schemas", f"{self.version}-{_package_version()}")
+        folder = self._cuts
         kept = usercache.read(folder / name) if folder is not None else None
         if kept is not None:
             with contextlib.suppress(ValueError):
