@@ -18,10 +18,12 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, TypeVar
+from contextlib import suppress
+from typing import Any, Generic, TypeVar, cast
 
 T = TypeVar("T")
 R = TypeVar("R")
+S = TypeVar("S")
 
 _WORK: tuple[Callable[[Any], Any], Sequence[Any]] | None = None  # what forked workers inherit
 _BESIDE: Callable[[], Any] | None = None
@@ -92,6 +94,96 @@ def beside(function: Callable[[], R], *, worth: bool) -> Callable[[], R]:
 def _beside() -> Any:
     assert _BESIDE is not None  # set before the fork
     return _BESIDE()
+
+
+class Ahead(Generic[S, R]):
+    """A worker started early (``ahead``): it did ``first`` at once; ``then`` hands it the
+    rest of its input, ``result`` waits for what it made of both. Closing it ends a worker
+    whose result is no longer wanted (the run stopped on an error)."""
+
+    def __init__(self, first: Callable[[], S], then: Callable[[S, bytes], R]) -> None:
+        self._first, self._then = first, then
+        self._payload: bytes | None = None
+        self._process: Any = None
+        self._conn: Any = None
+        self._sending: threading.Thread | None = None
+
+    def send(self, payload: bytes) -> None:
+        """Hand the worker the rest of its input, from a thread: the worker reads it only once
+        ``first`` is done, and a large payload fills the pipe long before."""
+        self._payload = payload
+        if self._conn is not None:
+            self._sending = threading.Thread(target=self._send, name="nexus-ahead-send", daemon=True)
+            self._sending.start()
+
+    def _send(self) -> None:
+        with suppress(OSError):  # the worker is gone (killed): result() finds out
+            self._conn.send_bytes(self._payload)
+
+    def result(self) -> R:
+        assert self._payload is not None, "send() first"
+        if self._conn is not None:
+            try:
+                kind, value = self._conn.recv()
+            except (OSError, EOFError):  # killed (the out-of-memory killer): in turn, below
+                kind, value = "gone", None
+            finally:
+                self.close()
+            if kind == "raised":
+                raise value
+            if kind == "done":
+                return cast("R", value)
+        return self._then(self._first(), self._payload)
+
+    def close(self) -> None:
+        if self._process is not None:
+            if self._process.is_alive():
+                self._process.kill()  # its pipe closes: a send still under way stops
+            self._process.join()
+            if self._sending is not None:
+                self._sending.join()
+            self._conn.close()
+            self._process = self._conn = self._sending = None
+
+
+def ahead(first: Callable[[], S], then: Callable[[S, bytes], R], *, worth: bool) -> Ahead[S, R]:
+    """Start a forked worker that does ``first`` now, while this process does other work
+    before it has the rest of the input (``Ahead.send``: bytes, as the caller encodes them),
+    and then ``then(what first made, those bytes)``; what ``first`` made stays in the
+    worker, never sent back. Forked early, the worker shares a small heap. Both must be
+    pure (what they change in this process is lost). Not ``worth`` a fork, or one core:
+    both run here, in ``result()``."""
+    job: Ahead[S, R] = Ahead(first, then)
+    if not worth or not _can_fork(os.cpu_count() or 1):
+        return job
+    context = multiprocessing.get_context("fork")
+    here, there = context.Pipe()
+    process = context.Process(target=_ahead, args=(first, then, there, os.getpid()), daemon=True)
+    try:
+        process.start()
+    except OSError:  # no fork (memory, a process limit): in turn, when asked
+        here.close()
+        there.close()
+        return job
+    there.close()
+    job._process, job._conn = process, here
+    return job
+
+
+def _ahead(first: Callable[[], Any], then: Callable[[Any, bytes], Any], conn: Any, parent: int) -> None:
+    _die_with_parent(parent)
+    try:
+        made = first()
+        payload = conn.recv_bytes()
+        message: tuple[str, Any] = ("done", then(made, payload))
+    except EOFError:
+        return  # the run stopped before it sent the rest: nothing wanted
+    except Exception as exc:  # said where result() is asked for, as if it had run there
+        message = ("raised", exc)
+    try:
+        conn.send(message)
+    except Exception:  # an exception that does not pickle: result() runs it in turn, and raises it there
+        conn.send(("failed", None))
 
 
 def _pool(workers: int) -> ProcessPoolExecutor:

@@ -8,13 +8,14 @@ import marshal
 import os
 import stat
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import usercache, write
-from .errors import DriftError, HandEditedError
+from .errors import DriftError, HandEditedError, OutputError
 from .paths import catalog_folder, code_key
 from .timings import Timings
 
@@ -54,15 +55,17 @@ def generate(
     as the run got (`nexus generate --timings`).
     """
     clock = timings if timings is not None else Timings()
-    with clock.whole(), _collector_paused():
+    with clock.whole(), _collector_paused(), ExitStack() as run:
         # absolute and normalized: the lock and staging paths are named after the folder's own name
         target = Path(os.path.abspath(out)) if out is not None else catalog_folder(catalog) / "generated"
         last = clock.call("read the last run's record", _Last.of, catalog, target, strict)
+        comparing = _compare_ahead(run, target, last) if not check_only else None
         # A catalog unchanged since a clean run was valid then and is now: only a changed one is loaded
         # up front (its errors come before anything else), and a run with nothing to do never loads it.
         loaded = None if last.same_inputs else _load(catalog, clock)  # load + validate
-        write.refuse_link(target)
-        with write.locked(target, timeout=lock_timeout, waiting=waiting, required=not check_only):
+        if comparing is None:
+            write.refuse_link(target)
+            run.enter_context(write.locked(target, timeout=lock_timeout, waiting=waiting, required=not check_only))
             if not check_only:
                 write.recover(target)  # what a killed run left beside the tree
             if (
@@ -75,9 +78,40 @@ def generate(
                 # The record (in the user's cache, out of a pull request's reach) says these inputs render
                 # exactly the files this tree holds, hashed again just now: rendering would give the same bytes.
                 return Result(None, target, {}, write.Changes(), [], last.record["count"])
-            return _run(
-                loaded or _load(catalog, clock), target, last, clock, check_only=check_only, force=force, strict=strict
-            )
+        return _run(
+            loaded or _load(catalog, clock),
+            target,
+            last,
+            clock,
+            comparing,
+            check_only=check_only,
+            force=force,
+            strict=strict,
+        )
+
+
+def _compare_ahead(run: ExitStack, target: Path, last: _Last) -> write.Comparison | None:
+    """For a large tree whose catalog changed, the comparison with the tree begun at once, on
+    the core that loading and rendering leave (write.Comparison), under the output's lock taken
+    now. Only when that lock is free at once and the folder can be used: otherwise (and for a
+    small tree) the run goes in turn, and a catalog error still comes before any wait or any
+    complaint about the folder."""
+    if last.same_inputs or last.record is None or last.record["count"] < write.COMPARE_AHEAD_FROM:
+        return None
+    early = ExitStack()
+    try:
+        write.refuse_link(target)
+        early.enter_context(write.locked(target, timeout=0))
+        write.recover(target)
+    except OutputError:
+        early.close()
+        return None
+    run.enter_context(early)
+    from .render.services import team_owned
+
+    comparing = write.Comparison(target, team_owned, last.known, worth=True, writing=True)
+    run.callback(comparing.close)  # a run stopped by an error ends the worker with it
+    return comparing
 
 
 @contextmanager
@@ -103,7 +137,15 @@ def _load(catalog: str | Path, clock: Timings) -> Loaded:
 
 
 def _run(
-    loaded: Loaded, target: Path, last: _Last, clock: Timings, *, check_only: bool, force: bool, strict: bool
+    loaded: Loaded,
+    target: Path,
+    last: _Last,
+    clock: Timings,
+    comparing: write.Comparison | None,
+    *,
+    check_only: bool,
+    force: bool,
+    strict: bool,
 ) -> Result:
     # Rendering and checking load Jinja, the templates and the schemas: only a run that renders pays.
     with clock("import the renderers and checks"):
@@ -116,7 +158,11 @@ def _run(
     hashed = clock.call("hash the rendered files", write.digests, files, ctx.digests)
     known = last.known
     # read-only: what differs from the tree on disk; on a large tree in a worker, beside the checks
-    comparing = write.compare_beside(target, files, team_owned, known, hashed)
+    if comparing is None:
+        comparing = write.Comparison(
+            target, team_owned, known, worth=len(files) >= write.COMPARE_AHEAD_FROM, writing=not check_only
+        )
+    comparing.of(hashed)
     # files whose exact bytes passed the checks in an earlier run (by our record, not the tree's manifest)
     passed = last.record["tree"] if last.record is not None and last.record["code"] == last.code else {}
     verified = frozenset(p for p, h in hashed.items() if h == passed.get(p))
@@ -124,9 +170,9 @@ def _run(
         try:
             check(ctx, files, strict=strict, verified=verified, cache=True, digests=hashed)  # before any write
         except BaseException:
-            comparing()  # a folder that cannot be read is said first, as when the comparison ran before the checks
+            comparing.changes()  # a folder that cannot be read is said first, as when compared before the checks
             raise
-        changes = comparing()
+        changes = comparing.changes()
     backup = None
     if check_only:
         if not changes.clean:
@@ -186,9 +232,10 @@ class _Last:
         inputs = _digest(f"{code}|{target.resolve()}|".encode() + text) if text is not None else None
         return cls(file, record, code, inputs)
 
-    @property
+    @cached_property
     def known(self) -> write.Known:
-        """The recorded tree's hashes, trusted for files whose identity has not changed since."""
+        """The recorded tree's hashes, trusted for files whose identity has not changed since
+        (one for the run: the comparison keeps in it what it found unchanged)."""
         if self.record is None:
             return write.Known()
         return write.Known(self.record["tree"], self.record["seen"])

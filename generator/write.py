@@ -24,12 +24,13 @@ import ctypes
 import errno
 import fcntl
 import json
+import marshal
 import os
 import shutil
 import stat
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +62,7 @@ class Changes:
     # what ``update`` and ``remove`` files held when compared (as Nexus wrote them): looked at
     # again right before the swap (``apply``)
     compared: dict[str, str] = field(default_factory=dict)
+    spare: SpareScan | None = None  # the spare ``apply`` brings up to date, when already read
 
     @property
     def clean(self) -> bool:
@@ -70,6 +72,10 @@ class Changes:
     def refused(self) -> list[str]:
         """What only ``force`` may overwrite or delete."""
         return sorted(self.hand_edited + self.extra)
+
+    def written(self, rendered: Container[str]) -> list[str]:
+        """What ``apply`` writes of the ``rendered`` files: new, out of date, and (forced) edited by hand."""
+        return [*self.create, *self.update, *(p for p in self.hand_edited if p in rendered)]
 
     def report(self) -> dict[str, list[str]]:
         report = {
@@ -177,49 +183,95 @@ def compare(
     """Classify every rendered and every existing file by its bytes on disk. Reads, never writes.
     ``known``: hashes of files as they were when last hashed (``Known``), not read again;
     ``hashed``: the rendered files' ``digests``, when the caller has them."""
+    known = known or Known()
+    return _classify(out, _survey(out, team_owned, known), hashed or digests(files), team_owned, known)
+
+
+class Comparison:
+    """``compare``, begun before the rendered files are known: the tree is looked at at once
+    (``_survey``), the rendered files' hashes are handed over once there are any (``of``) and
+    classified against it (``changes``). On a large tree in a worker (parallel.ahead) forked
+    before the catalog is even loaded: at 10,000 services the manifest and a stat of 160,000
+    files take 1.5 s, done on the core that loading and rendering leave (beside the checks it
+    was a third of their time). The identities the worker found unchanged go into ``known`` as
+    a comparison here would leave them. ``close`` ends a worker whose result is not wanted."""
+
+    def __init__(self, out: Path, team_owned: TeamOwned, known: Known, *, worth: bool, writing: bool = False) -> None:
+        from .parallel import ahead  # multiprocessing: not imported by a run with nothing to do
+
+        def there(tree: Survey, payload: bytes) -> tuple[Changes, dict[str, str]]:
+            hashed = marshal.loads(payload)
+            ch = _classify(out, tree, hashed, team_owned, known)
+            if writing and worth and not ch.clean:
+                # what the spare holds, read here too: at 10,000 services its 190,000 entries
+                # were half of the write
+                ch.spare = _scan_spare_of(out, ch.written(hashed), ch.keep)
+            ch.rendered = {}  # the caller has them: not sent back
+            return ch, known.held
+
+        self.known = known
+        self.hashed: dict[str, str] = {}
+        self._job = ahead(lambda: _survey(out, team_owned, known), there, worth=worth)
+
+    def of(self, hashed: dict[str, str]) -> None:
+        """The rendered files' ``digests`` (marshalled: a tenth of pickle's time at 160,000)."""
+        self.hashed = hashed
+        self._job.send(marshal.dumps(hashed))
+
+    def changes(self) -> Changes:
+        ch, held = self._job.result()
+        ch.rendered, self.known.held = self.hashed, held
+        return ch
+
+    def close(self) -> None:
+        self._job.close()
+
+
+COMPARE_AHEAD_FROM = 10_000  # files (about 600 services): below this, forking costs more than it saves
+
+
+class Survey(NamedTuple):
+    """The output tree as it is, before the rendered files are known: its manifest, its
+    entries, and the hash of each file the manifest names (but a team's)."""
+
+    recorded: dict[str, str]
+    tree: _Tree
+    hashes: dict[str, str]
+
+    def hash(self, path: str, known: Known) -> str:
+        found = self.hashes.get(path)
+        return found if found is not None else known.hash(path, self.tree.files[path])
+
+
+def _survey(out: Path, team_owned: TeamOwned, known: Known) -> Survey:
     try:
-        return _compare(out, files, team_owned, known or Known(), hashed or digests(files))
+        recorded = _read_manifest(out)
+        tree = _scan(out)
+        # the files _classify compares: Nexus wrote them, and a team's file is never compared
+        return Survey(
+            recorded,
+            tree,
+            {p: known.hash(p, full) for p, full in tree.files.items() if p in recorded and not team_owned(p)},
+        )
     except OSError as exc:
         raise OutputError(explain(exc, out, "read")) from exc
 
 
-def compare_beside(
-    out: Path, files: dict[str, str], team_owned: TeamOwned, known: Known, hashed: dict[str, str]
-) -> Callable[[], Changes]:
-    """``compare``, begun: on a large tree in a forked worker (parallel.beside) while the caller
-    checks what it rendered (at 10,000 services a stat of 160,000 files and the manifest, 2.5 s,
-    on the core the checks leave); call what it returns for the Changes. The identities the
-    worker found unchanged go into ``known`` as a comparison here would leave them."""
-
-    from .parallel import beside  # multiprocessing: not imported by a run with nothing to do
-
-    def work() -> tuple[Changes, dict[str, str]]:
-        ch = compare(out, files, team_owned, known, hashed)
-        ch.rendered = {}  # the caller has them: not sent back
-        return ch, known.held
-
-    result = beside(work, worth=len(files) >= COMPARE_BESIDE_FROM)
-
-    def finish() -> Changes:
-        ch, held = result()
-        ch.rendered, known.held = hashed, held
-        return ch
-
-    return finish
+def _classify(out: Path, survey: Survey, hashed: dict[str, str], team_owned: TeamOwned, known: Known) -> Changes:
+    try:
+        return _changes(out, survey, hashed, team_owned, known)
+    except OSError as exc:
+        raise OutputError(explain(exc, out, "read")) from exc
 
 
-COMPARE_BESIDE_FROM = 10_000  # files (about 600 services): below this, forking costs more than it saves
-
-
-def _compare(out: Path, files: dict[str, str], team_owned: TeamOwned, known: Known, hashed: dict[str, str]) -> Changes:
-    recorded = _read_manifest(out)
-    disk, odd, folders = _scan(out)
-    live_services = {s for p in files if (s := _service_of(p))}
+def _changes(out: Path, survey: Survey, hashed: dict[str, str], team_owned: TeamOwned, known: Known) -> Changes:
+    recorded = survey.recorded
+    disk, odd, folders = survey.tree
+    live_services = {s for p in hashed if (s := _service_of(p))}
     ch = Changes(folders=folders)
     ch.rendered = hashed
     new_manifest: dict[str, str] = {}
-    for path in files:
-        want = hashed[path]
+    for path, want in hashed.items():
         owned = team_owned(path)
         if owned:
             ch.team.add(path)
@@ -235,7 +287,7 @@ def _compare(out: Path, files: dict[str, str], team_owned: TeamOwned, known: Kno
         if path in odd:
             ch.hand_edited.append(path)  # a link (or a special file) where we write a file: never followed
             continue
-        have = known.hash(path, disk[path])
+        have = survey.hash(path, known)
         if have == want:
             ch.keep.append(path)
         elif recorded.get(path) == have:
@@ -244,11 +296,11 @@ def _compare(out: Path, files: dict[str, str], team_owned: TeamOwned, known: Kno
         else:
             ch.hand_edited.append(path)  # edited after we wrote it, or never ours
     for path in sorted(odd.union(disk)):
-        if path in files:
+        if path in hashed:
             continue
         if path in recorded:
             # ours (or a team-owned file of a removed service): delete only if untouched
-            untouched = path in disk and known.hash(path, disk[path]) == recorded[path]
+            untouched = path in disk and survey.hash(path, known) == recorded[path]
             (ch.remove if untouched else ch.hand_edited).append(path)
             if untouched:
                 ch.compared[path] = recorded[path]
@@ -655,7 +707,7 @@ def apply(
     ``force``) or OutputError (the folder cannot be written) before anything changes."""
     if ch.refused and not force:
         raise HandEditedError(ch.refused)
-    written = [*ch.create, *ch.update, *(p for p in ch.hand_edited if p in files)]
+    written = ch.written(files)
     dropped = [*ch.remove, *(p for p in ch.hand_edited if p not in files), *ch.extra]
     if not written and not dropped and not ch.manifest_stale:
         return Applied([])
@@ -669,7 +721,7 @@ def apply(
     try:
         _remove(staging)  # a caller that skipped recover()
         if _take_spare(out, staging):
-            linked = _reconcile(str(staging), str(out), files, written, ch.keep)
+            linked = _reconcile(str(staging), str(out), files, written, ch.keep, ch.spare)
         else:
             linked = _build(str(staging), str(out), files, written, ch.keep)
         (staging / MANIFEST).write_text(ch.manifest, encoding="utf-8")
@@ -726,18 +778,22 @@ def _build(root: str, base: str, files: dict[str, str], written: list[str], keep
     return keep
 
 
-def _reconcile(root: str, base: str, files: dict[str, str], written: list[str], keep: list[str]) -> list[str]:
-    """Bring ``root``, a tree this folder held before (the spare), to the new tree in place:
-    what the new tree does not hold goes (links and special files whatever their name: nothing
-    in it is followed), each written file is made anew (the spare's may be a hard link to the
-    live one: it is unlinked, never written through), and each kept file is linked again
-    unless it is already the live file's inode (the ones linked are returned). Costs what
-    changed since the spare was live, where building from nothing costs a link per file and a
-    folder per folder (at 10,000 services 160,000 and 35,000 system calls, then as many to
-    delete the old tree)."""
+class SpareScan(NamedTuple):
+    """What a spare tree holds against the new tree: each wanted regular file's inode, the wanted
+    folders it has, and what goes (folders whole, and files: links and special files whatever
+    their name, nothing in it is followed). Paths are relative to the spare's root."""
+
+    have: dict[str, int]
+    make_folders: list[str]  # wanted, missing (sorted: parents first)
+    drop_folders: list[str]
+    drop_files: list[str]
+
+
+def scan_spare(root: str, written: list[str], keep: list[str]) -> SpareScan:
+    """Read, never change: can run in the comparison's worker, beside the checks (``_spare_scan``)."""
     wanted = {*written, *keep, MANIFEST}
     folders = _folders_of(wanted)
-    have: dict[str, int] = {}  # regular files: path -> inode
+    found = SpareScan({}, [], [], [])
     seen = {""}
     pending = [(root, "")]
     while pending:
@@ -750,12 +806,32 @@ def _reconcile(root: str, base: str, files: dict[str, str], written: list[str], 
                         seen.add(rel)
                         pending.append((entry.path, rel + "/"))
                     else:
-                        shutil.rmtree(entry.path)
+                        found.drop_folders.append(rel)
                 elif entry.is_file(follow_symlinks=False) and rel in wanted:
-                    have[rel] = entry.inode()
+                    found.have[rel] = entry.inode()
                 else:
-                    os.unlink(entry.path)
-    for folder in sorted(folders - seen):
+                    found.drop_files.append(rel)
+    found.make_folders.extend(sorted(folders - seen))
+    return found
+
+
+def _reconcile(
+    root: str, base: str, files: dict[str, str], written: list[str], keep: list[str], scanned: SpareScan | None
+) -> list[str]:
+    """Bring ``root``, a tree this folder held before (the spare), to the new tree in place:
+    what the new tree does not hold goes, each written file is made anew (the spare's may be a
+    hard link to the live one: it is unlinked, never written through), and each kept file is
+    linked again unless it is already the live file's inode (the ones linked are returned).
+    ``scanned``: what the spare holds, when the comparison's worker read it already (the spare
+    is this run's alone, under the lock). Costs what changed since the spare was live, where
+    building from nothing costs a link per file and a folder per folder (at 10,000 services
+    160,000 and 35,000 system calls, then as many to delete the old tree)."""
+    have, make_folders, drop_folders, drop_files = scanned or scan_spare(root, written, keep)
+    for rel in drop_folders:
+        shutil.rmtree(f"{root}/{rel}")
+    for rel in drop_files:
+        os.unlink(f"{root}/{rel}")
+    for folder in make_folders:
         os.makedirs(f"{root}/{folder}", exist_ok=True)
     for path in written:
         if path in have:
@@ -806,6 +882,18 @@ def _spare(out: Path) -> Path:
     """Where the tree a swap replaced waits for the next run: under .nexus/ beside the output
     folder (ignored by git, like the backups), on the same file system, so a rename moves it."""
     return out.parent / ".nexus" / "spare" / out.name
+
+
+def _scan_spare_of(out: Path, written: list[str], keep: list[str]) -> SpareScan | None:
+    """``scan_spare`` of the spare ``_take_spare`` would take; None when there is none it would
+    take, or it cannot be read (the write then reads it, and says what is wrong)."""
+    spare = _spare(out)
+    if not all(_own_folder(p) for p in (spare.parent.parent, spare.parent, spare)):
+        return None
+    try:
+        return scan_spare(str(spare), written, keep)
+    except OSError:
+        return None
 
 
 def _take_spare(out: Path, staging: Path) -> bool:

@@ -403,15 +403,22 @@ def test_an_edit_rewrites_only_the_cache_shards_it_changed(project: Path, monkey
     assert tree(project / "generated") == files
 
 
-def test_the_comparison_beside_the_checks_is_the_one_in_turn(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """On a large tree write.compare runs in a worker while the checks run: the same Changes,
-    and the same identities kept for the next run, as comparing here; a hand edit it finds
-    still stops the run."""
+def test_the_comparison_ahead_is_the_one_in_turn(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a large tree write.Comparison looks at the tree in a worker before the rendered files
+    are known, then classifies their hashes there and reads the spare the write will take: the
+    same Changes, and the same identities kept for the next run, as comparing here; the spare as
+    the write would read it; a hand edit it finds still stops the run."""
     from nexus import parallel
 
-    out = tmp_path / "generated"
-    generate(CATALOG, out)
-    loaded = load_catalog(CATALOG)
+    catalog, out = tmp_path / "catalog.yaml", tmp_path / "generated"
+    data = yaml.safe_load(CATALOG.read_text(encoding="utf-8"))
+    catalog.write_text(dump(data), encoding="utf-8")
+    generate(catalog)
+    first = next(iter(data["services"]))
+    data["services"][first]["description"] = "Edited, once more"
+    catalog.write_text(dump(data), encoding="utf-8")
+    generate(catalog)  # the tree it replaced is the spare
+    loaded = load_catalog(catalog)
     files = render(RenderContext(loaded.catalog, loaded.plan))
     recorded = _recorded(out)
     edited = "docs/README.md"
@@ -422,19 +429,24 @@ def test_the_comparison_beside_the_checks_is_the_one_in_turn(tmp_path: Path, mon
 
     here_known = write.Known(*recorded)
     here = write.compare(out, files, team_owned, here_known, hashed)
-    monkeypatch.setattr(write, "COMPARE_BESIDE_FROM", 1)
     monkeypatch.setattr(parallel.os, "cpu_count", lambda: 2)
     there_known = write.Known(*recorded)
-    real_compare, where = write.compare, tmp_path / "compared-in"
-    monkeypatch.setattr(write, "compare", lambda *a: where.write_text(str(os.getpid())) and real_compare(*a))
-    there = write.compare_beside(out, files, team_owned, there_known, hashed)()
+    real_survey, where = write._survey, tmp_path / "surveyed-in"
+    monkeypatch.setattr(write, "_survey", lambda *a: where.write_text(str(os.getpid())) and real_survey(*a))
+    comparing = write.Comparison(out, team_owned, there_known, worth=True, writing=True)
+    comparing.of(hashed)
+    there = comparing.changes()
     assert where.read_text() != str(os.getpid())  # in a worker
+    spare = write._spare(out)
+    assert there.spare is not None and there.spare == write.scan_spare(str(spare), here.written(files), here.keep)
+    assert len(there.spare.have) > 100 and there.spare.have[stale] == os.lstat(spare / stale).st_ino
+    there.spare = None
     assert there == here and there.hand_edited == [edited] and there.update == [stale]
     assert there_known.held == here_known.held and len(here_known.held) > 100
 
-    monkeypatch.setattr(write, "COMPARE_BESIDE_FROM", 1)
+    monkeypatch.setattr(write, "COMPARE_AHEAD_FROM", 1)
     with pytest.raises(HandEditedError, match=re.escape(edited)):
-        generate(CATALOG, out)
+        generate(catalog)
 
 
 def _recorded(out: Path) -> tuple[dict[str, str | None], dict[str, str]]:

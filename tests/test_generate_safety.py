@@ -32,7 +32,7 @@ from nexus import usercache, write
 from nexus.catalog import load_catalog
 from nexus.checks import k8s, mesh
 from nexus.checks.kubernetes_schema import SchemaValidator
-from nexus.errors import EditedDuringRun, HandEditedError, OutputBusy, OutputCheckError, OutputError
+from nexus.errors import CatalogError, EditedDuringRun, HandEditedError, OutputBusy, OutputCheckError, OutputError
 from nexus.paths import TEMPLATES
 from nexus.pipeline import generate
 from nexus.render import RenderContext
@@ -267,6 +267,75 @@ def test_a_worker_whose_run_is_killed_ends_and_frees_the_lock(project: Path) -> 
             os.kill(worker, signal.SIGKILL)  # a failed check leaves no process behind
     generate(project / "catalog.yaml", lock_timeout=10)  # not OutputBusy: nothing holds the lock
     generate(project / "catalog.yaml", check_only=True)
+
+
+@pytest.fixture
+def ahead(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every tree large enough for the comparison to begin before the catalog is loaded, on a
+    second core (write.Comparison, pipeline._compare_ahead)."""
+    from nexus import parallel
+
+    monkeypatch.setattr(write, "COMPARE_AHEAD_FROM", 1)
+    monkeypatch.setattr(parallel.os, "cpu_count", lambda: 2)
+
+
+def test_the_comparison_begun_before_the_load_writes_what_a_run_in_turn_writes(
+    project: Path, tmp_path: Path, ahead: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tree is looked at in a worker while the catalog loads: the load waits here until
+    the worker has begun (it would wait in vain if the comparison began after it), and the
+    tree written is the one a run from nothing writes."""
+    from nexus import pipeline
+
+    edit(project / "catalog.yaml", "Auth, compared ahead")
+    begun = tmp_path / "surveyed-in"
+    real_survey, real_load = write._survey, pipeline._load
+    monkeypatch.setattr(write, "_survey", lambda *a: begun.write_text(str(os.getpid())) and real_survey(*a))
+
+    def load_once_begun(*args: object) -> object:
+        deadline = time.monotonic() + 30
+        while not begun.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert begun.exists(), "the comparison did not begin before the catalog was loaded"
+        return real_load(*args)
+
+    monkeypatch.setattr(pipeline, "_load", load_once_begun)
+    result = generate(project / "catalog.yaml")
+    assert begun.read_text() != str(os.getpid())  # in a worker
+    assert result.touched and tree(project / "generated") == _fresh(project, tmp_path)
+    assert leftovers(project) == []
+
+
+def test_a_catalog_error_ends_the_comparison_begun_before_the_load(project: Path, ahead: None) -> None:
+    """A catalog that does not load stops the run as ever: one CatalogError, the worker gone
+    with the run, the lock free, the tree untouched; while another run holds the lock nothing
+    begins early, and the catalog's error still comes at once, not after the wait."""
+    import multiprocessing
+
+    catalog = project / "catalog.yaml"
+    good, before = catalog.read_text(encoding="utf-8"), tree(project / "generated")
+    catalog.write_text(good.replace("services:", "services: [", 1), encoding="utf-8")
+    with pytest.raises(CatalogError, match=r"catalog\.yaml:\d+:\d+"):
+        generate(catalog, lock_timeout=0.5)
+    assert multiprocessing.active_children() == []
+    assert tree(project / "generated") == before and leftovers(project) == []
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(project / "generated")], env=env(), text=True, stdout=subprocess.PIPE
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        started = time.monotonic()
+        with pytest.raises(CatalogError):
+            generate(catalog, lock_timeout=60)
+        assert time.monotonic() - started < 30
+    finally:
+        holder.kill()
+        holder.wait()
+    catalog.write_text(good, encoding="utf-8")
+    edit(catalog, "Auth, after the error")
+    assert generate(catalog, lock_timeout=0.5).touched  # not OutputBusy: nothing holds the lock
+    generate(catalog, check_only=True)
 
 
 def test_a_planted_lock_link_is_refused(project: Path, tmp_path: Path) -> None:
