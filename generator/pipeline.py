@@ -188,7 +188,7 @@ def _run(
         with clock("record this run"):
             tree = write.expected(files, changes)
             # after the write: what the next run need not read again
-            seen = known.taken(target, tree, [*touched, *linked])
+            seen = known.taken(target, tree, touched, linked)
             payload = {
                 "version": 3,
                 "inputs": last.inputs,

@@ -427,6 +427,7 @@ def test_the_comparison_ahead_is_the_one_in_turn(tmp_path: Path, monkeypatch: py
     files = {**files, stale: files[stale] + "new line\n"}
     hashed = write.digests(files)
 
+    monkeypatch.setattr(write.Known, "RACY_NS", 0)  # the files and folders just written are trusted at once
     here_known = write.Known(*recorded)
     here = write.compare(out, files, team_owned, here_known, hashed)
     monkeypatch.setattr(parallel.os, "cpu_count", lambda: 2)
@@ -437,9 +438,14 @@ def test_the_comparison_ahead_is_the_one_in_turn(tmp_path: Path, monkeypatch: py
     comparing.of(hashed)
     there = comparing.changes()
     assert where.read_text() != str(os.getpid())  # in a worker
-    spare = write._spare(out)
-    assert there.spare is not None and there.spare == write.scan_spare(str(spare), here.written(files), here.keep)
-    assert len(there.spare.have) > 100 and there.spare.have[stale] == os.lstat(spare / stale).st_ino
+    spare, written = write._spare(out), here.written(files)
+    full = write.scan_spare(str(spare), written, here.keep)  # as the write reads it in turn
+    settled = there.spare
+    assert settled is not None and settled[1:4] == full[1:4]  # the same folders made, folders and files dropped
+    # settled: the kept files whose inode the spare lacks, by the tree's inodes when looked at
+    assert settled.relink == [p for p in here.keep if full.have.get(p, -1) != os.lstat(out / p).st_ino]
+    assert settled.have == {p: full.have[p] for p in (*written, *settled.relink, write.MANIFEST) if p in full.have}
+    assert stale in settled.have and len(full.have) > 100 and settled.folders and "." in settled.folders
     there.spare = None
     assert there == here and there.hand_edited == [edited] and there.update == [stale]
     assert there_known.held == here_known.held and len(here_known.held) > 100

@@ -306,6 +306,41 @@ def test_the_comparison_begun_before_the_load_writes_what_a_run_in_turn_writes(
     assert leftovers(project) == []
 
 
+def test_a_kept_file_replaced_after_the_comparison_looked_is_written_as_it_is_then(
+    project: Path, ahead: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The comparison's worker settles which kept files the write links from what it saw of the
+    tree before the load (write.scan_spare); the write then stats folders, not files. A kept
+    file replaced after that (another inode: its folder changed) and one edited in place (the
+    same inode, shared with the spare) are both in the new tree as they are then, never swapped
+    out with the old tree; the next run names them as hand edits."""
+    monkeypatch.setattr(write.Known, "RACY_NS", 0)  # the folders just written are trusted at once
+    catalog, out = project / "catalog.yaml", project / "generated"
+    edit(catalog, "Auth, a first edit")
+    generate(catalog)  # the tree it replaced is the spare
+    edit(catalog, "Auth, a second edit")
+    replaced, in_place = out / "k8s/base/default-deny.yaml", out / "k8s/base/services/media.yaml"
+    real = write._take_spare
+
+    def meanwhile(out_: Path, staging: Path) -> bool:
+        aside = replaced.with_name("default-deny.yaml.new")
+        aside.write_bytes(replaced.read_bytes() + b"# replaced by hand\n")
+        os.replace(aside, replaced)
+        with in_place.open("ab") as f:
+            f.write(b"# edited in place\n")
+        return real(out_, staging)
+
+    monkeypatch.setattr(write, "_take_spare", meanwhile)
+    result = generate(catalog)
+    assert result.touched  # the edit was written
+    assert replaced.read_bytes().endswith(b"# replaced by hand\n")
+    assert in_place.read_bytes().endswith(b"# edited in place\n")
+    monkeypatch.undo()
+    with pytest.raises(HandEditedError) as next_run:
+        generate(catalog)
+    assert sorted(next_run.value.paths) == ["k8s/base/default-deny.yaml", "k8s/base/services/media.yaml"]
+
+
 def test_a_catalog_error_ends_the_comparison_begun_before_the_load(project: Path, ahead: None) -> None:
     """A catalog that does not load stops the run as ever: one CatalogError, the worker gone
     with the run, the lock free, the tree untouched; while another run holds the lock nothing
