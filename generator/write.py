@@ -375,7 +375,9 @@ def matches(out: Path, tree: Expected, known: Known | None = None) -> bool:
             return False
         if sha256(_read_nofollow(out / MANIFEST)) != tree[MANIFEST]:
             return False
-        return all(want is None or known.hash(p, disk[p]) == want for p, want in tree.items() if p != MANIFEST)
+        return all(
+            want is None or known.hash(p, disk[p], hold=False) == want for p, want in tree.items() if p != MANIFEST
+        )
     except OSError:
         return False  # the full comparison will say what is wrong
 
@@ -405,11 +407,15 @@ class Known:
     def identity(st: os.stat_result) -> str:
         return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}"
 
-    def hash(self, path: str, full: str) -> str:
+    def hash(self, path: str, full: str, *, hold: bool = True) -> str:
         """The SHA-256 of ``full``'s bytes: the one recorded for ``path`` when its identity holds.
         A file read is held with its identity from before the read: a change during or after
-        the read changes it, so the identity never vouches for bytes other than those hashed."""
+        the read changes it, so the identity never vouches for bytes other than those hashed.
+        (Not ``hold``: nothing will be recorded, and a file with no identity recorded is read
+        without a stat.)"""
         recorded, was = self.hashes.get(path), self.ids.get(path)
+        if was is None and not hold:
+            return sha256(_read(full))
         st = os.lstat(full)
         identity = self.identity(st)
         if recorded is not None and was is not None and identity == was:
