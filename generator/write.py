@@ -357,8 +357,12 @@ Expected = dict[str, "str | None"]  # path -> SHA-256 of its bytes, or None: pre
 def expected(files: dict[str, str], ch: Changes) -> Expected:
     """What the tree holds once ``ch`` is applied (or, ``ch.clean``, holds now): every rendered
     file by the hash of its rendered bytes, the teams' files by presence, and the manifest."""
-    hashed, team = ch.rendered, ch.team
-    tree: Expected = {p: None if p in team else hashed.get(p) or of_text(t) for p, t in files.items()}
+    hashed = ch.rendered
+    # every rendered file is hashed once a run: copied whole (in C) rather than looked up one by one
+    tree: Expected = (
+        dict(hashed) if hashed.keys() == files.keys() else {p: hashed.get(p) or of_text(t) for p, t in files.items()}
+    )
+    tree.update(dict.fromkeys(ch.team))
     tree.update((p, None) for p in ch.keep if p not in files)  # the teams' own additions
     tree[MANIFEST] = sha256(ch.manifest.encode("utf-8"))
     return tree
