@@ -9,6 +9,8 @@ import pytest
 import yaml
 from broken import at
 from conftest import MINIMAL, dump
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nexus.catalog import load
 from nexus.catalog.load import load_file, load_text
@@ -309,3 +311,21 @@ def test_unreadable_paths_are_user_errors(tmp_path, make, message):
     with pytest.raises(CatalogError, match=message) as info:
         load_file(path)
     assert info.value.problems[0].file == str(path)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    value=st.one_of(
+        st.text(max_size=12),
+        st.sampled_from(
+            ["", "~", "null", "yes", "No", "on", "0x1f", "017", "1e3", ".inf", "-.5", "2001-02-03", "<<", "="]
+        ),
+    ),
+    plain=st.booleans(),
+    tag=st.sampled_from([None, "!"]),
+)
+def test_a_scalars_tag_is_the_one_pyyamls_resolver_gives(value: str, plain: bool, tag: str | None) -> None:
+    """load._tag skips PyYAML's resolver where it has no pattern to try (a quoted scalar, a
+    plain one whose first character no pattern starts with): the same tag either way."""
+    event = yaml.ScalarEvent(None, tag, (plain, not plain), value)
+    assert load._tag(event) == yaml.resolver.Resolver().resolve(yaml.ScalarNode, value, (plain, not plain))

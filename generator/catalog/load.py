@@ -84,8 +84,20 @@ def _mark(event: yaml.Event) -> tuple[int, int]:
 def _tag(event: yaml.ScalarEvent) -> str:
     tag = event.tag
     if tag is None or tag == "!":
-        tag = _resolver.resolve(yaml.ScalarNode, event.value, event.implicit)
+        value = event.value
+        if _PLAINLY_TEXT and (not event.implicit[0] or (value and value[0] not in _RESOLVED_FIRST)):
+            # what the resolver would answer without a pattern to try: most of a catalog's
+            # scalars are names and sentences, and asking it was an eighth of loading one
+            return _STR
+        tag = _resolver.resolve(yaml.ScalarNode, value, event.implicit)
     return tag
+
+
+# The first characters PyYAML's implicit resolvers have patterns for; a plain scalar starting
+# otherwise, or a quoted one, is text, as long as no resolver matches any first character (None)
+# or a path (PyYAML's defaults have neither; another version might).
+_RESOLVED_FIRST = frozenset(k for k in yaml.resolver.Resolver.yaml_implicit_resolvers if k)
+_PLAINLY_TEXT = None not in yaml.resolver.Resolver.yaml_implicit_resolvers and not _resolver.yaml_path_resolvers
 
 
 _MERGE = "tag:yaml.org,2002:merge"
