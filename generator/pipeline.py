@@ -62,7 +62,7 @@ def generate(
         comparing = _compare_ahead(run, target, last) if not check_only else None
         # A catalog unchanged since a clean run was valid then and is now: only a changed one is loaded
         # up front (its errors come before anything else), and a run with nothing to do never loads it.
-        loaded = None if last.same_inputs else _load(catalog, clock)  # load + validate
+        loaded = None if last.same_inputs else _load(catalog, clock, last.text)  # load + validate
         if comparing is None:
             write.refuse_link(target)
             run.enter_context(write.locked(target, timeout=lock_timeout, waiting=waiting, required=not check_only))
@@ -79,7 +79,7 @@ def generate(
                 # exactly the files this tree holds, hashed again just now: rendering would give the same bytes.
                 return Result(None, target, {}, write.Changes(), [], last.record["count"])
         return _run(
-            loaded or _load(catalog, clock),
+            loaded or _load(catalog, clock, last.text),
             target,
             last,
             clock,
@@ -129,11 +129,11 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _load(catalog: str | Path, clock: Timings) -> Loaded:
+def _load(catalog: str | Path, clock: Timings, raw: bytes | None) -> Loaded:
     with clock("load and validate the catalog"):
         from .catalog import load_catalog  # the models (pydantic) load only when a catalog is read
 
-        return load_catalog(catalog)
+        return load_catalog(catalog, raw)
 
 
 def _run(
@@ -219,6 +219,9 @@ class _Last:
     record: dict[str, Any] | None  # None when there is none (or --strict, which trusts no record)
     code: str  # paths.code_key() now
     inputs: str | None  # the hash of this run's inputs; None when the catalog cannot be read
+    # the catalog's bytes as hashed in ``inputs``: what the run loads (a file edited meanwhile
+    # is the next run's input, never rendered under this one's hash)
+    text: bytes | None = None
 
     @classmethod
     def of(cls, catalog: str | Path, target: Path, strict: bool) -> _Last:
@@ -230,7 +233,7 @@ class _Last:
         text = _catalog_bytes(catalog)
         # everything the output depends on: the code, the catalog, where it is written
         inputs = _digest(f"{code}|{target.resolve()}|".encode() + text) if text is not None else None
-        return cls(file, record, code, inputs)
+        return cls(file, record, code, inputs, text)
 
     @cached_property
     def known(self) -> write.Known:

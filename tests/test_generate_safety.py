@@ -341,6 +341,36 @@ def test_a_kept_file_replaced_after_the_comparison_looked_is_written_as_it_is_th
     assert sorted(next_run.value.paths) == ["k8s/base/default-deny.yaml", "k8s/base/services/media.yaml"]
 
 
+def test_a_catalog_saved_while_a_run_reads_it_is_the_next_runs_input(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run names its inputs by the catalog's bytes and loads those very bytes: an edit saved
+    while it runs is the next run's input, never rendered under this run's name (its record
+    would vouch for a tree of another catalog: undoing the edit said "nothing to do")."""
+    from nexus import pipeline
+
+    catalog, readme = project / "catalog.yaml", project / "generated/services/auth/README.md"
+    edit(catalog, "Auth, as read")
+    as_read = catalog.read_text(encoding="utf-8")
+    real_of = pipeline._Last.of
+
+    def read_then_saved(*args: object) -> object:
+        last = real_of(*args)
+        edit(catalog, "Auth, saved meanwhile")
+        return last
+
+    monkeypatch.setattr(pipeline._Last, "of", read_then_saved)
+    generate(catalog)
+    monkeypatch.undo()
+    assert "Auth, as read" in readme.read_text(encoding="utf-8")
+    generate(catalog)  # the catalog saved meanwhile
+    assert "Auth, saved meanwhile" in readme.read_text(encoding="utf-8")
+    catalog.write_text(as_read, encoding="utf-8")  # the edit undone
+    generate(catalog)
+    assert "Auth, as read" in readme.read_text(encoding="utf-8")
+    generate(catalog, check_only=True)
+
+
 def test_a_catalog_error_ends_the_comparison_begun_before_the_load(project: Path, ahead: None) -> None:
     """A catalog that does not load stops the run as ever: one CatalogError, the worker gone
     with the run, the lock free, the tree untouched; while another run holds the lock nothing

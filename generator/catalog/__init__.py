@@ -30,9 +30,10 @@ class Loaded:
         return catalog_folder(self.source.file)
 
 
-def load_catalog(path: str | Path = "catalog.yaml") -> Loaded:
-    """Read, parse and validate a catalog file. Raises CatalogError with every problem."""
-    src = load_file(path)
+def load_catalog(path: str | Path = "catalog.yaml", raw: bytes | None = None) -> Loaded:
+    """Read, parse and validate a catalog file (``raw``: its bytes, read already). Raises
+    CatalogError with every problem."""
+    src = load_file(path, raw)
     return Loaded(validate(src), src)
 
 

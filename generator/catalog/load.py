@@ -387,13 +387,15 @@ def _yaml_hint(problem: str, text: str, mark: Any, context: Any) -> str:
     return ""
 
 
-def load_file(path: str | Path) -> Source:
-    """Read and load a catalog file, refusing oversized or non-UTF-8 input before parsing."""
+def load_file(path: str | Path, raw: bytes | None = None) -> Source:
+    """Read and load a catalog file, refusing oversized or non-UTF-8 input before parsing.
+    ``raw``: the file's bytes, when the caller read them already (and hashed them: what it
+    loads is then exactly what it hashed, whatever the file holds by now)."""
     p = Path(path)
     name = str(path)
     try:
-        size = p.stat().st_size
-        if size <= MAX_BYTES:
+        size = len(raw) if raw is not None else p.stat().st_size
+        if raw is None and size <= MAX_BYTES:
             # read at most one byte past the limit: a pipe or /dev/zero has no size to check
             with p.open("rb") as f:
                 raw = f.read(MAX_BYTES + 1)
@@ -427,6 +429,7 @@ def load_file(path: str | Path) -> Source:
         raise CatalogError([Problem(0, 0, "", "is a directory; pass the catalog file itself", file=name)]) from exc
     except OSError as exc:
         raise CatalogError([Problem(0, 0, "", f"cannot be read: {exc.strerror}", file=name)]) from exc
+    assert raw is not None  # read above, or refused as too large
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
