@@ -403,6 +403,54 @@ def test_a_catalog_error_ends_the_comparison_begun_before_the_load(project: Path
     generate(catalog, check_only=True)
 
 
+KILLED_WHILE_SURVEYING = """
+import os, sys, time
+import nexus.parallel as parallel
+import nexus.write as write
+parallel.os.cpu_count = lambda: 2
+write.COMPARE_AHEAD_FROM = 1  # the comparison begins before the load even for this small tree
+real = write._survey
+def slow(*args):
+    print(os.getpid(), flush=True)  # the early worker's pid: still surveying when its run is killed
+    time.sleep(60)  # only its watch on the run ends it in time
+    return real(*args)
+write._survey = slow
+from nexus.cli import main
+sys.argv = ["nexus", "generate", "--catalog", sys.argv[1]]
+main()
+"""
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
+def test_the_early_worker_of_a_killed_run_ends_and_frees_the_lock(project: Path) -> None:
+    """The comparison's worker, forked before the catalog loads, holds the output's lock it
+    inherited: a run killed (SIGKILL) while it surveys takes it along, and the next run goes ahead."""
+    edit(project / "catalog.yaml", "Auth, while a run is killed early")
+    run = subprocess.Popen(
+        [sys.executable, "-c", KILLED_WHILE_SURVEYING, str(project / "catalog.yaml")],
+        env=env(),
+        text=True,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert run.stdout is not None
+        worker = int(run.stdout.readline())
+        assert worker != run.pid
+        run.send_signal(signal.SIGKILL)
+        run.wait()
+        deadline = time.monotonic() + 15
+        while not _gone(worker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _gone(worker), f"early worker {worker} outlived its killed run"
+    finally:
+        run.kill()
+        run.wait()
+        if "worker" in locals() and not _gone(worker):
+            os.kill(worker, signal.SIGKILL)  # a failed check leaves no process behind
+    assert generate(project / "catalog.yaml", lock_timeout=10).touched  # not OutputBusy: nothing holds the lock
+    generate(project / "catalog.yaml", check_only=True)
+
+
 def test_a_planted_lock_link_is_refused(project: Path, tmp_path: Path) -> None:
     victim = tmp_path / "victim.txt"
     victim.write_text("keep me\n")
