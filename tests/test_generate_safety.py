@@ -239,18 +239,12 @@ def _gone(pid: int) -> bool:
         return True
 
 
-@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
-def test_a_worker_whose_run_is_killed_ends_and_frees_the_lock(project: Path) -> None:
-    """A run killed (SIGKILL) while a forked worker renders: the worker ends too, instead of
-    blocking for ever on a result nobody reads while it holds the folder's lock it inherited;
-    the next run goes ahead."""
-    edit(project / "catalog.yaml", "Auth, while a run is killed")
-    run = subprocess.Popen(
-        [sys.executable, "-c", KILLED_WITH_A_WORKER, str(project / "catalog.yaml")],
-        env=env(),
-        text=True,
-        stdout=subprocess.PIPE,
-    )
+def _kill_and_await_its_worker(script: str, catalog: Path) -> tuple[int, int]:
+    """Run ``script`` (a `nexus generate` whose worker prints its pid and lingers), kill it
+    (SIGKILL) once the worker has said its pid, and wait until the worker has ended too; a
+    worker that outlives its run fails the test, and is killed so that none is left behind.
+    The run's pid and the worker's."""
+    run = subprocess.Popen([sys.executable, "-c", script, str(catalog)], env=env(), text=True, stdout=subprocess.PIPE)
     try:
         assert run.stdout is not None
         worker = int(run.stdout.readline())
@@ -265,6 +259,16 @@ def test_a_worker_whose_run_is_killed_ends_and_frees_the_lock(project: Path) -> 
         run.wait()
         if "worker" in locals() and not _gone(worker):
             os.kill(worker, signal.SIGKILL)  # a failed check leaves no process behind
+    return run.pid, worker
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
+def test_a_worker_whose_run_is_killed_ends_and_frees_the_lock(project: Path) -> None:
+    """A run killed (SIGKILL) while a forked worker renders: the worker ends too, instead of
+    blocking for ever on a result nobody reads while it holds the folder's lock it inherited;
+    the next run goes ahead."""
+    edit(project / "catalog.yaml", "Auth, while a run is killed")
+    _kill_and_await_its_worker(KILLED_WITH_A_WORKER, project / "catalog.yaml")
     generate(project / "catalog.yaml", lock_timeout=10)  # not OutputBusy: nothing holds the lock
     generate(project / "catalog.yaml", check_only=True)
 
@@ -426,27 +430,8 @@ def test_the_early_worker_of_a_killed_run_ends_and_frees_the_lock(project: Path)
     """The comparison's worker, forked before the catalog loads, holds the output's lock it
     inherited: a run killed (SIGKILL) while it surveys takes it along, and the next run goes ahead."""
     edit(project / "catalog.yaml", "Auth, while a run is killed early")
-    run = subprocess.Popen(
-        [sys.executable, "-c", KILLED_WHILE_SURVEYING, str(project / "catalog.yaml")],
-        env=env(),
-        text=True,
-        stdout=subprocess.PIPE,
-    )
-    try:
-        assert run.stdout is not None
-        worker = int(run.stdout.readline())
-        assert worker != run.pid
-        run.send_signal(signal.SIGKILL)
-        run.wait()
-        deadline = time.monotonic() + 15
-        while not _gone(worker) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert _gone(worker), f"early worker {worker} outlived its killed run"
-    finally:
-        run.kill()
-        run.wait()
-        if "worker" in locals() and not _gone(worker):
-            os.kill(worker, signal.SIGKILL)  # a failed check leaves no process behind
+    run, worker = _kill_and_await_its_worker(KILLED_WHILE_SURVEYING, project / "catalog.yaml")
+    assert worker != run
     assert generate(project / "catalog.yaml", lock_timeout=10).touched  # not OutputBusy: nothing holds the lock
     generate(project / "catalog.yaml", check_only=True)
 
