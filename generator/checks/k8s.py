@@ -185,9 +185,7 @@ def start(
     memos this process keeps hold it. ``digests``: the files' SHA-256, when already known."""
     validator = validator or DEFAULT
     paths = sorted(p for p in files if p.startswith(READS) and p.endswith(".yaml"))
-    key = validator.run_key(
-        ["k8s-checks", str(strict_schema), _code_hash(), ctx.catalog.model_dump_json()], files, paths, digests
-    )
+    key = validator.run_key(["k8s-checks", str(strict_schema), _code_hash(), ctx.catalog_json], files, paths, digests)
     if key in validator.seen:
         return list
     for memo in (FILES, KUSTOMIZATIONS):  # in turn, here: kept by this process's memos

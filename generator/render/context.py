@@ -129,6 +129,12 @@ class RenderContext:
         return found[name]
 
     @cached_property
+    def catalog_json(self) -> str:
+        """The whole catalog as JSON, for the keys of the checks across files (Kubernetes, mesh):
+        dumped once a run, not once a check (0.08 s a dump at 10,000 services)."""
+        return self.catalog.model_dump_json()
+
+    @cached_property
     def _traffic(self) -> dict[tuple[str, str], Traffic]:
         return {}
 
