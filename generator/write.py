@@ -131,7 +131,7 @@ class _Tree(NamedTuple):
 class Live(NamedTuple):
     """What ``_scan`` saw of the tree's entries, for the write to trust while it holds: each
     regular file's inode, and each folder's identity (inode, modification and change times), but
-    of the folders changed within ``Known.RACY_NS`` of the scan. A file replaced, removed or made
+    of the folders changed too recently to trust (``settled_before``). A file replaced, removed or made
     in a folder changes the folder's times: a folder whose identity still holds has the same
     files, each the same inode (an edit in place keeps the inode)."""
 
@@ -143,21 +143,21 @@ def _folder_identity(st: os.stat_result) -> str:
     return f"{st.st_ino}:{st.st_mtime_ns}:{st.st_ctime_ns}"
 
 
-def _scan(out: Path, live: Live | None = None) -> _Tree:
+def _scan(out: Path, live: Live | None = None, stamp: Stamp | None = None) -> _Tree:
     """What the tree holds, in one walk: its regular files, its other entries, its folders (tool
     folders left out: never reported, not carried over); with ``live``, what the write may trust
-    of them (a stat of each folder, which the no-op's scan does without). (Plain strings, not
-    Paths: this runs on every run, also the no-op one, and building 700 Path objects is a third
-    of it.)"""
+    of them (a stat of each folder, which the no-op's scan does without), by ``stamp``, the file
+    system's time taken before the walk (``clock``). (Plain strings, not Paths: this runs on
+    every run, also the no-op one, and building 700 Path objects is a third of it.)"""
     tree = _Tree({}, set(), [])
     if not out.is_dir() or out.is_symlink():
         return tree
     files, odd, folders = tree
     folders.append(".")
-    trusted = time.time_ns() - Known.RACY_NS
 
     def note(folder: str, st: os.stat_result) -> None:
-        if live is not None and st.st_ctime_ns < trusted:  # a folder's every change sets its change time
+        # a folder's every change sets its change time
+        if live is not None and st.st_ctime_ns < settled_before(st, stamp):
             live.folders[folder] = _folder_identity(st)
 
     note(".", os.lstat(out))
@@ -274,9 +274,10 @@ class Survey(NamedTuple):
 
 def _survey(out: Path, team_owned: TeamOwned, known: Known) -> Survey:
     try:
+        known.stamp = clock(out)  # before the first look: what changes from now on is not trusted
         recorded = _read_manifest(out)
         live = Live({}, {})
-        tree = _scan(out, live)
+        tree = _scan(out, live, known.stamp)
         # the files _classify compares: Nexus wrote them, and a team's file is never compared
         return Survey(
             recorded,
@@ -373,6 +374,7 @@ def matches(out: Path, tree: Expected, known: Known | None = None) -> bool:
     bytes. Hashes every file (but those ``known`` unchanged), never renders: the fast path of a
     run with nothing to do."""
     known = known or Known()
+    known.stamp = clock(out)
     try:
         disk, odd, _ = _scan(out)
         if odd.union(disk, (MANIFEST,)) != tree.keys() or any(tree[p] is not None for p in odd):
@@ -391,14 +393,17 @@ class Known:
     change times, inode): a file whose identity is the same now has the same bytes, and is not
     read again. At 10,000 services reading and hashing the whole tree was most of a run with
     nothing to do, and a tenth of an edit's. (git's index does the same.) A file is only trusted
-    if it had not been written for a while when its identity was taken (``RACY_NS``): a write
-    within the file system's timestamp granularity could otherwise keep the same times. The
-    change time cannot be set back by anyone (touch, tar, rsync set only the modification
-    time), and a file replaced by another has another inode. A write sets both times to its
-    own: one of them older than the window is enough (each run's hard links renew the change
-    time of every file it keeps; their modification time stays old)."""
+    if it had last changed before its identity was taken, by the file system's own clock
+    (``settled_before``): a write within the same tick of its timestamps could otherwise keep
+    the same times. The change time cannot be set back by anyone (touch, tar, rsync set only
+    the modification time), and a file replaced by another has another inode. A write sets both
+    times to its own: one of them older than the stamp is enough (each run's hard links renew
+    the change time of every file it keeps; their modification time stays old)."""
 
-    RACY_NS = 2_000_000_000  # coarser than any file system's timestamps Nexus may meet (FAT: 2 s)
+    # Where the file system's clock cannot be read (a check without a lock, a mount inside the
+    # tree), the local clock less this: coarser than any file system's timestamps Nexus may
+    # meet (FAT: 2 s), and than the skew of a network file system's server most of the time
+    RACY_NS = 2_000_000_000
 
     def __init__(self, hashes: dict[str, str | None] | None = None, ids: dict[str, str] | None = None) -> None:
         self.hashes = hashes or {}
@@ -406,6 +411,8 @@ class Known:
         # each file's identity when this run hashed it (``hash``), or found it unchanged: the
         # identity the bytes it compared go with
         self.held: dict[str, str] = {}
+        # the file system's time before the files were looked at (``clock``; set where they are)
+        self.stamp: Stamp | None = None
 
     @staticmethod
     def identity(st: os.stat_result) -> str:
@@ -426,7 +433,7 @@ class Known:
             self.held[path] = was
             return recorded
         digest = sha256(_read(full))
-        if min(st.st_mtime_ns, st.st_ctime_ns) < time.time_ns() - self.RACY_NS:
+        if min(st.st_mtime_ns, st.st_ctime_ns) < settled_before(st, self.stamp):
             self.held[path] = identity
         return digest
 
@@ -442,7 +449,7 @@ class Known:
         modification time): one replaced or edited in place since was linked as it was then,
         and is left to the next run to hash, never trusted with the hash this run rendered.
         Files neither held nor written (too recent when compared) are left to the next run."""
-        now, base, ids = time.time_ns(), str(out), {}
+        stamp, base, ids = clock(out), str(out), {}  # after the write: what it wrote is older
         held = self.held.copy()
         looked: dict[str, str | None] = {}
         for path in changed:
@@ -463,7 +470,7 @@ class Known:
                 st = os.lstat(os.path.join(base, path))
             except OSError:
                 continue
-            if not stat.S_ISREG(st.st_mode) or min(st.st_mtime_ns, st.st_ctime_ns) >= now - self.RACY_NS:
+            if not stat.S_ISREG(st.st_mode) or min(st.st_mtime_ns, st.st_ctime_ns) >= settled_before(st, stamp):
                 continue
             identity = self.identity(st)
             if looked[path] is not None and looked[path] != _without_change_time(identity):
@@ -475,6 +482,39 @@ class Known:
 def _without_change_time(identity: str) -> str:
     size, mtime, _, inode = identity.split(":")
     return f"{size}:{mtime}:{inode}"
+
+
+class Stamp(NamedTuple):
+    """A file system's time, as it stamps files (``clock``)."""
+
+    device: int
+    ns: int
+
+
+def clock(out: Path) -> Stamp | None:
+    """The time of ``out``'s file system now, read the way it stamps files: the output's lock
+    file (beside the tree, ours while a run holds it) given the current time, and its times
+    read back. A file whose times are older was last written in an earlier tick of that clock,
+    so any write from now on changes them, whatever the timestamps' granularity (FAT's 2 s,
+    ext4's clock tick) and however far a network file system's server clock is from ours.
+    None where the lock file cannot be touched (a check in a read-only checkout)."""
+    path = lock_path(out)
+    try:
+        os.utime(path, follow_symlinks=False)  # never a planted link's target
+        st = os.lstat(path)
+    except (OSError, NotImplementedError):
+        return None
+    return Stamp(st.st_dev, min(st.st_mtime_ns, st.st_ctime_ns)) if stat.S_ISREG(st.st_mode) else None
+
+
+def settled_before(st: os.stat_result, stamp: Stamp | None) -> int:
+    """The time before which the file or folder ``st`` describes must have changed for its
+    identity to vouch for its content: ``stamp``, taken on its file system before it was
+    looked at; elsewhere (no stamp, or another file system mounted inside the tree) the local
+    clock less ``Known.RACY_NS``."""
+    if stamp is not None and st.st_dev == stamp.device:
+        return stamp.ns
+    return time.time_ns() - Known.RACY_NS
 
 
 # -- one run at a time ---------------------------------------------------------------------------

@@ -427,7 +427,10 @@ def test_the_comparison_ahead_is_the_one_in_turn(tmp_path: Path, monkeypatch: py
     files = {**files, stale: files[stale] + "new line\n"}
     hashed = write.digests(files)
 
-    monkeypatch.setattr(write.Known, "RACY_NS", 0)  # the files and folders just written are trusted at once
+    # the local clock with no margin, not the file system's (write.clock): what was just written is
+    # trusted at once, however soon each comparison looks
+    monkeypatch.setattr(write, "clock", lambda out: None)
+    monkeypatch.setattr(write.Known, "RACY_NS", 0)
     here_known = write.Known(*recorded)
     here = write.compare(out, files, team_owned, here_known, hashed)
     monkeypatch.setattr(parallel.os, "cpu_count", lambda: 2)
