@@ -179,16 +179,17 @@ def _run(
             raise DriftError(changes.report())
         touched: list[str] = []
         linked: list[str] = []
+        swapped: write.Stamp | None = None
     else:
         if changes.refused and not force:
             raise HandEditedError(changes.refused, _team_files_of(changes.refused))
         applied = clock.call("write", write.apply, target, files, changes, force=force)
-        touched, backup, linked = applied.touched, applied.backup, applied.linked
+        touched, backup, linked, swapped = applied.touched, applied.backup, applied.linked, applied.stamp
     if last.file is not None and last.inputs is not None:
         with clock("record this run"):
             tree = write.expected(files, changes)
             # after the write: what the next run need not read again
-            seen = known.taken(target, tree, touched, linked)
+            seen = known.taken(target, tree, touched, linked, swapped)
             payload = {
                 "version": 3,
                 "inputs": last.inputs,

@@ -438,18 +438,27 @@ class Known:
         return digest
 
     def taken(
-        self, out: Path, tree: Expected, changed: Iterable[str] = (), linked: Iterable[str] = ()
+        self,
+        out: Path,
+        tree: Expected,
+        changed: Iterable[str] = (),
+        linked: Iterable[str] = (),
+        stamp: Stamp | None = None,
     ) -> dict[str, str]:
         """The identities of ``tree``'s hashed files, for the next run to trust: a file this run
         hashed or found unchanged (``held``) and did not write or link again has that identity
         still, or another the next run will not trust (no system call here for them: at 10,000
-        services a second's worth); one it wrote (``changed``) is looked at now, unless written
-        too recently to be trusted. A kept file ``linked`` into the new tree has a new change
+        services a second's worth); one it wrote (``changed``) is looked at now, and trusted
+        only if it last changed before ``stamp``, the file system's time right before the new
+        tree was swapped in (``Applied.stamp``): until then the file was in the staging folder,
+        ours alone, and an edit made once it was in place (before this record) has a later
+        time; it would otherwise be recorded with the hash this run rendered, and no later run
+        would see it. A kept file ``linked`` into the new tree has a new change
         time, and the bytes compared only while it is the very file held (inode, size and
         modification time): one replaced or edited in place since was linked as it was then,
         and is left to the next run to hash, never trusted with the hash this run rendered.
         Files neither held nor written (too recent when compared) are left to the next run."""
-        stamp, base, ids = clock(out), str(out), {}  # after the write: what it wrote is older
+        base, ids = str(out), {}
         held = self.held.copy()
         looked: dict[str, str | None] = {}
         for path in changed:
@@ -810,6 +819,8 @@ class Applied:
     touched: list[str]  # written or removed, sorted
     backup: Path | None = None  # where the files --force overwrote were copied
     linked: list[str] = field(default_factory=list)  # kept files linked into the new tree (their change time is new)
+    # the file system's time right before the new tree was swapped in (``clock``): for ``Known.taken``
+    stamp: Stamp | None = None
 
 
 def apply(
@@ -838,6 +849,7 @@ def apply(
             linked = _build(str(staging), str(out), files, written, ch.keep)
         (staging / MANIFEST).write_text(ch.manifest, encoding="utf-8")
         _unchanged_since_compared(out, ch)
+        stamp = clock(out)  # what this run wrote is older; what anyone writes once it is in place is not
         old = _swap(staging, out)
     except OSError as exc:
         with suppress(OSError):
@@ -851,7 +863,7 @@ def apply(
         raise
     if old is not None:
         _keep_spare(out, old)  # the new tree is in place; the next run brings this one up to date
-    return Applied(sorted(written + dropped), saved, linked)
+    return Applied(sorted(written + dropped), saved, linked, stamp)
 
 
 def _unchanged_since_compared(out: Path, ch: Changes) -> None:

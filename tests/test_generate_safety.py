@@ -32,7 +32,15 @@ from nexus import usercache, write
 from nexus.catalog import load_catalog
 from nexus.checks import k8s, mesh
 from nexus.checks.kubernetes_schema import SchemaValidator
-from nexus.errors import CatalogError, EditedDuringRun, HandEditedError, OutputBusy, OutputCheckError, OutputError
+from nexus.errors import (
+    CatalogError,
+    DriftError,
+    EditedDuringRun,
+    HandEditedError,
+    OutputBusy,
+    OutputCheckError,
+    OutputError,
+)
 from nexus.paths import TEMPLATES
 from nexus.pipeline import generate
 from nexus.render import RenderContext
@@ -922,7 +930,8 @@ def test_files_written_before_the_file_systems_clock_moved_on_are_trusted_at_onc
     _after_the_clock_moves_past(out, *(out / n for n in files))
 
     known = write.Known()
-    ids = known.taken(out, tree_, changed=list(files))  # this run wrote them: looked at now
+    swapped = write.clock(out)  # as the write takes it, right before the new tree goes in place
+    ids = known.taken(out, tree_, changed=list(files), stamp=swapped)  # this run wrote them: looked at now
     assert sorted(ids) == sorted(files)
     known.stamp = write.clock(out)  # as a comparison takes it, before it looks
     hashed = {n: known.hash(n, str(out / n)) for n in files}  # and reads and holds them
@@ -937,6 +946,36 @@ def test_files_written_before_the_file_systems_clock_moved_on_are_trusted_at_onc
     fresh.stamp = stamp
     fresh.hash("late.txt", str(late))
     assert "late.txt" not in fresh.held
+
+
+def test_a_file_edited_between_the_swap_and_the_record_is_not_trusted_with_the_rendered_hash(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once the new tree is in place, a file the run wrote can be edited before the run records
+    it. Recorded then with the hash the run rendered, the edit would be invisible to later runs
+    (a check would call the tree up to date; only the re-read right before a swap would still
+    catch it): only a file last changed before the swap is recorded."""
+    catalog, out = project / "catalog.yaml", project / "generated"
+    target = out / "k8s/base/services/auth.yaml"
+    edit(catalog, "Auth, first")
+    real = write._keep_spare
+
+    def meanwhile(out_: Path, old: Path) -> None:
+        real(out_, old)  # right after the swap
+        target.write_text(target.read_text(encoding="utf-8") + "# a hand edit\n", encoding="utf-8")
+        _after_the_clock_moves_past(out, target)  # the record looks later than the edit, by any clock
+
+    monkeypatch.setattr(write, "_keep_spare", meanwhile)
+    assert "k8s/base/services/auth.yaml" in generate(catalog).touched
+    monkeypatch.undo()
+    with pytest.raises(DriftError) as drift:  # the same catalog: the record decides, and names the edit
+        generate(catalog, check_only=True)
+    assert drift.value.report["hand-edited"] == ["k8s/base/services/auth.yaml"]
+    edit(catalog, "Auth, second")  # the file is rendered anew: the edit stops the run as a hand edit
+    with pytest.raises(HandEditedError, match=r"auth\.yaml") as refused:
+        generate(catalog)
+    assert type(refused.value) is HandEditedError
+    assert target.read_text(encoding="utf-8").endswith("# a hand edit\n")
 
 
 def test_without_the_file_systems_clock_a_file_is_trusted_two_seconds_after_it_was_written(tmp_path: Path) -> None:
@@ -955,7 +994,7 @@ def test_without_the_file_systems_clock_a_file_is_trusted_two_seconds_after_it_w
     known.stamp = elsewhere
     known.hash("new.txt", str(new))
     assert known.held == {}
-    assert write.Known().taken(out, {"new.txt": write.sha256(b"new\n")}, changed=["new.txt"]) == {}
+    assert write.Known().taken(out, {"new.txt": write.sha256(b"new\n")}, changed=["new.txt"], stamp=None) == {}
 
 
 def test_a_same_size_edit_with_the_old_modification_time_is_still_seen(project: Path) -> None:
