@@ -433,7 +433,7 @@ class Known:
             self.held[path] = was
             return recorded
         digest = sha256(_read(full))
-        if min(st.st_mtime_ns, st.st_ctime_ns) < settled_before(st, self.stamp):
+        if settled(st, self.stamp):
             self.held[path] = identity
         return digest
 
@@ -479,7 +479,7 @@ class Known:
                 st = os.lstat(os.path.join(base, path))
             except OSError:
                 continue
-            if not stat.S_ISREG(st.st_mode) or min(st.st_mtime_ns, st.st_ctime_ns) >= settled_before(st, stamp):
+            if not stat.S_ISREG(st.st_mode) or not settled(st, stamp):
                 continue
             identity = self.identity(st)
             if looked[path] is not None and looked[path] != _without_change_time(identity):
@@ -524,6 +524,12 @@ def settled_before(st: os.stat_result, stamp: Stamp | None) -> int:
     if stamp is not None and st.st_dev == stamp.device:
         return stamp.ns
     return time.time_ns() - Known.RACY_NS
+
+
+def settled(st: os.stat_result, stamp: Stamp | None) -> bool:
+    """Whether the file ``st`` describes may be trusted by its identity: one of its times (a
+    write sets both) is older than ``settled_before``."""
+    return min(st.st_mtime_ns, st.st_ctime_ns) < settled_before(st, stamp)
 
 
 # -- one run at a time ---------------------------------------------------------------------------
