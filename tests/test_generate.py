@@ -528,7 +528,9 @@ def test_an_edit_renders_and_checks_only_the_manifests_that_see_it(
 ) -> None:
     """A service's Kubernetes, mesh and Backstage files are kept by what their template is given
     (its own view, the platform's settings), the CRDs by the mesh files: an edit renders the files
-    of the services it touches, and schema-checks only documents whose text is new."""
+    of the services it touches, schema-checks only documents whose text is new, and checks against
+    the catalog only the services whose file or entry changed."""
+    from nexus.checks import k8s as k8s_checks
     from nexus.checks.kubernetes_schema import SchemaValidator
     from nexus.render.context import RenderContext as Context
 
@@ -537,6 +539,8 @@ def test_an_edit_renders_and_checks_only_the_manifests_that_see_it(
     generate(tmp_path / "catalog.yaml")
     rendered: list[tuple[str, str | None]] = []
     validated: list[str] = []
+    checked: list[str] = []
+    real_check = k8s_checks._check_service
     real_render, real_problems = Context._render, SchemaValidator.problems
 
     def counting(self, name, service, variables):  # type: ignore[no-untyped-def]
@@ -550,7 +554,12 @@ def test_an_edit_renders_and_checks_only_the_manifests_that_see_it(
         validated.append(f"{doc.get('kind')}/{(doc.get('metadata') or {}).get('name')}")
         return real_problems(self, doc, limit)
 
+    def checking_service(ctx, name, path, text, ports):  # type: ignore[no-untyped-def]
+        checked.append(name)
+        return real_check(ctx, name, path, text, ports)
+
     monkeypatch.setattr(Context, "_render", counting)
+    monkeypatch.setattr(k8s_checks, "_check_service", checking_service)
     monkeypatch.setattr(SchemaValidator, "problems", checking)
     rewrite(tmp_path, lambda d: d["services"]["auth"].update(description="Auth, edited"))
     generate(tmp_path / "catalog.yaml")
@@ -558,8 +567,10 @@ def test_an_edit_renders_and_checks_only_the_manifests_that_see_it(
     # team's access page) shows it
     assert sorted(rendered) == [("ecosystem/component.yaml.j2", "auth"), ("k8s/service.yaml.j2", "auth")]
     assert validated and all(v.split("/")[1].startswith("auth") for v in validated), validated
+    assert checked == ["auth"]
     # an edge less: the caller's and the callee's files (egress, callers, policies), nobody else's
     rendered.clear()
+    checked.clear()
     rewrite(tmp_path, lambda d: d["services"]["media"].update(depends_on={}))
     generate(tmp_path / "catalog.yaml")
     assert sorted(rendered) == [
@@ -570,6 +581,7 @@ def test_an_edit_renders_and_checks_only_the_manifests_that_see_it(
         ("mesh/istio/service.yaml.j2", "auth"),
         ("mesh/istio/service.yaml.j2", "media"),
     ]
+    assert checked == ["auth", "media"]  # its entry changed; the callee's file (its ingress) did
     monkeypatch.undo()
     fresh = render(RenderContext(*_loaded(tmp_path / "catalog.yaml"), cache=False))
     ours = sorted(p for p in fresh if not team_owned(p))

@@ -20,6 +20,7 @@ from nexus.catalog import load_catalog, load_catalog_text
 from nexus.catalog.graph import edges
 from nexus.checks import k8s as k8s_checks
 from nexus.checks.documents import documents
+from nexus.checks.kubernetes_schema import SchemaValidator
 from nexus.render import k8s as render_k8s
 from nexus.render import mesh as render_mesh
 from nexus.render.context import RenderContext
@@ -638,6 +639,41 @@ def test_a_component_file_that_does_not_parse_is_a_failure(shipped: tuple[Render
     assert k8s_checks.run(ctx, files) == []
     torn = {**files, alerts: files[alerts][: len(files[alerts]) // 2] + "\n  - [unclosed\n"}
     assert any(f.startswith(f"{alerts}: platform: does not parse") for f in k8s_checks.run(ctx, torn))
+
+
+def test_a_kept_outcome_is_checked_again_when_a_port_it_looked_up_changed(
+    shipped: tuple[RenderContext, dict[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each service's file is checked alone and its outcome kept by the file, its own entry and
+    the platform's settings: an edit re-checks only the files it changed. A dependency's port is
+    another service's entry: the outcome holds the ports it looked up, and one that changed sends
+    the file through the checks again (a stale URL is caught, not taken from the last run)."""
+    ctx, files = shipped
+    checked: list[str] = []
+    real = k8s_checks._check_service
+
+    def counting(ctx, name, path, text, ports):  # type: ignore[no-untyped-def]
+        checked.append(name)
+        return real(ctx, name, path, text, ports)
+
+    monkeypatch.setattr(k8s_checks, "OUTCOMES", k8s_checks._Outcomes(k8s_checks.OUTCOMES.salt))  # none kept yet
+    monkeypatch.setattr(k8s_checks, "DEFAULT", SchemaValidator())  # no whole run known to have passed
+    assert k8s_checks.run(ctx, files) == []  # every outcome kept (here; a run keeps them in the user's cache)
+    edited = _break(
+        files, "ledger-mgr", "      port: 3022\n      targetPort: http", "      port: 3997\n      targetPort: http"
+    )
+    monkeypatch.setattr(k8s_checks, "_check_service", counting)
+    assert any("ledger-mgr: Service ports [3997]" in f for f in k8s_checks.run(ctx, edited, strict_schema=False))
+    assert checked == ["ledger-mgr"]  # the others' files and entries are as they were
+    checked.clear()
+    moved = load_catalog_text(CATALOG.read_text(encoding="utf-8").replace("port: 3022", "port: 3099", 1))
+    assert moved.catalog.services["ledger-mgr"].port == 3099
+    stale = {**render(moved)[1], "k8s/base/services/billing-service.yaml": files[SVC.format("billing-service")]}
+    failures = k8s_checks.run(RenderContext(moved.catalog, moved.plan), stale, strict_schema=False)
+    assert f"{SVC.format('billing-service')}: billing-service: LEDGER_MGR_URL is 'http://ledger-mgr:3022', not " in (
+        " ".join(failures)
+    ), failures
+    assert "billing-service" in checked  # its file and entry were the same; ledger-mgr's port was not
 
 
 # -- catalog rules on small catalogs -------------------------------------------------------------

@@ -39,6 +39,7 @@ MEMOS: tuple[tuple[Memo, str], ...] = (
     (docs.LINKS, docs.LINKS_CACHE),
     (k8s.BASE_FILES, k8s.BASE_CACHE),
     (k8s.KUSTOMIZATIONS, k8s.KUSTOMIZATIONS_CACHE),
+    (k8s.OUTCOMES, k8s.OUTCOMES_CACHE),
 )
 
 

@@ -14,20 +14,23 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import marshal
 import re
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 import yaml
 
 from ..catalog import naming
 from ..catalog.naming import config_map, url_variable
+from ..digest import of_text
 from ..parallel import beside
+from ..paths import code_key
 from ..render import k8s as render_k8s
 from ..render.context import RenderContext
 from ..render.infrastructure import FOLDER as infrastructure_folder
@@ -190,10 +193,11 @@ def start(
         return list
     for memo in (FILES, KUSTOMIZATIONS):  # in turn, here: kept by this process's memos
         memo.prefetch((files[p] for p in paths if not in_base(p) and _other_files(p) is memo), least=len(paths) + 1)
-    failures = beside(lambda: _run(ctx, files, paths, strict_schema), worth=len(paths) >= PARALLEL_FROM)
+    ran = beside(lambda: _run(ctx, files, paths, strict_schema), worth=len(paths) >= PARALLEL_FROM)
 
     def finish() -> list[str]:
-        found = failures()
+        found, fresh, used = ran()
+        OUTCOMES.took(fresh, used)  # a worker's own memo is lost with it
         if not found:
             validator.seen.add(key)
         return found
@@ -207,34 +211,223 @@ def _code_hash() -> str:
     return hashlib.blake2b(b"".join(sources)).hexdigest()
 
 
-def _run(ctx: RenderContext, files: dict[str, str], paths: list[str], strict_schema: bool) -> list[str]:
-    failures: list[str] = []
+class Outcome(NamedTuple):
+    """One service's own base file, checked against its catalog entry: its failures, by check,
+    and what the checks across files take from it."""
+
+    parse: list[str]
+    ports: list[str]  # ports, URLs and settings against the catalog (_ports_and_config)
+    workloads: list[str]  # its Deployment (_workload)
+    policies: list[str]  # what its NetworkPolicies allow that cannot be read as pairs (_read_policy)
+    schema: list[tuple[str, str, str]]  # (kind, name, message) from the strict schemas
+    objects: list[tuple[str, str]]  # (kind, name) of each object the file holds, in order
+    ingress: list[tuple[str, str]]
+    egress: list[tuple[str, str]]
+    from_outside: list[str]
+    scraped: list[str]
+    to_internet: list[str]
+    deny: bool  # the file holds a namespace-wide default deny
+    wave: int | None  # its Deployment's sync-wave; None when there is no integer one
+    probed: bool  # its Deployment's container is ready-probed on the platform's ready path
+    # the port of each workload the checks looked up, as the catalog had it (the service's own
+    # dependencies, and any other peer the file names): trusted again only while all still hold
+    consulted: dict[str, int | None]
+
+
+class _Outcomes(Memo):
+    """Each service's ``Outcome``, kept between runs (in the user's cache folder, as the memos
+    are) by the file's bytes, the service's catalog entry and the platform's settings and
+    infrastructure (``_outcome_key``), with the ports it looked up of others (``consulted``):
+    an edit re-checks the files and entries it changed, and the services whose neighbours'
+    ports changed. At 10,000 services unmarshalling every file's objects and checking each
+    again was 4.7 s of every edit."""
+
+    def __init__(self, salt: bytes) -> None:
+        super().__init__(_never, salt)
+
+    def get(self, key: bytes) -> Outcome | None:
+        kept = self.entries.get(key)
+        if kept is None:
+            return None
+        try:
+            found = Outcome(*marshal.loads(kept))
+        except (EOFError, ValueError, TypeError):
+            return None
+        self.used.add(key)
+        return found
+
+    def put(self, key: bytes, outcome: Outcome) -> None:
+        self.used.add(key)
+        self.entries[key] = marshal.dumps(tuple(outcome))
+        self.added = True
+
+    def took(self, fresh: dict[bytes, bytes], used: set[bytes]) -> None:
+        """What a run of the checks added and used, where it ran in a worker (``start``)."""
+        self.entries.update(fresh)
+        self.used |= used
+        self.added |= bool(fresh)
+
+    def save(self) -> None:
+        # every run of the checks looks up every service's outcome: the others are of files or
+        # entries that are gone, and are dropped rather than read by every later run
+        if self.used and len(self.entries) > len(self.used):
+            self.entries = {k: v for k, v in self.entries.items() if k in self.used}
+            self.added = True
+        super().save()
+
+
+def _never(text: str) -> Any:
+    raise TypeError("outcomes are kept by the caller's key (_Outcomes.get and put)")
+
+
+OUTCOMES = _Outcomes(salt=hashlib.blake2b(code_key().encode() + BASE_FILES.salt, digest_size=16).digest())
+OUTCOMES_CACHE = "k8s-outcomes"
+
+
+def _shared(ctx: RenderContext) -> bytes:
+    """What every service's outcome may read of the catalog besides its own entry."""
+    cat = ctx.catalog
+    infrastructure = (f"\0{n}\0{c.model_dump_json()}" for n, c in sorted(cat.infrastructure.items()))
+    return (cat.platform.model_dump_json() + "".join(infrastructure)).encode()
+
+
+def _outcome_key(text: str, name: str, entry: str, shared: bytes) -> bytes:
+    digest = hashlib.blake2b(OUTCOMES.salt + of_text(text).encode() + b"\0" + name.encode() + b"\0", digest_size=16)
+    digest.update(entry.encode() + b"\0" + shared)
+    return digest.digest()
+
+
+def _run(
+    ctx: RenderContext, files: dict[str, str], paths: list[str], strict_schema: bool
+) -> tuple[list[str], dict[bytes, bytes], set[bytes]]:
+    """The failures, and what the run added to OUTCOMES and used of it (for ``start`` to keep
+    where this ran in a worker). Each service's own file is checked alone (``_checked``, kept
+    across runs); the other files' documents are read here, and the checks across files
+    (completeness, kustomizations, policy against the catalog's edges, waves, critical paths)
+    take what they need of each service from its outcome."""
+    cat = ctx.catalog
+    ports = {**{n: s.port for n, s in cat.services.items()}, **{n: c.port for n, c in cat.infrastructure.items()}}
+    owned = {service_path(n): n for n in cat.services}
+    shared = _shared(ctx)
+    known = set(OUTCOMES.entries)
+    outcomes: dict[str, Outcome] = {}
+    docs: list[Doc] = []  # the other files' documents
+    parse: list[str] = []
     schema: list[str] = []
-    docs: list[Doc] = []
+    problems: list[str] = []  # NetworkPolicies not readable as pairs, in the files' order
+    index: dict[tuple[str, str], str] = {}  # each base object, by (kind, name): the file it is in (the last)
+    policy, deny = Policy(), False
     for path in paths:
+        name = owned.get(path)
+        if name is not None:
+            out = outcomes[name] = _checked(ctx, name, path, files[path], ports, shared)
+            parse += out.parse
+            schema += [f"{path}: {name}: {kind} {obj}: {m}" for kind, obj, m in out.schema]
+            index.update(dict.fromkeys(out.objects, path))
+            problems += out.policies
+            policy.ingress.update(out.ingress)
+            policy.egress.update(out.egress)
+            policy.from_outside.update(out.from_outside)
+            policy.scraped.update(out.scraped)
+            policy.to_internet.update(out.to_internet)
+            deny |= out.deny
+            continue
         try:
             if path.startswith(BASE + "/"):
                 read = BASE_FILES(files[path])
-                docs.extend(Doc(path, "", data) for data in read["objects"])
-                schema += [f"{path}: {_owner(ctx, path)}: {kind} {name}: {m}" for kind, name, m in read["schema"]]
+                found = [Doc(path, "", data) for data in read["objects"]]
+                schema += [f"{path}: {_owner(ctx, path)}: {kind} {obj}: {m}" for kind, obj, m in read["schema"]]
             else:
-                docs.extend(Doc(path, "", data) for data in _other_files(path)(files[path]))
+                found = [Doc(path, "", data) for data in _other_files(path)(files[path])]
         except yaml.YAMLError as exc:
-            failures.append(f"{path}: {_owner(ctx, path)}: does not parse: {exc}".replace("\n", " "))
-    base = [d for d in docs if d.path.startswith(BASE + "/") and d.kind != "Kustomization"]
-    objects = {(d.kind, d.name): d for d in base}
-    failures += _complete(ctx, files, objects)
-    failures += _kustomizations(ctx, files, docs, objects)
-    failures += _ports_and_config(ctx, objects)
-    failures += _workloads(ctx, objects)
-    policy, problems = read_policies(ctx, base)
+            parse.append(f"{path}: {_owner(ctx, path)}: does not parse: {exc}".replace("\n", " "))
+            continue
+        docs += found
+        for d in found:
+            if path.startswith(BASE + "/") and d.kind != "Kustomization":
+                index[(d.kind, d.name)] = path
+            if d.kind == "NetworkPolicy":
+                failed, denies, _ = _read_policy(ctx, d, policy, ports.get)
+                problems += failed
+                deny |= denies
+    if not deny:
+        problems.append(
+            f"{BASE}/default-deny.yaml: platform: no default-deny NetworkPolicy (podSelector {{}}, Ingress and "
+            "Egress, no rules)"
+        )
+    failures = parse
+    failures += _complete(ctx, files, index)
+    failures += _kustomizations(ctx, files, docs, index)
+    failures += [f for name in sorted(outcomes) for f in outcomes[name].ports]
+    failures += [f for name in sorted(outcomes) for f in outcomes[name].workloads]
+    failures += _infrastructure_workloads(ctx, docs)
     failures += problems
     failures += _policy_matches_catalog(ctx, policy)
-    failures += _waves(ctx, objects)
-    failures += _flows(ctx, objects, policy)
+    failures += _waves(ctx, outcomes)
+    failures += _flows(ctx, outcomes, policy)
     if strict_schema:
         failures += schema
-    return failures
+    fresh = {k: v for k, v in OUTCOMES.entries.items() if k not in known}
+    return failures, fresh, OUTCOMES.used
+
+
+def _checked(ctx: RenderContext, name: str, path: str, text: str, ports: dict[str, int], shared: bytes) -> Outcome:
+    """The outcome of one service's own file: kept from an earlier run when the file, the
+    service's entry, the shared settings and every port it looked up are the same."""
+    key = _outcome_key(text, name, ctx.catalog.services[name].model_dump_json(), shared)
+    kept = OUTCOMES.get(key)
+    if kept is not None and all(ports.get(w) == p for w, p in kept.consulted.items()):
+        return kept
+    out, alone = _check_service(ctx, name, path, text, ports)
+    if alone:
+        OUTCOMES.put(key, out)
+    return out
+
+
+def _check_service(ctx: RenderContext, name: str, path: str, text: str, ports: dict[str, int]) -> tuple[Outcome, bool]:
+    """Check one service's own file; False beside the outcome when it depends on more than the
+    key and the ports it looked up (a NetworkPolicy there selecting another workload, whose
+    catalog entry it reads): then it is not kept."""
+    empty = Outcome([], [], [], [], [], [], [], [], [], [], [], False, None, False, {})
+    try:
+        read = BASE_FILES(text)
+    except yaml.YAMLError as exc:
+        return empty._replace(parse=[f"{path}: {name}: does not parse: {exc}".replace("\n", " ")]), True
+    docs = [Doc(path, "", data) for data in read["objects"]]
+    objects = {(d.kind, d.name): d for d in docs if d.kind != "Kustomization"}
+    consulted: dict[str, int | None] = {}
+
+    def port(workload: str) -> int | None:
+        found = consulted[workload] = ports.get(workload)
+        return found
+
+    policy, problems, deny, alone = Policy(), [], False, True
+    for d in docs:
+        if d.kind == "NetworkPolicy":
+            failed, denies, target = _read_policy(ctx, d, policy, port)
+            problems += failed
+            deny |= denies
+            alone &= target in (None, name)
+    dep = objects.get(("Deployment", name))
+    value = get(dep.data, "metadata", "annotations", WAVE) if dep else None
+    ready = {"path": ctx.catalog.platform.health.ready, "port": "http"}
+    return Outcome(
+        parse=[],
+        ports=_ports_and_config(ctx, name, objects, port),
+        workloads=_workload(dep, "Deployment", name) if dep is not None else [],
+        policies=problems,
+        schema=[(kind, obj, m) for kind, obj, m in read["schema"]],
+        objects=list(objects),
+        ingress=sorted(policy.ingress),
+        egress=sorted(policy.egress),
+        from_outside=sorted(policy.from_outside),
+        scraped=sorted(policy.scraped),
+        to_internet=sorted(policy.to_internet),
+        deny=deny,
+        wave=int(value) if isinstance(value, str) and value.lstrip("-").isdigit() else None,
+        probed=dep is not None and get(_container(dep, name), "readinessProbe", "httpGet") == ready,
+        consulted=consulted,
+    ), alone
 
 
 def _owner(ctx: RenderContext, path: str) -> str:
@@ -247,7 +440,7 @@ def _container(dep: Doc, name: str) -> dict[str, Any]:
     return next((c for c in containers if isinstance(c, dict) and c.get("name") == name), {})
 
 
-def _complete(ctx: RenderContext, files: dict[str, str], objects: dict[tuple[str, str], Doc]) -> list[str]:
+def _complete(ctx: RenderContext, files: dict[str, str], index: dict[tuple[str, str], str]) -> list[str]:
     failures = []
     for name in sorted(ctx.catalog.services):
         path = service_path(name)
@@ -256,7 +449,7 @@ def _complete(ctx: RenderContext, files: dict[str, str], objects: dict[tuple[str
             continue
         for kind in KINDS:
             obj = config_map(name) if kind == "ConfigMap" else name
-            if (kind, obj) not in objects or objects[(kind, obj)].path != path:
+            if index.get((kind, obj)) != path:
                 failures.append(f"{path}: {name}: no {kind} {obj}")
     extra = {p for p in files if p.startswith(f"{BASE}/services/")} - {service_path(n) for n in ctx.catalog.services}
     failures += [f"{p}: {_owner(ctx, p)}: not a service of the catalog" for p in sorted(extra)]
@@ -264,7 +457,7 @@ def _complete(ctx: RenderContext, files: dict[str, str], objects: dict[tuple[str
 
 
 def _kustomizations(
-    ctx: RenderContext, files: dict[str, str], docs: list[Doc], objects: dict[tuple[str, str], Doc]
+    ctx: RenderContext, files: dict[str, str], docs: list[Doc], index: dict[tuple[str, str], str]
 ) -> list[str]:
     """The base lists every base file; each overlay's patches exist and patch objects the base has.
     (Tests build the overlays with the real kubectl; this catches the same slips without it.)"""
@@ -280,7 +473,7 @@ def _kustomizations(
             unlisted = {p for p in files if p.startswith(BASE + "/") and p != kustomization.path} - set(listed)
             failures += [f"{kustomization.path}: platform: does not list {p}" for p in sorted(unlisted)]
     for patch in (d for d in docs if d.path.startswith("k8s/overlays/") and d.kind != "Kustomization"):
-        if (patch.kind, patch.name) not in objects:
+        if (patch.kind, patch.name) not in index:
             failures.append(
                 f"{patch.path}: {patch.name}: patches {patch.kind} {patch.name}, which the base does not have"
             )
@@ -295,53 +488,56 @@ def _kustomizations(
     return failures
 
 
-def _ports_and_config(ctx: RenderContext, objects: dict[tuple[str, str], Doc]) -> list[str]:
+def _ports_and_config(
+    ctx: RenderContext, name: str, objects: dict[tuple[str, str], Doc], port: Callable[[str], int | None]
+) -> list[str]:
+    """A service's Service and container ports, its ConfigMap's URLs and settings, against the
+    catalog (``port``: another workload's catalog port, as the outcome records it)."""
     failures = []
     cat = ctx.catalog
-    for name, svc in sorted(cat.services.items()):
-        path = service_path(name)
-        if service := objects.get(("Service", name)):
-            ports = items(get(service.data, "spec", "ports"))
-            if [(get(p, "port"), get(p, "targetPort")) for p in ports] != [(svc.port, "http")]:
+    svc = cat.services[name]
+    path = service_path(name)
+    if service := objects.get(("Service", name)):
+        found = items(get(service.data, "spec", "ports"))
+        if [(get(p, "port"), get(p, "targetPort")) for p in found] != [(svc.port, "http")]:
+            failures.append(
+                f"{path}: {name}: Service ports {[get(p, 'port') for p in found]} are not the catalog's "
+                f"[{svc.port}] (targetPort http)"
+            )
+    if dep := objects.get(("Deployment", name)):
+        container = _container(dep, name)
+        declared = [(get(p, "name"), get(p, "containerPort")) for p in items(container.get("ports"))]
+        if declared != [("http", svc.port)]:
+            failures.append(f"{path}: {name}: container ports {declared} are not the catalog's [('http', {svc.port})]")
+        refs = [get(e, "configMapRef", "name") for e in items(container.get("envFrom"))]
+        if config_map(name) not in refs:
+            failures.append(f"{path}: {name}: container does not read ConfigMap {config_map(name)}")
+    if config := objects.get(("ConfigMap", config_map(name))):
+        data = mapping(config.data.get("data"))
+        expected = {url_variable(d): (d, port(d)) for d in svc.depends_on}
+        for key in sorted(expected):
+            dep_name, dep_port = expected[key]
+            url = data.get(key)
+            if url != f"http://{dep_name}:{dep_port}":
                 failures.append(
-                    f"{path}: {name}: Service ports {[get(p, 'port') for p in ports]} are not the catalog's "
-                    f"[{svc.port}] (targetPort http)"
+                    f"{path}: {name}: {key} is {url!r}, not http://{dep_name}:{dep_port} ({dep_name}'s catalog port)"
                 )
-        if dep := objects.get(("Deployment", name)):
-            container = _container(dep, name)
-            ports = [(get(p, "name"), get(p, "containerPort")) for p in items(container.get("ports"))]
-            if ports != [("http", svc.port)]:
-                failures.append(f"{path}: {name}: container ports {ports} are not the catalog's [('http', {svc.port})]")
-            refs = [get(e, "configMapRef", "name") for e in items(container.get("envFrom"))]
-            if config_map(name) not in refs:
-                failures.append(f"{path}: {name}: container does not read ConfigMap {config_map(name)}")
-        if config := objects.get(("ConfigMap", config_map(name))):
-            data = mapping(config.data.get("data"))
-            expected = {url_variable(d): (d, cat.services[d].port) for d in svc.depends_on}
-            for key in sorted(expected):
-                dep_name, dep_port = expected[key]
-                url = data.get(key)
-                if url != f"http://{dep_name}:{dep_port}":
-                    failures.append(
-                        f"{path}: {name}: {key} is {url!r}, not http://{dep_name}:{dep_port} ({dep_name}'s catalog "
-                        "port)"
-                    )
-            for comp in sorted(svc.uses):
-                key, infra = url_variable(comp), cat.infrastructure[comp]
-                host, port = infra.address(comp)
-                url = urlsplit(str(data.get(key, "")))
-                expected[key] = (comp, port)
-                if (url.hostname, url.port) != (host, port):
-                    failures.append(f"{path}: {name}: {key} does not point at {comp} ({host}:{port})")
-                if url.password is not None:
-                    failures.append(f"{path}: {name}: {key} has a password in a ConfigMap; it belongs in a Secret")
-            for key in sorted(k for k in data if k.endswith("_URL") and k not in expected):
-                failures.append(f"{path}: {name}: {key} is not a dependency in the catalog")
-            if data.get("PORT") != str(svc.port) or data.get("SERVICE_NAME") != name:
-                failures.append(
-                    f"{path}: {name}: PORT/SERVICE_NAME are {data.get('PORT')!r}/{data.get('SERVICE_NAME')!r}, not "
-                    f"'{svc.port}'/'{name}'"
-                )
+        for comp in sorted(svc.uses):
+            key, infra = url_variable(comp), cat.infrastructure[comp]
+            host, comp_port = infra.address(comp)
+            address = urlsplit(str(data.get(key, "")))
+            expected[key] = (comp, comp_port)
+            if (address.hostname, address.port) != (host, comp_port):
+                failures.append(f"{path}: {name}: {key} does not point at {comp} ({host}:{comp_port})")
+            if address.password is not None:
+                failures.append(f"{path}: {name}: {key} has a password in a ConfigMap; it belongs in a Secret")
+        for key in sorted(k for k in data if k.endswith("_URL") and k not in expected):
+            failures.append(f"{path}: {name}: {key} is not a dependency in the catalog")
+        if data.get("PORT") != str(svc.port) or data.get("SERVICE_NAME") != name:
+            failures.append(
+                f"{path}: {name}: PORT/SERVICE_NAME are {data.get('PORT')!r}/{data.get('SERVICE_NAME')!r}, not "
+                f"'{svc.port}'/'{name}'"
+            )
     return failures
 
 
@@ -359,115 +555,108 @@ _LABEL_VALUE = re.compile(r"^(?:[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)
 _IMAGE_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 
-def _workloads(ctx: RenderContext, objects: dict[tuple[str, str], Doc]) -> list[str]:
+def _infrastructure_workloads(ctx: RenderContext, docs: list[Doc]) -> list[str]:
+    """``_workload`` of each infrastructure StatefulSet and each managed instance's provisioning Job."""
+    objects = {(d.kind, d.name): d for d in docs if d.path.startswith(BASE + "/") and d.kind != "Kustomization"}
+    infra = [("StatefulSet", n) for n in sorted(ctx.catalog.infrastructure)]
+    infra += sorted(key for key in objects if key[0] == "Job")
+    return [f for kind, name in infra if (dep := objects.get((kind, name))) for f in _workload(dep, kind, name)]
+
+
+def _workload(dep: Doc, kind: str, name: str) -> list[str]:
     """No replicas beside an HPA; Pod Security "restricted"; label values and the image tag the API server accepts."""
     failures = []
-    infra = [("StatefulSet", n) for n in sorted(ctx.catalog.infrastructure)]
-    infra += sorted(key for key in objects if key[0] == "Job")  # managed instances' provisioning
-    for kind, name in [("Deployment", n) for n in sorted(ctx.catalog.services)] + infra:
-        dep = objects.get((kind, name))
-        if dep is None:
-            continue
-        path, pod = dep.path, mapping(get(dep.data, "spec", "template", "spec"))
-        labels = {
-            **mapping(get(dep.data, "metadata", "labels")),
-            **mapping(get(dep.data, "spec", "template", "metadata", "labels")),
-        }
-        for key, value in sorted(labels.items()):
-            if not isinstance(value, str) or not _LABEL_VALUE.match(value):
+    path, pod = dep.path, mapping(get(dep.data, "spec", "template", "spec"))
+    labels = {
+        **mapping(get(dep.data, "metadata", "labels")),
+        **mapping(get(dep.data, "spec", "template", "metadata", "labels")),
+    }
+    for key, value in sorted(labels.items()):
+        if not isinstance(value, str) or not _LABEL_VALUE.match(value):
+            failures.append(
+                f"{path}: {name}: label {key}={value!r} is not a valid label value (at most 63 of A-Z a-z 0-9 - _ "
+                "., alphanumeric at both ends)"
+            )
+    containers = [*items(pod.get("initContainers")), *items(pod.get("containers"))]
+    for image in sorted({str(get(c, "image")) for c in containers}):
+        if not _IMAGE_TAG.match(image.rpartition(":")[2]):
+            failures.append(
+                f"{path}: {name}: image {image!r} has no valid tag (platform.version must be a valid image tag)"
+            )
+    if kind == "Deployment" and "replicas" in mapping(dep.data.get("spec")):
+        failures.append(f"{path}: {name}: Deployment sets replicas, but its HorizontalPodAutoscaler owns the count")
+    if pod.get("automountServiceAccountToken") is not False:
+        failures.append(f"{path}: {name}: pod must set automountServiceAccountToken: false")
+    if not isinstance(get(pod, "securityContext", "runAsUser"), int) or pod["securityContext"]["runAsUser"] < 10000:
+        failures.append(f"{path}: {name}: pod runAsUser must be a uid of at least 10000")
+    for container in containers:
+        sections = {"pod": pod.get("securityContext"), "container": get(container, "securityContext")}
+        for where, keys, value in _RESTRICTED:
+            if get(sections[where], *keys) != value:
+                where = f"container {get(container, 'name')}" if where == "container" else where
                 failures.append(
-                    f"{path}: {name}: label {key}={value!r} is not a valid label value (at most 63 of A-Z a-z 0-9 - _ "
-                    "., alphanumeric at both ends)"
+                    f"{path}: {name}: {where} securityContext.{'.'.join(keys)} must be {value!r} (Pod Security "
+                    "restricted)"
                 )
-        containers = [*items(pod.get("initContainers")), *items(pod.get("containers"))]
-        for image in sorted({str(get(c, "image")) for c in containers}):
-            if not _IMAGE_TAG.match(image.rpartition(":")[2]):
-                failures.append(
-                    f"{path}: {name}: image {image!r} has no valid tag (platform.version must be a valid image tag)"
-                )
-        if kind == "Deployment" and "replicas" in mapping(dep.data.get("spec")):
-            failures.append(f"{path}: {name}: Deployment sets replicas, but its HorizontalPodAutoscaler owns the count")
-        if pod.get("automountServiceAccountToken") is not False:
-            failures.append(f"{path}: {name}: pod must set automountServiceAccountToken: false")
-        if not isinstance(get(pod, "securityContext", "runAsUser"), int) or pod["securityContext"]["runAsUser"] < 10000:
-            failures.append(f"{path}: {name}: pod runAsUser must be a uid of at least 10000")
-        for container in containers:
-            sections = {"pod": pod.get("securityContext"), "container": get(container, "securityContext")}
-            for where, keys, value in _RESTRICTED:
-                if get(sections[where], *keys) != value:
-                    where = f"container {get(container, 'name')}" if where == "container" else where
-                    failures.append(
-                        f"{path}: {name}: {where} securityContext.{'.'.join(keys)} must be {value!r} (Pod Security "
-                        "restricted)"
-                    )
     return failures
 
 
-def read_policies(ctx: RenderContext, docs: list[Doc]) -> tuple[Policy, list[str]]:
-    """Every connection the rendered NetworkPolicies allow; a rule too broad to read as pairs is a failure."""
-    policy, failures = Policy(), []
+def _read_policy(
+    ctx: RenderContext, d: Doc, policy: Policy, port: Callable[[str], int | None]
+) -> tuple[list[str], bool, str | None]:
+    """Add to ``policy`` every connection one NetworkPolicy allows; a rule too broad to read as
+    pairs is a failure. Also whether it is a namespace-wide default deny, and the workload it
+    selects (None: none it may). ``port``: a workload's catalog port."""
+    failures: list[str] = []
+    owner, spec = _owner(ctx, d.path), mapping(d.data.get("spec"))
+    where = f"{d.path}: {owner}: NetworkPolicy {d.name}"
+    if spec.get("podSelector") == {} and not spec.get("ingress") and not spec.get("egress"):
+        return failures, set(map(str, items(spec.get("policyTypes")))) == {"Ingress", "Egress"}, None
+    target = get(spec, "podSelector", "matchLabels", NAME)
+    if not isinstance(target, str) or spec.get("podSelector") != {"matchLabels": {NAME: target}}:
+        return [f"{where}: podSelector must select one workload by {NAME}"], False, None
     ns = ctx.catalog.platform.namespace
-    ports = {
-        **{n: s.port for n, s in ctx.catalog.services.items()},
-        **{n: c.port for n, c in ctx.catalog.infrastructure.items()},
-    }
-    deny = False
-    for d in (d for d in docs if d.kind == "NetworkPolicy"):
-        owner, spec = _owner(ctx, d.path), mapping(d.data.get("spec"))
-        where = f"{d.path}: {owner}: NetworkPolicy {d.name}"
-        if spec.get("podSelector") == {} and not spec.get("ingress") and not spec.get("egress"):
-            deny |= set(map(str, items(spec.get("policyTypes")))) == {"Ingress", "Egress"}
-            continue
-        target = get(spec, "podSelector", "matchLabels", NAME)
-        if not isinstance(target, str) or spec.get("podSelector") != {"matchLabels": {NAME: target}}:
-            failures.append(f"{where}: podSelector must select one workload by {NAME}")
-            continue
-        for direction, peers_key, pairs in (("ingress", "from", policy.ingress), ("egress", "to", policy.egress)):
-            for rule in map(mapping, items(spec.get(direction))):
-                peers, rule_ports = (
-                    items(rule.get(peers_key)),
-                    [(mapping(p).get("protocol", "TCP"), get(p, "port")) for p in items(rule.get("ports"))],
+    for direction, peers_key, pairs in (("ingress", "from", policy.ingress), ("egress", "to", policy.egress)):
+        for rule in map(mapping, items(spec.get(direction))):
+            peers, rule_ports = (
+                items(rule.get(peers_key)),
+                [(mapping(p).get("protocol", "TCP"), get(p, "port")) for p in items(rule.get("ports"))],
+            )
+            if not peers or not rule_ports:
+                failures.append(
+                    f"{where}: an {direction} rule without '{peers_key}' or 'ports' allows every peer or port"
                 )
-                if not peers or not rule_ports:
-                    failures.append(
-                        f"{where}: an {direction} rule without '{peers_key}' or 'ports' allows every peer or port"
-                    )
-                    continue
-                for peer in peers:
-                    other = get(peer, "podSelector", "matchLabels", NAME)
-                    if isinstance(other, str) and peer == {"podSelector": {"matchLabels": {NAME: other}}}:
-                        pair = (other, target) if direction == "ingress" else (target, other)
-                        if all(p == ("TCP", ports.get(pair[1])) for p in rule_ports):
-                            pairs.add(pair)
-                        else:
-                            failures.append(
-                                f"{where}: {direction} {pair[0]} -> {pair[1]} on {rule_ports}, not {pair[1]}'s "
-                                f"catalog port {ports.get(pair[1])}"
-                            )
-                    elif direction == "egress" and peer == _DNS and rule_ports in _DNS_PORTS:
-                        pass
-                    elif direction == "egress" and _anywhere(peer) and (managed := _managed(ctx, target, rule_ports)):
-                        pairs.update((target, comp) for comp in managed)
-                    elif direction == "egress" and _outside(peer) and rule_ports == [("TCP", 443)]:
-                        policy.to_internet.add(target)
-                    elif direction == "ingress" and peer == _other_namespaces(ns) and len(peers) == 1:
-                        policy.from_outside.add(target)
-                    elif direction == "ingress" and peer == _monitoring(ctx) and len(peers) == 1:
-                        if rule_ports == [("TCP", ports.get(target))]:
-                            policy.scraped.add(target)
-                        else:
-                            failures.append(
-                                f"{where}: ingress from Prometheus on {rule_ports}, not {target}'s catalog port "
-                                f"{ports.get(target)}"
-                            )
+                continue
+            for peer in peers:
+                other = get(peer, "podSelector", "matchLabels", NAME)
+                if isinstance(other, str) and peer == {"podSelector": {"matchLabels": {NAME: other}}}:
+                    pair = (other, target) if direction == "ingress" else (target, other)
+                    if all(p == ("TCP", port(pair[1])) for p in rule_ports):
+                        pairs.add(pair)
                     else:
-                        failures.append(f"{where}: {direction} peer {peer} is broader than a catalog edge")
-    if not deny:
-        failures.append(
-            f"{BASE}/default-deny.yaml: platform: no default-deny NetworkPolicy (podSelector {{}}, Ingress and "
-            "Egress, no rules)"
-        )
-    return policy, failures
+                        failures.append(
+                            f"{where}: {direction} {pair[0]} -> {pair[1]} on {rule_ports}, not {pair[1]}'s "
+                            f"catalog port {port(pair[1])}"
+                        )
+                elif direction == "egress" and peer == _DNS and rule_ports in _DNS_PORTS:
+                    pass
+                elif direction == "egress" and _anywhere(peer) and (managed := _managed(ctx, target, rule_ports)):
+                    pairs.update((target, comp) for comp in managed)
+                elif direction == "egress" and _outside(peer) and rule_ports == [("TCP", 443)]:
+                    policy.to_internet.add(target)
+                elif direction == "ingress" and peer == _other_namespaces(ns) and len(peers) == 1:
+                    policy.from_outside.add(target)
+                elif direction == "ingress" and peer == _monitoring(ctx) and len(peers) == 1:
+                    if rule_ports == [("TCP", port(target))]:
+                        policy.scraped.add(target)
+                    else:
+                        failures.append(
+                            f"{where}: ingress from Prometheus on {rule_ports}, not {target}'s catalog port "
+                            f"{port(target)}"
+                        )
+                else:
+                    failures.append(f"{where}: {direction} peer {peer} is broader than a catalog edge")
+    return failures, False, target
 
 
 _DNS_PORTS = ([("TCP", 53), ("UDP", 53)], [("UDP", 53), ("TCP", 53)])
@@ -580,16 +769,15 @@ def _policy_matches_catalog(ctx: RenderContext, policy: Policy) -> list[str]:
     return failures
 
 
-def _waves(ctx: RenderContext, objects: dict[tuple[str, str], Doc]) -> list[str]:
+def _waves(ctx: RenderContext, outcomes: dict[str, Outcome]) -> list[str]:
     """Every hard dependency (and infrastructure) syncs in an earlier wave than its dependent."""
     failures, wave = [], {}
     for name in sorted(ctx.catalog.services):
-        dep = objects.get(("Deployment", name))
-        value = get(dep.data, "metadata", "annotations", WAVE) if dep else None
-        if not (isinstance(value, str) and value.lstrip("-").isdigit()):
+        found = outcomes[name].wave if name in outcomes else None
+        if found is None:
             failures.append(f"{service_path(name)}: {name}: Deployment has no integer {WAVE} annotation")
         else:
-            wave[name] = int(value)
+            wave[name] = found
     wave.update({c: ctx.plan.wave_of[c] for c in ctx.catalog.infrastructure if c in ctx.plan.wave_of})
     for name, svc in sorted(ctx.catalog.services.items()):
         needs = [d for d, e in svc.depends_on.items() if e.kind == "hard"] + list(svc.uses)
@@ -602,18 +790,14 @@ def _waves(ctx: RenderContext, objects: dict[tuple[str, str], Doc]) -> list[str]
     return failures
 
 
-def _flows(ctx: RenderContext, objects: dict[tuple[str, str], Doc], policy: Policy) -> list[str]:
+def _flows(ctx: RenderContext, outcomes: dict[str, Outcome], policy: Policy) -> list[str]:
     """Every hop of every critical path: a declared edge, allowed by policy, to a service that is ready-probed."""
     cat, failures = ctx.catalog, []
     edges = {(e["source"], e["target"]) for e in ctx.edges}
     ready = cat.platform.health.ready
 
     def probed(name: str) -> bool:
-        dep = objects.get(("Deployment", name))
-        return dep is not None and get(_container(dep, name), "readinessProbe", "httpGet") == {
-            "path": ready,
-            "port": "http",
-        }
+        return name in outcomes and outcomes[name].probed
 
     for fname, flow in sorted(cat.flows.items()):
         hops = flow.names()
