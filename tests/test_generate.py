@@ -619,6 +619,46 @@ def test_an_edit_schema_checks_only_the_mesh_documents_of_files_it_changed(
     assert {v.split("/")[1] for v in validated} > {"auth", "media"}
 
 
+def test_an_edit_that_leaves_the_names_and_ports_checks_no_monitor_again(
+    tmp_path: Path, minimal: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The monitoring check reads every service's ServiceMonitor and alerts, and of the catalog
+    the services' names and ports alone: a description edit does not run it (nor read the two
+    files), a port edit does, and a broken monitor is still caught."""
+    from nexus.checks import mesh as mesh_checks
+    from nexus.errors import OutputCheckError
+    from nexus.render import mesh as render_mesh
+
+    (tmp_path / "catalog.yaml").write_text(dump(minimal), encoding="utf-8")
+    generate(tmp_path / "catalog.yaml")
+    ran: list[int] = []
+    real = mesh_checks._monitoring
+
+    def counting(ctx, files, docs):  # type: ignore[no-untyped-def]
+        ran.append(len(docs))
+        return real(ctx, files, docs)
+
+    monkeypatch.setattr(mesh_checks, "_monitoring", counting)
+    rewrite(tmp_path, lambda d: d["services"]["media"].update(description="Media, described again"))
+    generate(tmp_path / "catalog.yaml")
+    assert ran == []
+    rewrite(tmp_path, lambda d: d["services"]["media"].update(port=d["services"]["media"]["port"] + 7))
+    generate(tmp_path / "catalog.yaml")
+    assert len(ran) == 1 and ran[0] > 0
+    real_render = render_mesh.render_monitoring
+
+    def without_media_monitor(ctx):  # type: ignore[no-untyped-def]
+        out = real_render(ctx)
+        assert '  name: "media"\n' in out[render_mesh.MONITORS]
+        out[render_mesh.MONITORS] = out[render_mesh.MONITORS].replace('  name: "media"\n', '  name: "media-gone"\n')
+        return out
+
+    monkeypatch.setattr(render_mesh, "render_monitoring", without_media_monitor)
+    rewrite(tmp_path, lambda d: d["services"]["media"].update(description="Media, unmonitored"))
+    with pytest.raises(OutputCheckError, match=r"no ServiceMonitor selecting app\.kubernetes\.io/name=media"):
+        generate(tmp_path / "catalog.yaml")
+
+
 RENDERING_STAGES = [
     "read the last run's record",
     "load and validate the catalog",

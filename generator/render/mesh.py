@@ -23,6 +23,10 @@ from . import crds
 from .context import GENERATED_HEADER, RenderContext
 
 COMPONENTS = "k8s/components"
+# the monitoring component's files over every service (render_monitoring)
+MONITORS = f"{COMPONENTS}/monitoring/servicemonitors.yaml"
+RULES = f"{COMPONENTS}/monitoring/alerts.yaml"
+LOCAL_SCRAPES = "observability/prometheus.yml"
 TRUST_DOMAIN = "cluster.local"  # both meshes' default; identities below are built on it
 IDEMPOTENT = ("GET", "HEAD", "OPTIONS", "PUT", "DELETE")  # what the runtime's clients retry
 SCRAPE_INTERVAL = "30s"
@@ -201,9 +205,9 @@ def render_monitoring(ctx: RenderContext) -> dict[str, str]:
     folder = f"{COMPONENTS}/monitoring"
     files = {
         f"{folder}/kustomization.yaml": "observability/kustomization.yaml.j2",
-        f"{folder}/servicemonitors.yaml": "observability/servicemonitors.yaml.j2",
-        f"{folder}/alerts.yaml": "observability/prometheusrule.yaml.j2",
-        "observability/prometheus.yml": "observability/prometheus.yml.j2",
+        MONITORS: "observability/servicemonitors.yaml.j2",
+        RULES: "observability/prometheusrule.yaml.j2",
+        LOCAL_SCRAPES: "observability/prometheus.yml.j2",
         "observability/alerts.yml": "observability/alerts.yml.j2",
     }
     # five files over every service, made from the alerts table and the platform's settings
