@@ -153,7 +153,7 @@ def _run(
         from .render import RenderContext, render
         from .render.services import team_owned
 
-    ctx = RenderContext(loaded.catalog, loaded.plan, cache=True)  # plan
+    ctx = RenderContext(loaded.catalog, loaded.plan, cache=True, hoods=not strict)  # plan
     files = clock.call("render", render, ctx)
     hashed = clock.call("hash the rendered files", write.digests, files, ctx.digests)
     known = last.known

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import marshal
 import os
 import random
 import re
@@ -369,8 +370,9 @@ def test_a_one_service_edit_renders_that_service_only(project: Path, monkeypatch
 
 def test_an_edit_rewrites_only_the_cache_shards_it_changed(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Past SHARD_FROM entries an area's rendered files are kept in shards by key: an edit
-    writes the shard its new entry falls in (and the one its old entry leaves), never the
-    others; a shard torn on disk is a miss, rendered again to the same bytes."""
+    writes the shards its new entries fall in (and those its old entries leave: the edited
+    service's files, and its own and its neighbours' neighbourhoods), never the others; a shard
+    torn on disk is a miss, rendered again to the same bytes."""
     from nexus import usercache
     from nexus.paths import code_key
     from nexus.render import services
@@ -388,7 +390,11 @@ def test_an_edit_rewrites_only_the_cache_shards_it_changed(project: Path, monkey
     generate(project / "catalog.yaml")
     after = {p.name: p.read_bytes() for p in area.iterdir()}
     changed = {n for n in before.keys() | after.keys() if before.get(n) != after.get(n)}
-    assert 1 <= len(changed) <= 2 and {p.name for p in written if p.parent == area} == changed & after.keys()
+    keys = [
+        {k for shard in shards.values() for k in marshal.loads(shard.partition(b"\n")[2])} for shards in (before, after)
+    ]
+    assert changed == {k[:2] for k in keys[0] ^ keys[1]}
+    assert {p.name for p in written if p.parent == area} == changed & after.keys()
 
     rendered: list[str] = []
     real_render = services.render_service

@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import marshal
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -92,6 +93,10 @@ class RenderContext:
     catalog: Catalog
     plan: Plan
     cache: bool = False  # keep compiled templates between runs (in the user's cache folder)
+    # Find a service's kept files by its neighbourhood (``hood``) before building its view: an
+    # edit builds the views of the services it touches and of their neighbours, not of 10,000.
+    # Off where nothing kept may be trusted on such a key (--strict).
+    hoods: bool = False
     # The SHA-256 of the files render() took from the render caches or put in them (an entry
     # keeps them), by path; filled by render(): write.digests hashes only the others.
     digests: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -116,17 +121,75 @@ class RenderContext:
                 out[path] = found[1]
         return out
 
-    def template_kept(self, kept: Kept, name: str, *, service: str | None, **variables: Any) -> str:
+    def template_kept(
+        self,
+        kept: Kept,
+        name: str,
+        *,
+        service: str | None,
+        view: Callable[[], dict[str, Any]] | None = None,
+        **variables: Any,
+    ) -> str:
         """Render one template (a service's, or one over all services when ``service`` is None)
-        from ``variables`` and the platform's settings alone (the
+        from ``variables``, what ``view`` builds and the platform's settings alone (the
         template is not given the catalog: what it cannot see cannot change its text), or take
-        the text ``kept`` holds for the very same inputs."""
-        variables["platform"] = self.catalog.platform
-        key = kept.key([name, variables])
+        the text ``kept`` holds for the very same inputs (``view`` is not built when the
+        service's neighbourhood says which: ``keyed``)."""
+
+        def given() -> dict[str, Any]:
+            return {**variables, **(view() if view is not None else {}), "platform": self.catalog.platform}
+
+        key, built = self.keyed(kept, [name], service if view is not None else None, given)
         found = kept.get(key)
         if found is None:
-            found = kept.put(key, {name: self._render(name, service, variables)})
+            found = kept.put(key, {name: self._render(name, service, built or given())})
         return found[name]
+
+    def keyed(
+        self, kept: Kept, tag: list[str], service: str | None, build: Callable[[], Any]
+    ) -> tuple[str, Any | None]:
+        """The key of a kept entry (``tag`` and the view ``build`` makes), and that view, or
+        None when it was not built: the last run with the same neighbourhood of ``service``
+        (``hood``) recorded which key its view had, and the entry is still kept."""
+        hood = self.hood(service) if service is not None else None
+        alias = kept.key(["hood", *tag, service, hood]) if hood is not None else None
+        if alias is not None and (key := kept.aka(alias)) is not None:
+            return key, None
+        built = build()
+        key = kept.key([*tag, built])
+        if alias is not None:
+            kept.alias(alias, key)
+        return key, built
+
+    def hood(self, service: str) -> str | None:
+        """A hash of everything in the catalog that a service's own views (its code, manifests
+        and descriptor) are built from, None when it is not used (``hoods`` off, or the gateway,
+        whose spec maps every service it reaches): the platform-wide sections (not the services
+        and flows), the service's entry and wave, the entries of its dependencies and dependents,
+        and the flows it is on. Two catalogs with the same hood give the service the same views;
+        tests/test_render.py holds every area to that over random edits."""
+        return self._hoods.get(service) if self.hoods else None
+
+    @cached_property
+    def _hoods(self) -> dict[str, str]:
+        cat = self.catalog
+        shared = cat.model_dump_json(include=_SHARED).encode()
+        own = {
+            n: hashlib.blake2b(s.model_dump_json().encode(), digest_size=16).digest() for n, s in cat.services.items()
+        }
+        flows = {f: flow.model_dump_json().encode() for f, flow in cat.flows.items()}
+        out = {}
+        for name, svc in cat.services.items():
+            if name == cat.platform.gateway:
+                continue
+            digest = hashlib.blake2b(shared, digest_size=16)
+            digest.update(f"\0{name}\0{self.plan.wave_of[name]}\0".encode() + own[name])
+            for near in sorted(set(svc.depends_on).union(self.dependents[name])):
+                digest.update(f"\0{near}\0".encode() + own[near])
+            for flow in self.flows_of[name]:
+                digest.update(f"\0{flow}\0".encode() + flows[flow])
+            out[name] = digest.hexdigest()
+        return out
 
     @cached_property
     def catalog_json(self) -> str:
@@ -261,6 +324,21 @@ class Kept:
             found = self._plain[id(value)] = (value, _plain(value))
         return found[1]
 
+    def aka(self, alias: str) -> str | None:
+        """The key ``alias`` (a service's neighbourhood: RenderContext.keyed) was recorded with,
+        while that key's entry is kept; None otherwise."""
+        found = self.entries.get(alias)
+        if found is None:
+            return None
+        key = found.decode("ascii", "replace")
+        if key not in self.entries:
+            return None
+        self.used[alias] = found
+        return key
+
+    def alias(self, alias: str, key: str) -> None:
+        self.used[alias] = key.encode("ascii")
+
     def get(self, key: str) -> dict[str, str] | None:
         """The files kept for ``key`` (an entry holds them and their SHA-256); None if none."""
         kept = self.entries.get(key)
@@ -302,6 +380,10 @@ class Kept:
             return
         self.shards.save(self.used)
         usercache.keep_latest(self.shards.folder)
+
+
+# the catalog's sections every service's views may read (RenderContext.hood)
+_SHARED = {"version", "platform", "teams", "categories", "infrastructure", "externals", "events"}
 
 
 def _plain(value: Any) -> Any:

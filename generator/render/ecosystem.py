@@ -17,6 +17,7 @@ GitHub teams first, or GitHub marks every line as an error.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from ..catalog.models import Catalog
@@ -57,6 +58,10 @@ def component(cat: Catalog, name: str) -> dict[str, Any]:
     }
 
 
+def _view(cat: Catalog, name: str) -> dict[str, Any]:
+    return {"s": component(cat, name)}
+
+
 def root_view(cat: Catalog) -> dict[str, Any]:
     groups = []
     for name, team in sorted(cat.teams.items()):
@@ -85,7 +90,7 @@ def render(ctx: RenderContext) -> dict[str, str]:
             kept,
             "ecosystem/component.yaml.j2",
             service=name,
-            s=component(cat, name),
+            view=partial(_view, cat, name),
             docs_annotation=DOCS_ANNOTATION,
             **common,
         )

@@ -18,6 +18,7 @@ import json
 import re
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal
+from functools import partial
 from typing import Any
 
 from ..catalog import naming
@@ -119,6 +120,10 @@ def labels_of(ctx: RenderContext, name: str) -> dict[str, str]:
     }
 
 
+def _view(ctx: RenderContext, name: str) -> dict[str, Any]:
+    return {"s": _service(ctx, name)}
+
+
 def _service(ctx: RenderContext, name: str) -> dict[str, Any]:
     cat = ctx.catalog
     svc = cat.services[name]
@@ -168,7 +173,7 @@ def render(ctx: RenderContext) -> dict[str, str]:
             kept,
             "k8s/service.yaml.j2",
             service=name,
-            s=_service(ctx, name),
+            view=partial(_view, ctx, name),
             probes=probes,
             security=SECURITY,
             outside=OUTSIDE,

@@ -13,7 +13,7 @@ import importlib.util
 import json
 import re
 from collections.abc import Callable
-from functools import cache
+from functools import cache, partial
 from types import ModuleType
 from typing import Any
 
@@ -323,12 +323,12 @@ def render(ctx: RenderContext) -> dict[str, str]:
     compiled: list[tuple[str, jinja2.Template, jinja2.Template]] | None = None
     out: dict[str, str] = {}
     for name in sorted(ctx.catalog.services):
-        context = service_context(ctx, name)
-        key = renders.key(context)
+        key, context = ctx.keyed(renders, [], name, partial(service_context, ctx, name))
         files = renders.get(key)
         if files is None:
             env = env or template_env(ctx.cache)
             compiled = compiled or compile_template(env)
+            context = context or service_context(ctx, name)
             files = renders.put(key, {**render_service(compiled, context), **render_events(env, context)})
         for path, text in files.items():
             out[f"services/{path}"] = text
