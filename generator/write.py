@@ -106,7 +106,10 @@ def _read_manifest(out: Path) -> dict[str, str]:
 
     try:
         data = orjson.loads(_read_nofollow(out / MANIFEST))  # 15 MB at 10,000 services: 3x json's speed
-        return {str(k): str(v) for k, v in data.get("files", {}).items()}
+        files = data.get("files", {})
+        if type(files) is dict and set(map(type, files.values())) <= {str}:
+            return files  # as Nexus writes it (JSON's keys are text): not copied, 160,000 entries at 10,000 services
+        return {str(k): str(v) for k, v in files.items()}
     except (OSError, ValueError, AttributeError):
         return {}
 
