@@ -904,6 +904,45 @@ def test_a_run_reads_no_file_whose_identity_is_unchanged_since_it_was_hashed(
     assert first.count > 3 * len(first.touched)
 
 
+@pytest.mark.parametrize("compared_ahead", [False, True], ids=["in turn", "ahead"])
+def test_a_chain_of_edits_reads_no_file_the_run_before_kept(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, compared_ahead: bool
+) -> None:
+    """From the second edit on, a run brings the spare (the tree the run before replaced) up to
+    date, linking into it the files the run before wrote: a link gives a file a new change time,
+    and the record (Known.taken) must keep that one, or every later run reads the file again.
+    Ahead (write.Comparison in a worker) the write links only what the worker's scan of the
+    spare settled. Each run reads none of the files the run before kept, at most a few of those
+    it wrote (the ones written within the file system clock's last tick before it recorded them)."""
+    if compared_ahead:
+        from nexus import parallel
+
+        monkeypatch.setattr(write, "COMPARE_AHEAD_FROM", 1)
+        monkeypatch.setattr(parallel.os, "cpu_count", lambda: 2)
+    catalog, out, log = project / "catalog.yaml", project / "generated", tmp_path / "reads"
+    real = write._read
+
+    def logged(full: str) -> bytes:  # written to a file: a worker's reads are not in this process
+        with log.open("a", encoding="utf-8") as f:
+            f.write(full + "\n")
+        return real(full)
+
+    monkeypatch.setattr(write, "_read", logged)
+    before = None
+    for n in range(5):
+        # each service in turn: the files a run links are the ones the run before wrote, not the ones it writes
+        data = yaml.safe_load(catalog.read_text(encoding="utf-8"))
+        data["services"][("auth", "media")[n % 2]]["description"] = f"Edited, {n}"
+        catalog.write_text(dump(data), encoding="utf-8")
+        log.write_text("", encoding="utf-8")
+        result = generate(catalog)
+        read = {os.path.relpath(r, out) for r in log.read_text(encoding="utf-8").splitlines()}
+        if before is not None:
+            assert result.touched and read <= set(before.touched), sorted(read - set(before.touched))
+        before = result
+    assert (project / ".nexus/spare/generated").is_dir()
+
+
 def _after_the_clock_moves_past(out: Path, *paths: Path) -> None:
     """Wait until the file system's clock (write.clock: the lock file beside ``out`` touched)
     is past the change times of ``paths``: a tick of its timestamps (milliseconds here)."""
