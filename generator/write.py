@@ -391,7 +391,10 @@ def _changes(out: Path, survey: Survey, hashed: dict[str, str], team_owned: Team
         else:
             ch.hand_edited.append(path)  # edited after we wrote it, or never ours
     live_services: set[str] | None = None  # asked only for a file on disk that is neither rendered nor recorded
-    for path in sorted(odd.union(disk).difference(hashed)):
+    # the entries on disk that are not rendered: looked for only when there are some (every rendered
+    # file not created is on disk): at 10,000 services, 160,000 lookups to find none
+    unrendered = len(disk) + len(odd) - (len(hashed) - len(ch.create))
+    for path in sorted(odd.union(disk).difference(hashed)) if unrendered else ():
         if path in recorded:
             # ours (or a team-owned file of a removed service): delete only if untouched
             untouched = path in disk and survey.hash(path, known) == recorded[path]
