@@ -149,6 +149,10 @@ def _edit(data: dict[str, Any], kind: str, name: str, other: str) -> None:
         svc["websocket"] = not svc.get("websocket", False)
     elif kind == "platform":
         data["platform"]["version"] = "1.0.1"
+    elif kind == "flow-port":  # a hop of the longest critical path: every page of the path shows its port,
+        # also the pages of hops that neither call it nor are called by it
+        flow = max(data["flows"].values(), key=lambda f: len(f["hops"]))
+        data["services"][flow["hops"][2]]["port"] += 500
     elif kind == "flow":  # a critical path cut short: its new last hop calls no one next
         flow = next(f for f in data["flows"].values() if len(f["hops"]) > 2)
         flow["hops"] = flow["hops"][:2]
@@ -165,6 +169,7 @@ EDITS = (
     "uses",
     "websocket",
     "platform",
+    "flow-port",
     "flow",
 )
 
