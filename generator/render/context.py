@@ -127,17 +127,17 @@ class RenderContext:
         name: str,
         *,
         service: str | None,
-        view: Callable[[], dict[str, Any]] | None = None,
+        view: Callable[[], Any] | None = None,
         **variables: Any,
     ) -> str:
         """Render one template (a service's, or one over all services when ``service`` is None)
-        from ``variables``, what ``view`` builds and the platform's settings alone (the
-        template is not given the catalog: what it cannot see cannot change its text), or take
-        the text ``kept`` holds for the very same inputs (``view`` is not built when the
-        service's neighbourhood says which: ``keyed``)."""
+        from ``variables``, the service's view (``s``, as ``view`` builds it) and the platform's
+        settings alone (the template is not given the catalog: what it cannot see cannot change
+        its text), or take the text ``kept`` holds for the very same inputs (``view`` is not
+        built when the service's neighbourhood says which: ``keyed``)."""
 
         def given() -> dict[str, Any]:
-            return {**variables, **(view() if view is not None else {}), "platform": self.catalog.platform}
+            return {**variables, **({"s": view()} if view is not None else {}), "platform": self.catalog.platform}
 
         key, built = self.keyed(kept, [name], service if view is not None else None, given)
         found = kept.get(key)
@@ -162,13 +162,12 @@ class RenderContext:
         return key, built
 
     def hood(self, service: str) -> str | None:
-        """A hash of everything in the catalog that a service's own views (its code, manifests,
-        descriptor and docs page) are built from, None when it is not used (``hoods`` off, or
-        the gateway, whose spec maps every service it reaches): the platform-wide sections (not
-        the services, flows and stages), the service's entry, wave and stage, the entries of its
-        dependencies and dependents, and the flows it is on with the entries of their hops. Two
-        catalogs with the same hood give the service the same views; tests/test_render.py holds
-        every area to that over random edits."""
+        """A hash of everything in the catalog that a service's own views (its code, manifests
+        and descriptor) are built from, None when it is not used (``hoods`` off, or the gateway,
+        whose spec maps every service it reaches): the platform-wide sections (not the services
+        and flows), the service's entry and wave, the entries of its dependencies and dependents,
+        and the flows it is on. Two catalogs with the same hood give the service the same views;
+        tests/test_render.py holds every area to that over random edits."""
         return self._hoods.get(service) if self.hoods else None
 
     @cached_property
@@ -178,20 +177,13 @@ class RenderContext:
         own = {
             n: hashlib.blake2b(s.model_dump_json().encode(), digest_size=16).digest() for n, s in cat.services.items()
         }
-        # a flow by its definition and the entries of the services on it (a docs page shows its hops' ports)
-        flows = {
-            f: flow.model_dump_json().encode() + b"".join(own[h] for h in flow.hops if isinstance(h, str))
-            for f, flow in cat.flows.items()
-        }
-        # a stage by its number and title (a page names them), not by the services it lists
-        stages = {stage.name: f"{i}\0{stage.title}" for i, stage in enumerate(cat.stages, 1)}
+        flows = {f: flow.model_dump_json().encode() for f, flow in cat.flows.items()}
         out = {}
         for name, svc in cat.services.items():
             if name == cat.platform.gateway:
                 continue
             digest = hashlib.blake2b(shared, digest_size=16)
-            stage = self.plan.stage_of[name]
-            digest.update(f"\0{name}\0{self.plan.wave_of[name]}\0{stages[stage]}\0".encode() + own[name])
+            digest.update(f"\0{name}\0{self.plan.wave_of[name]}\0".encode() + own[name])
             for near in sorted(set(svc.depends_on).union(self.dependents[name])):
                 digest.update(f"\0{near}\0".encode() + own[near])
             for flow in self.flows_of[name]:

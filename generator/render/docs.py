@@ -9,7 +9,6 @@ spelled, and `checks` can verify every one of them before anything is written.
 from __future__ import annotations
 
 import itertools
-from functools import partial
 from typing import Any
 
 from ..catalog import messages, naming
@@ -249,7 +248,7 @@ def render(ctx: RenderContext) -> dict[str, str]:
             raise TemplateError(
                 f"services.{name}: its page {path} would overwrite {taken[path.lower()]}; rename the service"
             )
-        out[path] = ctx.template_kept(kept, "docs/service.md.j2", service=name, view=partial(dict, s=service), **page)
+        out[path] = ctx.template_kept(kept, "docs/service.md.j2", service=name, s=service, **page)
     kept.save()
     out.update(render_mesh.render_docs(ctx))  # the mesh area knows what its settings become
     out.update(render_events.render_docs(ctx))  # the events area writes the AsyncAPI documents

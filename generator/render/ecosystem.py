@@ -58,10 +58,6 @@ def component(cat: Catalog, name: str) -> dict[str, Any]:
     }
 
 
-def _view(cat: Catalog, name: str) -> dict[str, Any]:
-    return {"s": component(cat, name)}
-
-
 def root_view(cat: Catalog) -> dict[str, Any]:
     groups = []
     for name, team in sorted(cat.teams.items()):
@@ -90,7 +86,7 @@ def render(ctx: RenderContext) -> dict[str, str]:
             kept,
             "ecosystem/component.yaml.j2",
             service=name,
-            view=partial(_view, cat, name),
+            view=partial(component, cat, name),
             docs_annotation=DOCS_ANNOTATION,
             **common,
         )

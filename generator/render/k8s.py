@@ -120,10 +120,6 @@ def labels_of(ctx: RenderContext, name: str) -> dict[str, str]:
     }
 
 
-def _view(ctx: RenderContext, name: str) -> dict[str, Any]:
-    return {"s": _service(ctx, name)}
-
-
 def _service(ctx: RenderContext, name: str) -> dict[str, Any]:
     cat = ctx.catalog
     svc = cat.services[name]
@@ -173,7 +169,7 @@ def render(ctx: RenderContext) -> dict[str, str]:
             kept,
             "k8s/service.yaml.j2",
             service=name,
-            view=partial(_view, ctx, name),
+            view=partial(_service, ctx, name),
             probes=probes,
             security=SECURITY,
             outside=OUTSIDE,
