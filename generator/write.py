@@ -736,6 +736,10 @@ def _old(out: Path) -> Path:
     return out.with_name(f".{out.name}.nexus-old")
 
 
+def _spare_staging(out: Path) -> Path:
+    return out.with_name(f".{out.name}.nexus-spare")
+
+
 def _remove(path: Path) -> None:
     """Remove a file, a link (never followed) or a folder; nothing there is fine."""
     if path.is_symlink() or (os.path.lexists(path) and not path.is_dir()):
@@ -745,13 +749,14 @@ def _remove(path: Path) -> None:
 
 
 def recover(out: Path) -> None:
-    """Undo what a killed run left behind: a staging tree, or (without renameat2) a moved-aside
-    old tree that was never replaced. Runs under the lock, at the start of every writing run."""
+    """Undo what a killed run left behind: a staging tree, a first spare's folders, or (without
+    renameat2) a moved-aside old tree that was never replaced. Runs under the lock, at the start
+    of every writing run."""
     staging, old = _staging(out), _old(out)
     try:
         if not os.path.lexists(out) and old.is_dir() and not old.is_symlink():
             old.rename(out)
-        for leftover in (staging, old):
+        for leftover in (staging, old, _spare_staging(out)):
             _remove(leftover)
     except OSError as exc:
         raise OutputError(
@@ -945,6 +950,8 @@ def apply(
         raise OutputError(explain(exc, out, "read")) from exc
     saved = backup(out, ch.refused, backups or out.parent / ".nexus" / "backups") if ch.refused else None
     staging = _staging(out)
+    # a first tree replaces none to keep as the spare: one is made beside it (_first_spare)
+    spare_folders = None if os.path.lexists(out) else _first_spare_folders(out, [*written, *ch.keep])
     try:
         _remove(staging)  # a caller that skipped recover()
         if _take_spare(out, staging):
@@ -958,15 +965,18 @@ def apply(
     except OSError as exc:
         with suppress(OSError):
             _remove(staging)
+        _first_spare(out, [], spare_folders, wanted=False)
         raise OutputError(
             explain(exc, out, "write") + (f"; the hand-edited files are backed up in {saved}" if saved else "")
         ) from exc
     except BaseException:
         with suppress(OSError):
             _remove(staging)
+        _first_spare(out, [], spare_folders, wanted=False)
         raise
     if old is not None:
         _keep_spare(out, old)  # the new tree is in place; the next run brings this one up to date
+    _first_spare(out, [*written, *ch.keep], spare_folders)
     return Applied(sorted(written + dropped), saved, linked, stamp)
 
 
@@ -1221,6 +1231,52 @@ def _keep_spare(out: Path, old: Path) -> None:
         old.rename(spare)
     except OSError:
         shutil.rmtree(old, ignore_errors=True)  # the next run builds from nothing (and removes any rest)
+
+
+def _first_spare_folders(out: Path, paths: list[str]) -> Callable[[], bool]:
+    """A first tree replaces none to keep as the spare, so one is made: its folders now, in a
+    worker beside the write (parallel.beside), its files linked once the tree is in place
+    (``_first_spare``). Then the first edit brings a spare up to date as every later edit
+    does, instead of building a tree from nothing: at 10,000 services 35,000 folders and
+    160,000 links, 6 to 12 s of the first edit (a folder cost this file system 200 to 500
+    microseconds to make, a link 12), moved to the cold run and most of it off its path.
+    Returns the wait for the folders: whether they were made."""
+    from .parallel import beside  # multiprocessing: only a first write imports it here
+
+    root = _spare_staging(out)
+
+    def make() -> bool:
+        try:
+            _remove(root)  # a killed run's (recover() removes it too)
+            os.mkdir(root, 0o755)
+            for folder in sorted(_folders_of(paths)):  # parents first
+                os.mkdir(f"{root}/{folder}")
+        except OSError:
+            return False  # no spare: the first edit builds its tree from nothing
+        return True
+
+    return beside(make, worth=len(paths) >= COMPARE_AHEAD_FROM)
+
+
+def _first_spare(out: Path, paths: list[str], folders_made: Callable[[], bool] | None, *, wanted: bool = True) -> None:
+    """Link the new tree's ``paths`` into the folders ``_first_spare_folders`` made and keep
+    it as the spare; not ``wanted`` (the write failed), remove them. Before the record: a link
+    sets each file's change time, and the record must hold the identity it leaves. A file
+    system without hard links gets no spare (copies would double the tree)."""
+    if folders_made is None:
+        return
+    root = _spare_staging(out)
+    made = folders_made()  # waited for even when not wanted: the worker must be done making them
+    if made and wanted:
+        try:
+            for path in paths:
+                os.link(f"{out}/{path}", f"{root}/{path}", follow_symlinks=False)
+        except OSError:
+            pass
+        else:
+            _keep_spare(out, root)
+            return
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def _own_folder(path: Path) -> bool:

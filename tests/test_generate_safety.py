@@ -774,7 +774,12 @@ def test_permission_denied_is_one_message_and_the_old_tree_stays(tmp_path: Path,
 
 
 def test_staging_leftovers_are_git_ignored_and_removed_by_the_next_run(project: Path, tmp_path: Path) -> None:
-    for name in (".generated.nexus-staging/x.py", ".generated.nexus-old/x.py", ".generated.nexus-lock"):
+    for name in (
+        ".generated.nexus-staging/x.py",
+        ".generated.nexus-old/x.py",
+        ".generated.nexus-spare/x.py",
+        ".generated.nexus-lock",
+    ):
         ignored = subprocess.run(["git", "check-ignore", "-q", name], cwd=ROOT)
         assert ignored.returncode == 0, f"{name} is not git-ignored"
     outside = tmp_path / "outside"
@@ -783,6 +788,7 @@ def test_staging_leftovers_are_git_ignored_and_removed_by_the_next_run(project: 
     (project / ".generated.nexus-staging").symlink_to(outside)  # a planted link, not a folder
     (project / ".generated.nexus-old").mkdir()
     (project / ".generated.nexus-old/half.py").write_text("a killed run's rest\n")
+    (project / ".generated.nexus-spare/services").mkdir(parents=True)  # a first spare's folders, half made
     edit(project / "catalog.yaml", "Auth, after a crash")
     result = nexus("generate", "--catalog", str(project / "catalog.yaml"))
     assert result.returncode == 0, result.stderr
@@ -1147,6 +1153,43 @@ def test_a_run_brings_the_spare_up_to_date_instead_of_linking_every_file(
     assert b"# the team's line" in team_file.read_bytes()
     kept = [p for p in inodes if os.path.relpath(p, out) not in {*second.touched, write.MANIFEST}]
     assert kept and [p for p in kept if p.stat().st_ino != inodes[p]] == []  # the same files, not copies
+
+
+@pytest.mark.parametrize("beside", [False, True], ids=["in turn", "folders in a worker"])
+def test_a_first_tree_leaves_a_spare_so_the_first_edit_builds_nothing_from_scratch(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, beside: bool
+) -> None:
+    """A cold run replaces no tree to keep as the spare: it makes one (its folders beside the
+    write, on a large tree in a worker) and links its files into it before it records, so the
+    next run trusts every file by its identity still, and the first edit brings that spare up
+    to date (links nothing, builds no tree from nothing) as later edits do."""
+    if beside:
+        from nexus import parallel
+
+        monkeypatch.setattr(write, "COMPARE_AHEAD_FROM", 1)
+        monkeypatch.setattr(parallel.os, "cpu_count", lambda: 2)
+    shutil.rmtree(project / "generated")
+    shutil.rmtree(project / ".nexus", ignore_errors=True)
+    catalog, out, spare = project / "catalog.yaml", project / "generated", project / ".nexus/spare/generated"
+    generate(catalog)
+    live = {p.relative_to(out): p.stat().st_ino for p in out.rglob("*") if p.is_file() and p.name != write.MANIFEST}
+    assert {p.relative_to(spare): p.stat().st_ino for p in spare.rglob("*") if p.is_file()} == live
+    assert leftovers(project) == []
+
+    reads: list[str] = []
+    real_read = write._read
+    monkeypatch.setattr(write, "_read", lambda full: reads.append(full) or real_read(full))
+    assert generate(catalog).touched == [] and reads == []  # the record holds the identities the links left
+
+    links: list[str] = []
+    real_link = write._link
+    monkeypatch.setattr(write, "_link", lambda source, dest: links.append(source) or real_link(source, dest))
+    monkeypatch.setattr(write, "_build", lambda *a: pytest.fail("a tree built from nothing"))
+    edit(catalog, "Auth, first")
+    first = generate(catalog)
+    assert first.touched and links == []
+    monkeypatch.undo()
+    assert tree(out) == _fresh(project, tmp_path)
 
 
 def test_a_spare_with_planted_links_and_strays_is_cleaned_never_followed(project: Path, tmp_path: Path) -> None:
