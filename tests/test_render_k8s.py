@@ -676,6 +676,57 @@ def test_a_kept_outcome_is_checked_again_when_a_port_it_looked_up_changed(
     assert "billing-service" in checked  # its file and entry were the same; ledger-mgr's port was not
 
 
+def test_checks_across_files_that_passed_with_the_same_outcomes_read_no_outcome_again(
+    shipped: tuple[RenderContext, dict[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The checks across files (completeness, policy against the edges, waves, critical paths)
+    take each service's outcome; keyed by the outcomes' bytes, the other files and the catalog
+    but the services' descriptions, they passed once and are not run again when those are the
+    same: a description edit re-checks its service's file alone and unmarshals no outcome. A
+    catalog change the manifests do not follow (an edge no policy allows) runs them, and fails."""
+    ctx, files = shipped
+    monkeypatch.setattr(k8s_checks, "OUTCOMES", k8s_checks._Outcomes(k8s_checks.OUTCOMES.salt))
+    monkeypatch.setattr(k8s_checks, "DEFAULT", SchemaValidator())
+    assert k8s_checks.run(ctx, files) == []
+    across: list[int] = []
+    checked: list[str] = []
+    real_complete, real_check, real_get = k8s_checks._complete, k8s_checks._check_service, k8s_checks.OUTCOMES.get
+    monkeypatch.setattr(k8s_checks, "_complete", lambda c, f, i: across.append(1) or real_complete(c, f, i))
+    monkeypatch.setattr(
+        k8s_checks, "_check_service", lambda c, n, p, t, ports: checked.append(n) or real_check(c, n, p, t, ports)
+    )
+    unmarshalled: list[bytes] = []
+    monkeypatch.setattr(k8s_checks.OUTCOMES, "get", lambda key: unmarshalled.append(key) or real_get(key))
+
+    text = CATALOG.read_text(encoding="utf-8")
+    assert text.count("description: Financial ledger\n") == 1
+    described = load_catalog_text(text.replace("description: Financial ledger\n", "description: The ledger\n"))
+    d_ctx, d_files = render(described)
+    assert d_files[SVC.format("ledger-mgr")] != files[SVC.format("ledger-mgr")]  # an annotation
+    assert k8s_checks.run(d_ctx, d_files) == []
+    assert checked == ["ledger-mgr"] and across == [] and unmarshalled == []
+
+    # ledger-mgr also calls auth-service now, and no manifest says so: the catalog is not the same
+    signed = "      key-service: hard          # ledger entries are signed\n"
+    assert text.count(signed) == 1
+    edged = load_catalog_text(text.replace(signed, signed + "      auth-service: hard\n"))
+    e_ctx = RenderContext(edged.catalog, edged.plan)
+    failures = k8s_checks.run(e_ctx, files)
+    assert across == [1] and any("ledger-mgr" in f and "auth-service" in f for f in failures), failures
+
+    # the key, for the very same outcomes and files: the descriptions are not in it, the rest of the catalog is
+    paths = sorted(p for p in files if p.startswith(k8s_checks.READS) and p.endswith(".yaml"))
+    owned = {render_k8s.service_path(n): n for n in ctx.catalog.services}
+    values = {n: n.encode() for n in ctx.catalog.services}
+
+    def key(c: RenderContext) -> str:
+        return k8s_checks._across_key(c, files, paths, owned, values, True, None)
+
+    moved = load_catalog_text(text.replace("port: 3022", "port: 3099", 1))
+    assert moved.catalog.services["ledger-mgr"].port == 3099
+    assert key(ctx) == key(d_ctx) and key(ctx) != key(RenderContext(moved.catalog, moved.plan))
+
+
 # -- catalog rules on small catalogs -------------------------------------------------------------
 
 
@@ -917,7 +968,7 @@ def test_the_checks_across_files_in_a_worker_say_what_they_say_in_turn(
     monkeypatch.setattr(parallel.os, "cpu_count", lambda: 2)
     here: list[int] = []  # a worker's appends stay in the worker
     real = k8s_checks._run
-    monkeypatch.setattr(k8s_checks, "_run", lambda *a: here.append(os.getpid()) or real(*a))
+    monkeypatch.setattr(k8s_checks, "_run", lambda *a, **k: here.append(os.getpid()) or real(*a, **k))
 
     def checked(tree: dict[str, str], parallel_from: int) -> tuple[list[str], k8s_checks.SchemaValidator]:
         monkeypatch.setattr(k8s_checks, "PARALLEL_FROM", parallel_from)
@@ -929,5 +980,5 @@ def test_the_checks_across_files_in_a_worker_say_what_they_say_in_turn(
     forked, _ = checked(broken, 1)
     assert here == [os.getpid()] and forked == in_turn
     passed, validator = checked(files, 1)
-    assert passed == [] and len(validator.seen) == 1 and here == [os.getpid()]
+    assert passed == [] and len(validator.seen) == 2 and here == [os.getpid()]  # the run's key, the checks across
     assert k8s_checks.run(ctx, files, validator=validator) == [] and here == [os.getpid()]  # remembered: not run again

@@ -17,7 +17,7 @@ import itertools
 import marshal
 import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -38,7 +38,7 @@ from ..render.infrastructure import MANAGED_PROVISIONING
 from ..render.k8s import BASE, service_path
 from ..yamlread import FILES, Memo, load, mappings, split
 from .documents import Doc, get, items, mapping
-from .kubernetes_schema import DEFAULT, SchemaValidator
+from .kubernetes_schema import DEFAULT, SchemaValidator, held
 
 NAME = "app.kubernetes.io/name"
 WAVE = "argocd.argoproj.io/sync-wave"
@@ -193,13 +193,18 @@ def start(
         return list
     for memo in (FILES, KUSTOMIZATIONS):  # in turn, here: kept by this process's memos
         memo.prefetch((files[p] for p in paths if not in_base(p) and _other_files(p) is memo), least=len(paths) + 1)
-    ran = beside(lambda: _run(ctx, files, paths, strict_schema), worth=len(paths) >= PARALLEL_FROM)
+    passed = validator.seen  # read where _run runs (a forked worker inherits it)
+    ran = beside(
+        lambda: _run(ctx, files, paths, strict_schema, passed=passed, digests=digests),
+        worth=len(paths) >= PARALLEL_FROM,
+    )
 
     def finish() -> list[str]:
-        found, fresh, used = ran()
+        found, fresh, used, across = ran()
         OUTCOMES.took(fresh, used)  # a worker's own memo is lost with it
+        validator.used.add(across)
         if not found:
-            validator.seen.add(key)
+            validator.seen.update((key, across))
         return found
 
     return finish
@@ -298,18 +303,40 @@ def _outcome_key(text: str, name: str, entry: str, shared: bytes) -> bytes:
 
 
 def _run(
-    ctx: RenderContext, files: dict[str, str], paths: list[str], strict_schema: bool
-) -> tuple[list[str], dict[bytes, bytes], set[bytes]]:
-    """The failures, and what the run added to OUTCOMES and used of it (for ``start`` to keep
-    where this ran in a worker). Each service's own file is checked alone (``_checked``, kept
-    across runs); the other files' documents are read here, and the checks across files
-    (completeness, kustomizations, policy against the catalog's edges, waves, critical paths)
-    take what they need of each service from its outcome."""
+    ctx: RenderContext,
+    files: dict[str, str],
+    paths: list[str],
+    strict_schema: bool,
+    *,
+    passed: Container[str] = (),
+    digests: Mapping[str, str] | None = None,
+) -> tuple[list[str], dict[bytes, bytes], set[bytes], str]:
+    """The failures, what the run added to OUTCOMES and used of it (for ``start`` to keep
+    where this ran in a worker), and the key of the checks across files (``_across_key``).
+    Each service's own file is checked alone (``_checked``, kept across runs); the other
+    files' documents are read here, and the checks across files (completeness,
+    kustomizations, policy against the catalog's edges, waves, critical paths) take what they
+    need of each service from its outcome. Those checks passed once with the same outcomes,
+    other files and catalog (``passed``: their keys), they pass again, and no outcome is read."""
     cat = ctx.catalog
     ports = {**{n: s.port for n, s in cat.services.items()}, **{n: c.port for n, c in cat.infrastructure.items()}}
     owned = {service_path(n): n for n in cat.services}
     shared = _shared(ctx)
     known = set(OUTCOMES.entries)
+    keys = {name: _outcome_key(files[path], name, cat.services[name].model_dump_json(), shared)
+            for path in paths if (name := owned.get(path)) is not None}  # fmt: skip
+    # each service's outcome as kept (marshalled), or checked now (a new file or entry: kept if it may be)
+    fresh: dict[str, Outcome] = {}
+    for name, key in keys.items():
+        if key not in OUTCOMES.entries:
+            fresh[name], alone = _check_service(ctx, name, service_path(name), files[service_path(name)], ports)
+            if alone:
+                OUTCOMES.put(key, fresh[name])
+    values = {name: OUTCOMES.entries.get(key) or marshal.dumps(tuple(fresh[name])) for name, key in keys.items()}
+    across = _across_key(ctx, files, paths, owned, values, strict_schema, digests)
+    if across in passed:
+        OUTCOMES.used.update(keys.values())
+        return [], {k: v for k, v in OUTCOMES.entries.items() if k not in known}, OUTCOMES.used, across
     outcomes: dict[str, Outcome] = {}
     docs: list[Doc] = []  # the other files' documents
     parse: list[str] = []
@@ -320,7 +347,12 @@ def _run(
     for path in paths:
         name = owned.get(path)
         if name is not None:
-            out = outcomes[name] = _checked(ctx, name, path, files[path], ports, shared)
+            out = fresh.get(name)
+            if out is None:
+                out, kept = _checked(ctx, name, path, files[path], ports, keys[name])
+                if not kept:  # checked again: a port it looked up changed
+                    values[name] = marshal.dumps(tuple(out))
+            outcomes[name] = out
             parse += out.parse
             schema += [f"{path}: {name}: {kind} {obj}: {m}" for kind, obj, m in out.schema]
             index.update(dict.fromkeys(out.objects, path))
@@ -367,21 +399,49 @@ def _run(
     failures += _flows(ctx, outcomes, policy)
     if strict_schema:
         failures += schema
-    fresh = {k: v for k, v in OUTCOMES.entries.items() if k not in known}
-    return failures, fresh, OUTCOMES.used
+    added = {k: v for k, v in OUTCOMES.entries.items() if k not in known}
+    return failures, added, OUTCOMES.used, _across_key(ctx, files, paths, owned, values, strict_schema, digests)
 
 
-def _checked(ctx: RenderContext, name: str, path: str, text: str, ports: dict[str, int], shared: bytes) -> Outcome:
-    """The outcome of one service's own file: kept from an earlier run when the file, the
-    service's entry, the shared settings and every port it looked up are the same."""
-    key = _outcome_key(text, name, ctx.catalog.services[name].model_dump_json(), shared)
+def _checked(
+    ctx: RenderContext, name: str, path: str, text: str, ports: dict[str, int], key: bytes
+) -> tuple[Outcome, bool]:
+    """The outcome of one service's own file, and whether it was kept from an earlier run
+    (under ``key``: ``_outcome_key``): it is when the file, the service's entry, the shared
+    settings and every port it looked up are the same."""
     kept = OUTCOMES.get(key)
     if kept is not None and all(ports.get(w) == p for w, p in kept.consulted.items()):
-        return kept
+        return kept, True
     out, alone = _check_service(ctx, name, path, text, ports)
     if alone:
         OUTCOMES.put(key, out)
-    return out
+    return out, False
+
+
+def _across_key(
+    ctx: RenderContext,
+    files: dict[str, str],
+    paths: list[str],
+    owned: dict[str, str],
+    values: dict[str, bytes],
+    strict_schema: bool,
+    digests: Mapping[str, str] | None,
+) -> str:
+    """The key of the checks across files: this code, the catalog but the services'
+    descriptions (which only a service's own file shows, and its outcome's key holds), each
+    service file's outcome as marshalled (``values``: equal bytes, equal outcome; an outcome
+    whose consulted ports held when it was kept holds while the catalog's ports are the same)
+    and each other file's bytes. At 10,000 services a description edit found every outcome
+    the same but one, and reading all 10,000 to check across them again was a second."""
+    digest = hashlib.blake2b(f"k8s-across\0{strict_schema}\0{_code_hash()}\0".encode(), digest_size=16)
+    digest.update(ctx.catalog.model_dump_json(exclude={"services": {"__all__": {"description"}}}).encode())
+    for path in paths:
+        name = owned.get(path)
+        if name is not None:
+            digest.update(f"\0{path}\0".encode() + hashlib.blake2b(values[name], digest_size=16).digest())
+        else:
+            digest.update(f"\0{path}\0{held(files, path, digests)}".encode())
+    return digest.hexdigest()
 
 
 def _check_service(ctx: RenderContext, name: str, path: str, text: str, ports: dict[str, int]) -> tuple[Outcome, bool]:
