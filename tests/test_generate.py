@@ -665,6 +665,31 @@ def test_an_edit_that_leaves_the_names_and_ports_checks_no_monitor_again(
         generate(tmp_path / "catalog.yaml")
 
 
+def test_a_description_edit_runs_no_mesh_check_and_no_kubernetes_check_across_files(
+    tmp_path: Path, minimal: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No check across files reads a service's description (its own files show it, and their
+    bytes are in the keys): an edit of one leaves the mesh checks' key and the Kubernetes checks
+    across files' key as they were, and neither runs again; a port edit runs both."""
+    from nexus.checks import k8s as k8s_checks
+    from nexus.checks import mesh as mesh_checks
+
+    minimal["platform"]["mesh"] = "istio"
+    (tmp_path / "catalog.yaml").write_text(dump(minimal), encoding="utf-8")
+    generate(tmp_path / "catalog.yaml")
+    ran: list[str] = []
+    real_mesh, real_complete = mesh_checks._run, k8s_checks._complete
+    monkeypatch.setattr(mesh_checks, "_run", lambda *a, **k: ran.append("mesh") or real_mesh(*a, **k))
+    monkeypatch.setattr(k8s_checks, "_complete", lambda *a: ran.append("k8s across") or real_complete(*a))
+    rewrite(tmp_path, lambda d: d["services"]["media"].update(description="Media, described again"))
+    assert "services/media/README.md" in generate(tmp_path / "catalog.yaml").touched
+    assert ran == []
+    # a port no other test gives it: the keys are by content, and the user's cache is the session's
+    rewrite(tmp_path, lambda d: d["services"]["media"].update(port=d["services"]["media"]["port"] + 13))
+    generate(tmp_path / "catalog.yaml")
+    assert sorted(ran) == ["k8s across", "mesh"]
+
+
 RENDERING_STAGES = [
     "read the last run's record",
     "load and validate the catalog",

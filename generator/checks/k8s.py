@@ -188,7 +188,7 @@ def start(
     memos this process keeps hold it. ``digests``: the files' SHA-256, when already known."""
     validator = validator or DEFAULT
     paths = sorted(p for p in files if p.startswith(READS) and p.endswith(".yaml"))
-    key = validator.run_key(["k8s-checks", str(strict_schema), _code_hash(), ctx.catalog_json], files, paths, digests)
+    key = validator.run_key(["k8s-checks", str(strict_schema), _code_hash(), ctx.checks_json], files, paths, digests)
     if key in validator.seen:
         return list
     for memo in (FILES, KUSTOMIZATIONS):  # in turn, here: kept by this process's memos
@@ -428,13 +428,14 @@ def _across_key(
     digests: Mapping[str, str] | None,
 ) -> str:
     """The key of the checks across files: this code, the catalog but the services'
-    descriptions (which only a service's own file shows, and its outcome's key holds), each
+    descriptions (``checks_json``: a service's own file shows its description, and its
+    outcome's key holds it), each
     service file's outcome as marshalled (``values``: equal bytes, equal outcome; an outcome
     whose consulted ports held when it was kept holds while the catalog's ports are the same)
     and each other file's bytes. At 10,000 services a description edit found every outcome
     the same but one, and reading all 10,000 to check across them again was a second."""
     digest = hashlib.blake2b(f"k8s-across\0{strict_schema}\0{_code_hash()}\0".encode(), digest_size=16)
-    digest.update(ctx.catalog.model_dump_json(exclude={"services": {"__all__": {"description"}}}).encode())
+    digest.update(ctx.checks_json.encode())
     for path in paths:
         name = owned.get(path)
         if name is not None:

@@ -64,7 +64,7 @@ def run(
         if p.startswith((COMPONENTS + "/", "k8s/overlays/", "observability/")) or p.endswith("/settings.py")
     )
     key = (
-        validator.run_key(["mesh-checks", _code_hash(), ctx.catalog_json], files, paths, digests) if validator else None
+        validator.run_key(["mesh-checks", _code_hash(), ctx.checks_json], files, paths, digests) if validator else None
     )
     if validator is not None and key in validator.seen:
         return []
