@@ -16,10 +16,8 @@ import hashlib
 import itertools
 import marshal
 import re
-import sys
 from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
@@ -188,7 +186,9 @@ def start(
     memos this process keeps hold it. ``digests``: the files' SHA-256, when already known."""
     validator = validator or DEFAULT
     paths = sorted(p for p in files if p.startswith(READS) and p.endswith(".yaml"))
-    key = validator.run_key(["k8s-checks", str(strict_schema), _code_hash(), ctx.checks_json], files, paths, digests)
+    # by all of Nexus's code and templates (paths.code_key), not this module's alone: the checks
+    # call into the documents' and YAML readers, and a change there must run them again
+    key = validator.run_key(["k8s-checks", str(strict_schema), code_key(), ctx.checks_json], files, paths, digests)
     if key in validator.seen:
         return list
     for memo in (FILES, KUSTOMIZATIONS):  # in turn, here: kept by this process's memos
@@ -208,12 +208,6 @@ def start(
         return found
 
     return finish
-
-
-@cache
-def _code_hash() -> str:
-    sources = (Path(str(m.__file__)).read_bytes() for m in (sys.modules[__name__], render_k8s))
-    return hashlib.blake2b(b"".join(sources)).hexdigest()
 
 
 class Outcome(NamedTuple):
@@ -427,14 +421,16 @@ def _across_key(
     strict_schema: bool,
     digests: Mapping[str, str] | None,
 ) -> str:
-    """The key of the checks across files: this code, the catalog but the services'
+    """The key of the checks across files: Nexus's code, the catalog but the services'
     descriptions (``checks_json``: a service's own file shows its description, and its
-    outcome's key holds it), each
-    service file's outcome as marshalled (``values``: equal bytes, equal outcome; an outcome
-    whose consulted ports held when it was kept holds while the catalog's ports are the same)
-    and each other file's bytes. At 10,000 services a description edit found every outcome
-    the same but one, and reading all 10,000 to check across them again was a second."""
-    digest = hashlib.blake2b(f"k8s-across\0{strict_schema}\0{_code_hash()}\0".encode(), digest_size=16)
+    outcome's key holds it), each service file's outcome as marshalled (``values``: equal
+    bytes, equal outcome; an outcome whose consulted ports held when it was kept holds while
+    the catalog's ports are the same) and each other file's bytes. At 10,000 services a
+    description edit found every outcome the same but one, and reading all 10,000 to check
+    across them again was a second."""
+    # all of Nexus's code (OUTCOMES' salt: paths.code_key), not this module's alone: the checks
+    # across files call into the documents and YAML readers too, and a pass is what is kept
+    digest = hashlib.blake2b(OUTCOMES.salt + f"k8s-across\0{strict_schema}\0".encode(), digest_size=16)
     digest.update(ctx.checks_json.encode())
     for path in paths:
         name = owned.get(path)

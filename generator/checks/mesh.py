@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import re
-import sys
 from collections.abc import Mapping
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import yaml
 
 from ..catalog.naming import pkg
-from ..render import mesh as render_mesh
+from ..paths import code_key
 from ..render.context import RenderContext
 from ..render.mesh import (
     COMPONENTS,
@@ -76,7 +74,9 @@ def run(
 
 @cache
 def _code_hash() -> str:
-    code = b"".join(Path(m.__file__).read_bytes() for m in (sys.modules[__name__], render_mesh, crd_schema))  # type: ignore[arg-type]
+    # all of Nexus's code and templates (paths.code_key), not only this module's and the mesh
+    # renderer's: the checks call into the documents' and YAML readers too
+    code = code_key().encode()
     schemas = b"".join(p.read_bytes() for p in sorted(crd_schema.SCHEMAS.glob("*.json")))
     return hashlib.blake2b(code + schemas).hexdigest()
 
