@@ -282,25 +282,28 @@ def test_each_mesh_check_fires_and_names_the_file(
     assert all(h.startswith((path.split("/services/")[0], path)) for h in hits), hits
 
 
-def test_a_mesh_pass_kept_under_other_code_is_not_trusted(
-    istio: tuple[RenderContext, dict[str, str]], monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("area", ["k8s", "mesh"])
+def test_a_pass_kept_under_other_code_is_not_trusted(
+    istio: tuple[RenderContext, dict[str, str]], monkeypatch: pytest.MonkeyPatch, area: str
 ) -> None:
-    """A kept pass of the mesh checks is keyed by all of Nexus's code and templates
-    (paths.code_key) and the CRD schemas, not by the mesh modules alone: a change to a reader
-    they call (same catalog, same files) runs them again."""
+    """A kept pass of the Kubernetes and of the mesh checks is keyed by all of Nexus's code and
+    templates (paths.code_key), not by their own modules alone: they call into the documents'
+    and YAML readers, and a change there (same catalog, same files) runs them again."""
+    from nexus.checks import k8s as k8s_checks
     from nexus.checks.kubernetes_schema import SchemaValidator
 
+    checks = {"k8s": k8s_checks, "mesh": mesh_checks}[area]
     ctx, files = istio
     validator = SchemaValidator()
-    assert mesh_checks.run(ctx, files, validator=validator) == []
+    assert checks.run(ctx, files, validator=validator) == []
     ran: list[int] = []
-    real = mesh_checks._run
-    monkeypatch.setattr(mesh_checks, "_run", lambda *a, **k: ran.append(1) or real(*a, **k))
-    assert mesh_checks.run(ctx, files, validator=validator) == [] and ran == []  # kept
-    monkeypatch.setattr(mesh_checks, "code_key", lambda: "checks/documents.py edited")
+    real = checks._run
+    monkeypatch.setattr(checks, "_run", lambda *a, **k: ran.append(1) or real(*a, **k))
+    assert checks.run(ctx, files, validator=validator) == [] and ran == []  # kept
+    monkeypatch.setattr(checks, "code_key", lambda: "checks/documents.py edited")
     mesh_checks._code_hash.cache_clear()
     try:
-        assert mesh_checks.run(ctx, files, validator=validator) == [] and ran == [1]
+        assert checks.run(ctx, files, validator=validator) == [] and ran == [1]
     finally:
         monkeypatch.undo()
         mesh_checks._code_hash.cache_clear()  # the real code's again for the tests after this one

@@ -727,23 +727,6 @@ def test_checks_across_files_that_passed_with_the_same_outcomes_read_no_outcome_
     assert key(ctx) == key(d_ctx) and key(ctx) != key(RenderContext(moved.catalog, moved.plan))
 
 
-def test_a_pass_kept_under_other_code_is_not_trusted(
-    shipped: tuple[RenderContext, dict[str, str]], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A kept pass of the Kubernetes checks is keyed by all of Nexus's code and templates
-    (paths.code_key), not by this module alone: they call into the documents' and YAML
-    readers, and a change there (same catalog, same files) runs them again."""
-    ctx, files = shipped
-    validator = SchemaValidator()
-    assert k8s_checks.run(ctx, files, validator=validator) == []
-    ran: list[int] = []
-    real = k8s_checks._run
-    monkeypatch.setattr(k8s_checks, "_run", lambda *a, **k: ran.append(1) or real(*a, **k))
-    assert k8s_checks.run(ctx, files, validator=validator) == [] and ran == []  # kept
-    monkeypatch.setattr(k8s_checks, "code_key", lambda: "checks/documents.py edited")
-    assert k8s_checks.run(ctx, files, validator=validator) == [] and ran == [1]
-
-
 # -- catalog rules on small catalogs -------------------------------------------------------------
 
 
