@@ -319,15 +319,15 @@ def _run(
     known = set(OUTCOMES.entries)
     keys = {name: _outcome_key(files[path], name, cat.services[name].model_dump_json(), shared)
             for path in paths if (name := owned.get(path)) is not None}  # fmt: skip
-    # each service's outcome as kept (marshalled), or checked now (a new file or entry: kept if it may be)
-    fresh: dict[str, Outcome] = {}
-    for name, key in keys.items():
-        if key not in OUTCOMES.entries:
-            fresh[name], alone = _check_service(ctx, name, service_path(name), files[service_path(name)], ports)
-            if alone:
-                OUTCOMES.put(key, fresh[name])
+    # each service's outcome as kept (marshalled), or checked now (a new file or entry)
+    fresh = {
+        name: _check_and_keep(ctx, name, service_path(name), files[service_path(name)], ports, key)
+        for name, key in keys.items()
+        if key not in OUTCOMES.entries
+    }
     values = {name: OUTCOMES.entries.get(key) or marshal.dumps(tuple(fresh[name])) for name, key in keys.items()}
     across = _across_key(ctx, files, paths, owned, values, strict_schema, digests)
+    rechecked = False  # an outcome kept but checked again below (a port it looked up changed)
     if across in passed:
         OUTCOMES.used.update(keys.values())
         return [], {k: v for k, v in OUTCOMES.entries.items() if k not in known}, OUTCOMES.used, across
@@ -344,8 +344,8 @@ def _run(
             out = fresh.get(name)
             if out is None:
                 out, kept = _checked(ctx, name, path, files[path], ports, keys[name])
-                if not kept:  # checked again: a port it looked up changed
-                    values[name] = marshal.dumps(tuple(out))
+                if not kept:
+                    values[name], rechecked = marshal.dumps(tuple(out)), True
             outcomes[name] = out
             parse += out.parse
             schema += [f"{path}: {name}: {kind} {obj}: {m}" for kind, obj, m in out.schema]
@@ -394,7 +394,9 @@ def _run(
     if strict_schema:
         failures += schema
     added = {k: v for k, v in OUTCOMES.entries.items() if k not in known}
-    return failures, added, OUTCOMES.used, _across_key(ctx, files, paths, owned, values, strict_schema, digests)
+    if rechecked:  # the key of the outcomes these checks took
+        across = _across_key(ctx, files, paths, owned, values, strict_schema, digests)
+    return failures, added, OUTCOMES.used, across
 
 
 def _checked(
@@ -406,10 +408,15 @@ def _checked(
     kept = OUTCOMES.get(key)
     if kept is not None and all(ports.get(w) == p for w, p in kept.consulted.items()):
         return kept, True
+    return _check_and_keep(ctx, name, path, text, ports, key), False
+
+
+def _check_and_keep(ctx: RenderContext, name: str, path: str, text: str, ports: dict[str, int], key: bytes) -> Outcome:
+    """``_check_service``, its outcome kept under ``key`` when it depends on nothing more."""
     out, alone = _check_service(ctx, name, path, text, ports)
     if alone:
         OUTCOMES.put(key, out)
-    return out, False
+    return out
 
 
 def _across_key(
