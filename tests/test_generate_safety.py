@@ -553,7 +553,7 @@ def test_the_user_cache_is_used_only_while_private_and_intact(project: Path, tmp
     finally:
         os.chmod(base, 0o700)
     for entry in entries:  # owner-only again, but every entry altered after its hash was taken
-        entry.write_bytes(entry.read_bytes().replace(b"nexus-cache-1 ", b"nexus-cache-1 0", 1)[:-1] + b"\0")
+        entry.write_bytes(entry.read_bytes().replace(b"nexus-cache-2 ", b"nexus-cache-2 0", 1)[:-1] + b"\0")
     edit(project / "catalog.yaml", "Auth, the entries are torn")
     generate(project / "catalog.yaml")
     assert not marker.exists()
