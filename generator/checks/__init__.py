@@ -21,9 +21,11 @@ from ..render.context import RenderContext
 from ..yamlread import FAST_LOADER, PARSED, Memo, prefetch, split
 from . import docs, ecosystem, events, k8s, mesh, pyshape, services
 from .kubernetes_schema import SchemaValidator, held
+from .passes import NONE, Passes
 
-# Checks of one area that need no schemas: (ctx, files) -> failures
-AREA_CHECKS: tuple[Callable[[RenderContext, dict[str, str]], list[str]], ...] = (
+# Checks of one area that need no schemas: (ctx, files, passes) -> failures; those that look at
+# each service on its own keep its passes (checks.passes)
+AREA_CHECKS: tuple[Callable[[RenderContext, dict[str, str], Passes], list[str]], ...] = (
     services.run,
     docs.run,
     ecosystem.run,
@@ -187,8 +189,9 @@ def _every_check(
         changed = unverified(files, verified)
         prefetch(chunk for p in changed if _documents_read(p) for chunk in split(files[p]))
         docs.prefetch(files, changed)
+        passes = Passes(validator, files, digests) if cached else NONE
         for area in AREA_CHECKS:
-            failures.extend(area(ctx, files))
+            failures.extend(area(ctx, files, passes))
         mesh_failures = mesh.run(ctx, files, validator=validator, digests=digests, verified=verified)
     finally:
         failures.extend(across())  # waited for whatever happened, so no worker outlives the run

@@ -15,6 +15,7 @@ from ..render.context import RenderContext
 from ..render.docs import INDEX
 from ..render.text import md_cell, md_text
 from ..yamlread import Memo
+from .passes import NONE, Passes
 
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 _CODE_SPAN = re.compile(r"(?<!`)(`+)(?!`).*?(?<!`)\1(?!`)")  # runs of equal, maximal length
@@ -201,6 +202,8 @@ def missing_pages(ctx: RenderContext, files: dict[str, str]) -> list[str]:
     ]
 
 
-def run(ctx: RenderContext, files: dict[str, str]) -> list[str]:
-    """Pre-write checks for this area: one line per failure, naming the service and the file."""
+def run(ctx: RenderContext, files: dict[str, str], passes: Passes = NONE) -> list[str]:
+    """Pre-write checks for this area: one line per failure, naming the service and the file.
+    (No pass is kept, ``passes`` goes unused: links run across pages, and a page's text is read
+    once across runs already: LINKS.)"""
     return [*missing_pages(ctx, files), *index_rows(ctx, files), *broken_links(files)]

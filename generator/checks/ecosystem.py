@@ -3,6 +3,7 @@ the rendered text rather than trusted."""
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import yaml
@@ -18,6 +19,7 @@ from ..render.ecosystem import (
 )
 from ..yamlread import split
 from .documents import get, items, load_yaml, mapping
+from .passes import NONE, Passes
 
 
 def reads(path: str) -> bool:
@@ -31,10 +33,11 @@ def _load_all(text: str) -> list[Any]:
     return [d for d in (load_yaml(chunk) for chunk in split(text)) if d is not None]
 
 
-def run(ctx: RenderContext, files: dict[str, str]) -> list[str]:
+def run(ctx: RenderContext, files: dict[str, str], passes: Passes = NONE) -> list[str]:
     """Each Component names its team as owner and exactly the catalog's dependencies; every
     reference resolves to an entity rendered here; CODEOWNERS gives each service folder to
-    its team's handle, one line each."""
+    its team's handle, one line each. With ``passes``, a service whose descriptor, catalog
+    entry and the entities and pages it may name are those of a pass is not read again."""
     cat = ctx.catalog
     failures: list[str] = []
     entities: set[str] = set()
@@ -44,14 +47,26 @@ def run(ctx: RenderContext, files: dict[str, str]) -> list[str]:
     except (yaml.YAMLError, KeyError, TypeError, AttributeError) as exc:
         failures.append(f"{ROOT_INFO}: not a list of Backstage entities: {exc}".replace("\n", " "))
     docs_rendered = any(p.startswith("docs/services/") for p in files)
+    # what a descriptor's references and docs annotation may resolve to, for every pass's key:
+    # the root's entities and the services (one Component each), and the docs pages
+    around = hashlib.blake2b(
+        "\0".join([*sorted(entities), *cat.services, *(p for p in files if p.startswith("docs/"))]).encode()
+    ).hexdigest()
     components: dict[str, dict[str, Any]] = {}
+    keys: dict[str, str] = {}
     for name, svc in sorted(cat.services.items()):
         path = service_info_path(name)
-        try:
-            (doc,) = _load_all(files[path])
-        except KeyError:
+        if path not in files:
             failures.append(f"{name}: {path} was not rendered")
             continue
+        keys[name] = key = passes.key(
+            "ecosystem", name, [path], f"{svc.team}\0{sorted(svc.depends_on)}\0{sorted(svc.uses)}\0{around}"
+        )
+        if key in passes:  # its descriptor parsed, and passed what follows, with these very inputs
+            entities.add(f"component:{name}")
+            continue
+        try:
+            (doc,) = _load_all(files[path])
         except (ValueError, yaml.YAMLError) as exc:
             failures.append(f"{name}: {path}: not one YAML document: {exc}".replace("\n", " "))
             continue
@@ -59,25 +74,32 @@ def run(ctx: RenderContext, files: dict[str, str]) -> list[str]:
         components[name] = doc
         entities.add(f"component:{name}")
         spec = mapping(doc.get("spec"))
+        own: list[str] = []
         if doc.get("kind") != "Component" or get(doc, "metadata", "name") != name:
-            failures.append(f"{name}: {path}: not the Component '{name}'")
+            own.append(f"{name}: {path}: not the Component '{name}'")
         if spec.get("owner") != f"group:{svc.team}":
-            failures.append(f"{name}: {path}: owner is {spec.get('owner')!r}, the catalog says team {svc.team}")
+            own.append(f"{name}: {path}: owner is {spec.get('owner')!r}, the catalog says team {svc.team}")
         want = {f"component:{d}" for d in svc.depends_on} | {f"resource:{u}" for u in svc.uses}
         depends = [str(d) for d in items(spec.get("dependsOn"))]
         if set(depends) != want:
-            failures.append(f"{name}: {path}: dependsOn {sorted(depends)} differs from the catalog's {sorted(want)}")
+            own.append(f"{name}: {path}: dependsOn {sorted(depends)} differs from the catalog's {sorted(want)}")
         docs = str(get(doc, "metadata", "annotations", DOCS_ANNOTATION) or "")
         if docs_rendered and docs.removeprefix(f"{OUT_DIR}/") not in files:
-            failures.append(f"{name}: {path}: docs annotation points at {docs}, which is not generated")
+            own.append(f"{name}: {path}: docs annotation points at {docs}, which is not generated")
+        if own:
+            failures += own
+            del keys[name]  # never kept: checked again next run
     for name, doc in components.items():
         spec = mapping(doc.get("spec"))
         refs = [str(spec.get("owner")), f"system:{spec.get('system')}", *map(str, items(spec.get("dependsOn")))]
-        failures += [
+        broken = [
             f"{name}: {service_info_path(name)}: reference {ref} names no rendered entity"
             for ref in refs
             if ref not in entities
         ]
+        failures += broken
+        if not broken and name in keys:
+            passes.add(keys[name])
 
     rules: dict[str, list[str]] = {}
     for number, line in enumerate(files.get(CODEOWNERS, "").splitlines(), 1):

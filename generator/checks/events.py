@@ -11,6 +11,7 @@ from typing import Any
 from ..catalog import messages
 from ..render.context import RenderContext
 from ..render.events import PERMISSIONS
+from .passes import NONE, Passes
 
 # what a subject in a user's publish list means: (kind, channel or stream, rest)
 _PUBLISH = re.compile(rf"^{messages.SUBJECT_PREFIX}\.([a-z0-9-]+)\.v([0-9]+)$")
@@ -32,8 +33,9 @@ def _allowed(block: Any) -> list[str] | None:
     return None
 
 
-def run(ctx: RenderContext, files: dict[str, str]) -> list[str]:
-    """Each service's broker user against its edges: nothing missing, nothing more."""
+def run(ctx: RenderContext, files: dict[str, str], passes: Passes = NONE) -> list[str]:
+    """Each service's broker user against its edges: nothing missing, nothing more. (No pass is
+    kept, ``passes`` goes unused: every user is in one file, read once.)"""
     cat = ctx.catalog
     if not cat.events:
         return [f"{PERMISSIONS}: rendered, but the catalog has no events"] if PERMISSIONS in files else []

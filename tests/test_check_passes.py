@@ -1,0 +1,138 @@
+"""Kept passes of the checks that look at each service on its own (nexus.checks.passes): the
+service-code check and the Backstage check read a service's file again only when its bytes or
+what the check reads of the catalog changed, and never keep a failure."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import yaml
+from conftest import CATALOG
+
+from nexus.catalog import load_catalog, load_catalog_text
+from nexus.checks import ecosystem as ecosystem_checks
+from nexus.checks import services as services_checks
+from nexus.checks.kubernetes_schema import SchemaValidator
+from nexus.checks.passes import Passes
+from nexus.digest import of_text
+from nexus.render import RenderContext, render
+from nexus.render.ecosystem import ROOT_INFO
+
+Check = Callable[[RenderContext, dict[str, str], Passes], list[str]]
+
+
+class Reads(dict[str, str]):
+    """The rendered files, telling which ones a check read."""
+
+    def __init__(self, files: dict[str, str]) -> None:
+        super().__init__(files)
+        self.read: set[str] = set()
+
+    def __getitem__(self, path: str) -> str:
+        self.read.add(path)
+        return super().__getitem__(path)
+
+    def get(self, path: str, default: Any = None) -> Any:
+        self.read.add(path)
+        return super().get(path, default)
+
+
+@pytest.fixture(scope="module")
+def shipped() -> tuple[RenderContext, dict[str, str]]:
+    loaded = load_catalog(CATALOG)
+    ctx = RenderContext(loaded.catalog, loaded.plan)
+    return ctx, render(ctx)
+
+
+def _context(change: Callable[[dict[str, Any]], None]) -> RenderContext:
+    data = yaml.safe_load(CATALOG.read_text(encoding="utf-8"))
+    change(data)
+    loaded = load_catalog_text(yaml.safe_dump(data, sort_keys=False))
+    return RenderContext(loaded.catalog, loaded.plan)
+
+
+def _port(data: dict[str, Any]) -> None:
+    data["services"]["auth-service"]["port"] += 17
+
+
+def _team(data: dict[str, Any]) -> None:
+    data["services"]["auth-service"]["team"] = "media"
+
+
+# each check, the file of a service it reads, and a catalog edit it must see with the files unchanged
+CHECKS: list[tuple[Check, str, Callable[[dict[str, Any]], None], str]] = [
+    (services_checks.run, "services/{}/{}/settings.py", _port, "dependency URL for auth-service"),
+    (ecosystem_checks.run, "services/{}/catalog-info.yaml", _team, "owner is 'group:core-platform'"),
+]
+
+
+@pytest.mark.parametrize(("check", "shape", "edit", "failure"), CHECKS, ids=["services", "ecosystem"])
+def test_a_service_that_passed_with_the_same_inputs_is_not_read_again(
+    shipped: tuple[RenderContext, dict[str, str]],
+    check: Check,
+    shape: str,
+    edit: Callable[[dict[str, Any]], None],
+    failure: str,
+) -> None:
+    ctx, rendered = shipped
+    validator = SchemaValidator()  # where the passes are kept (in a run: the user's cache)
+
+    def run(context: RenderContext, files: dict[str, str]) -> tuple[list[str], set[str]]:
+        reads = Reads(files)
+        failures = check(context, reads, Passes(validator, reads, {p: of_text(t) for p, t in files.items()}))
+        return failures, {p for p in reads.read if p.startswith("services/")}
+
+    def path(name: str) -> str:
+        return shape.format(name, name.replace("-", "_"))
+
+    every = {path(name) for name in ctx.catalog.services}
+    assert run(ctx, rendered) == ([], every)
+    assert run(ctx, rendered) == ([], set())  # every pass kept: no service's file read again
+
+    # one file's bytes changed: that file is read again, and only it
+    one = path("auth-service-v2")
+    changed = {**rendered, one: rendered[one] + "\n"}
+    assert run(ctx, changed) == ([], {one})
+
+    # the same files, a catalog that says otherwise: the passes are not trusted, the files are read
+    failures, read = run(_context(edit), rendered)
+    assert any(failure in f for f in failures), failures
+    assert read, "a catalog edit that the check reads must read the files again"
+
+    # a failure is never kept: the same broken inputs fail again, read again
+    broken = {**rendered, one: rendered[one].replace("user-auth", "nobody")}  # a dependency renamed
+    first, read = run(ctx, broken)
+    assert first and read == {one}
+    assert run(ctx, broken) == (first, {one})
+
+
+def test_without_passes_every_service_is_read_each_time(shipped: tuple[RenderContext, dict[str, str]]) -> None:
+    """Called on its own (or under --strict) a check keeps nothing."""
+    ctx, rendered = shipped
+    for check, shape, _, _ in CHECKS:
+        for _ in range(2):
+            reads = Reads(rendered)
+            assert check(ctx, reads, Passes()) == []
+            assert {p for p in reads.read if p.startswith("services/")} == {
+                shape.format(n, n.replace("-", "_")) for n in ctx.catalog.services
+            }
+
+
+def test_a_backstage_pass_is_not_trusted_once_the_entities_it_may_name_change(
+    shipped: tuple[RenderContext, dict[str, str]],
+) -> None:
+    """A descriptor's references resolve against the root's entities and the other services: the
+    same descriptor, a root without the System it names, is read again and fails."""
+    ctx, rendered = shipped
+    validator = SchemaValidator()
+
+    def run(files: dict[str, str]) -> list[str]:
+        return ecosystem_checks.run(ctx, files, Passes(validator, files, {p: of_text(t) for p, t in files.items()}))
+
+    assert run(rendered) == []
+    root = "---".join(d for d in rendered[ROOT_INFO].split("---") if "\nkind: System\n" not in d)
+    assert root != rendered[ROOT_INFO]
+    failures = run({**rendered, ROOT_INFO: root})
+    assert len([f for f in failures if "reference system:" in f]) == len(ctx.catalog.services), failures
