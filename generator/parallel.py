@@ -146,19 +146,20 @@ class Ahead(Generic[S, R]):
             self._process = self._conn = self._sending = None
 
 
-def ahead(first: Callable[[], S], then: Callable[[S, bytes], R], *, worth: bool) -> Ahead[S, R]:
+def ahead(first: Callable[[], S], then: Callable[[S, bytes], R], *, worth: bool, nice: int = 0) -> Ahead[S, R]:
     """Start a forked worker that does ``first`` now, while this process does other work
     before it has the rest of the input (``Ahead.send``: bytes, as the caller encodes them),
     and then ``then(what first made, those bytes)``; what ``first`` made stays in the
     worker, never sent back. Forked early, the worker shares a small heap. Both must be
     pure (what they change in this process is lost). Not ``worth`` a fork, or one core:
-    both run here, in ``result()``."""
+    both run here, in ``result()``. ``nice``: how much lower the worker's priority is (where
+    the system allows it): work that is wanted late yields the cores to the work before it."""
     job: Ahead[S, R] = Ahead(first, then)
     if not worth or not _can_fork(os.cpu_count() or 1):
         return job
     context = multiprocessing.get_context("fork")
     here, there = context.Pipe()
-    process = context.Process(target=_ahead, args=(first, then, there, os.getpid()), daemon=True)
+    process = context.Process(target=_ahead, args=(first, then, there, os.getpid(), nice), daemon=True)
     try:
         process.start()
     except OSError:  # no fork (memory, a process limit): in turn, when asked
@@ -170,8 +171,11 @@ def ahead(first: Callable[[], S], then: Callable[[S, bytes], R], *, worth: bool)
     return job
 
 
-def _ahead(first: Callable[[], Any], then: Callable[[Any, bytes], Any], conn: Any, parent: int) -> None:
+def _ahead(first: Callable[[], Any], then: Callable[[Any, bytes], Any], conn: Any, parent: int, nice: int) -> None:
     _die_with_parent(parent)
+    if nice:
+        with suppress(OSError, AttributeError):  # no such call (not a Unix), or not allowed: as it is
+            os.nice(nice)
     try:
         made = first()
         payload = conn.recv_bytes()

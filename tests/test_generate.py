@@ -410,6 +410,24 @@ def test_an_edit_rewrites_only_the_cache_shards_it_changed(project: Path, monkey
     assert tree(project / "generated") == files
 
 
+def test_the_comparison_worker_runs_at_a_lower_priority_and_gives_the_same_result(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """parallel.ahead's ``nice``: the worker (write.Comparison's survey, wanted only once the
+    files are rendered) yields the cores to the load and the render; what it makes is the same."""
+    from nexus import parallel
+
+    monkeypatch.setattr(parallel.os, "cpu_count", lambda: 2)  # forked on any machine
+    here = os.nice(0)
+    job = parallel.ahead(lambda: os.nice(0), lambda made, payload: (made, payload), worth=True, nice=write.NICE)
+    job.send(b"rest")
+    assert job.result() == (min(here + write.NICE, 19), b"rest")
+    assert os.nice(0) == here  # this process's own is left as it was
+    plain = parallel.ahead(lambda: os.nice(0), lambda made, payload: made, worth=True)
+    plain.send(b"")
+    assert plain.result() == here
+
+
 def test_the_comparison_ahead_is_the_one_in_turn(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """On a large tree write.Comparison looks at the tree in a worker before the rendered files
     are known, then classifies their hashes there and reads the spare the write will take: the
