@@ -96,6 +96,75 @@ def _beside() -> Any:
     return _BESIDE()
 
 
+def shared(tasks: Sequence[Callable[[], R]], *, worth: bool) -> list[R]:
+    """``[task() for task in tasks]``, shared between this process and one forked worker: each
+    takes the next task nobody has taken (a counter both see), so neither waits while the other
+    still has work, however long each task turns out to be (an edit's and a cold run's costs
+    differ by area: no fixed split suited both). The results come back in the tasks' order,
+    and so does the first exception, as in turn, whichever process ran what. Tasks must be
+    pure. Not ``worth`` a fork, or one core: in turn, here."""
+    global _SHARED
+    if not worth or len(tasks) < 2 or not _can_fork(os.cpu_count() or 1):
+        return [task() for task in tasks]
+    counter = multiprocessing.get_context("fork").Value("i", 0)
+    _SHARED = (tasks, counter)
+    gc.freeze()  # as in ordered_map
+    pool = _pool(1)
+    try:
+        future: Future[dict[int, tuple[bool, Any]]] | None = pool.submit(_shared_part)
+    except OSError:  # no fork (memory, a process limit): all of them here
+        future = None
+    finally:
+        _SHARED = None
+        gc.unfreeze()
+    try:
+        outcomes = _take(tasks, counter)
+        if future is not None:
+            # killed (BrokenProcessPool), or an outcome that cannot travel back: what it took runs
+            # here, below (a task's own error is an outcome, never this)
+            with suppress(Exception):
+                outcomes.update(future.result())
+        for i, task in enumerate(tasks):  # what the worker took but never sent: here
+            if i not in outcomes:
+                outcomes[i] = _outcome(task)
+    finally:
+        pool.shutdown(cancel_futures=True)
+    results = []
+    for i in range(len(tasks)):
+        ok, value = outcomes[i]
+        if not ok:
+            raise value
+        results.append(value)
+    return results
+
+
+_SHARED: tuple[Sequence[Callable[[], Any]], Any] | None = None  # what the forked worker inherits
+
+
+def _take(tasks: Sequence[Callable[[], Any]], counter: Any) -> dict[int, tuple[bool, Any]]:
+    """Run the tasks not taken yet, one at a time, until none is left: each one's outcome."""
+    outcomes: dict[int, tuple[bool, Any]] = {}
+    while True:
+        with counter.get_lock():
+            i = counter.value
+            counter.value = i + 1
+        if i >= len(tasks):
+            return outcomes
+        outcomes[i] = _outcome(tasks[i])
+
+
+def _outcome(task: Callable[[], Any]) -> tuple[bool, Any]:
+    try:
+        return True, task()
+    except Exception as exc:  # raised in the tasks' order once all are done (``shared``)
+        return False, exc
+
+
+def _shared_part() -> dict[int, tuple[bool, Any]]:
+    assert _SHARED is not None  # set before the fork
+    return _take(*_SHARED)
+
+
 class Ahead(Generic[S, R]):
     """A worker started early (``ahead``): it did ``first`` at once; ``then`` hands it the
     rest of its input, ``result`` waits for what it made of both. Closing it ends a worker

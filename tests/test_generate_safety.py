@@ -224,15 +224,21 @@ import os, sys, time
 import nexus.parallel as parallel
 import nexus.render as render
 parallel.os.cpu_count = lambda: 2
-render.PARALLEL_FROM = 1  # the areas beside render in a worker even for this small catalog
-inside = render.BESIDE[0]
-def slow(ctx):
-    out = inside(ctx)
-    print(os.getpid(), flush=True)  # the worker's pid: it is still rendering when its parent is killed
-    time.sleep(3)
-    return {**out, "docs/large.md": "x" * 10_000_000}  # more than a pipe holds: sending it back blocks
-render.AREAS = tuple(slow if a is inside else a for a in render.AREAS)
-render.BESIDE = (slow, *render.BESIDE[1:])
+render.PARALLEL_FROM = 1  # the areas are shared with a worker even for this small catalog
+PARENT = os.getpid()
+def lingering(area):
+    def run(ctx):
+        out = area(ctx)
+        if os.getpid() == PARENT:
+            time.sleep(0.5)  # the worker takes an area meanwhile
+            return out
+        print(os.getpid(), flush=True)  # the worker's pid: it is still rendering when its parent is killed
+        time.sleep(3)
+        return {**out, f"docs/large-{area.__module__}.md": "x" * 10_000_000}  # more than a pipe holds
+    return run
+wrapped = {a: lingering(a) for a in render.AREAS}
+render.AREAS = tuple(wrapped[a] for a in render.AREAS)
+render.LONGEST_FIRST = tuple(wrapped[a] for a in render.LONGEST_FIRST)
 from nexus.cli import main
 sys.argv = ["nexus", "generate", "--catalog", sys.argv[1]]
 main()

@@ -1,4 +1,4 @@
-"""The render stage as a whole: areas rendered in a worker beside this process give the same
+"""The render stage as a whole: areas shared between this process and a worker give the same
 files, and the same first error, as rendering them in turn."""
 
 from __future__ import annotations
@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import os
 import re
+import time
 from typing import Any
 
 import pytest
@@ -23,7 +24,7 @@ from nexus.render import RenderContext, render
 
 @pytest.fixture
 def in_a_worker(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every catalog counts as large, on a machine of two cores: BESIDE renders in a fork."""
+    """Every catalog counts as large, on a machine of two cores: the areas are shared with a fork."""
     monkeypatch.setattr(render_stage, "PARALLEL_FROM", 1)
     monkeypatch.setattr(parallel.os, "cpu_count", lambda: 2)
 
@@ -40,42 +41,79 @@ def _failing(message: str) -> Any:
     return area
 
 
-def test_areas_rendered_beside_give_the_same_files(in_a_worker: None, monkeypatch: pytest.MonkeyPatch) -> None:
+def _with_areas(monkeypatch: pytest.MonkeyPatch, first: tuple[Any, ...] = (), last: tuple[Any, ...] = ()) -> None:
+    """Areas added before and after the real ones, in the order they are taken and reported."""
+    for name in ("AREAS", "LONGEST_FIRST"):
+        monkeypatch.setattr(render_stage, name, (*first, *getattr(render_stage, name), *last))
+
+
+def test_areas_shared_with_a_worker_give_the_same_files(in_a_worker: None, monkeypatch: pytest.MonkeyPatch) -> None:
     parallel_files = render(_ctx())
     monkeypatch.setattr(render_stage, "PARALLEL_FROM", 10**9)
     serial_files = render(_ctx())
     assert list(parallel_files) == list(serial_files) and parallel_files == serial_files
 
-    # and the areas beside really ran in another process: one says which, in a file of its own
-    inside = render_stage.BESIDE[0]
+    # and both processes really rendered: each area says which one, in a file of its own (each
+    # slowed a little, so the worker has begun before this process could take every area)
+    def noting(area: Any) -> Any:
+        def noted(ctx: RenderContext) -> dict[str, str]:
+            time.sleep(0.2)
+            return {**area(ctx), f"rendered-by/{area.__module__}": str(os.getpid())}
 
-    def noting(ctx: RenderContext) -> dict[str, str]:
-        return {**inside(ctx), "rendered-by": str(os.getpid())}
+        return noted
 
+    wrapped = {a: noting(a) for a in render_stage.AREAS}
     monkeypatch.setattr(render_stage, "PARALLEL_FROM", 1)
-    monkeypatch.setattr(render_stage, "AREAS", tuple(noting if a is inside else a for a in render_stage.AREAS))
-    monkeypatch.setattr(render_stage, "BESIDE", (noting, *render_stage.BESIDE[1:]))
+    monkeypatch.setattr(render_stage, "AREAS", tuple(wrapped[a] for a in render_stage.AREAS))
+    monkeypatch.setattr(render_stage, "LONGEST_FIRST", tuple(wrapped[a] for a in render_stage.LONGEST_FIRST))
     files = render(_ctx())
-    assert files.pop("rendered-by") != str(os.getpid())
+    by = {files.pop(p) for p in [p for p in files if p.startswith("rendered-by/")]}
+    assert str(os.getpid()) in by and len(by) == 2
     assert files == serial_files
 
 
-def test_an_error_in_an_area_beside_is_raised_here(in_a_worker: None, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_error_in_an_area_is_raised_here_whoever_rendered_it(
+    in_a_worker: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     broken = _failing("templates/docs/README.md.j2:3: 'x' is undefined")
-    monkeypatch.setattr(render_stage, "AREAS", (*render_stage.AREAS, broken))
-    monkeypatch.setattr(render_stage, "BESIDE", (*render_stage.BESIDE, broken))
+    _with_areas(monkeypatch, last=(broken,))
     with pytest.raises(TemplateError, match=re.escape("README.md.j2:3: 'x' is undefined")):
         render(_ctx())
 
 
 def test_the_first_area_in_order_names_the_error(in_a_worker: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Both processes fail: the area first in AREAS (here, rendered in this process) is the one
+    """Two areas fail, the later one at once and the first after a while (by then the other
+    process has taken the later one): the first in the order areas are taken is the one
     reported, as in turn; the worker is waited for all the same."""
-    first, later = _failing("first"), _failing("later")
-    monkeypatch.setattr(render_stage, "AREAS", (first, *render_stage.AREAS, later))
-    monkeypatch.setattr(render_stage, "BESIDE", (*render_stage.BESIDE, later))
+
+    def slow(ctx: RenderContext) -> dict[str, str]:
+        time.sleep(0.3)
+        raise TemplateError("first")
+
+    _with_areas(monkeypatch, first=(slow,), last=(_failing("later"),))
     with pytest.raises(TemplateError, match=r"^first$"):
         render(_ctx())
+    monkeypatch.setattr(render_stage, "PARALLEL_FROM", 10**9)
+    with pytest.raises(TemplateError, match=r"^first$"):
+        render(_ctx())
+
+
+def test_what_a_killed_worker_took_is_done_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    """parallel.shared: a worker killed (the kernel's out-of-memory killer) loses nothing: the
+    tasks it took run in this process, and the results are those of a run in turn."""
+    monkeypatch.setattr(parallel.os, "cpu_count", lambda: 2)
+    here = os.getpid()
+
+    def task(n: int) -> Any:
+        def run() -> int:
+            time.sleep(0.05)
+            if os.getpid() != here:
+                os._exit(9)  # the worker dies with whatever it took
+            return n * n
+
+        return run
+
+    assert parallel.shared([task(n) for n in range(6)], worth=True) == [n * n for n in range(6)]
 
 
 def test_render_names_the_digests_its_caches_know_and_only_of_the_very_texts(
@@ -105,7 +143,9 @@ def test_render_names_the_digests_its_caches_know_and_only_of_the_very_texts(
         out = k8s.render(ctx)
         return {p: t + "# edited\n" if p == target else t for p, t in out.items()}
 
-    monkeypatch.setattr(render_stage, "AREAS", tuple(edited if a is k8s.render else a for a in render_stage.AREAS))
+    for name in ("AREAS", "LONGEST_FIRST"):
+        areas = getattr(render_stage, name)
+        monkeypatch.setattr(render_stage, name, tuple(edited if a is k8s.render else a for a in areas))
     ctx = RenderContext(loaded.catalog, loaded.plan, cache=True)
     files = render(ctx)
     assert files[target].endswith("# edited\n") and target not in ctx.digests

@@ -8,19 +8,27 @@ them in the order their files are reported. Two areas may never render the same 
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import suppress
+from functools import partial
 
+from .. import parallel
 from ..errors import TemplateError
-from ..parallel import beside
 from . import docs, ecosystem, events, k8s, mesh, services
 from .context import RenderContext
 
 Area = Callable[[RenderContext], dict[str, str]]
 
 AREAS: tuple[Area, ...] = (services.render, k8s.render, docs.render, ecosystem.render, mesh.render, events.render)
-# On a large catalog these render in a worker (parallel.beside) while this process renders the
-# others: at 10,000 services the services and their manifests take about as long as the rest.
-BESIDE: tuple[Area, ...] = (docs.render, ecosystem.render, mesh.render, events.render)
+# On a large catalog the areas are shared between this process and a worker (parallel.shared),
+# each taking the next area in this order, the longest first: after an edit the docs take
+# longest, in a cold run the services and their manifests.
+LONGEST_FIRST: tuple[Area, ...] = (
+    services.render,
+    docs.render,
+    k8s.render,
+    mesh.render,
+    ecosystem.render,
+    events.render,
+)
 PARALLEL_FROM = 1_000  # services: below this, forking costs more than it saves
 
 __all__ = ["AREAS", "RenderContext", "render"]
@@ -28,22 +36,16 @@ __all__ = ["AREAS", "RenderContext", "render"]
 
 def render(ctx: RenderContext) -> dict[str, str]:
     """Every generated file, keyed by its path under generated/. The same files, and the same
-    first error, whichever process renders an area: areas are merged (and their errors
-    raised) in AREAS' order. ``ctx.digests`` gets the SHA-256 the render caches know of them."""
-    there = [area for area in AREAS if area in BESIDE]
+    first error, whichever process renders an area: areas are merged in AREAS' order, and
+    their errors raised in LONGEST_FIRST's, the order they are taken in (in turn as well).
+    ``ctx.digests`` gets the SHA-256 the render caches know of them."""
     worth = len(ctx.catalog.services) >= PARALLEL_FROM
     if worth:
         # the neighbourhoods, which areas on both sides read, worked out once before the fork
         # (at 10,000 services 0.15 s, which the worker otherwise spent again)
         ctx.hood(next(iter(ctx.catalog.services)))
-    others = beside(lambda: [_area(ctx, area) for area in there], worth=worth)
-    try:
-        done = {area: _area(ctx, area) for area in AREAS if area not in BESIDE}
-    except BaseException:
-        with suppress(Exception):  # waited for, so no worker outlives the run; the error before it is the one
-            others()
-        raise
-    done.update(zip(there, others(), strict=True))
+    rendered = parallel.shared([partial(_area, ctx, area) for area in LONGEST_FIRST], worth=worth)
+    done = dict(zip(LONGEST_FIRST, rendered, strict=True))
     out: dict[str, str] = {}
     for area in AREAS:
         files, digests = done[area]
