@@ -3,9 +3,11 @@
 ``ordered_map``: forked workers inherit the items (nothing is pickled on the way in: at 10,000
 services the texts to read are 120 MB), each takes every n-th one, and the results come back
 in the items' order, so nothing depends on which worker finishes first. ``beside``: one long
-piece of work in a forked worker while this process does another. Where forking is not
-available, or the work is small (forking a large process costs more than it saves), the work
-runs here.
+piece of work in a forked worker while this process does another. ``shared``: a few long tasks
+of unknown length, this process and one forked worker each taking the next. ``ahead``: a worker
+forked early, at a lower priority if asked, handed the rest of its input later. Where forking
+is not available, or the work is small (forking a large process costs more than it saves), the
+work runs here.
 """
 
 from __future__ import annotations
