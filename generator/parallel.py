@@ -70,9 +70,12 @@ def beside(function: Callable[[], R], *, worth: bool) -> Callable[[], R]:
     global _BESIDE
     if not worth or not _can_fork(os.cpu_count() or 1):
         return function
+    try:
+        pool = _pool(1)  # its queues need the system's semaphores, which some sandboxes lack
+    except (OSError, ImportError):  # multiprocessing says so by either, by the system
+        return function
     _BESIDE = function
     gc.freeze()  # as in ordered_map; the worker is forked by submit(), this process goes on collecting
-    pool = _pool(1)
     try:
         future: Future[R] = pool.submit(_beside)
     except OSError:  # no fork (memory, a process limit): in turn, when asked
@@ -108,10 +111,15 @@ def shared(tasks: Sequence[Callable[[], R]], *, worth: bool) -> list[R]:
     global _SHARED
     if not worth or len(tasks) < 2 or not _can_fork(os.cpu_count() or 1):
         return [task() for task in tasks]
-    counter = multiprocessing.get_context("fork").Value("i", 0)
+    try:
+        # a shared counter and the pool's queues need the system's semaphores, which some
+        # sandboxes lack: then in turn
+        counter = multiprocessing.get_context("fork").Value("i", 0)
+        pool = _pool(1)
+    except (OSError, ImportError):  # multiprocessing says so by either, by the system
+        return [task() for task in tasks]
     _SHARED = (tasks, counter)
     gc.freeze()  # as in ordered_map
-    pool = _pool(1)
     try:
         future: Future[dict[int, tuple[bool, Any]]] | None = pool.submit(_shared_part)
     except OSError:  # no fork (memory, a process limit): all of them here

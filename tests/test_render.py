@@ -116,6 +116,34 @@ def test_what_a_killed_worker_took_is_done_here(monkeypatch: pytest.MonkeyPatch)
     assert parallel.shared([task(n) for n in range(6)], worth=True) == [n * n for n in range(6)]
 
 
+def test_without_the_systems_semaphores_the_tasks_run_in_turn(monkeypatch: pytest.MonkeyPatch) -> None:
+    """parallel.shared needs a counter both processes see (a semaphore-guarded shared value),
+    and a pool's queues need semaphores too: where the system has none (some sandboxes), the
+    work runs here, with the same results, never a traceback."""
+    import multiprocessing
+
+    monkeypatch.setattr(parallel.os, "cpu_count", lambda: 2)
+
+    here = os.getpid()
+    # as multiprocessing says it, by the system: sem_open failing, or missing altogether
+    for missing in (OSError(38, "Function not implemented"), ImportError("no working sem_open")):
+
+        class NoSemaphores:
+            def Value(self, *args: object, error: Exception = missing) -> None:  # multiprocessing's name
+                raise error
+
+        monkeypatch.setattr(multiprocessing, "get_context", lambda method: NoSemaphores())
+        tasks = [lambda n=n: (n, os.getpid()) for n in range(4)]
+        assert parallel.shared(tasks, worth=True) == [(n, here) for n in range(4)]
+
+        # the pool's own queues: parallel.beside runs its work here then, when asked
+        def no_pool(workers: int, error: Exception = missing) -> None:
+            raise error
+
+        monkeypatch.setattr(parallel, "_pool", no_pool)
+        assert parallel.beside(os.getpid, worth=True)() == here
+
+
 def test_render_names_the_digests_its_caches_know_and_only_of_the_very_texts(
     in_a_worker: None, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
