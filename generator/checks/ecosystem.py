@@ -46,12 +46,11 @@ def run(ctx: RenderContext, files: dict[str, str], passes: Passes = NONE) -> lis
             entities.add(f"{doc['kind'].lower()}:{doc['metadata']['name']}")
     except (yaml.YAMLError, KeyError, TypeError, AttributeError) as exc:
         failures.append(f"{ROOT_INFO}: not a list of Backstage entities: {exc}".replace("\n", " "))
-    docs_rendered = any(p.startswith("docs/services/") for p in files)
+    pages = [p for p in files if p.startswith("docs/")]
+    docs_rendered = any(p.startswith("docs/services/") for p in pages)
     # what a descriptor's references and docs annotation may resolve to, for every pass's key:
     # the root's entities and the services (one Component each), and the docs pages
-    around = hashlib.blake2b(
-        "\0".join([*sorted(entities), *cat.services, *(p for p in files if p.startswith("docs/"))]).encode()
-    ).hexdigest()
+    around = hashlib.blake2b("\0".join([*sorted(entities), *cat.services, *pages]).encode()).hexdigest()
     components: dict[str, dict[str, Any]] = {}
     keys: dict[str, str] = {}
     for name, svc in sorted(cat.services.items()):

@@ -214,14 +214,13 @@ def views(ctx: RenderContext) -> dict[str, Any]:
             for key, c in cat.categories.items()
         ],
         "teams": [
-            {"key": key, **t.model_dump(), "services": [s for s in services.values() if s["team"]["key"] == key]}
-            for key, t in cat.teams.items()
+            {**dumped["teams"][key], "services": [s for s in services.values() if s["team"]["key"] == key]}
+            for key in cat.teams
         ],
         "stages": stages,
         "flows": list(flows.values()),
         "infrastructure": [
-            {"name": n, **c.model_dump(), "wave": ctx.plan.wave_of.get(n)}
-            for n, c in sorted(cat.infrastructure.items())
+            {**dumped["infrastructure"][n], "wave": ctx.plan.wave_of.get(n)} for n in sorted(cat.infrastructure)
         ],
         "edges": ctx.edges,
         # Soft edges into a later stage: allowed, and the reason soft edges exist (the gateway).
