@@ -51,8 +51,8 @@ _resolver = yaml.resolver.Resolver()
 _constructor = yaml.constructor.SafeConstructor()
 
 
-class _Unusual(Exception):
-    """Something the fast builder leaves to PyYAML: anchors, aliases, tags, merge keys, non-text keys."""
+class Unusual(Exception):
+    """Something the fast builder (``plain``) leaves to a fuller reader."""
 
 
 def load(text: str) -> Any:
@@ -67,25 +67,31 @@ def load(text: str) -> Any:
     PyYAML whole. tests/test_yamlread.py compares the two on every shipped file and on
     documents that use each of those features."""
     try:
-        return _build(text)
-    except _Unusual:
+        return plain(text)
+    except Unusual:
         return yaml.load(text, Loader=FAST_LOADER)
 
 
-def _build(text: str) -> Any:
-    loader = FAST_LOADER(text)
+def plain(text: str, *, text_keys: bool = False, max_depth: int | None = None, loader: Any = FAST_LOADER) -> Any:
+    """The data of a YAML document of plain mappings, lists and scalars, typed as PyYAML types
+    them; raises Unusual for anything else: an anchor, an alias, a tag, a merge key, a key that
+    is not text or a whole number (with ``text_keys``: not text), a key written twice, nesting
+    deeper than ``max_depth``, several documents, a scalar PyYAML's constructor refuses. A
+    caller that must say more about those reads the text its own way then (catalog.load:
+    positions and every problem). ``loader``: the parser's class, the one that reader uses."""
+    parser = loader(text)
     try:
         typed: dict[str, Any] = {}  # plain scalar -> its value: resolving is the costly part, values repeat
         stack: list[Any] = []  # open containers
         keys: list[Any] = []  # each open mapping's key waiting for its value (_NO_KEY: none)
         result: Any = None
         documents = 0
-        while loader.check_event():
-            event = loader.get_event()
+        while parser.check_event():
+            event = parser.get_event()
             kind = type(event)
             if kind is ScalarEvent:
                 if event.anchor is not None or event.tag not in (None, "!"):
-                    raise _Unusual
+                    raise Unusual
                 value: Any = event.value
                 if event.implicit[0]:  # plain: typed by its text
                     found = typed.get(value, typed)
@@ -94,15 +100,21 @@ def _build(text: str) -> Any:
                         if tag == _STR:
                             found = sys.intern(value) if len(value) <= _SHARED else value
                         elif tag in _TYPED:
-                            found = _constructor.construct_object(yaml.ScalarNode(tag, value), deep=True)
-                            _constructor.constructed_objects.clear()
+                            try:
+                                found = _constructor.construct_object(yaml.ScalarNode(tag, value), deep=True)
+                            except (ValueError, KeyError, ArithmeticError) as exc:
+                                raise Unusual from exc  # a 5,000-digit number: what it is, the caller's reader says
+                            finally:
+                                _constructor.constructed_objects.clear()
                         else:
-                            raise _Unusual
+                            raise Unusual
                         typed[value] = found
                     value = found
             elif kind is MappingStartEvent or kind is SequenceStartEvent:
                 if event.anchor is not None or event.tag is not None:
-                    raise _Unusual
+                    raise Unusual
+                if max_depth is not None and len(stack) >= max_depth:
+                    raise Unusual
                 stack.append({} if kind is MappingStartEvent else [])
                 keys.append(_NO_KEY)
                 continue
@@ -112,26 +124,28 @@ def _build(text: str) -> Any:
             elif kind is DocumentStartEvent:
                 documents += 1
                 if documents > 1:
-                    raise _Unusual  # PyYAML's own error: expected a single document
+                    raise Unusual  # PyYAML's own error: expected a single document
                 continue
             elif kind in _IGNORED:
                 continue
             else:  # an alias
-                raise _Unusual
+                raise Unusual
             if not stack:
                 result = value
             elif type(top := stack[-1]) is list:
                 top.append(value)
             elif (key := keys[-1]) is _NO_KEY:
-                if type(value) is not str and type(value) is not int:
-                    raise _Unusual  # a key PyYAML may type differently or refuse (null, a list)
+                if type(value) is not str and (text_keys or type(value) is not int):
+                    raise Unusual  # a key PyYAML may type differently or refuse (null, a list)
                 keys[-1] = sys.intern(value) if type(value) is str else value
+            elif key in top:
+                raise Unusual  # PyYAML keeps the last; the catalog refuses it, saying where both are
             else:
                 top[key] = value
                 keys[-1] = _NO_KEY
         return result
     finally:
-        loader.dispose()
+        parser.dispose()
 
 
 _NO_KEY = object()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 from broken import at
-from conftest import MINIMAL, dump
+from conftest import CATALOG, MINIMAL, ROOT, dump
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -40,6 +42,53 @@ def test_records_the_position_of_values_and_keys(minimal):
     assert src.where_key(("services", "media")) == tuple(
         int(x) for x in at(text, "\n  media:\n", "media").split(":")[1:]
     )
+
+
+def _full(text: str) -> load.Source:
+    """What the reader that records every position reads (the one a problem goes to)."""
+    return load._build(yaml.parse(text, Loader=load.FAST_LOADER), text, "catalog.yaml", [])
+
+
+def test_a_plain_catalog_is_located_only_when_a_message_asks(minimal, monkeypatch):
+    text = dump(minimal)
+    located = _full(text)
+    full = []
+    monkeypatch.setattr(load, "_build", lambda *args: full.append(args) or located)
+    src = load_text(text)
+    assert src.positions is None and full == []  # read by yamlread.plain: nothing located yet
+    port = src.where(("services", "auth", "port"))
+    assert len(full) == 1 and src.positions == located.positions
+    assert f"catalog.yaml:{port[0]}:{port[1]}" == at(text, "\n  auth:\n", "4001")
+    src.where_key(("services", "media"))
+    assert len(full) == 1  # located once
+
+
+def test_the_shipped_and_a_synthetic_catalog_read_the_same_either_way():
+    synth = ROOT / "benchmarks" / "synth.py"
+    generated = subprocess.run([sys.executable, synth, "300"], capture_output=True, text=True, check=True).stdout
+    for text in (CATALOG.read_text(encoding="utf-8"), generated):
+        fast = load_text(text)
+        assert fast.positions is None
+        assert repr(fast.data) == repr(_full(text).data)  # repr: True is not 1, key order kept
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "platform: &p {name: x}\nother: *p\n",  # an anchor and an alias
+        "platform: !!str x\n",  # a tag
+        "platform:\n  date: 2001-12-14\n",  # a timestamp
+        "a: {" * 65 + "b: 1" + "}" * 65 + "\n",  # deeper than MAX_DEPTH
+    ],
+)
+def test_what_the_plain_reader_leaves_is_read_located(text):
+    """Anything yamlread.plain leaves is read by the reader that records positions, at once."""
+    if text.startswith("a: {"):
+        (problem,) = problems_of(text)
+        assert f"nesting deeper than {load.MAX_DEPTH} levels" in problem.message
+        return
+    src = load_text(text)
+    assert src.positions is not None and src.data == _full(text).data
 
 
 def test_position_of_a_missing_part_is_its_nearest_parent(minimal):

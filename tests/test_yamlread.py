@@ -30,11 +30,26 @@ def same(text: str) -> None:
     """Both read the same data, types and key order included (repr tells True from 1 and 1.0)."""
     try:
         expected: Any = repr(pyyaml(text))
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, ValueError) as exc:
         with pytest.raises(type(exc)):
             yamlread.load(text)
         return
     assert repr(yamlread.load(text)) == expected, text
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("a: 1\na: 2\n", "a key written twice"),
+        ("3: int key\n", "a key that is not text"),
+        ("a: [[[1]]]\n", "deeper than three levels"),
+        ("a: " + "9" * 5000 + "\n", "a number Python will not make"),
+    ],
+)
+def test_plain_leaves_to_its_caller_what_the_catalog_reader_must_locate(text: str, why: str) -> None:
+    with pytest.raises(yamlread.Unusual):
+        yamlread.plain(text, text_keys=True, max_depth=3)
+    assert yamlread.plain("a: [[1]]\nb: {c: d}\n", text_keys=True, max_depth=3) == {"a": [[1]], "b": {"c": "d"}}
 
 
 def test_every_shipped_yaml_document_reads_the_same() -> None:
@@ -67,6 +82,7 @@ def test_every_shipped_yaml_document_reads_the_same() -> None:
         "a: [unclosed\n",  # a syntax error: the same error type
         "a: !custom 1\n",  # an unknown tag: PyYAML's error
         "a: 'x'\n...\n",
+        "a: " + "9" * 5000 + "\n",  # more digits than Python turns into a number: PyYAML's ValueError
     ],
 )
 def test_every_yaml_feature_reads_as_pyyaml_reads_it(text: str) -> None:
