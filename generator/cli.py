@@ -6,6 +6,7 @@ commands that need them, so `nexus validate` costs little more than starting Pyt
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -109,7 +110,11 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines i
 def _load(catalog: Path) -> Loaded:
     from .catalog import load_catalog
 
-    return load_catalog(catalog)
+    loaded = load_catalog(catalog)
+    # the command's process keeps the catalog until it ends: frozen, the collector's later
+    # passes no longer walk it (at 10,000 services 0.18 s of `nexus validate`'s 1.06 s)
+    gc.freeze()
+    return loaded
 
 
 @app.command()

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import marshal
 import os
 import stat
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import usercache, write
+from . import collector, usercache, write
 from .errors import DriftError, HandEditedError, OutputError
 from .paths import catalog_folder, code_key
 from .timings import Timings
@@ -55,7 +54,7 @@ def generate(
     as the run got (`nexus generate --timings`).
     """
     clock = timings if timings is not None else Timings()
-    with clock.whole(), _collector_paused(), ExitStack() as run:
+    with clock.whole(), collector.paused(), ExitStack() as run:
         # absolute and normalized: the lock and staging paths are named after the folder's own name
         target = Path(os.path.abspath(out)) if out is not None else catalog_folder(catalog) / "generated"
         last = clock.call("read the last run's record", _Last.of, catalog, target, strict)
@@ -112,21 +111,6 @@ def _compare_ahead(run: ExitStack, target: Path, last: _Last) -> write.Compariso
     comparing = write.Comparison(target, team_owned, last.known, worth=True, writing=True)
     run.callback(comparing.close)  # a run stopped by an error ends the worker with it
     return comparing
-
-
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Python's cycle collector off for the run: what a run builds (the catalog, every view and
-    file, the checks' documents) lives until it ends, and each full pass walked all of it
-    again: at 10,000 services 2.5 s of an edit and three quarters of unmarshalling the
-    manifests' checked fields. What the run leaves behind is collected once it is over."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _load(catalog: str | Path, clock: Timings, raw: bytes | None) -> Loaded:

@@ -369,3 +369,78 @@ def test_no_runtime_setting_reads_a_variable_a_dependency_would_set():
     finally:
         sys.path.remove(str(RUNTIME))
     assert [f for f in settings.ServiceSettings.model_fields if f.upper().endswith("_URL")] == []
+
+
+def test_loading_pauses_the_cycle_collector_and_gives_it_back(monkeypatch):
+    """What loading builds lives on: the collector never runs while a catalog loads (at 10,000
+    services each full pass walked all of it again), and is back as the caller had it, after a
+    catalog that loads and after one that does not."""
+    import gc
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    import nexus.catalog
+    from nexus import collector
+    from nexus.catalog.load import load_text
+    from nexus.catalog.validate import validate
+
+    synth = ROOT / "benchmarks" / "synth.py"
+    text = subprocess.run([sys.executable, synth, "2000"], capture_output=True, text=True, check=True).stdout
+    started: list[int] = []
+
+    def note(phase: str, info: dict) -> None:
+        if phase == "start":
+            started.append(info["generation"])
+
+    during: list[int] = []  # the collections begun by the time validation ends, inside the load
+
+    def validating(src):
+        cat = validate(src)
+        during.append(len(started))
+        return cat
+
+    monkeypatch.setattr(nexus.catalog, "validate", validating)
+    gc.callbacks.append(note)
+    try:
+        validate(load_text(text))  # the same work with the collector on: it runs, so the check below can fail
+        assert started
+        started.clear()
+        loaded = load_catalog_text(text)
+        assert during == [0] and gc.isenabled()
+        assert len(loaded.catalog.services) > 2000
+        with pytest.raises(CatalogError):
+            load_catalog_text("services: [\n")
+        assert gc.isenabled()
+        gc.disable()
+        try:
+            load_catalog_text(text)
+            assert not gc.isenabled()
+            with collector.paused():
+                assert not gc.isenabled()
+            assert not gc.isenabled()
+        finally:
+            gc.enable()
+    finally:
+        gc.callbacks.remove(note)
+
+
+def test_a_command_freezes_the_catalog_it_loaded(tmp_path):
+    """A command's process keeps its catalog until it ends: `nexus` freezes it once loaded, so
+    the collector's later passes skip it (a long-lived process, `nexus up`, keeps it too)."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    code = (
+        "import gc, sys; from pathlib import Path; from nexus import cli; "
+        "before = gc.get_freeze_count(); cli._load(Path(sys.argv[1])); "
+        "print(before, gc.get_freeze_count())"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(CATALOG)], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    before, after = map(int, out.stdout.split())
+    assert before == 0 and after > 10_000

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+from .. import collector
 from ..paths import catalog_folder
 from .load import Source, load_file, load_text
 from .models import Catalog
@@ -33,10 +34,12 @@ class Loaded:
 def load_catalog(path: str | Path = "catalog.yaml", raw: bytes | None = None) -> Loaded:
     """Read, parse and validate a catalog file (``raw``: its bytes, read already). Raises
     CatalogError with every problem."""
-    src = load_file(path, raw)
-    return Loaded(validate(src), src)
+    with collector.paused():  # what loading builds lives on (collector.paused)
+        src = load_file(path, raw)
+        return Loaded(validate(src), src)
 
 
 def load_catalog_text(text: str, file: str = "catalog.yaml") -> Loaded:
-    src = load_text(text, file)
-    return Loaded(validate(src), src)
+    with collector.paused():
+        src = load_text(text, file)
+        return Loaded(validate(src), src)
