@@ -143,6 +143,12 @@ def dump(data: Any) -> str:
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
 
+def synthetic(services: int) -> str:
+    """The benchmark's synthetic catalog of ``services`` services (benchmarks/synth.py), as text."""
+    synth = ROOT / "benchmarks" / "synth.py"
+    return subprocess.run([sys.executable, synth, str(services)], capture_output=True, text=True, check=True).stdout
+
+
 def nexus(
     *args: str, cwd: Path | None = None, timeout: float = 60, input: str | None = None
 ) -> subprocess.CompletedProcess[str]:

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 from broken import at
-from conftest import CATALOG, MINIMAL, ROOT, dump
+from conftest import CATALOG, MINIMAL, dump, synthetic
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -64,9 +62,7 @@ def test_a_plain_catalog_is_located_only_when_a_message_asks(minimal, monkeypatc
 
 
 def test_the_shipped_and_a_synthetic_catalog_read_the_same_either_way():
-    synth = ROOT / "benchmarks" / "synth.py"
-    generated = subprocess.run([sys.executable, synth, "300"], capture_output=True, text=True, check=True).stdout
-    for text in (CATALOG.read_text(encoding="utf-8"), generated):
+    for text in (CATALOG.read_text(encoding="utf-8"), synthetic(300)):
         fast = load_text(text)
         assert fast.positions is None
         assert repr(fast.data) == repr(_full(text).data)  # repr: True is not 1, key order kept

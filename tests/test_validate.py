@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import gc
 import itertools
 import re
+import subprocess
+import sys
 
 import pytest
 from broken import CASES, GRAPH, SCHEMA, Case, add_service, at, rename, svc
-from conftest import CATALOG, dump
+from conftest import CATALOG, ROOT, dump, synthetic
 
+import nexus.catalog
+from nexus import collector
 from nexus.catalog import load_catalog, load_catalog_text
+from nexus.catalog.load import load_text
+from nexus.catalog.validate import validate
 from nexus.errors import CatalogError, Problem
 
 
@@ -375,19 +382,7 @@ def test_loading_pauses_the_cycle_collector_and_gives_it_back(monkeypatch):
     """What loading builds lives on: the collector never runs while a catalog loads (at 10,000
     services each full pass walked all of it again), and is back as the caller had it, after a
     catalog that loads and after one that does not."""
-    import gc
-    import subprocess
-    import sys
-
-    from conftest import ROOT
-
-    import nexus.catalog
-    from nexus import collector
-    from nexus.catalog.load import load_text
-    from nexus.catalog.validate import validate
-
-    synth = ROOT / "benchmarks" / "synth.py"
-    text = subprocess.run([sys.executable, synth, "2000"], capture_output=True, text=True, check=True).stdout
+    text = synthetic(2000)
     started: list[int] = []
 
     def note(phase: str, info: dict) -> None:
@@ -429,11 +424,6 @@ def test_loading_pauses_the_cycle_collector_and_gives_it_back(monkeypatch):
 def test_a_command_freezes_the_catalog_it_loaded(tmp_path):
     """A command's process keeps its catalog until it ends: `nexus` freezes it once loaded, so
     the collector's later passes skip it (a long-lived process, `nexus up`, keeps it too)."""
-    import subprocess
-    import sys
-
-    from conftest import ROOT
-
     code = (
         "import gc, sys; from pathlib import Path; from nexus import cli; "
         "before = gc.get_freeze_count(); cli._load(Path(sys.argv[1])); "
