@@ -108,7 +108,7 @@ def _compare_ahead(run: ExitStack, target: Path, last: _Last) -> write.Compariso
     run.enter_context(early)
     from .render.services import team_owned
 
-    comparing = write.Comparison(target, team_owned, last.known, worth=True, writing=True)
+    comparing = write.Comparison(target, team_owned, last.known, worth=True, writing=True, listing=last.listing)
     run.callback(comparing.close)  # a run stopped by an error ends the worker with it
     return comparing
 
@@ -144,7 +144,12 @@ def _run(
     # read-only: what differs from the tree on disk; on a large tree in a worker, beside the checks
     if comparing is None:
         comparing = write.Comparison(
-            target, team_owned, known, worth=len(files) >= write.COMPARE_AHEAD_FROM, writing=not check_only
+            target,
+            team_owned,
+            known,
+            worth=len(files) >= write.COMPARE_AHEAD_FROM,
+            writing=not check_only,
+            listing=last.listing,
         )
     comparing.of(hashed)
     # files whose exact bytes passed the checks in an earlier run (by our record, not the tree's manifest)
@@ -207,6 +212,9 @@ class _Last:
     # the catalog's bytes as hashed in ``inputs``: what the run loads (a file edited meanwhile
     # is the next run's input, never rendered under this one's hash)
     text: bytes | None = None
+    # beside the record: the tree as this run finds it, the next run's spare (write.SpareListing);
+    # None with --strict, which walks the spare
+    listing: Path | None = None
 
     @classmethod
     def of(cls, catalog: str | Path, target: Path, strict: bool) -> _Last:
@@ -218,7 +226,8 @@ class _Last:
         text = _catalog_bytes(catalog)
         # everything the output depends on: the code, the catalog, where it is written
         inputs = _digest(f"{code}|{target.resolve()}|".encode() + text) if text is not None else None
-        return cls(file, record, code, inputs, text)
+        listing = file.with_name(f"{file.name}.spare") if file is not None and not strict else None
+        return cls(file, record, code, inputs, text, listing)
 
     @cached_property
     def known(self) -> write.Known:

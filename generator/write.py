@@ -30,12 +30,13 @@ import shutil
 import stat
 import sys
 import time
-from collections.abc import Callable, Container, Iterable, Iterator
+from collections.abc import Callable, Collection, Container, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
+from . import usercache
 from .digest import of_bytes as sha256
 from .digest import of_text
 from .errors import EditedDuringRun, HandEditedError, OutputBusy, OutputError
@@ -140,6 +141,9 @@ class Live(NamedTuple):
 
     inodes: dict[str, int]
     folders: dict[str, str]
+    # what the walk does not report (the manifest, tools' files: their inodes; tools' folders,
+    # not entered: None), so that the tree can be listed as the next run's spare (SpareListing)
+    unreported: dict[str, int | None]
 
 
 def _folder_identity(st: os.stat_result) -> str:
@@ -185,6 +189,8 @@ def _scan(
                     odd.add(rel)
                 elif entry.is_dir():
                     if tool_folder(entry.name):
+                        if live is not None:
+                            live.unreported[rel] = None
                         continue
                     try:
                         sub = os.open(entry.name, flags, dir_fd=fd)
@@ -202,7 +208,10 @@ def _scan(
                         os.close(sub)
                 elif not entry.is_file():
                     odd.add(rel)
-                elif rel != MANIFEST and not tool_file(entry.name):
+                elif rel == MANIFEST or tool_file(entry.name):
+                    if live is not None:
+                        live.unreported[rel] = entry.inode()
+                else:
                     files[rel] = full = base + rel
                     if inodes is not None:
                         inodes[rel] = entry.inode()
@@ -264,16 +273,36 @@ class Comparison:
     was a third of their time). The identities the worker found unchanged go into ``known`` as
     a comparison here would leave them. ``close`` ends a worker whose result is not wanted."""
 
-    def __init__(self, out: Path, team_owned: TeamOwned, known: Known, *, worth: bool, writing: bool = False) -> None:
+    def __init__(
+        self,
+        out: Path,
+        team_owned: TeamOwned,
+        known: Known,
+        *,
+        worth: bool,
+        writing: bool = False,
+        listing: Path | None = None,
+    ) -> None:
+        """``listing``: where the tree is listed for the next run, which has it as its spare
+        (SpareListing), and where the last run listed the tree this one has as its spare."""
         from .parallel import ahead  # multiprocessing: not imported by a run with nothing to do
 
-        def there(tree: Survey, payload: bytes) -> tuple[Changes, HeldApart]:
+        spare = writing and worth  # the spare is read here, for the write
+
+        def first() -> tuple[Survey, SpareListing | None]:
+            return _survey(out, team_owned, known), SpareListing.read(listing) if spare and listing else None
+
+        def there(looked: tuple[Survey, SpareListing | None], payload: bytes) -> tuple[Changes, HeldApart]:
+            survey, listed = looked
             hashed = marshal.loads(payload)
-            ch = _classify(out, tree, hashed, team_owned, known)
-            if writing and worth and not ch.clean:
+            ch = _classify(out, survey, hashed, team_owned, known)
+            if spare and not ch.clean:
                 # what the spare holds, read here too: at 10,000 services its 190,000 entries
                 # were half of the write
-                ch.spare = _scan_spare_of(out, ch.written(hashed), ch.keep, tree.live)
+                ch.spare = _scan_spare_of(out, ch.written(hashed), ch.keep, survey.live, listed)
+                if listing is not None:
+                    # the tree surveyed is the spare once this run's write swaps it out
+                    SpareListing.write(listing, survey.tree, survey.live)
             ch.rendered = {}  # the caller has them: not sent back
             return ch, known.held_apart()
 
@@ -283,7 +312,7 @@ class Comparison:
         # worker: three processes on two cores) the survey takes the time they leave, and it is
         # not wanted before the checks (at 10,000 services an edit took 0.15 s less, 8 pairs
         # of runs each way)
-        self._job = ahead(lambda: _survey(out, team_owned, known), there, worth=worth, nice=NICE)
+        self._job = ahead(first, there, worth=worth, nice=NICE)
 
     def of(self, hashed: dict[str, str]) -> None:
         """The rendered files' ``digests`` (marshalled: a tenth of pickle's time at 160,000)."""
@@ -340,7 +369,7 @@ def _survey(out: Path, team_owned: TeamOwned, known: Known) -> Survey:
                     raise _naming(exc, full) from exc
                 hashes[path] = known.hash(path, full, st=st)
 
-        live = Live({}, {})
+        live = Live({}, {}, {})
         tree = _scan(out, live, known.stamp, look)
         return Survey(recorded, tree, hashes, live, team)
     except OSError as exc:
@@ -1073,15 +1102,134 @@ def scan_spare(root: str, written: list[str], keep: list[str], live: Live | None
     found.make_folders.extend(sorted(folders - seen))
     if live is None:
         return found
+    return _settle(found, have, have, differ, written, keep, live)
+
+
+def _settle(
+    found: SpareScan,
+    held: Collection[str],
+    inodes: dict[str, int],
+    differ: set[str],
+    written: list[str],
+    keep: list[str],
+    live: Live,
+) -> SpareScan:
+    """``found``, what the spare holds of the new tree, settled against the tree as surveyed
+    (``live``): the kept files to link again, and the files the write looks at. ``held``: the
+    new tree's files the spare has, ``inodes`` has theirs; ``differ`` holds those whose inode
+    is not the tree's (and may hold others)."""
     # every kept file is in the spare (the spare holds as many files as the kept ones, once the
     # others are counted out): those to link again are those found to differ; else, one by one
     others = {*written, MANIFEST}
-    if len(have) - sum(p in have for p in others) == len(keep):
+    if len(held) - sum(p in held for p in others) == len(keep):
         relink = [p for p in keep if p in differ]
     else:
-        relink = [p for p in keep if have.get(p, -1) != live.inodes.get(p)]
-    looked = {p: have[p] for p in (*written, *relink, MANIFEST) if p in have}
+        relink = [p for p in keep if inodes.get(p, -1) != live.inodes.get(p)]
+    looked = {p: inodes[p] for p in (*written, *relink, MANIFEST) if p in held}
     return found._replace(have=looked, relink=relink, folders=live.folders)
+
+
+_LISTING_VERSION = 1
+
+
+class SpareListing(NamedTuple):
+    """A tree as the comparison's survey walked it, kept in the user's cache for the next run,
+    which has that tree as its spare once this run's write swaps it out (``Comparison``). That
+    run then looks at each folder (``holds``) instead of walking the spare (``scan``): a folder
+    whose identity still holds has the same entries, each the same inode (Live), and the
+    spare's own folder, renamed by the swap, is listed anew. At 10,000 services the walk of
+    193,000 entries was 0.6 s of the worker's, on the edit's path; 35,000 folders' stats are
+    a sixth of it. A listing that does not hold (no swap since, anything changed in the
+    spare) is not used: the spare is walked, as before."""
+
+    files: dict[str, int]  # every regular file (the manifest and tools' files too): its inode
+    folders: dict[str, str]  # every folder but the tree's own: its identity (_folder_identity)
+    unentered: list[str]  # tools' folders: not walked
+    odd: list[str]  # links and special files
+
+    @classmethod
+    def read(cls, file: Path) -> SpareListing | None:
+        payload = usercache.read(file)
+        if payload is None:
+            return None
+        try:
+            version, *fields = marshal.loads(payload)
+        except (EOFError, ValueError, TypeError):
+            return None
+        return cls(*fields) if version == _LISTING_VERSION and len(fields) == len(cls._fields) else None
+
+    @staticmethod
+    def write(file: Path, tree: _Tree, live: Live) -> None:
+        """List ``tree`` as the walk that made ``live`` saw it; when a folder of it had changed
+        too recently for its identity to vouch for its entries (``settled_before``), remove
+        the listing instead: the next run walks its spare."""
+        folders = {f: identity for f, identity in live.folders.items() if f != "."}
+        if len(folders) != len(tree.folders) - 1:  # tree.folders: "." and every other folder
+            usercache.drop(file)
+            return
+        files = dict(live.inodes)
+        unentered = []
+        for rel, inode in live.unreported.items():
+            if inode is None:
+                unentered.append(rel)
+            else:
+                files[rel] = inode
+        usercache.write(file, marshal.dumps((_LISTING_VERSION, files, folders, unentered, sorted(tree.odd))))
+
+    def holds(self, root: str) -> bool:
+        """Whether the tree at ``root`` holds what this lists: its own entries listed again
+        (the swap renamed it, which changed its times), every other folder by its identity."""
+        odd, unentered = set(self.odd), set(self.unentered)
+        top = sum("/" not in rel for rel in (*self.folders, *self.unentered, *self.odd))
+        top += sum("/" not in rel for rel in self.files)
+        try:
+            with os.scandir(root) as entries:
+                for entry in entries:
+                    name = entry.name
+                    if entry.is_symlink():
+                        ok = name in odd
+                    elif entry.is_dir():
+                        ok = name in self.folders or name in unentered
+                    elif entry.is_file():
+                        ok = self.files.get(name) == entry.inode()
+                    else:
+                        ok = name in odd
+                    if not ok:
+                        return False
+                    top -= 1
+            if top != 0:
+                return False
+            for rel, was in self.folders.items():
+                if _folder_identity(os.lstat(f"{root}/{rel}")) != was:
+                    return False
+        except OSError:
+            return False
+        return True
+
+    def scan(self, written: list[str], keep: list[str], live: Live) -> SpareScan | None:
+        """What ``scan_spare`` finds in the tree this lists (which ``holds``), without walking
+        it; None when the new tree has a file in a folder the survey did not enter (a tool's)."""
+        wanted = {*written, *keep, MANIFEST}
+        folders = _folders_of(wanted)
+        if not folders.isdisjoint(self.unentered):
+            return None
+
+        def entered(rel: str) -> bool:  # by the walk: the spare's own folder, and the wanted ones
+            parent = rel.rpartition("/")[0]
+            return not parent or parent in folders
+
+        listed = self.files
+        found = SpareScan(
+            {},  # _settle: those the write looks at
+            sorted(folders - self.folders.keys()),
+            sorted(filter(entered, [*(self.folders.keys() - folders), *self.unentered])),
+            sorted(filter(entered, [*(listed.keys() - wanted), *self.odd])),
+        )
+        # set operations and one pass of comprehensions over 160,000 entries, not a lookup in
+        # large tables for each (the walk's loop has one too, and this is what replaces it)
+        tree_inode = live.inodes.get
+        differ = {p for p, inode in listed.items() if tree_inode(p) != inode}
+        return _settle(found, listed.keys() & wanted, listed, differ, written, keep, live)
 
 
 def _reconcile(
@@ -1197,12 +1345,19 @@ def _spare(out: Path) -> Path:
     return out.parent / ".nexus" / "spare" / out.name
 
 
-def _scan_spare_of(out: Path, written: list[str], keep: list[str], live: Live) -> SpareScan | None:
+def _scan_spare_of(
+    out: Path, written: list[str], keep: list[str], live: Live, listed: SpareListing | None = None
+) -> SpareScan | None:
     """``scan_spare`` of the spare ``_take_spare`` would take; None when there is none it would
-    take, or it cannot be read (the write then reads it, and says what is wrong)."""
+    take, or it cannot be read (the write then reads it, and says what is wrong). ``listed``:
+    what the last run's survey saw of the tree that is now the spare, used if it still holds."""
     spare = _spare(out)
     if not all(_own_folder(p) for p in (spare.parent.parent, spare.parent, spare)):
         return None
+    if listed is not None and listed.holds(str(spare)):
+        found = listed.scan(written, keep, live)
+        if found is not None:
+            return found
     try:
         return scan_spare(str(spare), written, keep, live)
     except OSError:

@@ -7,6 +7,7 @@ import marshal
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -481,6 +482,80 @@ def test_the_comparison_ahead_is_the_one_in_turn(tmp_path: Path, monkeypatch: py
     monkeypatch.setattr(write, "COMPARE_AHEAD_FROM", 1)
     with pytest.raises(HandEditedError, match=re.escape(edited)):
         generate(catalog)
+
+
+def _listed_tree(root: Path) -> None:
+    """A small tree with one of each kind of entry a spare may hold."""
+    for rel, text in {
+        "top.md": "top",
+        "a/kept.md": "kept",
+        "a/written.md": "old",
+        "a/gone.md": "not in the new tree",
+        "a/b/deep.md": "deep",
+        "old/x.md": "a folder the new tree lacks",
+        "a/__pycache__/m.cpython-311.pyc": "a tool's folder",
+        "a/stray.pyc": "a tool's file",
+        write.MANIFEST: "{}",
+    }.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    (root / "link").symlink_to("top.md")
+
+
+SPARE_CHANGES = {
+    "none": lambda spare: None,
+    "a file added in a folder": lambda spare: (spare / "a/b/new.md").write_text("planted"),
+    "a file replaced": lambda spare: os.replace(spare / "top.md", spare / "a/kept.md"),
+    "a file removed": lambda spare: (spare / "a/b/deep.md").unlink(),
+    "a folder removed": lambda spare: shutil.rmtree(spare / "old"),
+    "a link made at the top": lambda spare: (spare / "new-link").symlink_to("a"),
+    "a file made at the top": lambda spare: (spare / "new.md").write_text("planted"),
+    "a file removed at the top": lambda spare: (spare / "top.md").unlink(),
+    "a tool's folder made": lambda spare: (spare / "a/b/__pycache__").mkdir(),
+    "a folder made a link": lambda spare: (shutil.rmtree(spare / "a/b"), (spare / "a/b").symlink_to("..")),
+}
+
+
+@pytest.mark.parametrize("change", SPARE_CHANGES)
+def test_a_spare_listing_holds_only_for_the_very_tree_it_lists_and_reads_as_a_walk_of_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: str
+) -> None:
+    """A run lists the tree it surveyed (write.SpareListing): the next run has that tree as its
+    spare and reads the listing instead of walking it. The listing holds for that tree as it
+    was (renamed, as the swap moves it) and for nothing changed since: then what it says the
+    spare holds against the new tree (files to drop, folders to make, kept files to link again)
+    is what a walk finds, also of a tool's folder and file, a link and the manifest."""
+    monkeypatch.setattr(write, "clock", lambda out: None)  # no margin: what was just made is settled
+    monkeypatch.setattr(write.Known, "RACY_NS", 0)
+    listed, live, file = tmp_path / "listed", tmp_path / "live", tmp_path / "cache" / "listing"
+    file.parent.mkdir()
+    _listed_tree(listed)
+    survey = write._survey(listed, lambda p: False, write.Known())
+    write.SpareListing.write(file, survey.tree, survey.live)
+    # the live tree now: the files kept linked from the listed one, one written anew
+    for path in ("top.md", "a/kept.md", "a/b/deep.md"):
+        (live / path).parent.mkdir(parents=True, exist_ok=True)
+        os.link(listed / path, live / path)
+    (live / "a/written.md").write_text("new")
+    spare = tmp_path / "spare"
+    listed.rename(spare)  # as the swap moves it
+    SPARE_CHANGES[change](spare)
+    listing = write.SpareListing.read(file)
+    assert listing is not None and listing.holds(str(spare)) == (change == "none")
+    if change != "none":
+        return
+    written, keep = ["a/written.md", "a/c/new.md"], ["top.md", "a/kept.md", "a/b/deep.md"]
+    os.unlink(live / "a/kept.md")  # replaced since: the spare's is no longer the tree's
+    (live / "a/kept.md").write_text("kept")
+    now = write._survey(live, lambda p: False, write.Known()).live
+    read, walked = listing.scan(written, keep, now), write.scan_spare(str(spare), written, keep, now)
+    assert read is not None
+    assert read == walked._replace(drop_folders=sorted(walked.drop_folders), drop_files=sorted(walked.drop_files))
+    assert read.make_folders == ["a/c"] and read.relink == ["a/kept.md"]
+    assert read.drop_folders == ["a/__pycache__", "old"]
+    assert read.drop_files == ["a/gone.md", "a/stray.pyc", "link"]
+    # a new tree with a file in a folder the survey did not enter: the spare is walked
+    assert listing.scan([*written, "a/__pycache__/new.md"], keep, now) is None
 
 
 def _recorded(out: Path) -> tuple[dict[str, str | None], dict[str, str]]:

@@ -1125,7 +1125,7 @@ def test_edits_made_while_the_run_writes_are_refused_never_swapped_out(
 def _fresh(project: Path, tmp_path: Path) -> dict[str, bytes]:
     """What a run from nothing writes for the project's catalog now."""
     elsewhere = tmp_path / "fresh"
-    elsewhere.mkdir()
+    elsewhere.mkdir(parents=True)
     shutil.copy(project / "catalog.yaml", elsewhere / "catalog.yaml")
     generate(elsewhere / "catalog.yaml")
     return tree(elsewhere / "generated")
@@ -1159,6 +1159,46 @@ def test_a_run_brings_the_spare_up_to_date_instead_of_linking_every_file(
     assert b"# the team's line" in team_file.read_bytes()
     kept = [p for p in inodes if os.path.relpath(p, out) not in {*second.touched, write.MANIFEST}]
     assert kept and [p for p in kept if p.stat().st_ino != inodes[p]] == []  # the same files, not copies
+
+
+def test_each_run_lists_its_tree_for_the_next_which_reads_its_spare_from_that_listing(
+    project: Path, tmp_path: Path, ahead: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the comparison in a worker, a run lists the tree it surveyed (write.SpareListing),
+    and the next run, whose spare that tree is, reads the listing instead of walking the
+    spare. Each tree is the one a run from nothing writes: a tool's folder and file in the live
+    tree go to the spare with it and are dropped from the next tree. A spare changed since it
+    was listed is walked, and what was planted in it is not in the new tree."""
+    from nexus import pipeline
+
+    monkeypatch.setattr(write, "clock", lambda out: None)  # no margin: what was just made is settled
+    monkeypatch.setattr(write.Known, "RACY_NS", 0)
+    catalog, out = project / "catalog.yaml", project / "generated"
+    walked = tmp_path / "walked"  # the worker is forked: it says so in a file
+    real_scan = write.scan_spare
+    monkeypatch.setattr(write, "scan_spare", lambda *a: walked.write_text("walked") and real_scan(*a))
+    listing = pipeline._Last.of(catalog, out, False).listing
+    assert listing is not None and not listing.exists()
+    (out / "services/auth/__pycache__").mkdir()
+    (out / "services/auth/__pycache__/main.cpython-311.pyc").write_bytes(b"bytecode")
+    (out / "services/auth/stray.pyc").write_bytes(b"bytecode")
+
+    edit(catalog, "Auth, first")
+    generate(catalog)
+    assert walked.exists() and listing.exists()  # nothing listed yet; this run's tree is now
+    walked.unlink()
+    spare = project / ".nexus/spare/generated"
+    assert (spare / "services/auth/__pycache__").is_dir()
+    edit(catalog, "Auth, second")
+    generate(catalog)
+    assert not walked.exists()  # read from the listing
+    assert tree(out) == _fresh(project, tmp_path / "second")
+
+    (spare / "services/auth/planted.md").write_text("planted in the spare\n")
+    edit(catalog, "Auth, third")
+    generate(catalog)
+    assert walked.exists()  # the spare changed since it was listed
+    assert tree(out) == _fresh(project, tmp_path / "third")
 
 
 @pytest.mark.parametrize("beside", [False, True], ids=["in turn", "folders in a worker"])
