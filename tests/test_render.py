@@ -221,6 +221,8 @@ def _edit(data: dict[str, Any], kind: str, name: str, other: str) -> None:
         # also the pages of hops that neither call it nor are called by it
         flow = max(data["flows"].values(), key=lambda f: len(f["hops"]))
         data["services"][flow["hops"][2]]["port"] += 500
+    elif kind == "stage-title":  # every page of the stage's services names it
+        data["stages"][-1]["title"] = f"{data['stages'][-1]['title']}, renamed"
     elif kind == "flow":  # a critical path cut short: its new last hop calls no one next
         flow = next(f for f in data["flows"].values() if len(f["hops"]) > 2)
         flow["hops"] = flow["hops"][:2]
@@ -238,6 +240,7 @@ EDITS = (
     "websocket",
     "platform",
     "flow-port",
+    "stage-title",
     "flow",
 )
 

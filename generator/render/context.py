@@ -128,30 +128,32 @@ class RenderContext:
         *,
         service: str | None,
         view: Callable[[], Any] | None = None,
+        staged: bool = False,
         **variables: Any,
     ) -> str:
         """Render one template (a service's, or one over all services when ``service`` is None)
         from ``variables``, the service's view (``s``, as ``view`` builds it) and the platform's
         settings alone (the template is not given the catalog: what it cannot see cannot change
         its text), or take the text ``kept`` holds for the very same inputs (``view`` is not
-        built when the service's neighbourhood says which: ``keyed``)."""
+        built when the service's neighbourhood says which: ``keyed``; ``staged``: the view shows
+        the service's stage, ``hood``)."""
 
         def given() -> dict[str, Any]:
             return {**variables, **({"s": view()} if view is not None else {}), "platform": self.catalog.platform}
 
-        key, built = self.keyed(kept, [name], service if view is not None else None, given)
+        key, built = self.keyed(kept, [name], service if view is not None else None, given, staged=staged)
         found = kept.get(key)
         if found is None:
             found = kept.put(key, {name: self._render(name, service, built or given())})
         return found[name]
 
     def keyed(
-        self, kept: Kept, tag: list[str], service: str | None, build: Callable[[], Any]
+        self, kept: Kept, tag: list[str], service: str | None, build: Callable[[], Any], *, staged: bool = False
     ) -> tuple[str, Any | None]:
         """The key of a kept entry (``tag`` and the view ``build`` makes), and that view, or
         None when it was not built: the last run with the same neighbourhood of ``service``
-        (``hood``) recorded which key its view had, and the entry is still kept."""
-        hood = self.hood(service) if service is not None else None
+        (``hood``, ``staged``) recorded which key its view had, and the entry is still kept."""
+        hood = self.hood(service, staged=staged) if service is not None else None
         alias = kept.key(["hood", *tag, service, hood]) if hood is not None else None
         if alias is not None and (key := kept.aka(alias)) is not None:
             return key, None
@@ -161,14 +163,30 @@ class RenderContext:
             kept.alias(alias, key)
         return key, built
 
-    def hood(self, service: str) -> str | None:
+    def hood(self, service: str, *, staged: bool = False) -> str | None:
         """A hash of everything in the catalog that a service's own views (its code, manifests
         and descriptor) are built from, None when it is not used (``hoods`` off, or the gateway,
         whose spec maps every service it reaches): the platform-wide sections (not the services
         and flows), the service's entry and wave, the entries of its dependencies and dependents,
-        and the flows it is on. Two catalogs with the same hood give the service the same views;
-        tests/test_render.py holds every area to that over random edits."""
-        return self._hoods.get(service) if self.hoods else None
+        and the flows it is on. With ``staged``, for a view that shows the service's stage (a
+        docs page), also that stage's name, number and title, and how many stages there are
+        (the stages are not among the platform-wide sections: they list services). Two catalogs with the same hood
+        give the service the same views; tests/test_render.py holds every area to that over
+        random edits."""
+        if not self.hoods:
+            return None
+        return (self._staged_hoods if staged else self._hoods).get(service)
+
+    @cached_property
+    def _staged_hoods(self) -> dict[str, str]:
+        stages = {
+            stage.name: f"{stage.name}\0{i}\0{stage.title}\0{len(self.catalog.stages)}"
+            for i, stage in enumerate(self.catalog.stages, 1)
+        }
+        return {
+            name: hashlib.blake2b(f"{near}\0{stages[self.plan.stage_of[name]]}".encode(), digest_size=16).hexdigest()
+            for name, near in self._hoods.items()
+        }
 
     @cached_property
     def _hoods(self) -> dict[str, str]:

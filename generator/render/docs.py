@@ -9,6 +9,7 @@ spelled, and `checks` can verify every one of them before anything is written.
 from __future__ import annotations
 
 import itertools
+from functools import partial
 from typing import Any
 
 from ..catalog import messages, naming
@@ -113,6 +114,31 @@ def _dumped(ctx: RenderContext) -> dict[str, dict[str, dict[str, Any]]]:
     }
 
 
+def _row(
+    ctx: RenderContext, name: str, stages: dict[str, dict[str, Any]], dumped: dict[str, dict[str, dict[str, Any]]]
+) -> dict[str, Any]:
+    """What the index pages show of a service: each lists every service, so only this is built
+    for all of them (a service's own page, ``_service``, is built when it renders again)."""
+    cat = ctx.catalog
+    svc = cat.services[name]
+    return {
+        "name": name,
+        "port": svc.port,
+        "description": svc.description,
+        "category": {"key": svc.category, "title": cat.categories[svc.category].title},
+        "team": dumped["teams"][svc.team],
+        # the stage by name and number only: its waves list services, and a page is kept by its
+        # view's content (a view that held the stage's services would grow with the catalog)
+        "stage": {k: stages[ctx.plan.stage_of[name]][k] for k in ("key", "number", "title")},
+        "wave": ctx.plan.wave_of[name],
+        "dependency_count": len(svc.depends_on),
+        "dependent_count": len(ctx.dependents[name]),
+        "session_affinity": svc.session_affinity,
+        "websocket": svc.websocket,
+        "events": _events(ctx, name),
+    }
+
+
 def _service(
     ctx: RenderContext,
     name: str,
@@ -120,6 +146,7 @@ def _service(
     flows: dict[str, dict[str, Any]],
     dumped: dict[str, dict[str, dict[str, Any]]],
 ) -> dict[str, Any]:
+    """A service's page: its row, and its peers, components, flows and files."""
     cat = ctx.catalog
     svc = cat.services[name]
 
@@ -138,7 +165,9 @@ def _service(
             if hop["name"] == name and not hop["external"]:
                 on_flows.append(
                     {
-                        "flow": flows[key],
+                        # what the page shows of the flow: the other hops are not its neighbours
+                        # (RenderContext.hood)
+                        "flow": {k: flows[key][k] for k in ("key", "title")},
                         "position": i + 1,
                         "total": len(hops),
                         "previous": hops[i - 1] if i else None,
@@ -146,25 +175,14 @@ def _service(
                     }
                 )
     return {
-        "name": name,
-        "port": svc.port,
-        "description": svc.description,
-        "category": {"key": svc.category, "title": cat.categories[svc.category].title},
-        "team": dumped["teams"][svc.team],
-        # the stage by name and number only: its waves list services, and a page is kept by its
-        # view's content (a view that held the stage's services would grow with the catalog)
-        "stage": {k: stages[ctx.plan.stage_of[name]][k] for k in ("key", "number", "title")},
-        "wave": ctx.plan.wave_of[name],
+        **_row(ctx, name, stages, dumped),
         "dependencies": [peer(d, e.kind) for d, e in sorted(svc.depends_on.items())],
         "dependents": [peer(d, cat.services[d].depends_on[name].kind) for d in ctx.dependents[name]],
         "infrastructure": [dumped["infrastructure"][c] for c in sorted(set(svc.uses))],
         "externals": [dumped["externals"][x] for x in sorted(set(svc.externals))],
         "flows": on_flows,
         "autoscaling": cat.autoscaling_for(name),
-        "session_affinity": svc.session_affinity,
-        "websocket": svc.websocket,
         "team_files": team_files(name, postgres=any(cat.infrastructure[c].engine == "postgres" for c in svc.uses)),
-        "events": _events(ctx, name),
     }
 
 
@@ -186,13 +204,14 @@ def _events(ctx: RenderContext, name: str) -> list[dict[str, Any]]:
 
 
 def views(ctx: RenderContext) -> dict[str, Any]:
-    """Everything the docs templates read, computed once; every list sorted or in catalog order."""
+    """Everything the docs templates read, computed once; every list sorted or in catalog order.
+    ``page``: what builds a service's page view (``_service``), by its name."""
     cat = ctx.catalog
     stages = _stages(ctx)
     flows = _flows(ctx)
     by_stage = {s["key"]: s for s in stages}
     dumped = _dumped(ctx)
-    services = {n: _service(ctx, n, by_stage, flows, dumped) for n in sorted(cat.services)}
+    services = {n: _row(ctx, n, by_stage, dumped) for n in sorted(cat.services)}
     by_port = sorted(services.values(), key=lambda s: (s["port"], s["name"]))
     stage_index = {s["key"]: s["number"] for s in stages}
     return {
@@ -242,6 +261,7 @@ def views(ctx: RenderContext) -> dict[str, Any]:
             for name, ch in sorted(cat.events.items())
         ],
         "next_port": next_port(cat, next(iter(cat.categories))) if cat.categories else None,
+        "page": partial(_service, ctx, stages=by_stage, flows=flows, dumped=dumped),
     }
 
 
@@ -256,7 +276,7 @@ def render(ctx: RenderContext) -> dict[str, str]:
     taken = {p.lower(): p for p in out}
     kept = ctx.kept("docs")  # a service's page depends on its own view (_service) alone
     page = {"header": v["header"], "health": v["health"], "stage_count": len(v["stages"])}
-    for name, service in v["services"].items():
+    for name in v["services"]:
         path = naming.service_page(name)
         # Validation refuses a name whose page clashes (naming.claims); this guards a Catalog built
         # in Python without it. Compared case-insensitively: "readme" would clobber README.md on macOS.
@@ -264,7 +284,10 @@ def render(ctx: RenderContext) -> dict[str, str]:
             raise TemplateError(
                 f"services.{name}: its page {path} would overwrite {taken[path.lower()]}; rename the service"
             )
-        out[path] = ctx.template_kept(kept, "docs/service.md.j2", service=name, s=service, **page)
+        # found by the service's neighbourhood and stage, its view built only when they changed
+        out[path] = ctx.template_kept(
+            kept, "docs/service.md.j2", service=name, view=partial(v["page"], name=name), staged=True, **page
+        )
     kept.save()
     out.update(render_mesh.render_docs(ctx))  # the mesh area knows what its settings become
     out.update(render_events.render_docs(ctx))  # the events area writes the AsyncAPI documents

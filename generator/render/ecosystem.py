@@ -79,7 +79,7 @@ def root_view(cat: Catalog) -> dict[str, Any]:
 
 def render(ctx: RenderContext) -> dict[str, str]:
     cat = ctx.catalog
-    common = {"header": GENERATED_HEADER, "api_version": API_VERSION}
+    common: dict[str, Any] = {"header": GENERATED_HEADER, "api_version": API_VERSION}
     kept = ctx.kept("ecosystem")  # a service's descriptor depends on its own view (component) alone
     out = {
         service_info_path(name): ctx.template_kept(
