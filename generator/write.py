@@ -1156,7 +1156,11 @@ class SpareListing(NamedTuple):
             version, *fields = marshal.loads(payload)
         except (EOFError, ValueError, TypeError):
             return None
-        return cls(*fields) if version == _LISTING_VERSION and len(fields) == len(cls._fields) else None
+        # the shape checked too: a listing that is not one is never used (its spare is walked)
+        shape = (dict, dict, list, list)
+        if version != _LISTING_VERSION or [type(f) for f in fields] != list(shape):
+            return None
+        return cls(*fields)
 
     @staticmethod
     def write(file: Path, tree: _Tree, live: Live) -> None:

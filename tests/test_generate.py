@@ -558,6 +558,22 @@ def test_a_spare_listing_holds_only_for_the_very_tree_it_lists_and_reads_as_a_wa
     assert listing.scan([*written, "a/__pycache__/new.md"], keep, now) is None
 
 
+@pytest.mark.parametrize(
+    "payload",
+    [b"", b"not marshal", marshal.dumps((99, {}, {}, [], [])), marshal.dumps((1, [], {}, [], [])), marshal.dumps(1)],
+    ids=["empty", "not marshal", "another version", "a field of another type", "not a tuple"],
+)
+def test_a_spare_listing_that_is_not_one_is_not_used(tmp_path: Path, payload: bytes) -> None:
+    """A listing of another version or shape (an older Nexus, a torn write the CRC let by)
+    reads as none: the spare is walked, never a traceback."""
+    from nexus import usercache
+
+    file = tmp_path / "listing"
+    usercache.write(file, payload)
+    assert usercache.read(file) == payload
+    assert write.SpareListing.read(file) is None
+
+
 def _recorded(out: Path) -> tuple[dict[str, str | None], dict[str, str]]:
     """Every file's hash and identity now, as a run's record would hold them."""
     manifest = json.loads((out / write.MANIFEST).read_text())["files"]
