@@ -1071,8 +1071,7 @@ def scan_spare(root: str, written: list[str], keep: list[str], live: Live | None
     With ``live`` (what the survey saw of the tree), it settles which kept files need linking:
     the write then looks only at those and at the kept files of folders changed since (a stat
     of each folder, not of each file)."""
-    wanted = {*written, *keep, MANIFEST}
-    folders = _folders_of(wanted)
+    wanted, folders = _new_tree(written, keep)
     found = SpareScan({}, [], [], [])
     have, drop_folders, drop_files = found.have, found.drop_folders, found.drop_files
     # with ``live``, the files found that are not the tree's very inode (a kept one among them is
@@ -1103,6 +1102,12 @@ def scan_spare(root: str, written: list[str], keep: list[str], live: Live | None
     if live is None:
         return found
     return _settle(found, have, have, differ, written, keep, live)
+
+
+def _new_tree(written: list[str], keep: list[str]) -> tuple[set[str], set[str]]:
+    """The new tree's files (the manifest too) and folders, which a spare is brought to."""
+    wanted = {*written, *keep, MANIFEST}
+    return wanted, _folders_of(wanted)
 
 
 def _settle(
@@ -1213,8 +1218,7 @@ class SpareListing(NamedTuple):
     def scan(self, written: list[str], keep: list[str], live: Live) -> SpareScan | None:
         """What ``scan_spare`` finds in the tree this lists (which ``holds``), without walking
         it; None when the new tree has a file in a folder the survey did not enter (a tool's)."""
-        wanted = {*written, *keep, MANIFEST}
-        folders = _folders_of(wanted)
+        wanted, folders = _new_tree(written, keep)
         if not folders.isdisjoint(self.unentered):
             return None
 
