@@ -172,7 +172,7 @@ def _run(
     else:
         if changes.refused and not force:
             raise HandEditedError(changes.refused, _team_files_of(changes.refused))
-        applied = clock.call("write", write.apply, target, files, changes, force=force)
+        applied = clock.call("write", write.apply, target, files, changes, force=force, listing=last.listing)
         touched, backup, linked, swapped = applied.touched, applied.backup, applied.linked, applied.stamp
     if last.file is not None and last.inputs is not None:
         with clock("record this run"):

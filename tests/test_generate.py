@@ -558,6 +558,38 @@ def test_a_spare_listing_holds_only_for_the_very_tree_it_lists_and_reads_as_a_wa
     assert listing.scan([*written, "a/__pycache__/new.md"], keep, now) is None
 
 
+@pytest.mark.parametrize("clock", ["still", "unreadable", "moving"])
+def test_a_first_spare_is_listed_only_once_the_clock_has_moved_past_its_folders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clock: str
+) -> None:
+    """A first tree's spare, just filled, is listed only with a stamp later than every change
+    made to it: a clock that does not move (a coarse one) or cannot be read lists nothing, and
+    an earlier listing is dropped (the next run walks the spare); a moving one lists it all."""
+    out, file = tmp_path / "generated", tmp_path / "cache" / "listing"
+    file.parent.mkdir()
+    out.mkdir()
+    write.lock_path(out).touch()
+    spare = write._spare(out)
+    _listed_tree(spare)
+    file.write_bytes(b"an earlier listing")
+    if clock == "still":
+        monkeypatch.setattr(write, "clock", lambda out: write.Stamp(os.lstat(tmp_path).st_dev, 10**18))
+    elif clock == "unreadable":
+        monkeypatch.setattr(write, "clock", lambda out: None)
+    write.SpareListing.of_first(out, file)
+    listing = write.SpareListing.read(file)
+    if clock != "moving":
+        assert listing is None and not file.exists()
+        return
+    assert listing is not None and listing.holds(str(spare))
+    assert listing.unentered == ["a/__pycache__"] and listing.odd == ["link"]  # a tool's folder is not entered
+    assert listing.files.keys() == {
+        str(p.relative_to(spare))
+        for p in spare.rglob("*")
+        if p.is_file() and not p.is_symlink() and "__pycache__" not in p.parts
+    }
+
+
 @pytest.mark.parametrize(
     "payload",
     [b"", b"not marshal", marshal.dumps((99, {}, {}, [], [])), marshal.dumps((1, [], {}, [], [])), marshal.dumps(1)],

@@ -1238,6 +1238,44 @@ def test_a_first_tree_leaves_a_spare_so_the_first_edit_builds_nothing_from_scrat
     assert tree(out) == _fresh(project, tmp_path)
 
 
+@pytest.mark.parametrize("planted", [False, True], ids=["as left", "changed since"])
+def test_a_first_trees_spare_is_listed_so_the_first_edit_reads_it_instead_of_walking_it(
+    project: Path, tmp_path: Path, ahead: None, monkeypatch: pytest.MonkeyPatch, planted: bool
+) -> None:
+    """A cold run lists the spare it made (write.SpareListing.of_first, once the file
+    system's clock has moved past its folders' last change): every file with the inode it
+    shares with the tree. The first edit then reads that listing, as later edits read the
+    one the run before left, and walks the spare only when it changed since; either way it
+    writes the tree a run from nothing writes, and nothing planted in the spare."""
+    from nexus import pipeline
+
+    shutil.rmtree(project / "generated")
+    shutil.rmtree(project / ".nexus", ignore_errors=True)
+    catalog, out, spare = project / "catalog.yaml", project / "generated", project / ".nexus/spare/generated"
+    listing = pipeline._Last.of(catalog, out, False).listing
+    assert listing is not None
+    generate(catalog)
+    listed = write.SpareListing.read(listing)
+    assert listed is not None
+    files = {str(p.relative_to(spare)): p.stat().st_ino for p in spare.rglob("*") if p.is_file()}
+    assert listed.files == files
+    assert files == {
+        str(p.relative_to(out)): p.stat().st_ino for p in out.rglob("*") if p.is_file() and p.name != write.MANIFEST
+    }
+    assert sorted(listed.folders) == sorted(str(p.relative_to(spare)) for p in spare.rglob("*") if p.is_dir())
+
+    walked = tmp_path / "walked"  # the worker is forked: it says so in a file
+    real_scan = write.scan_spare
+    monkeypatch.setattr(write, "scan_spare", lambda *a: walked.write_text("walked") and real_scan(*a))
+    assert generate(catalog).touched == []
+    if planted:
+        (spare / "services/auth/planted.md").write_text("planted in the spare\n")
+    edit(catalog, "Auth, first")
+    assert generate(catalog).touched
+    assert walked.exists() == planted
+    assert tree(out) == _fresh(project, tmp_path / "fresh")
+
+
 def test_a_spare_with_planted_links_and_strays_is_cleaned_never_followed(project: Path, tmp_path: Path) -> None:
     catalog, out = project / "catalog.yaml", project / "generated"
     edit(catalog, "Auth, first")
