@@ -290,7 +290,10 @@ class Comparison:
         spare = writing and worth  # the spare is read here, for the write
 
         def first() -> tuple[Survey, SpareListing | None]:
-            return _survey(out, team_owned, known), SpareListing.read(listing) if spare and listing else None
+            # whether the last run's listing holds for the spare is asked before the hashes come:
+            # it needs only the spare (this run's alone, under the lock), and the worker's work
+            # after them is on the run's path whenever the worker finishes last
+            return _survey(out, team_owned, known), _spare_listed(out, listing) if spare and listing else None
 
         def there(looked: tuple[Survey, SpareListing | None], payload: bytes) -> tuple[Changes, HeldApart]:
             survey, listed = looked
@@ -1399,16 +1402,27 @@ def _spare(out: Path) -> Path:
     return out.parent / ".nexus" / "spare" / out.name
 
 
+def _spare_listed(out: Path, file: Path) -> SpareListing | None:
+    """The last run's listing of what is now ``out``'s spare (``file``), when there is a spare
+    ``_take_spare`` would take and the listing still holds for it; else None."""
+    spare = _spare(out)
+    if not all(_own_folder(p) for p in (spare.parent.parent, spare.parent, spare)):
+        return None
+    listed = SpareListing.read(file)
+    return listed if listed is not None and listed.holds(str(spare)) else None
+
+
 def _scan_spare_of(
     out: Path, written: list[str], keep: list[str], live: Live, listed: SpareListing | None = None
 ) -> SpareScan | None:
     """``scan_spare`` of the spare ``_take_spare`` would take; None when there is none it would
     take, or it cannot be read (the write then reads it, and says what is wrong). ``listed``:
-    what the last run's survey saw of the tree that is now the spare, used if it still holds."""
+    what the last run's survey saw of the tree that is now the spare, found to hold for it
+    (``_spare_listed``)."""
     spare = _spare(out)
     if not all(_own_folder(p) for p in (spare.parent.parent, spare.parent, spare)):
         return None
-    if listed is not None and listed.holds(str(spare)):
+    if listed is not None:
         found = listed.scan(written, keep, live)
         if found is not None:
             return found
