@@ -1194,6 +1194,14 @@ def test_each_run_lists_its_tree_for_the_next_which_reads_its_spare_from_that_li
     assert not walked.exists()  # read from the listing
     assert tree(out) == _fresh(project, tmp_path / "second")
 
+    listed = listing.read_bytes()
+    catalog.write_text(catalog.read_text(encoding="utf-8") + "# a comment: the same files\n", encoding="utf-8")
+    assert generate(catalog).touched == []  # compared in the worker, nothing swapped
+    assert listing.read_bytes() == listed  # still the listing of the spare
+    edit(catalog, "Auth, after a run that wrote nothing")
+    generate(catalog)
+    assert not walked.exists()
+
     (spare / "services/auth/planted.md").write_text("planted in the spare\n")
     edit(catalog, "Auth, third")
     generate(catalog)
