@@ -1402,11 +1402,18 @@ def _spare(out: Path) -> Path:
     return out.parent / ".nexus" / "spare" / out.name
 
 
+def _trusted_spare(out: Path) -> Path | None:
+    """``out``'s spare when there is one to trust: only a real folder of this user's, in folders
+    of this user's, is read or taken."""
+    spare = _spare(out)
+    return spare if all(_own_folder(p) for p in (spare.parent.parent, spare.parent, spare)) else None
+
+
 def _spare_listed(out: Path, file: Path) -> SpareListing | None:
     """The last run's listing of what is now ``out``'s spare (``file``), when there is a spare
     ``_take_spare`` would take and the listing still holds for it; else None."""
-    spare = _spare(out)
-    if not all(_own_folder(p) for p in (spare.parent.parent, spare.parent, spare)):
+    spare = _trusted_spare(out)
+    if spare is None:
         return None
     listed = SpareListing.read(file)
     return listed if listed is not None and listed.holds(str(spare)) else None
@@ -1419,8 +1426,8 @@ def _scan_spare_of(
     take, or it cannot be read (the write then reads it, and says what is wrong). ``listed``:
     what the last run's survey saw of the tree that is now the spare, found to hold for it
     (``_spare_listed``)."""
-    spare = _spare(out)
-    if not all(_own_folder(p) for p in (spare.parent.parent, spare.parent, spare)):
+    spare = _trusted_spare(out)
+    if spare is None:
         return None
     if listed is not None:
         found = listed.scan(written, keep, live)
@@ -1433,10 +1440,10 @@ def _scan_spare_of(
 
 
 def _take_spare(out: Path, staging: Path) -> bool:
-    """Move the spare to ``staging``; False (nothing moved) when there is none to trust: only a
-    real folder of this user's, in folders of this user's, is taken."""
-    spare = _spare(out)
-    if not all(_own_folder(p) for p in (spare.parent.parent, spare.parent, spare)):
+    """Move the spare to ``staging``; False (nothing moved) when there is none to trust
+    (``_trusted_spare``)."""
+    spare = _trusted_spare(out)
+    if spare is None:
         return False
     try:
         spare.rename(staging)
