@@ -54,7 +54,11 @@ class Run(NamedTuple):
 
 def run(cmd: list[str], cwd: Path, cache: Path) -> Run:
     """One fresh process: wall, its own CPU seconds and peak RSS (from the kernel's accounting)."""
-    env = {**os.environ, "XDG_CACHE_HOME": str(cache), "PYTHONPATH": str(ROOT)}
+    # TMPDIR: a folder of the benchmark's own, removed with it: cookiecutter renders each hook into a
+    # temporary file and never removes it (cookiecutter issue #886), 43 files a row in /tmp otherwise
+    temp = cache.parent / "tmp"
+    temp.mkdir(exist_ok=True)
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache), "PYTHONPATH": str(ROOT), "TMPDIR": str(temp)}
     # as an installed Nexus runs: with its modules' bytecode cached (a shell that sets this would
     # add the compiling of every module to every row)
     env.pop("PYTHONDONTWRITEBYTECODE", None)
