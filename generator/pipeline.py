@@ -137,7 +137,7 @@ def _run(
         from .render import RenderContext, render
         from .render.services import team_owned
 
-    ctx = RenderContext(loaded.catalog, loaded.plan, cache=True, hoods=not strict)  # plan
+    ctx = RenderContext(loaded.catalog, loaded.plan, cache=True, hoods=not strict, space=usercache.name_of(target))
     files = clock.call("render", render, ctx)
     hashed = clock.call("hash the rendered files", write.digests, files, ctx.digests)
     known = last.known
@@ -220,7 +220,7 @@ class _Last:
     def of(cls, catalog: str | Path, target: Path, strict: bool) -> _Last:
         folder = usercache.folder("generate")
         # one record per output folder, by its resolved path
-        file = folder / _digest(str(target.resolve()).encode()) if folder is not None else None
+        file = folder / usercache.name_of(target) if folder is not None else None
         record = _read_record(file) if file is not None and not strict else None
         code = code_key()
         text = _catalog_bytes(catalog)

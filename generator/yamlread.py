@@ -216,26 +216,30 @@ class Memo:
         folder of their own, so a code change leaves the old ones behind, unread."""
         return hashlib.blake2b(self.salt, digest_size=8).hexdigest()
 
-    def load(self, folder: Path | None) -> None:
-        """Add the entries kept in ``folder`` (usercache.Shards; missing, altered or unreadable
-        shards: none) and keep them there from now on (``save``)."""
-        self.shards = usercache.Shards(folder, bytes)
-        self.entries.update(self.shards.load())
+    def load(self, shards: usercache.Shards[bytes]) -> None:
+        """Add the entries kept in ``shards`` (an output folder's space; missing, altered or
+        unreadable shards: none) and keep them there from now on (``save``)."""
+        self.shards = shards
+        self.entries.update(shards.load())
 
     def save(self) -> None:
         """Keep the documents for the next run where ``load`` read them: all of them (a run that
         skips a whole area still needs that area's documents after the next edit), or past
-        ``ENTRY_LIMIT`` only the ones this run read, so that old documents do not pile up for
-        ever. Only the shards that changed are written."""
-        if self.shards is not None and (self.added or len(self.entries) > ENTRY_LIMIT):
+        ``ENTRY_LIMIT``, or when the space started from another's (``Shards.seeded``: another
+        project's), only the ones this run read, so that old documents do not pile up for ever.
+        Only the shards that changed are written."""
+        if self.shards is None:
+            return
+        seeded = self.shards.seeded
+        if self.added or seeded or len(self.entries) > ENTRY_LIMIT:
             kept = (
                 self.entries
-                if len(self.entries) <= ENTRY_LIMIT
+                if len(self.entries) <= ENTRY_LIMIT and not seeded
                 else {k: v for k, v in self.entries.items() if k in self.used}
             )
             self.shards.save(kept)
-            if self.shards.folder is not None:
-                usercache.keep_latest(self.shards.folder)
+        else:
+            self.shards.keep()
 
 
 def mappings(text: str) -> list[Any]:

@@ -339,20 +339,26 @@ def test_a_run_with_nothing_changed_skips_rendering_but_not_the_tree_check(proje
         generate(project / "catalog.yaml", check_only=True)
 
 
-def test_a_one_service_edit_renders_that_service_only(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each service's files depend on its own context only: after a description edit the next
-    run renders the edited service and takes the others from the user's cache, and the tree it
-    writes is byte for byte what a run without any cache writes."""
+@pytest.fixture
+def rendered(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The services whose code renders (render.services.render_service), in the order they do."""
     from nexus.render import services
 
-    rendered: list[str] = []
+    names: list[str] = []
     real = services.render_service
 
     def counting(compiled, context):  # type: ignore[no-untyped-def]
-        rendered.append(context["name"])
+        names.append(context["name"])
         return real(compiled, context)
 
     monkeypatch.setattr(services, "render_service", counting)
+    return names
+
+
+def test_a_one_service_edit_renders_that_service_only(project: Path, rendered: list[str]) -> None:
+    """Each service's files depend on its own context only: after a description edit the next
+    run renders the edited service and takes the others from the user's cache, and the tree it
+    writes is byte for byte what a run without any cache writes."""
     generate(project / "catalog.yaml")  # nothing changed: the record answers, nothing renders
     assert rendered == []
     rewrite(project, lambda d: d["services"]["media"].update(description="Media, edited"))
@@ -363,11 +369,89 @@ def test_a_one_service_edit_renders_that_service_only(project: Path, monkeypatch
     rewrite(project, lambda d: d["services"]["gateway"]["depends_on"].update(media="hard"))
     generate(project / "catalog.yaml")
     assert rendered == ["gateway"]
-    monkeypatch.setattr(services, "render_service", real)
     fresh = render(RenderContext(*_loaded(project / "catalog.yaml"), cache=False))
     assert {p: t for p, t in fresh.items() if p.startswith("services/")} == {
         p: (project / "generated" / p).read_text(encoding="utf-8") for p in fresh if p.startswith("services/")
     }
+
+
+def test_each_output_folder_keeps_its_own_render_caches(
+    tmp_path: Path, minimal: dict, monkeypatch: pytest.MonkeyPatch, rendered: list[str]
+) -> None:
+    """Render caches are kept per output folder (render.context.Kept's spaces): a run of another
+    catalog, whose every service renders differently, leaves this one's entries, so this one's
+    next edit renders the edited service only (with one folder for all, every service again); a
+    new folder starts from the most recently used space (a second checkout of a catalog renders
+    nothing); past SPACES the least recently used space goes."""
+    from nexus import usercache
+    from nexus.paths import code_key
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # no other test's space to start from
+    everyone = sorted(minimal["services"])
+    other = yaml.safe_load(dump(minimal))
+    other["platform"]["namespace"] = "elsewhere"  # in every service's settings
+    projects = {name: tmp_path / name for name in "abcd"}
+    for name, data in (("a", minimal), ("b", other), ("c", minimal), ("d", minimal)):
+        projects[name].mkdir()
+        (projects[name] / "catalog.yaml").write_text(dump(data), encoding="utf-8")
+
+    def run(name: str) -> list[str]:
+        rendered.clear()
+        generate(projects[name] / "catalog.yaml")
+        return sorted(rendered)
+
+    assert run("a") == everyone
+    assert run("b") == everyone  # nothing of a's serves b
+    rewrite(projects["a"], lambda d: d["services"]["media"].update(description="Media, edited"))
+    assert run("a") == ["media"]
+    rewrite(projects["c"], lambda d: d["services"]["media"].update(description="Media, edited"))
+    assert run("c") == []  # a new folder: a's space, the latest, answers for all of it
+    monkeypatch.setattr(usercache, "SPACES", 2)
+    assert run("d") == ["media"]  # from c's space, the latest: d's catalog is a's before the edit
+    area = usercache.root() / "renders" / f"services-{code_key()}"
+    assert {p.name for p in area.iterdir()} == {usercache.name_of(projects[n] / "generated") for n in "cd"}
+    # a's space was the least recently used: gone; it starts from d's, the latest
+    (projects["a"] / "catalog.yaml").write_text(dump(minimal), encoding="utf-8")  # d's catalog
+    assert run("a") == []
+    assert tree(projects["a"] / "generated") == tree(projects["d"] / "generated")
+
+
+def test_each_output_folder_keeps_its_own_memos(tmp_path: Path, minimal: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The checks' memos (parsed documents) are kept per output folder too: another project's
+    runs leave this one's space as it was, and a new folder's space, started from the most
+    recently used one, keeps just the documents its own run read, as a run with no cache
+    would keep them (another project's are never carried into it). Each run a process of its
+    own, as from a shell."""
+    from nexus import usercache, yamlread
+
+    projects = {name: tmp_path / name for name in ("a", "b", "b-alone")}
+    other = yaml.safe_load(dump(minimal))
+    other["platform"]["namespace"] = "elsewhere"  # in every manifest
+    for name, data in (("a", minimal), ("b", other), ("b-alone", other)):
+        projects[name].mkdir()
+        (projects[name] / "catalog.yaml").write_text(dump(data), encoding="utf-8")
+
+    def space(name: str, cache: Path) -> dict[str, bytes]:
+        memo = cache / "nexus" / "memos" / f"{yamlread.CACHE_NAME}-{yamlread.PARSED.version}"
+        folder = memo / usercache.name_of(projects[name] / "generated")
+        return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+    def keys(shards: dict[str, bytes]) -> set[bytes]:
+        return {k for payload in shards.values() for k in marshal.loads(payload.partition(b"\n")[2])}
+
+    def run(name: str, cache: Path) -> None:
+        monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+        done = nexus("generate", "-c", str(projects[name] / "catalog.yaml"))
+        assert done.returncode == 0, done.stderr
+
+    shared, alone = tmp_path / "cache", tmp_path / "cache-alone"
+    run("a", shared)
+    kept = space("a", shared)
+    run("b", shared)
+    run("b-alone", alone)
+    assert space("a", shared) == kept
+    assert keys(space("b", shared)) == keys(space("b-alone", alone))
+    assert keys(kept) - keys(space("b", shared))  # a's own documents, which b never read
 
 
 def test_an_edit_rewrites_only_the_cache_shards_it_changed(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -382,7 +466,7 @@ def test_an_edit_rewrites_only_the_cache_shards_it_changed(project: Path, monkey
     monkeypatch.setattr(usercache, "SHARD_FROM", 0)  # the minimal catalog's few entries, sharded as 10,000 would be
     rewrite(project, lambda d: d["services"]["media"].update(description="Media, sharded"))
     generate(project / "catalog.yaml")
-    area = usercache.root() / "renders" / f"services-{code_key()}"
+    area = usercache.root() / "renders" / f"services-{code_key()}" / usercache.name_of(project / "generated")
     before = {p.name: p.read_bytes() for p in area.iterdir()}
     assert len(before) > 2 and "all" not in before
     written: list[Path] = []

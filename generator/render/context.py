@@ -97,6 +97,9 @@ class RenderContext:
     # edit builds the views of the services it touches and of their neighbours, not of 10,000.
     # Off where nothing kept may be trusted on such a key (--strict).
     hoods: bool = False
+    # whose render caches these are (Kept.load): the output folder's (usercache.name_of), so
+    # that a run of another checkout's catalog never drops this one's
+    space: str = "any"
     # The SHA-256 of the files render() took from the render caches or put in them (an entry
     # keeps them), by path; filled by render(): write.digests hashes only the others.
     digests: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -109,7 +112,7 @@ class RenderContext:
 
     def kept(self, area: str) -> Kept:
         """What ``area`` rendered in earlier runs, from the user's cache (empty without ``cache``)."""
-        return Kept.load(area, self._hashed) if self.cache else Kept()
+        return Kept.load(area, self._hashed, self.space) if self.cache else Kept()
 
     def known_digests(self, files: dict[str, str]) -> dict[str, str]:
         """The SHA-256 of each of ``files`` whose text is the very object a render cache handed out
@@ -302,7 +305,7 @@ class Kept:
     (``paths.code_key``, in the name of the area's cache folder). After an edit only what saw
     the change renders again. Entries are marshalled (no code runs when one is read), in
     shards (usercache.Shards: an edit writes only the shards it changed); only the entries a
-    run used are kept, so the folder stays the size of one catalog's output."""
+    run used are kept, so each output folder's space stays the size of its catalog's output."""
 
     def __init__(
         self,
@@ -322,11 +325,9 @@ class Kept:
         self._plain: dict[int, tuple[Any, Any]] = {}
 
     @classmethod
-    def load(cls, area: str, hashed: dict[int, tuple[str, str]] | None = None) -> Kept:
-        folder = usercache.folder("renders", f"{area}-{code_key()}")
-        if folder is None:
-            return cls(hashed=hashed)
-        shards = usercache.Shards(folder, str)
+    def load(cls, area: str, hashed: dict[int, tuple[str, str]] | None = None, space: str = "any") -> Kept:
+        """The entries kept in ``space`` (usercache.Shards.space: an output folder's)."""
+        shards = usercache.Shards.space(str, space, "renders", f"{area}-{code_key()}")
         return cls(shards.load(), shards, hashed)
 
     def key(self, variables: Any) -> str:
@@ -395,12 +396,9 @@ class Kept:
                 self.hashed[id(text)] = (text, digests[name])
 
     def save(self) -> None:
-        """Keep the entries this run used; then drop the area's folders of other versions but
-        the last few."""
-        if self.shards is None or self.shards.folder is None:
-            return
-        self.shards.save(self.used)
-        usercache.keep_latest(self.shards.folder)
+        """Keep the entries this run used (usercache.Shards.save: the shards that changed)."""
+        if self.shards is not None:
+            self.shards.save(self.used)
 
 
 # the catalog's sections every service's views may read (RenderContext.hood)
