@@ -375,6 +375,43 @@ def test_a_one_service_edit_renders_that_service_only(project: Path, rendered: l
     }
 
 
+def test_a_strict_run_leaves_the_neighbourhoods_the_next_edit_looks_views_up_by(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--strict renders without the neighbourhood shortcut (RenderContext.hoods) and does not
+    drop what that shortcut keeps either: an edit after a strict check builds the views of the
+    services it reaches only, as after any other run (it built every service's before)."""
+    from nexus.render import services
+
+    built: list[str] = []
+    real = services.service_context
+
+    def counting(ctx, name):  # type: ignore[no-untyped-def]
+        built.append(name)
+        return real(ctx, name)
+
+    monkeypatch.setattr(services, "service_context", counting)
+    catalog = tmp_path / "catalog.yaml"
+    shutil.copy(CATALOG, catalog)
+    everyone = sorted(yaml.safe_load(CATALOG.read_text(encoding="utf-8"))["services"])
+    generate(catalog)
+
+    def edit(description: str) -> list[str]:
+        data = yaml.safe_load(catalog.read_text(encoding="utf-8"))
+        data["services"]["glitch"]["description"] = description
+        catalog.write_text(dump(data), encoding="utf-8")
+        built.clear()
+        generate(catalog)
+        return sorted(built)
+
+    after_a_run = edit("Glitch, edited")
+    assert "glitch" in after_a_run and len(after_a_run) < len(everyone) / 2
+    built.clear()
+    generate(catalog, check_only=True, strict=True)
+    assert sorted(built) == everyone  # strict: every view
+    assert edit("Glitch, edited again") == after_a_run
+
+
 def test_each_output_folder_keeps_its_own_render_caches(
     tmp_path: Path, minimal: dict, monkeypatch: pytest.MonkeyPatch, rendered: list[str]
 ) -> None:

@@ -112,7 +112,7 @@ class RenderContext:
 
     def kept(self, area: str) -> Kept:
         """What ``area`` rendered in earlier runs, from the user's cache (empty without ``cache``)."""
-        return Kept.load(area, self._hashed, self.space) if self.cache else Kept()
+        return Kept.load(area, self._hashed, self.space, keep_loaded=not self.hoods) if self.cache else Kept()
 
     def known_digests(self, files: dict[str, str]) -> dict[str, str]:
         """The SHA-256 of each of ``files`` whose text is the very object a render cache handed out
@@ -312,10 +312,15 @@ class Kept:
         entries: dict[str, bytes] | None = None,
         shards: usercache.Shards[str] | None = None,
         hashed: dict[int, tuple[str, str]] | None = None,
+        *,
+        keep_loaded: bool = False,
     ) -> None:
         self.entries = entries or {}
         self.shards = shards
         self.used: dict[str, bytes] = {}
+        # keep what was loaded as well as what was used (``save``): a run that does not ask for
+        # the neighbourhoods (--strict) must not drop those the next run looks its views up by
+        self.keep_loaded = keep_loaded
         # where the texts handed out are told with their SHA-256 (RenderContext.known_digests);
         # None: nobody asks (no cache)
         self.hashed = hashed
@@ -325,10 +330,17 @@ class Kept:
         self._plain: dict[int, tuple[Any, Any]] = {}
 
     @classmethod
-    def load(cls, area: str, hashed: dict[int, tuple[str, str]] | None = None, space: str = "any") -> Kept:
+    def load(
+        cls,
+        area: str,
+        hashed: dict[int, tuple[str, str]] | None = None,
+        space: str = "any",
+        *,
+        keep_loaded: bool = False,
+    ) -> Kept:
         """The entries kept in ``space`` (usercache.Shards.space: an output folder's)."""
         shards = usercache.Shards.space(str, space, "renders", f"{area}-{code_key()}")
-        return cls(shards.load(), shards, hashed)
+        return cls(shards.load(), shards, hashed, keep_loaded=keep_loaded)
 
     def key(self, variables: Any) -> str:
         """The hash of ``variables`` as canonical JSON (keys sorted): orjson, for it encodes a
@@ -396,9 +408,11 @@ class Kept:
                 self.hashed[id(text)] = (text, digests[name])
 
     def save(self) -> None:
-        """Keep the entries this run used (usercache.Shards.save: the shards that changed)."""
+        """Keep the entries this run used (usercache.Shards.save: the shards that changed), and
+        with ``keep_loaded`` those of this space it did not (not another's: ``seeded``)."""
         if self.shards is not None:
-            self.shards.save(self.used)
+            kept = {**self.entries, **self.used} if self.keep_loaded and not self.shards.seeded else self.used
+            self.shards.save(kept)
 
 
 # the catalog's sections every service's views may read (RenderContext.hood)
