@@ -132,11 +132,13 @@ def keep_recent(folder: Path, keep: int) -> None:
     counts among them, and is used now), and every sibling file (an earlier layout's)."""
     with contextlib.suppress(OSError):
         os.utime(folder)
-        siblings = list(folder.parent.iterdir())
-        for stale in siblings:
-            if not stale.is_dir() or stale.is_symlink():
-                _remove(stale)
-        _keep_recent(folder, [f for f in siblings if f.is_dir() and not f.is_symlink()], keep)
+        spaces = []
+        for sibling in folder.parent.iterdir():
+            if sibling.is_dir() and not sibling.is_symlink():
+                spaces.append(sibling)
+            else:
+                _remove(sibling)
+        _keep_recent(folder, spaces, keep)
 
 
 def latest_sibling(folder: Path) -> Path | None:
