@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Generic, TypeVar
 
 K = TypeVar("K", str, bytes)
+V = TypeVar("V")
 
 _MAGIC = b"nexus-cache-2 "  # then the payload's CRC-32 (8 hex digits), a newline, the payload
 
@@ -70,17 +71,25 @@ def _private(path: Path) -> bool:
 
 def read(path: Path) -> bytes | None:
     """The payload stored at ``path``; None when missing, unreadable, torn or altered."""
+    view = _view(path)
+    return view.tobytes() if view is not None else None
+
+
+def _view(path: Path) -> memoryview | None:
+    """``read(path)`` as a view of the bytes read, not a copy of them: a shard is read once, by
+    marshal (at 10,000 services the render caches' 300 MB were copied again just to drop the head)."""
     try:
         data = path.read_bytes()
     except OSError:
         return None
-    head, sep, payload = data.partition(b"\n")
-    if not sep or head != _head(payload):
+    end = data.find(b"\n")
+    payload = memoryview(data)[end + 1 :]
+    if end < 0 or data[:end] != _head(payload):
         return None
     return payload
 
 
-def _head(payload: bytes) -> bytes:
+def _head(payload: bytes | memoryview) -> bytes:
     return _MAGIC + b"%08x" % zlib.crc32(payload)
 
 
@@ -166,9 +175,10 @@ def _remove(path: Path) -> None:
             path.unlink(missing_ok=True)
 
 
-class Shards(Generic[K]):
-    """Entries (a key, text or bytes, to marshalled bytes) kept in one folder of this cache,
-    past ``SHARD_FROM`` entries in shards by the key's first byte (its first two hex digits):
+class Shards(Generic[K, V]):
+    """Entries (a key, text or bytes, to a value of ``value_type``, anything marshal writes)
+    kept in one folder of this cache, past ``SHARD_FROM`` entries in shards by the key's first
+    byte (its first two hex digits):
     a run that changes a few of 10,000 services' entries writes the few shards they are in,
     not all of them (the rendered files and the checked documents: 300 MB in all, rewritten
     on every edit, were a second and a half of one). Fewer entries share one file.
@@ -180,54 +190,57 @@ class Shards(Generic[K]):
     memos keep all below a limit: the shipped catalog's checks read a 10,000-service project's
     90 MB, 0.06 -> 0.3 s)."""
 
-    def __init__(self, folder: Path | None, key_type: type[K]) -> None:
+    def __init__(self, folder: Path | None, key_type: type[K], value_type: type[V]) -> None:
         self.folder = folder
         self.key_type: type[K] = key_type
-        self.read: dict[str, dict[K, bytes]] = {}  # shard file name -> its entries, as loaded
+        self.value_type: type[V] = value_type
+        self.read: dict[str, dict[K, V]] = {}  # shard file name -> its entries, as loaded
         # load() found none here and read the most recently used space's instead (a new checkout)
         self.seeded = False
 
     @classmethod
-    def space(cls, key_type: type[K], name: str, *parts: str) -> Shards[K]:
+    def space(cls, key_type: type[K], value_type: type[V], name: str, *parts: str) -> Shards[K, V]:
         """The shards of the space ``name`` (an output folder's: ``name_of``) of the cache folder
         ``parts`` (None: no usable cache folder)."""
-        return cls(folder(*parts, name), key_type)
+        return cls(folder(*parts, name), key_type, value_type)
 
-    def load(self) -> dict[K, bytes]:
+    def load(self) -> dict[K, V]:
         """Every entry of every shard that is intact (see ``read``); {} without a folder. A space
         with none yet starts from the entries of the most recently used one, read only (a second
         checkout of a catalog renders and parses nothing again): ``seeded``."""
         entries = self._load(self.read)
         if not self.read and self.folder is not None and (latest := latest_sibling(self.folder)) is not None:
-            entries = Shards(latest, self.key_type)._load({})
+            entries = Shards(latest, self.key_type, self.value_type)._load({})
             self.seeded = bool(entries)
         return entries
 
-    def _load(self, into: dict[str, dict[K, bytes]]) -> dict[K, bytes]:
-        entries: dict[K, bytes] = {}
+    def _load(self, into: dict[str, dict[K, V]]) -> dict[K, V]:
+        entries: dict[K, V] = {}
         try:
             names = sorted(n for n in os.listdir(self.folder) if n in _SHARD_NAMES) if self.folder else []
         except OSError:
             names = []
         for name in names:
             assert self.folder is not None
-            payload = read(self.folder / name)
+            payload = _view(self.folder / name)
             try:
                 found = marshal.loads(payload) if payload is not None else {}
             except (EOFError, ValueError, TypeError):
                 found = {}
             if isinstance(found, dict):
-                shard = {k: v for k, v in found.items() if isinstance(k, self.key_type) and isinstance(v, bytes)}
+                shard = {
+                    k: v for k, v in found.items() if isinstance(k, self.key_type) and isinstance(v, self.value_type)
+                }
                 into[name] = shard
                 entries.update(shard)
         return entries
 
-    def save(self, entries: dict[K, bytes]) -> None:
+    def save(self, entries: dict[K, V]) -> None:
         """Make the folder hold ``entries``: write the shards that differ from what was read,
         remove the shards none of them is in."""
         if self.folder is None:
             return
-        shards: dict[str, dict[K, bytes]] = {}
+        shards: dict[str, dict[K, V]] = {}
         sharded = len(entries) > SHARD_FROM
         for key, value in entries.items():
             name = (key[:1].hex() if isinstance(key, bytes) else key[:2]) if sharded else _WHOLE

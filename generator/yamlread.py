@@ -168,7 +168,7 @@ class Memo:
         self.entries: dict[bytes, bytes] = {}
         self.used: set[bytes] = set()
         self.added = False
-        self.shards: usercache.Shards[bytes] | None = None  # where ``load`` read the entries
+        self.shards: usercache.Shards[bytes, bytes] | None = None  # where ``load`` read the entries
 
     def key(self, text: str) -> bytes:
         # by the text's name (digest.of_text): a file's is known once write.digests named it
@@ -216,7 +216,7 @@ class Memo:
         folder of their own, so a code change leaves the old ones behind, unread."""
         return hashlib.blake2b(self.salt, digest_size=8).hexdigest()
 
-    def load(self, shards: usercache.Shards[bytes]) -> None:
+    def load(self, shards: usercache.Shards[bytes, bytes]) -> None:
         """Add the entries kept in ``shards`` (an output folder's space; missing, altered or
         unreadable shards: none) and keep them there from now on (``save``)."""
         self.shards = shards

@@ -180,11 +180,17 @@ def test_render_names_the_digests_its_caches_know_and_only_of_the_very_texts(
     assert "k8s/base/services/backend-api.yaml" in ctx.digests  # the area's other files still are
     assert write.digests(files, ctx.digests) == write.digests(files)
 
-    # an entry without its digests (the layout before them) is a miss, never a file without one
+    # an entry without its digests (the layout before them) is a miss, never a file without one;
+    # so is an entry marshalled on its own inside its shard (the layout before that)
     import marshal
 
-    assert Kept({"k": marshal.dumps({"a.yaml": "a: 1\n"})}, hashed={}).get("k") is None
-    assert Kept({"k": marshal.dumps(({"a.yaml": "a: 1\n"}, {}))}, hashed={}).get("k") is None
+    assert Kept({"k": {"a.yaml": "a: 1\n"}}, hashed={}).get("k") is None
+    assert Kept({"k": ({"a.yaml": "a: 1\n"}, {})}, hashed={}).get("k") is None
+    assert Kept({"k": marshal.dumps(({"a.yaml": "a: 1\n"}, {"a.yaml": "0" * 64}))}, hashed={}).get("k") is None
+    assert Kept({"k": ({"a.yaml": "a: 1\n"}, {"a.yaml": "0" * 64})}, hashed={}).get("k") == {"a.yaml": "a: 1\n"}
+    # a neighbourhood's key names a kept entry, or nothing
+    assert Kept({"n": "k", "k": ({}, {})}).aka("n") == "k"
+    assert Kept({"n": b"k", "k": ({}, {})}).aka("n") is None and Kept({"n": "gone"}).aka("n") is None
 
 
 # -- a service's views found by its neighbourhood ---------------------------------------------------

@@ -143,7 +143,7 @@ def check(
     if schema_cache is not None:
         validator.load(schema_cache)
         for memo, name in MEMOS:
-            memo.load(usercache.Shards.space(bytes, ctx.space, "memos", f"{name}-{memo.version}"))
+            memo.load(usercache.Shards.space(bytes, bytes, ctx.space, "memos", f"{name}-{memo.version}"))
             # each memo was one file under its name here before it was sharded under memos/:
             # at 10,000 services 220 MB that no run reads any more
             usercache.drop(schema_cache.with_name(name))
