@@ -565,6 +565,38 @@ def test_the_user_cache_is_used_only_while_private_and_intact(project: Path, tmp
     assert not marker.exists()
 
 
+def test_render_cache_entries_of_another_shape_are_rendered_again(project: Path) -> None:
+    """A render cache's shard that is intact (its CRC-32 holds) but whose entries are not what
+    this code keeps there (another layout's, or written by the user's own hand): each such entry
+    is a miss and renders again, never a traceback, never a file taken from it."""
+    import marshal
+
+    from nexus.render import render
+
+    shapes = [
+        b"\0",  # the layout that marshalled each entry on its own
+        ("one",),
+        ({"services/x.py": 1}, {"services/x.py": "0" * 64}),  # a text that is not text
+        ({"services/x.py": "x = 1\n"}, {}),  # a file without its SHA-256
+        "no-such-key",  # a neighbourhood's key naming nothing
+    ]
+    shards = [p for p in (usercache.root() / "renders").glob("*/*/*") if p.is_file() and not p.name.startswith(".")]
+    assert shards, "the first run kept what it rendered"
+    altered = 0
+    for shard in shards:
+        entries = marshal.loads(usercache.read(shard))  # type: ignore[arg-type]
+        usercache.write(shard, marshal.dumps({k: shapes[(altered := altered + 1) % len(shapes)] for k in entries}))
+    assert altered > len(shapes)  # every shape, in every area
+
+    edit(project / "catalog.yaml", "Auth, from a cache of another shape")
+    result = nexus("generate", "--catalog", str(project / "catalog.yaml"))
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    loaded = load_catalog(project / "catalog.yaml")
+    rendered = render(RenderContext(loaded.catalog, loaded.plan))  # no cache at all
+    on_disk = tree(project / "generated")
+    assert {p: on_disk[p].decode("utf-8") for p in rendered} == rendered
+
+
 # -- file systems that refuse --------------------------------------------------------------------------
 
 
