@@ -61,7 +61,7 @@ def generate(
         comparing = _compare_ahead(run, target, last) if not check_only else None
         # A catalog unchanged since a clean run was valid then and is now: only a changed one is loaded
         # up front (its errors come before anything else), and a run with nothing to do never loads it.
-        loaded = None if last.same_inputs else _load(catalog, clock, last.text)  # load + validate
+        loaded = None if last.same_inputs else _load(catalog, clock, last)  # load + validate
         if comparing is None:
             write.refuse_link(target)
             run.enter_context(write.locked(target, timeout=lock_timeout, waiting=waiting, required=not check_only))
@@ -78,7 +78,7 @@ def generate(
                 # exactly the files this tree holds, hashed again just now: rendering would give the same bytes.
                 return Result(None, target, {}, write.Changes(), [], last.record["count"])
         return _run(
-            loaded or _load(catalog, clock, last.text),
+            loaded or _load(catalog, clock, last),
             target,
             last,
             clock,
@@ -113,11 +113,11 @@ def _compare_ahead(run: ExitStack, target: Path, last: _Last) -> write.Compariso
     return comparing
 
 
-def _load(catalog: str | Path, clock: Timings, raw: bytes | None) -> Loaded:
+def _load(catalog: str | Path, clock: Timings, last: _Last) -> Loaded:
     with clock("load and validate the catalog"):
         from .catalog import load_catalog  # the models (pydantic) load only when a catalog is read
 
-        return load_catalog(catalog, raw)
+        return load_catalog(catalog, last.text, space=last.space)
 
 
 def _run(
@@ -215,6 +215,10 @@ class _Last:
     # beside the record: the tree as this run finds it, the next run's spare (write.SpareListing);
     # None with --strict, which walks the spare
     listing: Path | None = None
+    # the user cache's space of this output folder (usercache.Shards), for the catalog's parts
+    # (catalog.load_catalog); None without a usable cache folder, and with --strict, which reads
+    # the catalog whole
+    space: str | None = None
 
     @classmethod
     def of(cls, catalog: str | Path, target: Path, strict: bool) -> _Last:
@@ -227,7 +231,8 @@ class _Last:
         # everything the output depends on: the code, the catalog, where it is written
         inputs = _digest(f"{code}|{target.resolve()}|".encode() + text) if text is not None else None
         listing = file.with_name(f"{file.name}.spare") if file is not None and not strict else None
-        return cls(file, record, code, inputs, text, listing)
+        space = file.name if file is not None and not strict else None
+        return cls(file, record, code, inputs, text, listing, space)
 
     @cached_property
     def known(self) -> write.Known:

@@ -15,6 +15,10 @@ from hypothesis import strategies as st
 from nexus.catalog import load
 from nexus.catalog.load import load_file, load_text
 from nexus.errors import CatalogError
+from nexus.yamlread import Memo
+
+# its services last: a service added at the end is a part of its own
+MINIMAL_TEXT = dump({**{k: v for k, v in MINIMAL.items() if k != "services"}, "services": MINIMAL["services"]})
 
 
 def problems_of(text: str) -> list:
@@ -66,6 +70,63 @@ def test_the_shipped_and_a_synthetic_catalog_read_the_same_either_way():
         fast = load_text(text)
         assert fast.positions is None
         assert repr(fast.data) == repr(_full(text).data)  # repr: True is not 1, key order kept
+
+
+def test_an_edit_reads_again_only_the_part_it_changed(tmp_path, monkeypatch):
+    """With a cache space, each part of the catalog (a section, a service) is read once across
+    runs: an edit reads the service it changed, and what is kept is the catalog's parts as
+    they are now (an earlier version of a part is not kept)."""
+    memo = Memo(load.PARTS.function, load.PARTS.salt, keep_used=True)
+    monkeypatch.setattr(load, "PARTS", memo)
+    monkeypatch.setattr(load, "PARTS_FROM", 0)
+    read: list[str] = []
+    function = memo.function
+    monkeypatch.setattr(memo, "function", lambda part: read.append(part) or function(part))
+    path = tmp_path / "catalog.yaml"
+    text = synthetic(40)
+    space = tmp_path.name  # this test's own space in the cache folder
+
+    def run(catalog: str) -> list[str]:
+        path.write_text(catalog, encoding="utf-8")
+        memo.entries.clear()  # a new process: only what the cache folder holds
+        memo.used.clear()
+        read.clear()
+        assert load_file(path, space=space).data == load_text(catalog).data
+        return list(read)
+
+    parts = run(text)
+    assert "".join(parts) == text and len(parts) > 40  # each section's entries, each service: once
+    assert run(text) == []
+    edited = text.replace("description: Synthetic service 7\n", "description: Edited\n")
+    assert edited != text
+    (part,) = run(edited)
+    assert part.startswith("  svc-00007:\n") and "description: Edited\n" in part
+    assert run(edited) == [] and len(memo.entries) == len(parts)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        MINIMAL_TEXT + "  auth:\n    port: 1\n",  # a service twice, in two parts
+        MINIMAL_TEXT + "  extra: &x {port: 1}\n  more: *x\n",  # an alias to another part
+        MINIMAL_TEXT + "  extra:\n    port: [1\n",  # a YAML error in one part
+        MINIMAL_TEXT + "  extra:\n    port: " + "[" * 63 + "]" * 63 + "\n",  # too deep in the whole
+        MINIMAL_TEXT.replace("services:", "services: &s"),
+    ],
+    ids=["duplicate", "alias", "yaml-error", "too-deep", "anchor"],
+)
+def test_a_catalog_read_in_parts_is_read_or_refused_as_when_read_whole(text, tmp_path, monkeypatch):
+    """Whatever the parts cannot read as the whole text reads, the whole text is read: the same
+    data, or the same problems at the same places."""
+    monkeypatch.setattr(load, "PARTS_FROM", 0)
+
+    def result(space):
+        try:
+            return load_text(text, space=space).data
+        except CatalogError as exc:
+            return [(p.line, p.column, p.path, p.message) for p in exc.problems]
+
+    assert result(tmp_path.name) == result(None)
 
 
 @pytest.mark.parametrize(

@@ -198,3 +198,136 @@ def test_a_memo_keys_a_text_by_its_name_whether_or_not_the_name_is_known() -> No
             assert digest.of_text(text) == "0" * 64
         assert digest.of_text(text) == "0" * 64
     assert memo.key(text) == hashed and digest.of_text(text) == digest.of_bytes(text.encode())
+
+
+# -- a block mapping read in parts (yamlread.in_parts) -------------------------------------------------
+
+
+def whole(text: str) -> Any:
+    return yamlread.plain(text, text_keys=True, max_depth=64)
+
+
+def in_parts(text: str) -> Any:
+    """What in_parts reads, each part read by plain (as the catalog's memo does); the parts, in
+    order, are the text."""
+    parts: list[str] = []
+    data = yamlread.in_parts(
+        text, lambda part: parts.append(part) or yamlread.plain(part, text_keys=True, max_depth=63)
+    )
+    assert "".join(parts) == text
+    assert len(parts) > 1
+    return data
+
+
+def outcome(read: Any, text: str) -> str:
+    try:
+        return repr(read(text))  # repr: True is not 1, and the keys' order counts
+    except (yamlread.Unusual, yaml.YAMLError) as exc:
+        return type(exc).__name__
+
+
+def refused(outcome: str) -> bool:
+    return outcome == "Unusual" or outcome.endswith("Error")
+
+
+SERVICES = "platform:\n  name: x\nservices:\n  a:\n    port: 1\n"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        SERVICES + "  b:\n    port: 2\n",
+        "# a comment first\n\n" + SERVICES + "  # a comment between\n\n# and at the left\n  b: {port: 2}\n",
+        SERVICES + "  b: |+\n    kept\n\n\n  c:\n    port: 3\n",  # a block scalar keeping its blank lines
+        SERVICES + "  b:\n    note: |\n      no line break at the end",  # the text's end, as it is
+        SERVICES + "  b: plain\n   continued\n  c: 1\n",  # a plain scalar on two lines
+        SERVICES + "  b: |2\n      indented\n  c: 1\n",  # an explicit indentation
+        "services:    # a comment after the key\n  a: 1\n  b: 2\n",
+        "stages:\n- name: one\n  services:\n  - a\nservices:\n  a: 1\n",  # a list at the key's indentation
+        "platform: x\nservices: {a: 1}\nflows: []\n",  # values on the key's line: a part each
+    ],
+)
+def test_a_mapping_read_in_parts_is_the_mapping_read_whole(text: str) -> None:
+    assert outcome(in_parts, text) == outcome(whole, text) and "Error" not in outcome(whole, text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        SERVICES + '    note: "open\n  b: 2"\n',  # a quoted scalar over a line that looks like a key
+        SERVICES + "    note: 'it''s\n  b: 2'\n",
+        SERVICES + "    uses: [x,\n  b: y]\n",  # a flow list over such a line
+        SERVICES + "    uses: {x: 1,\n  b: y}\n",
+        SERVICES + '    note: "open\nb: 2"\n',  # ... and over one at the left
+        SERVICES + "  b: &same {port: 2}\n  c: *same\n",  # an alias to another part
+        SERVICES + "  a:\n    port: 2\n",  # a key twice, in two parts
+        SERVICES + "platform: again\n",
+        SERVICES + "  b: !!str 2\n",  # a tag
+        SERVICES + "---\nother: 1\n",  # a second document
+        SERVICES + "...\n",
+        "%YAML 1.1\n---\n" + SERVICES,  # a directive
+        SERVICES.replace("\n", "\r\n"),
+        SERVICES + " b: 2\n",  # indented less than the entries
+        SERVICES + "\tb: 2\n",  # a tab
+        "- a\n- b\n",  # not a mapping
+        "? [complex]\n: key\n" + SERVICES,
+        SERVICES + "  1: typed key\n",
+        SERVICES + "  yes: typed key\n",
+        SERVICES + "  b:\n    deep: " + "[" * 62 + "]" * 62 + "\n",  # deeper than 64 levels in the whole
+        "",
+        "# only a comment\n",
+    ],
+)
+def test_a_mapping_read_in_parts_is_read_whole_or_not_at_all(text: str) -> None:
+    """What the parts could read otherwise than the whole text reads is refused (the caller
+    reads it whole); what is read is what the whole text holds."""
+    got = outcome(in_parts, text)
+    assert refused(got) or got == outcome(whole, text), text
+
+
+_TOKENS = [
+    '"',
+    "'",
+    "[",
+    "]",
+    "{",
+    "}",
+    "|",
+    "|+",
+    ">-",
+    "#",
+    ": ",
+    ":",
+    "\n",
+    "\n  ",
+    "\n    ",
+    "\n ",
+    "- ",
+    "&a ",
+    "*a",
+    "!!str ",
+    "---\n",
+    "...\n",
+    "\t",
+    "\r\n",
+    "x: y\n",
+    "\n  svc: 1\n",
+    "\n\n",
+    "? ",
+    "<<: ",
+]
+SHIPPED = CATALOG.read_text(encoding="utf-8")
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, len(SHIPPED)), st.sampled_from(_TOKENS), st.integers(0, 4)), max_size=4))
+def test_the_catalog_broken_anywhere_reads_in_parts_as_whole_or_not_at_all(edits: list[tuple[int, str, int]]) -> None:
+    """Characters that open, close or continue YAML's constructs, put anywhere into the shipped
+    catalog (and a few characters cut): reading in parts gives what reading the whole gives, or
+    is refused."""
+    text = SHIPPED
+    for at, token, cut in edits:
+        at = min(at, len(text))
+        text = text[:at] + token + text[at + cut :]
+    got = outcome(in_parts, text)
+    assert refused(got) or got == outcome(whole, text)

@@ -31,11 +31,11 @@ class Loaded:
         return catalog_folder(self.source.file)
 
 
-def load_catalog(path: str | Path = "catalog.yaml", raw: bytes | None = None) -> Loaded:
+def load_catalog(path: str | Path = "catalog.yaml", raw: bytes | None = None, *, space: str | None = None) -> Loaded:
     """Read, parse and validate a catalog file (``raw``: its bytes, read already). Raises
-    CatalogError with every problem."""
+    CatalogError with every problem. ``space``: see ``load.load_text``."""
     with collector.paused():  # what loading builds lives on (collector.paused)
-        src = load_file(path, raw)
+        src = load_file(path, raw, space=space)
         return Loaded(validate(src), src)
 
 

@@ -13,17 +13,33 @@ recorded only when a message needs them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
 import yaml
 
+from .. import usercache
 from ..errors import CatalogError, Problem
-from ..yamlread import FAST_LOADER, Unusual, plain
+from ..yamlread import FAST_LOADER, PARSED, Memo, Unusual, in_parts, plain
 
 MAX_BYTES = 16 * 1024 * 1024  # a 10,000-service catalog is ~3 MB; anything near this is a mistake
 MAX_DEPTH = 64  # the catalog's deepest real path is ~6 levels
 MAX_EXPANDED_NODES = 5_000_000  # aliases may share structure, but not multiply it without bound
+
+# Each part of a catalog (yamlread.in_parts: a section, a service) read once across runs, by its
+# text: an edit reads again the service it changed. A part is read one level below the top
+# (a service's entry under `services:`), so one level less deep is allowed in it; a top-level
+# part that needs the last level is read whole, with the rest.
+PARTS = Memo(
+    partial(plain, text_keys=True, max_depth=MAX_DEPTH - 1, loader=FAST_LOADER),
+    salt=PARSED.salt + b"catalog part, max depth %d" % MAX_DEPTH,
+    keep_used=True,
+)
+PARTS_CACHE = "catalog-parts"
+# characters: below this the whole text is read in less time than the memo's folder takes to
+# read and keep (the shipped catalog: 2 ms against 5 to 10; 10,000 services: 0.24 s against 0.07)
+PARTS_FROM = 256 * 1024
 
 _resolver = yaml.resolver.Resolver()
 _constructor = yaml.constructor.SafeConstructor()
@@ -193,18 +209,21 @@ class _TooDeep(CatalogError):
     """Our own nesting limit was reached (see load_text for why it is told apart)."""
 
 
-def load_text(text: str, file: str = "catalog.yaml") -> Source:
+def load_text(text: str, file: str = "catalog.yaml", *, space: str | None = None) -> Source:
     """Build the document from YAML text. Raises CatalogError for anything unusable.
 
     A catalog of plain mappings, lists and scalars, the usual one, is read by yamlread.plain,
-    its positions left for a message to ask for; anything else it leaves (an alias, a tag, a
-    duplicate key, a key that is not text, deep nesting, a YAML error) is read by ``_build``,
-    which records every position and finds every problem."""
-    try:
-        data = plain(text, text_keys=True, max_depth=MAX_DEPTH, loader=FAST_LOADER)
-    except (Unusual, yaml.YAMLError):
-        pass
-    else:
+    its positions left for a message to ask for; with ``space`` (an output folder's space in
+    the user's cache, usercache.Shards), part by part, each part read once across runs
+    (PARTS, yamlread.in_parts). Anything else it leaves (an alias, a tag, a duplicate key, a
+    key that is not text, deep nesting, a YAML error) is read by ``_build``, which records
+    every position and finds every problem."""
+    readers = (partial(_in_parts, space=space), _plain) if space is not None and len(text) >= PARTS_FROM else (_plain,)
+    for read in readers:
+        try:
+            data = read(text)
+        except (Unusual, yaml.YAMLError):
+            continue
         return _whole(Source(data, file, text))
     problems: list[Problem] = []  # found before a YAML error stops the reading: reported with it
     try:
@@ -385,6 +404,18 @@ def _build(events: Any, text: str, file: str, problems: list[Problem]) -> Source
     return src
 
 
+def _plain(text: str) -> Any:
+    return plain(text, text_keys=True, max_depth=MAX_DEPTH, loader=FAST_LOADER)
+
+
+def _in_parts(text: str, space: str) -> Any:
+    PARTS.load(usercache.Shards.space(bytes, bytes, space, "memos", f"{PARTS_CACHE}-{PARTS.version}"))
+    try:
+        return in_parts(text, PARTS)
+    finally:
+        PARTS.save()  # what was read: the parts of a text read whole after all are kept too
+
+
 def _whole(src: Source) -> Source:
     """``src`` when it is a catalog's shape (a mapping with something in it), else why not."""
     if src.data is None or src.data == {}:  # `{}` says nothing more than an empty file
@@ -426,10 +457,11 @@ def _yaml_hint(problem: str, text: str, mark: Any, context: Any) -> str:
     return ""
 
 
-def load_file(path: str | Path, raw: bytes | None = None) -> Source:
+def load_file(path: str | Path, raw: bytes | None = None, *, space: str | None = None) -> Source:
     """Read and load a catalog file, refusing oversized or non-UTF-8 input before parsing.
     ``raw``: the file's bytes, when the caller read them already (and hashed them: what it
-    loads is then exactly what it hashed, whatever the file holds by now)."""
+    loads is then exactly what it hashed, whatever the file holds by now). ``space``: see
+    ``load_text``."""
     p = Path(path)
     name = str(path)
     try:
@@ -480,4 +512,4 @@ def load_file(path: str | Path, raw: bytes | None = None) -> Source:
         ) from exc
     if text.startswith("\ufeff"):
         text = text[1:]
-    return load_text(text, name)
+    return load_text(text, name, space=space)
