@@ -2,7 +2,7 @@
 
 Run by hand:
     python benchmarks/bench_generate.py [--runs 3]
-    python benchmarks/bench_generate.py --scale 1000 5000 10000 [--fan-in 10000]
+    python benchmarks/bench_generate.py --scale 1000 5000 10000 [--fan-in 10000] [--events 2000]
 
 Every row is a fresh process (interpreter start included) in a fresh folder, with its own
 user cache folder ($XDG_CACHE_HOME, never the user's own), started once the disk holds what
@@ -23,7 +23,8 @@ system of that process) and peak RSS. Rows for the shipped catalog:
 
 `--scale N...` runs the synthetic catalog of benchmarks/synth.py at each size (cold with no
 cache, no-op, one edit, output bytes; the median of `--runs`, once unless given); `--fan-in N`
-adds N services that all depend on one.
+adds N services that all depend on one; `--events C` the largest size again with C event
+channels.
 The issue's targets are printed beside the figures; nothing here asserts them.
 """
 
@@ -214,13 +215,15 @@ def fan_in(n: int) -> str:
     return yaml.dump(data, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), sort_keys=False, width=1000)
 
 
-def scale(sizes: list[int], fan: int | None, runs: int = 1) -> None:
+def scale(sizes: list[int], fan: int | None, runs: int = 1, channels: int | None = None) -> None:
     from synth import synth_yaml
 
     work = Path(tempfile.mkdtemp(prefix="nexus-bench-scale-"))
     cases = [(f"{n:,} services", synth_yaml(n)) for n in sizes]
     if fan:
         cases.append((f"{fan:,}-edge fan-in", fan_in(fan)))
+    if channels:
+        cases.append((f"{max(sizes):,} services, {channels:,} channels", synth_yaml(max(sizes), 0, channels)))
     print(f"synthetic catalogs: {'one run' if runs == 1 else f'median of {runs} fresh runs'} each")
     print(
         "| catalog | cold wall s | cold CPU s | cold peak RSS MB | no-op wall s | one edit wall s | next edit wall s "
@@ -252,10 +255,13 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=None, help="fresh runs of each row (3; with --scale, 1)")
     parser.add_argument("--scale", type=int, nargs="*", help="synthetic catalog sizes, e.g. 1000 5000 10000")
     parser.add_argument("--fan-in", type=int, default=None, help="services all depending on one (with --scale)")
+    parser.add_argument(
+        "--events", type=int, default=None, help="event channels, on the largest --scale catalog, as a row of its own"
+    )
     args = parser.parse_args()
     print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average {os.getloadavg()[0]:.1f}")
     if args.scale is not None:
-        scale(args.scale, args.fan_in, args.runs or 1)
+        scale(args.scale, args.fan_in, args.runs or 1, args.events)
     else:
         shipped(args.runs or 3)
 

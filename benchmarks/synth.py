@@ -1,6 +1,7 @@
 """Synthetic catalogs for the benchmark and the tests: N services, about 3N edges.
 
     python benchmarks/synth.py 10000 > /tmp/catalog-10k.yaml
+    python benchmarks/synth.py 10000 0 2000 > /tmp/catalog-10k-events.yaml  # and 2,000 channels
 
 The catalog is valid by construction, and deterministic for a given N and seed:
 - acyclic: a service only depends on services with a lower index;
@@ -28,8 +29,9 @@ FIRST_PORT = 10000  # clear of the infrastructure ports; 10000 + N must stay bel
 EDGES_PER_SERVICE = 3
 
 
-def synth(n: int, seed: int = 0) -> dict[str, Any]:
-    """A valid catalog of ``n`` services (plus a gateway) as plain data, ready for yaml.dump."""
+def synth(n: int, seed: int = 0, channels: int = 0) -> dict[str, Any]:
+    """A valid catalog of ``n`` services (plus a gateway) as plain data, ready for yaml.dump;
+    with ``channels``, that many pub/sub event channels between services that use the broker."""
     if not 1 <= n <= 65535 - FIRST_PORT:
         raise ValueError(f"n must be between 1 and {65535 - FIRST_PORT}")
     rng = random.Random(seed)
@@ -99,6 +101,7 @@ def synth(n: int, seed: int = 0) -> dict[str, Any]:
             )
         stages.append(entry)
 
+    events = _events(services, channels, random.Random(seed + 1)) if channels else {}
     return {
         "version": 1,
         "platform": {
@@ -116,15 +119,38 @@ def synth(n: int, seed: int = 0) -> dict[str, Any]:
         "infrastructure": {k: {"kind": INFRA[k][0], "description": k, "port": INFRA[k][1]} for k in used},
         "services": services,
         "flows": flows,
+        **({"events": events} if events else {}),
     }
 
 
-def synth_yaml(n: int, seed: int = 0) -> str:
+def _events(services: dict[str, Any], channels: int, rng: random.Random) -> dict[str, Any]:
+    """``channels`` pub/sub channels, each with one publisher and up to three subscribers, all
+    among the services that use the broker (a service on a channel must), sent a small message.
+    Its own random numbers: the services are those of the same catalog without events."""
+    members = [name for name, svc in services.items() if "nats" in svc.get("uses", [])]
+    if not members:
+        raise ValueError("no service uses the broker: too few services for channels")
+    out: dict[str, Any] = {}
+    for k in range(channels):
+        publisher = rng.choice(members)
+        subscribers = sorted({rng.choice(members) for _ in range(3)} - {publisher})
+        out[f"channel-{k:05d}"] = {
+            "kind": "pubsub",
+            "description": f"Synthetic channel {k}",
+            "message": {"version": 1, "fields": {"id": "uuid", "amount": "integer", "note": "string?"}},
+            "publishers": [publisher],
+            "subscribers": subscribers or [publisher],
+        }
+    return out
+
+
+def synth_yaml(n: int, seed: int = 0, channels: int = 0) -> str:
     dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-    return yaml.dump(synth(n, seed), Dumper=dumper, sort_keys=False, width=1000)
+    return yaml.dump(synth(n, seed, channels), Dumper=dumper, sort_keys=False, width=1000)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) not in (2, 3) or not sys.argv[1].isdigit():
-        sys.exit("usage: python benchmarks/synth.py N [SEED] > catalog.yaml")
-    sys.stdout.write(synth_yaml(int(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) == 3 else 0))
+    args = sys.argv[1:]
+    if not 1 <= len(args) <= 3 or not all(a.isdigit() for a in args):
+        sys.exit("usage: python benchmarks/synth.py N [SEED [CHANNELS]] > catalog.yaml")
+    sys.stdout.write(synth_yaml(*map(int, args)))

@@ -143,10 +143,12 @@ def dump(data: Any) -> str:
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
 
-def synthetic(services: int) -> str:
-    """The benchmark's synthetic catalog of ``services`` services (benchmarks/synth.py), as text."""
+def synthetic(services: int, channels: int = 0) -> str:
+    """The benchmark's synthetic catalog of ``services`` services (benchmarks/synth.py), as text;
+    with ``channels`` event channels among them."""
     synth = ROOT / "benchmarks" / "synth.py"
-    return subprocess.run([sys.executable, synth, str(services)], capture_output=True, text=True, check=True).stdout
+    args = [str(services), "0", str(channels)]
+    return subprocess.run([sys.executable, synth, *args], capture_output=True, text=True, check=True).stdout
 
 
 def nexus(

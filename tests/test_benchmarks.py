@@ -43,6 +43,16 @@ def test_small_catalogs_validate_too(n):
     load_catalog_text(synth.synth_yaml(n), "synth.yaml")
 
 
+def test_channels_are_added_to_the_same_services():
+    """With channels the catalog validates, every channel's members use the broker, and the
+    services are those of the catalog without channels (the rows compare like with like)."""
+    data = yaml.safe_load(synth.synth_yaml(2000, 0, 400))
+    cat = load_catalog_text(synth.synth_yaml(2000, 0, 400), "synth.yaml").catalog
+    assert len(cat.events) == 400
+    assert all("nats" in cat.services[m].uses for ch in cat.events.values() for m in [*ch.publishers, *ch.subscribers])
+    assert data["services"] == yaml.safe_load(synth.synth_yaml(2000))["services"]
+
+
 def test_same_size_and_seed_give_the_same_catalog():
     assert synth.synth_yaml(300) == synth.synth_yaml(300)
     assert synth.synth_yaml(300) != synth.synth_yaml(300, seed=1)

@@ -54,15 +54,17 @@ def render_docs(ctx: RenderContext) -> dict[str, str]:
     if not cat.events:
         return {}
     out = {f"{ASYNCAPI}/platform.json": _json(asyncapi(cat))}
-    for service in events.participants(cat):
-        out[f"{ASYNCAPI}/{service}.json"] = _json(asyncapi(cat, service))
+    for service, edges in sorted(ctx.event_edges_of.items()):
+        out[f"{ASYNCAPI}/{service}.json"] = _json(asyncapi(cat, service, edges))
     return out
 
 
-def asyncapi(cat: Catalog, service: str | None = None) -> dict[str, Any]:
+def asyncapi(cat: Catalog, service: str | None = None, edges: list[dict[str, str]] | None = None) -> dict[str, Any]:
     """The AsyncAPI 3.0 document of one service's events (what it sends and receives), or of the
-    whole platform's (every channel, one operation per publish/subscribe edge)."""
-    edges = [e for e in events.edges(cat) if service is None or e["service"] == service]
+    whole platform's (every channel, one operation per publish/subscribe edge). ``edges``: the
+    service's (RenderContext.event_edges_of), when the caller has them."""
+    if edges is None:
+        edges = [e for e in events.edges(cat) if service is None or e["service"] == service]
     used = sorted({e["channel"] for e in edges})
     broker = events.broker(cat) or "broker"
     title = f"{service} events" if service else f"{cat.platform.name} events"

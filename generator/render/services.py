@@ -195,14 +195,15 @@ def service_context(ctx: RenderContext, name: str) -> dict[str, Any]:
         if name == cat.platform.gateway
         else {},
         "health": cat.platform.health.model_dump(),
-        "events": events_context(cat, name),
+        "events": events_context(cat, name, ctx.channels),
     }
 
 
-def events_context(cat: Catalog, name: str) -> dict[str, Any]:
-    """What a service's event files need (empty when it neither publishes nor consumes)."""
-    published = events.channels_of(cat, name, "publishes")
-    consumed = events.channels_of(cat, name, "subscribes")
+def events_context(cat: Catalog, name: str, channels: events.Channels) -> dict[str, Any]:
+    """What a service's event files need (empty when it neither publishes nor consumes).
+    ``channels``: events.channels of ``cat``."""
+    published = channels.get((name, "publishes"), [])
+    consumed = channels.get((name, "subscribes"), [])
     if not published and not consumed:
         return {}
     used = sorted(set(published) | set(consumed))
