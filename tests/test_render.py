@@ -4,6 +4,7 @@ files, and the same first error, as rendering them in turn."""
 from __future__ import annotations
 
 import copy
+import json
 import os
 import re
 import time
@@ -11,7 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import CATALOG
+from conftest import CATALOG, synthetic
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -19,7 +20,8 @@ from nexus import parallel
 from nexus import render as render_stage
 from nexus.catalog import load_catalog, load_catalog_text
 from nexus.errors import CatalogError, TemplateError
-from nexus.render import RenderContext, render
+from nexus.render import RenderContext, render, text
+from nexus.render import events as render_events
 
 
 @pytest.fixture
@@ -281,3 +283,28 @@ def test_neighbourhoods_are_off_unless_asked_and_for_the_gateway() -> None:
 def _plan(data: dict[str, Any]) -> tuple[Any, Any]:
     loaded = load_catalog_text(yaml.safe_dump(data, sort_keys=False))
     return loaded.catalog, loaded.plan
+
+
+_json_data = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_json_data)
+def test_a_json_document_is_what_pythons_encoder_writes(data: Any) -> None:
+    """text.json_document (orjson) writes the bytes of json.dumps(indent=2, sort_keys=True,
+    ensure_ascii=False): any text, whole numbers past 64 bits, floats (left to Python's)."""
+    assert text.json_document(data) == json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def test_every_json_document_of_a_catalog_with_events_is_what_pythons_encoder_writes() -> None:
+    for source in (CATALOG.read_text(encoding="utf-8"), synthetic(300, channels=60)):
+        loaded = load_catalog_text(source)
+        ctx = RenderContext(loaded.catalog, loaded.plan)
+        files = {**render_events.render(ctx), **render_events.render_docs(ctx)}
+        assert len(files) > 10
+        for path, written in files.items():
+            assert written == json.dumps(json.loads(written), indent=2, sort_keys=True, ensure_ascii=False) + "\n", path

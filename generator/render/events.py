@@ -7,12 +7,12 @@ All of it is derived from `nexus.catalog.events`; checks/events.py reads it back
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from ..catalog import events, messages
 from ..catalog.models import Catalog
 from .context import RenderContext
+from .text import json_document
 
 PERMISSIONS = "events/broker-permissions.json"
 OBJECTS = "events/broker-objects.json"
@@ -32,18 +32,14 @@ HEADERS = {
 }
 
 
-def _json(data: Any) -> str:
-    return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-
-
 def render(ctx: RenderContext) -> dict[str, str]:
     cat = ctx.catalog
     if not cat.events:
         return {}
     users = {name: perms.to_nats() for name, perms in events.permissions(cat).items()}
     return {
-        PERMISSIONS: _json({"broker": events.broker(cat), "users": users}),
-        OBJECTS: _json(events.broker_objects(cat)),
+        PERMISSIONS: json_document({"broker": events.broker(cat), "users": users}),
+        OBJECTS: json_document(events.broker_objects(cat)),
     }
 
 
@@ -53,9 +49,9 @@ def render_docs(ctx: RenderContext) -> dict[str, str]:
     cat = ctx.catalog
     if not cat.events:
         return {}
-    out = {f"{ASYNCAPI}/platform.json": _json(asyncapi(cat))}
+    out = {f"{ASYNCAPI}/platform.json": json_document(asyncapi(cat))}
     for service, edges in sorted(ctx.event_edges_of.items()):
-        out[f"{ASYNCAPI}/{service}.json"] = _json(asyncapi(cat, service, edges))
+        out[f"{ASYNCAPI}/{service}.json"] = json_document(asyncapi(cat, service, edges))
     return out
 
 

@@ -20,7 +20,6 @@ the provisioning SQL), so a local run and a cluster have the same users with the
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +29,7 @@ from ..catalog.models import Catalog
 from ..paths import TEMPLATES
 from . import broker
 from .context import RenderContext
+from .text import json_document
 
 FOLDER = "k8s/base/infrastructure"
 SCRIPTS = TEMPLATES / "k8s" / "infrastructure"  # the scripts and SQL, also run by `nexus up` and the tests
@@ -167,7 +167,7 @@ def _config(cat: Catalog, name: str, users: list[str]) -> dict[str, str]:
         granted = events.permissions(cat)
         listen = broker.Listen("0.0.0.0", comp.port, engine.monitor_port or 8222, f"{engine.data}/jetstream")
         files["nats.conf"] = broker.nats_config({u: granted.get(u, events.Permissions((), ())) for u in users}, listen)
-        files[BROKER_OBJECTS] = json.dumps(events.broker_objects(cat), indent=2, sort_keys=True) + "\n"
+        files[BROKER_OBJECTS] = json_document(events.broker_objects(cat))
     return dict(sorted(files.items()))
 
 

@@ -10,6 +10,9 @@ import json
 import re
 from collections.abc import Callable
 from functools import lru_cache
+from typing import Any
+
+import orjson
 
 from ..catalog.naming import env_name, pkg
 
@@ -42,6 +45,37 @@ def _yaml_str(text: str) -> str:
 @lru_cache(maxsize=1 << 16)
 def _py_str(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
+
+
+def json_document(data: Any) -> str:
+    """A JSON file as Nexus writes one: indented by two, keys sorted, text as it is (not
+    escaped to ASCII), a line break at the end; the bytes of ``json.dumps(data, indent=2,
+    sort_keys=True, ensure_ascii=False)``. Made by orjson: Python's encoder leaves C for pure
+    Python as soon as it indents, and the AsyncAPI documents of 10,000 services and 2,000
+    channels took 0.65 s of every edit to write, 0.05 with orjson. The two write text and whole
+    numbers alike (tests/test_render.py compares them on every document of a catalog with
+    events), not floats (1e16 is 1e+16 to Python): data with a float, or a number orjson does not
+    take, is written by Python's encoder."""
+    if not _has_float(data):
+        try:
+            return orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode() + "\n"
+        except orjson.JSONEncodeError:  # an integer past 64 bits, a key that is not text
+            pass
+    return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def _has_float(data: Any) -> bool:
+    # by a walk in turn, not recursion: a document is as deep as its data
+    todo = [data]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, float):
+            return True
+        if isinstance(item, dict):
+            todo.extend(item.values())
+        elif isinstance(item, list | tuple):
+            todo.extend(item)
+    return False
 
 
 def _lf(value: object) -> str:
