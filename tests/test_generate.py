@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import marshal
 import os
@@ -12,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import weakref
 from pathlib import Path
 
 import pytest
@@ -112,6 +114,22 @@ def test_shipped_catalog_renders_deterministically() -> None:
         for line in text.splitlines()
         if "timestamp" in line.lower()
     )
+
+
+def test_what_a_run_built_is_freed_with_its_result(project: Path) -> None:
+    """The render context and caches a run built are held by its result (the CLI ends the
+    process holding it, so nothing is freed object by object), and freed with it: a library
+    caller that drops the result keeps nothing."""
+    rewrite(project, lambda d: d["services"]["auth"].update(description="Edited"))
+    result = generate(project / "catalog.yaml")
+    (ctx,) = (h for h in result.held if isinstance(h, RenderContext))
+    freed = weakref.ref(ctx)
+    del ctx
+    gc.collect()
+    assert freed() is not None  # the result holds it
+    del result
+    gc.collect()
+    assert freed() is None
 
 
 def test_a_removed_service_loses_its_files(project: Path) -> None:
