@@ -233,7 +233,8 @@ def scale(sizes: list[int], fan: int | None, runs: int = 1, channels: int | None
     results = {}
     try:
         for label, text in cases:
-            r = nexus_rows(text, work, runs, label.split()[0].replace(",", ""))
+            # the folders' names: each row's own (two rows of 10,000 services share the first word)
+            r = nexus_rows(text, work, runs, "-".join(label.replace(",", "").split()))
             results[label] = r
             print(
                 f"| {label} | {r['cold, no cache'].wall:.1f} | {r['cold, no cache'].cpu:.1f} | "
