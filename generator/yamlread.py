@@ -160,9 +160,10 @@ _IGNORED = (yaml.StreamStartEvent, yaml.StreamEndEvent, yaml.DocumentEndEvent)
 
 # A line that starts a part of a block mapping (``in_parts``): a key made of these characters,
 # then ':' and a space or the line's end. Other keys (quoted, complex, typed) leave the text whole.
-_KEY_LINE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*:(?: |$)", re.M)
+_KEY = r"[A-Za-z0-9_][A-Za-z0-9_.-]*:"
+_KEY_LINE = re.compile(_KEY + r"(?: |$)", re.M)
+_EMPTY_VALUE = re.compile(_KEY + r" *(?:#.*)?$", re.M)  # its value on the lines below
 _ITEM = re.compile(r"-(?: |$)")  # a block list's item
-_EMPTY_VALUE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*: *(?:#.*)?$", re.M)  # its value on the lines below
 
 
 def in_parts(text: str, read: Callable[[str], Any]) -> Any:
@@ -190,7 +191,7 @@ def in_parts(text: str, read: Callable[[str], Any]) -> Any:
     indent = 0  # the current section's entries' indentation; 0: not known yet
     at = 0
     for line in lines:
-        number, at = at, at + len(line) + 1
+        offset, at = at, at + len(line) + 1
         body = line.lstrip(" ")
         if not body or body[0] == "#":
             continue  # blank, or a comment (or a block scalar's line: either way not a part's start)
@@ -204,7 +205,7 @@ def in_parts(text: str, read: Callable[[str], Any]) -> Any:
                 continue
             if _KEY_LINE.match(line) is None:
                 raise Unusual
-            sections.append((number, []))
+            sections.append((offset, []))
             indent = 0
             continue
         if not sections:
@@ -219,7 +220,7 @@ def in_parts(text: str, read: Callable[[str], Any]) -> Any:
                 sections[-1] = (sections[-1][0], [])  # not all entries are key lines: read whole
                 indent = -1
                 continue
-            entries.append(number)
+            entries.append(offset)
         elif depth < indent:
             raise Unusual
     if not sections:

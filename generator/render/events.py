@@ -49,18 +49,16 @@ def render_docs(ctx: RenderContext) -> dict[str, str]:
     cat = ctx.catalog
     if not cat.events:
         return {}
-    out = {f"{ASYNCAPI}/platform.json": json_document(asyncapi(cat))}
+    out = {f"{ASYNCAPI}/platform.json": json_document(asyncapi(cat, events.edges(cat)))}
     for service, edges in sorted(ctx.event_edges_of.items()):
-        out[f"{ASYNCAPI}/{service}.json"] = json_document(asyncapi(cat, service, edges))
+        out[f"{ASYNCAPI}/{service}.json"] = json_document(asyncapi(cat, edges, service))
     return out
 
 
-def asyncapi(cat: Catalog, service: str | None = None, edges: list[dict[str, str]] | None = None) -> dict[str, Any]:
-    """The AsyncAPI 3.0 document of one service's events (what it sends and receives), or of the
-    whole platform's (every channel, one operation per publish/subscribe edge). ``edges``: the
-    service's (RenderContext.event_edges_of), when the caller has them."""
-    if edges is None:
-        edges = [e for e in events.edges(cat) if service is None or e["service"] == service]
+def asyncapi(cat: Catalog, edges: list[dict[str, str]], service: str | None = None) -> dict[str, Any]:
+    """The AsyncAPI 3.0 document of one service's events (what it sends and receives: its
+    ``edges``, RenderContext.event_edges_of), or of the whole platform's (every channel, one
+    operation per publish/subscribe edge: every edge, catalog.events.edges)."""
     used = sorted({e["channel"] for e in edges})
     broker = events.broker(cat) or "broker"
     title = f"{service} events" if service else f"{cat.platform.name} events"
