@@ -76,6 +76,33 @@ def test_generate_benchmark_script_loads():
     assert callable(bench.main) and callable(bench.scale) and callable(bench.shipped)
 
 
+def test_disk_stall_is_read_from_the_kernels_pressure_line():
+    bench = _module(ROOT / "benchmarks" / "bench_generate.py")
+    text = "some avg10=0.14 avg60=0.81 avg300=9.93 total=3674132305\nfull avg10=0.10 avg60=0.50 total=2731598732\n"
+    assert bench.io_stalled(text) == 3674.132305  # the "some" line's microseconds, not the "full" one's
+    assert bench.io_stalled("full avg10=0.00 total=5\n") == 0.0
+    assert bench.io_stalled("") == 0.0
+
+
+def test_a_row_carries_its_system_time_and_disk_stall(tmp_path):
+    """A real process whose work is the kernel's (copying 2 GB out of /dev/zero, about 0.06 s):
+    its system CPU shows, as part of its CPU, and the medians keep every field."""
+    bench = _module(ROOT / "benchmarks" / "bench_generate.py")
+    work = (
+        "buf = bytearray(1 << 20)\n"
+        "with open('/dev/zero', 'rb', buffering=0) as f:\n"
+        "    for _ in range(2000): f.readinto(buf)\n"
+        "open('done', 'w').close()"
+    )
+    runs = [bench.run([sys.executable, "-c", work], tmp_path, tmp_path / "cache") for _ in range(3)]
+    for r in runs:
+        assert r.wall > 0 and 0 < r.sys <= r.cpu and r.stall >= 0
+    assert (tmp_path / "done").exists()  # it ran, in the row's folder
+    middle = bench.median(runs)
+    assert middle._fields == bench.Run._fields
+    assert middle.sys == sorted(r.sys for r in runs)[1]
+
+
 def test_parse_shapes_benchmark_runs_on_the_shipped_tree():
     result = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "bench_parse_shapes.py"), str(ROOT / "generated")],
