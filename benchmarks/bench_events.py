@@ -211,6 +211,9 @@ async def main(n: int, rounds: int) -> None:
 
 
 if __name__ == "__main__":
+    from checkout import require  # benchmarks/checkout.py: measure this checkout, no other
+
+    require()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=3)

@@ -302,10 +302,11 @@ def scale(sizes: list[int], fan: int | None, runs: int = 1, channels: int | None
                 f"{r['_bytes'].wall / 1e6:.1f} | {r['_bytes'].cpu:.0f} | {os.getloadavg()[0]:.1f} |",
                 flush=True,
             )
+        print("the kernel's share of those rows (system CPU seconds, and seconds a task waited for the disk):")
+        print("\n".join(kernel), flush=True)
     finally:
+        # the folders go last, after the figures (removing them takes the disk for a while)
         shutil.rmtree(work, ignore_errors=True)
-    print("the kernel's share of those rows (system CPU seconds, and seconds a task waited for the disk):")
-    print("\n".join(kernel))
     print(
         "targets at 10,000: cold < 90 s wall and < 1.5 GB RSS, no-op < 3 s, one edit < 5 s, 10k/1k CPU <= 11x; "
         "a 10,000-edge fan-in < 60 s"
@@ -333,4 +334,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    from checkout import require  # benchmarks/checkout.py: measure this checkout, no other
+
+    require()
     main()

@@ -132,4 +132,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    from checkout import require  # benchmarks/checkout.py: measure this checkout, no other
+
+    require()
     main()

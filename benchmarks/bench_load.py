@@ -346,4 +346,7 @@ def wrk_version() -> str:
 
 
 if __name__ == "__main__":
+    from checkout import require  # benchmarks/checkout.py: measure this checkout, no other
+
+    require()
     main()

@@ -76,6 +76,19 @@ def test_generate_benchmark_script_loads():
     assert callable(bench.main) and callable(bench.scale) and callable(bench.shipped)
 
 
+def test_a_benchmark_measures_only_its_own_checkout(tmp_path):
+    """`import nexus` gives the installed package, wherever the benchmark lives: a benchmark of
+    another checkout than the installed one refuses to run, saying what to install."""
+    checkout = _module(ROOT / "benchmarks" / "checkout.py")
+    assert checkout.imported_from() == ROOT / "generator"  # the tests run this checkout's Nexus
+    checkout.require()  # so a benchmark here runs
+    with pytest.raises(SystemExit) as refused:
+        checkout.require(tmp_path)
+    message = str(refused.value)
+    assert str(tmp_path) in message and str(ROOT / "generator") in message
+    assert f"pip install -e {tmp_path}" in message
+
+
 def test_disk_stall_is_read_from_the_kernels_pressure_line():
     bench = _module(ROOT / "benchmarks" / "bench_generate.py")
     text = "some avg10=0.14 avg60=0.81 avg300=9.93 total=3674132305\nfull avg10=0.10 avg60=0.50 total=2731598732\n"
