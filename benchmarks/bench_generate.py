@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+# synth.py and checkout.py beside this file (Nexus itself is the installed one: checkout.require)
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
@@ -96,7 +96,7 @@ def run(cmd: list[str], cwd: Path, cache: Path) -> Run:
     # temporary file and never removes it (cookiecutter issue #886), 43 files a row in /tmp otherwise
     temp = cache.parent / "tmp"
     temp.mkdir(exist_ok=True)
-    env = {**os.environ, "XDG_CACHE_HOME": str(cache), "PYTHONPATH": str(ROOT), "TMPDIR": str(temp)}
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache), "TMPDIR": str(temp)}
     # as an installed Nexus runs: with its modules' bytecode cached (a shell that sets this would
     # add the compiling of every module to every row)
     env.pop("PYTHONDONTWRITEBYTECODE", None)
