@@ -357,6 +357,27 @@ def test_a_run_with_nothing_changed_skips_rendering_but_not_the_tree_check(proje
         generate(project / "catalog.yaml", check_only=True)
 
 
+def test_a_teams_own_file_is_in_the_record_so_the_next_run_has_nothing_to_do(project: Path) -> None:
+    """A file a team added to its service folder is kept by every run, and the record lists it
+    (by presence: its content is the team's), as the comparison found it (write.Changes.added):
+    after the run that met it, a run with nothing changed does nothing, and the record answers
+    for the file, as it is and whatever the team writes in it next."""
+    catalog, out = project / "catalog.yaml", project / "generated"
+    added = out / "services/media/NOTES.md"
+    added.write_text("a team's own file\n")
+    rewrite(project, lambda d: d["services"]["media"].update(description="Media, edited"))
+    first = generate(catalog)
+    assert first.loaded is not None and "services/media/NOTES.md" not in first.touched
+    assert "services/media/NOTES.md" in first.changes.added
+    again = generate(catalog)
+    assert again.loaded is None and again.touched == []  # the record answered: nothing loaded or rendered
+    added.write_text("the team's second thoughts\n")
+    assert generate(catalog).loaded is None
+    assert added.read_text() == "the team's second thoughts\n"
+    added.unlink()  # gone: the record no longer holds for the tree, and the run says so by running
+    assert generate(catalog).loaded is not None
+
+
 @pytest.fixture
 def rendered(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The services whose code renders (render.services.render_service), in the order they do."""

@@ -87,20 +87,24 @@ def team_owned(path: str) -> bool:
     parts = path.split("/", 2)
     if len(parts) != 3 or parts[0] != "services":
         return False
-    exact, patterns = _team_patterns(parts[1])
+    exact, heads, patterns = _team_patterns(parts[1])
     rel = parts[2]
-    return rel in exact or any(rel.startswith(head) and fnmatch.fnmatchcase(rel, p) for head, p in patterns)
+    if rel in exact:
+        return True
+    # most paths start as no pattern does: told at once, in C (at 10,000 services the survey
+    # asks this of 160,000 files)
+    return rel.startswith(heads) and any(rel.startswith(head) and fnmatch.fnmatchcase(rel, p) for head, p in patterns)
 
 
 @cache
-def _team_patterns(name: str) -> tuple[frozenset[str], tuple[tuple[str, str], ...]]:
+def _team_patterns(name: str) -> tuple[frozenset[str], tuple[str, ...], tuple[tuple[str, str], ...]]:
     # asked for every file of every run (compare, record): most entries are plain paths, a set
     # answers for them; a pattern is tried only on paths that start as it does (fnmatch compiles
     # each service's pattern once, which at 10,000 services costs seconds)
     files = team_files(name)
     wild = [f for f in files if any(c in f for c in "*?[")]
-    heads = tuple((re.split(r"[*?\[]", f, maxsplit=1)[0], f) for f in wild)
-    return frozenset(files).difference(wild), heads
+    patterns = tuple((re.split(r"[*?\[]", f, maxsplit=1)[0], f) for f in wild)
+    return frozenset(files).difference(wild), tuple(head for head, _ in patterns), patterns
 
 
 @cache
