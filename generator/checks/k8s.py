@@ -147,7 +147,8 @@ def in_base(path: str) -> bool:
 def prefetch(files: dict[str, str]) -> None:
     """Read the base files not read before on every core: parsing them and the schemas are
     most of a cold run's checks."""
-    BASE_FILES.prefetch((files[p] for p in sorted(files) if in_base(p)), least=PARALLEL_FROM)
+    # the base files picked, then sorted: sorting every path first was 0.06 s at 10,000 services
+    BASE_FILES.prefetch((files[p] for p in sorted(filter(in_base, files))), least=PARALLEL_FROM)
 
 
 @dataclass
