@@ -246,7 +246,7 @@ class _Last:
         (one for the run: the comparison keeps in it what it found unchanged)."""
         if self.record is None:
             return write.Known()
-        return write.Known(self.record["tree"], self.record["seen"])
+        return write.Known(self.record["tree"], self.record["seen"], teams=self.record["code"] == self.code)
 
     @property
     def same_inputs(self) -> bool:

@@ -378,6 +378,36 @@ def test_a_teams_own_file_is_in_the_record_so_the_next_run_has_nothing_to_do(pro
     assert generate(catalog).loaded is not None
 
 
+def test_the_survey_takes_the_teams_files_from_the_record_of_the_manifest_it_finds(project: Path) -> None:
+    """The comparison's survey asks whose each file is only when the record cannot say: the
+    record of the run that wrote the manifest on disk, by the same code, names every team's file
+    by presence. Its answers are team_owned's; another manifest (edited by hand) or a record of
+    other code, and team_owned is asked of every file, as before."""
+    from nexus.pipeline import _Last
+
+    catalog, out = project / "catalog.yaml", project / "generated"
+    rewrite(project, lambda d: d["services"]["media"].update(description="Media, edited"))
+    generate(catalog)
+    asked: list[str] = []
+
+    def owned(path: str) -> bool:
+        asked.append(path)
+        return team_owned(path)
+
+    last = _Last.of(catalog, out, False)
+    by_record = write._survey(out, owned, last.known)
+    assert asked == [] and by_record.team  # every service has files of its team's
+    assert by_record.team == {p for p in by_record.recorded if team_owned(p)}
+    by_code = write._survey(out, owned, write.Known(last.known.hashes, last.known.ids))
+    assert len(asked) == len(by_record.recorded) and by_code.team == by_record.team
+    assert by_code.hashes == by_record.hashes
+    asked.clear()
+    manifest = out / write.MANIFEST
+    manifest.write_text(manifest.read_text().replace('"version": 1', '"version":  1'))  # the same files
+    edited = write._survey(out, owned, last.known)
+    assert len(asked) == len(edited.recorded) and edited.team == by_record.team
+
+
 @pytest.fixture
 def rendered(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The services whose code renders (render.services.render_service), in the order they do."""
