@@ -83,6 +83,19 @@ def test_an_error_in_an_area_is_raised_here_whoever_rendered_it(
         render(_ctx())
 
 
+def test_two_areas_that_render_one_path_are_an_error_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every path has one area that renders it: a second area rendering an existing path (here
+    two of the docs' pages) stops the render with the first such path, rather than one area's
+    file silently replacing the other's."""
+
+    def clashing(ctx: RenderContext) -> dict[str, str]:
+        return {"docs/services/README.md": "", "docs/README.md": "", "zz-own/file.md": ""}
+
+    _with_areas(monkeypatch, last=(clashing,))
+    with pytest.raises(TemplateError, match=r"^two areas render the same file docs/README\.md$"):
+        render(_ctx())
+
+
 def test_the_first_area_in_order_names_the_error(in_a_worker: None, monkeypatch: pytest.MonkeyPatch) -> None:
     """Two areas fail, the later one at once and the first after a while (by then the other
     process has taken the later one): the first in the order areas are taken is the one
