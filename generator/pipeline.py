@@ -111,11 +111,19 @@ def _compare_ahead(run: ExitStack, target: Path, last: _Last) -> write.Compariso
         early.close()
         return None
     run.enter_context(early)
-    from .render.services import team_owned
-
-    comparing = write.Comparison(target, team_owned, last.known, worth=True, writing=True, listing=last.listing)
+    comparing = write.Comparison(target, _team_owned, last.known, worth=True, writing=True, listing=last.listing)
     run.callback(comparing.close)  # a run stopped by an error ends the worker with it
     return comparing
+
+
+def _team_owned(path: str) -> bool:
+    """``render.services.team_owned``, its module imported when a file's owner is first asked:
+    the comparison's early worker is forked before anything else loads, and importing the
+    renderers first (0.2 s at any size) held back the start of its survey, which ends on an
+    edit's path, where the record answers whose each file is (write._survey)."""
+    from .render.services import team_owned
+
+    return team_owned(path)
 
 
 def _load(catalog: str | Path, clock: Timings, last: _Last) -> Loaded:

@@ -408,6 +408,32 @@ def test_the_survey_takes_the_teams_files_from_the_record_of_the_manifest_it_fin
     assert len(asked) == len(edited.recorded) and edited.team == by_record.team
 
 
+def test_the_early_worker_is_forked_before_the_renderers_load(project: Path) -> None:
+    """On a large tree the comparison's worker is forked as the run starts, before the catalog's
+    models, Jinja and the renderers are imported (0.2 s): its survey, which an edit waits for,
+    starts that much sooner (it asks the record whose a file is; a file the record cannot
+    answer for makes it import them itself). In a fresh interpreter, where nothing is
+    imported yet."""
+    rewrite(project, lambda d: d["services"]["media"].update(description="Media, edited"))
+    script = f"""
+import sys
+from nexus import parallel, write
+from nexus.pipeline import generate
+write.COMPARE_AHEAD_FROM = 1
+real = parallel.ahead
+def ahead(*args, **kwargs):
+    print("renderers loaded at the fork:", "nexus.render.services" in sys.modules)
+    return real(*args, **kwargs)
+parallel.ahead = ahead
+result = generate({str(project / "catalog.yaml")!r})
+print("touched:", sorted(result.touched))
+"""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)
+    assert "renderers loaded at the fork: False" in done.stdout
+    assert "docs/services/media.md" in done.stdout  # the run went on to write, as ever
+
+
 @pytest.fixture
 def rendered(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The services whose code renders (render.services.render_service), in the order they do."""
