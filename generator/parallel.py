@@ -101,23 +101,27 @@ def _beside() -> Any:
     return _BESIDE()
 
 
-def shared(tasks: Sequence[Callable[[], R]], *, worth: bool) -> list[R]:
+def shared(tasks: Sequence[Callable[[], R]], *, worth: bool, meanwhile: Callable[[], object] | None = None) -> list[R]:
     """``[task() for task in tasks]``, shared between this process and one forked worker: each
     takes the next task nobody has taken (a counter both see), so neither waits while the other
     still has work, however long each task turns out to be (an edit's and a cold run's costs
     differ by area: no fixed split suited both). The results come back in the tasks' order,
     and so does the first exception, as in turn, whichever process ran what. Tasks must be
-    pure. Not ``worth`` a fork, or one core: in turn, here."""
+    pure. Not ``worth`` a fork, or one core: in turn, here.
+
+    ``meanwhile``: work of this process's own that needs no task's result, done here once no
+    task is left to take, while the worker finishes its last one and sends what it made (in
+    turn: after the tasks). Its exception is raised after any task's."""
     global _SHARED
     if not worth or len(tasks) < 2 or not _can_fork(os.cpu_count() or 1):
-        return [task() for task in tasks]
+        return _in_turn(tasks, meanwhile)
     try:
         # a shared counter and the pool's queues need the system's semaphores, which some
         # sandboxes lack: then in turn
         counter = multiprocessing.get_context("fork").Value("i", 0)
         pool = _pool(1)
     except (OSError, ImportError):  # multiprocessing says so by either, by the system
-        return [task() for task in tasks]
+        return _in_turn(tasks, meanwhile)
     _SHARED = (tasks, counter)
     gc.freeze()  # as in ordered_map
     try:
@@ -127,8 +131,11 @@ def shared(tasks: Sequence[Callable[[], R]], *, worth: bool) -> list[R]:
     finally:
         _SHARED = None
         gc.unfreeze()
+    waited: tuple[bool, Any] = (True, None)
     try:
         outcomes = _take(tasks, counter)
+        if meanwhile is not None:
+            waited = _outcome(meanwhile)
         if future is not None:
             # killed (BrokenProcessPool), or an outcome that cannot travel back: what it took runs
             # here, below (a task's own error is an outcome, never this)
@@ -145,10 +152,19 @@ def shared(tasks: Sequence[Callable[[], R]], *, worth: bool) -> list[R]:
         if not ok:
             raise value
         results.append(value)
+    if not waited[0]:
+        raise waited[1]
     return results
 
 
 _SHARED: tuple[Sequence[Callable[[], Any]], Any] | None = None  # what the forked worker inherits
+
+
+def _in_turn(tasks: Sequence[Callable[[], R]], meanwhile: Callable[[], object] | None) -> list[R]:
+    results = [task() for task in tasks]
+    if meanwhile is not None:
+        meanwhile()
+    return results
 
 
 def _take(tasks: Sequence[Callable[[], Any]], counter: Any) -> dict[int, tuple[bool, Any]]:

@@ -146,12 +146,14 @@ def _run(
 ) -> Result:
     # Rendering and checking load Jinja, the templates and the schemas: only a run that renders pays.
     with clock("import the renderers and checks"):
-        from .checks import check
+        from .checks import Prepared, check
         from .render import RenderContext, render
         from .render.services import team_owned
 
     ctx = RenderContext(loaded.catalog, loaded.plan, cache=True, hoods=not strict, space=usercache.name_of(target))
-    files = clock.call("render", render, ctx)
+    # what the checks keep between runs is read while the render's worker finishes
+    prepared = Prepared(ctx.space, strict=strict, cache=True)
+    files = clock.call("render", render, ctx, prepared.load)
     hashed = clock.call("hash the rendered files", write.digests, files, ctx.digests)
     known = last.known
     # read-only: what differs from the tree on disk; on a large tree in a worker, beside the checks
@@ -170,7 +172,8 @@ def _run(
     verified = frozenset(p for p, h in hashed.items() if h == passed.get(p))
     with clock("check, and compare with the tree"):
         try:
-            check(ctx, files, strict=strict, verified=verified, cache=True, digests=hashed)  # before any write
+            # before any write
+            check(ctx, files, strict=strict, verified=verified, cache=True, digests=hashed, prepared=prepared)
         except BaseException:
             comparing.changes()  # a folder that cannot be read is said first, as when compared before the checks
             raise

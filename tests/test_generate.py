@@ -15,6 +15,7 @@ import sys
 import time
 import weakref
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -329,8 +330,8 @@ def test_failed_output_check_writes_nothing(project: Path, monkeypatch: pytest.M
 
     real_render = stage.render
 
-    def buggy_render(ctx: RenderContext) -> dict[str, str]:
-        files = real_render(ctx)
+    def buggy_render(ctx: RenderContext, meanwhile: Any = None) -> dict[str, str]:
+        files = real_render(ctx, meanwhile)
         path = "services/gateway/gateway/settings.py"
         files[path] = files[path].replace("http://auth:4001", "http://auth:4999")
         ctx.digests.pop(path)  # named by these bytes, as a renderer that made them would have it

@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import jinja2
 import pytest
@@ -514,8 +515,8 @@ def test_a_forged_schema_cache_in_the_checkout_does_not_skip_the_checks(
 
     real_render = stage.render
 
-    def broken(ctx: RenderContext) -> dict[str, str]:
-        files = real_render(ctx)
+    def broken(ctx: RenderContext, meanwhile: Any = None) -> dict[str, str]:
+        files = real_render(ctx, meanwhile)
         path = "k8s/base/services/auth.yaml"
         files[path] = files[path].replace("containerPort:", "containerPorts:")  # not in the schema
         return files

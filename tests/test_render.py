@@ -131,6 +131,55 @@ def test_what_a_killed_worker_took_is_done_here(monkeypatch: pytest.MonkeyPatch)
     assert parallel.shared([task(n) for n in range(6)], worth=True) == [n * n for n in range(6)]
 
 
+def test_the_work_meanwhile_runs_here_once_while_the_worker_finishes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """parallel.shared's ``meanwhile`` (the pipeline reads the checks' memos there): run once, in
+    this process, when it has no task left and while the worker still runs its own; the results
+    are as ever. Its error is raised after the tasks', and a task's error comes first. In turn
+    (not worth a fork), it runs after the tasks."""
+    import multiprocessing
+
+    monkeypatch.setattr(parallel.os, "cpu_count", lambda: 2)
+    here = os.getpid()
+    both = multiprocessing.get_context("fork").Barrier(2, timeout=20)  # each process has taken one
+    worker_done = multiprocessing.get_context("fork").Value("d", 0.0)
+
+    def task(n: int) -> Any:
+        def run() -> int:
+            both.wait()
+            if os.getpid() != here:
+                time.sleep(0.5)  # the worker's task ends last
+                worker_done.value = time.monotonic()
+            return n * n
+
+        return run
+
+    ran: list[tuple[int, float]] = []
+    results = parallel.shared(
+        [task(0), task(1)], worth=True, meanwhile=lambda: ran.append((os.getpid(), time.monotonic()))
+    )
+    assert results == [0, 1] and len(ran) == 1 and ran[0][0] == here
+    assert ran[0][1] < worker_done.value  # while the worker was still at its task
+
+    def failing() -> None:
+        raise OSError("meanwhile failed")
+
+    with pytest.raises(OSError, match="meanwhile failed"):
+        parallel.shared([lambda: 1, lambda: 2], worth=True, meanwhile=failing)
+
+    def task_fails() -> int:
+        raise TemplateError("the task's")
+
+    with pytest.raises(TemplateError, match="the task's"):
+        parallel.shared([task_fails, lambda: 2], worth=True, meanwhile=failing)
+    order: list[str] = []
+    in_turn = parallel.shared(
+        [lambda: order.append("task") or 1, lambda: order.append("task") or 2],
+        worth=False,
+        meanwhile=lambda: order.append("meanwhile"),
+    )
+    assert in_turn == [1, 2] and order == ["task", "task", "meanwhile"]
+
+
 def test_without_the_systems_semaphores_the_tasks_run_in_turn(monkeypatch: pytest.MonkeyPatch) -> None:
     """parallel.shared needs a counter both processes see (a semaphore-guarded shared value),
     and a pool's queues need semaphores too: where the system has none (some sandboxes), the

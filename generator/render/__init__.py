@@ -34,17 +34,19 @@ PARALLEL_FROM = 1_000  # services: below this, forking costs more than it saves
 __all__ = ["AREAS", "RenderContext", "render"]
 
 
-def render(ctx: RenderContext) -> dict[str, str]:
+def render(ctx: RenderContext, meanwhile: Callable[[], object] | None = None) -> dict[str, str]:
     """Every generated file, keyed by its path under generated/. The same files, and the same
     first error, whichever process renders an area: areas are merged in AREAS' order, and
     their errors raised in LONGEST_FIRST's, the order they are taken in (in turn as well).
-    ``ctx.digests`` gets the SHA-256 the render caches know of them."""
+    ``ctx.digests`` gets the SHA-256 the render caches know of them. ``meanwhile``: the
+    caller's own work for this process once it has no area left to take, while the worker
+    finishes (parallel.shared); after the areas when they render in turn."""
     worth = len(ctx.catalog.services) >= PARALLEL_FROM
     if worth:
         # the neighbourhoods, which areas on both sides read, worked out once before the fork
         # (at 10,000 services 0.15 s, which the worker otherwise spent again)
         ctx.hood(next(iter(ctx.catalog.services)))
-    rendered = parallel.shared([partial(_area, ctx, area) for area in LONGEST_FIRST], worth=worth)
+    rendered = parallel.shared([partial(_area, ctx, area) for area in LONGEST_FIRST], worth=worth, meanwhile=meanwhile)
     done = dict(zip(LONGEST_FIRST, rendered, strict=True))
     # Merged area by area and sorted by path alone, in C: at 10,000 services a lookup and an
     # insert per file, then sorting 160,000 (path, text) pairs, took 0.3 s of every edit; this 0.1
