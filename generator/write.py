@@ -111,15 +111,16 @@ def _read_manifest(out: Path) -> tuple[dict[str, str], str | None]:
         payload = _read_nofollow(out / MANIFEST)
     except OSError:
         return {}, None
+    digest = sha256(payload)
     try:
         data = orjson.loads(payload)  # 15 MB at 10,000 services: 3x json's speed
         files = data.get("files", {})
         if type(files) is dict and set(map(type, files.values())) <= {str}:
             # as Nexus writes it (JSON's keys are text): not copied, 160,000 entries at 10,000 services
-            return files, sha256(payload)
-        return {str(k): str(v) for k, v in files.items()}, sha256(payload)
+            return files, digest
+        return {str(k): str(v) for k, v in files.items()}, digest
     except (ValueError, AttributeError):
-        return {}, sha256(payload)
+        return {}, digest
 
 
 def manifest_text(files: dict[str, str]) -> str:

@@ -135,7 +135,6 @@ class Prepared:
     def load(self) -> None:
         """Read what is kept; once (called again, nothing more is read)."""
         if self._loaded or self.schema_cache is None:
-            self._loaded = True
             return
         self._loaded = True
         self.validator.load(self.schema_cache)
