@@ -28,6 +28,11 @@ shipped catalog:
     very context Nexus renders it with (a replay file per service): the API from one fresh
     process, the CLI once per service. They write the service folders only; Nexus also writes
     the manifests, the docs and the runtime, and checks everything before it writes.
+  - what a cold run cannot skip, and what an edit cannot skip: a fresh process that imports the
+    very modules such a run imported (from an untimed run of its own, by `-X importtime`) and
+    does nothing else. Beside the targets they show how much of each ratio is the Python
+    stack's own start (typer, pydantic and the catalog's models, Jinja, PyYAML, the checks'
+    and renderers' modules), which no work done faster can lower.
 
 `--scale N...` runs the synthetic catalog of benchmarks/synth.py at each size (cold with no
 cache, no-op, one edit, output bytes; the median of `--runs`, once unless given); `--fan-in N`
@@ -218,6 +223,50 @@ def cookiecutter_rows(work: Path, runs: int) -> dict[str, Run]:
     }
 
 
+# A fresh process that does only what a run cannot skip: imports the modules named in the file
+# argv[1], in the order that run finished loading them, and nothing else. -X importtime names
+# the modules a run tried and did without as well (_winapi on Linux): they fail here as there.
+FLOOR = """import importlib, sys
+for name in open(sys.argv[1], encoding="utf-8").read().split():
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        pass
+"""
+
+
+def imported(cmd: list[str], cwd: Path, cache: Path) -> list[str]:
+    """The modules a run of ``cmd`` (a ``python ...`` command) imports, in the order they finished
+    loading, as ``python -X importtime`` reports them (the run itself is not timed)."""
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache)}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    proc = subprocess.run([cmd[0], "-X", "importtime", *cmd[1:]], cwd=cwd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+    names = [line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")]
+    # the header line, and __main__ modules (importing one again would run the command)
+    return [n for n in names if n != "imported package" and not n.endswith("__main__")]
+
+
+def floor_rows(catalog_text: str, work: Path, runs: int) -> dict[str, Run]:
+    """What a cold run (no cache) and an edit cannot skip (FLOOR), each ``runs`` times: the
+    modules they import are taken from a cold run and an edit of their own, untimed."""
+    py = sys.executable
+    folder, cache = work / "floor", work / "floor-cache"
+    folder.mkdir()
+    (folder / "catalog.yaml").write_text(catalog_text, encoding="utf-8")
+    generate = [py, "-m", "nexus", "generate", "-c", "catalog.yaml"]
+    (work / "cold-modules.txt").write_text("\n".join(imported(generate, folder, cache)), encoding="utf-8")
+    edit_one(folder / "catalog.yaml", 0)
+    (work / "edit-modules.txt").write_text("\n".join(imported(generate, folder, cache)), encoding="utf-8")
+    return {
+        f"what {what} cannot skip: its imports": median(
+            [run([py, "-c", FLOOR, f"{key}-modules.txt"], work, work / "c") for _ in range(runs)]
+        )
+        for what, key in (("a cold run", "cold"), ("an edit", "edit"))
+    }
+
+
 def shipped(runs: int) -> None:
     work = Path(tempfile.mkdtemp(prefix="nexus-bench-"))
     try:
@@ -228,6 +277,8 @@ def shipped(runs: int) -> None:
         nexus = nexus_rows((ROOT / "catalog.yaml").read_text(encoding="utf-8"), work, runs, "shipped")
         size = nexus.pop("_bytes")
         rows.update({f"nexus generate, {k}": v for k, v in nexus.items()})
+        floors = floor_rows((ROOT / "catalog.yaml").read_text(encoding="utf-8"), work, runs)
+        rows.update(floors)
         rows.update(cookiecutter_rows(work, runs))
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -245,11 +296,14 @@ def shipped(runs: int) -> None:
             f"| {r.sys:.2f} | {r.stall:.2f} |"
         )
     noop = rows["nexus generate, no-op"].cpu
+    cold_floor, edit_floor = (r.cpu for r in floors.values())
     print(
-        f"targets: cold no cache <= 4x floor ({rows['nexus generate, cold, no cache'].cpu / floor.cpu:.1f}x), "
+        f"targets: cold no cache <= 4x floor ({rows['nexus generate, cold, no cache'].cpu / floor.cpu:.1f}x; "
+        f"what it cannot skip alone {cold_floor / floor.cpu:.1f}x), "
         f"no-op <= 2x floor ({noop / floor.cpu:.1f}x), "
         f"one edit <= 1.5x no-op ({rows['nexus generate, one edit'].cpu / noop:.1f}x; "
-        f"the next edit {rows['nexus generate, next edit'].cpu / noop:.1f}x)"
+        f"the next edit {rows['nexus generate, next edit'].cpu / noop:.1f}x; "
+        f"what an edit cannot skip alone {edit_floor / noop:.1f}x)"
     )
 
 

@@ -126,3 +126,23 @@ def test_parse_shapes_benchmark_runs_on_the_shipped_tree():
     )
     assert result.returncode == 0, result.stderr
     assert "shapes" in result.stdout and "Python files" in result.stdout
+
+
+def test_the_floor_imports_what_a_run_imported_and_does_nothing_else(tmp_path, monkeypatch):
+    """The rows of what a run cannot skip: the modules a real process imported (-X importtime),
+    read back in a fresh process that imports them all (a name the run only tried, like _winapi
+    on Linux, fails there as it failed in the run) and runs nothing of the command itself."""
+    bench = _module(ROOT / "benchmarks" / "bench_generate.py")
+    (tmp_path / "marked.py").write_text("open('imported', 'w').close()\n", encoding="utf-8")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    command = "import json, marked\nopen('ran', 'w').close()\n"
+    names = bench.imported([sys.executable, "-c", command], tmp_path, tmp_path / "cache")
+    assert {"json", "json.decoder", "marked"} <= set(names)
+    assert names.index("json.decoder") < names.index("json")  # in the order they finished loading
+    assert "imported package" not in names and not any(n.endswith("__main__") for n in names)
+    (tmp_path / "imported").unlink()
+    (tmp_path / "ran").unlink()
+    (tmp_path / "modules.txt").write_text("\n".join([*names, "no_such_module_here"]), encoding="utf-8")
+    row = bench.run([sys.executable, "-c", bench.FLOOR, "modules.txt"], tmp_path, tmp_path / "cache")
+    assert (tmp_path / "imported").exists() and not (tmp_path / "ran").exists()
+    assert row.cpu > 0
