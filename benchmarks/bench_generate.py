@@ -29,10 +29,11 @@ shipped catalog:
     process, the CLI once per service. They write the service folders only; Nexus also writes
     the manifests, the docs and the runtime, and checks everything before it writes.
   - what a cold run cannot skip, and what an edit cannot skip: a fresh process that imports the
-    very modules such a run imported (from an untimed run of its own, by `-X importtime`) and
-    does nothing else. Beside the targets they show how much of each ratio is the Python
-    stack's own start (typer, pydantic and the catalog's models, Jinja, PyYAML, the checks'
-    and renderers' modules), which no work done faster can lower.
+    very modules such a run imported (from an untimed run of its own, by `-X importtime`) and,
+    for the cold run, compiles the very templates it compiled (those it left in the Jinja
+    cache), and does nothing else. Beside the targets they show how much of each ratio is the
+    Python stack's own start (typer, pydantic and the catalog's models, Jinja, PyYAML, the
+    checks' and renderers' modules) and Jinja's compiling, which no work done faster lowers.
 
 `--scale N...` runs the synthetic catalog of benchmarks/synth.py at each size (cold with no
 cache, no-op, one edit, output bytes; the median of `--runs`, once unless given); `--fan-in N`
@@ -224,14 +225,23 @@ def cookiecutter_rows(work: Path, runs: int) -> dict[str, Run]:
 
 
 # A fresh process that does only what a run cannot skip: imports the modules named in the file
-# argv[1], in the order that run finished loading them, and nothing else. -X importtime names
-# the modules a run tried and did without as well (_winapi on Linux): they fail here as there.
+# argv[1], in the order that run finished loading them, then compiles the templates in the file
+# argv[2], if given, each from the environment it was compiled in, as a run with no cache
+# compiles them; and nothing else. -X importtime names the modules a run tried and did without
+# as well (_winapi on Linux): they fail here as they failed there.
 FLOOR = """import importlib, sys
 for name in open(sys.argv[1], encoding="utf-8").read().split():
     try:
         importlib.import_module(name)
     except ImportError:
         pass
+if sys.argv[2:]:
+    from nexus.render.context import make_env
+    from nexus.render.services import template_env
+    envs = {"main": make_env(), "service": template_env()}
+    for line in open(sys.argv[2], encoding="utf-8").read().splitlines():
+        env, name = line.split("\\t")
+        envs[env].get_template(name)
 """
 
 
@@ -248,22 +258,62 @@ def imported(cmd: list[str], cwd: Path, cache: Path) -> list[str]:
     return [n for n in names if n != "imported package" and not n.endswith("__main__")]
 
 
+def compiled_templates(cache: Path) -> list[str]:
+    """The templates a run compiled, as 'environment<TAB>name' lines: those whose entry it left in
+    the Jinja cache under ``cache`` (named by Jinja's key of the template's name and file): the
+    catalog's templates (make_env), and the service template's files and their names (template_env)."""
+    from nexus.render import services
+    from nexus.render.context import bytecode_cache, make_env
+
+    saved = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(cache)
+    try:
+        kept = bytecode_cache()
+    finally:
+        if saved is None:
+            del os.environ["XDG_CACHE_HOME"]
+        else:
+            os.environ["XDG_CACHE_HOME"] = saved
+    assert kept is not None, f"no usable Jinja cache under {cache}"
+    present = {entry.name for entry in kept.folder.iterdir()}
+    found: dict[str, str] = {}
+    main, service = make_env(), services.template_env()
+    for label, env, loader in (("main", main, main.loader), ("service", service, service.loader.loaders[1])):  # type: ignore[union-attr]
+        for name in loader.list_templates():
+            try:
+                filename = loader.get_source(env, name)[1]
+            except UnicodeDecodeError:
+                continue  # a binary file (bytecode) beside the templates: never one
+            found[kept.get_cache_key(name, filename)] = f"{label}\t{name}"
+    for path in services._template_files():  # the files' names, rendered from the name alone
+        found[kept.get_cache_key(services._NAME + path, None)] = f"service\t{services._NAME}{path}"
+    missing = present - found.keys()
+    assert not missing, f"{len(missing)} compiled templates of {len(present)} not found: {sorted(missing)[:3]}"
+    return sorted(found[key] for key in present)
+
+
 def floor_rows(catalog_text: str, work: Path, runs: int) -> dict[str, Run]:
-    """What a cold run (no cache) and an edit cannot skip (FLOOR), each ``runs`` times: the
-    modules they import are taken from a cold run and an edit of their own, untimed."""
+    """What a cold run (no cache) and an edit cannot skip (FLOOR), each ``runs`` times: what they
+    import and compile is taken from a cold run and an edit of their own, untimed (an edit
+    compiles nothing: the cold run left its templates compiled)."""
     py = sys.executable
     folder, cache = work / "floor", work / "floor-cache"
     folder.mkdir()
     (folder / "catalog.yaml").write_text(catalog_text, encoding="utf-8")
     generate = [py, "-m", "nexus", "generate", "-c", "catalog.yaml"]
     (work / "cold-modules.txt").write_text("\n".join(imported(generate, folder, cache)), encoding="utf-8")
+    templates = compiled_templates(cache)
+    (work / "templates.txt").write_text("\n".join(templates), encoding="utf-8")
     edit_one(folder / "catalog.yaml", 0)
     (work / "edit-modules.txt").write_text("\n".join(imported(generate, folder, cache)), encoding="utf-8")
+    floor = [py, "-c", FLOOR]
     return {
-        f"what {what} cannot skip: its imports": median(
-            [run([py, "-c", FLOOR, f"{key}-modules.txt"], work, work / "c") for _ in range(runs)]
-        )
-        for what, key in (("a cold run", "cold"), ("an edit", "edit"))
+        f"what a cold run cannot skip: its imports, its {len(templates)} templates compiled": median(
+            [run([*floor, "cold-modules.txt", "templates.txt"], work, work / "c") for _ in range(runs)]
+        ),
+        "what an edit cannot skip: its imports": median(
+            [run([*floor, "edit-modules.txt"], work, work / "c") for _ in range(runs)]
+        ),
     }
 
 

@@ -146,3 +146,26 @@ def test_the_floor_imports_what_a_run_imported_and_does_nothing_else(tmp_path, m
     row = bench.run([sys.executable, "-c", bench.FLOOR, "modules.txt"], tmp_path, tmp_path / "cache")
     assert (tmp_path / "imported").exists() and not (tmp_path / "ran").exists()
     assert row.cpu > 0
+
+
+def test_the_cold_floor_compiles_the_templates_a_cold_run_compiled(tmp_path):
+    """The templates of the cold run's floor are those a real cold run left compiled in its Jinja
+    cache, every one of them found (the catalog's and the service template's), and the floor
+    process compiles them from the environments they came from."""
+    bench = _module(ROOT / "benchmarks" / "bench_generate.py")
+    folder, cache = tmp_path / "run", tmp_path / "cache"
+    folder.mkdir()
+    (folder / "catalog.yaml").write_text(synth.synth_yaml(3), encoding="utf-8")
+    modules = bench.imported([sys.executable, "-m", "nexus", "generate", "-c", "catalog.yaml"], folder, cache)
+    assert {"nexus.pipeline", "nexus.render.services", "jinja2"} <= set(modules)
+    assert (folder / "generated").is_dir()  # the run itself ran
+    templates = bench.compiled_templates(cache)  # raises when a compiled entry is not found
+    entries = [p for p in (cache / "nexus" / "jinja").rglob("*") if p.is_file()]
+    assert len(templates) == len(entries) > 0
+    assert {line.split("\t")[0] for line in templates} == {"main", "service"}
+    assert any(line.startswith("main\tk8s/") for line in templates)
+    (tmp_path / "modules.txt").write_text("\n".join(modules), encoding="utf-8")
+    (tmp_path / "templates.txt").write_text("\n".join(templates), encoding="utf-8")
+    row = bench.run([sys.executable, "-c", bench.FLOOR, "modules.txt", "templates.txt"], tmp_path, tmp_path / "c")
+    assert row.cpu > 0
+    assert not (tmp_path / "c" / "nexus" / "jinja").exists()  # compiled, not read from a cache
