@@ -15,7 +15,8 @@ cold run took 87 s, 73.5 of them system CPU seconds (by perf, ext4 looking for a
 find_inode_bit, recently_deleted), minutes after a benchmark had deleted its trees (over a
 million files), and 38 s, 11.8 system seconds, a quarter of an hour later. The first and the
 last lines give a CPU gauge (``gauge``), to compare tables of different hours. Rows for the
-shipped catalog:
+shipped catalog, timed round by round (each row once in every round, so that the machine's
+drift in speed meets every row alike):
 
   - floor: `python -c "import typer, pydantic, jinja2, yaml"`;
   - cold, no cache: a fresh copy of the catalog, an empty cache folder;
@@ -292,10 +293,10 @@ def compiled_templates(cache: Path) -> list[str]:
     return sorted(found[key] for key in present)
 
 
-def floor_rows(catalog_text: str, work: Path, runs: int) -> dict[str, Run]:
-    """What a cold run (no cache) and an edit cannot skip (FLOOR), each ``runs`` times: what they
-    import and compile is taken from a cold run and an edit of their own, untimed (an edit
-    compiles nothing: the cold run left its templates compiled)."""
+def floor_commands(catalog_text: str, work: Path) -> dict[str, list[str]]:
+    """The rows of what a cold run (no cache) and an edit cannot skip, as commands (FLOOR run in
+    ``work``): what they import and compile is taken from a cold run and an edit of their own,
+    untimed (an edit compiles nothing: the cold run left its templates compiled)."""
     py = sys.executable
     folder, cache = work / "floor", work / "floor-cache"
     folder.mkdir()
@@ -306,35 +307,41 @@ def floor_rows(catalog_text: str, work: Path, runs: int) -> dict[str, Run]:
     (work / "templates.txt").write_text("\n".join(templates), encoding="utf-8")
     edit_one(folder / "catalog.yaml", 0)
     (work / "edit-modules.txt").write_text("\n".join(imported(generate, folder, cache)), encoding="utf-8")
-    floor = [py, "-c", FLOOR]
     return {
-        f"what a cold run cannot skip: its imports, its {len(templates)} templates compiled": median(
-            [run([*floor, "cold-modules.txt", "templates.txt"], work, work / "c") for _ in range(runs)]
-        ),
-        "what an edit cannot skip: its imports": median(
-            [run([*floor, "edit-modules.txt"], work, work / "c") for _ in range(runs)]
-        ),
-    }
+        f"what a cold run cannot skip: its imports, its {len(templates)} templates compiled": [
+            py, "-c", FLOOR, "cold-modules.txt", "templates.txt"
+        ],
+        "what an edit cannot skip: its imports": [py, "-c", FLOOR, "edit-modules.txt"],
+    }  # fmt: skip
+
+
+FLOOR_ROW = "floor: import typer, pydantic, jinja2, yaml"
 
 
 def shipped(runs: int) -> None:
     work = Path(tempfile.mkdtemp(prefix="nexus-bench-"))
+    text = (ROOT / "catalog.yaml").read_text(encoding="utf-8")
     try:
-        floor = median(
-            [run([sys.executable, "-c", "import typer, pydantic, jinja2, yaml"], work, work / "c") for _ in range(runs)]
-        )
-        rows = {"floor: import typer, pydantic, jinja2, yaml": floor}
-        nexus = nexus_rows((ROOT / "catalog.yaml").read_text(encoding="utf-8"), work, runs, "shipped")
-        size = nexus.pop("_bytes")
-        rows.update({f"nexus generate, {k}": v for k, v in nexus.items()})
-        floors = floor_rows((ROOT / "catalog.yaml").read_text(encoding="utf-8"), work, runs)
-        rows.update(floors)
+        floors = floor_commands(text, work)
+        # Round by round, each row once in every round: this machine's speed drifts by a third
+        # within minutes (the CPU gauge read 0.61 s, then 0.42, around one table), and rows timed
+        # in blocks of their own set one minute's floor against another's edit.
+        rounds: list[dict[str, Run]] = []
+        for i in range(runs):
+            row = {FLOOR_ROW: run([sys.executable, "-c", "import typer, pydantic, jinja2, yaml"], work, work / "c")}
+            row.update({f"nexus generate, {k}": v for k, v in nexus_rows(text, work, 1, f"shipped-{i}").items()})
+            row.update({what: run(cmd, work, work / "c") for what, cmd in floors.items()})
+            rounds.append(row)
+        rows = {what: median([r[what] for r in rounds]) for what in rounds[0]}
+        size = rows.pop("nexus generate, _bytes")
         rows.update(cookiecutter_rows(work, runs))
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    floor = rows[FLOOR_ROW]
     print(
-        f"shipped catalog: median of {runs} fresh runs each; output {size.wall / 1e6:.1f} MB in {size.cpu:.0f} files; "
-        f"load average {os.getloadavg()[0]:.1f} at the end (other work on the machine inflates wall times)"
+        f"shipped catalog: the median of {runs} rounds, each row once a round in a fresh process; output "
+        f"{size.wall / 1e6:.1f} MB in {size.cpu:.0f} files; load average {os.getloadavg()[0]:.1f} at the end "
+        "(other work on the machine inflates wall times)"
     )
     print(
         "| run | wall s | CPU s | CPU x floor | peak RSS MB | system CPU s | disk stall s |\n"
@@ -346,7 +353,7 @@ def shipped(runs: int) -> None:
             f"| {r.sys:.2f} | {r.stall:.2f} |"
         )
     noop = rows["nexus generate, no-op"].cpu
-    cold_floor, edit_floor = (r.cpu for r in floors.values())
+    cold_floor, edit_floor = (rows[what].cpu for what in floors)
     print(
         f"targets: cold no cache <= 4x floor ({rows['nexus generate, cold, no cache'].cpu / floor.cpu:.1f}x; "
         f"what it cannot skip alone {cold_floor / floor.cpu:.1f}x), "
