@@ -152,6 +152,63 @@ def plain(text: str, *, text_keys: bool = False, max_depth: int | None = None, l
 _NO_KEY = object()
 
 
+def heading(text: str, keys: tuple[str, ...], loader: Any = FAST_LOADER) -> dict[str, str] | None:
+    """The text of each of ``keys`` that the top-level mapping of the YAML document ``text`` gives
+    a scalar value, read by libyaml's parser only as far as the last of them is found: a
+    manifest's apiVersion and kind come first, and the rest of it is never parsed (a tenth of
+    ``load`` for a ServiceMonitor). A key missing, or given a list or a mapping, is left out;
+    a document that is not a mapping has none of them. Only the first document is read (``split``
+    separates them). None where ``load`` would read more than the text says on its face: an
+    anchor, an alias or a tag on the way, a list or a mapping as a key, or YAML that does not
+    parse on the way (``load`` says why). A key given twice: the first (``load`` keeps the last;
+    Nexus renders neither). A value is its text as written (``kind: 1`` is "1")."""
+    parser = loader(text)
+    try:
+        found: dict[str, str] = {}
+        depth = 0  # 1: in the top-level mapping
+        key: str | None = None  # the top-level key whose value comes next
+        while parser.check_event():
+            event = parser.get_event()
+            kind = type(event)
+            if kind is DocumentStartEvent or kind in _IGNORED:
+                continue
+            elif kind is ScalarEvent or kind is MappingStartEvent or kind is SequenceStartEvent:
+                if event.anchor is not None or event.tag not in (None, "!"):
+                    return None
+                if depth == 0:
+                    if kind is not MappingStartEvent:
+                        return found  # a list or a scalar: no keys
+                    depth = 1
+                elif depth > 1:
+                    depth += kind is not ScalarEvent
+                elif key is None:  # a top-level key
+                    if kind is not ScalarEvent:
+                        return None
+                    key = event.value
+                else:  # its value
+                    if kind is ScalarEvent:
+                        if key in keys and key not in found:
+                            found[key] = event.value
+                            if len(found) == len(keys):
+                                return found
+                        key = None
+                    else:
+                        depth = 2
+            elif kind is MappingEndEvent or kind is SequenceEndEvent:
+                depth -= 1
+                if depth == 1:
+                    key = None  # the value just read was a list or a mapping
+                elif depth == 0:
+                    return found
+            else:  # an alias
+                return None
+        return found
+    except yaml.YAMLError:
+        return None
+    finally:
+        parser.dispose()
+
+
 # Keys and short texts are interned: marshal keeps that, so the checks' 100,000 manifests share
 # one copy of "metadata", "TCP" or a service's name (at 10,000 services: 640 -> 440 MB held).
 _SHARED = 64

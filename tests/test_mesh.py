@@ -611,3 +611,26 @@ def test_broken_mesh_objects_and_descriptors_are_failures_not_crashes(
         broken, _ = broken_at_random(files, path, index, doc, rng, [0, "x", None, [], {}, 10001, False, "(unclosed"])
         assert isinstance(mesh_checks.run(ctx, broken, validator=SchemaValidator()), list)
         assert isinstance(ecosystem_checks.run(ctx, broken), list)
+
+
+@pytest.mark.parametrize("mesh", ["istio", "linkerd"])
+def test_the_custom_kinds_are_those_of_every_document_read_whole(mesh: str, request: pytest.FixtureRequest) -> None:
+    """crds.custom_kinds reads each document only as far as its apiVersion and kind: it finds
+    the kinds reading every document of the mesh's and the monitoring's files whole finds, and
+    a document it cannot read that way (an anchor) is read whole."""
+    from nexus.render import crds
+    from nexus.render.mesh import COMPONENTS
+
+    _, files = request.getfixturevalue(mesh)
+    prefix = COMPONENTS + "/"
+    whole = set()
+    for path in (p for p in files if p.startswith(prefix) and p.endswith(".yaml")):
+        for doc in yaml.safe_load_all(files[path]):
+            if isinstance(doc, dict) and crds.known(str(doc.get("apiVersion")), str(doc.get("kind"))):
+                whole.add((doc["apiVersion"], doc["kind"]))
+    assert len(whole) >= 3
+    assert crds.custom_kinds(files, prefix) == sorted(whole)
+    anchored = {
+        f"{prefix}extra.yaml": "meta: &m {name: x}\napiVersion: monitoring.coreos.com/v1\nkind: ServiceMonitor\n"
+    }
+    assert crds.custom_kinds(anchored, prefix) == [("monitoring.coreos.com/v1", "ServiceMonitor")]

@@ -331,3 +331,55 @@ def test_the_catalog_broken_anywhere_reads_in_parts_as_whole_or_not_at_all(edits
         text = text[:at] + token + text[at + cut :]
     got = outcome(in_parts, text)
     assert refused(got) or got == outcome(whole, text)
+
+
+HEAD = ("apiVersion", "kind")
+
+
+def test_the_heading_of_every_shipped_document_is_what_reading_it_whole_gives() -> None:
+    """yamlread.heading reads a document only as far as its apiVersion and kind: for every
+    document Nexus ships they are what reading the document whole gives."""
+    paths = sorted(p for p in (ROOT / "generated").rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
+    chunks = [c for p in paths for c in yamlread.split(p.read_text(encoding="utf-8"))]
+    headed = 0
+    for chunk in chunks:
+        data = pyyaml(chunk)
+        whole = {k: data[k] for k in HEAD if k in data} if isinstance(data, dict) else {}
+        assert all(isinstance(v, str) for v in whole.values()), chunk
+        assert yamlread.heading(chunk, HEAD) == whole, chunk
+        headed += len(whole) == 2
+    assert headed > 400  # the manifests, the mesh's and the monitoring's objects
+
+
+@pytest.mark.parametrize(
+    ("text", "head"),
+    [
+        ("apiVersion: v1\nkind: ConfigMap\ndata: {a: b}\n", {"apiVersion": "v1", "kind": "ConfigMap"}),
+        # in any order, past values that are lists and mappings, however deep
+        ("kind: K\nspec: {x: [1, {y: [2, 3]}], z: {}}\nlist: []\napiVersion: v1\n", {"kind": "K", "apiVersion": "v1"}),
+        ("'apiVersion': \"v1\"\nkind: 'K'\n", {"apiVersion": "v1", "kind": "K"}),  # quoted: their text
+        ("kind: 1\napiVersion: true\n", {"kind": "1", "apiVersion": "true"}),  # as written, not typed
+        ("apiVersion: v1\nkind:\n  nested: x\nother: y\n", {"apiVersion": "v1"}),  # a mapping: left out
+        ("apiVersion: v1\nkind: [a, b]\n", {"apiVersion": "v1"}),
+        ("apiVersion: v1\n", {"apiVersion": "v1"}),
+        ("apiVersion: v1\napiVersion: v2\nkind: K\n", {"apiVersion": "v1", "kind": "K"}),  # the first
+        ("- a\n- b\n", {}),
+        ("just text\n", {}),
+        ("", {}),
+        ("# a comment\n", {}),
+        # the rest is never read: what does not parse there is the checks' to say
+        ("apiVersion: v1\nkind: K\nbroken: [unclosed\n", {"apiVersion": "v1", "kind": "K"}),
+        ("apiVersion: v1\nkind: K\n---\nsecond: document\n", {"apiVersion": "v1", "kind": "K"}),
+        # what reading the document whole would tell otherwise: left to it
+        ("a: [unclosed\napiVersion: v1\nkind: K\n", None),
+        ("apiVersion: &a v1\nkind: K\n", None),
+        ("base: &b {x: 1}\napiVersion: v1\nkind: K\n", None),
+        ("base: {x: *b}\napiVersion: v1\nkind: K\n", None),
+        ("apiVersion: !!str v1\nkind: K\n", None),
+        ("? [1, 2]\n: x\napiVersion: v1\nkind: K\n", None),
+    ],
+)
+def test_a_heading_reads_the_top_level_scalars_or_leaves_the_document_to_a_whole_reading(
+    text: str, head: dict[str, str] | None
+) -> None:
+    assert yamlread.heading(text, HEAD) == head
