@@ -982,3 +982,26 @@ def test_the_checks_across_files_in_a_worker_say_what_they_say_in_turn(
     passed, validator = checked(files, 1)
     assert passed == [] and len(validator.seen) == 2 and here == [os.getpid()]  # the run's key, the checks across
     assert k8s_checks.run(ctx, files, validator=validator) == [] and here == [os.getpid()]  # remembered: not run again
+
+
+def test_the_kustomizations_read_by_their_kind_are_those_read_whole(
+    shipped: tuple[RenderContext, dict[str, str]],
+) -> None:
+    """k8s_checks.kustomizations reads a document whole only where its kind (yamlread.heading)
+    is Kustomization or cannot be told: it finds what reading every document whole finds, in
+    every k8s file outside the base, and a document it reads only the head of still has to parse."""
+    from nexus import yamlread
+
+    _, files = shipped
+    others = [p for p in files if p.startswith("k8s/") and p.endswith(".yaml") and not k8s_checks.in_base(p)]
+    assert len(others) > 10
+    found = 0
+    for path in others:
+        whole = [d for d in yaml.safe_load_all(files[path]) if isinstance(d, dict) and d.get("kind") == "Kustomization"]
+        assert k8s_checks.kustomizations(files[path]) == whole, path
+        found += len(whole)
+    assert found >= 3  # the overlays' (a component is kind: Component)
+    with pytest.raises(yaml.YAMLError):
+        k8s_checks.kustomizations("apiVersion: v1\nkind: ConfigMap\ndata: [unclosed\n")
+    anchored = "meta: &m {a: 1}\nkind: Kustomization\nresources: [a.yaml]\n"
+    assert k8s_checks.kustomizations(anchored) == [yamlread.load(anchored)]

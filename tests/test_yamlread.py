@@ -383,3 +383,49 @@ def test_a_heading_reads_the_top_level_scalars_or_leaves_the_document_to_a_whole
     text: str, head: dict[str, str] | None
 ) -> None:
     assert yamlread.heading(text, HEAD) == head
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a: 1\n",
+        "one: 1\n---\ntwo: 2\n",  # every document
+        "a: [unclosed\n",
+        "a: 1\n---\nb: [unclosed\n",  # a broken second document
+        "a: 1\n b: 2\n",
+        "key: 'unterminated\n",
+        "a: !custom 1\n",  # a tag unknown to PyYAML's constructor: well-formed, only not loadable
+        "base: &b {x: 1}\nother: *b\n",
+        "- a\n-b: [\n",
+        "",
+    ],
+)
+def test_a_syntax_check_fails_as_walking_the_events_fails(text: str) -> None:
+    """yamlread.check_syntax (libyaml's raw_parse, in C) fails exactly where walking the parser's
+    events fails, with the same error type; so does its fallback for a loader without it."""
+
+    def walked(loader: Any) -> type[Exception] | None:
+        try:
+            for _ in yaml.parse(text, Loader=loader):
+                pass
+        except yaml.YAMLError as exc:
+            return type(exc)
+        return None
+
+    def checked(loader: Any) -> type[Exception] | None:
+        try:
+            yamlread.check_syntax(text, loader)
+        except yaml.YAMLError as exc:
+            return type(exc)
+        return None
+
+    assert hasattr(yamlread.FAST_LOADER(""), "raw_parse")  # the C path is the one taken
+    assert checked(yamlread.FAST_LOADER) == walked(yamlread.FAST_LOADER)
+    assert checked(yaml.SafeLoader) == walked(yaml.SafeLoader)
+    assert (checked(yamlread.FAST_LOADER) is None) == (checked(yaml.SafeLoader) is None)
+
+
+def test_every_shipped_yaml_file_is_well_formed() -> None:
+    paths = sorted(p for p in (ROOT / "generated").rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
+    for path in paths:
+        yamlread.check_syntax(path.read_text(encoding="utf-8"))
