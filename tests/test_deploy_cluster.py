@@ -766,7 +766,8 @@ def test_the_full_overlay_names_every_missing_kind_then_deploys_with_install_crd
     assert out[1].startswith(
         "install CRDs: applied 8 CustomResourceDefinitions (authorizationpolicies.security.istio.io, "
     )
-    assert out[-1] == "done: 545 objects applied, 3 StatefulSets ready, 43 Deployments available"
+    # a PrometheusRule per service (43), as a ServiceMonitor
+    assert out[-1] == "done: 587 objects applied, 3 StatefulSets ready, 43 Deployments available"
     status = json.loads(run(project, testbed.kubeconfig, "cluster-status", "--overlay", "dev", "--json").stdout)
     assert {(s["rollout"], tuple(s["drift"])) for s in status["services"]} == {("available", ())}
     assert status["shared_drift"] == []

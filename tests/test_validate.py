@@ -321,9 +321,9 @@ def _written(data: dict, mesh: str) -> tuple[set[tuple[str, str]], set[tuple[str
         if not path.startswith("k8s/") or path.endswith(("-patch.yaml", "kustomization.yaml")):
             continue  # patches name what they patch; kustomizations are not objects
         for doc in yaml.safe_load_all(text):
-            # Namespace, PrometheusRule: one each, named by the platform; CustomResourceDefinition:
-            # named <plural>.<group>, a dotted name no catalog name (a DNS label) can take
-            if doc and doc["kind"] not in {"Namespace", "PrometheusRule", "CustomResourceDefinition"}:
+            # Namespace: one, named by the platform; CustomResourceDefinition: named
+            # <plural>.<group>, a dotted name no catalog name (a DNS label) can take
+            if doc and doc["kind"] not in {"Namespace", "CustomResourceDefinition"}:
                 group = groups.get(doc["apiVersion"].split("/")[0])
                 written.add((f"{doc['kind']} ({group})" if group else doc["kind"], doc["metadata"]["name"]))
     return written, {(kind, name) for kinds, name, _ in naming.claims(loaded.catalog) for kind in kinds}

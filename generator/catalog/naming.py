@@ -261,7 +261,8 @@ Objects = tuple[tuple[str, tuple[str, ...]], ...]
 SERVICE_OBJECTS: Objects = (
     ("{}", (
         "ServiceAccount", "Service", "Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy",
-        "ServiceMonitor", ISTIO_POLICY, "Sidecar (Istio)", "DestinationRule (Istio)", "VirtualService (Istio)",
+        "ServiceMonitor", "PrometheusRule", ISTIO_POLICY, "Sidecar (Istio)", "DestinationRule (Istio)",
+        "VirtualService (Istio)",
         "Server (Linkerd)", LINKERD_POLICY,
     )),
     ("{}-config", ("ConfigMap",)),
