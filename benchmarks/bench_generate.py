@@ -97,16 +97,22 @@ def gauge() -> float:
     return time.process_time() - start
 
 
-def run(cmd: list[str], cwd: Path, cache: Path) -> Run:
-    """One fresh process: wall, its own CPU seconds and peak RSS (from the kernel's accounting)."""
+def environment(cache: Path) -> dict[str, str]:
+    """A row's environment: its own user cache folder ``cache`` and temporary folder beside it."""
     # TMPDIR: a folder of the benchmark's own, removed with it: cookiecutter renders each hook into a
     # temporary file and never removes it (cookiecutter issue #886), 43 files a row in /tmp otherwise
     temp = cache.parent / "tmp"
-    temp.mkdir(exist_ok=True)
+    temp.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "XDG_CACHE_HOME": str(cache), "TMPDIR": str(temp)}
     # as an installed Nexus runs: with its modules' bytecode cached (a shell that sets this would
     # add the compiling of every module to every row)
     env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
+def run(cmd: list[str], cwd: Path, cache: Path) -> Run:
+    """One fresh process: wall, its own CPU seconds and peak RSS (from the kernel's accounting)."""
+    env = environment(cache)
     # what earlier rows wrote is flushed first, outside the clock: a cold run at 10,000 services
     # leaves its 290 MB tree and the spare's folders to write back, and the two edits right
     # after it took 10.1 and 10.0 s without this, 6.6 and 6.4 s with it (17:21 and 17:33 UTC)
@@ -249,9 +255,9 @@ if sys.argv[2:]:
 def imported(cmd: list[str], cwd: Path, cache: Path) -> list[str]:
     """The modules a run of ``cmd`` (a ``python ...`` command) imports, in the order they finished
     loading, as ``python -X importtime`` reports them (the run itself is not timed)."""
-    env = {**os.environ, "XDG_CACHE_HOME": str(cache)}
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    proc = subprocess.run([cmd[0], "-X", "importtime", *cmd[1:]], cwd=cwd, env=env, capture_output=True, text=True)
+    proc = subprocess.run(
+        [cmd[0], "-X", "importtime", *cmd[1:]], cwd=cwd, env=environment(cache), capture_output=True, text=True
+    )
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
     names = [line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")]

@@ -197,8 +197,9 @@ def heading(text: str, keys: tuple[str, ...], loader: Any = FAST_LOADER) -> dict
                     if kind is not MappingStartEvent:
                         return found  # a list or a scalar: no keys
                     depth = 1
-                elif depth > 1:
-                    depth += kind is not ScalarEvent
+                elif depth > 1:  # inside a value: only its nesting counts
+                    if kind is not ScalarEvent:
+                        depth += 1
                 elif key is None:  # a top-level key
                     if kind is not ScalarEvent:
                         return None
@@ -225,6 +226,20 @@ def heading(text: str, keys: tuple[str, ...], loader: Any = FAST_LOADER) -> dict
         return None
     finally:
         parser.dispose()
+
+
+def top_scalars(text: str, keys: tuple[str, ...]) -> dict[str, str]:
+    """``heading``, or where it cannot say, the same read from the whole document (``PARSED``):
+    the text of each of ``keys`` the document's top-level mapping gives a scalar value."""
+    found = heading(text, keys)
+    if found is None:
+        data = PARSED(text)
+        found = (
+            {k: str(data[k]) for k in keys if k in data and not isinstance(data[k], (dict, list))}
+            if isinstance(data, dict)
+            else {}
+        )
+    return found
 
 
 # Keys and short texts are interned: marshal keeps that, so the checks' 100,000 manifests share

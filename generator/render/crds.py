@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from ..yamlread import PARSED, heading, split
+from ..yamlread import split, top_scalars
 from .context import GENERATED_HEADER
 
 FOLDER = "k8s/crds"
@@ -102,16 +102,13 @@ def definition(api_version: str, kind: str) -> dict[str, Any]:
 
 def custom_kinds(files: dict[str, str], prefix: str) -> list[tuple[str, str]]:
     """(apiVersion, kind) of every document under ``prefix`` that has a CRD schema of ours. Each
-    document is read only as far as its apiVersion and kind (yamlread.heading), and whole only
-    where that cannot say: at 10,000 services the monitoring files hold 10,000 ServiceMonitors,
+    document is read only as far as its apiVersion and kind, and whole only where that cannot
+    say (yamlread.top_scalars): at 10,000 services the monitoring files hold 10,000 ServiceMonitors,
     and reading each whole took 1.5 s of every edit that changes them (a port, a timeout)."""
     kinds = set()
     for path in sorted(p for p in files if p.startswith(prefix) and p.endswith(".yaml")):
         for text in split(files[path]):
-            head = heading(text, _HEAD)
-            if head is None:
-                doc = PARSED(text)
-                head = {k: str(doc[k]) for k in _HEAD if k in doc} if isinstance(doc, dict) else {}
+            head = top_scalars(text, _HEAD)
             if len(head) == len(_HEAD):
                 kinds.add((head["apiVersion"], head["kind"]))
     return sorted(k for k in kinds if known(*k))  # a lookup of a file per kind, not per document
