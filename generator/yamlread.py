@@ -381,6 +381,17 @@ class Memo:
             pass
         return data
 
+    def marshalled(self, text: str) -> bytes | None:
+        """The result for ``text`` as kept (marshalled), computed now when it is not held; None
+        when it cannot be kept (a type marshal does not know). What a key over many results
+        hashes without building each one again: equal bytes, equal results (equal results
+        need not give equal bytes: a miss, never a wrong pass)."""
+        key = self.key(text)
+        if key not in self.entries:
+            self(text)
+        self.used.add(key)
+        return self.entries.get(key)
+
     def prefetch(self, texts: Iterable[str], least: int) -> None:
         """Compute, on every core (parallel.ordered_map) when there are at least ``least``, the
         entries of ``texts`` not held yet (all of them count as used by this run). A text whose

@@ -12,6 +12,7 @@ import yaml
 from conftest import CATALOG
 
 from nexus.catalog import load_catalog, load_catalog_text
+from nexus.checks import docs as docs_checks
 from nexus.checks import ecosystem as ecosystem_checks
 from nexus.checks import services as services_checks
 from nexus.checks.kubernetes_schema import SchemaValidator
@@ -136,3 +137,64 @@ def test_a_backstage_pass_is_not_trusted_once_the_entities_it_may_name_change(
     assert root != rendered[ROOT_INFO]
     failures = run({**rendered, ROOT_INFO: root})
     assert len([f for f in failures if "reference system:" in f]) == len(ctx.catalog.services), failures
+
+
+def test_the_links_pass_holds_while_no_page_moves_a_link_or_an_anchor_and_no_file_goes(
+    shipped: tuple[RenderContext, dict[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The docs' links are checked across pages, so their pass is one for all of them: kept while
+    every page's links and anchors and the set of files are the same (a page's prose edited: a
+    description), and not trusted once a link's target, an anchor or a file goes."""
+    ctx, rendered = shipped
+    validator = SchemaValidator()
+    checked: list[int] = []
+    real = docs_checks.broken_links
+
+    def counted(files: dict[str, str]) -> list[str]:
+        checked.append(1)
+        return real(files)
+
+    monkeypatch.setattr(docs_checks, "broken_links", counted)
+
+    def run(files: dict[str, str]) -> list[str]:
+        checked.clear()
+        failures = docs_checks.run(ctx, files, Passes(validator, files, {p: of_text(t) for p, t in files.items()}))
+        return failures if checked else ["(pass kept)", *failures]
+
+    assert run(rendered) == []
+    assert run(rendered) == ["(pass kept)"]
+
+    page = "docs/services/auth-service.md"
+    prose = rendered[page].replace("\n## ", "\nA line of prose edited by hand.\n\n## ", 1)
+    assert prose != rendered[page]
+    # the prose moved every later link down a line: links are kept with their lines, checked again
+    assert run({**rendered, page: prose}) == []
+    assert run({**rendered, page: prose}) == ["(pass kept)"]
+    # its description edited, as the catalog would: the same links on the same lines, the same anchors
+    same_lines = rendered[page].replace("Primary authentication service", "Authentication, edited", 1)
+    assert same_lines != rendered[page]
+    assert run({**rendered, page: same_lines}) == ["(pass kept)"]
+
+    # a file linked to is gone: checked again, and its links fail, every time (a failure is never kept)
+    target = "docs/architecture/service-map.md"
+    without = {p: t for p, t in rendered.items() if p != target}
+    failures = run(without)
+    assert failures and all(f"no rendered file {target}" in f for f in failures), failures
+    assert run(without) == failures
+
+    # an anchor linked to is gone
+    index = "docs/services/README.md"
+    no_anchor = {**rendered, index: rendered[index].replace('<a id="category-streaming"></a>', "")}
+    failures = run(no_anchor)
+    assert failures and all("has no anchor #category-streaming" in f for f in failures), failures
+
+    # a file the links may name but none does: added, the pass is not trusted either
+    assert run({**rendered, "docs/extra.json": "{}"}) == []
+
+
+def test_the_links_pass_is_not_kept_without_a_cache(shipped: tuple[RenderContext, dict[str, str]]) -> None:
+    ctx, rendered = shipped
+    broken = {**rendered, "docs/README.md": rendered["docs/README.md"] + "\n[gone](nowhere.md)\n"}
+    for _ in range(2):
+        assert docs_checks.run(ctx, rendered, Passes()) == []
+        assert [f for f in docs_checks.run(ctx, broken, Passes()) if "nowhere.md" in f]

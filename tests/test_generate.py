@@ -587,6 +587,35 @@ def test_each_output_folder_keeps_its_own_memos(tmp_path: Path, minimal: dict, m
     assert keys(kept) - keys(space("b", shared))  # a's own documents, which b never read
 
 
+def test_the_pages_links_memo_keeps_the_pages_of_the_last_run_alone(
+    tmp_path: Path, minimal: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every run that checks asks for every page's links (the links' pass is keyed by them all),
+    so the memo keeps just the pages of the tree as written: after edits it holds no page of an
+    earlier version (it grew with a working copy's edits, and every run reads it whole)."""
+    from nexus import usercache
+    from nexus.checks import docs as docs_checks
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    (tmp_path / "catalog.yaml").write_text(dump(minimal), encoding="utf-8")
+    out = tmp_path / "generated"
+    folder = (
+        tmp_path / "cache" / "nexus" / "memos" / f"{docs_checks.LINKS_CACHE}-{docs_checks.LINKS.version}"
+    ) / usercache.name_of(out)
+
+    def kept() -> set[bytes]:
+        return {k for p in folder.iterdir() for k in marshal.loads(p.read_bytes().partition(b"\n")[2])}
+
+    def pages() -> set[bytes]:
+        return {docs_checks.LINKS.key(p.read_text(encoding="utf-8")) for p in (out / "docs").rglob("*.md")}
+
+    for description in ("Media", "Media, edited", "Media, edited again"):
+        rewrite(tmp_path, lambda d, text=description: d["services"]["media"].update(description=text))
+        done = nexus("generate", "-c", str(tmp_path / "catalog.yaml"))
+        assert done.returncode == 0, done.stderr
+        assert kept() == pages()
+
+
 def test_an_edit_rewrites_only_the_cache_shards_it_changed(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Past SHARD_FROM entries an area's rendered files are kept in shards by key: an edit
     writes the shards its new entries fall in (and those its old entries leave: the edited

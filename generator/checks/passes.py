@@ -33,6 +33,11 @@ class Passes:
         self._digests = digests
         self._salt = code_key() if validator is not None else ""
 
+    @property
+    def keeps(self) -> bool:
+        """Whether passes are kept at all (else ``key`` is always "")."""
+        return self._validator is not None
+
     def key(self, check: str, service: str, paths: Iterable[str], catalog: str) -> str:
         """The key of ``check``'s pass for ``service``, which reads ``paths`` (each present) and
         ``catalog`` (what it reads of the catalog, as text); "" when nothing is kept."""
