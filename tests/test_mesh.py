@@ -668,3 +668,56 @@ def test_each_service_has_a_prometheus_rule_of_its_own_that_does_not_grow_with_t
         assert local == [g for r in rules for g in r["spec"]["groups"]]
         largest[size] = max(len(doc) for doc in yamlread.split(out[RULES]))
     assert largest["600"] < 2 * largest["shipped"] < 10_000
+
+
+def test_the_monitoring_files_are_made_a_block_of_services_at_a_time_and_an_edit_renders_its_block(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The four monitoring files over every service are the same bytes however the services are
+    cut into blocks (one block, or a block of a few), and with the render caches an edit renders
+    again only the blocks whose services' rows it changed: a port, one block; a description,
+    none. A service added changes the blocks around it alone: where a block ends depends on
+    the names, not on positions."""
+    from nexus.render import mesh as render_mesh
+
+    data = yaml.safe_load(CATALOG.read_text(encoding="utf-8"))
+    loaded = load_catalog_text(dump(data))
+    monkeypatch.setattr(render_mesh, "BLOCK", 10**9)
+    whole = render_mesh.render_monitoring(RenderContext(loaded.catalog, loaded.plan))
+    monkeypatch.setattr(render_mesh, "BLOCK", 4)
+    cut = render_mesh.blocks(render_mesh._alerts(RenderContext(loaded.catalog, loaded.plan)))
+    assert len(cut) > 5 and [a for block in cut for a in block] == render_mesh._alerts(
+        RenderContext(loaded.catalog, loaded.plan)
+    )
+    assert render_mesh.render_monitoring(RenderContext(loaded.catalog, loaded.plan)) == whole
+
+    rendered: list[str] = []
+    template = RenderContext.template
+
+    def counted(self: RenderContext, name: str, **variables: Any) -> str:
+        if name in render_mesh.OVER_SERVICES.values():
+            rendered.append(name)
+        return template(self, name, **variables)
+
+    monkeypatch.setattr(RenderContext, "template", counted)
+
+    def run(change: Any = None) -> int:
+        if change is not None:
+            change(data)
+        loaded = load_catalog_text(dump(data))
+        rendered.clear()
+        kept = render_mesh.render_monitoring(RenderContext(loaded.catalog, loaded.plan, cache=True, hoods=True))
+        blocks = len(rendered) // len(render_mesh.OVER_SERVICES)
+        assert kept == render_mesh.render_monitoring(RenderContext(loaded.catalog, loaded.plan))
+        return blocks
+
+    assert run() in (0, len(cut))  # kept already, or rendered whole (a cache of its own per test session)
+    assert run() == 0
+    assert run(lambda d: d["services"]["streamcore"].update(description="Streaming, edited")) == 0
+    assert run(lambda d: d["services"]["streamcore"].update(port=3075)) == 1
+
+    def add(d: dict[str, Any]) -> None:
+        d["services"]["glitch-extra"] = {**d["services"]["glitch"], "port": 3084}
+        next(s for s in d["stages"] if "glitch" in s.get("services", []))["services"].append("glitch-extra")
+
+    assert 1 <= run(add) <= 2

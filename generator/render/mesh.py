@@ -13,6 +13,7 @@ Checks of the rendered output: mesh_checks.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -195,25 +196,62 @@ def _alerts(ctx: RenderContext) -> list[dict[str, Any]]:
     ]
 
 
+# the monitoring files over every service, each rendered a block of services at a time
+OVER_SERVICES = {
+    MONITORS: "observability/servicemonitors.yaml.j2",
+    RULES: "observability/prometheusrule.yaml.j2",
+    LOCAL_SCRAPES: "observability/prometheus.yml.j2",
+    "observability/alerts.yml": "observability/alerts.yml.j2",
+}
+BLOCK = 64  # services in a block of the monitoring files, on average
+
+
+def blocks(alerts: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """The alerts table in consecutive blocks, each ending at a service whose name's CRC-32 is
+    a multiple of BLOCK: where a block ends depends on the names alone, so a service added or
+    removed changes its own block, not every block after it. At least one block."""
+    out: list[list[dict[str, Any]]] = [[]]
+    for a in alerts:
+        out[-1].append(a)
+        if zlib.crc32(a["name"].encode()) % BLOCK == 0:
+            out.append([])
+    return [block for block in out if block] or [[]]  # no service: the files' heads alone
+
+
 def render_monitoring(ctx: RenderContext) -> dict[str, str]:
+    """The monitoring component and the local run's Prometheus files. The four over every
+    service are made a block of services at a time (``blocks``), each block's parts kept by
+    its own rows: an edit that changes a service's row (its port, its latency threshold) or
+    adds one renders that block again, not 10,000 services' monitors and rules (a second of
+    such an edit at 10,000 services)."""
     common: dict[str, Any] = {
         "header": GENERATED_HEADER,
-        "alerts": _alerts(ctx),
         "error_ratio": ERROR_RATIO,
         "interval": SCRAPE_INTERVAL,
+        "platform": ctx.catalog.platform,
     }
     folder = f"{COMPONENTS}/monitoring"
-    files = {
-        f"{folder}/kustomization.yaml": "observability/kustomization.yaml.j2",
-        MONITORS: "observability/servicemonitors.yaml.j2",
-        RULES: "observability/prometheusrule.yaml.j2",
-        LOCAL_SCRAPES: "observability/prometheus.yml.j2",
-        "observability/alerts.yml": "observability/alerts.yml.j2",
-    }
-    # five files over every service, made from the alerts table and the platform's settings
-    # alone: an edit that leaves them as they were (a description, a dependency) takes them as they were
     kept = ctx.kept("monitoring")
-    out = {path: ctx.template_kept(kept, template, service=None, **common) for path, template in files.items()}
+    parts: dict[str, list[str]] = {path: [] for path in OVER_SERVICES}
+    cut = blocks(_alerts(ctx))
+    for number, block in enumerate(cut):
+        first, last = number == 0, number == len(cut) - 1
+        key = kept.key(["block", first, last, block, common])
+        found = kept.get(key) or kept.put(
+            key,
+            {
+                path: ctx.template(template, alerts=block, first=first, last=last, **common)
+                for path, template in OVER_SERVICES.items()
+            },
+        )
+        for path, text in found.items():
+            parts[path].append(text)
+    out = {
+        f"{folder}/kustomization.yaml": ctx.template_kept(
+            kept, "observability/kustomization.yaml.j2", service=None, **common
+        )
+    }
+    out.update((path, "".join(texts)) for path, texts in parts.items())
     kept.save()
     return out
 
