@@ -13,6 +13,7 @@ import itertools
 import marshal
 import re
 import sys
+import zlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -381,17 +382,6 @@ class Memo:
             pass
         return data
 
-    def marshalled(self, text: str) -> bytes | None:
-        """The result for ``text`` as kept (marshalled), computed now when it is not held; None
-        when it cannot be kept (a type marshal does not know). What a key over many results
-        hashes without building each one again: equal bytes, equal results (equal results
-        need not give equal bytes: a miss, never a wrong pass)."""
-        key = self.key(text)
-        if key not in self.entries:
-            self(text)
-        self.used.add(key)
-        return self.entries.get(key)
-
     def prefetch(self, texts: Iterable[str], least: int) -> None:
         """Compute, on every core (parallel.ordered_map) when there are at least ``least``, the
         entries of ``texts`` not held yet (all of them count as used by this run). A text whose
@@ -447,9 +437,50 @@ class Memo:
             self.shards.keep()
 
 
+def runs(text: str, documents: list[str] | None = None) -> list[str]:
+    """``text``'s documents in consecutive runs, each run's documents joined again by '---'
+    lines, so that ``split`` of a run gives its documents back. A run ends at a document whose
+    CRC-32 is a multiple of RUN: where runs end depends on the documents alone, so an edit to
+    a document changes the run it is in (and, where it moves an end, the next), not every run
+    after it. A memo of a function of a file's documents (a file over every service: 10,000
+    ServiceMonitors, an overlay's 10,000 patches) kept by run reads again the runs an edit
+    changed, where kept by the file it read all of them. ``documents``: ``split(text)``,
+    where the caller has it already."""
+    out: list[str] = []
+    current: list[str] = []
+    for document in split(text) if documents is None else documents:
+        current.append(document)
+        if zlib.crc32(document.encode()) % RUN == 0:
+            out.append("---".join(current))
+            current = []
+    if current or not out:
+        out.append("---".join(current))
+    return out
+
+
+RUN = 64  # documents in a run (``runs``), on average
+
+
+def by_runs(memo: Memo, text: str, documents: list[str] | None = None) -> list[Any]:
+    """``memo.function(text)``, for a function that maps a text's documents to a list, one
+    item per document at most and in their order: made of ``memo`` of each of ``runs(text)``.
+    Where a run's raises (a document that does not parse), the function is applied to the
+    whole text, so that what it raises names the place in the file."""
+    try:
+        return [item for run in runs(text, documents) for item in memo(run)]
+    except yaml.YAMLError:
+        whole: list[Any] = memo.function(text)
+        return whole
+
+
+def every(text: str) -> list[Any]:
+    """The data of each of a text's documents, in order, each read through PARSED."""
+    return list(map(PARSED, split(text)))
+
+
 def mappings(text: str) -> list[Any]:
-    """A file's documents that are mappings, each read through PARSED."""
-    return [d for d in map(PARSED, split(text)) if isinstance(d, dict)]
+    """A file's documents that are mappings, a run of them at a time (FILES)."""
+    return [d for d in by_runs(FILES, text) if isinstance(d, dict)]
 
 
 def prefetch(texts: Iterable[str]) -> None:
@@ -463,7 +494,8 @@ ENTRY_LIMIT = 250_000  # documents: 10,000 services render about 110,000
 # module's builder)
 PARSED = Memo(load, salt=hashlib.blake2b(Path(__file__).read_bytes(), digest_size=16).digest())
 CACHE_NAME = f"yaml-{yaml.__version__}-{FAST_LOADER.__name__}"
-# a file's documents (whole), by the file's text: a file read in full need not be split and each
-# of its documents looked up again (the overlays' patches: 10,000 documents in three files)
-FILES = Memo(mappings, salt=PARSED.salt)
+# a file's documents (whole), a run of them at a time (``by_runs``): a file read in full need
+# not be split and each of its documents looked up again (the overlays' patches: 10,000
+# documents in three files), and an edit reads again the runs it changed
+FILES = Memo(every, salt=PARSED.salt + b"runs")
 FILES_CACHE = f"{CACHE_NAME}-files"

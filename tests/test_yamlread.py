@@ -429,3 +429,61 @@ def test_every_shipped_yaml_file_is_well_formed() -> None:
     paths = sorted(p for p in (ROOT / "generated").rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
     for path in paths:
         yamlread.check_syntax(path.read_text(encoding="utf-8"))
+
+
+_DOCUMENT = (
+    st.lists(st.sampled_from(["a", ":", " ", "\t", "\n", "-", "x: 1\n", "- y\n", "#", "'"]), max_size=12)
+    .map("".join)
+    .filter(lambda t: not any(line.rstrip(" \t") == "---" for line in t.split("\n")))
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_DOCUMENT, max_size=200), st.lists(st.sampled_from(["---", "--- ", "---\t"]), min_size=1))
+def test_a_texts_runs_hold_its_documents_in_order(documents: list[str], separators: list[str]) -> None:
+    """yamlread.runs cuts a text's documents into runs and joins each run's again: splitting the
+    runs gives back exactly the documents of the text, in order, whatever its separators."""
+    text = documents[0] if documents else ""
+    for number, document in enumerate(documents[1:]):
+        text += "\n" + separators[number % len(separators)] + "\n" + document
+    assert [d for run in yamlread.runs(text) for d in yamlread.split(run)] == yamlread.split(text)
+
+
+def test_a_document_added_changes_the_runs_around_it_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where a run ends depends on the documents alone: one document added to 2,000 leaves every
+    run but the one it lands in (and the next, where it ends a run) as it was."""
+    monkeypatch.setattr(yamlread, "RUN", 16)
+    documents = [f"kind: ServiceMonitor\nmetadata:\n  name: svc-{n:05d}\n" for n in range(2000)]
+    before = yamlread.runs("---\n".join(documents))
+    after = yamlread.runs("---\n".join([*documents[:1000], "kind: Extra\n", *documents[1000:]]))
+    assert len(before) > 50
+    assert len(set(after) - set(before)) <= 2 and len(set(before) - set(after)) <= 2
+
+
+def test_files_read_by_runs_are_read_as_whole_files_are(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The overlays' documents, the components' Kustomizations and the monitors and rules the
+    mesh check reads, each kept by runs of documents: the same data as the whole file gives,
+    and for a document that does not parse, the very error reading the whole file raises (its
+    line in the file, not in the run)."""
+    from nexus.checks import documents as checked
+
+    monkeypatch.setattr(yamlread, "RUN", 4)
+    monkeypatch.setattr(checked, "RUN", 4)
+    loaded = load_catalog(CATALOG)
+    ctx = RenderContext(loaded.catalog, loaded.plan)
+    files = {**render_k8s.render(ctx), **render_mesh.render(ctx)}
+    many = {p: t for p, t in files.items() if p.startswith("k8s/") and len(yamlread.split(t)) >= 8}
+    assert any(p.startswith("k8s/overlays/") for p in many) and any("monitoring" in p for p in many)
+    for path, text in many.items():
+        assert yamlread.mappings(text) == [d for d in map(pyyaml, yamlread.split(text)) if isinstance(d, dict)], path
+        assert yamlread.by_runs(k8s_checks.KUSTOMIZATIONS, text) == k8s_checks.kustomizations(text), path
+        whole = [(d.text, d.data) for d in checked.documents(path, text)]
+        assert whole == [(c, pyyaml(c)) for c in yamlread.split(text) if isinstance(pyyaml(c), dict)], path
+        chunks = yamlread.split(text)
+        broken = "---".join([*chunks[:5], "\nkind: [unclosed\n", *chunks[5:]])
+        for read in (yamlread.mappings, lambda t: yamlread.by_runs(k8s_checks.KUSTOMIZATIONS, t)):
+            with pytest.raises(yaml.YAMLError) as found:
+                read(broken)
+            with pytest.raises(yaml.YAMLError) as expected:
+                (yamlread.every if read is yamlread.mappings else k8s_checks.kustomizations)(broken)
+            assert str(found.value) == str(expected.value)

@@ -11,6 +11,8 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
+import orjson
+
 from ..render.context import RenderContext
 from ..render.docs import INDEX
 from ..render.text import md_cell, md_text
@@ -61,15 +63,23 @@ def anchors(text: str) -> set[str]:
     return found
 
 
-def _links_and_anchors(text: str) -> tuple[list[tuple[int, str]], list[str]]:
-    """A page's relative links (line number, target) and the anchors a link into it may name."""
+def _links_and_anchors(text: str) -> bytes:
+    """A page's relative links [line number, target] and the anchors a link into it may name,
+    as JSON (orjson: the same bytes for the same links and anchors in any process, which the
+    links' key hashes; marshal's bytes of equal data differ with how the data was made)."""
     links = [
         (number, target)
         for number, line in prose_lines(text)
         for target in _LINK.findall(line)
         if not _URL.match(target)
     ]
-    return links, sorted(anchors(text))
+    return orjson.dumps([links, sorted(anchors(text))])
+
+
+def _page(text: str) -> tuple[list[tuple[int, str]], list[str]]:
+    """A page's links and anchors, read once across runs (LINKS)."""
+    links, found = orjson.loads(LINKS(text))
+    return [(number, target) for number, target in links], found
 
 
 # each page read once across runs, by its text and this module's code (a page per service made
@@ -102,7 +112,7 @@ def broken_links(files: dict[str, str]) -> list[str]:
     # for a bare #fragment): 10,000 service pages in one folder make 158,000 links of 31,000 kinds
     wrong: dict[tuple[str, str], str | None] = {}
     for path in sorted(p for p in files if is_page(p)):
-        links, _ = LINKS(files[path])
+        links, _ = _page(files[path])
         folder = posixpath.dirname(path)
         for number, target in links:
             key = (path if target.startswith("#") else folder, target)
@@ -124,7 +134,7 @@ def _link_problem(files: dict[str, str], targets: dict[str, set[str]], base: str
         return f"no rendered file {resolved}"
     if fragment:
         if resolved not in targets:
-            targets[resolved] = set(LINKS(files[resolved])[1])
+            targets[resolved] = set(_page(files[resolved])[1])
         if fragment not in targets[resolved]:
             return f"{resolved} has no anchor #{fragment}"
     return None
@@ -209,7 +219,7 @@ def missing_pages(ctx: RenderContext, files: dict[str, str]) -> list[str]:
 
 def links(files: dict[str, str], passes: Passes = NONE) -> list[str]:
     """``broken_links``, unless it passed with the same pages' links and anchors (each page's
-    LINKS result, as kept) among the same files (a link may name any of them): kept in
+    LINKS result) among the same files (a link may name any of them): kept in
     ``passes`` as one pass across pages. At 10,000 services an edit that moves no link (a
     description: 26 pages change) checked 158,000 links again, a fifth of a second; the key
     is a tenth of that."""
@@ -227,10 +237,8 @@ def _links_key(files: dict[str, str]) -> str:
     digest = hashlib.blake2b("\0".join(files).encode(), digest_size=16)
     for path in files:
         if is_page(path):
-            kept = LINKS.marshalled(files[path])
-            if kept is None:  # not kept: no pass is kept either
-                return ""
-            digest.update(b"\0" + path.encode() + b"\0" + len(kept).to_bytes(8, "little") + kept)
+            found = LINKS(files[path])
+            digest.update(b"\0" + path.encode() + b"\0" + len(found).to_bytes(8, "little") + found)
     return digest.hexdigest()
 
 
