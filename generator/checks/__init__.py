@@ -98,6 +98,7 @@ def parses(
 
 
 PARALLEL_FROM = 20_000  # files (about 1,300 services): below this, forking costs more than it saves
+PARALLEL_RUNS = yamlread.PARALLEL_FROM // yamlread.RUN  # runs of documents: as many documents
 
 
 def _syntax_error(item: tuple[str, str]) -> str | None:
@@ -209,7 +210,13 @@ def _every_check(
         # the documents and pages the checks here read: those of verified files were read and
         # kept when they passed (a memo that lost them reads them in the run, and keeps them)
         changed = unverified(files, verified)
-        prefetch(chunk for p in changed if _documents_read(p) for chunk in split(files[p]))
+        read = [p for p in changed if _documents_read(p)]
+        # a file of many documents is read a run of them at a time (checks.documents): those
+        # runs, not each of its documents as well (at 10,000 services 20,000 monitors and rules,
+        # held twice by a cold run, and each looked up by a service added)
+        runs = {p: yamlread.runs(files[p], chunks) for p in read if len(chunks := split(files[p])) >= yamlread.RUN}
+        prefetch(chunk for p in read if p not in runs for chunk in split(files[p]))
+        yamlread.FILES.prefetch((run for found in runs.values() for run in found), least=PARALLEL_RUNS)
         docs.prefetch(files, changed)
         passes = Passes(validator, files, digests) if cached else NONE
         for area in AREA_CHECKS:
