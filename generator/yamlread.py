@@ -464,8 +464,8 @@ RUN = 64  # documents in a run (``runs``), on average
 def by_runs(memo: Memo, text: str, documents: list[str] | None = None) -> list[Any]:
     """``memo.function(text)``, for a function that maps a text's documents to a list, one
     item per document at most and in their order: made of ``memo`` of each of ``runs(text)``.
-    Where a run's raises (a document that does not parse), the function is applied to the
-    whole text, so that what it raises names the place in the file."""
+    Where reading a run raises (a document that does not parse), the function is applied to
+    the whole text, so that what it raises names the place in the file."""
     try:
         return [item for run in runs(text, documents) for item in memo(run)]
     except yaml.YAMLError:

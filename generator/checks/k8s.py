@@ -34,7 +34,7 @@ from ..render.context import RenderContext
 from ..render.infrastructure import FOLDER as infrastructure_folder
 from ..render.infrastructure import MANAGED_PROVISIONING
 from ..render.k8s import BASE, service_path
-from ..yamlread import FILES, PARSED, Memo, by_runs, check_syntax, load, mappings, runs, split, top_scalars
+from ..yamlread import FILES, PARSED, Memo, by_runs, check_syntax, load, runs, split, top_scalars
 from .documents import Doc, get, items, mapping
 from .kubernetes_schema import DEFAULT, SchemaValidator, held
 
@@ -155,9 +155,9 @@ def _other_files(path: str) -> Memo:
 
 
 def _other_documents(path: str, text: str) -> list[Any]:
-    """What the checks read of a k8s file outside the base: an overlay's documents, of the rest
-    the Kustomizations; a run of documents at a time (yamlread.by_runs)."""
-    return mappings(text) if path.startswith("k8s/overlays/") else by_runs(KUSTOMIZATIONS, text)
+    """What the checks read of a k8s file outside the base (``_other_files``), a run of its
+    documents at a time (yamlread.by_runs): the mappings among them."""
+    return [d for d in by_runs(_other_files(path), text) if isinstance(d, dict)]
 
 
 def in_base(path: str) -> bool:
