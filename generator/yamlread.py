@@ -259,26 +259,30 @@ _ITEM = re.compile(r"-(?: |$)")  # a block list's item
 
 def in_parts(text: str, read: Callable[[str], Any]) -> Any:
     """``read(text)`` of a block mapping, made from ``read`` of its parts: each top-level entry,
-    and each entry of a top-level mapping written on the lines below its key (a catalog's
-    services). ``read`` is a memo (``Memo``) of ``plain``: an edit to one service reads that
-    service again, not 10,000 (0.25 s of every edit: libyaml's events alone took 0.15).
+    and each entry of a top-level mapping or item of a top-level list written on the lines
+    below its key, indented (a catalog's services, a Prometheus configuration's scrape jobs).
+    ``read`` is a memo (``Memo``) of ``plain``: an edit to one service reads that service
+    again, not 10,000 (0.25 s of every edit: libyaml's events alone took 0.15).
 
-    Why this is sound. A part is the text from one key line to the next at the same
-    indentation (0, or the first entry's under its section), so it is read from the same
-    state the whole text would be read in: at a line's start, outside any scalar or flow
-    collection, in a block mapping at that indentation. Anything that could carry the reader
-    across that line leaves a part unreadable on its own: a quoted scalar or a flow
-    collection left open is an error at the part's end, and a plain or block scalar ends at a
-    line indented no deeper than its mapping's key. An alias (its anchor may be in another
+    Why this is sound. A part is the text from one key line (or, in a list, item line) to the
+    next at the same indentation (0, or the first entry's under its section), so it is read
+    from the same state the whole text would be read in: at a line's start, outside any
+    scalar or flow collection, in a block mapping (or sequence) at that indentation. Anything
+    that could carry the reader across that line leaves a part unreadable on its own: a quoted
+    scalar or a flow collection left open is an error at the part's end, and a plain or block
+    scalar ends at a line indented no deeper than its mapping's key (or its item's dash). A
+    list's item reads alone as a list of that one item. An alias (its anchor may be in another
     part), a tag or a key written twice within a part is ``Unusual`` from ``plain``; twice
     across parts is found here. Raises Unusual for any text not laid out so (a document
     marker, a directive, a top level that is not a block mapping, a line indented less than
-    its section's entries) or any part ``read`` refuses: the caller reads the text whole."""
+    its section's entries, a section's entries not all keys or all items) or any part ``read``
+    refuses: the caller reads the text whole."""
     if "\r" in text:
         raise Unusual  # line breaks YAML knows and str.split("\n") does not
     lines = text.split("\n")
     # (section's first line, its entries' first lines): each a line's offset in ``text``
     sections: list[tuple[int, list[int]]] = []
+    listed: set[int] = set()  # the sections (their first lines) whose entries are a list's items
     indent = 0  # the current section's entries' indentation; 0: not known yet
     at = 0
     for line in lines:
@@ -301,14 +305,16 @@ def in_parts(text: str, read: Callable[[str], Any]) -> Any:
             continue
         if not sections:
             raise Unusual
-        entries = sections[-1][1]
+        start, entries = sections[-1]
         if indent == 0:
-            start = sections[-1][0]
             # entries only under a key whose value is below it, from a first line that is a key
-            indent = depth if _EMPTY_VALUE.match(text, start) and _KEY_LINE.match(body) else -1
+            # (a mapping's) or an item (a list's)
+            indent = depth if _EMPTY_VALUE.match(text, start) and (_KEY_LINE.match(body) or _ITEM.match(body)) else -1
+            if indent > 0 and _ITEM.match(body):
+                listed.add(start)
         if depth == indent:
-            if _KEY_LINE.match(body) is None:
-                sections[-1] = (sections[-1][0], [])  # not all entries are key lines: read whole
+            if (_ITEM if start in listed else _KEY_LINE).match(body) is None:
+                sections[-1] = (start, [])  # not all entries are alike: read whole
                 indent = -1
                 continue
             entries.append(offset)
@@ -322,7 +328,11 @@ def in_parts(text: str, read: Callable[[str], Any]) -> Any:
         # the comments above the first key go with it
         bounds = [0 if number == 0 else start, *entries, end]
         ((key, value),) = _one(read(text[bounds[0] : bounds[1]])).items()
-        if entries:
+        if entries and start in listed:
+            if value is not None:
+                raise Unusual
+            value = [_item(read(text[a:b])) for a, b in itertools.pairwise(bounds[1:])]
+        elif entries:
             if value is not None:
                 raise Unusual
             value = {}
@@ -335,6 +345,13 @@ def in_parts(text: str, read: Callable[[str], Any]) -> Any:
             raise Unusual
         result[key] = value
     return result
+
+
+def _item(data: Any) -> Any:
+    """The item of ``data`` when it is a list of one (what a list's item reads as), else Unusual."""
+    if type(data) is not list or len(data) != 1:
+        raise Unusual
+    return data[0]
 
 
 def _one(data: Any) -> dict[str, Any]:
@@ -502,3 +519,20 @@ CACHE_NAME = f"yaml-{yaml.__version__}-{FAST_LOADER.__name__}"
 # documents in three files), and an edit reads again the runs it changed
 FILES = Memo(every, salt=PARSED.salt + b"runs")
 FILES_CACHE = f"{CACHE_NAME}-files"
+# the parts of a large document (``in_parts``), each read once across runs: of the local
+# Prometheus configuration's 10,000 scrape jobs an edit changes one or two
+LARGE = Memo(plain, salt=PARSED.salt + b"parts")
+LARGE_CACHE = f"{CACHE_NAME}-parts"
+LARGE_FROM = 64 * 1024  # characters: below this a document is read whole (PARSED) as fast
+
+
+def large(text: str) -> Any:
+    """``load(text)`` of one document that may be large, a part of it at a time where
+    ``in_parts`` can cut it (LARGE), else whole (PARSED): a port edit or a service added at
+    10,000 services read the whole 1 MB configuration again, 0.25 s of the checks."""
+    if len(text) < LARGE_FROM:
+        return PARSED(text)
+    try:
+        return in_parts(text, LARGE)
+    except (Unusual, yaml.YAMLError):  # what the whole text holds, or the error it raises
+        return PARSED(text)

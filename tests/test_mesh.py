@@ -14,6 +14,7 @@ import yaml
 from conftest import CATALOG, dump
 from tools import broken_at_random
 
+from nexus import yamlread
 from nexus.catalog import load_catalog, load_catalog_text
 from nexus.checks import crd_schema
 from nexus.checks import mesh as mesh_checks
@@ -280,6 +281,25 @@ def test_each_mesh_check_fires_and_names_the_file(
     hits = [f for f in failures if expected in f]
     assert hits, failures
     assert all(h.startswith((path.split("/services/")[0], path)) for h in hits), hits
+
+
+@pytest.mark.parametrize("least", [yamlread.LARGE_FROM, 0], ids=["whole", "by job"])
+def test_a_scrape_job_off_the_catalog_is_a_failure_read_whole_or_by_job(
+    istio: tuple[RenderContext, dict[str, str]], monkeypatch: pytest.MonkeyPatch, least: int
+) -> None:
+    """The local Prometheus configuration scrapes each service at its catalog port: read whole
+    (the shipped one is small) or a job at a time (yamlread.large, as at 10,000 services), a
+    job's target moved is named."""
+    ctx, files = istio
+    monkeypatch.setattr(yamlread, "LARGE_FROM", least)
+    monkeypatch.setattr(yamlread, "LARGE", yamlread.Memo(yamlread.plain, salt=b"test"))
+    assert mesh_checks.run(ctx, files) == []
+    assert bool(yamlread.LARGE.entries) == (least == 0)
+    failures = mesh_checks.run(ctx, _break(files, SCRAPES, '"127.0.0.1:3081"', '"127.0.0.1:3082"'))
+    assert failures == [f"{SCRAPES}: pv-keys: scrapes ['127.0.0.1:3082'], not ['127.0.0.1:3081']"]
+
+
+SCRAPES = "observability/prometheus.yml"
 
 
 @pytest.mark.parametrize("area", ["k8s", "mesh"])

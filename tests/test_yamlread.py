@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import marshal
 import os
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -245,6 +246,11 @@ SERVICES = "platform:\n  name: x\nservices:\n  a:\n    port: 1\n"
         "services:    # a comment after the key\n  a: 1\n  b: 2\n",
         "stages:\n- name: one\n  services:\n  - a\nservices:\n  a: 1\n",  # a list at the key's indentation
         "platform: x\nservices: {a: 1}\nflows: []\n",  # values on the key's line: a part each
+        # a list's items, each a part (a Prometheus configuration's scrape jobs)
+        "global:\n  x: 1\njobs:\n  - name: a\n    targets:\n      - b\n  - name: c\n",
+        "jobs:\n  # a comment\n  - a\n\n# at the left\n  -\n    x: 1\n  - - nested\n    - list\n",
+        "jobs:\n    - note: |\n        kept\n\n    - plain\n      continued\n    - 3\n",
+        "jobs:\n  - a\nrule_files:\n  - b\n  - c\n",
     ],
 )
 def test_a_mapping_read_in_parts_is_the_mapping_read_whole(text: str) -> None:
@@ -276,6 +282,15 @@ def test_a_mapping_read_in_parts_is_the_mapping_read_whole(text: str) -> None:
         SERVICES + "  b:\n    deep: " + "[" * 62 + "]" * 62 + "\n",  # deeper than 64 levels in the whole
         "",
         "# only a comment\n",
+        "jobs:\n  - a\n  b: 1\n",  # items and keys alike at one indentation
+        "jobs:\n  b: 1\n  - a\n",
+        "jobs:\n  - a\n -b\n",
+        "jobs:\n  - a\n - b\n",  # an item indented less
+        "jobs:\n  - &x b\n  - *x\n",  # an alias to another item
+        'jobs:\n  - "open\n  - b"\n',  # a quoted scalar over an item's line
+        "jobs:\n  - [a,\n  - b]\n",  # a flow list over one
+        "jobs:\n  - a\n  - a\n",  # the same item twice: a list may
+        "jobs: &all\n  - a\n",  # an anchor on the list
     ],
 )
 def test_a_mapping_read_in_parts_is_read_whole_or_not_at_all(text: str) -> None:
@@ -316,21 +331,53 @@ _TOKENS = [
     "? ",
     "<<: ",
 ]
-SHIPPED = CATALOG.read_text(encoding="utf-8")
 
 
+@pytest.mark.parametrize(
+    "shipped", [CATALOG, ROOT / "generated" / "observability" / "prometheus.yml"], ids=["catalog", "scrape jobs"]
+)
 @settings(max_examples=400, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, len(SHIPPED)), st.sampled_from(_TOKENS), st.integers(0, 4)), max_size=4))
-def test_the_catalog_broken_anywhere_reads_in_parts_as_whole_or_not_at_all(edits: list[tuple[int, str, int]]) -> None:
+@given(data=st.data())
+def test_shipped_yaml_broken_anywhere_reads_in_parts_as_whole_or_not_at_all(shipped: Path, data: st.DataObject) -> None:
     """Characters that open, close or continue YAML's constructs, put anywhere into the shipped
-    catalog (and a few characters cut): reading in parts gives what reading the whole gives, or
-    is refused."""
-    text = SHIPPED
+    catalog or the local Prometheus configuration (a list of scrape jobs, read a job at a time:
+    yamlread.large), and a few characters cut: reading in parts gives what reading the whole
+    gives, or is refused."""
+    text = shipped.read_text(encoding="utf-8")
+    edits = data.draw(
+        st.lists(st.tuples(st.integers(0, len(text)), st.sampled_from(_TOKENS), st.integers(0, 4)), max_size=4)
+    )
     for at, token, cut in edits:
         at = min(at, len(text))
         text = text[:at] + token + text[at + cut :]
     got = outcome(in_parts, text)
     assert refused(got) or got == outcome(whole, text)
+
+
+def test_a_large_document_is_read_again_by_the_parts_an_edit_changed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """yamlread.large reads a Prometheus configuration of 2,000 scrape jobs as reading it whole
+    does (yamlread.load), and after one job's port is edited reads that job alone again; a text
+    in_parts refuses is read whole, errors and all."""
+    job = '  - job_name: "s{0}"\n    static_configs:\n      - targets: ["127.0.0.1:{0}"]\n'
+    jobs = "".join(job.format(i) for i in range(2000))
+    text = "global:\n  scrape_interval: 30s\nscrape_configs:\n" + jobs
+    assert len(text) >= yamlread.LARGE_FROM
+    monkeypatch.setattr(yamlread, "LARGE", yamlread.Memo(yamlread.plain, salt=b"test"))
+    calls: list[str] = []
+    function = yamlread.LARGE.function
+    monkeypatch.setattr(yamlread.LARGE, "function", lambda part: calls.append(part) or function(part))
+    assert yamlread.large(text) == yamlread.load(text)
+    assert len(calls) == 3 + 2000  # the sections' keys, the global entry and every job
+    calls.clear()
+    edited = text.replace('"127.0.0.1:1234"', '"127.0.0.1:4321"')
+    assert yamlread.large(edited) == yamlread.load(edited) != yamlread.load(text)
+    assert calls == [job.format(1234).replace(":1234", ":4321")]
+    broken = text.replace('"s7"', '"s7', 1)
+    with pytest.raises(yaml.YAMLError) as whole:
+        yaml.load(broken, Loader=yamlread.FAST_LOADER)
+    with pytest.raises(yaml.YAMLError) as parts:
+        yamlread.large(broken)
+    assert str(parts.value) == str(whole.value)
 
 
 HEAD = ("apiVersion", "kind")

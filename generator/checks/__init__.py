@@ -38,6 +38,7 @@ MEMO_READS = (".yaml", ".yml", ".md")  # the files the memos below read
 MEMOS: tuple[tuple[Memo, str], ...] = (
     (PARSED, yamlread.CACHE_NAME),
     (yamlread.FILES, yamlread.FILES_CACHE),
+    (yamlread.LARGE, yamlread.LARGE_CACHE),
     (docs.LINKS, docs.LINKS_CACHE),
     (k8s.BASE_FILES, k8s.BASE_CACHE),
     (k8s.KUSTOMIZATIONS, k8s.KUSTOMIZATIONS_CACHE),

@@ -35,6 +35,7 @@ from ..render.mesh import (
     infrastructure_host,
     monitoring_identity,
 )
+from ..yamlread import large
 from . import crd_schema
 from .documents import Doc, documents, get, items, load_yaml, mapping
 from .kubernetes_schema import DEFAULT, SchemaValidator
@@ -455,8 +456,8 @@ def _monitoring(ctx: RenderContext, files: dict[str, str], docs: list[Doc]) -> l
     for d in (d for d in docs if d.kind == "PrometheusRule"):
         for group in get(d.data, "spec", "groups") or []:
             alerts.setdefault(group.get("name"), set()).update(r.get("alert") for r in group.get("rules") or [])
-    # one scrape job per service: read once across runs (yamlread.PARSED), like the manifests
-    local = mapping(load_yaml(files.get(LOCAL_SCRAPES, "")))
+    # one scrape job per service: each read once across runs (yamlread.large), like the manifests
+    local = mapping(large(files.get(LOCAL_SCRAPES, "")))
     scraped = {get(c, "job_name"): get(c, "static_configs", 0, "targets") for c in items(local.get("scrape_configs"))}
     operator = cat.platform.monitoring.operator  # without it, no ServiceMonitors or rules are rendered
     for name, svc in sorted(cat.services.items()):

@@ -11,6 +11,7 @@ serve more versions (``install`` refuses to overwrite a CRD that Nexus did not m
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -32,8 +33,11 @@ def schema_path(api_version: str, kind: str) -> Path:
     return SCHEMAS / f"{group}_{version}_{kind.lower()}.json"
 
 
+@functools.cache
 def known(api_version: str, kind: str) -> bool:
-    """Whether a CRD schema ships for this kind."""
+    """Whether a CRD schema ships for this kind. Asked of every mesh and monitoring document
+    (at 10,000 services 20,000 on an edit, a stat each: 0.15 s); the schemas ship with Nexus,
+    so the answer holds for the process."""
     return schema_path(api_version, kind).is_file()
 
 
