@@ -5,19 +5,25 @@ what the check reads of the catalog changed, and never keep a failure."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from conftest import CATALOG
 
+from nexus import usercache
 from nexus.catalog import load_catalog, load_catalog_text
 from nexus.checks import docs as docs_checks
 from nexus.checks import ecosystem as ecosystem_checks
+from nexus.checks import k8s as k8s_checks
+from nexus.checks import kubernetes_schema
+from nexus.checks import mesh as mesh_checks
 from nexus.checks import services as services_checks
 from nexus.checks.kubernetes_schema import SchemaValidator
 from nexus.checks.passes import Passes
 from nexus.digest import of_text
+from nexus.pipeline import generate
 from nexus.render import RenderContext, render
 from nexus.render.ecosystem import ROOT_INFO
 
@@ -198,3 +204,63 @@ def test_the_links_pass_is_not_kept_without_a_cache(shipped: tuple[RenderContext
     for _ in range(2):
         assert docs_checks.run(ctx, rendered, Passes()) == []
         assert [f for f in docs_checks.run(ctx, broken, Passes()) if "nowhere.md" in f]
+
+
+def test_whole_passes_found_are_kept_by_a_save_that_keeps_what_its_run_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the validator cache's limit (every run at 10,000 services: 110,000 documents) a save
+    keeps only what its run used. A whole check's pass that a run found (the mesh checks', the
+    Kubernetes checks' and so the pass across files it stands for) is used: the run after the
+    one that found them checks nothing again. Before, the mesh's was dropped by the run that
+    found it, and the first edit after a second checkout's cold run checked again."""
+    monkeypatch.setattr(kubernetes_schema, "CACHE_LIMIT", 0)
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "catalog.yaml").write_bytes(CATALOG.read_bytes())
+    generate(tmp_path / "a" / "catalog.yaml")
+    ran: list[str] = []
+    for module, name in ((mesh_checks, "_run"), (k8s_checks, "_complete")):
+        original = getattr(module, name)
+        monkeypatch.setattr(
+            module,
+            name,
+            lambda *a, _f=original, _n=name, **k: ran.append(_n) or _f(*a, **k),  # type: ignore[misc]
+        )
+    generate(tmp_path / "b" / "catalog.yaml")  # a second checkout: every pass found
+    assert ran == []
+    catalog = tmp_path / "b" / "catalog.yaml"
+    text = catalog.read_text(encoding="utf-8")
+    at = text.index("description:", text.index("\nservices:"))
+    catalog.write_text(text[:at] + 'description: "Edited"' + text[text.index("\n", at) :], encoding="utf-8")
+    generate(catalog)  # files of the checks across files unchanged: their passes hold
+    assert ran == []
+
+
+def test_the_kept_passes_read_as_written_and_as_kept_before(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a save keeps a load reads back, the implied passes with their passes; the list of
+    passes kept before there were implied ones reads as those passes; what is not a pass is
+    not read as one."""
+    monkeypatch.setattr(kubernetes_schema, "CACHE_LIMIT", 0)
+    path = tmp_path / "k8s-schema"
+    before = SchemaValidator()
+    before.keep("run", implying="across")
+    before.keep("across", "dropped")
+    assert before.passed("run")
+    before.save(path)  # past the limit: what this run used (all three)
+    after = SchemaValidator()
+    after.load(path)
+    assert after.seen == {"run", "across", "dropped"} and after.implied == {"run": "across"}
+    after.passed("run")  # used, and the pass it implies with it
+    after.save(path)
+    again = SchemaValidator()
+    again.load(path)
+    assert again.seen == {"run", "across"} and again.implied == {"run": "across"}
+    usercache.write(path, b'["old", 1, "kept"]')
+    old = SchemaValidator()
+    old.load(path)
+    assert old.seen == {"old", "kept"} and old.implied == {}
+    usercache.write(path, b'{"seen": "not a list", "implied": {"a": 2}}')
+    broken = SchemaValidator()
+    broken.load(path)
+    assert broken.seen == set() and broken.implied == {}

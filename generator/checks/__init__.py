@@ -83,8 +83,7 @@ def parses(
             if validator is not None
             else None
         )
-        if validator is not None and key in validator.seen:
-            validator.used.add(key)
+        if validator is not None and validator.passed(key):
             continue
         todo.append((path, files[path]))
         keys.append(key)
@@ -93,8 +92,7 @@ def parses(
         if failure is not None:
             failures.append(failure)
         elif validator is not None and key is not None:
-            validator.seen.add(key)
-            validator.used.add(key)
+            validator.keep(key)
     return failures
 
 

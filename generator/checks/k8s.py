@@ -210,7 +210,7 @@ def start(
     # by all of Nexus's code and templates (paths.code_key), not this module's alone: the checks
     # call into the documents' and YAML readers, and a change there must run them again
     key = validator.run_key(["k8s-checks", str(strict_schema), code_key(), ctx.checks_json], files, paths, digests)
-    if key in validator.seen:
+    if validator.passed(key):
         return list
     for memo in (FILES, KUSTOMIZATIONS):  # in turn, here: kept by this process's memos
         texts = [run for p in paths if not in_base(p) and _other_files(p) is memo for run in runs(files[p])]
@@ -226,7 +226,8 @@ def start(
         OUTCOMES.took(fresh, used)  # a worker's own memo is lost with it
         validator.used.add(across)
         if not found:
-            validator.seen.update((key, across))
+            validator.keep(across)
+            validator.keep(key, implying=across)
         return found
 
     return finish

@@ -63,6 +63,10 @@ class SchemaValidator:
         self.version = version
         self.seen: set[str] = set()
         self.used: set[str] = set()  # hashes this run looked up or added: what a full cache keeps
+        # a pass that stands for another, used whenever it is (``passed``): the Kubernetes checks'
+        # whole run, which skips their pass across files; that one is needed again as soon as a
+        # file changes, and a run that skipped it had dropped it past the cache's limit
+        self.implied: dict[str, str] = {}
         # new schemas (another version, another kubernetes-validate) or new code: another cache
         self.schemas = f"{version}-{_package_version()}"  # which schema files: the cuts' cache folder too
         self.salt = f"{self.schemas}:".encode() + hashlib.blake2b(Path(__file__).read_bytes()).digest()
@@ -71,6 +75,27 @@ class SchemaValidator:
 
     def key(self, text: str) -> str:
         return hashlib.blake2b(self.salt + text.encode(), digest_size=16).hexdigest()
+
+    def passed(self, key: str | None) -> bool:
+        """Whether ``key`` passed before (``seen``); one that did is used by this run, and so kept
+        by its ``save`` past ``CACHE_LIMIT`` (at 10,000 services, always): a pass found and not
+        counted was dropped, and the next run did its check again (the mesh's, the monitoring's
+        and the Kubernetes checks' across files: 0.4 s of the first edit after a cold run)."""
+        if key is None or key not in self.seen:
+            return False
+        self.used.add(key)
+        implied = self.implied.get(key)
+        if implied is not None:
+            self.used.add(implied)
+        return True
+
+    def keep(self, *keys: str, implying: str | None = None) -> None:
+        """``keys`` passed: kept in ``seen``, and used by this run (``passed``); each implying
+        another pass, when said, which their next use keeps too."""
+        self.seen.update(keys)
+        self.used.update(keys)
+        if implying is not None:
+            self.implied.update(dict.fromkeys(keys, implying))
 
     def run_key(
         self, parts: Iterable[str], files: Mapping[str, str], paths: Iterable[str], digests: Mapping[str, str] | None
@@ -152,17 +177,25 @@ class SchemaValidator:
         """Add the hashes kept in ``path`` (missing, altered or unreadable: an empty cache)."""
         payload = usercache.read(path)
         try:
-            found = json.loads(payload) if payload is not None else []
+            found = json.loads(payload) if payload is not None else {}
         except ValueError:
             return
-        if isinstance(found, list):
-            self.seen.update(h for h in found if isinstance(h, str))
+        if isinstance(found, list):  # as kept before the implied passes
+            found = {"seen": found}
+        if not isinstance(found, dict):
+            return
+        seen, implied = found.get("seen"), found.get("implied")
+        if isinstance(seen, list):
+            self.seen.update(h for h in seen if isinstance(h, str))
+        if isinstance(implied, dict):
+            self.implied.update((k, v) for k, v in implied.items() if isinstance(v, str))
 
     def save(self, path: Path) -> None:
         """Keep the hashes for the next run; past ``CACHE_LIMIT`` only this run's, so that
         entries of old schemas, old code and other checkouts do not pile up for ever."""
         kept = self.seen if len(self.seen) <= CACHE_LIMIT else self.used & self.seen
-        usercache.write(path, json.dumps(sorted(kept)).encode())
+        implied = {k: v for k, v in sorted(self.implied.items()) if k in kept and v in kept}
+        usercache.write(path, json.dumps({"seen": sorted(kept), "implied": implied}).encode())
 
 
 CACHE_LIMIT = 50_000  # hashes (about 2 MB): the shipped catalog's manifests are about 300

@@ -65,11 +65,11 @@ def run(
     key = (
         validator.run_key(["mesh-checks", _code_hash(), ctx.checks_json], files, paths, digests) if validator else None
     )
-    if validator is not None and key in validator.seen:
+    if validator is not None and validator.passed(key):
         return []
     failures = _run(ctx, files, validator, verified, digests)
     if validator is not None and key is not None and not failures:
-        validator.seen.add(key)
+        validator.keep(key)
     return failures
 
 
@@ -106,7 +106,7 @@ def _run(
         if validator is not None
         else None
     )
-    monitored = monitoring is not None and validator is not None and monitoring in validator.seen
+    monitored = validator is not None and validator.passed(monitoring)
     for path in paths:
         if monitored and path in (MONITORS, RULES) and path in verified:
             continue  # read by the monitoring check alone
@@ -121,8 +121,7 @@ def _run(
         unmonitored = _monitoring(ctx, files, docs)
         failures += unmonitored
         if validator is not None and monitoring is not None and not unmonitored:
-            validator.seen.add(monitoring)
-            validator.used.add(monitoring)
+            validator.keep(monitoring)
     failures += _client_retries(ctx, files)
     mesh = MESHES.get(ctx.catalog.platform.mesh)
     if mesh is not None:
@@ -430,14 +429,12 @@ def _schemas(docs: list[Doc], validator: SchemaValidator | None = None) -> list[
         if not crd_schema.known(str(d.data.get("apiVersion")), d.kind) or d.path.endswith("-patch.yaml"):
             continue
         key = validator.key(f"crd\0{_code_hash()}\0{d.text}") if validator is not None else None
-        if validator is not None and key in validator.seen:
-            validator.used.add(key)
+        if validator is not None and validator.passed(key):
             continue
         found = crd_schema.errors(d.data)
         failures += [f"{_where(d)}: {message}" for message in found]
         if validator is not None and key is not None and not found:
-            validator.seen.add(key)
-            validator.used.add(key)
+            validator.keep(key)
     return failures
 
 

@@ -47,15 +47,11 @@ class Passes:
         return self._validator.key(f"{self._salt}\0{check}\0{service}\0{held_}\0{catalog}")
 
     def __contains__(self, key: str) -> bool:
-        if self._validator is not None and key in self._validator.seen:
-            self._validator.used.add(key)  # kept by this run's save, past the cache's limit too
-            return True
-        return False
+        return self._validator is not None and self._validator.passed(key)
 
     def add(self, key: str) -> None:
         if self._validator is not None:
-            self._validator.seen.add(key)
-            self._validator.used.add(key)
+            self._validator.keep(key)
 
 
 NONE = Passes()  # what a check keeps when called on its own: nothing
