@@ -371,7 +371,7 @@ class Memo:
     def __init__(self, function: Callable[[str], Any], salt: bytes = b"", *, keep_used: bool = False) -> None:
         self.function = function
         self.salt = salt  # what else shapes the results (the function's code), in every key
-        # ``save`` keeps only what was read since the process started: for a memo that every run
+        # ``save`` keeps only what was read since ``load`` (this run): for a memo that every run
         # reads whole (a catalog's parts), what it did not read is an earlier version, never read again
         self.keep_used = keep_used
         self.entries: dict[bytes, bytes] = {}
@@ -420,6 +420,12 @@ class Memo:
             return None
 
     @property
+    def seeded(self) -> bool:
+        """Whether this run's entries came from another space (``Shards.seeded``: a new checkout's
+        first run): then ``save`` keeps only what this run used."""
+        return self.shards is not None and self.shards.seeded
+
+    @property
     def version(self) -> str:
         """Names what shapes the entries (the salt): the entries of each version are kept in a
         folder of their own, so a code change leaves the old ones behind, unread."""
@@ -427,9 +433,13 @@ class Memo:
 
     def load(self, shards: usercache.Shards[bytes, bytes]) -> None:
         """Add the entries kept in ``shards`` (an output folder's space; missing, altered or
-        unreadable shards: none) and keep them there from now on (``save``)."""
+        unreadable shards: none) and keep them there from now on (``save``). A run's use starts
+        here: in a process that runs several (a test session, a server) what an earlier run
+        used is not this run's, and its ``save`` kept it in a space it may not belong to."""
         self.shards = shards
         self.entries.update(shards.load())
+        self.used = set()
+        self.added = False
 
     def save(self) -> None:
         """Keep the documents for the next run where ``load`` read them: all of them (a run that
@@ -442,7 +452,7 @@ class Memo:
         if self.keep_used:
             self.shards.save({k: v for k, v in self.entries.items() if k in self.used})  # the shards that changed
             return
-        seeded = self.shards.seeded
+        seeded = self.seeded
         if self.added or seeded or len(self.entries) > ENTRY_LIMIT:
             kept = (
                 self.entries

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from conftest import CATALOG
 
-from nexus import usercache
+from nexus import usercache, yamlread
 from nexus.catalog import load_catalog, load_catalog_text
 from nexus.checks import docs as docs_checks
 from nexus.checks import ecosystem as ecosystem_checks
@@ -212,15 +212,17 @@ def test_whole_passes_found_are_kept_by_a_save_that_keeps_what_its_run_used(
     """Past the validator cache's limit (every run at 10,000 services: 110,000 documents) a save
     keeps only what its run used. A whole check's pass that a run found (the mesh checks', the
     Kubernetes checks' and so the pass across files it stands for) is used: the run after the
-    one that found them checks nothing again. Before, the mesh's was dropped by the run that
-    found it, and the first edit after a second checkout's cold run checked again."""
+    one that found them checks nothing again. A new checkout's first run, whose memos start
+    from another's and keep only what it uses, checks each service's manifests by their kept
+    outcomes even so, and its first edit checks the service it changed alone. Before, the
+    mesh's pass was dropped by the run that found it, and that first edit checked all of them."""
     monkeypatch.setattr(kubernetes_schema, "CACHE_LIMIT", 0)
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "catalog.yaml").write_bytes(CATALOG.read_bytes())
     generate(tmp_path / "a" / "catalog.yaml")
     ran: list[str] = []
-    for module, name in ((mesh_checks, "_run"), (k8s_checks, "_complete")):
+    for module, name in ((mesh_checks, "_run"), (k8s_checks, "_complete"), (k8s_checks, "_check_and_keep")):
         original = getattr(module, name)
         monkeypatch.setattr(
             module,
@@ -228,13 +230,24 @@ def test_whole_passes_found_are_kept_by_a_save_that_keeps_what_its_run_used(
             lambda *a, _f=original, _n=name, **k: ran.append(_n) or _f(*a, **k),  # type: ignore[misc]
         )
     generate(tmp_path / "b" / "catalog.yaml")  # a second checkout: every pass found
-    assert ran == []
+    assert "_complete" not in ran and "_check_and_keep" not in ran
+    for memo in (yamlread.FILES, k8s_checks.KUSTOMIZATIONS, k8s_checks.OUTCOMES):
+        # the new checkout's memos keep what the first one's do (they started from them)
+        assert memo.shards is not None and memo.shards.folder is not None
+        kept = {}
+        for name in "ab":
+            own = memo.shards.folder.with_name(usercache.name_of(tmp_path / name / "generated"))
+            shards = usercache.Shards(own, bytes, bytes)
+            kept[name] = shards.load().keys()
+            assert not shards.seeded  # its own entries, not read from another space's
+        assert kept["b"] == kept["a"] and kept["a"]
+    ran.clear()
     catalog = tmp_path / "b" / "catalog.yaml"
     text = catalog.read_text(encoding="utf-8")
     at = text.index("description:", text.index("\nservices:"))
     catalog.write_text(text[:at] + 'description: "Edited"' + text[text.index("\n", at) :], encoding="utf-8")
     generate(catalog)  # files of the checks across files unchanged: their passes hold
-    assert ran == []
+    assert ran == ["_check_and_keep"]  # the edited service's manifests
 
 
 def test_the_kept_passes_read_as_written_and_as_kept_before(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -131,6 +131,12 @@ class Prepared:
         self.schema_cache = folder / "k8s-schema" if folder is not None else None
         self._loaded = False
 
+    @property
+    def seeded(self) -> bool:
+        """Whether the memos ``load`` read started from another space's (a new checkout's first
+        run): they keep only what this run reads."""
+        return self._loaded and any(memo.seeded for memo, _ in MEMOS)
+
     def load(self) -> None:
         """Read what is kept; once (called again, nothing more is read)."""
         if self._loaded or self.schema_cache is None:
@@ -173,7 +179,7 @@ def check(
     # them, unhashed
     read = ((files[path], name) for path, name in digests.items() if path.endswith(MEMO_READS)) if digests else ()
     with known(read):
-        failures = _every_check(ctx, files, validator, verified, schema_cache is not None, digests)
+        failures = _every_check(ctx, files, validator, verified, schema_cache is not None, digests, prepared.seeded)
     if failures:
         raise OutputCheckError(failures)
     if schema_cache is not None:
@@ -189,12 +195,13 @@ def _every_check(
     verified: frozenset[str],
     cached: bool,
     digests: Mapping[str, str] | None,
+    seeded: bool,
 ) -> list[str]:
     # what the checks read, on every core at once when it is much (each says how much); the
     # Kubernetes checks across files first: on a large catalog they run in a worker, beside
     # everything else here, and take longest (at 10,000 services the rest waited for them)
     k8s.prefetch(files)
-    across = k8s.start(ctx, files, validator=validator, digests=digests)
+    across = k8s.start(ctx, files, validator=validator, digests=digests, seeded=seeded)
     failures: list[str] = []
     try:
         # the Kubernetes checks read every k8s/ document and name any that does not parse:
