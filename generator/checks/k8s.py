@@ -213,9 +213,9 @@ def start(
     # by all of Nexus's code and templates (paths.code_key), not this module's alone: the checks
     # call into the documents' and YAML readers, and a change there must run them again
     key = validator.run_key(["k8s-checks", str(strict_schema), code_key(), ctx.checks_json], files, paths, digests)
-    # with seeded memos a run passed checks even so, for them to keep what it reads: a pass
-    # skipped here left them without the overlays' documents and the services' outcomes, which
-    # a new checkout's first edit then read and checked again (0.2 s at 10,000 services)
+    # with seeded memos the checks run even where their pass holds, so that the memos keep what
+    # they read: skipped, they left a new checkout's memos without the overlays' documents and
+    # the services' outcomes, which its first edit then read and checked again (0.2 s at 10,000)
     if validator.passed(key) and not seeded:
         return list
     for memo in (FILES, KUSTOMIZATIONS):  # in turn, here: kept by this process's memos
