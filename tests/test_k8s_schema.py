@@ -18,6 +18,7 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT7
 from tools import paths_into
 
+from nexus import usercache
 from nexus.catalog import load_catalog
 from nexus.checks import k8s as k8s_checks
 from nexus.checks.documents import documents
@@ -111,8 +112,6 @@ def test_a_kinds_cut_of_the_definitions_says_what_the_whole_document_says(docs: 
     from the cache, or made again because the kept one was torn."""
     import jsonschema_rs
 
-    from nexus import usercache
-
     folder = schema_dir(K8S_VERSION)
     whole = json.loads((folder / "_definitions.json").read_text())
     registry = jsonschema_rs.Registry([(whole["$id"], whole)])
@@ -158,14 +157,16 @@ def test_a_validated_text_is_skipped_and_the_cache_persists(tmp_path: Path) -> N
     broken = {**doc, "data": {"A": 1}}
     assert first.errors("text-1", broken) == []  # same text: not validated again
     assert first.errors("text-2", broken) == ['data.A: 1 is not of types "null", "string"']
-    first.save(tmp_path / "cache.json")
+    first.save(usercache.Shards(tmp_path, str, str))
     second = SchemaValidator()
-    second.load(tmp_path / "cache.json")
+    second.load(usercache.Shards(tmp_path, str, str))
     assert second.seen == first.seen and second._validators == {}  # nothing compiled for a known text
     assert second.errors("text-1", doc) == [] and second._validators == {}
     other = SchemaValidator("1.31")
     assert other.key("text-1") not in first.seen  # another Kubernetes version is another cache
-    SchemaValidator().load(tmp_path / "missing.json")  # a missing cache is an empty one
+    missing = SchemaValidator()
+    missing.load(usercache.Shards(tmp_path / "missing", str, str))  # a missing cache is an empty one
+    assert missing.seen == set()
 
 
 def test_unknown_kinds(tmp_path: Path) -> None:

@@ -128,7 +128,9 @@ class Prepared:
         self.space = space  # the output folder's (RenderContext.space)
         self.validator = SchemaValidator()
         folder = usercache.folder() if cache and not strict else None
-        self.schema_cache = folder / "k8s-schema" if folder is not None else None
+        # the passes, a set per output folder as the memos are (kubernetes_schema.SchemaValidator.save)
+        self.passes = usercache.Shards.space(str, str, space, PASSES) if folder is not None else None
+        self._folder = folder
         self._loaded = False
 
     @property
@@ -139,15 +141,27 @@ class Prepared:
 
     def load(self) -> None:
         """Read what is kept; once (called again, nothing more is read)."""
-        if self._loaded or self.schema_cache is None:
+        if self._loaded or self.passes is None or self._folder is None:
             return
         self._loaded = True
-        self.validator.load(self.schema_cache)
+        self.validator.load(self.passes)
+        # the passes of every output folder were one file here before they were a set per folder
+        usercache.drop(self._folder / "k8s-schema")
         for memo, name in MEMOS:
             memo.load(usercache.Shards.space(bytes, bytes, self.space, "memos", f"{name}-{memo.version}"))
             # each memo was one file under its name here before it was sharded under memos/:
             # at 10,000 services 220 MB that no run reads any more
-            usercache.drop(self.schema_cache.with_name(name))
+            usercache.drop(self._folder / name)
+
+    def save(self) -> None:
+        """Keep what this run's checks found, for the next run (nothing without a cache)."""
+        if self.passes is not None:
+            self.validator.save(self.passes)
+            for memo, _ in MEMOS:
+                memo.save()
+
+
+PASSES = "passes"  # the cache folder of the checks' passes, a space per output folder
 
 
 def check(
@@ -174,18 +188,15 @@ def check(
     if prepared is None:
         prepared = Prepared(ctx.space, strict=strict, cache=cache)
     prepared.load()
-    validator, schema_cache = prepared.validator, prepared.schema_cache
+    validator = prepared.validator
     # the files' names (SHA-256) are known: the memos key the files they read (YAML, Markdown) by
     # them, unhashed
     read = ((files[path], name) for path, name in digests.items() if path.endswith(MEMO_READS)) if digests else ()
     with known(read):
-        failures = _every_check(ctx, files, validator, verified, schema_cache is not None, digests, prepared.seeded)
+        failures = _every_check(ctx, files, validator, verified, prepared.passes is not None, digests, prepared.seeded)
     if failures:
         raise OutputCheckError(failures)
-    if schema_cache is not None:
-        validator.save(schema_cache)
-        for memo, _ in MEMOS:
-            memo.save()
+    prepared.save()
 
 
 def _every_check(

@@ -189,7 +189,7 @@ def run(
     ctx: RenderContext, files: dict[str, str], *, strict_schema: bool = True, validator: SchemaValidator | None = None
 ) -> list[str]:
     """Every check; [] when all pass. A run whose inputs (catalog, k8s files, this code) already
-    passed once, in this process or in the validator's cache file, is not repeated."""
+    passed once, in this process or in the validator's kept passes, is not repeated."""
     return start(ctx, files, strict_schema=strict_schema, validator=validator)()
 
 
