@@ -126,12 +126,21 @@ def _read_manifest(out: Path) -> tuple[dict[str, str], str | None]:
 def manifest_text(files: dict[str, str]) -> str:
     """The manifest as ``json.dumps({"version": 1, "files": files}, indent=1, sort_keys=True)``
     writes it, one file per line. With an indent the json module encodes in Python, not C: at
-    10,000 services 160,000 entries took half a second of every edit. Its C encoder writes the
-    entries (sorted, escaped) with the same separators, and only the frame is spelled here."""
+    10,000 services 160,000 entries took half a second of every edit. orjson writes the entries
+    (sorted, indented by two) in a quarter of the json module's C encoder's time (0.02 s against
+    0.09, in the comparison's worker, on an edit's path): its bytes are json's wherever it
+    escaped nothing (printable ASCII alone, no backslash), and else the json module's C encoder
+    writes them with the same separators. Only the frame is spelled here."""
     if not files:
         return '{\n "files": {},\n "version": 1\n}\n'
-    entries = json.dumps(files, sort_keys=True, separators=(",\n  ", ": "))
-    return '{\n "files": {\n  ' + entries[1:-1] + '\n },\n "version": 1\n}\n'
+    import orjson  # only a run that renders writes a manifest (and has imported it already)
+
+    fast = orjson.dumps(files, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2)
+    if fast.isascii() and b"\\" not in fast and b"\x7f" not in fast:
+        entries = fast[4:-2].decode("ascii")  # within '{\n  ' and '\n}'
+    else:
+        entries = json.dumps(files, sort_keys=True, separators=(",\n  ", ": "))[1:-1]
+    return '{\n "files": {\n  ' + entries + '\n },\n "version": 1\n}\n'
 
 
 class _Tree(NamedTuple):

@@ -10,6 +10,7 @@ import random
 import re
 import shutil
 import signal
+import string
 import subprocess
 import sys
 import time
@@ -20,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 from conftest import CATALOG, ROOT, dump, nexus
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from nexus import write
@@ -63,12 +64,20 @@ def test_first_run_writes_every_file_and_a_manifest_of_hashes(project: Path) -> 
     assert "services/gateway/gateway/main.py" in files
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.dictionaries(st.text(min_size=1), st.text(alphabet="0123456789abcdef", min_size=64, max_size=64)))
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(
+        # any text, and names as Nexus writes them (printable ASCII), which orjson encodes
+        st.one_of(st.text(min_size=1), st.text(alphabet=string.printable, min_size=1)),
+        st.text(alphabet="0123456789abcdef", min_size=64, max_size=64),
+    )
+)
+@example({"a\x7fb": "0" * 64, "a": "1" * 64})  # json escapes DEL, orjson does not
+@example({'q"\\/\n\x01': "2" * 64})
 def test_the_manifest_is_json_with_one_file_per_line_whatever_the_names(files: dict[str, str]) -> None:
-    """write.manifest_text spells the frame by hand around the C encoder's entries: the bytes are
-    exactly those of json.dumps with indent=1, sorted, for any name (quotes, backslashes,
-    control and non-ASCII characters)."""
+    """write.manifest_text spells the frame by hand around orjson's entries or, where orjson
+    escaped anything, the C encoder's: the bytes are exactly those of json.dumps with indent=1,
+    sorted, for any name (quotes, backslashes, control and non-ASCII characters)."""
     text = write.manifest_text(files)
     assert text == json.dumps({"version": 1, "files": files}, indent=1, sort_keys=True) + "\n"
     assert json.loads(text) == {"version": 1, "files": files}
