@@ -647,6 +647,32 @@ def test_a_read_only_output_folder_is_refused_not_unprotected(project: Path) -> 
     generate(project / "catalog.yaml", check_only=True)
 
 
+@pytest.mark.parametrize("ahead", [False, True])
+def test_read_only_folders_are_found_by_the_comparisons_walk(
+    project: Path, monkeypatch: pytest.MonkeyPatch, ahead: bool
+) -> None:
+    """The write refuses the read-only folders the comparison's walk found, whether it walked in
+    this process or in its worker forked ahead (a large tree's: here every tree's): the top
+    folder and one deep inside, each named, and nothing written."""
+    if ahead:
+        monkeypatch.setattr(write, "COMPARE_AHEAD_FROM", 1)
+    out = project / "generated"
+    deep = out / "services/auth/auth"
+    edit(project / "catalog.yaml", "Auth, behind read-only folders")
+    before = tree(out)
+    deep.chmod(0o555)
+    out.chmod(0o555)
+    try:
+        with pytest.raises(OutputError, match=r"write-protected \(\./, services/auth/auth/ read-only\)"):
+            generate(project / "catalog.yaml")
+    finally:
+        out.chmod(0o755)
+        deep.chmod(0o755)
+    assert tree(out) == before
+    generate(project / "catalog.yaml")
+    generate(project / "catalog.yaml", check_only=True)
+
+
 def _can_mount() -> bool:
     if os.geteuid() != 0 or not shutil.which("mount"):
         return False
