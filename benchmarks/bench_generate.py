@@ -25,6 +25,10 @@ drift in speed meets every row alike):
   - one edit: one service's description changed;
   - next edit: that description changed again (a working copy's usual state: the earlier run
     left its record and the spare tree);
+  - port edited: that service's port changed to a free one (its callers' manifests and
+    policies, and the monitoring blocks it is in, change with it); then a service added by
+    `nexus new` (as a team onboards one: in the first service's category and team, calling it),
+    which validates the catalog with the entry added and regenerates;
   - cookiecutter API and CLI: the same service template rendered for every service with the
     very context Nexus renders it with (a replay file per service): the API from one fresh
     process, the CLI once per service. They write the service folders only; Nexus also writes
@@ -37,9 +41,9 @@ drift in speed meets every row alike):
     checks' and renderers' modules) and Jinja's compiling, which no work done faster lowers.
 
 `--scale N...` runs the synthetic catalog of benchmarks/synth.py at each size (cold with no
-cache, no-op, one edit, output bytes; the median of `--runs`, once unless given); `--fan-in N`
-adds N services that all depend on one; `--events C` the largest size again with C event
-channels.
+cache, no-op, one edit and the next, a port edited, a service added, output bytes; the median
+of `--runs`, once unless given); `--fan-in N` adds N services that all depend on one;
+`--events C` the largest size again with C event channels.
 The issue's targets are printed beside the figures; nothing here asserts them.
 """
 
@@ -145,8 +149,31 @@ def edit_one(catalog: Path, round_: int) -> None:
     catalog.write_text(text[:at] + f'description: "Edited {round_}"' + text[end:], encoding="utf-8")
 
 
+def first_service(catalog: Path) -> tuple[str, str, str, int]:
+    """The catalog's first service: its name, category, team, and a port another service could
+    take (the lowest free one of its category's block, by Nexus's own rule; not timed)."""
+    from nexus.catalog import load_catalog
+    from nexus.catalog.ports import next_port
+
+    cat = load_catalog(catalog).catalog
+    name, svc = next(iter(cat.services.items()))
+    port = next_port(cat, svc.category)
+    if port is None:
+        raise SystemExit(f"{catalog}: no free port in {svc.category}'s block for the port edit")
+    return name, svc.category, svc.team, port
+
+
+def edit_port(catalog: Path, port: int) -> None:
+    """Set the first service's port (its first `port:` line) to ``port``, as a user would."""
+    text = catalog.read_text(encoding="utf-8")
+    at = text.index("port:", text.index("\nservices:"))
+    end = text.index("\n", at)
+    catalog.write_text(text[:at] + f"port: {port}" + text[end:], encoding="utf-8")
+
+
 def nexus_rows(catalog_text: str, work: Path, runs: int, label: str) -> dict[str, Run]:
-    """cold (no cache), cold (warm cache), no-op, one edit and the next, each ``runs`` times, fresh folders."""
+    """cold (no cache), cold (warm cache), no-op, one edit and the next, a port edited and a
+    service added (`nexus new`), each ``runs`` times, fresh folders."""
     py = sys.executable
     out: dict[str, list[Run]] = {
         "cold, no cache": [],
@@ -154,6 +181,8 @@ def nexus_rows(catalog_text: str, work: Path, runs: int, label: str) -> dict[str
         "no-op": [],
         "one edit": [],
         "next edit": [],
+        "port edited": [],
+        "service added (nexus new)": [],
     }
     for i in range(runs):
         cache = work / f"cache-{label}-{i}"
@@ -168,12 +197,21 @@ def nexus_rows(catalog_text: str, work: Path, runs: int, label: str) -> dict[str
         # a working copy's usual state: an earlier edit left the spare tree (write.py) and the record
         edit_one(folder / "catalog.yaml", runs + i)
         out["next edit"].append(run([py, "-m", "nexus", "generate", "-c", "catalog.yaml"], folder, cache))
+        if i == runs - 1:  # the output of the catalog given (a service is added below)
+            out_bytes = sum(p.stat().st_size for p in (folder / "generated").rglob("*") if p.is_file())
+            files = sum(1 for p in (folder / "generated").rglob("*") if p.is_file())
+        # edits of other kinds, each on what the one before left: a port (every service calling it,
+        # the policies and the monitoring blocks it is in), and a service onboarded as a team does
+        name, category, team, port = first_service(folder / "catalog.yaml")
+        edit_port(folder / "catalog.yaml", port)
+        out["port edited"].append(run([py, "-m", "nexus", "generate", "-c", "catalog.yaml"], folder, cache))
+        added = [py, "-m", "nexus", "new", f"bench-added-{i}", "--category", category, "--team", team]
+        added += ["--depends-on", name, "-c", "catalog.yaml"]
+        out["service added (nexus new)"].append(run(added, folder, cache))
         # Folders are left until the whole benchmark ends (its caller removes ``work``): on a
         # file system mounted with online discard, creating files right after deleting a large
         # tree was 2 to 7 times slower (measured: 48,000 files in 2.3 s, then 13.7 s), which
         # would be charged to the next row.
-    out_bytes = sum(p.stat().st_size for p in (folder / "generated").rglob("*") if p.is_file())
-    files = sum(1 for p in (folder / "generated").rglob("*") if p.is_file())
     rows = {k: median(v) for k, v in out.items()}
     rows["_bytes"] = Run(out_bytes, files, 0)  # carried in the same shape: bytes, file count
     return rows
@@ -395,9 +433,9 @@ def scale(sizes: list[int], fan: int | None, runs: int = 1, channels: int | None
     print(f"synthetic catalogs: {'one run' if runs == 1 else f'median of {runs} fresh runs'} each")
     print(
         "| catalog | cold wall s | cold CPU s | cold peak RSS MB | no-op wall s | one edit wall s | next edit wall s "
-        "| output MB | files | load after |"
+        "| port edited wall s | service added wall s | output MB | files | load after |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     kernel = [
         "| catalog | cold system CPU s | cold disk stall s | one edit system CPU s | one edit disk stall s "
         "| next edit system CPU s | next edit disk stall s |",
@@ -415,7 +453,8 @@ def scale(sizes: list[int], fan: int | None, runs: int = 1, channels: int | None
             print(
                 f"| {label} | {r['cold, no cache'].wall:.1f} | {r['cold, no cache'].cpu:.1f} | "
                 f"{r['cold, no cache'].rss_mb:.0f} | {r['no-op'].wall:.2f} | {r['one edit'].wall:.2f} | "
-                f"{r['next edit'].wall:.2f} | "
+                f"{r['next edit'].wall:.2f} | {r['port edited'].wall:.2f} | "
+                f"{r['service added (nexus new)'].wall:.2f} | "
                 f"{r['_bytes'].wall / 1e6:.1f} | {r['_bytes'].cpu:.0f} | {os.getloadavg()[0]:.1f} |",
                 flush=True,
             )

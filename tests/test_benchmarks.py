@@ -169,3 +169,23 @@ def test_the_cold_floor_compiles_the_templates_a_cold_run_compiled(tmp_path):
     row = bench.run([sys.executable, "-c", bench.FLOOR, "modules.txt", "templates.txt"], tmp_path, tmp_path / "c")
     assert row.cpu > 0
     assert not (tmp_path / "c" / "nexus" / "jinja").exists()  # compiled, not read from a cache
+
+
+def test_the_edit_rows_make_the_edits_they_name(tmp_path):
+    """Each row of a catalog runs for real on a small one: after them the folder's catalog has
+    the first service's description and port changed and a service added by `nexus new`, valid,
+    and generated/ holds the added service's files."""
+    bench = _module(ROOT / "benchmarks" / "bench_generate.py")
+    text = synth.synth_yaml(3)
+    rows = bench.nexus_rows(text, tmp_path, 1, "small")
+    assert set(rows) >= {"cold, no cache", "one edit", "port edited", "service added (nexus new)"}
+    assert all(r.wall > 0 for what, r in rows.items() if what != "_bytes")
+    (folder,) = [p for p in tmp_path.iterdir() if p.name.startswith("small-0-cold-warm")]
+    before = yaml.safe_load(text)["services"]
+    after = yaml.safe_load((folder / "catalog.yaml").read_text(encoding="utf-8"))["services"]
+    first = next(iter(before))
+    assert after[first]["port"] != before[first]["port"] and after[first]["description"] == "Edited 1"
+    assert after["bench-added-0"]["depends_on"] == {first: "hard"}
+    assert set(after) == {*before, "bench-added-0"}
+    load_catalog_text((folder / "catalog.yaml").read_text(encoding="utf-8"), "catalog.yaml")
+    assert (folder / "generated" / "services" / "bench-added-0").is_dir()
