@@ -38,6 +38,12 @@ def catalog_folder(catalog: str | Path) -> Path:
     return Path(catalog).resolve().parent
 
 
+def output_folder(catalog: str | Path, out: str | Path | None = None) -> Path:
+    """Where `nexus generate` writes for ``catalog``: ``out`` (absolute and normalized: the lock
+    and staging paths are named after the folder's own name), else `generated/` beside it."""
+    return Path(os.path.abspath(out)) if out is not None else catalog_folder(catalog) / "generated"
+
+
 TOOL_METADATA = ".egg-info"  # the ending of a build's metadata folder
 TOOL_BYTECODE = (".pyc", ".pyo")  # the endings of compiled bytecode
 

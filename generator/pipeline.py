@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import collector, usercache, write
 from .errors import DriftError, HandEditedError, OutputError
-from .paths import catalog_folder, code_key
+from .paths import code_key, output_folder
 from .timings import Timings
 
 if TYPE_CHECKING:
@@ -60,8 +60,7 @@ def generate(
     """
     clock = timings if timings is not None else Timings()
     with clock.whole(), collector.paused(), ExitStack() as run:
-        # absolute and normalized: the lock and staging paths are named after the folder's own name
-        target = Path(os.path.abspath(out)) if out is not None else catalog_folder(catalog) / "generated"
+        target = output_folder(catalog, out)
         last = clock.call("read the last run's record", _Last.of, catalog, target, strict)
         comparing = _compare_ahead(run, target, last) if not check_only else None
         # A catalog unchanged since a clean run was valid then and is now: only a changed one is loaded

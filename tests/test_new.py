@@ -475,3 +475,37 @@ def test_insertion_keeps_comments_crlf_indentation_and_a_missing_last_newline() 
 def test_a_flow_style_services_mapping_is_refused_plainly() -> None:
     with pytest.raises(NexusError, match="nexus new appends to an indented block mapping"):
         insert_entry("services: {a: {port: 1}}\n", ["  b:"])
+
+
+def test_a_large_catalog_is_read_by_its_kept_parts_with_the_same_outcome(tmp_path: Path) -> None:
+    """On a catalog past PARTS_FROM, `nexus new` reads both the catalog and the candidate by the
+    parts its output folder's space keeps (the second reading parses the one entry added): the
+    candidate, and a refusal's every reason, are those of reading them whole."""
+    from conftest import synthetic
+
+    from nexus import usercache
+    from nexus.catalog import load as catalog_load
+
+    text = synthetic(1500)
+    assert len(text) >= catalog_load.PARTS_FROM
+    space = usercache.name_of(tmp_path / "generated")
+    wanted = NewService("bench-tickets", "logistics", "commerce", depends_on={"svc-00010": "hard"})
+    whole = candidate(text, wanted)
+    parsed: list[str] = []
+    real = catalog_load.PARTS.function
+    catalog_load.PARTS.function = lambda part: parsed.append(part) or real(part)
+    try:
+        load_catalog_text(text, space=space)  # as the last run read it: its parts are kept
+        parsed.clear()
+        kept = candidate(text, wanted, space=space)
+        assert kept.text == whole.text and kept.port == whole.port
+        assert kept.loaded.catalog == whole.loaded.catalog
+        assert len(parsed) == 1 and "bench-tickets" in parsed[0]  # the entry added, nothing else
+        clash = NewService("svc-00001", "logistics", "commerce", port=whole.port)
+        with pytest.raises(RefusedError) as from_parts:
+            candidate(text, clash, space=space)
+        with pytest.raises(RefusedError) as read_whole:
+            candidate(text, clash)
+        assert from_parts.value.reasons == read_whole.value.reasons and len(from_parts.value.reasons) >= 1
+    finally:
+        catalog_load.PARTS.function = real

@@ -39,7 +39,8 @@ def load_catalog(path: str | Path = "catalog.yaml", raw: bytes | None = None, *,
         return Loaded(validate(src), src)
 
 
-def load_catalog_text(text: str, file: str = "catalog.yaml") -> Loaded:
+def load_catalog_text(text: str, file: str = "catalog.yaml", *, space: str | None = None) -> Loaded:
+    """``load_catalog`` of a catalog's text. ``space``: see ``load.load_text``."""
     with collector.paused():
-        src = load_text(text, file)
+        src = load_text(text, file, space=space)
         return Loaded(validate(src), src)
