@@ -48,6 +48,7 @@ def generate(
     lock_timeout: float = 300.0,
     waiting: Callable[[str], None] | None = None,
     timings: Timings | None = None,
+    validated: tuple[bytes, Loaded] | None = None,
 ) -> Result:
     """Load, validate, plan, render, check, then write (or, with ``check_only``, compare).
 
@@ -56,7 +57,9 @@ def generate(
     anything is written; DriftError when ``check_only`` finds a difference; HandEditedError when
     a generated file was edited by hand and ``force`` is not set; OutputError when the output
     folder cannot be written (nothing changed then). ``timings`` gets each stage's times, as far
-    as the run got (`nexus generate --timings`).
+    as the run got (`nexus generate --timings`). ``validated``: the catalog file's bytes and
+    what the caller loaded and validated from them (`nexus new`'s candidate), taken instead of
+    loading the file again while it holds those very bytes (at 10,000 services 0.34 s).
     """
     clock = timings if timings is not None else Timings()
     with clock.whole(), collector.paused(), ExitStack() as run:
@@ -65,7 +68,7 @@ def generate(
         comparing = _compare_ahead(run, target, last) if not check_only else None
         # A catalog unchanged since a clean run was valid then and is now: only a changed one is loaded
         # up front (its errors come before anything else), and a run with nothing to do never loads it.
-        loaded = None if last.same_inputs else _load(catalog, clock, last)  # load + validate
+        loaded = None if last.same_inputs else _load(catalog, clock, last, validated)  # load + validate
         if comparing is None:
             write.refuse_link(target)
             run.enter_context(write.locked(target, timeout=lock_timeout, waiting=waiting, required=not check_only))
@@ -82,7 +85,7 @@ def generate(
                 # exactly the files this tree holds, hashed again just now: rendering would give the same bytes.
                 return Result(None, target, {}, write.Changes(), [], last.record["count"])
         return _run(
-            loaded or _load(catalog, clock, last),
+            loaded or _load(catalog, clock, last, validated),
             target,
             last,
             clock,
@@ -125,8 +128,10 @@ def _team_owned(path: str) -> bool:
     return team_owned(path)
 
 
-def _load(catalog: str | Path, clock: Timings, last: _Last) -> Loaded:
+def _load(catalog: str | Path, clock: Timings, last: _Last, validated: tuple[bytes, Loaded] | None = None) -> Loaded:
     with clock("load and validate the catalog"):
+        if validated is not None and last.text is not None and validated[0] == last.text:
+            return validated[1]  # the very bytes this run hashed (``last.text``): the same catalog
         from .catalog import load_catalog  # the models (pydantic) load only when a catalog is read
 
         return load_catalog(catalog, last.text, space=last.space)

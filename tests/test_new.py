@@ -509,3 +509,31 @@ def test_a_large_catalog_is_read_by_its_kept_parts_with_the_same_outcome(tmp_pat
         assert from_parts.value.reasons == read_whole.value.reasons and len(from_parts.value.reasons) >= 1
     finally:
         catalog_load.PARTS.function = real
+
+
+def test_generate_takes_the_candidate_new_validated_while_the_file_holds_its_bytes(
+    tmp_path: Path, minimal: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`nexus new` hands generate the catalog it validated with the bytes it wrote: generate
+    does not read and validate it a third time, and writes the service. Bytes the file no
+    longer holds are not trusted: generate reads the file."""
+    import nexus.catalog
+    from nexus.authoring.new import add_service
+    from nexus.pipeline import generate
+
+    catalog = tmp_path / "catalog.yaml"
+    catalog.write_text(dump(minimal))
+    generate(catalog)
+    loads: list[object] = []
+    real = nexus.catalog.load_catalog
+    monkeypatch.setattr(nexus.catalog, "load_catalog", lambda *a, **k: loads.append(a) or real(*a, **k))
+    added = add_service(catalog, NewService("extra", "platform", "core"))
+    assert loads == [] and (tmp_path / "generated/services/extra").is_dir()
+    assert "services/extra/extra/main.py" in added.created
+    held = catalog.read_bytes()
+    stale = load_catalog_text(held.decode(), str(catalog))
+    catalog.write_text(held.decode().replace("description: A new Nexus service", "description: Edited since"))
+    result = generate(catalog, validated=(held, stale))  # bytes the file no longer holds
+    assert len(loads) == 1 and result.loaded is not None
+    assert result.loaded.catalog.services["extra"].description == "Edited since"
+    generate(catalog, check_only=True)  # the tree is the catalog's

@@ -284,9 +284,10 @@ def add_service(catalog: str | Path, new: NewService, out: str | Path | None = N
     raw = path.read_bytes()
     bom = "\ufeff" if raw.startswith(b"\xef\xbb\xbf") else ""
     cand = candidate(src.text, new, str(catalog), space=space)
-    replace_file(path, (bom + cand.text).encode("utf-8"))
+    written = (bom + cand.text).encode("utf-8")
+    replace_file(path, written)
     try:
-        result = generate(path, out)
+        result = generate(path, out, validated=(written, cand.loaded))  # not read and validated again
     except BaseException:
         replace_file(path, raw)  # generate wrote nothing; put the catalog back as it was
         raise
