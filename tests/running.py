@@ -7,6 +7,7 @@ fails: first `nexus down`, then, should that fail, every process its state file 
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import time
@@ -23,14 +24,35 @@ from nexus.local import procs, runstate
 from nexus.pipeline import generate
 
 PORTS = range(20000, 32000)
+# the ports this process handed out: a port is free until what it was chosen for binds it,
+# seconds later (a catalog generated, `nexus up`), and is not handed out again meanwhile
+_HANDED: set[int] = set()
+
+
+def worker_ports(worker: str | None = None, workers: str | None = None) -> range:
+    """This pytest-xdist worker's share of PORTS (``gw0``, ``gw1``, ... of ``workers``; all of
+    them without xdist): a port is chosen free and bound seconds later, and two workers choosing
+    from one range bound each other's (CI of 2026-12-05: two platforms failed to start on the
+    same run with "Address already in use")."""
+    worker = worker if worker is not None else os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int((workers if workers is not None else os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")) or 1)
+    index = int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else 0
+    share = len(PORTS) // max(count, 1)
+    start = PORTS.start + (index % max(count, 1)) * share
+    return range(start, start + share)
 
 
 def free_ports(n: int) -> list[int]:
+    """``n`` ports free now, from this worker's share, none handed out before by this process."""
+    pool = worker_ports()
+    if len(_HANDED) + n > len(pool) // 2:  # a long session: the earliest are long bound or gone
+        _HANDED.clear()
     chosen: list[int] = []
     while len(chosen) < n:
-        port = random.choice(PORTS)
-        if port not in chosen and procs.port_free(port):
+        port = random.choice(pool)
+        if port not in chosen and port not in _HANDED and procs.port_free(port):
             chosen.append(port)
+    _HANDED.update(chosen)
     return chosen
 
 

@@ -11,12 +11,15 @@ import sys
 import pytest
 from conftest import ROOT, nexus
 from running import (
+    PORTS,
     cleanup,
+    free_ports,
     listening,
     platform,
     ports,
     status_code,
     until,
+    worker_ports,
     write_platform,
 )
 
@@ -225,3 +228,15 @@ class socket_listening:
 
     def __exit__(self, *exc):
         self.sock.close()
+
+
+def test_each_worker_hands_out_ports_of_its_own_and_none_twice() -> None:
+    """Ports are chosen free and bound seconds later: the xdist workers draw from disjoint
+    shares of PORTS, and one process never hands out a port again while it may not be bound yet."""
+    shares = [worker_ports(f"gw{i}", "3") for i in range(3)]
+    assert all(s.start >= PORTS.start and s.stop <= PORTS.stop and len(s) == len(PORTS) // 3 for s in shares)
+    assert all(set(a).isdisjoint(b) for i, a in enumerate(shares) for b in shares[i + 1 :])
+    assert worker_ports("", "") == range(PORTS.start, PORTS.stop)  # no xdist: all of them
+    handed = [port for _ in range(50) for port in free_ports(4)]
+    assert len(handed) == len(set(handed)) == 200
+    assert set(handed) <= set(worker_ports())
