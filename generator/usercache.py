@@ -180,8 +180,8 @@ def _remove(path: Path) -> None:
 
 class Shards(Generic[K, V]):
     """Entries (a key, text or bytes, to a value of ``value_type``, anything marshal writes)
-    kept in one folder of this cache, past ``SHARD_FROM`` entries in shards by the key's first
-    byte (its first two hex digits):
+    kept in one folder of this cache, past ``SHARD_FROM`` entries (or ``SHARD_BYTES``) in shards
+    by the key's first byte (its first two hex digits):
     a run that changes a few of 10,000 services' entries writes the few shards they are in,
     not all of them (the rendered files and the checked documents: 300 MB in all, rewritten
     on every edit, were a second and a half of one). Fewer entries share one file.
@@ -244,7 +244,7 @@ class Shards(Generic[K, V]):
         if self.folder is None:
             return
         shards: dict[str, dict[K, V]] = {}
-        sharded = len(entries) > SHARD_FROM
+        sharded = len(entries) > SHARD_FROM or _weight(entries) > SHARD_BYTES
         for key, value in entries.items():
             name = (key[:1].hex() if isinstance(key, bytes) else key[:2]) if sharded else _WHOLE
             shards.setdefault(name, {})[key] = value
@@ -270,6 +270,24 @@ class Shards(Generic[K, V]):
 SPACES = 4
 
 
-SHARD_FROM = 1_000  # entries: below this one file holds them all
+SHARD_FROM = 1_000  # entries: below this one file holds them all, unless they are large:
+# past SHARD_BYTES of text they are sharded however few (at 10,000 services the monitoring
+# files' 160 blocks, 32 MB, were one file, written again whole by every port edit or service added)
+SHARD_BYTES = 4 << 20
+
+
+def _weight(value: object) -> int:
+    """About how many bytes ``value`` takes marshalled: the lengths of its texts and bytes, at
+    any depth of its dicts, tuples and lists (what an entry of a cache holds). By hand, for
+    marshal's own measure is the whole payload made, and ``sys.getsizeof`` looks one level deep."""
+    if isinstance(value, (str, bytes)):
+        return len(value)
+    if isinstance(value, dict):
+        return sum(_weight(k) + _weight(v) for k, v in value.items())
+    if isinstance(value, (tuple, list)):
+        return sum(map(_weight, value))
+    return 8
+
+
 _WHOLE = "all"
 _SHARD_NAMES = frozenset([_WHOLE, *(f"{i:02x}" for i in range(256))])

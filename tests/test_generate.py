@@ -666,6 +666,36 @@ def test_an_edit_rewrites_only_the_cache_shards_it_changed(project: Path, monkey
     assert tree(project / "generated") == files
 
 
+def test_a_few_large_entries_are_kept_in_shards_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Entries past SHARD_BYTES in all are sharded however few (a 10,000-service catalog's
+    monitoring files: 160 blocks, 32 MB): changing one writes its shard alone. Small ones stay
+    in one file, and a space that shrinks goes back to it."""
+    from nexus import usercache
+
+    area = tmp_path / "area"
+    area.mkdir()
+    size = usercache.SHARD_BYTES // 8 + 1
+    entries: dict[str, object] = {f"{i:02x}-block": ({"file": f"{i}" * size}, {"file": "digest"}) for i in range(9)}
+    assert len(entries) < usercache.SHARD_FROM
+    usercache.Shards(area, str, object).save(entries)
+    assert sorted(p.name for p in area.iterdir()) == sorted(k[:2] for k in entries)
+
+    written: list[Path] = []
+    real_write = usercache.write
+    monkeypatch.setattr(usercache, "write", lambda path, payload: written.append(path) or real_write(path, payload))
+    shards = usercache.Shards(area, str, object)
+    assert shards.load() == entries
+    edited = {**entries, "03-block": ({"file": "edited" * size}, {"file": "other"})}
+    shards.save(edited)
+    assert written == [area / "03"]
+    assert usercache.Shards(area, str, object).load() == edited
+
+    small = {k: ({"file": "x"}, {"file": "digest"}) for k in list(entries)[:3]}
+    shards.save(small)
+    assert [p.name for p in area.iterdir()] == ["all"]
+    assert usercache.Shards(area, str, object).load() == small
+
+
 def test_the_comparison_worker_runs_at_a_lower_priority_and_gives_the_same_result(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
