@@ -504,7 +504,9 @@ def new(
         description=description or DEFAULT_DESCRIPTION,
         stage=stage,
     )
-    added = add_service(catalog, request)
+    global _end_at_once, _result
+    _end_at_once = True  # as `generate`: what it built is never freed object by object
+    added = _result = add_service(catalog, request)
     rel = added.out.name if added.out.parent == added.catalog.resolve().parent else str(added.out)
     typer.echo(
         f"added {added.name} to {catalog}: port {added.port}, category {request.category}, team {request.team}, stage "
@@ -895,7 +897,7 @@ def main() -> None:
 
 
 _end_at_once = False  # set by a command that leaves nothing to clean up when it returns
-_result: object = None  # what `generate` leaves to the process's end (see there)
+_result: object = None  # what `generate` and `new` leave to the process's end (see generate)
 
 
 def _end_now(code: object) -> NoReturn:

@@ -239,7 +239,8 @@ def test_new_then_validate_and_generate_check_in_a_fresh_clone(tmp_path: Path) -
     )
     assert "created generated/services/ticket-office/" in added.stdout
     assert "  ticket_office/routes.py" in added.stdout
-    assert "nexus up --only ticket-office" in added.stdout
+    # the last line too: the command ends without the interpreter's teardown (cli._end_now), its output flushed
+    assert added.stdout.endswith("then run it: nexus up --only ticket-office\n")
 
     # a pure text insertion: the old file is the new one with a block of lines taken out
     before, after = old.splitlines(keepends=True), (clone / "catalog.yaml").read_text().splitlines(keepends=True)
