@@ -94,8 +94,8 @@ def _head(payload: bytes | memoryview) -> bytes:
 
 
 def write(path: Path, payload: bytes) -> None:
-    """Store ``payload`` at ``path`` whole, or not at all: a cache that cannot be written is
-    only a slower next run, never an error."""
+    """Store ``payload`` at ``path`` whole, or not at all (the old entry perhaps gone then): a
+    cache that cannot be written is only a slower next run, never an error."""
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # 0600
     except OSError:
@@ -106,6 +106,14 @@ def write(path: Path, payload: bytes) -> None:
             # joining copied it into as much new memory
             f.write(_head(payload) + b"\n")
             f.write(payload)
+        # The old entry is removed first, then the new one renamed into the free name: renamed
+        # over an existing file, ext4 (auto_da_alloc, its default) writes the new file's blocks
+        # out at once, in this process, so that a crash cannot leave it empty. Every entry
+        # here is checked when read (``_view``), where one missing or torn is only a miss. (A
+        # 22 MB record: 0.01 to 0.35 s renamed over the old one, 0.015 s into a free name;
+        # an edit at 10,000 services writes it and a hundred shards.)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
         os.replace(tmp, path)
     except OSError:
         with contextlib.suppress(OSError):
