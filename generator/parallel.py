@@ -193,15 +193,19 @@ def _shared_part() -> dict[int, tuple[bool, Any]]:
 
 class Ahead(Generic[S, R]):
     """A worker started early (``ahead``): it did ``first`` at once; ``then`` hands it the
-    rest of its input, ``result`` waits for what it made of both. Closing it ends a worker
-    whose result is no longer wanted (the run stopped on an error)."""
+    rest of its input, ``result`` waits for what it made of both. Closing it waits for its
+    ``later`` once it answered, and ends a worker whose result is no longer wanted (the run
+    stopped on an error)."""
 
-    def __init__(self, first: Callable[[], S], then: Callable[[S, bytes], R]) -> None:
-        self._first, self._then = first, then
+    def __init__(
+        self, first: Callable[[], S], then: Callable[[S, bytes], R], later: Callable[[S, R], None] | None = None
+    ) -> None:
+        self._first, self._then, self._later = first, then, later
         self._payload: bytes | None = None
         self._process: Any = None
         self._conn: Any = None
         self._sending: threading.Thread | None = None
+        self._answered = False
 
     def send(self, payload: bytes) -> None:
         """Hand the worker the rest of its input, from a thread: the worker reads it only once
@@ -222,16 +226,22 @@ class Ahead(Generic[S, R]):
                 kind, value = self._conn.recv()
             except (OSError, EOFError):  # killed (the out-of-memory killer): in turn, below
                 kind, value = "gone", None
-            finally:
-                self.close()
+            if kind == "done":
+                self._answered = True  # doing its ``later`` now: close() waits for it
+                return cast("R", value)
+            self.close()
             if kind == "raised":
                 raise value
-            if kind == "done":
-                return cast("R", value)
-        return self._then(self._first(), self._payload)
+        made = self._first()
+        result = self._then(made, self._payload)
+        if self._later is not None:
+            self._later(made, result)
+        return result
 
     def close(self) -> None:
         if self._process is not None:
+            if self._answered:
+                self._process.join(LATER_WAIT)
             if self._process.is_alive():
                 self._process.kill()  # its pipe closes: a send still under way stops
             self._process.join()
@@ -241,20 +251,30 @@ class Ahead(Generic[S, R]):
             self._process = self._conn = self._sending = None
 
 
-def ahead(first: Callable[[], S], then: Callable[[S, bytes], R], *, worth: bool, nice: int = 0) -> Ahead[S, R]:
+def ahead(
+    first: Callable[[], S],
+    then: Callable[[S, bytes], R],
+    *,
+    worth: bool,
+    nice: int = 0,
+    later: Callable[[S, R], None] | None = None,
+) -> Ahead[S, R]:
     """Start a forked worker that does ``first`` now, while this process does other work
     before it has the rest of the input (``Ahead.send``: bytes, as the caller encodes them),
     and then ``then(what first made, those bytes)``; what ``first`` made stays in the
     worker, never sent back. Forked early, the worker shares a small heap. Both must be
     pure (what they change in this process is lost). Not ``worth`` a fork, or one core:
     both run here, in ``result()``. ``nice``: how much lower the worker's priority is (where
-    the system allows it): work that is wanted late yields the cores to the work before it."""
-    job: Ahead[S, R] = Ahead(first, then)
+    the system allows it): work that is wanted late yields the cores to the work before it.
+    ``later(what first made, the result)``: what only comes after the result (writing what
+    the next run reads), done by the worker once it has answered, while this process goes
+    on; ``Ahead.close`` waits for it (up to LATER_WAIT seconds)."""
+    job: Ahead[S, R] = Ahead(first, then, later)
     if not worth or not _can_fork(os.cpu_count() or 1):
         return job
     context = multiprocessing.get_context("fork")
     here, there = context.Pipe()
-    process = context.Process(target=_ahead, args=(first, then, there, os.getpid(), nice), daemon=True)
+    process = context.Process(target=_ahead, args=(first, then, later, there, os.getpid(), nice), daemon=True)
     try:
         process.start()
     except OSError:  # no fork (memory, a process limit): in turn, when asked
@@ -266,7 +286,14 @@ def ahead(first: Callable[[], S], then: Callable[[S, bytes], R], *, worth: bool,
     return job
 
 
-def _ahead(first: Callable[[], Any], then: Callable[[Any, bytes], Any], conn: Any, parent: int, nice: int) -> None:
+def _ahead(
+    first: Callable[[], Any],
+    then: Callable[[Any, bytes], Any],
+    later: Callable[[Any, Any], None] | None,
+    conn: Any,
+    parent: int,
+    nice: int,
+) -> None:
     _die_with_parent(parent)
     if nice:
         with suppress(OSError, AttributeError):  # no such call (not a Unix), or not allowed: as it is
@@ -274,7 +301,8 @@ def _ahead(first: Callable[[], Any], then: Callable[[Any, bytes], Any], conn: An
     try:
         made = first()
         payload = conn.recv_bytes()
-        message: tuple[str, Any] = ("done", then(made, payload))
+        result = then(made, payload)
+        message: tuple[str, Any] = ("done", result)
     except EOFError:
         return  # the run stopped before it sent the rest: nothing wanted
     except Exception as exc:  # said where result() is asked for, as if it had run there
@@ -283,6 +311,15 @@ def _ahead(first: Callable[[], Any], then: Callable[[Any, bytes], Any], conn: An
         conn.send(message)
     except Exception:  # an exception that does not pickle: result() runs it in turn, and raises it there
         conn.send(("failed", None))
+        return
+    if later is not None and message[0] == "done":
+        with suppress(Exception):  # only the next run wanted it; never a traceback on the terminal
+            later(made, result)
+
+
+# seconds Ahead.close waits for a worker's ``later`` (a cache file written for the next run)
+# before it ends the worker: the next run then does without what it would have read
+LATER_WAIT = 60.0
 
 
 def _pool(workers: int) -> ProcessPoolExecutor:

@@ -90,6 +90,7 @@ def generate(
             last,
             clock,
             comparing,
+            run,
             check_only=check_only,
             force=force,
             strict=strict,
@@ -114,7 +115,9 @@ def _compare_ahead(run: ExitStack, target: Path, last: _Last) -> write.Compariso
         return None
     run.enter_context(early)
     comparing = write.Comparison(target, _team_owned, last.known, worth=True, writing=True, listing=last.listing)
-    run.callback(comparing.close)  # a run stopped by an error ends the worker with it
+    # a run stopped by an error ends the worker with it; one that went on waits for it while it
+    # lists the tree for the next run (Comparison's ``later``)
+    run.callback(comparing.close)
     return comparing
 
 
@@ -143,6 +146,7 @@ def _run(
     last: _Last,
     clock: Timings,
     comparing: write.Comparison | None,
+    run: ExitStack,
     *,
     check_only: bool,
     force: bool,
@@ -170,6 +174,8 @@ def _run(
             writing=not check_only,
             listing=last.listing,
         )
+        # ended with the run: waited for while it lists the tree for the next run (``later``)
+        run.callback(comparing.close)
     comparing.of(hashed)
     # files whose exact bytes passed the checks in an earlier run (by our record, not the tree's manifest)
     passed = last.record["tree"] if last.record is not None and last.record["code"] == last.code else {}

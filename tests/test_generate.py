@@ -714,6 +714,32 @@ def test_the_comparison_worker_runs_at_a_lower_priority_and_gives_the_same_resul
     assert plain.result() == here
 
 
+@pytest.mark.parametrize("forked", [True, False], ids=["in a worker", "in turn"])
+def test_a_workers_later_work_comes_after_its_answer_and_close_waits_for_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, forked: bool
+) -> None:
+    """parallel.ahead's ``later`` (write.Comparison listing the tree for the next run): the
+    worker answers first and does it while this process goes on; ``close`` waits for it. In
+    turn (one core), it is done before the answer."""
+    from nexus import parallel
+
+    monkeypatch.setattr(parallel.os, "cpu_count", lambda: 2 if forked else 1)
+    go, done = tmp_path / "go", tmp_path / "done"
+
+    def later(made: str, result: str) -> None:
+        deadline = time.monotonic() + 10
+        while forked and not go.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        done.write_text(f"{made} {result} " + ("after go" if go.exists() else "before go"))
+
+    job = parallel.ahead(lambda: "made", lambda made, payload: payload.decode(), worth=True, later=later)
+    job.send(b"answer")
+    assert job.result() == "answer"
+    go.touch()  # only now: a worker that did its later work before answering would have waited for it in vain
+    job.close()
+    assert done.read_text() == ("made answer after go" if forked else "made answer before go")
+
+
 def test_the_comparison_ahead_is_the_one_in_turn(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """On a large tree write.Comparison looks at the tree in a worker before the rendered files
     are known, then classifies their hashes there and reads the spare the write will take: the
