@@ -201,6 +201,29 @@ def test_a_memo_keys_a_text_by_its_name_whether_or_not_the_name_is_known() -> No
     assert memo.key(text) == hashed and digest.of_text(text) == digest.of_bytes(text.encode())
 
 
+def test_a_large_texts_documents_and_runs_are_made_once_while_the_checks_read() -> None:
+    """yamlread.held: inside it, a large text (a file over every service) is split and cut in
+    runs once, by its very object, however many checks ask; an equal text made anew, a small
+    one, or any text outside it is split afresh; the parts are the same either way."""
+    docs = [f"kind: Rule\nmetadata:\n  name: rule-{i}\nspec: {{}}\n" for i in range(3000)]
+    text = "---\n".join(docs)
+    twin = "---\n".join(docs)
+    assert len(text) >= yamlread.HELD_FROM
+    outside = yamlread.split(text)
+    assert yamlread.split(text) is not outside
+    with yamlread.held():
+        first, runs = yamlread.split(text), yamlread.runs(text)
+        assert yamlread.split(text) is first and yamlread.runs(text) is runs
+        assert yamlread.split(twin) is not first and yamlread.split(twin) == first
+        with yamlread.held():  # nested: still held, until the outer one ends
+            assert yamlread.split(text) is first
+        assert yamlread.runs(text, first) is runs
+        small = "kind: A\n---\nkind: B\n"
+        assert yamlread.split(small) is not yamlread.split(small)
+    assert first == outside and "---".join(runs) == text
+    assert yamlread.split(text) is not first and not yamlread._SPLITS and not yamlread._RUNS
+
+
 # -- a block mapping read in parts (yamlread.in_parts) -------------------------------------------------
 
 

@@ -192,7 +192,7 @@ def check(
     # the files' names (SHA-256) are known: the memos key the files they read (YAML, Markdown) by
     # them, unhashed
     read = ((files[path], name) for path, name in digests.items() if path.endswith(MEMO_READS)) if digests else ()
-    with known(read):
+    with known(read), yamlread.held():
         failures = _every_check(ctx, files, validator, verified, prepared.passes is not None, digests, prepared.seeded)
     if failures:
         raise OutputCheckError(failures)
