@@ -146,6 +146,49 @@ def test_a_backstage_pass_is_not_trusted_once_the_entities_it_may_name_change(
     assert len([f for f in failures if "reference system:" in f]) == len(ctx.catalog.services), failures
 
 
+def test_a_backstage_pass_holds_while_others_come_and_go_and_its_own_page_stays(
+    shipped: tuple[RenderContext, dict[str, str]],
+) -> None:
+    """A descriptor's pass is kept by what it may name: the root's entities and its own docs
+    page. A service added elsewhere reads no other descriptor again (at 10,000 services every
+    one was read again); its own page gone, it is read again and fails; an annotation naming
+    another page than its own fails, that page rendered or not."""
+    ctx, rendered = shipped
+    validator = SchemaValidator()
+
+    def run(context: RenderContext, files: dict[str, str]) -> tuple[list[str], set[str]]:
+        reads = Reads(files)
+        failures = ecosystem_checks.run(
+            context, reads, Passes(validator, reads, {p: of_text(t) for p, t in files.items()})
+        )
+        return failures, {p for p in reads.read if p.startswith("services/")}
+
+    assert run(ctx, rendered)[0] == []
+
+    def add(data: dict[str, Any]) -> None:
+        data["services"]["ticket-office"] = {
+            "port": 3075,
+            "category": "streaming",
+            "team": "media",
+            "description": "Ticket sales",
+            "depends_on": {"auth-service": "hard"},
+        }
+
+    added = _context(add)
+    assert run(added, render(added)) == ([], {"services/ticket-office/catalog-info.yaml"})
+
+    page, info = "docs/services/auth-service.md", "services/auth-service/catalog-info.yaml"
+    failures, read = run(ctx, {p: t for p, t in rendered.items() if p != page})
+    assert read == {info} and failures == [
+        f"auth-service: {info}: docs annotation points at generated/{page}, which is not generated"
+    ]
+
+    elsewhere = {**rendered, info: rendered[info].replace(f"generated/{page}", "generated/docs/README.md")}
+    failures, read = run(ctx, elsewhere)
+    wrong = "docs annotation points at generated/docs/README.md"
+    assert read == {info} and failures == [f"auth-service: {info}: {wrong}, not at its own page generated/{page}"]
+
+
 def test_the_links_pass_holds_while_no_page_moves_a_link_or_an_anchor_and_no_file_goes(
     shipped: tuple[RenderContext, dict[str, str]], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
+from ..catalog import naming
 from ..catalog.models import Catalog
 from .context import GENERATED_HEADER, RenderContext
 
@@ -50,7 +51,7 @@ def component(cat: Catalog, name: str) -> dict[str, Any]:
     return {
         "name": name,
         "description": svc.description,
-        "docs": f"{OUT_DIR}/docs/services/{name}.md",
+        "docs": f"{OUT_DIR}/{naming.service_page(name)}",
         "category": svc.category,
         "team": svc.team,
         "depends_on": [f"component:{dep}" for dep in sorted(svc.depends_on)]
