@@ -166,13 +166,8 @@ def test_a_backstage_pass_holds_while_others_come_and_go_and_its_own_page_stays(
     assert run(ctx, rendered)[0] == []
 
     def add(data: dict[str, Any]) -> None:
-        data["services"]["ticket-office"] = {
-            "port": 3075,
-            "category": "streaming",
-            "team": "media",
-            "description": "Ticket sales",
-            "depends_on": {"auth-service": "hard"},
-        }
+        entry = {"port": 3075, "category": "streaming", "team": "media", "description": "Ticket sales"}
+        data["services"]["ticket-office"] = {**entry, "depends_on": {"auth-service": "hard"}}
 
     added = _context(add)
     assert run(added, render(added)) == ([], {"services/ticket-office/catalog-info.yaml"})
