@@ -777,6 +777,7 @@ def test_the_comparison_ahead_is_the_one_in_turn(tmp_path: Path, monkeypatch: py
     comparing = write.Comparison(out, team_owned, there_known, worth=True, writing=True)
     comparing.of(hashed)
     there = comparing.changes()
+    comparing.close()  # the worker's later work (none: no listing here) waited for
     assert where.read_text() != str(os.getpid())  # in a worker
     spare, written = write._spare(out), here.written(files)
     full = write.scan_spare(str(spare), written, here.keep)  # as the write reads it in turn
