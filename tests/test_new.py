@@ -179,6 +179,52 @@ def test_an_invalid_catalog_is_named_before_anything_is_added(tmp_path: Path, mi
     assert tree(tmp_path) == before
 
 
+@pytest.mark.parametrize(
+    ("fault", "reason"),
+    [
+        # the schema pass fails: the graph's problems are named in the same refusal
+        (("port", "not-a-port"), "services.media.port"),
+        # only the graph pass fails, and the entry added does not mend it
+        (("depends_on", {"auth": "hard", "ghost": "hard"}), "services.media.depends_on.ghost"),
+    ],
+)
+def test_the_catalog_as_it_is_is_blamed_for_its_own_faults(minimal: dict, fault: tuple, reason: str) -> None:
+    key, value = fault
+    minimal["services"]["media"][key] = value
+    with pytest.raises(RefusedError) as refused:
+        candidate(dump(minimal), NewService("extra", "platform", "core"))
+    first, *problems = refused.value.reasons
+    assert "does not validate as it is; fix it first" in first
+    assert any(reason in p for p in problems), problems
+
+
+def test_a_reference_to_the_service_being_added_is_completed_and_the_catalog_read_once(
+    minimal: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The catalog as it is goes through the schema pass alone; the graph pass runs once, on
+    the candidate, which the entry added makes whole (a service already naming it as a
+    dependency). Read once: the source handed in is not read again."""
+    import importlib
+
+    from nexus.catalog.load import load_text
+
+    validate_module = importlib.import_module("nexus.catalog.validate")  # the package exports its function
+
+    minimal["services"]["media"]["depends_on"] = {"auth": "hard", "extra": "soft"}
+    text = dump(minimal)
+    with pytest.raises(CatalogError):
+        load_catalog_text(text)  # invalid as it is: media names a service not yet there
+    graphs: list[object] = []
+    real = validate_module.check_graph
+    monkeypatch.setattr(validate_module, "check_graph", lambda *a, **k: graphs.append(a) or real(*a, **k))
+    source = load_text(text)
+    monkeypatch.setattr("nexus.authoring.new.load_text", lambda *a, **k: pytest.fail("read again"))
+    added = candidate(text, NewService("extra", "platform", "core"), source=source)
+    assert len(graphs) == 1  # the candidate's
+    assert set(added.loaded.catalog.services["media"].depends_on) == {"auth", "extra"}
+    assert "extra" in load_catalog_text(added.text).catalog.services
+
+
 def test_a_hand_edited_generated_file_stops_new_and_the_catalog_is_put_back(tmp_path: Path, minimal: dict) -> None:
     (tmp_path / "catalog.yaml").write_text(dump(minimal))
     assert nexus("generate", "--catalog", str(tmp_path / "catalog.yaml")).returncode == 0
