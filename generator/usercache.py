@@ -8,7 +8,8 @@ other systems), which only the user can write:
 
 - the folder is created owner-only (0700) and used only while it stays so (owned by this user,
   no group or other access); otherwise every run goes without a cache, slower but correct;
-- every entry is written whole (a temporary file renamed over it, 0600) and carries the
+- every entry is written whole (a temporary file renamed into its name, 0600; one that a
+  killed writer left is removed later) and carries the
   CRC-32 of its payload, checked on every read, so a torn or corrupted entry is a miss. A
   checksum, not a cryptographic hash: whoever could rewrite an entry could rewrite its hash as
   well (the owner-only folder is what keeps others out), and an edit at 10,000 services reads
@@ -26,6 +27,7 @@ import os
 import shutil
 import stat
 import tempfile
+import time
 import zlib
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -96,8 +98,9 @@ def _head(payload: bytes | memoryview) -> bytes:
 def write(path: Path, payload: bytes) -> None:
     """Store ``payload`` at ``path`` whole, or not at all (the old entry perhaps gone then): a
     cache that cannot be written is only a slower next run, never an error."""
+    _sweep(path.parent)
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # 0600
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_TEMPORARY)  # 0600
     except OSError:
         return
     try:
@@ -118,6 +121,30 @@ def write(path: Path, payload: bytes) -> None:
     except OSError:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+
+
+_TEMPORARY = ".tmp"  # how ``write`` ends the name of the file it writes before renaming it
+# A temporary file older than this is a killed writer's: a write takes a second at most, and
+# one slower still that loses its file only fails to rename it, a missing entry (``write``).
+STALE_AFTER = 600.0  # seconds
+_SWEPT: set[Path] = set()  # the folders this process has swept
+
+
+def _sweep(folder: Path) -> None:
+    """Remove what writers killed mid-write left in ``folder`` (their temporary files: a
+    render cache's shard is up to 4 MB, a record 22 MB, and nothing else ever removes them
+    but the pruning of a whole version), once a process, when it first writes there."""
+    if folder in _SWEPT:
+        return
+    _SWEPT.add(folder)
+    stale = time.time() - STALE_AFTER
+    with contextlib.suppress(OSError), os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.name.startswith(".") and entry.name.endswith(_TEMPORARY):
+                with contextlib.suppress(OSError):
+                    info = entry.stat(follow_symlinks=False)
+                    if stat.S_ISREG(info.st_mode) and info.st_mtime < stale:
+                        os.unlink(entry.path)
 
 
 def drop(path: Path) -> None:

@@ -949,6 +949,35 @@ def test_a_cache_entry_is_replaced_by_a_new_file_never_renamed_over_the_old(
     assert usercache.read(entry) is None and [p.name for p in tmp_path.iterdir()] == []
 
 
+def test_what_a_writer_killed_mid_write_left_in_the_cache_is_removed_by_a_later_write(tmp_path: Path) -> None:
+    """A process killed between writing a cache entry's temporary file and renaming it leaves
+    that file; the next process to write in that folder removes it once it is stale, and
+    never a fresh one (another writer's, about to be renamed) or a file not of its making."""
+    from nexus import usercache
+
+    folder = tmp_path / "space"
+    folder.mkdir()
+    killed = (
+        "import os, signal, sys; from pathlib import Path; from nexus import usercache; "
+        "usercache.os.replace = lambda *a: os.kill(os.getpid(), signal.SIGKILL); "
+        "usercache.write(Path(sys.argv[1]), b'x' * (1 << 20))"
+    )
+    proc = subprocess.run([sys.executable, "-c", killed, str(folder / "00")], capture_output=True)
+    assert proc.returncode == -signal.SIGKILL
+    (left,) = folder.iterdir()  # the temporary file, written whole, never renamed
+    assert left.name.startswith(".00.") and left.stat().st_size > 1 << 20
+    old = time.time() - usercache.STALE_AFTER - 60
+    os.utime(left, (old, old))
+    fresh = folder / ".01.another-writer.tmp"
+    fresh.write_bytes(b"being written")
+    theirs = folder / ".notes.tmp.keep"
+    theirs.write_bytes(b"not a cache temporary")
+    os.utime(theirs, (old, old))
+    usercache.write(folder / "02", b"entry")
+    assert sorted(p.name for p in folder.iterdir()) == sorted(["02", fresh.name, theirs.name])
+    assert usercache.read(folder / "02") == b"entry"
+
+
 def _recorded(out: Path) -> tuple[dict[str, str | None], dict[str, str]]:
     """Every file's hash and identity now, as a run's record would hold them."""
     manifest = json.loads((out / write.MANIFEST).read_text())["files"]
