@@ -188,8 +188,9 @@ def test_the_links_pass_holds_while_no_page_moves_a_link_or_an_anchor_and_no_fil
     shipped: tuple[RenderContext, dict[str, str]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The docs' links are checked across pages, so their pass is one for all of them: kept while
-    every page's links and anchors and the set of files are the same (a page's prose edited: a
-    description), and not trusted once a link's target, an anchor or a file goes."""
+    every page's link targets and anchors and the set of files are the same (a page's prose
+    edited: a description, lines added), and not trusted once a link's target, an anchor or a
+    file goes or comes."""
     ctx, rendered = shipped
     validator = SchemaValidator()
     checked: list[int] = []
@@ -212,9 +213,13 @@ def test_the_links_pass_holds_while_no_page_moves_a_link_or_an_anchor_and_no_fil
     page = "docs/services/auth-service.md"
     prose = rendered[page].replace("\n## ", "\nA line of prose edited by hand.\n\n## ", 1)
     assert prose != rendered[page]
-    # the prose moved every later link down a line: links are kept with their lines, checked again
-    assert run({**rendered, page: prose}) == []
+    # the prose moved every later link down a line: a pass names no line (a failure, never
+    # kept, is found with its line), so the same targets and anchors keep it
     assert run({**rendered, page: prose}) == ["(pass kept)"]
+    # a link added to the prose: checked again
+    linked = prose.replace("A line of prose edited by hand.", "See [the map](../architecture/service-map.md).")
+    assert run({**rendered, page: linked}) == []
+    assert run({**rendered, page: linked}) == ["(pass kept)"]
     # its description edited, as the catalog would: the same links on the same lines, the same anchors
     same_lines = rendered[page].replace("Primary authentication service", "Authentication, edited", 1)
     assert same_lines != rendered[page]

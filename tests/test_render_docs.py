@@ -201,6 +201,29 @@ def test_checks_name_a_broken_link_and_a_missing_anchor(shipped: Any) -> None:
     assert any(f.startswith(f"{page}:") and "critical-paths.md has no anchor #flow-nope" in f for f in failures)
 
 
+def test_every_wrong_link_is_named_once_per_occurrence_in_the_pages_order(shipped: Any) -> None:
+    """Targets are looked at once each, by where they resolve from, but every occurrence of a
+    wrong one is named with its line, page by page and in each page's order: two on one line
+    (the later target first), the same one twice, a bare #fragment, one in another folder."""
+    _, files = shipped
+    page, other = "docs/services/streamcore.md", "docs/architecture/service-map.md"
+    broken = {
+        **files,
+        page: files[page] + "\n[z](zz.md) and [a](aa.md)\n\n[again](zz.md) [here](#nowhere) [ok](#dependents)\n",
+        other: files[other] + "\n[z](zz.md)\n",
+    }
+    assert "\n## Dependents\n" in files[page]  # the anchor #dependents, which resolves
+    last = broken[page].count("\n")
+    lines = broken[other].count("\n")
+    assert broken_links(broken) == [
+        f"{other}:{lines}: link zz.md: no rendered file docs/architecture/zz.md",
+        f"{page}:{last - 2}: link zz.md: no rendered file docs/services/zz.md",
+        f"{page}:{last - 2}: link aa.md: no rendered file docs/services/aa.md",
+        f"{page}:{last}: link zz.md: no rendered file docs/services/zz.md",
+        f"{page}:{last}: link #nowhere: {page} has no anchor #nowhere",
+    ]
+
+
 def test_checks_refuse_a_link_out_of_the_tree(shipped: Any) -> None:
     ctx, files = shipped
     broken = {**files, "docs/README.md": files["docs/README.md"] + "\n[up](../../catalog.yaml)\n"}
