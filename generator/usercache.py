@@ -98,7 +98,7 @@ def _head(payload: bytes | memoryview) -> bytes:
 def write(path: Path, payload: bytes) -> None:
     """Store ``payload`` at ``path`` whole, or not at all (the old entry perhaps gone then): a
     cache that cannot be written is only a slower next run, never an error."""
-    _sweep(path.parent)
+    sweep(path.parent)
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_TEMPORARY)  # 0600
     except OSError:
@@ -125,22 +125,26 @@ def write(path: Path, payload: bytes) -> None:
 
 _TEMPORARY = ".tmp"  # how ``write`` ends the name of the file it writes before renaming it
 # A temporary file older than this is a killed writer's: a write takes a second at most, and
-# one slower still that loses its file only fails to rename it, a missing entry (``write``).
+# one slower still that loses its file only fails to rename it (``write``: a missing entry;
+# `nexus new`: a refusal that changed nothing), never leaves a torn file.
 STALE_AFTER = 600.0  # seconds
-_SWEPT: set[Path] = set()  # the folders this process has swept
+_SWEPT: set[tuple[Path, str, str]] = set()  # the folders this process has swept, by kind of file
 
 
-def _sweep(folder: Path) -> None:
-    """Remove what writers killed mid-write left in ``folder`` (their temporary files: a
-    render cache's shard is up to 4 MB, a record 22 MB, and nothing else ever removes them
-    but the pruning of a whole version), once a process, when it first writes there."""
-    if folder in _SWEPT:
+def sweep(folder: Path, prefix: str = ".", suffix: str = _TEMPORARY) -> None:
+    """Remove the files of ``folder`` named ``prefix``...``suffix`` older than STALE_AFTER: the
+    temporary files of writers killed between writing and renaming them (by default ``write``'s:
+    a render cache's shard is up to 4 MB, a record 22 MB, and nothing else ever removes them but
+    the pruning of a whole version). Once a process for each folder and kind, before its first
+    write there. Any other file is left, whatever its age: a writer's folder may be a user's."""
+    kind = (folder, prefix, suffix)
+    if kind in _SWEPT:
         return
-    _SWEPT.add(folder)
+    _SWEPT.add(kind)
     stale = time.time() - STALE_AFTER
     with contextlib.suppress(OSError), os.scandir(folder) as entries:
         for entry in entries:
-            if entry.name.startswith(".") and entry.name.endswith(_TEMPORARY):
+            if entry.name.startswith(prefix) and entry.name.endswith(suffix):
                 with contextlib.suppress(OSError):
                     info = entry.stat(follow_symlinks=False)
                     if stat.S_ISREG(info.st_mode) and info.st_mtime < stale:

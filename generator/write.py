@@ -1595,10 +1595,15 @@ _FIXES = {
 }
 
 
+def fix_for(exc: OSError) -> str:
+    """What to do about ``exc``, in a few words."""
+    return _FIXES.get(exc.errno or 0, "fix that and run again")
+
+
 def explain(exc: OSError, out: Path, doing: str) -> str:
     """One line: what failed, where, that the old tree is intact, and the fix."""
     where = f" ({exc.filename})" if exc.filename else ""
-    fix = _FIXES.get(exc.errno or 0, "fix that and run again")
+    fix = fix_for(exc)
     intact = (
         "nothing was changed" if doing in ("read", "lock") else f"{out.name}/ is unchanged and no partial copy was left"
     )

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import copy
+import errno
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -176,3 +179,51 @@ def testbed():
 
     with using(find_or_start()) as bed:
         yield bed
+
+
+def can_mount() -> bool:
+    """Whether this process may mount a small tmpfs (root, and a mount that works): a real full disk."""
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        return False
+    probe = Path(tempfile.mkdtemp(prefix="nexus-mount-"))
+    try:
+        ok = (
+            subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(probe)], capture_output=True
+            ).returncode
+            == 0
+        )
+        if ok:
+            subprocess.run(["umount", str(probe)], check=True)
+        return ok
+    finally:
+        probe.rmdir()
+
+
+def fill(folder: Path) -> None:
+    """Fill the file system of ``folder`` to its last byte (a file ``filler`` in it)."""
+    # unbuffered: every write reaches the disk now, so closing has nothing left to flush (and fail on)
+    with open(folder / "filler", "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+
+
+def killed_at_rename(code: str, *args: str, stdin: bytes = b"") -> None:
+    """Run ``code`` (Python, given ``args`` and ``stdin``) in a process killed (SIGKILL) at its
+    first ``os.replace``: what a writer killed between writing its temporary file and renaming
+    it leaves, for real."""
+    killed = "import os, signal\nos.replace = lambda *a: os.kill(os.getpid(), signal.SIGKILL)\n" + code
+    proc = subprocess.run([sys.executable, "-c", killed, *args], input=stdin, capture_output=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+
+
+def age_past_stale(*paths: Path) -> None:
+    """Make ``paths`` older than a killed writer's files are kept (usercache.STALE_AFTER)."""
+    from nexus import usercache
+
+    old = time.time() - usercache.STALE_AFTER - 60
+    for path in paths:
+        os.utime(path, (old, old))

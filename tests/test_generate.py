@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import CATALOG, ROOT, dump, nexus
+from conftest import CATALOG, ROOT, age_past_stale, dump, killed_at_rename, nexus
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -957,22 +957,15 @@ def test_what_a_writer_killed_mid_write_left_in_the_cache_is_removed_by_a_later_
 
     folder = tmp_path / "space"
     folder.mkdir()
-    killed = (
-        "import os, signal, sys; from pathlib import Path; from nexus import usercache; "
-        "usercache.os.replace = lambda *a: os.kill(os.getpid(), signal.SIGKILL); "
-        "usercache.write(Path(sys.argv[1]), b'x' * (1 << 20))"
-    )
-    proc = subprocess.run([sys.executable, "-c", killed, str(folder / "00")], capture_output=True)
-    assert proc.returncode == -signal.SIGKILL
+    code = "import sys; from pathlib import Path; from nexus import usercache\n"
+    killed_at_rename(code + "usercache.write(Path(sys.argv[1]), b'x' * (1 << 20))", str(folder / "00"))
     (left,) = folder.iterdir()  # the temporary file, written whole, never renamed
     assert left.name.startswith(".00.") and left.stat().st_size > 1 << 20
-    old = time.time() - usercache.STALE_AFTER - 60
-    os.utime(left, (old, old))
     fresh = folder / ".01.another-writer.tmp"
     fresh.write_bytes(b"being written")
     theirs = folder / ".notes.tmp.keep"
     theirs.write_bytes(b"not a cache temporary")
-    os.utime(theirs, (old, old))
+    age_past_stale(left, theirs)
     usercache.write(folder / "02", b"entry")
     assert sorted(p.name for p in folder.iterdir()) == sorted(["02", fresh.name, theirs.name])
     assert usercache.read(folder / "02") == b"entry"

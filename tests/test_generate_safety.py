@@ -26,7 +26,7 @@ from typing import Any
 import jinja2
 import pytest
 import yaml
-from conftest import ROOT, dump, nexus
+from conftest import ROOT, can_mount, dump, fill, nexus
 from test_generate import big_catalog, tree
 
 from nexus import usercache, write
@@ -673,35 +673,7 @@ def test_read_only_folders_are_found_by_the_comparisons_walk(
     generate(project / "catalog.yaml", check_only=True)
 
 
-def _can_mount() -> bool:
-    if os.geteuid() != 0 or not shutil.which("mount"):
-        return False
-    probe = Path(tempfile.mkdtemp(prefix="nexus-mount-"))
-    try:
-        ok = (
-            subprocess.run(
-                ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(probe)], capture_output=True
-            ).returncode
-            == 0
-        )
-        if ok:
-            subprocess.run(["umount", str(probe)], check=True)
-        return ok
-    finally:
-        probe.rmdir()
-
-
-def _fill(folder: Path) -> None:
-    # unbuffered: every write reaches the disk now, so closing has nothing left to flush (and fail on)
-    with open(folder / "filler", "wb", buffering=0) as f:
-        try:
-            while True:
-                f.write(b"\0" * 4096)
-        except OSError as exc:
-            assert exc.errno == errno.ENOSPC
-
-
-@pytest.mark.skipif(not _can_mount(), reason="needs root and mount to make a small tmpfs")
+@pytest.mark.skipif(not can_mount(), reason="needs root and mount to make a small tmpfs")
 def test_a_full_disk_leaves_the_old_tree_and_no_staging(tmp_path: Path, minimal: dict) -> None:
     """A real full disk: a 6 MiB tmpfs filled to the last byte, then a catalog change."""
     disk = tmp_path / "disk"
@@ -713,7 +685,7 @@ def test_a_full_disk_leaves_the_old_tree_and_no_staging(tmp_path: Path, minimal:
         assert nexus("generate", "--catalog", str(catalog)).returncode == 0
         edit(catalog, "Auth, on a full disk " * 20)
         before = tree(disk / "generated")
-        _fill(disk)
+        fill(disk)
         result = nexus("generate", "--catalog", str(catalog))
         assert result.returncode == 1, result.stdout
         assert "No space left on device" in result.stderr and "generated/ is unchanged" in result.stderr, result.stderr

@@ -4,6 +4,7 @@ every refusal through the real CLI, changing nothing; the questions asked in a t
 from __future__ import annotations
 
 import copy
+import errno
 import json
 import os
 import pty
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import CATALOG, ROOT, dump, nexus
+from conftest import CATALOG, ROOT, age_past_stale, can_mount, dump, fill, killed_at_rename, nexus
 from typer.testing import CliRunner
 
 from nexus.authoring.new import (
@@ -237,6 +238,86 @@ def test_a_hand_edited_generated_file_stops_new_and_the_catalog_is_put_back(tmp_
     assert result.returncode == 1
     assert "edited by hand" in result.stderr and "services/auth/auth/main.py" in result.stderr
     assert tree(tmp_path) == before
+
+
+@pytest.mark.skipif(not can_mount(), reason="needs root and mount to make a small tmpfs")
+def test_a_full_disk_is_one_message_and_changes_nothing(tmp_path: Path, minimal: dict) -> None:
+    """A real full disk (a small tmpfs filled to its last byte): the catalog cannot be written;
+    one message naming the cause and the fix, exit 1, everything as it was, no temporary file."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], check=True)
+    try:
+        catalog = disk / "catalog.yaml"
+        catalog.write_text(dump(minimal))
+        assert nexus("generate", "--catalog", str(catalog)).returncode == 0
+        fill(disk)
+        before = tree(disk)
+        result = nexus("new", "extra", "--category", "platform", "--team", "core", "--catalog", str(catalog))
+        assert result.returncode == 1, result.stdout
+        assert "cannot add 'extra'; catalog.yaml and generated/ are unchanged" in result.stderr
+        assert "No space left on device; the disk is full: free some space" in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+        assert tree(disk) == before
+        assert [p.name for p in disk.iterdir() if p.name.endswith(".nexus-new")] == []
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_what_a_new_killed_while_writing_the_catalog_left_is_removed_by_the_next(tmp_path: Path, minimal: dict) -> None:
+    """`nexus new` killed between writing the catalog's temporary file and renaming it leaves
+    that file beside the catalog (where `git status` shows it); the next `nexus new` removes it
+    once it is stale, and never a fresh one (another run's) or a file of the user's."""
+    catalog = tmp_path / "catalog.yaml"
+    catalog.write_text(dump(minimal))
+    code = "import sys; from pathlib import Path; from nexus.authoring import new\n"
+    code += "new.replace_file(Path(sys.argv[1]), sys.stdin.buffer.read())"
+    killed_at_rename(code, str(catalog), stdin=catalog.read_bytes() + b"# half\n")
+    (left,) = [p for p in tmp_path.iterdir() if p != catalog]
+    assert left.name.startswith(".catalog.yaml.") and left.name.endswith(".nexus-new")
+    fresh = tmp_path / ".catalog.yaml.another-run.nexus-new"
+    fresh.write_bytes(b"being written")
+    users = tmp_path / ".catalog.yaml.notes"
+    users.write_bytes(b"the user's own")
+    age_past_stale(left, users)
+    result = nexus("new", "extra", "--category", "platform", "--team", "core", "--catalog", str(catalog))
+    assert result.returncode == 0, result.stderr
+    assert not left.exists() and fresh.exists() and users.exists()
+    assert "extra:" in catalog.read_text()
+
+
+def test_a_catalog_that_cannot_be_put_back_is_said_with_the_refusal(
+    tmp_path: Path, minimal: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """generate refuses (a hand-edited file) and the catalog cannot be put back (fault injection:
+    a file system that turned read-only meanwhile): one message says both, and what the catalog
+    holds now."""
+    from nexus.authoring import new as new_module
+    from nexus.authoring.new import add_service
+    from nexus.pipeline import generate
+
+    catalog = tmp_path / "catalog.yaml"
+    catalog.write_text(dump(minimal))
+    generate(catalog)
+    spec = tmp_path / "generated/services/auth/auth/spec.py"
+    spec.write_text(spec.read_text() + "# by hand\n")
+    real = new_module.replace_file
+    calls: list[Path] = []
+
+    def second_fails(path: Path, data: bytes) -> None:
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        real(path, data)
+
+    monkeypatch.setattr(new_module, "replace_file", second_fails)
+    with pytest.raises(NexusError) as raised:
+        add_service(catalog, NewService("extra", "platform", "core"))
+    message = str(raised.value)
+    assert message.startswith("these generated files were edited by hand")
+    assert f"{catalog} could not be put back as it was (Read-only file system; the file system is read-only)" in message
+    assert "it holds the entry for 'extra'" in message
+    assert "extra:" in catalog.read_text()
 
 
 # -- success, end to end in a fresh clone --------------------------------------------------------

@@ -30,6 +30,7 @@ from ..catalog.ports import next_port
 from ..catalog.validate import parse, validate
 from ..errors import CatalogError, NexusError, RefusedError
 from ..paths import output_folder
+from ..write import fix_for
 
 DEFAULT_DESCRIPTION = "A new Nexus service"  # the service template's own default (cookiecutter.json)
 
@@ -288,11 +289,16 @@ def _assert_pure_addition(before: Catalog, after: Catalog, name: str) -> None:
         )
 
 
+_TEMPORARY = ".nexus-new"  # how replace_file ends the name of the file it renames over the catalog
+
+
 def replace_file(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically: a temporary file beside it, then one rename.
     The file's permissions are kept."""
     mode = path.stat().st_mode & 0o7777 if path.exists() else 0o644
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".nexus-new", dir=path.parent)
+    # what a `nexus new` killed in this very window left beside the catalog (git shows it)
+    usercache.sweep(path.parent, f".{path.name}.", _TEMPORARY)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TEMPORARY, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -318,11 +324,21 @@ def add_service(catalog: str | Path, new: NewService, out: str | Path | None = N
     bom = "\ufeff" if raw.startswith(b"\xef\xbb\xbf") else ""
     cand = candidate(src.text, new, str(catalog), space=space, source=src)
     written = (bom + cand.text).encode("utf-8")
-    replace_file(path, written)
+    try:
+        replace_file(path, written)
+    except OSError as exc:  # the file is as it was: replace_file renames a whole one or none
+        raise RefusedError(new.name, [f"cannot write {path}: {exc.strerror or exc}; {fix_for(exc)}"]) from exc
     try:
         result = generate(path, out, validated=(written, cand.loaded))  # not read and validated again
-    except BaseException:
-        replace_file(path, raw)  # generate wrote nothing; put the catalog back as it was
+    except BaseException as failed:
+        try:
+            replace_file(path, raw)  # generate wrote nothing; put the catalog back as it was
+        except OSError as exc:
+            raise NexusError(
+                f"{failed or type(failed).__name__}\n{path} could not be put back as it was "
+                f"({exc.strerror or exc}; {fix_for(exc)}): it holds the entry for '{new.name}', and "
+                "generated/ is unchanged; remove the entry by hand, or run `nexus generate` once both are fixed"
+            ) from exc
         raise
     folder = f"services/{new.name}/"
     plan = cand.loaded.plan
