@@ -320,6 +320,23 @@ def test_a_catalog_that_cannot_be_put_back_is_said_with_the_refusal(
     assert "extra:" in catalog.read_text()
 
 
+def test_a_catalog_that_is_a_symbolic_link_is_written_through_it(tmp_path: Path, minimal: dict) -> None:
+    """A catalog.yaml that links to the file it names: the service goes into that file, the
+    link stays a link, and generated/ is beside the file, where `generate` writes it."""
+    shared = tmp_path / "shared" / "catalog.yaml"
+    shared.parent.mkdir()
+    shared.write_text(dump(minimal))
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "catalog.yaml").symlink_to("../shared/catalog.yaml")
+    result = nexus("new", "extra", "--category", "platform", "--team", "core", cwd=project)
+    assert result.returncode == 0, result.stderr
+    assert (project / "catalog.yaml").is_symlink()
+    assert "extra" in load_catalog(shared).catalog.services
+    assert (shared.parent / "generated/services/extra").is_dir() and not (project / "generated").exists()
+    assert nexus("generate", "--check", cwd=project).returncode == 0
+
+
 # -- success, end to end in a fresh clone --------------------------------------------------------
 
 
