@@ -294,7 +294,10 @@ _TEMPORARY = ".nexus-new"  # how replace_file ends the name of the file it renam
 
 def replace_file(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically: a temporary file beside it, then one rename.
-    The file's permissions are kept."""
+    The file's permissions are kept. A ``path`` that is a symbolic link is written through it,
+    to the file it names, as an editor would: replacing the link left the file it names as it
+    was and the link a copy (and `generate` finds generated/ beside the file it names)."""
+    path = path.resolve()
     mode = path.stat().st_mode & 0o7777 if path.exists() else 0o644
     # what a `nexus new` killed in this very window left beside the catalog (git shows it)
     usercache.sweep(path.parent, f".{path.name}.", _TEMPORARY)
@@ -324,18 +327,15 @@ def add_service(catalog: str | Path, new: NewService, out: str | Path | None = N
     bom = "\ufeff" if raw.startswith(b"\xef\xbb\xbf") else ""
     cand = candidate(src.text, new, str(catalog), space=space, source=src)
     written = (bom + cand.text).encode("utf-8")
-    # a catalog that is a symbolic link is written through it, to the file it names, as an
-    # editor would: replacing the link left its target without the service, the link a copy
-    real = path.resolve()
     try:
-        replace_file(real, written)
+        replace_file(path, written)
     except OSError as exc:  # the file is as it was: replace_file renames a whole one or none
         raise RefusedError(new.name, [f"cannot write {path}: {exc.strerror or exc}; {fix_for(exc)}"]) from exc
     try:
         result = generate(path, out, validated=(written, cand.loaded))  # not read and validated again
     except BaseException as failed:
         try:
-            replace_file(real, raw)  # generate wrote nothing; put the catalog back as it was
+            replace_file(path, raw)  # generate wrote nothing; put the catalog back as it was
         except OSError as exc:
             raise NexusError(
                 f"{failed or type(failed).__name__}\n{path} could not be put back as it was "

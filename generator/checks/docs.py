@@ -137,14 +137,19 @@ def broken_links(files: dict[str, str]) -> list[str]:
     # each wrong link named where it is: the pages that have one read again, in their order
     failures: list[str] = []
     for path in pages:
-        folder_of = posixpath.dirname(path)
-        if not any(wrong[path if t.startswith("#") else folder_of, t] for t in _page(files[path])[0]):
+        if not any(wrong[_base(path, t), t] for t in _page(files[path])[0]):
             continue
         for number, target in _relative_links(files[path]):
-            problem = wrong[path if target.startswith("#") else folder_of, target]
+            problem = wrong[_base(path, target), target]
             if problem is not None:
                 failures.append(f"{path}:{number}: link {target}: {problem}")
     return failures
+
+
+def _base(page: str, target: str) -> str:
+    """Where ``target``, linked from ``page``, resolves from: the page's folder, or the page
+    itself for a bare #fragment."""
+    return page if target.startswith("#") else posixpath.dirname(page)
 
 
 def _link_problem(files: dict[str, str], targets: dict[str, set[str]], base: str, target: str) -> str | None:
