@@ -402,6 +402,9 @@ def _one(data: Any) -> dict[str, Any]:
     return data
 
 
+_KEY_SIZE = 16  # bytes of a Memo's key
+
+
 class Memo:
     """A pure function of a text, its results kept by the text's hash. Building Python objects
     from YAML is most of what the checks cost, and an edit changes few documents: between runs
@@ -422,10 +425,13 @@ class Memo:
 
     def key(self, text: str) -> bytes:
         # by the text's name (digest.of_text): a file's is known once write.digests named it
-        return hashlib.blake2b(self.salt + of_text(text).encode(), digest_size=16).digest()
+        return hashlib.blake2b(self.salt + of_text(text).encode(), digest_size=_KEY_SIZE).digest()
 
     def __call__(self, text: str) -> Any:
-        key = self.key(text)
+        return self.keyed(self.key(text), text)
+
+    def keyed(self, key: bytes, text: str) -> Any:
+        """``self(text)``, its ``key`` computed already."""
         self.used.add(key)
         kept = self.entries.get(key)
         if kept is not None:
@@ -445,7 +451,21 @@ class Memo:
         entries of ``texts`` not held yet (all of them count as used by this run). A text whose
         function raises is left out (computing it in the run raises there, where the caller
         reports it)."""
-        wanted = {self.key(text): text for text in texts}
+        self._prefetch({self.key(text): text for text in texts}, least)
+
+    def prefetch_runs(self, texts: Iterable[str]) -> None:
+        """``prefetch`` of the runs (``runs``) of each of ``texts`` whose runs this memo has not
+        indexed (``indexed``), in turn, here; their index made now."""
+        wanted: dict[bytes, str] = {}
+        for text in texts:
+            if self.indexed(text) is None:
+                parts = runs(text)
+                keys = [self.key(run) for run in parts]
+                wanted.update(zip(keys, parts, strict=True))
+                self.index(text, keys)
+        self._prefetch(wanted, least=len(wanted) + 1)
+
+    def _prefetch(self, wanted: dict[bytes, str], least: int) -> None:
         self.used.update(wanted)  # read by this run, here or in a worker
         misses = sorted((key, text) for key, text in wanted.items() if key not in self.entries)
         found_all = ordered_map(self._marshalled, [t for _, t in misses], least=least)
@@ -453,6 +473,36 @@ class Memo:
             if found is not None:
                 self.entries[key] = found
                 self.added = True
+
+    # The keys of a file's runs (``by_runs``), by the file's name: a file an edit did not change
+    # (at 10,000 services the monitors, the rules, the overlays' patches: 50 MB) is neither
+    # split into runs nor are its runs hashed to be looked up again, in this process and in the
+    # Kubernetes checks' worker (0.2 s of an edit's main process, as much in the worker).
+    def _index_key(self, text: str) -> bytes:
+        # by the file's name (digest.of_text): known, not hashed, once write.digests named it
+        return hashlib.blake2b(self.salt + b"\0runs\0" + of_text(text).encode(), digest_size=_KEY_SIZE).digest()
+
+    def indexed(self, text: str) -> list[bytes] | None:
+        """The keys of ``text``'s runs, as a read of the very same text recorded them (``index``),
+        while this memo holds every one of them; None otherwise."""
+        key = self._index_key(text)
+        index = self.entries.get(key)
+        if index is None or len(index) % _KEY_SIZE:
+            return None
+        keys = [index[at : at + _KEY_SIZE] for at in range(0, len(index), _KEY_SIZE)]
+        if not all(map(self.entries.__contains__, keys)):
+            return None  # a run whose result was not kept (it raised, or marshal refused it)
+        self.used.add(key)
+        self.used.update(keys)
+        return keys
+
+    def index(self, text: str, keys: list[bytes]) -> None:
+        """Record ``keys`` as those of ``text``'s runs, in order (``indexed``)."""
+        key, index = self._index_key(text), b"".join(keys)
+        self.used.add(key)
+        if self.entries.get(key) != index:
+            self.entries[key] = index
+            self.added = True
 
     def _marshalled(self, text: str) -> bytes | None:
         try:
@@ -537,11 +587,18 @@ def by_runs(memo: Memo, text: str, documents: list[str] | None = None) -> list[A
     item per document at most and in their order: made of ``memo`` of each of ``runs(text)``.
     Where reading a run raises (a document that does not parse), the function is applied to
     the whole text, so that what it raises names the place in the file."""
+    keys = memo.indexed(text)
+    if keys is not None:  # read before: its runs' results, neither split nor hashed again
+        return [item for key in keys for item in marshal.loads(memo.entries[key])]
+    parts = runs(text, documents)
+    keys = [memo.key(run) for run in parts]
     try:
-        return [item for run in runs(text, documents) for item in memo(run)]
+        found = [item for key, run in zip(keys, parts, strict=True) for item in memo.keyed(key, run)]
     except yaml.YAMLError:
         whole: list[Any] = memo.function(text)
         return whole
+    memo.index(text, keys)
+    return found
 
 
 def every(text: str) -> list[Any]:

@@ -15,7 +15,7 @@ from conftest import CATALOG, ROOT
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nexus import digest, parallel, yamlread
+from nexus import digest, parallel, usercache, yamlread
 from nexus.catalog import load_catalog
 from nexus.checks import k8s as k8s_checks
 from nexus.render import k8s as render_k8s
@@ -528,6 +528,57 @@ def test_a_document_added_changes_the_runs_around_it_alone(monkeypatch: pytest.M
     after = yamlread.runs("---\n".join([*documents[:1000], "kind: Extra\n", *documents[1000:]]))
     assert len(before) > 50
     assert len(set(after) - set(before)) <= 2 and len(set(before) - set(after)) <= 2
+
+
+def test_a_file_read_by_runs_again_is_neither_split_nor_hashed_again(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A memo read by runs (yamlread.by_runs) indexes a file's runs by the file's name: the same
+    file read again, in this run or the next (the index is kept with the runs), gives the same
+    data without being cut in runs or having any text hashed; one whose runs are not all held,
+    or another file, is read by its runs again and indexed anew. ``prefetch_runs`` reads the
+    runs of the files not indexed alone."""
+    monkeypatch.setattr(yamlread, "RUN", 8)
+    docs = [f"kind: Rule\nmetadata:\n  name: rule-{i}\n" for i in range(300)]
+    text, other = "---\n".join(docs), "---\n".join([*docs[:150], "kind: Extra\n", *docs[150:]])
+    cut, hashed = [], []
+    runs, of_bytes = yamlread.runs, digest.of_bytes
+    monkeypatch.setattr(yamlread, "runs", lambda t, d=None: cut.append(t) or runs(t, d))
+    monkeypatch.setattr(digest, "of_bytes", lambda b: hashed.append(b) or of_bytes(b))
+    expected = yamlread.every(text)
+
+    memo = yamlread.Memo(yamlread.every, salt=b"test")
+    memo.load(usercache.Shards(tmp_path, bytes, bytes))
+    with digest.known([(text, of_bytes(text.encode())), (other, of_bytes(other.encode()))]):
+        assert yamlread.by_runs(memo, text) == expected
+        assert cut == [text] and len(hashed) == len(runs(text)) > 20  # each run hashed, the file named
+        cut.clear(), hashed.clear()
+        assert yamlread.by_runs(memo, text) == expected
+        assert cut == [] and hashed == []
+        memo.save()
+
+        again = yamlread.Memo(yamlread.every, salt=b"test")  # the next run
+        again.load(usercache.Shards(tmp_path, bytes, bytes))
+        assert yamlread.by_runs(again, text) == expected
+        assert cut == [] and hashed == []
+
+        a_run = next(k for k in again.entries if len(again.entries[k]) != 16 * len(runs(text)))
+        del again.entries[a_run]  # a run's result not held: read by runs again
+        assert yamlread.by_runs(again, text) == expected
+        assert cut == [text]
+        cut.clear()
+        assert yamlread.by_runs(again, text) == expected and cut == []
+
+        assert yamlread.by_runs(again, other) == yamlread.every(other)
+        assert cut == [other]
+        cut.clear()
+        fresh = yamlread.Memo(yamlread.every, salt=b"test")
+        fresh.load(usercache.Shards(tmp_path, bytes, bytes))
+        with_extra = "---\n".join([*docs, "kind: Last\n"])
+        fresh.prefetch_runs([text, with_extra])
+        assert cut == [with_extra]
+        cut.clear()
+        assert yamlread.by_runs(fresh, with_extra) == yamlread.every(with_extra) and cut == []
 
 
 def test_files_read_by_runs_are_read_as_whole_files_are(monkeypatch: pytest.MonkeyPatch) -> None:

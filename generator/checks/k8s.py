@@ -34,7 +34,7 @@ from ..render.context import RenderContext
 from ..render.infrastructure import FOLDER as infrastructure_folder
 from ..render.infrastructure import MANAGED_PROVISIONING
 from ..render.k8s import BASE, service_path
-from ..yamlread import FILES, PARSED, Memo, by_runs, check_syntax, load, runs, split, top_scalars
+from ..yamlread import FILES, PARSED, Memo, by_runs, check_syntax, load, split, top_scalars
 from .documents import Doc, get, items, mapping
 from .kubernetes_schema import DEFAULT, SchemaValidator, held
 
@@ -219,8 +219,7 @@ def start(
     if validator.passed(key) and not seeded:
         return list
     for memo in (FILES, KUSTOMIZATIONS):  # in turn, here: kept by this process's memos
-        texts = [run for p in paths if not in_base(p) and _other_files(p) is memo for run in runs(files[p])]
-        memo.prefetch(texts, least=len(texts) + 1)
+        memo.prefetch_runs(files[p] for p in paths if not in_base(p) and _other_files(p) is memo)
     passed = validator.seen  # read where _run runs (a forked worker inherits it)
     ran = beside(
         lambda: _run(ctx, files, paths, strict_schema, passed=passed, digests=digests),
