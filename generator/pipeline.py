@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import collector, usercache, write
+from .digest import of_files
 from .errors import DriftError, HandEditedError, OutputError
 from .paths import code_key, output_folder
 from .timings import Timings
@@ -162,7 +163,7 @@ def _run(
     # what the checks keep between runs is read while the render's worker finishes
     prepared = Prepared(ctx.space, strict=strict, cache=True)
     files = clock.call("render", render, ctx, prepared.load)
-    hashed = clock.call("hash the rendered files", write.digests, files, ctx.digests)
+    hashed = clock.call("hash the rendered files", of_files, files, ctx.digests)
     known = last.known
     # read-only: what differs from the tree on disk; on a large tree in a worker, beside the checks
     if comparing is None:

@@ -38,7 +38,7 @@ from typing import NamedTuple
 
 from . import usercache
 from .digest import of_bytes as sha256
-from .digest import of_text
+from .digest import of_files, of_text
 from .errors import EditedDuringRun, HandEditedError, OutputBusy, OutputError
 from .paths import tool_file, tool_folder
 
@@ -265,14 +265,6 @@ def _service_of(path: str) -> str | None:
 TeamOwned = Callable[[str], bool]  # is this path a team's file? (the service template declares which)
 
 
-def digests(files: dict[str, str], known: dict[str, str] | None = None) -> dict[str, str]:
-    """Each file's SHA-256, as ``compare``, the record and the checks' keys name its bytes;
-    ``known`` holds those of some already (RenderContext.digests: taken from the render
-    caches, hashing 290 MB at 10,000 services was half a second of every edit)."""
-    known = known or {}
-    return {path: known.get(path) or of_text(text) for path, text in files.items()}
-
-
 def compare(
     out: Path,
     files: dict[str, str],
@@ -282,9 +274,9 @@ def compare(
 ) -> Changes:
     """Classify every rendered and every existing file by its bytes on disk. Reads, never writes.
     ``known``: hashes of files as they were when last hashed (``Known``), not read again;
-    ``hashed``: the rendered files' ``digests``, when the caller has them."""
+    ``hashed``: the rendered files' names (digest.of_files), when the caller has them."""
     known = known or Known()
-    return _classify(out, _survey(out, team_owned, known), hashed or digests(files), team_owned, known)
+    return _classify(out, _survey(out, team_owned, known), hashed or of_files(files), team_owned, known)
 
 
 class Comparison:

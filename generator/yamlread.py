@@ -424,7 +424,7 @@ class Memo:
         self.shards: usercache.Shards[bytes, bytes] | None = None  # where ``load`` read the entries
 
     def key(self, text: str) -> bytes:
-        # by the text's name (digest.of_text): a file's is known once write.digests named it
+        # by the text's name (digest.of_text): a file's is known once digest.of_files named it
         return hashlib.blake2b(self.salt + of_text(text).encode(), digest_size=_KEY_SIZE).digest()
 
     def __call__(self, text: str) -> Any:
@@ -479,7 +479,7 @@ class Memo:
     # split into runs nor are its runs hashed to be looked up again, in this process and in the
     # Kubernetes checks' worker (0.2 s of an edit's main process, as much in the worker).
     def _index_key(self, text: str) -> bytes:
-        # by the file's name (digest.of_text): known, not hashed, once write.digests named it
+        # by the file's name (digest.of_text): known, not hashed, once digest.of_files named it
         return hashlib.blake2b(self.salt + b"\0runs\0" + of_text(text).encode(), digest_size=_KEY_SIZE).digest()
 
     def indexed(self, text: str) -> list[bytes] | None:

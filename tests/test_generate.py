@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 
 from nexus import write
 from nexus.catalog import load_catalog
+from nexus.digest import of_files
 from nexus.errors import DriftError, HandEditedError, OutputCheckError, OutputError, TemplateError
 from nexus.pipeline import generate
 from nexus.render import RenderContext, render
@@ -762,7 +763,7 @@ def test_the_comparison_ahead_is_the_one_in_turn(tmp_path: Path, monkeypatch: py
     (out / edited).write_text("edited by hand\n", encoding="utf-8")
     stale = "docs/architecture/service-map.md"
     files = {**files, stale: files[stale] + "new line\n"}
-    hashed = write.digests(files)
+    hashed = of_files(files)
 
     # the local clock with no margin, not the file system's (write.clock): what was just written is
     # trusted at once, however soon each comparison looks

@@ -213,10 +213,9 @@ def test_render_names_the_digests_its_caches_know_and_only_of_the_very_texts(
 ) -> None:
     """The render caches keep each file's SHA-256 beside it; render() tells them (ctx.digests) for
     the texts a cache handed out or was given, in this process and in the worker beside it, so
-    that write.digests hashes only the others. A text an area changed afterwards is a new text:
+    that digest.of_files hashes only the others. A text an area changed afterwards is a new text:
     it is not named by the old one's digest."""
-    from nexus import write
-    from nexus.digest import of_text
+    from nexus.digest import of_files, of_text
     from nexus.render import k8s
     from nexus.render.context import Kept
 
@@ -229,7 +228,7 @@ def test_render_names_the_digests_its_caches_know_and_only_of_the_very_texts(
         assert ctx.digests.keys() <= files.keys()
         assert all(ctx.digests[p] == of_text(files[p]) for p in ctx.digests)
         assert {p.split("/")[0] for p in ctx.digests} >= {"services", "k8s", "docs"}  # here and beside
-        assert write.digests(files, ctx.digests) == write.digests(files)
+        assert of_files(files, ctx.digests) == of_files(files)
 
     def edited(ctx: RenderContext) -> dict[str, str]:
         out = k8s.render(ctx)
@@ -242,7 +241,7 @@ def test_render_names_the_digests_its_caches_know_and_only_of_the_very_texts(
     files = render(ctx)
     assert files[target].endswith("# edited\n") and target not in ctx.digests
     assert "k8s/base/services/backend-api.yaml" in ctx.digests  # the area's other files still are
-    assert write.digests(files, ctx.digests) == write.digests(files)
+    assert of_files(files, ctx.digests) == of_files(files)
 
     # an entry without its digests (the layout before them) is a miss, never a file without one;
     # so is an entry marshalled on its own inside its shard (the layout before that)
@@ -255,6 +254,44 @@ def test_render_names_the_digests_its_caches_know_and_only_of_the_very_texts(
     # a neighbourhood's key names a kept entry, or nothing
     assert Kept({"n": "k", "k": ({}, {})}).aka("n") == "k"
     assert Kept({"n": b"k", "k": ({}, {})}).aka("n") is None and Kept({"n": "gone"}).aka("n") is None
+
+
+def test_the_monitoring_files_joined_from_kept_blocks_are_named_without_hashing_them(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The monitoring files over every service are their blocks' texts joined (render.mesh): their
+    names are kept by the blocks they are made of (Kept.made), so a run that takes every block
+    from the cache names them without hashing them, and keys the CRDs by names, not texts. A
+    block that changes makes its files' names be worked out again, and right."""
+    from nexus import digest
+    from nexus.render import mesh
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    loaded = load_catalog(CATALOG)
+    joined = set(mesh.OVER_SERVICES)
+    hashed: list[str] = []
+    of_bytes = digest.of_bytes
+    monkeypatch.setattr(digest, "of_bytes", lambda b: hashed.append(b.decode()) or of_bytes(b))
+
+    def named(cat: Any, plan: Any) -> tuple[dict[str, str], dict[str, str]]:
+        ctx = RenderContext(cat, plan, cache=True)
+        files = mesh.render(ctx)
+        return files, ctx.known_digests(files)
+
+    files, names = named(loaded.catalog, loaded.plan)  # cold: every block rendered
+    assert joined <= files.keys() and joined <= names.keys()
+    assert {p: of_bytes(files[p].encode()) for p in joined} == {p: names[p] for p in joined}
+    hashed.clear()
+    again, names = named(loaded.catalog, loaded.plan)  # warm: every block and name from the cache
+    assert again == files and {p: names[p] for p in joined} == {p: of_bytes(files[p].encode()) for p in joined}
+    assert hashed and not any(text == files[p] for text in hashed for p in joined)  # the mesh's own are
+
+    data = yaml.safe_load(CATALOG.read_text(encoding="utf-8"))
+    data["services"][_NAMES[0]]["port"] += 500  # the first block's rows change
+    edited = load_catalog_text(yaml.safe_dump(data, sort_keys=False))
+    changed, names = named(edited.catalog, edited.plan)
+    assert any(changed[p] != files[p] for p in joined)
+    assert {p: names[p] for p in joined} == {p: of_bytes(changed[p].encode()) for p in joined}
 
 
 # -- a service's views found by its neighbourhood ---------------------------------------------------

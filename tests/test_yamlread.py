@@ -184,7 +184,7 @@ def test_work_on_every_core_is_done_in_turn_when_a_worker_cannot_start_or_dies(m
 
 
 def test_a_memo_keys_a_text_by_its_name_whether_or_not_the_name_is_known() -> None:
-    """digest.known hands the check stage's memos the names write.digests gave the files: the key
+    """digest.known hands the check stage's memos the names digest.of_files gave the files: the key
     is the same as hashing the text, only that text object is known, and nothing stays known after."""
     memo = yamlread.Memo(str.upper, salt=b"test")
     text, twin = "kind: A\n" * 100, "".join(["kind: A\n"] * 100)  # equal, but two objects

@@ -50,7 +50,7 @@ def schema_file(api_version: str, kind: str) -> str:
 
 
 def held(files: Mapping[str, str], path: str, digests: Mapping[str, str] | None) -> str:
-    """What the file at ``path`` holds, for a key: its SHA-256 from ``digests`` (write.digests
+    """What the file at ``path`` holds, for a key: its SHA-256 from ``digests`` (digest.of_files
     hashed every rendered file already: at 10,000 services hashing the texts again was half a
     second of an edit), else its text."""
     return f"sha256:{digests[path]}" if digests is not None and path in digests else files[path]

@@ -102,7 +102,7 @@ class RenderContext:
     # that a run of another checkout's catalog never drops this one's
     space: str = "any"
     # The SHA-256 of the files render() took from the render caches or put in them (an entry
-    # keeps them), by path; filled by render(): write.digests hashes only the others.
+    # keeps them), by path; filled by render(): digest.of_files hashes only the others.
     digests: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
     # id(text) -> (that very text, its SHA-256), for every text the render caches handed out
     _hashed: dict[int, tuple[str, str]] = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -406,6 +406,19 @@ class Kept:
         self._hand_out(files, digests)
         return files
 
+    def made(self, key: str, text: str) -> str:
+        """``text``, made of texts this Kept handed out (the monitoring files, joined from their
+        blocks) as ``key`` says (what it was made of, in order), told with its SHA-256 as a text
+        handed out is, the name kept under ``key``: at 10,000 services the monitoring files are
+        33 MB, which every run hashed again, and keyed the CRDs by (render.mesh)."""
+        kept = self.entries.get(key)
+        digest = kept[1] if isinstance(kept, tuple) and len(kept) == 2 and kept[0] == _MADE else None
+        if not isinstance(digest, str):
+            digest = of_text(text)
+        self.used[key] = (_MADE, digest)
+        self._hand_out({key: text}, {key: digest})
+        return text
+
     def _hand_out(self, files: dict[str, str], digests: dict[str, str]) -> None:
         if self.hashed is not None:
             for name, text in files.items():
@@ -418,6 +431,8 @@ class Kept:
             kept = {**self.entries, **self.used} if self.keep_loaded and not self.shards.seeded else self.used
             self.shards.save(kept)
 
+
+_MADE = "made"  # an entry that is the name of a text made of others (Kept.made)
 
 # the catalog's sections every service's views may read (RenderContext.hood)
 _SHARED = {"version", "platform", "teams", "categories", "infrastructure", "externals", "events"}

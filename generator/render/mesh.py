@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 from ..catalog import naming
 from ..catalog.models import Traffic, duration_ms
+from ..digest import of_files
 from . import crds
 from .context import GENERATED_HEADER, RenderContext
 
@@ -174,7 +175,7 @@ def render(ctx: RenderContext) -> dict[str, str]:
     # hold, and kept by those files' text (reading them back and dumping the CRDs cost a third
     # of an edit's whole render)
     kept = ctx.kept("crds")
-    key = kept.key(sorted(out.items()))
+    key = kept.key(sorted(of_files(out, ctx.known_digests(out)).items()))  # by the files' names: 33 MB unread
     found = kept.get(key)
     out.update(found if found is not None else kept.put(key, crds.render(crds.custom_kinds(out, COMPONENTS + "/"))))
     kept.save()
@@ -234,9 +235,11 @@ def render_monitoring(ctx: RenderContext) -> dict[str, str]:
     kept = ctx.kept("monitoring")
     parts: dict[str, list[str]] = {path: [] for path in OVER_SERVICES}
     cut = blocks(_alerts(ctx))
+    keys = []
     for number, block in enumerate(cut):
         first, last = number == 0, number == len(cut) - 1
         key = kept.key(["block", first, last, block, common])
+        keys.append(key)
         found = kept.get(key) or kept.put(
             key,
             {
@@ -251,7 +254,8 @@ def render_monitoring(ctx: RenderContext) -> dict[str, str]:
             kept, "observability/kustomization.yaml.j2", service=None, **common
         )
     }
-    out.update((path, "".join(texts)) for path, texts in parts.items())
+    # each file its blocks' texts joined, named by its blocks' keys (Kept.made), not hashed again
+    out.update((path, kept.made(kept.key(["joined", path, keys]), "".join(texts))) for path, texts in parts.items())
     kept.save()
     return out
 
