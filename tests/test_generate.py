@@ -389,6 +389,39 @@ def test_a_teams_own_file_is_in_the_record_so_the_next_run_has_nothing_to_do(pro
     assert generate(catalog).loaded is not None
 
 
+def test_a_teams_files_rendered_as_before_are_not_checked_again(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The record keeps the teams' files as rendered (its tree names them by presence alone): after
+    an edit, the files the checks take as passed (``verified``) are all those rendered as in the
+    last run, the teams' among them; only the files the edit changed are checked again. With
+    other code, none are."""
+    from nexus import checks, pipeline
+
+    seen: list[tuple[dict[str, str], frozenset[str]]] = []
+    real = checks.check
+
+    def check(ctx, files, *, verified=frozenset(), **kw):  # type: ignore[no-untyped-def]
+        seen.append((files, verified))
+        return real(ctx, files, verified=verified, **kw)
+
+    monkeypatch.setattr(checks, "check", check)
+    catalog = project / "catalog.yaml"
+    rewrite(project, lambda d: d["services"]["media"].update(description="Media, edited"))
+    generate(catalog)
+    rewrite(project, lambda d: d["services"]["media"].update(description="Media, edited again"))
+    generate(catalog)
+    (before, _), (after, verified) = seen
+    teams = {p for p in after if team_owned(p)}
+    changed = {p for p in after if before.get(p) != after[p]}
+    assert teams and changed and not teams <= changed
+    assert set(after) - verified == changed
+    assert teams - changed <= verified
+
+    monkeypatch.setattr(pipeline, "code_key", lambda: "other code")
+    rewrite(project, lambda d: d["services"]["media"].update(description="Media, edited once more"))
+    generate(catalog)
+    assert seen[-1][1] == frozenset()
+
+
 def test_the_survey_takes_the_teams_files_from_the_record_of_the_manifest_it_finds(project: Path) -> None:
     """The comparison's survey asks whose each file is only when the record cannot say: the
     record of the run that wrote the manifest on disk, by the same code, names every team's file
