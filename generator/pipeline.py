@@ -221,8 +221,10 @@ def _run(
                 "teams": {p: h for p, h in changes.rendered.items() if p in changes.team},
             }
             # marshal, not JSON: at 10,000 services the record holds 300,000 hashes and identities, and
-            # every run reads it (the no-op too); marshal reads them several times faster and runs no code
-            usercache.write(last.file, marshal.dumps(payload))
+            # every run reads it (the no-op too); marshal reads them several times faster and runs no code.
+            # Written over the last one in place (a run that reads it meanwhile, before it waits for
+            # this run's lock, finds it torn: no record, a slower run)
+            usercache.rewrite(last.file, marshal.dumps(payload))
     return Result(loaded, target, files, changes, touched, len(files), backup, held=(ctx, verified, last, payload))
 
 

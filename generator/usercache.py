@@ -123,6 +123,34 @@ def write(path: Path, payload: bytes) -> None:
             os.unlink(tmp)
 
 
+def rewrite(path: Path, payload: bytes) -> None:
+    """``write``, into the very file at ``path`` where there is one (a regular file, linked once):
+    its pages are written over where they are, not a new file's allocated and the old one's
+    freed (at 10,000 services the 22 MB record every run writes: 0.02 to 0.2 s as a new file,
+    0.01 in place). A reader meanwhile, or this writer killed midway, finds a torn entry, which
+    ``read`` refuses by its CRC: a miss, as any of ``write``'s failures is. Not for entries that
+    several processes read while one writes (``write``: a reader of the old one reads it whole)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:  # none yet (or a link): a new file
+        write(path, payload)
+        return
+    try:
+        with os.fdopen(fd, "wb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+                raise OSError(f"{path}: not a file of its own")
+            # never truncated to nothing first: ext4 then writes the file out at once on close
+            # (auto_da_alloc), as it does for a file renamed over another
+            f.write(_head(payload) + b"\n")
+            f.write(payload)
+            f.truncate()
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(path)  # torn, or not ours to write over: the next write starts anew
+        write(path, payload)
+
+
 _TEMPORARY = ".tmp"  # how ``write`` ends the name of the file it writes before renaming it
 # A temporary file older than this is a killed writer's: a write takes a second at most, and
 # one slower still that loses its file only fails to rename it (``write``: a missing entry;

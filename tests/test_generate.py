@@ -983,6 +983,48 @@ def test_a_cache_entry_is_replaced_by_a_new_file_never_renamed_over_the_old(
     assert usercache.read(entry) is None and [p.name for p in tmp_path.iterdir()] == []
 
 
+def test_the_record_is_written_over_in_place_and_a_torn_one_is_no_record(project: Path) -> None:
+    """Each run writes its record over the last one's file, in place (usercache.rewrite: the very
+    file, no new one allocated); one torn (a reader meanwhile, a writer killed midway) is refused
+    by its CRC, and the next run does without it, then writes a whole one. What is not a file of
+    its own (a link, a second name) is not written through: a new file takes its name."""
+    from nexus import usercache
+
+    folder = usercache.folder("generate")
+    assert folder is not None
+    record = folder / usercache.name_of(project / "generated")  # this output folder's (pipeline._Last)
+    inode = record.stat().st_ino
+    rewrite(project, lambda d: d["services"]["media"].update(description="Media, edited"))
+    generate(project / "catalog.yaml")
+    assert record.stat().st_ino == inode and usercache.read(record) is not None
+    longer = usercache.read(record)
+    assert longer is not None
+    usercache.rewrite(record, b"short")  # a shorter entry: the rest of the old one cut off
+    assert usercache.read(record) == b"short" and record.stat().st_ino == inode
+
+    usercache.rewrite(record, longer)
+    data = bytearray(record.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # torn
+    record.write_bytes(bytes(data))
+    assert usercache.read(record) is None
+    rewrite(project, lambda d: d["services"]["media"].update(description="Media, edited again"))
+    first = generate(project / "catalog.yaml")
+    assert first.touched and usercache.read(record) is not None
+    assert generate(project / "catalog.yaml").loaded is None  # the record holds again: nothing to do
+
+    shared = record.with_name("second-name")
+    os.link(record, shared)  # written over, it would change the other name's bytes too
+    before = shared.read_bytes()
+    usercache.rewrite(record, b"new")
+    assert usercache.read(record) == b"new" and shared.read_bytes() == before
+    target = record.with_name("elsewhere")
+    target.write_bytes(b"not the cache's")
+    record.unlink()
+    record.symlink_to(target)
+    usercache.rewrite(record, b"newer")
+    assert target.read_bytes() == b"not the cache's" and not record.is_symlink()
+
+
 def test_what_a_writer_killed_mid_write_left_in_the_cache_is_removed_by_a_later_write(tmp_path: Path) -> None:
     """A process killed between writing a cache entry's temporary file and renaming it leaves
     that file; the next process to write in that folder removes it once it is stale, and
