@@ -705,10 +705,8 @@ def test_the_monitoring_files_are_made_a_block_of_services_at_a_time_and_an_edit
     monkeypatch.setattr(render_mesh, "BLOCK", 10**9)
     whole = render_mesh.render_monitoring(RenderContext(loaded.catalog, loaded.plan))
     monkeypatch.setattr(render_mesh, "BLOCK", 4)
-    cut = render_mesh.blocks(render_mesh._alerts(RenderContext(loaded.catalog, loaded.plan)))
-    assert len(cut) > 5 and [a for block in cut for a in block] == render_mesh._alerts(
-        RenderContext(loaded.catalog, loaded.plan)
-    )
+    cut = render_mesh.blocks(sorted(loaded.catalog.services))
+    assert len(cut) > 5 and [a for block in cut for a in block] == sorted(loaded.catalog.services)
     assert render_mesh.render_monitoring(RenderContext(loaded.catalog, loaded.plan)) == whole
 
     rendered: list[str] = []
@@ -720,20 +718,34 @@ def test_the_monitoring_files_are_made_a_block_of_services_at_a_time_and_an_edit
         return template(self, name, **variables)
 
     monkeypatch.setattr(RenderContext, "template", counted)
+    rows: list[str] = []  # the services whose rows were worked out
+    alerts = render_mesh._alerts
+    monkeypatch.setattr(render_mesh, "_alerts", lambda ctx, names: rows.extend(names) or alerts(ctx, names))
 
     def run(change: Any = None) -> int:
         if change is not None:
             change(data)
         loaded = load_catalog_text(dump(data))
         rendered.clear()
+        rows.clear()
         kept = render_mesh.render_monitoring(RenderContext(loaded.catalog, loaded.plan, cache=True, hoods=True))
         blocks = len(rendered) // len(render_mesh.OVER_SERVICES)
+        worked[:] = rows
         assert kept == render_mesh.render_monitoring(RenderContext(loaded.catalog, loaded.plan))
         return blocks
 
+    worked: list[str] = []
+    # the gateway has no neighbourhood (it maps every service it reaches): its block's rows are
+    # always worked out
+    gateways = next(block for block in cut if loaded.catalog.platform.gateway in block)
+
     assert run() in (0, len(cut))  # kept already, or rendered whole (a cache of its own per test session)
     assert run() == 0
+    assert run() == 0 and worked == gateways  # every other block found by its services' neighbourhoods
     assert run(lambda d: d["services"]["streamcore"].update(description="Streaming, edited")) == 0
+    # a description is in the neighbourhoods of the service and its neighbours: their blocks'
+    # rows are worked out again (the same rows: nothing rendered), the other blocks' are not
+    assert "streamcore" in worked and len(worked) < len(data["services"])
     assert run(lambda d: d["services"]["streamcore"].update(port=3075)) == 1
 
     def add(d: dict[str, Any]) -> None:

@@ -152,12 +152,23 @@ class RenderContext:
         return found[name]
 
     def keyed(
-        self, kept: Kept, tag: list[str], service: str | None, build: Callable[[], Any], *, staged: bool = False
+        self,
+        kept: Kept,
+        tag: list[Any],
+        service: str | list[str] | None,
+        build: Callable[[], Any],
+        *,
+        staged: bool = False,
     ) -> tuple[str, Any | None]:
         """The key of a kept entry (``tag`` and the view ``build`` makes), and that view, or
         None when it was not built: the last run with the same neighbourhood of ``service``
-        (``hood``, ``staged``) recorded which key its view had, and the entry is still kept."""
-        hood = self.hood(service, staged=staged) if service is not None else None
+        (``hood``, ``staged``; of each, for a view of several) recorded which key its view had,
+        and the entry is still kept."""
+        if isinstance(service, list):
+            hoods = [self.hood(name, staged=staged) for name in service]
+            hood: str | list[str | None] | None = None if None in hoods else hoods
+        else:
+            hood = self.hood(service, staged=staged) if service is not None else None
         alias = kept.key(["hood", *tag, service, hood]) if hood is not None else None
         if alias is not None and (key := kept.aka(alias)) is not None:
             return key, None

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -182,7 +183,8 @@ def render(ctx: RenderContext) -> dict[str, str]:
     return dict(sorted(out.items()))
 
 
-def _alerts(ctx: RenderContext) -> list[dict[str, Any]]:
+def _alerts(ctx: RenderContext, names: list[str]) -> list[dict[str, Any]]:
+    """The monitoring files' rows of the services ``names``, in order."""
     health = ctx.catalog.platform.health
     probes = "|".join(sorted({health.health, health.ready, health.live, health.metrics}))
     return [
@@ -193,7 +195,7 @@ def _alerts(ctx: RenderContext) -> list[dict[str, Any]]:
             "port": ctx.catalog.services[n].port,
             "wave": ctx.plan.wave_of[n],
         }
-        for n in sorted(ctx.catalog.services)
+        for n in names
     ]
 
 
@@ -207,14 +209,14 @@ OVER_SERVICES = {
 BLOCK = 64  # services in a block of the monitoring files, on average
 
 
-def blocks(alerts: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    """The alerts table in consecutive blocks, each ending at a service whose name's CRC-32 is
-    a multiple of BLOCK: where a block ends depends on the names alone, so a service added or
-    removed changes its own block, not every block after it. At least one block."""
-    out: list[list[dict[str, Any]]] = [[]]
-    for a in alerts:
-        out[-1].append(a)
-        if zlib.crc32(a["name"].encode()) % BLOCK == 0:
+def blocks(names: list[str]) -> list[list[str]]:
+    """The services (``names``, in order) in consecutive blocks, each ending at a service whose
+    name's CRC-32 is a multiple of BLOCK: where a block ends depends on the names alone, so a
+    service added or removed changes its own block, not every block after it. At least one block."""
+    out: list[list[str]] = [[]]
+    for name in names:
+        out[-1].append(name)
+        if zlib.crc32(name.encode()) % BLOCK == 0:
             out.append([])
     return [block for block in out if block] or [[]]  # no service: the files' heads alone
 
@@ -224,7 +226,9 @@ def render_monitoring(ctx: RenderContext) -> dict[str, str]:
     service are made a block of services at a time (``blocks``), each block's parts kept by
     its own rows: an edit that changes a service's row (its port, its latency threshold) or
     adds one renders that block again, not 10,000 services' monitors and rules (a second of
-    such an edit at 10,000 services)."""
+    such an edit at 10,000 services). A service's row is made of its neighbourhood
+    (RenderContext.hood): a block whose services' neighbourhoods are as in the last run is
+    found by them, its rows not worked out (every edge's timeout: 0.2 s of every edit)."""
     common: dict[str, Any] = {
         "header": GENERATED_HEADER,
         "error_ratio": ERROR_RATIO,
@@ -234,16 +238,16 @@ def render_monitoring(ctx: RenderContext) -> dict[str, str]:
     folder = f"{COMPONENTS}/monitoring"
     kept = ctx.kept("monitoring")
     parts: dict[str, list[str]] = {path: [] for path in OVER_SERVICES}
-    cut = blocks(_alerts(ctx))
+    cut = blocks(sorted(ctx.catalog.services))
     keys = []
-    for number, block in enumerate(cut):
+    for number, names in enumerate(cut):
         first, last = number == 0, number == len(cut) - 1
-        key = kept.key(["block", first, last, block, common])
+        key, rows = ctx.keyed(kept, ["block", first, last, common], names, partial(_alerts, ctx, names))
         keys.append(key)
         found = kept.get(key) or kept.put(
             key,
             {
-                path: ctx.template(template, alerts=block, first=first, last=last, **common)
+                path: ctx.template(template, alerts=rows or _alerts(ctx, names), first=first, last=last, **common)
                 for path, template in OVER_SERVICES.items()
             },
         )
