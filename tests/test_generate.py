@@ -673,10 +673,11 @@ def test_an_edit_rewrites_only_the_cache_shards_it_changed(project: Path, monkey
     generate(project / "catalog.yaml")
     area = usercache.root() / "renders" / f"services-{code_key()}" / usercache.name_of(project / "generated")
     before = {p.name: p.read_bytes() for p in area.iterdir()}
+    inodes = {p.name: p.stat().st_ino for p in area.iterdir()}
     assert len(before) > 2 and "all" not in before
     written: list[Path] = []
-    real_write = usercache.write
-    monkeypatch.setattr(usercache, "write", lambda path, payload: written.append(path) or real_write(path, payload))
+    real_rewrite = usercache.rewrite
+    monkeypatch.setattr(usercache, "rewrite", lambda path, payload: written.append(path) or real_rewrite(path, payload))
     rewrite(project, lambda d: d["services"]["media"].update(description="Media, edited again"))
     generate(project / "catalog.yaml")
     after = {p.name: p.read_bytes() for p in area.iterdir()}
@@ -686,6 +687,7 @@ def test_an_edit_rewrites_only_the_cache_shards_it_changed(project: Path, monkey
     ]
     assert changed == {k[:2] for k in keys[0] ^ keys[1]}
     assert {p.name for p in written if p.parent == area} == changed & after.keys()
+    assert all((area / n).stat().st_ino == inodes[n] for n in changed & before.keys() & after.keys())  # in place
 
     rendered: list[str] = []
     real_render = services.render_service
@@ -715,8 +717,8 @@ def test_a_few_large_entries_are_kept_in_shards_too(tmp_path: Path, monkeypatch:
     assert sorted(p.name for p in area.iterdir()) == sorted(k[:2] for k in entries)
 
     written: list[Path] = []
-    real_write = usercache.write
-    monkeypatch.setattr(usercache, "write", lambda path, payload: written.append(path) or real_write(path, payload))
+    real_rewrite = usercache.rewrite
+    monkeypatch.setattr(usercache, "rewrite", lambda path, payload: written.append(path) or real_rewrite(path, payload))
     shards = usercache.Shards(area, str, object)
     assert shards.load() == entries
     edited = {**entries, "03-block": ({"file": "edited" * size}, {"file": "other"})}
