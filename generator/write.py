@@ -357,7 +357,12 @@ class Comparison:
 
 
 COMPARE_AHEAD_FROM = 10_000  # files (about 600 services): below this, forking costs more than it saves
-NICE = 10  # how much lower the comparison's worker runs (os.nice): 3, 8, 10 and 15 all did about as well
+# How much lower the comparison's worker runs (os.nice). 3, 8, 10 and 15 did about as well while
+# the checks took longer than the survey; once they took less (the teams' files verified, the
+# runs indexed), the main process waited 0.4 to 0.7 s for the survey at the checks' end, and an
+# edit at 10,000 services took 4.75 s at 5 against 5.05 s at 10 (medians of ten interleaved
+# rounds; 3 and 7 between them)
+NICE = 5
 
 
 class Survey(NamedTuple):
