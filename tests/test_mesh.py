@@ -427,6 +427,20 @@ def test_edge_beats_service_beats_platform(minimal: dict[str, Any]) -> None:
     assert cat.services["gateway"].depends_on["media"].kind == "soft"  # the shorthand still reads
 
 
+def test_an_edge_that_sets_no_traffic_of_its_own_takes_the_platforms(minimal: dict[str, Any]) -> None:
+    """An edge given by its kind alone, by a mapping of its kind, or with a setting left empty
+    (null), of a service that sets none either, has the platform's settings: the one object
+    (Catalog.traffic_for looks through neither layer then)."""
+    minimal["platform"]["traffic"] = {"timeout": "3s", "retries": 3}
+    edges = {"auth": {"kind": "hard"}, "media": {"kind": "soft", "timeout": None}}
+    minimal["services"]["gateway"]["depends_on"] = edges
+    cat = load_catalog_text(dump(minimal)).catalog
+    assert cat.traffic_for("gateway", "auth") is cat.platform.traffic
+    assert cat.traffic_for("gateway", "media") == cat.platform.traffic
+    assert cat.traffic_for("media", "auth") is cat.platform.traffic  # `auth: hard`
+    assert cat.traffic_for("gateway", "media").timeout == "3s"
+
+
 def test_per_edge_settings_reach_istio_per_caller(minimal: dict[str, Any]) -> None:
     minimal["platform"]["mesh"] = "istio"
     minimal["services"]["gateway"]["depends_on"]["auth"] = {

@@ -374,6 +374,9 @@ class Stage(Strict):
     infrastructure: list[Name] = []
 
 
+_KIND_ONLY = frozenset({"kind"})  # the fields of an edge that sets no traffic of its own (Catalog.traffic_for)
+
+
 class Dependency(TrafficOverride):
     kind: EdgeKind = Field(
         description=(
@@ -535,8 +538,13 @@ class Catalog(Strict):
         """The settings of the edge source -> target: the edge's own, else the source
         service's, else the platform's."""
         svc = self.services[source]
+        edge = svc.depends_on[target]
+        if svc.traffic is None and edge.model_fields_set <= _KIND_ONLY:
+            # most edges: no field of either layer given (asked of 30,000 edges at 10,000 services
+            # on every run, by the mesh docs: looking through both layers' fields took 0.05 s)
+            return self.platform.traffic
         overrides: dict[str, Any] = {}
-        for layer in (svc.traffic, svc.depends_on[target]):  # the nearer one last: it wins
+        for layer in (svc.traffic, edge):  # the nearer one last: it wins
             if layer is not None:
                 overrides.update((f, v) for f in Traffic.model_fields if (v := getattr(layer, f)) is not None)
         if not overrides:  # most edges: the platform's settings, one (frozen) object for all of them
