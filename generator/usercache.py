@@ -9,7 +9,8 @@ other systems), which only the user can write:
 - the folder is created owner-only (0700) and used only while it stays so (owned by this user,
   no group or other access); otherwise every run goes without a cache, slower but correct;
 - every entry is written whole (a temporary file renamed into its name, 0600; one that a
-  killed writer left is removed later) and carries the
+  killed writer left is removed later), or, where one run at a time writes it (a run's record,
+  the shards), over the old file in place (``rewrite``), and carries the
   CRC-32 of its payload, checked on every read, so a torn or corrupted entry is a miss. A
   checksum, not a cryptographic hash: whoever could rewrite an entry could rewrite its hash as
   well (the owner-only folder is what keeps others out), and an edit at 10,000 services reads
