@@ -47,11 +47,12 @@ class Live:
     url: dict[str, str]
 
     def log(self, service: str) -> list[dict[str, Any]]:
-        """The JSON lines of a service's log so far."""
+        """The JSON lines of a service's log so far: the whole ones (the service may be writing
+        the last one while it is read: a half line failed to parse in a CI run)."""
         run = runstate.read(self.catalog.parent)
         assert run is not None
         path = self.catalog.parent / ".nexus" / "run" / run.run_id / "logs" / f"{service}.log"
-        lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+        lines = path.read_text(encoding="utf-8").split("\n")[:-1] if path.exists() else []
         return [json.loads(line) for line in lines if line.startswith("{")]
 
 
