@@ -478,6 +478,24 @@ print("touched:", sorted(result.touched))
     assert "docs/services/media.md" in done.stdout  # the run went on to write, as ever
 
 
+def test_a_run_below_the_sizes_that_fork_never_imports_multiprocessing(project: Path, tmp_path: Path) -> None:
+    """A catalog too small for any worker (parallel: ordered_map's ``least``, the render's and
+    the comparison's sizes) neither forks nor imports multiprocessing and concurrent.futures:
+    6 ms of the shipped catalog's 0.29 s edit. A run with no cache, then one with, each in a
+    fresh interpreter, where nothing is imported yet; both write what they should."""
+    script = f"""
+import sys
+from nexus.pipeline import generate
+result = generate({str(project / "catalog.yaml")!r})
+print("touched:", len(result.touched), sorted(m for m in ("multiprocessing", "concurrent.futures") if m in sys.modules))
+"""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests"), "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    for run in ("no cache", "an edit"):  # each after an edit: the run renders and writes
+        rewrite(project, lambda d, run=run: d["services"]["media"].update(description=f"Media, before {run}"))
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)
+        assert re.fullmatch(r"touched: [1-9]\d* \[\]\n", done.stdout), done.stdout
+
+
 @pytest.fixture
 def rendered(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The services whose code renders (render.services.render_service), in the order they do."""

@@ -3,6 +3,7 @@ workers leave exactly what reading in turn would."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import errno
 import marshal
 import os
@@ -170,11 +171,12 @@ def test_work_on_every_core_is_done_in_turn_when_a_worker_cannot_start_or_dies(m
     assert parallel.ordered_map(_dies_in_a_worker, [parent] * 4, least=1) == [42] * 4
     assert parallel.beside(lambda: _dies_in_a_worker(parent), worth=True)() == 42
 
-    class NoFork(parallel.ProcessPoolExecutor):
+    class NoFork(concurrent.futures.ProcessPoolExecutor):
         def submit(self, *args: Any, **kwargs: Any) -> Any:
             raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
 
-    monkeypatch.setattr(parallel, "ProcessPoolExecutor", NoFork)
+    # parallel imports the pool where it forks one (parallel._pool)
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", NoFork)
     assert parallel.beside(lambda: os.getpid(), worth=True)() == parent
     assert parallel.ordered_map(lambda x: (x, os.getpid()), [1, 2, 3], least=1) == [
         (1, parent),
