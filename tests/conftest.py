@@ -146,6 +146,22 @@ def dump(data: Any) -> str:
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
 
+def tree(root: Path, leave_out: tuple[str, ...] = ()) -> dict[str, bytes]:
+    """Every file under ``root`` by its relative path, with its bytes; not those inside a folder
+    named in ``leave_out``."""
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not any(part in leave_out for part in p.relative_to(root).parts)
+    }
+
+
+def whole_lines(path: Path) -> list[str]:
+    """The lines of a log a process is writing, the whole ones: it may be writing the last one
+    while it is read (a half line failed to parse in a CI run)."""
+    return path.read_text(encoding="utf-8").split("\n")[:-1] if path.exists() else []
+
+
 def synthetic(services: int, channels: int = 0) -> str:
     """The benchmark's synthetic catalog of ``services`` services (benchmarks/synth.py), as text;
     with ``channels`` event channels among them."""

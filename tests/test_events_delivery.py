@@ -13,7 +13,7 @@ from typing import Any
 
 import broker
 import pytest
-from conftest import MINIMAL, dump
+from conftest import MINIMAL, dump, whole_lines
 
 from nexus.catalog import events as ev
 from nexus.catalog import load_catalog_text
@@ -336,8 +336,7 @@ def _consumer(tmp_path: Path, server: broker.Server, log: Path, hold: float) -> 
 
 
 def _lines(log: Path) -> list[list[str]]:
-    # whole lines only: the consumer may be writing the last one while it is read
-    return [line.split() for line in log.read_text().split("\n")[:-1]] if log.exists() else []
+    return [line.split() for line in whole_lines(log)]
 
 
 def test_a_consumer_killed_mid_message_gets_it_redelivered_and_handled_once(

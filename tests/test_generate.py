@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import CATALOG, ROOT, age_past_stale, dump, killed_at_rename, nexus
+from conftest import CATALOG, ROOT, age_past_stale, dump, killed_at_rename, nexus, tree
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -31,10 +31,6 @@ from nexus.errors import DriftError, HandEditedError, OutputCheckError, OutputEr
 from nexus.pipeline import generate
 from nexus.render import RenderContext, render
 from nexus.render.services import team_owned
-
-
-def tree(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def mtimes(root: Path) -> dict[str, int]:

@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import MINIMAL, ROOT
+from conftest import MINIMAL, ROOT, whole_lines
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
@@ -47,13 +47,11 @@ class Live:
     url: dict[str, str]
 
     def log(self, service: str) -> list[dict[str, Any]]:
-        """The JSON lines of a service's log so far: the whole ones (the service may be writing
-        the last one while it is read: a half line failed to parse in a CI run)."""
+        """The JSON lines of a service's log so far (whole_lines: it may be writing one)."""
         run = runstate.read(self.catalog.parent)
         assert run is not None
         path = self.catalog.parent / ".nexus" / "run" / run.run_id / "logs" / f"{service}.log"
-        lines = path.read_text(encoding="utf-8").split("\n")[:-1] if path.exists() else []
-        return [json.loads(line) for line in lines if line.startswith("{")]
+        return [json.loads(line) for line in whole_lines(path) if line.startswith("{")]
 
 
 def _catalog(folder: Path) -> Path:

@@ -25,8 +25,9 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import nexus, synthetic
+from conftest import dump, nexus, synthetic, tree
 
+from nexus.paths import TOOL_CACHES
 from nexus.render.services import team_owned
 from nexus.write import MANIFEST
 
@@ -156,20 +157,12 @@ EDITS: tuple[Edit, ...] = (
 
 
 def _write(data: dict[str, Any], catalog: Path) -> None:
-    catalog.write_text(yaml.safe_dump(data, sort_keys=False, width=1000), encoding="utf-8")
+    catalog.write_text(dump(data), encoding="utf-8")
 
 
 def _run(monkeypatch: pytest.MonkeyPatch, cache: Path, *args: str, cwd: Path) -> Any:
     monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
     return nexus(*args, cwd=cwd, timeout=300)
-
-
-def _tree(folder: Path) -> dict[str, bytes]:
-    return {
-        p.relative_to(folder).as_posix(): p.read_bytes()
-        for p in folder.rglob("*")
-        if p.is_file() and "__pycache__" not in p.parts
-    }
 
 
 def _differences(kept: dict[str, bytes], fresh: dict[str, bytes]) -> list[str]:
@@ -225,7 +218,8 @@ def test_a_run_after_random_edits_writes_what_a_run_from_nothing_writes(
         shutil.copy(work / "catalog.yaml", fresh / "catalog.yaml")
         shutil.rmtree(tmp_path / "empty-cache", ignore_errors=True)
         assert _run(monkeypatch, tmp_path / "empty-cache", "generate", "--strict", cwd=fresh).returncode == 0
-        assert _differences(_tree(work / "generated"), _tree(fresh / "generated")) == [], (round_, done)
+        kept, anew = (tree(folder / "generated", TOOL_CACHES) for folder in (work, fresh))
+        assert _differences(kept, anew) == [], (round_, done)
         changed += 1
     assert changed >= ROUNDS // 2  # most rounds were edits the catalog takes, or this proved little
     assert _run(monkeypatch, tmp_path / "cache", "generate", "--check", "--strict", cwd=work).returncode == 0

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import CATALOG, ROOT, age_past_stale, can_mount, dump, fill, killed_at_rename, nexus
+from conftest import CATALOG, ROOT, age_past_stale, can_mount, dump, fill, killed_at_rename, nexus, tree
 from typer.testing import CliRunner
 
 from nexus.authoring.new import (
@@ -33,14 +33,8 @@ from nexus.catalog import load_catalog, load_catalog_text
 from nexus.catalog.ports import next_port
 from nexus.errors import CatalogError, NexusError, RefusedError
 
-
-def tree(root: Path) -> dict[str, bytes]:
-    # .nexus/ holds run state and --force backups, not state a refusal must keep
-    return {
-        p.relative_to(root).as_posix(): p.read_bytes()
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and ".nexus" not in p.parts
-    }
+# .nexus/ holds run state and --force backups, not state a refusal must keep
+RUN_STATE = (".nexus",)
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +125,7 @@ REFUSALS = {
 @pytest.mark.parametrize("case", sorted(REFUSALS))
 def test_refusal_exits_1_with_one_clear_message_and_changes_nothing(shipped: Path, case: str) -> None:
     args, expected = REFUSALS[case]
-    before = tree(shipped)
+    before = tree(shipped, RUN_STATE)
     result = nexus("new", *args, "--catalog", str(shipped / "catalog.yaml"))
     assert result.returncode == 1, result.stdout + result.stderr
     assert result.stdout == ""
@@ -139,7 +133,7 @@ def test_refusal_exits_1_with_one_clear_message_and_changes_nothing(shipped: Pat
     assert re.search(expected, result.stderr), result.stderr
     assert len(result.stderr.strip().splitlines()) == 3  # the header and exactly one reason
     assert "Traceback" not in result.stderr
-    assert tree(shipped) == before
+    assert tree(shipped, RUN_STATE) == before
 
 
 @pytest.mark.parametrize(
@@ -170,14 +164,14 @@ def test_a_name_yaml_would_retype_is_added_quoted(minimal: dict) -> None:
 def test_an_invalid_catalog_is_named_before_anything_is_added(tmp_path: Path, minimal: dict) -> None:
     minimal["services"]["media"]["team"] = "nobody"
     (tmp_path / "catalog.yaml").write_text(dump(minimal))
-    before = tree(tmp_path)
+    before = tree(tmp_path, RUN_STATE)
     result = nexus(
         "new", "extra", "--category", "platform", "--team", "core", "--catalog", str(tmp_path / "catalog.yaml")
     )
     assert result.returncode == 1
     assert "does not validate as it is; fix it first" in result.stderr
     assert "services.media.team: unknown team 'nobody'" in result.stderr
-    assert tree(tmp_path) == before
+    assert tree(tmp_path, RUN_STATE) == before
 
 
 @pytest.mark.parametrize(
@@ -231,13 +225,13 @@ def test_a_hand_edited_generated_file_stops_new_and_the_catalog_is_put_back(tmp_
     assert nexus("generate", "--catalog", str(tmp_path / "catalog.yaml")).returncode == 0
     main = tmp_path / "generated/services/auth/auth/main.py"
     main.write_text(main.read_text() + "# a local fix\n")
-    before = tree(tmp_path)
+    before = tree(tmp_path, RUN_STATE)
     result = nexus(
         "new", "extra", "--category", "platform", "--team", "core", "--catalog", str(tmp_path / "catalog.yaml")
     )
     assert result.returncode == 1
     assert "edited by hand" in result.stderr and "services/auth/auth/main.py" in result.stderr
-    assert tree(tmp_path) == before
+    assert tree(tmp_path, RUN_STATE) == before
 
 
 @pytest.mark.skipif(not can_mount(), reason="needs root and mount to make a small tmpfs")
@@ -252,13 +246,13 @@ def test_a_full_disk_is_one_message_and_changes_nothing(tmp_path: Path, minimal:
         catalog.write_text(dump(minimal))
         assert nexus("generate", "--catalog", str(catalog)).returncode == 0
         fill(disk)
-        before = tree(disk)
+        before = tree(disk, RUN_STATE)
         result = nexus("new", "extra", "--category", "platform", "--team", "core", "--catalog", str(catalog))
         assert result.returncode == 1, result.stdout
         assert "cannot add 'extra'; catalog.yaml and generated/ are unchanged" in result.stderr
         assert "No space left on device; the disk is full: free some space" in result.stderr, result.stderr
         assert "Traceback" not in result.stderr
-        assert tree(disk) == before
+        assert tree(disk, RUN_STATE) == before
         assert [p.name for p in disk.iterdir() if p.name.endswith(".nexus-new")] == []
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=False)
@@ -463,12 +457,12 @@ def test_missing_arguments_are_asked_for(tmp_path: Path, minimal: dict) -> None:
 
 def test_no_answers_is_a_clear_error_and_changes_nothing(tmp_path: Path, minimal: dict) -> None:
     (tmp_path / "catalog.yaml").write_text(dump(minimal))
-    before = tree(tmp_path)
+    before = tree(tmp_path, RUN_STATE)
     result = nexus("new", "--catalog", str(tmp_path / "catalog.yaml"), input="")
     assert result.returncode == 1
     assert "error: stopped before all answers were given; nothing was changed" in result.stderr
     assert "Traceback" not in result.stderr
-    assert tree(tmp_path) == before
+    assert tree(tmp_path, RUN_STATE) == before
 
 
 def test_questions_in_a_real_terminal(tmp_path: Path, minimal: dict) -> None:
