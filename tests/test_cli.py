@@ -72,6 +72,7 @@ CORPUS = [
     ("key-octal.yaml", "2:3", r"services\.017: key '017' is read by YAML as the number 15"),
     ("key-on.yaml", "3:3", r"services\.on: key 'on' is read by YAML as true, not as the text 'on'"),
     ("merge-key.yaml", "6:5", r"services\.auth-service\.<<: merge keys \('<<'\) are not supported"),
+    ("control-character.yaml", "3:14", r"character U\+001B \(a control character\) is not allowed in YAML; remove it$"),
 ]
 
 

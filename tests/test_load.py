@@ -246,6 +246,11 @@ def test_every_duplicate_key_is_reported():
             "3:3",
             r"merge keys \('<<'\) are not supported.*use an alias for a whole value \(key: \*anchor\)",
         ),
+        # libyaml names these by a byte offset, never a line: the column counts characters
+        ("a: é\nb: x\x00y\n", "2:5", r"^character U\+0000 \(a control character\) is not allowed in YAML; remove it$"),
+        ("a: 🙂🙂\nb: \x7f\n", "2:4", r"^character U\+007F \(a control character\) is not allowed"),
+        ("# a\x1b[1mbold\x1b[0m comment\na: 1\n", "1:4", r"^character U\+001B \(a control character\)"),
+        ("a: '\ufffe'\n", "1:5", r"^character U\+FFFE \(a noncharacter\) is not allowed"),
     ],
     ids=[
         "empty",
@@ -277,6 +282,10 @@ def test_every_duplicate_key_is_reported():
         "key-tagged",
         "key-alias",
         "merge-key",
+        "control-character",
+        "control-character-after-an-emoji",
+        "control-character-in-a-comment",
+        "noncharacter",
     ],
 )
 def test_unusable_documents_are_refused_with_a_location(text, where, message):

@@ -12,6 +12,7 @@ recorded only when a message needs them.
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -396,7 +397,9 @@ def _build(events: Any, text: str, file: str, problems: list[Problem]) -> Source
                 attach(value, _mark(event), size)
     except yaml.MarkedYAMLError:
         raise  # load_text translates it, after telling libyaml's nesting limit from ours
-    except yaml.YAMLError as exc:  # unmarked errors (rare): keep the text, drop the traceback
+    except yaml.reader.ReaderError as exc:
+        raise CatalogError([*problems, _not_allowed(exc, text, file)]) from exc
+    except yaml.YAMLError as exc:  # other unmarked errors (rare): keep the text, drop the traceback
         raise CatalogError([*problems, Problem(0, 0, "", f"invalid YAML: {exc}", file=file)]) from exc
 
     if problems:
@@ -457,6 +460,30 @@ def _yaml_hint(problem: str, text: str, mark: Any, context: Any) -> str:
     return ""
 
 
+# what a character YAML refuses is, by its Unicode category (YAML allows tab, line breaks and
+# every printable character; the reader refuses the rest before anything is parsed)
+_REFUSED_KINDS = {"Cc": "a control character", "Cs": "a lone surrogate", "Cn": "a noncharacter"}
+
+
+def _not_allowed(exc: yaml.reader.ReaderError, text: str, file: str) -> Problem:
+    """A character YAML does not allow, where it is. libyaml's reader names it by code point
+    and a byte offset into the UTF-8 text (PyYAML's own reader by a character offset), never a
+    line: the reader refuses the character wherever it stands, so the first in the text is the
+    one it met."""
+    code = exc.character
+    index = text.find(chr(code)) if isinstance(code, int) else -1
+    if index < 0:
+        return Problem(0, 0, "", f"invalid YAML: {exc.reason}", file=file)
+    line, col = _line_col(text, index)
+    kind = _REFUSED_KINDS.get(unicodedata.category(text[index]), "a character YAML does not allow")
+    return Problem(line, col, "", f"character U+{code:04X} ({kind}) is not allowed in YAML; remove it", file=file)
+
+
+def _line_col(text: str, index: int) -> tuple[int, int]:
+    """The 1-based line and column (in characters, as an editor counts them) of ``index``."""
+    return text.count("\n", 0, index) + 1, index - (text.rfind("\n", 0, index) + 1) + 1
+
+
 def load_file(path: str | Path, raw: bytes | None = None, *, space: str | None = None) -> Source:
     """Read and load a catalog file, refusing oversized or non-UTF-8 input before parsing.
     ``raw``: the file's bytes, when the caller read them already (and hashed them: what it
@@ -504,9 +531,8 @@ def load_file(path: str | Path, raw: bytes | None = None, *, space: str | None =
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        before = raw[: exc.start]
-        line = before.count(b"\n") + 1
-        col = exc.start - (before.rfind(b"\n") + 1) + 1
+        before = raw[: exc.start].decode("utf-8")  # every byte before the first wrong one is UTF-8
+        line, col = _line_col(before, len(before))
         raise CatalogError(
             [Problem(line, col, "", f"byte 0x{raw[exc.start]:02x} is not UTF-8; save the file as UTF-8", file=name)]
         ) from exc
