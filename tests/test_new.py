@@ -137,6 +137,38 @@ def test_refusal_exits_1_with_one_clear_message_and_changes_nothing(shipped: Pat
 
 
 @pytest.mark.parametrize(
+    ("args", "argument", "byte"),
+    [
+        ([b"ticket-office", b"--description", b"caf\xe9 in Latin-1"], "--description", "0xe9"),
+        ([b"ticket-office", b"--team", b"m\xe9dia"], "--team", "0xe9"),
+        ([b"ticket-office", b"--depends-on", b"token-mgr:s\xf6ft"], "--depends-on", "0xf6"),
+        ([b"ticket-\xff"], "NAME", "0xff"),
+    ],
+    ids=["description", "team", "depends-on", "name"],
+)
+def test_an_argument_that_is_not_utf8_is_refused_by_name(
+    shipped: Path, args: list[bytes], argument: str, byte: str
+) -> None:
+    """A byte of the command line that is not UTF-8 (a terminal in Latin-1): the argument is
+    named, not a YAML error at a line of the entry the person never wrote, nor a traceback."""
+    before = tree(shipped, RUN_STATE)
+    command = [sys.executable, "-m", "cli", "new", *args, b"--category", b"streaming"]
+    command += [] if b"--team" in args else [b"--team", b"media"]
+    result = subprocess.run(
+        [*command, b"--catalog", bytes(shipped / "catalog.yaml")],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        timeout=60,
+    )
+    stderr = result.stderr.decode("utf-8", "backslashreplace")
+    assert result.returncode == 1, stderr
+    assert f"  {argument}: byte {byte} is not UTF-8; pass it as UTF-8 text" in stderr, stderr
+    assert "YAML" not in stderr and "Traceback" not in stderr
+    assert tree(shipped, RUN_STATE) == before
+
+
+@pytest.mark.parametrize(
     "name", ["3d-render", "import", "test", "nexus-runtime", "allow-nothing", "postgres-ingress", "readme", "0x1f"]
 )
 def test_new_refuses_a_name_with_validate_s_own_message(minimal: dict, name: str) -> None:

@@ -223,6 +223,9 @@ def candidate(
 
     Raises RefusedError listing every problem (each named by the argument that caused it),
     CatalogError when the catalog is invalid before anything is added."""
+    unwritable = _not_text(new)
+    if unwritable:
+        raise RefusedError(new.name, unwritable)
     with collector.paused():  # what loading builds lives on, as in load_catalog_text
         try:
             src = source if source is not None else load_text(text, file, space=space)
@@ -253,6 +256,30 @@ def candidate(
         raise RefusedError(new.name, reasons) from exc
     _assert_pure_addition(base, loaded.catalog, new.name)
     return Candidate(out, loaded, port)
+
+
+def _not_text(new: NewService) -> list[str]:
+    """The arguments that are not text a UTF-8 file can hold, each named. Python reads a byte
+    of the command line that is not UTF-8 as a lone surrogate (U+DC80..U+DCFF, for bytes
+    0x80..0xFF): written into the catalog it could only be an escape that YAML refuses, and
+    the refusal would name a line of the entry the person never wrote."""
+    given = [
+        ("NAME", new.name),
+        (_ARGUMENT["category"], new.category),
+        (_ARGUMENT["team"], new.team),
+        (_ARGUMENT["stage"], new.stage or ""),
+        (_ARGUMENT["description"], new.description),
+        *((_ARGUMENT["depends_on"], part) for dep, kind in new.depends_on.items() for part in (dep, kind)),
+    ]
+    problems = []
+    for argument, value in given:
+        bad = next((ch for ch in value if 0xD800 <= ord(ch) <= 0xDFFF), None)
+        if bad is None:
+            continue
+        code = ord(bad)
+        what = f"byte 0x{code - 0xDC00:02x} is not UTF-8" if code >= 0xDC80 else f"U+{code:04X} is a lone surrogate"
+        problems.append(f"{argument}: {what}; pass it as UTF-8 text (is the terminal's encoding UTF-8?)")
+    return problems
 
 
 def _problems_as_it_is(src: Source) -> CatalogError | None:
