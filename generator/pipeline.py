@@ -264,7 +264,8 @@ class _Last:
         code = code_key()
         text = _catalog_bytes(catalog)
         # everything the output depends on: the code, the catalog, where it is written
-        inputs = _digest(f"{code}|{target.resolve()}|".encode() + text) if text is not None else None
+        where = os.fsencode(target.resolve())  # as the file system spells it, UTF-8 or not
+        inputs = _digest(f"{code}|".encode() + where + b"|" + text) if text is not None else None
         listing = file.with_name(f"{file.name}.spare") if file is not None and not strict else None
         space = file.name if file is not None and not strict else None
         return cls(file, record, code, inputs, text, listing, space)

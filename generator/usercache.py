@@ -191,8 +191,9 @@ def drop(path: Path) -> None:
 
 def name_of(out: Path) -> str:
     """What this cache calls an output folder (its record, its render caches' space): a hash
-    of its resolved path, so that each checkout's are its own."""
-    return hashlib.blake2b(str(out.resolve()).encode(), digest_size=16).hexdigest()
+    of its resolved path, so that each checkout's are its own (as the file system spells it:
+    a name that is not UTF-8 is a path like any other)."""
+    return hashlib.blake2b(os.fsencode(out.resolve()), digest_size=16).hexdigest()
 
 
 def keep_latest(folder: Path, keep: int = 3) -> None:

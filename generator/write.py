@@ -773,7 +773,8 @@ def locked(
         _acquire(fd, path, out, timeout, waiting)
         with suppress(OSError):  # only for the message a waiting run prints (a full disk, another user's file)
             os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()} {' '.join(['nexus', *sys.argv[1:]])}\n".encode(), 0)
+            # the arguments' own bytes (one not UTF-8 is read as a lone surrogate, which strict UTF-8 refuses)
+            os.pwrite(fd, os.fsencode(f"{os.getpid()} {' '.join(['nexus', *sys.argv[1:]])}\n"), 0)
         try:
             yield
         finally:

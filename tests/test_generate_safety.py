@@ -601,6 +601,23 @@ def test_render_cache_entries_of_another_shape_are_rendered_again(project: Path)
 # -- file systems that refuse --------------------------------------------------------------------------
 
 
+def test_an_output_folder_whose_name_is_not_utf8_is_written_and_found_unchanged(project: Path, tmp_path: Path) -> None:
+    """A folder name is bytes on Linux, UTF-8 or not (an archive unpacked from Latin-1): its
+    cache record is named by those bytes, and the lock notes the command as it was given."""
+    out = tmp_path / os.fsdecode(b"gen\xe9r\xe9")
+
+    def run(*args: bytes) -> subprocess.CompletedProcess[bytes]:
+        catalog = bytes(project / "catalog.yaml")
+        command = [sys.executable, "-m", "cli", "generate", b"-c", catalog, b"-o", bytes(out), *args]
+        return subprocess.run(command, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True)
+
+    first, again, check = run(), run(), run(b"--check")
+    for result in (first, again, check):
+        assert result.returncode == 0 and b"Traceback" not in result.stderr, result.stderr.decode(errors="replace")
+    assert b"files written or removed" in first.stdout and b"nothing to do" in again.stdout
+    assert tree(out) == tree(project / "generated")
+
+
 def test_a_symlinked_output_folder_is_refused_and_nothing_is_written_through_it(project: Path, tmp_path: Path) -> None:
     elsewhere = tmp_path / "elsewhere"
     shutil.move(project / "generated", elsewhere)
