@@ -107,6 +107,14 @@ CatalogOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines instead of text for people.")]
 
 
+def _seconds(value: float) -> float:
+    """A time limit given on the command line: a number of seconds above 0. (A range check
+    alone lets nan through to asyncio, whose deadline refuses it with a traceback.)"""
+    if not 0 < value < float("inf"):
+        raise typer.BadParameter(f"{value} is not a number of seconds above 0")
+    return value
+
+
 def _load(catalog: Path) -> Loaded:
     from .catalog import load_catalog
 
@@ -315,7 +323,10 @@ def deploy(
         ),
     ] = False,
     timeout_per_wave: Annotated[
-        float, typer.Option("--timeout-per-wave", help="Seconds a wave's Deployments get to become Available.", min=0)
+        float,
+        typer.Option(
+            "--timeout-per-wave", help="Seconds a wave's Deployments get to become Available.", callback=_seconds
+        ),
     ] = 300,
 ) -> None:
     """Apply an overlay in the plan's order: setup, then wave by wave, each rolled out before the next.
@@ -571,7 +582,9 @@ SetOpt = Annotated[
         help="A setting for every service (KEY=VALUE) or one (SERVICE.KEY=VALUE), e.g. token-mgr.inject_delay_ms=3000.",
     ),
 ]
-TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Seconds each service may take to become ready.")]
+TimeoutOpt = Annotated[
+    float, typer.Option("--timeout", help="Seconds each service may take to become ready.", callback=_seconds)
+]
 
 
 def _split(values: list[str]) -> list[str]:
@@ -805,7 +818,9 @@ def verify(
         ),
     ] = None,
     as_json: JsonOpt = False,
-    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for each answer.")] = 10.0,
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="Seconds to wait for each answer.", callback=_seconds)
+    ] = 10.0,
 ) -> None:
     """Prove the critical paths and every service's health, all through the gateway.
 

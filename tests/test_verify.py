@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from pathlib import Path
 
 import asyncpg
@@ -222,3 +223,42 @@ def _the_teams_data_steps_wrote_a_ledger_entry_and_a_session(catalog, report):
     )
     key = session["wrote"].removeprefix("session ")
     assert store.hget(key, "flow") == "authentication" and 0 < store.pttl(key) <= 60_000
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("http://[::1", r"is not a URL \(Invalid port: ':1'\)"),
+        ("http://127.0.0.1:99999", r": port 99999 is outside 1-65535"),
+        ("http://gw:0", r": port 0 is outside 1-65535"),
+        ("ftp://gw", r": its scheme is ftp, not http or https"),
+        ("http://", r": it names no host"),
+        ("http://gate way", r": it holds a space or a control character"),
+    ],
+)
+def test_a_base_url_no_gateway_can_have_is_refused_before_anything_is_asked(url, message):
+    """What httpx cannot read as a URL, or reads as one no gateway can answer at, is said as
+    such (exit 1, one line), not a traceback nor a failed connection to a port-forward."""
+    result = nexus("verify", "--base-url", url, "-c", str(CATALOG))
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"error: --base-url {url!r}") and re.search(message, line), line
+    assert line.endswith("; pass the gateway's URL, such as http://127.0.0.1:8080"), line
+
+
+@pytest.mark.parametrize("url", ["localhost:8080", "127.0.0.1:8080", "gw.example.com"])
+def test_a_base_url_without_its_scheme_is_given_back_with_it(url):
+    result = nexus("verify", "--base-url", url, "-c", str(CATALOG))
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr == (
+        f"error: --base-url {url!r}: it has no scheme, http:// or https://; "
+        f"pass the gateway's URL, such as http://{url}\n"
+    )
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf"])
+@pytest.mark.parametrize("command", [["verify"], ["up", "--detach"]])
+def test_a_timeout_that_is_not_a_number_of_seconds_is_a_usage_error(command, value, tmp_path):
+    result = nexus(*command, f"--timeout={value}", "-c", str(tmp_path / "catalog.yaml"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "Invalid value for '--timeout'" in result.stderr and "is not a number of seconds above 0" in result.stderr

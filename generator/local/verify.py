@@ -102,6 +102,8 @@ def verify(catalog: str | Path = "catalog.yaml", base_url: str | None = None, *,
     here (the gateway at 127.0.0.1 and its catalog port); with it, a deployed gateway.
     Raises RunError when the gateway does not answer at all."""
     began = time.monotonic()
+    if base_url is not None:
+        base_url = _gateway_url(base_url)
     loaded = load_catalog(catalog)
     targets = _targets(loaded.catalog, loaded.root, base_url)
     flows, services = asyncio.run(_run(loaded.catalog, targets, timeout))
@@ -129,6 +131,38 @@ def _events(cat: Catalog, root: Path, timeout: float) -> list[events.EventHop]:
     return report.hops
 
 
+_URL_FIX = "pass the gateway's URL, such as http://127.0.0.1:8080"
+
+
+def _gateway_url(given: str) -> str:
+    """``given`` (--base-url) as the gateway's base URL, or RunError saying what is wrong with
+    it: httpx reads it as a URL, and what httpx accepts but no gateway can be (another scheme,
+    no host, a port out of range, a space) is refused here, not met as a failed connection."""
+    # host:port alone is the commonest slip (httpx reads the host as a scheme): the fix is that URL
+    fix = f"pass the gateway's URL, such as http://{given}" if given.strip() and "://" not in given else _URL_FIX
+    try:
+        url = httpx.URL(given)
+    except httpx.InvalidURL as exc:
+        raise RunError(f"--base-url {given!r} is not a URL ({exc}); {fix}") from exc
+    wrong = next(
+        (
+            why
+            for bad, why in (
+                ("://" not in given, "it has no scheme, http:// or https://"),
+                (url.scheme not in ("http", "https"), f"its scheme is {url.scheme}, not http or https"),
+                (not url.host, "it names no host"),
+                (url.port is not None and not 0 < url.port < 65536, f"port {url.port} is outside 1-65535"),
+                (any(ch.isspace() or not ch.isprintable() for ch in given), "it holds a space or a control character"),
+            )
+            if bad
+        ),
+        None,
+    )
+    if wrong is not None:
+        raise RunError(f"--base-url {given!r}: {wrong}; {fix}")
+    return given.rstrip("/")
+
+
 def _targets(cat: Catalog, root: Path, base_url: str | None) -> _Targets:
     gateway = cat.platform.gateway
     reachable = {gateway, *relays(cat, gateway)}
@@ -138,7 +172,7 @@ def _targets(cat: Catalog, root: Path, base_url: str | None) -> _Targets:
             for n in cat.services
             if n not in reachable
         }
-        return _Targets(base_url.rstrip("/"), False, True, sorted(reachable), {}, unreachable)
+        return _Targets(base_url, False, True, sorted(reachable), {}, unreachable)
     state = runstate.read(root)
     members = set(state.services) if state is not None else set(cat.services)
     skipped = {n: "not started by this run (nexus up --only)" for n in cat.services if n not in members}
