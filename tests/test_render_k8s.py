@@ -149,9 +149,9 @@ def test_default_deny_covers_every_pod_both_ways(shipped: tuple[RenderContext, d
 def test_prod_turns_off_api_docs_and_platform_routes_in_every_service(built: dict[str, list[dict[str, Any]]]) -> None:
     """The prod overlay sets the runtime's own settings on every container; dev and staging
     keep the defaults (docs on, /platform on: `nexus verify --base-url` works there)."""
-    from nexus.local.run import _settings_fields
+    from nexus.local.run import _settings_model
 
-    known = {f.upper() for f in _settings_fields(Path(__file__).parent.parent / "generated")}
+    known = {f.upper() for f in _settings_model(Path(__file__).parent.parent / "generated").model_fields}
     for env, docs in built.items():
         for name, deployment in objects(docs, "Deployment").items():
             (container,) = deployment["spec"]["template"]["spec"]["containers"]

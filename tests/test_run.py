@@ -137,6 +137,42 @@ def test_unknown_setting_is_an_error_before_anything_starts(catalog):
     assert not (catalog.parent / ".nexus" / "run").exists()
 
 
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("auth.inject_delay_ms=abc", "Input should be a valid integer"),
+        ("retries=99", "Input should be less than or equal to 5"),
+        ("request_timeout_seconds=nan", "Input should be greater than 0"),
+        ("api_docs=maybe", "Input should be a valid boolean"),
+        ("log_level=LOUD", "Input should be 'DEBUG', 'INFO', 'WARNING' or 'ERROR'"),
+    ],
+)
+def test_a_wrong_setting_value_is_an_error_before_anything_starts(catalog, setting, message):
+    """The value is held to the runtime's own rule for that setting before stage 1 starts: the
+    service would refuse it at start-up, after the servers before it had started."""
+    result = nexus("up", "--detach", "--set", setting, "-c", str(catalog))
+    assert result.returncode == 1, result.stdout
+    assert result.stderr.startswith(f"error: --set {setting}: {message}"), result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (catalog.parent / ".nexus" / "run").exists()
+
+
+def test_a_setting_value_that_is_not_utf8_is_an_error_before_anything_starts(catalog):
+    """A byte of the command line that is not UTF-8 (Python reads it as a lone surrogate) in a
+    text setting: refused by name, not a traceback when the value is written out."""
+    result = subprocess.run(
+        [sys.executable, "-m", "cli", "up", "--detach", "--set", b"log_level=\xff", "-c", str(catalog)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        timeout=60,
+    )
+    assert result.returncode == 1, result.stdout
+    assert b"--set log_level=" in result.stderr and b"the value is not UTF-8 text" in result.stderr, result.stderr
+    assert b"Traceback" not in result.stderr
+    assert not (catalog.parent / ".nexus" / "run").exists()
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_stale_state_from_a_crashed_run_is_cleared(catalog, mode):
     with platform(catalog, "--mode", mode):

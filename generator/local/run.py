@@ -15,12 +15,14 @@ from __future__ import annotations
 import difflib
 import importlib.util
 import os
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from pydantic import BaseModel, ValidationError
 
 from ..catalog import Loaded, load_catalog
 from ..catalog.models import Catalog
@@ -101,7 +103,8 @@ def parse_overrides(items: Iterable[str], cat: Catalog, generated: Path) -> dict
     items = list(items)
     if not items:
         return {}
-    known = _settings_fields(generated) - {"port"}
+    model = _settings_model(generated)
+    known = set(model.model_fields) - {"service_name", "port"}
     out: dict[str, dict[str, str]] = {}
     for item in items:
         target, sep, value = item.partition("=")
@@ -117,19 +120,43 @@ def parse_overrides(items: Iterable[str], cat: Catalog, generated: Path) -> dict
                 + did_you_mean(key, known)
                 + f"; settings: {', '.join(sorted(known))}"
             )
+        wrong = _wrong_value(value, model, key if key in known else None)
+        if wrong is not None:
+            raise RunError(f"--set {item}: {wrong}")
         out.setdefault(service or "*", {})[key] = value
     return out
 
 
-def _settings_fields(generated: Path) -> set[str]:
+def _wrong_value(value: str, model: type[BaseModel], key: str | None) -> str | None:
+    """What is wrong with ``value`` for the setting ``key`` of ``model`` (None: a dependency's
+    URL, which only the service's own settings name), as the service would say at start-up,
+    where it would fail with the servers before it already started; None when it holds."""
+    if any(0xD800 <= ord(ch) <= 0xDFFF for ch in value):  # a byte of the command line that is not UTF-8
+        return "the value is not UTF-8 text"
+    if key is None:
+        return None
+    try:  # the model's own rules for that one field, the value as text (as from the environment)
+        model.__pydantic_validator__.validate_assignment(model.model_construct(), key, value)
+    except ValidationError as exc:
+        return "; ".join(error["msg"] for error in exc.errors())
+    return None
+
+
+def _settings_model(generated: Path) -> type[BaseModel]:
     """The runtime's own settings, read from the generated copy that will run."""
     path = generated / "runtime" / "nexus_runtime" / "settings.py"
     spec = importlib.util.spec_from_file_location("_nexus_runtime_settings", path)
     if spec is None or spec.loader is None:
         raise RunError(f"{path}: cannot be read; run `nexus generate`")
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return set(module.ServiceSettings.model_fields) - {"service_name"}
+    # registered while it runs: pydantic finds the names its postponed annotations use there
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules[spec.name]
+    model: type[BaseModel] = module.ServiceSettings
+    return model
 
 
 def settings_for(cat: Catalog, name: str, overrides: dict[str, dict[str, str]]) -> dict[str, str]:
