@@ -65,6 +65,7 @@ def generate(
     clock = timings if timings is not None else Timings()
     with clock.whole(), collector.paused(), ExitStack() as run:
         target = output_folder(catalog, out)
+        write.refuse_holding(target, catalog)
         last = clock.call("read the last run's record", _Last.of, catalog, target, strict)
         comparing = _compare_ahead(run, target, last) if not check_only else None
         # A catalog unchanged since a clean run was valid then and is now: only a changed one is loaded
@@ -198,6 +199,7 @@ def _run(
         linked: list[str] = []
         swapped: write.Stamp | None = None
     else:
+        write.refuse_unowned(target, changes)  # before the refusal that --force lifts: it does not lift this
         if changes.refused and not force:
             raise HandEditedError(changes.refused, _team_files_of(changes.refused))
         applied = clock.call("write", write.apply, target, files, changes, force=force, listing=last.listing)

@@ -66,6 +66,8 @@ class Changes:
     # again right before the swap (``apply``)
     compared: dict[str, str] = field(default_factory=dict)
     spare: SpareScan | None = None  # the spare ``apply`` brings up to date, when already read
+    # of ``extra``, those of a folder with no manifest: not a folder Nexus wrote (``refuse_unowned``)
+    unowned: list[str] = field(default_factory=list)
 
     @property
     def clean(self) -> bool:
@@ -488,6 +490,7 @@ def _changes(out: Path, survey: Survey, hashed: dict[str, str], team_owned: Team
         ch.manifest_stale = _read_nofollow(out / MANIFEST) != ch.manifest.encode("utf-8")
     except OSError:
         ch.manifest_stale = True
+        ch.unowned = ch.extra  # no manifest: the files Nexus would not write are someone else's
     for bucket in (ch.create, ch.update, ch.remove, ch.hand_edited, ch.extra, ch.keep):
         bucket.sort()
     return ch
@@ -888,6 +891,31 @@ def refuse_link(out: Path) -> None:
         raise OutputError(f"{out} is the file system's root; give --out a folder of its own")
 
 
+def refuse_holding(out: Path, catalog: str | Path) -> None:
+    """The output folder is replaced whole: it may not be the catalog's own folder, nor hold it
+    deeper down (`--out .` beside catalog.yaml, `--out ~`): the swap would take the catalog,
+    and everything beside it, out of the project."""
+    source, real = Path(os.path.realpath(catalog)), Path(os.path.realpath(out))
+    if real in source.parents and real.parent != real:  # the root has a refusal of its own (refuse_link)
+        raise OutputError(
+            f"{out} holds the catalog ({catalog}), and Nexus replaces its output folder whole: "
+            "give --out a folder of its own (by default generated/ beside the catalog)"
+        )
+
+
+def refuse_unowned(out: Path, ch: Changes) -> None:
+    """A folder with no manifest that holds files Nexus would not write is not a folder Nexus
+    made (someone's project, a home folder): ``--force`` overwrites what Nexus wrote and someone
+    edited, never such a folder, so refuse whatever the run was asked."""
+    if ch.unowned:
+        shown = ", ".join(ch.unowned[:5]) + (f" and {len(ch.unowned) - 5} more" if len(ch.unowned) > 5 else "")
+        raise OutputError(
+            f"{out} is not a folder Nexus wrote (it has no {MANIFEST}) and holds files Nexus would not "
+            f"write: {shown}; a run replaces that folder whole: give --out a new or empty folder, or move "
+            "those files out; nothing was written"
+        )
+
+
 def _refuse_protected(out: Path, ch: Changes) -> None:
     """A folder or file someone made read-only (no owner write bit) stays so: the swap would
     put writable copies in its place, silently dropping the protection, so refuse instead.
@@ -1052,6 +1080,7 @@ def apply(
     ``force``) or OutputError (the folder cannot be written) before anything changes.
     ``listing``: where a first tree's spare is listed for the next run (SpareListing.of_first),
     when the tree is large enough for the next run to read its spare in the comparison's worker."""
+    refuse_unowned(out, ch)
     if ch.refused and not force:
         raise HandEditedError(ch.refused)
     written = ch.written(files)

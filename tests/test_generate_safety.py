@@ -927,6 +927,50 @@ def test_the_file_system_root_is_not_an_output_folder(project: Path) -> None:
         generate(project / "catalog.yaml", "/")
 
 
+@pytest.mark.parametrize("args", [[], ["--force"]])
+@pytest.mark.parametrize("out", [".", "..", "sub/../."])
+def test_a_folder_that_holds_the_catalog_is_never_an_output_folder(project: Path, out: str, args: list[str]) -> None:
+    """`--out .` beside catalog.yaml (or any folder above it): the swap would take the catalog
+    and the whole project with it; refused before anything is read, --force or not."""
+    (project / "NOTES.md").write_text("mine\n", encoding="utf-8")
+    (project / "sub").mkdir()
+    before = tree(project)
+    result = nexus("generate", "-c", "catalog.yaml", "-o", out, *args, cwd=project)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.startswith("error: ") and "holds the catalog (catalog.yaml)" in result.stderr, result.stderr
+    assert "give --out a folder of its own" in result.stderr
+    assert tree(project) == before
+
+
+@pytest.mark.parametrize("args", [[], ["--force"]])
+def test_a_folder_nexus_did_not_write_is_not_replaced_even_when_forced(
+    project: Path, tmp_path: Path, args: list[str]
+) -> None:
+    """A folder with no manifest holding files Nexus would not write is someone else's: its
+    files are named and nothing is written, whatever the run was asked. (Before, they were
+    called hand-edited generated files, and the advice, --force, replaced the folder.)"""
+    theirs = tmp_path / "theirs"
+    (theirs / "src").mkdir(parents=True)
+    (theirs / "NOTES.md").write_text("mine\n", encoding="utf-8")
+    (theirs / "src" / "main.py").write_text("print('mine')\n", encoding="utf-8")
+    before = tree(theirs)
+    result = nexus("generate", "-c", str(project / "catalog.yaml"), "-o", str(theirs), *args)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr == (
+        f"error: {theirs} is not a folder Nexus wrote (it has no .nexus-manifest.json) and holds files Nexus would "
+        "not write: NOTES.md, src/main.py; a run replaces that folder whole: give --out a new or empty folder, or "
+        "move those files out; nothing was written\n"
+    )
+    assert tree(theirs) == before and not (tmp_path / ".nexus").exists()
+    # an empty folder is one of its own; a file added to a folder Nexus wrote stays a refusal --force lifts
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert nexus("generate", "-c", str(project / "catalog.yaml"), "-o", str(empty)).returncode == 0
+    (empty / "NOTES.md").write_text("mine\n", encoding="utf-8")
+    again = nexus("generate", "-c", str(project / "catalog.yaml"), "-o", str(empty))
+    assert again.returncode == 1 and "edited by hand" in again.stderr and "NOTES.md" in again.stderr
+
+
 # -- files known unchanged are not read again; any write to one is still seen ----------------------
 
 
