@@ -101,16 +101,30 @@ class HandEditedError(NexusError):
     ``team_files`` are the files the services concerned give their team (the render stage's
     one list): where a change to a service belongs instead."""
 
-    def __init__(self, paths: list[str], team_files: list[str] | tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, paths: list[str], team_files: list[str] | tuple[str, ...] = (), added: list[str] | tuple[str, ...] = ()
+    ) -> None:
+        """``paths``: every file refused; of them, ``added`` are files Nexus never wrote, not edits."""
         self.paths = paths
-        listed = "\n".join(f"  {p}" for p in paths)
+        edited = [p for p in paths if p not in set(added)]
         owned = ", ".join(team_files)
         where = f"into the team-owned files ({owned}), which Nexus never touches, or " if team_files else ""
+        said = []
+        if edited:
+            said.append(
+                "these generated files were edited by hand and would be overwritten:\n"
+                + "".join(f"  {p}\n" for p in edited)
+                + f"move the change {where}into catalog.yaml"
+            )
+        if added:
+            said.append(
+                "these files were added by hand and would be removed:\n"
+                + "".join(f"  {p}\n" for p in added)
+                + "move them out of the output folder"
+            )
         super().__init__(
-            "these generated files were edited by hand and would be overwritten:\n"
-            f"{listed}\nmove the change {where}into catalog.yaml; "
-            "or run `nexus generate --force` to overwrite them: each is first copied to "
-            ".nexus/backups/<date-time>/<its path under generated/>, in a new folder the run prints"
+            ";\n".join(said) + "; or run `nexus generate --force` to overwrite or remove them: each is first "
+            "copied to .nexus/backups/<date-time>/<its path under generated/>, in a new folder the run prints"
         )
 
 

@@ -201,7 +201,7 @@ def _run(
     else:
         write.refuse_unowned(target, changes)  # before the refusal that --force lifts: it does not lift this
         if changes.refused and not force:
-            raise HandEditedError(changes.refused, _team_files_of(changes.refused))
+            raise HandEditedError(changes.refused, _team_files_of(changes.refused), changes.extra)
         applied = clock.call("write", write.apply, target, files, changes, force=force, listing=last.listing)
         touched, backup, linked, swapped = applied.touched, applied.backup, applied.linked, applied.stamp
     payload: dict[str, Any] | None = None

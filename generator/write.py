@@ -1082,7 +1082,7 @@ def apply(
     when the tree is large enough for the next run to read its spare in the comparison's worker."""
     refuse_unowned(out, ch)
     if ch.refused and not force:
-        raise HandEditedError(ch.refused)
+        raise HandEditedError(ch.refused, added=ch.extra)
     written = ch.written(files)
     dropped = [*ch.remove, *(p for p in ch.hand_edited if p not in files), *ch.extra]
     if not written and not dropped and not ch.manifest_stale:

@@ -968,7 +968,13 @@ def test_a_folder_nexus_did_not_write_is_not_replaced_even_when_forced(
     assert nexus("generate", "-c", str(project / "catalog.yaml"), "-o", str(empty)).returncode == 0
     (empty / "NOTES.md").write_text("mine\n", encoding="utf-8")
     again = nexus("generate", "-c", str(project / "catalog.yaml"), "-o", str(empty))
-    assert again.returncode == 1 and "edited by hand" in again.stderr and "NOTES.md" in again.stderr
+    assert again.returncode == 1
+    assert "these files were added by hand and would be removed:\n  NOTES.md\n" in again.stderr
+    with (empty / "CODEOWNERS").open("a", encoding="utf-8") as f:
+        f.write("# mine too\n")
+    both = nexus("generate", "-c", str(project / "catalog.yaml"), "-o", str(empty)).stderr
+    assert "these generated files were edited by hand and would be overwritten:\n  CODEOWNERS\n" in both
+    assert both.index("CODEOWNERS") < both.index("these files were added by hand") < both.index("--force"), both
 
 
 # -- files known unchanged are not read again; any write to one is still seen ----------------------
