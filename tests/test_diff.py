@@ -163,6 +163,18 @@ def test_an_unknown_base_is_one_clear_error(repo: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("base", ["--output=written-by-git", "-p"])
+def test_a_base_that_git_would_read_as_an_option_is_refused(repo: Path, base: str) -> None:
+    """`git show --output=FILE:./catalog.yaml` writes a file: a --base that starts with '-' (a
+    value a CI job takes from elsewhere) never reaches git."""
+    (repo / "written-by-git:.").mkdir()  # where git's --output would write its file
+    result = nexus("diff", f"--base={base}", "--catalog", str(repo / "catalog.yaml"))
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    said = f"error: --base {base!r} is not a git ref (none starts with '-'); pass a branch, tag or commit\n"
+    assert result.stderr == said
+    assert list((repo / "written-by-git:.").iterdir()) == []
+
+
 def test_an_invalid_base_catalog_is_named_with_its_ref(repo: Path, minimal: dict) -> None:
     (repo / "catalog.yaml").write_text((repo / "catalog.yaml").read_text().replace("team: media", "team: nobody", 1))
     git(repo, "commit", "-q", "-am", "broken")

@@ -62,15 +62,22 @@ class Review:
         return {**asdict(self), "cross_team_edges_added": [e for e in self.edges_added if e["cross_team"]]}
 
 
+GIT_TIMEOUT = 60  # seconds: reading one file at a ref is instant in a full clone
+
+
 def read_base(ref: str, catalog: str | Path) -> str:
     """The catalog file as it is at git ``ref``."""
     path = Path(catalog).resolve()
+    if ref.startswith("-"):  # git would read it as one of its options (--output=FILE writes a file)
+        raise DiffError(f"--base {ref!r} is not a git ref (none starts with '-'); pass a branch, tag or commit")
     try:
         result = subprocess.run(
-            ["git", "show", f"{ref}:./{path.name}"], cwd=path.parent, capture_output=True, timeout=60
+            ["git", "show", f"{ref}:./{path.name}"], cwd=path.parent, capture_output=True, timeout=GIT_TIMEOUT
         )
     except FileNotFoundError as exc:
         raise DiffError("git is not installed; nexus diff reads the base catalog with `git show`") from exc
+    except subprocess.TimeoutExpired as exc:  # a partial clone fetching, a credential prompt
+        raise DiffError(f"`git show {ref}:./{path.name}` took over {GIT_TIMEOUT} s; nothing was compared") from exc
     if result.returncode != 0:
         reason = (result.stderr.decode("utf-8", "replace").strip().splitlines() or ["git show failed"])[-1]
         raise DiffError(
