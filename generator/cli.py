@@ -517,7 +517,7 @@ def new(
     )
     global _end_at_once, _result
     _end_at_once = True  # as `generate`: what it built is never freed object by object
-    added = _result = add_service(catalog, request)
+    added = _result = add_service(catalog, request, waiting=lambda line: typer.echo(line, err=True))
     rel = added.out.name if added.out.parent == added.catalog.resolve().parent else str(added.out)
     typer.echo(
         f"added {added.name} to {catalog}: port {added.port}, category {request.category}, team {request.team}, stage "

@@ -74,6 +74,11 @@ def generate(
         if comparing is None:
             write.refuse_link(target)
             run.enter_context(write.locked(target, timeout=lock_timeout, waiting=waiting, required=not check_only))
+            if _catalog_bytes(catalog) != last.text:
+                # the catalog changed while this run waited for the lock (`nexus new`, an editor's save):
+                # what it holds now is rendered, never an older text after the run that rendered a newer one
+                last = _Last.of(catalog, target, strict)
+                loaded = None if last.same_inputs else _load(catalog, clock, last, validated)
             if not check_only:
                 write.recover(target)  # what a killed run left beside the tree
             if (

@@ -754,8 +754,12 @@ def locked(
     While another run holds it, wait (telling ``waiting`` once who holds it), up to ``timeout``
     seconds, then raise OutputBusy. The holder's pid and command are written in the lock file for
     that message. ``required=False`` (a read-only check) goes on without a lock where none can be
-    created (a read-only checkout)."""
+    created (a read-only checkout). Held already by this process (`nexus new`, around its run),
+    it is held on: a second flock of the same file, from this process, would wait for itself."""
     path = lock_path(out)
+    if path in _HELD:
+        yield
+        return
     try:
         if required:
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -778,13 +782,18 @@ def locked(
             os.ftruncate(fd, 0)
             # the arguments' own bytes (one not UTF-8 is read as a lone surrogate, which strict UTF-8 refuses)
             os.pwrite(fd, os.fsencode(f"{os.getpid()} {' '.join(['nexus', *sys.argv[1:]])}\n"), 0)
+        _HELD.add(path)
         try:
             yield
         finally:
+            _HELD.discard(path)
             with suppress(OSError):
                 os.ftruncate(fd, 0)  # nobody waiting should read a finished run's pid
     finally:
         os.close(fd)  # releases the flock
+
+
+_HELD: set[Path] = set()  # the locks this process holds (``locked``)
 
 
 def _open_lock(path: Path) -> int:

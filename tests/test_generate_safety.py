@@ -220,6 +220,23 @@ def test_the_lock_names_its_holder_and_a_killed_holders_lock_is_free(project: Pa
     generate(project / "catalog.yaml", check_only=True)
 
 
+def test_a_run_that_waited_for_the_lock_renders_the_catalog_as_it_is_then(project: Path) -> None:
+    """The catalog changed while a run waited for the folder's lock (the holder wrote it, as
+    `nexus new` does): the run renders what it holds once it has the lock, never the text it
+    read before it waited, after the holder's newer one."""
+    out = project / "generated"
+    with write.locked(out):
+        edit(project / "catalog.yaml", "Auth, as read before the wait")
+        waiting = popen("generate", "--catalog", str(project / "catalog.yaml"))
+        assert waiting.stderr is not None
+        line = waiting.stderr.readline()
+        assert f"(pid {os.getpid()}) to finish with {out}" in line, line
+        edit(project / "catalog.yaml", "Auth, as written during the wait")
+    _, err = waiting.communicate(timeout=300)
+    assert waiting.returncode == 0 and "Traceback" not in err, err
+    generate(project / "catalog.yaml", check_only=True)  # DriftError: the older catalog was rendered
+
+
 KILLED_WITH_A_WORKER = """
 import os, sys, time
 import nexus.parallel as parallel
@@ -363,25 +380,39 @@ def test_a_kept_file_replaced_after_the_comparison_looked_is_written_as_it_is_th
     assert sorted(next_run.value.paths) == ["k8s/base/default-deny.yaml", "k8s/base/services/media.yaml"]
 
 
+@pytest.mark.parametrize("when", ["read, on a tree compared ahead", "locked"])
 def test_a_catalog_saved_while_a_run_reads_it_is_the_next_runs_input(
-    project: Path, monkeypatch: pytest.MonkeyPatch
+    project: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest, when: str
 ) -> None:
     """A run names its inputs by the catalog's bytes and loads those very bytes: an edit saved
     while it runs is the next run's input, never rendered under this run's name (its record
-    would vouch for a tree of another catalog: undoing the edit said "nothing to do")."""
+    would vouch for a tree of another catalog: undoing the edit said "nothing to do"). Saved
+    right after the run read it, where the run takes the lock at once (a large tree's, compared
+    ahead), or once it holds the lock. (One saved while it waits for the lock is what it
+    renders: test_a_run_that_waited_for_the_lock_renders_the_catalog_as_it_is_then.)"""
     from nexus import pipeline
 
     catalog, readme = project / "catalog.yaml", project / "generated/services/auth/README.md"
     edit(catalog, "Auth, as read")
     as_read = catalog.read_text(encoding="utf-8")
-    real_of = pipeline._Last.of
+    if when == "locked":
+        real_recover = write.recover
 
-    def read_then_saved(*args: object) -> object:
-        last = real_of(*args)
-        edit(catalog, "Auth, saved meanwhile")
-        return last
+        def locked_then_saved(out: Path) -> None:  # what a run does first once it holds the lock
+            real_recover(out)
+            edit(catalog, "Auth, saved meanwhile")
 
-    monkeypatch.setattr(pipeline._Last, "of", read_then_saved)
+        monkeypatch.setattr(write, "recover", locked_then_saved)
+    else:
+        request.getfixturevalue("ahead")
+        real_of = pipeline._Last.of
+
+        def read_then_saved(*args: object) -> object:
+            last = real_of(*args)
+            edit(catalog, "Auth, saved meanwhile")
+            return last
+
+        monkeypatch.setattr(pipeline._Last, "of", read_then_saved)
     generate(catalog)
     monkeypatch.undo()
     assert "Auth, as read" in readme.read_text(encoding="utf-8")

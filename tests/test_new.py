@@ -20,9 +20,11 @@ import yaml
 from conftest import CATALOG, ROOT, age_past_stale, can_mount, dump, fill, killed_at_rename, nexus, tree
 from typer.testing import CliRunner
 
+from nexus import write
 from nexus.authoring.new import (
     DEFAULT_DESCRIPTION,
     NewService,
+    add_service,
     candidate,
     entry_lines,
     insert_entry,
@@ -32,6 +34,7 @@ from nexus.authoring.new import (
 from nexus.catalog import load_catalog, load_catalog_text
 from nexus.catalog.ports import next_port
 from nexus.errors import CatalogError, NexusError, RefusedError
+from nexus.pipeline import generate
 
 # .nexus/ holds run state and --force backups, not state a refusal must keep
 RUN_STATE = (".nexus",)
@@ -592,6 +595,35 @@ def test_overlapping_blocks_and_reversed_blocks_are_catalog_errors(minimal: dict
     minimal["categories"]["tools"]["ports"] = {"from": 4020, "upto": 4030}
     with pytest.raises(CatalogError, match=r"unknown key 'upto'; did you mean 'to'\? allowed here: from, to"):
         load_catalog_text(dump(minimal))
+
+
+def test_a_new_that_waited_for_the_folder_adds_to_the_catalog_as_it_is_then(tmp_path: Path, minimal: dict) -> None:
+    """Two `nexus new` at once: the second waits for the output folder's lock before it reads
+    the catalog, and adds its entry to the text the first one wrote (both read the same text
+    before, and the second dropped the first one's entry, both saying done). Here the first
+    runs in this process, which holds the lock already (``write.locked``: held on, not waited for)."""
+    catalog = tmp_path / "catalog.yaml"
+    catalog.write_text(dump(minimal), encoding="utf-8")
+    generate(catalog)
+    out = tmp_path / "generated"
+    with write.locked(out):
+        command = ["new", "tickets", "--category", "platform", "--team", "core", "--catalog", str(catalog)]
+        waiting = subprocess.Popen(
+            [sys.executable, "-m", "cli", *command],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert waiting.stderr is not None
+        line = waiting.stderr.readline()
+        assert f"(pid {os.getpid()}) to finish with {out}" in line, line
+        add_service(catalog, NewService("kiosk", "platform", "core"))
+    _, err = waiting.communicate(timeout=300)
+    assert waiting.returncode == 0 and "Traceback" not in err, err
+    assert {"tickets", "kiosk"} <= set(load_catalog(catalog).catalog.services)
+    generate(catalog, check_only=True)
 
 
 def test_depends_on_shorthand() -> None:

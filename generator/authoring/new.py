@@ -17,8 +17,10 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
@@ -30,7 +32,10 @@ from ..catalog.ports import next_port
 from ..catalog.validate import parse, validate
 from ..errors import CatalogError, NexusError, RefusedError
 from ..paths import output_folder
-from ..write import fix_for
+from ..write import fix_for, locked
+
+if TYPE_CHECKING:
+    from ..pipeline import Result
 
 DEFAULT_DESCRIPTION = "A new Nexus service"  # the service template's own default (cookiecutter.json)
 
@@ -341,25 +346,50 @@ def replace_file(path: Path, data: bytes) -> None:
         raise
 
 
-def add_service(catalog: str | Path, new: NewService, out: str | Path | None = None) -> Added:
-    """Add ``new`` to the catalog file and regenerate. On any refusal nothing is changed."""
+def add_service(
+    catalog: str | Path,
+    new: NewService,
+    out: str | Path | None = None,
+    *,
+    waiting: Callable[[str], None] | None = None,
+) -> Added:
+    """Add ``new`` to the catalog file and regenerate. On any refusal nothing is changed.
+    ``waiting`` is told, once, who holds the output folder while this waits for it."""
     from ..pipeline import (
         generate,  # the whole pipeline; imported late, it pulls in rendering
     )
 
     path = Path(catalog)
-    space = usercache.name_of(output_folder(path, out))  # the kept parts of its catalog (``candidate``)
+    target = output_folder(path, out)
+    space = usercache.name_of(target)  # the kept parts of its catalog (``candidate``)
+    # a refusal is found before the lock is taken: it changes nothing, not even a lock file
+    read = _read(path, new, space)
+    # One run at a time per output folder (write.locked), this one from its reading of the catalog
+    # to its run's end, which holds the same lock: two `nexus new` read the same text, and the
+    # second to replace the file dropped the first one's entry, both saying done.
+    with locked(target, waiting=waiting):
+        raw, cand = read if path.read_bytes() == read[0] else _read(path, new, space)
+        return _add(path, new, raw, cand, lambda text: generate(path, out, validated=text, waiting=waiting))
+
+
+def _read(path: Path, new: NewService, space: str) -> tuple[bytes, Candidate]:
+    """The catalog's bytes, and its text with ``new`` added, validated (or RefusedError)."""
     src = load_file(path, space=space)  # the same size, encoding and existence checks as every command
     raw = path.read_bytes()
+    return raw, candidate(src.text, new, str(path), space=space, source=src)
+
+
+def _add(
+    path: Path, new: NewService, raw: bytes, cand: Candidate, generate: Callable[[tuple[bytes, Loaded]], Result]
+) -> Added:
     bom = "\ufeff" if raw.startswith(b"\xef\xbb\xbf") else ""
-    cand = candidate(src.text, new, str(catalog), space=space, source=src)
     written = (bom + cand.text).encode("utf-8")
     try:
         replace_file(path, written)
     except OSError as exc:  # the file is as it was: replace_file renames a whole one or none
         raise RefusedError(new.name, [f"cannot write {path}: {exc.strerror or exc}; {fix_for(exc)}"]) from exc
     try:
-        result = generate(path, out, validated=(written, cand.loaded))  # not read and validated again
+        result = generate((written, cand.loaded))  # the catalog not read and validated again
     except BaseException as failed:
         try:
             replace_file(path, raw)  # generate wrote nothing; put the catalog back as it was
