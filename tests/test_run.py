@@ -173,6 +173,22 @@ def test_a_setting_value_that_is_not_utf8_is_an_error_before_anything_starts(cat
     assert not (catalog.parent / ".nexus" / "run").exists()
 
 
+@pytest.mark.parametrize(
+    "text",
+    ["[]", "null", '"x"', "7", '{"version": 1, "services": {"a": {"name": "a", "process": "x"}}}', '{"version": 1'],
+)
+def test_a_run_state_of_any_other_shape_is_no_run(catalog, text):
+    """.nexus/run/state.json is Nexus's own; one of another shape (JSON, but not the object it
+    writes; torn) names no process anything may act on: nothing runs, said plainly."""
+    (catalog.parent / ".nexus" / "run").mkdir(parents=True)
+    (catalog.parent / ".nexus" / "run" / "state.json").write_text(text, encoding="utf-8")
+    assert runstate.read(catalog.parent) is None
+    for command, said in (("status", "nothing is running here"), ("down", "nothing to stop"), ("restart", "nothing")):
+        result = nexus(command, *(["auth"] if command == "restart" else []), "-c", str(catalog))
+        assert "Traceback" not in result.stderr, (command, result.stderr)
+        assert said in result.stdout + result.stderr, (command, result.stdout, result.stderr)
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_stale_state_from_a_crashed_run_is_cleared(catalog, mode):
     with platform(catalog, "--mode", mode):

@@ -115,10 +115,10 @@ def read(root: Path) -> RunState | None:
     None too: it can name no process we could safely act on."""
     try:
         data = json.loads(state_path(root).read_text(encoding="utf-8"))
-        if data.get("version") != VERSION:
+        if not isinstance(data, dict) or data.get("version") != VERSION:
             return None
         return RunState.from_dict(data)
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # any shape but the one written
         return None
 
 
