@@ -107,12 +107,22 @@ CatalogOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines instead of text for people.")]
 
 
-def _seconds(value: float) -> float:
-    """A time limit given on the command line: a number of seconds above 0. (A range check
-    alone lets nan through to asyncio, whose deadline refuses it with a traceback.)"""
-    if not 0 < value < float("inf"):
-        raise typer.BadParameter(f"{value} is not a number of seconds above 0")
+def _time_limit(value: float, zero: bool) -> float:
+    """A time limit given on the command line: a number of seconds above 0 (``zero``: or 0, do
+    not wait). A range check alone lets nan through to asyncio, whose deadline refuses it with
+    a traceback."""
+    if not (value >= 0 if zero else value > 0) or not value < float("inf"):
+        raise typer.BadParameter(f"{value} is not a number of seconds {'0 or above' if zero else 'above 0'}")
     return value
+
+
+# typer's callbacks take the value alone (a second parameter is read as the context)
+def _seconds(value: float) -> float:
+    return _time_limit(value, zero=False)
+
+
+def _seconds_or_zero(value: float) -> float:
+    return _time_limit(value, zero=True)
 
 
 def _load(catalog: Path) -> Loaded:
@@ -325,7 +335,9 @@ def deploy(
     timeout_per_wave: Annotated[
         float,
         typer.Option(
-            "--timeout-per-wave", help="Seconds a wave's Deployments get to become Available.", callback=_seconds
+            "--timeout-per-wave",
+            help="Seconds a wave's Deployments get to become Available (0: report them as they are now).",
+            callback=_seconds_or_zero,
         ),
     ] = 300,
 ) -> None:

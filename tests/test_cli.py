@@ -226,3 +226,22 @@ def test_plan_prints_the_waves_for_people():
     lines = result.stdout.splitlines()
     assert [int(re.match(r"wave +(\d+) ", x).group(1)) for x in lines] == list(range(1, len(lines) + 1))
     assert lines[0].split(None, 3)[2] == "Infrastructure"
+
+
+@pytest.mark.parametrize(
+    ("command", "option", "refused", "said"),
+    [
+        (["verify"], "--timeout", ["0", "-1", "nan", "inf"], "above 0"),
+        (["up", "--detach"], "--timeout", ["0", "-1", "nan", "inf"], "above 0"),
+        (["deploy", "--overlay", "dev"], "--timeout-per-wave", ["-1", "nan", "inf"], "0 or above"),  # 0: do not wait
+    ],
+)
+def test_a_time_limit_that_is_not_a_number_of_seconds_is_a_usage_error(
+    tmp_path: Path, command: list[str], option: str, refused: list[str], said: str
+) -> None:
+    """nan passed every range check and reached asyncio's deadline as a traceback."""
+    for value in refused:
+        result = run(*command, f"{option}={value}", "-c", str(tmp_path / "catalog.yaml"))
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        flat = " ".join(line.strip("│ ") for line in result.stderr.splitlines())  # rich wraps the panel
+        assert f"Invalid value for '{option}': {float(value)} is not a number of seconds {said}" in flat, flat

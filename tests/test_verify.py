@@ -254,11 +254,3 @@ def test_a_base_url_without_its_scheme_is_given_back_with_it(url):
         f"error: --base-url {url!r}: it has no scheme, http:// or https://; "
         f"pass the gateway's URL, such as http://{url}\n"
     )
-
-
-@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf"])
-@pytest.mark.parametrize("command", [["verify"], ["up", "--detach"]])
-def test_a_timeout_that_is_not_a_number_of_seconds_is_a_usage_error(command, value, tmp_path):
-    result = nexus(*command, f"--timeout={value}", "-c", str(tmp_path / "catalog.yaml"))
-    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
-    assert "Invalid value for '--timeout'" in result.stderr and "is not a number of seconds above 0" in result.stderr

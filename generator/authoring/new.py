@@ -368,8 +368,15 @@ def add_service(
     # to its run's end, which holds the same lock: two `nexus new` read the same text, and the
     # second to replace the file dropped the first one's entry, both saying done.
     with locked(target, waiting=waiting):
-        raw, cand = read if path.read_bytes() == read[0] else _read(path, new, space)
+        raw, cand = read if _bytes(path) == read[0] else _read(path, new, space)  # read again if changed
         return _add(path, new, raw, cand, lambda text: generate(path, out, validated=text, waiting=waiting))
+
+
+def _bytes(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:  # gone meanwhile: reading it again says so (load_file)
+        return None
 
 
 def _read(path: Path, new: NewService, space: str) -> tuple[bytes, Candidate]:
