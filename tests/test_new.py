@@ -33,7 +33,7 @@ from nexus.authoring.new import (
 )
 from nexus.catalog import load_catalog, load_catalog_text
 from nexus.catalog.ports import next_port
-from nexus.errors import CatalogError, NexusError, RefusedError
+from nexus.errors import CatalogError, NexusError, OutputError, RefusedError
 from nexus.pipeline import generate
 
 # .nexus/ holds run state and --force backups, not state a refusal must keep
@@ -624,6 +624,20 @@ def test_a_new_that_waited_for_the_folder_adds_to_the_catalog_as_it_is_then(tmp_
     assert waiting.returncode == 0 and "Traceback" not in err, err
     assert {"tickets", "kiosk"} <= set(load_catalog(catalog).catalog.services)
     generate(catalog, check_only=True)
+
+
+@pytest.mark.parametrize(("out", "said"), [("/", "the file system's root"), (".", "holds the catalog")])
+def test_an_output_folder_generate_refuses_is_refused_before_the_catalog_is_touched(
+    tmp_path: Path, minimal: dict, out: str, said: str
+) -> None:
+    """The library's `out` (the CLI has none): the folder's own refusals come before its lock,
+    which for the root could not even be named, and the catalog is as it was."""
+    catalog = tmp_path / "catalog.yaml"
+    catalog.write_text(dump(minimal), encoding="utf-8")
+    before = tree(tmp_path)
+    with pytest.raises(OutputError, match=said):
+        add_service(catalog, NewService("kiosk", "platform", "core"), tmp_path if out == "." else out)
+    assert tree(tmp_path) == before
 
 
 def test_depends_on_shorthand() -> None:

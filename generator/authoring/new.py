@@ -32,7 +32,7 @@ from ..catalog.ports import next_port
 from ..catalog.validate import parse, validate
 from ..errors import CatalogError, NexusError, RefusedError
 from ..paths import output_folder
-from ..write import fix_for, locked
+from ..write import fix_for, locked, refuse_holding, refuse_link
 
 if TYPE_CHECKING:
     from ..pipeline import Result
@@ -367,6 +367,8 @@ def add_service(
     # One run at a time per output folder (write.locked), this one from its reading of the catalog
     # to its run's end, which holds the same lock: two `nexus new` read the same text, and the
     # second to replace the file dropped the first one's entry, both saying done.
+    refuse_link(target)  # the folder's own refusals (a link, the root), before its lock is taken
+    refuse_holding(target, path)
     with locked(target, waiting=waiting):
         raw, cand = read if _bytes(path) == read[0] else _read(path, new, space)  # read again if changed
         return _add(path, new, raw, cand, lambda text: generate(path, out, validated=text, waiting=waiting))
