@@ -105,6 +105,27 @@ def test_unknown_context(offline: Path) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("[1, 2\n", "cannot be read: not YAML: expected ',' or ']', but got '<stream end>' at line 2, column 1"),
+        ("- a\n- b\n", "cannot be read: YAML, but not the mapping of clusters, contexts and users a kubeconfig is"),
+        (
+            "current-context: c\ncontexts: [{name: c, context: x}]\nclusters: []\nusers: []\n",
+            "cannot be read: YAML, but not the mapping of clusters, contexts and users a kubeconfig is",
+        ),
+    ],
+    ids=["not-yaml", "a-list", "a-context-that-is-text"],
+)
+def test_a_kubeconfig_that_is_not_one_is_one_line(offline: Path, text: str, why: str) -> None:
+    """PyYAML's error, or the client's TypeError on YAML of another shape, was a traceback."""
+    path = offline / "kubeconfig"
+    path.write_text(text, encoding="utf-8")
+    for command in (["deploy", "--overlay", "dev"], ["cluster-status"]):
+        line = one_error_line(run(offline, path, *command))
+        assert line == f"error: kubeconfig {path} {why}; fix it or regenerate it (`kind export kubeconfig`)", line
+
+
 def test_unreachable_api_server(offline: Path) -> None:
     with socket.socket() as s:  # a port nothing listens on: bound, never listened, then closed
         s.bind(("127.0.0.1", 0))

@@ -23,6 +23,7 @@ from typing import Any
 
 import pydantic
 import urllib3
+import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
@@ -75,12 +76,12 @@ def connect(context: str | None = None) -> Cluster:
         )
     try:
         contexts, current = config.list_kube_config_contexts(config_file=files)
-    except (ConfigException, OSError, ValueError) as exc:
+        names = sorted(c["name"] for c in contexts or [])
+        name = context or (current or {}).get("name")
+    except (*_UNREADABLE, *_MISSHAPEN) as exc:
         raise KubeconfigError(
-            f"kubeconfig {files} cannot be read: {exc}; fix it or regenerate it (`kind export kubeconfig`)"
+            f"kubeconfig {files} cannot be read: {_unreadable(exc)}; fix it or regenerate it (`kind export kubeconfig`)"
         ) from exc
-    names = sorted(c["name"] for c in contexts or [])
-    name = context or (current or {}).get("name")
     if not name:
         raise KubeconfigError(
             f"kubeconfig {files} sets no current-context; pass --context (it has: {', '.join(names) or 'none'})"
@@ -92,11 +93,28 @@ def connect(context: str | None = None) -> Cluster:
         )
     try:
         api = config.new_client_from_config(config_file=files, context=name, persist_config=False)
-    except (ConfigException, OSError, ValueError) as exc:
+    except (*_UNREADABLE, *_MISSHAPEN) as exc:
         raise KubeconfigError(
-            f'context "{name}" in kubeconfig {files} cannot be used: {exc}; fix it or regenerate it'
+            f'context "{name}" in kubeconfig {files} cannot be used: {_unreadable(exc)}; fix it or regenerate it'
         ) from exc
     return Cluster(name, api)
+
+
+# what the kubernetes client's loader raises for a kubeconfig it cannot use: its own errors, and
+# PyYAML's for a file that is not YAML
+_UNREADABLE = (ConfigException, OSError, ValueError, yaml.YAMLError)
+# and what it raises, unwrapped, reading YAML of another shape (a list, a context that is a string)
+_MISSHAPEN = (TypeError, KeyError, AttributeError, IndexError)
+
+
+def _unreadable(exc: BaseException) -> str:
+    """Why a kubeconfig could not be used, on one line."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        return f"not YAML: {exc.problem} at line {mark.line + 1}, column {mark.column + 1}"
+    if isinstance(exc, _MISSHAPEN):
+        return "YAML, but not the mapping of clusters, contexts and users a kubeconfig is"
+    return " ".join(str(exc).split())
 
 
 @dataclass
