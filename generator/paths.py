@@ -33,6 +33,15 @@ def _templates() -> Path:
 TEMPLATES = _templates()
 
 
+def open_catalog(catalog: str | Path) -> int:
+    """A read-only descriptor of the catalog file, opened without waiting: open() of a named
+    pipe that nothing writes to waits for ever. Its reads wait again, so `--catalog <(...)` is
+    read whole, and a pipe with no writer reads as empty at once."""
+    fd = os.open(catalog, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    os.set_blocking(fd, True)
+    return fd
+
+
 def catalog_folder(catalog: str | Path) -> Path:
     """The folder a catalog lives in: `generated/` is found beside it."""
     return Path(catalog).resolve().parent

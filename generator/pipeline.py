@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from . import collector, usercache, write
 from .digest import of_files
 from .errors import DriftError, HandEditedError, OutputError
-from .paths import code_key, output_folder
+from .paths import code_key, open_catalog, output_folder
 from .timings import Timings
 
 if TYPE_CHECKING:
@@ -295,10 +295,10 @@ def _digest(data: bytes) -> str:
 
 
 def _catalog_bytes(catalog: str | Path) -> bytes | None:
-    """The catalog file's bytes; None for anything but a readable regular file (a FIFO would
-    block, a device never end): loading it then says what is wrong."""
+    """The catalog file's bytes; None for anything but a readable regular file (a pipe's bytes
+    are read once, by the load; a device never ends): loading it then says what is wrong."""
     try:
-        with open(catalog, "rb") as f:
+        with os.fdopen(open_catalog(catalog), "rb") as f:
             return f.read() if stat.S_ISREG(os.fstat(f.fileno()).st_mode) else None
     except OSError:
         return None

@@ -9,8 +9,10 @@ error boundary in process, so the suite stays fast.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -245,3 +247,29 @@ def test_a_time_limit_that_is_not_a_number_of_seconds_is_a_usage_error(
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
         flat = " ".join(line.strip("│ ") for line in result.stderr.splitlines())  # rich wraps the panel
         assert f"Invalid value for '{option}': {float(value)} is not a number of seconds {said}" in flat, flat
+
+
+def test_a_named_pipe_is_read_whole_when_written_to_and_never_waited_on_for_ever(tmp_path: Path) -> None:
+    """`--catalog <(...)` (a pipe with a writer) is read whole; a named pipe nothing writes to
+    made open() wait for ever (validate, generate and new hung); nexus new never edits a pipe."""
+    fifo = tmp_path / "catalog.yaml"
+    os.mkfifo(fifo)
+    for command in (["validate"], ["generate"], ["new", "kiosk", "--category", "platform", "--team", "core"]):
+        result = run(*command, "-c", str(fifo))  # QUICK: a hang fails the test
+        assert result.returncode == 1, result.stdout
+        said = (
+            "is not a regular file; nexus new edits the catalog file itself"
+            if "new" in command
+            else (f"error: {fifo}: is a named pipe that nothing wrote to")
+        )
+        assert said in result.stderr, result.stderr
+
+    def write() -> None:
+        with open(fifo, "w", encoding="utf-8") as f:  # waits for the reader, as a shell's <(...) does
+            f.write(CATALOG.read_text(encoding="utf-8"))
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    result = run("validate", "-c", str(fifo))
+    writer.join()
+    assert result.returncode == 0 and "ok: 43 services" in result.stdout, result.stderr

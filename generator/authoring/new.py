@@ -360,6 +360,8 @@ def add_service(
     )
 
     path = Path(catalog)
+    if path.exists() and not path.is_file() and not path.is_dir():  # a pipe, a device (load_file says the rest)
+        raise RefusedError(new.name, [f"{path} is not a regular file; nexus new edits the catalog file itself"])
     target = output_folder(path, out)
     space = usercache.name_of(target)  # the kept parts of its catalog (``candidate``)
     # a refusal is found before the lock is taken: it changes nothing, not even a lock file

@@ -12,6 +12,8 @@ recorded only when a message needs them.
 
 from __future__ import annotations
 
+import os
+import stat
 import unicodedata
 from dataclasses import dataclass, field
 from functools import partial
@@ -22,6 +24,7 @@ import yaml
 
 from .. import usercache
 from ..errors import CatalogError, Problem
+from ..paths import open_catalog
 from ..yamlread import FAST_LOADER, PARSED, Memo, Unusual, in_parts, plain
 
 MAX_BYTES = 16 * 1024 * 1024  # a 10,000-service catalog is ~3 MB; anything near this is a mistake
@@ -495,8 +498,10 @@ def load_file(path: str | Path, raw: bytes | None = None, *, space: str | None =
         size = len(raw) if raw is not None else p.stat().st_size
         if raw is None and size <= MAX_BYTES:
             # read at most one byte past the limit: a pipe or /dev/zero has no size to check
-            with p.open("rb") as f:
+            with os.fdopen(open_catalog(p), "rb") as f:
                 raw = f.read(MAX_BYTES + 1)
+                if not raw and stat.S_ISFIFO(os.fstat(f.fileno()).st_mode):
+                    raise CatalogError([Problem(0, 0, "", "is a named pipe that nothing wrote to", file=name)])
             size = max(size, len(raw))
         if size > MAX_BYTES:
             raise CatalogError(
