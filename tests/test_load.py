@@ -75,7 +75,10 @@ def test_the_shipped_and_a_synthetic_catalog_read_the_same_either_way():
 def test_an_edit_reads_again_only_the_part_it_changed(tmp_path, monkeypatch):
     """With a cache space, each part of the catalog (a section, a service) is read once across
     runs: an edit reads the service it changed, and what is kept is the catalog's parts as
-    they are now (an earlier version of a part is not kept)."""
+    they are now (an earlier version of a part is not kept). In a cache folder of its own: a
+    new space starts from the most recently used one, which a test before it in the same
+    worker may have filled with the very sections of the synthetic catalog."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     memo = Memo(load.PARTS.function, load.PARTS.salt, keep_used=True)
     monkeypatch.setattr(load, "PARTS", memo)
     monkeypatch.setattr(load, "PARTS_FROM", 0)
