@@ -215,6 +215,13 @@ SCHEMA = [
         count=2,
     ),
     Case(
+        "blank-description",
+        lambda d: svc(d, "media").update(description=" \t "),
+        "services.media.description",
+        (*MEDIA, "description:", '" \\t "'),
+        r"must not be blank \(it holds only whitespace\); write the text",
+    ),
+    Case(
         "flow-without-hops",
         lambda d: d["flows"]["login"].update(hops=[]),
         "flows.login.hops",

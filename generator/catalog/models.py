@@ -67,7 +67,15 @@ Quantity = Annotated[str, StringConstraints(pattern=r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi
 # 10,000 bytes, leaving the rest of the object ample room. Every text field has the same bound:
 # each is one line of a table or a heading somewhere.
 MAX_TEXT = 1000
-Text = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT)]
+
+
+def _not_blank(text: str) -> str:
+    if not text.strip():  # a title or description of spaces alone: a blank cell, heading or annotation
+        raise ValueError("must not be blank (it holds only whitespace); write the text")
+    return text
+
+
+Text = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT), AfterValidator(_not_blank)]
 
 # The distribution grammar of an image reference (github.com/distribution/reference), lower
 # case only: the prefix every service's image name starts with, `<prefix>/<service>:<version>`.
