@@ -18,6 +18,7 @@ from conftest import nexus
 from running import cleanup, until, write_platform
 
 from nexus.catalog.events import Permissions
+from nexus.errors import RunError
 from nexus.local import infra, runstate
 from nexus.render import broker
 
@@ -227,3 +228,13 @@ def test_a_killed_server_not_yet_reaped_is_waited_for_before_postgres_starts(tmp
     start = time.monotonic()
     infra._await_crashed_server(tmp_path, timeout=10)
     assert 0.4 < time.monotonic() - start < 5 and not procs.lingering(child.pid)
+
+
+@pytest.mark.parametrize("text", ["[]", '{"postgres": "pw"}', '{"postgres": {"auth": 5}}', "{"])
+def test_credentials_of_another_shape_are_one_clear_error(tmp_path: Path, text: str) -> None:
+    """The run's credentials.json is Nexus's own; torn, or of another shape, it is a RunError
+    saying how to recover, never a TypeError where a password is looked up."""
+    path = infra.credentials_path(tmp_path)
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(RunError, match=r"the run's credentials cannot be read \(.*\); restart with `nexus down"):
+        infra.Credentials.load(path)

@@ -116,7 +116,13 @@ class Credentials:
     @classmethod
     def load(cls, path: Path) -> Credentials:
         try:
-            return cls(json.loads(path.read_text(encoding="utf-8")))
+            passwords = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(passwords, dict) or not all(
+                isinstance(users, dict) and all(isinstance(p, str) for p in users.values())
+                for users in passwords.values()
+            ):
+                raise ValueError("not the passwords of each server by user, as `nexus up` writes them")
+            return cls(passwords)
         except (OSError, ValueError) as exc:
             raise RunError(
                 f"{path}: the run's credentials cannot be read ({exc}); restart with `nexus down && nexus up`"
