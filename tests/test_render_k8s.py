@@ -826,7 +826,7 @@ def test_a_nasty_description_survives_intact_and_valid(minimal: dict[str, Any]) 
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(text=st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=40))
+@given(text=st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=40).filter(str.strip))
 def test_any_description_survives_intact_and_valid(minimal: dict[str, Any], text: str) -> None:
     _description_survives(dict(minimal, services={k: dict(v) for k, v in minimal["services"].items()}), text)
 
