@@ -89,10 +89,11 @@ class OutputCheckError(NexusError):
 class DriftError(NexusError):
     """`generate --check` found files that are missing, stale, extra or hand-edited."""
 
-    def __init__(self, report: dict[str, list[str]]) -> None:
+    def __init__(self, report: dict[str, list[str]], out: object = "generated/") -> None:
+        """``out``: the output folder checked (its path, as the run's other messages name it)."""
         self.report = report
         lines = [f"  {state}: {path}" for state, paths in report.items() for path in paths]
-        super().__init__("generated/ is out of date with the catalog (run `nexus generate`):\n" + "\n".join(lines))
+        super().__init__(f"{out} is out of date with the catalog (run `nexus generate`):\n" + "\n".join(lines))
 
 
 class HandEditedError(NexusError):

@@ -199,7 +199,7 @@ def _run(
     backup = None
     if check_only:
         if not changes.clean:
-            raise DriftError(changes.report())
+            raise DriftError(changes.report(), target)
         touched: list[str] = []
         linked: list[str] = []
         swapped: write.Stamp | None = None

@@ -221,6 +221,10 @@ def test_check_through_the_cli_exits_1_and_names_the_file(project: Path) -> None
     assert result.returncode == 1
     assert "missing: services/gateway/README.md" in result.stderr
     assert "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"error:\n{project / 'generated'} is out of date with the catalog"), result.stderr
+    elsewhere = project / "elsewhere"  # the folder checked is the one named, not generated/
+    other = nexus("generate", "--check", "--catalog", str(project / "catalog.yaml"), "--out", str(elsewhere))
+    assert other.returncode == 1 and other.stderr.startswith(f"error:\n{elsewhere} is out of date with"), other.stderr
 
 
 def test_timings_through_the_cli_follow_the_usual_output_and_precede_an_error(project: Path) -> None:
