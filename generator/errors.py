@@ -60,6 +60,16 @@ class Problem:
         return f"{where}:{path} {self.message}"
 
 
+def not_utf8(text: str) -> str | None:
+    """What keeps ``text`` (an argument) out of a UTF-8 file, or None. Python reads a byte of the
+    command line that is not UTF-8 as a lone surrogate (U+DC80..U+DCFF for bytes 0x80..0xFF),
+    which no UTF-8 file can hold."""
+    code = next((ord(ch) for ch in text if 0xD800 <= ord(ch) <= 0xDFFF), None)
+    if code is None:
+        return None
+    return f"byte 0x{code - 0xDC00:02x} is not UTF-8" if code >= 0xDC80 else f"U+{code:04X} is a lone surrogate"
+
+
 class NexusError(Exception):
     """Root of every error Nexus raises deliberately."""
 

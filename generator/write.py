@@ -917,12 +917,17 @@ def refuse_unowned(out: Path, ch: Changes) -> None:
     made (someone's project, a home folder): ``--force`` overwrites what Nexus wrote and someone
     edited, never such a folder, so refuse whatever the run was asked."""
     if ch.unowned:
-        shown = ", ".join(ch.unowned[:5]) + (f" and {len(ch.unowned) - 5} more" if len(ch.unowned) > 5 else "")
+        shown = _some(ch.unowned)
         raise OutputError(
             f"{out} is not a folder Nexus wrote (it has no {MANIFEST}) and holds files Nexus would not "
             f"write: {shown}; a run replaces that folder whole: give --out a new or empty folder, or move "
             "those files out; nothing was written"
         )
+
+
+def _some(paths: list[str], shown: int = 5) -> str:
+    """The first ``shown`` of ``paths`` and how many more: a refusal names a few, not 230,000."""
+    return ", ".join(paths[:shown]) + (f" and {len(paths) - shown} more" if len(paths) > shown else "")
 
 
 def _refuse_protected(out: Path, ch: Changes) -> None:
@@ -944,7 +949,7 @@ def _refuse_protected(out: Path, ch: Changes) -> None:
         if os.path.lexists(os.path.join(base, p)) and not os.lstat(os.path.join(base, p)).st_mode & stat.S_IWUSR
     ]
     if protected:
-        shown = ", ".join(sorted(protected)[:5]) + (f" and {len(protected) - 5} more" if len(protected) > 5 else "")
+        shown = _some(sorted(protected))
         raise OutputError(
             f"{out} is write-protected ({shown} read-only); Nexus will not remove that protection: "
             f"make it writable (chmod -R u+w {out}) and run again; nothing was written"

@@ -30,7 +30,7 @@ from ..catalog.load import Source, load_file, load_text
 from ..catalog.models import Catalog
 from ..catalog.ports import next_port
 from ..catalog.validate import parse, validate
-from ..errors import CatalogError, NexusError, RefusedError
+from ..errors import CatalogError, NexusError, RefusedError, not_utf8
 from ..paths import output_folder
 from ..write import fix_for, locked, refuse_holding, refuse_link
 
@@ -264,10 +264,9 @@ def candidate(
 
 
 def _not_text(new: NewService) -> list[str]:
-    """The arguments that are not text a UTF-8 file can hold, each named. Python reads a byte
-    of the command line that is not UTF-8 as a lone surrogate (U+DC80..U+DCFF, for bytes
-    0x80..0xFF): written into the catalog it could only be an escape that YAML refuses, and
-    the refusal would name a line of the entry the person never wrote."""
+    """The arguments that are not text a UTF-8 file can hold, each named (errors.not_utf8):
+    written into the catalog such text could only be an escape that YAML refuses, and the
+    refusal would name a line of the entry the person never wrote."""
     given = [
         ("NAME", new.name),
         (_ARGUMENT["category"], new.category),
@@ -276,15 +275,11 @@ def _not_text(new: NewService) -> list[str]:
         (_ARGUMENT["description"], new.description),
         *((_ARGUMENT["depends_on"], part) for dep, kind in new.depends_on.items() for part in (dep, kind)),
     ]
-    problems = []
-    for argument, value in given:
-        bad = next((ch for ch in value if 0xD800 <= ord(ch) <= 0xDFFF), None)
-        if bad is None:
-            continue
-        code = ord(bad)
-        what = f"byte 0x{code - 0xDC00:02x} is not UTF-8" if code >= 0xDC80 else f"U+{code:04X} is a lone surrogate"
-        problems.append(f"{argument}: {what}; pass it as UTF-8 text (is the terminal's encoding UTF-8?)")
-    return problems
+    return [
+        f"{argument}: {what}; pass it as UTF-8 text (is the terminal's encoding UTF-8?)"
+        for argument, value in given
+        if (what := not_utf8(value)) is not None
+    ]
 
 
 def _problems_as_it_is(src: Source) -> CatalogError | None:

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ValidationError
 from ..catalog import Loaded, load_catalog
 from ..catalog.models import Catalog
 from ..catalog.naming import pkg
-from ..errors import AlreadyRunning, PortsInUse, RunError, ServiceFailed
+from ..errors import AlreadyRunning, PortsInUse, RunError, ServiceFailed, not_utf8
 from . import infra, loopback, runstate
 from .launch import Embedded, Launch, Launcher, Processes, tail
 from .procs import port_free, port_holder
@@ -131,8 +131,9 @@ def _wrong_value(value: str, model: type[BaseModel], key: str | None) -> str | N
     """What is wrong with ``value`` for the setting ``key`` of ``model`` (None: a dependency's
     URL, which only the service's own settings name), as the service would say at start-up,
     where it would fail with the servers before it already started; None when it holds."""
-    if any(0xD800 <= ord(ch) <= 0xDFFF for ch in value):  # a byte of the command line that is not UTF-8
-        return "the value is not UTF-8 text"
+    bad = not_utf8(value)
+    if bad is not None:
+        return f"the value is not UTF-8 text ({bad})"
     if key is None:
         return None
     try:  # the model's own rules for that one field, the value as text (as from the environment)
