@@ -598,13 +598,17 @@ def test_overlapping_blocks_and_reversed_blocks_are_catalog_errors(minimal: dict
 
 
 def test_a_new_that_waited_for_the_folder_adds_to_the_catalog_as_it_is_then(tmp_path: Path, minimal: dict) -> None:
-    """Two `nexus new` at once: the second waits for the output folder's lock before it reads
-    the catalog, and adds its entry to the text the first one wrote (both read the same text
-    before, and the second dropped the first one's entry, both saying done). Here the first
-    runs in this process, which holds the lock already (``write.locked``: held on, not waited for)."""
+    """A `nexus new` waits for the output folder's lock (a `nexus generate` holds it), and adds its
+    entry to the catalog as it is once it holds it: here someone saved it meanwhile with another
+    service added (the text a `nexus new` in another copy wrote). Before it read the catalog ahead
+    of the lock, and dropped what was saved meanwhile."""
     catalog = tmp_path / "catalog.yaml"
     catalog.write_text(dump(minimal), encoding="utf-8")
     generate(catalog)
+    other = tmp_path / "copy" / "catalog.yaml"
+    other.parent.mkdir()
+    other.write_bytes(catalog.read_bytes())
+    add_service(other, NewService("kiosk", "platform", "core"))
     out = tmp_path / "generated"
     with write.locked(out):
         command = ["new", "tickets", "--category", "platform", "--team", "core", "--catalog", str(catalog)]
@@ -619,11 +623,40 @@ def test_a_new_that_waited_for_the_folder_adds_to_the_catalog_as_it_is_then(tmp_
         assert waiting.stderr is not None
         line = waiting.stderr.readline()
         assert f"(pid {os.getpid()}) to finish with {out}" in line, line
-        add_service(catalog, NewService("kiosk", "platform", "core"))
+        catalog.write_bytes(other.read_bytes())
     _, err = waiting.communicate(timeout=300)
     assert waiting.returncode == 0 and "Traceback" not in err, err
     assert {"tickets", "kiosk"} <= set(load_catalog(catalog).catalog.services)
     generate(catalog, check_only=True)
+
+
+def test_two_news_writing_to_different_folders_edit_the_catalog_one_at_a_time(tmp_path: Path, minimal: dict) -> None:
+    """The library's `out` sends a `nexus new` elsewhere, whose lock does not exclude one writing
+    generated/: both take the lock of the catalog's own folder first. Here the one writing
+    generated/ runs in this process, which holds that lock, while the other waits for it."""
+    catalog = tmp_path / "catalog.yaml"
+    catalog.write_text(dump(minimal), encoding="utf-8")
+    generate(catalog)
+    elsewhere = tmp_path / "elsewhere"
+    script = (
+        "import sys\n"
+        "from nexus.authoring.new import NewService, add_service\n"
+        "said = lambda line: print(line, file=sys.stderr, flush=True)\n"
+        f"add_service({str(catalog)!r}, NewService('tickets', 'platform', 'core'), {str(elsewhere)!r}, waiting=said)\n"
+    )
+    with write.locked(tmp_path / "generated"):
+        waiting = subprocess.Popen(
+            [sys.executable, "-c", script], cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        assert waiting.stderr is not None
+        line = waiting.stderr.readline()
+        assert f"(pid {os.getpid()}) to finish with {tmp_path / 'generated'}" in line, line
+        add_service(catalog, NewService("kiosk", "platform", "core"))
+    _, err = waiting.communicate(timeout=300)
+    assert waiting.returncode == 0 and "Traceback" not in err, err
+    assert {"tickets", "kiosk"} <= set(load_catalog(catalog).catalog.services)
+    generate(catalog, elsewhere, check_only=True)  # the second run rendered both
+    assert (tmp_path / "generated" / "services" / "kiosk").is_dir()
 
 
 @pytest.mark.parametrize(("out", "said"), [("/", "the file system's root"), (".", "holds the catalog")])

@@ -363,10 +363,14 @@ def add_service(
     read = _read(path, new, space)
     # One run at a time per output folder (write.locked), this one from its reading of the catalog
     # to its run's end, which holds the same lock: two `nexus new` read the same text, and the
-    # second to replace the file dropped the first one's entry, both saying done.
+    # second to replace the file dropped the first one's entry, both saying done. The lock of the
+    # catalog's own folder (generated/ beside it) comes first, whichever folder this writes: it
+    # is the catalog's lock too, so two edits sent to different folders (the library's ``out``)
+    # also go one at a time, and no lock file is added beside the catalog. Always in that order,
+    # so no two wait for each other.
     refuse_link(target)  # the folder's own refusals (a link, the root), before its lock is taken
     refuse_holding(target, path)
-    with locked(target, waiting=waiting):
+    with locked(output_folder(path), waiting=waiting), locked(target, waiting=waiting):
         raw, cand = read if _bytes(path) == read[0] else _read(path, new, space)  # read again if changed
         return _add(path, new, raw, cand, lambda text: generate(path, out, validated=text, waiting=waiting))
 
