@@ -52,6 +52,49 @@ def test_every_generated_service_passes_its_own_tests() -> None:
     assert passed == 4 * len(services)  # 3 health tests + the team's example test, per service
 
 
+# (environment, the one line the start stops with): each setting a service's own Settings gives
+# a default of its own (port, retries, request timeout) keeps the runtime's rule for it
+BAD_SETTINGS = [
+    ({"RETRIES": "99"}, "auth-service: setting RETRIES: Input should be less than or equal to 5"),
+    ({"PORT": "0"}, "auth-service: setting PORT: Input should be greater than or equal to 1"),
+    (
+        {"REQUEST_TIMEOUT_SECONDS": "-1"},
+        "auth-service: setting REQUEST_TIMEOUT_SECONDS: Input should be greater than 0",
+    ),
+    (
+        {"REQUEST_TIMEOUT_SECONDS": "inf"},
+        "auth-service: setting REQUEST_TIMEOUT_SECONDS: Input should be a finite number",
+    ),
+    ({"RETRY_BACKOFF_SECONDS": "nan"}, "auth-service: setting RETRY_BACKOFF_SECONDS: Input should be a finite number"),
+    (
+        {"EVENT_BACKOFF_SECONDS": "[1, -1]"},
+        "auth-service: setting EVENT_BACKOFF_SECONDS[1]: Input should be greater than or equal to 0",
+    ),
+    ({"EVENT_BACKOFF_SECONDS": "[1"}, 'auth-service: error parsing value for field "event_backoff_seconds"'),
+    ({"LOG_LEVEL": "LOUD", "BROKER_PASSWORD": "[s3cret"}, "auth-service: setting LOG_LEVEL: Input should be 'DEBUG'"),
+]
+
+
+@pytest.mark.parametrize(("env", "said"), BAD_SETTINGS, ids=[",".join(e) for e, _ in BAD_SETTINGS])
+def test_a_bad_setting_stops_the_start_with_one_line_naming_it(env: dict[str, str], said: str) -> None:
+    """`python -m <service>` as its image runs it: exit 1, one line per bad setting, no traceback,
+    and never the value itself (it may be a password). Before, the service's own ``retries: int``
+    dropped the runtime's rule (RETRIES=99 ran), PORT=0 listened on a port the kernel chose, a
+    timeout of inf or -1 was taken, and a bad value printed pydantic's traceback."""
+    service = GENERATED / "services" / "auth-service"
+    result = subprocess.run(
+        [sys.executable, "-m", "auth_service"],
+        cwd=service,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(GENERATED / "runtime"), str(service)]), **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.startswith(said) and result.stderr.count("\n") == 1, result.stderr
+    assert "Traceback" not in result.stderr and "s3cret" not in result.stderr
+
+
 def test_critical_path_services_expose_their_flow_and_next_hop() -> None:
     loaded = load_catalog(CATALOG)
     for name, flow in loaded.catalog.flows.items():

@@ -117,11 +117,11 @@ def test_switching_the_mesh_changes_only_mesh_files_and_client_retries(trees: di
     for path in (p for p in changed if p.endswith("settings.py")):
         left, right = ((trees[m] / path).read_text().splitlines() for m in (a, b))
         assert [(x, y) for x, y in zip(left, right, strict=False) if x != y] and all(
-            x.startswith("    retries: int = ") for x, y in zip(left, right, strict=False) if x != y
+            x.startswith("    retries: Retries = ") for x, y in zip(left, right, strict=False) if x != y
         )
     retries = {m: (trees[m] / "services/kei-ai/kei_ai/settings.py").read_text() for m in (a, b)}
     for mesh, text in retries.items():
-        assert ("    retries: int = 0\n" in text) == (mesh != "none")
+        assert ("    retries: Retries = 0\n" in text) == (mesh != "none")
 
 
 def test_the_service_readme_says_which_layer_retries(trees: dict[str, Path]) -> None:
@@ -238,8 +238,8 @@ LINKERD = "k8s/components/linkerd/services/{}.yaml"
         (
             "istio",
             "services/token-mgr/token_mgr/settings.py",
-            "retries: int = 0",
-            "retries: int = 2",
+            "retries: Retries = 0",
+            "retries: Retries = 2",
             "token-mgr: the mesh (istio) retries, so the client must not",
         ),
         (
@@ -574,12 +574,12 @@ def test_a_client_never_gives_up_before_the_mesh(istio: tuple[RenderContext, dic
     ctx, files = istio
     for name, svc in ctx.catalog.services.items():
         text = files[f"services/{name}/{name.replace('-', '_')}/settings.py"]
-        seconds = float(re.search(r"request_timeout_seconds: float = ([0-9.]+)", text).group(1))  # type: ignore[union-attr]
+        seconds = float(re.search(r"request_timeout_seconds: Seconds = ([0-9.]+)", text).group(1))  # type: ignore[union-attr]
         assert all(seconds * 1000 >= duration_ms(ctx.catalog.traffic_for(name, d).timeout) for d in svc.depends_on), (
             name
         )
     assert (
-        "request_timeout_seconds: float = 10.0" in files["services/ai-service/ai_service/settings.py"]
+        "request_timeout_seconds: Seconds = 10.0" in files["services/ai-service/ai_service/settings.py"]
     )  # its edge to kei-ai
 
 

@@ -142,7 +142,8 @@ def test_unknown_setting_is_an_error_before_anything_starts(catalog):
     [
         ("auth.inject_delay_ms=abc", "Input should be a valid integer"),
         ("retries=99", "Input should be less than or equal to 5"),
-        ("request_timeout_seconds=nan", "Input should be greater than 0"),
+        ("request_timeout_seconds=nan", "Input should be a finite number"),
+        ("connect_timeout_seconds=inf", "Input should be a finite number"),
         ("api_docs=maybe", "Input should be a valid boolean"),
         ("log_level=LOUD", "Input should be 'DEBUG', 'INFO', 'WARNING' or 'ERROR'"),
     ],

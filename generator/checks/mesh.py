@@ -41,7 +41,7 @@ from .documents import Doc, documents, get, items, load_yaml, mapping
 from .kubernetes_schema import DEFAULT, SchemaValidator
 
 NAME = "app.kubernetes.io/name"
-_RETRIES = re.compile(r"^    retries: int = (\d+)$", re.M)
+_RETRIES = re.compile(r"^    retries: Retries = (\d+)$", re.M)
 
 
 def run(

@@ -11,15 +11,18 @@ from .app import create_app
 from .data import ServiceRouter, Written
 from .resources import Cache, Postgres
 from .serve import serve
-from .settings import ServiceSettings
+from .settings import Port, Retries, Seconds, ServiceSettings
 from .spec import Dependency, FlowHop, Resource, ServiceSpec
 
 __all__ = [
     "Cache",
     "Dependency",
     "FlowHop",
+    "Port",
     "Postgres",
     "Resource",
+    "Retries",
+    "Seconds",
     "ServiceRouter",
     "ServiceSettings",
     "ServiceSpec",

@@ -3,30 +3,37 @@
 from __future__ import annotations
 
 import os
-from typing import Literal
+from typing import Annotated, Literal, NoReturn, TypeVar
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+
+# The rules of the settings a service's generated ``Settings`` gives a default of its own: a
+# subclass field written `retries: int = 3` would replace the rule along with the default.
+Port = Annotated[int, Field(ge=1, le=65535)]
+Retries = Annotated[int, Field(ge=0, le=5)]
+Seconds = Annotated[float, Field(gt=0)]
 
 
 class ServiceSettings(BaseSettings):
     """What every service can be told through its environment. Each service's generated
     ``Settings`` subclass adds its name, port and one URL per dependency."""
 
-    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+    # allow_inf_nan: no number here means anything as 'inf' or 'nan' (a timeout of inf never ends)
+    model_config = SettingsConfigDict(extra="ignore", frozen=True, allow_inf_nan=False)
 
     service_name: str
     # Loopback unless told otherwise: a service started by hand or by `nexus up` is not open to
     # the network. The image sets HOST=0.0.0.0, as a pod must listen on its own address.
     host: str = "127.0.0.1"
-    port: int = Field(ge=1, le=65535)
+    port: Port
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     json_logs: bool = True
 
     # Outgoing calls. Mesh deployments set RETRIES=0 so only one layer retries.
-    request_timeout_seconds: float = Field(2.0, gt=0)
-    connect_timeout_seconds: float = Field(0.5, gt=0)
-    retries: int = Field(2, ge=0, le=5)
+    request_timeout_seconds: Seconds = 2.0
+    connect_timeout_seconds: Seconds = 0.5
+    retries: Retries = 2
     retry_backoff_seconds: float = Field(0.05, ge=0)
 
     # Pools of the infrastructure clients (resources.py). Connections open only as calls need
@@ -64,8 +71,33 @@ class ServiceSettings(BaseSettings):
     broker_user: str | None = None  # the service's own broker user
     broker_password: SecretStr | None = None
     event_max_attempts: int = Field(5, ge=1, le=100)  # then the message is dead-lettered
-    event_backoff_seconds: tuple[float, ...] = (1.0, 5.0, 30.0, 120.0)  # before attempt 2, 3...; the last repeats
+    # before attempt 2, 3...; the last repeats
+    event_backoff_seconds: tuple[Annotated[float, Field(ge=0)], ...] = (1.0, 5.0, 30.0, 120.0)
     event_batch: int = Field(64, ge=1, le=1000)  # messages fetched at once per consumed channel
+
+
+S = TypeVar("S", bound=ServiceSettings)
+
+
+def load(settings_class: type[S], service: str) -> S:
+    """The settings from the environment (and SECRETS_DIR). A value that breaks a rule stops the
+    start with one line per setting, named as it is set, and no traceback; the value itself is
+    not repeated, as it may be a password."""
+    try:
+        return settings_class(_secrets_dir=secrets_dir())
+    except ValidationError as exc:
+        _refuse(service, exc)
+    except SettingsError as exc:  # a list setting that is not JSON: its rules were not reached
+        raise SystemExit(f"{service}: {exc}; a list is given as JSON, such as [1, 5, 30]") from None
+
+
+def _refuse(service: str, exc: ValidationError) -> NoReturn:
+    lines = []
+    for error in exc.errors(include_url=False, include_input=False):
+        name, *inner = error["loc"] or ("settings",)
+        where = str(name).upper() + "".join(f"[{part}]" for part in inner)
+        lines.append(f"{service}: setting {where}: {error['msg']}")
+    raise SystemExit("\n".join(lines))
 
 
 def secrets_dir() -> str | None:

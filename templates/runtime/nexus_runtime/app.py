@@ -14,7 +14,7 @@ from .edge import EdgeMiddleware
 from .events import Broker, Delivering, EventsSpec
 from .metrics import Metrics, MetricsMiddleware
 from .resources import build as build_resources
-from .settings import ServiceSettings, secrets_dir
+from .settings import ServiceSettings, load
 from .spec import ServiceSpec
 from .tracing import TraceMiddleware
 
@@ -28,7 +28,7 @@ def create_app(
 ) -> FastAPI:
     """Build the service. ``settings`` overrides the environment (tests, the embedded runner);
     ``events`` is what it publishes and consumes (its generated events.py)."""
-    settings = settings or settings_class(_secrets_dir=secrets_dir())
+    settings = settings or load(settings_class, spec.name)
     log = logs.logger(spec.name, settings.log_level, settings.json_logs)
     metrics = Metrics(spec.name)
     clients = build_clients(spec, settings)

@@ -10,13 +10,13 @@ readiness says so.
 
 from pydantic import AnyHttpUrl
 
-from nexus_runtime import ServiceSettings
+from nexus_runtime import Port, Retries, Seconds, ServiceSettings
 
 
 class Settings(ServiceSettings):
     service_name: str = "ai-service"
-    port: int = 3031
-    retries: int = 0
-    request_timeout_seconds: float = 10.0
+    port: Port = 3031
+    retries: Retries = 0
+    request_timeout_seconds: Seconds = 10.0
     kei_ai_url: AnyHttpUrl = AnyHttpUrl("http://kei-ai:3030")  # KEI_AI_URL, hard
     token_mgr_url: AnyHttpUrl = AnyHttpUrl("http://token-mgr:3005")  # TOKEN_MGR_URL, hard

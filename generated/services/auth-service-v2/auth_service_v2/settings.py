@@ -10,14 +10,14 @@ readiness says so.
 
 from pydantic import AnyHttpUrl, SecretStr
 
-from nexus_runtime import ServiceSettings
+from nexus_runtime import Port, Retries, Seconds, ServiceSettings
 
 
 class Settings(ServiceSettings):
     service_name: str = "auth-service-v2"
-    port: int = 3002
-    retries: int = 0
-    request_timeout_seconds: float = 2.0
+    port: Port = 3002
+    retries: Retries = 0
+    request_timeout_seconds: Seconds = 2.0
     key_service_url: AnyHttpUrl = AnyHttpUrl("http://key-service:3080")  # KEY_SERVICE_URL, hard
     session_mgr_url: AnyHttpUrl = AnyHttpUrl("http://session-mgr:3004")  # SESSION_MGR_URL, hard
     token_mgr_url: AnyHttpUrl = AnyHttpUrl("http://token-mgr:3005")  # TOKEN_MGR_URL, hard

@@ -10,14 +10,14 @@ readiness says so.
 
 from pydantic import AnyHttpUrl, SecretStr
 
-from nexus_runtime import ServiceSettings
+from nexus_runtime import Port, Retries, Seconds, ServiceSettings
 
 
 class Settings(ServiceSettings):
     service_name: str = "auth-service"
-    port: int = 3001
-    retries: int = 0
-    request_timeout_seconds: float = 2.0
+    port: Port = 3001
+    retries: Retries = 0
+    request_timeout_seconds: Seconds = 2.0
     token_mgr_url: AnyHttpUrl = AnyHttpUrl("http://token-mgr:3005")  # TOKEN_MGR_URL, hard
     user_auth_url: AnyHttpUrl = AnyHttpUrl("http://user-auth:3003")  # USER_AUTH_URL, hard
     nats_url: SecretStr | None = None  # NATS_URL, nats

@@ -10,14 +10,14 @@ readiness says so.
 
 from pydantic import AnyHttpUrl
 
-from nexus_runtime import ServiceSettings
+from nexus_runtime import Port, Retries, Seconds, ServiceSettings
 
 
 class Settings(ServiceSettings):
     service_name: str = "backend-api"
-    port: int = 3000
-    retries: int = 0
-    request_timeout_seconds: float = 2.0
+    port: Port = 3000
+    retries: Retries = 0
+    request_timeout_seconds: Seconds = 2.0
     ai_service_url: AnyHttpUrl = AnyHttpUrl("http://ai-service:3031")  # AI_SERVICE_URL, soft
     auth_service_url: AnyHttpUrl = AnyHttpUrl("http://auth-service:3001")  # AUTH_SERVICE_URL, hard
     auth_service_v2_url: AnyHttpUrl = AnyHttpUrl("http://auth-service-v2:3002")  # AUTH_SERVICE_V2_URL, soft

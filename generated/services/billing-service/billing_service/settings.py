@@ -10,14 +10,14 @@ readiness says so.
 
 from pydantic import AnyHttpUrl, SecretStr
 
-from nexus_runtime import ServiceSettings
+from nexus_runtime import Port, Retries, Seconds, ServiceSettings
 
 
 class Settings(ServiceSettings):
     service_name: str = "billing-service"
-    port: int = 3020
-    retries: int = 0
-    request_timeout_seconds: float = 2.0
+    port: Port = 3020
+    retries: Retries = 0
+    request_timeout_seconds: Seconds = 2.0
     invoice_gen_url: AnyHttpUrl = AnyHttpUrl("http://invoice-gen:3021")  # INVOICE_GEN_URL, hard
     ledger_mgr_url: AnyHttpUrl = AnyHttpUrl("http://ledger-mgr:3022")  # LEDGER_MGR_URL, hard
     token_mgr_url: AnyHttpUrl = AnyHttpUrl("http://token-mgr:3005")  # TOKEN_MGR_URL, hard

@@ -10,14 +10,14 @@ readiness says so.
 
 from pydantic import AnyHttpUrl, SecretStr
 
-from nexus_runtime import ServiceSettings
+from nexus_runtime import Port, Retries, Seconds, ServiceSettings
 
 
 class Settings(ServiceSettings):
     service_name: str = "boom-boom-room-live"
-    port: int = 3070
-    retries: int = 0
-    request_timeout_seconds: float = 2.0
+    port: Port = 3070
+    retries: Retries = 0
+    request_timeout_seconds: Seconds = 2.0
     billing_service_url: AnyHttpUrl = AnyHttpUrl("http://billing-service:3020")  # BILLING_SERVICE_URL, soft
     streaming_service_v2_url: AnyHttpUrl = AnyHttpUrl("http://streaming-service-v2:3010")  # STREAMING_SERVICE_V2_URL, hard
     token_mgr_url: AnyHttpUrl = AnyHttpUrl("http://token-mgr:3005")  # TOKEN_MGR_URL, hard

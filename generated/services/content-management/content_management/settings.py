@@ -10,14 +10,14 @@ readiness says so.
 
 from pydantic import AnyHttpUrl, SecretStr
 
-from nexus_runtime import ServiceSettings
+from nexus_runtime import Port, Retries, Seconds, ServiceSettings
 
 
 class Settings(ServiceSettings):
     service_name: str = "content-management"
-    port: int = 3012
-    retries: int = 0
-    request_timeout_seconds: float = 2.0
+    port: Port = 3012
+    retries: Retries = 0
+    request_timeout_seconds: Seconds = 2.0
     streamcore_url: AnyHttpUrl = AnyHttpUrl("http://streamcore:3011")  # STREAMCORE_URL, hard
     token_mgr_url: AnyHttpUrl = AnyHttpUrl("http://token-mgr:3005")  # TOKEN_MGR_URL, hard
     nats_url: SecretStr | None = None  # NATS_URL, nats

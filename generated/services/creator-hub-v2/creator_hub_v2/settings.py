@@ -10,14 +10,14 @@ readiness says so.
 
 from pydantic import AnyHttpUrl
 
-from nexus_runtime import ServiceSettings
+from nexus_runtime import Port, Retries, Seconds, ServiceSettings
 
 
 class Settings(ServiceSettings):
     service_name: str = "creator-hub-v2"
-    port: int = 3090
-    retries: int = 0
-    request_timeout_seconds: float = 2.0
+    port: Port = 3090
+    retries: Retries = 0
+    request_timeout_seconds: Seconds = 2.0
     billing_service_url: AnyHttpUrl = AnyHttpUrl("http://billing-service:3020")  # BILLING_SERVICE_URL, soft
     content_management_url: AnyHttpUrl = AnyHttpUrl("http://content-management:3012")  # CONTENT_MANAGEMENT_URL, hard
     nexus_cos_studio_ai_url: AnyHttpUrl = AnyHttpUrl("http://nexus-cos-studio-ai:3032")  # NEXUS_COS_STUDIO_AI_URL, soft

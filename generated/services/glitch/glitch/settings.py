@@ -10,14 +10,14 @@ readiness says so.
 
 from pydantic import AnyHttpUrl, SecretStr
 
-from nexus_runtime import ServiceSettings
+from nexus_runtime import Port, Retries, Seconds, ServiceSettings
 
 
 class Settings(ServiceSettings):
     service_name: str = "glitch"
-    port: int = 3082
-    retries: int = 0
-    request_timeout_seconds: float = 2.0
+    port: Port = 3082
+    retries: Retries = 0
+    request_timeout_seconds: Seconds = 2.0
     nats_url: SecretStr | None = None  # NATS_URL, nats
     nats_password: SecretStr | None = None  # in Kubernetes: the file nats_password in SECRETS_DIR
     postgres_url: SecretStr | None = None  # POSTGRES_URL, postgres

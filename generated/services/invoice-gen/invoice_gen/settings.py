@@ -10,14 +10,14 @@ readiness says so.
 
 from pydantic import AnyHttpUrl, SecretStr
 
-from nexus_runtime import ServiceSettings
+from nexus_runtime import Port, Retries, Seconds, ServiceSettings
 
 
 class Settings(ServiceSettings):
     service_name: str = "invoice-gen"
-    port: int = 3021
-    retries: int = 0
-    request_timeout_seconds: float = 2.0
+    port: Port = 3021
+    retries: Retries = 0
+    request_timeout_seconds: Seconds = 2.0
     ledger_mgr_url: AnyHttpUrl = AnyHttpUrl("http://ledger-mgr:3022")  # LEDGER_MGR_URL, hard
     nats_url: SecretStr | None = None  # NATS_URL, nats
     nats_password: SecretStr | None = None  # in Kubernetes: the file nats_password in SECRETS_DIR

@@ -10,13 +10,13 @@ readiness says so.
 
 from pydantic import AnyHttpUrl, SecretStr
 
-from nexus_runtime import ServiceSettings
+from nexus_runtime import Port, Retries, Seconds, ServiceSettings
 
 
 class Settings(ServiceSettings):
     service_name: str = "kei-ai"
-    port: int = 3030
-    retries: int = 0
-    request_timeout_seconds: float = 2.0
+    port: Port = 3030
+    retries: Retries = 0
+    request_timeout_seconds: Seconds = 2.0
     redis_url: SecretStr | None = None  # REDIS_URL, redis
     redis_password: SecretStr | None = None  # in Kubernetes: the file redis_password in SECRETS_DIR

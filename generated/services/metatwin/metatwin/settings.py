@@ -10,12 +10,12 @@ readiness says so.
 
 from pydantic import AnyHttpUrl
 
-from nexus_runtime import ServiceSettings
+from nexus_runtime import Port, Retries, Seconds, ServiceSettings
 
 
 class Settings(ServiceSettings):
     service_name: str = "metatwin"
-    port: int = 3083
-    retries: int = 0
-    request_timeout_seconds: float = 10.0
+    port: Port = 3083
+    retries: Retries = 0
+    request_timeout_seconds: Seconds = 10.0
     kei_ai_url: AnyHttpUrl = AnyHttpUrl("http://kei-ai:3030")  # KEI_AI_URL, hard

@@ -10,13 +10,13 @@ readiness says so.
 
 from pydantic import AnyHttpUrl
 
-from nexus_runtime import ServiceSettings
+from nexus_runtime import Port, Retries, Seconds, ServiceSettings
 
 
 class Settings(ServiceSettings):
     service_name: str = "nexus-cos-studio-ai"
-    port: int = 3032
-    retries: int = 0
-    request_timeout_seconds: float = 10.0
+    port: Port = 3032
+    retries: Retries = 0
+    request_timeout_seconds: Seconds = 10.0
     content_management_url: AnyHttpUrl = AnyHttpUrl("http://content-management:3012")  # CONTENT_MANAGEMENT_URL, soft
     kei_ai_url: AnyHttpUrl = AnyHttpUrl("http://kei-ai:3030")  # KEI_AI_URL, hard

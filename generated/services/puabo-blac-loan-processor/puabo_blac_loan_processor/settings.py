@@ -10,14 +10,14 @@ readiness says so.
 
 from pydantic import AnyHttpUrl, SecretStr
 
-from nexus_runtime import ServiceSettings
+from nexus_runtime import Port, Retries, Seconds, ServiceSettings
 
 
 class Settings(ServiceSettings):
     service_name: str = "puabo-blac-loan-processor"
-    port: int = 3050
-    retries: int = 0
-    request_timeout_seconds: float = 2.0
+    port: Port = 3050
+    retries: Retries = 0
+    request_timeout_seconds: Seconds = 2.0
     billing_service_url: AnyHttpUrl = AnyHttpUrl("http://billing-service:3020")  # BILLING_SERVICE_URL, hard
     ledger_mgr_url: AnyHttpUrl = AnyHttpUrl("http://ledger-mgr:3022")  # LEDGER_MGR_URL, hard
     puabo_blac_risk_assessment_url: AnyHttpUrl = AnyHttpUrl("http://puabo-blac-risk-assessment:3051")  # PUABO_BLAC_RISK_ASSESSMENT_URL, hard

@@ -10,14 +10,14 @@ readiness says so.
 
 from pydantic import AnyHttpUrl, SecretStr
 
-from nexus_runtime import ServiceSettings
+from nexus_runtime import Port, Retries, Seconds, ServiceSettings
 
 
 class Settings(ServiceSettings):
     service_name: str = "puabo-blac-risk-assessment"
-    port: int = 3051
-    retries: int = 0
-    request_timeout_seconds: float = 10.0
+    port: Port = 3051
+    retries: Retries = 0
+    request_timeout_seconds: Seconds = 10.0
     kei_ai_url: AnyHttpUrl = AnyHttpUrl("http://kei-ai:3030")  # KEI_AI_URL, soft
     nats_url: SecretStr | None = None  # NATS_URL, nats
     nats_password: SecretStr | None = None  # in Kubernetes: the file nats_password in SECRETS_DIR

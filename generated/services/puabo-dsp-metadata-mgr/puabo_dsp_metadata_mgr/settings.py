@@ -10,14 +10,14 @@ readiness says so.
 
 from pydantic import AnyHttpUrl, SecretStr
 
-from nexus_runtime import ServiceSettings
+from nexus_runtime import Port, Retries, Seconds, ServiceSettings
 
 
 class Settings(ServiceSettings):
     service_name: str = "puabo-dsp-metadata-mgr"
-    port: int = 3014
-    retries: int = 0
-    request_timeout_seconds: float = 2.0
+    port: Port = 3014
+    retries: Retries = 0
+    request_timeout_seconds: Seconds = 2.0
     token_mgr_url: AnyHttpUrl = AnyHttpUrl("http://token-mgr:3005")  # TOKEN_MGR_URL, hard
     postgres_url: SecretStr | None = None  # POSTGRES_URL, postgres
     postgres_password: SecretStr | None = None  # in Kubernetes: the file postgres_password in SECRETS_DIR

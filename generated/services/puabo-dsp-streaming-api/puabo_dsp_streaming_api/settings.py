@@ -10,14 +10,14 @@ readiness says so.
 
 from pydantic import AnyHttpUrl
 
-from nexus_runtime import ServiceSettings
+from nexus_runtime import Port, Retries, Seconds, ServiceSettings
 
 
 class Settings(ServiceSettings):
     service_name: str = "puabo-dsp-streaming-api"
-    port: int = 3013
-    retries: int = 0
-    request_timeout_seconds: float = 2.0
+    port: Port = 3013
+    retries: Retries = 0
+    request_timeout_seconds: Seconds = 2.0
     puabo_dsp_metadata_mgr_url: AnyHttpUrl = AnyHttpUrl("http://puabo-dsp-metadata-mgr:3014")  # PUABO_DSP_METADATA_MGR_URL, hard
     streamcore_url: AnyHttpUrl = AnyHttpUrl("http://streamcore:3011")  # STREAMCORE_URL, hard
     token_mgr_url: AnyHttpUrl = AnyHttpUrl("http://token-mgr:3005")  # TOKEN_MGR_URL, hard

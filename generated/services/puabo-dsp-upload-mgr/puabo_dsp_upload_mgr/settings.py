@@ -10,14 +10,14 @@ readiness says so.
 
 from pydantic import AnyHttpUrl, SecretStr
 
-from nexus_runtime import ServiceSettings
+from nexus_runtime import Port, Retries, Seconds, ServiceSettings
 
 
 class Settings(ServiceSettings):
     service_name: str = "puabo-dsp-upload-mgr"
-    port: int = 3015
-    retries: int = 0
-    request_timeout_seconds: float = 2.0
+    port: Port = 3015
+    retries: Retries = 0
+    request_timeout_seconds: Seconds = 2.0
     content_management_url: AnyHttpUrl = AnyHttpUrl("http://content-management:3012")  # CONTENT_MANAGEMENT_URL, hard
     puabo_dsp_metadata_mgr_url: AnyHttpUrl = AnyHttpUrl("http://puabo-dsp-metadata-mgr:3014")  # PUABO_DSP_METADATA_MGR_URL, hard
     nats_url: SecretStr | None = None  # NATS_URL, nats

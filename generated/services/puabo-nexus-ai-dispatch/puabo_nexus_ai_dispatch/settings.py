@@ -10,14 +10,14 @@ readiness says so.
 
 from pydantic import AnyHttpUrl, SecretStr
 
-from nexus_runtime import ServiceSettings
+from nexus_runtime import Port, Retries, Seconds, ServiceSettings
 
 
 class Settings(ServiceSettings):
     service_name: str = "puabo-nexus-ai-dispatch"
-    port: int = 3034
-    retries: int = 0
-    request_timeout_seconds: float = 10.0
+    port: Port = 3034
+    retries: Retries = 0
+    request_timeout_seconds: Seconds = 10.0
     kei_ai_url: AnyHttpUrl = AnyHttpUrl("http://kei-ai:3030")  # KEI_AI_URL, hard
     puabo_nexus_fleet_manager_url: AnyHttpUrl = AnyHttpUrl("http://puabo-nexus-fleet-manager:3061")  # PUABO_NEXUS_FLEET_MANAGER_URL, hard
     puabo_nexus_route_optimizer_url: AnyHttpUrl = AnyHttpUrl("http://puabo-nexus-route-optimizer:3062")  # PUABO_NEXUS_ROUTE_OPTIMIZER_URL, hard

@@ -10,14 +10,14 @@ readiness says so.
 
 from pydantic import AnyHttpUrl, SecretStr
 
-from nexus_runtime import ServiceSettings
+from nexus_runtime import Port, Retries, Seconds, ServiceSettings
 
 
 class Settings(ServiceSettings):
     service_name: str = "puabo-nexus-driver-app-backend"
-    port: int = 3060
-    retries: int = 0
-    request_timeout_seconds: float = 2.0
+    port: Port = 3060
+    retries: Retries = 0
+    request_timeout_seconds: Seconds = 2.0
     puabo_nexus_ai_dispatch_url: AnyHttpUrl = AnyHttpUrl("http://puabo-nexus-ai-dispatch:3034")  # PUABO_NEXUS_AI_DISPATCH_URL, hard
     puabo_nexus_fleet_manager_url: AnyHttpUrl = AnyHttpUrl("http://puabo-nexus-fleet-manager:3061")  # PUABO_NEXUS_FLEET_MANAGER_URL, hard
     session_mgr_url: AnyHttpUrl = AnyHttpUrl("http://session-mgr:3004")  # SESSION_MGR_URL, hard

@@ -10,13 +10,13 @@ readiness says so.
 
 from pydantic import AnyHttpUrl, SecretStr
 
-from nexus_runtime import ServiceSettings
+from nexus_runtime import Port, Retries, Seconds, ServiceSettings
 
 
 class Settings(ServiceSettings):
     service_name: str = "puabo-nexus-fleet-manager"
-    port: int = 3061
-    retries: int = 0
-    request_timeout_seconds: float = 2.0
+    port: Port = 3061
+    retries: Retries = 0
+    request_timeout_seconds: Seconds = 2.0
     postgres_url: SecretStr | None = None  # POSTGRES_URL, postgres
     postgres_password: SecretStr | None = None  # in Kubernetes: the file postgres_password in SECRETS_DIR

@@ -10,14 +10,14 @@ readiness says so.
 
 from pydantic import AnyHttpUrl, SecretStr
 
-from nexus_runtime import ServiceSettings
+from nexus_runtime import Port, Retries, Seconds, ServiceSettings
 
 
 class Settings(ServiceSettings):
     service_name: str = "puabo-nexus"
-    port: int = 3093
-    retries: int = 0
-    request_timeout_seconds: float = 2.0
+    port: Port = 3093
+    retries: Retries = 0
+    request_timeout_seconds: Seconds = 2.0
     billing_service_url: AnyHttpUrl = AnyHttpUrl("http://billing-service:3020")  # BILLING_SERVICE_URL, soft
     puabo_nexus_ai_dispatch_url: AnyHttpUrl = AnyHttpUrl("http://puabo-nexus-ai-dispatch:3034")  # PUABO_NEXUS_AI_DISPATCH_URL, hard
     puabo_nexus_driver_app_backend_url: AnyHttpUrl = AnyHttpUrl("http://puabo-nexus-driver-app-backend:3060")  # PUABO_NEXUS_DRIVER_APP_BACKEND_URL, hard

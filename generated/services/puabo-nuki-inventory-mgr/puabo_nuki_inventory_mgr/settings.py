@@ -10,14 +10,14 @@ readiness says so.
 
 from pydantic import AnyHttpUrl, SecretStr
 
-from nexus_runtime import ServiceSettings
+from nexus_runtime import Port, Retries, Seconds, ServiceSettings
 
 
 class Settings(ServiceSettings):
     service_name: str = "puabo-nuki-inventory-mgr"
-    port: int = 3041
-    retries: int = 0
-    request_timeout_seconds: float = 2.0
+    port: Port = 3041
+    retries: Retries = 0
+    request_timeout_seconds: Seconds = 2.0
     puabo_nuki_product_catalog_url: AnyHttpUrl = AnyHttpUrl("http://puabo-nuki-product-catalog:3040")  # PUABO_NUKI_PRODUCT_CATALOG_URL, hard
     postgres_url: SecretStr | None = None  # POSTGRES_URL, postgres
     postgres_password: SecretStr | None = None  # in Kubernetes: the file postgres_password in SECRETS_DIR

@@ -10,14 +10,14 @@ readiness says so.
 
 from pydantic import AnyHttpUrl, SecretStr
 
-from nexus_runtime import ServiceSettings
+from nexus_runtime import Port, Retries, Seconds, ServiceSettings
 
 
 class Settings(ServiceSettings):
     service_name: str = "puabo-nuki-order-processor"
-    port: int = 3042
-    retries: int = 0
-    request_timeout_seconds: float = 2.0
+    port: Port = 3042
+    retries: Retries = 0
+    request_timeout_seconds: Seconds = 2.0
     billing_service_url: AnyHttpUrl = AnyHttpUrl("http://billing-service:3020")  # BILLING_SERVICE_URL, hard
     puabo_nuki_inventory_mgr_url: AnyHttpUrl = AnyHttpUrl("http://puabo-nuki-inventory-mgr:3041")  # PUABO_NUKI_INVENTORY_MGR_URL, hard
     puabo_nuki_product_catalog_url: AnyHttpUrl = AnyHttpUrl("http://puabo-nuki-product-catalog:3040")  # PUABO_NUKI_PRODUCT_CATALOG_URL, hard

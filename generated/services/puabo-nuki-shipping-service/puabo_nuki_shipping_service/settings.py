@@ -10,14 +10,14 @@ readiness says so.
 
 from pydantic import AnyHttpUrl, SecretStr
 
-from nexus_runtime import ServiceSettings
+from nexus_runtime import Port, Retries, Seconds, ServiceSettings
 
 
 class Settings(ServiceSettings):
     service_name: str = "puabo-nuki-shipping-service"
-    port: int = 3043
-    retries: int = 0
-    request_timeout_seconds: float = 2.0
+    port: Port = 3043
+    retries: Retries = 0
+    request_timeout_seconds: Seconds = 2.0
     puabo_nexus_route_optimizer_url: AnyHttpUrl = AnyHttpUrl("http://puabo-nexus-route-optimizer:3062")  # PUABO_NEXUS_ROUTE_OPTIMIZER_URL, soft
     postgres_url: SecretStr | None = None  # POSTGRES_URL, postgres
     postgres_password: SecretStr | None = None  # in Kubernetes: the file postgres_password in SECRETS_DIR

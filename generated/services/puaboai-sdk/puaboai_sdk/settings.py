@@ -10,14 +10,14 @@ readiness says so.
 
 from pydantic import AnyHttpUrl
 
-from nexus_runtime import ServiceSettings
+from nexus_runtime import Port, Retries, Seconds, ServiceSettings
 
 
 class Settings(ServiceSettings):
     service_name: str = "puaboai-sdk"
-    port: int = 3033
-    retries: int = 0
-    request_timeout_seconds: float = 10.0
+    port: Port = 3033
+    retries: Retries = 0
+    request_timeout_seconds: Seconds = 10.0
     ai_service_url: AnyHttpUrl = AnyHttpUrl("http://ai-service:3031")  # AI_SERVICE_URL, hard
     kei_ai_url: AnyHttpUrl = AnyHttpUrl("http://kei-ai:3030")  # KEI_AI_URL, hard
     token_mgr_url: AnyHttpUrl = AnyHttpUrl("http://token-mgr:3005")  # TOKEN_MGR_URL, hard

@@ -10,13 +10,13 @@ readiness says so.
 
 from pydantic import AnyHttpUrl
 
-from nexus_runtime import ServiceSettings
+from nexus_runtime import Port, Retries, Seconds, ServiceSettings
 
 
 class Settings(ServiceSettings):
     service_name: str = "puabomusicchain"
-    port: int = 3091
-    retries: int = 0
-    request_timeout_seconds: float = 2.0
+    port: Port = 3091
+    retries: Retries = 0
+    request_timeout_seconds: Seconds = 2.0
     ledger_mgr_url: AnyHttpUrl = AnyHttpUrl("http://ledger-mgr:3022")  # LEDGER_MGR_URL, soft
     puabo_dsp_metadata_mgr_url: AnyHttpUrl = AnyHttpUrl("http://puabo-dsp-metadata-mgr:3014")  # PUABO_DSP_METADATA_MGR_URL, hard

@@ -10,14 +10,14 @@ readiness says so.
 
 from pydantic import AnyHttpUrl
 
-from nexus_runtime import ServiceSettings
+from nexus_runtime import Port, Retries, Seconds, ServiceSettings
 
 
 class Settings(ServiceSettings):
     service_name: str = "puaboverse-v2"
-    port: int = 3092
-    retries: int = 0
-    request_timeout_seconds: float = 2.0
+    port: Port = 3092
+    retries: Retries = 0
+    request_timeout_seconds: Seconds = 2.0
     metatwin_url: AnyHttpUrl = AnyHttpUrl("http://metatwin:3083")  # METATWIN_URL, hard
     puabomusicchain_url: AnyHttpUrl = AnyHttpUrl("http://puabomusicchain:3091")  # PUABOMUSICCHAIN_URL, soft
     streaming_service_v2_url: AnyHttpUrl = AnyHttpUrl("http://streaming-service-v2:3010")  # STREAMING_SERVICE_V2_URL, soft

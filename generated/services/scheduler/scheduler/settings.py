@@ -10,14 +10,14 @@ readiness says so.
 
 from pydantic import AnyHttpUrl, SecretStr
 
-from nexus_runtime import ServiceSettings
+from nexus_runtime import Port, Retries, Seconds, ServiceSettings
 
 
 class Settings(ServiceSettings):
     service_name: str = "scheduler"
-    port: int = 3023
-    retries: int = 0
-    request_timeout_seconds: float = 2.0
+    port: Port = 3023
+    retries: Retries = 0
+    request_timeout_seconds: Seconds = 2.0
     billing_service_url: AnyHttpUrl = AnyHttpUrl("http://billing-service:3020")  # BILLING_SERVICE_URL, soft
     content_management_url: AnyHttpUrl = AnyHttpUrl("http://content-management:3012")  # CONTENT_MANAGEMENT_URL, soft
     invoice_gen_url: AnyHttpUrl = AnyHttpUrl("http://invoice-gen:3021")  # INVOICE_GEN_URL, soft

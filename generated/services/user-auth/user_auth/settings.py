@@ -10,14 +10,14 @@ readiness says so.
 
 from pydantic import AnyHttpUrl, SecretStr
 
-from nexus_runtime import ServiceSettings
+from nexus_runtime import Port, Retries, Seconds, ServiceSettings
 
 
 class Settings(ServiceSettings):
     service_name: str = "user-auth"
-    port: int = 3003
-    retries: int = 0
-    request_timeout_seconds: float = 2.0
+    port: Port = 3003
+    retries: Retries = 0
+    request_timeout_seconds: Seconds = 2.0
     session_mgr_url: AnyHttpUrl = AnyHttpUrl("http://session-mgr:3004")  # SESSION_MGR_URL, hard
     postgres_url: SecretStr | None = None  # POSTGRES_URL, postgres
     postgres_password: SecretStr | None = None  # in Kubernetes: the file postgres_password in SECRETS_DIR

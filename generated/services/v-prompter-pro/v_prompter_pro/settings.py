@@ -10,13 +10,13 @@ readiness says so.
 
 from pydantic import AnyHttpUrl
 
-from nexus_runtime import ServiceSettings
+from nexus_runtime import Port, Retries, Seconds, ServiceSettings
 
 
 class Settings(ServiceSettings):
     service_name: str = "v-prompter-pro"
-    port: int = 3073
-    retries: int = 0
-    request_timeout_seconds: float = 2.0
+    port: Port = 3073
+    retries: Retries = 0
+    request_timeout_seconds: Seconds = 2.0
     content_management_url: AnyHttpUrl = AnyHttpUrl("http://content-management:3012")  # CONTENT_MANAGEMENT_URL, hard
     token_mgr_url: AnyHttpUrl = AnyHttpUrl("http://token-mgr:3005")  # TOKEN_MGR_URL, hard

@@ -10,14 +10,14 @@ readiness says so.
 
 from pydantic import AnyHttpUrl
 
-from nexus_runtime import ServiceSettings
+from nexus_runtime import Port, Retries, Seconds, ServiceSettings
 
 
 class Settings(ServiceSettings):
     service_name: str = "vscreen-hollywood"
-    port: int = 3071
-    retries: int = 0
-    request_timeout_seconds: float = 2.0
+    port: Port = 3071
+    retries: Retries = 0
+    request_timeout_seconds: Seconds = 2.0
     nexus_cos_studio_ai_url: AnyHttpUrl = AnyHttpUrl("http://nexus-cos-studio-ai:3032")  # NEXUS_COS_STUDIO_AI_URL, soft
     token_mgr_url: AnyHttpUrl = AnyHttpUrl("http://token-mgr:3005")  # TOKEN_MGR_URL, hard
     v_screen_pro_url: AnyHttpUrl = AnyHttpUrl("http://v-screen-pro:3074")  # V_SCREEN_PRO_URL, hard

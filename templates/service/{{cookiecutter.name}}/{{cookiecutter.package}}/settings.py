@@ -11,14 +11,14 @@ readiness says so.
 from pydantic import AnyHttpUrl{% if cookiecutter.resources %}, SecretStr{% endif %}
 
 
-from nexus_runtime import ServiceSettings
+from nexus_runtime import Port, Retries, Seconds, ServiceSettings
 
 
 class Settings(ServiceSettings):
     service_name: str = "{{ cookiecutter.name }}"
-    port: int = {{ cookiecutter.port }}
-    retries: int = {{ cookiecutter.retries }}
-    request_timeout_seconds: float = {{ cookiecutter.request_timeout }}
+    port: Port = {{ cookiecutter.port }}
+    retries: Retries = {{ cookiecutter.retries }}
+    request_timeout_seconds: Seconds = {{ cookiecutter.request_timeout }}
 {% for dep, d in cookiecutter.dependencies|dictsort %}
     {{ dep|pkg }}_url: AnyHttpUrl = AnyHttpUrl("http://{{ dep }}:{{ d.port }}")  # {{ dep|env_name }}_URL, {{ d.kind }}
 {% endfor %}
