@@ -39,10 +39,20 @@ def hooks_kept_out_of_the_system_temp(
 ) -> None:
     """cookiecutter renders each hook into a temporary file and never removes it (cookiecutter
     issue #886, closed as intended): a run of these tests left 47 files in /tmp. Here they go to
-    a folder of pytest's own, which pytest prunes; the API by ``tempfile``, the CLI by TMPDIR."""
+    a folder of pytest's own, which pytest prunes; the API by ``tempfile``, the CLI by TMPDIR.
+    And it records every run's answers in ~/.cookiecutter_replay/ (and clones into
+    ~/.cookiecutters/): a run of these tests left 44 files in the home folder of whoever ran
+    them. Here a user config (COOKIECUTTER_CONFIG, read by the API and the CLI alike) puts both
+    in that folder: HOME alone would not do, as the API's defaults are named at its import."""
     folder = tmp_path_factory.mktemp("cookiecutter-hooks")
     monkeypatch.setattr(tempfile, "tempdir", str(folder))
     monkeypatch.setenv("TMPDIR", str(folder))
+    config = folder / "config.yaml"
+    config.write_text(
+        yaml.safe_dump({"replay_dir": str(folder / "replay"), "cookiecutters_dir": str(folder / "clones")}),
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("COOKIECUTTER_CONFIG", str(config))
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +141,9 @@ def test_cli_with_a_catalog_service_context_as_config_equals_generated(ctx: Rend
     """A team can reproduce its service by hand: the context as cookiecutter's default_context."""
     name = "backend-api"  # hard and soft dependencies, and on all three critical paths
     config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump({"default_context": render_services.service_context(ctx, name)}), encoding="utf-8")
+    context = render_services.service_context(ctx, name)
+    # its replays kept here too: a --config-file replaces COOKIECUTTER_CONFIG's (the fixture above)
+    config.write_text(yaml.safe_dump({"default_context": context, "replay_dir": str(tmp_path)}), encoding="utf-8")
     result = subprocess.run(
         [
             sys.executable,
