@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import gc
 import os
+import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
-from contextlib import suppress
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 # multiprocessing and concurrent.futures are imported where a worker is forked (or asked
@@ -49,8 +50,14 @@ def ordered_map(function: Callable[[T], R], items: Sequence[T], *, least: int) -
     # what exists before the fork is left out of every collection until the workers are done.
     gc.freeze()
     try:
-        with _pool(workers) as pool:
-            parts = list(pool.map(_part, range(workers), [workers] * workers))
+        pool = _pool(workers)
+        try:
+            with _forking():
+                answers = pool.map(_part, range(workers), [workers] * workers)
+            parts = list(answers)
+        finally:
+            with _uninterrupted():
+                pool.shutdown(cancel_futures=True)
     except (OSError, BrokenProcessPool):  # no fork (memory, a process limit), or a worker killed: in turn
         return [function(x) for x in items]
     finally:
@@ -84,7 +91,8 @@ def beside(function: Callable[[], R], *, worth: bool) -> Callable[[], R]:
     _BESIDE = function
     gc.freeze()  # as in ordered_map; the worker is forked by submit(), this process goes on collecting
     try:
-        future: Future[R] = pool.submit(_beside)
+        with _forking():
+            future: Future[R] = pool.submit(_beside)
     except OSError:  # no fork (memory, a process limit): in turn, when asked
         pool.shutdown()
         return function
@@ -98,7 +106,8 @@ def beside(function: Callable[[], R], *, worth: bool) -> Callable[[], R]:
         except BrokenProcessPool:  # the worker was killed (the kernel's out-of-memory killer): in turn
             return function()
         finally:
-            pool.shutdown(cancel_futures=True)
+            with _uninterrupted():
+                pool.shutdown(cancel_futures=True)
 
     return result
 
@@ -134,7 +143,8 @@ def shared(tasks: Sequence[Callable[[], R]], *, worth: bool, meanwhile: Callable
     _SHARED = (tasks, counter)
     gc.freeze()  # as in ordered_map
     try:
-        future: Future[dict[int, tuple[bool, Any]]] | None = pool.submit(_shared_part)
+        with _forking():
+            future: Future[dict[int, tuple[bool, Any]]] | None = pool.submit(_shared_part)
     except OSError:  # no fork (memory, a process limit): all of them here
         future = None
     finally:
@@ -154,7 +164,8 @@ def shared(tasks: Sequence[Callable[[], R]], *, worth: bool, meanwhile: Callable
             if i not in outcomes:
                 outcomes[i] = _outcome(task)
     finally:
-        pool.shutdown(cancel_futures=True)
+        with _uninterrupted():
+            pool.shutdown(cancel_futures=True)
     results = []
     for i in range(len(tasks)):
         ok, value = outcomes[i]
@@ -248,6 +259,10 @@ class Ahead(Generic[S, R]):
         return result
 
     def close(self) -> None:
+        with _uninterrupted():
+            self._close()
+
+    def _close(self) -> None:
         if self._process is not None:
             if self._answered:
                 self._process.join(LATER_WAIT)
@@ -287,7 +302,8 @@ def ahead(
     here, there = context.Pipe()
     process = context.Process(target=_ahead, args=(first, then, later, there, os.getpid(), nice), daemon=True)
     try:
-        process.start()
+        with _forking():
+            process.start()
     except OSError:  # no fork (memory, a process limit): in turn, when asked
         here.close()
         there.close()
@@ -305,7 +321,7 @@ def _ahead(
     parent: int,
     nice: int,
 ) -> None:
-    _die_with_parent(parent)
+    _worker_start(parent)
     if nice:
         with suppress(OSError, AttributeError):  # no such call (not a Unix), or not allowed: as it is
             os.nice(nice)
@@ -340,15 +356,54 @@ def _pool(workers: int) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(
         max_workers=workers,
         mp_context=multiprocessing.get_context("fork"),
-        initializer=_die_with_parent,
+        initializer=_worker_start,
         initargs=(os.getpid(),),
     )
 
 
-def _die_with_parent(parent: int) -> None:
-    """In each worker: exit once the process that forked it is gone (kill -9, the out-of-memory
-    killer). Left behind, a worker blocks for ever writing a result nobody reads, holding what
-    it inherited: the output folder's lock, so every later run would wait for it."""
+@contextmanager
+def _forking() -> Iterator[None]:
+    """Around a fork: Ctrl-C held back in this thread (so in the worker it forks) until the
+    worker ignores it (``_worker_start``); here it comes once the fork is done."""
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+
+@contextmanager
+def _uninterrupted() -> Iterator[None]:
+    """Ending the workers, which ignore Ctrl-C (``_worker_start``): a Ctrl-C meanwhile (pressed
+    twice) stops the run once they are ended, not halfway, which left a worker running on (or
+    the pool's threads at exit waiting for one) and printed a traceback from inside the pool.
+    Only the main thread may set a handler; elsewhere this is as it was."""
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or previous is None:
+        yield
+        return
+    pressed: list[int] = []
+    signal.signal(signal.SIGINT, lambda number, _frame: pressed.append(number))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if pressed:
+            signal.raise_signal(signal.SIGINT)  # now, to the handler it was for
+
+
+def _worker_start(parent: int) -> None:
+    """In each worker, first. Ctrl-C is ignored: a terminal sends it to every process of the
+    run, and it is for the run to stop (which ends its workers, or waits for their current
+    work), never the worker on its own. Interrupted halfway through sending its result, a pool's
+    worker left the pool reading the rest of the message for ever, so the run hung instead of
+    stopping; interrupted in its survey, the early worker printed a traceback.
+
+    Then it exits once the process that forked it is gone (kill -9, the out-of-memory killer).
+    Left behind, a worker blocks for ever writing a result nobody reads, holding what it
+    inherited: the output folder's lock, so every later run would wait for it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # held back by ``_forking``
 
     def watch() -> None:
         while os.getppid() == parent:

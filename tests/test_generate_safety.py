@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -303,6 +304,95 @@ def test_a_worker_whose_run_is_killed_ends_and_frees_the_lock(project: Path) -> 
     _kill_and_await_its_worker(KILLED_WITH_A_WORKER, project / "catalog.yaml")
     generate(project / "catalog.yaml", lock_timeout=10)  # not OutputBusy: nothing holds the lock
     generate(project / "catalog.yaml", check_only=True)
+
+
+WORKERS_UNDER_CTRL_C = """
+import json, os, signal, sys, time
+from nexus import parallel
+parallel.os.cpu_count = lambda: 2
+MAIN = os.getpid()
+pressed = []
+def ctrl_c():  # a terminal's Ctrl-C goes to every process of the group; this one lives on (a run handling it)
+    signal.signal(signal.SIGINT, lambda *_: pressed.append(1))
+    for _ in range(20):
+        os.killpg(0, signal.SIGINT)
+        time.sleep(0.01)
+def task():
+    if os.getpid() == MAIN:
+        ctrl_c()
+    else:
+        time.sleep(1.0)  # the worker is at work while Ctrl-C is pressed
+    return os.getpid()
+def first():
+    time.sleep(1.0)
+    return os.getpid()
+job = parallel.ahead(first, lambda made, payload: made, worth=True)
+job.send(b"")
+shared = parallel.shared([task, task], worth=True)
+print(json.dumps({"main": MAIN, "shared": shared, "ahead": job.result(), "pressed": len(pressed)}))
+job.close()
+"""
+
+
+def test_forked_workers_leave_ctrl_c_to_their_run() -> None:
+    """A terminal's Ctrl-C reaches every process of the run. The workers ignore it: the run
+    decides (it stops, and ends or waits for them). Before, a pool's worker raised it into its
+    task (here the run got KeyboardInterrupt back from a worker), or halfway through sending its
+    result, which left the run reading the rest for ever (a `nexus generate` of 10,000 services
+    hung on Ctrl-C); the early worker died with a traceback on the terminal, and its work was
+    done again in the run."""
+    run = subprocess.run(
+        [sys.executable, "-c", WORKERS_UNDER_CTRL_C],
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        start_new_session=True,  # its own process group, as a terminal gives a command
+    )
+    assert run.returncode == 0 and "Traceback" not in run.stderr, run.stderr
+    got = json.loads(run.stdout)
+    assert got["pressed"] > 0
+    assert len(set(got["shared"])) == 2 and got["main"] in got["shared"]  # the worker did its task
+    assert got["ahead"] != got["main"]  # and the early worker its own, not done again here
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
+def test_ctrl_c_pressed_again_and_again_stops_a_run_with_a_worker_at_once_and_cleanly(project: Path) -> None:
+    """Ctrl-C to the whole run, again and again (someone in a hurry), while its worker renders
+    and then sends a result larger than a pipe holds: the run waits for the worker's current
+    area, then says "interrupted" and exits 130; no traceback, no process left, the lock free
+    and the tree as it was."""
+    catalog = project / "catalog.yaml"
+    before = tree(project / "generated")
+    edit(catalog, "Auth, while Ctrl-C is pressed")
+    run = subprocess.Popen(
+        [sys.executable, "-c", KILLED_WITH_A_WORKER, str(catalog)],
+        env=env(),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        assert run.stdout is not None
+        worker = int(run.stdout.readline())
+        deadline = time.monotonic() + 30
+        while run.poll() is None and time.monotonic() < deadline:
+            with suppress(ProcessLookupError):
+                os.killpg(run.pid, signal.SIGINT)
+            time.sleep(0.02)
+        _, err = run.communicate(timeout=5)
+    finally:
+        run.kill()
+        run.wait()
+    assert run.returncode == 130 and err == "interrupted\n", err
+    until = time.monotonic() + 15
+    while not _gone(worker) and time.monotonic() < until:
+        time.sleep(0.1)
+    assert _gone(worker), f"worker {worker} outlived its interrupted run"
+    assert tree(project / "generated") == before
+    generate(catalog, lock_timeout=10)  # not OutputBusy: nothing holds the lock
+    generate(catalog, check_only=True)
 
 
 @pytest.fixture
