@@ -96,6 +96,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
 )
 
 CatalogOpt = Annotated[
@@ -552,7 +553,7 @@ def diff(
     base: Annotated[
         str,
         typer.Option(
-            "--base", "-b", help="The git ref to compare with: a branch, tag or commit (CI: origin/<base branch>)."
+            "--base", "-b", help="The git ref to compare with: a branch, tag or commit (CI: `origin/<base branch>`)."
         ),
     ] = "HEAD",
     catalog: CatalogOpt = Path("catalog.yaml"),
@@ -676,7 +677,7 @@ def up(
 ) -> None:
     """Run the generated platform here, wave by wave in the deployment order.
 
-    Each wave waits until its services answer /health/ready. Logs go to .nexus/run/<run>/logs/.
+    Each wave waits until its services answer /health/ready. Logs go to `.nexus/run/<run>/logs/`.
     Attached (the default) until Ctrl-C, which stops everything; --detach returns instead.
     """
     from rich.console import Console

@@ -222,6 +222,22 @@ def test_each_command_explains_catalog_in_its_help(command):
     assert "--catalog" in result.stdout and "catalog file" in result.stdout
 
 
+@pytest.mark.parametrize(
+    ("command", "said"),
+    [
+        ("generate", "are created once and never touched; a generated file edited by hand stops the run"),
+        ("up", "Logs go to .nexus/run/<run>/logs/. Attached (the default)"),
+        ("diff", "(CI: origin/<base branch>)"),
+    ],
+)
+def test_help_reflows_each_paragraph_to_the_terminal_and_keeps_angle_brackets(command, said):
+    """The docstrings' line breaks are not the terminal's: at 80 columns a paragraph came out
+    ragged (lines of 80, then 10 characters); a placeholder in angle brackets is kept."""
+    result = CliRunner().invoke(cli.app, [command, "--help"], terminal_width=200, env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    assert any(said in line for line in result.stdout.splitlines()), result.stdout  # on one line, at 200
+
+
 def test_plan_prints_the_waves_for_people():
     result = invoke("plan", "--catalog", str(CATALOG))
     assert result.exit_code == 0, result.stderr
