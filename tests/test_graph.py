@@ -72,6 +72,15 @@ def test_stage_titles_are_escaped(minimal):
     assert 'subgraph stage_apps["The #quot;apps#quot; \\ stage"]' in as_mermaid(loaded.catalog, loaded.plan)
 
 
+def test_a_mermaid_label_shows_the_title_as_typed(minimal):
+    """Mermaid decodes entity codes and renders labels as HTML: each character that would be
+    read as either is given as its code, so none is lost or taken as markup."""
+    minimal["stages"][2]["title"] = "R&D #quot; <b>apps</b>"
+    loaded = load_catalog_text(dump(minimal))
+    label = "R#38;D #35;quot; #60;b#62;apps#60;/b#62;"
+    assert f'subgraph stage_apps["{label}"]' in as_mermaid(loaded.catalog, loaded.plan)
+
+
 @pytest.mark.parametrize("fmt", ["json", "mermaid", "dot"])
 def test_graph_command_prints_the_same_as_the_library(fmt):
     shipped = load_catalog(CATALOG)

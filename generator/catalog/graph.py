@@ -113,9 +113,14 @@ def as_dot(cat: Catalog, plan: Plan) -> str:
     return "\n".join(lines) + "\n"
 
 
+# Mermaid has no backslash escapes inside a quoted label: it takes entity codes (#quot;, #60;),
+# which it decodes, so a '#' is one too (a title with '#quot;' in it stays that text), and
+# labels are HTML, so '<', '>' and '&' are (a title with '<b>' in it is not made bold)
+_MERMAID_CODES = str.maketrans({"#": "#35;", '"': "#quot;", "<": "#60;", ">": "#62;", "&": "#38;"})
+
+
 def _mermaid_string(text: str) -> str:
-    # Mermaid has no backslash escapes inside a quoted label; it takes an entity for '"'
-    return '"' + text.replace('"', "#quot;") + '"'
+    return '"' + text.translate(_MERMAID_CODES) + '"'
 
 
 def _dot_string(text: str) -> str:
