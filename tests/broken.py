@@ -254,6 +254,21 @@ GRAPH = [
         r"depends on unknown service 'auht' \(did you mean 'auth'\?\)",
     ),
     Case(
+        "infrastructure-as-dependency",
+        lambda d: svc(d, "media")["depends_on"].update(postgres="hard"),
+        "services.media.depends_on.postgres",
+        (*MEDIA, "postgres"),
+        r"'postgres' is infrastructure, not a service: a service that needs it lists it under uses "
+        r"\(uses: \[postgres\]\)",
+    ),
+    Case(
+        "external-as-dependency",
+        lambda d: svc(d, "media")["depends_on"].update(cdn="soft"),
+        "services.media.depends_on.cdn",
+        (*MEDIA, "cdn"),
+        r"'cdn' is an external system, not a service: a service that needs it lists it under externals",
+    ),
+    Case(
         "self-dependency",
         lambda d: svc(d, "media")["depends_on"].update(media="soft"),
         "services.media.depends_on.media",

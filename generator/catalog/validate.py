@@ -447,7 +447,7 @@ def check_graph(cat: Catalog, src: Source | None = None, assume: frozenset[str] 
             if dep == name:
                 problem(edge_at, f"'{name}' depends on itself; remove this entry", key=True)
             elif dep not in known:
-                problem(edge_at, f"depends on unknown service '{dep}'{_did_you_mean(dep, names)}", key=True)
+                problem(edge_at, _unknown_dependency(cat, dep, names), key=True)
             # an unknown stage is reported on its own; comparing it as "stage -1" would add
             # false "deployed later" errors
             elif (
@@ -571,6 +571,21 @@ def _cycles(cat: Catalog, src: Source | None) -> list[Problem]:
             problems.append(src.problem(path, message, key=True) if src else Problem(0, 0, _dotted(path), message))
             graph[a].discard(b)
     return problems
+
+
+# a dependency named after something a service reaches another way: the catalog's section it
+# is in, what it is, and the service's key that names it instead
+_REACHED_OTHERWISE = {
+    "infrastructure": ("is infrastructure, not a service", "uses"),
+    "externals": ("is an external system, not a service", "externals"),
+}
+
+
+def _unknown_dependency(cat: Catalog, dep: str, services: Iterable[str]) -> str:
+    for section, (what, key) in _REACHED_OTHERWISE.items():
+        if dep in getattr(cat, section):
+            return f"'{dep}' {what}: a service that needs it lists it under {key} ({key}: [{dep}])"
+    return f"depends on unknown service '{dep}'{_did_you_mean(dep, services)}"
 
 
 def _did_you_mean(name: str, known: Iterable[str]) -> str:
