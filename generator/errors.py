@@ -70,6 +70,13 @@ def not_utf8(text: str) -> str | None:
     return f"byte 0x{code - 0xDC00:02x} is not UTF-8" if code >= 0xDC80 else f"U+{code:04X} is a lone surrogate"
 
 
+def printable(text: str) -> str:
+    """``text`` from outside Nexus (another process's command line, a lock file's note) as a
+    message may hold it: each control character but a tab shown as its escape (a newline as
+    \\n, ESC as \\x1b), so none breaks the line or is acted on by the terminal."""
+    return "".join(ch if ch.isprintable() or ch == "\t" else repr(ch)[1:-1] for ch in text)
+
+
 class NexusError(Exception):
     """Root of every error Nexus raises deliberately."""
 

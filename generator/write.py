@@ -39,7 +39,7 @@ from typing import NamedTuple
 from . import usercache
 from .digest import of_bytes as sha256
 from .digest import of_files, of_text
-from .errors import EditedDuringRun, HandEditedError, OutputBusy, OutputError
+from .errors import EditedDuringRun, HandEditedError, OutputBusy, OutputError, printable
 from .paths import tool_file, tool_folder
 
 MANIFEST = ".nexus-manifest.json"
@@ -839,7 +839,7 @@ def _holder(path: Path) -> tuple[int | None, str]:
         pid, command = "", ""
     if not pid.isdigit():
         return None, "another nexus run"
-    return int(pid), f"{command or 'nexus'} (pid {pid})"
+    return int(pid), f"{printable(command) or 'nexus'} (pid {pid})"
 
 
 # -- what a killed run leaves behind ----------------------------------------------------------------

@@ -197,13 +197,20 @@ with write.locked(Path(sys.argv[1])):
 
 
 def test_the_lock_names_its_holder_and_a_killed_holders_lock_is_free(project: Path) -> None:
+    """The holder's note is its command line, shown with control characters escaped: an
+    argument holding a newline or an escape sequence (here one that clears the screen) went to
+    the waiting run's terminal as it was."""
     holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_LOCK, str(project / "generated")], env=env(), text=True, stdout=subprocess.PIPE
+        [sys.executable, "-c", HOLD_LOCK, str(project / "generated"), "\x1b[2J\nx"],
+        env=env(),
+        text=True,
+        stdout=subprocess.PIPE,
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
-        with pytest.raises(OutputBusy, match=rf"in use by nexus .*\(pid {holder.pid}\).*kill {holder.pid}"):
+        with pytest.raises(OutputBusy, match=rf"in use by nexus .*\(pid {holder.pid}\).*kill {holder.pid}") as busy:
             generate(project / "catalog.yaml", lock_timeout=0.5)
+        assert "generated \\x1b[2J\\nx (pid" in str(busy.value) and "\x1b" not in str(busy.value), busy.value
 
         edit(project / "catalog.yaml", "Auth, written once the holder is gone")
         waiting = popen("generate", "--catalog", str(project / "catalog.yaml"))

@@ -86,6 +86,34 @@ def test_taken_port_is_reported_before_anything_starts(catalog):
     assert not listening(ports(catalog)["auth"])
 
 
+def test_a_port_holders_command_line_is_shown_with_its_control_characters_escaped(catalog):
+    """Another user's process may hold the port, with anything in its command line: a newline
+    broke the message's line, and an escape sequence went to the terminal as it was (here one
+    that clears the screen)."""
+    gateway_port = ports(catalog)["gateway"]
+    holder = (
+        "# \x1b[2J\nimport socket, sys\n"
+        "s = socket.socket(); s.bind(('127.0.0.1', int(sys.argv[1]))); s.listen(); print('up', flush=True); input()"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", holder, str(gateway_port)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "up\n"
+        result = nexus("up", "--detach", "-c", str(catalog))
+    finally:
+        proc.kill()
+        proc.wait()
+    assert result.returncode == 1
+    line = next(x for x in result.stderr.splitlines() if f"port {gateway_port} (gateway)" in x)
+    assert f"is in use by pid {proc.pid} (" in line and " -c # \\x1b[2J\\nimport socket, sys\\ns = " in line, line
+    assert "\x1b" not in result.stderr
+    assert not (catalog.parent / ".nexus" / "run").exists()
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_failing_service_stops_the_run_and_shows_its_log(catalog, mode):
     _break(catalog, "media")

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from ..errors import RunError
+from ..errors import RunError, printable
 from . import loopback, procs
 from .procs import Identity
 
@@ -73,8 +73,10 @@ class Launcher(Protocol):
 
 
 def tail(path: Path, lines: int = 20) -> list[str]:
+    """The last lines of a log, as a message shows them: a server logs what its clients sent
+    (a user name tried), so control characters are escaped (errors.printable)."""
     try:
-        return path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:]
+        return [printable(line) for line in path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:]]
     except OSError:
         return []
 

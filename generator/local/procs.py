@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import printable
+
 PROC = Path("/proc")
 
 
@@ -162,7 +164,7 @@ def port_holder(port: int) -> str | None:
         try:
             if any(os.readlink(fd) in inodes for fd in (proc / "fd").iterdir()):
                 who = identity(int(proc.name))
-                return f"pid {proc.name} ({' '.join(who.cmdline)[:80]})" if who else f"pid {proc.name}"
+                return f"pid {proc.name} ({printable(' '.join(who.cmdline))[:80]})" if who else f"pid {proc.name}"
         except OSError:
             continue
     return None
