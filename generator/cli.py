@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import signal
 import sys
 from contextlib import suppress
 from enum import StrEnum
@@ -915,10 +916,12 @@ def verify(
 
 def main() -> None:
     """Console entry point. A command that asked to (``_end_at_once``) ends the process without
-    freeing what it built."""
+    freeing what it built. Once the command is over, Ctrl-C is ignored: pressed again while a
+    run stops, it would only interrupt the interpreter's exit, with a traceback."""
     try:
         app()
     except SystemExit as done:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         if _end_at_once:
             _end_now(done.code)
         raise
