@@ -41,6 +41,7 @@ from nats.js.kv import KeyValue
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from . import tracing
+from .settings import ServiceSettings
 
 MSG_ID = "Nats-Msg-Id"  # JetStream's own header: the broker deduplicates publishes on it
 REQUEST_ID = "x-request-id"
@@ -107,13 +108,16 @@ class EventsSpec:
     subscribes: tuple[Subscription, ...] = ()
 
 
+_SETTINGS = ServiceSettings.model_fields  # a Delivering's defaults are the settings' own
+
+
 @dataclass(frozen=True)
 class Delivering:
     """How hard a consumer tries (the service's settings)."""
 
-    max_attempts: int = 5
-    backoff_seconds: Sequence[float] = (1.0, 5.0, 30.0, 120.0)  # before attempt 2, 3, ...; the last repeats
-    batch: int = 64
+    max_attempts: int = _SETTINGS["event_max_attempts"].default
+    backoff_seconds: Sequence[float] = _SETTINGS["event_backoff_seconds"].default  # the last repeats
+    batch: int = _SETTINGS["event_batch"].default
     fetch_wait_seconds: float = 1.0
 
     def delay(self, attempt: int) -> float:
