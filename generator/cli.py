@@ -102,9 +102,7 @@ app = typer.Typer(
 
 CatalogOpt = Annotated[
     Path,
-    typer.Option(
-        "--catalog", "-c", help="The catalog file. generated/ and templates/ are found beside it.", dir_okay=False
-    ),
+    typer.Option("--catalog", "-c", help="The catalog file. generated/ and .nexus/ are beside it.", dir_okay=False),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines instead of text for people.")]
 
