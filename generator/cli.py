@@ -798,9 +798,13 @@ def down(
     """Stop what `nexus up` started, and only that. A stale record from a crashed run is cleared."""
     from .local import control
 
-    stopped = control.down(
-        catalog, _split(services or []), on_event=lambda e: typer.echo(f"stopped {e.service}"), wipe=wipe
-    )
+    def said(e: Any) -> None:  # a local.run.Event: a service stopped, or whom this waits for
+        if e.kind == "note":
+            typer.echo(e.detail, err=True)
+        else:
+            typer.echo(f"stopped {e.service}")
+
+    stopped = control.down(catalog, _split(services or []), on_event=said, wipe=wipe)
     if stopped.wiped:
         typer.echo("deleted the infrastructure's data (.nexus/data)")
     if stopped.run_id is None:

@@ -23,6 +23,7 @@ from running import (
     write_platform,
 )
 
+from nexus import write
 from nexus.local import procs, runstate
 
 MODES = ["embedded", "process"]
@@ -84,6 +85,50 @@ def test_taken_port_is_reported_before_anything_starts(catalog):
     assert "nothing was started" in result.stderr
     assert not (catalog.parent / ".nexus" / "run").exists()
     assert not listening(ports(catalog)["auth"])
+
+
+def _waiting(*args: str) -> tuple[subprocess.Popen[str], str]:
+    """The CLI run with ``args``, and the first line it printed (either stream; wide enough
+    for the line not to wrap), which must come while it waits."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli", *args],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "1000"},
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    assert proc.stdout is not None
+    return proc, proc.stdout.readline()
+
+
+def test_up_down_and_restart_here_go_one_at_a_time(catalog):
+    """Each reads the run's record, acts on processes, and writes the record: two `up` at once
+    both found no run and started the same servers, and the one that failed (on PostgreSQL's
+    lock) removed the record, by then perhaps the other's, whose processes ran on with nothing
+    to stop them by. Here this process holds the lock they take; each waits, naming it, and
+    does nothing meanwhile."""
+    root = catalog.parent
+    held = runstate.run_root(root)
+    try:
+        with write.locked(held):
+            up, line = _waiting("up", "--detach", "-c", str(catalog))
+            assert "waiting for nexus " in line and f"(pid {os.getpid()}) to finish with {held}" in line, line
+            assert runstate.read(root) is None and not any(listening(p) for p in ports(catalog).values())
+        out, _ = up.communicate(timeout=120)
+        assert up.returncode == 0, out
+        assert runstate.read(root) is not None
+        with write.locked(held):
+            for command in (("restart", "auth"), ("down",)):
+                waiting, line = _waiting(*command, "-c", str(catalog))
+                assert f"(pid {os.getpid()}) to finish with {held}" in line, line
+                assert runstate.read(root) is not None and listening(ports(catalog)["auth"])
+                waiting.kill()  # it only waited: nothing to undo
+                waiting.wait()
+        down = nexus("down", "-c", str(catalog))
+        assert down.returncode == 0 and runstate.read(root) is None, down.stderr
+    finally:
+        cleanup(catalog)
 
 
 def test_a_port_holders_command_line_is_shown_with_its_control_characters_escaped(catalog):

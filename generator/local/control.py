@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from ..catalog import load_catalog
+from ..catalog import Loaded, load_catalog
 from ..errors import NotRunning, RunError, ServiceFailed
 from . import infra, runstate
 from .launch import Launch, tail
@@ -27,6 +27,7 @@ from .run import (
     parse_overrides,
     quiet,
     stop_infrastructure,
+    told,
 )
 
 # -- attached mode -----------------------------------------------------------------------------
@@ -97,8 +98,12 @@ def down(
     file goes). A process is signalled only while it is still the one `up` recorded.
     ``wipe`` then deletes the servers' data (.nexus/data), which otherwise survives."""
     root = load_catalog(catalog).root
+    with runstate.changing(root, waiting=told(on_event)):
+        return _down(root, list(services), on_event, wipe=wipe)
+
+
+def _down(root: Path, names: list[str], on_event: OnEvent, *, wipe: bool) -> Stopped:
     state = runstate.read(root)
-    names = list(services)
     if names and wipe:
         raise RunError("--wipe deletes the data of the whole platform: use it without naming services")
     if state is None:
@@ -158,11 +163,15 @@ def restart(
     """Stop and start ``services`` of the running platform, nothing else: their dependents
     keep running and recover on their own (readiness re-checks its dependencies)."""
     loaded = load_catalog(catalog)
+    with runstate.changing(loaded.root, waiting=told(on_event)):
+        _restart(loaded, list(services), list(overrides), timeout, on_event)
+
+
+def _restart(loaded: Loaded, names: list[str], overrides: list[str], timeout: float, on_event: OnEvent) -> None:
     root = loaded.root
     state = runstate.read(root)
     if state is None or not state.alive():
         raise NotRunning("nothing is running here; start the platform with `nexus up`")
-    names = list(services)
     members = {**state.services, **state.infrastructure}
     unknown = [n for n in names if n not in members]
     if unknown:

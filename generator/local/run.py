@@ -68,6 +68,11 @@ class Started:
 # -- choosing and configuring ------------------------------------------------------------------
 
 
+def told(on_event: OnEvent) -> Callable[[str], None]:
+    """A line (whom a command waits for) as the note event that says it."""
+    return lambda line: on_event(Event("note", detail=line))
+
+
 def select(cat: Catalog, only: Iterable[str] = ()) -> set[str]:
     """The services to run: all, or those named plus everything they need to become ready.
 
@@ -205,50 +210,52 @@ def up(
         raise RunError(f"--mode {mode}: use one of {', '.join(MODES)}")
     loaded = load_catalog(catalog)
     cat, root = loaded.catalog, loaded.root
-    generated = _current_generated(loaded, catalog)
-    _clear_stale(root, on_event)
-    chosen = select(cat, only)
-    values = parse_overrides(overrides, cat, generated)
-    run_id = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
-    run_dir = runstate.run_root(root) / run_id
-    servers = infra.plan(cat, root, run_dir, sorted({c for n in chosen for c in cat.services[n].uses}), generated)
-    creds = infra.Credentials.fresh(cat)
-    launches = {
-        name: Launch(
-            name,
-            pkg(name),
-            cat.services[name].port,
-            loaded.plan.wave_of[name],
-            settings_for(cat, name, values),
-            run_dir / "logs" / f"{name}.log",
-            infra.service_secrets(cat, name, servers, creds),
-        )
-        for name in sorted(chosen)
-    }
-    ports = [(n, s.port) for n, s in launches.items()] + [(n, r.port) for n, r in servers.items()]
-    taken = [(n, port, port_holder(port)) for n, port in ports if not port_free(port)]
-    if taken:
-        raise PortsInUse(sorted(taken, key=lambda t: t[1]))
+    # one up, down or restart at a time here, from reading the record to writing it (runstate.changing)
+    with runstate.changing(root, waiting=told(on_event)):
+        generated = _current_generated(loaded, catalog)
+        _clear_stale(root, on_event)
+        chosen = select(cat, only)
+        values = parse_overrides(overrides, cat, generated)
+        run_id = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
+        run_dir = runstate.run_root(root) / run_id
+        servers = infra.plan(cat, root, run_dir, sorted({c for n in chosen for c in cat.services[n].uses}), generated)
+        creds = infra.Credentials.fresh(cat)
+        launches = {
+            name: Launch(
+                name,
+                pkg(name),
+                cat.services[name].port,
+                loaded.plan.wave_of[name],
+                settings_for(cat, name, values),
+                run_dir / "logs" / f"{name}.log",
+                infra.service_secrets(cat, name, servers, creds),
+            )
+            for name in sorted(chosen)
+        }
+        ports = [(n, s.port) for n, s in launches.items()] + [(n, r.port) for n, r in servers.items()]
+        taken = [(n, port, port_holder(port)) for n, port in ports if not port_free(port)]
+        if taken:
+            raise PortsInUse(sorted(taken, key=lambda t: t[1]))
 
-    (run_dir / "logs").mkdir(parents=True)
-    creds.save(infra.credentials_path(run_dir))
-    runstate.prune(root)
-    launcher = _new_launcher(mode, generated, run_dir)
-    state = RunState(run_id, mode, str(Path(catalog).resolve()), str(generated), str(run_dir))
-    state.infrastructure = servers
-    try:
-        state.host = launcher.begin()
-        state.control = getattr(launcher, "control", None)
-        runstate.write(root, state)
-        failed = _start_waves(
-            loaded, launches, launcher, state, creds, keep_going=keep_going, timeout=timeout, on_event=on_event
-        )
-    except BaseException:
-        launcher.stop_all()
-        stop_infrastructure(state)
-        runstate.remove(root)
-        raise
-    return Started(state, time.monotonic() - began, failed)
+        (run_dir / "logs").mkdir(parents=True)
+        creds.save(infra.credentials_path(run_dir))
+        runstate.prune(root)
+        launcher = _new_launcher(mode, generated, run_dir)
+        state = RunState(run_id, mode, str(Path(catalog).resolve()), str(generated), str(run_dir))
+        state.infrastructure = servers
+        try:
+            state.host = launcher.begin()
+            state.control = getattr(launcher, "control", None)
+            runstate.write(root, state)
+            failed = _start_waves(
+                loaded, launches, launcher, state, creds, keep_going=keep_going, timeout=timeout, on_event=on_event
+            )
+        except BaseException:
+            launcher.stop_all()
+            stop_infrastructure(state)
+            runstate.remove(root)
+            raise
+        return Started(state, time.monotonic() - began, failed)
 
 
 def stop_infrastructure(state: RunState) -> None:

@@ -18,10 +18,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..write import locked
 from .infra import InfraRecord
 from .procs import Identity, is_running
 
@@ -35,6 +38,18 @@ def run_root(root: Path) -> Path:
 
 def state_path(root: Path) -> Path:
     return run_root(root) / "state.json"
+
+
+@contextmanager
+def changing(root: Path, waiting: Callable[[str], None] | None = None) -> Iterator[None]:
+    """One `nexus up`, `down` or `restart` at a time beside a catalog, each from its reading of
+    the record to its writing (the lock file .nexus/.run.nexus-lock, as generate's: the kernel
+    drops it with its holder). Two `up` at once both found no run and started the same servers;
+    the one that failed (on PostgreSQL's own lock) then removed the record, which by then could
+    be the other run's, whose processes ran on with nothing to stop them by. ``waiting`` is
+    told, once, whom this waits for."""
+    with locked(run_root(root), waiting=waiting):
+        yield
 
 
 @dataclass
