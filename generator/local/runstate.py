@@ -4,6 +4,7 @@ exactly that and nothing else.
 Layout, beside the catalog::
 
     .nexus/run/state.json             the current run (absent when nothing runs)
+    .nexus/.run.nexus-lock            held by the one up, restart or down acting on it (``changing``)
     .nexus/run/<run id>/logs/*.log    one log per service and server (and host.log in embedded mode)
     .nexus/run/<run id>/credentials.json  the run's passwords, owner-only (infra.Credentials)
     .nexus/data/<component>/          each server's data: survives runs (`nexus down --wipe` deletes it)
