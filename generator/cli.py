@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Callable
 from contextlib import suppress
 from enum import StrEnum
 from pathlib import Path
@@ -442,17 +443,27 @@ def cluster_status(
 # -- onboarding and review: `nexus new`, `nexus diff` -------------------------------------------
 
 
-def _ask(text: str, choices: list[str] | None = None, **kwargs: Any) -> Any:
-    """typer.prompt, asking again until the answer is one of ``choices``; end of input (no
-    terminal, nothing piped) or Ctrl-C is a plain user error, not a traceback."""
+def _ask(
+    text: str, choices: list[str] | None = None, problem: Callable[[str], str | None] | None = None, **kwargs: Any
+) -> Any:
+    """typer.prompt, asking again until the answer is one of ``choices`` and ``problem`` finds
+    nothing wrong with it; end of input (no terminal, nothing piped) or Ctrl-C is a plain user
+    error, not a traceback."""
     if choices:
         text = f"{text} ({', '.join(choices)})"
     try:
         while True:
             answer = typer.prompt(text, **kwargs)
-            if not choices or answer in choices:
+            wrong = (
+                f"'{answer}' is not one of: {', '.join(choices)}"
+                if choices and answer not in choices
+                else problem(answer)
+                if problem
+                else None
+            )
+            if wrong is None:
                 return answer
-            typer.echo(f"'{answer}' is not one of: {', '.join(choices)}", err=True)
+            typer.echo(wrong, err=True)
     except typer.Abort:
         raise NexusError(
             "stopped before all answers were given; nothing was changed (pass NAME --category C --team T to run "
@@ -497,12 +508,14 @@ def new(
         parse_depends_on,
     )
     from .catalog.ports import next_port
+    from .catalog.validate import new_name_problem
 
     asking = name is None or category is None or team is None
     if asking:
         cat = _load(catalog).catalog
         if name is None:
-            name = _ask("Service name (a DNS label, e.g. ticket-office)")
+            taken = [*cat.services, *cat.infrastructure, *cat.externals]
+            name = _ask("Service name (a DNS label, e.g. ticket-office)", problem=lambda n: new_name_problem(n, taken))
         if category is None:
             category = _ask("Category", sorted(cat.categories))
         if team is None:

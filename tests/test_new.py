@@ -490,6 +490,23 @@ def test_missing_arguments_are_asked_for(tmp_path: Path, minimal: dict) -> None:
     assert svc.depends_on["auth"].kind == "hard"
 
 
+def test_a_name_that_cannot_be_a_new_service_is_asked_again_at_once(tmp_path: Path, minimal: dict) -> None:
+    """Before, a name such as 'Bad Name' was taken, the six other questions asked, and the whole
+    refused at the end; now it is said at once, in `nexus validate`'s words, and asked again,
+    as a name already in the catalog (a service's, a server's) is."""
+    from nexus import cli
+
+    (tmp_path / "catalog.yaml").write_text(dump(minimal))
+    answers = "Bad Name\nauth\npostgres\ntickets\nplatform\ncore\n\n\n\n\n"
+    result = CliRunner().invoke(cli.app, ["new", "--catalog", str(tmp_path / "catalog.yaml")], input=answers)
+    assert result.exit_code == 0, result.output
+    assert result.output.count("Service name") == 4 and result.output.count("Category (platform)") == 1
+    assert "name 'Bad Name' is not a DNS-1035 label" in result.output and "e.g. 'bad-name'" in result.output
+    assert "'auth' is already a name in the catalog" in result.output
+    assert "'postgres' is already a name in the catalog" in result.output
+    assert "tickets" in load_catalog(tmp_path / "catalog.yaml").catalog.services
+
+
 def test_no_answers_is_a_clear_error_and_changes_nothing(tmp_path: Path, minimal: dict) -> None:
     (tmp_path / "catalog.yaml").write_text(dump(minimal))
     before = tree(tmp_path, RUN_STATE)

@@ -154,6 +154,32 @@ _DNS_1035_RULE = (
 )
 
 
+def _not_a_1035_label(what: str, value: Any) -> str:
+    why = (
+        "a Kubernetes Service name starts with a letter"
+        if _slug(value)[:1].isdigit()
+        else "it becomes a Kubernetes Service, a hostname and a folder name"
+    )
+    return f"{what} {_show(value)} is not a DNS-1035 label ({why}); {_DNS_1035_RULE}, e.g. '{_service_slug(value)}'"
+
+
+def new_name_problem(name: str, taken: Iterable[str]) -> str | None:
+    """What keeps ``name`` from naming a new service, as `nexus validate` would say it (the
+    catalog's own rule, models.ServiceName); None when nothing does. `nexus new` asks again at
+    once instead of after its other questions."""
+    from pydantic import TypeAdapter
+
+    from .models import ServiceName
+
+    if name in set(taken):
+        return f"'{name}' is already a name in the catalog; choose another"
+    try:
+        TypeAdapter(ServiceName).validate_python(name)
+    except ValidationError:
+        return _not_a_1035_label("name", name)
+    return None
+
+
 def _service_slug(text: str) -> str:
     """A DNS-1035 label close to ``text``: a leading digit gets the prefix pkg() would give it."""
     slug = _slug(text)
@@ -190,16 +216,7 @@ def _translate(src: Source, err: ErrorDetails) -> Problem:
         return src.problem(path, f"'{value}' is not a GitHub handle; write @user or @org/team, as CODEOWNERS does")
     what = "name" if is_key else "value"
     if kind == "string_pattern_mismatch" and pattern == DNS_1035_LABEL:
-        why = (
-            "a Kubernetes Service name starts with a letter"
-            if _slug(value)[:1].isdigit()
-            else "it becomes a Kubernetes Service, a hostname and a folder name"
-        )
-        return src.problem(
-            path,
-            f"{what} {_show(value)} is not a DNS-1035 label ({why}); {_DNS_1035_RULE}, e.g. '{_service_slug(value)}'",
-            key=is_key,
-        )
+        return src.problem(path, _not_a_1035_label(what, value), key=is_key)
     if kind == "string_pattern_mismatch" and pattern == CHANNEL_NAME:
         return src.problem(
             path,
