@@ -454,13 +454,10 @@ def _ask(
     try:
         while True:
             answer = typer.prompt(text, **kwargs)
-            wrong = (
-                f"'{answer}' is not one of: {', '.join(choices)}"
-                if choices and answer not in choices
-                else problem(answer)
-                if problem
-                else None
-            )
+            if choices and answer not in choices:
+                wrong: str | None = f"'{answer}' is not one of: {', '.join(choices)}"
+            else:
+                wrong = problem(answer) if problem else None
             if wrong is None:
                 return answer
             typer.echo(wrong, err=True)
