@@ -14,9 +14,11 @@ import importlib.util
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,16 +56,40 @@ class Live:
         return [json.loads(line) for line in whole_lines(path) if line.startswith("{")]
 
 
+BODY_LIMIT = 4096  # auth's MAX_REQUEST_BODY_BYTES here
+UPLOAD_LIMIT = 3 * BODY_LIMIT  # what auth's upload route allows itself (max_body_size=)
+
+# auth's own routes here, as a team writes them in its routes.py: two that read the whole body
+TEAM_ROUTES = f"""
+from fastapi import APIRouter, Request
+
+router = APIRouter(prefix="/api")
+
+
+@router.post("/echo")
+async def echo(request: Request) -> dict[str, int]:
+    return {{"bytes": len(await request.body())}}
+
+
+@router.post("/upload", max_body_size={UPLOAD_LIMIT})
+async def upload(request: Request) -> dict[str, int]:
+    return {{"bytes": len(await request.body())}}
+"""
+
+
 def _catalog(folder: Path) -> Path:
     data = copy.deepcopy(MINIMAL)
     data["services"]["media"]["websocket"] = True
-    return write_platform(folder, data)
+    catalog = write_platform(folder, data)
+    (folder / "generated" / "services" / "auth" / "auth" / "routes.py").write_text(TEAM_ROUTES, encoding="utf-8")
+    return catalog
 
 
 @pytest.fixture(scope="module", params=MODES)
 def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Any:
     catalog = _catalog(tmp_path_factory.mktemp(request.param) / "demo")
     options = ["--set", f"media.ws_max_message_bytes={WS_LIMIT}", "--set", f"auth.inject_delay_ms={AUTH_DELAY_MS}"]
+    options += ["--set", f"auth.max_request_body_bytes={BODY_LIMIT}"]
     with platform(catalog, "--mode", request.param, *options) as ports:
         yield Live(catalog, {name: f"http://127.0.0.1:{port}" for name, port in ports.items()})
 
@@ -163,6 +189,47 @@ def test_made_up_methods_and_paths_do_not_add_metric_series(live: Live) -> None:
     assert max(statuses) < 500
     assert _series(after) == before
     assert 'route="unmatched"' in after and 'method="other"' in after
+
+
+# -- 4b. request bodies ------------------------------------------------------------------------
+
+
+def _chunks(size: int, chunk: int = 1000) -> Iterator[bytes]:
+    """A body sent in chunks with no Content-Length (httpx sends a generator chunked)."""
+    for start in range(0, size, chunk):
+        yield b"x" * min(chunk, size - start)
+
+
+def test_a_request_body_over_the_limit_is_answered_413_declared_or_chunked(live: Live) -> None:
+    url = live.url["auth"] + "/api"
+    with httpx.Client(base_url=url, timeout=10) as client:
+        assert client.post("/echo", content=b"x" * BODY_LIMIT).json() == {"bytes": BODY_LIMIT}
+        assert client.post("/echo", content=_chunks(BODY_LIMIT)).json() == {"bytes": BODY_LIMIT}
+        # a Content-Length over the limit, and a chunked body (no length) that crosses it
+        assert client.post("/echo", content=b"x" * (BODY_LIMIT + 1)).status_code == 413
+        assert client.post("/echo", content=_chunks(BODY_LIMIT + 1)).status_code == 413
+        # a route that allows itself more takes what the service's limit refuses, up to its own
+        assert client.post("/upload", content=b"x" * (BODY_LIMIT + 1)).json() == {"bytes": BODY_LIMIT + 1}
+        assert client.post("/upload", content=_chunks(UPLOAD_LIMIT + 1)).status_code == 413
+        assert client.post("/echo", content=b"ok").json() == {"bytes": 2}
+    refused = {
+        (s.labels["route"], s.labels["method"])
+        for f in text_string_to_metric_families(httpx.get(live.url["auth"] + "/metrics").text)
+        for s in f.samples
+        if s.name == "http_requests_total" and s.labels.get("status") == "413"
+    }
+    assert refused == {("/api/echo", "POST"), ("/api/upload", "POST")}
+
+
+def test_a_body_announced_over_the_limit_is_refused_before_a_byte_of_it_is_sent(live: Live) -> None:
+    """1 GiB announced, nothing sent: the answer comes at once, so the service never waited to
+    read (or hold) the body."""
+    port = int(live.url["auth"].rsplit(":", 1)[1])
+    head = f"POST /api/echo HTTP/1.1\r\nHost: auth\r\nContent-Length: {1 << 30}\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head.encode())
+        answer = sock.recv(65536).decode("latin-1")
+    assert answer.startswith("HTTP/1.1 413 "), answer
 
 
 # -- 5. incoming headers -----------------------------------------------------------------------

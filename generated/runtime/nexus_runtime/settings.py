@@ -62,6 +62,11 @@ class ServiceSettings(BaseSettings):
     platform_routes: bool = True  # /platform/... on the gateway and on the services it relays through
     access_log: bool = True  # one JSON line per request, at INFO
 
+    # A request body larger than this is answered 413 (Content Too Large) as it is read, whether
+    # its Content-Length says so or it arrives in chunks: without a limit a team's POST route
+    # reads any body whole into memory. A route that takes uploads sets its own, larger one
+    # (FastAPI's ``max_body_size=`` on the route or its router).
+    max_request_body_bytes: int = Field(1_048_576, ge=0)
     # A WebSocket message larger than this closes the connection with 1009 (message too big).
     ws_max_message_bytes: int = Field(1_048_576, ge=1)
 

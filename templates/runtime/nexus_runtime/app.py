@@ -63,6 +63,7 @@ def create_app(
         openapi_url="/openapi.json" if docs else None,
         docs_url="/docs" if docs else None,
         redoc_url="/redoc" if docs else None,
+        max_body_size=settings.max_request_body_bytes,
     )
     app.state.spec, app.state.settings, app.state.clients, app.state.metrics = spec, settings, clients, metrics
     app.state.resources = resources  # routes reach the database and cache here (resources.py)
