@@ -101,9 +101,22 @@ app = typer.Typer(
     rich_markup_mode="markdown",
 )
 
+STDIN = Path("/dev/stdin")  # `-c -`: read through its path, as a pipe's (`-c <(...)`) is
+
+
+def _catalog_path(value: Path) -> Path:
+    return STDIN if str(value) == "-" else value
+
+
 CatalogOpt = Annotated[
     Path,
-    typer.Option("--catalog", "-c", help="The catalog file. generated/ and .nexus/ are beside it.", dir_okay=False),
+    typer.Option(
+        "--catalog",
+        "-c",
+        help="The catalog file (`-`: standard input). generated/ and .nexus/ are beside it.",
+        dir_okay=False,
+        callback=_catalog_path,
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines instead of text for people.")]
 

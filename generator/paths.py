@@ -18,6 +18,8 @@ from functools import cache
 from importlib import metadata
 from pathlib import Path
 
+from .errors import CatalogError, Problem
+
 # Folders that tools drop into a tree: neither ours nor the team's, never read, never carried over.
 TOOL_CACHES = frozenset(
     {"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".venv", "node_modules", ".hypothesis"}
@@ -42,9 +44,24 @@ def open_catalog(catalog: str | Path) -> int:
     return fd
 
 
+NO_FOLDER = (
+    "is a pipe with no folder (standard input, or <(...)), and generated/ and .nexus/ are kept beside "
+    "the catalog file: save it to a file and pass that (nexus generate can write elsewhere with --out; "
+    "validate, plan and graph read a pipe as it is)"
+)
+
+
 def catalog_folder(catalog: str | Path) -> Path:
-    """The folder a catalog lives in: `generated/` is found beside it."""
-    return Path(catalog).resolve().parent
+    """The folder a catalog file lives in: `generated/` and `.nexus/` are beside it. A catalog
+    read from an unnamed pipe (`-c -`, `-c <(...)`) has none: its path leads to /proc's name
+    for the pipe (`/proc/<pid>/fd/pipe:[...]`), which is in no folder, so where nothing can be
+    kept; it is refused here, before anything is taken or written. (A named pipe made with
+    mkfifo is in a folder, which is then the catalog's.)"""
+    path = Path(catalog)
+    found = path.resolve()
+    if os.path.exists(path) and not os.path.lexists(found):  # missing: loading it says so
+        raise CatalogError([Problem(0, 0, "", NO_FOLDER, file=str(catalog))])
+    return found.parent
 
 
 def output_folder(catalog: str | Path, out: str | Path | None = None) -> Path:

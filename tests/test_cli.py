@@ -289,3 +289,30 @@ def test_a_named_pipe_is_read_whole_when_written_to_and_never_waited_on_for_ever
     result = run("validate", "-c", str(fifo))
     writer.join()
     assert result.returncode == 0 and "ok: 43 services" in result.stdout, result.stderr
+
+
+def test_dash_reads_the_catalog_from_standard_input_where_no_folder_is_needed(tmp_path: Path) -> None:
+    """`-c -` is standard input: validate, plan and graph read it, its problems placed in it; a
+    command that keeps generated/ or .nexus/ beside the catalog says a pipe has no folder, and
+    nothing is written; generate --out writes the same tree as from the file. Before, `-` was
+    'no such file', and a pipe through /dev/stdin got 'cannot lock /proc/<pid>/fd/generated'."""
+    text = CATALOG.read_text(encoding="utf-8")
+    ok = nexus("validate", "-c", "-", input=text, cwd=tmp_path, timeout=QUICK)
+    assert ok.returncode == 0 and ok.stdout.startswith("/dev/stdin: ok: 43 services"), ok.stderr
+    assert json.loads(nexus("plan", "--json", "-c", "-", input=text, cwd=tmp_path).stdout)
+    line = text.splitlines().index("    port: 3001") + 1  # auth-service's
+    bad = nexus("validate", "-c", "-", input=text.replace("port: 3001", "port: three", 1), cwd=tmp_path)
+    assert bad.returncode == 1, bad.stdout
+    assert bad.stderr.startswith(f"error: /dev/stdin:{line}:11: services.auth-service.port: "), bad.stderr
+    for command in (["generate"], ["generate", "--check"], ["up", "--detach"], ["status"], ["down"], ["verify"]):
+        result = nexus(*command, "-c", "-", input=text, cwd=tmp_path, timeout=30)
+        assert result.returncode == 1, (command, result.stdout, result.stderr)
+        assert result.stderr.startswith("error: /dev/stdin: is a pipe with no folder"), (command, result.stderr)
+        assert "Traceback" not in result.stderr
+    assert sorted(os.listdir(tmp_path)) == []  # nothing made where the command ran
+    out = tmp_path / "elsewhere" / "generated"
+    written = nexus("generate", "-c", "-", "--out", str(out), input=text, cwd=tmp_path)
+    assert written.returncode == 0, written.stderr
+    (tmp_path / "elsewhere" / "catalog.yaml").write_text(text, encoding="utf-8")
+    same = nexus("generate", "--check", "-c", str(tmp_path / "elsewhere" / "catalog.yaml"))
+    assert same.returncode == 0, same.stdout + same.stderr
