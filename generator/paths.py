@@ -33,6 +33,7 @@ def _templates() -> Path:
 
 
 TEMPLATES = _templates()
+LINT_RULES = TEMPLATES / "lint" / "ruff.toml"  # ruff's rules for Nexus's code and the code it generates
 
 
 def open_catalog(catalog: str | Path) -> int:

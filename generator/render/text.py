@@ -30,9 +30,16 @@ def yaml_str(value: object) -> str:
     return _yaml_str(str(value))
 
 
-def py_str(value: object) -> str:
-    """A Python string literal for ``value`` (any text: quotes, braces, newlines)."""
-    return _py_str(str(value))
+def json_str(value: object) -> str:
+    """A JSON string for ``value`` (any text: quotes, braces, newlines), which is also a TOML
+    basic string: a Dockerfile's exec form and a pyproject.toml's values. (Python code takes
+    ``pycode.py_str``, quoted as ruff quotes.)"""
+    return _json_str(str(value))
+
+
+@lru_cache(maxsize=1 << 16)
+def _json_str(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)
 
 
 # The same few thousand names and ports are quoted again and again (1.7 million times at 10,000
@@ -40,11 +47,6 @@ def py_str(value: object) -> str:
 @lru_cache(maxsize=1 << 16)
 def _yaml_str(text: str) -> str:
     return _YAML_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", json.dumps(text, ensure_ascii=False))
-
-
-@lru_cache(maxsize=1 << 16)
-def _py_str(text: str) -> str:
-    return json.dumps(text, ensure_ascii=False)
 
 
 def json_document(data: Any) -> str:
@@ -128,7 +130,7 @@ def comment(value: object) -> str:
 
 FILTERS: dict[str, Callable[..., str]] = {
     "yaml_str": yaml_str,
-    "py_str": py_str,
+    "json_str": json_str,
     "md_cell": md_cell,
     "md_text": md_text,
     "comment": comment,

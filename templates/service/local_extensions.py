@@ -3,7 +3,8 @@
 Cookiecutter loads this file through `_extensions` in cookiecutter.json; Nexus loads the same
 file, so both render the template with the same filters and produce the same bytes. The naming
 and quoting rules themselves are Nexus's own (one source: nexus.catalog.naming,
-nexus.render.text), so a service is named the same in its code, its manifests and its docs.
+nexus.render.text, nexus.render.pycode), so a service is named the same in its code, its manifests
+and its docs, and its Python is laid out as ruff lays it out.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from jinja2 import Environment, Template
 from jinja2.ext import Extension
 
 from nexus.catalog.naming import env_name, pkg
-from nexus.render.text import py_str
+from nexus.render.pycode import fits, py_call, py_str, py_text_arg, py_tuple
+from nexus.render.text import json_str
 
 
 def one_line(value: object) -> str:
@@ -52,6 +54,11 @@ def _path_template(path: str) -> Template:
 
 FILTERS = {
     "py_str": py_str,
+    "json_str": json_str,
+    "py_call": py_call,
+    "py_tuple": py_tuple,
+    "py_text_arg": py_text_arg,
+    "fits": fits,
     "pkg": pkg,
     "env_name": env_name,
     "one_line": one_line,

@@ -5,7 +5,6 @@ consumes (each channel's handler, in handlers/). Delivery semantics: nexus_runti
 from __future__ import annotations
 
 from fastapi import Request
-
 from nexus_runtime.events import Broker, EventsSpec, Publication
 
 from .messages import AuditTrailV1

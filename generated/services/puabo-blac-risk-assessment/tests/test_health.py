@@ -2,6 +2,7 @@
 """The spec's four health endpoints, served by the real app (checks shared in nexus_runtime.testing)."""
 
 from nexus_runtime import testing
+
 from puabo_blac_risk_assessment.spec import SPEC
 
 

@@ -2,6 +2,7 @@
 """The spec's four health endpoints, served by the real app (checks shared in nexus_runtime.testing)."""
 
 from nexus_runtime import testing
+
 from puabo_dsp_streaming_api.spec import SPEC
 
 

@@ -1,5 +1,7 @@
-# Created once by nexus for puabo-nexus; yours to edit (it is never regenerated).
-"""Alembic's environment: migrations run on puabo-nexus's own database, as its own role.
+# Yours: nexus created this file once and never touches it again.
+"""Alembic's environment: the migrations of puabo-nexus.
+
+They run on its own database, as its own role.
 
 The URL is never read from a file: `nexus up` and the Kubernetes init container hand it over
 (nexus_runtime.migrate), from the same POSTGRES_URL the service reads.

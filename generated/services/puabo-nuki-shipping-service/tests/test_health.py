@@ -2,6 +2,7 @@
 """The spec's four health endpoints, served by the real app (checks shared in nexus_runtime.testing)."""
 
 from nexus_runtime import testing
+
 from puabo_nuki_shipping_service.spec import SPEC
 
 

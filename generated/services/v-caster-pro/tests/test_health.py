@@ -2,6 +2,7 @@
 """The spec's four health endpoints, served by the real app (checks shared in nexus_runtime.testing)."""
 
 from nexus_runtime import testing
+
 from v_caster_pro.spec import SPEC
 
 

@@ -1,6 +1,8 @@
 # Yours: nexus created this file once and never touches it again. Add the team's routes here.
-"""v-prompter-pro's own endpoints. Health, metrics, flows and dependency clients come
-from nexus_runtime; call a dependency with `request.app.state.clients["<name>"]`."""
+"""v-prompter-pro's own endpoints.
+
+Health, metrics, flows and dependency clients come from nexus_runtime; call a dependency with
+`request.app.state.clients["<name>"]`."""
 
 from fastapi import APIRouter
 

@@ -1,5 +1,6 @@
-# Created once by nexus for ledger-mgr; yours to edit (it is never regenerated).
-"""flow_records: what a critical path through ledger-mgr writes and reads back
+# Yours: nexus created this file once and never touches it again.
+"""flow_records: what a critical path through ledger-mgr
+writes and reads back
 
 The runtime's flow hop records each call here (nexus_runtime.resources), so `nexus verify`
 proves the path reaches this service's own database, not only its process.

@@ -1,0 +1,135 @@
+"""Python source laid out as `ruff format` lays it out, for the few generated lines whose length
+depends on the catalog (a service's name, a description): the generated code is held to Nexus's
+own lint and format rules (templates/lint/ruff.toml, copied to generated/ruff.toml), and a
+63-character service name or a long description would otherwise leave lines ruff reflows.
+
+Written by hand: ruff is a program, not a library, and running it over every rendered file would
+cost more than rendering them. Only the shapes the templates use are covered, each as ruff
+lays it out (checked by tests/test_pycode.py against ruff itself): a call whose arguments are
+literals, a tuple of such calls, a string argument too long for one line.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+import unicodedata
+from collections.abc import Sequence
+from functools import cache, lru_cache
+
+from ..paths import LINT_RULES
+
+INDENT = " " * 4
+
+
+@cache
+def line_length() -> int:
+    """The line length the generated code is held to (the one its ruff.toml gives)."""
+    return int(tomllib.loads(LINT_RULES.read_text(encoding="utf-8"))["line-length"])
+
+
+def fits(line: str) -> bool:
+    """Whether ``line`` (its indentation included) is within the line length."""
+    return width(line) <= line_length()
+
+
+def width(text: str) -> int:
+    """How many columns ruff counts for ``text``: East Asian wide and full-width characters take
+    two (as the unicode-width crate it uses); what a literal escapes is never counted raw."""
+    if text.isascii():
+        return len(text)
+    return sum(_char_width(c) for c in text)
+
+
+@lru_cache(maxsize=1 << 12)
+def _char_width(char: str) -> int:
+    return 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
+
+
+# Characters a literal shows as escapes: marks, format and private-use characters, separators
+# (but the ASCII space), unassigned code points. Seen raw they are invisible or join the
+# character before them, and their width is where the tools that count columns disagree; letters,
+# digits, punctuation and symbols are written as they are.
+_VISIBLE = ("L", "N", "P", "S")
+
+
+@lru_cache(maxsize=1 << 12)
+def _escaped(char: str) -> str:
+    if char.isascii() or unicodedata.category(char)[0] in _VISIBLE:
+        return char
+    return f"\\u{ord(char):04x}" if ord(char) < 0x10000 else f"\\U{ord(char):08x}"
+
+
+_JSON_ESCAPE = re.compile(r"\\(.)|'")
+
+
+@lru_cache(maxsize=1 << 16)
+def py_str(text: str) -> str:
+    """A Python string literal for any text, quoted as ruff quotes it: double quotes, unless the
+    text holds more double quotes than single ones. (JSON's escapes are Python's, and keep
+    every character that could end a line or be unreadable escaped.)"""
+    literal = json.dumps(text, ensure_ascii=False)
+    if not literal.isascii():
+        literal = "".join(_escaped(c) for c in literal)
+    if text.count('"') <= text.count("'"):
+        return literal
+    return "'" + _JSON_ESCAPE.sub(_single_quoted, literal[1:-1]) + "'"
+
+
+def _single_quoted(m: re.Match[str]) -> str:
+    """One escape of a JSON string's body as it reads between single quotes: \\" needs no
+    escape there, ' does; every other escape is the same."""
+    if m.group(1) is None:
+        return "\\'"
+    return '"' if m.group(1) == '"' else m.group(0)
+
+
+def py_call(args: Sequence[str], callee: str, indent: int, end: str = "") -> str:
+    """``callee(*args)`` followed by ``end`` (a comma in a sequence), at ``indent`` spaces: on one
+    line when it fits; else its arguments on one line of their own; else one per line, each
+    with a comma. ``args`` are literals (``py_str``) or ``name=literal``."""
+    pad, inner = " " * indent, " " * (indent + 4)
+    joined = ", ".join(args)
+    one = f"{pad}{callee}({joined}){end}"
+    if fits(one):
+        return one
+    if fits(inner + joined):
+        return f"{pad}{callee}(\n{inner}{joined}\n{pad}){end}"
+    return f"{pad}{callee}(\n" + "".join(f"{inner}{a},\n" for a in args) + f"{pad}){end}"
+
+
+def py_tuple(calls: Sequence[tuple[str, Sequence[str]]], key: str, indent: int) -> str:
+    """``key=(...),``, a keyword argument holding a tuple of ``(callee, args)`` calls: ``()`` when
+    empty; one call on the line when it fits there (its comma is the tuple's, which ruff does
+    not keep expanded); else one call per line, each laid out by ``py_call``."""
+    pad = " " * indent
+    if not calls:
+        return f"{pad}{key}=(),"
+    if len(calls) == 1:
+        callee, args = calls[0]
+        one = f"{pad}{key}=({callee}({', '.join(args)}),),"
+        if fits(one):
+            return one
+    lines = [py_call(args, callee, indent + 4, ",") for callee, args in calls]
+    return f"{pad}{key}=(\n" + "\n".join(lines) + f"\n{pad}),"
+
+
+def py_text_arg(text: str, key: str, indent: int) -> str:
+    """``key="text",``: on one line when it fits; else the text cut at spaces into parts that
+    each fit a line, implicitly concatenated in parentheses (ruff keeps them so, as joined they
+    would not fit). A word longer than a line is a part of its own; a text that is one such word
+    stays on one line (nothing shorter can be made of it, and ruff leaves it so)."""
+    pad, inner = " " * indent, " " * (indent + 4)
+    one = f"{pad}{key}={py_str(text)},"
+    if fits(one):
+        return one
+    parts: list[str] = []
+    for word in re.findall(r"\S*\s*", text):
+        if parts and fits(inner + py_str(parts[-1] + word)):
+            parts[-1] += word
+        elif word:
+            parts.append(word)
+    if len(parts) == 1:
+        return one
+    return f"{pad}{key}=(\n" + "".join(f"{inner}{py_str(p)}\n" for p in parts) + f"{pad}),"

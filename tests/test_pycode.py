@@ -1,0 +1,142 @@
+"""The Python Nexus generates is held to Nexus's own lint and format rules: templates/lint/ruff.toml,
+which Nexus's pyproject.toml extends and `nexus generate` copies to generated/ruff.toml. ruff
+itself judges the committed tree, trees of hostile names and texts, and the lines whose layout
+depends on the catalog (nexus.render.pycode lays them out as `ruff format` does)."""
+
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import MINIMAL, ROOT, dump
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from nexus.catalog import load_catalog_text
+from nexus.paths import LINT_RULES
+from nexus.render import RenderContext, render
+from nexus.render.pycode import line_length, py_call, py_str, py_text_arg, py_tuple
+
+RUFF = [sys.executable, "-m", "ruff"]
+
+
+def _ruff(folder: Path) -> str:
+    """What ruff says of the Python under ``folder`` (lint, then format), with the ruff.toml
+    found there as a team running it in its service's folder finds it; empty when all is clean."""
+    check = subprocess.run(
+        [*RUFF, "check", "--no-cache", "--output-format", "concise", "."], cwd=folder, capture_output=True, text=True
+    )
+    form = subprocess.run([*RUFF, "format", "--check", "--no-cache", "."], cwd=folder, capture_output=True, text=True)
+    said = "" if check.returncode == 0 else check.stdout + check.stderr
+    return said + ("" if form.returncode == 0 else form.stdout + form.stderr)
+
+
+def _formatted(source: str) -> str:
+    """``source`` as `ruff format` writes it, under the generated code's rules."""
+    done = subprocess.run(
+        [*RUFF, "format", "--config", str(LINT_RULES), "--stdin-filename", "generated.py", "-"],
+        input=source,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_the_committed_tree_is_ruff_clean_and_formatted_by_its_own_ruff_toml() -> None:
+    generated = ROOT / "generated"
+    assert (generated / "ruff.toml").read_text(encoding="utf-8").endswith(LINT_RULES.read_text(encoding="utf-8"))
+    assert tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["ruff"]["extend"] == (
+        LINT_RULES.relative_to(ROOT).as_posix()
+    )
+    assert _ruff(generated) == ""
+
+
+LONG = "a" * 62 + "z"  # the longest service name a catalog takes (a DNS-1035 label)
+MEDIA = "m" * 62 + "z"
+
+
+def _hostile(description: str) -> dict:
+    """The minimal catalog with every name as long as a name can be, and ``description``."""
+    text = dump(MINIMAL)
+    for name, long in (("auth", LONG), ("media", MEDIA), ("postgres", "p" * 62 + "z")):
+        text = re.sub(rf"\b{name}\b", long, text)
+    data = yaml.safe_load(text)
+    data["services"][LONG]["description"] = description
+    return data
+
+
+def _render_into(folder: Path, data: dict) -> None:
+    loaded = load_catalog_text(dump(data))
+    for path, text in render(RenderContext(loaded.catalog, loaded.plan)).items():
+        if path.endswith(".py") or path == "ruff.toml":
+            (folder / path).parent.mkdir(parents=True, exist_ok=True)
+            (folder / path).write_text(text, encoding="utf-8")
+
+
+def test_the_longest_names_and_a_long_description_give_ruff_clean_code(tmp_path: Path) -> None:
+    """Every name 63 characters long (services, a flow's next hop, a database) and a description
+    of many lines' length: lines ruff would split are split as it splits them, none too long."""
+    words = 'It said "stop" at the gate, then the night\'s 漢字 jobs ran; ' * 8
+    _render_into(tmp_path, _hostile(words.strip()))
+    spec = (tmp_path / "services" / LONG / LONG / "spec.py").read_text(encoding="utf-8")
+    media = (tmp_path / "services" / MEDIA / MEDIA / "spec.py").read_text(encoding="utf-8")
+    # the shapes this test is about
+    assert "description=(\n" in spec and "Resource(\n" in spec and "Dependency(\n" in media
+    settings_py = (tmp_path / "services" / "gateway" / "gateway" / "settings.py").read_text(encoding="utf-8")
+    assert "AnyHttpUrl(\n" in settings_py
+    assert _ruff(tmp_path) == ""
+    assert max(len(line) for line in spec.splitlines()) <= line_length()
+
+
+pieces = st.one_of(
+    st.sampled_from(["'", '"', " ", "  ", "\\", "\n", "\t", "é", "漢", "🚀", "e\u0301", "\u200b", "x" * 40, "{", "#"]),
+    st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=12),
+)
+texts = st.lists(pieces, min_size=1, max_size=40).map("".join)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=texts, indent=st.sampled_from([4, 8]))
+def test_a_text_argument_is_laid_out_as_ruff_lays_it_out_and_reads_back_exactly(text: str, indent: int) -> None:
+    line = py_text_arg(text, "description", indent)
+    source = f"f(\n{line}\n)\n" if indent == 4 else f"def g():\n    f(\n{line}\n    )\n"
+    assert _formatted(source) == source
+    call = ast.parse(source).body[0]
+    call = call.body[0] if isinstance(call, ast.FunctionDef) else call
+    assert ast.literal_eval(call.value.keywords[0].value) == text  # type: ignore[attr-defined]
+
+
+names = st.from_regex(r"[a-z]([a-z0-9-]{0,61}[a-z0-9])?", fullmatch=True)
+
+
+@settings(max_examples=150, deadline=None)
+@given(deps=st.lists(st.tuples(names, st.sampled_from(["hard", "soft"])), max_size=3))
+def test_a_tuple_of_calls_is_laid_out_as_ruff_lays_it_out(deps: list[tuple[str, str]]) -> None:
+    calls = [("Dependency", [py_str(n), py_str(k), "setting=" + py_str(n.replace("-", "_") + "_url")]) for n, k in deps]
+    source = "SPEC = ServiceSpec(\n" + py_tuple(calls, "dependencies", 4) + "\n)\n"
+    assert _formatted(source) == source
+
+
+@settings(max_examples=100, deadline=None)
+@given(name=names, port=st.integers(1024, 65535))
+def test_a_long_assignment_is_split_as_ruff_splits_it(name: str, port: int) -> None:
+    field = py_call([py_str(f"http://{name}:{port}")], name.replace("-", "_") + "_url: AnyHttpUrl = AnyHttpUrl", 4)
+    source = f"class Settings:\n{field}\n"
+    assert _formatted(source) == source
+
+
+@pytest.mark.parametrize(
+    ("text", "literal"),
+    [("plain", '"plain"'), ('say "hi"', "'say \"hi\"'"), ('it\'s "x"', "'it\\'s \"x\"'"), ("a'b\"", '"a\'b\\""')],
+)
+def test_a_string_is_quoted_as_ruff_quotes_it(text: str, literal: str) -> None:
+    assert py_str(text) == literal
+    assert ast.literal_eval(literal) == text
+    assert _formatted(f"x = {literal}\n") == f"x = {literal}\n"
