@@ -18,10 +18,10 @@ from conftest import MINIMAL, ROOT, dump
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nexus.catalog import load_catalog_text
+from nexus.catalog import load_catalog_text, messages
 from nexus.paths import LINT_RULES
 from nexus.render import RenderContext, render
-from nexus.render.pycode import line_length, py_call, py_str, py_text_arg, py_tuple
+from nexus.render.pycode import line_length, py_call, py_imports, py_str, py_text_arg, py_tuple
 
 RUFF = [sys.executable, "-m", "ruff"]
 
@@ -63,12 +63,25 @@ MEDIA = "m" * 62 + "z"
 
 
 def _hostile(description: str) -> dict:
-    """The minimal catalog with every name as long as a name can be, and ``description``."""
+    """The minimal catalog with every name as long as a name can be (services, a database,
+    event channels and a message's field), and ``description``."""
     text = dump(MINIMAL)
     for name, long in (("auth", LONG), ("media", MEDIA), ("postgres", "p" * 62 + "z")):
         text = re.sub(rf"\b{name}\b", long, text)
     data = yaml.safe_load(text)
     data["services"][LONG]["description"] = description
+    data["infrastructure"]["nats"] = {"kind": "message-queue", "description": "NATS", "port": 4222}
+    data["stages"][0]["infrastructure"].append("nats")
+    for service in (LONG, MEDIA, "gateway"):
+        data["services"][service].setdefault("uses", []).append("nats")
+    message = {"version": 12, "fields": {"f" * 63: "list[string]", "at": "datetime"}}
+    data["events"] = {
+        "c" * 62 + "z": {"kind": "pubsub", "description": description, "message": message, "publishers": [LONG]},
+        "d" * 62 + "z": {"kind": "queue", "description": "D", "message": message, "publishers": [LONG, MEDIA]},
+        "e" * 62 + "z": {"kind": "stream", "description": "E", "message": message, "publishers": [LONG]},
+    }
+    for channel in data["events"].values():
+        channel["subscribers"] = [MEDIA, "gateway"] if channel["kind"] == "pubsub" else [LONG]
     return data
 
 
@@ -81,8 +94,9 @@ def _render_into(folder: Path, data: dict) -> None:
 
 
 def test_the_longest_names_and_a_long_description_give_ruff_clean_code(tmp_path: Path) -> None:
-    """Every name 63 characters long (services, a flow's next hop, a database) and a description
-    of many lines' length: lines ruff would split are split as it splits them, none too long."""
+    """Every name 63 characters long (services, a flow's next hop, a database, channels) and a
+    description of many lines' length: lines ruff would split are split as it splits them, none
+    too long, imports wrapped as its import sorting wraps them."""
     words = 'It said "stop" at the gate, then the night\'s 漢字 jobs ran; ' * 8
     _render_into(tmp_path, _hostile(words.strip()))
     spec = (tmp_path / "services" / LONG / LONG / "spec.py").read_text(encoding="utf-8")
@@ -91,6 +105,8 @@ def test_the_longest_names_and_a_long_description_give_ruff_clean_code(tmp_path:
     assert "description=(\n" in spec and "Resource(\n" in spec and "Dependency(\n" in media
     settings_py = (tmp_path / "services" / "gateway" / "gateway" / "settings.py").read_text(encoding="utf-8")
     assert "AnyHttpUrl(\n" in settings_py
+    events = (tmp_path / "services" / LONG / LONG / "events.py").read_text(encoding="utf-8")
+    assert "from .messages import (\n" in events and "publishes=(\n" in events and " = Publication(\n" in events
     assert _ruff(tmp_path) == ""
     assert max(len(line) for line in spec.splitlines()) <= line_length()
 
@@ -116,11 +132,36 @@ def test_a_text_argument_is_laid_out_as_ruff_lays_it_out_and_reads_back_exactly(
 names = st.from_regex(r"[a-z]([a-z0-9-]{0,61}[a-z0-9])?", fullmatch=True)
 
 
+def _call(name: str) -> tuple[str, list[str]]:
+    return ("Dependency", [py_str(name), py_str("hard"), "setting=" + py_str(name.replace("-", "_") + "_url")])
+
+
 @settings(max_examples=150, deadline=None)
-@given(deps=st.lists(st.tuples(names, st.sampled_from(["hard", "soft"])), max_size=3))
-def test_a_tuple_of_calls_is_laid_out_as_ruff_lays_it_out(deps: list[tuple[str, str]]) -> None:
-    calls = [("Dependency", [py_str(n), py_str(k), "setting=" + py_str(n.replace("-", "_") + "_url")]) for n, k in deps]
-    source = "SPEC = ServiceSpec(\n" + py_tuple(calls, "dependencies", 4) + "\n)\n"
+@given(items=st.lists(st.one_of(names.map(_call), names.map(lambda n: n.replace("-", "_").upper())), max_size=3))
+def test_a_tuple_of_calls_or_names_is_laid_out_as_ruff_lays_it_out(items: list) -> None:
+    source = "SPEC = ServiceSpec(\n" + py_tuple(items, "dependencies", 4) + "\n)\n"
+    assert _formatted(source) == source
+
+
+channels = st.from_regex(r"[a-z]([a-z0-9-]{0,10}[a-z0-9])?", fullmatch=True).filter(lambda c: "--" not in c)
+
+
+@settings(max_examples=200, deadline=None)
+@given(consumed=st.lists(st.tuples(channels, st.integers(1, 12)), min_size=1, max_size=5, unique_by=lambda c: c[0]))
+def test_imports_are_sorted_and_wrapped_as_ruff_sorts_and_wraps_them(consumed: list[tuple[str, int]]) -> None:
+    """A service's events.py imports one model per channel and one handler module per consumed
+    channel; the names come from the channels (``ZV1`` reads as a constant to isort, ``AbV1`` as a
+    class, ``on_a1`` sorts before ``on_a_b``)."""
+    models = [messages.model_class(channel, version) for channel, version in consumed]
+    handlers = [f"on_{messages.snake(channel)}" for channel, _ in consumed]
+    source = py_imports([(".messages", models), *((f".handlers.{h}", [f"handle as {h}"]) for h in handlers)]) + "\n"
+    checked = subprocess.run(
+        [*RUFF, "check", "--config", str(LINT_RULES), "--select", "I", "--stdin-filename", "generated.py", "-"],
+        input=source,
+        capture_output=True,
+        text=True,
+    )
+    assert checked.returncode == 0, checked.stdout
     assert _formatted(source) == source
 
 

@@ -5,8 +5,9 @@ own lint and format rules (templates/lint/ruff.toml, copied to generated/ruff.to
 
 Written by hand: ruff is a program, not a library, and running it over every rendered file would
 cost more than rendering them. Only the shapes the templates use are covered, each as ruff
-lays it out (checked by tests/test_pycode.py against ruff itself): a call whose arguments are
-literals, a tuple of such calls, a string argument too long for one line.
+lays it out (checked by tests/test_pycode.py against ruff itself): a call (or a definition)
+whose arguments are literals or names, a tuple of such calls or names, an import, a string
+argument too long for one line.
 """
 
 from __future__ import annotations
@@ -99,20 +100,62 @@ def py_call(args: Sequence[str], callee: str, indent: int, end: str = "") -> str
     return f"{pad}{callee}(\n" + "".join(f"{inner}{a},\n" for a in args) + f"{pad}){end}"
 
 
-def py_tuple(calls: Sequence[tuple[str, Sequence[str]]], key: str, indent: int) -> str:
-    """``key=(...),``, a keyword argument holding a tuple of ``(callee, args)`` calls: ``()`` when
-    empty; one call on the line when it fits there (its comma is the tuple's, which ruff does
-    not keep expanded); else one call per line, each laid out by ``py_call``."""
+Item = str | tuple[str, Sequence[str]]  # a name, or a call: (callee, args)
+
+
+def py_tuple(items: Sequence[Item], key: str, indent: int) -> str:
+    """``key=(...),``, a keyword argument holding a tuple of names or ``(callee, args)`` calls:
+    ``()`` when empty; one item on the line when it fits there (its comma is the tuple's, which
+    ruff does not keep expanded); else one item per line, a call laid out by ``py_call``, each
+    with the comma that keeps ruff from joining them again."""
     pad = " " * indent
-    if not calls:
+    if not items:
         return f"{pad}{key}=(),"
-    if len(calls) == 1:
-        callee, args = calls[0]
-        one = f"{pad}{key}=({callee}({', '.join(args)}),),"
+    if len(items) == 1:
+        one = f"{pad}{key}=({_one_line(items[0])},),"
         if fits(one):
             return one
-    lines = [py_call(args, callee, indent + 4, ",") for callee, args in calls]
+    inner = " " * (indent + 4)
+    lines = [
+        f"{inner}{item}," if isinstance(item, str) else py_call(item[1], item[0], indent + 4, ",") for item in items
+    ]
     return f"{pad}{key}=(\n" + "\n".join(lines) + f"\n{pad}),"
+
+
+def _one_line(item: Item) -> str:
+    return item if isinstance(item, str) else f"{item[0]}({', '.join(item[1])})"
+
+
+def py_imports(imports: Sequence[tuple[str, Sequence[str]]]) -> str:
+    """``from module import names`` statements, one per ``(module, names)``, in the order ruff's
+    import sorting keeps them (by module, then each statement's names), each laid out by
+    ``py_import``. Modules of one kind only (the service's own, relative)."""
+    ordered = sorted(imports, key=lambda item: (_natural(item[0].lower()), _natural(item[0])))
+    return "\n".join(py_import(names, module) for module, names in ordered)
+
+
+def py_import(names: Sequence[str], module: str) -> str:
+    """``from module import names``, the names sorted as ruff's import sorting sorts them: on one
+    line when it fits; else one per line in parentheses, each with a comma."""
+    names = sorted(names, key=_member_key)
+    one = f"from {module} import {', '.join(names)}"
+    if fits(one):
+        return one
+    return f"from {module} import (\n" + "".join(f"{INDENT}{n},\n" for n in names) + ")"
+
+
+def _member_key(name: str) -> tuple[object, ...]:
+    """isort's order of imported names (ruff's ``order-by-type``): constants (upper case, longer
+    than one character), then classes (a capital first), then the rest; within each, by name
+    regardless of case, numbers by value."""
+    bare = name.split(" as ")[0]
+    kind = 0 if len(bare) > 1 and bare.isupper() else 1 if bare[:1].isupper() else 2
+    return (kind, _natural(bare.lower()), _natural(bare))
+
+
+def _natural(text: str) -> tuple[object, ...]:
+    """``text`` as runs of letters and of digits, the digits compared as numbers (natural order)."""
+    return tuple(int(run) if run.isdigit() else run for run in re.split(r"(\d+)", text))
 
 
 def py_text_arg(text: str, key: str, indent: int) -> str:

@@ -17,7 +17,7 @@ from jinja2 import Environment, Template
 from jinja2.ext import Extension
 
 from nexus.catalog.naming import env_name, pkg
-from nexus.render.pycode import fits, py_call, py_str, py_text_arg, py_tuple
+from nexus.render.pycode import fits, py_call, py_imports, py_str, py_text_arg, py_tuple
 from nexus.render.text import json_str
 
 
@@ -58,6 +58,7 @@ FILTERS = {
     "py_call": py_call,
     "py_tuple": py_tuple,
     "py_text_arg": py_text_arg,
+    "py_imports": py_imports,
     "fits": fits,
     "pkg": pkg,
     "env_name": env_name,

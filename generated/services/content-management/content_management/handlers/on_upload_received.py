@@ -1,5 +1,6 @@
-# Yours: nexus created this file once and never touches it again. Handle upload-received here.
-"""What content-management does with each upload-received message (queue).
+# Yours: nexus created this file once and never touches it again.
+"""What content-management does with each message of a channel it consumes:
+upload-received (queue).
 
 Delivery is at least once: a message can arrive again after a crash, so make side effects
 idempotent by ``delivery.message_id`` (e.g. a unique key). Raise to have it retried with

@@ -1,5 +1,6 @@
-# Yours: nexus created this file once and never touches it again. Handle invoice-requested here.
-"""What invoice-gen does with each invoice-requested message (queue).
+# Yours: nexus created this file once and never touches it again.
+"""What invoice-gen does with each message of a channel it consumes:
+invoice-requested (queue).
 
 Delivery is at least once: a message can arrive again after a crash, so make side effects
 idempotent by ``delivery.message_id`` (e.g. a unique key). Raise to have it retried with

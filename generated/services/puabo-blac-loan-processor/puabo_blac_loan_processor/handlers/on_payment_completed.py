@@ -1,5 +1,6 @@
-# Yours: nexus created this file once and never touches it again. Handle payment-completed here.
-"""What puabo-blac-loan-processor does with each payment-completed message (pubsub).
+# Yours: nexus created this file once and never touches it again.
+"""What puabo-blac-loan-processor does with each message of a channel it consumes:
+payment-completed (pubsub).
 
 Delivery is at least once: a message can arrive again after a crash, so make side effects
 idempotent by ``delivery.message_id`` (e.g. a unique key). Raise to have it retried with

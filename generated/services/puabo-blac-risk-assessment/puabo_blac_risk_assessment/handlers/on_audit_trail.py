@@ -1,5 +1,6 @@
-# Yours: nexus created this file once and never touches it again. Handle audit-trail here.
-"""What puabo-blac-risk-assessment does with each audit-trail message (stream).
+# Yours: nexus created this file once and never touches it again.
+"""What puabo-blac-risk-assessment does with each message of a channel it consumes:
+audit-trail (stream).
 
 Delivery is at least once: a message can arrive again after a crash, so make side effects
 idempotent by ``delivery.message_id`` (e.g. a unique key). Raise to have it retried with
