@@ -1,11 +1,13 @@
-"""The Python Nexus generates is held to Nexus's own lint and format rules: templates/lint/ruff.toml,
-which Nexus's pyproject.toml extends and `nexus generate` copies to generated/ruff.toml. ruff
-itself judges the committed tree, trees of hostile names and texts, and the lines whose layout
-depends on the catalog (nexus.render.pycode lays them out as `ruff format` does)."""
+"""The Python Nexus generates is held to Nexus's own rules: its lint and format rules
+(templates/lint/ruff.toml, which Nexus's pyproject.toml extends and `nexus generate` copies to
+generated/ruff.toml) and mypy's strict mode. ruff and mypy themselves judge the committed tree,
+trees of hostile names and texts, and the lines whose layout depends on the catalog
+(nexus.render.pycode lays them out as `ruff format` does)."""
 
 from __future__ import annotations
 
 import ast
+import os
 import re
 import subprocess
 import sys
@@ -37,6 +39,28 @@ def _ruff(folder: Path) -> str:
     return said + ("" if form.returncode == 0 else form.stdout + form.stderr)
 
 
+def _mypy(tree: Path, scratch: Path) -> str:
+    """What mypy says of every service package under ``tree`` (a generated/ folder), run with
+    Nexus's own settings for its code (pyproject.toml's strict mode and pydantic plugin);
+    empty when it finds nothing."""
+    ours = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["mypy"]
+    config = scratch / "mypy.ini"
+    config.write_text(
+        f"[mypy]\nstrict = {ours['strict']}\nplugins = {', '.join(ours['plugins'])}\nexplicit_package_bases = True\n",
+        encoding="utf-8",
+    )
+    services = sorted(p for p in (tree / "services").iterdir() if p.is_dir())
+    packages = [arg for s in services for arg in ("-p", s.name.replace("-", "_"))]
+    done = subprocess.run(
+        [sys.executable, "-m", "mypy", "--config-file", str(config), "--cache-dir", os.devnull, *packages],
+        cwd=tree,
+        env={**os.environ, "MYPYPATH": os.pathsep.join([str(tree / "runtime"), *map(str, services)])},
+        capture_output=True,
+        text=True,
+    )
+    return "" if done.returncode == 0 else done.stdout + done.stderr
+
+
 def _formatted(source: str) -> str:
     """``source`` as `ruff format` writes it, under the generated code's rules."""
     done = subprocess.run(
@@ -56,6 +80,10 @@ def test_the_committed_tree_is_ruff_clean_and_formatted_by_its_own_ruff_toml() -
         LINT_RULES.relative_to(ROOT).as_posix()
     )
     assert _ruff(generated) == ""
+
+
+def test_every_committed_service_package_passes_mypy_strict_as_nexus_does(tmp_path: Path) -> None:
+    assert _mypy(ROOT / "generated", tmp_path) == ""
 
 
 LONG = "a" * 62 + "z"  # the longest service name a catalog takes (a DNS-1035 label)
@@ -109,6 +137,9 @@ def test_the_longest_names_and_a_long_description_give_ruff_clean_code(tmp_path:
     assert "from .messages import (\n" in events and "publishes=(\n" in events and " = Publication(\n" in events
     assert _ruff(tmp_path) == ""
     assert max(len(line) for line in spec.splitlines()) <= line_length()
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    assert _mypy(tmp_path, scratch) == ""
 
 
 pieces = st.one_of(
