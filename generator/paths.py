@@ -46,9 +46,9 @@ def open_catalog(catalog: str | Path) -> int:
 
 
 NO_FOLDER = (
-    "is a pipe with no folder (standard input, or <(...)), and generated/ and .nexus/ are kept beside "
-    "the catalog file: save it to a file and pass that (nexus generate can write elsewhere with --out; "
-    "validate, plan and graph read a pipe as it is)"
+    "is a pipe with no folder (standard input, or <(...)), and this command works beside the catalog "
+    "file (generated/, .nexus/, its git history): save it to a file and pass that (nexus generate can "
+    "write elsewhere with --out; validate, plan and graph read a pipe as it is)"
 )
 
 

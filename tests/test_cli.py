@@ -304,7 +304,8 @@ def test_dash_reads_the_catalog_from_standard_input_where_no_folder_is_needed(tm
     bad = nexus("validate", "-c", "-", input=text.replace("port: 3001", "port: three", 1), cwd=tmp_path)
     assert bad.returncode == 1, bad.stdout
     assert bad.stderr.startswith(f"error: /dev/stdin:{line}:11: services.auth-service.port: "), bad.stderr
-    for command in (["generate"], ["generate", "--check"], ["up", "--detach"], ["status"], ["down"], ["verify"]):
+    commands = (["generate"], ["generate", "--check"], ["up", "--detach"], ["status"], ["down"], ["verify"], ["diff"])
+    for command in commands:
         result = nexus(*command, "-c", "-", input=text, cwd=tmp_path, timeout=30)
         assert result.returncode == 1, (command, result.stdout, result.stderr)
         assert result.stderr.startswith("error: /dev/stdin: is a pipe with no folder"), (command, result.stderr)

@@ -18,6 +18,7 @@ from typing import Any
 
 from ..catalog import Loaded, load_catalog, load_catalog_text
 from ..errors import DiffError
+from ..paths import catalog_folder
 from ..render import RenderContext, render
 from ..render.context import make_env
 from ..render.services import team_owned
@@ -67,7 +68,8 @@ GIT_TIMEOUT = 60  # seconds: reading one file at a ref is instant in a full clon
 
 def read_base(ref: str, catalog: str | Path) -> str:
     """The catalog file as it is at git ``ref``."""
-    path = Path(catalog).resolve()
+    folder = catalog_folder(catalog)  # a catalog read from a pipe has none, and no history
+    path = folder / Path(catalog).resolve().name
     if ref.startswith("-"):  # git would read it as one of its options (--output=FILE writes a file)
         raise DiffError(f"--base {ref!r} is not a git ref (none starts with '-'); pass a branch, tag or commit")
     try:
