@@ -67,6 +67,9 @@ class ServiceSettings(BaseSettings):
     # reads any body whole into memory. A route that takes uploads sets its own, larger one
     # (FastAPI's ``max_body_size=`` on the route or its router).
     max_request_body_bytes: int = Field(1_048_576, ge=0)
+    # A request line and headers larger than this are answered 431 (serve.BoundedHead): 64 KiB,
+    # about Envoy's default (60 KiB), four times Node's and h11's; a JWT is a few KiB.
+    max_request_head_bytes: int = Field(65_536, ge=1024)
     # A WebSocket message larger than this closes the connection with 1009 (message too big).
     ws_max_message_bytes: int = Field(1_048_576, ge=1)
 
