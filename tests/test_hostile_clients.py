@@ -18,6 +18,7 @@ import re
 import socket
 import subprocess
 import sys
+import time
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -91,6 +92,7 @@ def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     catalog = _catalog(tmp_path_factory.mktemp(request.param) / "demo")
     options = ["--set", f"media.ws_max_message_bytes={WS_LIMIT}", "--set", f"auth.inject_delay_ms={AUTH_DELAY_MS}"]
     options += ["--set", f"auth.max_request_body_bytes={BODY_LIMIT}"]
+    options += ["--set", f"auth.request_head_timeout_seconds={HEAD_SECONDS}"]
     with platform(catalog, "--mode", request.param, *options) as ports:
         yield Live(catalog, {name: f"http://127.0.0.1:{port}" for name, port in ports.items()})
 
@@ -234,6 +236,7 @@ def test_a_body_announced_over_the_limit_is_refused_before_a_byte_of_it_is_sent(
 
 
 HEAD_LIMIT = 65_536  # MAX_REQUEST_HEAD_BYTES's default
+HEAD_SECONDS = 2.0  # auth's REQUEST_HEAD_TIMEOUT_SECONDS here
 
 
 def _exchange(port: int, *parts: bytes) -> bytes:
@@ -275,6 +278,32 @@ def test_a_request_head_over_the_limit_is_answered_431_on_either_run_mode(live: 
     both = _exchange(port, post + start + b"Connection: close\r\n\r\n")  # back to back, one write
     assert both.count(b"HTTP/1.1 200 ") == 2 and b'{"bytes":%d}' % len(body) in both, both[:400]
     assert httpx.get(live.url["auth"] + "/health/live").status_code == 200
+
+
+def test_a_head_not_complete_in_time_is_answered_408_and_an_idle_connection_closed(live: Live) -> None:
+    """A connection that sends nothing, or a head a byte at a time (slowloris), was kept open for
+    ever; each is answered 408 and closed once REQUEST_HEAD_TIMEOUT_SECONDS have passed. A head
+    that arrives in time after a pause is served."""
+    port = int(live.url["auth"].rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=HEAD_SECONDS + 5) as idle:
+        started = time.monotonic()
+        assert idle.recv(4096).startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+        assert HEAD_SECONDS - 0.5 < time.monotonic() - started < HEAD_SECONDS + 3
+        assert idle.recv(4096) == b""  # closed
+    with socket.create_connection(("127.0.0.1", port), timeout=HEAD_SECONDS + 5) as slow:
+        slow.sendall(b"GET /health/live HTTP/1.1\r\n")
+        answer = b""
+        with contextlib.suppress(ConnectionError):
+            for _ in range(int(HEAD_SECONDS * 4)):  # a header byte every 0.5 s, for twice the limit
+                slow.sendall(b"X")
+                time.sleep(0.5)
+        with contextlib.suppress(ConnectionError):
+            answer = slow.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n"), answer
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as paused:
+        time.sleep(HEAD_SECONDS / 2)
+        paused.sendall(b"GET /health/live HTTP/1.1\r\nHost: auth\r\nConnection: close\r\n\r\n")
+        assert paused.recv(4096).startswith(b"HTTP/1.1 200 ")
 
 
 # -- 5. incoming headers -----------------------------------------------------------------------

@@ -5,6 +5,7 @@ Both ways of running a service listen on a socket made by ``listen``: ``python -
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import socket
 from functools import partial
@@ -43,22 +44,36 @@ def listen(host: str, port: int) -> socket.socket:
 
 class BoundedHead(HttpToolsProtocol):
     """uvicorn's protocol on httptools (its C parser, which it picks when installed), with a
-    bound on a request's head, its request line and headers. uvicorn bounds the head only on
-    h11 (``h11_max_incomplete_event_size``), the pure-Python parser, measured to serve a third
-    fewer requests a second here; on httptools a head of any size is read into memory (a
-    200 MB header was, the service then held 289 MB). A head still incomplete after
-    ``max_head`` bytes is answered 431 and the connection closed.
+    bound on a request's head, its request line and headers, in bytes and in time. uvicorn
+    bounds a head's size only on h11 (``h11_max_incomplete_event_size``), the pure-Python parser,
+    measured to serve a third fewer requests a second here; on httptools a head of any size was
+    read into memory (a 200 MB header was, the service then held 289 MB). And no head has a
+    time limit: a connection that sends nothing, or a head a byte at a time, was kept open for
+    ever, each holding a file descriptor of the 1,024 a process may have (slowloris).
 
-    Counted in ``data_received``, after the parser has read the bytes: a read in which the head
-    is still incomplete holds head bytes alone, except the read in which the request began,
-    which may end the one before it and is left out of the count (its size is bounded by the
-    transport's read size). Written here as uvicorn has no such setting for httptools; the
-    callbacks it overrides are uvicorn's parser callbacks (tests/test_hostile_clients.py
-    sends the heads)."""
+    A head still incomplete after ``max_head`` bytes is answered 431, one not complete within
+    ``head_timeout`` seconds of the connection or of the read that began it 408; either closes
+    the connection. (Between requests, uvicorn's keep-alive timeout applies.) Bytes are counted
+    in ``data_received``, after the parser has read them: a read in which the head is still
+    incomplete holds head bytes alone, except the read in which the request began, which may
+    end the one before it and is left out of the count (its size is bounded by the transport's
+    read size). A head that comes in one read, as nearly all do, starts no timer. Written here
+    as uvicorn has no such settings for httptools; the methods it extends are uvicorn's
+    protocol and parser callbacks (tests/test_hostile_clients.py sends the heads)."""
 
-    def __init__(self, *args: Any, max_head: int, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, max_head: int, head_timeout: float, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.max_head, self.head_bytes, self.in_head, self.began = max_head, 0, False, False
+        self.max_head, self.head_timeout = max_head, head_timeout
+        self.head_bytes, self.in_head, self.began = 0, False, False
+        self.head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._time_head()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._untime_head()
+        super().connection_lost(exc)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -66,30 +81,54 @@ class BoundedHead(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self.in_head = False
+        self._untime_head()
         super().on_headers_complete()
 
     def data_received(self, data: bytes) -> None:
         self.began = False
         super().data_received(data)
-        if not self.in_head or self.began or self.transport.is_closing():
+        if not self.in_head or self.transport.is_closing():
             return
-        self.head_bytes += len(data)
-        if self.head_bytes > self.max_head:
-            self.in_head = False
-            self.transport.write(HEAD_TOO_LARGE)
+        if self.head_timer is None:  # timed only once it spans reads: most heads come in one
+            self._time_head()
+        if not self.began:
+            self.head_bytes += len(data)
+            if self.head_bytes > self.max_head:
+                self._refuse(HEAD_TOO_LARGE)
+
+    def _time_head(self) -> None:
+        self.head_timer = self.loop.call_later(self.head_timeout, self._refuse, HEAD_TOO_SLOW)
+
+    def _untime_head(self) -> None:
+        if self.head_timer is not None:
+            self.head_timer.cancel()
+            self.head_timer = None
+
+    def _refuse(self, answer: bytes) -> None:
+        self.in_head = False
+        self._untime_head()
+        if not self.transport.is_closing():
+            self.transport.write(answer)
             self.transport.close()
 
 
-HEAD_TOO_LARGE = (
-    b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain; charset=utf-8\r\n"
-    b"content-length: 31\r\nconnection: close\r\n\r\nRequest Header Fields Too Large"
-)
+def _plain(status: str) -> bytes:
+    """A whole HTTP/1.1 answer of ``status`` that closes the connection, its reason as its body."""
+    reason = status.split(" ", 1)[1].encode()
+    head = f"HTTP/1.1 {status}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {len(reason)}\r\n"
+    return head.encode() + b"connection: close\r\n\r\n" + reason
+
+
+HEAD_TOO_LARGE = _plain("431 Request Header Fields Too Large")
+HEAD_TOO_SLOW = _plain("408 Request Timeout")
 
 
 def config(app: Any, settings: ServiceSettings, **overrides: Any) -> uvicorn.Config:
     """The uvicorn settings every service runs with, in its own process or in the embedded host."""
     values: dict[str, Any] = {
-        "http": partial(BoundedHead, max_head=settings.max_request_head_bytes),
+        "http": partial(
+            BoundedHead, max_head=settings.max_request_head_bytes, head_timeout=settings.request_head_timeout_seconds
+        ),
         "access_log": False,  # the runtime writes its own JSON access line (metrics.py)
         "ws_max_size": settings.ws_max_message_bytes,  # WebSocket frames are refused past this (1009)
         "timeout_graceful_shutdown": int(settings.shutdown_grace_seconds),

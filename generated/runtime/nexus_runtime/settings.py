@@ -70,6 +70,10 @@ class ServiceSettings(BaseSettings):
     # A request line and headers larger than this are answered 431 (serve.BoundedHead): 64 KiB,
     # about Envoy's default (60 KiB), four times Node's and h11's; a JWT is a few KiB.
     max_request_head_bytes: int = Field(65_536, ge=1024)
+    # A request line and headers not complete this long after the connection opened, or after
+    # their first byte, are answered 408 (serve.BoundedHead): what Apache's RequestReadTimeout
+    # gives a head at least; a client that sends nothing is not kept for ever (slowloris).
+    request_head_timeout_seconds: Seconds = 30.0
     # A WebSocket message larger than this closes the connection with 1009 (message too big).
     ws_max_message_bytes: int = Field(1_048_576, ge=1)
 
