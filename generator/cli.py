@@ -669,6 +669,8 @@ def _run_printer(console: Console) -> tuple[Progress, OnEvent]:
             )
         elif e.kind == "stopped":
             console.print(f"  stopped {e.service}")
+        elif e.kind == "waiting":
+            typer.echo(e.detail, err=True)
 
     return progress, on_event
 
@@ -822,7 +824,7 @@ def down(
     from .local import control
 
     def said(e: Any) -> None:  # a local.run.Event: a service stopped, or whom this waits for
-        if e.kind == "note":
+        if e.kind == "waiting":
             typer.echo(e.detail, err=True)
         else:
             typer.echo(f"stopped {e.service}")

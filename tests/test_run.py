@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -88,18 +89,22 @@ def test_taken_port_is_reported_before_anything_starts(catalog):
 
 
 def _waiting(*args: str) -> tuple[subprocess.Popen[str], str]:
-    """The CLI run with ``args``, and the first line it printed (either stream; wide enough
-    for the line not to wrap), which must come while it waits."""
+    """The CLI run with ``args``, and the first line it wrote to standard error (wide enough
+    for the line not to wrap), which must come while it waits: whom a command waits for is a
+    diagnostic, as generate's own waiting line, never in its output."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "cli", *args],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "1000"},
         text=True,
         stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+        stderr=subprocess.PIPE,
     )
-    assert proc.stdout is not None
-    return proc, proc.stdout.readline()
+    assert proc.stderr is not None and proc.stdout is not None
+    if not select.select([proc.stderr], [], [], 60)[0]:  # said nowhere, or on the wrong stream
+        proc.kill()
+        raise AssertionError(f"nothing on stderr while it waits; stdout: {proc.communicate()[0]!r}")
+    return proc, proc.stderr.readline()
 
 
 def test_up_down_and_restart_here_go_one_at_a_time(catalog):
@@ -117,6 +122,7 @@ def test_up_down_and_restart_here_go_one_at_a_time(catalog):
             assert runstate.read(root) is None and not any(listening(p) for p in ports(catalog).values())
         out, _ = up.communicate(timeout=120)
         assert up.returncode == 0, out
+        assert "waiting for" not in out  # the output is the run's, the wait was said on stderr
         assert runstate.read(root) is not None
         with write.locked(held):
             for command in (("restart", "auth"), ("down",)):

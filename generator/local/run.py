@@ -43,7 +43,7 @@ POLL_SECONDS = 0.02  # between readiness polls; a service is usually ready after
 class Event:
     """Progress, for the CLI to show: a wave begins, a service is ready, failed or skipped."""
 
-    kind: str  # plan, wave, ready, failed, skipped, note, stopped
+    kind: str  # plan, wave, ready, failed, skipped, note, stopped, waiting (for another command)
     service: str = ""
     wave: int = 0
     detail: str = ""
@@ -69,8 +69,9 @@ class Started:
 
 
 def told(on_event: OnEvent) -> Callable[[str], None]:
-    """A line (whom a command waits for) as the note event that says it."""
-    return lambda line: on_event(Event("note", detail=line))
+    """A line (whom a command waits for) as the event that says it: diagnostics, which the CLI
+    writes to standard error, as generate's own waiting line."""
+    return lambda line: on_event(Event("waiting", detail=line))
 
 
 def select(cat: Catalog, only: Iterable[str] = ()) -> set[str]:
