@@ -9,11 +9,13 @@ pid only while both still match (Linux /proc; elsewhere `ps`, command line only)
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import socket
 import subprocess
 import time
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -57,9 +59,39 @@ def identity(pid: int) -> Identity | None:
     return Identity(pid, tuple(out.split()), 0) if out else None
 
 
+# Open files a run may need. In embedded mode every service, its connections, its clients' pools
+# and its database and cache pools are in one process: 807 descriptors at once under the shipped
+# catalog's load test (concurrency 50). A shell starts at 256 on macOS and 1,024 on Linux; at 256
+# the embedded host ran out while it started ("Too many open files", said as a readiness timeout).
+OPEN_FILES = 65_536
+ENOUGH_OPEN_FILES = 4_096  # below this a run says so (run.up)
+MACOS_OPEN_MAX = 10_240  # the most macOS takes when the hard limit is unlimited (its OPEN_MAX)
+
+
+@cache
+def open_files() -> int:
+    """This process's limit on open files, raised first toward OPEN_FILES as far as its hard
+    limit allows (no privilege needed); what it starts inherits the limit. Once per process."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return OPEN_FILES
+    wanted = OPEN_FILES if hard == resource.RLIM_INFINITY else min(OPEN_FILES, hard)
+    for value in (wanted, MACOS_OPEN_MAX):
+        if value <= soft:
+            break
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (value, hard))
+        except (ValueError, OSError):  # macOS refuses more than OPEN_MAX under an unlimited hard limit
+            continue
+        return value
+    return soft
+
+
 def start_logged(args: list[str], log: Path, cwd: Path, env: dict[str, str] | None) -> subprocess.Popen[bytes]:
     """Start ``args`` detached from this terminal (its own session: Ctrl-C here does not reach it),
-    with no stdin and its output appended to ``log``: how every server and service is started."""
+    with no stdin and its output appended to ``log``: how every server and service is started,
+    each with as many open files as this process may have (``open_files``)."""
+    open_files()
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         return subprocess.Popen(

@@ -30,7 +30,7 @@ from ..catalog.naming import pkg
 from ..errors import AlreadyRunning, PortsInUse, RunError, ServiceFailed, not_utf8
 from . import infra, loopback, runstate
 from .launch import Embedded, Launch, Launcher, Processes, tail
-from .procs import port_free, port_holder
+from .procs import ENOUGH_OPEN_FILES, open_files, port_free, port_holder
 from .runstate import RunState, ServiceRecord
 
 MODES = ("embedded", "process")
@@ -238,6 +238,15 @@ def up(
         if taken:
             raise PortsInUse(sorted(taken, key=lambda t: t[1]))
 
+        files = open_files()  # raised now: every process this run starts inherits it
+        if files < ENOUGH_OPEN_FILES:
+            on_event(
+                Event(
+                    "note",
+                    detail=f"open files are limited to {files} here and cannot be raised (ulimit -Hn): "
+                    "under load the services may run out; raise the hard limit",
+                )
+            )
         (run_dir / "logs").mkdir(parents=True)
         creds.save(infra.credentials_path(run_dir))
         runstate.prune(root)
