@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import json
 import os
 import re
 import subprocess
@@ -50,6 +51,47 @@ def test_every_generated_service_passes_its_own_tests() -> None:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     passed = int(re.search(r"(\d+) passed", result.stdout).group(1))
     assert passed == 4 * len(services)  # 3 health tests + the team's example test, per service
+
+
+# prints, for every service package on the path, each setting's default as its README writes it
+DEFAULTS_SCRIPT = """
+import importlib, json, sys
+out = {}
+for package in sys.argv[1:]:
+    fields = importlib.import_module(package + ".settings").Settings.model_fields
+    out[package] = {
+        # a URL reads back with the path '/' pydantic gives it
+        name.upper(): str(f.default).lower() if isinstance(f.default, bool) else str(f.default).removesuffix("/")
+        for name, f in fields.items()
+        if f.default is not None and not f.is_required()
+    }
+print(json.dumps(out))
+"""
+README_SETTING = re.compile(r"^\| `([A-Z0-9_]+)` \| `([^`]*)`", re.M)
+
+
+def test_each_service_readme_gives_its_settings_defaults_as_its_settings_class_has_them() -> None:
+    """A service's README lists its settings and their defaults (the template writes them
+    out: it cannot import the runtime); each one listed is read from the service's own
+    Settings class, in a process of its own, and must be the same value."""
+    services = sorted(p for p in (GENERATED / "services").iterdir() if p.is_dir())
+    packages = [s.name.replace("-", "_") for s in services]
+    result = subprocess.run(
+        [sys.executable, "-c", DEFAULTS_SCRIPT, *packages],
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(GENERATED / "runtime"), *map(str, services)])},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    defaults = json.loads(result.stdout)
+    compared = 0
+    for service, package in zip(services, packages, strict=True):
+        listed = dict(README_SETTING.findall((service / "README.md").read_text(encoding="utf-8")))
+        known = {name: value for name, value in listed.items() if name in defaults[package]}
+        assert known == {name: defaults[package][name] for name in known}, service.name
+        compared += len(known)
+    assert compared >= 10 * len(services)  # the platform's settings and each dependency's URL
 
 
 # (environment, the one line the start stops with): each setting a service's own Settings gives
