@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -171,9 +171,14 @@ def synthetic(services: int, channels: int = 0) -> str:
 
 
 def nexus(
-    *args: str, cwd: Path | None = None, timeout: float = 60, input: str | None = None
+    *args: str,
+    cwd: Path | None = None,
+    timeout: float = 60,
+    input: str | None = None,
+    preexec_fn: Callable[[], None] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run the real `nexus` CLI of this checkout in a subprocess."""
+    """Run the real `nexus` CLI of this checkout in a subprocess (``preexec_fn``: run in the
+    child before it starts, as a shell's `ulimit` would be)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run(
         [sys.executable, "-m", "cli", *args],
@@ -183,6 +188,7 @@ def nexus(
         text=True,
         timeout=timeout,
         input=input,
+        preexec_fn=preexec_fn,
     )
 
 

@@ -44,15 +44,7 @@ def _open_files(pid: int) -> int:
 
 def _nexus_limited(soft: int, hard: int, *args: str) -> subprocess.CompletedProcess[str]:
     """The CLI started as from a shell whose `ulimit -n` is ``soft`` (and ``-Hn`` ``hard``)."""
-    return subprocess.run(
-        [sys.executable, "-m", "cli", *args],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard)),
-    )
+    return nexus(*args, timeout=120, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard)))
 
 
 @pytest.mark.skipif(not procs.PROC.is_dir(), reason="reads the limits of processes in /proc")

@@ -68,8 +68,8 @@ GIT_TIMEOUT = 60  # seconds: reading one file at a ref is instant in a full clon
 
 def read_base(ref: str, catalog: str | Path) -> str:
     """The catalog file as it is at git ``ref``."""
-    folder = catalog_folder(catalog)  # a catalog read from a pipe has none, and no history
-    path = folder / Path(catalog).resolve().name
+    path = Path(catalog).resolve()
+    catalog_folder(catalog)  # refuses a catalog read from a pipe: it has no folder, nor history
     if ref.startswith("-"):  # git would read it as one of its options (--output=FILE writes a file)
         raise DiffError(f"--base {ref!r} is not a git ref (none starts with '-'); pass a branch, tag or commit")
     try:
