@@ -9,7 +9,8 @@ from ..catalog.naming import pkg
 from ..render.context import RenderContext
 from .passes import NONE, Passes
 
-_URL = re.compile(r'^    (\w+)_url: AnyHttpUrl = AnyHttpUrl\("http://([a-z0-9-]+):(\d+)"\)', re.M)
+# One line, or the URL on a line of its own where a long name makes ruff split it (pycode.py_call)
+_URL = re.compile(r'^    (\w+)_url: AnyHttpUrl = AnyHttpUrl\(\s*"http://([a-z0-9-]+):(\d+)",?\s*\)', re.M)
 
 
 def run(ctx: RenderContext, files: dict[str, str], passes: Passes = NONE) -> list[str]:
