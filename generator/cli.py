@@ -14,11 +14,12 @@ import sys
 from collections.abc import Callable
 from contextlib import suppress
 from enum import StrEnum
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from .errors import MissingExtra, NexusError
 
@@ -66,12 +67,25 @@ def _missing_extra(exc: ModuleNotFoundError, command: str | None) -> MissingExtr
     )
 
 
+def _untyped_flags(params: list[Any]) -> list[Any]:
+    """``params`` with no type shown for a flag. Typer (0.29) gives every option a type column,
+    so a flag such as --detach or --help read `<bool>`, as if it took a value; it takes none.
+    Typer's help prints an option's metavar, when it has one, in place of its type."""
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    return params
+
+
 class _Boundary(TyperGroup):
     """The one error boundary: a NexusError is a user error, printed plainly, exit 1.
 
     It sits on the command group (not in main()) so that CliRunner in the tests sees exactly
     what a person at a terminal sees.
     """
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _untyped_flags(super().get_params(ctx))
 
     def invoke(self, ctx: Any) -> Any:  # a click Context; typer keeps its click in a private module
         try:
@@ -91,6 +105,13 @@ class _Boundary(TyperGroup):
             raise typer.Exit(130) from None
 
 
+class _Command(TyperCommand):
+    """A command whose flags show no type in its help (see _untyped_flags)."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _untyped_flags(super().get_params(ctx))
+
+
 app = typer.Typer(
     cls=_Boundary,
     name="nexus",
@@ -100,6 +121,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="markdown",
 )
+command = partial(app.command, cls=_Command)  # every command of app is a _Command
 
 STDIN = Path("/dev/stdin")  # `-c -`: read through its path, as a pipe's (`-c <(...)`) is
 
@@ -149,7 +171,7 @@ def _load(catalog: Path) -> Loaded:
     return loaded
 
 
-@app.command()
+@command()
 def validate(catalog: CatalogOpt = Path("catalog.yaml")) -> None:
     """Check the catalog: schema, names, ports, references, cycles, stage order, critical paths.
 
@@ -164,7 +186,7 @@ def validate(catalog: CatalogOpt = Path("catalog.yaml")) -> None:
     )
 
 
-@app.command()
+@command()
 def plan(catalog: CatalogOpt = Path("catalog.yaml"), as_json: JsonOpt = False) -> None:
     """Show the deployment waves: the spec's stages in order, each split by hard dependencies."""
     loaded = _load(catalog)
@@ -184,7 +206,7 @@ class GraphFormat(StrEnum):
     dot = "dot"
 
 
-@app.command()
+@command()
 def graph(
     catalog: CatalogOpt = Path("catalog.yaml"),
     fmt: Annotated[
@@ -198,7 +220,7 @@ def graph(
     typer.echo(FORMATS[fmt.value](loaded.catalog, loaded.plan), nl=False)
 
 
-@app.command()
+@command()
 def generate(
     catalog: CatalogOpt = Path("catalog.yaml"),
     out: Annotated[
@@ -286,7 +308,7 @@ def _print_timings(clock: Timings) -> None:
     Console(stderr=True, highlight=False).print(table)
 
 
-@app.command()
+@command()
 def schema() -> None:
     """Print the catalog's JSON Schema (generated from the models; editors use it to validate)."""
     from .catalog.json_schema import schema_json
@@ -309,7 +331,7 @@ ContextOpt = Annotated[
 ]
 
 
-@app.command()
+@command()
 def deploy(
     overlay: Annotated[
         str,
@@ -408,7 +430,7 @@ def deploy(
         )
 
 
-@app.command("cluster-status")
+@command("cluster-status")
 def cluster_status(
     catalog: CatalogOpt = Path("catalog.yaml"),
     context: ContextOpt = None,
@@ -481,7 +503,7 @@ def _ask(
         ) from None
 
 
-@app.command()
+@command()
 def new(
     name: Annotated[
         str | None,
@@ -570,7 +592,7 @@ def new(
     typer.echo(f"next: write its endpoints in {rel}/{routes}, then run it: nexus up --only {added.name}")
 
 
-@app.command()
+@command()
 def diff(
     base: Annotated[
         str,
@@ -675,7 +697,7 @@ def _run_printer(console: Console) -> tuple[Progress, OnEvent]:
     return progress, on_event
 
 
-@app.command()
+@command()
 def up(
     catalog: CatalogOpt = Path("catalog.yaml"),
     only: OnlyOpt = [],  # noqa: B006 - typer reads the default, never mutates it
@@ -739,7 +761,7 @@ def up(
         console.print(f"stopped {len(stopped.services)} services (run {stopped.run_id})")
 
 
-@app.command()
+@command()
 def status(catalog: CatalogOpt = Path("catalog.yaml"), as_json: JsonOpt = False) -> None:
     """Show what `nexus up` started: each service's state, port, process and live/ready answers."""
     from dataclasses import asdict
@@ -788,7 +810,7 @@ def status(catalog: CatalogOpt = Path("catalog.yaml"), as_json: JsonOpt = False)
     console.print(f"logs: {found.run_dir}/logs")
 
 
-@app.command()
+@command()
 def restart(
     services: Annotated[list[str], typer.Argument(help="Services of the running platform to stop and start again.")],
     catalog: CatalogOpt = Path("catalog.yaml"),
@@ -807,7 +829,7 @@ def restart(
     console.print(f"restarted {', '.join(_split(services))}; their dependents were not touched")
 
 
-@app.command()
+@command()
 def down(
     services: Annotated[
         list[str] | None, typer.Argument(help="Stop only these services (the run stays); default: everything.")
@@ -845,7 +867,7 @@ def down(
         typer.echo(f"stopped {len(stopped.services)} services{servers} (run {stopped.run_id})")
 
 
-@app.command()
+@command()
 def verify(
     catalog: CatalogOpt = Path("catalog.yaml"),
     base_url: Annotated[

@@ -222,6 +222,17 @@ def test_each_command_explains_catalog_in_its_help(command):
     assert "--catalog" in result.stdout and "catalog file" in result.stdout
 
 
+def test_help_shows_a_type_for_options_that_take_a_value_and_none_for_flags():
+    """Typer gave every flag the type `<bool>`, as if `--detach` took a value."""
+    commands = [c.name or c.callback.__name__.replace("_", "-") for c in cli.app.registered_commands]
+    helps = {"": invoke("--help")} | {name: invoke(name, "--help") for name in commands}
+    for name, result in helps.items():
+        assert result.exit_code == 0, (name, result.stderr)
+        assert "<bool>" not in result.stdout, (name, result.stdout)
+    assert len(helps) > 10 and re.search(r"--detach +-d +Return once", helps["up"].stdout)
+    assert re.search(r"--timeout +<float> ", helps["up"].stdout)
+
+
 @pytest.mark.parametrize(
     ("command", "said"),
     [
