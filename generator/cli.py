@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from .errors import MissingExtra, NexusError
+from .errors import MissingExtra, NexusError, printable
 
 if TYPE_CHECKING:  # the commands import what they need when they run: `nexus validate` stays light
     from rich.console import Console
@@ -648,6 +648,16 @@ def _split(values: list[str]) -> list[str]:
     return [v.strip() for value in values for v in value.split(",") if v.strip()]
 
 
+def _plain(text: object) -> str:
+    """``text`` from outside the command's own words (a service's error, a log line, a path, a
+    URL) as rich prints it: its brackets are not markup (a '[/etc]' in an exception stopped the
+    command with rich's MarkupError, a '[type=...]' of pydantic's vanished) and its control
+    characters are shown, not acted on (errors.printable)."""
+    from rich.markup import escape
+
+    return escape(printable(str(text)))
+
+
 def _run_printer(console: Console) -> tuple[Progress, OnEvent]:
     """Progress for `up` and `restart`: a live bar, and one line per service as it settles."""
     from rich.progress import (
@@ -681,14 +691,10 @@ def _run_printer(console: Console) -> tuple[Progress, OnEvent]:
             console.print(f"  wave {e.wave:>2}  [green]ready[/]    {e.service:<32} {e.seconds:6.2f} s")
         elif e.kind in ("failed", "skipped"):
             progress.advance(task)
-            console.print(
-                f"  wave {e.wave:>2}  [red]{e.kind:<8}[/] {e.service:<32} {e.detail}", markup=True, highlight=False
-            )
+            console.print(f"  wave {e.wave:>2}  [red]{e.kind:<8}[/] {e.service:<32} {_plain(e.detail)}")
         elif e.kind == "note":
             where = f"wave {e.wave:>2}  " if e.wave else ""
-            console.print(
-                f"  {where}[dim]{e.detail}{': ' + ', '.join(e.services) if e.services else ''}[/]", highlight=False
-            )
+            console.print(f"  {where}[dim]{_plain(e.detail)}{': ' + ', '.join(e.services) if e.services else ''}[/]")
         elif e.kind == "stopped":
             console.print(f"  stopped {e.service}")
         elif e.kind == "waiting":
@@ -730,7 +736,7 @@ def up(
 
     from .local import control, run
 
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)  # a line per event, whole in a log or a pipe
     progress, on_event = _run_printer(console)
     with progress:
         started = run.up(
@@ -746,10 +752,10 @@ def up(
     ready = [n for n, s in st.services.items() if s.state == "running"]
     console.print(
         f"[bold green]{len(ready)} services ready[/] in {started.seconds:.1f} s ({st.mode} mode, run {st.run_id}); "
-        f"logs in {st.run_dir}/logs"
+        f"logs in {_plain(st.run_dir)}/logs"
     )
     for name, why in sorted(started.failed.items()):
-        console.print(f"  [red]not running[/] {name}: {why}")
+        console.print(f"  [red]not running[/] {name}: {_plain(why)}")
     if detach:
         console.print("stop them with `nexus down`; `nexus status` shows their health, `nexus verify` checks the flows")
         if started.failed:
@@ -795,7 +801,15 @@ def status(catalog: CatalogOpt = Path("catalog.yaml"), as_json: JsonOpt = False)
             if s.state in ("running", "starting")
             else "red"
         )
-        table.add_row(str(s.wave), s.name, str(s.port), f"[{color}]{s.state}[/]", str(s.pid or "-"), s.live, s.ready)
+        table.add_row(
+            str(s.wave),
+            s.name,
+            str(s.port),
+            f"[{color}]{s.state}[/]",
+            str(s.pid or "-"),
+            _plain(s.live),
+            _plain(s.ready),
+        )
     if found.infrastructure:
         servers = Table(title="infrastructure (stage 1)")
         for column in ("component", "engine", "port", "state", "pid", "ready", "users"):
@@ -803,11 +817,17 @@ def status(catalog: CatalogOpt = Path("catalog.yaml"), as_json: JsonOpt = False)
         for r in found.infrastructure:
             color = "green" if r.ready == "ok" else "red"
             servers.add_row(
-                r.name, r.engine, str(r.port), f"[{color}]{r.state}[/]", str(r.pid or "-"), r.ready, str(len(r.users))
+                r.name,
+                r.engine,
+                str(r.port),
+                f"[{color}]{r.state}[/]",
+                str(r.pid or "-"),
+                _plain(r.ready),
+                str(len(r.users)),
             )
         console.print(servers)
     console.print(table)
-    console.print(f"logs: {found.run_dir}/logs")
+    console.print(f"logs: {_plain(found.run_dir)}/logs")
 
 
 @command()
@@ -822,11 +842,11 @@ def restart(
 
     from .local import control
 
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
     progress, on_event = _run_printer(console)
     with progress:
         control.restart(catalog, _split(services), overrides=settings, timeout=timeout, on_event=on_event)
-    console.print(f"restarted {', '.join(_split(services))}; their dependents were not touched")
+    console.print(f"restarted {_plain(', '.join(_split(services)))}; their dependents were not touched")
 
 
 @command()
@@ -894,7 +914,6 @@ def verify(
     """
     from rich import box
     from rich.console import Console
-    from rich.markup import escape
     from rich.table import Table
 
     from .errors import VerifyFailed
@@ -906,7 +925,7 @@ def verify(
     else:
         console = Console(highlight=False)
         marks = {"ok": "[green]ok[/]", "failed": "[red]FAIL[/]", "skipped": "[dim]skip[/]"}
-        flows = Table(title=f"critical paths through {report.base_url}", box=box.SIMPLE_HEAD, pad_edge=False)
+        flows = Table(title=f"critical paths through {_plain(report.base_url)}", box=box.SIMPLE_HEAD, pad_edge=False)
         for column in ("flow", "result", "hops (ms, inclusive of what follows)"):
             flows.add_column(column)
         for f in report.flows:
@@ -914,7 +933,7 @@ def verify(
                 f"{h['service']} (external)"
                 if h.get("external")
                 else f"{h['service']} {h['ms']:.1f}"
-                + (escape(f" [{', '.join(d['resource'] for d in h['data'])}]") if h.get("data") else "")
+                + _plain(f" [{', '.join(d['resource'] for d in h['data'])}]" if h.get("data") else "")
                 if "ms" in h
                 else f"[red]{h['service']}[/]"
                 for h in f.hops
@@ -924,9 +943,9 @@ def verify(
                 marks[f.status],
                 hops
                 + (
-                    f"\n[red]{f.detail}[/]"
+                    f"\n[red]{_plain(f.detail)}[/]"
                     if f.detail and f.status == "failed"
-                    else f"[dim]{f.detail}[/]"
+                    else f"[dim]{_plain(f.detail)}[/]"
                     if f.detail
                     else ""
                 ),
@@ -942,7 +961,11 @@ def verify(
                 f"{'[green]' if e.ok else '[red]'}{e.status or '---':>{len(ep)}}[/]" for ep, e in s.endpoints.items()
             )
             relays = len(s.route.split(" > ")) - 2  # the services between the gateway and this one
-            asked = f"{relays} relay{'s' if relays > 1 else ''}" if relays > 0 else s.via or f"[dim]{s.detail}[/]"
+            asked = (
+                f"{relays} relay{'s' if relays > 1 else ''}"
+                if relays > 0
+                else _plain(s.via) or f"[dim]{_plain(s.detail)}[/]"
+            )
             services.add_row(s.service, marks[s.status], codes, asked)
         console.print(services)
         if report.events:
@@ -950,7 +973,7 @@ def verify(
             for column in ("channel", "hop", "result", "detail"):
                 event_hops.add_column(column, no_wrap=column != "detail")
             for h in report.events:
-                event_hops.add_row(h.channel, h.hop, marks["ok" if h.ok else "failed"], h.detail)
+                event_hops.add_row(h.channel, h.hop, marks["ok" if h.ok else "failed"], _plain(h.detail))
             console.print(event_hops)
         checked = [s for s in report.services if s.status != "skipped"]
         console.print(

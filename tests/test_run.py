@@ -235,6 +235,22 @@ def test_keep_going_starts_the_rest_and_skips_dependents(catalog):
         cleanup(catalog)
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_a_failure_is_printed_as_the_service_said_it_brackets_and_all(catalog, mode):
+    """A service's words are not rich's markup: '[/etc/nexus]' in an exception stopped `up` with
+    a MarkupError traceback, and '[bold]' (or pydantic's '[type=...]') vanished. Nor are its
+    control characters sent to the terminal."""
+    _break(catalog, "auth", "needs [/etc/nexus] and [bold]keys[/bold] \x1b[2J")
+    try:
+        result = nexus("up", "--detach", "--keep-going", "--mode", mode, "-c", str(catalog))
+        assert result.returncode == 1 and "Traceback" not in result.stdout + result.stderr, result.stderr
+        line = next(x for x in result.stdout.splitlines() if "auth needs" in x)
+        assert "auth needs [/etc/nexus] and [bold]keys[/bold] \\x1b[2J" in line, line
+        assert "\x1b" not in result.stdout
+    finally:
+        cleanup(catalog)
+
+
 def test_only_starts_the_service_and_its_hard_dependencies(catalog):
     with platform(catalog, "--only", "gateway"):
         assert set(_status(catalog)) == {"gateway", "auth"}  # media is only a soft dependency
@@ -381,10 +397,10 @@ def test_ctrl_c_stops_an_attached_run(catalog):
         cleanup(catalog)
 
 
-def _break(catalog, service):
-    """Make a service fail at start-up, in the file its team owns."""
+def _break(catalog, service, why="is broken on purpose"):
+    """Make a service fail at start-up, in the file its team owns, saying ``why``."""
     routes = catalog.parent / "generated" / "services" / service / service.replace("-", "_") / "routes.py"
-    routes.write_text(f"raise RuntimeError('{service} is broken on purpose')\n", encoding="utf-8")
+    routes.write_text(f"raise RuntimeError({f'{service} {why}'!r})\n", encoding="utf-8")
 
 
 class socket_listening:

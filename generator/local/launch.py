@@ -88,6 +88,7 @@ class Processes:
         self.generated, self.run_dir = generated, run_dir
         self.known: dict[str, Identity] = dict(known or {})
         self.children: dict[str, subprocess.Popen[bytes]] = {}
+        self.logs: dict[str, Path] = {}
 
     def begin(self) -> Identity | None:
         return None
@@ -104,6 +105,7 @@ class Processes:
             args = [sys.executable, "-m", launch.package]
             child = procs.start_logged(args, launch.log, self.run_dir, env)
             self.children[launch.name] = child
+            self.logs[launch.name] = launch.log
             self.known[launch.name] = started[launch.name] = procs.spawned(child.pid, args)
         return started
 
@@ -112,7 +114,11 @@ class Processes:
         for name in names:
             child = self.children.get(name)
             if child is not None and child.poll() is not None:
-                out[name] = f"its process exited with code {child.returncode}"
+                # the log's last line, as the embedded host gives the exception: most often what went wrong
+                said = next((line for line in reversed(tail(self.logs[name], 5)) if line.strip()), None)
+                out[name] = f"its process exited with code {child.returncode}" + (
+                    f"; its log ends: {said}" if said else ""
+                )
             elif child is None and (name not in self.known or not procs.is_running(self.known[name])):
                 out[name] = "its process is not running"
         return out
