@@ -6,6 +6,7 @@ commands that need them, so `nexus validate` costs little more than starting Pyt
 
 from __future__ import annotations
 
+import errno
 import gc
 import json
 import os
@@ -98,11 +99,31 @@ class _Boundary(TyperGroup):
                 raise missing from exc
         except NexusError as exc:
             text = str(exc)
-            typer.echo(f"error: {text}" if "\n" not in text else f"error:\n{text}", err=True)
+            _tell(f"error: {text}" if "\n" not in text else f"error:\n{text}")
             raise typer.Exit(getattr(exc, "exit_code", 1)) from None
         except KeyboardInterrupt:
-            typer.echo("interrupted", err=True)
+            _tell("interrupted")
             raise typer.Exit(130) from None
+        except OSError as exc:
+            # The library names the file of every OSError it lets out (as a NexusError); one with
+            # no file and one of these numbers came from writing the command's own output
+            # (`nexus plan > out.txt` on a full disk). A closed pipe (`| head`) is click's to end.
+            if exc.filename is not None or exc.errno not in _OUTPUT_ERRNOS:
+                raise
+            _tell(
+                f"error: could not write this command's output ({exc.strerror}): its standard output or error "
+                "goes to a full disk or a failing device; what it printed before may be cut short"
+            )
+            raise typer.Exit(1) from None
+
+
+_OUTPUT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO})
+
+
+def _tell(text: str) -> None:
+    """``text`` on standard error, if it can be written at all (not when it is full too)."""
+    with suppress(OSError):
+        typer.echo(text, err=True)
 
 
 class _Command(TyperCommand):

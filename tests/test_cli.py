@@ -12,6 +12,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -208,6 +209,33 @@ def test_usage_errors_exit_2(args, message):
 def test_usage_error_exit_status_reaches_the_shell():
     result = run("validate", "--nope")
     assert result.returncode == 2 and "No such option" in result.stderr
+
+
+FULL = Path("/dev/full")  # Linux's device that is always full: every write fails with ENOSPC
+
+
+@pytest.mark.skipif(not FULL.exists(), reason="needs /dev/full")
+@pytest.mark.parametrize(
+    "args",
+    [["plan"], ["graph", "--format", "json"], ["validate"], ["generate", "--check"], ["diff"], ["schema"]],
+    ids=lambda args: args[0],
+)
+def test_output_on_a_full_disk_is_one_line_and_exit_1(args):
+    """`nexus plan > plan.txt` on a full disk ended in a traceback of click's echo."""
+    where = [] if args == ["schema"] else ["-c", str(CATALOG)]
+    with FULL.open("w") as full:
+        done = subprocess.run(
+            [sys.executable, "-m", "cli", *args, *where],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=QUICK * 6,
+        )
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.startswith("error: could not write this command's output (No space left on device)")
+    assert len(done.stderr.splitlines()) == 1 and "Traceback" not in done.stderr, done.stderr
 
 
 def test_missing_catalog_is_a_user_error(tmp_path):
