@@ -4,12 +4,18 @@ shipped platform takes out of rotation only what cannot serve anything without i
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+
 import httpx
 import pytest
 import yaml
 from conftest import CATALOG, nexus
 from prometheus_client.parser import text_string_to_metric_families
-from running import platform, status_code, until, write_platform
+from running import free_ports, listening, platform, status_code, until, write_platform
 
 MODES = ["embedded", "process"]
 
@@ -133,3 +139,60 @@ def test_an_outage_makes_unready_only_what_cannot_serve_anything_without_it(tmp_
         body = response.json()
         assert response.status_code == 503 and body["broken"] == "token-mgr", response.text
         assert body["hops"][-1] == {"service": "token-mgr", "error": "unreachable: ConnectError"}
+
+
+def _serve(catalog, service, port, drain):
+    """``python -m <service>`` as its image runs it (its own uvicorn, its own signal handling)."""
+    folder = catalog.parent / "generated"
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(folder / "runtime"), str(folder / "services" / service)]),
+        "PORT": str(port),
+        "SHUTDOWN_DRAIN_SECONDS": str(drain),
+    }
+    return subprocess.Popen([sys.executable, "-m", service], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _readiness(url):
+    try:
+        return httpx.get(f"{url}/health/ready", timeout=5).json()["status"]
+    except httpx.HTTPError:
+        return None
+
+
+def test_sigterm_drains_then_stops_and_a_second_sigterm_stops_at_once(tmp_path, minimal):
+    """uvicorn stops listening at SIGTERM, while Kubernetes takes a moment to drop the pod from its
+    Service's endpoints: in a rolling update, callers that had not heard yet were refused. The
+    runtime fails readiness at once and goes on accepting and serving for SHUTDOWN_DRAIN_SECONDS,
+    then stops as before; a second SIGTERM (or Ctrl-C) stops at once."""
+    catalog = write_platform(tmp_path / "demo", minimal)
+    (port,) = free_ports(1)
+    url = f"http://127.0.0.1:{port}"
+    proc = _serve(catalog, "media", port, drain=3)
+    try:
+        until(lambda: status_code(f"{url}/health") == 200, what="media to start")
+        assert _readiness(url) in ("ready", "not ready")
+        proc.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        until(lambda: _readiness(url) == "shutting down", what="readiness to fail", timeout=2)
+        while time.monotonic() - signalled < 2:  # each call a new connection, as a caller's would be
+            assert httpx.get(f"{url}/health", timeout=5).status_code == 200
+            time.sleep(0.1)
+        assert proc.poll() is None
+        proc.wait(timeout=20)
+        assert time.monotonic() - signalled >= 3
+        assert not listening(port)
+    finally:
+        proc.kill()
+        proc.wait()
+    proc = _serve(catalog, "media", port, drain=60)
+    try:
+        until(lambda: status_code(f"{url}/health") == 200, what="media to start again")
+        proc.send_signal(signal.SIGTERM)
+        until(lambda: _readiness(url) == "shutting down", what="readiness to fail", timeout=2)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=15)  # not the 60 s drain
+        assert b"Traceback" not in proc.stderr.read()
+    finally:
+        proc.kill()
+        proc.wait()

@@ -429,7 +429,7 @@ def test_python_m_listens_on_loopback_and_the_image_on_every_interface(tmp_path:
     """The service README's `python -m <pkg>`, and the same with the environment its Dockerfile sets."""
     catalog = _catalog(tmp_path / "demo")
     service = catalog.parent / "generated" / "services" / "auth"
-    base = {k: v for k, v in os.environ.items() if k != "HOST"}
+    base = {k: v for k, v in os.environ.items() if k != "HOST"} | {"SHUTDOWN_DRAIN_SECONDS": "0"}
     base["PYTHONPATH"] = os.pathsep.join([str(catalog.parent / "generated" / "runtime"), str(service)])
     for extra, address in (({}, LOOPBACK), (_dockerfile_env(service / "Dockerfile"), ANY)):
         (port,) = free_ports(1)

@@ -35,7 +35,7 @@ from .runstate import RunState, ServiceRecord
 
 MODES = ("embedded", "process")
 DEFAULT_MODE = "embedded"  # measured: see docs/running.md
-LOCAL_SETTINGS = {"host": "127.0.0.1", "shutdown_grace_seconds": "2"}
+LOCAL_SETTINGS = {"host": "127.0.0.1", "shutdown_drain_seconds": "0", "shutdown_grace_seconds": "2"}
 POLL_SECONDS = 0.02  # between readiness polls; a service is usually ready after two or three
 
 

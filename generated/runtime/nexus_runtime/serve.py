@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import signal
 import socket
+import time
 from functools import partial
+from types import FrameType
 from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from .health import Readiness
 from .settings import ServiceSettings
 
 # How long a server keeps an idle connection open (uvicorn's default is 5 s). Callers keep theirs
@@ -141,11 +145,38 @@ def config(app: Any, settings: ServiceSettings, **overrides: Any) -> uvicorn.Con
     return uvicorn.Config(app, **values)
 
 
+class Draining(uvicorn.Server):
+    """uvicorn's server, which at the first SIGTERM drains before it stops: readiness fails at
+    once, and connections are still accepted and served for ``drain`` seconds (settings'
+    ``shutdown_drain_seconds``). uvicorn stops listening at the signal itself, so during a
+    rolling update the callers that had not yet heard of the pod's end were refused. A second
+    SIGTERM, or SIGINT (Ctrl-C), stops at once, as uvicorn does."""
+
+    def __init__(self, config: uvicorn.Config, readiness: Readiness, drain: float) -> None:
+        super().__init__(config)
+        self.readiness, self.drain = readiness, drain
+        self.drain_until: float | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if sig == signal.SIGTERM and self.drain > 0 and self.drain_until is None:
+            # a signal handler: it only sets two attributes; on_tick, in the loop, does the rest
+            self._captured_signals.append(sig)  # uvicorn raises it again once stopped, as it would
+            self.readiness.shutting_down = True
+            self.drain_until = time.monotonic() + self.drain
+            return
+        super().handle_exit(sig, frame)
+
+    async def on_tick(self, counter: int) -> bool:
+        if self.drain_until is not None and time.monotonic() >= self.drain_until:
+            self.should_exit = True
+        return await super().on_tick(counter)
+
+
 def server(app: FastAPI) -> tuple[uvicorn.Server, socket.socket]:
     """The service's uvicorn server and the socket it will listen on."""
     settings = app.state.settings
     cfg = config(app, settings, log_level=settings.log_level.lower())
-    return uvicorn.Server(cfg), listen(settings.host, settings.port)
+    return Draining(cfg, app.state.readiness, settings.shutdown_drain_seconds), listen(settings.host, settings.port)
 
 
 def serve(app: FastAPI) -> None:

@@ -55,6 +55,13 @@ class ServiceSettings(BaseSettings):
     # Fault injection for tests and game days: delays this service's flow endpoints.
     inject_delay_ms: int = Field(0, ge=0)
 
+    # At SIGTERM the service first drains: readiness answers 503 and it goes on serving for
+    # ``shutdown_drain_seconds``, so that Kubernetes takes it out of its Service's endpoints
+    # (kube-proxy, an ingress, a mesh learn of it a moment after the pod is told to stop) before
+    # its listener closes; then requests in flight get ``shutdown_grace_seconds`` to finish.
+    # Both, and a margin, fit in the pod's terminationGracePeriodSeconds (30). `nexus up`, where
+    # nothing but the run routes to a service, sets no drain.
+    shutdown_drain_seconds: float = Field(5.0, ge=0)
     shutdown_grace_seconds: float = Field(10.0, ge=0)
 
     # What a service shows: the prod overlay turns both off (docs/running.md, "Exposure").

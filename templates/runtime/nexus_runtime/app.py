@@ -68,6 +68,7 @@ def create_app(
     app.state.spec, app.state.settings, app.state.clients, app.state.metrics = spec, settings, clients, metrics
     app.state.resources = resources  # routes reach the database and cache here (resources.py)
     app.state.broker = broker
+    app.state.readiness = readiness  # serve.Draining fails it at SIGTERM, before the server stops
     answers = health.endpoints(spec, readiness, metrics)
     app.include_router(health.router(spec, answers))
     if spec.flows:
