@@ -4,7 +4,7 @@
 #   .tools/ in this checkout, installed from lock/tools.txt with the pip that Python ships. Their
 #   own exact pins would clash with Nexus's libraries in one environment, and resolving them
 #   there made pip backtrack for minutes; pinned and alone they install in one pass.
-# - promtool: Debian's prometheus package, when it is not on PATH; redis-server (Debian's), for `nexus up`.
+# - promtool and prometheus: Debian's prometheus package, when they are not on PATH; redis-server (Debian's), for `nexus up`.
 # - the AsyncAPI parser (@asyncapi/parser, node): .tools/npm, from lock/npm's package-lock.json
 #   with `npm ci` (exact versions, no install scripts), when node is on PATH.
 # - the official schemas of the oldest Kubernetes the manifests support (kubernetes-validate's
@@ -46,14 +46,14 @@ if ! command -v redis-server >/dev/null 2>&1; then
         fail "could not install redis-server (Debian's redis-server package)"
 fi
 
-if ! command -v promtool >/dev/null 2>&1; then
-    echo "install-tools: promtool (Debian's prometheus)"
+if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
+    echo "install-tools: promtool and prometheus (Debian's prometheus)"
     sudo=""
     [[ $(id -u) -eq 0 ]] || sudo="sudo"
     # --no-install-recommends: promtool and the server binary, not the exporters and web assets
     { $sudo apt-get update -qq &&
         DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus; } >"$log" 2>&1 ||
-        fail "could not install promtool (Debian's prometheus package)"
+        fail "could not install promtool and prometheus (Debian's prometheus package)"
 fi
 
 npm_lock=lock/npm/package-lock.json

@@ -24,6 +24,7 @@ INSTALL = {
     "checkov": "bash scripts/install-tools.sh",
     "hadolint": "bash scripts/install-tools.sh",
     "promtool": "bash scripts/install-tools.sh (Debian's prometheus package)",
+    "prometheus": "bash scripts/install-tools.sh (Debian's prometheus package)",
     "kubectl": "install kubectl: https://kubernetes.io/docs/tasks/tools/",
 }
 
