@@ -13,6 +13,15 @@ bash scripts/install-tools.sh  # uv is one of the tools
 compile=(.tools/bin/uv pip compile --quiet --universal --python-version 3.11 --custom-compile-command "bash scripts/lock.sh" "$@")
 "${compile[@]}" pyproject.toml --extra dev -o lock/nexus.txt
 "${compile[@]}" lock/tools.in -o lock/tools.txt
+# What a service's image installs (the runtime, its dependencies) and its tests add (the service
+# template's `test` extra), at the versions of lock/nexus.txt, which Nexus's CI runs the runtime
+# with: the Dockerfile installs with `-c runtime/constraints.txt`, so an image built next year
+# gets what was tested, not the newest release of each.
+python3 -c '
+import re
+text = open("templates/service/{{cookiecutter.name}}/pyproject.toml").read()
+print("\n".join(r.strip(" \"") for r in re.search(r"^test = \[(.*)\]$", text, re.M).group(1).split(",")))
+' | "${compile[@]}" templates/runtime/pyproject.toml - -c lock/nexus.txt -o templates/runtime/constraints.txt
 
 # Each pin of lock/nexus.txt is for the Pythons Nexus supports only. On an older Python pip then
 # skips the pins, reaches Nexus's own requires-python first (README installs `-e .` before

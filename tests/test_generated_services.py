@@ -8,13 +8,17 @@ import copy
 import json
 import os
 import re
+import shlex
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import CATALOG, MINIMAL, ROOT, dump
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from running import free_ports, status_code, until
 
 from nexus.catalog import load_catalog, load_catalog_text
 from nexus.checks import parses
@@ -51,6 +55,58 @@ def test_every_generated_service_passes_its_own_tests() -> None:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     passed = int(re.search(r"(\d+) passed", result.stdout).group(1))
     assert passed == 4 * len(services)  # 3 health tests + the team's example test, per service
+
+
+def _pins(text: str) -> dict[str, str]:
+    """name -> version of each `name==version` line of a requirements or constraints file."""
+    found = re.findall(r"^([A-Za-z0-9._-]+)==([^\s;]+)", text, re.M)
+    return {re.sub(r"[-_.]+", "-", name).lower(): version for name, version in found}  # PEP 503's names
+
+
+def test_the_image_constraints_are_the_versions_nexus_is_tested_with() -> None:
+    """runtime/constraints.txt (scripts/lock.sh) pins what a service's image installs at the
+    versions of lock/nexus.txt: one fact, read from the lock. It holds only what the runtime and
+    the services' tests pull in (naming.RUNTIME_DISTRIBUTIONS)."""
+    from nexus.catalog import naming
+
+    pins = _pins((GENERATED / "runtime" / "constraints.txt").read_text(encoding="utf-8"))
+    lock = _pins((ROOT / "lock" / "nexus.txt").read_text(encoding="utf-8"))
+    assert {"fastapi", "uvicorn", "httptools", "pydantic", "sqlalchemy", "pytest"} <= set(pins)
+    assert {name: (v, lock.get(name)) for name, v in pins.items() if lock.get(name) != v} == {}
+    assert set(pins) - set(naming.RUNTIME_DISTRIBUTIONS) == set()
+
+
+def test_a_service_installs_as_its_dockerfile_installs_it_and_serves(tmp_path: Path) -> None:
+    """The Dockerfile's own RUN line, in a fresh virtual environment over copies of what it
+    COPYs: before, it installed the newest release of every dependency on the day an image was
+    built, not what CI had run (a uvicorn that renamed what serve.BoundedHead extends would
+    have broken images that CI never saw). Every installed version is the constraints' one,
+    and the installed service serves."""
+    service = GENERATED / "services" / "token-mgr"
+    srv = tmp_path / "srv"
+    shutil.copytree(GENERATED / "runtime", srv / "runtime")
+    shutil.copytree(service, srv / "service")
+    dockerfile = (service / "Dockerfile").read_text(encoding="utf-8")
+    (run,) = [line for line in dockerfile.splitlines() if line.startswith("RUN ")]
+    args = shlex.split(run.removeprefix("RUN ").replace("/srv/", f"{srv}/"))
+    assert args[:2] == ["pip", "install"] and "-c" in args, args
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    python = str(venv / "bin" / "python")
+    done = subprocess.run([python, "-m", *args], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    frozen = subprocess.run([python, "-m", "pip", "freeze"], capture_output=True, text=True, check=True).stdout
+    installed = {k: v for k, v in _pins(frozen).items() if k not in ("nexus-runtime", "token-mgr")}
+    pins = _pins((srv / "runtime" / "constraints.txt").read_text(encoding="utf-8"))
+    assert installed and {k: (v, pins.get(k)) for k, v in installed.items() if pins.get(k) != v} == {}
+    (port,) = free_ports(1)
+    env = {"PATH": os.environ["PATH"], "PORT": str(port), "SHUTDOWN_DRAIN_SECONDS": "0"}
+    proc = subprocess.Popen([python, "-m", "token_mgr"], cwd=tmp_path, env=env, stderr=subprocess.PIPE)
+    try:
+        until(lambda: status_code(f"http://127.0.0.1:{port}/health") == 200, what="the installed token-mgr")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
 
 
 # prints, for every service package on the path, each setting's default as its README writes it
