@@ -291,6 +291,22 @@ def test_the_runtime_names_cover_what_the_runtime_and_the_service_tests_install(
     assert provided - listed == set()
 
 
+def test_the_catalog_and_the_runtime_allow_the_same_retries(monkeypatch):
+    """One bound in two packages that may not import each other: the catalog's edges and the
+    runtime's RETRIES setting. A catalog could otherwise ask for retries every service refuses
+    at start-up, or the runtime allow what no catalog can say."""
+    from typing import get_args
+
+    from nexus.catalog import models
+    from nexus.render.services import RUNTIME
+
+    monkeypatch.syspath_prepend(str(RUNTIME))
+    from nexus_runtime.settings import Retries
+
+    (ours,), (theirs,) = (get_args(t)[1:] for t in (models.Retries, Retries))
+    assert ours.metadata == theirs.metadata and str(models.MAX_RETRIES) in repr(theirs.metadata)
+
+
 def test_the_service_template_modules_are_the_template_s_own():
     from nexus.catalog import naming
     from nexus.render.services import SERVICE_TEMPLATE

@@ -57,6 +57,10 @@ def _namespace(namespace: str) -> str:
 Namespace = Annotated[Name, AfterValidator(_namespace)]
 # Every field is strict (Strict below), so a quoted number is text and never a port.
 Port = Annotated[int, Field(ge=1024, le=65535, description="An unprivileged TCP port, 1024 to 65535.")]
+# Retries of one call. The runtime's settings take the same bound (nexus_runtime.settings.Retries):
+# neither package may import the other, so tests/test_validate.py holds the two equal.
+MAX_RETRIES = 5
+Retries = Annotated[int, Field(ge=0, le=MAX_RETRIES)]
 Email = Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
 UrlPath = Annotated[str, StringConstraints(pattern=r"^/[A-Za-z0-9._~/-]*$")]
 Quantity = Annotated[str, StringConstraints(pattern=r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti)?$")]
@@ -187,10 +191,11 @@ class TrafficOverride(Strict):
     of the generated docs."""
 
     timeout: Duration | None = Field(None, description="Whole-request timeout, retries included, e.g. 2s.")
-    retries: Annotated[int, Field(ge=0, le=5)] | None = Field(
+    retries: Retries | None = Field(
         None,
         description=(
-            "Retries of idempotent calls on connect failures and 502/503/504 (at most 5, as the runtime allows)."
+            "Retries of idempotent calls on connect failures and 502/503/504 "
+            f"(at most {MAX_RETRIES}, as the runtime allows)."
         ),
     )
     consecutive_5xx: Annotated[int, Field(ge=1)] | None = Field(
@@ -211,7 +216,7 @@ class Traffic(Strict):
     """The platform's defaults for every edge: all fields set."""
 
     timeout: Duration = "2s"
-    retries: Annotated[int, Field(ge=0, le=5)] = 2
+    retries: Retries = 2
     consecutive_5xx: Annotated[int, Field(ge=1)] = 5
     ejection_time: Duration = "30s"
     max_connections: Annotated[int, Field(ge=1)] = 100
