@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import hashlib
 import importlib.util
 import json
 import os
@@ -380,6 +381,37 @@ def test_a_valid_request_id_and_trace_follow_the_request_through_every_hop(live:
     for service in ("gateway", "auth"):
         (line,) = logged(service)
         assert line["trace_id"] == TRACE_ID
+
+
+def _client_key(address: str) -> str:
+    return hashlib.sha256(address.encode()).hexdigest()[:16]
+
+
+@pytest.mark.parametrize(
+    ("forwarded", "address"),
+    [
+        (None, "127.0.0.1"),  # no proxy in front: the connection's peer
+        ("203.0.113.7", "203.0.113.7"),
+        ("198.51.100.9, 203.0.113.7", "203.0.113.7"),  # the client's own entries come first
+    ],
+)
+def test_the_gateway_sets_the_client_key_and_every_hop_carries_it(
+    live: Live, forwarded: str | None, address: str
+) -> None:
+    """The key a mesh keeps a client on one pod by (session_affinity): set at the edge from the
+    address the proxy in front saw (the last of X-Forwarded-For), never the client's own
+    x-nexus-client, and the same at every hop of the flow."""
+    rid = f"client-{live.catalog.parent.parent.name}-{(forwarded or address).replace(' ', '')}"
+    headers = {"x-request-id": rid, "x-nexus-client": "0123456789abcdef"}
+    if forwarded:
+        headers["x-forwarded-for"] = forwarded
+    assert httpx.get(live.url["gateway"] + "/flows/login", headers=headers).status_code == 200
+
+    def logged(service: str) -> list[dict[str, Any]]:
+        return [e for e in live.log(service) if e.get("msg") == "request" and e.get("request_id") == rid]
+
+    until(lambda: logged("gateway") and logged("auth"), what="the access lines of both hops")
+    assert [e["client"] for s in ("gateway", "auth") for e in logged(s)] == [_client_key(address)] * 2
 
 
 # -- 8. the outside edge -----------------------------------------------------------------------

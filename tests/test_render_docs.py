@@ -314,7 +314,7 @@ def test_each_service_page_says_what_it_must(shipped: Any) -> None:
         assert f"kubectl rollout restart deployment/{name} -n nexus-cos" in ops
         assert f"kubectl delete pod -n nexus-cos -l app={name}" in ops
         assert f"- `{pkg(name)}/routes.py`" in section(page, "Source Code")
-        assert ("ClientIP" in page) == svc.session_affinity
+        assert ("mesh.md#session-affinity" in page) == svc.session_affinity
 
 
 def test_flow_positions_and_next_hops(shipped: Any) -> None:

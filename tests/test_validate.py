@@ -307,6 +307,18 @@ def test_the_catalog_and_the_runtime_allow_the_same_retries(monkeypatch):
     assert ours.metadata == theirs.metadata and str(models.MAX_RETRIES) in repr(theirs.metadata)
 
 
+def test_the_catalog_and_the_runtime_name_the_same_client_key_header(monkeypatch):
+    """The runtime sets and passes on the client key in a header; Istio's rules for a service
+    with session_affinity hash on the header the catalog's naming names. Two copies, held equal."""
+    from nexus.catalog import naming
+    from nexus.render.services import RUNTIME
+
+    monkeypatch.syspath_prepend(str(RUNTIME))
+    from nexus_runtime.tracing import CLIENT_HEADER
+
+    assert naming.CLIENT_HEADER == CLIENT_HEADER
+
+
 def test_the_service_template_modules_are_the_template_s_own():
     from nexus.catalog import naming
     from nexus.render.services import SERVICE_TEMPLATE

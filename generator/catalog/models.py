@@ -422,7 +422,13 @@ class Service(Strict):
     depends_on: dict[Name, Dependency] = Field({}, description="Services this one calls, each hard or soft.")
     uses: list[Name] = Field([], description="Infrastructure components this service needs (hard).")
     externals: list[Name] = Field([], description="External systems this service reaches (e.g. the CDN).")
-    session_affinity: bool = Field(False, description="Route a client to the same pod (ClientIP affinity).")
+    session_affinity: bool = Field(
+        False,
+        description=(
+            "Keep a client on one pod: kube-proxy's ClientIP affinity without a mesh (per calling pod), "
+            "Istio's consistent hash on the client key; Linkerd has none."
+        ),
+    )
     websocket: bool = Field(False, description="Serve a WebSocket endpoint for live streaming.")
     autoscaling: Autoscaling | None = None
     resources: Resources | None = None

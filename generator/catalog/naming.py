@@ -48,6 +48,12 @@ def url_variable(name: str) -> str:
     return f"{env_name(name)}_URL"
 
 
+# The header carrying the client key, which the gateway sets and every hop passes on; Istio hashes
+# on it for a service with session_affinity. The runtime names it too (tracing.CLIENT_HEADER), and
+# cannot import this package: tests/test_validate.py holds the two equal.
+CLIENT_HEADER = "x-nexus-client"
+
+
 # -- how a service reaches its infrastructure -----------------------------------------------------
 
 # Where a pod finds its credentials: each a file, from a Secret, read by the runtime's settings

@@ -130,6 +130,7 @@ def _target(ctx: RenderContext, name: str, mesh: Mesh, allowed: dict[str, set[st
         "port": svc.port,
         "host": f"{name}.{ns}.svc.{TRUST_DOMAIN}",
         "gateway": name == cat.platform.gateway,
+        "affinity": svc.session_affinity,
         "callers": ctx.dependents[name],
         "identities": sorted(allowed[name]),
         "default": _traffic(base),
@@ -336,11 +337,13 @@ def render_docs(ctx: RenderContext) -> dict[str, str]:
             special.append({**e, **own})
     common: dict[str, Any] = {
         "header": GENERATED_HEADER,
+        "names": naming,
         "meshes": MESHES,
         "teams": teams,
         "special": special,
         "callers": callers(ctx),
         "default": default,
+        "sticky": sorted(n for n, svc in cat.services.items() if svc.session_affinity),
     }
     out = {
         "docs/architecture/mesh.md": ctx.template("mesh/docs/mesh.md.j2", **common),

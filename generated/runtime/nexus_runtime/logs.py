@@ -28,6 +28,8 @@ class JsonFormatter(logging.Formatter):
         trace = tracing.current.get()
         if trace is not None:
             entry["request_id"], entry["trace_id"] = trace.request_id, trace.trace_id
+            if trace.client:
+                entry["client"] = trace.client
         entry.update({k: v for k, v in vars(record).items() if k not in _RESERVED})
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)

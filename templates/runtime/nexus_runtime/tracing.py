@@ -1,4 +1,5 @@
-"""Request id and W3C trace context, carried from an incoming request to every outgoing call.
+"""Request id, W3C trace context and the client key, carried from an incoming request to every
+outgoing call.
 
 Incoming values are checked before they are adopted: a request id, ``traceparent`` or
 ``tracestate`` that does not fit its format is replaced (or, for ``tracestate``, dropped), never
@@ -12,6 +13,7 @@ for each bad header, which any client could use to flood the logs.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
 from collections.abc import Iterable
@@ -33,6 +35,19 @@ _TRACESTATE_MEMBER = re.compile(
 TRACESTATE_MAX_MEMBERS = 32
 TRACESTATE_MAX_CHARS = 512  # the length the W3C asks every vendor to propagate at least
 
+# The client key: which client a request is for, the same at every hop, so that a mesh can keep a
+# client on one pod of a service that asks for session affinity (Istio hashes on this header;
+# the docs' mesh page). The gateway sets it (edge.py), from the client's address; inside, each
+# hop passes on what it was given. A digest, so that no hop carries or logs the address itself.
+CLIENT_HEADER = "x-nexus-client"
+_CLIENT = re.compile(r"[0-9a-f]{16}")
+_CLIENT_KEY = CLIENT_HEADER.encode("ascii")
+
+
+def client_key(address: str) -> str:
+    """The client key of a client address (16 hex digits)."""
+    return hashlib.sha256(address.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+
 
 @dataclass(frozen=True)
 class Trace:
@@ -41,15 +56,19 @@ class Trace:
     span_id: str  # this service's span for the current request
     flags: str = "01"
     state: str | None = None  # the caller's tracestate, passed on unchanged
+    client: str | None = None  # the client key (CLIENT_HEADER), when the request came with one
 
     def outgoing(self) -> dict[str, str]:
-        """Headers for a call made while handling this request: same trace, a new child span."""
+        """Headers for a call made while handling this request: same trace, a new child span,
+        the same client."""
         headers = {
             "x-request-id": self.request_id,
             "traceparent": f"00-{self.trace_id}-{secrets.token_hex(8)}-{self.flags}",
         }
         if self.state:
             headers["tracestate"] = self.state
+        if self.client:
+            headers[CLIENT_HEADER] = self.client
         return headers
 
 
@@ -85,9 +104,15 @@ def tracestate(values: Iterable[str]) -> str | None:
     return joined
 
 
-def from_headers(request_id_value: str | None, traceparent: str | None, tracestate_values: Iterable[str] = ()) -> Trace:
+def from_headers(
+    request_id_value: str | None,
+    traceparent: str | None,
+    tracestate_values: Iterable[str] = (),
+    client: str | None = None,
+) -> Trace:
     """Continue the caller's trace when it sent a valid traceparent; start one otherwise. The
-    tracestate belongs to the caller's trace: it is kept only with its traceparent."""
+    tracestate belongs to the caller's trace: it is kept only with its traceparent. A client key
+    of another shape is dropped."""
     found = parent(traceparent)
     trace_id, flags = found if found else (secrets.token_hex(16), "01")
     state = tracestate(tracestate_values) if found else None
@@ -97,6 +122,7 @@ def from_headers(request_id_value: str | None, traceparent: str | None, tracesta
         span_id=secrets.token_hex(8),
         flags=flags,
         state=state,
+        client=client if client is not None and _CLIENT.fullmatch(client) else None,
     )
 
 
@@ -110,7 +136,7 @@ class TraceMiddleware:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        rid = tp = None
+        rid = tp = client = None
         states: list[str] = []
         for key, value in scope["headers"]:
             if key == b"x-request-id":
@@ -119,7 +145,9 @@ class TraceMiddleware:
                 tp = value.decode("latin-1")
             elif key == b"tracestate":
                 states.append(value.decode("latin-1"))
-        trace = from_headers(rid, tp, states)
+            elif key == _CLIENT_KEY:
+                client = value.decode("latin-1")
+        trace = from_headers(rid, tp, states, client)
         token = current.set(trace)
         echoed = (b"x-request-id", trace.request_id.encode("ascii"))
 
