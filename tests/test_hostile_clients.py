@@ -33,7 +33,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 from running import free_ports, platform, until, write_platform
-from websockets.exceptions import ConnectionClosedError
+from websockets.exceptions import ConnectionClosedError, InvalidStatus
 from websockets.sync.client import connect
 
 from nexus.local import runstate
@@ -98,8 +98,14 @@ def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
         yield Live(catalog, {name: f"http://127.0.0.1:{port}" for name, port in ports.items()})
 
 
-def _ws(live: Live) -> str:
+def _ws(live: Live, via: str = "media") -> str:
+    """media's WebSocket endpoint: its own, or through the gateway's relay (``via`` gateway)."""
+    if via == "gateway":
+        return live.url["gateway"].replace("http://", "ws://") + "/live/media"
     return live.url["media"].replace("http://", "ws://") + "/ws"
+
+
+VIA = pytest.mark.parametrize("via", ["media", "gateway"])  # direct, and as a client outside reaches it
 
 
 # -- 1. WebSocket ------------------------------------------------------------------------------
@@ -118,8 +124,9 @@ def test_the_project_and_the_runtime_install_a_websocket_library() -> None:
         assert any(re.match(r"websockets\b", d) for d in dependencies), where
 
 
-def test_websocket_echoes_text_and_binary_answers_pings_and_closes_cleanly(live: Live) -> None:
-    with connect(_ws(live), open_timeout=10) as ws:
+@VIA
+def test_websocket_echoes_text_and_binary_answers_pings_and_closes_cleanly(live: Live, via: str) -> None:
+    with connect(_ws(live, via), open_timeout=10) as ws:
         assert json.loads(ws.recv(timeout=10)) == {"service": "media", "event": "connected"}
         ws.send("héllo ✓")
         assert json.loads(ws.recv(timeout=10)) == {"service": "media", "event": "message", "data": "héllo ✓"}
@@ -130,6 +137,34 @@ def test_websocket_echoes_text_and_binary_answers_pings_and_closes_cleanly(live:
     assert ws.protocol.close_rcvd is not None and ws.protocol.close_rcvd.code == 1000  # the server's close frame
 
 
+def test_the_gateway_relay_carries_the_client_key_and_refuses_what_it_does_not_relay(live: Live) -> None:
+    """The relay opens media's endpoint with the handshake's client key (a mesh keeps the client
+    on one of media's pods by it), and answers a service that serves no WebSocket with a 404."""
+    forwarded = {"x-forwarded-for": f"203.0.113.{len(live.catalog.parent.parent.name)}"}
+    key = _client_key(forwarded["x-forwarded-for"])
+    with connect(_ws(live, "gateway"), open_timeout=10, additional_headers=forwarded) as ws:
+        ws.recv(timeout=10)
+    closed = lambda: [e for e in live.log("media") if e.get("msg") == "websocket closed" and e.get("client") == key]  # noqa: E731
+    until(closed, what="media's line for the relayed connection")
+    assert closed()[0]["code"] == 1000
+    with pytest.raises(InvalidStatus) as refused:
+        connect(live.url["gateway"].replace("http://", "ws://") + "/live/auth", open_timeout=10)
+    assert refused.value.response.status_code == 404
+    assert b"auth is not a live service" in refused.value.response.body
+
+
+def test_the_gateway_relay_answers_502_when_the_live_service_is_down(tmp_path: Path) -> None:
+    catalog = _catalog(tmp_path / "demo")
+    # media, a soft dependency, is not started
+    with platform(catalog, "--only", "gateway") as ports, pytest.raises(InvalidStatus) as refused:
+        connect(f"ws://127.0.0.1:{ports['gateway']}/live/media", open_timeout=10)
+    assert refused.value.response.status_code == 502
+    assert json.loads(refused.value.response.body) == {
+        "service": "media",
+        "error": "unreachable: ConnectionRefusedError",
+    }
+
+
 @pytest.mark.parametrize(
     ("send", "code"),
     [
@@ -138,8 +173,9 @@ def test_websocket_echoes_text_and_binary_answers_pings_and_closes_cleanly(live:
         pytest.param(lambda ws: ws.send(b"\xff\xfe not utf-8", text=True), 1007, id="text-not-utf8"),
     ],
 )
-def test_bad_websocket_input_gets_a_close_frame_with_its_code(live: Live, send: Any, code: int) -> None:
-    with connect(_ws(live), open_timeout=10, max_size=None) as ws:
+@VIA
+def test_bad_websocket_input_gets_a_close_frame_with_its_code(live: Live, send: Any, code: int, via: str) -> None:
+    with connect(_ws(live, via), open_timeout=10, max_size=None) as ws:
         ws.recv(timeout=10)
         send(ws)
         with pytest.raises(ConnectionClosedError) as closed:
@@ -147,7 +183,7 @@ def test_bad_websocket_input_gets_a_close_frame_with_its_code(live: Live, send: 
     assert closed.value.rcvd is not None, "the connection was dropped without a close frame"
     assert closed.value.rcvd.code == code
     # the service lives on, and its handler did not crash
-    with connect(_ws(live), open_timeout=10) as ws:
+    with connect(_ws(live, via), open_timeout=10) as ws:
         ws.recv(timeout=10)
         ws.send("still there")
         assert json.loads(ws.recv(timeout=10))["data"] == "still there"

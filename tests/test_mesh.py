@@ -803,3 +803,33 @@ def test_session_affinity_is_istio_s_consistent_hash_on_the_client_key(
     minimal["services"]["media"]["session_affinity"] = True
     minimal["services"]["gateway"]["depends_on"]["media"] = {"kind": "soft", "max_connections": 7}
     assert _balancing(rendered(dump(minimal))[1])["media"] == [by_key, by_key]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "said"),
+    [
+        # Envoy would close the connection at 2 s
+        (
+            '      timeout: "0s"\n',
+            '      timeout: "2s"\n',
+            "/ws from backend-api gets (timeout, retries) ('2s', 0)",
+        ),
+        # a route for every path, not /ws alone: the service's requests would have no timeout
+        (
+            '- name: "websocket"\n      match:\n        - uri:\n            exact: "/ws"\n',
+            '- name: "websocket"\n',
+            "GET from backend-api gets (timeout, retries) ('0s', 0), the catalog says ('2s', 2)",
+        ),
+    ],
+    ids=["a-timeout", "no-path-of-its-own"],
+)
+def test_a_websocket_route_with_a_timeout_or_without_its_path_is_caught(
+    istio: tuple[RenderContext, dict[str, str]], old: str, new: str, said: str
+) -> None:
+    """A WebSocket connection is not a request: a route timeout (the edge's 2 s) closes it. The
+    live service's own route, first, has none, for its endpoint alone."""
+    ctx, files = istio
+    path = ISTIO.format("boom-boom-room-live")
+    assert files[path].index('- name: "websocket"') < files[path].index('- name: "default-idempotent"')
+    failures = mesh_checks.run(ctx, _break(files, path, old, new))
+    assert any(f.startswith(f"{path}: ") and said in f for f in failures), failures

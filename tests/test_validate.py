@@ -307,16 +307,18 @@ def test_the_catalog_and_the_runtime_allow_the_same_retries(monkeypatch):
     assert ours.metadata == theirs.metadata and str(models.MAX_RETRIES) in repr(theirs.metadata)
 
 
-def test_the_catalog_and_the_runtime_name_the_same_client_key_header(monkeypatch):
-    """The runtime sets and passes on the client key in a header; Istio's rules for a service
-    with session_affinity hash on the header the catalog's naming names. Two copies, held equal."""
+def test_the_catalog_and_the_runtime_name_the_same_header_and_live_path(monkeypatch):
+    """The runtime sets and passes on the client key in a header, and serves WebSocket on a
+    path; Istio's rules hash on the header (session_affinity) and route the path with no
+    timeout, as the catalog's naming names them. Two copies each, held equal."""
     from nexus.catalog import naming
     from nexus.render.services import RUNTIME
 
     monkeypatch.syspath_prepend(str(RUNTIME))
+    from nexus_runtime.live import PATH
     from nexus_runtime.tracing import CLIENT_HEADER
 
-    assert naming.CLIENT_HEADER == CLIENT_HEADER
+    assert (naming.CLIENT_HEADER, naming.LIVE_PATH) == (CLIENT_HEADER, PATH)
 
 
 def test_the_service_template_modules_are_the_template_s_own():

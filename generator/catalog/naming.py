@@ -52,6 +52,9 @@ def url_variable(name: str) -> str:
 # on it for a service with session_affinity. The runtime names it too (tracing.CLIENT_HEADER), and
 # cannot import this package: tests/test_validate.py holds the two equal.
 CLIENT_HEADER = "x-nexus-client"
+# A live service's WebSocket endpoint (the runtime's live.PATH, held equal the same way), which
+# the mesh routes with no timeout.
+LIVE_PATH = "/ws"
 
 
 # -- how a service reaches its infrastructure -----------------------------------------------------

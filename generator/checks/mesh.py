@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from ..catalog import naming
 from ..catalog.naming import pkg
 from ..paths import code_key
 from ..render.context import RenderContext
@@ -286,6 +287,14 @@ def _istio_traffic(ctx: RenderContext, docs: list[Doc]) -> list[str]:
                 f"gets (timeout, retries) {got}, "
                 f"the catalog says {(go_duration(want.timeout), want.retries)}"
             )
+        if cat.services[target].websocket:  # a connection, not a request: no timeout ends it
+            live = _first_route(doc.data, source, "GET", naming.LIVE_PATH) if doc else None
+            got = (live.get("timeout"), get(live, "retries", "attempts")) if live else None
+            if got != ("0s", 0):
+                failures.append(
+                    f"{COMPONENTS}/istio/services/{target}.yaml: {target}: its WebSocket endpoint "
+                    f"{naming.LIVE_PATH} from {source} gets (timeout, retries) {got}, not ('0s', 0)"
+                )
     for d in (d for d in docs if d.kind == "Sidecar"):
         svc = cat.services.get(d.name)
         hosts = {str(h) for h in items(get(d.data, "spec", "egress", 0, "hosts"))}
@@ -301,13 +310,20 @@ def _istio_traffic(ctx: RenderContext, docs: list[Doc]) -> list[str]:
     return failures
 
 
-def _first_route(vs: dict[str, Any], source: str, method: str) -> dict[str, Any] | None:
-    """The first http route of a VirtualService that a request from ``source`` with ``method`` matches."""
+def _first_route(vs: dict[str, Any], source: str, method: str, path: str = "/") -> dict[str, Any] | None:
+    """The first http route of a VirtualService that a request from ``source`` with ``method``
+    for ``path`` matches."""
     for route in map(mapping, items(get(vs, "spec", "http"))):
         for match in map(mapping, route.get("match") or [{}]):
             labels = match.get("sourceLabels") or {}
             regex = get(match, "method", "regex")
-            if labels in ({}, {NAME: source}) and (regex is None or _matches(regex, method)):
+            uri = mapping(match.get("uri") or {})
+            if (
+                labels in ({}, {NAME: source})
+                and (regex is None or _matches(regex, method))
+                and ("exact" not in uri or uri["exact"] == path)
+                and ("prefix" not in uri or path.startswith(str(uri["prefix"])))
+            ):
                 return dict(route)
     return None
 

@@ -131,6 +131,7 @@ def _target(ctx: RenderContext, name: str, mesh: Mesh, allowed: dict[str, set[st
         "host": f"{name}.{ns}.svc.{TRUST_DOMAIN}",
         "gateway": name == cat.platform.gateway,
         "affinity": svc.session_affinity,
+        "websocket": svc.websocket,
         "callers": ctx.dependents[name],
         "identities": sorted(allowed[name]),
         "default": _traffic(base),

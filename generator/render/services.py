@@ -189,7 +189,8 @@ def service_context(ctx: RenderContext, name: str) -> dict[str, Any]:
             / 1000
         ),
         "dependencies": {
-            dep: {"kind": e.kind, "port": cat.services[dep].port} for dep, e in sorted(svc.depends_on.items())
+            dep: {"kind": e.kind, "port": cat.services[dep].port, "websocket": cat.services[dep].websocket}
+            for dep, e in sorted(svc.depends_on.items())
         },
         "resources": {comp: {"engine": cat.infrastructure[comp].engine} for comp in sorted(svc.uses)},
         "flows": flows,

@@ -77,6 +77,8 @@ def create_app(
         app.include_router(platform_routes.router(spec, settings, clients, answers, resources, steps))
     if spec.websocket:
         app.include_router(live.router(spec, settings, log))
+    if spec.gateway and any(d.websocket for d in spec.dependencies):
+        app.include_router(live.relay_router(spec, settings, log))
     if routes is not None:
         app.include_router(routes)
     # the last added runs first: the edge drops internal headers, then the trace is set, so

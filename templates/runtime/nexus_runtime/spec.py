@@ -11,6 +11,7 @@ class Dependency:
     name: str
     kind: Literal["hard", "soft"]  # hard: readiness fails while it is unreachable
     setting: str  # the Settings field that holds its base URL
+    websocket: bool = False  # it serves /ws (live.PATH); the gateway relays it at /live/<name>
 
 
 @dataclass(frozen=True)

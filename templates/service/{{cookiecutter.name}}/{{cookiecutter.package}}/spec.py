@@ -13,7 +13,7 @@ SPEC = ServiceSpec(
     team="{{ cookiecutter.team }}",
 {% set ns = namespace(deps=[], resources=[]) %}
 {% for dep, d in cookiecutter.dependencies|dictsort %}
-{% set ns.deps = ns.deps + [("Dependency", [dep|py_str, d.kind|py_str, "setting=" ~ (dep|pkg ~ "_url")|py_str])] %}
+{% set ns.deps = ns.deps + [("Dependency", [dep|py_str, d.kind|py_str, "setting=" ~ (dep|pkg ~ "_url")|py_str] + (["websocket=True"] if d.websocket else []))] %}
 {% endfor %}
 {% for comp, r in cookiecutter.resources|dictsort %}
 {% set ns.resources = ns.resources + [("Resource", [comp|py_str, r.engine|py_str, "setting=" ~ (comp|pkg ~ "_url")|py_str, "password=" ~ (comp|pkg ~ "_password")|py_str])] %}
