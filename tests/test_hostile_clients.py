@@ -17,6 +17,7 @@ import json
 import os
 import re
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -151,6 +152,27 @@ def test_the_gateway_relay_carries_the_client_key_and_refuses_what_it_does_not_r
         connect(live.url["gateway"].replace("http://", "ws://") + "/live/auth", open_timeout=10)
     assert refused.value.response.status_code == 404
     assert b"auth is not a live service" in refused.value.response.body
+
+
+def test_clients_that_drop_their_connections_leave_no_relay_behind(live: Live) -> None:
+    """Twenty clients reset their TCP connections (no close frame): each relayed connection to
+    media is closed too, and logged once on each side with the client's code."""
+    key = _client_key(f"198.51.100.{len(live.catalog.parent.parent.name)}")
+    forwarded = {"x-forwarded-for": f"198.51.100.{len(live.catalog.parent.parent.name)}"}
+    for _ in range(20):
+        with connect(_ws(live, "gateway"), open_timeout=10, additional_headers=forwarded) as ws:
+            ws.recv(timeout=10)
+            ws.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close = RST
+            ws.socket.close()
+
+    def closed(service: str) -> list[dict[str, Any]]:
+        return [e for e in live.log(service) if e.get("client") == key and "closed" in e.get("msg", "")]
+
+    until(lambda: len(closed("media")) == 20 and len(closed("gateway")) == 20, what="every relay to close")
+    assert {e["msg"] for e in closed("gateway")} == {"websocket relay closed"}
+    # the client's own code (no status, or abnormal), not a 1011 of the relay's making
+    assert {e["code"] for e in closed("gateway")} <= {1005, 1006}
+    assert not [e for e in live.log("gateway") if e.get("level") == "error"]
 
 
 def test_the_gateway_relay_answers_502_when_the_live_service_is_down(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ connection.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect, status
@@ -129,26 +130,26 @@ async def _pass_messages(ws: WebSocket, upstream: ClientConnection) -> int:
             await upstream.send(text if text is not None else message.get("bytes") or b"")
 
     async def from_upstream() -> int:
-        try:
+        with contextlib.suppress(ConnectionClosed):
             async for data in upstream:
                 if isinstance(data, str):
                     await ws.send_text(data)
                 else:
                     await ws.send_bytes(data)
-        except ConnectionClosed:
-            pass
         code = upstream.close_code or 1006
-        await ws.close(_NOT_SENT.get(code, code), upstream.close_reason or "")
+        # the client may be gone already (it closed first, or its connection broke)
+        with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect):
+            await ws.close(_NOT_SENT.get(code, code), upstream.close_reason or "")
         return code
 
-    tasks = [asyncio.create_task(from_client()), asyncio.create_task(from_upstream())]
-    try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-    first = done.pop()
-    try:
-        return first.result()
-    except (ConnectionClosed, WebSocketDisconnect, RuntimeError):  # the other side went at once
-        return status.WS_1011_INTERNAL_ERROR
+    client, service = asyncio.create_task(from_client()), asyncio.create_task(from_upstream())
+    done, _ = await asyncio.wait((client, service), return_when=asyncio.FIRST_COMPLETED)
+    first = client if client in done else service
+    if first is client and isinstance(client.exception(), ConnectionClosed):
+        # the service closed while a message was on its way to it: its side says why
+        await asyncio.wait((service,))
+        first = service
+    for task in (client, service):
+        task.cancel()
+    await asyncio.gather(client, service, return_exceptions=True)
+    return first.result() if not first.cancelled() and first.exception() is None else status.WS_1011_INTERNAL_ERROR
