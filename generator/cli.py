@@ -996,12 +996,21 @@ def verify(
             for h in report.events:
                 event_hops.add_row(h.channel, h.hop, marks["ok" if h.ok else "failed"], _plain(h.detail))
             console.print(event_hops)
+        if report.live:
+            streams = Table(title="live services (WebSocket)", box=box.SIMPLE_HEAD, pad_edge=False)
+            for column in ("service", "result", "ms", "detail"):
+                streams.add_column(column, no_wrap=column != "detail")
+            for r in report.live:
+                ms = f"{r.ms:.1f}" if r.ms is not None else "-"
+                streams.add_row(r.service, marks["ok" if r.ok else "failed"], ms, _plain(r.detail))
+            console.print(streams)
         checked = [s for s in report.services if s.status != "skipped"]
+        live = f", {sum(r.ok for r in report.live)}/{len(report.live)} live services ok" if report.live else ""
         console.print(
             f"{sum(f.status == 'ok' for f in report.flows)}/{len(report.flows)} flows ok, "
             f"{sum(s.status == 'ok' for s in checked)}/{len(checked)} services ok"
-            f"{f', {len(report.services) - len(checked)} skipped' if len(checked) < len(report.services) else ''} in "
-            f"{report.seconds:.2f} s"
+            f"{f', {len(report.services) - len(checked)} skipped' if len(checked) < len(report.services) else ''}"
+            f"{live} in {report.seconds:.2f} s"
         )
     if not report.ok:
         raise VerifyFailed(report.failures)

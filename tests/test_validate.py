@@ -315,10 +315,11 @@ def test_the_catalog_and_the_runtime_name_the_same_header_and_live_path(monkeypa
     from nexus.render.services import RUNTIME
 
     monkeypatch.syspath_prepend(str(RUNTIME))
-    from nexus_runtime.live import PATH
+    from nexus_runtime.live import PATH, RELAY
     from nexus_runtime.tracing import CLIENT_HEADER
 
-    assert (naming.CLIENT_HEADER, naming.LIVE_PATH) == (CLIENT_HEADER, PATH)
+    ours = (naming.CLIENT_HEADER, naming.LIVE_PATH, naming.LIVE_RELAY + "{service}")
+    assert ours == (CLIENT_HEADER, PATH, RELAY)
 
 
 def test_the_service_template_modules_are_the_template_s_own():

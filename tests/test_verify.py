@@ -52,6 +52,26 @@ def test_verify_proves_flows_and_health_through_the_gateway(tmp_path, minimal):
         assert "gateway" in text.stdout and "cdn (external)" in text.stdout
 
 
+def test_verify_opens_each_live_service_through_the_gateway(tmp_path, minimal):
+    """The third of the spec's patterns, proved as a client outside meets it: a WebSocket
+    through the gateway's relay gets the live service's own hello. A live service that is down
+    fails verify, named, with the gateway's answer."""
+    minimal["services"]["media"]["websocket"] = True
+    catalog = write_platform(tmp_path / "demo", minimal)
+    with platform(catalog) as ports:
+        result, report = _report(catalog)
+        assert result.returncode == 0, result.stderr
+        ((media,),) = [report["live"]]
+        assert media["service"] == "media" and media["ok"] and media["ms"] > 0
+        remote, report = _report(catalog, "--base-url", f"http://127.0.0.1:{ports['gateway']}")
+        assert remote.returncode == 0 and [r["ok"] for r in report["live"]] == [True], remote.stderr
+        assert "1/1 live services ok" in nexus("verify", "-c", str(catalog)).stdout
+        assert nexus("down", "media", "-c", str(catalog)).returncode == 0
+        broken = nexus("verify", "-c", str(catalog))
+        assert broken.returncode == 1
+        assert "live media: the gateway answered HTTP 502" in broken.stderr, broken.stderr
+
+
 def test_services_the_gateway_cannot_reach_are_checked_directly_here_and_reported_remotely(tmp_path, minimal):
     minimal["services"]["batch"] = {
         "port": 1,
@@ -170,6 +190,9 @@ def test_the_whole_shipped_platform_comes_up_verifies_and_goes_down(tmp_path):
         }
         assert {(h["channel"], h["hop"]) for h in report["events"]} == expected
         assert all(h["ok"] for h in report["events"]), report["events"]
+        # live streaming through the gateway's relays
+        live = {r["service"]: r["ok"] for r in report["live"]}
+        assert live == {"boom-boom-room-live": True, "puaboverse-v2": True, "v-caster-pro": True}
         # a consumer stopped: verify fails and names that hop
         assert nexus("down", "invoice-gen", "-c", str(catalog)).returncode == 0
         broken = nexus("verify", "-c", str(catalog), timeout=120)

@@ -55,6 +55,9 @@ CLIENT_HEADER = "x-nexus-client"
 # A live service's WebSocket endpoint (the runtime's live.PATH, held equal the same way), which
 # the mesh routes with no timeout.
 LIVE_PATH = "/ws"
+# Where the gateway relays a live service's endpoint: LIVE_RELAY + its name (the runtime's
+# live.RELAY; `nexus verify` opens it).
+LIVE_RELAY = "/live/"
 
 
 # -- how a service reaches its infrastructure -----------------------------------------------------

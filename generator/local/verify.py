@@ -9,7 +9,9 @@ same checks run against this machine and against a cluster through one port-forw
   that very service (its name in the answer), and its metrics parse as Prometheus text with
   prometheus-client's own parser;
 - each event channel, on the platform `nexus up` runs here: a probe published at the source is
-  acknowledged by every consumer, and a stream replays from its first message (events.py).
+  acknowledged by every consumer, and a stream replays from its first message (events.py);
+- each live service the gateway relays: a WebSocket opened through the gateway gets that
+  service's hello and closes cleanly (live.py).
 
 The gateway relays probes along declared edges only (what the NetworkPolicies allow). A
 service no such path reaches is checked directly on this machine, and reported as not
@@ -32,7 +34,7 @@ from ..catalog.graph import relays
 from ..catalog.models import Catalog, ExternalHop
 from ..errors import RunError
 from ..render.broker import ADMIN_USER
-from . import events, infra, runstate
+from . import events, infra, live, runstate
 
 BROKEN_HEADER = "x-nexus-broken"
 VIA_HEADER = "x-nexus-via"
@@ -78,6 +80,7 @@ class Report:
     failures: list[str]
     seconds: float
     events: list[events.EventHop] = field(default_factory=list)
+    live: list[live.LiveResult] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -110,7 +113,22 @@ def verify(catalog: str | Path = "catalog.yaml", base_url: str | None = None, *,
     failures = _failures(flows, services)
     hops = _events(loaded.catalog, loaded.root, timeout) if base_url is None else []
     failures += [f"event {h.channel}: {h.hop}: {h.detail}" for h in hops if not h.ok]
-    return Report(targets.base_url, targets.local, flows, services, failures, time.monotonic() - began, hops)
+    streams = asyncio.run(_live(loaded.catalog, targets, timeout))
+    failures += [f"live {r.service}: {r.detail}" for r in streams if not r.ok]
+    seconds = time.monotonic() - began
+    return Report(targets.base_url, targets.local, flows, services, failures, seconds, hops, streams)
+
+
+async def _live(cat: Catalog, targets: _Targets, timeout: float) -> list[live.LiveResult]:
+    """The gateway's WebSocket relays, one probe each: the live services the gateway depends on,
+    of those this run started (all of them with --base-url)."""
+    gateway = cat.platform.gateway
+    names = [
+        n
+        for n in sorted(cat.services[gateway].depends_on)
+        if cat.services[n].websocket and n in targets.check and targets.gateway_up
+    ]
+    return list(await asyncio.gather(*(live.probe(targets.base_url, n, timeout, local=targets.local) for n in names)))
 
 
 def _events(cat: Catalog, root: Path, timeout: float) -> list[events.EventHop]:
