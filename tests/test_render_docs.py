@@ -315,6 +315,10 @@ def test_each_service_page_says_what_it_must(shipped: Any) -> None:
         assert f"kubectl delete pod -n nexus-cos -l app={name}" in ops
         assert f"- `{pkg(name)}/routes.py`" in section(page, "Source Code")
         assert ("mesh.md#session-affinity" in page) == svc.session_affinity
+        # the gateway lists its WebSocket relays, one per live dependency; no other page has one
+        relays = re.findall(r"^\| WebSocket \| `/live/([a-z0-9-]+)` \|", section(page, "Endpoints"), re.M)
+        gateway = name == cat.platform.gateway
+        assert relays == (sorted(d for d in svc.depends_on if cat.services[d].websocket) if gateway else [])
 
 
 def test_flow_positions_and_next_hops(shipped: Any) -> None:
