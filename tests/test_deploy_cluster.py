@@ -703,6 +703,11 @@ def test_done_only_when_the_hpa_minimum_is_available(
     assert "wave  2  auth: 2/2 available" in result.stdout.splitlines()
     assert result.stdout.splitlines()[-1] == "done: 8 objects applied, 1 Deployment available"
     assert client.AppsV1Api(api).read_namespaced_deployment("auth", namespace).status.available_replicas == 2
+    # the real scheduler put the two on the testbed's two nodes (topologySpreadConstraints)
+    pods = client.CoreV1Api(api).list_namespaced_pod(namespace, label_selector="app.kubernetes.io/name=auth").items
+    assert sorted(p.spec.node_name for p in pods if p.status.phase == "Running") == sorted(
+        n.metadata.name for n in client.CoreV1Api(api).list_node().items
+    )
 
 
 # --- the shipped catalog, end to end -------------------------------------------------------------
