@@ -547,6 +547,11 @@ class Catalog(Strict):
         """The services that use an infrastructure component, sorted: each gets its own user there."""
         return sorted(n for n, s in self.services.items() if component in s.uses)
 
+    def relayed_live(self) -> list[str]:
+        """The live (WebSocket) services the gateway relays at /live/<name>: its dependencies that
+        serve one, sorted (the runtime's relay_router relays the same, from the gateway's spec)."""
+        return sorted(d for d in self.services[self.platform.gateway].depends_on if self.services[d].websocket)
+
     def autoscaling_for(self, name: str) -> Autoscaling:
         return self.services[name].autoscaling or self.platform.autoscaling
 

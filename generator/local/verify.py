@@ -122,12 +122,7 @@ def verify(catalog: str | Path = "catalog.yaml", base_url: str | None = None, *,
 async def _live(cat: Catalog, targets: _Targets, timeout: float) -> list[live.LiveResult]:
     """The gateway's WebSocket relays, one probe each: the live services the gateway depends on,
     of those this run started (all of them with --base-url)."""
-    gateway = cat.platform.gateway
-    names = [
-        n
-        for n in sorted(cat.services[gateway].depends_on)
-        if cat.services[n].websocket and n in targets.check and targets.gateway_up
-    ]
+    names = [n for n in cat.relayed_live() if n in targets.check and targets.gateway_up]
     return list(await asyncio.gather(*(live.probe(targets.base_url, n, timeout, local=targets.local) for n in names)))
 
 

@@ -182,9 +182,7 @@ def _service(
         "externals": [dumped["externals"][x] for x in sorted(set(svc.externals))],
         "flows": on_flows,
         # the gateway's WebSocket relays (nexus_runtime.live.relay_router): its live dependencies
-        "relays": [d for d in sorted(svc.depends_on) if cat.services[d].websocket]
-        if name == cat.platform.gateway
-        else [],
+        "relays": cat.relayed_live() if name == cat.platform.gateway else [],
         "autoscaling": cat.autoscaling_for(name),
         "team_files": team_files(name, postgres=any(cat.infrastructure[c].engine == "postgres" for c in svc.uses)),
     }
